@@ -1,0 +1,13 @@
+"""picograd: a small deep-learning compiler. Lazy tensors -> UOp graph -> fused kernels -> LLVM IR (CPU) or CUDA C (GPU).
+
+Start with `from picograd import Tensor`; the path of a tensor through the package is
+tensor.py (frontend) -> ir/ (graph, rewrites, gradients) -> engine/ (fusion, realize) ->
+codegen/ (lowering, rendering) -> runtime/ (devices, compilers, memory).
+"""
+from picograd.dtype import dtypes, DType
+from picograd.helpers import Context
+from picograd.tensor import Tensor, ShapeError, where, cat, stack
+from picograd.engine.realize import schedule
+import picograd.indexing  # noqa: F401  (registers Tensor.__getitem__'s implementation)
+
+__all__ = ["Tensor", "dtypes", "DType", "Context", "ShapeError", "where", "cat", "stack", "schedule"]

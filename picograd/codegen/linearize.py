@@ -1,0 +1,65 @@
+"""Linearizing: the lowered kernel graph becomes a list of instructions with explicit loops.
+
+Output order: PARAMs, the global loops (outermost first), then every node after its sources.
+A REDUCE becomes DEFINE_ACC (before its loops), its RANGEs, the body, ACCUMULATE, the
+ENDRANGEs, and a LOAD of the accumulator that later nodes use. Work that does not depend on a
+reduction's loops is emitted before them, so no value is used outside the loop that defines it.
+Renderers (LLVM IR, CUDA C) and the PYTHON interpreter all walk this one list.
+"""
+from __future__ import annotations
+from picograd.dtype import dtypes
+from picograd.ir.ops import UOp, Ops, toposort
+from picograd.codegen.lower import reduce_identity
+
+
+def _range_deps(nodes: list[UOp]) -> dict[UOp, frozenset[UOp]]:
+  deps: dict[UOp, frozenset[UOp]] = {}
+  for n in nodes:
+    if n.op is Ops.RANGE: deps[n] = frozenset([n])
+    elif n.op is Ops.REDUCE: deps[n] = deps[n.src[0]] - frozenset(n.src[1:])
+    else: deps[n] = frozenset().union(*(deps[s] for s in n.src)) if n.src else frozenset()
+  return deps
+
+
+def linearize(sink: UOp) -> list[UOp]:
+  nodes = toposort([sink])
+  deps = _range_deps(nodes)
+  program: list[UOp] = []
+  remap: dict[UOp, UOp] = {}
+
+  def append(n: UOp) -> None:
+    new = n if not n.src else UOp(n.op, n.dtype, tuple(remap[s] for s in n.src), n.arg)
+    remap[n] = new
+    program.append(new)
+
+  params = sorted((n for n in nodes if n.op is Ops.PARAM), key=lambda p: p.arg[0])
+  for p in params: append(p)
+  global_ranges = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
+  for r in global_ranges: append(r)
+
+  def emit(roots: list[UOp], allowed: frozenset[UOp]) -> None:
+    """Emit `roots` and everything below them not yet emitted; REDUCEs open their own loops."""
+    for n in toposort(roots, stop=lambda x: x in remap or x.op is Ops.REDUCE):
+      if n in remap: continue
+      if n.op is Ops.REDUCE: emit_reduce(n, allowed)
+      else: append(n)
+
+  def emit_reduce(r: UOp, allowed: frozenset[UOp]) -> None:
+    value, rngs = r.src[0], r.src[1:]
+    # loop-invariant work first, outside the reduction's loops
+    invariant = [n for n in toposort([value], stop=lambda x: x in remap) if n not in remap and deps[n] <= allowed]
+    emit(invariant, allowed)
+    acc = UOp(Ops.DEFINE_ACC, r.dtype, rngs, (reduce_identity(r.arg, r.dtype), r.arg))
+    program.append(acc)
+    for rng in rngs: append(rng)
+    emit([value], allowed | frozenset(rngs))
+    program.append(UOp(Ops.ACCUMULATE, dtypes.void, (acc, remap[value]), r.arg))
+    for rng in reversed(rngs): program.append(UOp(Ops.ENDRANGE, dtypes.void, (rng,)))
+    result = UOp(Ops.LOAD, r.dtype, (acc,))
+    program.append(result)
+    remap[r] = result
+
+  emit([sink.src[0]], frozenset(global_ranges))
+  for r in reversed(global_ranges):
+    program.append(UOp(Ops.ENDRANGE, dtypes.void, (r,)))
+  return program

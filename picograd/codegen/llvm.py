@@ -1,0 +1,234 @@
+"""The LLVM IR renderer: a linearized kernel becomes one LLVM function for the CPU.
+
+Signature: `void name(ptr noalias %p0, ..., i64 %start, i64 %end)`; the outermost global loop
+runs from %start to %end so the runtime can split it across threads. Accumulators are allocas
+(LLVM's mem2reg turns them into registers); reductions carry `reassoc` so the loop vectorizer
+may reorder them. bfloat16 values live in float registers and are converted at loads/stores.
+Per-op rendering is a table, not an if-chain.
+"""
+from __future__ import annotations
+import math, struct
+from typing import Callable
+from picograd.dtype import DType, dtypes
+from picograd.ir.ops import UOp, Ops
+
+LL_TYPES = {dtypes.bool: "i1", dtypes.uint8: "i8", dtypes.int32: "i32", dtypes.uint32: "i32", dtypes.int64: "i64",
+            dtypes.float16: "half", dtypes.bfloat16: "float", dtypes.float32: "float", dtypes.float64: "double"}
+MEM_TYPES = {**LL_TYPES, dtypes.bool: "i8", dtypes.bfloat16: "i16"}
+
+
+def ll_type(dt: DType) -> str: return LL_TYPES[dt]
+
+
+def ll_const(value, dt: DType) -> str:
+  if dt == dtypes.bool: return "1" if value else "0"
+  if dt.is_int: return str(int(value))
+  if dt == dtypes.float16: return "0xH" + struct.pack(">e", value).hex().upper()
+  # LLVM spells float constants as the double with the same value, so round to float first
+  if dt in (dtypes.float32, dtypes.bfloat16) and math.isfinite(value): value = struct.unpack("f", struct.pack("f", value))[0]
+  return "0x" + struct.pack(">d", value).hex().upper()
+
+
+def _fop(f: str, i: str, u: str | None = None) -> Callable[[DType], str]:
+  return lambda dt: f if dt.is_float else (u if u is not None and (dt.is_unsigned or dt == dtypes.bool) else i)
+
+
+BINARY: dict[Ops, Callable[[DType], str]] = {
+  Ops.ADD: _fop("fadd", "add"), Ops.MUL: _fop("fmul", "mul"), Ops.IDIV: _fop("fdiv", "sdiv", "udiv"), Ops.MOD: _fop("frem", "srem", "urem"),
+  Ops.AND: _fop("and", "and"), Ops.OR: _fop("or", "or"), Ops.XOR: _fop("xor", "xor"), Ops.SHL: _fop("shl", "shl"),
+  Ops.SHR: _fop("lshr", "ashr", "lshr"),
+}
+COMPARE: dict[Ops, Callable[[DType], str]] = {
+  Ops.CMPLT: _fop("fcmp olt", "icmp slt", "icmp ult"), Ops.CMPNE: _fop("fcmp une", "icmp ne", "icmp ne"),
+}
+INTRINSIC = {Ops.EXP2: "exp2", Ops.LOG2: "log2", Ops.SIN: "sin", Ops.SQRT: "sqrt"}
+
+
+def _suffix(dt: DType) -> str: return {"half": "f16", "float": "f32", "double": "f64"}.get(ll_type(dt), ll_type(dt))
+
+
+def _cast(dst: DType, src: DType, x: str, out: str) -> list[str]:
+  s, d = ll_type(src), ll_type(dst)
+  if dst == dtypes.bool:
+    return [f"{out} = fcmp une {s} {x}, 0.0" if src.is_float else f"{out} = icmp ne {s} {x}, 0"]
+  if dst == dtypes.bfloat16: return _round_to_bfloat16(_cast(dtypes.float32, src, x, out + ".f32") if src != dtypes.float32 else [], out + ".f32" if src != dtypes.float32 else x, out)
+  if s == d: return [f"{out} = bitcast {s} {x} to {d}"]  # same register type (int32 <-> uint32, bfloat16 -> float32)
+  if src.is_float and dst.is_float:
+    return [f"{out} = {'fpext' if _fbits(src) < _fbits(dst) else 'fptrunc'} {s} {x} to {d}"]
+  if src.is_float: return [f"{out} = {'fptoui' if dst.is_unsigned else 'fptosi'} {s} {x} to {d}"]
+  if dst.is_float: return [f"{out} = {'uitofp' if src.is_unsigned or src == dtypes.bool else 'sitofp'} {s} {x} to {d}"]
+  sb, db = _ibits(src), _ibits(dst)
+  if sb > db: return [f"{out} = trunc {s} {x} to {d}"]
+  return [f"{out} = {'zext' if src.is_unsigned or src == dtypes.bool else 'sext'} {s} {x} to {d}"]
+
+
+def _round_to_bfloat16(prefix: list[str], x: str, out: str) -> list[str]:
+  """A float rounded (to nearest even) to the values bfloat16 can hold, still as a float register."""
+  return prefix + [f"{out}.b = bitcast float {x} to i32", f"{out}.l = lshr i32 {out}.b, 16", f"{out}.o = and i32 {out}.l, 1",
+                   f"{out}.r = add i32 {out}.b, 32767", f"{out}.s = add i32 {out}.r, {out}.o", f"{out}.m = and i32 {out}.s, -65536",
+                   f"{out} = bitcast i32 {out}.m to float"]
+
+
+def _fbits(dt: DType) -> int: return {"half": 16, "float": 32, "double": 64}[ll_type(dt)]
+def _ibits(dt: DType) -> int: return 1 if dt == dtypes.bool else 8 * dt.itemsize
+
+
+class LLVMRenderer:
+  """Renders `program` (from linearize) as LLVM IR text."""
+
+  def __init__(self, name: str, program: list[UOp]):
+    self.name, self.program = name, program
+    self.names: dict[UOp, str] = {}
+    self.lines: list[str] = []
+    self.allocas: list[str] = []
+    self.decls: set[str] = set()
+    self.counter = 0
+    self.block = "entry"
+    self.loops: dict[UOp, tuple[str, str, str, str]] = {}  # range -> (header, body, exit, predecessor)
+
+  def tmp(self) -> str:
+    self.counter += 1
+    return f"%t{self.counter}"
+
+  def emit(self, line: str) -> None: self.lines.append("  " + line)
+
+  def label(self, name: str) -> None:
+    self.lines.append(f"{name}:")
+    self.block = name
+
+  def val(self, u: UOp) -> str:
+    if u.op is Ops.CONST: return ll_const(u.arg, u.dtype)
+    return self.names[u]
+
+  def render(self) -> str:
+    params = [u for u in self.program if u.op is Ops.PARAM]
+    first_global = next((u for u in self.program if u.op is Ops.RANGE and u.arg[2] == "global"), None)
+    for u in self.program:
+      if u.op is Ops.PARAM: self.names[u] = f"%p{u.arg[0]}"
+      elif u.op is Ops.CONST: continue
+      else: self._render(u, u is first_global)
+    args = ", ".join(f"ptr noalias align 16 %p{p.arg[0]}" for p in params)
+    head = [f"define void @{self.name}({args}, i64 %start, i64 %end) #0 {{", "entry:"] + ["  " + a for a in self.allocas]
+    body = self.lines
+    return "\n".join(sorted(self.decls) + [""] + head + body + ["  ret void", "}", 'attributes #0 = { nounwind "no-trapping-math"="true" }'])
+
+  def _render(self, u: UOp, split_loop: bool) -> None:
+    out = self.names[u] = self.tmp() if u.dtype != dtypes.void else ""
+    if u.op is Ops.RANGE: return self._open_loop(u, out, split_loop)
+    if u.op is Ops.ENDRANGE: return self._close_loop(u.src[0])
+    if u.op is Ops.DEFINE_ACC:
+      self.allocas.append(f"{out} = alloca {ll_type(u.dtype)}")
+      return self.emit(f"store {ll_type(u.dtype)} {ll_const(u.arg[0], u.dtype)}, ptr {out}")
+    if u.op is Ops.ACCUMULATE:
+      acc, value = u.src
+      t, cur, new = ll_type(acc.dtype), self.tmp(), self.tmp()
+      self.emit(f"{cur} = load {t}, ptr {self.val(acc)}")
+      self.emit(self._binop(u.arg, acc.dtype, new, cur, self.val(value), reassoc=True))
+      return self.emit(f"store {t} {new}, ptr {self.val(acc)}")
+    if u.op is Ops.LOAD and u.src[0].op is Ops.DEFINE_ACC:
+      return self.emit(f"{out} = load {ll_type(u.dtype)}, ptr {self.val(u.src[0])}")
+    if u.op is Ops.LOAD: return self._load(u, out)
+    if u.op is Ops.STORE: return self._store(u)
+    for line in self._alu(u, out): self.emit(line)
+
+  def _open_loop(self, r: UOp, out: str, split: bool) -> None:
+    n = r.arg[0]
+    header, body, exit_ = f"loop{n}", f"body{n}", f"exit{n}"
+    start, end = ("0", str(r.arg[1]))
+    if split:  # the thread's share of the outer loop: i64 arguments, narrowed in the entry block
+      start, end = ("%start", "%end") if r.dtype == dtypes.int64 else ("%start.i", "%end.i")
+      if r.dtype != dtypes.int64: self.allocas += ["%start.i = trunc i64 %start to i32", "%end.i = trunc i64 %end to i32"]
+    pred = self.block
+    self.emit(f"br label %{header}")
+    self.label(header)
+    nxt = f"{out}.next"
+    self.emit(f"{out} = phi {ll_type(r.dtype)} [{start}, %{pred}], [{nxt}, %latch{n}]")
+    cond = self.tmp()
+    self.emit(f"{cond} = icmp slt {ll_type(r.dtype)} {out}, {end}")
+    self.emit(f"br i1 {cond}, label %{body}, label %{exit_}")
+    self.label(body)
+    self.loops[r] = (header, body, exit_, pred)
+
+  def _close_loop(self, r: UOp) -> None:
+    n = r.arg[0]
+    out = self.names[r]
+    header, _, exit_, _ = self.loops[r]
+    self.emit(f"br label %latch{n}")
+    self.label(f"latch{n}")
+    self.emit(f"{out}.next = add nuw nsw {ll_type(r.dtype)} {out}, 1")
+    self.emit(f"br label %{header}")
+    self.label(exit_)
+
+  def _gep(self, u: UOp) -> str:
+    buf, idx = u.src[0], u.src[1]
+    ptr = self.tmp()
+    self.emit(f"{ptr} = getelementptr inbounds {MEM_TYPES[buf.dtype]}, ptr {self.val(buf)}, {ll_type(idx.dtype)} {self.val(idx)}")
+    return ptr
+
+  def _load(self, u: UOp, out: str) -> None:
+    ptr = self._gep(u)
+    mem = MEM_TYPES[u.dtype]
+    if u.dtype == dtypes.bool:
+      raw = self.tmp()
+      self.emit(f"{raw} = load i8, ptr {ptr}")
+      return self.emit(f"{out} = trunc i8 {raw} to i1")
+    if u.dtype == dtypes.bfloat16:
+      raw, wide, bits = self.tmp(), self.tmp(), self.tmp()
+      self.emit(f"{raw} = load i16, ptr {ptr}")
+      self.emit(f"{wide} = zext i16 {raw} to i32")
+      self.emit(f"{bits} = shl i32 {wide}, 16")
+      return self.emit(f"{out} = bitcast i32 {bits} to float")
+    self.emit(f"{out} = load {mem}, ptr {ptr}")
+
+  def _store(self, u: UOp) -> None:
+    ptr = self._gep(u)
+    value, dt = self.val(u.src[2]), u.src[0].dtype
+    if dt == dtypes.bool:
+      wide = self.tmp()
+      self.emit(f"{wide} = zext i1 {value} to i8")
+      return self.emit(f"store i8 {wide}, ptr {ptr}")
+    if dt == dtypes.bfloat16:
+      bits, lsb, bias, rounded, hi, short = (self.tmp() for _ in range(6))
+      # round to nearest even: add 0x7fff plus the lowest kept bit, then keep the top half
+      self.emit(f"{bits} = bitcast float {value} to i32")
+      self.emit(f"{lsb} = lshr i32 {bits}, 16")
+      self.emit(f"{bias} = and i32 {lsb}, 1")
+      self.emit(f"{rounded} = add i32 {bits}, 32767")
+      self.emit(f"{hi} = add i32 {rounded}, {bias}")
+      self.emit(f"{short} = lshr i32 {hi}, 16")
+      trunc = self.tmp()
+      self.emit(f"{trunc} = trunc i32 {short} to i16")
+      return self.emit(f"store i16 {trunc}, ptr {ptr}")
+    self.emit(f"store {MEM_TYPES[dt]} {value}, ptr {ptr}")
+
+  def _binop(self, op: Ops, dt: DType, out: str, a: str, b: str, reassoc: bool = False) -> str:
+    t = ll_type(dt)
+    if op is Ops.MAX:
+      if dt.is_float:  # llvm.maximum propagates NaN, like torch.maximum
+        self.decls.add(f"declare {t} @llvm.maximum.{_suffix(dt)}({t}, {t})")
+        return f"{out} = call {'reassoc nsz ' if reassoc else ''}{t} @llvm.maximum.{_suffix(dt)}({t} {a}, {t} {b})"
+      name = "umax" if dt.is_unsigned or dt == dtypes.bool else "smax"
+      self.decls.add(f"declare {t} @llvm.{name}.{t}({t}, {t})")
+      return f"{out} = call {t} @llvm.{name}.{t}({t} {a}, {t} {b})"
+    flags = "reassoc nsz " if reassoc and dt.is_float else ""
+    return f"{out} = {BINARY[op](dt)} {flags}{t} {a}, {b}"
+
+  def _alu(self, u: UOp, out: str) -> list[str]:
+    srcs = [self.val(s) for s in u.src]
+    if u.op is Ops.CAST: return _cast(u.dtype, u.src[0].dtype, srcs[0], out)
+    if u.op is Ops.BITCAST: return [f"{out} = bitcast {ll_type(u.src[0].dtype)} {srcs[0]} to {ll_type(u.dtype)}"]
+    if u.op is Ops.WHERE: return [f"{out} = select i1 {srcs[0]}, {ll_type(u.dtype)} {srcs[1]}, {ll_type(u.dtype)} {srcs[2]}"]
+    if u.op in COMPARE:
+      dt = u.src[0].dtype
+      return [f"{out} = {COMPARE[u.op](dt)} {ll_type(dt)} {srcs[0]}, {srcs[1]}"]
+    if u.op is Ops.NEG: return [f"{out} = fneg {ll_type(u.dtype)} {srcs[0]}" if u.dtype.is_float else f"{out} = sub {ll_type(u.dtype)} 0, {srcs[0]}"]
+    if u.op is Ops.RECIPROCAL: return [f"{out} = fdiv {ll_type(u.dtype)} {ll_const(1.0, u.dtype)}, {srcs[0]}"]
+    if u.op in INTRINSIC:
+      t, name = ll_type(u.dtype), f"llvm.{INTRINSIC[u.op]}.{_suffix(u.dtype)}"
+      self.decls.add(f"declare {t} @{name}({t})")
+      return [f"{out} = call {t} @{name}({t} {srcs[0]})"]
+    return [self._binop(u.op, u.dtype, out, srcs[0], srcs[1])]
+
+
+def render_llvm(name: str, program: list[UOp]) -> str:
+  return LLVMRenderer(name, program).render()

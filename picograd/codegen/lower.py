@@ -1,0 +1,149 @@
+"""Lowering: a fused kernel graph (tensor-level UOps over PARAMs) becomes scalar code over loop indices.
+
+The kernel iterates over its output shape with one RANGE per dimension; each REDUCE adds
+RANGEs for its reduced axes. Movement ops are never copies: each maps the consumer's index
+expressions to the producer's (reshape by combining/splitting, permute by reordering, expand
+by dropping, shrink by offset, flip by n-1-i, pad by a validity mask that also guards the
+load). The symbolic simplifier then folds the arithmetic, and adjacent loops whose accesses are
+all affine in a mergeable way are collapsed into one.
+"""
+from __future__ import annotations
+from picograd.dtype import DType, dtypes
+from picograd.helpers import prod
+from picograd.ir.ops import UOp, Ops, ALU, toposort, substitute, graph_rewrite
+from picograd.ir.symbolic import symbolic
+
+def reduce_identity(op: Ops, dtype: DType):
+  if op is Ops.ADD: return False if dtype == dtypes.bool else (0 if not dtype.is_float else 0.0)
+  return dtypes.min(dtype)
+
+
+class Lowerer:
+  """Builds the scalar kernel graph. Each REDUCE gets fresh RANGEs (ids from a counter)."""
+
+  def __init__(self, index_dtype: DType):
+    self.idt = index_dtype
+    self.next_range = 0
+
+  def new_range(self, size: int, kind: str) -> UOp:
+    r = UOp(Ops.RANGE, self.idt, (), (self.next_range, size, kind))
+    self.next_range += 1
+    return r
+
+  def const(self, v: int) -> UOp: return UOp.const(self.idt, v)
+
+  # ---- index maps of the movement ops: consumer's indices -> producer's indices (+ extra validity)
+  def map_reshape(self, src_shape: tuple[int, ...], dst_idx: tuple[UOp, ...], dst_shape: tuple[int, ...]) -> tuple[UOp, ...]:
+    # through the flat (row-major) position; the simplifier folds the div/mod back when dims line up
+    flat = self.const(0)
+    for i, d in zip(dst_idx, dst_shape): flat = flat * self.const(d) + i
+    out = []
+    for k, d in enumerate(src_shape):
+      stride = prod(src_shape[k + 1:])
+      v = flat.alu(Ops.IDIV, self.const(stride)) if stride != 1 else flat
+      out.append(v if k == 0 else v.alu(Ops.MOD, self.const(d)))
+    return tuple(out)
+
+  def child_requests(self, n: UOp, idx: tuple[UOp, ...], valid: UOp) -> list[tuple[UOp, tuple[UOp, ...], UOp]]:
+    if n.op in ALU or n.op is Ops.DETACH: return [(s, idx, valid) for s in n.src]
+    if n.op in (Ops.PARAM, Ops.CONST, Ops.IOTA): return []
+    src = n.src[0]
+    if n.op is Ops.RESHAPE: return [(src, self.map_reshape(src.shape, idx, n.shape), valid)]
+    if n.op is Ops.PERMUTE:
+      inv = [0] * len(n.arg)
+      for i, p in enumerate(n.arg): inv[p] = i
+      return [(src, tuple(idx[inv[k]] for k in range(len(inv))), valid)]
+    if n.op is Ops.EXPAND: return [(src, tuple(self.const(0) if s == 1 and d != 1 else i for i, s, d in zip(idx, src.shape, n.shape)), valid)]
+    if n.op is Ops.SHRINK: return [(src, tuple(i + self.const(b) if b else i for i, (b, _) in zip(idx, n.arg)), valid)]
+    if n.op is Ops.FLIP: return [(src, tuple(self.const(d - 1) - i if f else i for i, d, f in zip(idx, src.shape, n.arg)), valid)]
+    if n.op is Ops.PAD: return [(src, tuple(i - self.const(b) if b else i for i, (b, _) in zip(idx, n.arg)), valid & self.pad_valid(n, idx))]
+    if n.op is Ops.REDUCE: return [(src, self.reduce_index(n, idx), valid)]
+    raise NotImplementedError(f"lowering has no rule for {n.op}")
+
+  def pad_valid(self, n: UOp, idx: tuple[UOp, ...]) -> UOp:
+    cond = UOp.const(dtypes.bool, True)
+    for i, d, (before, after) in zip(idx, n.src[0].shape, n.arg):
+      if before: cond = cond & (i < self.const(before)).alu(Ops.XOR, UOp.const(dtypes.bool, True))
+      if after: cond = cond & (i < self.const(before + d))
+    return cond
+
+  def reduce_index(self, n: UOp, idx: tuple[UOp, ...]) -> tuple[UOp, ...]:
+    key = (n, idx)
+    if key not in self.reduce_ranges:
+      self.reduce_ranges[key] = {a: self.new_range(n.src[0].shape[a], "reduce") for a in n.arg[1]}
+    rngs = self.reduce_ranges[key]
+    return tuple(rngs.get(a, i) for a, i in enumerate(idx))
+
+  def build(self, n: UOp, children: list[UOp], idx: tuple[UOp, ...], valid: UOp) -> UOp:
+    if n.op is Ops.CONST: return n
+    if n.op is Ops.IOTA: return idx[0].cast(n.dtype)
+    if n.op is Ops.PARAM:
+      index = idx[0] if valid.op is Ops.CONST and valid.arg else valid.where(idx[0], self.const(0))
+      return UOp(Ops.LOAD, n.dtype, (n, index))
+    if n.op in ALU: return UOp(n.op, n.dtype, tuple(children), n.arg)
+    if n.op is Ops.PAD: return self.pad_valid(n, idx).where(children[0], UOp.const(n.dtype, 0))
+    if n.op is Ops.REDUCE:
+      rngs = tuple(self.reduce_ranges[(n, idx)].values())
+      return UOp(Ops.REDUCE, n.dtype, (children[0], *rngs), n.arg[0])
+    return children[0]  # movement ops and DETACH only changed the indices
+
+  def lower(self, value: UOp, idx: tuple[UOp, ...]) -> UOp:
+    """The scalar value of `value` at indices `idx`, built without recursion (kernels can be 10,000 nodes deep)."""
+    self.reduce_ranges: dict = {}
+    true = UOp.const(dtypes.bool, True)
+    memo: dict[tuple, UOp] = {}
+    stack: list[tuple[UOp, tuple, UOp, bool]] = [(value, idx, true, False)]
+    while stack:
+      n, i, v, ready = stack.pop()
+      if (n, i, v) in memo: continue
+      reqs = self.child_requests(n, i, v)
+      if not ready:
+        stack.append((n, i, v, True))
+        stack.extend((c, ci, cv, False) for c, ci, cv in reqs if (c, ci, cv) not in memo)
+      else:
+        memo[(n, i, v)] = self.build(n, [memo[r] for r in reqs], i, v)
+    return memo[(value, idx, true)]
+
+
+def index_dtype_for(ast: UOp) -> DType:
+  biggest = max((n.size for n in toposort([ast]) if n.shape is not None), default=1)
+  return dtypes.int32 if biggest < 2**31 else dtypes.int64
+
+
+def lower_kernel(ast: UOp) -> UOp:
+  """SINK(STORE(PARAM 0, value)) -> SINK(STORE(PARAM 0, index, scalar value)) over RANGEs, simplified."""
+  store = ast.src[0]
+  out, value = store.src
+  lw = Lowerer(index_dtype_for(ast))
+  shape = value.shape
+  ranges = tuple(lw.new_range(s, "global") for s in shape)
+  scalar = lw.lower(value, ranges)
+  out_index = lw.const(0)
+  for r, s in zip(ranges, shape): out_index = out_index * lw.const(s) + r
+  sink = UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (out, out_index, scalar)),))
+  sink = graph_rewrite(sink, symbolic)
+  return merge_loops(sink)
+
+
+def merge_loops(sink: UOp) -> UOp:
+  """Collapse adjacent global loops (outer, inner) when the simplifier can fold every outer*size+inner back into one index.
+
+  The substitution is always correct; it is kept only when no div/mod of the merged index is
+  left, i.e. when it makes the loop nest cheaper.
+  """
+  glob = sorted((n for n in toposort([sink]) if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
+  k = len(glob) - 1
+  while k > 0:
+    outer, inner = glob[k - 1], glob[k]
+    merged = UOp(Ops.RANGE, outer.dtype, (), (outer.arg[0], outer.arg[1] * inner.arg[1], "global"))
+    size = UOp.const(outer.dtype, inner.arg[1])
+    candidate = graph_rewrite(substitute(sink, {outer: merged.alu(Ops.IDIV, size), inner: merged.alu(Ops.MOD, size)}), symbolic)
+    leftover = any(n.op in (Ops.IDIV, Ops.MOD) and n.src[0] is merged for n in toposort([candidate]))
+    if not leftover:
+      sink = candidate
+      glob[k - 1:k + 1] = [merged]
+    k -= 1
+  return sink
+
+
+__all__ = ["lower_kernel", "reduce_identity"]

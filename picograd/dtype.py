@@ -1,0 +1,110 @@
+"""Data types: the `DType` record, the `dtypes` namespace, and numpy/PyTorch-style type promotion."""
+from __future__ import annotations
+from dataclasses import dataclass
+import numpy as np
+
+
+@dataclass(frozen=True, eq=True)
+class DType:
+  """A scalar element type. `priority` orders types for promotion; `fmt` is the struct/numpy code."""
+  name: str
+  itemsize: int
+  priority: int
+  fmt: str
+  kind: str  # "b" bool, "i" signed int, "u" unsigned int, "f" float
+
+  def __repr__(self) -> str: return f"dtypes.{self.name}"
+  @property
+  def is_float(self) -> bool: return self.kind == "f"
+  @property
+  def is_int(self) -> bool: return self.kind in "iu"
+  @property
+  def is_unsigned(self) -> bool: return self.kind == "u"
+  @property
+  def np(self) -> np.dtype:
+    # numpy has no bfloat16: keep its bits in uint16 on the host
+    return np.dtype(np.uint16) if self.name == "bfloat16" else np.dtype(self.fmt)
+
+
+class dtypes:
+  """The dtypes picograd knows, plus helpers to pick and promote them."""
+  void = DType("void", 0, -1, "", "v")  # kernel-level nodes with no value (stores, loop ends)
+  bool = DType("bool", 1, 0, "?", "b")
+  uint8 = DType("uint8", 1, 1, "B", "u")
+  int32 = DType("int32", 4, 4, "i", "i")
+  uint32 = DType("uint32", 4, 5, "I", "u")
+  int64 = DType("int64", 8, 6, "q", "i")
+  float16 = DType("float16", 2, 8, "e", "f")
+  bfloat16 = DType("bfloat16", 2, 9, "e", "f")
+  float32 = DType("float32", 4, 10, "f", "f")
+  float64 = DType("float64", 8, 11, "d", "f")
+  default_float = float32
+  default_int = int32
+  half = float16
+  float = float32
+  double = float64
+  long = int64
+  int = int32
+
+  @staticmethod
+  def all() -> list[DType]:
+    return [dtypes.bool, dtypes.uint8, dtypes.int32, dtypes.uint32, dtypes.int64, dtypes.float16, dtypes.bfloat16,
+            dtypes.float32, dtypes.float64]
+
+  @staticmethod
+  def from_numpy(npdtype: np.dtype) -> DType:
+    npdtype = np.dtype(npdtype)
+    for dt in dtypes.all():
+      if dt.name != "bfloat16" and np.dtype(dt.fmt) == npdtype: return dt
+    raise TypeError(f"numpy dtype {npdtype} is not supported by picograd (supported: {[d.name for d in dtypes.all()]})")
+
+  @staticmethod
+  def from_any(x: "DType | str | np.dtype | type") -> DType:
+    if isinstance(x, DType): return x
+    if isinstance(x, str):
+      if hasattr(dtypes, x) and isinstance(getattr(dtypes, x), DType): return getattr(dtypes, x)
+      raise TypeError(f"unknown dtype name {x!r}")
+    if x is float: return dtypes.default_float
+    if x is int: return dtypes.default_int
+    if x is bool: return dtypes.bool
+    name = getattr(x, "__module__", "")
+    if name.startswith("torch") or str(x).startswith("torch."): return dtypes.from_any(str(x).split(".")[-1])
+    return dtypes.from_numpy(x)
+
+  @staticmethod
+  def of_python(x: object) -> DType:
+    """The dtype of a Python scalar, as PyTorch infers it."""
+    if isinstance(x, bool): return dtypes.bool
+    if isinstance(x, int): return dtypes.default_int
+    if isinstance(x, float): return dtypes.default_float
+    raise TypeError(f"cannot make a tensor from {type(x).__name__}")
+
+  @staticmethod
+  def min(dt: DType) -> int | float | bool:
+    if dt == dtypes.bool: return False
+    if dt.is_int: return int(np.iinfo(dt.np).min)
+    return -float("inf")
+
+  @staticmethod
+  def max(dt: DType) -> int | float | bool:
+    if dt == dtypes.bool: return True
+    if dt.is_int: return int(np.iinfo(dt.np).max)
+    return float("inf")
+
+
+def promote(a: DType, b: DType) -> DType:
+  """The result type of a binary op on tensors of dtypes a and b (PyTorch's rules for tensor-tensor ops)."""
+  if a == b: return a
+  if a.is_float != b.is_float:  # a float beats any int or bool
+    return a if a.is_float else b
+  if {a.name, b.name} == {"float16", "bfloat16"}: return dtypes.float32
+  if {a, b} == {dtypes.uint32, dtypes.int32}: return dtypes.int64
+  return a if a.priority > b.priority else b
+
+
+def result_type_with_scalar(t: DType, scalar: object) -> DType:
+  """A Python scalar takes the tensor's dtype unless it is of a higher kind (float with an int tensor, etc.)."""
+  if isinstance(scalar, bool): return t
+  if isinstance(scalar, int): return t if t != dtypes.bool else dtypes.default_int
+  if isinstance(scalar, float): return t if t.is_float else dtypes.default_float
+  raise TypeError(f"unsupported scalar {scalar!r} of type {type(scalar).__name__}")

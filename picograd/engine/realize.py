@@ -1,0 +1,156 @@
+"""The realize loop: schedule the pending graph of some tensors, run its kernels, point the tensors at buffers.
+
+Before scheduling, nodes that an earlier realize already computed are replaced by their
+buffers (so `y.realize(); (y + 1).realize()` does not recompute y), and every input buffer is
+replaced by a numbered slot. The slotted graph is the key of the schedule cache: a training
+step that builds the same graph over new data reuses the schedule and the compiled kernels.
+"""
+from __future__ import annotations
+import time, weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from picograd.helpers import DEBUG
+from picograd.ir.ops import UOp, Ops, toposort
+from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view
+from picograd.runtime.device import Buffer, get_device
+from picograd.codegen.kernel import get_kernel, CompiledKernel
+
+if TYPE_CHECKING:
+  from picograd.tensor import Tensor
+
+# per device: lazy node -> the buffer view that holds its value, for nodes realized earlier
+_computed: dict[str, "weakref.WeakKeyDictionary[UOp, UOp]"] = {}
+_templates: dict[tuple, ScheduleTemplate] = {}
+stats = {"schedules": 0, "cache_hits": 0, "kernels_run": 0}
+
+
+def is_buffer_view(u: UOp) -> bool:
+  """A tensor that owns memory it can be assigned into: a buffer (or a pending assignment to one) seen through reshapes."""
+  while u.op is Ops.RESHAPE: u = u.src[0]
+  return u.op in (Ops.BUFFER, Ops.ASSIGN)
+
+
+def buffer_of(t: "Tensor") -> Buffer:
+  u = t.uop
+  while u.op is Ops.RESHAPE: u = u.src[0]
+  assert u.op is Ops.BUFFER, f"tensor is not realized: {u.op}"
+  return u.arg
+
+
+def _buffer_uop(buf: Buffer, shape: tuple[int, ...]) -> UOp:
+  return UOp(Ops.BUFFER, buf.dtype, (), buf).reshape(shape)
+
+
+def _substitute_computed(roots: list[UOp], devices: list[str]) -> list[UOp]:
+  out = []
+  for root, dev in zip(roots, devices):
+    known = _computed.get(dev)
+    if not known: out.append(root); continue
+    mapping = {n: known[n] for n in toposort([root], stop=lambda n: n in known) if n in known}
+    if not mapping: out.append(root); continue
+    from picograd.ir.ops import substitute
+    out.append(substitute(root, mapping))
+  return out
+
+
+def _normalize(roots: list[UOp]) -> tuple[list[UOp], list[Buffer]]:
+  """Replace every BUFFER by BUFFER(("slot", i, size, device)) in first-visit order; return the buffers in slot order."""
+  buffers: list[Buffer] = []
+  mapping: dict[UOp, UOp] = {}
+  for n in toposort(roots):
+    if n.op is Ops.BUFFER and isinstance(n.arg, Buffer):
+      mapping[n] = UOp(Ops.BUFFER, n.dtype, (), ("slot", len(buffers), n.arg.size, n.arg.device))
+      buffers.append(n.arg)
+  if not mapping: return roots, buffers
+  from picograd.ir.ops import substitute
+  return [substitute(r, mapping) for r in roots], buffers
+
+
+@dataclass
+class ScheduledKernel:
+  """What `picograd.schedule` returns: one step of a realize, with its kernel and text forms."""
+  kernel: CompiledKernel | None  # None for a device copy
+  buffers: list[Buffer]
+
+  @property
+  def name(self) -> str: return self.kernel.name if self.kernel else f"copy {self.buffers[1].device} -> {self.buffers[0].device}"
+  @property
+  def ir(self) -> str: return self.kernel.ir if self.kernel else "COPY"
+  @property
+  def source(self) -> str: return self.kernel.source if self.kernel else ""
+  @property
+  def program(self) -> str: return self.kernel.program_text if self.kernel else ""
+  def __repr__(self) -> str: return f"<ScheduledKernel {self.name}>"
+
+
+def plan(tensors: list["Tensor"]) -> tuple[list[ScheduledKernel], list["Tensor"], list[Buffer | None], bool]:
+  """The kernels that realizing `tensors` would run, the tensors that need work, and their output buffers."""
+  pending, seen = [], set()
+  for t in tensors:
+    if not is_contiguous_view(t.uop) and id(t) not in seen:
+      pending.append(t); seen.add(id(t))
+  if not pending: return [], [], [], True
+  devices = [t.device for t in pending]
+  roots = _substitute_computed([t.uop for t in pending], devices)
+  normalized, inputs = _normalize(roots)
+  key = (tuple(normalized), tuple(devices))
+  template = _templates.get(key)
+  hit = template is not None
+  if template is None:
+    template = create_template(normalized, devices)
+    _templates[key] = template
+  temps = [Buffer(tb.device, tb.size, tb.dtype) for tb in template.temps]
+
+  def resolve(b: Binding) -> Buffer: return inputs[b.index] if b.kind == "input" else temps[b.index]
+
+  steps = [ScheduledKernel(get_kernel(k.ast, k.device) if k.ast is not None else None, [resolve(b) for b in k.bindings])
+           for k in template.kernels]
+  outputs = [resolve(b) if b is not None else None for b in template.outputs]
+  return steps, pending, outputs, hit
+
+
+def run_steps(steps: list[ScheduledKernel]) -> None:
+  for step in steps:
+    if step.kernel is None:
+      _copy(step.buffers[0], step.buffers[1])
+      continue
+    k = step.kernel
+    dev = get_device(k.device)
+    handles = [b.handle for b in step.buffers]
+    if DEBUG >= 2:
+      t = k.program(handles, k.dims, wait=True) or 0.0
+      print(f"  {k.name:<40} on {k.device:<6} {t * 1e6:9.1f} us  {k.bytes / max(t, 1e-9) / 1e9:8.2f} GB/s  {k.flops / max(t, 1e-9) / 1e9:8.2f} GFLOP/s")
+    else:
+      k.program(handles, k.dims)
+    del dev
+    stats["kernels_run"] += 1
+
+
+def _copy(dst: Buffer, src: Buffer) -> None:
+  """Device to device: through the host unless both sides are the same CUDA context."""
+  if dst.device.startswith("CUDA") and dst.device == src.device:
+    get_device(dst.device).allocator.copy_device_to_device(dst.handle, src.handle, dst.nbytes)
+    return
+  get_device(src.device).synchronize()
+  dst.copyin(src.numpy())
+
+
+def realize(tensors: list["Tensor"]) -> None:
+  st = time.perf_counter()
+  steps, pending, outputs, hit = plan(tensors)
+  if not pending: return
+  run_steps(steps)
+  for t, buf in zip(pending, outputs):
+    old = t.uop
+    new = _buffer_uop(buf, t.shape) if buf is not None else t.uop
+    _computed.setdefault(t.device, weakref.WeakKeyDictionary())[old] = new
+    t.uop = new
+  stats["schedules"] += 1
+  stats["cache_hits"] += hit
+  if DEBUG >= 1:
+    print(f"schedule: {len(steps)} kernel(s) in {(time.perf_counter() - st) * 1e3:.2f} ms, schedule cache {'hit' if hit else 'miss'}")
+
+
+def schedule(*tensors: "Tensor") -> list[ScheduledKernel]:
+  """The kernels realizing `tensors` would run, in order, without running them (each has .name, .ir, .source)."""
+  return plan(list(tensors))[0]

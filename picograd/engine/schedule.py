@@ -1,0 +1,210 @@
+"""Kernel boundaries: which nodes of a lazy graph get a buffer, and the kernels that compute them, in order.
+
+The policy (DESIGN §4): elementwise chains and the movement ops between them fuse into one
+kernel; elementwise producers fuse into the reduction that consumes them; elementwise consumers
+of a reduction fuse into its kernel; a reduction whose result is broadcast back (through an
+EXPAND) or used by several nodes is realized first so it is not recomputed per element;
+CONTIGUOUS, COPY, ASSIGN and the requested outputs are boundaries.
+
+Scheduling works on a *normalized* graph in which every input buffer is replaced by a numbered
+slot. The result, a `ScheduleTemplate`, depends only on graph structure, so it is cached: step
+N+1 of a training loop skips straight to launching.
+"""
+from __future__ import annotations
+from dataclasses import dataclass
+from picograd.dtype import DType, dtypes
+from picograd.ir.ops import UOp, Ops, MOVEMENT, ALU, toposort, substitute
+
+
+@dataclass(frozen=True)
+class Binding:
+  """Where a kernel argument's memory comes from: an input slot, or a buffer the schedule creates."""
+  kind: str  # "input" or "temp"
+  index: int
+
+
+@dataclass(frozen=True)
+class TempBuffer:
+  size: int
+  dtype: DType
+  device: str
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+  """One step: a kernel (`ast` = SINK(STORE(PARAM 0, value))) or a device copy (`ast` is None), and its buffers."""
+  ast: UOp | None
+  device: str
+  bindings: tuple[Binding, ...]  # bindings[0] is written, the rest are read
+
+
+@dataclass(frozen=True)
+class ScheduleTemplate:
+  kernels: tuple[KernelSpec, ...]
+  temps: tuple[TempBuffer, ...]
+  outputs: tuple[Binding | None, ...]  # per root: the buffer holding its value (None: the root is a constant-free view of an input)
+
+
+def slot_of(u: UOp) -> tuple | None:
+  """A normalized input buffer is BUFFER with arg ("slot", index, size, device)."""
+  return u.arg if u.op is Ops.BUFFER and isinstance(u.arg, tuple) else None
+
+
+def is_contiguous_view(u: UOp) -> bool:
+  """A whole buffer seen through reshapes only: reading it needs no kernel."""
+  while u.op is Ops.RESHAPE: u = u.src[0]
+  return u.op is Ops.BUFFER
+
+
+def _consumers(nodes: list[UOp]) -> dict[UOp, set[UOp]]:
+  out: dict[UOp, set[UOp]] = {n: set() for n in nodes}
+  for n in nodes:
+    for s in n.src: out[s].add(n)
+  return out
+
+
+def _reduces_below(start: UOp, stop: set[UOp]) -> list[UOp]:
+  """REDUCE nodes reachable from `start` through elementwise and movement ops, without entering boundaries."""
+  found, seen, stack = [], set(), [start]
+  while stack:
+    n = stack.pop()
+    if n in seen or n in stop: continue
+    seen.add(n)
+    if n.op is Ops.REDUCE: found.append(n)
+    elif n.op in ALU or n.op in MOVEMENT or n.op is Ops.DETACH: stack.extend(n.src)
+  return found
+
+
+def _boundaries(roots: list[UOp], nodes: list[UOp]) -> set[UOp]:
+  """The nodes that get their own buffer."""
+  realize: set[UOp] = {r for r in roots if not is_contiguous_view(r)}
+  for n in nodes:
+    if n.op in (Ops.CONTIGUOUS, Ops.COPY, Ops.ASSIGN): realize.add(n)
+    if n.op is Ops.COPY and not is_contiguous_view(n.src[0]): realize.add(n.src[0])
+  consumers = _consumers(nodes)
+  for n in nodes:
+    if n.op is Ops.REDUCE and len(consumers[n]) > 1: realize.add(n)
+  # a reduction seen through a broadcast would be recomputed for every broadcast element
+  for n in nodes:
+    if n.op is Ops.EXPAND: realize.update(_reduces_below(n.src[0], realize))
+  return realize
+
+
+def _device_of(root_device: str, nodes: list[UOp], root: UOp) -> dict[UOp, str]:
+  """Every node's device: the root's, except below a COPY, which names its source device."""
+  device = {root: root_device}
+  for n in reversed(nodes):
+    d = device.get(n, root_device)
+    for s in n.src: device.setdefault(s, n.arg[0] if n.op is Ops.COPY else d)
+  return device
+
+
+def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
+  """Schedule normalized `roots` (inputs already replaced by slots) to be realized on `devices`."""
+  nodes = toposort(roots)
+  boundaries = _boundaries(roots, nodes)
+  node_device: dict[UOp, str] = {}
+  for root, dev in zip(roots, devices):
+    for n, d in _device_of(dev, toposort([root]), root).items(): node_device.setdefault(n, d)
+
+  temps: list[TempBuffer] = []
+  where: dict[UOp, Binding] = {}  # boundary node -> buffer that holds it
+  kernels: list[KernelSpec] = []
+  for n in nodes:
+    if n not in boundaries: continue
+    if n.op is Ops.ASSIGN:
+      target = n.src[0]
+      while target.op is Ops.RESHAPE: target = target.src[0]
+      out = Binding("input", slot_of(target)[1]) if slot_of(target) else where[target]
+    else:
+      temps.append(TempBuffer(n.size, n.dtype, node_device[n]))
+      out = Binding("temp", len(temps) - 1)
+    where[n] = out
+    if n.op is Ops.COPY:
+      src = n.src[0]
+      kernels.append(KernelSpec(None, node_device[n], (out, _binding_of(src, where))))
+      continue
+    ast, inputs = _kernel_ast(n, boundaries, where)
+    kernels.append(KernelSpec(ast, node_device[n], (out, *inputs)))
+  outputs = tuple(where.get(r) if r in boundaries else _view_binding(r) for r in roots)
+  return ScheduleTemplate(tuple(_order_for_assigns(kernels)), tuple(temps), outputs)
+
+
+def _view_binding(root: UOp) -> Binding | None:
+  base = root
+  while base.op is Ops.RESHAPE: base = base.src[0]
+  return Binding("input", slot_of(base)[1]) if slot_of(base) else None
+
+
+def _binding_of(u: UOp, where: dict[UOp, Binding]) -> Binding:
+  if u in where: return where[u]
+  base = u
+  while base.op is Ops.RESHAPE: base = base.src[0]
+  if (slot := slot_of(base)) is not None: return Binding("input", slot[1])
+  return where[base]
+
+
+def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> tuple[UOp, list[Binding]]:
+  """The fused graph computing `root`, with every input (buffer or realized node) replaced by a PARAM."""
+  value = root.src[1] if root.op is Ops.ASSIGN else root.src[0] if root.op is Ops.CONTIGUOUS else root
+  params: dict[Binding, UOp] = {}
+  inputs: list[Binding] = []
+  mapping: dict[UOp, UOp] = {}
+
+  def param(b: Binding, dtype: DType, size: int) -> UOp:
+    if b not in params:
+      inputs.append(b)
+      params[b] = UOp(Ops.PARAM, dtype, (), (len(inputs), size))
+    return params[b]
+
+  stop = lambda n: n is not value and (n in boundaries or n.op is Ops.BUFFER)
+  for n in toposort([value], stop=stop):
+    if not stop(n): continue
+    if n.op is Ops.BUFFER:
+      mapping[n] = param(Binding("input", n.arg[1]), n.dtype, n.size)
+    else:
+      mapping[n] = param(where[n], n.dtype, n.size).reshape(n.shape)
+  value = substitute(value, mapping)
+  # DETACH only matters to gradients
+  detached = {n: n.src[0] for n in toposort([value]) if n.op is Ops.DETACH}
+  while detached:
+    value = substitute(value, detached)
+    detached = {n: n.src[0] for n in toposort([value]) if n.op is Ops.DETACH}
+  out = UOp(Ops.PARAM, root.dtype, (), (0, root.size))
+  ast = UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (out, value)),))
+  return ast, inputs
+
+
+def _order_for_assigns(kernels: list[KernelSpec]) -> list[KernelSpec]:
+  """Topological order by data dependence, where a kernel that reads a buffer's old value runs before the ASSIGN that overwrites it."""
+  writer: dict[Binding, int] = {}
+  deps: list[set[int]] = [set() for _ in kernels]
+  for i, k in enumerate(kernels):
+    for b in k.bindings[1:]:
+      if b in writer: deps[i].add(writer[b])
+    writer[k.bindings[0]] = i
+  for i, k in enumerate(kernels):
+    out = k.bindings[0]
+    if out.kind != "input": continue
+    # any kernel reading the same input that does not (transitively) need this one must run first
+    for j, other in enumerate(kernels):
+      if j != i and out in other.bindings[1:] and not _depends_on(j, i, deps): deps[i].add(j)
+  order, done = [], set()
+  while len(order) < len(kernels):
+    progressed = False
+    for i in range(len(kernels)):
+      if i not in done and deps[i] <= done:
+        order.append(kernels[i]); done.add(i); progressed = True
+    if not progressed: raise RuntimeError("schedule: circular dependence between in-place assignments")
+  return order
+
+
+def _depends_on(a: int, b: int, deps: list[set[int]]) -> bool:
+  stack, seen = [a], set()
+  while stack:
+    x = stack.pop()
+    if x == b: return True
+    if x in seen: continue
+    seen.add(x)
+    stack.extend(deps[x])
+  return False

@@ -1,0 +1,68 @@
+"""Small shared utilities: environment flags, a context manager to change them, and math helpers.
+
+Every layer may import this file; it imports nothing from picograd.
+"""
+from __future__ import annotations
+import contextlib, functools, math, operator, os
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class Flag:
+  """An integer or string setting read from the environment once, changeable at run time with `Context`."""
+  _all: dict[str, "Flag"] = {}
+
+  def __init__(self, name: str, default: int | str):
+    self.name, self.default = name, default
+    raw = os.environ.get(name)
+    self.value: int | str = default if raw is None else (int(raw) if isinstance(default, int) and raw.lstrip("-").isdigit() else raw)
+    Flag._all[name] = self
+
+  def __bool__(self) -> bool: return bool(self.value)
+  def __int__(self) -> int: return int(self.value)
+  def __ge__(self, other: int) -> bool: return int(self.value) >= other
+  def __gt__(self, other: int) -> bool: return int(self.value) > other
+  def __eq__(self, other: object) -> bool: return self.value == other
+  def __hash__(self) -> int: return hash(self.name)
+  def __repr__(self) -> str: return f"{self.name}={self.value!r}"
+
+
+DEBUG = Flag("DEBUG", 0)
+NOOPT = Flag("NOOPT", 0)
+CACHE = Flag("CACHE", 1)
+JIT = Flag("JIT", 1)
+DUMP = Flag("DUMP", "")
+DEV = Flag("DEV", "CPU")
+THREADS = Flag("THREADS", 0)  # CPU worker threads; 0 means one per core
+
+
+@contextlib.contextmanager
+def Context(**settings: int | str) -> Iterator[None]:
+  """Temporarily change flags: `with Context(DEBUG=4, NOOPT=1): ...`."""
+  unknown = [k for k in settings if k not in Flag._all]
+  if unknown: raise KeyError(f"unknown flag(s) {unknown}; known: {sorted(Flag._all)}")
+  saved = {k: Flag._all[k].value for k in settings}
+  try:
+    for k, v in settings.items(): Flag._all[k].value = v
+    yield
+  finally:
+    for k, v in saved.items(): Flag._all[k].value = v
+
+
+def prod(xs: Iterable[int]) -> int: return functools.reduce(operator.mul, xs, 1)
+def argsort(xs: list) -> list[int]: return sorted(range(len(xs)), key=xs.__getitem__)
+def all_same(xs: list) -> bool: return all(x == xs[0] for x in xs)
+def ceildiv(a: int, b: int) -> int: return -(-a // b)
+def round_up(a: int, b: int) -> int: return ceildiv(a, b) * b
+def is_pow2(x: int) -> bool: return x > 0 and (x & (x - 1)) == 0
+
+
+def cache_dir() -> str:
+  """Where compiled kernels and downloaded data live: $XDG_CACHE_HOME/picograd or ~/.cache/picograd."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "picograd")
+
+
+__all__ = ["Flag", "DEBUG", "NOOPT", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "all_same",
+           "ceildiv", "round_up", "is_pow2", "cache_dir", "math"]

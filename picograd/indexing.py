@@ -1,0 +1,111 @@
+"""`Tensor.__getitem__`: ints, slices (any step), None, Ellipsis, and integer tensor indices, built from movement ops.
+
+Basic indexing is shrink / flip / pad+reshape (for steps), so it never copies. An integer tensor
+index becomes a one-hot comparison reduced with a sum: lazy, fusable, and its gradient is the
+scatter-add PyTorch computes.
+"""
+from __future__ import annotations
+from typing import Any
+import numpy as np
+from picograd.dtype import dtypes
+from picograd.helpers import prod
+from picograd.tensor import Tensor, ShapeError, _where, _broadcast_shape
+
+
+def _take_every(x: Tensor, dim: int, start: int, count: int, step: int) -> Tensor:
+  """Elements start, start+step, ... (count of them) along `dim`, with step >= 1."""
+  n = x.shape[dim]
+  bounds = [None] * x.ndim
+  if step == 1 or count <= 1:
+    bounds[dim] = (start, start + count)
+    return x.shrink(bounds)
+  end = min(n, start + count * step)
+  bounds[dim] = (start, end)
+  x = x.shrink(bounds)
+  pad = [(0, 0)] * x.ndim
+  pad[dim] = (0, count * step - (end - start))
+  x = x.pad(pad)
+  x = x.reshape(x.shape[:dim] + (count, step) + x.shape[dim + 1:])
+  bounds = [None] * x.ndim
+  bounds[dim + 1] = (0, 1)
+  x = x.shrink(bounds)
+  return x.reshape(x.shape[:dim + 1] + x.shape[dim + 2:])
+
+
+def _expand_ellipsis(t: Tensor, index: tuple) -> tuple:
+  consumed = sum(1 for i in index if i is not None and i is not Ellipsis)
+  if sum(1 for i in index if i is Ellipsis) > 1: raise IndexError("an index can only have a single ellipsis ('...')")
+  if consumed > t.ndim: raise IndexError(f"too many indices for tensor of shape {t.shape}: {len(index)} given")
+  if Ellipsis in [i for i in index if not isinstance(i, (Tensor, np.ndarray))]:
+    pos = next(k for k, i in enumerate(index) if i is Ellipsis)
+    return index[:pos] + (slice(None),) * (t.ndim - consumed) + index[pos + 1:]
+  return index + (slice(None),) * (t.ndim - consumed)
+
+
+def getitem(t: Tensor, index: Any) -> Tensor:
+  if not isinstance(index, tuple): index = (index,)
+  index = tuple(Tensor(i, device=t.device) if isinstance(i, (list, np.ndarray)) else i for i in index)
+  for i in index:
+    if isinstance(i, Tensor) and i.dtype == dtypes.bool: raise IndexError("boolean mask indexing is not supported; use where()")
+    if isinstance(i, Tensor) and i.dtype.is_float: raise IndexError(f"tensors used as indices must be integer, not {i.dtype.name}")
+    if not isinstance(i, (int, slice, Tensor)) and i is not None and i is not Ellipsis:
+      raise IndexError(f"unsupported index {i!r} of type {type(i).__name__}")
+  index = _expand_ellipsis(t, index)
+  x, dim = t, 0
+  out_shape: list[int] = []
+  tensor_dims: list[tuple[int, Tensor]] = []  # (position in out_shape, index tensor)
+  for item in index:
+    if item is None:
+      out_shape.append(1)
+      continue
+    n = x.shape[dim]
+    if isinstance(item, bool) or not isinstance(item, (int, slice, Tensor)):
+      raise IndexError(f"unsupported index {item!r}")
+    if isinstance(item, int):
+      if not -n <= item < n: raise IndexError(f"index {item} is out of bounds for dimension {dim} with size {n} (shape {t.shape})")
+      bounds = [None] * x.ndim
+      bounds[dim] = (item % n, item % n + 1)
+      x = x.shrink(bounds)
+    elif isinstance(item, slice):
+      start, stop, step = item.indices(n)
+      if step < 0:  # walk the flipped dimension forwards
+        x = x.flip(dim)
+        start, stop, step = n - 1 - start, n - 1 - stop, -step
+      count = max(0, -(-(stop - start) // step))
+      x = _take_every(x, dim, start if count else 0, count, step)
+      out_shape.append(x.shape[dim])
+    else:
+      tensor_dims.append((len(out_shape), item))
+      out_shape.append(n)
+    dim += 1
+  x = x.reshape(tuple(out_shape))
+  return _gather_dims(x, tensor_dims) if tensor_dims else x
+
+
+def _gather_dims(x: Tensor, tensor_dims: list[tuple[int, Tensor]]) -> Tensor:
+  """Advanced indexing of the dims named in `tensor_dims`, with numpy/PyTorch placement of the result dims."""
+  dims = [d for d, _ in tensor_dims]
+  sizes = [x.shape[d] for d in dims]
+  bshape = _broadcast_shape("index", *[i.shape for _, i in tensor_dims])
+  flat: Tensor | None = None
+  for (d, idx), n in zip(tensor_dims, sizes):
+    idx = idx.cast(dtypes.int32)
+    idx = _where(idx < 0, idx + n, idx)  # negative indices count from the end
+    flat = idx if flat is None else flat * n + idx
+  flat = flat._expand_to(bshape)
+  rest = [d for d in range(x.ndim) if d not in dims]
+  total = prod(sizes)
+  moved = x.permute(rest + dims).reshape(*[x.shape[d] for d in rest], total)
+  # one-hot over the flattened indexed dims, summed: out[r..., b...] = x[r..., flat[b...]]
+  onehot = flat.unsqueeze(-1) == Tensor.arange(total, dtype=dtypes.int32, device=x.device)
+  lhs = moved.reshape(*moved.shape[:-1], *([1] * len(bshape)), total)
+  picked = _where(onehot.reshape(*([1] * len(rest)), *bshape, total), lhs, 0).sum(-1, dtype=x.dtype)
+  # adjacent indexed dims keep their place; separated ones go to the front (numpy's rule)
+  adjacent = dims == list(range(dims[0], dims[0] + len(dims)))
+  pos = sum(1 for d in rest if d < dims[0]) if adjacent else 0
+  nr, nb = len(rest), len(bshape)
+  order = list(range(pos)) + list(range(nr, nr + nb)) + list(range(pos, nr))
+  return picked.permute(order)
+
+
+__all__ = ["getitem", "ShapeError"]

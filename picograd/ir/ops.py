@@ -1,0 +1,328 @@
+"""The IR: `Ops`, the hash-consed `UOp`, patterns (`UPat`), `PatternMatcher` and `graph_rewrite`.
+
+One node type serves every stage. At the tensor level a UOp has a shape (computed when it is
+built, so deep graphs never recurse); inside a kernel the same class describes loops, loads and
+scalar arithmetic. Building the same node twice returns the same object, so identity is
+equality and rewrites can be memoized per node.
+"""
+from __future__ import annotations
+import math, weakref
+from enum import Enum, auto
+from typing import Any, Callable, Iterable, Iterator
+from picograd.dtype import DType, dtypes
+from picograd.helpers import prod
+
+
+class Ops(Enum):
+  # leaves
+  BUFFER = auto(); CONST = auto(); IOTA = auto()
+  # unary
+  EXP2 = auto(); LOG2 = auto(); SIN = auto(); SQRT = auto(); RECIPROCAL = auto(); NEG = auto(); CAST = auto(); BITCAST = auto()
+  # binary
+  ADD = auto(); MUL = auto(); MAX = auto(); CMPLT = auto(); CMPNE = auto(); IDIV = auto(); MOD = auto()
+  AND = auto(); OR = auto(); XOR = auto(); SHL = auto(); SHR = auto()
+  # ternary
+  WHERE = auto()
+  # reduction over axes: arg = (Ops.ADD | Ops.MAX, axes)
+  REDUCE = auto()
+  # movement: index remaps, never copies
+  RESHAPE = auto(); PERMUTE = auto(); EXPAND = auto(); PAD = auto(); SHRINK = auto(); FLIP = auto()
+  # boundaries and effects
+  CONTIGUOUS = auto(); DETACH = auto(); COPY = auto(); ASSIGN = auto()
+  # kernel level: a kernel is SINK(STORE(PARAM, value)); lowering adds loops, loads and accumulators
+  SINK = auto(); PARAM = auto(); STORE = auto(); LOAD = auto(); RANGE = auto(); ENDRANGE = auto()
+  DEFINE_ACC = auto(); ACCUMULATE = auto()
+
+  def __repr__(self) -> str: return f"Ops.{self.name}"
+
+
+UNARY = {Ops.EXP2, Ops.LOG2, Ops.SIN, Ops.SQRT, Ops.RECIPROCAL, Ops.NEG}
+BINARY = {Ops.ADD, Ops.MUL, Ops.MAX, Ops.CMPLT, Ops.CMPNE, Ops.IDIV, Ops.MOD, Ops.AND, Ops.OR, Ops.XOR, Ops.SHL, Ops.SHR}
+COMPARISON = {Ops.CMPLT, Ops.CMPNE}
+ALU = UNARY | BINARY | {Ops.WHERE, Ops.CAST, Ops.BITCAST}
+ELEMENTWISE = ALU
+MOVEMENT = {Ops.RESHAPE, Ops.PERMUTE, Ops.EXPAND, Ops.PAD, Ops.SHRINK, Ops.FLIP}
+COMMUTATIVE = {Ops.ADD, Ops.MUL, Ops.MAX, Ops.CMPNE, Ops.AND, Ops.OR, Ops.XOR}
+
+
+def _arg_key(arg: Any) -> Any:
+  # 0.0 == -0.0 and nan != nan in Python; constants must keep their exact bits apart
+  if isinstance(arg, float): return ("float", arg.hex())
+  return arg
+
+
+def _shape_of(op: Ops, src: tuple["UOp", ...], arg: Any) -> tuple[int, ...] | None:
+  """The shape of a tensor-level node, from its sources (already known)."""
+  if op is Ops.BUFFER: return (arg[2],) if isinstance(arg, tuple) else (arg.size,)  # a schedule slot or a Buffer
+  if op is Ops.CONST: return ()
+  if op is Ops.IOTA: return (arg,)
+  if op is Ops.PARAM: return (arg[1],)
+  if not src or src[0].shape is None: return None
+  s = src[0].shape
+  if op in ALU: return s
+  if op is Ops.REDUCE: return tuple(1 if i in arg[1] else d for i, d in enumerate(s))
+  if op in (Ops.RESHAPE, Ops.EXPAND): return arg
+  if op is Ops.PERMUTE: return tuple(s[i] for i in arg)
+  if op is Ops.PAD: return tuple(d + b + a for d, (b, a) in zip(s, arg))
+  if op is Ops.SHRINK: return tuple(e - b for b, e in arg)
+  if op in (Ops.FLIP, Ops.CONTIGUOUS, Ops.DETACH, Ops.COPY): return s
+  if op is Ops.ASSIGN: return s
+  return None
+
+
+class UOpMeta(type):
+  """Hash-consing: UOp(op, dtype, src, arg) returns the existing node when one is alive."""
+  live: "weakref.WeakValueDictionary[tuple, UOp]" = weakref.WeakValueDictionary()
+
+  def __call__(cls, op: Ops, dtype: DType = dtypes.void, src: tuple = (), arg: Any = None):
+    key = (op, dtype, src, _arg_key(arg))
+    if (node := UOpMeta.live.get(key)) is not None: return node
+    node = super().__call__(op, dtype, src, arg)
+    UOpMeta.live[key] = node
+    return node
+
+
+class UOp(metaclass=UOpMeta):
+  """An immutable IR node: (op, dtype, src, arg). Tensor-level nodes also carry a shape."""
+  __slots__ = ("op", "dtype", "src", "arg", "shape", "__weakref__")
+
+  def __init__(self, op: Ops, dtype: DType, src: tuple["UOp", ...] = (), arg: Any = None):
+    self.op, self.dtype, self.src, self.arg = op, dtype, src, arg
+    self.shape: tuple[int, ...] | None = _shape_of(op, src, arg)
+
+  def __repr__(self) -> str:
+    return f"UOp({self.op}, {self.dtype}, arg={self.arg!r}, src=<{len(self.src)}>{', shape='+str(self.shape) if self.shape is not None else ''})"
+
+  def __str__(self) -> str:
+    from picograd.ir.printer import print_graph
+    return print_graph(self)
+
+  def __reduce__(self): return (UOp, (self.op, self.dtype, self.src, self.arg))
+
+  # ---- construction helpers (used by the frontend, gradients and lowering alike)
+  @staticmethod
+  def const(dtype: DType, value: Any) -> "UOp":
+    return UOp(Ops.CONST, dtype, (), _cast_scalar(value, dtype))
+  def alu(self, op: Ops, *others: "UOp") -> "UOp":
+    out = dtypes.bool if op in COMPARISON else (self.dtype if op is not Ops.WHERE else others[0].dtype)
+    return UOp(op, out, (self, *others))
+  def cast(self, dtype: DType) -> "UOp": return self if dtype == self.dtype else UOp(Ops.CAST, dtype, (self,))
+  def bitcast(self, dtype: DType) -> "UOp": return UOp(Ops.BITCAST, dtype, (self,))
+  def reshape(self, shape: tuple[int, ...]) -> "UOp": return self if shape == self.shape else UOp(Ops.RESHAPE, self.dtype, (self,), tuple(shape))
+  def permute(self, order: tuple[int, ...]) -> "UOp":
+    return self if tuple(order) == tuple(range(len(order))) else UOp(Ops.PERMUTE, self.dtype, (self,), tuple(order))
+  def expand(self, shape: tuple[int, ...]) -> "UOp": return self if shape == self.shape else UOp(Ops.EXPAND, self.dtype, (self,), tuple(shape))
+  def pad(self, padding: tuple[tuple[int, int], ...]) -> "UOp":
+    return self if all(p == (0, 0) for p in padding) else UOp(Ops.PAD, self.dtype, (self,), tuple(padding))
+  def shrink(self, bounds: tuple[tuple[int, int], ...]) -> "UOp":
+    return self if all(b == (0, d) for b, d in zip(bounds, self.shape)) else UOp(Ops.SHRINK, self.dtype, (self,), tuple(bounds))
+  def flip(self, axes: tuple[bool, ...]) -> "UOp": return self if not any(axes) else UOp(Ops.FLIP, self.dtype, (self,), tuple(axes))
+  def reduce(self, op: Ops, axes: tuple[int, ...]) -> "UOp":
+    axes = tuple(sorted(axes))
+    return self if not axes else UOp(Ops.REDUCE, self.dtype, (self,), (op, axes))
+
+  # operator sugar for integer index arithmetic in lowering and the simplifier
+  def _c(self, x: "UOp | int | float | bool") -> "UOp": return x if isinstance(x, UOp) else UOp.const(self.dtype, x)
+  def __add__(self, x): return self.alu(Ops.ADD, self._c(x))
+  def __radd__(self, x): return self._c(x).alu(Ops.ADD, self)
+  def __mul__(self, x): return self.alu(Ops.MUL, self._c(x))
+  def __rmul__(self, x): return self._c(x).alu(Ops.MUL, self)
+  def __sub__(self, x): return self.alu(Ops.ADD, self._c(x).alu(Ops.NEG))
+  def __neg__(self): return self.alu(Ops.NEG)
+  def __floordiv__(self, x): return self.alu(Ops.IDIV, self._c(x))
+  def __mod__(self, x): return self.alu(Ops.MOD, self._c(x))
+  def __lt__(self, x): return self.alu(Ops.CMPLT, self._c(x))
+  def __and__(self, x): return self.alu(Ops.AND, self._c(x))
+  def ne(self, x): return self.alu(Ops.CMPNE, self._c(x))
+  def where(self, a: "UOp", b: "UOp") -> "UOp": return self.alu(Ops.WHERE, a, b)
+  def maximum(self, x): return self.alu(Ops.MAX, self._c(x))
+
+  # ---- graph queries
+  def toposort(self) -> list["UOp"]: return toposort([self])
+  @property
+  def size(self) -> int: return prod(self.shape)
+  @property
+  def base(self) -> "UOp":
+    """Below the movement ops: the node whose data a view reads."""
+    x = self
+    while x.op in MOVEMENT: x = x.src[0]
+    return x
+  @property
+  def vmin(self) -> int | float: return value_range(self)[0]
+  @property
+  def vmax(self) -> int | float: return value_range(self)[1]
+
+
+def _cast_scalar(value: Any, dtype: DType) -> Any:
+  if dtype == dtypes.bool: return bool(value)
+  if dtype.is_int:
+    if isinstance(value, float) and not math.isfinite(value): raise ValueError(f"cannot make an {dtype} constant from {value}")
+    v = int(value)
+    if dtype.is_unsigned: v &= (1 << (8 * dtype.itemsize)) - 1
+    return v
+  return float(value)
+
+
+def toposort(roots: Iterable[UOp], stop: Callable[[UOp], bool] = lambda _: False) -> list[UOp]:
+  """Nodes reachable from `roots`, children first, without Python recursion. `stop` nodes are included but not entered."""
+  order, seen = [], set()
+  stack: list[tuple[UOp, bool]] = [(r, False) for r in reversed(list(roots))]
+  while stack:
+    node, expanded = stack.pop()
+    if expanded:
+      order.append(node)
+      continue
+    if node in seen: continue
+    seen.add(node)
+    stack.append((node, True))
+    if not stop(node): stack.extend((s, False) for s in reversed(node.src) if s not in seen)
+  return order
+
+
+# ---------------------------------------------------------------- value ranges for integer index arithmetic
+
+_range_cache: "weakref.WeakKeyDictionary[UOp, tuple]" = weakref.WeakKeyDictionary()
+
+
+def value_range(u: UOp) -> tuple[int | float, int | float]:
+  """Inclusive (min, max) bounds of an integer/bool node, for the simplifier. Unknown is (-inf, inf)."""
+  if (r := _range_cache.get(u)) is not None: return r
+  for node in toposort([u], stop=lambda n: n in _range_cache):
+    if node not in _range_cache: _range_cache[node] = _compute_range(node)
+  return _range_cache[u]
+
+
+def _compute_range(u: UOp) -> tuple:
+  inf = math.inf
+  if u.op is Ops.CONST: return (u.arg, u.arg)
+  if u.op is Ops.RANGE: return (0, u.arg[1] - 1)
+  if u.dtype == dtypes.bool: return (False, True) if u.op is not Ops.CONST else (u.arg, u.arg)
+  if not u.src or u.op in (Ops.LOAD, Ops.ACCUMULATE, Ops.DEFINE_ACC): return (-inf, inf)
+  r = [_range_cache.get(s) or value_range(s) for s in u.src]
+  if u.op is Ops.ADD: return (r[0][0] + r[1][0], r[0][1] + r[1][1])
+  if u.op is Ops.NEG: return (-r[0][1], -r[0][0])
+  if u.op is Ops.MUL:
+    prods = [a * b for a in r[0] for b in r[1] if not (math.isinf(a) or math.isinf(b)) or (a != 0 and b != 0)]
+    if len(prods) < 4: return (-inf, inf)
+    return (min(prods), max(prods))
+  if u.op is Ops.MAX: return (max(r[0][0], r[1][0]), max(r[0][1], r[1][1]))
+  if u.op is Ops.IDIV and u.src[1].op is Ops.CONST and u.src[1].arg > 0 and r[0][0] >= 0:
+    c = u.src[1].arg
+    return (r[0][0] // c, r[0][1] // c if not math.isinf(r[0][1]) else inf)
+  if u.op is Ops.MOD and u.src[1].op is Ops.CONST and u.src[1].arg > 0 and r[0][0] >= 0:
+    c = u.src[1].arg
+    return (0, min(c - 1, r[0][1]))
+  if u.op is Ops.WHERE: return (min(r[1][0], r[2][0]), max(r[1][1], r[2][1]))
+  if u.op is Ops.CAST and u.dtype.is_int: return r[0]
+  return (-inf, inf)
+
+
+# ---------------------------------------------------------------- patterns
+
+class UPat:
+  """A node shape to match: op(s), dtype(s), sources, arg, and a name under which the match is captured."""
+  __slots__ = ("ops", "dtypes", "src", "arg", "name", "allow_any_len")
+
+  def __init__(self, op: Ops | tuple[Ops, ...] | set[Ops] | None = None, dtype: DType | tuple[DType, ...] | None = None,
+               src: "UPat | tuple[UPat, ...] | None" = None, arg: Any = None, name: str | None = None, allow_any_len: bool = False):
+    self.ops = None if op is None else (frozenset([op]) if isinstance(op, Ops) else frozenset(op))
+    self.dtypes = None if dtype is None else (frozenset([dtype]) if isinstance(dtype, DType) else frozenset(dtype))
+    self.src = (src,) if isinstance(src, UPat) else src
+    self.arg, self.name, self.allow_any_len = arg, name, allow_any_len
+
+  @staticmethod
+  def var(name: str | None = None, dtype: DType | tuple[DType, ...] | None = None) -> "UPat": return UPat(dtype=dtype, name=name)
+  @staticmethod
+  def cvar(name: str | None = None, dtype: DType | tuple[DType, ...] | None = None) -> "UPat": return UPat(Ops.CONST, dtype, name=name)
+
+  def match(self, u: UOp, captures: dict[str, UOp]) -> bool:
+    if self.ops is not None and u.op not in self.ops: return False
+    if self.dtypes is not None and u.dtype not in self.dtypes: return False
+    if self.arg is not None and u.arg != self.arg: return False
+    if self.name is not None:
+      if self.name in captures and captures[self.name] is not u: return False
+      captures[self.name] = u
+    if self.src is None: return True
+    if len(self.src) != len(u.src) and not (self.allow_any_len and len(u.src) >= len(self.src)): return False
+    return all(p.match(s, captures) for p, s in zip(self.src, u.src))
+
+  def __repr__(self) -> str:
+    ops = "any" if self.ops is None else "|".join(sorted(o.name for o in self.ops))
+    return f"UPat({ops}{', name='+self.name if self.name else ''})"
+
+
+Rule = tuple[UPat, Callable[..., UOp | None]]
+
+
+class PatternMatcher:
+  """Rules (UPat, fn) indexed by op: only the rules that can match a node's op are tried.
+
+  `fn` receives the named captures as keyword arguments (and `ctx` when the rewrite has one) and
+  returns a replacement node, or None to leave the node alone.
+  """
+
+  def __init__(self, rules: list[Rule]):
+    self.rules = rules
+    self.by_op: dict[Ops, list[Rule]] = {}
+    self.any_op: list[Rule] = []
+    for pat, fn in rules:
+      if pat.ops is None: self.any_op.append((pat, fn))
+      else:
+        for op in pat.ops: self.by_op.setdefault(op, []).append((pat, fn))
+    for op in self.by_op: self.by_op[op] = self.by_op[op] + self.any_op
+
+  def __add__(self, other: "PatternMatcher") -> "PatternMatcher": return PatternMatcher(self.rules + other.rules)
+
+  def rewrite(self, u: UOp, ctx: Any = None) -> UOp | None:
+    for pat, fn in self.by_op.get(u.op, self.any_op):
+      captures: dict[str, UOp] = {}
+      if pat.match(u, captures):
+        out = fn(ctx=ctx, **captures) if ctx is not None else fn(**captures)
+        if out is not None and out is not u: return out
+    return None
+
+
+def graph_rewrite(root: UOp, pm: PatternMatcher, ctx: Any = None) -> UOp:
+  """Rewrite every node of `root`'s graph to a fixed point, children before parents, without recursion."""
+  return graph_rewrite_many([root], pm, ctx)[0]
+
+
+def graph_rewrite_many(roots: list[UOp], pm: PatternMatcher, ctx: Any = None) -> list[UOp]:
+  done: dict[UOp, UOp] = {}
+  # stack items: (node, stage, replacement). stage 0: push sources; 1: rebuild and match; 2: take a rewrite's result
+  stack: list[tuple[UOp, int, UOp | None]] = [(r, 0, None) for r in reversed(roots)]
+  in_progress: set[UOp] = set()
+  while stack:
+    node, stage, repl = stack.pop()
+    if stage == 0:
+      if node in done or node in in_progress: continue
+      in_progress.add(node)
+      stack.append((node, 1, None))
+      stack.extend((s, 0, None) for s in reversed(node.src) if s not in done)
+    elif stage == 1:
+      new_src = tuple(done[s] for s in node.src)
+      rebuilt = node if new_src == node.src else UOp(node.op, node.dtype, new_src, node.arg)
+      out = pm.rewrite(rebuilt, ctx)
+      if out is None:
+        done[node] = rebuilt
+        if rebuilt is not node: done.setdefault(rebuilt, rebuilt)
+        in_progress.discard(node)
+      else:
+        stack.append((node, 2, out))
+        stack.append((out, 0, None))
+    else:
+      done[node] = done[repl]
+      in_progress.discard(node)
+  return [done[r] for r in roots]
+
+
+def substitute(root: UOp, mapping: dict[UOp, UOp]) -> UOp:
+  """Replace nodes by identity everywhere in `root`'s graph (no pattern matching)."""
+  if not mapping: return root
+  done: dict[UOp, UOp] = {}
+  for node in toposort([root], stop=lambda n: n in mapping):
+    if node in mapping: done[node] = mapping[node]
+    else:
+      new_src = tuple(done[s] for s in node.src)
+      done[node] = node if new_src == node.src else UOp(node.op, node.dtype, new_src, node.arg)
+  return done[root]

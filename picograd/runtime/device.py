@@ -1,0 +1,162 @@
+"""The device registry and what every device provides: an allocator, a compiler, a program launcher.
+
+A device is named `CPU`, `PYTHON`, `CUDA` or `CUDA:n`. `get_device(name)` opens it on first use
+and raises `DeviceError` naming what is missing when it cannot start; there is no silent
+fallback. Buffers are untyped device memory plus a dtype and an element count; freed blocks go
+back to a per-device cache so a training loop does not allocate (or page-fault) every step.
+"""
+from __future__ import annotations
+import importlib, threading, weakref
+from dataclasses import dataclass, field
+from typing import Any
+import numpy as np
+from picograd.dtype import DType
+from picograd.helpers import DEBUG, DEV
+
+
+class DeviceError(RuntimeError):
+  """A device could not be opened or used (missing library, no GPU, bad device name)."""
+
+
+class Allocator:
+  """Device memory with a cache of freed blocks, keyed by byte size.
+
+  Subclasses implement `_alloc`, `_free`, `copyin` and `copyout`. When `_alloc` raises
+  MemoryError the cache is emptied and the allocation retried once; a second failure raises a
+  MemoryError that names the size.
+  """
+
+  def __init__(self, device: str):
+    self.device = device
+    self.cache: dict[int, list[Any]] = {}
+    self.lock = threading.Lock()
+
+  def alloc(self, nbytes: int) -> Any:
+    with self.lock:
+      if blocks := self.cache.get(nbytes): return blocks.pop()
+    try:
+      return self._alloc(nbytes)
+    except MemoryError:
+      self.free_cache()
+      try:
+        return self._alloc(nbytes)
+      except MemoryError as e:
+        raise MemoryError(f"{self.device}: out of memory allocating {nbytes} bytes ({nbytes / 2**20:.1f} MiB)") from e
+
+  def free(self, handle: Any, nbytes: int) -> None:
+    with self.lock: self.cache.setdefault(nbytes, []).append(handle)
+
+  def free_cache(self) -> None:
+    with self.lock:
+      blocks, self.cache = self.cache, {}
+    for nbytes, handles in blocks.items():
+      for h in handles: self._free(h, nbytes)
+
+  # device specific
+  def _alloc(self, nbytes: int) -> Any: raise NotImplementedError
+  def _free(self, handle: Any, nbytes: int) -> None: raise NotImplementedError
+  def copyin(self, handle: Any, src: memoryview) -> None: raise NotImplementedError
+  def copyout(self, dest: memoryview, handle: Any) -> None: raise NotImplementedError
+
+
+class Compiler:
+  """Turns rendered source into a loadable binary. `cache_key` names the compiler and its options for the disk cache."""
+  cache_key: str = ""
+  def compile(self, src: str, name: str) -> bytes: raise NotImplementedError
+  def disassemble(self, lib: bytes) -> str:
+    """What the compiler made of the source (optimized IR, PTX), for DEBUG=6 and the dump."""
+    return ""
+
+
+@dataclass
+class LaunchDims:
+  """How to run a kernel: `global_size` iterations of the outer loop(s) (CPU) or a grid (GPU), `local_size` a block."""
+  global_size: tuple[int, ...]
+  local_size: tuple[int, ...] = (1, 1, 1)
+  shared_bytes: int = 0
+
+
+class Program:
+  """A loaded kernel. Called with device buffer handles; returns the run time in seconds when `wait` is set."""
+  def __init__(self, device: "Device", name: str, lib: bytes, meta: dict[str, Any]):
+    self.device, self.name, self.lib, self.meta = device, name, lib, meta
+  def __call__(self, handles: list[Any], dims: LaunchDims, wait: bool = False) -> float | None: raise NotImplementedError
+
+
+@dataclass
+class Device:
+  """An opened device: its name, allocator, compiler and program class."""
+  name: str
+  allocator: Allocator
+  compiler: Compiler
+  program: type[Program]
+  extra: dict[str, Any] = field(default_factory=dict)
+
+  def synchronize(self) -> None:
+    if (sync := self.extra.get("synchronize")) is not None: sync()
+
+
+# modules that open each kind of device; each defines `open_device(name) -> Device`
+_BACKENDS = {"CPU": "picograd.runtime.cpu", "PYTHON": "picograd.runtime.interpreter", "CUDA": "picograd.runtime.cuda"}
+_opened: dict[str, Device] = {}
+_open_lock = threading.Lock()
+
+
+def canonicalize(name: str | None) -> str:
+  """'cuda' -> 'CUDA', 'cuda:0' -> 'CUDA', 'CUDA:1' stays; None -> the default device from DEV."""
+  if name is None: name = str(DEV.value)
+  base, _, idx = str(name).upper().partition(":")
+  if base == "GPU": base = "CUDA"
+  if base not in _BACKENDS:
+    raise DeviceError(f"unknown device {name!r}; picograd knows {sorted(_BACKENDS)} (set DEV= or device=)")
+  if idx and not idx.isdigit(): raise DeviceError(f"bad device index in {name!r}: expected e.g. CUDA:1")
+  return base if idx in ("", "0") else f"{base}:{idx}"
+
+
+def get_device(name: str | None = None) -> Device:
+  name = canonicalize(name)
+  if (dev := _opened.get(name)) is not None: return dev
+  with _open_lock:
+    if name not in _opened:
+      module = importlib.import_module(_BACKENDS[name.split(":")[0]])
+      _opened[name] = module.open_device(name)
+      if DEBUG >= 1: print(f"opened device {name}")
+  return _opened[name]
+
+
+class Buffer:
+  """`size` elements of `dtype` on `device`. Memory is taken on first use and handed back to the cache when freed."""
+
+  def __init__(self, device: str, size: int, dtype: DType):
+    self.device, self.size, self.dtype = canonicalize(device), size, dtype
+    self._handle: Any = None
+
+  @property
+  def nbytes(self) -> int: return self.size * self.dtype.itemsize
+
+  @property
+  def handle(self) -> Any:
+    if self._handle is None:
+      allocator = get_device(self.device).allocator
+      self._handle = allocator.alloc(max(self.nbytes, 1))
+      weakref.finalize(self, allocator.free, self._handle, max(self.nbytes, 1))
+    return self._handle
+
+  @property
+  def is_allocated(self) -> bool: return self._handle is not None
+
+  def copyin(self, data: np.ndarray) -> "Buffer":
+    data = np.ascontiguousarray(data, dtype=self.dtype.np)
+    assert data.size == self.size, f"copyin of {data.size} elements into a buffer of {self.size}"
+    if self.size: get_device(self.device).allocator.copyin(self.handle, memoryview(data.reshape(-1)).cast("B"))
+    return self
+
+  def numpy(self) -> np.ndarray:
+    out = np.empty(self.size, dtype=self.dtype.np)
+    if self.size: get_device(self.device).allocator.copyout(memoryview(out).cast("B"), self.handle)
+    return out
+
+  def __repr__(self) -> str: return f"<buf {self.device} {self.dtype.name}[{self.size}] #{id(self) % 10**6}>"
+
+
+def default_device() -> str: return canonicalize(None)
