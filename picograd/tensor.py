@@ -226,7 +226,9 @@ class Tensor:
     Tensor._rng_counter += n
     idx = Tensor(UOp(Ops.IOTA, dtypes.int32, (), n), device=device).cast(dtypes.uint32)
     key = _hash32((Tensor._seed * 0x9E3779B9 + 0x632BE5AB) & 0xFFFFFFFF)
-    x = (idx + (offset & 0xFFFFFFFF)) ^ key
+    # the offset is data, not a constant, so every call builds the same graph (one schedule, one kernel)
+    start = Tensor(np.array([offset & 0xFFFFFFFF], dtype=np.uint32), device=device).reshape(())
+    x = (idx + start) ^ key
     # a 32-bit integer mixer (multiply-xorshift); two rounds decorrelate neighbouring counters
     for _ in range(2):
       x = x ^ x._shr(16)

@@ -87,7 +87,18 @@ def _boundaries(roots: list[UOp], nodes: list[UOp]) -> set[UOp]:
   # a reduction seen through a broadcast would be recomputed for every broadcast element
   for n in nodes:
     if n.op is Ops.EXPAND: realize.update(_reduces_below(n.src[0], realize))
-  return realize
+  # a reduction that would be fused into several kernels would run once per kernel: give it its own
+  while True:
+    owners: dict[UOp, int] = {}
+    for b in realize:
+      for r in set(_reduces_below_sources(b, realize)): owners[r] = owners.get(r, 0) + 1
+    shared = {r for r, count in owners.items() if count > 1}
+    if not shared: return realize
+    realize |= shared
+
+
+def _reduces_below_sources(b: UOp, realize: set[UOp]) -> list[UOp]:
+  return [r for s in b.src for r in _reduces_below(s, realize)]
 
 
 def _device_of(root_device: str, nodes: list[UOp], root: UOp) -> dict[UOp, str]:
