@@ -10,7 +10,7 @@ import time, weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from picograd.helpers import DEBUG
-from picograd.ir.ops import UOp, Ops, toposort
+from picograd.ir.ops import UOp, Ops, toposort, substitute
 from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view
 from picograd.runtime.device import Buffer, get_device
 from picograd.codegen.kernel import get_kernel, CompiledKernel
@@ -42,15 +42,24 @@ def _buffer_uop(buf: Buffer, shape: tuple[int, ...]) -> UOp:
 
 
 def _substitute_computed(roots: list[UOp], devices: list[str]) -> list[UOp]:
+  """Replace already computed nodes *inside* the graphs by their buffers. A root itself is never replaced: two
+  tensors realized from the same graph must not share memory (an in-place update of one would change the other)."""
   out = []
   for root, dev in zip(roots, devices):
     known = _computed.get(dev)
     if not known: out.append(root); continue
-    mapping = {n: known[n] for n in toposort([root], stop=lambda n: n in known) if n in known}
-    if not mapping: out.append(root); continue
-    from picograd.ir.ops import substitute
-    out.append(substitute(root, mapping))
+    mapping = {n: known[n] for n in toposort([root], stop=lambda n: n in known and n is not root) if n in known and n is not root}
+    out.append(substitute(root, mapping) if mapping else root)
   return out
+
+
+def _forget_buffers(written: set[Buffer]) -> None:
+  """An in-place write changes a buffer's value: nodes computed into it no longer describe it."""
+  for table in _computed.values():
+    for node, view in list(table.items()):
+      base = view
+      while base.op is Ops.RESHAPE: base = base.src[0]
+      if base.arg in written: del table[node]
 
 
 def _normalize(roots: list[UOp]) -> tuple[list[UOp], list[Buffer]]:
@@ -62,7 +71,6 @@ def _normalize(roots: list[UOp]) -> tuple[list[UOp], list[Buffer]]:
       mapping[n] = UOp(Ops.BUFFER, n.dtype, (), ("slot", len(buffers), n.arg.size, n.arg.device))
       buffers.append(n.arg)
   if not mapping: return roots, buffers
-  from picograd.ir.ops import substitute
   return [substitute(r, mapping) for r in roots], buffers
 
 
@@ -83,13 +91,22 @@ class ScheduledKernel:
   def __repr__(self) -> str: return f"<ScheduledKernel {self.name}>"
 
 
-def plan(tensors: list["Tensor"]) -> tuple[list[ScheduledKernel], list["Tensor"], list[Buffer | None], bool]:
+@dataclass
+class Plan:
+  steps: list[ScheduledKernel]
+  pending: list["Tensor"]       # the tensors that need work
+  outputs: list[Buffer]         # where each pending tensor's value will be
+  reads_memory: list[bool]      # whether each pending tensor's graph reads any buffer
+  cache_hit: bool
+
+
+def plan(tensors: list["Tensor"]) -> Plan:
   """The kernels that realizing `tensors` would run, the tensors that need work, and their output buffers."""
   pending, seen = [], set()
   for t in tensors:
     if not is_contiguous_view(t.uop) and id(t) not in seen:
       pending.append(t); seen.add(id(t))
-  if not pending: return [], [], [], True
+  if not pending: return Plan([], [], [], [], True)
   devices = [t.device for t in pending]
   roots = _substitute_computed([t.uop for t in pending], devices)
   normalized, inputs = _normalize(roots)
@@ -105,8 +122,8 @@ def plan(tensors: list["Tensor"]) -> tuple[list[ScheduledKernel], list["Tensor"]
 
   steps = [ScheduledKernel(get_kernel(k.ast, k.device) if k.ast is not None else None, [resolve(b) for b in k.bindings])
            for k in template.kernels]
-  outputs = [resolve(b) if b is not None else None for b in template.outputs]
-  return steps, pending, outputs, hit
+  outputs = [resolve(b) for b in template.outputs]
+  return Plan(steps, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
 
 
 def run_steps(steps: list[ScheduledKernel]) -> None:
@@ -137,20 +154,23 @@ def _copy(dst: Buffer, src: Buffer) -> None:
 
 def realize(tensors: list["Tensor"]) -> None:
   st = time.perf_counter()
-  steps, pending, outputs, hit = plan(tensors)
-  if not pending: return
-  run_steps(steps)
-  for t, buf in zip(pending, outputs):
+  p = plan(tensors)
+  if not p.pending: return
+  run_steps(p.steps)
+  assigned = {b for t, b in zip(p.pending, p.outputs) if t.uop.op is Ops.ASSIGN}
+  if assigned: _forget_buffers(assigned)
+  for t, buf, reads_memory in zip(p.pending, p.outputs, p.reads_memory):
     old = t.uop
-    new = _buffer_uop(buf, t.shape) if buf is not None else t.uop
-    _computed.setdefault(t.device, weakref.WeakKeyDictionary())[old] = new
-    t.uop = new
+    t.uop = _buffer_uop(buf, t.shape)
+    # remember graphs that read memory, so later graphs containing them reuse the result; a graph of
+    # constants is cheaper to recompute than to keep its buffer alive for as long as the node lives
+    if reads_memory: _computed.setdefault(t.device, weakref.WeakKeyDictionary())[old] = t.uop
   stats["schedules"] += 1
-  stats["cache_hits"] += hit
+  stats["cache_hits"] += p.cache_hit
   if DEBUG >= 1:
-    print(f"schedule: {len(steps)} kernel(s) in {(time.perf_counter() - st) * 1e3:.2f} ms, schedule cache {'hit' if hit else 'miss'}")
+    print(f"schedule: {len(p.steps)} kernel(s) in {(time.perf_counter() - st) * 1e3:.2f} ms, schedule cache {'hit' if p.cache_hit else 'miss'}")
 
 
 def schedule(*tensors: "Tensor") -> list[ScheduledKernel]:
   """The kernels realizing `tensors` would run, in order, without running them (each has .name, .ir, .source)."""
-  return plan(list(tensors))[0]
+  return plan(list(tensors)).steps
