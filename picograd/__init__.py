@@ -8,6 +8,7 @@ from picograd.dtype import dtypes, DType
 from picograd.helpers import Context
 from picograd.tensor import Tensor, ShapeError, where, cat, stack
 from picograd.engine.realize import schedule
+from picograd.engine.jit import jit
 import picograd.indexing  # noqa: F401  (registers Tensor.__getitem__'s implementation)
 
-__all__ = ["Tensor", "dtypes", "DType", "Context", "ShapeError", "where", "cat", "stack", "schedule"]
+__all__ = ["Tensor", "dtypes", "DType", "Context", "ShapeError", "where", "cat", "stack", "schedule", "jit"]

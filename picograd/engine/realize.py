@@ -14,6 +14,7 @@ from picograd.ir.ops import UOp, Ops, toposort, substitute
 from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view
 from picograd.runtime.device import Buffer, get_device
 from picograd.codegen.kernel import get_kernel, CompiledKernel
+from picograd.engine.jit import record_steps
 
 if TYPE_CHECKING:
   from picograd.tensor import Tensor
@@ -127,6 +128,7 @@ def plan(tensors: list["Tensor"]) -> Plan:
 
 
 def run_steps(steps: list[ScheduledKernel]) -> None:
+  record_steps(steps)
   for step in steps:
     if step.kernel is None:
       _copy(step.buffers[0], step.buffers[1])

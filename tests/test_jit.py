@@ -1,0 +1,64 @@
+"""JIT capture/replay: replays give the same numbers as running the function, on new inputs, with in-place updates and random draws."""
+import numpy as np
+import pytest
+import picograd
+from picograd import Tensor, Context
+
+
+def _make_step():
+  w = Tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3))
+
+  def step(x):
+    noise = Tensor.rand(3)
+    y = ((x @ w).tanh() + noise).sum()
+    w.assign(w * 0.9 + 0.01)
+    return y.realize(w), noise.realize()
+  return w, step
+
+
+def _run(step_fn, inputs):
+  return [(y.item(), n.numpy().copy()) for y, n in (step_fn(Tensor(x)) for x in inputs)]
+
+
+def test_replay_matches_eager():
+  inputs = [np.random.default_rng(i).standard_normal((2, 4)).astype(np.float32) for i in range(5)]
+  Tensor.manual_seed(7)
+  w_eager, eager_step = _make_step()
+  eager = _run(eager_step, inputs)
+  Tensor.manual_seed(7)
+  w_jit, jit_step = _make_step()
+  jitted = _run(picograd.jit(jit_step), inputs)
+  for (ye, ne), (yj, nj) in zip(eager, jitted):
+    assert ye == pytest.approx(yj, rel=1e-6)
+    np.testing.assert_array_equal(ne, nj)  # random draws advance exactly as without the JIT
+  np.testing.assert_allclose(w_eager.numpy(), w_jit.numpy(), rtol=1e-6)
+
+
+def test_replay_launches_without_scheduling():
+  from picograd.engine.realize import stats
+  _, step = _make_step()
+  jitted = picograd.jit(step)
+  for i in range(3): jitted(Tensor(np.ones((2, 4), np.float32)))
+  before = stats["schedules"]
+  jitted(Tensor(np.ones((2, 4), np.float32)))
+  assert stats["schedules"] == before
+
+
+def test_shape_change_is_an_error():
+  _, step = _make_step()
+  jitted = picograd.jit(step)
+  for _ in range(2): jitted(Tensor(np.ones((2, 4), np.float32)))
+  with pytest.raises(ValueError, match="captured for inputs"):
+    jitted(Tensor(np.ones((5, 4), np.float32)))
+
+
+def test_jit_off_runs_eagerly():
+  inputs = [np.full((2, 4), i, np.float32) for i in range(4)]
+  Tensor.manual_seed(1)
+  _, step = _make_step()
+  with Context(JIT=0):
+    off = _run(picograd.jit(step), inputs)
+  Tensor.manual_seed(1)
+  _, step2 = _make_step()
+  eager = _run(step2, inputs)
+  assert [y for y, _ in off] == pytest.approx([y for y, _ in eager], rel=1e-6)
