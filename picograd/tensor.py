@@ -227,7 +227,11 @@ class Tensor:
     idx = Tensor(UOp(Ops.IOTA, dtypes.int32, (), n), device=device).cast(dtypes.uint32)
     key = _hash32((Tensor._seed * 0x9E3779B9 + 0x632BE5AB) & 0xFFFFFFFF)
     # the offset is data, not a constant, so every call builds the same graph (one schedule, one kernel)
-    start = Tensor(np.array([offset & 0xFFFFFFFF], dtype=np.uint32), device=device).reshape(())
+    counter = Tensor(np.array([offset & 0xFFFFFFFF], dtype=np.uint32), device=device)
+    from picograd.engine.jit import record_rng_draw
+    from picograd.engine.realize import buffer_of
+    record_rng_draw(buffer_of(counter), n)  # a JIT replay rewrites this counter instead of rebuilding the graph
+    start = counter.reshape(())
     x = (idx + start) ^ key
     # a 32-bit integer mixer (multiply-xorshift); two rounds decorrelate neighbouring counters
     for _ in range(2):
@@ -349,9 +353,10 @@ class Tensor:
       for _ in range(abs(n) - 1): out = out * self
       return out.reciprocal() if n < 0 else out
     a, b = self._broadcasted(x, "pow", reverse)
-    if not a.dtype.is_float:
+    if not a.dtype.is_float:  # integer powers: computed in float, rounded, and given back the promoted integer dtype
+      int_dtype = a.dtype
       a, b = a.cast(dtypes.default_float), b.cast(dtypes.default_float)
-      return _pow_float(a, b).round().cast(promote(self.dtype, b.dtype) if not isinstance(x, float) else dtypes.default_float)
+      return _pow_float(a, b).round().cast(int_dtype)
     return _pow_float(a, b)
   def __pow__(self, x): return self.pow(x)
   def __rpow__(self, x): return self.pow(x, reverse=True)
@@ -525,6 +530,8 @@ class Tensor:
     n = self.shape[ax]
     if n == 0: raise ValueError(f"argmax: cannot reduce an empty dimension of shape {self.shape}")
     is_max = self == self.max(ax, keepdim=True)
+    # a NaN is the maximum (max propagates it), but NaN == NaN is false: pick the first NaN, as PyTorch does
+    if self.dtype.is_float: is_max = is_max | self.isnan()
     # score positions so the first maximum wins: n - index where the max is, 0 elsewhere
     rev = Tensor.arange(n, 0, -1, dtype=dtypes.int32, device=self.device).reshape([n if i == ax else 1 for i in range(self.ndim)])
     best = _where(is_max, rev, 0).max(ax, keepdim=keepdim)
