@@ -48,6 +48,8 @@ def getitem(t: Tensor, index: Any) -> Tensor:
   for i in index:
     if isinstance(i, Tensor) and i.dtype == dtypes.bool: raise IndexError("boolean mask indexing is not supported; use where()")
     if isinstance(i, Tensor) and i.dtype.is_float: raise IndexError(f"tensors used as indices must be integer, not {i.dtype.name}")
+    if isinstance(i, Tensor) and i.device != t.device:
+      raise RuntimeError(f"getitem: index tensor on {i.device} cannot index a tensor on {t.device}; move one with .to()")
     if not isinstance(i, (int, slice, Tensor)) and i is not None and i is not Ellipsis:
       raise IndexError(f"unsupported index {i!r} of type {type(i).__name__}")
   index = _expand_ellipsis(t, index)

@@ -7,12 +7,13 @@ exists in the IR; everything else here (sub, div, exp, tanh, softmax, matmul, ..
 from them, so it gets gradients and fusion for free.
 """
 from __future__ import annotations
-import math
+import contextlib, math, weakref
 from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from picograd.dtype import DType, dtypes, promote, result_type_with_scalar
 from picograd.helpers import prod, argsort
 from picograd.ir.ops import UOp, Ops
+from picograd.ir.gradient import compute_gradient, nodes_between, gradient_graph_text
 from picograd.runtime.device import Buffer, canonicalize
 
 Scalar = int | float | bool
@@ -49,7 +50,8 @@ def _shape_arg(shape: tuple) -> tuple[int, ...]:
 
 class Tensor:
   """A lazily evaluated n-dimensional array on a device."""
-  __slots__ = ("uop", "device", "requires_grad", "grad", "__weakref__")
+  # _requires_grad: True/False as set by the user on a leaf, None to derive it from the graph
+  __slots__ = ("uop", "device", "_requires_grad", "grad", "__weakref__")
   training: bool = False
   no_grad: bool = False
   _seed: int = 0
@@ -58,7 +60,11 @@ class Tensor:
   def __init__(self, data: Any, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None):
     self.device = canonicalize(device)
     self.grad: Tensor | None = None
-    self.requires_grad: bool | None = requires_grad
+    self._requires_grad: bool | None = None
+    self._init_uop(data, dtype, device)
+    if requires_grad is not None: self.requires_grad = requires_grad
+
+  def _init_uop(self, data: Any, dtype: DType | str | None, device: str | None) -> None:
     dtype = None if dtype is None else dtypes.from_any(dtype)
     if isinstance(data, UOp):
       self.uop = data if dtype is None else data.cast(dtype)
@@ -108,21 +114,26 @@ class Tensor:
 
   def _new(self, uop: UOp) -> "Tensor":
     out = Tensor.__new__(Tensor)
+    if Tensor.no_grad and _leaves and uop.op is not Ops.DETACH: uop = _detached(uop)
     out.uop, out.device, out.grad = uop, self.device, None
-    out.requires_grad = None
+    out._requires_grad = None
     return out
 
   # ---------------------------------------------------------------- realizing
   def realize(self, *others: "Tensor") -> "Tensor":
     """Run the kernels needed for this tensor (and `others`) now."""
     from picograd.engine.realize import realize
+    graphs = _graphs_for_grad([self, *others])
     realize([self, *others])
+    for t, u in graphs.items(): t.uop = u
     return self
 
   def numpy(self) -> np.ndarray:
     from picograd.engine.realize import realize, buffer_of
+    graphs = _graphs_for_grad([self])
     realize([self])
     buf = buffer_of(self)
+    for t, u in graphs.items(): t.uop = u
     host = buf.numpy()
     if self.dtype == dtypes.bfloat16: host = _bfloat16_bits_to_float32(host)
     return host.reshape(self.shape)
@@ -133,13 +144,98 @@ class Tensor:
   def tolist(self) -> Any: return self.numpy().tolist()
   def data(self) -> np.ndarray: return self.numpy()
 
+  # ---------------------------------------------------------------- gradients
+  @property
+  def requires_grad(self) -> bool:
+    """True for a leaf marked trainable and for any float result computed from one (outside `no_grad`), as in PyTorch."""
+    if self._requires_grad is not None: return self._requires_grad
+    if not _leaves: return False
+    return self.uop in nodes_between(self.uop, {t.uop for t in _leaves.values()})
+
+  @requires_grad.setter
+  def requires_grad(self, value: bool | None) -> None:
+    if value is None: return
+    if not value:
+      if self._requires_grad is None and self.requires_grad:
+        raise RuntimeError("requires_grad: only a leaf's flag can be turned off; use detach() for a result computed from trainable tensors")
+      _leaves.pop(id(self), None)
+      self._requires_grad = False
+      return
+    if not self.dtype.is_float: raise RuntimeError(f"requires_grad: only floating-point tensors can require gradients, not {self.dtype.name}")
+    from picograd.engine.realize import realize
+    from picograd.engine.schedule import is_contiguous_view
+    # a leaf must be a node of its own: lazy values are hash-consed (two Tensor.zeros(3) are one UOp), a buffer is not
+    if not is_contiguous_view(self.uop): realize([self])
+    self._requires_grad = True
+    _leaves[id(self)] = self
+
+  def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+    self.requires_grad = requires_grad
+    return self
+
+  @property
+  def is_leaf(self) -> bool:
+    """PyTorch's convention: tensors the user created (or that need no gradient) are leaves; results of trainable ones are not."""
+    return self._requires_grad is not None or not self.requires_grad
+
+  def _seed_gradient(self, gradient: "Tensor | None", op: str) -> UOp:
+    if not self.dtype.is_float: raise RuntimeError(f"{op}: only floating-point outputs have gradients, not {self.dtype.name}")
+    if gradient is None:
+      if self.numel() != 1:
+        raise RuntimeError(f"{op}: a gradient can be created implicitly only for a scalar output, not shape {self.shape}; pass gradient=")
+      return UOp.const(self.dtype, 1.0).reshape((1,) * self.ndim).expand(self.shape)
+    if not isinstance(gradient, Tensor): raise TypeError(f"{op}: gradient= must be a Tensor, not {type(gradient).__name__}")
+    if gradient.shape != self.shape: raise ShapeError(f"{op}: gradient of shape {gradient.shape} does not match the output's shape {self.shape}")
+    if gradient.device != self.device: raise RuntimeError(f"{op}: gradient on {gradient.device} but the output is on {self.device}")
+    return gradient.uop.cast(self.dtype)
+
+  def _gradients(self, targets: Sequence["Tensor"], gradient: "Tensor | None", op: str) -> list[UOp | None]:
+    """Per target, the gradient graph of this output with respect to it (None where the output does not depend on it)."""
+    seed = self._seed_gradient(gradient, op)
+    for t in targets:
+      if not isinstance(t, Tensor): raise TypeError(f"{op}: targets must be Tensors, not {type(t).__name__}")
+      if not t.dtype.is_float: raise RuntimeError(f"{op}: only floating-point tensors have gradients, not {t.dtype.name}")
+    grads = compute_gradient(self.uop, seed, [t.uop for t in targets])
+    return [grads.get(t.uop) for t in targets]
+
+  def backward(self, gradient: "Tensor | None" = None, create_graph: bool = False) -> None:
+    """Accumulate d(self)/d(leaf) into `.grad` of every leaf with requires_grad=True that this output depends on.
+
+    Lazy: the gradients are graphs, realized with whatever reads them (usually an optimizer step).
+    Without `create_graph` the stored gradients are detached, as in PyTorch.
+    """
+    if not self.dtype.is_float: raise RuntimeError(f"backward: only floating-point outputs have gradients, not {self.dtype.name}")
+    if not self.requires_grad:
+      raise RuntimeError("backward: this tensor does not require grad (no tensor it was computed from has requires_grad=True, "
+                         "or it was computed under no_grad or detached)")
+    leaves = list(_leaves.values())
+    for leaf, g in zip(leaves, self._gradients(leaves, gradient, "backward")):
+      if g is None: continue
+      if not create_graph: g = UOp(Ops.DETACH, g.dtype, (g,))
+      grad = leaf._new(g)
+      leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+
+  def gradient(self, *targets: "Tensor", gradient: "Tensor | None" = None) -> list["Tensor"]:
+    """d(self)/d(target) for each target, without touching `.grad` (zeros where self does not depend on a target).
+
+    The results are graphs that can be differentiated again (second derivatives), like
+    `torch.autograd.grad(..., create_graph=True)`.
+    """
+    grads = self._gradients(targets, gradient, "gradient")
+    return [t._new(g) if g is not None else t.zeros_like() for t, g in zip(targets, grads)]
+
+  def gradient_graph(self, *targets: "Tensor", gradient: "Tensor | None" = None) -> str:
+    """The gradient graph of this output with respect to `targets`, as text, before any scheduling or fusion."""
+    self._gradients(targets, gradient, "gradient_graph")  # the same checks as gradient()
+    return gradient_graph_text(self.uop, self._seed_gradient(gradient, "gradient_graph"), [t.uop for t in targets])
+
   def to(self, device: str | None = None, dtype: DType | None = None) -> "Tensor":
     """Move to another device (a COPY node) and/or cast."""
     out = self
     if device is not None and isinstance(device, (DType,)): device, dtype = None, device
     if device is not None and canonicalize(device) != self.device:
-      out = Tensor.__new__(Tensor)
-      out.uop, out.device, out.grad, out.requires_grad = _copy_uop(self.uop, self.device, canonicalize(device)), canonicalize(device), None, self.requires_grad
+      out = self._new(_copy_uop(self.uop, self.device, canonicalize(device)))
+      out.device = canonicalize(device)
     if dtype is not None: out = out.cast(dtype)
     return out
   def cpu(self) -> "Tensor": return self.to("CPU")
@@ -311,6 +407,7 @@ class Tensor:
 
   def _binary(self, op: Ops, other: "Tensor | Scalar", name: str, reverse: bool = False) -> "Tensor":
     a, b = self._broadcasted(other, name, reverse)
+    if op is Ops.ADD and a.dtype == dtypes.bool: op = Ops.OR  # True + True is True (PyTorch), not a 1-bit wraparound
     return a._new(a.uop.alu(op, b.uop))
 
   # ---------------------------------------------------------------- arithmetic
@@ -371,7 +468,12 @@ class Tensor:
   def sin(self) -> "Tensor": return self._unary(Ops.SIN)
   def cos(self) -> "Tensor": return (math.pi / 2 - self._float()).sin()
   def tan(self) -> "Tensor": return self.sin() / self.cos()
-  def sigmoid(self) -> "Tensor": return (1 + (-self._float()).exp()).reciprocal()
+  def sigmoid(self) -> "Tensor":
+    # 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) below: the exponent is never positive, so no branch overflows, and the
+    # backward never meets 0 * inf (1/(1+e^-x) alone has a NaN gradient once e^-x overflows)
+    x = self._float()
+    e = _where(x >= 0, -x, x).exp()
+    return _where(x >= 0, 1.0, e) / (1 + e)
   def tanh(self) -> "Tensor": return 2.0 * (2.0 * self._float()).sigmoid() - 1.0
   def relu(self) -> "Tensor": return _where(self > 0, self, 0)
   def leaky_relu(self, negative_slope: float = 0.01) -> "Tensor": return _where(self > 0, self, self * negative_slope)
@@ -475,7 +577,7 @@ class Tensor:
     if isinstance(axis, int): axis = (axis,)
     axes = tuple(_normalize_axis(op, a, self.ndim) for a in axis)
     if len(set(axes)) != len(axes): raise ValueError(f"{op}: dimension repeated in {tuple(axis)}")
-    return axes
+    return axes if self.ndim else ()  # a 0-d tensor accepts dim 0 or -1 (PyTorch) and has nothing to reduce
 
   def _reduce(self, op: Ops, axis, keepdim: bool, name: str) -> "Tensor":
     axes = self._axes(name, axis)
@@ -527,6 +629,7 @@ class Tensor:
     axis = dim if dim is not None else axis
     if axis is None: return self.flatten().argmax(0, keepdim=False) if not keepdim else self.flatten().argmax(0).reshape((1,) * self.ndim)
     ax = _normalize_axis("argmax", axis, self.ndim)
+    if self.ndim == 0: return Tensor.zeros((), dtype=dtypes.int64, device=self.device)
     n = self.shape[ax]
     if n == 0: raise ValueError(f"argmax: cannot reduce an empty dimension of shape {self.shape}")
     is_max = self == self.max(ax, keepdim=True)
@@ -544,6 +647,7 @@ class Tensor:
 
   def logsumexp(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
+    self._axes("logsumexp", axis)  # a bad axis is reported as logsumexp's, not as the max inside it
     x = self._float()
     m = x.max(axis, keepdim=True).detach()
     m = _where(m.isinf(), 0.0, m)
@@ -551,13 +655,13 @@ class Tensor:
     return out if keepdim else out.reshape(tuple(d for i, d in enumerate(self.shape) if i not in self._axes("logsumexp", axis)))
 
   def softmax(self, axis: int = -1, dim: int | None = None) -> "Tensor":
-    axis = dim if dim is not None else axis
+    axis = _normalize_axis("softmax", dim if dim is not None else axis, self.ndim)
     x = self._float()
     e = (x - x.max(axis, keepdim=True).detach()).exp()
     return e / e.sum(axis, keepdim=True)
 
   def log_softmax(self, axis: int = -1, dim: int | None = None) -> "Tensor":
-    axis = dim if dim is not None else axis
+    axis = _normalize_axis("log_softmax", dim if dim is not None else axis, self.ndim)
     x = self._float()
     shifted = x - x.max(axis, keepdim=True).detach()
     return shifted - shifted.exp().sum(axis, keepdim=True).log()
@@ -727,7 +831,7 @@ class Tensor:
     b = other.unsqueeze(-1) if other.ndim == 1 else other
     if a.shape[-1] != b.shape[-2]:
       raise ShapeError(f"matmul: shapes {self.shape} and {other.shape} do not fit: inner dimensions {a.shape[-1]} and {b.shape[-2]} differ")
-    batch = _broadcast_shape("matmul", a.shape[:-2], b.shape[:-2])
+    batch = _broadcast_shape(f"matmul of {self.shape} and {other.shape}: batch dimensions", a.shape[:-2], b.shape[:-2])
     dt = promote(a.dtype, b.dtype)
     a, b = a.cast(dt), b.cast(dt)
     n, k, m = a.shape[-2], a.shape[-1], b.shape[-1]
@@ -744,8 +848,193 @@ class Tensor:
     out = self.matmul(weight.T)
     return out + bias if bias is not None else out
 
+  # ---------------------------------------------------------------- composites for neural networks (PyTorch's names and semantics)
+  def erf(self) -> "Tensor":
+    """The error function, to about 1 ulp in float32 and 1e-15 in float64 (values and derivatives).
+
+    Below |x| = 2.5, the everywhere-positive series erf x = 2/sqrt(pi) e^(-x^2) sum_n (2x^2)^n x / (2n+1)!!
+    (no cancellation); above, 1 - erfc x with erfc from its continued fraction. Each branch sees
+    its input clamped into its own range, so the branch not taken stays finite (a masked gradient
+    times an infinite local derivative would be NaN).
+    """
+    x = self._float()
+    compute = x if x.dtype in (dtypes.float32, dtypes.float64) else x.cast(dtypes.float32)
+    n_series, n_fraction = (35, 23) if compute.dtype == dtypes.float64 else (23, 4)
+    split = 2.5
+    near = compute.clip(-split, split)
+    u, acc = 2 * near * near, None
+    coeffs = [1.0]
+    for n in range(1, n_series + 1): coeffs.append(coeffs[-1] / (2 * n + 1))
+    for c in reversed(coeffs): acc = c if acc is None else acc * u + c
+    series = (2 / math.sqrt(math.pi)) * (-(near * near)).exp() * near * acc
+    far = compute.abs().maximum(split)
+    frac = far
+    for k in range(n_fraction, 0, -1): frac = far + (k / 2) / frac
+    tail = 1 - (-(far * far)).exp() / (math.sqrt(math.pi) * frac)
+    return _where(compute.abs() < split, series, compute.sign() * tail).cast(x.dtype)
+
+  def gelu(self, approximate: str = "none") -> "Tensor":
+    """x * Phi(x) with the exact erf form, or PyTorch's tanh approximation (`approximate="tanh"`)."""
+    x = self._float()
+    if approximate == "tanh": return 0.5 * x * (1 + (math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)).tanh())
+    if approximate != "none": raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
+    return 0.5 * x * (1 + (x * (1 / math.sqrt(2))).erf())
+
+  def silu(self) -> "Tensor": return self._float() * self.sigmoid()
+  def softplus(self, beta: float = 1.0, threshold: float = 20.0) -> "Tensor":
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (PyTorch's overflow guard)."""
+    x = self._float()
+    linear = x * beta > threshold
+    # the log branch sees 0 where it is not taken, so its exp cannot overflow into a NaN gradient
+    return _where(linear, x, (1 + _where(linear, 0.0, x * beta).exp()).log() * (1 / beta))
+
+  def layer_norm(self, normalized_shape: int | Sequence[int], weight: "Tensor | None" = None, bias: "Tensor | None" = None,
+                 eps: float = 1e-5) -> "Tensor":
+    """Normalize over the trailing `normalized_shape` dims to zero mean and unit biased variance, then scale and shift."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if self.ndim < len(shape) or self.shape[self.ndim - len(shape):] != shape:
+      raise ShapeError(f"layer_norm: input of shape {self.shape} does not end in the normalized shape {shape}")
+    axes = tuple(range(self.ndim - len(shape), self.ndim))
+    x = self._float()
+    centered = x - x.mean(axes, keepdim=True)
+    out = centered * ((centered * centered).mean(axes, keepdim=True) + eps).rsqrt()
+    if weight is not None: out = out * weight
+    return out + bias if bias is not None else out
+
+  def dropout(self, p: float = 0.5, training: bool | None = None) -> "Tensor":
+    """Zero each element with probability p and scale the rest by 1/(1-p); the identity when not training.
+
+    `training=None` follows `Tensor.training`.
+    """
+    if not 0 <= p <= 1: raise ValueError(f"dropout: probability must be between 0 and 1, got {p}")
+    if not (Tensor.training if training is None else training) or p == 0: return self
+    if p == 1: return self * 0
+    keep = Tensor.rand(*self.shape, device=self.device) >= p
+    return _where(keep, self * (1 / (1 - p)), 0)
+
+  def one_hot(self, num_classes: int = -1) -> "Tensor":
+    """int64 one-hot vectors along a new last dim. `num_classes=-1` reads the largest index (this realizes the tensor)."""
+    if self.dtype.is_float or self.dtype == dtypes.bool: raise TypeError(f"one_hot: indices must be integers, not {self.dtype.name}")
+    if num_classes == -1: num_classes = int(self.max().item()) + 1
+    return (self.unsqueeze(-1) == Tensor.arange(num_classes, dtype=self.dtype, device=self.device)).cast(dtypes.int64)
+
+  def scaled_dot_product_attention(self, key: "Tensor", value: "Tensor", attn_mask: "Tensor | None" = None, dropout_p: float = 0.0,
+                                   is_causal: bool = False, scale: float | None = None) -> "Tensor":
+    """softmax(q k^T * scale + mask) v with q = self. A bool `attn_mask` marks the pairs that may attend; a float one is added.
+
+    `is_causal` lets query i see keys 0..i (the mask is aligned at the top left, as in PyTorch).
+    """
+    if is_causal and attn_mask is not None: raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal, not both")
+    scale = 1 / math.sqrt(self.shape[-1]) if scale is None else scale
+    scores = self.matmul(key.transpose(-2, -1)) * scale
+    if is_causal:
+      n_q, n_k = self.shape[-2], key.shape[-2]
+      rows = Tensor.arange(n_q, dtype=dtypes.int32, device=self.device).reshape(n_q, 1)
+      attn_mask = Tensor.arange(n_k, dtype=dtypes.int32, device=self.device).reshape(1, n_k) <= rows
+    if attn_mask is not None:
+      scores = _where(attn_mask, scores, float("-inf")) if attn_mask.dtype == dtypes.bool else scores + attn_mask
+    weights = scores.softmax(-1)
+    if dropout_p > 0: weights = weights.dropout(dropout_p, training=True)
+    return weights.matmul(value)
+
+  # ---------------------------------------------------------------- losses
+  def cross_entropy(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0) -> "Tensor":
+    """Cross-entropy of logits `self` (classes on dim 1, or dim 0 for a single sample) against class indices or probabilities.
+
+    Integer targets have the logits' shape without the class dim; entries equal to `ignore_index`
+    add nothing and are left out of the mean. Float targets are class probabilities of the logits' shape.
+    """
+    if not 0 <= label_smoothing <= 1: raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    class_dim = 1 if self.ndim >= 2 else 0
+    logp = self.log_softmax(class_dim)
+    if target.dtype.is_float:
+      if target.shape != self.shape: raise ShapeError(f"cross_entropy: probability targets of shape {target.shape} must match the logits' {self.shape}")
+      probs = target * (1 - label_smoothing) + label_smoothing / self.shape[class_dim] if label_smoothing else target
+      return _reduce_loss(-(logp * probs).sum(class_dim), reduction, "cross_entropy")
+    return _nll(logp, target, ignore_index, reduction, label_smoothing, "cross_entropy")
+
+  def nll_loss(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean") -> "Tensor":
+    """Negative log-likelihood of log-probabilities `self` (classes on dim 1, or dim 0 for one sample) at integer `target`."""
+    return _nll(self._float(), target, ignore_index, reduction, 0.0, "nll_loss")
+
+  def mse_loss(self, target: "Tensor", reduction: str = "mean") -> "Tensor":
+    diff = self - target
+    return _reduce_loss(diff * diff, reduction, "mse_loss")
+
+  def binary_cross_entropy(self, target: "Tensor", reduction: str = "mean") -> "Tensor":
+    """-(y log p + (1-y) log(1-p)) for probabilities p = self; logs are clamped at -100, as PyTorch does."""
+    p = self._float()
+    loss = -(target * p.log().maximum(-100.0) + (1 - target) * (1 - p).log().maximum(-100.0))
+    return _reduce_loss(loss, reduction, "binary_cross_entropy")
+
+  def binary_cross_entropy_with_logits(self, target: "Tensor", reduction: str = "mean", pos_weight: "Tensor | None" = None) -> "Tensor":
+    """Binary cross-entropy of sigmoid(self), in the form that cannot overflow: (1-y) x + w (log(1 + e^-|x|) + max(-x, 0))."""
+    x = self._float()
+    log_weight = 1 if pos_weight is None else (pos_weight - 1) * target + 1
+    # -|x| spelled as a where, so that x = 0 (zero-initialized logits) gets the one-sided derivative, not abs's 0
+    neg_abs = _where(x >= 0, -x, x)
+    loss = (1 - target) * x + log_weight * (neg_abs.exp().add(1).log() + (-x).relu())
+    return _reduce_loss(loss, reduction, "binary_cross_entropy_with_logits")
+
   def __iter__(self):
     for i in range(len(self)): yield self[i]
+
+
+# every live leaf with requires_grad=True, by id: backward() fills the .grad of those an output depends on
+_leaves: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionary()
+
+
+class no_grad(contextlib.ContextDecorator):
+  """`with picograd.no_grad():` (or `@picograd.no_grad()`): results computed inside need no gradient and pass none back."""
+
+  def __enter__(self) -> None:
+    self._saved = Tensor.no_grad
+    Tensor.no_grad = True
+
+  def __exit__(self, *exc: object) -> None: Tensor.no_grad = self._saved
+
+
+def _detached(uop: UOp) -> UOp:
+  """`uop` behind one DETACH. A DETACH directly under it is dropped: one at the top stops the whole result's gradient."""
+  src = tuple(s.src[0] if s.op is Ops.DETACH else s for s in uop.src)
+  inner = uop if src == uop.src else UOp(uop.op, uop.dtype, src, uop.arg)
+  return UOp(Ops.DETACH, uop.dtype, (inner,))
+
+
+def _graphs_for_grad(tensors: Sequence["Tensor"]) -> dict["Tensor", UOp]:
+  """The lazy graphs of the results among `tensors` that gradients must flow through.
+
+  Realizing points a tensor at its buffer, which would cut it off from the leaves it was computed
+  from. Such a tensor gets its graph back after the realize: the engine remembers which buffer
+  holds that graph's value, so later schedules read the buffer instead of recomputing it.
+  """
+  from picograd.engine.schedule import is_contiguous_view
+  return {t: t.uop for t in tensors if t._requires_grad is None and not is_contiguous_view(t.uop) and t.requires_grad}
+
+
+def _reduce_loss(loss: Tensor, reduction: str, op: str) -> Tensor:
+  if reduction == "none": return loss
+  if reduction == "sum": return loss.sum()
+  if reduction == "mean": return loss.mean()
+  raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+
+
+def _nll(logp: Tensor, target: Tensor, ignore_index: int, reduction: str, label_smoothing: float, op: str) -> Tensor:
+  """-logp[target] per sample (mixed with the mean over classes by `label_smoothing`), with `ignore_index` masked out."""
+  if target.dtype.is_float or target.dtype == dtypes.bool: raise TypeError(f"{op}: class targets must be integers, not {target.dtype.name}")
+  class_dim = 1 if logp.ndim >= 2 else 0
+  n_classes = logp.shape[class_dim]
+  if target.shape != logp.shape[:class_dim] + logp.shape[class_dim + 1:]:
+    raise ShapeError(f"{op}: target of shape {target.shape} does not fit input of shape {logp.shape} (classes on dim {class_dim})")
+  classes_last = logp.permute([d for d in range(logp.ndim) if d != class_dim] + [class_dim])
+  # picking logp[target] as a one-hot sum keeps it fusable, and its gradient is the matching one-hot scatter
+  picked = _where(target.unsqueeze(-1) == Tensor.arange(n_classes, dtype=target.dtype, device=logp.device), classes_last, 0).sum(-1)
+  loss = -picked
+  if label_smoothing: loss = loss * (1 - label_smoothing) - classes_last.sum(-1) * (label_smoothing / n_classes)
+  valid = target != ignore_index
+  loss = _where(valid, loss, 0)
+  if reduction == "mean": return loss.sum() / valid.sum().cast(loss.dtype)
+  return _reduce_loss(loss, reduction, op)
 
 
 def _hash32(x: int) -> int:

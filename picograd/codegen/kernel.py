@@ -8,11 +8,13 @@ makes a new process skip the compiler too. Every stage is kept as text for DEBUG
 from __future__ import annotations
 import hashlib, os
 from dataclasses import dataclass
-from picograd.helpers import DEBUG, DUMP, prod
+from picograd.helpers import DEBUG, DUMP, NOOPT, prod
 from picograd.ir.ops import UOp, Ops, toposort
 from picograd.ir.printer import print_graph, print_program
 from picograd.codegen.lower import lower_kernel
 from picograd.codegen.linearize import linearize
+from picograd.codegen.opt import optimize
+from picograd.codegen.transcendental import approximate_transcendentals
 from picograd.runtime.device import LaunchDims, Program, get_device
 from picograd.runtime.cache import cached_compile
 
@@ -57,15 +59,16 @@ def _cost(program: list[UOp]) -> tuple[int, int]:
   return flops, nbytes
 
 
-_kernels: dict[tuple[UOp, str], CompiledKernel] = {}
+_kernels: dict[tuple[UOp, str, bool], CompiledKernel] = {}
 
 
 def render(ast: UOp, device: str) -> tuple[str, str, list[UOp], LaunchDims, dict]:
   """Lower and render `ast` for `device`: (name, source, linear program, launch dims, program meta)."""
   sink = lower_kernel(ast)
+  kind = device.split(":")[0]
+  if kind == "CPU": sink = optimize(approximate_transcendentals(sink))
   program = linearize(sink)
   base = _kernel_name(ast, program)
-  kind = device.split(":")[0]
   params = [u for u in program if u.op is Ops.PARAM]
   glob = [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
   if kind == "CUDA":
@@ -86,7 +89,7 @@ def render(ast: UOp, device: str) -> tuple[str, str, list[UOp], LaunchDims, dict
 
 
 def get_kernel(ast: UOp, device: str) -> CompiledKernel:
-  key = (ast, device)
+  key = (ast, device, bool(NOOPT))
   if (k := _kernels.get(key)) is not None: return k
   name, source, program, dims, meta = render(ast, device)
   dev = get_device(device)

@@ -2,8 +2,10 @@
 
 Output order: PARAMs, the global loops (outermost first), then every node after its sources.
 A REDUCE becomes DEFINE_ACC (before its loops), its RANGEs, the body, ACCUMULATE, the
-ENDRANGEs, and a LOAD of the accumulator that later nodes use. Work that does not depend on a
-reduction's loops is emitted before them, so no value is used outside the loop that defines it.
+ENDRANGEs, and a LOAD of the accumulator that later nodes use; REDUCEs over the same RANGEs
+(the optimizer's unrolled copies) share that loop nest, and a SINK may hold several STOREs.
+Work that does not depend on a reduction's loops is emitted before them, so no value is used
+outside the loop that defines it.
 Renderers (LLVM IR, CUDA C) and the PYTHON interpreter all walk this one list.
 """
 from __future__ import annotations
@@ -32,7 +34,8 @@ def linearize(sink: UOp) -> list[UOp]:
     remap[n] = new
     program.append(new)
 
-  params = sorted((n for n in nodes if n.op is Ops.PARAM), key=lambda p: p.arg[0])
+  # every PARAM of the signature (lowering keeps it in the SINK's arg), also those no load reads any more
+  params = sorted({n for n in nodes if n.op is Ops.PARAM} | set(sink.arg or ()), key=lambda p: p.arg[0])
   for p in params: append(p)
   global_ranges = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
   for r in global_ranges: append(r)
@@ -45,21 +48,26 @@ def linearize(sink: UOp) -> list[UOp]:
       else: append(n)
 
   def emit_reduce(r: UOp, allowed: frozenset[UOp]) -> None:
-    value, rngs = r.src[0], r.src[1:]
+    rngs = r.src[1:]
+    # REDUCEs over the very same loops (the optimizer's unrolled copies) share one loop nest, one accumulator each
+    group = [x for x in nodes if x.op is Ops.REDUCE and x.src[1:] == rngs and x not in remap and deps[x] <= allowed] or [r]
+    values = [x.src[0] for x in group]
     # loop-invariant work first, outside the reduction's loops
-    invariant = [n for n in toposort([value], stop=lambda x: x in remap) if n not in remap and deps[n] <= allowed]
+    invariant = [n for n in toposort(values, stop=lambda x: x in remap) if n not in remap and deps[n] <= allowed]
     emit(invariant, allowed)
-    acc = UOp(Ops.DEFINE_ACC, r.dtype, rngs, (reduce_identity(r.arg, r.dtype), r.arg))
-    program.append(acc)
+    # the slot number keeps the accumulators of a group distinct (UOps are hash-consed)
+    accs = [UOp(Ops.DEFINE_ACC, x.dtype, rngs, (reduce_identity(x.arg, x.dtype), x.arg, slot)) for slot, x in enumerate(group)]
+    program.extend(accs)
     for rng in rngs: append(rng)
-    emit([value], allowed | frozenset(rngs))
-    program.append(UOp(Ops.ACCUMULATE, dtypes.void, (acc, remap[value]), r.arg))
+    emit(values, allowed | frozenset(rngs))
+    for acc, x in zip(accs, group): program.append(UOp(Ops.ACCUMULATE, dtypes.void, (acc, remap[x.src[0]]), x.arg))
     for rng in reversed(rngs): program.append(UOp(Ops.ENDRANGE, dtypes.void, (rng,)))
-    result = UOp(Ops.LOAD, r.dtype, (acc,))
-    program.append(result)
-    remap[r] = result
+    for acc, x in zip(accs, group):
+      result = UOp(Ops.LOAD, x.dtype, (acc,))
+      program.append(result)
+      remap[x] = result
 
-  emit([sink.src[0]], frozenset(global_ranges))
+  emit(list(sink.src), frozenset(global_ranges))
   for r in reversed(global_ranges):
     program.append(UOp(Ops.ENDRANGE, dtypes.void, (r,)))
   return program

@@ -3,7 +3,10 @@
 Signature: `void name(ptr noalias %p0, ..., i64 %start, i64 %end)`; the outermost global loop
 runs from %start to %end so the runtime can split it across threads. Accumulators are allocas
 (LLVM's mem2reg turns them into registers); reductions carry `reassoc` so the loop vectorizer
-may reorder them. bfloat16 values live in float registers and are converted at loads/stores.
+may reorder them, except in upcast tiles that SLP vectorizes instead (see _ordered_accumulators).
+Float adds and multiplies carry `contract`, so a multiply-add becomes one FMA. Functions ask for
+512-bit vectors: LLVM's default for AVX-512 CPUs is 256, which halves the matmul's throughput.
+bfloat16 values live in float registers and are converted at loads/stores.
 Per-op rendering is a table, not an if-chain.
 """
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math, struct
 from typing import Callable
 from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops
+from picograd.codegen.opt import index_stride
 
 LL_TYPES = {dtypes.bool: "i1", dtypes.uint8: "i8", dtypes.int32: "i32", dtypes.uint32: "i32", dtypes.int64: "i64",
             dtypes.float16: "half", dtypes.bfloat16: "float", dtypes.float32: "float", dtypes.float64: "double"}
@@ -73,6 +77,27 @@ def _fbits(dt: DType) -> int: return {"half": 16, "float": 32, "double": 64}[ll_
 def _ibits(dt: DType) -> int: return 1 if dt == dtypes.bool else 8 * dt.itemsize
 
 
+def _ordered_accumulators(program: list[UOp]) -> set[UOp]:
+  """Accumulators whose additions must stay in order (no `reassoc`), so the loop vectorizer leaves their loop alone.
+
+  `reassoc` lets the loop vectorizer split a reduction into vector lanes along its loop. That
+  is right for one accumulator, and for an upcast tile whose loads run along the loop (a @ b.T).
+  It is wrong for a tile of several accumulators whose loads stride across the loop (the b of
+  a @ b): lanes along k would need gathers, while SLP vectorizes across the tile's columns.
+  """
+  ranges = [u for u in program if u.op is Ops.RANGE]
+  accs = [u for u in program if u.op is Ops.DEFINE_ACC]
+  ordered: set[UOp] = set()
+  for a in accs:
+    if a in ordered or not a.src or sum(b.src == a.src for b in accs) < 2: continue
+    loop = a.src[-1]
+    start = program.index(loop)
+    body = program[start:program.index(UOp(Ops.ENDRANGE, dtypes.void, (loop,)), start)]
+    loads = [u for u in body if u.op is Ops.LOAD and u.src[0].op is Ops.PARAM]
+    if any(index_stride(ld.src[1], loop, ranges) not in (0, 1) for ld in loads): ordered |= {b for b in accs if b.src == a.src}
+  return ordered
+
+
 class LLVMRenderer:
   """Renders `program` (from linearize) as LLVM IR text."""
 
@@ -102,6 +127,7 @@ class LLVMRenderer:
 
   def render(self) -> str:
     params = [u for u in self.program if u.op is Ops.PARAM]
+    self.ordered = _ordered_accumulators(self.program)
     first_global = next((u for u in self.program if u.op is Ops.RANGE and u.arg[2] == "global"), None)
     for u in self.program:
       if u.op is Ops.PARAM: self.names[u] = f"%p{u.arg[0]}"
@@ -110,7 +136,7 @@ class LLVMRenderer:
     args = ", ".join(f"ptr noalias align 16 %p{p.arg[0]}" for p in params)
     head = [f"define void @{self.name}({args}, i64 %start, i64 %end) #0 {{", "entry:"] + ["  " + a for a in self.allocas]
     body = self.lines
-    return "\n".join(sorted(self.decls) + [""] + head + body + ["  ret void", "}", 'attributes #0 = { nounwind "no-trapping-math"="true" }'])
+    return "\n".join(sorted(self.decls) + [""] + head + body + ["  ret void", "}", 'attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" }'])
 
   def _render(self, u: UOp, split_loop: bool) -> None:
     out = self.names[u] = self.tmp() if u.dtype != dtypes.void else ""
@@ -123,7 +149,7 @@ class LLVMRenderer:
       acc, value = u.src
       t, cur, new = ll_type(acc.dtype), self.tmp(), self.tmp()
       self.emit(f"{cur} = load {t}, ptr {self.val(acc)}")
-      self.emit(self._binop(u.arg, acc.dtype, new, cur, self.val(value), reassoc=True))
+      self.emit(self._binop(u.arg, acc.dtype, new, cur, self.val(value), reassoc=acc not in self.ordered))
       return self.emit(f"store {t} {new}, ptr {self.val(acc)}")
     if u.op is Ops.LOAD and u.src[0].op is Ops.DEFINE_ACC:
       return self.emit(f"{out} = load {ll_type(u.dtype)}, ptr {self.val(u.src[0])}")
@@ -210,7 +236,8 @@ class LLVMRenderer:
       name = "umax" if dt.is_unsigned or dt == dtypes.bool else "smax"
       self.decls.add(f"declare {t} @llvm.{name}.{t}({t}, {t})")
       return f"{out} = call {t} @llvm.{name}.{t}({t} {a}, {t} {b})"
-    flags = "reassoc nsz " if reassoc and dt.is_float else ""
+    # contract: a multiply feeding an add may become one FMA (one rounding instead of two)
+    flags = ("reassoc nsz contract " if reassoc else "contract ") if dt.is_float and op in (Ops.ADD, Ops.MUL) else ""
     return f"{out} = {BINARY[op](dt)} {flags}{t} {a}, {b}"
 
   def _alu(self, u: UOp, out: str) -> list[str]:

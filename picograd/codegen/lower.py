@@ -120,7 +120,10 @@ def lower_kernel(ast: UOp) -> UOp:
   scalar = lw.lower(value, ranges)
   out_index = lw.const(0)
   for r, s in zip(ranges, shape): out_index = out_index * lw.const(s) + r
-  sink = UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (out, out_index, scalar)),))
+  # the SINK's arg is the kernel's signature, every PARAM: an input the simplifier folds away (a zero-size
+  # piece of a cat, a pad of an empty tensor) keeps its place, so arguments line up with the schedule's buffers
+  signature = tuple(sorted((p for p in toposort([ast]) if p.op is Ops.PARAM), key=lambda p: p.arg[0]))
+  sink = UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (out, out_index, scalar)),), signature)
   sink = graph_rewrite(sink, symbolic)
   return merge_loops(sink)
 

@@ -52,7 +52,7 @@ def render_python(name: str, program: list[UOp]) -> str:
     elif u.op is Ops.LOAD and u.src[0].op is Ops.DEFINE_ACC: code = src[0]
     elif u.op is Ops.LOAD:
       buf = f"p{u.src[0].arg[0]}" + ("f" if u.src[0].dtype == dtypes.bfloat16 else "")
-      code = f"{buf}[{src[1]}]"
+      code = f"load({buf}, {src[1]})"
     elif u.op is Ops.STORE:
       out = u.src[0]
       conv = "f32_to_bf16" if out.dtype == dtypes.bfloat16 else ""

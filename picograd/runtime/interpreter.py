@@ -48,12 +48,19 @@ def _float_to_int(x, dt):
     return np.trunc(np.nan_to_num(np.asarray(x), nan=0.0, posinf=0.0, neginf=0.0)).astype(dt)
 
 
+def _load(buf: np.ndarray, idx):
+  # numpy evaluates every loop's index expression, also where the compiled loop nest would not run
+  # (an empty output dimension) or the load is masked (padding an empty input): an empty buffer reads zeros
+  if buf.size == 0: return np.zeros(np.shape(idx), buf.dtype)
+  return buf[idx]
+
+
 KERNEL_GLOBALS = {
   "np": np, "inf": float("inf"), "nan": float("nan"), "c_div": _c_div, "c_mod": _c_mod, "reciprocal": lambda x: np.float64(1.0).astype(np.asarray(x).dtype) / x,
   # a reduction must see every element of its loops, also when the value does not vary along them
   "full": lambda v, extent: np.broadcast_to(v, np.broadcast_shapes(np.shape(v), extent)),
   "bf16_to_f32": lambda b: (b.astype(np.uint32) << 16).view(np.float32), "round_bf16": _round_bf16,
-  "f32_to_bf16": lambda x: (_round_bf16(x).view(np.uint32) >> 16).astype(np.uint16), "float_to_int": _float_to_int,
+  "f32_to_bf16": lambda x: (_round_bf16(x).view(np.uint32) >> 16).astype(np.uint16), "float_to_int": _float_to_int, "load": _load,
 }
 
 
@@ -67,8 +74,12 @@ class PythonProgram(Program):
     self.fn = scope[name]
 
   def __call__(self, handles: list[Any], dims: LaunchDims, wait: bool = False) -> float | None:
-    arrays = [h.view(np.dtype(dt))[:n] for h, (dt, n) in zip(handles, self.meta["param_types"])]
+    # slice the bytes before viewing: an empty buffer is one spare byte, which no wider dtype can view
+    arrays = [h[:n * np.dtype(dt).itemsize].view(np.dtype(dt)) for h, (dt, n) in zip(handles, self.meta["param_types"])]
     st = time.perf_counter()
+    # an empty output means the compiled loop nest runs zero times; numpy would still evaluate every
+    # index expression, and those of an empty dimension (a flip of size 0 gives -1 - i) point anywhere
+    if arrays[0].size == 0: return 0.0 if wait else None
     with warnings.catch_warnings(), np.errstate(all="ignore"):
       warnings.simplefilter("ignore")
       self.fn(*arrays)

@@ -1,0 +1,218 @@
+"""CPU benchmark: picograd beside numpy (and PyTorch, when installed) in one process, as a markdown table.
+
+Rows: a fused elementwise a*b+c, row sums, row softmax, float32 matmuls, the first call of a
+new fused kernel in a fresh process (compiling, and with a warm disk cache), and one training
+step of the makemore MLP. Each timing is the median of --runs runs after --warmup runs; inputs
+are realized before timing and outputs with `.realize()`. "ratio" is numpy's time (or
+PyTorch's, for the MLP) divided by picograd's: above 1 means picograd is faster.
+
+  python bench/cpu.py              # print the table
+  python bench/cpu.py --save       # and append it, with date, device and commit, to bench/RESULTS.md
+"""
+from __future__ import annotations
+import argparse, datetime, os, platform, subprocess, sys, tempfile, time
+from typing import Callable
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from picograd import Tensor, dtypes  # noqa: E402
+
+try:
+  import torch
+except ImportError:  # PyTorch is optional: its column reads n/a
+  torch = None
+
+
+def median_time(fn: Callable[[], object], runs: int, warmup: int) -> float:
+  """Median wall time of `fn()` in seconds."""
+  for _ in range(warmup): fn()
+  times = []
+  for _ in range(runs):
+    st = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - st)
+  return sorted(times)[len(times) // 2]
+
+
+class Row:
+  """One line of the table: times in seconds (None where a column does not apply) and the work done."""
+
+  def __init__(self, name: str, pg: float | None, np_: float | None, pt: float | None, nbytes: int = 0, flops: int = 0, note: str = ""):
+    self.name, self.pg, self.np, self.pt, self.nbytes, self.flops, self.note = name, pg, np_, pt, nbytes, flops, note
+
+  def cells(self) -> list[str]:
+    def ms(t: float | None) -> str: return "n/a" if t is None else f"{t * 1e3:.2f}"
+    base = self.np if self.np is not None else self.pt
+    ratio = f"{base / self.pg:.2f}x" if base is not None and self.pg else "n/a"
+    gbs = f"{self.nbytes / self.pg / 1e9:.1f}" if self.nbytes and self.pg else ""
+    gfl = f"{self.flops / self.pg / 1e9:.1f}" if self.flops and self.pg else ""
+    return [self.name, self.note or ms(self.pg), ms(self.np), ms(self.pt), ratio, gbs, gfl]
+
+
+HEADER = ["benchmark", "picograd ms", "numpy ms", "torch ms", "ratio", "picograd GB/s", "picograd GFLOP/s"]
+
+
+def table(rows: list[Row]) -> str:
+  lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(" --- " for _ in HEADER) + "|"]
+  lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def realized(x: np.ndarray) -> Tensor: return Tensor(x).realize()
+
+
+def bench_elementwise(runs: int, warmup: int) -> Row:
+  n = 1 << 24
+  xs = [np.random.rand(n).astype(np.float32) for _ in range(3)]
+  a, b, c = (realized(x) for x in xs)
+  pg = median_time(lambda: (a * b + c).realize(), runs, warmup)
+  npt = median_time(lambda: xs[0] * xs[1] + xs[2], runs, warmup)
+  pt = None
+  if torch is not None:
+    ta, tb, tc = (torch.from_numpy(x) for x in xs)
+    pt = median_time(lambda: ta * tb + tc, runs, warmup)
+  return Row("a*b+c, 16M float32", pg, npt, pt, nbytes=4 * 4 * n, flops=2 * n)
+
+
+def bench_rowsum(runs: int, warmup: int) -> Row:
+  x = np.random.rand(4096, 4096).astype(np.float32)
+  t = realized(x)
+  pg = median_time(lambda: t.sum(1).realize(), runs, warmup)
+  npt = median_time(lambda: x.sum(1), runs, warmup)
+  pt = median_time(lambda: torch.from_numpy(x).sum(1), runs, warmup) if torch is not None else None
+  return Row("row sums 4096x4096", pg, npt, pt, nbytes=x.nbytes + 4 * 4096, flops=x.size)
+
+
+def _np_softmax(x: np.ndarray) -> np.ndarray:
+  e = np.exp(x - x.max(axis=1, keepdims=True))
+  return e / e.sum(axis=1, keepdims=True)
+
+
+def bench_softmax(runs: int, warmup: int) -> Row:
+  x = np.random.randn(4096, 4096).astype(np.float32)
+  t = realized(x)
+  pg = median_time(lambda: t.softmax(1).realize(), runs, warmup)
+  npt = median_time(lambda: _np_softmax(x), runs, warmup)
+  pt = median_time(lambda: torch.softmax(torch.from_numpy(x), 1), runs, warmup) if torch is not None else None
+  # the least traffic possible: read x once, write the result once
+  return Row("softmax rows 4096x4096", pg, npt, pt, nbytes=2 * x.nbytes, flops=5 * x.size)
+
+
+def bench_matmul(n: int, runs: int, warmup: int) -> Row:
+  x, y = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
+  a, b = realized(x), realized(y)
+  pg = median_time(lambda: (a @ b).realize(), runs, warmup)
+  npt = median_time(lambda: x @ y, runs, warmup)
+  pt = median_time(lambda: torch.from_numpy(x) @ torch.from_numpy(y), runs, warmup) if torch is not None else None
+  return Row(f"matmul {n} float32", pg, npt, pt, nbytes=3 * 4 * n * n, flops=2 * n ** 3)
+
+
+# A fresh process: import, realize inputs (their kernels are not the one measured), then time the
+# first realize of a fused kernel that no earlier run has seen, from graph to result.
+_FIRST_CALL = """
+import time, numpy as np
+from picograd import Tensor
+a = Tensor(np.arange(1000, dtype=np.float32)).realize(); b = Tensor(np.ones(1000, np.float32)).realize()
+st = time.perf_counter()
+((a * 1.5 + b).sqrt() * 0.25 - a).realize()
+print(time.perf_counter() - st)
+"""
+
+
+def _first_call(env: dict[str, str]) -> float:
+  out = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, capture_output=True, text=True, check=True)
+  return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_first_call(runs: int) -> list[Row]:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with tempfile.TemporaryDirectory() as cache:
+    env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cold = sorted(_first_call({**env, "CACHE": "0"}) for _ in range(runs))[runs // 2]
+    _first_call(env)  # fills the disk cache
+    warm = sorted(_first_call(env) for _ in range(runs))[runs // 2]
+  return [Row("first call, new fused kernel, compile (CACHE=0)", cold, None, None),
+          Row("first call, new fused kernel, warm disk cache", warm, None, None)]
+
+
+# ---------------------------------------------------------------- the makemore MLP training step
+VOCAB, CONTEXT, EMBED, HIDDEN, LR = 27, 3, 10, 200, 0.1
+
+
+def _mlp_params(rng: np.random.Generator) -> list[np.ndarray]:
+  return [rng.standard_normal((VOCAB, EMBED)).astype(np.float32),
+          (rng.standard_normal((CONTEXT * EMBED, HIDDEN)) * 0.2).astype(np.float32), np.zeros(HIDDEN, np.float32),
+          (rng.standard_normal((HIDDEN, VOCAB)) * 0.01).astype(np.float32), np.zeros(VOCAB, np.float32)]
+
+
+def _mlp_data(rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+  return rng.integers(0, VOCAB, (batch, CONTEXT)).astype(np.int32), rng.integers(0, VOCAB, batch).astype(np.int32)
+
+
+def bench_mlp(batch: int, runs: int, warmup: int) -> Row:
+  rng = np.random.default_rng(0)
+  init, (xs, ys) = _mlp_params(rng), _mlp_data(rng, batch)
+  pt = None
+  if torch is not None:
+    tp = [torch.tensor(p, requires_grad=True) for p in init]
+    tx, ty = torch.from_numpy(xs).long(), torch.from_numpy(ys).long()
+
+    def torch_step() -> None:
+      C, W1, b1, W2, b2 = tp
+      h = torch.tanh(C[tx].view(batch, -1) @ W1 + b1)
+      loss = torch.nn.functional.cross_entropy(h @ W2 + b2, ty)
+      for p in tp: p.grad = None
+      loss.backward()
+      with torch.no_grad():
+        for p in tp: p -= LR * p.grad
+    pt = median_time(torch_step, runs, warmup)
+  name = f"MLP train step, batch {batch}"
+  if not hasattr(Tensor, "backward"): return Row(name, None, None, pt, note="n/a (no backward yet)")
+  params = [Tensor(p, requires_grad=True).realize() for p in init]
+  x, y = realized(xs), realized(ys)
+  onehot = (y.reshape(batch, 1) == Tensor.arange(VOCAB, dtype=dtypes.int32)).realize()
+
+  def step() -> None:
+    C, W1, b1, W2, b2 = params
+    h = (C[x].reshape(batch, CONTEXT * EMBED) @ W1 + b1).tanh()
+    loss = -((h @ W2 + b2).log_softmax(1) * onehot).sum(1).mean()
+    for p in params: p.grad = None
+    loss.backward()
+    for p in params: p.assign(p - LR * p.grad)
+    Tensor.realize(*params)
+  return Row(name, median_time(step, runs, warmup), None, pt)
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--runs", type=int, default=7, help="timed runs per row (median)")
+  ap.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+  ap.add_argument("--save", action="store_true", help="append the table to bench/RESULTS.md")
+  args = ap.parse_args()
+  if torch is not None: torch.set_num_threads(os.cpu_count() or 1)
+  r, w = args.runs, args.warmup
+  rows = [bench_elementwise(r, w), bench_rowsum(r, w), bench_softmax(r, w), bench_matmul(512, r, w), bench_matmul(1024, r, w),
+          *bench_first_call(min(r, 5)), bench_mlp(32, r * 3, w * 5), bench_mlp(512, r * 3, w * 5)]
+  text = table(rows)
+  print(text)
+  if args.save:
+    try:
+      commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(__file__)).stdout.strip()
+    except OSError:
+      commit = "unknown"
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor()) \
+      if os.path.exists("/proc/cpuinfo") else platform.processor()
+    dirty = " (uncommitted changes)" if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                                                        cwd=os.path.dirname(__file__)).stdout.strip() else ""
+    head = (f"\n## {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu}, {os.cpu_count()} cores, commit {commit}{dirty}\n"
+            f"numpy {np.__version__}, torch {torch.__version__ if torch is not None else 'not installed'}, python {platform.python_version()}\n\n")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+    new = not os.path.exists(path)
+    with open(path, "a") as f:
+      if new: f.write("# CPU benchmark results\n\nAppended by `python bench/cpu.py --save`; ratio = numpy time / picograd time "
+                      "(PyTorch's time for the MLP rows): above 1 means picograd is faster.\n")
+      f.write(head + text + "\n")
+
+
+if __name__ == "__main__":
+  main()

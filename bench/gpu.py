@@ -1,0 +1,156 @@
+"""GPU benchmark: picograd on CUDA beside PyTorch eager and torch.compile in one process, as a markdown table.
+
+Rows: fused elementwise `a*b+c` and `(a*b+c).exp()*0.5+a` on 64M float32 (GB/s over the bytes of
+the inputs and the output), row sums and the full sum of 8192x8192, row softmax of 8192x8192,
+float32 and float16 matmuls at 1024 and 4096 (TFLOP/s), and the first call of a new kernel
+(scheduling, NVRTC, loading) beside a cached one. Every GPU time is the median of --runs runs
+measured with CUDA events after --warmup runs; picograd's is the sum of its kernels' times for
+one realize (the same schedule, run again on the same buffers). "vs eager" is PyTorch eager's
+time divided by picograd's: above 1 means picograd is faster.
+
+  python bench/gpu.py                 # print the table
+  python bench/gpu.py --no-compile    # skip torch.compile (it takes a while to compile)
+  python bench/gpu.py --save          # and append it, with date, device and commit, to bench/RESULTS.md
+"""
+from __future__ import annotations
+import argparse, datetime, os, subprocess, sys, time
+from typing import Callable
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from picograd import Tensor, Context, schedule  # noqa: E402
+from picograd.runtime.device import get_device  # noqa: E402
+import torch  # noqa: E402
+
+
+def pg_time(out: Callable[[], Tensor], runs: int, warmup: int) -> float:
+  """Median GPU time (s) of the kernels realizing `out()`, each timed with CUDA events."""
+  steps = schedule(out())
+  def once() -> float:
+    return sum(s.kernel.program([b.handle for b in s.buffers], s.kernel.dims, wait=True) for s in steps if s.kernel is not None)
+  for _ in range(warmup): once()
+  return float(np.median([once() for _ in range(runs)]))
+
+
+def torch_time(fn: Callable[[], object], runs: int, warmup: int) -> float:
+  for _ in range(warmup): fn()
+  torch.cuda.synchronize()
+  times = []
+  for _ in range(runs):
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record(); fn(); end.record()
+    end.synchronize()
+    times.append(start.elapsed_time(end) / 1e3)
+  return float(np.median(times))
+
+
+class Row:
+  def __init__(self, name: str, pg: float, eager: float, compiled: float | None, work: float, unit: str, target: str, ok: bool):
+    self.name, self.pg, self.eager, self.compiled, self.work, self.unit, self.target, self.ok = name, pg, eager, compiled, work, unit, target, ok
+
+  def cells(self) -> list[str]:
+    def rate(t: float | None) -> str:
+      if t is None: return "n/a"
+      return f"{self.work / t / 1e9:,.0f}" if self.unit == "GB/s" else f"{self.work / t / 1e12:.1f}"
+    return [self.name, f"{self.pg * 1e3:.3f}", f"{rate(self.pg)} {self.unit}", f"{rate(self.eager)}", rate(self.compiled),
+            f"{self.eager / self.pg:.2f}", self.target, "yes" if self.ok else "**no**"]
+
+
+HEADER = ["workload", "picograd ms", "picograd", "torch eager", "torch.compile", "vs eager", "target", "met"]
+
+
+def table(rows: list[Row], extra: list[str]) -> str:
+  lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+  lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
+  return "\n".join(lines + [""] + extra)
+
+
+def run(args) -> tuple[list[Row], list[str]]:
+  rng = np.random.default_rng(0)
+  rows: list[Row] = []
+  compile_ = (lambda f: torch.compile(f)) if args.compile else None
+
+  def add(name, pg_fn, torch_fn, work, unit, target, check):
+    pg = pg_time(pg_fn, args.runs, args.warmup)
+    eager = torch_time(torch_fn, args.runs, args.warmup)
+    compiled = None
+    if compile_ is not None:
+      try:
+        compiled = torch_time(compile_(torch_fn), args.runs, args.warmup)
+      except Exception as e:  # no triton, or inductor cannot compile here: the column reads n/a
+        print(f"torch.compile failed for {name}: {type(e).__name__}: {e}", file=sys.stderr)
+    rows.append(Row(name, pg, eager, compiled, work, unit, target, check(pg, eager)))
+    print("| " + " | ".join(rows[-1].cells()) + " |", flush=True)
+
+  n = 64 * 2**20
+  a, b, c = (rng.standard_normal(n, dtype=np.float32) for _ in range(3))
+  A, B, C = (Tensor(x, device="CUDA").realize() for x in (a, b, c))
+  ta, tb, tc = (torch.from_numpy(x).cuda() for x in (a, b, c))
+  nb = 4 * n * 4
+  add("a*b+c, 64M f32", lambda: A * B + C, lambda: ta * tb + tc, nb, "GB/s", ">= 2500 GB/s", lambda pg, _: nb / pg / 1e9 >= 2500)
+  add("(a*b+c).exp()*0.5+a", lambda: (A * B + C).exp() * 0.5 + A, lambda: (ta * tb + tc).exp() * 0.5 + ta, nb, "GB/s", ">= 2500 GB/s",
+      lambda pg, _: nb / pg / 1e9 >= 2500)
+  del A, B, C, ta, tb, tc
+  m = rng.standard_normal((8192, 8192), dtype=np.float32)
+  M, tm = Tensor(m, device="CUDA").realize(), torch.from_numpy(m).cuda()
+  mb = m.nbytes
+  add("row sums 8192^2", lambda: M.sum(1), lambda: tm.sum(1), mb, "GB/s", ">= 2200 GB/s", lambda pg, _: mb / pg / 1e9 >= 2200)
+  add("full sum 8192^2", lambda: M.sum(), lambda: tm.sum(), mb, "GB/s", ">= 2200 GB/s", lambda pg, _: mb / pg / 1e9 >= 2200)
+  add("softmax rows 8192^2", lambda: M.softmax(-1), lambda: tm.softmax(-1), 2 * mb, "GB/s", ">= 1500 GB/s",
+      lambda pg, _: 2 * mb / pg / 1e9 >= 1500)
+  del M, tm
+  for dt, tdt, need in (("float32", torch.float32, 0.5), ("float16", torch.float16, 0.3)):
+    for size in (1024, 4096):
+      x, y = (rng.standard_normal((size, size), dtype=np.float32).astype(dt) for _ in range(2))
+      X, Y = Tensor(x, device="CUDA").realize(), Tensor(y, device="CUDA").realize()
+      tx, ty = torch.from_numpy(x).cuda().to(tdt), torch.from_numpy(y).cuda().to(tdt)
+      target = f">= {need}x torch" if size == 4096 else "-"
+      add(f"matmul {dt} {size}", lambda X=X, Y=Y: X @ Y, lambda tx=tx, ty=ty: tx @ ty, 2 * size**3, "TFLOP/s", target,
+          lambda pg, eager, need=need, size=size: size != 4096 or eager / pg >= need)
+  extra = first_call()
+  return rows, extra
+
+
+def first_call() -> list[str]:
+  """Wall time of realizing a kernel never seen before (schedule, NVRTC, load; no disk cache) and of the same graph again."""
+  x = Tensor(np.ones((1000, 1000), np.float32), device="CUDA").realize()
+  dev = get_device("CUDA")
+  stamp = float(time.time() % 1000)  # a constant no earlier run has compiled
+  with Context(CACHE=0):
+    st = time.perf_counter()
+    ((x * stamp + 1.5).sqrt() - 0.25).realize(); dev.synchronize()
+    first = time.perf_counter() - st
+  cached = []
+  for _ in range(5):
+    st = time.perf_counter()
+    ((x * stamp + 1.5).sqrt() - 0.25).realize(); dev.synchronize()
+    cached.append(time.perf_counter() - st)
+  ok1, ok2 = first <= 0.150, float(np.median(cached)) <= 0.010
+  return [f"first call of a new kernel (NVRTC compile + load): {first * 1e3:.1f} ms (target <= 150 ms: {'yes' if ok1 else 'no'}); "
+          f"cached: {np.median(cached) * 1e3:.2f} ms (target <= 10 ms: {'yes' if ok2 else 'no'})"]
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--runs", type=int, default=20)
+  ap.add_argument("--warmup", type=int, default=3)
+  ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile column")
+  ap.add_argument("--save", action="store_true", help="append the table to bench/RESULTS.md")
+  args = ap.parse_args()
+  dev = get_device("CUDA")
+  print("| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER), flush=True)
+  rows, extra = run(args)
+  text = table(rows, extra)
+  print("\n".join(extra))
+  if args.save:
+    try:
+      commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except Exception:
+      commit = "unknown"
+    head = (f"\n## GPU: {datetime.date.today()}, {dev.extra['name']} ({dev.extra['arch']}, driver {dev.extra['driver_version']}), "
+            f"commit {commit} plus working tree, torch {torch.__version__}\n\n")
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"), "a") as f: f.write(head + text + "\n")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,131 @@
+"""Kernel optimization for the CPU: unroll ("upcast") output loops of reductions into register accumulators.
+
+The lowered form of a matrix product is a loop over (i, j) with an inner reduction over k
+whose load of b strides through memory. Upcasting j by U replaces the loop over j by one over
+j' = j // U and U copies of the body for j = j'*U + c: the copies share the load of a (it
+does not depend on j), their loads of b are U consecutive floats, and linearize gives the U
+REDUCEs one loop with U accumulators. LLVM's SLP vectorizer then turns the copies into vector
+loads and vector FMAs. Upcasting i as well reuses each vector of b for several rows: the k loop
+becomes a small outer product held in registers.
+
+The pass chooses which loops to upcast by probing the index expressions numerically (the
+stride of each load along each loop), so it does not depend on how the simplifier spelled an
+index. An upcast factor always divides the loop size; sizes with no suitable divisor are left
+alone. `NOOPT=1` turns the pass off; the results are the same either way (each output's
+reduction still runs over k in the same order).
+"""
+from __future__ import annotations
+import random
+from picograd.helpers import NOOPT
+from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
+from picograd.ir.symbolic import symbolic
+
+# Registers hold 32 vectors of 64 bytes on AVX-512: the contiguous loop gets two vectors' worth
+# of columns, and ROWS rows, so ROWS * 2 accumulators plus the loaded vectors stay in registers.
+COLUMN_BYTES = 128
+ROWS = 4
+
+_INT_OPS = {
+  Ops.ADD: lambda a, b: a + b, Ops.MUL: lambda a, b: a * b, Ops.MAX: max,
+  Ops.IDIV: lambda a, b: abs(a) // abs(b) * (1 if (a >= 0) == (b > 0) else -1) if b else None,
+  Ops.MOD: lambda a, b: a - b * (abs(a) // abs(b) * (1 if (a >= 0) == (b > 0) else -1)) if b else None,
+  Ops.CMPLT: lambda a, b: a < b, Ops.CMPNE: lambda a, b: a != b,
+  Ops.AND: lambda a, b: a & b, Ops.OR: lambda a, b: a | b, Ops.XOR: lambda a, b: a ^ b,
+}
+
+
+def _evaluate(u: UOp, env: dict[UOp, int]) -> int | None:
+  """The integer value of index expression `u` with the loops set as in `env`; None when it depends on loaded data."""
+  vals: dict[UOp, int | None] = {}
+  for n in toposort([u]):
+    s = [vals[x] for x in n.src]
+    if n.op is Ops.CONST: vals[n] = n.arg
+    elif n.op is Ops.RANGE: vals[n] = env.get(n, 0)
+    elif None in s: vals[n] = None
+    elif n.op is Ops.NEG: vals[n] = -s[0]
+    elif n.op is Ops.CAST: vals[n] = int(s[0])
+    elif n.op is Ops.WHERE: vals[n] = s[1] if s[0] else s[2]
+    elif n.op in _INT_OPS: vals[n] = _INT_OPS[n.op](s[0], s[1])
+    else: vals[n] = None  # LOAD (a gather) and anything else data-dependent
+  return vals[u]
+
+
+def index_stride(index: UOp, rng: UOp, ranges: list[UOp], rnd: random.Random | None = None) -> int | None:
+  """How far `index` moves when loop `rng` steps by one, if that is the same at a few sample points (else None)."""
+  if rng.arg[1] < 2: return 0
+  rnd = rnd or random.Random(0)
+  seen = set()
+  for _ in range(3):
+    env = {r: rnd.randrange(max(r.arg[1], 1)) for r in ranges}
+    env[rng] = rnd.randrange(rng.arg[1] - 1)
+    a = _evaluate(index, env)
+    env[rng] += 1
+    b = _evaluate(index, env)
+    if a is None or b is None: return None
+    seen.add(b - a)
+  return seen.pop() if len(seen) == 1 else None
+
+
+def _depends(u: UOp, rng: UOp) -> bool: return rng in toposort([u])
+
+
+def _largest_divisor(size: int, limit: int) -> int:
+  """The largest power of two <= limit that divides size (and leaves at least one iteration)."""
+  f = 1
+  while f * 2 <= limit and size % (f * 2) == 0: f *= 2
+  return f
+
+
+def plan_upcasts(sink: UOp) -> list[tuple[UOp, int]]:
+  """(global RANGE, factor) pairs worth upcasting in this lowered kernel; empty when none helps."""
+  if len(sink.src) != 1 or sink.src[0].op is not Ops.STORE: return []
+  nodes = toposort([sink])
+  reduces = [n for n in nodes if n.op is Ops.REDUCE]
+  if not reduces: return []
+  glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
+  red_ranges = {r for x in reduces for r in x.src[1:]}
+  if any(r.arg[1] == 0 for r in glob) or any(r.arg[1] == 0 for r in red_ranges): return []  # no work
+  ranges = glob + sorted(red_ranges, key=lambda r: r.arg[0])
+  # the loads inside the reduction loops are the ones executed K times per output
+  inner = [n for n in toposort([x.src[0] for x in reduces]) if n.op is Ops.LOAD and n.src[0].op is Ops.PARAM
+           and any(_depends(n.src[1], r) for r in red_ranges)]
+  if not inner: return []
+  rnd = random.Random(0)
+  innermost_red = max(red_ranges, key=lambda r: r.arg[0])
+  store_index = sink.src[0].src[1]
+  itemsize = max(x.dtype.itemsize for x in reduces)
+  plan: list[tuple[UOp, int]] = []
+  col = next((g for g in reversed(glob) if index_stride(store_index, g, ranges, rnd) == 1), None)
+  if col is not None:
+    strides = [index_stride(ld.src[1], col, ranges, rnd) for ld in inner]
+    contiguous = [s == 1 for s in strides]
+    # vector columns: some load runs along `col` but not along the reduction (so the reduction loop itself cannot vectorize)
+    vector = any(c and index_stride(ld.src[1], innermost_red, ranges, rnd) != 1 for c, ld in zip(contiguous, inner))
+    reuse = any(s == 0 for s in strides)
+    limit = max(COLUMN_BYTES // itemsize, 2) if vector else (4 if reuse else 1)
+    if (f := _largest_divisor(col.arg[1], limit)) > 1: plan.append((col, f))
+  # rows: another output loop that some inner load does not depend on, so a loaded vector serves several rows
+  for g in reversed(glob):
+    if g is col or g.arg[1] < 2: continue
+    if any(index_stride(ld.src[1], g, ranges, rnd) == 0 for ld in inner):
+      if (f := _largest_divisor(g.arg[1], ROWS)) > 1: plan.append((g, f))
+      break
+  return plan
+
+
+def upcast(sink: UOp, rng: UOp, factor: int) -> UOp:
+  """Replace loop `rng` by one `factor` times shorter and `factor` copies of every STORE (the loop index rng'*factor + c)."""
+  short = UOp(Ops.RANGE, rng.dtype, (), (rng.arg[0], rng.arg[1] // factor, rng.arg[2]))
+  stores = [substitute(st, {rng: short * factor + c}) for st in sink.src for c in range(factor)]
+  return UOp(Ops.SINK, sink.dtype, tuple(stores), sink.arg)
+
+
+def optimize(sink: UOp) -> UOp:
+  """The lowered kernel `sink`, upcast where it pays (unchanged under NOOPT=1)."""
+  if NOOPT: return sink
+  plan = plan_upcasts(sink)
+  for rng, factor in plan: sink = upcast(sink, rng, factor)
+  return graph_rewrite(sink, symbolic) if plan else sink
+
+
+__all__ = ["optimize", "plan_upcasts", "upcast", "index_stride"]

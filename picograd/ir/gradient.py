@@ -1,0 +1,151 @@
+"""Reverse-mode differentiation (IR layer): chain rules as a PatternMatcher table, and the driver that applies them.
+
+Each rule matches one primitive and receives `grad`, the gradient of the loss with respect to
+the matched node, which is the op's *output* (captured as `out`); it returns one gradient per
+source of `out`, in order, with None for a source that gets none. Every rule builds plain UOps,
+so the gradient is itself a lazy graph: it is fused, scheduled and compiled like the forward
+pass, and it can be differentiated again.
+
+Only floating-point nodes carry gradient. Comparisons, bitwise and integer arithmetic, IOTA and
+constants therefore need no rule: the driver never asks. DETACH is where the flow stops.
+
+This file works on UOps only; `Tensor.backward` and `Tensor.gradient` sit on top of it.
+"""
+from __future__ import annotations
+import math
+from typing import Callable
+from picograd.dtype import dtypes
+from picograd.helpers import argsort
+from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, toposort
+from picograd.ir.printer import print_graph
+
+Grads = tuple[UOp | None, ...]
+
+
+def _full_like(u: UOp, value: float) -> UOp:
+  """A constant broadcast to `u`'s shape (tensor-level constants are scalars reshaped and expanded, as the frontend makes them)."""
+  return UOp.const(u.dtype, value).reshape((1,) * len(u.shape)).expand(u.shape)
+
+
+def _mul(a: UOp, b: UOp) -> UOp: return a.alu(Ops.MUL, b)
+def _scale(a: UOp, k: float) -> UOp: return _mul(a, _full_like(a, k))
+def _neg(a: UOp) -> UOp: return a.alu(Ops.NEG)
+def _recip(a: UOp) -> UOp: return a.alu(Ops.RECIPROCAL)
+def _zeros_like(a: UOp) -> UOp: return _full_like(a, 0.0)
+
+
+def _sum_to(grad: UOp, axes: tuple[int, ...]) -> UOp:
+  """Sum `grad` over `axes`, keeping them as size-1 dims. Half types accumulate in float32, as the forward sum does."""
+  if grad.dtype in (dtypes.float16, dtypes.bfloat16):
+    return grad.cast(dtypes.float32).reduce(Ops.ADD, axes).cast(grad.dtype)
+  return grad.reduce(Ops.ADD, axes)
+
+
+def _max_grads(grad: UOp, out: UOp) -> Grads:
+  a, b = out.src
+  # PyTorch's maximum: the larger side takes the gradient; on a tie each side takes half
+  half = _scale(grad, 0.5)
+  tie = a.alu(Ops.CMPNE, b).where(_zeros_like(grad), half)
+  return (b.alu(Ops.CMPLT, a).where(grad, tie), a.alu(Ops.CMPLT, b).where(grad, tie))
+
+
+def _reduce_grads(grad: UOp, out: UOp) -> Grads:
+  x = out.src[0]
+  op, axes = out.arg
+  if op is Ops.ADD: return (grad.expand(x.shape),)
+  # REDUCE MAX (PyTorch's amax): every position equal to the max shares the gradient evenly
+  is_max = x.alu(Ops.CMPNE, out.expand(x.shape)).where(_zeros_like(x), _full_like(x, 1.0))
+  count = _sum_to(is_max, axes)
+  return (_mul(is_max, _mul(grad, _recip(count)).expand(x.shape)),)
+
+
+def _expand_grads(grad: UOp, out: UOp) -> Grads:
+  x = out.src[0]
+  return (_sum_to(grad, tuple(i for i, (a, b) in enumerate(zip(x.shape, out.shape)) if a != b)),)
+
+
+def _rule(op: Ops, fn: Callable[[UOp, UOp], Grads]) -> tuple[UPat, Callable[..., Grads]]:
+  """A table entry: PatternMatcher passes the rewrite context (here, the output's gradient) as `ctx`."""
+  return (UPat(op, name="out"), lambda ctx, out: fn(ctx, out))
+
+
+LN2 = math.log(2)
+
+# one rule per differentiable primitive: (grad of out, out) -> grads of out.src
+gradient_rules = PatternMatcher([
+  _rule(Ops.ADD, lambda grad, out: (grad, grad)),
+  _rule(Ops.MUL, lambda grad, out: (_mul(grad, out.src[1]), _mul(grad, out.src[0]))),
+  _rule(Ops.NEG, lambda grad, out: (_neg(grad),)),
+  # d/dx 2^x = 2^x ln 2: reuse the output instead of recomputing it
+  _rule(Ops.EXP2, lambda grad, out: (_mul(grad, _scale(out, LN2)),)),
+  _rule(Ops.LOG2, lambda grad, out: (_mul(grad, _scale(_recip(out.src[0]), 1 / LN2)),)),
+  # cos x = sin(pi/2 - x): SIN is the only trigonometric primitive
+  _rule(Ops.SIN, lambda grad, out: (_mul(grad, (_full_like(out, math.pi / 2) + _neg(out.src[0])).alu(Ops.SIN)),)),
+  _rule(Ops.SQRT, lambda grad, out: (_mul(grad, _scale(_recip(out), 0.5)),)),
+  _rule(Ops.RECIPROCAL, lambda grad, out: (_neg(_mul(grad, _mul(out, out))),)),
+  _rule(Ops.MAX, _max_grads),
+  _rule(Ops.WHERE, lambda grad, out: (None, out.src[0].where(grad, _zeros_like(grad)), out.src[0].where(_zeros_like(grad), grad))),
+  _rule(Ops.CAST, lambda grad, out: (grad.cast(out.src[0].dtype),)),
+  _rule(Ops.REDUCE, _reduce_grads),
+  _rule(Ops.RESHAPE, lambda grad, out: (grad.reshape(out.src[0].shape),)),
+  _rule(Ops.PERMUTE, lambda grad, out: (grad.permute(tuple(argsort(list(out.arg)))),)),
+  _rule(Ops.EXPAND, _expand_grads),
+  _rule(Ops.PAD, lambda grad, out: (grad.shrink(tuple((b, b + d) for (b, _), d in zip(out.arg, out.src[0].shape))),)),
+  _rule(Ops.SHRINK, lambda grad, out: (grad.pad(tuple((b, d - e) for (b, e), d in zip(out.arg, out.src[0].shape))),)),
+  _rule(Ops.FLIP, lambda grad, out: (grad.flip(out.arg),)),
+  _rule(Ops.CONTIGUOUS, lambda grad, out: (grad,)),
+  # a copy's gradient travels back the other way: arg is (source device, destination device)
+  _rule(Ops.COPY, lambda grad, out: (UOp(Ops.COPY, grad.dtype, (grad,), (out.arg[1], out.arg[0])),)),
+  # ASSIGN(target, value) holds value: the old contents of the target do not reach the output
+  _rule(Ops.ASSIGN, lambda grad, out: (None, grad)),
+])
+
+
+def _carries_gradient(u: UOp) -> bool: return u.dtype.is_float
+
+
+def nodes_between(root: UOp, targets: set[UOp]) -> list[UOp]:
+  """The nodes on a path from `root` down to any of `targets`, children first. Paths end at DETACH and at non-float nodes."""
+  order = toposort([root], stop=lambda n: n.op is Ops.DETACH)
+  on_path: set[UOp] = set()
+  for node in order:
+    if node in targets or (node.op is not Ops.DETACH and _carries_gradient(node) and any(s in on_path for s in node.src)):
+      on_path.add(node)
+  return [n for n in order if n in on_path]
+
+
+def compute_gradient(root: UOp, root_grad: UOp, targets: list[UOp]) -> dict[UOp, UOp]:
+  """Gradients of `root` (seeded with `root_grad`, same shape) with respect to each of `targets` reached from it.
+
+  Targets that `root` does not depend on are missing from the result. Visits the nodes between
+  the root and the targets in reverse topological order, so each node's gradient is complete
+  (summed over all its consumers) before its rule runs.
+  """
+  if root_grad.shape != root.shape: raise ValueError(f"gradient: seed shape {root_grad.shape} does not match output shape {root.shape}")
+  wanted = set(targets)
+  path = nodes_between(root, wanted)
+  on_path = set(path)
+  grads: dict[UOp, UOp] = {root: root_grad} if root in on_path else {}
+  for node in reversed(path):
+    grad = grads.get(node)
+    if grad is None or not node.src: continue
+    # a target may itself sit above another target, so the walk continues through it
+    src_grads = gradient_rules.rewrite(node, ctx=grad)
+    if src_grads is None: raise NotImplementedError(f"gradient: no chain rule for {node.op.name} ({node.dtype.name})")
+    for src, g in zip(node.src, src_grads):
+      if g is None or src not in on_path: continue
+      grads[src] = g if src not in grads else grads[src].alu(Ops.ADD, g)
+  return {t: grads[t] for t in targets if t in grads}
+
+
+def gradient_graph_text(root: UOp, root_grad: UOp, targets: list[UOp]) -> str:
+  """The gradient graph (before scheduling) as text: one node per line, each target's gradient named at the end."""
+  grads = compute_gradient(root, root_grad, targets)
+  roots = [grads[t] for t in targets if t in grads]
+  text = print_graph(*roots) if roots else "(no target is reached from the output)"
+  names = {node: f"%{i}" for i, node in enumerate(toposort(roots))}
+  tail = [f"grad[{i}] = {names[grads[t]] if t in grads else 'zeros (not reached)'}" for i, t in enumerate(targets)]
+  return "\n".join([text, *tail])
+
+
+__all__ = ["gradient_rules", "compute_gradient", "nodes_between", "gradient_graph_text"]

@@ -1,0 +1,14 @@
+"""picograd.nn (library layer): layers, model state, checkpoints and datasets, built only on the Tensor API.
+
+    from picograd import nn, optim
+    model = [nn.Linear(30, 200), nn.Linear(200, 27)]  # any object holding tensors is a model
+    opt = optim.AdamW(nn.get_parameters(model), lr=1e-3)
+    nn.state.save(nn.state_dict(model), "model.safetensors")
+    nn.load_state_dict(model, nn.state.load("model.safetensors"))
+"""
+from picograd.nn import state, datasets
+from picograd.nn.layers import Linear, Embedding, LayerNorm, RMSNorm, Dropout
+from picograd.nn.module import state_dict, get_parameters, load_state_dict
+
+__all__ = ["state", "datasets", "Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "state_dict", "get_parameters",
+           "load_state_dict"]

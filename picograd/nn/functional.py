@@ -1,0 +1,74 @@
+"""picograd.nn.functional (library layer): PyTorch's functional API as thin wrappers over Tensor methods.
+
+    import picograd.nn.functional as F
+    loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+
+Every function here is composed from primitives in the Tensor frontend, so each one has
+gradients and fuses like any other op; this module only adds PyTorch's calling conventions.
+"""
+from __future__ import annotations
+from typing import Sequence
+from picograd.tensor import Tensor
+
+
+def relu(input: Tensor) -> Tensor: return input.relu()
+def sigmoid(input: Tensor) -> Tensor: return input.sigmoid()
+def tanh(input: Tensor) -> Tensor: return input.tanh()
+def silu(input: Tensor) -> Tensor: return input.silu()
+def erf(input: Tensor) -> Tensor: return input.erf()
+def gelu(input: Tensor, approximate: str = "none") -> Tensor: return input.gelu(approximate)
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor: return input.softplus(beta, threshold)
+def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor: return input.leaky_relu(negative_slope)
+def softmax(input: Tensor, dim: int = -1) -> Tensor: return input.softmax(dim)
+def log_softmax(input: Tensor, dim: int = -1) -> Tensor: return input.log_softmax(dim)
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor: return input.linear(weight, bias)
+
+
+def embedding(input: Tensor, weight: Tensor) -> Tensor:
+  """Rows of `weight` [num_embeddings, dim] at the integer indices `input`: the result has shape input.shape + (dim,)."""
+  if input.dtype.is_float: raise TypeError(f"embedding: indices must be integers, not {input.dtype.name}")
+  return weight[input]
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor: return tensor.one_hot(num_classes)
+
+
+def layer_norm(input: Tensor, normalized_shape: int | Sequence[int], weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+  return input.layer_norm(normalized_shape, weight, bias, eps)
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+  """As in PyTorch, the function form drops by default; pass `training=False` (e.g. `training=model_is_training`) to turn it off."""
+  return input.dropout(p, training)
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None) -> Tensor:
+  return query.scaled_dot_product_attention(key, value, attn_mask, dropout_p, is_causal, scale)
+
+
+def cross_entropy(input: Tensor, target: Tensor, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+  return input.cross_entropy(target, ignore_index, reduction, label_smoothing)
+
+
+def nll_loss(input: Tensor, target: Tensor, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+  return input.nll_loss(target, ignore_index, reduction)
+
+
+def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor: return input.mse_loss(target, reduction)
+
+
+def binary_cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+  return input.binary_cross_entropy(target, reduction)
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, reduction: str = "mean", pos_weight: Tensor | None = None) -> Tensor:
+  return input.binary_cross_entropy_with_logits(target, reduction, pos_weight)
+
+
+__all__ = ["relu", "sigmoid", "tanh", "silu", "erf", "gelu", "softplus", "leaky_relu", "softmax", "log_softmax", "linear", "embedding",
+           "one_hot", "layer_norm", "dropout", "scaled_dot_product_attention", "cross_entropy", "nll_loss", "mse_loss",
+           "binary_cross_entropy", "binary_cross_entropy_with_logits"]

@@ -1,0 +1,162 @@
+"""Optimizers (library layer): SGD, Adam and AdamW with PyTorch's update rules, and a cosine learning-rate schedule.
+
+An update step is a lazy graph: for every parameter, the new optimizer state and the new value
+are `assign`ed into their existing buffers, and `step()` realizes all of them in one schedule, so
+the whole update fuses into a few kernels and memory does not grow from step to step. To keep
+the forward pass from running twice, realize the loss in the same schedule:
+
+    loss = model(x, y); opt.zero_grad(); loss.backward()
+    Tensor.realize(loss, *opt.schedule_step())
+
+Values that change from step to step live in one-element buffers, never in constants: the
+learning rate (written when `opt.lr` is set, outside the step) and Adam's powers of beta (advanced
+inside the step's graph). So a new learning rate every step reuses the cached schedule and the
+compiled kernels, and a `picograd.jit` replay of the step sees both.
+"""
+from __future__ import annotations
+import math
+from typing import Iterable
+import numpy as np
+from picograd.tensor import Tensor
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "cosine_warmup"]
+
+
+class Optimizer:
+  """Holds the parameters and the learning rate; subclasses give the update of one parameter."""
+
+  def __init__(self, params: Iterable[Tensor], lr: float):
+    unique: dict[int, Tensor] = {}
+    for p in params: unique.setdefault(id(p), p)
+    self.params = list(unique.values())
+    if not self.params: raise ValueError(f"{type(self).__name__}: got an empty list of parameters")
+    self.device = self.params[0].device
+    if any(p.device != self.device for p in self.params):
+      raise RuntimeError(f"{type(self).__name__}: parameters are on several devices ({sorted({p.device for p in self.params})}); use one optimizer per device")
+    for p in self.params: p.requires_grad = True
+    # parameters must own buffers before the first update assigns into them
+    Tensor.realize(*self.params)
+    if lr < 0: raise ValueError(f"{type(self).__name__}: learning rate must be non-negative, got {lr}")
+    self._lr = self._scalar_buffer(lr)
+
+  @property
+  def lr(self) -> float:
+    """The learning rate. Setting it writes the value into a buffer the update reads: no recompilation."""
+    return float(self._lr.item())
+
+  @lr.setter
+  def lr(self, value: float) -> None:
+    if value < 0: raise ValueError(f"{type(self).__name__}: learning rate must be non-negative, got {value}")
+    # `+ 0` makes the copy a computation: an ASSIGN whose value is a bare 1-D buffer does not lower yet (reported to the lead)
+    self._lr.assign(self._scalar_buffer(value) + 0).realize()
+
+  def zero_grad(self) -> None:
+    """Forget the gradients of the last backward pass (the next `backward()` fills `.grad` afresh)."""
+    for p in self.params: p.grad = None
+
+  def step(self) -> None:
+    """Update every parameter that has a gradient, in one schedule."""
+    Tensor.realize(*self.schedule_step())
+
+  def schedule_step(self) -> list[Tensor]:
+    """Assign the updates lazily and return the tensors to realize: parameters and optimizer state."""
+    trained = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
+    # Workaround, to go when the engine orders in-place writes by graph: in one schedule, a gradient kernel that
+    # reads parameter A's old value can run after A's update (reported with a repro). Computing the gradients
+    # first leaves every update kernel reading only its own parameter and state.
+    Tensor.realize(*[p.grad for _, p in trained])
+    out = self._advance()
+    for i, p in trained: out.extend(self._update(i, p, p.grad.cast(p.dtype)))
+    return out
+
+  def _advance(self) -> list[Tensor]:
+    """Assign the per-step state shared by all parameters (none here); return it."""
+    return []
+
+  def _update(self, i: int, p: Tensor, g: Tensor) -> list[Tensor]:
+    raise NotImplementedError
+
+  def _scalar_buffer(self, value: float) -> Tensor:
+    # float64, as PyTorch computes its step sizes in Python floats: 1 - 0.999**t is inexact in float32
+    return Tensor(np.array([value], dtype=np.float64), device=self.device)
+
+  def _state(self) -> list[Tensor]:
+    """A zero buffer shaped like each parameter (for momentum and moment estimates)."""
+    state = [Tensor.zeros(p.shape, dtype=p.dtype, device=p.device).contiguous() for p in self.params]
+    Tensor.realize(*state)
+    return state
+
+
+def _broadcast(scalar: Tensor, like: Tensor) -> Tensor:
+  """A one-element tensor broadcast to `like` in its dtype: a single load inside the fused update kernel."""
+  return scalar.cast(like.dtype).reshape((1,) * like.ndim).expand(like.shape)
+
+
+class SGD(Optimizer):
+  """Stochastic gradient descent as in PyTorch: optional momentum (classical or Nesterov) and L2 weight decay."""
+
+  def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+    super().__init__(params, lr)
+    if nesterov and momentum <= 0: raise ValueError("SGD: Nesterov momentum needs momentum > 0")
+    self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
+    # buffers start at zero, so the first step's momentum * 0 + g equals PyTorch's first buffer, g
+    self.bufs = self._state() if momentum else []
+
+  def _update(self, i: int, p: Tensor, g: Tensor) -> list[Tensor]:
+    if self.weight_decay: g = g + self.weight_decay * p
+    lr = _broadcast(self._lr, p)
+    if not self.momentum: return [p.assign(p - lr * g)]
+    buf = self.bufs[i].assign(self.momentum * self.bufs[i] + g)
+    direction = g + self.momentum * buf if self.nesterov else buf
+    return [buf, p.assign(p - lr * direction)]
+
+
+class Adam(Optimizer):
+  """Adam (Kingma and Ba) as in PyTorch; `weight_decay` is L2 added to the gradient (use AdamW for decoupled decay)."""
+  decoupled = False
+
+  def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+               weight_decay: float = 0.0):
+    super().__init__(params, lr)
+    if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1): raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas}")
+    self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+    self.m, self.v = self._state(), self._state()
+    # beta1**t and beta2**t, advanced inside the step's graph so that a JIT replay advances them too
+    self.b1_t, self.b2_t = self._scalar_buffer(1.0), self._scalar_buffer(1.0)
+
+  def _advance(self) -> list[Tensor]:
+    self.b1_t.assign(self.b1_t * self.betas[0])
+    self.b2_t.assign(self.b2_t * self.betas[1])
+    return [self.b1_t, self.b2_t]
+
+  def _update(self, i: int, p: Tensor, g: Tensor) -> list[Tensor]:
+    b1, b2 = self.betas
+    if self.weight_decay and not self.decoupled: g = g + self.weight_decay * p
+    m = self.m[i].assign(b1 * self.m[i] + (1 - b1) * g)
+    v = self.v[i].assign(b2 * self.v[i] + (1 - b2) * g * g)
+    # as torch.optim.Adam: p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), the scalars in double precision
+    step_size = _broadcast(self._lr / (1 - self.b1_t), p)
+    denom = v.sqrt() * _broadcast((1 - self.b2_t).rsqrt(), p) + self.eps
+    # decoupled decay shrinks the old value before the Adam step, as torch.optim.AdamW does
+    base = p * _broadcast(1 - self._lr * self.weight_decay, p) if self.weight_decay and self.decoupled else p
+    return [m, v, p.assign(base - step_size * m / denom)]
+
+
+class AdamW(Adam):
+  """Adam with decoupled weight decay (Loshchilov and Hutter), as torch.optim.AdamW: p *= 1 - lr * weight_decay each step."""
+  decoupled = True
+
+  def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+               weight_decay: float = 1e-2):
+    super().__init__(params, lr, betas, eps, weight_decay)
+
+
+def cosine_warmup(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
+  """The learning rate for `step` (counting from 0): linear warm-up to `max_lr`, then a cosine decay to `min_lr` at `total_steps`.
+
+  Steps after `total_steps` stay at `min_lr`. Set it each step with `opt.lr = cosine_warmup(step, ...)`.
+  """
+  if step < warmup_steps: return max_lr * (step + 1) / warmup_steps
+  if step >= total_steps: return min_lr
+  progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+  return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))

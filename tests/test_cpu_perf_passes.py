@@ -1,0 +1,142 @@
+"""The CPU's performance passes: vectorizable exp2/log2/sin (codegen/transcendental.py) and upcasting (codegen/opt.py).
+
+The polynomials are checked in ulps against float64 numpy over wide ranges and at the special
+values libm defines; the optimizer must not change any result (NOOPT=1 gives the same bits on
+integer-valued data, where every summation order is exact) on awkward matrix shapes.
+"""
+import numpy as np
+import pytest
+from picograd import Tensor, Context, dtypes
+from picograd.codegen.kernel import render, _kernels
+from picograd.codegen.lower import lower_kernel
+from picograd.codegen.opt import plan_upcasts
+from picograd.engine.realize import schedule
+from picograd.ir.ops import Ops
+
+RNG = np.random.default_rng(0)
+SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-40, 1.1754944e-38, 3.4e38, -3.4e38, 1.0, -1.0, 0.5, 2.0]
+
+
+def ulps(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
+  """Distance of float32 results from float64 references in units of the float32 spacing at the reference."""
+  with np.errstate(all="ignore"):
+    ref32 = ref.astype(np.float32)
+    same = (got == ref32) | (np.isnan(got) & np.isnan(ref32))
+    d = np.abs(got.astype(np.float64) - ref) / np.spacing(np.abs(ref32)).astype(np.float64)
+  return np.where(same, 0.0, d)
+
+
+def run(fn: str, x: np.ndarray) -> np.ndarray: return getattr(Tensor(x), fn)().numpy()
+
+
+def test_exp2_float32():
+  x = np.concatenate([RNG.uniform(-155, 130, 200_000), RNG.uniform(-1, 1, 20_000), SPECIAL, [128.0, 127.99999, -149.0, -150.0, -126.5]]).astype(np.float32)
+  with np.errstate(all="ignore"): ref = np.exp2(x.astype(np.float64))
+  assert ulps(run("exp2", x), ref).max() <= 1.0
+  np.testing.assert_array_equal(run("exp2", np.array([-np.inf, np.inf, np.nan, 0.0, 200.0, -200.0], np.float32)), [0.0, np.inf, np.nan, 1.0, np.inf, 0.0])
+
+
+def test_log2_float32():
+  x = np.concatenate([np.exp(RNG.uniform(-103, 88.7, 200_000)), RNG.uniform(0.5, 2, 20_000), SPECIAL, -RNG.uniform(0, 10, 100)]).astype(np.float32)
+  with np.errstate(all="ignore"): ref = np.log2(x.astype(np.float64))
+  assert ulps(run("log2", x), ref).max() <= 1.0
+  np.testing.assert_array_equal(run("log2", np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -1.0, 1.0, 1e-45], np.float32)),
+                                [-np.inf, -np.inf, np.inf, np.nan, np.nan, np.nan, 0.0, -149.0])
+
+
+def test_sin_float32():
+  x = np.concatenate([RNG.uniform(-10, 10, 200_000), RNG.uniform(-1e5, 1e5, 50_000), SPECIAL[:9]]).astype(np.float32)
+  with np.errstate(all="ignore"): ref = np.sin(x.astype(np.float64))
+  got = run("sin", x)
+  assert ulps(got, ref)[np.abs(ref) > 1e-3].max() <= 2.0
+  assert np.nanmax(np.abs(got - ref)) <= 1e-7
+  assert np.isnan(got[np.isin(x, [np.inf, -np.inf]) | np.isnan(x)]).all()
+  # far arguments: accurate below 2^29, then at least bounded
+  far = RNG.uniform(-5e8, 5e8, 10_000).astype(np.float32)
+  assert np.abs(run("sin", far) - np.sin(far.astype(np.float64))).max() <= 1e-6
+  huge = np.array([1e12, -3e20, 3.4e38], np.float32)
+  assert (np.abs(run("sin", huge)) <= 1.0).all()
+
+
+@pytest.mark.parametrize("dtype, tol", [(dtypes.float16, 1e-3), (dtypes.bfloat16, 1e-2), (dtypes.float64, 1e-14)])
+def test_other_float_dtypes(dtype, tol):
+  x = RNG.uniform(0.1, 8, 1000)
+  t = Tensor(x.astype(np.float32)).cast(dtype)
+  xs = t.cast(dtypes.float64).numpy()
+  for fn, ref in (("exp2", np.exp2), ("log2", np.log2), ("sin", np.sin)):
+    np.testing.assert_allclose(getattr(t, fn)().cast(dtypes.float64).numpy(), ref(xs), rtol=tol, atol=tol)
+
+
+def test_composites_match_numpy():
+  x = RNG.standard_normal(10_000).astype(np.float32) * 5
+  # exp(x) is exp2(x / ln 2): rounding x / ln 2 to float32 costs |x| ulps whatever exp2 does
+  np.testing.assert_allclose(Tensor(x).exp().numpy(), np.exp(x), rtol=2e-6)
+  np.testing.assert_allclose(Tensor(x).tanh().numpy(), np.tanh(x), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(Tensor(np.abs(x)).log().numpy(), np.log(np.abs(x)), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(Tensor(x).cos().numpy(), np.cos(x), atol=1e-6)
+
+
+def _both(fn):
+  """fn() with and without the optimizer."""
+  with Context(NOOPT=1): ref = fn()
+  return fn(), ref
+
+
+MATMUL_SHAPES = [(64, 64, 64), (33, 17, 45), (1, 64, 96), (96, 64, 1), (7, 1, 5), (1, 1, 1), (128, 3, 200), (0, 5, 7), (5, 0, 7), (5, 7, 0), (40, 200, 27)]
+
+
+@pytest.mark.parametrize("m, k, n", MATMUL_SHAPES)
+def test_matmul_noopt_identical(m, k, n):
+  a = RNG.integers(-4, 5, (m, k)).astype(np.float32)
+  b = RNG.integers(-4, 5, (k, n)).astype(np.float32)
+  opt, ref = _both(lambda: (Tensor(a) @ Tensor(b)).numpy())
+  np.testing.assert_array_equal(opt, ref)
+  np.testing.assert_array_equal(opt, a @ b)
+
+
+def test_matmul_float_close_and_transposed():
+  a, b = RNG.standard_normal((96, 80)).astype(np.float32), RNG.standard_normal((80, 128)).astype(np.float32)
+  np.testing.assert_allclose((Tensor(a) @ Tensor(b)).numpy(), a @ b, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose((Tensor(a.T.copy()).T @ Tensor(b)).numpy(), a @ b, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose((Tensor(a) @ Tensor(b.T.copy()).T).numpy(), a @ b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int32])
+def test_matmul_other_dtypes(dtype):
+  a, b = RNG.integers(-9, 9, (48, 24)).astype(dtype), RNG.integers(-9, 9, (24, 64)).astype(dtype)
+  opt, ref = _both(lambda: (Tensor(a) @ Tensor(b)).numpy())
+  np.testing.assert_array_equal(opt, a @ b)
+  np.testing.assert_array_equal(ref, a @ b)
+
+
+def test_batched_matmul_and_column_sums():
+  a, b = RNG.integers(-3, 4, (3, 16, 8)).astype(np.float32), RNG.integers(-3, 4, (3, 8, 32)).astype(np.float32)
+  opt, ref = _both(lambda: (Tensor(a) @ Tensor(b)).numpy())
+  np.testing.assert_array_equal(opt, a @ b)
+  np.testing.assert_array_equal(ref, a @ b)
+  c = RNG.integers(-3, 4, (50, 96)).astype(np.float32)
+  opt, ref = _both(lambda: (Tensor(c).sum(0), Tensor(c).max(0), (Tensor(c) * 2).sum(0, keepdim=True)))
+  for o, r, want in zip(opt, ref, (c.sum(0), c.max(0), 2 * c.sum(0, keepdims=True))):
+    np.testing.assert_array_equal(o.numpy(), want)
+    np.testing.assert_array_equal(r.numpy(), want)
+
+
+def _lowered(t: Tensor):
+  """The lowered graph and the kernel graph of the one kernel that realizes `t`."""
+  (step,) = [s for s in schedule(t) if s.kernel is not None]
+  ast = next(key[0] for key, k in _kernels.items() if k is step.kernel)
+  return lower_kernel(ast), ast
+
+
+def test_plans():
+  a, b = Tensor.rand(1024, 1024).realize(), Tensor.rand(1024, 1024).realize()
+  mm = a @ b
+  plan = sorted(f for _, f in plan_upcasts(_lowered(mm)[0]))
+  assert plan == [4, 32]  # 4 rows x 32 columns of accumulators
+  assert plan_upcasts(_lowered(a.sum(1))[0]) == []  # a row sum reads each element once: nothing to reuse
+  assert plan_upcasts(_lowered(a + 1)[0]) == []  # elementwise: the loop vectorizer handles it
+  assert [f for _, f in plan_upcasts(_lowered(a.sum(0))[0])] == [32]  # column sums: vectors across columns
+  # the optimized matmul keeps one loop over k with all 128 accumulators in it
+  _, source, program, _, _ = render(_lowered(mm)[1], "CPU")
+  assert sum(u.op is Ops.DEFINE_ACC for u in program) == 128
+  assert sum(u.op is Ops.RANGE and u.arg[2] == "reduce" for u in program) == 1

@@ -1,0 +1,159 @@
+"""The CUDA renderer: every plan compile-checked with NVRTC (no GPU needed), and checked against numpy on a GPU when there is one."""
+import numpy as np
+import pytest
+from picograd import Tensor, dtypes, Context
+from picograd.engine.realize import _normalize
+from picograd.engine.schedule import create_template
+
+cuda_rt = pytest.importorskip("picograd.runtime.cuda")
+from picograd.codegen.cuda import render_for_arch  # noqa: E402
+
+try:
+  cuda_rt.nvrtc_version()
+  NVRTC_ERROR = ""
+except cuda_rt.CUDAError as e:
+  NVRTC_ERROR = str(e)
+needs_nvrtc = pytest.mark.skipif(bool(NVRTC_ERROR), reason=f"NVRTC unavailable: {NVRTC_ERROR}")
+
+try:
+  from picograd.runtime.device import get_device
+  get_device("CUDA")
+  GPU_ERROR = ""
+except Exception as e:  # no driver, no GPU, no bindings
+  GPU_ERROR = f"{type(e).__name__}: {e}"
+needs_gpu = pytest.mark.skipif(bool(GPU_ERROR), reason=f"no CUDA GPU: {GPU_ERROR}")
+
+
+def asts(t: Tensor) -> list:
+  """The kernel graphs realizing `t` would run (rendering them needs no device)."""
+  roots, _ = _normalize([t.uop])
+  return [k.ast for k in create_template(roots, [t.device]).kernels if k.ast is not None]
+
+
+def rnd(*shape, dtype=np.float32, seed=0):
+  return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+# name -> (builder of a CPU tensor graph, the plan its last kernel should get)
+CASES = {
+  "elementwise": (lambda: Tensor(rnd(64, 32)) * Tensor(rnd(64, 32, seed=1)) + 1, "lanes"),
+  "broadcast": (lambda: Tensor(rnd(64, 32)) + Tensor(rnd(32)), "lanes"),
+  "odd_elementwise": (lambda: Tensor(rnd(7, 5)).exp() * 0.5, "flat"),
+  "reduce_rows": (lambda: Tensor(rnd(128, 512)).sum(1), "block"),
+  "reduce_cols": (lambda: Tensor(rnd(512, 4096)).sum(0), "flat"),
+  "full_sum": (lambda: Tensor(rnd(512, 512)).sum(), "split"),
+  "full_max": (lambda: Tensor(rnd(512, 512)).max(), "split"),
+  "softmax": (lambda: Tensor(rnd(64, 256)).softmax(-1), "lanes"),
+  "matmul_f32": (lambda: Tensor(rnd(256, 64)) @ Tensor(rnd(64, 128)), "matmul"),
+  "matmul_odd": (lambda: Tensor(rnd(100, 70)) @ Tensor(rnd(70, 90)), "matmul"),
+  "matmul_bias_T": (lambda: Tensor(rnd(128, 96)).linear(Tensor(rnd(80, 96)), Tensor(rnd(80))), "matmul"),
+  "matmul_batched": (lambda: Tensor(rnd(3, 128, 64)) @ Tensor(rnd(3, 64, 96)), "matmul"),
+  "matmul_f16": (lambda: Tensor(rnd(256, 64, dtype=np.float16)) @ Tensor(rnd(64, 128, dtype=np.float16)), "mma"),
+  "matmul_f16_T": (lambda: Tensor(rnd(128, 96, dtype=np.float16)) @ Tensor(rnd(80, 96, dtype=np.float16)).T, "mma"),
+  "matmul_bf16": (lambda: Tensor(rnd(128, 64)).cast(dtypes.bfloat16) @ Tensor(rnd(64, 128)).cast(dtypes.bfloat16), "mma"),
+  "casts": (lambda: Tensor(rnd(64, 32)).half().float() + Tensor(rnd(64, 32)).cast(dtypes.int32).cast(dtypes.float32), "lanes"),
+  "bf16": (lambda: (Tensor(rnd(64, 32)).cast(dtypes.bfloat16) * 3).exp(), "lanes"),
+  "f16_reduce": (lambda: Tensor(rnd(64, 64, dtype=np.float16)).max(1), "block"),
+  "int_bool": (lambda: (Tensor(np.arange(64, dtype=np.int32)) % 5 < 3).where(Tensor(np.arange(64, dtype=np.int64)), 7), "flat"),
+  "pad": (lambda: Tensor(rnd(16, 16)).pad(((1, 2), (3, 0))), "flat"),
+  "gather": (lambda: Tensor(rnd(10, 8))[Tensor(np.array([3, 1, 4, 1], dtype=np.int32))], None),
+}
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("noopt", [0, 1])
+def test_renders_and_compiles(name, noopt):
+  build, plan = CASES[name]
+  with Context(NOOPT=noopt):
+    kernels = asts(build())
+    assert kernels
+    for i, ast in enumerate(kernels):
+      kname, src, dims, meta = render_for_arch(ast, "sm_90")
+      lib = cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", kname))
+      assert lib.kind in ("cubin", "ptx") and lib.image
+      if noopt: assert meta["plan"] == "flat"
+      elif plan is not None and i == len(kernels) - 1: assert meta["plan"] == plan, src
+
+
+@needs_nvrtc
+def test_compiles_for_older_arch():
+  for build, _ in (CASES["matmul_f16"], CASES["full_sum"], CASES["bf16"]):
+    for ast in asts(build()):
+      kname, src, _, _ = render_for_arch(ast, "sm_80", sm_count=108, max_shared=163 * 1024)
+      cuda_rt.compile_cuda_source(src, "sm_80", kname)
+
+
+# ------------------------------------------------------------------ on the GPU
+
+GPU_CASES = {
+  "elementwise": lambda d: (lambda a, b: (a * b + a).exp() * 0.5, [rnd(257, 64), rnd(257, 64, seed=1)]),
+  "reduce_rows": lambda d: (lambda a: a.sum(1), [rnd(300, 1000)]),
+  "reduce_cols": lambda d: (lambda a: a.sum(0), [rnd(1000, 300)]),
+  "max_rows": lambda d: (lambda a: a.max(1), [rnd(64, 4096)]),
+  "full_sum": lambda d: (lambda a: a.sum(), [rnd(1024, 1024)]),
+  "full_max": lambda d: (lambda a: a.max(), [rnd(999, 1025)]),
+  "softmax": lambda d: (lambda a: a.softmax(-1), [rnd(128, 1000)]),
+  "matmul": lambda d: (lambda a, b: a @ b, [rnd(256, 128), rnd(128, 192)]),
+  "matmul_odd": lambda d: (lambda a, b: a @ b, [rnd(100, 70), rnd(70, 130)]),
+  "matmul_linear": lambda d: (lambda a, w, c: a.linear(w, c).relu(), [rnd(130, 96), rnd(80, 96), rnd(80)]),
+  "matmul_batched": lambda d: (lambda a, b: a @ b, [rnd(3, 128, 64), rnd(3, 64, 96)]),
+  "matmul_f16": lambda d: (lambda a, b: a @ b, [rnd(256, 96, dtype=np.float16), rnd(96, 200, dtype=np.float16)]),
+  "matmul_f16_T": lambda d: (lambda a, b: a @ b.T, [rnd(128, 96, dtype=np.float16), rnd(72, 96, dtype=np.float16)]),
+  "pad": lambda d: (lambda a: a.pad(((1, 2), (3, 0))) * 2, [rnd(16, 16)]),
+}
+
+
+def _run(fn, arrays, device):
+  return fn(*[Tensor(a, device=device) for a in arrays]).numpy()
+
+
+@needs_gpu
+@pytest.mark.parametrize("name", list(GPU_CASES))
+def test_gpu_matches_cpu(name):
+  fn, arrays = GPU_CASES[name](None)
+  ref = _run(fn, arrays, "CPU")
+  tol = 2e-2 if any(a.dtype == np.float16 for a in arrays) else 1e-4
+  got = _run(fn, arrays, "CUDA")
+  np.testing.assert_allclose(got.astype(np.float32), ref.astype(np.float32), rtol=tol, atol=tol)
+  with Context(NOOPT=1):
+    np.testing.assert_allclose(_run(fn, arrays, "CUDA").astype(np.float32), got.astype(np.float32), rtol=tol, atol=tol)
+
+
+@needs_gpu
+def test_gpu_bfloat16_matmul_and_casts():
+  a, b = rnd(128, 64), rnd(64, 128, seed=1)
+  x, y = Tensor(a, device="CUDA").cast(dtypes.bfloat16), Tensor(b, device="CUDA").cast(dtypes.bfloat16)
+  out = (x @ y).float().numpy()
+  ref = (Tensor(a).cast(dtypes.bfloat16) @ Tensor(b).cast(dtypes.bfloat16)).float().numpy()
+  np.testing.assert_allclose(out, ref, rtol=2e-2, atol=2e-2)
+  assert (x.float().numpy() == Tensor(a).cast(dtypes.bfloat16).float().numpy()).all()  # rounding matches the CPU exactly
+
+
+@needs_gpu
+def test_gpu_split_reduction_runs_twice():
+  # the last-block-finishes scheme must leave its counters ready for the next launch
+  a = rnd(2048, 2048)
+  t = Tensor(a, device="CUDA")
+  first, second = t.sum().numpy(), (t * 1).sum().numpy()
+  np.testing.assert_allclose(first, a.sum(dtype=np.float64), rtol=1e-4)
+  np.testing.assert_allclose(second, first, rtol=1e-6)
+
+
+@needs_gpu
+def test_gpu_to_and_from_device():
+  a = rnd(5, 7)
+  t = Tensor(a).to("CUDA")
+  assert t.device == "CUDA"
+  np.testing.assert_allclose((t + 1).to("CPU").numpy(), a + 1, rtol=1e-6)
+  with pytest.raises(Exception, match="(?i)device"):
+    (t + Tensor(a)).realize()
+
+
+@needs_gpu
+def test_gpu_debug_shows_cuda_source_and_ptx(capsys):
+  a = Tensor(rnd(33, 17), device="CUDA")
+  with Context(DEBUG=6, CACHE=0):
+    (a * 3 - 1.25).sqrt().realize()
+  out = capsys.readouterr().out
+  assert "__global__" in out and ".entry" in out and "GB/s" in out

@@ -1,0 +1,124 @@
+"""Kernel counts for the fusion policy of DESIGN §4, laziness, and the schedule cache.
+
+`picograd.schedule(t)` lists the kernels realizing `t` would run, without running them.
+"""
+import numpy as np
+import pytest
+import picograd
+from picograd import Tensor
+from picograd.engine import realize as engine
+from compare import rand
+
+DEV = "CPU"
+
+
+def kernels(*tensors: Tensor) -> int:
+  return len(picograd.schedule(*tensors))
+
+
+@pytest.fixture
+def x() -> Tensor: return Tensor(rand((4, 6), seed=1), device=DEV)
+@pytest.fixture
+def y() -> Tensor: return Tensor(rand((6, 4), seed=2), device=DEV)
+
+
+def test_elementwise_chain_with_movement_ops_between_is_one_kernel(x, y):
+  out = ((x + 1).T * y).exp().reshape(24).flip(0)[::2].reshape(3, 4).pad((1, 1)) - 1
+  assert kernels(out) == 1
+  assert kernels((x * 2).permute(1, 0).expand(2, 6, 4) + y) == 1
+
+
+def test_elementwise_producers_fuse_into_their_reduction(x):
+  assert kernels((x * x).sum(1)) == 1
+  assert kernels((x.exp() + 1).max(0)) == 1
+
+
+def test_matmul_is_one_kernel(x, y):
+  assert kernels(x @ y) == 1
+  assert kernels(Tensor(rand((2, 4, 6)), device=DEV) @ y) == 1  # batched
+  assert kernels((x + 1) @ y.relu()) == 1  # with elementwise producers on both sides
+
+
+def test_elementwise_consumers_of_a_reduction_fuse_into_it(x):
+  assert kernels(x.sum(1) * 2 + 1) == 1
+  assert kernels((x @ x.T).relu() * 0.5) == 1
+
+
+def test_softmax_is_three_kernels(x):
+  # max, then sum of exp, then the divide: each row reduction is broadcast back over the row it
+  # reduced, so it is realized first instead of being recomputed per element. Doing all three in one
+  # kernel (a multi-reduce) is a goal in DESIGN §4, not yet the policy: when it lands, update this pin.
+  assert kernels(x.softmax(-1)) == 3
+  names = [k.name for k in picograd.schedule(x.softmax(-1))]
+  assert names[0].startswith("r_") and names[1].startswith("r_") and names[2].startswith("E_")
+
+
+def test_reduction_broadcast_back_is_realized_first(x):
+  assert kernels(x - x.mean(1, keepdim=True)) == 2
+
+
+def test_contiguous_is_a_boundary(x):
+  assert kernels((x + 1) * 2) == 1
+  assert kernels((x + 1).contiguous() * 2) == 2
+
+
+def test_movement_ops_alone_on_a_realized_tensor(x):
+  # a reshape of a realized buffer is a view of it: nothing to run
+  assert kernels(x.reshape(24)) == 0 and kernels(x.reshape(2, 3, 4)) == 0
+  # realizing a strided view makes a copy (one kernel) ...
+  assert kernels(x.T) == 1 and kernels(x[1:, ::2]) == 1
+  # ... but a consumer reads the view directly: no copy kernel first
+  assert kernels(x.T + 1) == 1
+  assert kernels(x.permute(1, 0).reshape(2, 12)[:, 1:].exp()) == 1
+
+
+def test_building_a_graph_runs_nothing(x, y):
+  before = engine.stats["kernels_run"]
+  out = ((x @ y).softmax(-1) + 1).sum()
+  assert out.shape == ()
+  assert engine.stats["kernels_run"] == before
+  assert kernels(out) > 0
+  assert engine.stats["kernels_run"] == before  # schedule() does not run the kernels either
+
+
+def test_after_realize_there_is_nothing_to_schedule(x):
+  t = (x * 2 + 1).sum(0)
+  assert kernels(t) == 1
+  t.realize()
+  assert picograd.schedule(t) == []
+  before = engine.stats["kernels_run"]
+  t.numpy()
+  assert engine.stats["kernels_run"] == before
+
+
+def test_realized_intermediate_is_an_input_of_later_kernels(x):
+  h = (x * 2).sum(1).realize()
+  assert kernels(h + 1) == 1
+  assert kernels(h.reshape(2, 2) * h.reshape(2, 2)) == 1
+
+
+def test_several_outputs_share_one_schedule(x):
+  a, b = x + 1, x * 2
+  assert kernels(a, b) == 2
+
+
+def test_scheduled_kernels_carry_their_text_forms(x, y):
+  (k,) = picograd.schedule((x @ y).relu())
+  assert k.name and k.ir and k.source
+  assert "define" in k.source  # LLVM IR for the CPU
+
+
+def test_same_graph_on_new_data_hits_the_schedule_cache():
+  def step(data: np.ndarray) -> np.ndarray:
+    t = Tensor(data, device=DEV)
+    return ((t * 3).sum(0) + t.max()).numpy()
+
+  a, b = rand((5, 7), seed=10), rand((5, 7), seed=11)
+  step(a)  # the first time may miss
+  hits = engine.stats["cache_hits"]
+  out = step(b)
+  assert engine.stats["cache_hits"] == hits + 1
+  np.testing.assert_allclose(out, (b * 3).sum(0) + b.max(), rtol=1e-5)
+  # a graph of another shape is a different schedule
+  step(rand((5, 8), seed=12))
+  assert engine.stats["cache_hits"] == hits + 1
