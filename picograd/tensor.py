@@ -987,11 +987,13 @@ _leaves: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionar
 class no_grad(contextlib.ContextDecorator):
   """`with picograd.no_grad():` (or `@picograd.no_grad()`): results computed inside need no gradient and pass none back."""
 
+  def __init__(self) -> None: self._saved: list[bool] = []  # a stack: one decorator instance may be entered recursively
+
   def __enter__(self) -> None:
-    self._saved = Tensor.no_grad
+    self._saved.append(Tensor.no_grad)
     Tensor.no_grad = True
 
-  def __exit__(self, *exc: object) -> None: Tensor.no_grad = self._saved
+  def __exit__(self, *exc: object) -> None: Tensor.no_grad = self._saved.pop()
 
 
 def _detached(uop: UOp) -> UOp:

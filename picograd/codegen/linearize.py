@@ -1,6 +1,7 @@
 """Linearizing: the lowered kernel graph becomes a list of instructions with explicit loops.
 
-Output order: PARAMs, the global loops (outermost first), then every node after its sources.
+Output order: PARAMs, then every node after its sources, inside the global loops it needs: those open
+lazily, outermost first, so work that depends only on outer loops is not repeated for inner ones.
 A REDUCE becomes DEFINE_ACC (before its loops), its RANGEs, the body, ACCUMULATE, the
 ENDRANGEs, and a LOAD of the accumulator that later nodes use; REDUCEs over the same RANGEs
 (the optimizer's unrolled copies) share that loop nest, and a SINK may hold several STOREs.
@@ -38,12 +39,26 @@ def linearize(sink: UOp) -> list[UOp]:
   params = sorted({n for n in nodes if n.op is Ops.PARAM} | set(sink.arg or ()), key=lambda p: p.arg[0])
   for p in params: append(p)
   global_ranges = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
-  for r in global_ranges: append(r)
+  depth = {r: i for i, r in enumerate(global_ranges)}
+  opened: list[UOp] = []
+
+  def level(n: UOp) -> int:
+    """The innermost global loop `n` needs: it is emitted inside that loop and no deeper."""
+    return max((depth[r] for r in deps[n] if r in depth), default=-1)
+
+  def open_loops(k: int) -> None:
+    # global loops open lazily, outermost first, so work that needs only the outer loops (a row's
+    # max or sum, broadcast back over the row) runs once per row instead of once per element
+    while len(opened) <= k:
+      opened.append(global_ranges[len(opened)])
+      append(opened[-1])
 
   def emit(roots: list[UOp], allowed: frozenset[UOp]) -> None:
     """Emit `roots` and everything below them not yet emitted; REDUCEs open their own loops."""
-    for n in toposort(roots, stop=lambda x: x in remap or x.op is Ops.REDUCE):
-      if n in remap: continue
+    order = toposort(roots, stop=lambda x: x in remap or x.op is Ops.REDUCE)
+    for n in sorted(order, key=level):  # stable, and a node's sources never need deeper loops than it does
+      open_loops(level(n))
+      if n in remap: continue  # (a global RANGE is emitted by open_loops)
       if n.op is Ops.REDUCE: emit_reduce(n, allowed)
       else: append(n)
 
@@ -68,6 +83,7 @@ def linearize(sink: UOp) -> list[UOp]:
       remap[x] = result
 
   emit(list(sink.src), frozenset(global_ranges))
-  for r in reversed(global_ranges):
+  open_loops(len(global_ranges) - 1)
+  for r in reversed(opened):
     program.append(UOp(Ops.ENDRANGE, dtypes.void, (r,)))
   return program

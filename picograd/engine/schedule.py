@@ -87,6 +87,10 @@ def _boundaries(roots: list[UOp], nodes: list[UOp]) -> set[UOp]:
   # a reduction seen through a broadcast would be recomputed for every broadcast element
   for n in nodes:
     if n.op is Ops.EXPAND: realize.update(_reduces_below(n.src[0], realize))
+  # an assignment whose value reads its own target at other positions would read elements it already
+  # overwrote: compute the value into a buffer of its own first
+  for n in nodes:
+    if n.op is Ops.ASSIGN and _reads_shifted(n.src[1], _strip_reshapes(n.src[0]), realize): realize.add(n.src[1])
   # a reduction that would be fused into several kernels would run once per kernel: give it its own
   while True:
     owners: dict[UOp, int] = {}
@@ -99,6 +103,20 @@ def _boundaries(roots: list[UOp], nodes: list[UOp]) -> set[UOp]:
 
 def _reduces_below_sources(b: UOp, realize: set[UOp]) -> list[UOp]:
   return [r for s in b.src for r in _reduces_below(s, realize)]
+
+
+def _strip_reshapes(u: UOp) -> UOp:
+  while u.op is Ops.RESHAPE: u = u.src[0]
+  return u
+
+
+def _reads_shifted(value: UOp, target: UOp, realize: set[UOp]) -> bool:
+  """Does `value` read `target` through anything but a reshape (another element than the one being written)?"""
+  reaches: dict[UOp, bool] = {}
+  for n in toposort([value], stop=lambda x: x in realize and x is not value):
+    reaches[n] = n is target or (not (n in realize and n is not value) and any(reaches.get(s, False) for s in n.src))
+    if reaches[n] and (n.op in MOVEMENT and n.op is not Ops.RESHAPE or n.op is Ops.REDUCE): return True
+  return False
 
 
 def _device_of(root_device: str, nodes: list[UOp], root: UOp) -> dict[UOp, str]:
@@ -121,24 +139,27 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   temps: list[TempBuffer] = []
   where: dict[UOp, Binding] = {}  # boundary node -> buffer that holds it
   kernels: list[KernelSpec] = []
+  reads: list[set[UOp]] = []      # per kernel: the boundary nodes and input BUFFER slots it reads
   for n in nodes:
     if n not in boundaries: continue
     if n.op is Ops.ASSIGN:
-      target = n.src[0]
-      while target.op is Ops.RESHAPE: target = target.src[0]
+      target = _strip_reshapes(n.src[0])
       out = Binding("input", slot_of(target)[1]) if slot_of(target) else where[target]
     else:
       temps.append(TempBuffer(n.size, n.dtype, node_device[n]))
       out = Binding("temp", len(temps) - 1)
     where[n] = out
     if n.op is Ops.COPY:
-      src = n.src[0]
+      src = n.src[0] if n.src[0] in where else _strip_reshapes(n.src[0])
       kernels.append(KernelSpec(None, node_device[n], (out, _binding_of(src, where))))
+      reads.append({src})
       continue
-    ast, inputs = _kernel_ast(n, boundaries, where)
+    ast, inputs, leaves = _kernel_ast(n, boundaries, where)
     kernels.append(KernelSpec(ast, node_device[n], (out, *inputs)))
+    reads.append(leaves)
   outputs = tuple(where.get(r) if r in boundaries else _view_binding(r) for r in roots)
-  return ScheduleTemplate(tuple(_order_for_assigns(kernels)), tuple(temps), outputs)
+  order = _order([n for n in nodes if n in boundaries], reads)
+  return ScheduleTemplate(tuple(kernels[i] for i in order), tuple(temps), outputs)
 
 
 def _view_binding(root: UOp) -> Binding | None:
@@ -155,8 +176,8 @@ def _binding_of(u: UOp, where: dict[UOp, Binding]) -> Binding:
   return where[base]
 
 
-def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> tuple[UOp, list[Binding]]:
-  """The fused graph computing `root`, with every input (buffer or realized node) replaced by a PARAM."""
+def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> tuple[UOp, list[Binding], set[UOp]]:
+  """The fused graph computing `root`, with every input (buffer or realized node) replaced by a PARAM; and those inputs."""
   value = root.src[1] if root.op is Ops.ASSIGN else root.src[0] if root.op is Ops.CONTIGUOUS else root
   params: dict[Binding, UOp] = {}
   inputs: list[Binding] = []
@@ -168,7 +189,7 @@ def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> t
       params[b] = UOp(Ops.PARAM, dtype, (), (len(inputs), size))
     return params[b]
 
-  stop = lambda n: n is not value and (n in boundaries or n.op is Ops.BUFFER)
+  stop = lambda n: n is not root and (n in boundaries or n.op is Ops.BUFFER)
   for n in toposort([value], stop=stop):
     if not stop(n): continue
     if n.op is Ops.BUFFER:
@@ -183,30 +204,25 @@ def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> t
     detached = {n: n.src[0] for n in toposort([value]) if n.op is Ops.DETACH}
   out = UOp(Ops.PARAM, root.dtype, (), (0, root.size))
   ast = UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (out, value)),))
-  return ast, inputs
+  return ast, inputs, set(mapping)
 
 
-def _order_for_assigns(kernels: list[KernelSpec]) -> list[KernelSpec]:
-  """Topological order by data dependence, where a kernel that reads a buffer's old value runs before the ASSIGN that overwrites it."""
-  writer: dict[Binding, int] = {}
-  deps: list[set[int]] = [set() for _ in kernels]
-  for i, k in enumerate(kernels):
-    for b in k.bindings[1:]:
-      if b in writer: deps[i].add(writer[b])
-    writer[k.bindings[0]] = i
-  for i, k in enumerate(kernels):
-    out = k.bindings[0]
-    if out.kind != "input": continue
-    # any kernel reading the same input that does not (transitively) need this one must run first
-    for j, other in enumerate(kernels):
-      if j != i and out in other.bindings[1:] and not _depends_on(j, i, deps): deps[i].add(j)
+def _order(computed: list[UOp], reads: list[set[UOp]]) -> list[int]:
+  """Kernel order: after the kernels whose results they read, and a kernel that reads a buffer's old value
+  before the ASSIGN that overwrites it."""
+  index = {n: i for i, n in enumerate(computed)}
+  deps: list[set[int]] = [{index[x] for x in r if x in index} for r in reads]
+  for i, n in enumerate(computed):
+    if n.op is not Ops.ASSIGN: continue
+    target = _strip_reshapes(n.src[0])
+    for j, r in enumerate(reads):
+      if j != i and target in r and not _depends_on(j, i, deps): deps[i].add(j)
   order, done = [], set()
-  while len(order) < len(kernels):
-    progressed = False
-    for i in range(len(kernels)):
-      if i not in done and deps[i] <= done:
-        order.append(kernels[i]); done.add(i); progressed = True
-    if not progressed: raise RuntimeError("schedule: circular dependence between in-place assignments")
+  while len(order) < len(computed):
+    ready = [i for i in range(len(computed)) if i not in done and deps[i] <= done]
+    if not ready: raise RuntimeError("schedule: circular dependence between in-place assignments")
+    order.extend(ready)
+    done.update(ready)
   return order
 
 

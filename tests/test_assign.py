@@ -1,0 +1,46 @@
+"""In-place assignment: writes land in the target's buffer, in the right order, without reading overwritten elements."""
+import numpy as np
+import picograd
+from picograd import Tensor
+
+
+def test_assign_keeps_the_buffer_and_is_one_kernel():
+  w = Tensor([1.0, 2.0, 3.0])
+  buf = w.uop
+  w.assign(w * 2 + 1)
+  assert len(picograd.schedule(w)) == 1
+  w.realize()
+  assert w.uop is buf
+  np.testing.assert_array_equal(w.numpy(), [3.0, 5.0, 7.0])
+
+
+def test_assign_reading_its_target_elsewhere_goes_through_a_temporary():
+  w = Tensor([1.0, 2.0, 3.0, 4.0])
+  w.assign(w.flip(0) + w)
+  assert len(picograd.schedule(w)) == 2  # the value first, then the copy into w
+  np.testing.assert_array_equal(w.numpy(), [5.0, 5.0, 5.0, 5.0])
+  m = Tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+  m.assign(m - m.sum(1, keepdim=True))
+  np.testing.assert_array_equal(m.numpy(), np.arange(6).reshape(2, 3) - np.array([[3], [12]]))
+
+
+def test_readers_of_the_old_value_run_before_the_assignment():
+  w = Tensor([1.0, 2.0, 3.0])
+  old_sum = w.sum()
+  w.assign(w * 10)
+  Tensor.realize(w, old_sum)
+  assert old_sum.item() == 6.0
+  np.testing.assert_array_equal(w.numpy(), [10.0, 20.0, 30.0])
+
+
+def test_two_tensors_from_one_graph_do_not_share_memory():
+  a, b = Tensor.zeros(3).realize(), Tensor.zeros(3).realize()
+  a.assign(Tensor.ones(3)).realize()
+  np.testing.assert_array_equal(b.numpy(), [0.0, 0.0, 0.0])
+
+
+def test_a_computed_node_is_forgotten_once_its_buffer_is_overwritten():
+  x = Tensor([1.0, 2.0, 3.0])
+  y = (x * 2).realize()
+  y.assign(y + 10).realize()
+  np.testing.assert_array_equal((x * 2 + 1).numpy(), [3.0, 5.0, 7.0])
