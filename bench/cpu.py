@@ -24,7 +24,13 @@ except ImportError:  # PyTorch is optional: its column reads n/a
 
 
 def median_time(fn: Callable[[], object], runs: int, warmup: int) -> float:
-  """Median wall time of `fn()` in seconds."""
+  """Median wall time of `fn()` in seconds.
+
+  It first sleeps a moment: OpenBLAS (numpy's matmul) and OpenMP (PyTorch) keep their worker
+  threads spinning for a while after a call, and on a small machine those spinning threads
+  would slow down whatever is timed next.
+  """
+  time.sleep(0.2)
   for _ in range(warmup): fn()
   times = []
   for _ in range(runs):
@@ -183,35 +189,37 @@ def bench_mlp(batch: int, runs: int, warmup: int) -> Row:
   return Row(name, median_time(step, runs, warmup), None, pt)
 
 
+def save(text: str, cores: int, runs: int) -> None:
+  """Append `text` to bench/RESULTS.md under a heading naming the date, CPU, load, commit and versions."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  def git(*a: str) -> str: return subprocess.run(["git", *a], capture_output=True, text=True, cwd=here).stdout.strip()
+  commit = git("rev-parse", "--short", "HEAD") or "unknown"
+  dirty = " plus uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+  cpu = platform.processor()
+  if os.path.exists("/proc/cpuinfo"):
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
+  # other work on the machine skews every column: say how busy it was
+  load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
+  head = (f"\n## CPU: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu}, {cores} cores{load}, commit {commit}{dirty}\n\n"
+          f"`python bench/cpu.py`: median of {runs} runs; numpy {np.__version__}, torch {torch.__version__ if torch is not None else 'not installed'}, "
+          f"python {platform.python_version()}. ratio = numpy time / picograd time (PyTorch's for the MLP rows): above 1, picograd is faster.\n\n")
+  with open(os.path.join(here, "RESULTS.md"), "a") as f: f.write(head + text + "\n")
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--runs", type=int, default=7, help="timed runs per row (median)")
   ap.add_argument("--warmup", type=int, default=2, help="untimed runs first")
   ap.add_argument("--save", action="store_true", help="append the table to bench/RESULTS.md")
   args = ap.parse_args()
-  if torch is not None: torch.set_num_threads(os.cpu_count() or 1)
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+  if torch is not None: torch.set_num_threads(cores)
   r, w = args.runs, args.warmup
   rows = [bench_elementwise(r, w), bench_rowsum(r, w), bench_softmax(r, w), bench_matmul(512, r, w), bench_matmul(1024, r, w),
           *bench_first_call(min(r, 5)), bench_mlp(32, r * 3, w * 5), bench_mlp(512, r * 3, w * 5)]
   text = table(rows)
   print(text)
-  if args.save:
-    try:
-      commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(__file__)).stdout.strip()
-    except OSError:
-      commit = "unknown"
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor()) \
-      if os.path.exists("/proc/cpuinfo") else platform.processor()
-    dirty = " (uncommitted changes)" if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                                                        cwd=os.path.dirname(__file__)).stdout.strip() else ""
-    head = (f"\n## {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu}, {os.cpu_count()} cores, commit {commit}{dirty}\n"
-            f"numpy {np.__version__}, torch {torch.__version__ if torch is not None else 'not installed'}, python {platform.python_version()}\n\n")
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
-    new = not os.path.exists(path)
-    with open(path, "a") as f:
-      if new: f.write("# CPU benchmark results\n\nAppended by `python bench/cpu.py --save`; ratio = numpy time / picograd time "
-                      "(PyTorch's time for the MLP rows): above 1 means picograd is faster.\n")
-      f.write(head + text + "\n")
+  if args.save: save(text, cores, r)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """GPU benchmark: picograd on CUDA beside PyTorch eager and torch.compile in one process, as a markdown table.
 
 Rows: fused elementwise `a*b+c` and `(a*b+c).exp()*0.5+a` on 64M float32 (GB/s over the bytes of
-the inputs and the output), row sums and the full sum of 8192x8192, row softmax of 8192x8192,
-float32 and float16 matmuls at 1024 and 4096 (TFLOP/s), and the first call of a new kernel
+the inputs and the output), row sums and the full sum of 8192x8192, row softmax and layer_norm of
+8192x8192 (one kernel each, a block per row), float32 and float16 matmuls at 1024 and 4096
+(TFLOP/s), and the first call of a new kernel
 (scheduling, NVRTC, loading) beside a cached one. Every GPU time is the median of --runs runs
 measured with CUDA events after --warmup runs; picograd's is the sum of its kernels' times for
 one realize (the same schedule, run again on the same buffers). "vs eager" is PyTorch eager's
@@ -98,6 +99,8 @@ def run(args) -> tuple[list[Row], list[str]]:
   add("full sum 8192^2", lambda: M.sum(), lambda: tm.sum(), mb, "GB/s", ">= 2200 GB/s", lambda pg, _: mb / pg / 1e9 >= 2200)
   add("softmax rows 8192^2", lambda: M.softmax(-1), lambda: tm.softmax(-1), 2 * mb, "GB/s", ">= 1500 GB/s",
       lambda pg, _: 2 * mb / pg / 1e9 >= 1500)
+  add("layer_norm rows 8192^2", lambda: M.layer_norm(8192), lambda: torch.nn.functional.layer_norm(tm, (8192,)), 2 * mb, "GB/s",
+      "-", lambda pg, _: True)
   del M, tm
   for dt, tdt, need in (("float32", torch.float32, 0.5), ("float16", torch.float16, 0.3)):
     for size in (1024, 4096):

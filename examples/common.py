@@ -5,10 +5,10 @@ from typing import Any
 from picograd import Tensor, nn
 
 
-def add_training_args(parser: argparse.ArgumentParser, steps: int) -> None:
-  """The flags every example takes: --device, --steps, --seed, --save, --save-every, --resume."""
+def add_training_args(parser: argparse.ArgumentParser, steps: int | None) -> None:
+  """The flags every example takes: --device, --steps (None: the example picks), --seed, --save, --save-every, --resume."""
   parser.add_argument("--device", default=None, help="device to train on (default: $DEV, else CPU)")
-  parser.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps})")
+  parser.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps or 'per config'})")
   parser.add_argument("--seed", type=int, default=42, help="seed for the initial weights, the batches and the samples")
   parser.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint (safetensors) here every --save-every steps and at the end")
   parser.add_argument("--save-every", type=int, default=1000, metavar="N")

@@ -35,7 +35,7 @@ class MLP:
 
   def __call__(self, context: Tensor) -> Tensor:
     """[batch, block_size] character indices -> [batch, vocab_size] logits."""
-    return self.out(self.hidden(self.emb(context).flatten(1)).tanh().contiguous())
+    return self.out(self.hidden(self.emb(context).flatten(1)).tanh())
 
 
 @picograd.no_grad()

@@ -47,8 +47,7 @@ class Optimizer:
   @lr.setter
   def lr(self, value: float) -> None:
     if value < 0: raise ValueError(f"{type(self).__name__}: learning rate must be non-negative, got {value}")
-    # `+ 0` makes the copy a computation: an ASSIGN whose value is a bare 1-D buffer does not lower yet (reported to the lead)
-    self._lr.assign(self._scalar_buffer(value) + 0).realize()
+    self._lr.assign(self._scalar_buffer(value)).realize()
 
   def zero_grad(self) -> None:
     """Forget the gradients of the last backward pass (the next `backward()` fills `.grad` afresh)."""
@@ -60,13 +59,9 @@ class Optimizer:
 
   def schedule_step(self) -> list[Tensor]:
     """Assign the updates lazily and return the tensors to realize: parameters and optimizer state."""
-    trained = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
-    # Workaround, to go when the engine orders in-place writes by graph: in one schedule, a gradient kernel that
-    # reads parameter A's old value can run after A's update (reported with a repro). Computing the gradients
-    # first leaves every update kernel reading only its own parameter and state.
-    Tensor.realize(*[p.grad for _, p in trained])
     out = self._advance()
-    for i, p in trained: out.extend(self._update(i, p, p.grad.cast(p.dtype)))
+    for i, p in enumerate(self.params):
+      if p.grad is not None: out.extend(self._update(i, p, p.grad.cast(p.dtype)))
     return out
 
   def _advance(self) -> list[Tensor]:

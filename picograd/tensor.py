@@ -78,7 +78,10 @@ class Tensor:
       self.uop = UOp.const(dt, data)
       return
     if type(data).__module__.startswith("torch"): data = data.detach().cpu().numpy()
-    arr = np.asarray(data)
+    try:
+      arr = np.asarray(data)
+    except ValueError as e:  # numpy 2 refuses ragged nesting outright
+      raise ValueError(f"Tensor: cannot make a tensor from ragged data {data!r:.80} ({e})") from None
     if arr.dtype == object: raise TypeError(f"Tensor: cannot make a tensor from ragged or non-numeric data {data!r:.80}")
     if dtype is None:
       if isinstance(data, (list, tuple)):  # Python lists follow PyTorch: floats -> float32, ints -> int64

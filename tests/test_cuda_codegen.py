@@ -43,7 +43,15 @@ CASES = {
   "reduce_cols": (lambda: Tensor(rnd(512, 4096)).sum(0), "flat"),
   "full_sum": (lambda: Tensor(rnd(512, 512)).sum(), "split"),
   "full_max": (lambda: Tensor(rnd(512, 512)).max(), "split"),
-  "softmax": (lambda: Tensor(rnd(64, 256)).softmax(-1), "lanes"),
+  "softmax": (lambda: Tensor(rnd(64, 256)).softmax(-1), "row"),
+  "softmax_long": (lambda: Tensor(rnd(8, 4096)).softmax(-1), "row"),
+  "softmax_odd": (lambda: Tensor(rnd(13, 1001)).softmax(-1), "row"),
+  "softmax_tiny": (lambda: Tensor(rnd(50, 10)).softmax(-1), "flat"),
+  "log_softmax": (lambda: Tensor(rnd(300, 2048)).log_softmax(-1), "row"),
+  "layer_norm": (lambda: Tensor(rnd(9, 768)).layer_norm(768, Tensor(rnd(768)), Tensor(rnd(768))), "row"),
+  "layer_norm_2d": (lambda: Tensor(rnd(2, 6, 256)).layer_norm((6, 256)), "row"),
+  "center_all": (lambda: Tensor(rnd(40, 8)) - Tensor(rnd(40, 8)).max(), "flat"),  # the full max is realized first
+  "logsumexp": (lambda: Tensor(rnd(64, 256)).logsumexp(-1), "block"),
   "matmul_f32": (lambda: Tensor(rnd(256, 64)) @ Tensor(rnd(64, 128)), "matmul"),
   "matmul_odd": (lambda: Tensor(rnd(100, 70)) @ Tensor(rnd(70, 90)), "matmul"),
   "matmul_bias_T": (lambda: Tensor(rnd(128, 96)).linear(Tensor(rnd(80, 96)), Tensor(rnd(80))), "matmul"),
@@ -77,6 +85,19 @@ def test_renders_and_compiles(name, noopt):
 
 
 @needs_nvrtc
+@pytest.mark.parametrize("noopt", [0, 1])
+def test_row_kernel_work_is_linear(noopt):
+  # softmax is one kernel whose row reductions run once per row: a block or warp per row, or (NOOPT) a thread per row
+  with Context(NOOPT=noopt):
+    kernels = asts(Tensor(rnd(100, 4096)).softmax(-1))
+    assert len(kernels) == 1
+    _, src, dims, meta = render_for_arch(kernels[0], "sm_90")
+  threads = dims.global_size[0] * dims.local_size[0]
+  if noopt: assert meta["plan"] == "flat" and 100 <= threads < 100 + dims.local_size[0]
+  else: assert meta["plan"] == "row" and dims.global_size == (100,) and "float4" in src and src.count("pg_block_reduce(") == 3
+
+
+@needs_nvrtc
 def test_compiles_for_older_arch():
   for build, _ in (CASES["matmul_f16"], CASES["full_sum"], CASES["bf16"]):
     for ast in asts(build()):
@@ -94,6 +115,15 @@ GPU_CASES = {
   "full_sum": lambda d: (lambda a: a.sum(), [rnd(1024, 1024)]),
   "full_max": lambda d: (lambda a: a.max(), [rnd(999, 1025)]),
   "softmax": lambda d: (lambda a: a.softmax(-1), [rnd(128, 1000)]),
+  "softmax_warp_tail": lambda d: (lambda a: a.softmax(-1), [rnd(37, 300)]),
+  "softmax_odd": lambda d: (lambda a: a.softmax(-1), [rnd(33, 1001)]),
+  "softmax_long": lambda d: (lambda a: a.softmax(-1), [rnd(3, 5000)]),
+  "log_softmax": lambda d: (lambda a: a.log_softmax(-1), [rnd(300, 2048)]),
+  "layer_norm": lambda d: (lambda a, w, b: a.layer_norm(768, w, b), [rnd(37, 768), rnd(768), rnd(768)]),
+  "layer_norm_2d": lambda d: (lambda a: a.layer_norm((6, 256)), [rnd(5, 6, 256)]),
+  "center_all": lambda d: (lambda a: a - a.mean(), [rnd(1000, 33)]),
+  "softmax_grad": lambda d: (_vjp(lambda t: t.softmax(-1)), [rnd(64, 512), rnd(64, 512, seed=1)]),
+  "layer_norm_grad": lambda d: (_vjp(lambda t: t.layer_norm(512)), [rnd(64, 512), rnd(64, 512, seed=1)]),
   "matmul": lambda d: (lambda a, b: a @ b, [rnd(256, 128), rnd(128, 192)]),
   "matmul_odd": lambda d: (lambda a, b: a @ b, [rnd(100, 70), rnd(70, 130)]),
   "matmul_linear": lambda d: (lambda a, w, c: a.linear(w, c).relu(), [rnd(130, 96), rnd(80, 96), rnd(80)]),
@@ -102,6 +132,15 @@ GPU_CASES = {
   "matmul_f16_T": lambda d: (lambda a, b: a @ b.T, [rnd(128, 96, dtype=np.float16), rnd(72, 96, dtype=np.float16)]),
   "pad": lambda d: (lambda a: a.pad(((1, 2), (3, 0))) * 2, [rnd(16, 16)]),
 }
+
+
+def _vjp(f):
+  """fn(a, g): the gradient of f at a along g."""
+  def grad(a: Tensor, g: Tensor) -> Tensor:
+    a.requires_grad = True
+    f(a).backward(g)
+    return a.grad
+  return grad
 
 
 def _run(fn, arrays, device):

@@ -89,6 +89,11 @@ def test_unknown_device(name):
   with pytest.raises(DeviceError, match="device"): canonicalize(name)
 
 
+def test_unknown_default_device_from_dev_flag():
+  with Context(DEV="TPU"):
+    with pytest.raises(DeviceError, match="unknown device 'TPU'"): Tensor([1.0])
+
+
 def test_unknown_device_names_the_known_ones():
   with pytest.raises(DeviceError, match=r"unknown device 'TPU'; picograd knows \['CPU', 'CUDA', 'PYTHON'\]"): Tensor([1.0], device="TPU")
 
@@ -121,7 +126,7 @@ def test_item_assignment_is_unsupported(x):
 
 
 def test_bad_data_and_dtypes():
-  with pytest.raises(ValueError): Tensor([[1, 2], [3]])  # ragged
+  with pytest.raises(ValueError, match=r"Tensor: cannot make a tensor from ragged data \[\[1, 2\], \[3\]\]"): Tensor([[1, 2], [3]])
   with pytest.raises(TypeError, match=r"numpy dtype complex64 is not supported"): Tensor(np.ones(2, np.complex64))
   with pytest.raises(TypeError, match=r"unknown dtype name 'complex64'"): Tensor([1], dtype="complex64")
   with pytest.raises(TypeError, match="add: unsupported operand of type str"): Tensor([1]) + "a"

@@ -44,17 +44,21 @@ def test_elementwise_consumers_of_a_reduction_fuse_into_it(x):
   assert kernels((x @ x.T).relu() * 0.5) == 1
 
 
-def test_softmax_is_three_kernels(x):
-  # max, then sum of exp, then the divide: each row reduction is broadcast back over the row it
-  # reduced, so it is realized first instead of being recomputed per element. Doing all three in one
-  # kernel (a multi-reduce) is a goal in DESIGN §4, not yet the policy: when it lands, update this pin.
-  assert kernels(x.softmax(-1)) == 3
-  names = [k.name for k in picograd.schedule(x.softmax(-1))]
-  assert names[0].startswith("r_") and names[1].startswith("r_") and names[2].startswith("E_")
+def test_row_softmax_is_one_kernel(x):
+  # the row max and the row sum of exp are broadcast back over the rows they reduced (the trailing
+  # axis), so the kernel computes each once per row, before the loop over the row's elements
+  assert kernels(x.softmax(-1)) == 1
+  assert kernels(x.log_softmax(-1)) == 1
+  assert kernels(x.layer_norm((x.shape[-1],))) == 1
 
 
-def test_reduction_broadcast_back_is_realized_first(x):
-  assert kernels(x - x.mean(1, keepdim=True)) == 2
+def test_reduction_broadcast_back_over_a_leading_axis_is_realized_first(x):
+  # a column mean broadcast over the rows would be needed inside the inner loop: realize it first
+  assert kernels(x - x.mean(0, keepdim=True)) == 2
+  # max and sum of exp over axis 0, then the divide
+  assert kernels(x.softmax(0)) == 3
+  # a transposed consumer iterates the rows innermost: no fusion either
+  assert kernels(x.softmax(-1).T) == 3
 
 
 def test_contiguous_is_a_boundary(x):

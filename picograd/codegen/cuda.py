@@ -12,6 +12,12 @@ the program; the per-op rendering below is shared by every plan:
 - `block`: one block per output; the threads of the block share each top-level reduction (thread t
   takes iterations t, t+B, ...), then combine with warp shuffles and shared memory. Used when the
   reduction reads contiguous memory, or when there are too few outputs to fill the GPU otherwise.
+- `row`: a reduction per row broadcast back over the row (softmax, log_softmax, layer_norm: the
+  linearizer emits such reductions once per row, before the column loops open). A block per row,
+  or a warp per row for rows of at most 1024: the threads share each row reduction as in `block`
+  (a reduction that uses an earlier one's result runs after its combine), then stride over the
+  columns to compute and store the outputs; float4 loads and stores where the index allows.
+  NOOPT's `flat` plan runs such a kernel with a thread per row, so it stays linear in the size.
 - `split`: few outputs, huge reduction (a full sum): each output gets G blocks; each block writes
   its partial to a `__device__` scratch array, and the last block to finish (an atomic ticket)
   combines the G partials in a fixed order, so the result is deterministic and needs one launch.
@@ -136,9 +142,14 @@ PG_INLINE bool pg_shfl_xor(bool v, int o) { return __shfl_xor_sync(0xffffffffu, 
 PG_INLINE unsigned char pg_shfl_xor(unsigned char v, int o) { return (unsigned char)__shfl_xor_sync(0xffffffffu, (int)v, o); }
 struct PgAdd { template <class T> PG_INLINE T operator()(T a, T b) const { return a + b; } };
 struct PgMax { template <class T> PG_INLINE T operator()(T a, T b) const { return pg_max(a, b); } };
+// every lane of the warp gets the combined value
+template <class T, class Op> PG_INLINE T pg_warp_reduce(T v, Op op) {
+  for (int o = 16; o > 0; o >>= 1) v = op(v, pg_shfl_xor(v, o));
+  return v;
+}
 // every thread of the block gets the combined value; `smem` holds one slot per warp
 template <class T, class Op> PG_INLINE T pg_block_reduce(T v, Op op, T* smem) {
-  for (int o = 16; o > 0; o >>= 1) v = op(v, pg_shfl_xor(v, o));
+  v = pg_warp_reduce(v, op);
   const int nwarps = (blockDim.x + 31) >> 5;
   __syncthreads();  // the slots may still be read by an earlier reduction
   if ((threadIdx.x & 31) == 0) smem[threadIdx.x >> 5] = v;
@@ -329,7 +340,7 @@ def render_store(param: UOp, idx: str, value: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# plans: flat, block and split share the sequential walk; lanes, matmul and mma render cones
+# plans: flat, block, split and row share the sequential walk; lanes, matmul and mma render cones
 
 BLOCK = 256
 
@@ -353,75 +364,196 @@ def _acc_update(op: Ops, dt: DType, acc: str, v: str) -> str:
 def _functor(op: Ops) -> str: return "PgMax()" if op is Ops.MAX else "PgAdd()"
 
 
-def render_sequential(program: list[UOp], ks: KernelSource, mode: str, split: int = 1) -> None:
-  """Walk the program in order. mode "flat": a thread per output; "block": a block per output (times `split`)."""
-  w = ks.w
+def row_split(program: list[UOp]) -> tuple[list[UOp], list[UOp]]:
+  """(rows, columns): the global loops open at the first top-level reduction, and the global loops after it.
+
+  The linearizer opens global loops lazily, outermost first, so a reduction that needs only the outer
+  loops (a row's max or sum broadcast back over the row: softmax, layer_norm) comes before the inner
+  loops open, and runs once per row. Without such a reduction every global loop is a row loop.
+  """
   glob = [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
-  total = prod(r.arg[1] for r in glob)
-  names: dict[UOp, str] = {}
-  if mode == "flat":
-    ks.block = min(BLOCK, max(32, 1 << (max(total, 1) - 1).bit_length()))
-    ks.grid = (ceildiv(max(total, 1), ks.block),)
-    it = "long long" if total >= 2**31 else "int"
-    w(f"const {it} gid = ({it})blockIdx.x * {ks.block} + threadIdx.x;")
-    w(f"if (gid >= {max(total, 1)}) return;")
-    index_of(glob, "gid", w, names)
-  else:
-    ks.grid = (max(total, 1) * split,)
-    w(f"const int out = blockIdx.x{f' / {split}' if split > 1 else ''};")
-    if split > 1: w(f"const int part = blockIdx.x % {split};")
-    index_of(glob, "out", w, names)
-  tid = "threadIdx.x"
-  open_loops: list[UOp] = []        # reduce ranges currently open
-  parallel: set[UOp] = set()        # accumulators whose loop the whole block shares
-  shared_ranges: dict[UOp, bool] = {}  # ranges bound by a shared loop -> whether it is the outermost (closes the loop)
+  opened, depth = 0, 0
   for u in program:
-    if u.op in (Ops.PARAM, Ops.CONST) or (u.op is Ops.RANGE and u.arg[2] == "global"): continue
-    if u.op is Ops.ENDRANGE:
-      r = u.src[0]
-      if r.arg[2] == "global": continue
-      open_loops.remove(r)
-      if shared_ranges.get(r, True): w.close()
-      continue
-    if u.op is Ops.DEFINE_ACC:
-      acc = names[u] = w.fresh("acc")
-      w(f"{REG_TYPES[u.dtype]} {acc} = {c_const(u.arg[0], u.dtype)};")
-      if mode != "flat" and not open_loops:
-        parallel.add(u)
-        shared_ranges.update({r: r is u.src[0] for r in u.src})
-        size = prod(r.arg[1] for r in u.src)
-        j = w.fresh("j")
-        start, step = (f"part * {ks.block} + {tid}", f"{ks.block * split}") if split > 1 else (tid, str(ks.block))
-        w("#pragma unroll 4")
-        w.open(f"for (int {j} = {start}; {j} < {size}; {j} += {step})")
-        index_of(list(u.src), j, w, names)
-        open_loops.extend(u.src)
-      continue
     if u.op is Ops.RANGE:
-      if u in names: continue  # bound by a parallel reduction above
-      n = names[u] = w.fresh("r")
-      w.open(f"for ({REG_TYPES[u.dtype]} {n} = 0; {n} < {u.arg[1]}; {n}++)")
-      open_loops.append(u)
-      continue
-    if u.op is Ops.ACCUMULATE:
-      w(_acc_update(u.arg, u.src[0].dtype, names[u.src[0]], _val(u.src[1], names)))
-      continue
-    if u.op is Ops.LOAD and u.src[0].op is Ops.DEFINE_ACC:
-      acc = u.src[0]
-      if acc in parallel: _block_combine(acc, names, ks, split)
-      names[u] = names[acc]
-      continue
-    if u.op is Ops.STORE:
-      line = render_store(u.src[0], _val(u.src[1], names), _val(u.src[2], names))
-      w(f"if ({tid} == 0) {line}" if mode != "flat" else line)
-      continue
-    code = render_load(u.src[0], _val(u.src[1], names)) if u.op is Ops.LOAD else \
-        render_alu(u.op, u.dtype, [_val(s, names) for s in u.src], u.src[0].dtype, u in w.wrapping)
-    n = names[u] = w.fresh("v")
-    w(f"const {REG_TYPES[u.dtype]} {n} = {code};")
+      if u.arg[2] == "global": opened += 1
+      else: depth += 1
+    elif u.op is Ops.ENDRANGE and u.src[0].arg[2] == "reduce": depth -= 1
+    elif u.op is Ops.DEFINE_ACC and depth == 0: return glob[:opened], glob[opened:]
+  return glob, []
 
 
-def _val(u: UOp, names: dict[UOp, str]) -> str: return c_const(u.arg, u.dtype) if u.op is Ops.CONST else names[u]
+class Sequential:
+  """Renders the program in order for the flat, block, split and row plans.
+
+  The row loops (every global loop, or those before the first reduction: `row_split`) come from the
+  thread index (flat: a thread per row) or the block index (block, split: a block per output; row: a
+  block or a warp per row). The plan's *strided* loops, a top-level reduction's loops (block, split,
+  row) and the column loops (row), are shared by the `group` threads of a row: thread t takes
+  iterations t, t+group, ...; a strided reduction ends with a combine that gives every thread the
+  result, so a later reduction or the columns can use it. In the row plan a strided loop whose
+  innermost range is a multiple of 4 and which has a 16-byte-aligned contiguous access takes four
+  neighbouring iterations per step (`lane` 0..3, the body rendered four times) with float4 loads and
+  stores. Every other loop runs sequentially inside its thread.
+  """
+
+  def __init__(self, program: list[UOp], ks: KernelSource, mode: str, split: int = 1, group: int = 0):
+    self.program, self.ks, self.w, self.mode, self.split = program, ks, ks.w, mode, split
+    self.names: dict[UOp, str] = {}
+    self.end = {u.src[0]: i for i, u in enumerate(program) if u.op is Ops.ENDRANGE}  # RANGE -> index of its ENDRANGE
+    self.rows, self.cols = row_split(program) if mode in ("flat", "row") else ([u for u in program if u.op is Ops.RANGE and
+                                                                                   u.arg[2] == "global"], [])
+    self.parallel: set[UOp] = set()    # accumulators of strided reductions, combined across the group at their LOAD
+    self.loops = 0                     # loops open around the current instruction (strided or sequential)
+    self.strided = 0                   # strided loops open: stores inside them are each thread's own
+    self.lane: int | None = None       # which of four vector lanes is being rendered
+    self.inner: UOp | None = None      # the range the lanes step along
+    self.vectors: dict[UOp, str] = {}  # a vector load's register, issued by lane 0
+    self.pending: dict[UOp, tuple[str, list[str]]] = {}  # a vector store: lane 0's index, the lanes' values so far
+    self.tid = "threadIdx.x"           # the thread's place in its group
+    self.group = self._launch(group)
+
+  def _launch(self, group: int) -> int:
+    """Grid, block and the row index; returns how many threads share a row's strided loops."""
+    w, ks = self.w, self.ks
+    total = max(prod(r.arg[1] for r in self.rows), 1)
+    if self.mode == "flat":
+      ks.block = min(BLOCK, max(32, 1 << (total - 1).bit_length()))
+      ks.grid = (ceildiv(total, ks.block),)
+      it = "long long" if total >= 2**31 else "int"
+      w(f"const {it} gid = ({it})blockIdx.x * {ks.block} + threadIdx.x;")
+      w(f"if (gid >= {total}) return;")
+      index_of(self.rows, "gid", w, self.names)
+      return 1
+    if self.mode == "row" and group == 32:
+      per = ks.block // 32  # a warp per row, several rows per block
+      ks.grid = (ceildiv(total, per),)
+      w(f"const int row = blockIdx.x * {per} + (threadIdx.x >> 5), lane = threadIdx.x & 31;")
+      if total % per: w(f"if (row >= {total}) return;  // a whole warp leaves: its shuffles need no absent lane")
+      self.tid = "lane"
+      index_of(self.rows, "row", w, self.names)
+      return 32
+    if self.mode == "row": ks.block = group
+    ks.grid = (total * self.split,)
+    w(f"const int out = blockIdx.x{f' / {self.split}' if self.split > 1 else ''};")
+    if self.split > 1: w(f"const int part = blockIdx.x % {self.split};")
+    index_of(self.rows, "out", w, self.names)
+    return ks.block
+
+  def render(self) -> None: self.walk(0, len(self.program))
+
+  def val(self, u: UOp) -> str: return c_const(u.arg, u.dtype) if u.op is Ops.CONST else self.names[u]
+
+  def walk(self, lo: int, hi: int) -> None:
+    """Render program[lo:hi]; a loop is rendered with its body, up to its ENDRANGE."""
+    w, names, i = self.w, self.names, lo
+    while i < hi:
+      u = self.program[i]
+      i += 1
+      if u.op in (Ops.PARAM, Ops.CONST, Ops.ENDRANGE): continue  # (a rendered loop's own ENDRANGE is past its body)
+      if u.op is Ops.RANGE:
+        if u in names: continue  # a row loop, or bound by the strided loop around it
+        if u.arg[2] == "global" and self.mode == "row": i = self.strided_loop(self.cols, i, self.end[u])
+        else: i = self.sequential_loop(u, i, self.end[u])
+      elif u.op is Ops.DEFINE_ACC:
+        acc = names[u] = w.fresh("acc")
+        w(f"{REG_TYPES[u.dtype]} {acc} = {c_const(u.arg[0], u.dtype)};")
+        if self.mode != "flat" and self.loops == 0:
+          self.parallel.add(u)
+          # several accumulators over the same loops (unrolled copies) are declared together; the last opens the loop
+          if self.program[i] is u.src[0]: i = self.strided_loop(list(u.src), i + len(u.src), self.end[u.src[0]])
+      elif u.op is Ops.ACCUMULATE:
+        w(_acc_update(u.arg, u.src[0].dtype, names[u.src[0]], self.val(u.src[1])))
+      elif u.op is Ops.LOAD and u.src[0].op is Ops.DEFINE_ACC:
+        acc = u.src[0]
+        if acc in self.parallel: self.combine(acc)
+        names[u] = names[acc]
+      elif u.op is Ops.STORE: self.store(u)
+      elif u.op is Ops.LOAD and (vec := self.vector_load(u)) is not None: names[u] = vec
+      else:
+        code = render_load(u.src[0], self.val(u.src[1])) if u.op is Ops.LOAD else \
+            render_alu(u.op, u.dtype, [self.val(s) for s in u.src], u.src[0].dtype, u in w.wrapping)
+        n = names[u] = w.fresh("v")
+        w(f"const {REG_TYPES[u.dtype]} {n} = {code};")
+
+  def sequential_loop(self, r: UOp, lo: int, hi: int) -> int:
+    """`for` over one range in every thread; returns where the walk goes on (past the ENDRANGE at `hi`)."""
+    n = self.names[r] = self.w.fresh("r")
+    self.w.open(f"for ({REG_TYPES[r.dtype]} {n} = 0; {n} < {r.arg[1]}; {n}++)")
+    self.loops += 1
+    self.walk(lo, hi)
+    self.loops -= 1
+    self.w.close()
+    return hi + 1
+
+  def strided_loop(self, ranges: list[UOp], lo: int, hi: int) -> int:
+    """One loop over all of `ranges` (outermost first), its iterations dealt out to the group's threads."""
+    w, size = self.w, prod(r.arg[1] for r in ranges)
+    width = 4 if self.mode == "row" and self._vectorizable(ranges, lo, hi) else 1
+    it, j = "long long" if size >= 2**31 else "int", w.fresh("j")
+    start, step = (f"part * {self.ks.block} + {self.tid}", self.ks.block * self.split) if self.split > 1 else (self.tid, self.group)
+    w(f"#pragma unroll {2 if width > 1 else 4}")  # a four-lane body is already four iterations
+    w.open(f"for ({it} {j} = {start}; {j} < {size // width}; {j} += {step})")
+    self.loops += 1
+    self.strided += 1
+    if width == 1:
+      index_of(ranges, j, w, self.names)
+      self.walk(lo, hi)
+    else:
+      inner = self.inner = ranges[-1]
+      quad = UOp(Ops.RANGE, inner.dtype, (), (-1, inner.arg[1] // 4, "global"))  # stand-in: which group of four
+      env: dict[UOp, str] = {}
+      index_of(ranges[:-1] + [quad], j, w, env)
+      base = env.pop(quad)
+      self.names.update(env)
+      for q in range(4):
+        self.lane, self.names[inner] = q, f"(({REG_TYPES[inner.dtype]})({base} * 4 + {q}))"
+        self.walk(lo, hi)
+      self.lane = self.inner = None
+      self.vectors.clear()
+    self.loops -= 1
+    self.strided -= 1
+    w.close()
+    return hi + 1
+
+  def _vectorizable(self, ranges: list[UOp], lo: int, hi: int) -> bool:
+    """Four lanes when the body has no loop of its own and some access moves by one, 16-byte aligned, along the innermost range."""
+    body = self.program[lo:hi]
+    if ranges[-1].arg[1] % 4 or any(u.op is Ops.DEFINE_ACC or (u.op is Ops.RANGE and u not in ranges) for u in body): return False
+    return any(self._vector_access(u, ranges[-1]) for u in body if u.op in (Ops.LOAD, Ops.STORE))
+
+  @staticmethod
+  def _vector_access(u: UOp, inner: UOp) -> bool:
+    return u.src[0].op is Ops.PARAM and u.src[0].dtype in VEC4_TYPES and contiguous_in(u.src[1], inner, 4)
+
+  def vector_load(self, u: UOp) -> str | None:
+    """Lane `lane` of a 16-byte load of four neighbours, issued once by lane 0; None when `u` is not such a load."""
+    if self.lane is None or self.inner is None or not self._vector_access(u, self.inner): return None
+    if self.lane == 0:
+      vec = self.vectors[u] = self.w.fresh("vec")
+      vt = VEC4_TYPES[u.src[0].dtype]
+      self.w(f"const {vt} {vec} = *reinterpret_cast<const {vt}*>(p{u.src[0].arg[0]} + {self.val(u.src[1])});")
+    return f"{self.vectors[u]}.{'xyzw'[self.lane]}"
+
+  def store(self, u: UOp) -> None:
+    """A store: by one thread of the group outside strided loops (they all hold the value), one float4 for four lanes."""
+    param, idx, value = u.src
+    if self.lane is not None and self.inner is not None and self._vector_access(u, self.inner):
+      if self.lane == 0: self.pending[u] = (self.val(idx), [])
+      self.pending[u][1].append(self.val(value))
+      if self.lane == 3:
+        at, vals = self.pending.pop(u)
+        vt = VEC4_TYPES[param.dtype]
+        self.w(f"*reinterpret_cast<{vt}*>(p{param.arg[0]} + {at}) = make_{vt}({', '.join(vals)});")
+      return
+    line = render_store(param, self.val(idx), self.val(value))
+    self.w(f"if ({self.tid} == 0) {line}" if self.mode != "flat" and not self.strided else line)
+
+  def combine(self, acc: UOp) -> None:
+    """After a strided reduction loop: combine the group's partials (and, when split, the blocks')."""
+    if self.group == 32 and self.mode == "row":
+      a = self.names[acc]
+      self.w(f"{a} = pg_warp_reduce({a}, {_functor(acc.arg[1])});")
+    else: _block_combine(acc, self.names, self.ks, self.split)
 
 
 def _block_combine(acc: UOp, names: dict[UOp, str], ks: KernelSource, split: int) -> None:
@@ -705,6 +837,16 @@ def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource) -> None:
 # ------------------------------------------------------------------------------------------------
 # choosing a plan
 
+def _top_level(program: list[UOp]) -> list[UOp]:
+  """The top-level reductions: accumulators defined outside every reduction loop."""
+  depth, top = 0, []
+  for u in program:
+    if u.op is Ops.RANGE and u.arg[2] == "reduce": depth += 1
+    elif u.op is Ops.ENDRANGE and u.src[0].arg[2] == "reduce": depth -= 1
+    elif u.op is Ops.DEFINE_ACC and depth == 0: top.append(u)
+  return top
+
+
 def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozenset[UOp]]) -> tuple[str, Any]:
   """(plan name, plan argument). NOOPT=1 always gives ("flat", None)."""
   if NOOPT: return "flat", None
@@ -717,18 +859,23 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
         any(u.op in (Ops.LOAD, Ops.STORE) and u.src[0].op is Ops.PARAM and contiguous_in(u.src[1], glob[-1], 4) for u in program):
       return "lanes", None
     return "flat", None
+  rows, cols = row_split(program)
+  if cols:
+    # a reduction per row, broadcast back over the row's columns: a block or a warp per row
+    top = _top_level(program)
+    length = max([prod(r.arg[1] for r in cols)] + [prod(r.arg[1] for r in a.src) for a in top])
+    if length < 32: return "flat", None  # a thread per row: a warp would idle most of its lanes
+    if length <= 1024: return "row", 32
+    # about eight elements per thread; whole 1024-thread blocks when there are too few rows to fill the GPU
+    threads = 1024 if prod(r.arg[1] for r in rows) < 2 * target.sm_count else 1 << (ceildiv(length, 8) - 1).bit_length()
+    return "row", min(1024, max(128, threads))
   if (mm := find_matmul(program, deps)) is not None:
     B, M, N, K = mm.sizes
     if M >= 64 and N >= 64 and K >= 16 and B < 65536:
       halfs = mm.x.dtype == mm.y.dtype and mm.x.dtype in (dtypes.float16, dtypes.bfloat16) and mm.acc.dtype == dtypes.float32
       if halfs and target.cc >= 80 and MMA_SHARED <= target.max_shared: return "mma", mm
       return "matmul", mm
-  # the top-level reductions: accumulators defined outside every reduction loop
-  depth, top = 0, []
-  for u in program:
-    if u.op is Ops.RANGE and u.arg[2] == "reduce": depth += 1
-    elif u.op is Ops.ENDRANGE and u.src[0].arg[2] == "reduce": depth -= 1
-    elif u.op is Ops.DEFINE_ACC and depth == 0: top.append(u)
+  top = _top_level(program)
   rsize = max(prod(r.arg[1] for r in a.src) for a in top)
   inner = {a.src[-1] for a in top}
   loads = [u for u in program if u.op is Ops.LOAD and u.src[0].op is Ops.PARAM and deps[u] & inner]
@@ -753,7 +900,7 @@ def render_program(base_name: str, program: list[UOp], target: CUDATarget) -> tu
   if plan == "lanes": render_lanes(program, ks, deps)
   elif plan == "matmul": render_matmul(program, arg, ks)
   elif plan == "mma": render_mma(program, arg, ks)
-  else: render_sequential(program, ks, "flat" if plan == "flat" else "block", arg if plan == "split" else 1)
+  else: Sequential(program, ks, plan, arg if plan == "split" else 1, arg if plan == "row" else 0).render()
   params = [u for u in program if u.op is Ops.PARAM]
   written = {u.src[0] for u in program if u.op is Ops.STORE}
   args = ", ".join(f"{'' if p in written else 'const '}{MEM_TYPES[p.dtype]}* __restrict__ p{p.arg[0]}" for p in params)

@@ -8,7 +8,7 @@ makes a new process skip the compiler too. Every stage is kept as text for DEBUG
 from __future__ import annotations
 import hashlib, os
 from dataclasses import dataclass
-from picograd.helpers import DEBUG, DUMP, NOOPT, prod
+from picograd.helpers import DEBUG, DUMP, NOOPT
 from picograd.ir.ops import UOp, Ops, toposort
 from picograd.ir.printer import print_graph, print_program
 from picograd.codegen.lower import lower_kernel
@@ -59,6 +59,17 @@ def _cost(program: list[UOp]) -> tuple[int, int]:
   return flops, nbytes
 
 
+def _ops_executed(program: list[UOp]) -> int:
+  """Instructions one run executes (each op times its loops' trip counts): the CPU runtime's measure of whether threads pay."""
+  mult, total, stack = 1, 0, []
+  for u in program:
+    if u.op is Ops.RANGE:
+      stack.append(mult); mult *= max(u.arg[1], 1)
+    elif u.op is Ops.ENDRANGE: mult = stack.pop()
+    elif u.op not in (Ops.CONST, Ops.PARAM): total += mult
+  return total
+
+
 _kernels: dict[tuple[UOp, str, bool], CompiledKernel] = {}
 
 
@@ -82,7 +93,7 @@ def render(ast: UOp, device: str) -> tuple[str, str, list[UOp], LaunchDims, dict
   name = f"{base}_{digest}"
   source = render_fn(name, program)
   outer = glob[0].arg[1] if glob else 0
-  work = prod(u.arg[1] for u in program if u.op is Ops.RANGE)
+  work = _ops_executed(program)
   meta = {"n_params": len(params), "outer": outer, "work": work,
           "param_types": [(p.dtype.np.str if p.dtype.name != "bfloat16" else "<u2", p.arg[1]) for p in params]}
   return name, source, program, LaunchDims((outer,)), meta

@@ -16,7 +16,7 @@ reduction still runs over k in the same order).
 """
 from __future__ import annotations
 import random
-from picograd.helpers import NOOPT
+from picograd.helpers import NOOPT, prod
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
 
@@ -24,6 +24,8 @@ from picograd.ir.symbolic import symbolic
 # of columns, and ROWS rows, so ROWS * 2 accumulators plus the loaded vectors stay in registers.
 COLUMN_BYTES = 128
 ROWS = 4
+# A cap on the operations an upcast tile repeats, to bound LLVM's compile time (a 4x32 matmul tile is ~600).
+MAX_UNROLLED_OPS = 8192
 
 _INT_OPS = {
   Ops.ADD: lambda a, b: a + b, Ops.MUL: lambda a, b: a * b, Ops.MAX: max,
@@ -69,8 +71,13 @@ def index_stride(index: UOp, rng: UOp, ranges: list[UOp], rnd: random.Random | N
 def _depends(u: UOp, rng: UOp) -> bool: return rng in toposort([u])
 
 
-def _largest_divisor(size: int, limit: int) -> int:
-  """The largest power of two <= limit that divides size (and leaves at least one iteration)."""
+def _factor(size: int, limit: int) -> int:
+  """The upcast factor for a loop of `size`: all of it when that is at most `limit`, else the largest power of two <= limit dividing it.
+
+  Unrolling a short loop whole also means work that does not depend on it (an activation fused
+  into a matrix product) runs once per row instead of once per column.
+  """
+  if size <= limit: return size
   f = 1
   while f * 2 <= limit and size % (f * 2) == 0: f *= 2
   return f
@@ -103,13 +110,18 @@ def plan_upcasts(sink: UOp) -> list[tuple[UOp, int]]:
     vector = any(c and index_stride(ld.src[1], innermost_red, ranges, rnd) != 1 for c, ld in zip(contiguous, inner))
     reuse = any(s == 0 for s in strides)
     limit = max(COLUMN_BYTES // itemsize, 2) if vector else (4 if reuse else 1)
-    if (f := _largest_divisor(col.arg[1], limit)) > 1: plan.append((col, f))
+    if (f := _factor(col.arg[1], limit)) > 1: plan.append((col, f))
   # rows: another output loop that some inner load does not depend on, so a loaded vector serves several rows
   for g in reversed(glob):
     if g is col or g.arg[1] < 2: continue
     if any(index_stride(ld.src[1], g, ranges, rnd) == 0 for ld in inner):
-      if (f := _largest_divisor(g.arg[1], ROWS)) > 1: plan.append((g, f))
+      if (f := _factor(g.arg[1], ROWS)) > 1: plan.append((g, f))
       break
+  # every copy of the reduction's body is code LLVM compiles: a large fused body gets a smaller tile
+  body = len(toposort([x.src[0] for x in reduces]))
+  while plan and body * prod(f for _, f in plan) > MAX_UNROLLED_OPS:
+    rng, f = plan[-1]
+    plan[-1:] = [(rng, f // 2)] if f // 2 > 1 and f % 2 == 0 else []
   return plan
 
 

@@ -12,8 +12,13 @@ N+1 of a training loop skips straight to launching.
 """
 from __future__ import annotations
 from dataclasses import dataclass
+from typing import Callable
 from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops, MOVEMENT, ALU, toposort, substitute
+
+
+# devices whose codegen computes a row reduction once per row when it is broadcast back over the row
+ROW_FUSING_DEVICES = {"CPU", "PYTHON", "CUDA"}
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,66 @@ def _reduces_below(start: UOp, stop: set[UOp]) -> list[UOp]:
   return found
 
 
-def _boundaries(roots: list[UOp], nodes: list[UOp]) -> set[UOp]:
-  """The nodes that get their own buffer."""
+def _broadcast_axes(expand: UOp) -> tuple[int, ...]:
+  return tuple(i for i, (a, b) in enumerate(zip(expand.src[0].shape, expand.shape)) if a != b)
+
+
+def _row_reductions(expand: UOp, consumers: dict[UOp, set[UOp]], realize: set[UOp]) -> set[UOp]:
+  """The REDUCEs below `expand` that a kernel can compute once per row: they reduce exactly the broadcast
+  axes, those axes are the trailing ones, and everything between the reduce, the broadcast and the kernel's
+  output is elementwise. Then the reduction needs only the outer loops, and the linearizer emits it before
+  the loops over the row."""
+  axes = _broadcast_axes(expand)
+  # trailing axes, and at least one row axis before them: a reduction over everything has no rows to share out
+  if not axes or axes[0] == 0 or axes != tuple(range(axes[0], len(expand.shape))): return set()
+  # upwards: elementwise at this shape up to a boundary, or a reduction over the same row
+  stack, seen = [expand], set()
+  while stack:
+    n = stack.pop()
+    for c in consumers.get(n, ()):
+      if c in seen: continue
+      seen.add(c)
+      if c.op is Ops.REDUCE and c.arg[1] == axes and c.src[0].shape == expand.shape: continue
+      if c.shape != expand.shape or c.op not in ALU | {Ops.ASSIGN, Ops.CONTIGUOUS}: return set()
+      if c not in realize: stack.append(c)  # a boundary is the kernel's output: it iterates over this shape
+  # downwards: through elementwise ops and reshapes to reductions over these axes of this shape
+  found, stack, seen = set(), [expand.src[0]], set()
+  while stack:
+    n = stack.pop()
+    if n in seen or n in realize: continue
+    seen.add(n)
+    if n.op is Ops.REDUCE:
+      if n.arg[1] == axes and n.src[0].shape == expand.shape: found.add(n)
+    elif n.op in ALU or n.op in (Ops.RESHAPE, Ops.DETACH): stack.extend(n.src)
+  return found
+
+
+TRANSCENDENTAL = {Ops.EXP2, Ops.LOG2, Ops.SIN, Ops.SQRT, Ops.RECIPROCAL}
+
+
+def _costly_elementwise(u: UOp, realize: set[UOp]) -> UOp | None:
+  """The elementwise node under a view if its fused graph (up to boundaries) does transcendental work."""
+  while u.op in MOVEMENT: u = u.src[0]
+  if u.op not in ALU or u in realize: return None
+  for n in toposort([u], stop=lambda x: x in realize or x.op is Ops.REDUCE):
+    if n.op in TRANSCENDENTAL: return u
+  return None
+
+
+def _feeds_reduce(u: UOp, consumers: dict[UOp, set[UOp]], realize: set[UOp]) -> bool:
+  stack, seen = [u], set()
+  while stack:
+    n = stack.pop()
+    for c in consumers.get(n, ()):
+      if c in seen: continue
+      seen.add(c)
+      if c.op is Ops.REDUCE: return True
+      if (c.op in ALU or c.op in MOVEMENT) and c not in realize: stack.append(c)
+  return False
+
+
+def _boundaries(roots: list[UOp], nodes: list[UOp], fuse_rows: Callable[[UOp], bool] = lambda _: False) -> set[UOp]:
+  """The nodes that get their own buffer. `fuse_rows(node)`: may this node's kernel compute row reductions in place."""
   realize: set[UOp] = {r for r in roots if not is_contiguous_view(r)}
   for n in nodes:
     if n.op in (Ops.CONTIGUOUS, Ops.COPY, Ops.ASSIGN): realize.add(n)
@@ -84,9 +147,17 @@ def _boundaries(roots: list[UOp], nodes: list[UOp]) -> set[UOp]:
   consumers = _consumers(nodes)
   for n in nodes:
     if n.op is Ops.REDUCE and len(consumers[n]) > 1: realize.add(n)
-  # a reduction seen through a broadcast would be recomputed for every broadcast element
+  # a reduction seen through a broadcast would be recomputed for every broadcast element, except a
+  # row reduction broadcast back over its own row, which the kernel computes once per row (softmax, layernorm)
   for n in nodes:
-    if n.op is Ops.EXPAND: realize.update(_reduces_below(n.src[0], realize))
+    if n.op is Ops.EXPAND:
+      fused = _row_reductions(n, consumers, realize) if fuse_rows(n) else set()
+      realize.update(r for r in _reduces_below(n.src[0], realize) if r not in fused)
+      # transcendental work broadcast into a reduction (tanh fed into a matmul) would be redone for every
+      # element the reduction reads: storing it once is cheaper
+      if not fused and n.size >= 8 * n.src[0].size and _feeds_reduce(n, consumers, realize) and \
+         (costly := _costly_elementwise(n.src[0], realize)) is not None:
+        realize.add(costly)
   # an assignment whose value reads its own target at other positions would read elements it already
   # overwrote: compute the value into a buffer of its own first
   for n in nodes:
@@ -131,10 +202,10 @@ def _device_of(root_device: str, nodes: list[UOp], root: UOp) -> dict[UOp, str]:
 def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   """Schedule normalized `roots` (inputs already replaced by slots) to be realized on `devices`."""
   nodes = toposort(roots)
-  boundaries = _boundaries(roots, nodes)
   node_device: dict[UOp, str] = {}
   for root, dev in zip(roots, devices):
     for n, d in _device_of(dev, toposort([root]), root).items(): node_device.setdefault(n, d)
+  boundaries = _boundaries(roots, nodes, lambda n: node_device[n].split(":")[0] in ROW_FUSING_DEVICES)
 
   temps: list[TempBuffer] = []
   where: dict[UOp, Binding] = {}  # boundary node -> buffer that holds it

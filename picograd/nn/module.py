@@ -70,7 +70,6 @@ def load_state_dict(model: Any, state: dict[str, Any], strict: bool = True) -> N
     if isinstance(value, np.ndarray) and value.dtype == np.uint16:
       value = (value.astype(np.uint32) << 16).view(np.float32)  # bfloat16 bits (nn.state's convention) to their values
     if not isinstance(value, Tensor): value = Tensor(value, dtype=target.dtype, device=target.device)
-    # `+ 0` makes the copy a computation: an ASSIGN whose value is a bare 1-D buffer does not lower yet (reported to the lead)
-    targets.append(target.assign(value.to(target.device) + 0))
+    targets.append(target.assign(value.to(target.device)))
   if targets: Tensor.realize(*targets)
 

@@ -1,0 +1,164 @@
+"""Training throughput: the training step of each example on picograd beside the same model on PyTorch.
+
+For the makemore MLP (SGD) and the character GPT (AdamW), both frameworks run the same
+architecture, batch and optimizer for --steps timed steps after --warmup untimed ones (picograd
+compiles and captures its JIT then), and the table gives ms per step, tokens per second (a makemore
+example predicts one token) and PyTorch's time over picograd's (above 0.5: within 2x of PyTorch).
+
+    python bench/train.py                  # CPU: makemore and the small GPT
+    DEV=CUDA python bench/train.py         # also on the GPU, with the large GPT
+    python bench/train.py --models gpt --gpt-config large --steps 5
+"""
+from __future__ import annotations
+import argparse, os, sys, time
+from typing import Callable
+import numpy as np
+import picograd
+from picograd import Tensor, nn, optim
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+import gpt, makemore  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+MAKEMORE = {"vocab": 27, "block_size": 3, "n_embd": 10, "n_hidden": 200, "batch": 32, "lr": 0.1}
+
+
+# ---------------------------------------------------------------- the PyTorch twins
+class TorchMLP(torch.nn.Module):
+  def __init__(self, vocab: int, block_size: int, n_embd: int, n_hidden: int):
+    super().__init__()
+    self.emb, self.hidden, self.out = torch.nn.Embedding(vocab, n_embd), torch.nn.Linear(block_size * n_embd, n_hidden), torch.nn.Linear(n_hidden, vocab)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor: return self.out(torch.tanh(self.hidden(self.emb(x).flatten(1))))
+
+
+class TorchBlock(torch.nn.Module):
+  def __init__(self, cfg: gpt.Config):
+    super().__init__()
+    self.n_head, self.dropout = cfg.n_head, cfg.dropout
+    self.ln_1, self.ln_2 = torch.nn.LayerNorm(cfg.n_embd), torch.nn.LayerNorm(cfg.n_embd)
+    self.c_attn, self.attn_proj = torch.nn.Linear(cfg.n_embd, 3 * cfg.n_embd), torch.nn.Linear(cfg.n_embd, cfg.n_embd)
+    self.c_fc, self.mlp_proj = torch.nn.Linear(cfg.n_embd, 4 * cfg.n_embd), torch.nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    B, T, C = x.shape
+    q, k, v = [t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(self.ln_1(x)).split(C, dim=2)]
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+    x = x + F.dropout(self.attn_proj(y.transpose(1, 2).reshape(B, T, C)), self.dropout, self.training)
+    return x + F.dropout(self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh")), self.dropout, self.training)
+
+
+class TorchGPT(torch.nn.Module):
+  def __init__(self, cfg: gpt.Config, vocab: int):
+    super().__init__()
+    self.dropout = cfg.dropout
+    self.wte, self.wpe = torch.nn.Embedding(vocab, cfg.n_embd), torch.nn.Embedding(cfg.block_size, cfg.n_embd)
+    self.blocks = torch.nn.ModuleList([TorchBlock(cfg) for _ in range(cfg.n_layer)])
+    self.ln_f, self.lm_head = torch.nn.LayerNorm(cfg.n_embd), torch.nn.Linear(cfg.n_embd, vocab, bias=False)
+
+  def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    x = F.dropout(self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device)), self.dropout, self.training)
+    for block in self.blocks: x = block(x)
+    return self.lm_head(self.ln_f(x))
+
+
+# ---------------------------------------------------------------- one training step per framework and model
+def _batches(steps: int, shape: tuple[int, ...], vocab: int, targets_shape: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+  rng = np.random.default_rng(0)
+  return [(rng.integers(0, vocab, shape).astype(np.int32), rng.integers(0, vocab, targets_shape).astype(np.int32)) for _ in range(steps)]
+
+
+def picograd_step(model_name: str, cfg: gpt.Config, device: str) -> tuple[Callable[[np.ndarray, np.ndarray], float], int]:
+  """The example's jitted training step on picograd, and the tokens one step trains on."""
+  if model_name == "makemore":
+    model = makemore.MLP(MAKEMORE["vocab"], MAKEMORE["block_size"], MAKEMORE["n_embd"], MAKEMORE["n_hidden"], device=device)
+    opt: optim.Optimizer = optim.SGD(nn.get_parameters(model), lr=MAKEMORE["lr"])
+    loss_of = lambda x, y: model(x).cross_entropy(y)
+    tokens = MAKEMORE["batch"]
+  else:
+    model = gpt.GPT(cfg, 65, device=device)
+    opt = optim.AdamW(nn.get_parameters(model), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.1)
+    loss_of = lambda x, y: gpt.loss_fn(model, x, y)
+    tokens = cfg.batch * cfg.block_size
+
+  @picograd.jit
+  def step(x: Tensor, y: Tensor) -> Tensor:
+    loss = loss_of(x, y)
+    opt.zero_grad()
+    loss.backward()
+    Tensor.realize(loss, *opt.schedule_step())
+    return loss
+
+  Tensor.training = model_name == "gpt" and cfg.dropout > 0
+  return lambda x, y: step(Tensor(x, device=device), Tensor(y, device=device)).item(), tokens
+
+
+def torch_step(model_name: str, cfg: gpt.Config, device: str) -> tuple[Callable[[np.ndarray, np.ndarray], float], int]:
+  """The same step on PyTorch."""
+  if model_name == "makemore":
+    model: torch.nn.Module = TorchMLP(MAKEMORE["vocab"], MAKEMORE["block_size"], MAKEMORE["n_embd"], MAKEMORE["n_hidden"]).to(device)
+    opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=MAKEMORE["lr"])
+    tokens = MAKEMORE["batch"]
+  else:
+    model = TorchGPT(cfg, 65).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.1)
+    tokens = cfg.batch * cfg.block_size
+  model.train()
+
+  def step(x: np.ndarray, y: np.ndarray) -> float:
+    xt, yt = torch.from_numpy(x).long().to(device), torch.from_numpy(y).long().to(device)
+    logits = model(xt)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yt.reshape(-1))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+  return step, tokens
+
+
+def time_steps(step: Callable[[np.ndarray, np.ndarray], float], batches: list, warmup: int) -> float:
+  """Seconds per step over the batches after the first `warmup` (every step reads its loss, as the examples do)."""
+  for x, y in batches[:warmup]: step(x, y)
+  start = time.perf_counter()
+  for x, y in batches[warmup:]: step(x, y)
+  return (time.perf_counter() - start) / (len(batches) - warmup)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--models", nargs="+", default=["makemore", "gpt"], choices=["makemore", "gpt"])
+  parser.add_argument("--devices", nargs="+", default=None, help="default: CPU, and CUDA when DEV=CUDA")
+  parser.add_argument("--gpt-config", choices=sorted(gpt.CONFIGS), default=None, help="default: small on CPU, large on CUDA")
+  parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 200 for makemore, 20 for gpt)")
+  parser.add_argument("--warmup", type=int, default=3)
+  args = parser.parse_args()
+  devices = args.devices or (["CPU", "CUDA"] if os.environ.get("DEV", "CPU").upper().startswith("CUDA") else ["CPU"])
+
+  rows = []
+  for device in devices:
+    torch_device = "cuda" if device.upper().startswith("CUDA") else "cpu"
+    for model_name in args.models:
+      cfg = gpt.CONFIGS[args.gpt_config or ("large" if torch_device == "cuda" else "small")]
+      steps = args.steps or (200 if model_name == "makemore" else 20)
+      shape = (MAKEMORE["batch"], MAKEMORE["block_size"]) if model_name == "makemore" else (cfg.batch, cfg.block_size)
+      targets = shape[:1] if model_name == "makemore" else shape
+      batches = _batches(steps + args.warmup, shape, MAKEMORE["vocab"] if model_name == "makemore" else 65, targets)
+      name = model_name if model_name == "makemore" else f"gpt ({'large' if cfg is gpt.CONFIGS['large'] else 'small'})"
+      times = {}
+      for framework, make in (("pytorch", torch_step), ("picograd", picograd_step)):
+        step, tokens = make(model_name, cfg, device if framework == "picograd" else torch_device)
+        times[framework] = time_steps(step, batches, args.warmup)
+        Tensor.training = False
+      rows.append((name, device, tokens, times["picograd"], times["pytorch"]))
+      print(f"  measured {name} on {device}", file=sys.stderr)
+
+  print(f"\n{'model':<12} {'device':<6} {'picograd ms/step':>17} {'pytorch ms/step':>16} {'picograd tok/s':>15} {'pytorch tok/s':>14} {'pytorch/picograd':>17}")
+  for name, device, tokens, ours, theirs in rows:
+    print(f"{name:<12} {device:<6} {ours * 1e3:17.2f} {theirs * 1e3:16.2f} {tokens / ours:15,.0f} {tokens / theirs:14,.0f} {theirs / ours:17.2f}")
+  print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} CPU threads; picograd CPU kernels on {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+  main()
