@@ -4,7 +4,7 @@ Signature: `void name(ptr noalias %p0, ..., i64 %start, i64 %end)`; the outermos
 runs from %start to %end so the runtime can split it across threads. Accumulators are allocas
 (LLVM's mem2reg turns them into registers); reductions carry `reassoc` so the loop vectorizer
 may reorder them, except in upcast tiles that SLP vectorizes instead (see _ordered_accumulators).
-Float adds and multiplies carry `contract`, so a multiply-add becomes one FMA. Functions ask for
+A reduction's multiply-accumulate carries `contract`, so it becomes one FMA. Functions ask for
 512-bit vectors: LLVM's default for AVX-512 CPUs is 256, which halves the matmul's throughput.
 bfloat16 values live in float registers and are converted at loads/stores.
 Per-op rendering is a table, not an if-chain.
@@ -128,6 +128,7 @@ class LLVMRenderer:
   def render(self) -> str:
     params = [u for u in self.program if u.op is Ops.PARAM]
     self.ordered = _ordered_accumulators(self.program)
+    self.accumulated = {u.src[1] for u in self.program if u.op is Ops.ACCUMULATE}  # multiplies an FMA may absorb
     first_global = next((u for u in self.program if u.op is Ops.RANGE and u.arg[2] == "global"), None)
     for u in self.program:
       if u.op is Ops.PARAM: self.names[u] = f"%p{u.arg[0]}"
@@ -149,7 +150,7 @@ class LLVMRenderer:
       acc, value = u.src
       t, cur, new = ll_type(acc.dtype), self.tmp(), self.tmp()
       self.emit(f"{cur} = load {t}, ptr {self.val(acc)}")
-      self.emit(self._binop(u.arg, acc.dtype, new, cur, self.val(value), reassoc=acc not in self.ordered))
+      self.emit(self._binop(u.arg, acc.dtype, new, cur, self.val(value), reassoc=acc not in self.ordered, contract=True))
       return self.emit(f"store {t} {new}, ptr {self.val(acc)}")
     if u.op is Ops.LOAD and u.src[0].op is Ops.DEFINE_ACC:
       return self.emit(f"{out} = load {ll_type(u.dtype)}, ptr {self.val(u.src[0])}")
@@ -227,7 +228,10 @@ class LLVMRenderer:
       return self.emit(f"store i16 {trunc}, ptr {ptr}")
     self.emit(f"store {MEM_TYPES[dt]} {value}, ptr {ptr}")
 
-  def _binop(self, op: Ops, dt: DType, out: str, a: str, b: str, reassoc: bool = False) -> str:
+  def _binop(self, op: Ops, dt: DType, out: str, a: str, b: str, reassoc: bool = False, contract: bool = False) -> str:
+    """`contract` lets LLVM fuse a multiply into the add that accumulates it (one FMA, one rounding). Only a
+    reduction's multiply-accumulate gets it: elementwise code contracted in one kernel and not in another
+    would give recomputed values that differ in the last bit (and a max's gradient would miss its argmax)."""
     t = ll_type(dt)
     if op is Ops.MAX:
       if dt.is_float:  # llvm.maximum propagates NaN, like torch.maximum
@@ -236,8 +240,7 @@ class LLVMRenderer:
       name = "umax" if dt.is_unsigned or dt == dtypes.bool else "smax"
       self.decls.add(f"declare {t} @llvm.{name}.{t}({t}, {t})")
       return f"{out} = call {t} @llvm.{name}.{t}({t} {a}, {t} {b})"
-    # contract: a multiply feeding an add may become one FMA (one rounding instead of two)
-    flags = ("reassoc nsz contract " if reassoc else "contract ") if dt.is_float and op in (Ops.ADD, Ops.MUL) else ""
+    flags = ("reassoc nsz contract " if reassoc else "contract ") if contract and dt.is_float and op in (Ops.ADD, Ops.MUL) else ""
     return f"{out} = {BINARY[op](dt)} {flags}{t} {a}, {b}"
 
   def _alu(self, u: UOp, out: str) -> list[str]:
@@ -254,7 +257,7 @@ class LLVMRenderer:
       t, name = ll_type(u.dtype), f"llvm.{INTRINSIC[u.op]}.{_suffix(u.dtype)}"
       self.decls.add(f"declare {t} @{name}({t})")
       return [f"{out} = call {t} @{name}({t} {srcs[0]})"]
-    return [self._binop(u.op, u.dtype, out, srcs[0], srcs[1])]
+    return [self._binop(u.op, u.dtype, out, srcs[0], srcs[1], contract=u in self.accumulated)]
 
 
 def render_llvm(name: str, program: list[UOp]) -> str:

@@ -127,6 +127,8 @@ class CPUProgram(Program):
 
   def __call__(self, handles: list[Any], dims: LaunchDims, wait: bool = False) -> float | None:
     global _pool
+    # a wrong count would pass a pointer as the loop bounds: fail loudly instead
+    if len(handles) != self.meta["n_params"]: raise RuntimeError(f"{self.name}: {len(handles)} buffers for {self.meta['n_params']} parameters")
     ptrs = [h.addr for h in handles]
     outer, work = self.meta["outer"], self.meta["work"]
     st = time.perf_counter()
