@@ -2,7 +2,7 @@
 
 Rows: a fused elementwise a*b+c, row sums, row softmax, float32 matmuls, the first call of a
 new fused kernel in a fresh process (compiling, and with a warm disk cache), and one training
-step of the makemore MLP. Each timing is the median of --runs runs after --warmup runs; inputs
+step of the makemore MLP, eager and under `@picograd.jit`. Each timing is the median of --runs runs after --warmup runs; inputs
 are realized before timing and outputs with `.realize()`. "ratio" is numpy's time (or
 PyTorch's, for the MLP) divided by picograd's: above 1 means picograd is faster.
 
@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import picograd  # noqa: E402
 from picograd import Tensor, dtypes  # noqa: E402
 
 try:
@@ -155,7 +156,7 @@ def _mlp_data(rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndar
   return rng.integers(0, VOCAB, (batch, CONTEXT)).astype(np.int32), rng.integers(0, VOCAB, batch).astype(np.int32)
 
 
-def bench_mlp(batch: int, runs: int, warmup: int) -> Row:
+def bench_mlp(batch: int, runs: int, warmup: int) -> list[Row]:
   rng = np.random.default_rng(0)
   init, (xs, ys) = _mlp_params(rng), _mlp_data(rng, batch)
   pt = None
@@ -173,20 +174,23 @@ def bench_mlp(batch: int, runs: int, warmup: int) -> Row:
         for p in tp: p -= LR * p.grad
     pt = median_time(torch_step, runs, warmup)
   name = f"MLP train step, batch {batch}"
-  if not hasattr(Tensor, "backward"): return Row(name, None, None, pt, note="n/a (no backward yet)")
+  if not hasattr(Tensor, "backward"): return [Row(name, None, None, pt, note="n/a (no backward yet)")]
   params = [Tensor(p, requires_grad=True).realize() for p in init]
   x, y = realized(xs), realized(ys)
   onehot = (y.reshape(batch, 1) == Tensor.arange(VOCAB, dtype=dtypes.int32)).realize()
 
-  def step() -> None:
+  def step(x: Tensor, onehot: Tensor) -> Tensor:
     C, W1, b1, W2, b2 = params
     h = (C[x].reshape(batch, CONTEXT * EMBED) @ W1 + b1).tanh()
     loss = -((h @ W2 + b2).log_softmax(1) * onehot).sum(1).mean()
     for p in params: p.grad = None
     loss.backward()
     for p in params: p.assign(p - LR * p.grad)
-    Tensor.realize(*params)
-  return Row(name, median_time(step, runs, warmup), None, pt)
+    return loss.realize(*params)
+  # eager: the graph is built, differentiated and looked up in the schedule cache every step; jit: recorded kernels replayed
+  jitted = picograd.jit(step)
+  return [Row(name + " (eager)", median_time(lambda: step(x, onehot), runs, warmup), None, pt),
+          Row(name + " (jit)", median_time(lambda: jitted(x, onehot), runs, warmup), None, pt)]
 
 
 def save(text: str, cores: int, runs: int) -> None:
@@ -216,7 +220,7 @@ def main() -> None:
   if torch is not None: torch.set_num_threads(cores)
   r, w = args.runs, args.warmup
   rows = [bench_elementwise(r, w), bench_rowsum(r, w), bench_softmax(r, w), bench_matmul(512, r, w), bench_matmul(1024, r, w),
-          *bench_first_call(min(r, 5)), bench_mlp(32, r * 3, w * 5), bench_mlp(512, r * 3, w * 5)]
+          *bench_first_call(min(r, 5)), *bench_mlp(32, r * 3, w * 5), *bench_mlp(512, r * 3, w * 5)]
   text = table(rows)
   print(text)
   if args.save: save(text, cores, r)

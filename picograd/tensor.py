@@ -8,16 +8,15 @@ from them, so it gets gradients and fusion for free.
 """
 from __future__ import annotations
 import contextlib, math, weakref
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 import numpy as np
 from picograd.dtype import DType, dtypes, promote, result_type_with_scalar
-from picograd.helpers import prod, argsort
+from picograd.helpers import prod
 from picograd.ir.ops import UOp, Ops
 from picograd.ir.gradient import compute_gradient, nodes_between, gradient_graph_text
 from picograd.runtime.device import Buffer, canonicalize
 
 Scalar = int | float | bool
-TensorLike = "Tensor | Scalar"
 
 
 class ShapeError(ValueError):

@@ -140,3 +140,12 @@ def test_plans():
   _, source, program, _, _ = render(_lowered(mm)[1], "CPU")
   assert sum(u.op is Ops.DEFINE_ACC for u in program) == 128
   assert sum(u.op is Ops.RANGE and u.arg[2] == "reduce" for u in program) == 1
+
+
+def test_plans_odd_widths():
+  """The makemore MLP's products: tiles LLVM's SLP vectorizer packs (a 27 x 4 tile stayed scalar, 6x slower)."""
+  h, w2, g = Tensor.rand(512, 200).realize(), Tensor.rand(200, 27).realize(), Tensor.rand(512, 27).realize()
+  assert [(r.arg[1], f) for r, f in plan_upcasts(_lowered(h @ w2)[0])] == [(27, 27)]  # one row of 27 columns
+  # h.T @ g stores 27-wide rows, but h is contiguous along the 200 outputs: 8-lane vectors there, 9 columns of them
+  assert [(r.arg[1], f) for r, f in plan_upcasts(_lowered(h.T @ g)[0])] == [(200, 8), (27, 9)]
+  np.testing.assert_allclose((h.T @ g).numpy(), h.numpy().T @ g.numpy(), rtol=1e-4)

@@ -5,7 +5,8 @@ import pytest
 from picograd import Tensor
 from picograd.nn import datasets
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(_ROOT, "examples"), os.path.join(_ROOT, "bench")]
 import gpt, makemore  # noqa: E402
 
 
@@ -57,3 +58,28 @@ def test_gpt_learns(tmp_path):
   assert out["tokens_per_s"] > 0 and len(out["sample"]) == 6
   resumed = gpt.main(["--steps", "42", "--resume", str(tmp_path / "gpt.safetensors"), *tiny])
   assert len(resumed["losses"]) == 2
+
+
+def test_gpt_matches_its_pytorch_twin():
+  """The example's GPT and bench/train.py's PyTorch GPT are the same function: same loss, same gradients."""
+  torch = pytest.importorskip("torch")
+  from dataclasses import replace
+  from picograd import nn
+  import train as bench
+  cfg = replace(gpt.CONFIGS["small"], n_layer=1, n_head=2, n_embd=32, block_size=16, batch=16)
+  ours, theirs = gpt.GPT(cfg, 65), bench.TorchGPT(cfg, 65)
+  rename = {"attn.c_attn": "c_attn", "attn.c_proj": "attn_proj", "mlp.c_fc": "c_fc", "mlp.c_proj": "mlp_proj"}
+  def torch_name(name: str) -> str:
+    for a, b in rename.items(): name = name.replace(a, b)
+    return name
+  theirs.load_state_dict({torch_name(k): torch.from_numpy(v.numpy().copy()) for k, v in nn.state_dict(ours).items()})
+  rng = np.random.default_rng(0)
+  x, y = rng.integers(0, 65, (16, 16)).astype(np.int32), rng.integers(0, 65, (16, 16)).astype(np.int32)
+  loss = gpt.loss_fn(ours, Tensor(x), Tensor(y))
+  loss.backward()
+  tloss = torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x).long()).reshape(-1, 65), torch.from_numpy(y).long().reshape(-1))
+  tloss.backward()
+  assert loss.item() == pytest.approx(tloss.item(), rel=1e-5)
+  tparams = dict(theirs.named_parameters())
+  for name, p in nn.state_dict(ours).items():
+    np.testing.assert_allclose(p.grad.numpy(), tparams[torch_name(name)].grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)

@@ -1,6 +1,5 @@
 """Gradients: every differentiable op against PyTorch (float32) and float64 central differences; the autograd API; fusion of backward."""
 from __future__ import annotations
-import math
 import numpy as np
 import pytest
 import picograd

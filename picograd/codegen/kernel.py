@@ -43,7 +43,6 @@ def _kernel_name(ast: UOp, program: list[UOp]) -> str:
 
 def _cost(program: list[UOp]) -> tuple[int, int]:
   """Rough flops and bytes of one run, for DEBUG=2's GFLOP/s and GB/s."""
-  trips: dict[UOp, int] = {}
   depth_mult, flops, nbytes = 1, 0, 0
   stack = []
   for u in program:
@@ -55,7 +54,6 @@ def _cost(program: list[UOp]) -> tuple[int, int]:
   # loads inside reduction loops often hit cache; count each buffer at most once as its size
   params = [u for u in program if u.op is Ops.PARAM]
   nbytes = min(nbytes, sum(p.arg[1] * p.dtype.itemsize for p in params)) if params else nbytes
-  del trips
   return flops, nbytes
 
 

@@ -7,6 +7,9 @@ does not depend on j), their loads of b are U consecutive floats, and linearize 
 REDUCEs one loop with U accumulators. LLVM's SLP vectorizer then turns the copies into vector
 loads and vector FMAs. Upcasting i as well reuses each vector of b for several rows: the k loop
 becomes a small outer product held in registers.
+Loops whose sizes hold no whole 16-lane vectors (the makemore MLP's 27 and 30 wide products) get
+tiles SLP still packs: one row of the odd width, or half-width vectors along another output loop
+with contiguous loads (the gradient a.T @ g, whose stored-contiguous loop is the odd one).
 
 The pass chooses which loops to upcast by probing the index expressions numerically (the
 stride of each load along each loop), so it does not depend on how the simplifier spelled an
@@ -22,8 +25,12 @@ from picograd.ir.symbolic import symbolic
 
 # Registers hold 32 vectors of 64 bytes on AVX-512: the contiguous loop gets two vectors' worth
 # of columns, and ROWS rows, so ROWS * 2 accumulators plus the loaded vectors stay in registers.
-COLUMN_BYTES = 128
+VECTOR_BYTES = 64
 ROWS = 4
+# LLVM's SLP vectorizer reliably packs only small tiles of odd shapes: measured on the makemore MLP's
+# matrix products (27, 30, 200 wide), 8 x 9 accumulators vectorize and 8 x 16 or 27 x 2 fall back
+# to scalar code, 6x slower. Tiles that are not whole 16-lane vectors stay at about this many accumulators.
+SMALL_TILE = 72
 # A cap on the operations an upcast tile repeats, to bound LLVM's compile time (a 4x32 matmul tile is ~600).
 MAX_UNROLLED_OPS = 8192
 
@@ -83,6 +90,11 @@ def _factor(size: int, limit: int) -> int:
   return f
 
 
+def _divisor(size: int, limit: int) -> int:
+  """The largest divisor of `size` that is at most `limit` (27 rows with a limit of 9 gives 9, where _factor gives 1)."""
+  return max(d for d in range(1, min(size, limit) + 1) if size % d == 0)
+
+
 def plan_upcasts(sink: UOp) -> list[tuple[UOp, int]]:
   """(global RANGE, factor) pairs worth upcasting in this lowered kernel; empty when none helps."""
   if len(sink.src) != 1 or sink.src[0].op is not Ops.STORE: return []
@@ -101,21 +113,40 @@ def plan_upcasts(sink: UOp) -> list[tuple[UOp, int]]:
   innermost_red = max(red_ranges, key=lambda r: r.arg[0])
   store_index = sink.src[0].src[1]
   itemsize = max(x.dtype.itemsize for x in reduces)
+  lanes = max(VECTOR_BYTES // itemsize, 2)
   plan: list[tuple[UOp, int]] = []
+  def along(g: UOp) -> list[int | None]: return [index_stride(ld.src[1], g, ranges, rnd) for ld in inner]
+  def vector_load(g: UOp) -> bool:
+    """Some inner load runs along output loop `g` but not along the reduction (so the reduction loop itself cannot vectorize)."""
+    return any(s == 1 and index_stride(ld.src[1], innermost_red, ranges, rnd) != 1 for s, ld in zip(along(g), inner))
   col = next((g for g in reversed(glob) if index_stride(store_index, g, ranges, rnd) == 1), None)
-  if col is not None:
-    strides = [index_stride(ld.src[1], col, ranges, rnd) for ld in inner]
-    contiguous = [s == 1 for s in strides]
-    # vector columns: some load runs along `col` but not along the reduction (so the reduction loop itself cannot vectorize)
-    vector = any(c and index_stride(ld.src[1], innermost_red, ranges, rnd) != 1 for c, ld in zip(contiguous, inner))
-    reuse = any(s == 0 for s in strides)
-    limit = max(COLUMN_BYTES // itemsize, 2) if vector else (4 if reuse else 1)
-    if (f := _factor(col.arg[1], limit)) > 1: plan.append((col, f))
+  # a loop other than the stored-contiguous one whose loads are contiguous, for half-width vectors
+  other = next((g for g in reversed(glob) if g is not col and g.arg[1] % (lanes // 2) == 0 and vector_load(g)), None)
+  rows_limit = ROWS
+  if col is not None and vector_load(col) and (f := _factor(col.arg[1], 2 * lanes)) % lanes == 0:
+    # whole vectors along the stored-contiguous loop: SLP turns the copies into vector loads and FMAs
+    plan.append((col, f))
+  elif other is not None:
+    # the stored-contiguous loop is of an odd size or has no contiguous loads (a.T @ g, written transposed):
+    # half-width vectors along another output loop, stored with a stride once per output
+    col = other
+    plan.append((col, lanes // 2))
+    rows_limit = SMALL_TILE // (lanes // 2)
+  elif col is not None and vector_load(col):
+    # one row of an odd width (27, 30, 40 floats): the largest that SLP still packs into vectors
+    size, f = col.arg[1], _factor(col.arg[1], 2 * lanes)
+    if f < size and any(s == 0 for s in along(col)):  # wider rows only pay where a broadcast load is shared by the row
+      f = max((d for d in range(lanes // 2, 3 * lanes + 1, lanes // 2) if size % d == 0), default=f)
+    if f > 1: plan.append((col, f))
+    rows_limit = 1
+  elif col is not None and any(s == 0 for s in along(col)):
+    # no contiguous loads along any output loop: a small tile still reuses each loaded value several times
+    if (f := _factor(col.arg[1], lanes // 2)) > 1: plan.append((col, f))
   # rows: another output loop that some inner load does not depend on, so a loaded vector serves several rows
   for g in reversed(glob):
     if g is col or g.arg[1] < 2: continue
-    if any(index_stride(ld.src[1], g, ranges, rnd) == 0 for ld in inner):
-      if (f := _factor(g.arg[1], ROWS)) > 1: plan.append((g, f))
+    if any(s == 0 for s in along(g)):
+      if (f := _divisor(g.arg[1], rows_limit)) > 1: plan.append((g, f))
       break
   # every copy of the reduction's body is code LLVM compiles: a large fused body gets a smaller tile
   body = len(toposort([x.src[0] for x in reduces]))

@@ -8,7 +8,7 @@ equality and rewrites can be memoized per node.
 from __future__ import annotations
 import math, weakref
 from enum import Enum, auto
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 from picograd.dtype import DType, dtypes
 from picograd.helpers import prod
 

@@ -28,10 +28,7 @@ class Linear:
     self.bias = Tensor.uniform(out_features, low=-bound, high=bound, device=device, dtype=dtype) if bias else None
     _parameters(self.weight, self.bias)
 
-  def __call__(self, x: Tensor) -> Tensor:
-    # The matmul reads each input element once per output feature. Materializing the input first keeps the
-    # scheduler from fusing its producer (a LayerNorm, a GELU) into the matmul and recomputing it that often.
-    return x.contiguous().linear(self.weight, self.bias)
+  def __call__(self, x: Tensor) -> Tensor: return x.linear(self.weight, self.bias)
 
 
 class Embedding:
@@ -44,8 +41,7 @@ class Embedding:
 
   def __call__(self, idx: Tensor) -> Tensor:
     if idx.dtype.is_float: raise TypeError(f"Embedding: indices must be integers, not {idx.dtype.name}")
-    # the lookup is a one-hot reduction over the vocabulary: materialize it once rather than in every consumer
-    return self.weight[idx].contiguous()
+    return self.weight[idx]
 
 
 def _normalized_shape(shape: int | Sequence[int]) -> tuple[int, ...]:

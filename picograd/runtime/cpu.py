@@ -102,10 +102,13 @@ _pool: ThreadPoolExecutor | None = None
 _loaded: dict[bytes, tuple[Any, int]] = {}
 
 
+# the cores this process may run on (a taskset or container limit counts), asked once: a syscall per launch shows in small kernels
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _threads() -> int:
-  """Worker threads: THREADS, else the cores this process may run on (a taskset or container limit counts)."""
-  if int(THREADS): return int(THREADS)
-  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+  """Worker threads: THREADS, else every core this process may run on."""
+  return int(THREADS) or _CORES
 
 
 class CPUProgram(Program):
@@ -130,9 +133,9 @@ class CPUProgram(Program):
     # a wrong count would pass a pointer as the loop bounds: fail loudly instead
     if len(handles) != self.meta["n_params"]: raise RuntimeError(f"{self.name}: {len(handles)} buffers for {self.meta['n_params']} parameters")
     ptrs = [h.addr for h in handles]
-    outer, work = self.meta["outer"], self.meta["work"]
-    st = time.perf_counter()
-    n = min(_threads(), outer) if work >= THREAD_MIN_WORK else 1
+    outer = self.meta["outer"]
+    st = time.perf_counter() if wait else 0.0
+    n = min(_threads(), outer) if self.meta["work"] >= THREAD_MIN_WORK else 1
     if n <= 1: self.fn(*ptrs, 0, max(outer, 1))
     else:
       if _pool is None: _pool = ThreadPoolExecutor(_threads(), thread_name_prefix="picograd-cpu")
