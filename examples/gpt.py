@@ -3,10 +3,11 @@
 The model is nanoGPT's: token and position embeddings, pre-LayerNorm blocks of causal
 multi-head self-attention and a GELU MLP, each with a residual connection, a final LayerNorm, and
 a linear language-model head. (nanoGPT ties the head to the token embedding; with PyTorch's default
-N(0, 1) embedding init that would start the logits far too large, so the head has its own weight.) The text's first 90% trains, the rest validates.
-The learning rate warms up linearly and then follows a cosine to a tenth of its peak.
+N(0, 1) embedding init that would start the logits far too large, so the head has its own weight.)
+The text's first 90% trains, the rest validates. The learning rate warms up linearly and then
+follows a cosine to a tenth of its peak.
 
-    python examples/gpt.py                        # the small CPU config: a few minutes, val loss < 2.0
+    python examples/gpt.py                        # the small CPU config: ~1.5 min on 2 cores, val loss ~1.94
     DEV=CUDA python examples/gpt.py               # the large config (6 layers, 6 heads, 384 dims, context 256)
     python examples/gpt.py --config large --steps 200 --save gpt.safetensors
     python examples/gpt.py --resume gpt.safetensors --steps 400

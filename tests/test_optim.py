@@ -96,8 +96,7 @@ def test_update_is_a_few_kernels():
 
 
 def test_step_with_jit_follows_learning_rate():
-  model, twin_model = _Tiny(), None
-  twin_model = _Tiny()
+  model, twin_model = _Tiny(), _Tiny()
   nn.load_state_dict(twin_model, nn.state_dict(model))
   opt, twin = optim.Adam(nn.get_parameters(model), lr=0.01), optim.Adam(nn.get_parameters(twin_model), lr=0.01)
 

@@ -21,9 +21,10 @@ except ImportError as e:  # pragma: no cover - llvmlite is a hard dependency
   raise DeviceError("the CPU device needs llvmlite (pip install llvmlite)") from e
 
 HUGE_PAGE = 2 << 20
-# Handing a slice to a pool thread costs tens of microseconds: measured on 2 cores, an elementwise
-# kernel (4 instructions an element) gains from a second thread from about 2^18 elements on.
-THREAD_MIN_WORK = 1 << 20
+# Handing a slice to a pool thread costs tens of microseconds, and waiting on it more when the other
+# core is busy: the small kernels of a training step (a few million instructions, ~150 us) run faster
+# on one thread; large elementwise kernels, reductions and matmuls still split.
+THREAD_MIN_WORK = 1 << 24
 
 
 class CPUMemory:
