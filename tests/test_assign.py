@@ -44,3 +44,15 @@ def test_a_computed_node_is_forgotten_once_its_buffer_is_overwritten():
   y = (x * 2).realize()
   y.assign(y + 10).realize()
   np.testing.assert_array_equal((x * 2 + 1).numpy(), [3.0, 5.0, 7.0])
+
+
+def test_a_realized_loss_keeps_its_value_after_the_update():
+  # a tensor that needs gradients points at its graph again after realizing; reading it must give the
+  # value it was realized with, not a recomputation from the updated parameters
+  w = Tensor([1.0], requires_grad=True)
+  loss = (w * 2).sum()
+  loss.backward()
+  loss.realize()
+  w.assign(w - w.grad).realize()
+  assert loss.item() == 2.0
+  np.testing.assert_array_equal(w.numpy(), [-1.0])

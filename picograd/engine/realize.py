@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 # per device: lazy node -> the buffer view that holds its value, for nodes realized earlier
 _computed: dict[str, "weakref.WeakKeyDictionary[UOp, UOp]"] = {}
+# per device: lazy node -> the tensor it was realized for. That tensor (and only it: two tensors never share
+# memory) may read the buffer back when it points at its graph again (tensors that need gradients do)
+_owners: dict[str, "weakref.WeakKeyDictionary[UOp, weakref.ref]"] = {}
 _templates: dict[tuple, ScheduleTemplate] = {}
 stats = {"schedules": 0, "cache_hits": 0, "kernels_run": 0}
 
@@ -95,6 +98,7 @@ class ScheduledKernel:
 @dataclass
 class Plan:
   steps: list[ScheduledKernel]
+  ready: list[tuple["Tensor", UOp]]  # tensors whose graph was already computed for them, and the buffer view
   pending: list["Tensor"]       # the tensors that need work
   outputs: list[Buffer]         # where each pending tensor's value will be
   reads_memory: list[bool]      # whether each pending tensor's graph reads any buffer
@@ -103,11 +107,14 @@ class Plan:
 
 def plan(tensors: list["Tensor"]) -> Plan:
   """The kernels that realizing `tensors` would run, the tensors that need work, and their output buffers."""
-  pending, seen = [], set()
+  pending, ready, seen = [], [], set()
   for t in tensors:
-    if not is_contiguous_view(t.uop) and id(t) not in seen:
-      pending.append(t); seen.add(id(t))
-  if not pending: return Plan([], [], [], [], True)
+    if is_contiguous_view(t.uop) or id(t) in seen: continue
+    seen.add(id(t))
+    owner = _owners.get(t.device, {}).get(t.uop)
+    if owner is not None and owner() is t and t.uop in _computed[t.device]: ready.append((t, _computed[t.device][t.uop]))
+    else: pending.append(t)
+  if not pending: return Plan([], ready, [], [], [], True)
   devices = [t.device for t in pending]
   roots = _substitute_computed([t.uop for t in pending], devices)
   normalized, inputs = _normalize(roots)
@@ -124,7 +131,7 @@ def plan(tensors: list["Tensor"]) -> Plan:
   steps = [ScheduledKernel(get_kernel(k.ast, k.device) if k.ast is not None else None, [resolve(b) for b in k.bindings])
            for k in template.kernels]
   outputs = [resolve(b) for b in template.outputs]
-  return Plan(steps, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
+  return Plan(steps, ready, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
 
 
 def run_steps(steps: list[ScheduledKernel]) -> None:
@@ -157,6 +164,7 @@ def _copy(dst: Buffer, src: Buffer) -> None:
 def realize(tensors: list["Tensor"]) -> None:
   st = time.perf_counter()
   p = plan(tensors)
+  for t, view in p.ready: t.uop = view
   if not p.pending: return
   run_steps(p.steps)
   assigned = {b for t, b in zip(p.pending, p.outputs) if t.uop.op is Ops.ASSIGN}
@@ -166,7 +174,9 @@ def realize(tensors: list["Tensor"]) -> None:
     t.uop = _buffer_uop(buf, t.shape)
     # remember graphs that read memory, so later graphs containing them reuse the result; a graph of
     # constants is cheaper to recompute than to keep its buffer alive for as long as the node lives
-    if reads_memory: _computed.setdefault(t.device, weakref.WeakKeyDictionary())[old] = t.uop
+    if reads_memory:
+      _computed.setdefault(t.device, weakref.WeakKeyDictionary())[old] = t.uop
+      _owners.setdefault(t.device, weakref.WeakKeyDictionary())[old] = weakref.ref(t)
   stats["schedules"] += 1
   stats["cache_hits"] += p.cache_hit
   if DEBUG >= 1:
