@@ -12,6 +12,11 @@ time divided by picograd's: above 1 means picograd is faster.
   python bench/gpu.py                 # print the table
   python bench/gpu.py --no-compile    # skip torch.compile (it takes a while to compile)
   python bench/gpu.py --save          # and append it, with date, device and commit, to bench/RESULTS.md
+  python bench/gpu.py --gpt-step      # instead: where one training step of the large GPT spends its GPU time
+
+--gpt-step captures the jitted training step of examples/gpt.py's large config (random tokens), times every
+kernel of one replay with CUDA events, and prints the kernels grouped by name (the same compiled kernel in
+every layer is one row), the most expensive first, with their plan (codegen/cuda.py) and launch grid.
 """
 from __future__ import annotations
 import argparse, datetime, os, subprocess, sys, time
@@ -133,13 +138,64 @@ def first_call() -> list[str]:
           f"cached: {np.median(cached) * 1e3:.2f} ms (target <= 10 ms: {'yes' if ok2 else 'no'})"]
 
 
+def gpt_step_profile(config: str, top: int, device: str = "CUDA") -> None:
+  """Per-kernel GPU time of one replayed GPT training step, summed by kernel, the largest `top` printed."""
+  from collections import defaultdict
+  from picograd import nn, optim, jit
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+  import gpt  # noqa: E402
+  cfg = gpt.CONFIGS[config]
+  Tensor.manual_seed(0)
+  model = gpt.GPT(cfg, 65, device=device)
+  opt = optim.AdamW(nn.get_parameters(model), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.1)
+
+  @jit
+  def step(x: Tensor, y: Tensor) -> Tensor:
+    loss = gpt.loss_fn(model, x, y)
+    opt.zero_grad()
+    loss.backward()
+    Tensor.realize(loss, *opt.schedule_step())
+    return loss
+
+  rng = np.random.default_rng(0)
+  Tensor.training = cfg.dropout > 0
+  dev = get_device(device)
+  walls = []
+  for i in range(5):  # compile, capture, then replays
+    x, y = (Tensor(rng.integers(0, 65, (cfg.batch, cfg.block_size)).astype(np.int32), device=device) for _ in range(2))
+    st = time.perf_counter()
+    step(x, y).item()
+    walls.append(time.perf_counter() - st)
+  Tensor.training = False
+  steps = [s for s in step.capture.steps if s.kernel is not None]
+  per: dict[str, list] = defaultdict(lambda: [0, 0.0, None])
+  for s in steps:
+    k = s.kernel
+    t = k.program([b.handle for b in s.buffers], k.dims, wait=True)
+    row = per[k.name]
+    row[0] += 1; row[1] += t; row[2] = k
+  dev.synchronize()
+  total = sum(r[1] for r in per.values())
+  print(f"GPT {config}: {len(steps)} kernel launches, {len(per)} distinct kernels; sum of kernel times {total * 1e3:.2f} ms; "
+        f"wall per replayed step {min(walls[2:]) * 1e3:.2f} ms")
+  print(f"{'kernel':<42} {'plan':<7} {'n':>3} {'total ms':>9} {'%':>5} {'us each':>9} {'GB/s':>7} {'GFLOP/s':>8}  grid x block")
+  for name, (n, t, k) in sorted(per.items(), key=lambda kv: -kv[1][1])[:top]:
+    each = t / n
+    print(f"{name:<42} {k.program.meta.get('plan', '?'):<7} {n:>3} {t * 1e3:9.3f} {100 * t / total:5.1f} {each * 1e6:9.1f} "
+          f"{k.bytes / each / 1e9:7.0f} {k.flops / each / 1e9:8.0f}  {k.dims.global_size} x {k.dims.local_size}")
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--runs", type=int, default=20)
   ap.add_argument("--warmup", type=int, default=3)
   ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile column")
   ap.add_argument("--save", action="store_true", help="append the table to bench/RESULTS.md")
+  ap.add_argument("--gpt-step", action="store_true", help="profile one training step of the GPT example instead")
+  ap.add_argument("--gpt-config", default="large", help="the GPT config --gpt-step trains (examples/gpt.py CONFIGS)")
+  ap.add_argument("--top", type=int, default=25, help="kernels --gpt-step lists")
   args = ap.parse_args()
+  if args.gpt_step: return gpt_step_profile(args.gpt_config, args.top)
   dev = get_device("CUDA")
   print("| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER), flush=True)
   rows, extra = run(args)

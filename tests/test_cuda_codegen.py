@@ -41,6 +41,9 @@ CASES = {
   "odd_elementwise": (lambda: Tensor(rnd(7, 5)).exp() * 0.5, "flat"),
   "reduce_rows": (lambda: Tensor(rnd(128, 512)).sum(1), "block"),
   "reduce_cols": (lambda: Tensor(rnd(512, 4096)).sum(0), "flat"),
+  "reduce_long_cols": (lambda: Tensor(rnd(16, 512, 96)).sum((0, 1)), "columns"),  # a bias gradient
+  "reduce_short_rows": (lambda: Tensor(rnd(1024, 256)).sum(1), "row"),  # a warp per row
+  "reduce_mixed_rows": (lambda: (Tensor(rnd(4096, 96)) + Tensor(rnd(96, 4096)).T).sum(1), "row"),  # one operand runs along the row
   "full_sum": (lambda: Tensor(rnd(512, 512)).sum(), "split"),
   "full_max": (lambda: Tensor(rnd(512, 512)).max(), "split"),
   "softmax": (lambda: Tensor(rnd(64, 256)).softmax(-1), "row"),
@@ -56,6 +59,9 @@ CASES = {
   "matmul_odd": (lambda: Tensor(rnd(100, 70)) @ Tensor(rnd(70, 90)), "matmul"),
   "matmul_bias_T": (lambda: Tensor(rnd(128, 96)).linear(Tensor(rnd(80, 96)), Tensor(rnd(80))), "matmul"),
   "matmul_batched": (lambda: Tensor(rnd(3, 128, 64)) @ Tensor(rnd(3, 64, 96)), "matmul"),
+  # a weight gradient: summed over two loops (batch, time), few output tiles: split-K
+  "matmul_split_k": (lambda: (Tensor(rnd(4, 512, 96)).unsqueeze(-1) * Tensor(rnd(4, 512, 80)).unsqueeze(-2)).sum((0, 1)), "matmul"),
+  "matmul_f16_split_k": (lambda: Tensor(rnd(4096, 64, dtype=np.float16)).T @ Tensor(rnd(4096, 96, dtype=np.float16)), "mma"),
   "matmul_f16": (lambda: Tensor(rnd(256, 64, dtype=np.float16)) @ Tensor(rnd(64, 128, dtype=np.float16)), "mma"),
   "matmul_f16_T": (lambda: Tensor(rnd(128, 96, dtype=np.float16)) @ Tensor(rnd(80, 96, dtype=np.float16)).T, "mma"),
   "matmul_bf16": (lambda: Tensor(rnd(128, 64)).cast(dtypes.bfloat16) @ Tensor(rnd(64, 128)).cast(dtypes.bfloat16), "mma"),
@@ -98,6 +104,16 @@ def test_row_kernel_work_is_linear(noopt):
 
 
 @needs_nvrtc
+def test_split_k_plan():
+  # few output tiles over a long k: the blocks split k and the last one of each tile adds the partials in order
+  for name in ("matmul_split_k", "matmul_f16_split_k"):
+    _, src, dims, meta = render_for_arch(asts(CASES[name][0]())[-1], "sm_90")
+    assert dims.global_size[2] > 1 and "atomicAdd" in src and "__ldcg" in src, name
+  _, src, dims, _ = render_for_arch(asts(CASES["matmul_f32"][0]())[-1], "sm_90", sm_count=1)  # as many tiles as SMs: no split
+  assert dims.global_size[2] == 1 and "atomicAdd" not in src
+
+
+@needs_nvrtc
 def test_compiles_for_older_arch():
   for build, _ in (CASES["matmul_f16"], CASES["full_sum"], CASES["bf16"]):
     for ast in asts(build()):
@@ -128,6 +144,14 @@ GPU_CASES = {
   "matmul_odd": lambda d: (lambda a, b: a @ b, [rnd(100, 70), rnd(70, 130)]),
   "matmul_linear": lambda d: (lambda a, w, c: a.linear(w, c).relu(), [rnd(130, 96), rnd(80, 96), rnd(80)]),
   "matmul_batched": lambda d: (lambda a, b: a @ b, [rnd(3, 128, 64), rnd(3, 64, 96)]),
+  "matmul_split_k": lambda d: (lambda a, b: (a.unsqueeze(-1) * b.unsqueeze(-2)).sum((0, 1)), [rnd(5, 300, 70), rnd(5, 300, 130)]),
+  "matmul_split_k_bias": lambda d: (lambda a, b, c: a.T @ b + c, [rnd(3000, 96), rnd(3000, 64), rnd(64)]),
+  "matmul_f16_split_k": lambda d: (lambda a, b: a.T @ b, [rnd(2000, 64, dtype=np.float16), rnd(2000, 72, dtype=np.float16)]),
+  "reduce_long_cols": lambda d: (lambda a: a.sum((0, 1)) * 2 + 1, [rnd(16, 300, 96)]),
+  "max_long_cols": lambda d: (lambda a: a.max(0), [rnd(5000, 64)]),
+  "reduce_short_rows": lambda d: (lambda a: a.max(1), [rnd(1000, 200)]),
+  "reduce_mixed_rows": lambda d: (lambda a, b: (a + b.T).sum(1), [rnd(3000, 100), rnd(100, 3000)]),
+  "cross_entropy": lambda d: (lambda a: a.log_softmax(-1).sum(), [rnd(4096, 65)]),
   "matmul_f16": lambda d: (lambda a, b: a @ b, [rnd(256, 96, dtype=np.float16), rnd(96, 200, dtype=np.float16)]),
   "matmul_f16_T": lambda d: (lambda a, b: a @ b.T, [rnd(128, 96, dtype=np.float16), rnd(72, 96, dtype=np.float16)]),
   "pad": lambda d: (lambda a: a.pad(((1, 2), (3, 0))) * 2, [rnd(16, 16)]),
@@ -177,6 +201,26 @@ def test_gpu_split_reduction_runs_twice():
   first, second = t.sum().numpy(), (t * 1).sum().numpy()
   np.testing.assert_allclose(first, a.sum(dtype=np.float64), rtol=1e-4)
   np.testing.assert_allclose(second, first, rtol=1e-6)
+
+
+@needs_gpu
+def test_gpu_split_k_runs_twice():
+  # split-K matmul tiles take tickets: the counters must be ready for the next launch, and the sum is deterministic
+  a, b = rnd(4096, 96), rnd(4096, 80, seed=1)
+  x, y = Tensor(a, device="CUDA"), Tensor(b, device="CUDA")
+  first, second = (x.T @ y).numpy(), (x.T @ y).numpy()
+  np.testing.assert_allclose(first, a.T.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+  assert (first == second).all()
+
+
+@needs_gpu
+def test_gpu_columns_reduction_runs_twice():
+  # the columns plan's tickets too must be reset for the next launch; the partials are added in a fixed order
+  a = rnd(64, 256, 384)
+  t = Tensor(a, device="CUDA")
+  first, second = t.sum((0, 1)).numpy(), (t * 1).sum((0, 1)).numpy()
+  np.testing.assert_allclose(first, a.sum((0, 1), dtype=np.float64), rtol=1e-4, atol=1e-3)
+  assert (first == second).all()
 
 
 @needs_gpu

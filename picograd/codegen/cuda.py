@@ -21,6 +21,10 @@ the program; the per-op rendering below is shared by every plan:
 - `split`: few outputs, huge reduction (a full sum): each output gets G blocks; each block writes
   its partial to a `__device__` scratch array, and the last block to finish (an atomic ticket)
   combines the G partials in a fixed order, so the result is deterministic and needs one launch.
+- `columns`: a few hundred or thousand outputs, each summing a long strided column (a bias
+  gradient sums 16384 rows): a thread per output as in `flat`, so a warp reads 32 neighbouring
+  columns of a row at once, and G blocks per group of outputs, each taking every G-th row; their
+  partials are combined as in `split`.
 - `matmul` / `mma`: a reduction of a product X*Y where X depends on output loops M and Y on
   output loops N: tiles of X and Y go through shared memory (double-buffered, with the next tile
   prefetched into registers while the current one is used); SIMT threads compute 8x8 outputs each,
@@ -221,9 +225,13 @@ def contiguous_in(index: UOp, rng: UOp, width: int) -> bool:
 
 @dataclass
 class Matmul:
-  """A program of the form out[b, m, n] = epilogue(sum_k X[b, m, k] * Y[b, k, n]), found by `find_matmul`."""
+  """A program of the form out[b, m, n] = epilogue(sum_k X[b, m, k] * Y[b, k, n]), found by `find_matmul`.
+
+  k may be several reduction loops (a weight gradient sums over batch and time): they are one
+  flattened K, row-major, outermost first.
+  """
   acc: UOp
-  k: UOp
+  ks: list[UOp]          # the reduction loops, outermost first
   x: UOp                 # the M-side operand of the product
   y: UOp                 # the N-side operand
   mul: UOp
@@ -233,26 +241,32 @@ class Matmul:
   store: UOp
 
   @property
+  def k(self) -> UOp:
+    """The innermost reduction loop: the one along which k-contiguous memory runs."""
+    return self.ks[-1]
+
+  @property
   def sizes(self) -> tuple[int, int, int, int]:
-    return prod(r.arg[1] for r in self.batch), prod(r.arg[1] for r in self.m), prod(r.arg[1] for r in self.n), self.k.arg[1]
+    return prod(r.arg[1] for r in self.batch), prod(r.arg[1] for r in self.m), prod(r.arg[1] for r in self.n), \
+        prod(r.arg[1] for r in self.ks)
 
 
 def find_matmul(program: list[UOp], deps: dict[UOp, frozenset[UOp]]) -> Matmul | None:
   accs = [u for u in program if u.op is Ops.DEFINE_ACC]
   stores = [u for u in program if u.op is Ops.STORE]
-  if len(accs) != 1 or len(stores) != 1 or accs[0].arg[1] is not Ops.ADD or len(accs[0].src) != 1: return None
-  acc, k = accs[0], accs[0].src[0]
+  if len(accs) != 1 or len(stores) != 1 or accs[0].arg[1] is not Ops.ADD: return None
+  acc, ks = accs[0], list(accs[0].src)
   value = next(u.src[1] for u in program if u.op is Ops.ACCUMULATE)
   while value.op is Ops.CAST: value = value.src[0]
   if value.op is not Ops.MUL or not value.dtype.is_float: return None
   glob = [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
   a, b = value.src
-  da, db = deps[a] - {k}, deps[b] - {k}
-  if k not in deps[a] or k not in deps[b] or not (da | db) <= set(glob): return None
+  da, db = deps[a] - set(ks), deps[b] - set(ks)
+  if not (deps[a] & set(ks)) or not (deps[b] & set(ks)) or not (da | db) <= set(glob): return None
   m, n = [r for r in glob if r in da and r not in db], [r for r in glob if r in db and r not in da]
   if not m or not n: return None
   batch = [r for r in glob if r not in m and r not in n]
-  return Matmul(acc, k, a, b, value, m, n, batch, stores[0])
+  return Matmul(acc, ks, a, b, value, m, n, batch, stores[0])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -383,7 +397,7 @@ def row_split(program: list[UOp]) -> tuple[list[UOp], list[UOp]]:
 
 
 class Sequential:
-  """Renders the program in order for the flat, block, split and row plans.
+  """Renders the program in order for the flat, block, split, row and columns plans.
 
   The row loops (every global loop, or those before the first reduction: `row_split`) come from the
   thread index (flat: a thread per row) or the block index (block, split: a block per output; row: a
@@ -393,7 +407,8 @@ class Sequential:
   result, so a later reduction or the columns can use it. In the row plan a strided loop whose
   innermost range is a multiple of 4 and which has a 16-byte-aligned contiguous access takes four
   neighbouring iterations per step (`lane` 0..3, the body rendered four times) with float4 loads and
-  stores. Every other loop runs sequentially inside its thread.
+  stores. Every other loop runs sequentially inside its thread. The columns plan has a thread per
+  output (a group of one) whose top-level reduction loop is strided over the `split` blocks instead.
   """
 
   def __init__(self, program: list[UOp], ks: KernelSource, mode: str, split: int = 1, group: int = 0):
@@ -432,6 +447,12 @@ class Sequential:
       self.tid = "lane"
       index_of(self.rows, "row", w, self.names)
       return 32
+    if self.mode == "columns":
+      ks.block = next(b for b in (BLOCK, 128, 64, 32) if total % b == 0)  # whole blocks: every thread takes a ticket
+      ks.grid = (total // ks.block * self.split,)
+      w(f"const int part = blockIdx.x % {self.split}, gid = blockIdx.x / {self.split} * {ks.block} + threadIdx.x;")
+      index_of(self.rows, "gid", w, self.names)
+      return 1
     if self.mode == "row": ks.block = group
     ks.grid = (total * self.split,)
     w(f"const int out = blockIdx.x{f' / {self.split}' if self.split > 1 else ''};")
@@ -490,7 +511,9 @@ class Sequential:
     w, size = self.w, prod(r.arg[1] for r in ranges)
     width = 4 if self.mode == "row" and self._vectorizable(ranges, lo, hi) else 1
     it, j = "long long" if size >= 2**31 else "int", w.fresh("j")
-    start, step = (f"part * {self.ks.block} + {self.tid}", self.ks.block * self.split) if self.split > 1 else (self.tid, self.group)
+    if self.mode == "columns": start, step = "part", self.split
+    elif self.split > 1: start, step = f"part * {self.ks.block} + {self.tid}", self.ks.block * self.split
+    else: start, step = self.tid, self.group
     w(f"#pragma unroll {2 if width > 1 else 4}")  # a four-lane body is already four iterations
     w.open(f"for ({it} {j} = {start}; {j} < {size // width}; {j} += {step})")
     self.loops += 1
@@ -546,14 +569,34 @@ class Sequential:
         self.w(f"*reinterpret_cast<{vt}*>(p{param.arg[0]} + {at}) = make_{vt}({', '.join(vals)});")
       return
     line = render_store(param, self.val(idx), self.val(value))
-    self.w(f"if ({self.tid} == 0) {line}" if self.mode != "flat" and not self.strided else line)
+    self.w(f"if ({self.tid} == 0) {line}" if self.mode not in ("flat", "columns") and not self.strided else line)
 
   def combine(self, acc: UOp) -> None:
     """After a strided reduction loop: combine the group's partials (and, when split, the blocks')."""
     if self.group == 32 and self.mode == "row":
       a = self.names[acc]
       self.w(f"{a} = pg_warp_reduce({a}, {_functor(acc.arg[1])});")
+    elif self.mode == "columns": self.combine_columns(acc)
     else: _block_combine(acc, self.names, self.ks, self.split)
+
+  def combine_columns(self, acc: UOp) -> None:
+    """Each thread's partial to scratch; the last of the `split` blocks of a group of outputs adds them in block order."""
+    w, ks, a, t, S = self.w, self.ks, self.names[acc], REG_TYPES[acc.dtype], self.split
+    total, groups = ks.grid[0] // S * ks.block, ks.grid[0] // S
+    part, count, last = w.fresh("pg_part"), w.fresh("pg_count"), w.fresh("last")
+    ks.globals += [f"__device__ {t} {part}[{S * total}];", f"__device__ unsigned int {count}[{groups}];"]
+    w(f"{part}[part * {total} + gid] = {a};")
+    w("__threadfence();  // publish the partials before taking a ticket")
+    w("__syncthreads();")
+    w(f"__shared__ bool {last};")
+    w(f"if (threadIdx.x == 0) {last} = atomicAdd(&{count}[blockIdx.x / {S}], 1u) == {S - 1};")
+    w("__syncthreads();")
+    w(f"if (!{last}) return;")
+    w("__threadfence();")
+    w(f"if (threadIdx.x == 0) {count}[blockIdx.x / {S}] = 0;  // ready for the next launch")
+    w(f"{a} = {c_const(acc.arg[0], acc.dtype)};")
+    w("#pragma unroll 8")
+    w(f"for (int q = 0; q < {S}; q++) {_acc_update(acc.arg[1], acc.dtype, a, f'__ldcg(&{part}[q * {total} + gid])')}")
 
 
 def _block_combine(acc: UOp, names: dict[UOp, str], ks: KernelSource, split: int) -> None:
@@ -627,16 +670,27 @@ def render_lanes(program: list[UOp], ks: KernelSource, deps: dict[UOp, frozenset
 # ---- matrix products
 
 class MatmulWriter:
-  """Shared pieces of the tiled plans: operand tiles loaded into registers, and the epilogue at an output element."""
+  """Shared pieces of the tiled plans: operand tiles loaded into registers, the k-steps, and the epilogue at an output element.
 
-  def __init__(self, program: list[UOp], mm: Matmul, ks: KernelSource, tile: tuple[int, int, int]):
+  With `split` > 1 (split-K, for few output tiles over a long k: a weight gradient summed over every
+  token), blockIdx.z also picks one of `split` chunks of k; each block stores its partial tile to a
+  `__device__` scratch array, and the last block of a tile to finish (an atomic ticket) adds the
+  partials in chunk order and runs the epilogue: deterministic, and one launch.
+  """
+
+  def __init__(self, program: list[UOp], mm: Matmul, ks: KernelSource, tile: tuple[int, int, int], split: int = 1):
     self.program, self.mm, self.ks, self.w = program, mm, ks, ks.w
     self.BM, self.BN, self.BK = tile
     B, self.M, self.N, self.K = mm.sizes
-    ks.grid = (ceildiv(self.N, self.BN), ceildiv(self.M, self.BM), B)
+    self.split = split
+    self.chunk = ceildiv(ceildiv(self.K, split), self.BK) * self.BK  # k per block, whole k-steps
+    self.steps = self.chunk // self.BK
+    ks.grid = (ceildiv(self.N, self.BN), ceildiv(self.M, self.BM), B * split)
     self.w(f"const int m0 = blockIdx.y * {self.BM}, n0 = blockIdx.x * {self.BN};")
+    if split > 1: self.w(f"const int part = blockIdx.z % {split}, kbase = part * {self.chunk};")
+    else: self.w("const int kbase = 0;")
     self.batch_env: dict[UOp, str] = {}
-    if mm.batch: index_of(mm.batch, "blockIdx.z", self.w, self.batch_env)
+    if mm.batch: index_of(mm.batch, "blockIdx.z" if split == 1 else f"(blockIdx.z / {split})", self.w, self.batch_env)
 
   def bind(self, ranges: list[UOp], flat: str, env: dict[UOp, str]) -> None:
     if len(ranges) == 1: env[ranges[0]] = f"({REG_TYPES[ranges[0].dtype]})({flat})"
@@ -656,8 +710,9 @@ class MatmulWriter:
     w, BK, K, k = self.w, self.BK, self.K, self.mm.k
     run = "s" if _runs_along(operand, side, k) else "k"
     width = 16 // operand.src[0].dtype.itemsize if operand.op is Ops.LOAD else 1
+    # a vector along k stays inside the innermost reduction loop (k may be several loops flattened)
     aligned = operand.op is Ops.LOAD and MEM_TYPES[operand.src[0].dtype] == smem_type and \
-        contiguous_in(operand.src[1], side[-1] if run == "s" else k, width) and (side[-1].arg[1] if run == "s" else K) % width == 0
+        contiguous_in(operand.src[1], side[-1] if run == "s" else k, width) and (side[-1] if run == "s" else k).arg[1] % width == 0
     vec = width if aligned else 1
     per = tile * BK // BLOCK // vec
     if run == "s": coords = f"const int s = flat % {tile // vec} * {vec}, kk = flat / {tile // vec};"
@@ -671,8 +726,8 @@ class MatmulWriter:
     w(f"const int gs = {origin} + s, gk = k0 + kk;")
     env = dict(self.batch_env)
     self.bind(side, "gs", env)
-    env[k] = f"({REG_TYPES[k.dtype]})gk"
-    guard = " && ".join(([f"gs < {size}"] if size % tile else []) + ([f"gk < {K}"] if K % BK else []))
+    self.bind(self.mm.ks, "gk", env)
+    guard = " && ".join(([f"gs < {size}"] if size % tile else []) + ([f"gk < {K}"] if self.split * self.chunk != K else []))
     if guard: w.open(f"if ({guard})")
     if vec > 1:
       idx = Cone(w, env).expr(operand.src[1])
@@ -691,6 +746,43 @@ class MatmulWriter:
     scatter = f"const {smem_type}* h = reinterpret_cast<const {smem_type}*>(&{reg}[e]); _Pragma(\"unroll\") for (int q = 0; q < {vec}; q++) "
     moved = ("(s + q)", "kk") if run == "s" else ("s", "(kk + q)")
     return f"load_{reg}", lambda dst: head + scatter + f"{at(dst, *moved)} = h[q]; }}"
+
+  def k_loop(self, loaders: list[str]) -> None:
+    """Open the loop over this block's k-steps; the next step's tiles are fetched into registers first."""
+    w, kt = self.w, self.steps
+    w.open(f"for (int kt = 0; kt < {kt}; kt++)")
+    w("const int cur = kt & 1;")
+    w(f"if (kt + 1 < {kt}) {{ {' '.join(f'{ld}(kbase + (kt + 1) * {self.BK});' for ld in loaders)} }}")
+
+  def split_scratch(self) -> tuple[str, str]:
+    """Declare the split-K scratch; returns (this block's partial tile, the first partial of its output tile)."""
+    gx, gy, _ = self.ks.grid
+    tiles, t = gx * gy * (self.ks.grid[2] // self.split), REG_TYPES[self.mm.acc.dtype]
+    part, self.count = self.w.fresh("pg_part"), self.w.fresh("pg_count")
+    self.ks.globals += [f"__device__ {t} {part}[{tiles * self.split * self.BM * self.BN}];",
+                        f"__device__ unsigned int {self.count}[{tiles}];"]
+    self.w(f"const int tile = (blockIdx.z / {self.split}) * {gx * gy} + blockIdx.y * {gx} + blockIdx.x;")
+    self.w(f"{t}* const tile_parts = {part} + (size_t)tile * {self.split * self.BM * self.BN};")
+    return f"(tile_parts + part * {self.BM * self.BN})", "tile_parts"
+
+  def split_wait(self) -> None:
+    """After every thread stored its partials: the blocks of a tile take tickets, and all but the last leave."""
+    w = self.w
+    w("__threadfence();  // publish the partials before taking a ticket")
+    w("__syncthreads();")
+    w("__shared__ bool last;")
+    w(f"if (threadIdx.x == 0) last = atomicAdd(&{self.count}[tile], 1u) == {self.split - 1};")
+    w("__syncthreads();")
+    w("if (!last) return;")
+    w("__threadfence();")
+    w(f"if (threadIdx.x == 0) {self.count}[tile] = 0;  // ready for the next launch")
+
+  def split_sum(self, parts: str, local: str) -> str:
+    """The sum, in chunk order, of the tile's partials at local offset `local` (read past L1: other SMs wrote them)."""
+    t, name = REG_TYPES[self.mm.acc.dtype], self.w.fresh("sum")
+    self.w(f"{t} {name} = {c_const(0, self.mm.acc.dtype)};")
+    self.w(f"for (int q = 0; q < {self.split}; q++) {name} = {name} + __ldcg(&{parts}[q * {self.BM * self.BN} + {local}]);")
+    return name
 
   def epilogue(self, acc_value: str) -> None:
     """Everything after the reduction (casts, a bias, the store) for output (gm, gn), skipped outside the matrix."""
@@ -721,25 +813,22 @@ def _product(program: list[UOp], mm: Matmul, a: str, b: str) -> str:
   return code
 
 
-def render_matmul(program: list[UOp], mm: Matmul, ks: KernelSource) -> None:
+def render_matmul(program: list[UOp], mm: Matmul, ks: KernelSource, split: int = 1) -> None:
   """SIMT: 128x128 output tiles, k-steps of 8 through double-buffered shared memory, 8x8 outputs per thread."""
   w = ks.w
   at, bt, ct = REG_TYPES[mm.x.dtype], REG_TYPES[mm.y.dtype], REG_TYPES[mm.acc.dtype]
   w(f"__shared__ {at} As[2][8][132];")
   w(f"__shared__ {bt} Bs[2][8][132];")
   w("const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;")
-  mw = MatmulWriter(program, mm, ks, (128, 128, 8))
+  mw = MatmulWriter(program, mm, ks, (128, 128, 8), split)
   la, sa = mw.tile_loader(mm.x, mm.m, "m0", mw.M, 128, "ra", at, "s")
   lb, sb = mw.tile_loader(mm.y, mm.n, "n0", mw.N, 128, "rb", bt, "s")
   w(f"{ct} acc[8][8];")
   w(f"for (int i = 0; i < 8; i++) for (int j = 0; j < 8; j++) acc[i][j] = {c_const(0, mm.acc.dtype)};")
-  w(f"{la}(0); {lb}(0);")
+  w(f"{la}(kbase); {lb}(kbase);")
   w(sa("As[0][@K][@S]") + " " + sb("Bs[0][@K][@S]"))
   w("__syncthreads();")
-  kt = ceildiv(mw.K, 8)
-  w.open(f"for (int kt = 0; kt < {kt}; kt++)")
-  w("const int cur = kt & 1;")
-  w(f"if (kt + 1 < {kt}) {{ {la}((kt + 1) * 8); {lb}((kt + 1) * 8); }}")
+  mw.k_loop([la, lb])
   w("#pragma unroll")
   w.open("for (int kk = 0; kk < 8; kk++)")
   # rows ty*4.. and 64+ty*4..: each quarter-warp reads 16 consecutive words, so the shared loads do not conflict
@@ -751,16 +840,23 @@ def render_matmul(program: list[UOp], mm: Matmul, ks: KernelSource) -> None:
   w("#pragma unroll")
   w(f"for (int i = 0; i < 8; i++) for (int j = 0; j < 8; j++) acc[i][j] = acc[i][j] + {_product(program, mm, 'a[i]', 'b[j]')};")
   w.close()
-  w(f"if (kt + 1 < {kt}) {{ {sa('As[cur ^ 1][@K][@S]')} {sb('Bs[cur ^ 1][@K][@S]')} }}")
+  w(f"if (kt + 1 < {mw.steps}) {{ {sa('As[cur ^ 1][@K][@S]')} {sb('Bs[cur ^ 1][@K][@S]')} }}")
   w("__syncthreads();")
   w.close()
-  w("#pragma unroll")
-  w.open("for (int i = 0; i < 8; i++)")
-  w("#pragma unroll")
-  w.open("for (int j = 0; j < 8; j++)")
-  w("const int gm = m0 + (i < 4 ? ty * 4 + i : 60 + ty * 4 + i), gn = n0 + (j < 4 ? tx * 4 + j : 60 + tx * 4 + j);")
-  mw.epilogue("acc[i][j]")
-  w.close(); w.close()
+  # this thread's outputs: rows ty*4.. and 64+ty*4.., columns tx*4.. and 64+tx*4.. of the tile
+  each = "_Pragma(\"unroll\") for (int i = 0; i < 8; i++) _Pragma(\"unroll\") for (int j = 0; j < 8; j++)"
+  local = "const int lm = i < 4 ? ty * 4 + i : 60 + ty * 4 + i, ln = j < 4 ? tx * 4 + j : 60 + tx * 4 + j;"
+  value = "acc[i][j]"
+  if split > 1:
+    mine, parts = mw.split_scratch()
+    w(f"{each} {{ {local} {mine}[lm * 128 + ln] = acc[i][j]; }}")
+    mw.split_wait()
+  w.open(each)
+  w(local)
+  w("const int gm = m0 + lm, gn = n0 + ln;")
+  if split > 1: value = mw.split_sum(parts, "lm * 128 + ln")
+  mw.epilogue(value)
+  w.close()
 
 
 MMA_TILE = (128, 128, 32)
@@ -768,7 +864,7 @@ _KP, _NP, _CP = 32 + 8, 128 + 8, 128 + 4  # padded rows: 16-byte aligned, and ld
 MMA_SHARED = max(2 * 128 * _KP * 2 + 2 * 32 * _NP * 2, 128 * _CP * 4)
 
 
-def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource) -> None:
+def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource, split: int = 1) -> None:
   """Tensor cores through `mma.sync.m16n8k16` and `ldmatrix` (inline PTX, so no header is needed): 128x128 tiles, k-steps of 32.
 
   As[m][k] is k-contiguous and Bs[k][n] n-contiguous, so row-major operands are copied as whole
@@ -786,19 +882,16 @@ def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource) -> None:
   w("float* Cs = reinterpret_cast<float*>(smem);  // reused for the epilogue once the tiles are done")
   w("const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, wm = warp / 4, wn = warp % 4, g = lane / 4, t = lane % 4;")
   w("const int lm = lane >> 3, lr = lane & 7;  // which 8x8 matrix of an ldmatrix.x4 this lane addresses, and its row")
-  mw = MatmulWriter(program, mm, ks, MMA_TILE)
+  mw = MatmulWriter(program, mm, ks, MMA_TILE, split)
   la, sa = mw.tile_loader(mm.x, mm.m, "m0", mw.M, BM, "ra", et, "k")
   lb, sb = mw.tile_loader(mm.y, mm.n, "n0", mw.N, BN, "rb", et, "s")
   a_at, b_at = f"As[buf * {BM * _KP} + (@S) * {_KP} + @K]", f"Bs[buf * {BK * _NP} + (@K) * {_NP} + @S]"
   w("float c[4][4][4];")
   w("for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) for (int q = 0; q < 4; q++) c[i][j][q] = 0.0f;")
-  w(f"{la}(0); {lb}(0);")
+  w(f"{la}(kbase); {lb}(kbase);")
   w("{ const int buf = 0; " + sa(a_at) + " " + sb(b_at) + " }")
   w("__syncthreads();")
-  kt = ceildiv(mw.K, BK)
-  w.open(f"for (int kt = 0; kt < {kt}; kt++)")
-  w("const int cur = kt & 1;")
-  w(f"if (kt + 1 < {kt}) {{ {la}((kt + 1) * {BK}); {lb}((kt + 1) * {BK}); }}")
+  mw.k_loop([la, lb])
   w("#pragma unroll")
   w.open(f"for (int kk = 0; kk < {BK}; kk += 16)")
   w("unsigned a[4][4], b[4][2];")
@@ -819,7 +912,7 @@ def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource) -> None:
     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\" : \"+f\"(c[i][j][0]), \"+f\"(c[i][j][1]), \"+f\"(c[i][j][2]), "
     "\"+f\"(c[i][j][3]) : \"r\"(a[i][0]), \"r\"(a[i][1]), \"r\"(a[i][2]), \"r\"(a[i][3]), \"r\"(b[j][0]), \"r\"(b[j][1]));")
   w.close()
-  w(f"if (kt + 1 < {kt}) {{ const int buf = cur ^ 1; {sa(a_at)} {sb(b_at)} }}")
+  w(f"if (kt + 1 < {mw.steps}) {{ const int buf = cur ^ 1; {sa(a_at)} {sb(b_at)} }}")
   w("__syncthreads();")
   w.close()
   w.open("for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++)")
@@ -828,9 +921,15 @@ def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource) -> None:
   w(f"Cs[(r + 8) * {_CP} + col] = c[i][j][2]; Cs[(r + 8) * {_CP} + col + 1] = c[i][j][3];")
   w.close()
   w("__syncthreads();")
+  value = f"Cs[(e / {BN}) * {_CP} + e % {BN}]"
+  if split > 1:
+    mine, parts = mw.split_scratch()
+    w(f"for (int e = threadIdx.x; e < {BM * BN}; e += {BLOCK}) {mine}[e] = {value};")
+    mw.split_wait()
   w.open(f"for (int e = threadIdx.x; e < {BM * BN}; e += {BLOCK})")
   w(f"const int gm = m0 + e / {BN}, gn = n0 + e % {BN};")
-  mw.epilogue(f"Cs[(e / {BN}) * {_CP} + e % {BN}]")
+  if split > 1: value = mw.split_sum(parts, "e")
+  mw.epilogue(value)
   w.close()
 
 
@@ -845,6 +944,20 @@ def _top_level(program: list[UOp]) -> list[UOp]:
     elif u.op is Ops.ENDRANGE and u.src[0].arg[2] == "reduce": depth -= 1
     elif u.op is Ops.DEFINE_ACC and depth == 0: top.append(u)
   return top
+
+
+SPLIT_K_CHUNK = 512            # the least k a split-K block takes: its partial tile costs a store and a load per output
+SPLIT_K_SCRATCH = 64 * 2**20   # bytes of partial tiles one split-K kernel may keep
+
+
+def _split_k(mm: Matmul, target: CUDATarget) -> int:
+  """How many chunks of k the tiles of a matmul are split into: enough blocks for about two per SM when the
+  output alone gives fewer tiles than SMs (a weight gradient, 384x1152 summed over 16384 tokens, has 27)."""
+  B, M, N, K = mm.sizes
+  tiles = B * ceildiv(M, 128) * ceildiv(N, 128)
+  if tiles >= target.sm_count or mm.acc.dtype not in (dtypes.float32, dtypes.float64): return 1
+  scratch_cap = SPLIT_K_SCRATCH // (tiles * 128 * 128 * mm.acc.dtype.itemsize)
+  return max(1, min(ceildiv(2 * target.sm_count, tiles), K // SPLIT_K_CHUNK, scratch_cap))
 
 
 def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozenset[UOp]]) -> tuple[str, Any]:
@@ -873,18 +986,31 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
     B, M, N, K = mm.sizes
     if M >= 64 and N >= 64 and K >= 16 and B < 65536:
       halfs = mm.x.dtype == mm.y.dtype and mm.x.dtype in (dtypes.float16, dtypes.bfloat16) and mm.acc.dtype == dtypes.float32
-      if halfs and target.cc >= 80 and MMA_SHARED <= target.max_shared: return "mma", mm
-      return "matmul", mm
+      if halfs and target.cc >= 80 and MMA_SHARED <= target.max_shared: return "mma", (mm, _split_k(mm, target))
+      return "matmul", (mm, _split_k(mm, target))
   top = _top_level(program)
   rsize = max(prod(r.arg[1] for r in a.src) for a in top)
+  work = prod(u.arg[1] for u in program if u.op is Ops.RANGE and u.arg[2] == "reduce")  # nested reductions included
   inner = {a.src[-1] for a in top}
   loads = [u for u in program if u.op is Ops.LOAD and u.src[0].op is Ops.PARAM and deps[u] & inner]
-  contiguous = all(any(contiguous_in(u.src[1], r, 1) for r in inner) for u in loads)
-  if rsize < 32 or not (contiguous or outputs < 2048): return "flat", None
-  if len(top) == 1 and outputs <= target.sm_count and rsize >= 1 << 16 and top[0].dtype in (dtypes.float32, dtypes.float64, dtypes.int32,
-                                                                                             dtypes.int64, dtypes.uint32):
-    split = min(ceildiv(rsize, BLOCK * 16), max(1, 4 * target.sm_count // max(outputs, 1)), 1024)
+  along = [any(contiguous_in(u.src[1], r, 1) for r in inner) for u in loads]
+  if rsize < 32: return "flat", None
+  splittable = len(top) == 1 and top[0].dtype in (dtypes.float32, dtypes.float64, dtypes.int32, dtypes.int64, dtypes.uint32)
+  if not all(along) and splittable and outputs % 32 == 0 and outputs < target.sm_count * BLOCK and rsize >= 2048:
+    # blocks enough for about 2048 threads per SM, each thread at least 64 rows, at most 256 partials per output to combine
+    split = min(ceildiv(target.sm_count * 2048, outputs), rsize // 64, 256)
+    if split > 1: return "columns", split
+  if not all(along) and outputs >= 2048:
+    # a thread per output reads coalesced across the threads where the reduction runs over a leading axis;
+    # but with a few thousand rows it leaves most of the GPU idle, and a warp per row coalesces whatever runs along the row
+    if any(along) and rsize <= 4096 and outputs < 2 * target.sm_count * BLOCK: return "row", 32
+    return "flat", None
+  if splittable and outputs <= target.sm_count and work >= 1 << 16:
+    # about 256 steps of work per thread, at least one iteration of the split loop each
+    split = min(ceildiv(work, BLOCK * 256), ceildiv(rsize, BLOCK), max(1, 4 * target.sm_count // max(outputs, 1)), 1024)
     if split > 1: return "split", split
+  # short contiguous rows, many of them: a warp per output instead of a block (no block-wide combine, eight rows per block)
+  if all(along) and rsize <= 1024 and outputs >= 4 * target.sm_count: return "row", 32
   return "block", None
 
 
@@ -898,9 +1024,9 @@ def render_program(base_name: str, program: list[UOp], target: CUDATarget) -> tu
   ks = KernelSource()
   ks.w.wrapping = data_values(program)
   if plan == "lanes": render_lanes(program, ks, deps)
-  elif plan == "matmul": render_matmul(program, arg, ks)
-  elif plan == "mma": render_mma(program, arg, ks)
-  else: Sequential(program, ks, plan, arg if plan == "split" else 1, arg if plan == "row" else 0).render()
+  elif plan == "matmul": render_matmul(program, arg[0], ks, arg[1])
+  elif plan == "mma": render_mma(program, arg[0], ks, arg[1])
+  else: Sequential(program, ks, plan, arg if plan in ("split", "columns") else 1, arg if plan == "row" else 0).render()
   params = [u for u in program if u.op is Ops.PARAM]
   written = {u.src[0] for u in program if u.op is Ops.STORE}
   args = ", ".join(f"{'' if p in written else 'const '}{MEM_TYPES[p.dtype]}* __restrict__ p{p.arg[0]}" for p in params)
