@@ -9,7 +9,7 @@ import pytest
 from picograd import Tensor, Context, dtypes
 from picograd.codegen.kernel import render, _kernels
 from picograd.codegen.lower import lower_kernel
-from picograd.codegen.opt import plan_upcasts
+from picograd.codegen.opt import plan_upcasts, split_gated_loops
 from picograd.engine.realize import schedule
 from picograd.ir.ops import Ops
 
@@ -149,3 +149,43 @@ def test_plans_odd_widths():
   # h.T @ g stores 27-wide rows, but h is contiguous along the 200 outputs: 8-lane vectors there, 9 columns of them
   assert [(r.arg[1], f) for r, f in plan_upcasts(_lowered(h.T @ g)[0])] == [(200, 8), (27, 9)]
   np.testing.assert_allclose((h.T @ g).numpy(), h.numpy().T @ g.numpy(), rtol=1e-4)
+
+
+def _divmods(t: Tensor) -> int: return sum(n.op in (Ops.IDIV, Ops.MOD) for n in _lowered(t)[0].toposort())
+
+
+def test_gated_load_index_folds():
+  """Under a pad's gate the index folds as without the pad: i - 128 >= 0 there, so the reshape's div/mod of it simplify."""
+  x = Tensor.rand(4, 32, 16).realize()
+  heads = x.permute(1, 0, 2).reshape(32, 64)  # [head, time, dim] -> [time, head * dim], as attention's output
+  assert _divmods(heads.pad(((0, 0), (128, 0))) + 1) == _divmods(heads + 1) == 2
+  want = np.pad(x.numpy().transpose(1, 0, 2).reshape(32, 64), ((0, 0), (128, 0))) + 1
+  np.testing.assert_array_equal((heads.pad(((0, 0), (128, 0))) + 1).numpy(), want)
+
+
+def _gates(sink) -> int: return sum(n.op is Ops.WHERE for n in sink.toposort())
+
+
+def test_split_concatenation_loops():
+  """The fused q, k, v projection's gradients: a product over a concatenation splits into one gate-free copy per piece."""
+  q, k, v = (Tensor(RNG.integers(-3, 4, (48, 64)).astype(np.float32)).realize() for _ in range(3))
+  w, x = Tensor(RNG.integers(-3, 4, (192, 64)).astype(np.float32)).realize(), Tensor(RNG.integers(-3, 4, (48, 64)).astype(np.float32)).realize()
+  qkv = np.concatenate([q.numpy(), k.numpy(), v.numpy()], 1)
+  for make, want in ((lambda: Tensor.cat(q, k, v, dim=1) @ w, qkv @ w.numpy()),  # reduction loop over 192 = 3 x 64
+                     (lambda: Tensor.cat(q, k, v, dim=1).T @ x, qkv.T @ x.numpy())):  # output loop over 192
+    sink, _ = _lowered(make())
+    assert _gates(sink) == 6  # each piece's load index and value
+    split = split_gated_loops(sink)
+    assert _gates(split) == 0
+    assert sorted(r.arg[1] for r in split.toposort() if r.op is Ops.RANGE) == sorted([48, 64, 64])
+    opt, ref = _both(lambda: make().numpy())
+    np.testing.assert_array_equal(opt, want)
+    np.testing.assert_array_equal(ref, want)
+
+
+def test_plan_follows_the_majority_of_contiguous_loads():
+  """Two loads contiguous along the reduction and one along the output: vectors along the reduction (no upcast)."""
+  a, b, c = Tensor.rand(256, 64).realize(), Tensor.rand(256, 64).realize(), Tensor.rand(64, 256).realize()
+  assert plan_upcasts(_lowered((a * b + c.T).sum(1))[0]) == []
+  assert [f for _, f in plan_upcasts(_lowered((a + c.T).sum(1))[0])] == [32]  # one and one: vectors along the output
+  np.testing.assert_allclose((a * b + c.T).sum(1).numpy(), (a.numpy() * b.numpy() + c.numpy().T).sum(1), rtol=1e-5)

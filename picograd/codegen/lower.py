@@ -4,8 +4,9 @@ The kernel iterates over its output shape with one RANGE per dimension; each RED
 RANGEs for its reduced axes. Movement ops are never copies: each maps the consumer's index
 expressions to the producer's (reshape by combining/splitting, permute by reordering, expand
 by dropping, shrink by offset, flip by n-1-i, pad by a validity mask that also guards the
-load). The symbolic simplifier then folds the arithmetic, and adjacent loops whose accesses are
-all affine in a mergeable way are collapsed into one.
+load). The symbolic simplifier then folds the arithmetic (a gated load's index given its gate, so
+a pad does not block the folding), and adjacent loops whose accesses are all affine in a mergeable
+way are collapsed into one.
 """
 from __future__ import annotations
 from picograd.dtype import DType, dtypes
@@ -125,7 +126,51 @@ def lower_kernel(ast: UOp) -> UOp:
   signature = tuple(sorted((p for p in toposort([ast]) if p.op is Ops.PARAM), key=lambda p: p.arg[0]))
   sink = UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (out, out_index, scalar)),), signature)
   sink = graph_rewrite(sink, symbolic)
-  return merge_loops(sink)
+  return merge_loops(simplify_gated_loads(sink))
+
+
+def _loop_bounds(valid: UOp) -> dict[UOp, tuple[int, int]]:
+  """Inclusive bounds on loop indices that the gate `valid` implies: a pad's gate is a conjunction of `r < c` and `not (r < c)`."""
+  bounds: dict[UOp, tuple[int, int]] = {}
+  stack = [valid]
+  while stack:
+    c = stack.pop()
+    if c.op is Ops.AND: stack.extend(c.src)
+    elif c.op is Ops.CMPLT and c.src[0].op is Ops.RANGE and c.src[1].op is Ops.CONST:  # r < k
+      lo, hi = bounds.get(c.src[0], (0, c.src[0].arg[1] - 1))
+      bounds[c.src[0]] = (lo, min(hi, c.src[1].arg - 1))
+    elif c.op is Ops.XOR and c.src[1].op is Ops.CONST and c.src[1].arg and (lt := c.src[0]).op is Ops.CMPLT \
+        and lt.src[0].op is Ops.RANGE and lt.src[1].op is Ops.CONST:  # not (r < k)
+      lo, hi = bounds.get(lt.src[0], (0, lt.src[0].arg[1] - 1))
+      bounds[lt.src[0]] = (max(lo, lt.src[1].arg), hi)
+  return bounds
+
+
+def _simplify_given(index: UOp, valid: UOp) -> UOp:
+  """`index` simplified on the points where `valid` holds (the only ones a gated load reads).
+
+  A pad shifts its index by its leading padding, so through the reshapes behind it the index is
+  `(i - 128) // 16 % 4` with i in [0, 192): negative values block the div/mod folding. Under the
+  gate i >= 128, so i is rewritten as 128 + i' with i' a stand-in loop over [0, 64), folded, and
+  i' put back as i - 128: what remains is the index the unpadded view would have, with unit strides
+  where the data has them (which the upcast planner and LLVM's vectorizers need).
+  """
+  shifted = {r: (lo, hi) for r, (lo, hi) in _loop_bounds(valid).items() if (lo, hi) != (0, r.arg[1] - 1) and lo <= hi}
+  if not shifted: return index
+  # stand-ins: RANGEs of kind "given" that exist only inside this function
+  stand_in = {r: UOp(Ops.RANGE, r.dtype, (), (r.arg[0], hi - lo + 1, "given")) for r, (lo, hi) in shifted.items()}
+  folded = graph_rewrite(substitute(index, {r: stand_in[r] + shifted[r][0] for r in shifted}), symbolic)
+  return graph_rewrite(substitute(folded, {s: r - shifted[r][0] for r, s in stand_in.items()}), symbolic)
+
+
+def simplify_gated_loads(sink: UOp) -> UOp:
+  """Every gated load `LOAD(buf, valid.where(index, 0))` with its index simplified given `valid` (see _simplify_given)."""
+  mapping: dict[UOp, UOp] = {}
+  for n in toposort([sink]):
+    if n.op is not Ops.LOAD or (w := n.src[1]).op is not Ops.WHERE: continue
+    index = _simplify_given(w.src[1], w.src[0])
+    if index is not w.src[1]: mapping[w] = w.src[0].where(index, w.src[2])
+  return substitute(sink, mapping)
 
 
 def merge_loops(sink: UOp) -> UOp:

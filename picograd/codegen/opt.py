@@ -11,14 +11,20 @@ Loops whose sizes hold no whole 16-lane vectors (the makemore MLP's 27 and 30 wi
 tiles SLP still packs: one row of the odd width, or half-width vectors along another output loop
 with contiguous loads (the gradient a.T @ g, whose stored-contiguous loop is the odd one).
 
+Before planning, a loop that pad gates cut into a few equal regions (the gradient of a
+concatenation such as the fused q, k, v projection) is split into one gate-free copy per region
+(split_gated_loops), and where most loads are contiguous along the reduction the plan leaves the
+reduction loop to the loop vectorizer rather than vectorizing across outputs.
+
 The pass chooses which loops to upcast by probing the index expressions numerically (the
 stride of each load along each loop), so it does not depend on how the simplifier spelled an
 index. An upcast factor always divides the loop size; sizes with no suitable divisor are left
 alone. `NOOPT=1` turns the pass off; the results are the same either way (each output's
-reduction still runs over k in the same order).
+reduction still runs over k in the same order), except that a split reduction adds its regions'
+partial sums (a reassociation NOOPT's policy allows).
 """
 from __future__ import annotations
-import random
+import math, random
 from picograd.helpers import NOOPT, prod
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
@@ -31,6 +37,8 @@ ROWS = 4
 # matrix products (27, 30, 200 wide), 8 x 9 accumulators vectorize and 8 x 16 or 27 x 2 fall back
 # to scalar code, 6x slower. Tiles that are not whole 16-lane vectors stay at about this many accumulators.
 SMALL_TILE = 72
+# A loop is split into at most this many equal regions to take the pad gates out of it (a concatenation of q, k, v is 3).
+MAX_REGIONS = 4
 # A cap on the operations an upcast tile repeats, to bound LLVM's compile time (a 4x32 matmul tile is ~600).
 MAX_UNROLLED_OPS = 8192
 
@@ -95,9 +103,55 @@ def _divisor(size: int, limit: int) -> int:
   return max(d for d in range(1, min(size, limit) + 1) if size % d == 0)
 
 
+def _cut_points(nodes: list[UOp]) -> dict[UOp, set[int]]:
+  """For each loop compared with a constant (`r < k`: the gates of pads and concatenations), the values k inside it."""
+  cuts: dict[UOp, set[int]] = {}
+  for n in nodes:
+    if n.op is Ops.CMPLT and n.src[0].op is Ops.RANGE and n.src[1].op is Ops.CONST and 0 < n.src[1].arg < n.src[0].arg[1]:
+      cuts.setdefault(n.src[0], set()).add(n.src[1].arg)
+  return cuts
+
+
+def split_gated_loops(sink: UOp) -> UOp:
+  """Split each loop whose gates cut it into a few equal regions into one copy per region, so the gates fold away.
+
+  The gradient of a concatenation (the fused q, k, v projection) is a sum of padded pieces: a loop
+  over its 192 columns reads three buffers under three gates, every load guarded and two of three
+  wasted. Cut at the region boundaries (64, 128) each copy reads one buffer with no gate and an
+  affine index. A global loop becomes one STORE per region (the region's copy of the loop body);
+  a reduction loop becomes one REDUCE per region over a shorter loop, added together (a
+  reassociation of the sum, as NOOPT's policy allows), which linearize runs in one loop nest.
+  """
+  if len(sink.src) == 0 or any(st.op is not Ops.STORE for st in sink.src): return sink
+  nodes = toposort([sink])
+  for rng, cuts in _cut_points(nodes).items():
+    size = rng.arg[1]
+    width = math.gcd(size, *cuts)
+    if not 1 < size // width <= MAX_REGIONS: continue
+    short = UOp(Ops.RANGE, rng.dtype, (), (rng.arg[0], width, rng.arg[2]))
+    regions = [short + k * width for k in range(size // width)]
+    if rng.arg[2] == "global":
+      sink = UOp(Ops.SINK, sink.dtype, tuple(substitute(st, {rng: r}) for st in sink.src for r in regions), sink.arg)
+    else:
+      owners = [n for n in nodes if n.op is Ops.REDUCE and rng in n.src[1:]]
+      sink = substitute(sink, {x: _combine(x.arg, [UOp(Ops.REDUCE, x.dtype, (substitute(x.src[0], {rng: r}),
+                                                       *(short if s is rng else s for s in x.src[1:])), x.arg) for r in regions])
+                               for x in owners})
+    sink = graph_rewrite(sink, symbolic)
+    nodes = toposort([sink])
+  return sink
+
+
+def _combine(op: Ops, parts: list[UOp]) -> UOp:
+  """The partial reductions `parts` combined by the reduction's operation, left to right."""
+  out = parts[0]
+  for p in parts[1:]: out = out.alu(op, p)
+  return out
+
+
 def plan_upcasts(sink: UOp) -> list[tuple[UOp, int]]:
   """(global RANGE, factor) pairs worth upcasting in this lowered kernel; empty when none helps."""
-  if len(sink.src) != 1 or sink.src[0].op is not Ops.STORE: return []
+  if len(sink.src) == 0 or any(st.op is not Ops.STORE for st in sink.src): return []
   nodes = toposort([sink])
   reduces = [n for n in nodes if n.op is Ops.REDUCE]
   if not reduces: return []
@@ -111,18 +165,26 @@ def plan_upcasts(sink: UOp) -> list[tuple[UOp, int]]:
   if not inner: return []
   rnd = random.Random(0)
   innermost_red = max(red_ranges, key=lambda r: r.arg[0])
-  store_index = sink.src[0].src[1]
   itemsize = max(x.dtype.itemsize for x in reduces)
   lanes = max(VECTOR_BYTES // itemsize, 2)
   plan: list[tuple[UOp, int]] = []
   def along(g: UOp) -> list[int | None]: return [index_stride(ld.src[1], g, ranges, rnd) for ld in inner]
+  along_red = [index_stride(ld.src[1], innermost_red, ranges, rnd) == 1 for ld in inner]
   def vector_load(g: UOp) -> bool:
-    """Some inner load runs along output loop `g` but not along the reduction (so the reduction loop itself cannot vectorize)."""
-    return any(s == 1 and index_stride(ld.src[1], innermost_red, ranges, rnd) != 1 for s, ld in zip(along(g), inner))
-  col = next((g for g in reversed(glob) if index_stride(store_index, g, ranges, rnd) == 1), None)
+    """Inner loads run along output loop `g` but not along the reduction, at least as many as run along the reduction.
+
+    Vectors along `g` make the loads contiguous along the reduction strided (gathers, or scalar
+    code): where most loads are contiguous along the reduction (a LayerNorm gradient summing
+    five row-major terms and one transposed one), its loop vectorizes better.
+    """
+    n = sum(s == 1 and not red for s, red in zip(along(g), along_red))
+    return n > 0 and n >= sum(along_red)
+  col = next((g for g in reversed(glob) if all(index_stride(st.src[1], g, ranges, rnd) == 1 for st in sink.src)), None)
   # a loop other than the stored-contiguous one whose loads are contiguous, for half-width vectors
   other = next((g for g in reversed(glob) if g is not col and g.arg[1] % (lanes // 2) == 0 and vector_load(g)), None)
-  rows_limit = ROWS
+  # the stores of a split loop (split_gated_loops) each reuse the loaded column vectors already, like rows of the
+  # tile: three of them take 2 rows each (12 accumulators; with 4 rows, 24 of them, 1.4x slower on the GPT step)
+  rows_limit = ROWS if len(sink.src) == 1 else max(1, 2 * ROWS // len(sink.src))
   if col is not None and vector_load(col) and (f := _factor(col.arg[1], 2 * lanes)) % lanes == 0:
     # whole vectors along the stored-contiguous loop: SLP turns the copies into vector loads and FMAs
     plan.append((col, f))
@@ -166,9 +228,10 @@ def upcast(sink: UOp, rng: UOp, factor: int) -> UOp:
 def optimize(sink: UOp) -> UOp:
   """The lowered kernel `sink`, upcast where it pays (unchanged under NOOPT=1)."""
   if NOOPT: return sink
+  sink = split_gated_loops(sink)
   plan = plan_upcasts(sink)
   for rng, factor in plan: sink = upcast(sink, rng, factor)
   return graph_rewrite(sink, symbolic) if plan else sink
 
 
-__all__ = ["optimize", "plan_upcasts", "upcast", "index_stride"]
+__all__ = ["optimize", "plan_upcasts", "split_gated_loops", "upcast", "index_stride"]
