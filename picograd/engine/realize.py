@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from picograd.helpers import DEBUG
 from picograd.ir.ops import UOp, Ops, toposort, substitute
-from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view
+from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view, strip_reshapes
 from picograd.runtime.device import Buffer, get_device
 from picograd.codegen.kernel import get_kernel, CompiledKernel
 from picograd.engine.jit import record_steps
@@ -30,13 +30,11 @@ stats = {"schedules": 0, "cache_hits": 0, "kernels_run": 0}
 
 def is_buffer_view(u: UOp) -> bool:
   """A tensor that owns memory it can be assigned into: a buffer (or a pending assignment to one) seen through reshapes."""
-  while u.op is Ops.RESHAPE: u = u.src[0]
-  return u.op in (Ops.BUFFER, Ops.ASSIGN)
+  return strip_reshapes(u).op in (Ops.BUFFER, Ops.ASSIGN)
 
 
 def buffer_of(t: "Tensor") -> Buffer:
-  u = t.uop
-  while u.op is Ops.RESHAPE: u = u.src[0]
+  u = strip_reshapes(t.uop)
   assert u.op is Ops.BUFFER, f"tensor is not realized: {u.op}"
   return u.arg
 
@@ -61,9 +59,7 @@ def _forget_buffers(written: set[Buffer]) -> None:
   """An in-place write changes a buffer's value: nodes computed into it no longer describe it."""
   for table in _computed.values():
     for node, view in list(table.items()):
-      base = view
-      while base.op is Ops.RESHAPE: base = base.src[0]
-      if base.arg in written: del table[node]
+      if strip_reshapes(view).arg in written: del table[node]
 
 
 def _normalize(roots: list[UOp]) -> tuple[list[UOp], list[Buffer]]:

@@ -3,7 +3,9 @@
 The policy (DESIGN §4): elementwise chains and the movement ops between them fuse into one
 kernel; elementwise producers fuse into the reduction that consumes them; elementwise consumers
 of a reduction fuse into its kernel; a reduction whose result is broadcast back (through an
-EXPAND) or used by several nodes is realized first so it is not recomputed per element;
+EXPAND) or used by several nodes is realized first so it is not recomputed per element, unless
+it is a row reduction broadcast back over its own trailing axes (softmax, layernorm), which the
+kernel computes once per row; transcendental work broadcast into a reduction is stored once;
 CONTIGUOUS, COPY, ASSIGN and the requested outputs are boundaries.
 
 Scheduling works on a *normalized* graph in which every input buffer is replaced by a numbered
@@ -47,7 +49,7 @@ class KernelSpec:
 class ScheduleTemplate:
   kernels: tuple[KernelSpec, ...]
   temps: tuple[TempBuffer, ...]
-  outputs: tuple[Binding | None, ...]  # per root: the buffer holding its value (None: the root is a constant-free view of an input)
+  outputs: tuple[Binding, ...]  # per root: the buffer holding its value
 
 
 def slot_of(u: UOp) -> tuple | None:
@@ -55,10 +57,15 @@ def slot_of(u: UOp) -> tuple | None:
   return u.arg if u.op is Ops.BUFFER and isinstance(u.arg, tuple) else None
 
 
+def strip_reshapes(u: UOp) -> UOp:
+  """Below the RESHAPEs: the node a reshape-only view reads."""
+  while u.op is Ops.RESHAPE: u = u.src[0]
+  return u
+
+
 def is_contiguous_view(u: UOp) -> bool:
   """A whole buffer seen through reshapes only: reading it needs no kernel."""
-  while u.op is Ops.RESHAPE: u = u.src[0]
-  return u.op is Ops.BUFFER
+  return strip_reshapes(u).op is Ops.BUFFER
 
 
 def _consumers(nodes: list[UOp]) -> dict[UOp, set[UOp]]:
@@ -161,7 +168,7 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], fuse_rows: Callable[[UOp], b
   # an assignment whose value reads its own target at other positions would read elements it already
   # overwrote: compute the value into a buffer of its own first
   for n in nodes:
-    if n.op is Ops.ASSIGN and _reads_shifted(n.src[1], _strip_reshapes(n.src[0]), realize): realize.add(n.src[1])
+    if n.op is Ops.ASSIGN and _reads_shifted(n.src[1], strip_reshapes(n.src[0]), realize): realize.add(n.src[1])
   # a reduction that would be fused into several kernels would run once per kernel: give it its own
   while True:
     owners: dict[UOp, int] = {}
@@ -174,11 +181,6 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], fuse_rows: Callable[[UOp], b
 
 def _reduces_below_sources(b: UOp, realize: set[UOp]) -> list[UOp]:
   return [r for s in b.src for r in _reduces_below(s, realize)]
-
-
-def _strip_reshapes(u: UOp) -> UOp:
-  while u.op is Ops.RESHAPE: u = u.src[0]
-  return u
 
 
 def _reads_shifted(value: UOp, target: UOp, realize: set[UOp]) -> bool:
@@ -214,35 +216,29 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   for n in nodes:
     if n not in boundaries: continue
     if n.op is Ops.ASSIGN:
-      target = _strip_reshapes(n.src[0])
+      target = strip_reshapes(n.src[0])
       out = Binding("input", slot_of(target)[1]) if slot_of(target) else where[target]
     else:
       temps.append(TempBuffer(n.size, n.dtype, node_device[n]))
       out = Binding("temp", len(temps) - 1)
     where[n] = out
     if n.op is Ops.COPY:
-      src = n.src[0] if n.src[0] in where else _strip_reshapes(n.src[0])
+      src = n.src[0] if n.src[0] in where else strip_reshapes(n.src[0])
       kernels.append(KernelSpec(None, node_device[n], (out, _binding_of(src, where))))
       reads.append({src})
       continue
     ast, inputs, leaves = _kernel_ast(n, boundaries, where)
     kernels.append(KernelSpec(ast, node_device[n], (out, *inputs)))
     reads.append(leaves)
-  outputs = tuple(where.get(r) if r in boundaries else _view_binding(r) for r in roots)
+  outputs = tuple(_binding_of(r, where) for r in roots)
   order = _order([n for n in nodes if n in boundaries], reads)
   return ScheduleTemplate(tuple(kernels[i] for i in order), tuple(temps), outputs)
 
 
-def _view_binding(root: UOp) -> Binding | None:
-  base = root
-  while base.op is Ops.RESHAPE: base = base.src[0]
-  return Binding("input", slot_of(base)[1]) if slot_of(base) else None
-
-
 def _binding_of(u: UOp, where: dict[UOp, Binding]) -> Binding:
+  """The buffer holding `u`: a computed node's, or the input slot it is a reshape of."""
   if u in where: return where[u]
-  base = u
-  while base.op is Ops.RESHAPE: base = base.src[0]
+  base = strip_reshapes(u)
   if (slot := slot_of(base)) is not None: return Binding("input", slot[1])
   return where[base]
 
@@ -285,7 +281,7 @@ def _order(computed: list[UOp], reads: list[set[UOp]]) -> list[int]:
   deps: list[set[int]] = [{index[x] for x in r if x in index} for r in reads]
   for i, n in enumerate(computed):
     if n.op is not Ops.ASSIGN: continue
-    target = _strip_reshapes(n.src[0])
+    target = strip_reshapes(n.src[0])
     for j, r in enumerate(reads):
       if j != i and target in r and not _depends_on(j, i, deps): deps[i].add(j)
   order, done = [], set()
