@@ -8,11 +8,7 @@ from picograd.engine.schedule import create_template
 cuda_rt = pytest.importorskip("picograd.runtime.cuda")
 from picograd.codegen.cuda import render_for_arch  # noqa: E402
 
-try:
-  cuda_rt.nvrtc_version()
-  NVRTC_ERROR = ""
-except cuda_rt.CUDAError as e:
-  NVRTC_ERROR = str(e)
+NVRTC_ERROR = cuda_rt.nvrtc_unavailable_reason()
 needs_nvrtc = pytest.mark.skipif(bool(NVRTC_ERROR), reason=f"NVRTC unavailable: {NVRTC_ERROR}")
 
 try:

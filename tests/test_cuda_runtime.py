@@ -5,11 +5,7 @@ import pytest
 cuda = pytest.importorskip("picograd.runtime.cuda")
 from picograd.runtime.device import DeviceError, LaunchDims  # noqa: E402
 
-try:
-  cuda.nvrtc_version()
-  NVRTC_ERROR = ""
-except cuda.CUDAError as e:
-  NVRTC_ERROR = str(e)
+NVRTC_ERROR = cuda.nvrtc_unavailable_reason()
 needs_nvrtc = pytest.mark.skipif(bool(NVRTC_ERROR), reason=f"NVRTC unavailable: {NVRTC_ERROR}")
 
 ADD = """extern "C" __global__ void add(float* out, const float* a, const float* b) {

@@ -94,6 +94,15 @@ def nvrtc_version() -> tuple[int, int]:
     raise CUDAError("nvrtcVersion", None, f"cannot load NVRTC (pip install nvidia-cuda-nvrtc): {e}") from e
 
 
+def nvrtc_unavailable_reason() -> str:
+  """Why NVRTC cannot compile here, or "" when it can (for skipping compile checks cleanly)."""
+  try:
+    nvrtc_version()
+    return ""
+  except CUDAError as e:
+    return str(e)
+
+
 @functools.cache
 def nvrtc_supported_archs() -> tuple[int, ...]:
   """The compute capabilities this NVRTC can compile for, e.g. (75, 80, ..., 90, 100, 120)."""
