@@ -15,6 +15,9 @@ from picograd.helpers import prod
 from picograd.ir.ops import UOp, Ops
 from picograd.ir.gradient import compute_gradient, nodes_between, gradient_graph_text
 from picograd.runtime.device import Buffer, canonicalize
+from picograd.frontend.conv import ConvMixin
+from picograd.frontend.math import MathMixin
+from picograd.frontend.scan import ScanMixin
 
 Scalar = int | float | bool
 
@@ -47,7 +50,7 @@ def _shape_arg(shape: tuple) -> tuple[int, ...]:
   return tuple(int(s) for s in shape)
 
 
-class Tensor:
+class Tensor(ConvMixin, ScanMixin, MathMixin):
   """A lazily evaluated n-dimensional array on a device."""
   # _requires_grad: True/False as set by the user on a leaf, None to derive it from the graph
   __slots__ = ("uop", "device", "_requires_grad", "grad", "__weakref__")

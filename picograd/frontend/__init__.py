@@ -1,0 +1,7 @@
+"""The frontend's op families (frontend layer): mixins that `picograd.tensor.Tensor` inherits.
+
+Each module holds one family of PyTorch-named ops composed from the primitives the Tensor
+class builds (movement ops, elementwise ops, reductions), so every op here gets gradients
+and fusion for free. Mixins only call methods on `self` and build new tensors through
+`type(self)`, so nothing here imports `picograd.tensor` (no import circle).
+"""

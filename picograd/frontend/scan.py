@@ -1,0 +1,6 @@
+"""Scans, sorting, scatter/gather-style ops and einsum (cumprod, cummax, sort, topk, scatter, nonzero, einsum, ...) (frontend layer)."""
+from __future__ import annotations
+
+
+class ScanMixin:
+  """Mixed into `Tensor`."""
