@@ -3,4 +3,5 @@ from __future__ import annotations
 
 
 class ScanMixin:
-  """Mixed into `Tensor`."""
+  """Mixed into `Tensor` (which keeps __slots__, so a mixin adds none)."""
+  __slots__ = ()
