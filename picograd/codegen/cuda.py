@@ -140,6 +140,11 @@ def render_cast(dst: DType, src: DType, x: str) -> str:
 
 PRELUDE = """#define PG_INLINE __device__ __forceinline__
 template <class T> PG_INLINE T pg_max(T a, T b) { return (a > b || a != a) ? a : b; }  // NaN wins, like torch.maximum
+// ptxas (CUDA 13.0, sm_90) folds a negation into a 3-input integer max (VIMNMX3) and drops it, so (-x).max() of int32
+// came out wrong: a signed max of int and narrower (promoted to int) is written without a min/max instruction to fuse into
+PG_INLINE int pg_max(int a, int b) { return a ^ ((a ^ b) & -(int)(a < b)); }
+PG_INLINE short pg_max(short a, short b) { return (short)pg_max((int)a, (int)b); }
+PG_INLINE signed char pg_max(signed char a, signed char b) { return (signed char)pg_max((int)a, (int)b); }
 template <class To, class From> PG_INLINE To pg_bitcast(From x) { To y; __builtin_memcpy(&y, &x, sizeof(To)); return y; }
 template <class T> PG_INLINE T pg_shfl_xor(T v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
 PG_INLINE bool pg_shfl_xor(bool v, int o) { return __shfl_xor_sync(0xffffffffu, (int)v, o) != 0; }
