@@ -175,6 +175,7 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
       _copy(step.buffers[0], step.buffers[1])
       continue
     k = step.kernel
+    if step.buffers[0].size == 0: continue  # an empty output (PARAM 0) leaves the kernel nothing to compute or check
     dev = get_device(k.device)
     handles = [b.handle for b in step.buffers]
     if k.checks:
