@@ -134,9 +134,10 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return self
 
   def numpy(self) -> np.ndarray:
-    from picograd.engine.realize import realize, buffer_of
+    from picograd.engine.realize import realize, buffer_of, check_errors
     graphs = _graphs_for_grad([self])
     realize([self])
+    check_errors()  # runtime checks of kernels on asynchronous devices (CUDA) are read where the host waits anyway
     buf = buffer_of(self)
     for t, u in graphs.items(): t.uop = u
     host = buf.numpy()

@@ -341,7 +341,7 @@ def check_program(prog: Program) -> None:
   for device in BACKENDS:
     if error is not None:
       with pytest.raises(error):
-        prog.run("picograd", device).realize()
+        prog.run("picograd", device).numpy()
       continue
     compare(prog, want, want64, prog.run("picograd", device), device)
 

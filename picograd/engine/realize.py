@@ -154,6 +154,24 @@ def _failed_checks(kernels: list[CompiledKernel]) -> list[tuple[CompiledKernel, 
   return failed
 
 
+def _raise_first(failed: list[tuple[CompiledKernel, int]]) -> None:
+  if failed:
+    k, bits = failed[0]
+    exc, message = k.checks[(bits & -bits).bit_length() - 1]
+    raise _EXCEPTIONS[exc](message)
+
+
+# checked kernels that ran on asynchronous devices and whose error words were not read yet
+_deferred: dict[tuple[str, str], CompiledKernel] = {}
+
+
+def check_errors(device: str | None = None) -> None:
+  """Raise the first failed check of the kernels that ran on asynchronous devices (all, or `device`'s) since the last look."""
+  kernels = [k for k in _deferred.values() if device is None or k.device == device]
+  for k in kernels: del _deferred[(k.name, k.device)]
+  _raise_first(_failed_checks(kernels))
+
+
 def run_steps(steps: list[ScheduledKernel]) -> None:
   """Launch `steps` in order; then raise the first failed runtime check (the lowest bit of the first kernel that failed)."""
   record_steps(steps)
@@ -163,10 +181,11 @@ def run_steps(steps: list[ScheduledKernel]) -> None:
   except BaseException:
     _failed_checks(list(checked.values()))  # leave no stale error word behind
     raise
-  if checked and (failed := _failed_checks(list(checked.values()))):
-    k, bits = failed[0]
-    exc, message = k.checks[(bits & -bits).bit_length() - 1]
-    raise _EXCEPTIONS[exc](message)
+  now = []
+  for key, k in checked.items():
+    if get_device(k.device).extra.get("synchronize") is not None: _deferred[key] = k
+    else: now.append(k)
+  if now: _raise_first(_failed_checks(now))
 
 
 def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], CompiledKernel]) -> None:
@@ -196,6 +215,7 @@ def _copy(dst: Buffer, src: Buffer) -> None:
     get_device(dst.device).allocator.copy_device_to_device(dst.handle, src.handle, dst.nbytes)
     return
   get_device(src.device).synchronize()
+  check_errors(src.device)  # the data leaves the device: its kernels' failed checks must not go unnoticed
   dst.copyin(src.numpy())
 
 
