@@ -171,3 +171,13 @@ def test_renderers_emit_the_error_word():
   ast = [k.ast for k in create_template(roots, ["CPU"]).kernels if k.ast is not None][-1]
   _, src, _, meta = render_for_arch(ast)
   assert "unsigned long long* __restrict__ pg_err" in src and "pg_check(" in src.split("__global__")[1]
+
+
+def test_failed_check_during_jit_capture(device):
+  """A check that fails while the JIT records leaves no half capture behind: the next call captures again."""
+  w = Tensor(np.arange(6, dtype=np.float32).reshape(3, 2), device=device)
+  step = picograd.jit(lambda idx: F.embedding(idx, w).sum().realize())
+  step(T([0], device))
+  with pytest.raises(IndexError):
+    step(T([5], device)).numpy()
+  for i in range(3): assert step(T([i], device)).item() == 4 * i + 1

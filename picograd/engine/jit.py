@@ -98,7 +98,6 @@ class Jit:
       self.calls += 1
       return self.fn(*args, **kwargs)
     if self.calls == 1:
-      self.calls += 1
       _capturing = Capture()
       try:
         self.result = self.fn(*args, **kwargs)
@@ -107,6 +106,7 @@ class Jit:
         self.capture = _capturing
       finally:
         _capturing = None
+      self.calls += 1  # only a capture that completed (no failed check, no exception in fn) is replayed
       self.input_buffers = buffers
       self.signature, self.frozen = signature, frozen
       if DEBUG >= 1: print(f"jit: captured {len(self.capture.steps)} kernel(s) of {self.fn.__name__}")
