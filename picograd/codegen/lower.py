@@ -13,7 +13,7 @@ way are collapsed into one.
 from __future__ import annotations
 from picograd.dtype import DType, dtypes
 from picograd.helpers import prod
-from picograd.ir.ops import UOp, Ops, ALU, toposort, substitute, graph_rewrite
+from picograd.ir.ops import UOp, Ops, ALU, UPat, PatternMatcher, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
 
 def reduce_identity(op: Ops, dtype: DType):
@@ -142,7 +142,7 @@ def lower_kernel(ast: UOp) -> UOp:
   lw = Lowerer(index_dtype_for(ast))
   shape = value.shape
   ranges = tuple(lw.new_range(s, "global") for s in shape)
-  scalar = lw.lower(value, ranges)
+  scalar = hoist_checks(lw.lower(value, ranges), lw)
   out_index = lw.const(0)
   for r, s in zip(ranges, shape): out_index = out_index * lw.const(s) + r
   # the SINK's arg is the kernel's signature, every PARAM: an input the simplifier folds away (a zero-size
@@ -151,6 +151,46 @@ def lower_kernel(ast: UOp) -> UOp:
   sink = UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (out, out_index, scalar)),), signature)
   sink = graph_rewrite(sink, symbolic)
   return merge_loops(simplify_gated_loads(sink))
+
+
+_strip_checks = PatternMatcher([(UPat(Ops.CHECK, name="c"), lambda c: c.src[0])])
+
+
+def _free_reduce_ranges(u: UOp) -> list[UOp]:
+  """The reduction loops `u` varies with that no REDUCE inside `u` closes over."""
+  deps: dict[UOp, frozenset[UOp]] = {}
+  for n in toposort([u]):
+    if n.op is Ops.RANGE: deps[n] = frozenset([n]) if n.arg[2] == "reduce" else frozenset()
+    elif n.op is Ops.REDUCE: deps[n] = deps[n.src[0]] - frozenset(n.src[1:])
+    else: deps[n] = frozenset().union(*(deps[s] for s in n.src))
+  return sorted(deps[u], key=lambda r: r.arg[0])
+
+
+def hoist_checks(value: UOp, lw: Lowerer) -> UOp:
+  """Every CHECK becomes a condition on the stored value: inside the graph CHECK(v, bad, bit) is just v, and the value
+  stored is checked against each `bad`, OR-ed (an int MAX) over the reduction loops it varies with. So a rewrite that
+  drops a checked value (`x // 0 * 0` folds to 0, a WHERE with a constant condition drops a branch) keeps its check,
+  as PyTorch, which computes every op, would raise. A check outside reductions costs no loop of its own; one that
+  varies like a top-level reduction shares its loops; any other gets loops of its own (an index check inside a
+  one-hot sum loops over the indices only)."""
+  checks = [n for n in toposort([value]) if n.op is Ops.CHECK]
+  if not checks: return value
+  value = graph_rewrite(value, _strip_checks)
+  top = [n for n in toposort([value], stop=lambda n: n.op is Ops.REDUCE) if n.op is Ops.REDUCE]
+  conditions: dict[tuple[UOp, UOp], tuple[str, str]] = {}
+  for c in checks:
+    bad = graph_rewrite(graph_rewrite(c.src[1], _strip_checks), symbolic)
+    if free := _free_reduce_ranges(bad):
+      # the loops of a top-level reduction over the same loops, in its order: the linearizer runs both in one loop nest
+      order = next((r.src[1:] for r in top if set(r.src[1:]) == set(free)), None)
+      if order is None:  # loops of its own: a RANGE belongs to one loop nest
+        fresh = {r: lw.new_range(r.arg[1], "reduce") for r in free}
+        bad, order = substitute(bad, fresh), tuple(fresh.values())
+      hits = UOp(Ops.REDUCE, dtypes.int32, (bad.where(UOp.const(dtypes.int32, 1), UOp.const(dtypes.int32, 0)), *order), Ops.MAX)
+      bad = UOp.const(dtypes.int32, 0) < hits
+    conditions.setdefault((bad, c.src[2]), c.arg)
+  for (bad, bit), arg in conditions.items(): value = UOp(Ops.CHECK, value.dtype, (value, bad, bit), arg)
+  return value
 
 
 def _loop_bounds(valid: UOp) -> dict[UOp, tuple[int, int]]:
