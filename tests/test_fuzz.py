@@ -100,6 +100,9 @@ FLOAT_UNARY: dict[str, Callable[[Any], Any]] = {
 # NaN >= x are True (not(x > y)). Programs with NaN inputs skip them; remove NAN_UNSAFE once that work is merged.
 NAN_UNSAFE = {"relu", "abs", "trunc", "floor", "ceil", "round", "clip", "maximum", "minimum", "max", "le", "ge"}
 
+# ops that make NaN (log and sqrt of negatives) or infinities (whose sums and products make NaN) out of finite values
+NAN_SOURCES = {"log", "sqrt", "reciprocal", "exp", "div", "matmul", "log_softmax"}
+
 BINARY: dict[str, Callable[[Any, Any], Any]] = {
   "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": lambda a, b: a / b,
   "maximum": lambda a, b: a.maximum(b), "minimum": lambda a, b: a.minimum(b),
@@ -117,6 +120,7 @@ def unary_step(draw, prog: Program, shape, dt):
   if dt.kind != "f": return None
   names = [n for n in FLOAT_UNARY if not (prog.has_nan and n in NAN_UNSAFE)]
   name = draw(st.sampled_from(names))
+  if name in NAN_SOURCES: prog.has_nan = True
   return name, shape, dt, lambda fw, x, xs: FLOAT_UNARY[name](x)
 
 
@@ -127,6 +131,7 @@ def binary_step(draw, prog: Program, shape, dt):
   k = _new_input(draw, prog, broadcast_partner(draw, shape), dt)
   reverse = draw(st.booleans())
   out_dt = np.dtype(np.bool_) if name in ("lt", "gt", "le", "ge", "eq", "ne") else dt
+  if name in NAN_SOURCES and dt.kind == "f": prog.has_nan = True
   f = table[name]
   return f"{name}{'(r)' if reverse else ''}", shape, out_dt, (lambda fw, x, xs: f(xs[k], x)) if reverse else (lambda fw, x, xs: f(x, xs[k]))
 
@@ -140,6 +145,7 @@ def scalar_step(draw, prog: Program, shape, dt):
   else:
     c = draw(st.sampled_from([0.5, -2.0, 3.0, 0.0]))
     name = draw(st.sampled_from(["mul", "add", "div"]))
+    if name == "div": prog.has_nan = True
   f = {"floordiv": lambda x: x // c, "mod": lambda x: x % c, "mul": lambda x: x * c, "add": lambda x: x + c, "div": lambda x: x / c}[name]
   return f"{name} {c}", shape, dt, lambda fw, x, xs: f(x)
 
@@ -264,6 +270,7 @@ def matmul_step(draw, prog: Program, shape, dt):
   n = draw(st.sampled_from([0, 1, 3]))
   other_shape = (shape[-1], n) if len(shape) >= 1 and draw(st.booleans()) else (shape[-1],)
   k = _new_input(draw, prog, other_shape, dt)
+  prog.has_nan = True  # inf * 0 in the products
   out = shape[:-1] + other_shape[1:]
   return f"matmul{other_shape}", out, dt, lambda fw, x, xs: x @ xs[k]
 
@@ -274,6 +281,7 @@ def softmax_step(draw, prog: Program, shape, dt):
   axis = draw(st.integers(0, len(shape) - 1))
   if shape[axis] == 0: return None
   kind = draw(st.sampled_from(["softmax", "log_softmax", "cumsum"]))
+  if kind == "log_softmax": prog.has_nan = True
   return f"{kind}({axis})", shape, dt, lambda fw, x, xs: getattr(x, kind)(axis)
 
 
