@@ -6,7 +6,8 @@ expressions to the producer's (reshape by combining/splitting, permute by reorde
 by dropping, shrink by offset, flip by n-1-i, pad by a validity mask that also guards the
 load). Integer division and modulo by a value that may be 0 or -1 get a CHECK (division by zero is an
 error, as in PyTorch) and a divisor that cannot fault (MIN // -1 traps on x86; PyTorch wraps it to MIN).
-Every CHECK gets a bit of the kernel's error word (`Lowerer.checks`). The symbolic simplifier then folds the arithmetic (a gated load's index given its gate, so
+Every CHECK gets a bit of the kernel's error word (`Lowerer.checks`) and becomes a condition on the
+stored value (`hoist_checks`). The symbolic simplifier then folds the arithmetic (a gated load's index given its gate, so
 a pad does not block the folding), and adjacent loops whose accesses are all affine in a mergeable
 way are collapsed into one.
 """
