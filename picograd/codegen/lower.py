@@ -143,7 +143,7 @@ def lower_kernel(ast: UOp) -> UOp:
   lw = Lowerer(index_dtype_for(ast))
   shape = value.shape
   ranges = tuple(lw.new_range(s, "global") for s in shape)
-  scalar = hoist_checks(lw.lower(value, ranges), lw)
+  scalar = hoist_checks(lw.lower(value, ranges))
   out_index = lw.const(0)
   for r, s in zip(ranges, shape): out_index = out_index * lw.const(s) + r
   # the SINK's arg is the kernel's signature, every PARAM: an input the simplifier folds away (a zero-size
@@ -167,29 +167,23 @@ def _free_reduce_ranges(u: UOp) -> list[UOp]:
   return sorted(deps[u], key=lambda r: r.arg[0])
 
 
-def hoist_checks(value: UOp, lw: Lowerer) -> UOp:
-  """Every CHECK becomes a condition on the stored value: inside the graph CHECK(v, bad, bit) is just v, and the value
-  stored is checked against each `bad`, OR-ed (an int MAX) over the reduction loops it varies with. So a rewrite that
-  drops a checked value (`x // 0 * 0` folds to 0, a WHERE with a constant condition drops a branch) keeps its check,
-  as PyTorch, which computes every op, would raise. A check outside reductions costs no loop of its own; one that
-  varies like a top-level reduction shares its loops; any other gets loops of its own (an index check inside a
-  one-hot sum loops over the indices only)."""
-  checks = [n for n in toposort([value]) if n.op is Ops.CHECK]
-  if not checks: return value
-  value = graph_rewrite(value, _strip_checks)
-  top = [n for n in toposort([value], stop=lambda n: n.op is Ops.REDUCE) if n.op is Ops.REDUCE]
+def _hoistable(check: UOp) -> UOp | None:
+  """The failure condition of a CHECK when it varies with no reduction loop (then it can be a condition on the stored value)."""
+  bad = graph_rewrite(graph_rewrite(check.src[1], _strip_checks), symbolic)
+  return None if _free_reduce_ranges(bad) else bad
+
+
+def hoist_checks(value: UOp) -> UOp:
+  """A CHECK outside reductions becomes a condition on the stored value: inside the graph CHECK(v, bad, bit) is just v,
+  and the value stored is CHECKed against `bad`. So a rewrite that drops a checked value (`x // 0 * 0` folds to 0, a
+  WHERE with a constant condition drops a branch) keeps its check, as PyTorch, which computes every op, would raise.
+  A check that varies inside a reduction (an index checked in an embedding's backward sum) stays where it is: hoisting
+  it would take a loop of its own, and an extra accumulator changes how the CUDA renderer plans the kernel."""
   conditions: dict[tuple[UOp, UOp], tuple[str, str]] = {}
-  for c in checks:
-    bad = graph_rewrite(graph_rewrite(c.src[1], _strip_checks), symbolic)
-    if free := _free_reduce_ranges(bad):
-      # the loops of a top-level reduction over the same loops, in its order: the linearizer runs both in one loop nest
-      order = next((r.src[1:] for r in top if set(r.src[1:]) == set(free)), None)
-      if order is None:  # loops of its own: a RANGE belongs to one loop nest
-        fresh = {r: lw.new_range(r.arg[1], "reduce") for r in free}
-        bad, order = substitute(bad, fresh), tuple(fresh.values())
-      hits = UOp(Ops.REDUCE, dtypes.int32, (bad.where(UOp.const(dtypes.int32, 1), UOp.const(dtypes.int32, 0)), *order), Ops.MAX)
-      bad = UOp.const(dtypes.int32, 0) < hits
-    conditions.setdefault((bad, c.src[2]), c.arg)
+  for c in toposort([value]):
+    if c.op is Ops.CHECK and (bad := _hoistable(c)) is not None: conditions.setdefault((bad, c.src[2]), c.arg)
+  if not conditions: return value
+  value = graph_rewrite(value, PatternMatcher([(UPat(Ops.CHECK, name="c"), lambda c: c.src[0] if _hoistable(c) is not None else None)]))
   for (bad, bit), arg in conditions.items(): value = UOp(Ops.CHECK, value.dtype, (value, bad, bit), arg)
   return value
 
