@@ -302,7 +302,38 @@ def index_step(draw, prog: Program, shape, dt):
   return f"index[{lo}..{hi}]", (m,) + shape[1:], dt, lambda fw, x, xs: x[xs[k]]
 
 
-STEPS = [unary_step, binary_step, scalar_step, where_step, cast_step, reduce_step, reshape_step, permute_step, expand_step,
+def lookup_step(draw, prog: Program, shape, dt):
+  """gather along dim 0, cross_entropy with class targets (ignore_index included), one_hot: indices sometimes out of range."""
+  kind = draw(st.sampled_from(["gather", "cross_entropy"] if dt.kind == "f" else ["one_hot"] if dt.kind == "i" else [None]))
+  if kind == "one_hot":
+    if math.prod(shape) * 7 > 4096: return None
+    return "one_hot(7)", shape + (7,), np.dtype(np.int64), lambda fw, x, xs: torch.nn.functional.one_hot(x.long(), 7) if fw != "picograd" else x.one_hot(7)
+  if kind is None or not shape or shape[0] == 0: return None
+  n = shape[0]
+  rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+  lo, hi = (0, n - 1) if draw(st.integers(0, 4)) else (-1, n)
+  if kind == "gather":
+    m = draw(st.integers(0, 3))
+    prog.inputs.append(rng.integers(lo, hi + 1, size=(m,) + shape[1:]).astype(np.int64))
+    k = len(prog.inputs) - 1
+    prog.signless_zeros = True  # a one-hot sum too (see Program)
+    return "gather(0)", (m,) + shape[1:], dt, lambda fw, x, xs: x.gather(0, xs[k])
+  # classes on dim 1 of an (n, c) view; targets over the n rows, with ignore_index (-100) now and then
+  c = math.prod(shape[1:])
+  if c == 0: return None
+  targets = rng.integers(0, c, size=(n,)) if draw(st.integers(0, 4)) else rng.integers(-1, c + 1, size=(n,))
+  targets[rng.random(n) < 0.2] = -100
+  prog.inputs.append(targets.astype(np.int64))
+  k = len(prog.inputs) - 1
+  prog.has_nan = True
+  prog.signless_zeros = True
+  def f(fw, x, xs):
+    logits = x.reshape(n, c)
+    return torch.nn.functional.cross_entropy(logits, xs[k]) if fw != "picograd" else logits.cross_entropy(xs[k])
+  return "cross_entropy", (), dt, f
+
+
+STEPS = [lookup_step, unary_step, binary_step, scalar_step, where_step, cast_step, reduce_step, reshape_step, permute_step, expand_step,
          pad_step, slice_step, flip_step, matmul_step, softmax_step, index_step]
 
 
