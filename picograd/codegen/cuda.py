@@ -133,8 +133,12 @@ def render_cast(dst: DType, src: DType, x: str) -> str:
   if dst == src: return x
   if dst == dtypes.bool: return f"({x} != {c_const(0, src)})" if src != dtypes.float16 else f"(__half2float({x}) != 0.0f)"
   if src == dtypes.float16: x, src = f"__half2float({x})", dtypes.float32
+  # double -> float -> half would round twice; __double2half rounds once
+  if dst == dtypes.float16 and src == dtypes.float64: return f"__double2half({x})"
   if dst == dtypes.float16: return f"__float2half_rn({x if src in (dtypes.float32, dtypes.bfloat16) else f'(float){x}'})"
   if dst == dtypes.bfloat16: return f"pg_round_bf16({x if src == dtypes.float32 else f'(float){x}'})"
+  if src.is_float and dst.is_int:
+    return f"pg_float_to_int<{REG_TYPES[dst]}>({x}, {c_const(dtypes.min(dst), dst)}, {c_const(dtypes.max(dst), dst)})"
   return f"(({REG_TYPES[dst]}){x})"
 
 
@@ -145,6 +149,8 @@ template <class T> PG_INLINE T pg_max(T a, T b) { return (a > b || a != a) ? a :
 PG_INLINE int pg_max(int a, int b) { return a ^ ((a ^ b) & -(int)(a < b)); }
 PG_INLINE short pg_max(short a, short b) { return (short)pg_max((int)a, (int)b); }
 PG_INLINE signed char pg_max(signed char a, signed char b) { return (signed char)pg_max((int)a, (int)b); }
+// float -> integer saturates and NaN gives 0, the rule of every picograd device (a C cast out of range is undefined)
+template <class T, class F> PG_INLINE T pg_float_to_int(F x, T lo, T hi) { return x != x ? (T)0 : x <= (F)lo ? lo : x >= (F)hi ? hi : (T)x; }
 template <class To, class From> PG_INLINE To pg_bitcast(From x) { To y; __builtin_memcpy(&y, &x, sizeof(To)); return y; }
 template <class T> PG_INLINE T pg_shfl_xor(T v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
 PG_INLINE bool pg_shfl_xor(bool v, int o) { return __shfl_xor_sync(0xffffffffu, (int)v, o) != 0; }

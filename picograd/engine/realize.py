@@ -133,6 +133,9 @@ def plan(tensors: list["Tensor"]) -> Plan:
 def run_steps(steps: list[ScheduledKernel]) -> None:
   record_steps(steps)
   for step in steps:
+    # an empty output means a loop nest of zero iterations: never launch it, on any device (index expressions
+    # of an empty dimension, like a flip's n-1-i, point outside every buffer, and a 0-block CUDA grid is an error)
+    if step.buffers[0].size == 0: continue
     if step.kernel is None:
       _copy(step.buffers[0], step.buffers[1])
       continue
