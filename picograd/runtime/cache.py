@@ -20,6 +20,7 @@ from picograd.runtime.device import Compiler
 MAGIC = b"picograd-kernel\0"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct(f"<{len(MAGIC)}sI32sQ32s")
+HEADER_SIZE = _HEADER.size
 _TMP_PREFIX = ".tmp-"
 # a temporary file older than this belongs to a writer that died (a live one renames within milliseconds)
 _STALE_TMP_S = 600.0
@@ -36,14 +37,19 @@ def pack_entry(key: str, payload: bytes) -> bytes:
   return _HEADER.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(key.encode()).digest(), len(payload), hashlib.sha256(payload).digest()) + payload
 
 
-def unpack_entry(key: str, blob: bytes) -> bytes | None:
-  """The payload of an entry for `key`, or None when the entry is truncated, corrupt, for another key or format."""
-  if len(blob) < _HEADER.size: return None
+def read_entry(blob: bytes) -> tuple[bytes, bytes] | None:
+  """(sha256 of the key, payload) of an intact entry of this format, or None when it is truncated, corrupt or foreign."""
+  if len(blob) < HEADER_SIZE: return None
   magic, version, key_hash, length, digest = _HEADER.unpack_from(blob)
-  payload = blob[_HEADER.size:]
-  if magic != MAGIC or version != FORMAT_VERSION or key_hash != hashlib.sha256(key.encode()).digest(): return None
-  if length != len(payload) or digest != hashlib.sha256(payload).digest(): return None
-  return payload
+  payload = blob[HEADER_SIZE:]
+  if magic != MAGIC or version != FORMAT_VERSION or length != len(payload) or digest != hashlib.sha256(payload).digest(): return None
+  return key_hash, payload
+
+
+def unpack_entry(key: str, blob: bytes) -> bytes | None:
+  """The payload of an intact entry for `key`, or None (a damaged entry, or one for another key)."""
+  entry = read_entry(blob)
+  return entry[1] if entry is not None and entry[0] == hashlib.sha256(key.encode()).digest() else None
 
 
 def _remove_stale_temporaries(directory: str) -> None:
