@@ -134,9 +134,10 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return self
 
   def numpy(self) -> np.ndarray:
-    from picograd.engine.realize import realize, buffer_of
+    from picograd.engine.realize import realize, buffer_of, check_errors
     graphs = _graphs_for_grad([self])
     realize([self])
+    check_errors()  # runtime checks of kernels on asynchronous devices (CUDA) are read where the host waits anyway
     buf = buffer_of(self)
     for t, u in graphs.items(): t.uop = u
     host = buf.numpy()
@@ -443,6 +444,9 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def __rfloordiv__(self, x): return self._to_tensor(x, "floordiv").div(self, rounding_mode="floor")
   def __mod__(self, x):
     a, b = self._broadcasted(x, "mod")
+    if a.dtype.is_int:  # C's remainder moved to the divisor's sign (and its division-by-zero check kept alive)
+      r = a._new(a.uop.alu(Ops.MOD, b.uop))
+      return _where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
     return a - a.div(b, rounding_mode="floor") * b
   def __rmod__(self, x): return self._to_tensor(x, "mod").__mod__(self)
 
@@ -810,6 +814,11 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   def masked_fill(self, mask: "Tensor", value: Scalar) -> "Tensor": return _where(mask, value, self)
 
+  def _check(self, ok: "Tensor", exception: type[Exception], message: str) -> "Tensor":
+    """This tensor, checked when it is computed: where `ok` is false, realizing it raises `exception(message)` (PyTorch
+    raises at the op; values here are known only when the kernel runs). The engine reads the kernel's error word."""
+    return self._new(UOp(Ops.CHECK, self.dtype, (self.uop, ok._expand_to(self.shape).uop), (exception.__name__, message)))
+
   # ---------------------------------------------------------------- indexing
   def __getitem__(self, index: Any) -> "Tensor":
     from picograd.indexing import getitem
@@ -823,6 +832,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     dim = _normalize_axis("gather", dim, self.ndim)
     if index.ndim != self.ndim: raise ShapeError(f"gather: index of shape {index.shape} must have as many dims as {self.shape}")
     n = self.shape[dim]
+    index = index._check((index >= 0) & (index < n), RuntimeError, f"gather: index out of bounds for dimension {dim} with size {n}")
     x = self.shrink([None if i == dim else (0, index.shape[i]) for i in range(self.ndim)])
     onehot = index.unsqueeze(-1) == Tensor.arange(n, dtype=index.dtype, device=self.device)
     moved = x.unsqueeze(-1).transpose(dim, -1)
@@ -921,7 +931,9 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     """int64 one-hot vectors along a new last dim. `num_classes=-1` reads the largest index (this realizes the tensor)."""
     if self.dtype.is_float or self.dtype == dtypes.bool: raise TypeError(f"one_hot: indices must be integers, not {self.dtype.name}")
     if num_classes == -1: num_classes = int(self.max().item()) + 1
-    return (self.unsqueeze(-1) == Tensor.arange(num_classes, dtype=self.dtype, device=self.device)).cast(dtypes.int64)
+    checked = self._check(self >= 0, RuntimeError, "one_hot: Class values must be non-negative.")
+    checked = checked._check(checked < num_classes, RuntimeError, "one_hot: Class values must be smaller than num_classes.")
+    return (checked.unsqueeze(-1) == Tensor.arange(num_classes, dtype=self.dtype, device=self.device)).cast(dtypes.int64)
 
   def scaled_dot_product_attention(self, key: "Tensor", value: "Tensor", attn_mask: "Tensor | None" = None, dropout_p: float = 0.0,
                                    is_causal: bool = False, scale: float | None = None) -> "Tensor":
@@ -1033,6 +1045,7 @@ def _nll(logp: Tensor, target: Tensor, ignore_index: int, reduction: str, label_
   n_classes = logp.shape[class_dim]
   if target.shape != logp.shape[:class_dim] + logp.shape[class_dim + 1:]:
     raise ShapeError(f"{op}: target of shape {target.shape} does not fit input of shape {logp.shape} (classes on dim {class_dim})")
+  target = target._check((target == ignore_index) | ((target >= 0) & (target < n_classes)), IndexError, f"{op}: Target is out of bounds.")
   classes_last = logp.permute([d for d in range(logp.ndim) if d != class_dim] + [class_dim])
   # picking logp[target] as a one-hot sum keeps it fusable, and its gradient is the matching one-hot scatter
   picked = _where(target.unsqueeze(-1) == Tensor.arange(n_classes, dtype=target.dtype, device=logp.device), classes_last, 0).sum(-1)

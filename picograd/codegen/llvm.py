@@ -7,6 +7,8 @@ may reorder them, except in upcast tiles that SLP vectorizes instead (see _order
 A reduction's multiply-accumulate carries `contract`, so it becomes one FMA. Functions ask for
 512-bit vectors: LLVM's default for AVX-512 CPUs is 256, which halves the matmul's throughput.
 bfloat16 values live in float registers and are converted at loads/stores.
+A kernel with CHECKs takes one more pointer, its int64 error word, after the buffers: failed checks OR their
+bits into a local flag (a reduction the vectorizer handles), stored once per call with an atomic OR.
 Per-op rendering is a table, not an if-chain.
 """
 from __future__ import annotations
@@ -158,13 +160,16 @@ class LLVMRenderer:
     self.ordered = _ordered_accumulators(self.program)
     self.accumulated = {u.src[1] for u in self.program if u.op is Ops.ACCUMULATE}  # multiplies an FMA may absorb
     first_global = next((u for u in self.program if u.op is Ops.RANGE and u.arg[2] == "global"), None)
+    self.checked = any(u.op is Ops.CHECK for u in self.program)
+    if self.checked: self.allocas += ["%errflag = alloca i64", "store i64 0, ptr %errflag"]
     for u in self.program:
       if u.op is Ops.PARAM: self.names[u] = f"%p{u.arg[0]}"
       elif u.op is Ops.CONST: continue
       else: self._render(u, u is first_global)
-    args = ", ".join(f"ptr noalias align 16 %p{p.arg[0]}" for p in params)
+    args = ", ".join([f"ptr noalias align 16 %p{p.arg[0]}" for p in params] + (["ptr noalias %err"] if self.checked else []))
     head = [f"define void @{self.name}({args}, i64 %start, i64 %end) #0 {{", "entry:"] + ["  " + a for a in self.allocas]
     body = self.lines
+    if self.checked: body = body + ["  %errflag.end = load i64, ptr %errflag", "  %errflag.old = atomicrmw or ptr %err, i64 %errflag.end monotonic"]
     return "\n".join(sorted(self.decls) + [""] + head + body + ["  ret void", "}", 'attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" }'])
 
   def _render(self, u: UOp, split_loop: bool) -> None:
@@ -184,7 +189,17 @@ class LLVMRenderer:
       return self.emit(f"{out} = load {ll_type(u.dtype)}, ptr {self.val(u.src[0])}")
     if u.op is Ops.LOAD: return self._load(u, out)
     if u.op is Ops.STORE: return self._store(u)
+    if u.op is Ops.CHECK: return self._check(u)
     for line in self._alu(u, out): self.emit(line)
+
+  def _check(self, u: UOp) -> None:
+    value, bad, bit = u.src
+    self.names[u] = self.val(value)
+    sel, old, new = self.tmp(), self.tmp(), self.tmp()
+    self.emit(f"{sel} = select i1 {self.val(bad)}, i64 {bit.arg}, i64 0")
+    self.emit(f"{old} = load i64, ptr %errflag")
+    self.emit(f"{new} = or i64 {old}, {sel}")
+    self.emit(f"store i64 {new}, ptr %errflag")
 
   def _open_loop(self, r: UOp, out: str, split: bool) -> None:
     n = r.arg[0]

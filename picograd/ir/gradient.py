@@ -94,6 +94,7 @@ gradient_rules = PatternMatcher([
   _rule(Ops.SHRINK, lambda grad, out: (grad.pad(tuple((b, d - e) for (b, e), d in zip(out.arg, out.src[0].shape))),)),
   _rule(Ops.FLIP, lambda grad, out: (grad.flip(out.arg),)),
   _rule(Ops.CONTIGUOUS, lambda grad, out: (grad,)),
+  _rule(Ops.CHECK, lambda grad, out: (grad, None)),  # the value passes through; its condition has no gradient
   # a copy's gradient travels back the other way: arg is (source device, destination device)
   _rule(Ops.COPY, lambda grad, out: (UOp(Ops.COPY, grad.dtype, (grad,), (out.arg[1], out.arg[0])),)),
   # ASSIGN(target, value) holds value: the old contents of the target do not reach the output

@@ -23,6 +23,10 @@ class Ops(Enum):
   AND = auto(); OR = auto(); XOR = auto(); SHL = auto(); SHR = auto()
   # ternary
   WHERE = auto()
+  # a runtime check: CHECK(value, ok) is `value`, and where `ok` is false the kernel raises the error named by
+  # arg = (exception name, message) after it runs. In a lowered kernel it is CHECK(value, bad, bit): `bit` is set
+  # in the kernel's error word where `bad` holds (see codegen/lower.py)
+  CHECK = auto()
   # reduction over axes: arg = (Ops.ADD | Ops.MAX, axes)
   REDUCE = auto()
   # movement: index remaps, never copies
@@ -39,7 +43,7 @@ class Ops(Enum):
 UNARY = {Ops.EXP2, Ops.LOG2, Ops.SIN, Ops.SQRT, Ops.RECIPROCAL, Ops.NEG}
 BINARY = {Ops.ADD, Ops.MUL, Ops.MAX, Ops.CMPLT, Ops.CMPNE, Ops.IDIV, Ops.MOD, Ops.AND, Ops.OR, Ops.XOR, Ops.SHL, Ops.SHR}
 COMPARISON = {Ops.CMPLT, Ops.CMPNE}
-ALU = UNARY | BINARY | {Ops.WHERE, Ops.CAST, Ops.BITCAST}
+ALU = UNARY | BINARY | {Ops.WHERE, Ops.CAST, Ops.BITCAST, Ops.CHECK}
 ELEMENTWISE = ALU
 MOVEMENT = {Ops.RESHAPE, Ops.PERMUTE, Ops.EXPAND, Ops.PAD, Ops.SHRINK, Ops.FLIP}
 COMMUTATIVE = {Ops.ADD, Ops.MUL, Ops.MAX, Ops.CMPNE, Ops.AND, Ops.OR, Ops.XOR}

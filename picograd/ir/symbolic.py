@@ -158,6 +158,8 @@ symbolic = PatternMatcher([
   (UPat(Ops.AND, dtype=dtypes.bool, src=(UPat.var("x"), UPat.cvar("c"))), lambda x, c: x if c.arg else c),
   (UPat(Ops.AND, dtype=dtypes.bool, src=(UPat.cvar("c"), UPat.var("x"))), lambda x, c: x if c.arg else c),
   (UPat(Ops.AND, dtype=dtypes.bool, src=(UPat.var("x"), UPat.var("y"))), lambda x, y: x if x is y else None),
+  # a runtime check whose failure condition folded to false checks nothing
+  (UPat(Ops.CHECK, src=(UPat.var("x"), UPat.cvar("bad"), UPat.cvar())), lambda x, bad: None if bad.arg else x),
   # integer index arithmetic
   (UPat((Ops.ADD, Ops.MUL, Ops.NEG), name="x"), normalize_sum),
   (UPat(Ops.IDIV, src=(UPat.var("x"), UPat.cvar("c"))), simplify_div),
