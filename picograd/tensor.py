@@ -455,10 +455,13 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
       for _ in range(abs(n) - 1): out = out * self
       return out.reciprocal() if n < 0 else out
     a, b = self._broadcasted(x, "pow", reverse)
-    if not a.dtype.is_float:  # integer powers: computed in float, rounded, and given back the promoted integer dtype
-      int_dtype = a.dtype
-      a, b = a.cast(dtypes.default_float), b.cast(dtypes.default_float)
-      return _pow_float(a, b).round().cast(int_dtype)
+    if a.dtype.is_int:
+      if isinstance(x, int) and not reverse:
+        if x < 0: raise RuntimeError("pow: Integers to negative integer powers are not allowed.")
+        return _pow_int_scalar(a, x)
+      return _pow_int(a, b)
+    if a.dtype == dtypes.bool: a, b = a.cast(dtypes.int64), b.cast(dtypes.int64)  # PyTorch: bool ** bool is int64
+    if not a.dtype.is_float: return _pow_int(a, b)
     return _pow_float(a, b)
   def __pow__(self, x): return self.pow(x)
   def __rpow__(self, x): return self.pow(x, reverse=True)
@@ -480,11 +483,12 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     e = _where(x >= 0, -x, x).exp()
     return _where(x >= 0, 1.0, e) / (1 + e)
   def tanh(self) -> "Tensor": return 2.0 * (2.0 * self._float()).sigmoid() - 1.0
-  def relu(self) -> "Tensor": return _where(self > 0, self, 0)
+  def relu(self) -> "Tensor": return _where(self <= 0, 0, self)  # NaN passes through, with gradient 1 (PyTorch)
   def leaky_relu(self, negative_slope: float = 0.01) -> "Tensor": return _where(self > 0, self, self * negative_slope)
   def abs(self) -> "Tensor":
     if self.dtype == dtypes.bool or self.dtype.is_unsigned: return self
-    return self.relu() + (-self).relu()
+    if self.dtype.is_int: return _where(self < 0, -self, self)  # INT_MIN stays INT_MIN, as in PyTorch
+    return self * self.sign()  # NaN stays NaN; the gradient is sign(x), 0 at 0 and at NaN (PyTorch)
   def sign(self) -> "Tensor": return (self > 0).cast(self.dtype) - (self < 0).cast(self.dtype)
   def square(self) -> "Tensor": return self * self
   def trunc(self) -> "Tensor":
@@ -512,12 +516,16 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def minimum(self, x: "Tensor | Scalar") -> "Tensor":
     a, b = self._broadcasted(x, "minimum")
     if a.dtype == dtypes.bool: return a & b
+    # ~x = -1 - x reverses the order of integers without overflowing at INT_MIN (-x does not)
+    if a.dtype.is_int: return ~((~a).maximum(~b))
     return -((-a).maximum(-b))
   def clip(self, min_: Scalar | "Tensor | None" = None, max_: Scalar | "Tensor | None" = None) -> "Tensor":
+    """min(max(x, min_), max_) like torch.clamp: NaN stays NaN; the gradient passes where min_ <= x <= max_ (bounds included)."""
     if min_ is None and max_ is None: raise ValueError("clip: at least one of min and max must be given")
     out = self
-    if min_ is not None: out = out.maximum(min_)
-    if max_ is not None: out = out.minimum(max_)
+    if min_ is not None: out = _where(out < min_, min_, out)
+    if max_ is not None: out = _where(out > max_, max_, out)
+    if out.dtype.is_float and self.dtype.is_float: out = _where(self.isnan(), self.detach(), out)  # NaN: no gradient (PyTorch)
     return out
   clamp = clip
 
@@ -528,8 +536,13 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   # comparisons (results are bool)
   def __lt__(self, x): return self._binary(Ops.CMPLT, x, "lt")
   def __gt__(self, x): return self._binary(Ops.CMPLT, x, "gt", reverse=True)
-  def __le__(self, x): return (self > x).logical_not()
-  def __ge__(self, x): return (self < x).logical_not()
+  def __le__(self, x):
+    a, b = self._broadcasted(x, "le")
+    # not (a > b) would be True for NaN: floats need the ordered form
+    return (a < b) | (a == b) if a.dtype.is_float else (a > b).logical_not()
+  def __ge__(self, x):
+    a, b = self._broadcasted(x, "ge")
+    return (a > b) | (a == b) if a.dtype.is_float else (a < b).logical_not()
   def __ne__(self, x): return self._binary(Ops.CMPNE, x, "ne")  # type: ignore[override]
   def __eq__(self, x): return (self != x).logical_not()  # type: ignore[override]
   lt, gt, le, ge = __lt__, __gt__, __le__, __ge__
@@ -608,7 +621,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def min(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     if self.dtype == dtypes.bool: return self.logical_not().max(axis, keepdim).logical_not()
-    if self.dtype.is_unsigned: return ~((~self).max(axis, keepdim))
+    if self.dtype.is_int: return ~((~self).max(axis, keepdim))  # -x overflows at INT_MIN; ~x reverses the order exactly
     return -((-self).max(axis, keepdim))
 
   def mean(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
@@ -806,7 +819,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     rows = Tensor.arange(r, dtype=dtypes.int32, device=self.device).reshape(r, 1)
     cols = Tensor.arange(c, dtype=dtypes.int32, device=self.device).reshape(1, c)
     keep = (cols <= rows + diagonal) if lower else (cols >= rows + diagonal)
-    return _where(keep, self, 0)
+    return _where(keep, self, self.zeros_like())  # a tensor zero keeps bool bool (a Python 0 would promote it)
 
   def masked_fill(self, mask: "Tensor", value: Scalar) -> "Tensor": return _where(mask, value, self)
 
@@ -1050,14 +1063,49 @@ def _hash32(x: int) -> int:
 
 
 def _pow_float(a: Tensor, b: Tensor) -> Tensor:
-  """a ** b for floats via exp2(b * log2|a|), with the sign rules of a negative base and 0 ** 0 == 1."""
-  mag = (b * a.abs().log2()).exp2()
+  """a ** b for floats via exp2(b * log2|a|), with C's pow rules at the edges (PyTorch follows them).
+
+  A zero base is its own branch (0, 1 or inf by the exponent's sign), so log2(0) never meets the
+  gradient: d/da there is 0, except a ** 1 whose derivative is 1. A negative base (-0.0 included)
+  flips the sign for odd integer exponents and gives NaN for non-integer ones unless it is -inf;
+  1 ** NaN, (±1) ** ±inf and x ** 0 are 1. Differences from PyTorch that remain: at a == 0 with 0 < b < 1 or b < 0
+  the gradient is 0 (PyTorch: ±inf), and d/db at a negative base is finite (PyTorch: NaN, from log of a negative).
+  """
+  is_zero = a == 0
+  mag = (b * _where(is_zero, 1.0, a.abs()).log2()).exp2()
+  mag = _where(is_zero, _where(b > 0, 0.0, _where(b == 0, 1.0, float("inf"))) + a * (b == 1), mag)
   b_int = b == b.trunc()
   b_odd = b_int & ((b * 0.5) != (b * 0.5).trunc())
-  neg = a < 0
+  neg = (a < 0) | (is_zero & (a.detach().reciprocal() < 0))  # 1/-0.0 is -inf: the sign of a negative zero
   out = _where(neg & b_odd, -mag, mag)
-  out = _where(neg & b_int.logical_not(), float("nan"), out)
-  return _where(b == 0, 1.0, out)
+  out = _where((a < 0) & (a != float("-inf")) & b_int.logical_not(), float("nan"), out)
+  # only where the exp2/log2 form gives NaN (0 * inf): elsewhere it is already 1, with the right gradient
+  ones = ((b == 0) & (a.isnan() | a.isinf())) | ((a == 1) & b.isnan()) | ((a.abs() == 1) & b.isinf())
+  return _where(ones, 1.0, out)
+
+
+def _pow_int_scalar(a: Tensor, n: int) -> Tensor:
+  """a ** n for an integer tensor and a Python int n >= 0, exactly (wrapping like the dtype) by square-and-multiply."""
+  out, base = None, a
+  while n:
+    if n & 1: out = base if out is None else out * base
+    n >>= 1
+    if n: base = base * base
+  return a.ones_like() if out is None else out
+
+
+def _pow_int(a: Tensor, b: Tensor) -> Tensor:
+  """a ** b for integer tensors, exactly: square-and-multiply over every bit of the exponent (one step per bit of the dtype).
+
+  A negative exponent truncates 1 / a ** -b: 1 for a == 1, ±1 for a == -1, else 0 (PyTorch raises, which needs the data).
+  """
+  out, base, e = a.ones_like(), a, b
+  for _ in range(8 * a.dtype.itemsize - 1):
+    out = _where((e & 1) == 1, out * base, out)
+    base, e = base * base, e._shr(1)
+  neg = b < 0
+  at_neg = _where(a == 1, 1, _where(a == -1, _where((b & 1) == 1, -1, 1), 0)).cast(a.dtype)
+  return _where(neg, at_neg, out)
 
 
 def _where(cond: Tensor | Any, x: Tensor | Scalar, y: Tensor | Scalar) -> Tensor:

@@ -43,10 +43,11 @@ def _sum_to(grad: UOp, axes: tuple[int, ...]) -> UOp:
 
 def _max_grads(grad: UOp, out: UOp) -> Grads:
   a, b = out.src
-  # PyTorch's maximum: the larger side takes the gradient; on a tie each side takes half
+  # PyTorch's maximum: the smaller side gets nothing, a tie splits the gradient in half, and where either side is
+  # NaN (unordered: neither smaller nor equal) both sides take all of it
   half = _scale(grad, 0.5)
-  tie = a.alu(Ops.CMPNE, b).where(_zeros_like(grad), half)
-  return (b.alu(Ops.CMPLT, a).where(grad, tie), a.alu(Ops.CMPLT, b).where(grad, tie))
+  share = a.alu(Ops.CMPNE, b).where(grad, half)
+  return (a.alu(Ops.CMPLT, b).where(_zeros_like(grad), share), b.alu(Ops.CMPLT, a).where(_zeros_like(grad), share))
 
 
 def _reduce_grads(grad: UOp, out: UOp) -> Grads:
