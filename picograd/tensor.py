@@ -294,8 +294,9 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def arange(start: Scalar, stop: Scalar | None = None, step: Scalar = 1, dtype: DType | str | None = None,
              device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     if stop is None: start, stop = 0, start
-    if step == 0: raise ValueError("arange: step must be nonzero")
-    n = max(0, math.ceil((stop - start) / step))
+    if step == 0: raise RuntimeError("arange: step must be nonzero")
+    if (stop - start) * step < 0: raise RuntimeError(f"arange: upper bound {stop} and lower bound {start} inconsistent with step sign {step}")
+    n = math.ceil((stop - start) / step)
     is_float = any(isinstance(v, float) for v in (start, stop, step))
     dt = dtypes.from_any(dtype) if dtype is not None else (dtypes.default_float if is_float else dtypes.int64)
     iota = Tensor(UOp(Ops.IOTA, dtypes.int32, (), n), device=device)
@@ -304,9 +305,21 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return out.cast(dt)
 
   @staticmethod
-  def linspace(start: float, end: float, steps: int, dtype: DType | None = None, device: str | None = None) -> "Tensor":
-    if steps == 1: return Tensor.full((1,), float(start), dtype=dtype or dtypes.default_float, device=device)
-    return (Tensor.arange(steps, device=device).cast(dtype or dtypes.default_float) * ((end - start) / (steps - 1)) + start)
+  def linspace(start: float, end: float, steps: int, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
+    """`steps` evenly spaced values from start to end, as PyTorch computes them.
+
+    The first half counts up from `start` and the second half down from `end`, so both ends are
+    exact. Integer dtypes take start and end as integers and step in float64, truncating each value.
+    """
+    if steps < 0: raise RuntimeError(f"linspace: number of steps must be non-negative, got {steps}")
+    dt = dtypes.from_any(dtype) if dtype is not None else dtypes.default_float
+    if dt.is_float: compute, start, end = dt, float(start), float(end)
+    else: compute, start, end = dtypes.float64, float(int(start)), float(int(end))  # int(): PyTorch casts them to the dtype first
+    if steps <= 1: return Tensor.full((steps,), start, dtype=compute, device=device).cast(dt)
+    step = UOp.const(compute, end - start).arg / (steps - 1)  # the span as the dtype holds it, divided in float64
+    idx = Tensor.arange(steps, dtype=dtypes.int32, device=device)
+    up, down = idx.cast(compute) * step + start, end - (steps - 1 - idx).cast(compute) * step
+    return _where(idx < steps // 2, up, down).cast(dt)
 
   @staticmethod
   def eye(n: int, m: int | None = None, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
@@ -615,11 +628,12 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   def max(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
-    if any(self.shape[a] == 0 for a in self._axes("max", axis)): raise ValueError(f"max: cannot reduce an empty dimension of shape {self.shape}")
+    _check_nonempty(self, axis, "max")
     return self._reduce(Ops.MAX, axis, keepdim, "max")
 
   def min(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
+    _check_nonempty(self, axis, "min")
     if self.dtype == dtypes.bool: return self.logical_not().max(axis, keepdim).logical_not()
     if self.dtype.is_int: return ~((~self).max(axis, keepdim))  # -x overflows at INT_MIN; ~x reverses the order exactly
     return -((-self).max(axis, keepdim))
@@ -628,6 +642,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     axis = dim if dim is not None else axis
     n = prod(self.shape[a] for a in self._axes("mean", axis))
     x = self._float()
+    if x.dtype in (dtypes.float16, dtypes.bfloat16):  # the float32 sum, divided before it is rounded back (it may overflow)
+      return x.cast(dtypes.float32).mean(axis, keepdim).cast(x.dtype)
     return x.sum(axis, keepdim) * (1.0 / n if n else float("nan"))
 
   def var(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None, unbiased: bool | None = None) -> "Tensor":
@@ -635,9 +651,12 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if unbiased is not None: correction = int(unbiased)
     n = prod(self.shape[a] for a in self._axes("var", axis))
     x = self._float()
-    centered = x - x.mean(axis, keepdim=True)
-    denom = max(n - correction, 0)
-    return (centered * centered).sum(axis, keepdim) * (1.0 / denom if denom else float("nan"))
+    if x.dtype in (dtypes.float16, dtypes.bfloat16): return x.cast(dtypes.float32).var(axis, keepdim, correction).cast(x.dtype)
+    mean = x.mean(axis, keepdim=True)
+    # with no degrees of freedom left the gradient is ±inf; the mean's share of it (exactly 0) would make that inf - inf
+    centered = x - (mean.detach() if n <= correction else mean)
+    # a true division: with correction >= n the sum over 0 is inf (0/0 = NaN for constant rows), as in PyTorch
+    return (centered * centered).sum(axis, keepdim) / float(max(n - correction, 0))
 
   def std(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None, unbiased: bool | None = None) -> "Tensor":
     return self.var(axis, keepdim, correction, dim, unbiased).sqrt()
@@ -649,7 +668,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     ax = _normalize_axis("argmax", axis, self.ndim)
     if self.ndim == 0: return Tensor.zeros((), dtype=dtypes.int64, device=self.device)
     n = self.shape[ax]
-    if n == 0: raise ValueError(f"argmax: cannot reduce an empty dimension of shape {self.shape}")
+    if n == 0: raise IndexError(f"argmax: expected reduction dim {ax} to have non-zero size (shape {self.shape})")
     is_max = self == self.max(ax, keepdim=True)
     # a NaN is the maximum (max propagates it), but NaN == NaN is false: pick the first NaN, as PyTorch does
     if self.dtype.is_float: is_max = is_max | self.isnan()
@@ -665,8 +684,10 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   def logsumexp(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
-    self._axes("logsumexp", axis)  # a bad axis is reported as logsumexp's, not as the max inside it
+    axes = self._axes("logsumexp", axis)  # a bad axis is reported as logsumexp's, not as the max inside it
     x = self._float()
+    if any(self.shape[a] == 0 for a in axes):  # log of an empty sum, as in PyTorch
+      return x.sum(axis, keepdim).full_like(float("-inf"))
     m = x.max(axis, keepdim=True).detach()
     m = _where(m.isinf(), 0.0, m)
     out = (x - m).exp().sum(axis, keepdim=True).log() + m
@@ -675,18 +696,21 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def softmax(self, axis: int = -1, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("softmax", dim if dim is not None else axis, self.ndim)
     x = self._float()
+    if x.numel() == 0: return x  # an empty axis has no maximum to subtract; the result is empty
     e = (x - x.max(axis, keepdim=True).detach()).exp()
     return e / e.sum(axis, keepdim=True)
 
   def log_softmax(self, axis: int = -1, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("log_softmax", dim if dim is not None else axis, self.ndim)
     x = self._float()
+    if x.numel() == 0: return x
     shifted = x - x.max(axis, keepdim=True).detach()
     return shifted - shifted.exp().sum(axis, keepdim=True).log()
 
   def cumsum(self, axis: int = 0, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("cumsum", dim if dim is not None else axis, self.ndim)
     n = self.shape[axis]
+    if n == 0: return self if self.dtype.is_float else self.cast(dtypes.int64)  # nothing to add up; sum's dtype
     x = self.transpose(axis, -1)
     # pad to 2n-1 then take n sliding windows of length n: windows[i] covers x[..i]
     padded = x.pad(tuple((0, 0) for _ in range(x.ndim - 1)) + ((n - 1, 0),))
@@ -1030,6 +1054,14 @@ def _graphs_for_grad(tensors: Sequence["Tensor"]) -> dict["Tensor", UOp]:
   """
   from picograd.engine.schedule import is_contiguous_view
   return {t: t.uop for t in tensors if t._requires_grad is None and not is_contiguous_view(t.uop) and t.requires_grad}
+
+
+def _check_nonempty(x: Tensor, axis, op: str) -> None:
+  """PyTorch's errors for a max/min with nothing to pick from: IndexError for an empty dim, RuntimeError for an empty tensor."""
+  if axis is None and x.numel() == 0:
+    raise RuntimeError(f"{op}: expected reduction dim to be specified for an empty tensor of shape {x.shape}")
+  for a in x._axes(op, axis):
+    if x.shape[a] == 0: raise IndexError(f"{op}: expected reduction dim {a} to have non-zero size (shape {x.shape})")
 
 
 def _reduce_loss(loss: Tensor, reduction: str, op: str) -> Tensor:

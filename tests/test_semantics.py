@@ -120,7 +120,8 @@ CASES: list[tuple[str, Callable, Callable | None, list[np.ndarray], bool]] = [
   ("max_nonempty_axis_of_empty", lambda x: x.T.max(1), lambda x: x.T.amax(1), [EMPTY], False),
   # var and std with large corrections
   ("var_correction_n", lambda x: x.var(1, correction=4), None, [TIES], True),
-  ("var_correction_big", lambda x: x.var(1, correction=6) + x.std(0, correction=2), None, [TIES], False),
+  ("var_correction_big", lambda x: x.var(1, correction=6), None, [TIES], False),
+  ("std_correction_big", lambda x: x.std(0, correction=2), None, [TIES], False),
   ("var_one", lambda x: x.std(0), None, [f32(3.0)], False),
   ("var_keepdim", lambda x: x.var(0, keepdim=True, correction=0) + x.std(dim=1, keepdim=True, unbiased=False).sum(),
    lambda x: x.var(0, keepdim=True, correction=0) + x.std(dim=1, keepdim=True, unbiased=False).sum(), [ROWS[1:2].repeat(3, 0)], True),
@@ -192,7 +193,7 @@ def test_negative_integer_power_raises(device):
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.float32, torch.float64])
 def test_linspace_dtypes(device, dtype):
-  for args in [(0, 10, 5), (-1, 1, 5), (2.5, -3.5, 7), (0, 1, 1), (3, 3, 0), (-7, 9, 11)]:
+  for args in [(0, 10, 5), (-1, 1, 5), (2.5, -3.5, 7), (0, 1, 1), (3, 3, 0), (-7, 9, 9), (-7.5, 9.5, 5)]:
     want = torch.linspace(*args, dtype=dtype).numpy()
     got = Tensor.linspace(*args, dtype=dtypes.from_any(str(dtype).split(".")[-1]), device=device)
     _assert_same(got.numpy(), want, f"linspace{args}")
@@ -203,12 +204,13 @@ def test_linspace_rejects_negative_steps(device):
 
 
 def test_arange_edges(device):
-  for args, kw in [((5,), {}), ((0,), {}), ((1, 0), {}), ((0, 1, 0.1), {}), ((10, 0, -3), {}), ((0.5, 3),{}), ((1, 2.5, 0.5), {}),
+  for args, kw in [((5,), {}), ((0,), {}), ((1, 1), {}), ((0, 1, 0.1), {}), ((10, 0, -3), {}), ((0.5, 3),{}), ((1, 2.5, 0.5), {}),
                    ((0, 5), {"dtype": torch.float32}), ((-3, 3, 2), {"dtype": torch.int32})]:
     want = torch.arange(*args, **kw).numpy()
     pkw = {"dtype": dtypes.from_any(str(kw["dtype"]).split(".")[-1])} if kw else {}
     _assert_same(Tensor.arange(*args, **pkw, device=device).numpy(), want, f"arange{args}")
   with pytest.raises(RuntimeError): Tensor.arange(0, 5, -1, device=device)
+  with pytest.raises(RuntimeError): Tensor.arange(1, 0, device=device)
   with pytest.raises(RuntimeError): Tensor.arange(0, 1, 0, device=device)
 
 
