@@ -680,7 +680,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def argmin(self, axis: int | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     if self.dtype == dtypes.bool: return self.logical_not().argmax(axis, keepdim)
-    return (-self._float() if not self.dtype.is_float else -self).argmax(axis, keepdim)
+    return (~self if self.dtype.is_int else -self).argmax(axis, keepdim)  # ~x reverses integer order exactly, even at INT_MIN
 
   def logsumexp(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
@@ -697,6 +697,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     axis = _normalize_axis("softmax", dim if dim is not None else axis, self.ndim)
     x = self._float()
     if x.numel() == 0: return x  # an empty axis has no maximum to subtract; the result is empty
+    if x.dtype in (dtypes.float16, dtypes.bfloat16): return x.cast(dtypes.float32).softmax(axis).cast(x.dtype)  # a half sum overflows
     e = (x - x.max(axis, keepdim=True).detach()).exp()
     return e / e.sum(axis, keepdim=True)
 
@@ -704,6 +705,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     axis = _normalize_axis("log_softmax", dim if dim is not None else axis, self.ndim)
     x = self._float()
     if x.numel() == 0: return x
+    if x.dtype in (dtypes.float16, dtypes.bfloat16): return x.cast(dtypes.float32).log_softmax(axis).cast(x.dtype)
     shifted = x - x.max(axis, keepdim=True).detach()
     return shifted - shifted.exp().sum(axis, keepdim=True).log()
 

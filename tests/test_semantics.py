@@ -129,7 +129,9 @@ CASES: list[tuple[str, Callable, Callable | None, list[np.ndarray], bool]] = [
   ("half_mean", lambda x: x.mean(), None, [np.ones(70000, np.float16)], False),
   ("half_sum", lambda x: x.sum(), None, [np.full(5000, 0.1, np.float16)], False),
   ("half_var", lambda x: x.var() + x.std(), None, [np.linspace(0, 60, 3001).astype(np.float16)], False),
-  ("half_softmax", lambda x: x.softmax(0), None, [np.zeros(5000, np.float16)], False),
+  ("half_softmax", lambda x: x.softmax(0), None, [np.zeros(70000, np.float16)], False),
+  ("argmin_int", lambda x: x.argmin(), None, [np.array([2**40 + 1, 2**40, 2**40 + 1, -2**63 + 1, -2**63], np.int64)], False),
+  ("argmin_int32", lambda x: x.argmin() + x.argmax(), None, [INTS], False),
 ]
 
 
@@ -181,6 +183,12 @@ def test_python_ints_beyond_int32_are_int64(device):
   assert Tensor.full((2,), 2**40, device=device).numpy().tolist() == [2**40] * 2
   assert (Tensor([1, 2], dtype=dtypes.int64, device=device) + 2**40).numpy().tolist() == [2**40 + 1, 2**40 + 2]
   assert Tensor(1.5e300, device=device).dtype == dtypes.float32  # floats stay the default float (inf, as in PyTorch)
+
+
+def test_bfloat16_reductions_accumulate_in_float32(device):
+  x = Tensor.ones(70000, dtype=dtypes.bfloat16, device=device)
+  assert x.mean().dtype == dtypes.bfloat16 and x.mean().item() == 1.0
+  assert x.sum().item() == 70144.0  # the float32 sum 70000, rounded to bfloat16 once (PyTorch gives the same)
 
 
 def test_negative_integer_power_raises(device):
