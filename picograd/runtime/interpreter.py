@@ -27,7 +27,9 @@ class PythonCompiler(Compiler):
 def _c_div(a, b):
   a, b = np.asarray(a), np.asarray(b)
   if a.dtype.kind == "f": return a / b
-  q = np.abs(a) // np.where(b == 0, 1, np.abs(b))
+  # magnitudes as unsigned: np.abs(INT_MIN) is INT_MIN, whose floor division by a positive number rounds the wrong way
+  unsigned = np.dtype(a.dtype.str.replace("i", "u"))
+  q = (np.abs(a).astype(unsigned) // np.where(b == 0, 1, np.abs(b)).astype(unsigned)).astype(a.dtype)
   return np.where((a < 0) != (b < 0), -q, q).astype(a.dtype)
 
 
