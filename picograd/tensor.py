@@ -1134,7 +1134,7 @@ def _pow_int(a: Tensor, b: Tensor) -> Tensor:
   A negative exponent truncates 1 / a ** -b: 1 for a == 1, ±1 for a == -1, else 0 (PyTorch raises, which needs the data).
   """
   out, base, e = a.ones_like(), a, b
-  for _ in range(8 * a.dtype.itemsize - 1):
+  for _ in range(8 * a.dtype.itemsize - (0 if a.dtype.is_unsigned else 1)):  # a signed exponent's top bit is its sign
     out = _where((e & 1) == 1, out * base, out)
     base, e = base * base, e._shr(1)
   neg = b < 0

@@ -216,7 +216,8 @@ def test_linspace_rejects_negative_steps(device):
 
 def test_arange_edges(device):
   for args, kw in [((5,), {}), ((0,), {}), ((1, 1), {}), ((0, 1, 0.1), {}), ((10, 0, -3), {}), ((0.5, 3),{}), ((1, 2.5, 0.5), {}),
-                   ((0, 5), {"dtype": torch.float32}), ((-3, 3, 2), {"dtype": torch.int32})]:
+                   ((0, 5), {"dtype": torch.float32}), ((-3, 3, 2), {"dtype": torch.int32}), ((0, 5, 1.5), {"dtype": torch.int32}),
+                   ((-2.5, 2, 1.5), {"dtype": torch.int32}), ((0, 1, 0.1), {"dtype": torch.float64}), ((2**40, 2**40 + 3), {})]:
     want = torch.arange(*args, **kw).numpy()
     pkw = {"dtype": dtypes.from_any(str(kw["dtype"]).split(".")[-1])} if kw else {}
     _assert_same(Tensor.arange(*args, **pkw, device=device).numpy(), want, f"arange{args}")
