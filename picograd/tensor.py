@@ -1100,14 +1100,19 @@ def _pow_float(a: Tensor, b: Tensor) -> Tensor:
   """a ** b for floats via exp2(b * log2|a|), with C's pow rules at the edges (PyTorch follows them).
 
   A zero base is its own branch (0, 1 or inf by the exponent's sign), so log2(0) never meets the
-  gradient: d/da there is 0, except a ** 1 whose derivative is 1. A negative base (-0.0 included)
+  gradient. A negative base (-0.0 included)
   flips the sign for odd integer exponents and gives NaN for non-integer ones unless it is -inf;
-  1 ** NaN, (±1) ** ±inf and x ** 0 are 1. Differences from PyTorch that remain: at a == 0 with 0 < b < 1 or b < 0
-  the gradient is 0 (PyTorch: ±inf), and d/db at a negative base is finite (PyTorch: NaN, from log of a negative).
+  1 ** NaN, (±1) ** ±inf and x ** 0 are 1. Differences from PyTorch that remain: d/db at a == 0 with b < 0 is 0
+  (PyTorch: -inf), and d/db at a negative base is finite (PyTorch: NaN, from the log of a negative number).
   """
   is_zero = a == 0
   mag = (b * _where(is_zero, 1.0, a.abs()).log2()).exp2()
-  mag = _where(is_zero, _where(b > 0, 0.0, _where(b == 0, 1.0, float("inf"))) + a * (b == 1), mag)
+  # at a == 0 the derivative b * a ** (b - 1) is 0 for b > 1, 1 for b == 1, and ±inf for 0 < b < 1 and b < 0: a term that
+  # is 0 there with that derivative (sqrt has an infinite one at 0; elsewhere it reads 1, so masked gradients stay finite)
+  steep = is_zero & (b < 1) & (b != 0)
+  root = _where(steep, a, 1.0).sqrt()
+  slope = a * (b == 1) + _where(steep, _where(b > 0, root, -root), 0.0)
+  mag = _where(is_zero, _where(b > 0, 0.0, _where(b == 0, 1.0, float("inf"))) + slope, mag)
   b_int = b == b.trunc()
   b_odd = b_int & ((b * 0.5) != (b * 0.5).trunc())
   neg = (a < 0) | (is_zero & (a.detach().reciprocal() < 0))  # 1/-0.0 is -inf: the sign of a negative zero

@@ -97,6 +97,8 @@ CASES: list[tuple[str, Callable, Callable | None, list[np.ndarray], bool]] = [
                                              np.tile(f32(0.0, -1.0, 2.0, 3.0, 0.5, -2.5, inf, -inf), 8)], False),
   ("pow_scalar_exponents", lambda x: x ** 3 + x ** -2 + x ** 0 + x ** 2.0 + x ** 10, None, [f32(-2.0, -0.5, 0.0, 1.5, inf, -inf, nan)], False),
   ("pow_grad", lambda x, y: x ** y, None, [f32(0.0, 0.0, 0.0, 0.0, 2.0, 1.5, 1.0), f32(2.0, 1.0, 3.0, 0.0, 3.0, 0.0, 2.5)], True),
+  ("pow_grad_root_at_zero", lambda x: x ** 0.5, None, [f32(0.0, 1.0, 4.0)], True),
+  ("pow_grad_negative_at_zero", lambda x: x ** -1.5, None, [f32(0.0, 1.0, 4.0)], True),
   ("pow_grad_negative_base", lambda x: x ** 3.0 + x ** 2.0 + x ** 5 + x ** -3, None, [f32(-2.0, -0.5, 1.5)], True),
   ("pow_grad_scalar", lambda x: x ** 2.5 + x ** 1.0 + x ** 0.0, None, [f32(0.0, 1.0, 4.0)], True),
   ("rpow_grad", lambda x: 2.0 ** x + 0.5 ** x, None, [f32(-1.0, 0.0, 2.0, 3.0)], True),
