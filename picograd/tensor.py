@@ -445,7 +445,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if not a.dtype.is_float: a, b = a.cast(dtypes.default_float), b.cast(dtypes.default_float)
     out = a._new(a.uop.alu(Ops.MUL, b.uop.alu(Ops.RECIPROCAL)))
     if rounding_mode == "trunc": return out.trunc()
-    if rounding_mode == "floor": return out.floor()
+    if rounding_mode == "floor": return _floordiv_float(a, b)
     return out
   def _floordiv_int(self, b: "Tensor") -> "Tensor":
     q = self._new(self.uop.alu(Ops.IDIV, b.uop))
@@ -456,6 +456,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def __rfloordiv__(self, x): return self._to_tensor(x, "floordiv").div(self, rounding_mode="floor")
   def __mod__(self, x):
     a, b = self._broadcasted(x, "mod")
+    if a.dtype.is_float: return _mod_float(a, b)
     return a - a.div(b, rounding_mode="floor") * b
   def __rmod__(self, x): return self._to_tensor(x, "mod").__mod__(self)
 
@@ -1121,6 +1122,26 @@ def _pow_float(a: Tensor, b: Tensor) -> Tensor:
   # only where the exp2/log2 form gives NaN (0 * inf): elsewhere it is already 1, with the right gradient
   ones = ((b == 0) & (a.isnan() | a.isinf())) | ((a == 1) & b.isnan()) | ((a.abs() == 1) & b.isinf())
   return _where(ones, 1.0, out)
+
+
+def _mod_float(a: Tensor, b: Tensor) -> Tensor:
+  """Python's (and PyTorch's) a % b for floats: the exact fmod, moved by b where its sign differs from b's (-5 % inf is inf)."""
+  r = a._new(a.uop.alu(Ops.MOD, b.uop))
+  return _where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
+
+
+def _floordiv_float(a: Tensor, b: Tensor) -> Tensor:
+  """PyTorch's floor division of floats: the quotient (a - fmod(a, b)) / b is exact up to rounding, unlike floor(a / b).
+
+  It is stepped down where fmod's sign differs from b's, rounded to the nearest integer (the division may land just
+  off one), and a / b where b is 0 (inf or NaN, as PyTorch gives).
+  """
+  r = a._new(a.uop.alu(Ops.MOD, b.uop))
+  q = (a - r) / b
+  q = _where((r != 0) & ((r < 0) != (b < 0)), q - 1, q)
+  f = q.floor()
+  f = _where(q - f > 0.5, f + 1, f)
+  return _where(b == 0, a / b, f)
 
 
 def _pow_int_scalar(a: Tensor, n: int) -> Tensor:
