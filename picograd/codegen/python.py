@@ -17,7 +17,7 @@ NP_UNARY = {Ops.EXP2: "np.exp2", Ops.LOG2: "np.log2", Ops.SIN: "np.sin", Ops.SQR
 
 
 def _np_dtype(dt) -> str:
-  return "np.float32" if dt == dtypes.bfloat16 else f"np.dtype({dt.np.str!r})"
+  return "np.dtype('float32')" if dt == dtypes.bfloat16 else f"np.dtype({dt.np.str!r})"  # bfloat16 computes in float32
 
 
 def render_python(name: str, program: list[UOp]) -> str:
