@@ -11,7 +11,7 @@ import contextlib, math, weakref
 from typing import Any, Sequence
 import numpy as np
 from picograd.dtype import DType, dtypes, promote, result_type_with_scalar
-from picograd.helpers import prod
+from picograd.helpers import prod, ShapeError
 from picograd.ir.ops import UOp, Ops
 from picograd.ir.gradient import compute_gradient, nodes_between, gradient_graph_text
 from picograd.runtime.device import Buffer, canonicalize
@@ -22,14 +22,21 @@ from picograd.frontend.scan import ScanMixin
 Scalar = int | float | bool
 
 
-class ShapeError(ValueError):
-  """Shapes that do not fit the operation (broadcasting, matmul, reshape, cat, ...)."""
-
-
 def _normalize_axis(op: str, axis: int, ndim: int) -> int:
-  if not -max(ndim, 1) <= axis < max(ndim, 1):
-    raise IndexError(f"{op}: dimension {axis} is out of range for a tensor with {ndim} dimension(s)")
-  return axis + ndim if axis < 0 else axis
+  if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+    raise TypeError(f"{op}: a dimension must be an int, not {type(axis).__name__}")
+  n = max(ndim, 1)  # a 0-d tensor accepts dims 0 and -1, as in PyTorch
+  if not -n <= axis < n:
+    raise IndexError(f"{op}: dimension {axis} is out of range for a tensor with {ndim} dimension(s) "
+                     f"(expected to be in range of [{-n}, {n - 1}], but got {axis})")
+  return int(axis) + ndim if axis < 0 else int(axis)
+
+
+def _unique_axes(op: str, axes: Sequence[int], given: Any) -> None:
+  """PyTorch refuses a dim named twice (sum((0, 0)), flip((0, 0)), permute(0, 0))."""
+  if len(set(axes)) != len(axes):
+    repeated = next(a for a in axes if list(axes).count(a) > 1)
+    raise ShapeError(f"{op}: dim {repeated} appears multiple times in the list of dims {tuple(given)}")
 
 
 def _broadcast_shape(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
@@ -44,10 +51,21 @@ def _broadcast_shape(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
   return tuple(out)
 
 
-def _shape_arg(shape: tuple) -> tuple[int, ...]:
-  """Accept f(2, 3), f((2, 3)) and f([2, 3])."""
+def _shape_arg(shape: tuple, op: str = "shape") -> tuple[int, ...]:
+  """Accept f(2, 3), f((2, 3)) and f([2, 3]); every size must be an int (PyTorch: TypeError for 2.5, None, "a")."""
   if len(shape) == 1 and isinstance(shape[0], (tuple, list)): shape = tuple(shape[0])
+  for s in shape:
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+      raise TypeError(f"{op}: sizes must be ints, not {type(s).__name__} ({s!r}) in {tuple(shape)}")
   return tuple(int(s) for s in shape)
+
+
+def _new_shape(shape: tuple, op: str) -> tuple[int, ...]:
+  """The shape of a tensor about to be created: ints, none negative."""
+  shape = _shape_arg(shape, op)
+  if any(s < 0 for s in shape):
+    raise RuntimeError(f"{op}: Trying to create tensor with negative dimension {min(shape)}: {list(shape)}")
+  return shape
 
 
 class Tensor(ConvMixin, ScanMixin, MathMixin):
@@ -144,7 +162,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return host.reshape(self.shape)
 
   def item(self) -> Scalar:
-    if self.numel() != 1: raise ValueError(f"item: only a tensor with one element can become a Python scalar, not shape {self.shape}")
+    if self.numel() != 1: raise RuntimeError(f"item: only a tensor with one element can become a Python scalar, not shape {self.shape}")
     return self.numpy().reshape(()).item()
   def tolist(self) -> Any: return self.numpy().tolist()
   def data(self) -> np.ndarray: return self.numpy()
@@ -271,17 +289,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   @staticmethod
   def full(shape: tuple[int, ...] | int, fill_value: Scalar, dtype: DType | str | None = None, device: str | None = None,
            requires_grad: bool | None = None) -> "Tensor":
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if any(s < 0 for s in shape): raise ShapeError(f"full: negative dimension in shape {shape}")
+    shape = _new_shape((shape,) if isinstance(shape, (int, np.integer)) else tuple(shape), "full")
+    if not isinstance(fill_value, (bool, int, float, np.number)):
+      raise TypeError(f"full: fill_value must be a number, not {type(fill_value).__name__}")
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.of_python(fill_value)
     const = UOp.const(dt, fill_value)
     return Tensor(const.reshape((1,) * len(shape)).expand(shape), device=device, requires_grad=requires_grad)
   @staticmethod
   def zeros(*shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
-    return Tensor.full(_shape_arg(shape), 0.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
+    return Tensor.full(_new_shape(shape, "zeros"), 0.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
   @staticmethod
   def ones(*shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
-    return Tensor.full(_shape_arg(shape), 1.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
+    return Tensor.full(_new_shape(shape, "ones"), 1.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
   @staticmethod
   def empty(*shape, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
     return Tensor.zeros(*shape, dtype=dtype, device=device).contiguous()
@@ -294,7 +313,11 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def arange(start: Scalar, stop: Scalar | None = None, step: Scalar = 1, dtype: DType | str | None = None,
              device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     if stop is None: start, stop = 0, start
-    if step == 0: raise ValueError("arange: step must be nonzero")
+    for v in (start, stop, step):
+      if isinstance(v, Tensor) or not isinstance(v, (int, float, np.number)): raise TypeError(f"arange: start, end and step must be numbers, not {type(v).__name__}")
+      if not math.isfinite(v): raise RuntimeError(f"arange: unsupported range: {start} -> {stop} (step {step})")
+    if step == 0: raise RuntimeError("arange: step must be nonzero")
+    if (stop - start) * step < 0: raise RuntimeError(f"arange: upper bound {stop} and lower bound {start} inconsistent with step sign ({step})")
     n = max(0, math.ceil((stop - start) / step))
     is_float = any(isinstance(v, float) for v in (start, stop, step))
     dt = dtypes.from_any(dtype) if dtype is not None else (dtypes.default_float if is_float else dtypes.int64)
@@ -311,6 +334,9 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   @staticmethod
   def eye(n: int, m: int | None = None, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
     m = n if m is None else m
+    for v in (n, m):
+      if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"eye: sizes must be ints, not {type(v).__name__}")
+      if v < 0: raise RuntimeError(f"eye: sizes must be greater or equal to 0, got {v}")
     rows = Tensor.arange(n, dtype=dtypes.int32, device=device).reshape(n, 1)
     cols = Tensor.arange(m, dtype=dtypes.int32, device=device).reshape(1, m)
     return (rows == cols).cast(dtypes.from_any(dtype) if dtype is not None else dtypes.default_float)
@@ -346,7 +372,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   @staticmethod
   def rand(*shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     """Uniform samples in [0, 1)."""
-    shape = _shape_arg(shape)
+    shape = _new_shape(shape, "rand")
     bits = Tensor._random_bits(prod(shape), device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.default_float
     out = (bits._shr(8).cast(dtypes.float32) * (1.0 / (1 << 24))).cast(dt).reshape(shape)
@@ -356,7 +382,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   @staticmethod
   def randn(*shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     """Standard normal samples (Box-Muller on two uniform streams)."""
-    shape = _shape_arg(shape)
+    shape = _new_shape(shape, "randn")
     u = Tensor.rand(2, *shape, device=device)
     u1, u2 = u[0], u[1]
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.default_float
@@ -368,8 +394,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   @staticmethod
   def randint(low: int, high: int | None = None, size: tuple[int, ...] = (), dtype: DType | None = None, device: str | None = None) -> "Tensor":
     if high is None: low, high = 0, low
-    if high <= low: raise ValueError(f"randint: empty range [{low}, {high})")
-    u = Tensor.rand(*size, device=device)
+    if high <= low: raise RuntimeError(f"randint: empty range [{low}, {high}): 'from' must be less than 'to'")
+    u = Tensor.rand(*_new_shape(size if isinstance(size, (tuple, list)) else (size,), "randint"), device=device)
     return (u * (high - low)).floor().cast(dtype or dtypes.int64) + low
 
   @staticmethod
@@ -419,13 +445,15 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def add(self, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.ADD, x, "add")
   def mul(self, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.MUL, x, "mul")
   def neg(self) -> "Tensor":
-    if self.dtype == dtypes.bool: raise TypeError("neg: negation of a bool tensor is not supported; use logical_not()")
+    if self.dtype == dtypes.bool: raise RuntimeError("neg: negation of a bool tensor is not supported; use logical_not()")
     return self._new(self.uop.alu(Ops.NEG))
   def sub(self, x: "Tensor | Scalar", reverse: bool = False) -> "Tensor":
     a, b = self._broadcasted(x, "sub", reverse)
-    if a.dtype == dtypes.bool: raise TypeError("sub: subtraction of bool tensors is not supported")
+    if a.dtype == dtypes.bool: raise RuntimeError("sub: subtraction of bool tensors is not supported; use ^ or logical_xor")
     return a._new(a.uop.alu(Ops.ADD, b.uop.alu(Ops.NEG)))
   def div(self, x: "Tensor | Scalar", reverse: bool = False, rounding_mode: str | None = None) -> "Tensor":
+    if rounding_mode not in (None, "trunc", "floor"):
+      raise RuntimeError(f"div: rounding_mode must be one of None, 'trunc' or 'floor', not {rounding_mode!r}")
     a, b = self._broadcasted(x, "div", reverse)
     if rounding_mode == "trunc" and a.dtype.is_int: return a._new(a.uop.alu(Ops.IDIV, b.uop))
     if rounding_mode == "floor" and a.dtype.is_int: return a._floordiv_int(b)
@@ -514,7 +542,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if a.dtype == dtypes.bool: return a & b
     return -((-a).maximum(-b))
   def clip(self, min_: Scalar | "Tensor | None" = None, max_: Scalar | "Tensor | None" = None) -> "Tensor":
-    if min_ is None and max_ is None: raise ValueError("clip: at least one of min and max must be given")
+    if min_ is None and max_ is None: raise RuntimeError("clip: at least one of min and max must be given")
     out = self
     if min_ is not None: out = out.maximum(min_)
     if max_ is not None: out = out.minimum(max_)
@@ -523,6 +551,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   def where(self, condition: "Tensor", other: "Tensor | Scalar") -> "Tensor":
     """PyTorch's `x.where(condition, y)`: x where condition holds, else y."""
+    _check_condition(condition, "where")
     return _where(condition, self, other)
 
   # comparisons (results are bool)
@@ -541,7 +570,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   def _bitwise(self, op: Ops, x: "Tensor | Scalar", name: str) -> "Tensor":
     a, b = self._broadcasted(x, name)
-    if a.dtype.is_float: raise TypeError(f"{name}: bitwise operations need integer or bool tensors, not {a.dtype.name}")
+    # PyTorch's type for an op with no kernel for the dtype
+    if a.dtype.is_float: raise NotImplementedError(f"{name}: bitwise operations need integer or bool tensors, not {a.dtype.name}")
     return a._new(a.uop.alu(op, b.uop))
   def __and__(self, x): return self._bitwise(Ops.AND, x, "bitwise_and")
   def __or__(self, x): return self._bitwise(Ops.OR, x, "bitwise_or")
@@ -581,7 +611,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if axis is None: return tuple(range(self.ndim))
     if isinstance(axis, int): axis = (axis,)
     axes = tuple(_normalize_axis(op, a, self.ndim) for a in axis)
-    if len(set(axes)) != len(axes): raise ValueError(f"{op}: dimension repeated in {tuple(axis)}")
+    _unique_axes(op, axes, axis)
     return axes if self.ndim else ()  # a 0-d tensor accepts dim 0 or -1 (PyTorch) and has nothing to reduce
 
   def _reduce(self, op: Ops, axis, keepdim: bool, name: str) -> "Tensor":
@@ -684,7 +714,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   # ---------------------------------------------------------------- movement
   def reshape(self, *shape) -> "Tensor":
-    shape = _shape_arg(shape)
+    shape = _shape_arg(shape, "reshape")
+    if any(s < -1 for s in shape): raise ShapeError(f"reshape: invalid shape dimension {min(shape)} in {shape}")
     if shape.count(-1) > 1: raise ShapeError(f"reshape: only one dimension can be -1, got {shape}")
     if -1 in shape:
       known = prod(s for s in shape if s != -1)
@@ -696,7 +727,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   view = reshape
 
   def permute(self, *order) -> "Tensor":
-    order = tuple(_normalize_axis("permute", a, self.ndim) for a in _shape_arg(order))
+    order = tuple(_normalize_axis("permute", a, self.ndim) for a in _shape_arg(order, "permute"))
+    _unique_axes("permute", order, order)
     if sorted(order) != list(range(self.ndim)): raise ShapeError(f"permute: {order} is not a permutation of the {self.ndim} dimensions of {self.shape}")
     return self._new(self.uop.permute(order))
 
@@ -711,7 +743,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def mT(self) -> "Tensor": return self.transpose(-2, -1)
 
   def expand(self, *shape) -> "Tensor":
-    shape = _shape_arg(shape)
+    shape = _shape_arg(shape, "expand")
     if len(shape) < self.ndim: raise ShapeError(f"expand: target {shape} has fewer dimensions than the tensor's {self.shape}")
     src = (1,) * (len(shape) - self.ndim) + self.shape
     new = tuple(s if n == -1 else n for s, n in zip(src, shape))
@@ -766,13 +798,15 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return self._new(self.uop.shrink(b))
 
   def flip(self, dims: int | Sequence[int]) -> "Tensor":
-    dims = (dims,) if isinstance(dims, int) else dims
-    axes = {_normalize_axis("flip", d, self.ndim) for d in dims}
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    axes = [_normalize_axis("flip", d, self.ndim) for d in dims]
+    _unique_axes("flip", axes, dims)
     return self._new(self.uop.flip(tuple(i in axes for i in range(self.ndim))))
 
   def repeat(self, *repeats) -> "Tensor":
     """Tile the tensor (PyTorch's repeat): each dim i is repeated repeats[i] times."""
-    repeats = _shape_arg(repeats)
+    repeats = _shape_arg(repeats, "repeat")
+    if any(r < 0 for r in repeats): raise RuntimeError(f"repeat: repeat counts must be non-negative, got {repeats}")
     if len(repeats) < self.ndim: raise ShapeError(f"repeat: {len(repeats)} repeat counts for a tensor of shape {self.shape}")
     base = (1,) * (len(repeats) - self.ndim) + self.shape
     x = self.reshape(base)
@@ -782,13 +816,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   def chunk(self, chunks: int, dim: int = 0) -> list["Tensor"]:
     dim = _normalize_axis("chunk", dim, self.ndim)
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)): raise TypeError(f"chunk: chunks must be an int, not {type(chunks).__name__}")
+    if chunks <= 0: raise RuntimeError(f"chunk: chunks must be greater than 0, got {chunks}")
     step = math.ceil(self.shape[dim] / chunks)
     return self.split(step, dim)
 
   def split(self, sizes: int | Sequence[int], dim: int = 0) -> list["Tensor"]:
     dim = _normalize_axis("split", dim, self.ndim)
     n = self.shape[dim]
-    if isinstance(sizes, int): sizes = [min(sizes, n - i) for i in range(0, n, max(sizes, 1))]
+    if isinstance(sizes, (int, np.integer)):
+      if sizes < 0 or (sizes == 0 and n != 0): raise RuntimeError(f"split: split_size must be positive (0 only for an empty dimension), got {sizes} for dimension {dim} of {self.shape}")
+      sizes = [min(sizes, n - i) for i in range(0, n, max(sizes, 1))]
+    elif any(s < 0 for s in _shape_arg(tuple(sizes), "split")): raise RuntimeError(f"split: sizes must be non-negative, got {list(sizes)}")
     if sum(sizes) != n: raise ShapeError(f"split: sizes {list(sizes)} do not add up to dimension {dim} of {self.shape}")
     out, start = [], 0
     for s in sizes:
@@ -802,13 +841,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def tril(self, diagonal: int = 0) -> "Tensor": return self._triangle(diagonal, lower=True)
   def triu(self, diagonal: int = 0) -> "Tensor": return self._triangle(diagonal, lower=False)
   def _triangle(self, diagonal: int, lower: bool) -> "Tensor":
+    if self.ndim < 2: raise RuntimeError(f"{'tril' if lower else 'triu'}: input must have at least 2 dimensions, got shape {self.shape}")
     r, c = self.shape[-2], self.shape[-1]
     rows = Tensor.arange(r, dtype=dtypes.int32, device=self.device).reshape(r, 1)
     cols = Tensor.arange(c, dtype=dtypes.int32, device=self.device).reshape(1, c)
     keep = (cols <= rows + diagonal) if lower else (cols >= rows + diagonal)
     return _where(keep, self, 0)
 
-  def masked_fill(self, mask: "Tensor", value: Scalar) -> "Tensor": return _where(mask, value, self)
+  def masked_fill(self, mask: "Tensor", value: Scalar) -> "Tensor":
+    _check_condition(mask, "masked_fill")
+    out = _where(mask, value, self)
+    if out.shape != self.shape: raise ShapeError(f"masked_fill: mask of shape {mask.shape} does not broadcast to the tensor's {self.shape}")
+    return out
 
   # ---------------------------------------------------------------- indexing
   def __getitem__(self, index: Any) -> "Tensor":
@@ -821,6 +865,9 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def gather(self, dim: int, index: "Tensor") -> "Tensor":
     """out[i][j] = self[index[i][j]][j] for dim=0 (PyTorch's gather)."""
     dim = _normalize_axis("gather", dim, self.ndim)
+    if not isinstance(index, Tensor): raise TypeError(f"gather: index must be a Tensor, not {type(index).__name__}")
+    if not index.dtype.is_int: raise RuntimeError(f"gather: index must be an integer tensor, not {index.dtype.name}")
+    if index.device != self.device: raise RuntimeError(f"gather: index on {index.device} but the input is on {self.device}")
     if index.ndim != self.ndim: raise ShapeError(f"gather: index of shape {index.shape} must have as many dims as {self.shape}")
     n = self.shape[dim]
     x = self.shrink([None if i == dim else (0, index.shape[i]) for i in range(self.ndim)])
@@ -882,7 +929,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     """x * Phi(x) with the exact erf form, or PyTorch's tanh approximation (`approximate="tanh"`)."""
     x = self._float()
     if approximate == "tanh": return 0.5 * x * (1 + (math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)).tanh())
-    if approximate != "none": raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
+    if approximate != "none": raise RuntimeError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
     return 0.5 * x * (1 + (x * (1 / math.sqrt(2))).erf())
 
   def silu(self) -> "Tensor": return self._float() * self.sigmoid()
@@ -919,7 +966,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   def one_hot(self, num_classes: int = -1) -> "Tensor":
     """int64 one-hot vectors along a new last dim. `num_classes=-1` reads the largest index (this realizes the tensor)."""
-    if self.dtype.is_float or self.dtype == dtypes.bool: raise TypeError(f"one_hot: indices must be integers, not {self.dtype.name}")
+    if self.dtype.is_float or self.dtype == dtypes.bool: raise RuntimeError(f"one_hot: indices must be integers, not {self.dtype.name}")
     if num_classes == -1: num_classes = int(self.max().item()) + 1
     return (self.unsqueeze(-1) == Tensor.arange(num_classes, dtype=self.dtype, device=self.device)).cast(dtypes.int64)
 
@@ -949,7 +996,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     Integer targets have the logits' shape without the class dim; entries equal to `ignore_index`
     add nothing and are left out of the mean. Float targets are class probabilities of the logits' shape.
     """
-    if not 0 <= label_smoothing <= 1: raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not 0 <= label_smoothing <= 1: raise RuntimeError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     class_dim = 1 if self.ndim >= 2 else 0
     logp = self.log_softmax(class_dim)
     if target.dtype.is_float:
@@ -1028,7 +1075,7 @@ def _reduce_loss(loss: Tensor, reduction: str, op: str) -> Tensor:
 
 def _nll(logp: Tensor, target: Tensor, ignore_index: int, reduction: str, label_smoothing: float, op: str) -> Tensor:
   """-logp[target] per sample (mixed with the mean over classes by `label_smoothing`), with `ignore_index` masked out."""
-  if target.dtype.is_float or target.dtype == dtypes.bool: raise TypeError(f"{op}: class targets must be integers, not {target.dtype.name}")
+  if target.dtype.is_float or target.dtype == dtypes.bool: raise RuntimeError(f"{op}: class targets must be integers, not {target.dtype.name}")
   class_dim = 1 if logp.ndim >= 2 else 0
   n_classes = logp.shape[class_dim]
   if target.shape != logp.shape[:class_dim] + logp.shape[class_dim + 1:]:
@@ -1079,7 +1126,14 @@ def _where(cond: Tensor | Any, x: Tensor | Scalar, y: Tensor | Scalar) -> Tensor
 
 def where(condition: Tensor, x: Tensor | Scalar, y: Tensor | Scalar) -> Tensor:
   """torch.where(condition, x, y)."""
+  _check_condition(condition, "where")
   return _where(condition, x, y)
+
+
+def _check_condition(condition: Any, op: str) -> None:
+  """A user's mask must be bool, as in PyTorch (internally, _where also accepts numbers)."""
+  if not isinstance(condition, Tensor): raise TypeError(f"{op}: the condition must be a bool Tensor, not {type(condition).__name__}")
+  if condition.dtype != dtypes.bool: raise RuntimeError(f"{op}: the condition must be a bool tensor, not {condition.dtype.name}")
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -1106,7 +1160,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 
 
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-  if not tensors: raise ValueError("stack: expected a non-empty list of tensors")
+  if not tensors: raise RuntimeError("stack: expected a non-empty list of tensors")
   shapes = {t.shape for t in tensors}
   if len(shapes) != 1: raise ShapeError(f"stack: all tensors must have the same shape, got {[t.shape for t in tensors]}")
   dim = _normalize_axis("stack", dim, tensors[0].ndim + 1)

@@ -157,9 +157,11 @@ def _cast_scalar(value: Any, dtype: DType) -> Any:
   if dtype == dtypes.bool: return bool(value)
   if dtype.is_int:
     if isinstance(value, float) and not math.isfinite(value): raise ValueError(f"cannot make an {dtype} constant from {value}")
-    v = int(value)
-    if dtype.is_unsigned: v &= (1 << (8 * dtype.itemsize)) - 1
-    return v
+    # wrap to the dtype like the CPU does (int32 2**31 is -2**31): a constant out of range would be a
+    # Python bigint the numpy kernels of the PYTHON device cannot hold
+    bits = 8 * dtype.itemsize
+    v = int(value) & ((1 << bits) - 1)
+    return v - (1 << bits) if not dtype.is_unsigned and v >= 1 << (bits - 1) else v
   return float(value)
 
 

@@ -28,7 +28,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 def embedding(input: Tensor, weight: Tensor) -> Tensor:
   """Rows of `weight` [num_embeddings, dim] at the integer indices `input`: the result has shape input.shape + (dim,)."""
-  if input.dtype.is_float: raise TypeError(f"embedding: indices must be integers, not {input.dtype.name}")
+  if not input.dtype.is_int: raise RuntimeError(f"embedding: indices must be an integer tensor, not {input.dtype.name}")
   return weight[input]
 
 
