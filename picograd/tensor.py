@@ -971,12 +971,25 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return (self.unsqueeze(-1) == Tensor.arange(num_classes, dtype=self.dtype, device=self.device)).cast(dtypes.int64)
 
   def scaled_dot_product_attention(self, key: "Tensor", value: "Tensor", attn_mask: "Tensor | None" = None, dropout_p: float = 0.0,
-                                   is_causal: bool = False, scale: float | None = None) -> "Tensor":
+                                   is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> "Tensor":
     """softmax(q k^T * scale + mask) v with q = self. A bool `attn_mask` marks the pairs that may attend; a float one is added.
 
     `is_causal` lets query i see keys 0..i (the mask is aligned at the top left, as in PyTorch).
+    `enable_gqa` (grouped-query attention): key and value have fewer heads (dim -3) than the query,
+    a divisor of its count; each key/value head serves that many consecutive query heads.
     """
-    if is_causal and attn_mask is not None: raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal, not both")
+    op = "scaled_dot_product_attention"
+    if is_causal and attn_mask is not None: raise ValueError(f"{op}: pass either attn_mask or is_causal, not both")
+    for name, t in (("key", key), ("value", value)):
+      if not isinstance(t, Tensor): raise TypeError(f"{op}: {name} must be a Tensor, not {type(t).__name__}")
+      if t.ndim < 2 or self.ndim < 2: raise ShapeError(f"{op}: query, key and value need at least 2 dimensions, got {self.shape}, {key.shape}, {value.shape}")
+    if attn_mask is not None and not isinstance(attn_mask, Tensor): raise TypeError(f"{op}: attn_mask must be a Tensor, not {type(attn_mask).__name__}")
+    if enable_gqa and self.ndim >= 3 and key.ndim >= 3 and key.shape[-3] != self.shape[-3]:
+      heads, kv_heads = self.shape[-3], key.shape[-3]
+      if kv_heads == 0 or heads % kv_heads or value.ndim < 3 or value.shape[-3] != kv_heads:
+        raise ShapeError(f"{op}: with enable_gqa, the heads of key {key.shape} and value {value.shape} (dim -3) must divide the query's "
+                         f"{heads} ({self.shape})")
+      key, value = _repeat_heads(key, heads // kv_heads), _repeat_heads(value, heads // kv_heads)
     scale = 1 / math.sqrt(self.shape[-1]) if scale is None else scale
     scores = self.matmul(key.transpose(-2, -1)) * scale
     if is_causal:
@@ -990,24 +1003,35 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return weights.matmul(value)
 
   # ---------------------------------------------------------------- losses
-  def cross_entropy(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0) -> "Tensor":
+  def cross_entropy(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                    weight: "Tensor | None" = None) -> "Tensor":
     """Cross-entropy of logits `self` (classes on dim 1, or dim 0 for a single sample) against class indices or probabilities.
 
     Integer targets have the logits' shape without the class dim; entries equal to `ignore_index`
     add nothing and are left out of the mean. Float targets are class probabilities of the logits' shape.
+    `weight` (one per class) scales each class's terms; with integer targets the mean divides by the
+    summed weights of the targets, as in PyTorch (with probability targets, by the number of samples).
     """
     if not 0 <= label_smoothing <= 1: raise RuntimeError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not isinstance(target, Tensor): raise TypeError(f"cross_entropy: target must be a Tensor, not {type(target).__name__}")
     class_dim = 1 if self.ndim >= 2 else 0
+    w = _class_weight(self, weight, class_dim, "cross_entropy")
     logp = self.log_softmax(class_dim)
     if target.dtype.is_float:
       if target.shape != self.shape: raise ShapeError(f"cross_entropy: probability targets of shape {target.shape} must match the logits' {self.shape}")
       probs = target * (1 - label_smoothing) + label_smoothing / self.shape[class_dim] if label_smoothing else target
+      if w is not None: probs = probs * w.reshape([-1 if d == class_dim else 1 for d in range(self.ndim)])
       return _reduce_loss(-(logp * probs).sum(class_dim), reduction, "cross_entropy")
-    return _nll(logp, target, ignore_index, reduction, label_smoothing, "cross_entropy")
+    return _nll(logp, target, ignore_index, reduction, label_smoothing, "cross_entropy", w)
 
-  def nll_loss(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean") -> "Tensor":
-    """Negative log-likelihood of log-probabilities `self` (classes on dim 1, or dim 0 for one sample) at integer `target`."""
-    return _nll(self._float(), target, ignore_index, reduction, 0.0, "nll_loss")
+  def nll_loss(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", weight: "Tensor | None" = None) -> "Tensor":
+    """Negative log-likelihood of log-probabilities `self` (classes on dim 1, or dim 0 for one sample) at integer `target`.
+
+    `weight` (one per class) scales each sample's term by its target's weight; the mean divides by the summed weights.
+    """
+    if not isinstance(target, Tensor): raise TypeError(f"nll_loss: target must be a Tensor, not {type(target).__name__}")
+    x = self._float()
+    return _nll(x, target, ignore_index, reduction, 0.0, "nll_loss", _class_weight(x, weight, 1 if self.ndim >= 2 else 0, "nll_loss"))
 
   def mse_loss(self, target: "Tensor", reduction: str = "mean") -> "Tensor":
     diff = self - target
@@ -1066,6 +1090,12 @@ def _graphs_for_grad(tensors: Sequence["Tensor"]) -> dict["Tensor", UOp]:
   return {t: t.uop for t in tensors if t._requires_grad is None and not is_contiguous_view(t.uop) and t.requires_grad}
 
 
+def _repeat_heads(x: Tensor, n: int) -> Tensor:
+  """Each head (dim -3) n times in a row, like x.repeat_interleave(n, -3): a broadcast, so no copy is made."""
+  *batch, h, s, e = x.shape
+  return x.unsqueeze(-3).expand(*batch, h, n, s, e).reshape(*batch, h * n, s, e)
+
+
 def _reduce_loss(loss: Tensor, reduction: str, op: str) -> Tensor:
   if reduction == "none": return loss
   if reduction == "sum": return loss.sum()
@@ -1073,22 +1103,43 @@ def _reduce_loss(loss: Tensor, reduction: str, op: str) -> Tensor:
   raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
 
 
-def _nll(logp: Tensor, target: Tensor, ignore_index: int, reduction: str, label_smoothing: float, op: str) -> Tensor:
-  """-logp[target] per sample (mixed with the mean over classes by `label_smoothing`), with `ignore_index` masked out."""
+def _class_weight(x: Tensor, weight: Tensor | None, class_dim: int, op: str) -> Tensor | None:
+  """A loss's per-class `weight`, checked against the input (PyTorch: RuntimeError unless there is one weight per class)."""
+  if weight is None: return None
+  if not isinstance(weight, Tensor): raise TypeError(f"{op}: weight must be a Tensor, not {type(weight).__name__}")
+  n_classes = x.shape[class_dim] if x.ndim else 0
+  if weight.shape != (n_classes,):
+    raise ShapeError(f"{op}: weight of shape {weight.shape} must have one entry for each of the {n_classes} classes of input {x.shape}")
+  if weight.device != x.device: raise RuntimeError(f"{op}: weight on {weight.device} but the input is on {x.device}")
+  if not weight.dtype.is_float: raise RuntimeError(f"{op}: weight must be a floating-point tensor, not {weight.dtype.name}")
+  # constants of the loss, as in PyTorch (whose nll_loss is not differentiable with respect to its weight)
+  return weight.detach().cast(promote(x.dtype, weight.dtype) if x.dtype.is_float else weight.dtype)
+
+
+def _nll(logp: Tensor, target: Tensor, ignore_index: int, reduction: str, label_smoothing: float, op: str, weight: Tensor | None = None) -> Tensor:
+  """-logp[target] per sample (mixed with the mean over classes by `label_smoothing`), with `ignore_index` masked out.
+
+  With a class `weight` both terms are weighted per class, and a mean divides by the targets' summed
+  weights instead of their count (PyTorch's normalization, which makes weights relative).
+  """
   if target.dtype.is_float or target.dtype == dtypes.bool: raise RuntimeError(f"{op}: class targets must be integers, not {target.dtype.name}")
   class_dim = 1 if logp.ndim >= 2 else 0
   n_classes = logp.shape[class_dim]
   if target.shape != logp.shape[:class_dim] + logp.shape[class_dim + 1:]:
     raise ShapeError(f"{op}: target of shape {target.shape} does not fit input of shape {logp.shape} (classes on dim {class_dim})")
+  if target.device != logp.device: raise RuntimeError(f"{op}: target on {target.device} but the input is on {logp.device}")
   classes_last = logp.permute([d for d in range(logp.ndim) if d != class_dim] + [class_dim])
+  if weight is not None: classes_last = classes_last * weight
   # picking logp[target] as a one-hot sum keeps it fusable, and its gradient is the matching one-hot scatter
-  picked = _where(target.unsqueeze(-1) == Tensor.arange(n_classes, dtype=target.dtype, device=logp.device), classes_last, 0).sum(-1)
+  onehot = target.unsqueeze(-1) == Tensor.arange(n_classes, dtype=target.dtype, device=logp.device)
+  picked = _where(onehot, classes_last, 0).sum(-1)
   loss = -picked
   if label_smoothing: loss = loss * (1 - label_smoothing) - classes_last.sum(-1) * (label_smoothing / n_classes)
   valid = target != ignore_index
   loss = _where(valid, loss, 0)
-  if reduction == "mean": return loss.sum() / valid.sum().cast(loss.dtype)
-  return _reduce_loss(loss, reduction, op)
+  if reduction != "mean": return _reduce_loss(loss, reduction, op)
+  if weight is None: return loss.sum() / valid.sum().cast(loss.dtype)
+  return loss.sum() / _where(onehot & valid.unsqueeze(-1), weight, 0).sum()
 
 
 def _hash32(x: int) -> int:
