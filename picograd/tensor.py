@@ -727,9 +727,10 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   view = reshape
 
   def permute(self, *order) -> "Tensor":
-    order = tuple(_normalize_axis("permute", a, self.ndim) for a in _shape_arg(order, "permute"))
+    order = _shape_arg(order, "permute")
+    if len(order) != self.ndim: raise ShapeError(f"permute: {order} is not a permutation of the {self.ndim} dimensions of {self.shape}")
+    order = tuple(_normalize_axis("permute", a, self.ndim) for a in order)
     _unique_axes("permute", order, order)
-    if sorted(order) != list(range(self.ndim)): raise ShapeError(f"permute: {order} is not a permutation of the {self.ndim} dimensions of {self.shape}")
     return self._new(self.uop.permute(order))
 
   def transpose(self, dim0: int = -2, dim1: int = -1) -> "Tensor":
