@@ -17,6 +17,9 @@ import picograd.nn.functional as PF
 import picograd.optim as POptim
 from picograd import Tensor, dtypes
 
+# torch warns about x["a"] before refusing it
+pytestmark = pytest.mark.filterwarnings("ignore:Using a non-tuple sequence")
+
 
 class PG:
   """picograd behind the torch names a row uses, on one device."""
