@@ -352,3 +352,10 @@ def test_absurd_default_device_is_refused_at_the_first_tensor(dev):
   from picograd import Context
   with Context(DEV=dev):
     with pytest.raises(RuntimeError, match="device"): Tensor([1.0])
+
+
+@pytest.mark.parametrize("shape", [(2**62,), (2**40, 2**40)], ids=["2^64-bytes", "2^82-bytes"])
+def test_absurd_allocation_is_a_memory_error_naming_the_size(cpu_device, shape):
+  with pytest.raises(MemoryError, match=rf"{cpu_device}: out of memory allocating {4 * shape[0] * (shape[1] if len(shape) > 1 else 1)} bytes"):
+    Tensor.zeros(*shape, device=cpu_device).contiguous().realize()
+  np.testing.assert_array_equal((Tensor.ones(3, device=cpu_device) + 1).numpy(), [2, 2, 2])  # and the device still works

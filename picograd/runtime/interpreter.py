@@ -11,7 +11,11 @@ from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, La
 
 
 class NumpyAllocator(Allocator):
-  def _alloc(self, nbytes: int) -> np.ndarray: return np.zeros(nbytes, dtype=np.uint8)
+  def _alloc(self, nbytes: int) -> np.ndarray:
+    try:
+      return np.zeros(nbytes, dtype=np.uint8)
+    except ValueError as e:  # "array is too big": beyond what numpy can address, so out of memory by any measure
+      raise MemoryError(str(e)) from e
   def _free(self, handle: np.ndarray, nbytes: int) -> None: pass
   def copyin(self, handle: np.ndarray, src: memoryview) -> None: handle[:src.nbytes] = np.frombuffer(src, np.uint8)
   def copyout(self, dest: memoryview, handle: np.ndarray) -> None: np.frombuffer(dest, np.uint8)[:] = handle[:dest.nbytes]
