@@ -290,8 +290,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def full(shape: tuple[int, ...] | int, fill_value: Scalar, dtype: DType | str | None = None, device: str | None = None,
            requires_grad: bool | None = None) -> "Tensor":
     shape = _new_shape((shape,) if isinstance(shape, (int, np.integer)) else tuple(shape), "full")
-    if not isinstance(fill_value, (bool, int, float, np.number)):
-      raise TypeError(f"full: fill_value must be a number, not {type(fill_value).__name__}")
+    if isinstance(fill_value, (np.number, np.bool_)): fill_value = fill_value.item()
+    if not isinstance(fill_value, (bool, int, float)): raise TypeError(f"full: fill_value must be a number, not {type(fill_value).__name__}")
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.of_python(fill_value)
     const = UOp.const(dt, fill_value)
     return Tensor(const.reshape((1,) * len(shape)).expand(shape), device=device, requires_grad=requires_grad)

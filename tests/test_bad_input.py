@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import picograd
+import picograd.nn
 import picograd.nn.functional as PF
 import picograd.optim as POptim
 from picograd import Tensor, dtypes
@@ -267,6 +268,17 @@ row("sdpa-heads-without-gqa", lambda L: L.F.scaled_dot_product_attention(L.ones(
 row("sdpa-head-dim", lambda L: L.F.scaled_dot_product_attention(L.ones(1, 4, 2, 8), L.ones(1, 4, 2, 7), L.ones(1, 4, 2, 8)), RuntimeError, "")
 row("sdpa-kv-length", (lambda L: L.F.scaled_dot_product_attention(L.ones(1, 4, 2, 8), L.ones(1, 4, 3, 8), L.ones(1, 4, 2, 8)), None),
     RuntimeError, "")  # torch 2.13 returns a value for keys and values of different lengths
+
+# ---------------------------------------------------------------- layers
+row("linear-negative-features", (lambda L: picograd.nn.Linear(2, -1), lambda L: torch.nn.Linear(2, -1)), RuntimeError, "negative dimension")
+row("linear-float-features", (lambda L: picograd.nn.Linear(2.5, 3), lambda L: torch.nn.Linear(2.5, 3)), TypeError, "")
+row("embedding-negative", (lambda L: picograd.nn.Embedding(-1, 2), lambda L: torch.nn.Embedding(-1, 2)), RuntimeError, "negative dimension")
+row("layernorm-negative", (lambda L: picograd.nn.LayerNorm(-1), lambda L: torch.nn.LayerNorm(-1)), RuntimeError, "negative dimension")
+row("dropout-layer-p", (lambda L: picograd.nn.Dropout(1.5), lambda L: torch.nn.Dropout(1.5)), ValueError, "")
+row("linear-layer-input", (lambda L: picograd.nn.Linear(2, 3)(x(L)), lambda L: torch.nn.Linear(2, 3)(x(L))), RuntimeError, "")
+row("embedding-layer-float", (lambda L: picograd.nn.Embedding(4, 2)(L.zeros(3)), lambda L: torch.nn.Embedding(4, 2)(L.zeros(3))), RuntimeError, "")
+row("layernorm-layer-input", (lambda L: picograd.nn.LayerNorm(4)(x(L)), lambda L: torch.nn.LayerNorm(4)(x(L))), RuntimeError, "")
+row("rmsnorm-layer-input", (lambda L: picograd.nn.RMSNorm(4)(x(L)), lambda L: torch.nn.RMSNorm(4)(x(L))), RuntimeError, "")
 
 # ---------------------------------------------------------------- optimizers
 row("optim-float-param", lambda L: L.optim.SGD([1.0], lr=0.1), TypeError, "Tensor")
