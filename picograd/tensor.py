@@ -762,6 +762,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
     if self.ndim == 0: return self.reshape(1)
     s, e = _normalize_axis("flatten", start_dim, self.ndim), _normalize_axis("flatten", end_dim, self.ndim)
+    if s > e: raise RuntimeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {self.shape}")
     return self.reshape(self.shape[:s] + (prod(self.shape[s:e + 1]),) + self.shape[e + 1:])
   def unflatten(self, dim: int, sizes: Sequence[int]) -> "Tensor":
     dim = _normalize_axis("unflatten", dim, self.ndim)
