@@ -28,7 +28,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 def embedding(input: Tensor, weight: Tensor) -> Tensor:
   """Rows of `weight` [num_embeddings, dim] at the integer indices `input`: the result has shape input.shape + (dim,)."""
-  if input.dtype.is_float: raise TypeError(f"embedding: indices must be integers, not {input.dtype.name}")
+  if not input.dtype.is_int: raise RuntimeError(f"embedding: indices must be an integer tensor, not {input.dtype.name}")
   return weight[input._check((input >= 0) & (input < weight.shape[0]), IndexError, "embedding: index out of range in self")]
 
 
@@ -46,16 +46,17 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
-                                 is_causal: bool = False, scale: float | None = None) -> Tensor:
-  return query.scaled_dot_product_attention(key, value, attn_mask, dropout_p, is_causal, scale)
+                                 is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> Tensor:
+  return query.scaled_dot_product_attention(key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
 
 
-def cross_entropy(input: Tensor, target: Tensor, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
-  return input.cross_entropy(target, ignore_index, reduction, label_smoothing)
+def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+  return input.cross_entropy(target, ignore_index, reduction, label_smoothing, weight=weight)
 
 
-def nll_loss(input: Tensor, target: Tensor, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
-  return input.nll_loss(target, ignore_index, reduction)
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+  return input.nll_loss(target, ignore_index, reduction, weight=weight)
 
 
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor: return input.mse_loss(target, reduction)

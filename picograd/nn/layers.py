@@ -40,7 +40,7 @@ class Embedding:
     _parameters(self.weight)
 
   def __call__(self, idx: Tensor) -> Tensor:
-    if idx.dtype.is_float: raise TypeError(f"Embedding: indices must be integers, not {idx.dtype.name}")
+    if not idx.dtype.is_int: raise RuntimeError(f"Embedding: indices must be an integer tensor, not {idx.dtype.name}")
     return self.weight[idx._check((idx >= 0) & (idx < self.num_embeddings), IndexError, "Embedding: index out of range in self")]
 
 

@@ -14,7 +14,7 @@ class NumpyAllocator(Allocator):
   def _alloc(self, nbytes: int) -> np.ndarray:
     try:
       return np.zeros(nbytes, dtype=np.uint8)
-    except ValueError as e:  # beyond numpy's largest dimension
+    except ValueError as e:  # "array is too big": beyond what numpy can address, so out of memory by any measure
       raise MemoryError(str(e)) from e
   def _free(self, handle: np.ndarray, nbytes: int) -> None: pass
   def copyin(self, handle: np.ndarray, src: memoryview) -> None: handle[:src.nbytes] = np.frombuffer(src, np.uint8)
