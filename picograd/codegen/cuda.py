@@ -69,8 +69,9 @@ def target_of(device: Any) -> CUDATarget:
 # ------------------------------------------------------------------------------------------------
 # types, constants and the per-op table
 
-REG_TYPES = {dtypes.bool: "bool", dtypes.uint8: "unsigned char", dtypes.int32: "int", dtypes.uint32: "unsigned int",
-             dtypes.int64: "long long", dtypes.float16: "__half", dtypes.bfloat16: "float", dtypes.float32: "float",
+REG_TYPES = {dtypes.bool: "bool", dtypes.uint8: "unsigned char", dtypes.int8: "signed char", dtypes.int16: "short",
+             dtypes.uint16: "unsigned short", dtypes.int32: "int", dtypes.uint32: "unsigned int", dtypes.int64: "long long",
+             dtypes.uint64: "unsigned long long", dtypes.float16: "__half", dtypes.bfloat16: "float", dtypes.float32: "float",
              dtypes.float64: "double"}
 MEM_TYPES = {**REG_TYPES, dtypes.bfloat16: "__nv_bfloat16"}
 VEC4_TYPES = {dtypes.float32: "float4", dtypes.int32: "int4", dtypes.uint32: "uint4"}  # 16-byte accesses
@@ -82,7 +83,8 @@ def c_const(value: Any, dt: DType) -> str:
     v = int(value)
     if dt == dtypes.int64: return "(-9223372036854775807LL-1)" if v == -2**63 else f"{v}LL"
     if dt == dtypes.int32: return "(-2147483647-1)" if v == -2**31 else str(v)
-    return f"{v}u" if dt == dtypes.uint32 else f"(unsigned char){v}"
+    if dt == dtypes.uint64: return f"{v}ull"
+    return f"{v}u" if dt == dtypes.uint32 else f"(({REG_TYPES[dt]})({v}))"
   if dt == dtypes.float16: return f"__ushort_as_half((unsigned short){struct.unpack('<H', struct.pack('<e', value))[0]})"
   if dt == dtypes.float64:
     if math.isfinite(value): return float(value).hex()
@@ -135,6 +137,8 @@ def render_cast(dst: DType, src: DType, x: str) -> str:
   if src == dtypes.float16: x, src = f"__half2float({x})", dtypes.float32
   if dst == dtypes.float16: return f"__float2half_rn({x if src in (dtypes.float32, dtypes.bfloat16) else f'(float){x}'})"
   if dst == dtypes.bfloat16: return f"pg_round_bf16({x if src == dtypes.float32 else f'(float){x}'})"
+  # a float out of a narrow type's range is undefined in C: go through long long, which wraps like PyTorch's casts
+  if src.is_float and dst.is_int and dst.itemsize < 8: return f"(({REG_TYPES[dst]})(long long){x})"
   return f"(({REG_TYPES[dst]}){x})"
 
 
@@ -145,10 +149,13 @@ template <class T> PG_INLINE T pg_max(T a, T b) { return (a > b || a != a) ? a :
 PG_INLINE int pg_max(int a, int b) { return a ^ ((a ^ b) & -(int)(a < b)); }
 PG_INLINE short pg_max(short a, short b) { return (short)pg_max((int)a, (int)b); }
 PG_INLINE signed char pg_max(signed char a, signed char b) { return (signed char)pg_max((int)a, (int)b); }
-template <class To, class From> PG_INLINE To pg_bitcast(From x) { To y; __builtin_memcpy(&y, &x, sizeof(To)); return y; }
+template <class To, class From> PG_INLINE To pg_bitcast(From x) { To y; memcpy(&y, &x, sizeof(To)); return y; }  // NVRTC rejects __builtin_memcpy
 template <class T> PG_INLINE T pg_shfl_xor(T v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
 PG_INLINE bool pg_shfl_xor(bool v, int o) { return __shfl_xor_sync(0xffffffffu, (int)v, o) != 0; }
 PG_INLINE unsigned char pg_shfl_xor(unsigned char v, int o) { return (unsigned char)__shfl_xor_sync(0xffffffffu, (int)v, o); }
+PG_INLINE signed char pg_shfl_xor(signed char v, int o) { return (signed char)__shfl_xor_sync(0xffffffffu, (int)v, o); }
+PG_INLINE short pg_shfl_xor(short v, int o) { return (short)__shfl_xor_sync(0xffffffffu, (int)v, o); }
+PG_INLINE unsigned short pg_shfl_xor(unsigned short v, int o) { return (unsigned short)__shfl_xor_sync(0xffffffffu, (int)v, o); }
 struct PgAdd { template <class T> PG_INLINE T operator()(T a, T b) const { return a + b; } };
 struct PgMax { template <class T> PG_INLINE T operator()(T a, T b) const { return pg_max(a, b); } };
 // every lane of the warp gets the combined value

@@ -16,7 +16,8 @@ from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.opt import index_stride
 
-LL_TYPES = {dtypes.bool: "i1", dtypes.uint8: "i8", dtypes.int32: "i32", dtypes.uint32: "i32", dtypes.int64: "i64",
+LL_TYPES = {dtypes.bool: "i1", dtypes.uint8: "i8", dtypes.int8: "i8", dtypes.int16: "i16", dtypes.uint16: "i16", dtypes.int32: "i32",
+            dtypes.uint32: "i32", dtypes.int64: "i64", dtypes.uint64: "i64",
             dtypes.float16: "half", dtypes.bfloat16: "float", dtypes.float32: "float", dtypes.float64: "double"}
 MEM_TYPES = {**LL_TYPES, dtypes.bool: "i8", dtypes.bfloat16: "i16"}
 
@@ -59,6 +60,8 @@ def _cast(dst: DType, src: DType, x: str, out: str) -> list[str]:
   if s == d: return [f"{out} = bitcast {s} {x} to {d}"]  # same register type (int32 <-> uint32, bfloat16 -> float32)
   if src.is_float and dst.is_float:
     return [f"{out} = {'fpext' if _fbits(src) < _fbits(dst) else 'fptrunc'} {s} {x} to {d}"]
+  if src.is_float and dst.itemsize < 8:  # through i64, so that negative floats wrap into unsigned types as in PyTorch
+    return [f"{out}.i64 = fptosi {s} {x} to i64", f"{out} = trunc i64 {out}.i64 to {d}"]
   if src.is_float: return [f"{out} = {'fptoui' if dst.is_unsigned else 'fptosi'} {s} {x} to {d}"]
   if dst.is_float: return [f"{out} = {'uitofp' if src.is_unsigned or src == dtypes.bool else 'sitofp'} {s} {x} to {d}"]
   sb, db = _ibits(src), _ibits(dst)

@@ -157,9 +157,9 @@ def _cast_scalar(value: Any, dtype: DType) -> Any:
   if dtype == dtypes.bool: return bool(value)
   if dtype.is_int:
     if isinstance(value, float) and not math.isfinite(value): raise ValueError(f"cannot make an {dtype} constant from {value}")
-    v = int(value)
-    if dtype.is_unsigned: v &= (1 << (8 * dtype.itemsize)) - 1
-    return v
+    v, bits = int(value), 8 * dtype.itemsize
+    v &= (1 << bits) - 1  # wrap into the dtype's range, as a cast in C would
+    return v - (1 << bits) if not dtype.is_unsigned and v >= 1 << (bits - 1) else v
   return float(value)
 
 

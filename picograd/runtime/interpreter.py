@@ -45,7 +45,9 @@ def _round_bf16(x):
 
 def _float_to_int(x, dt):
   with np.errstate(invalid="ignore"):
-    return np.trunc(np.nan_to_num(np.asarray(x), nan=0.0, posinf=0.0, neginf=0.0)).astype(dt)
+    t = np.trunc(np.nan_to_num(np.asarray(x), nan=0.0, posinf=0.0, neginf=0.0))
+    # types narrower than 64 bits go through int64 and wrap (-1.0 -> 255 for uint8), as the compiled backends do
+    return t.astype(dt) if np.dtype(dt).itemsize == 8 else t.astype(np.int64).astype(dt)
 
 
 def _load(buf: np.ndarray, idx):
