@@ -484,13 +484,16 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def leaky_relu(self, negative_slope: float = 0.01) -> "Tensor": return _where(self > 0, self, self * negative_slope)
   def abs(self) -> "Tensor":
     if self.dtype == dtypes.bool or self.dtype.is_unsigned: return self
-    return self.relu() + (-self).relu()
+    out = self.relu() + (-self).relu()
+    return _where(self != self, self, out) if self.dtype.is_float else out  # abs(NaN) is NaN
   def sign(self) -> "Tensor": return (self > 0).cast(self.dtype) - (self < 0).cast(self.dtype)
   def square(self) -> "Tensor": return self * self
   def trunc(self) -> "Tensor":
     if not self.dtype.is_float: return self
     # through int64 is exact for |x| < 2**63; larger floats are already integers
-    return _where(self.abs() < 2.0**62, self.cast(dtypes.int64).cast(self.dtype), self)
+    small = self.abs() < 2.0**62
+    # the cast sees 0 where it is not taken: a NaN or infinity cast to an integer is undefined behaviour in LLVM
+    return _where(small, _where(small, self, 0.0).cast(dtypes.int64).cast(self.dtype), self)
   def floor(self) -> "Tensor":
     if not self.dtype.is_float: return self
     t = self.trunc()
@@ -693,7 +696,10 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if any(s < 0 for s in shape) or prod(shape) != self.numel():
       raise ShapeError(f"reshape: cannot reshape tensor of shape {self.shape} ({self.numel()} elements) into {shape}")
     return self._new(self.uop.reshape(shape))
-  view = reshape
+  def view(self, *shape) -> "Tensor":
+    """reshape; given a dtype instead of a shape, the same bits read as that dtype (`bitcast`), as in PyTorch."""
+    if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list)): return self.bitcast(shape[0])
+    return self.reshape(*shape)
 
   def permute(self, *order) -> "Tensor":
     order = tuple(_normalize_axis("permute", a, self.ndim) for a in _shape_arg(order))

@@ -84,6 +84,8 @@ gradient_rules = PatternMatcher([
   _rule(Ops.SQRT, lambda grad, out: (_mul(grad, _scale(_recip(out), 0.5)),)),
   _rule(Ops.RECIPROCAL, lambda grad, out: (_neg(_mul(grad, _mul(out, out))),)),
   _rule(Ops.MAX, _max_grads),
+  # fmod: out = a - trunc(a / b) b, and trunc(a / b) = (a - out) / b (0 for an infinite b, where out = a)
+  _rule(Ops.MOD, lambda grad, out: (grad, _neg(_mul(grad, _mul(out.src[0] + _neg(out), _recip(out.src[1])))))),
   _rule(Ops.WHERE, lambda grad, out: (None, out.src[0].where(grad, _zeros_like(grad)), out.src[0].where(_zeros_like(grad), grad))),
   _rule(Ops.CAST, lambda grad, out: (grad.cast(out.src[0].dtype),)),
   _rule(Ops.REDUCE, _reduce_grads),
