@@ -515,6 +515,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def minimum(self, x: "Tensor | Scalar") -> "Tensor":
     a, b = self._broadcasted(x, "minimum")
     if a.dtype == dtypes.bool: return a & b
+    if a.dtype.is_unsigned: return ~((~a).maximum(~b))  # negation would wrap 0 to 0 and so keep it as the largest
     return -((-a).maximum(-b))
   def clip(self, min_: Scalar | "Tensor | None" = None, max_: Scalar | "Tensor | None" = None) -> "Tensor":
     if min_ is None and max_ is None: raise ValueError("clip: at least one of min and max must be given")
@@ -897,7 +898,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     x = self._float()
     linear = x * beta > threshold
     # the log branch sees 0 where it is not taken, so its exp cannot overflow into a NaN gradient
-    return _where(linear, x, (1 + _where(linear, 0.0, x * beta).exp()).log() * (1 / beta))
+    return _where(linear, x, _where(linear, 0.0, x * beta).exp().log1p() * (1 / beta))
 
   def layer_norm(self, normalized_shape: int | Sequence[int], weight: "Tensor | None" = None, bias: "Tensor | None" = None,
                  eps: float = 1e-5) -> "Tensor":

@@ -36,6 +36,10 @@ class MathMixin:
     """self where cond holds, else `safe`: the input of a branch that is only taken where cond holds."""
     return self.where(cond, safe)
 
+  def _wide(self: Any) -> Any:
+    """self as a float, and float16/bfloat16 as float32: composites with thresholds and series compute there, then cast back."""
+    return self.cast(dtypes.float32) if self.dtype in (dtypes.float16, dtypes.bfloat16) else self._float()
+
   def _pair(self: Any, other: Any, op: str, floating: bool = True) -> tuple[Any, Any]:
     """self and other broadcast to one shape and promoted to one dtype (a float one when `floating`)."""
     a, b = self._broadcasted(other, op)
@@ -97,10 +101,12 @@ class MathMixin:
     a, b = self._pair(other, "copysign")
     sb = b.signbit()
     flip = a.signbit() != sb
-    # the derivative is a constant: ratio = result / self, masked at self == 0 and NaN at NaN
+    # the derivative is PyTorch's ratio result / self: +-1, masked to 0 at self == 0, NaN at NaN (and inf / inf at infinities)
     ratio = a.full_like(1.0)._select(flip.logical_not(), -1.0)._select(a == a, float("nan")).detach()
     zero = a.full_like(0.0)._select(sb.logical_not(), -0.0)
-    return (a * ratio)._select(a != 0, zero)
+    inf = a._guard(a.isinf(), 1.0)
+    signed_inf = (inf * inf).sqrt() * a.full_like(1.0)._select(sb.logical_not(), -1.0)  # d sqrt(a*a) at inf is 0 * inf = NaN
+    return (a * ratio)._select(a.isinf().logical_not(), signed_inf)._select(a != 0, zero)
 
   def logaddexp(self: Any, other: Any) -> Any:
     """log(e^self + e^other) without overflow: max + log1p(e^-|self - other|)."""
@@ -129,22 +135,25 @@ class MathMixin:
 
   def log1p(self: Any) -> Any:
     """log(1 + x), accurate for small x: log(u) * x / (u - 1) with u = 1 + x corrects the rounding of u."""
-    x = self._float()
+    x = self._wide()
     u = x + 1
-    exact = (u != 1) & (u != float("inf"))
+    exact = (u != 1) & (u != float("inf")) & (u > 0)  # u <= 0 gives log's -inf or NaN below
     safe_u = u._guard(exact, 2.0)
-    # the correction factor is ~1 and only fixes rounding: detached, the derivative stays 1/u (not the noise of its quotient)
-    return (safe_u.log() * (x._guard(exact, 1.0) / (safe_u - 1)).detach())._select(exact, x._select(u == 1, u.log()))
+    # the correction only fixes the rounding of u, so it is detached: the derivative stays d log(u) = 1/u
+    log_u = safe_u.log()
+    corrected = log_u + (log_u * (x._guard(exact, 1.0) / (safe_u - 1) - 1)).detach()
+    return (corrected._select(exact, x._select(u == 1, u.log()))).cast(self._float().dtype)
 
   def expm1(self: Any) -> Any:
     """e^x - 1, accurate for small x: (u - 1) * x / log(u) with u = e^x; e^x - 1 directly once |x| >= 0.5."""
-    x = self._float()
+    x = self._wide()
     small = x.abs() < 0.5
     xs = x._guard(small, 0.25)
     u = xs.exp()
-    near = (u - 1) * (xs / u._guard(u != 1, 2.0).log()).detach()  # a correction factor ~1: its derivative is noise
+    # the correction only fixes the rounding of u, so it is detached: the derivative stays du = u dx
+    near = (u - 1) + ((u - 1) * (xs / u._guard(u != 1, 2.0).log() - 1)).detach()
     near = near._select(u != 1, xs)
-    return near._select(small, x.exp() - 1)
+    return (near._select(small, x.exp() - 1)).cast(self._float().dtype)
 
   # ---------------------------------------------------------------- inverse trigonometry
   def _atan_unit(self: Any) -> Any:
@@ -160,10 +169,11 @@ class MathMixin:
 
   def atan(self: Any) -> Any:
     """atan x; for |x| > 1 as sign(x) pi/2 - atan(1/x)."""
-    x = self._float()
+    x = self._wide()
     big = x.abs() > 1
     inv = -x._guard(big, 1.0).reciprocal()
-    return x._guard(big.logical_not(), 0.0)._atan_unit()._select(big.logical_not(), inv._atan_unit() + x.sign() * (math.pi / 2))
+    near = x._guard(big.logical_not(), 0.0)._atan_unit()
+    return near._select(big.logical_not(), inv._atan_unit() + x.sign() * (math.pi / 2)).cast(self._float().dtype)
 
   def atan2(self: Any, other: Any) -> Any:
     """The angle of the point (other, self) in (-pi, pi], with C's conventions for zeros (signed) and infinities."""
@@ -203,35 +213,36 @@ class MathMixin:
 
   def asinh(self: Any) -> Any:
     """asinh x = sign(x) log1p(|x| + x^2 / (1 + sqrt(1 + x^2))), and log(2|x|) where x^2 would overflow."""
-    x = self._float()
+    x = self._wide()
     neg = x < 0
     t = (-x)._select(neg, x)  # |x| as a where: the derivative at 0 is 1, not abs's 0
     big = t > 1e8
     ts = t._guard(big.logical_not(), 1.0)
     near = (ts + ts * ts / ((ts * ts + 1).sqrt() + 1)).log1p()
     out = near._select(big.logical_not(), t._guard(big, 2.0).log() + _LN2)
-    return (-out)._select(neg, out)
+    return ((-out)._select(neg, out)).cast(self._float().dtype)
 
   def acosh(self: Any) -> Any:
     """acosh x = log1p((x - 1) + sqrt((x - 1)(x + 1))), and log(2x) where the product would overflow (NaN below 1)."""
-    x = self._float()
+    x = self._wide()
     big = x > 1e8
     xs = x._guard(big.logical_not(), 1.0)
     near = ((xs - 1) + ((xs - 1) * (xs + 1)).sqrt()).log1p()
-    return near._select(big.logical_not(), x._guard(big, 2.0).log() + _LN2)
+    return (near._select(big.logical_not(), x._guard(big, 2.0).log() + _LN2)).cast(self._float().dtype)
 
   def atanh(self: Any) -> Any:
     """atanh x = log1p(2x / (1 - x)) / 2."""
-    x = self._float()
-    return (2 * x / (1 - x)).log1p() * 0.5
+    x = self._wide()
+    return ((2 * x / (1 - x)).log1p() * 0.5).cast(self._float().dtype)
   arcsinh, arccosh, arctanh = asinh, acosh, atanh
 
   # ---------------------------------------------------------------- activations
+
   def elu(self: Any, alpha: float = 1.0) -> Any:
-    """x for x > 0, alpha (e^x - 1) below (the gradient at 0 is alpha, as in PyTorch)."""
+    """x for x > 0, alpha (e^x - 1) for x <= 0 (the gradient at 0 is alpha; NaN passes with gradient 1, as in PyTorch)."""
     x = self._float()
-    pos = x > 0
-    return x._select(pos, alpha * x._guard(pos.logical_not(), 0.0).expm1())
+    neg = (x < 0) | (x == 0)
+    return (alpha * x._guard(neg, 0.0).expm1())._select(neg, x)
 
   def selu(self: Any) -> Any:
     alpha, scale = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
@@ -240,29 +251,42 @@ class MathMixin:
   def celu(self: Any, alpha: float = 1.0) -> Any:
     if alpha == 0: raise RuntimeError("celu: alpha must not be 0")
     x = self._float()
-    pos = x > 0
-    return x._select(pos, alpha * (x._guard(pos.logical_not(), 0.0) * (1 / alpha)).expm1())
+    neg = (x < 0) | (x == 0)
+    return (alpha * (x._guard(neg, 0.0) * (1 / alpha)).expm1())._select(neg, x)
 
   def hardtanh(self: Any, min_val: float = -1.0, max_val: float = 1.0) -> Any:
     """x clamped to [min_val, max_val]; the gradient is 0 at the bounds and NaN passes through, as in PyTorch."""
     if min_val > max_val: raise ValueError(f"hardtanh: min_val ({min_val}) must not exceed max_val ({max_val})")
     x = self._float()
-    below_max = x.full_like(max_val)._select(x >= max_val, x)  # comparisons with NaN are false: NaN passes
-    return below_max.full_like(min_val)._select(below_max <= min_val, below_max)
+    # the bounds themselves take the constant (gradient 0); spelled with < and == so that NaN, which compares false, passes
+    below_max = x.full_like(max_val)._select((x > max_val) | (x == max_val), x)
+    return below_max.full_like(min_val)._select((below_max < min_val) | (below_max == min_val), below_max)
 
   def relu6(self: Any) -> Any: return self.hardtanh(0.0, 6.0)
 
   def hardsigmoid(self: Any) -> Any:
     """relu6(x + 3) / 6; the gradient is 1/6 strictly inside (-3, 3), as in PyTorch."""
-    return (self._float() * (1 / 6) + 0.5).hardtanh(0.0, 1.0)
+    x = self._float()
+    # outside (-3, 3), NaN included, the gradient is 0: the value there is a constant, or NaN itself detached
+    outside = x.full_like(1.0)._select(x > 0, x.full_like(0.0)._select(x < 0, x.detach()))
+    return (x * (1 / 6) + 0.5)._select((x > -3) & (x < 3), outside)
 
   def hardswish(self: Any) -> Any:
-    """x relu6(x + 3) / 6, written piecewise so the gradient at -3 and 3 is PyTorch's (x/3 + 1/2 on [-3, 3])."""
+    """x relu6(x + 3) / 6, written piecewise so the gradient at -3 and 3 is PyTorch's."""
     x = self._float()
-    inner = x.full_like(0.0)._select(x < -3, x * (x + 3) * (1 / 6))
-    return x._select(x > 3, inner)
+    # PyTorch's gradient: 0 up to -3, x/3 + 1/2 strictly inside, 1 from 3 on (and for NaN); hardswish(-inf) is -inf * 0 = NaN
+    low = x.full_like(0.0)._select(x != float("-inf"), float("nan"))
+    inside = (x > -3) & (x < 3)
+    xs = x._guard(inside, 0.0)
+    return (xs * (xs + 3) * (1 / 6))._select(inside, low._select(x < 3, x))
 
-  def mish(self: Any) -> Any: return self._float() * self.softplus().tanh()
+  def mish(self: Any) -> Any:
+    """x tanh(softplus x), with tanh s = expm1(2s) / (expm1(2s) + 2): exact for tiny s = softplus(very negative x)."""
+    x = self._float()
+    s = x.logaddexp(x.zeros_like())
+    big = s > 20
+    e = (2 * s._guard(big.logical_not(), 0.0)).expm1()
+    return x * (e / (e + 2))._select(big.logical_not(), 1.0)
 
   def softsign(self: Any) -> Any:
     x = self._float()
