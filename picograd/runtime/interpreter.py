@@ -27,8 +27,9 @@ class PythonCompiler(Compiler):
 def _c_div(a, b):
   a, b = np.asarray(a), np.asarray(b)
   if a.dtype.kind == "f": return a / b
-  q = np.abs(a) // np.where(b == 0, 1, np.abs(b))
-  return np.where((a < 0) != (b < 0), -q, q).astype(a.dtype)
+  b = np.where(b == 0, 1, b)
+  q = a // b  # floor division, then a step towards zero; np.abs would overflow at INT_MIN
+  return np.where((q * b != a) & ((a < 0) != (b < 0)), q + 1, q).astype(a.dtype)
 
 
 def _c_mod(a, b):
