@@ -164,3 +164,41 @@ def test_safetensors_round_trip(tmp_path):
   import safetensors.numpy
   ref = safetensors.numpy.load_file(path)
   for dt in SMALL: np.testing.assert_array_equal(ref[dt.name], tensors[dt.name].numpy())
+
+
+def _cuda_cases() -> dict:
+  """Graphs whose kernels use every new dtype and the math ops (built on the CPU; rendering needs no GPU)."""
+  def ints(dt, seed=0):
+    return Tensor(np.random.default_rng(seed).integers(0, 100, (64, 33)).astype(dt.np))
+  x = Tensor(np.random.default_rng(1).uniform(-0.9, 0.9, (64, 33)).astype(np.float32))
+  return {
+    **{f"arith_{dt.name}": (lambda dt=dt: (ints(dt) * 3 - ints(dt, 1)) // (ints(dt, 2) + 1) % 7 + (ints(dt) >> 2) + (ints(dt, 1) << 1)) for dt in SMALL},
+    **{f"max_{dt.name}": (lambda dt=dt: (ints(dt) - 50).max(1)) for dt in SMALL},
+    **{f"full_max_{dt.name}": (lambda dt=dt: ints(dt).max()) for dt in SMALL},
+    "casts": lambda: sum(x.cast(dt).cast(dtypes.float32) + ints(dt).cast(dtypes.float32) for dt in SMALL),
+    "bitcast": lambda: x.bitcast(dtypes.int32) + x.half().bitcast(dtypes.int16).cast(dtypes.int32) + x.double().view(dtypes.uint64).cast(dtypes.int32),
+    "math": lambda: x.asin() + x.acos() + x.atanh() + x.logaddexp(x * 2) + x.copysign(-x) + x.fmod(0.3) + x.lerp(x * 2, 0.7) + x.hardswish(),
+    "sum_int8": lambda: ints(dtypes.int8).sum(1),
+  }
+
+
+def test_cuda_renders_and_compiles_new_dtypes():
+  """Every kernel of the new dtypes and math ops compiles with NVRTC (no GPU needed), optimized and with NOOPT."""
+  cuda_rt = pytest.importorskip("picograd.runtime.cuda")
+  if cuda_rt.nvrtc_unavailable_reason(): pytest.skip(f"NVRTC unavailable: {cuda_rt.nvrtc_unavailable_reason()}")
+  from picograd import Context
+  from picograd.codegen.cuda import render_for_arch
+  from picograd.engine.realize import _normalize
+  from picograd.engine.schedule import create_template
+  sources = []
+  for name, build in _cuda_cases().items():
+    for noopt in (0, 1):
+      with Context(NOOPT=noopt):
+        roots, _ = _normalize([build().uop])
+        for k in create_template(roots, ["CPU"]).kernels:
+          if k.ast is None: continue
+          kname, src, _, _ = render_for_arch(k.ast, "sm_90")
+          cuda_rt.compile_cuda_source(src, "sm_90", kname)
+          sources.append(src)
+  text = "\n".join(sources)
+  assert all(t in text for t in ("signed char", "unsigned short", "unsigned long long", "pg_bitcast<"))
