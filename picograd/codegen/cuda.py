@@ -120,6 +120,11 @@ def render_alu(op: Ops, dt: DType, x: list[str], src_dt: DType, wrap: bool = Fal
     u = _UNSIGNED[dt]
     if op is Ops.NEG: return f"(({REG_TYPES[dt]})(0u - ({u}){x[0]}))"
     return f"(({REG_TYPES[dt]})(({u}){x[0]} {_INFIX[op]} ({u}){x[1]}))"
+  # C promotes short types to int: a uint16 product can overflow int, and a negative value shifted left is undefined
+  if op is Ops.MUL and dt == dtypes.uint16: return f"((unsigned short)((unsigned int){x[0]} * (unsigned int){x[1]}))"
+  if op is Ops.SHL and dt.kind == "i":
+    u = "unsigned long long" if dt.itemsize == 8 else "unsigned int"
+    return f"(({REG_TYPES[dt]})(({u}){x[0]} << {x[1]}))"
   if op is Ops.CAST: return render_cast(dt, src_dt, x[0])
   if op is Ops.BITCAST: return f"pg_bitcast<{REG_TYPES[dt]}>({x[0]})"
   if op is Ops.WHERE: return f"({x[0]} ? {x[1]} : {x[2]})"
