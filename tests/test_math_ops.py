@@ -169,6 +169,16 @@ def test_edge_gradients_match_torch(device):
     np.testing.assert_allclose(gb, xb.grad.numpy(), rtol=1e-6, equal_nan=True, err_msg=f"d{k}/db")
 
 
+def test_abs_trunc_of_nan_and_infinity(device):
+  """abs(NaN) and trunc(NaN) are NaN (no float->int cast of a NaN), infinities stay, as in PyTorch."""
+  x = np.array([NAN, INF, -INF, -2.5, 2.5, -0.0, 3e20], np.float32)
+  t = Tensor(x, device=device)
+  outs = [t.abs(), t.trunc(), t.floor(), t.ceil()]
+  Tensor.realize(*outs)
+  for o, w in zip(outs, [torch.tensor(x).abs(), torch.tensor(x).trunc(), torch.tensor(x).floor(), torch.tensor(x).ceil()]):
+    assert_tensor(o, w.numpy())
+
+
 def test_classification_and_isclose(device):
   x = np.array([NAN, INF, -INF, 0.0, -0.0, 1.0, -2.0], np.float32)
   t = Tensor(x, device=device)
