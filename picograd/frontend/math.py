@@ -40,6 +40,13 @@ class MathMixin:
     """self as a float, and float16/bfloat16 as float32: composites with thresholds and series compute there, then cast back."""
     return self.cast(dtypes.float32) if self.dtype in (dtypes.float16, dtypes.bfloat16) else self._float()
 
+  def _nan_gradient_where(self: Any, cond: Any) -> Any:
+    """Zero, with a NaN derivative where `cond` holds (only where self is +-inf): PyTorch's gradient of inf - inf.
+
+    sqrt(1/x) is +-0 at x = +-inf, and its derivative (-1/x^2) / (2 sqrt(1/x)) is 0/0 there.
+    """
+    return self._guard(cond, 1.0).reciprocal().sqrt()._select(cond, 0.0)
+
   def _pair(self: Any, other: Any, op: str, floating: bool = True) -> tuple[Any, Any]:
     """self and other broadcast to one shape and promoted to one dtype (a float one when `floating`)."""
     a, b = self._broadcasted(other, op)
@@ -104,9 +111,7 @@ class MathMixin:
     # the derivative is PyTorch's ratio result / self: +-1, masked to 0 at self == 0, NaN at NaN (and inf / inf at infinities)
     ratio = a.full_like(1.0)._select(flip.logical_not(), -1.0)._select(a == a, float("nan")).detach()
     zero = a.full_like(0.0)._select(sb.logical_not(), -0.0)
-    inf = a._guard(a.isinf(), 1.0)
-    signed_inf = (inf * inf).sqrt() * a.full_like(1.0)._select(sb.logical_not(), -1.0)  # d sqrt(a*a) at inf is 0 * inf = NaN
-    return (a * ratio)._select(a.isinf().logical_not(), signed_inf)._select(a != 0, zero)
+    return (a * ratio + a._nan_gradient_where(a.isinf()))._select(a != 0, zero)
 
   def logaddexp(self: Any, other: Any) -> Any:
     """log(e^self + e^other) without overflow: max + log1p(e^-|self - other|)."""
@@ -121,10 +126,11 @@ class MathMixin:
     bigger = a > b
     m = a._select(bigger, b)
     # -|a - b|, as a where so the larger side gets the one-sided derivative; equal infinities give
-    # a difference of 0 (not NaN) so that logaddexp(inf, inf) = inf
-    d = (b - a)._select(bigger, a - b)._select((a != b) | a.isfinite(), 0.0)
+    # a difference of 0 (not NaN) so that logaddexp(inf, inf) = inf, with PyTorch's NaN gradients
+    same_inf = (a == b) & a.isinf()
+    d = (b - a)._select(bigger, a - b)._select(same_inf.logical_not(), 0.0)
     t = d.exp2().log1p() * (1 / _LN2) if base2 else d.exp().log1p()
-    return m + t
+    return m + t + a._nan_gradient_where(same_inf) + b._nan_gradient_where(same_inf)
 
   def hypot(self: Any, other: Any) -> Any:
     a, b = self._pair(other, "hypot")
