@@ -11,7 +11,7 @@ Two habits keep those gradients right at the edges:
 from __future__ import annotations
 import math
 from typing import Any
-from picograd.dtype import DType, dtypes, promote
+from picograd.dtype import DType, dtypes
 from picograd.ir.ops import Ops
 
 _LN2, _LN10 = math.log(2), math.log(10)
@@ -59,11 +59,10 @@ class MathMixin:
     return (self == self) & self.isinf().logical_not()
   def isposinf(self: Any) -> Any: return self == float("inf") if self.dtype.is_float else self.zeros_like(dtype=dtypes.bool)
   def isneginf(self: Any) -> Any: return self == float("-inf") if self.dtype.is_float else self.zeros_like(dtype=dtypes.bool)
-  def isreal(self: Any) -> Any: return self.ones_like(dtype=dtypes.bool)
 
   def signbit(self: Any) -> Any:
     """True where the sign bit is set, also for -0.0 and negative NaNs (read from the bits)."""
-    if not self.dtype.is_float: return self < 0 if not self.dtype.is_unsigned and self.dtype != dtypes.bool else self.zeros_like(dtype=dtypes.bool)
+    if not self.dtype.is_float: return self < 0 if self.dtype.kind == "i" else self.zeros_like(dtype=dtypes.bool)
     x = self.cast(dtypes.float32) if self.dtype == dtypes.bfloat16 else self  # bfloat16 lives in float registers
     ints = {2: dtypes.int16, 4: dtypes.int32, 8: dtypes.int64}[x.dtype.itemsize]
     return x.detach().bitcast(ints) < 0
@@ -101,8 +100,6 @@ class MathMixin:
     if a.dtype == dtypes.bool: raise RuntimeError("fmod: not implemented for bool tensors")
     return a._new(a.uop.alu(Ops.MOD, b.uop))
 
-  def remainder(self: Any, other: Any) -> Any: return self % other
-
   def copysign(self: Any, other: Any) -> Any:
     """|self| with the sign of `other` (also of -0.0 and NaN). The gradient is 0 where self is 0, NaN where it is NaN, as in PyTorch."""
     a, b = self._pair(other, "copysign")
@@ -131,10 +128,6 @@ class MathMixin:
     d = (b - a)._select(bigger, a - b)._select(same_inf.logical_not(), 0.0)
     t = d.exp2().log1p() * (1 / _LN2) if base2 else d.exp().log1p()
     return m + t + a._nan_gradient_where(same_inf) + b._nan_gradient_where(same_inf)
-
-  def hypot(self: Any, other: Any) -> Any:
-    a, b = self._pair(other, "hypot")
-    return (a * a + b * b).sqrt()
 
   # ---------------------------------------------------------------- logarithms and exponentials
   def log10(self: Any) -> Any: return self.log2() * (_LN2 / _LN10)
@@ -243,7 +236,6 @@ class MathMixin:
   arcsinh, arccosh, arctanh = asinh, acosh, atanh
 
   # ---------------------------------------------------------------- activations
-
   def elu(self: Any, alpha: float = 1.0) -> Any:
     """x for x > 0, alpha (e^x - 1) for x <= 0 (the gradient at 0 is alpha; NaN passes with gradient 1, as in PyTorch)."""
     x = self._float()
