@@ -539,7 +539,9 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def trunc(self) -> "Tensor":
     if not self.dtype.is_float: return self
     # through int64 is exact for |x| < 2**63; larger floats are already integers
-    return _where(self.abs() < 2.0**62, self.cast(dtypes.int64).cast(self.dtype), self)
+    small = self.abs() < 2.0**62
+    # the cast sees 0 where it is not taken: a NaN or infinity cast to an integer is undefined behaviour in LLVM
+    return _where(small, _where(small, self, 0.0).cast(dtypes.int64).cast(self.dtype), self)
   def floor(self) -> "Tensor":
     if not self.dtype.is_float: return self
     t = self.trunc()
@@ -767,7 +769,10 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if any(s < 0 for s in shape) or prod(shape) != self.numel():
       raise ShapeError(f"reshape: cannot reshape tensor of shape {self.shape} ({self.numel()} elements) into {shape}")
     return self._new(self.uop.reshape(shape))
-  view = reshape
+  def view(self, *shape) -> "Tensor":
+    """reshape; given a dtype instead of a shape, the same bits read as that dtype (`bitcast`), as in PyTorch."""
+    if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list)): return self.bitcast(shape[0])
+    return self.reshape(*shape)
 
   def permute(self, *order) -> "Tensor":
     order = _shape_arg(order, "permute")
@@ -989,7 +994,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     x = self._float()
     linear = x * beta > threshold
     # the log branch sees 0 where it is not taken, so its exp cannot overflow into a NaN gradient
-    return _where(linear, x, (1 + _where(linear, 0.0, x * beta).exp()).log() * (1 / beta))
+    return _where(linear, x, _where(linear, 0.0, x * beta).exp().log1p() * (1 / beta))
 
   def layer_norm(self, normalized_shape: int | Sequence[int], weight: "Tensor | None" = None, bias: "Tensor | None" = None,
                  eps: float = 1e-5) -> "Tensor":

@@ -18,7 +18,8 @@ from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.opt import index_stride
 
-LL_TYPES = {dtypes.bool: "i1", dtypes.uint8: "i8", dtypes.int32: "i32", dtypes.uint32: "i32", dtypes.int64: "i64",
+LL_TYPES = {dtypes.bool: "i1", dtypes.uint8: "i8", dtypes.int8: "i8", dtypes.int16: "i16", dtypes.uint16: "i16", dtypes.int32: "i32",
+            dtypes.uint32: "i32", dtypes.int64: "i64", dtypes.uint64: "i64",
             dtypes.float16: "half", dtypes.bfloat16: "float", dtypes.float32: "float", dtypes.float64: "double"}
 MEM_TYPES = {**LL_TYPES, dtypes.bool: "i8", dtypes.bfloat16: "i16"}
 
@@ -62,6 +63,8 @@ def _cast(dst: DType, src: DType, x: str, out: str) -> list[str]:
   if src == dtypes.float64 and dst == dtypes.float16: return _double_to_half(x, out)
   if src.is_float and dst.is_float:
     return [f"{out} = {'fpext' if _fbits(src) < _fbits(dst) else 'fptrunc'} {s} {x} to {d}"]
+  if src.is_float and dst.itemsize < 4:  # through a saturated i32 that wraps into the narrow type, as PyTorch's casts do
+    return [f"{out}.i32 = call i32 @{_float_to_int_intrinsic(dtypes.int32, src)}({s} {x})", f"{out} = trunc i32 {out}.i32 to {d}"]
   if src.is_float: return [f"{out} = call {d} @{_float_to_int_intrinsic(dst, src)}({s} {x})"]
   if dst.is_float: return [f"{out} = {'uitofp' if src.is_unsigned or src == dtypes.bool else 'sitofp'} {s} {x} to {d}"]
   sb, db = _ibits(src), _ibits(dst)

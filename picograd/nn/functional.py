@@ -73,3 +73,22 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, reduction: s
 __all__ = ["relu", "sigmoid", "tanh", "silu", "erf", "gelu", "softplus", "leaky_relu", "softmax", "log_softmax", "linear", "embedding",
            "one_hot", "layer_norm", "dropout", "scaled_dot_product_attention", "cross_entropy", "nll_loss", "mse_loss",
            "binary_cross_entropy", "binary_cross_entropy_with_logits"]
+
+
+# ---------------------------------------------------------------- elementwise math and activations (frontend/math.py)
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor: return input.elu(alpha)
+def selu(input: Tensor, inplace: bool = False) -> Tensor: return input.selu()
+def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor: return input.celu(alpha)
+def relu6(input: Tensor, inplace: bool = False) -> Tensor: return input.relu6()
+def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor: return input.hardtanh(min_val, max_val)
+def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor: return input.hardsigmoid()
+def hardswish(input: Tensor, inplace: bool = False) -> Tensor: return input.hardswish()
+def mish(input: Tensor, inplace: bool = False) -> Tensor: return input.mish()
+def softsign(input: Tensor) -> Tensor: return input.softsign()
+def logsigmoid(input: Tensor) -> Tensor: return input.logsigmoid()
+def softmin(input: Tensor, dim: int = -1) -> Tensor: return input.softmin(dim)
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor: return input.normalize(p, dim, eps)
+
+
+__all__ += ["elu", "selu", "celu", "relu6", "hardtanh", "hardsigmoid", "hardswish", "mish", "softsign", "logsigmoid", "softmin",
+            "normalize"]
