@@ -146,8 +146,8 @@ def render_cast(dst: DType, src: DType, x: str) -> str:
   if dst == dtypes.float16: return f"__float2half_rn({x if src in (dtypes.float32, dtypes.bfloat16) else f'(float){x}'})"
   if dst == dtypes.bfloat16: return f"pg_round_bf16({x if src == dtypes.float32 else f'(float){x}'})"
   if src.is_float and dst.is_int:
-    # narrow types wrap from a saturated int, as PyTorch's casts do (-1.0 -> 255 for uint8)
-    wide = dtypes.int32 if dst.itemsize < 4 else dst
+    # int8/16, uint8/16/32 wrap from a saturated int64, as PyTorch's casts do (-1.0 -> 255 for uint8)
+    wide = dtypes.int64 if dst.itemsize < 4 or dst == dtypes.uint32 else dst
     sat = f"pg_float_to_int<{REG_TYPES[wide]}>({x}, {c_const(dtypes.min(wide), wide)}, {c_const(dtypes.max(wide), wide)})"
     return sat if wide == dst else f"(({REG_TYPES[dst]}){sat})"
   return f"(({REG_TYPES[dst]}){x})"

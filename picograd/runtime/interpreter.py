@@ -59,8 +59,8 @@ def _round_bf16(x):
 
 def _float_to_int(x, dt):
   """float -> integer, the rule of every picograd device: truncate, saturate to the integer's range, NaN gives 0.
-  Types narrower than int32 wrap from the saturated int32, as PyTorch's casts do (-1.0 -> 255 for uint8)."""
-  if np.dtype(dt).itemsize < 4: return _float_to_int(x, np.int32).astype(dt)
+  int8/16 and uint8/16/32 wrap from the saturated int64, as PyTorch's casts do (-1.0 -> 255 for uint8)."""
+  if np.dtype(dt).itemsize < 4 or np.dtype(dt) == np.uint32: return _float_to_int(x, np.int64).astype(dt)
   info = np.iinfo(dt)
   t = np.trunc(np.where(np.isnan(x), 0, x)).astype(np.float64)  # float64 holds every float value exactly
   # float(info.max) of a 64-bit type rounds up to 2^63 or 2^64: a value at or above it saturates
