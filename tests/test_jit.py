@@ -62,3 +62,16 @@ def test_jit_off_runs_eagerly():
   _, step2 = _make_step()
   eager = _run(step2, inputs)
   assert [y for y, _ in off] == pytest.approx([y for y, _ in eager], rel=1e-6)
+
+
+def test_debug2_labels_replayed_kernels(capsys):
+  _, step = _make_step()
+  jitted = picograd.jit(step)
+  with Context(DEBUG=2):
+    for _ in range(2): jitted(Tensor(np.ones((2, 4), np.float32)))
+    capsys.readouterr()
+    jitted(Tensor(np.ones((2, 4), np.float32)))
+  lines = capsys.readouterr().out.splitlines()
+  kernel_lines = [l for l in lines if " us " in l]
+  assert kernel_lines and all(l.lstrip().startswith("replay ") for l in kernel_lines)
+  assert any(l.startswith(f"jit replay: {len(kernel_lines)} kernel(s) of step") for l in lines)

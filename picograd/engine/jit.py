@@ -13,7 +13,7 @@ capture; pass changing values such as a learning rate as tensors), and tensors r
 previous call (their buffers are overwritten by the next call). `JIT=0` turns replay off.
 """
 from __future__ import annotations
-import functools
+import functools, time
 from typing import Any, Callable
 import numpy as np
 from picograd.helpers import JIT, DEBUG
@@ -88,7 +88,10 @@ class Jit:
       counter.copyin(np.array([Tensor._rng_counter & 0xFFFFFFFF], dtype=np.uint32))
       Tensor._rng_counter += n
     steps = [_rebind(step, new_buffers) for step in self.capture.steps]
-    run_steps(steps)
+    st = time.perf_counter()
+    run_steps(steps, replay=True)
+    # a replay skips `realize`, so it prints its own line where a schedule would
+    if DEBUG >= 1: print(f"jit replay: {len(steps)} kernel(s) of {self.fn.__name__} in {(time.perf_counter() - st) * 1e3:.2f} ms")
     return self.result
 
 
