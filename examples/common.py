@@ -1,8 +1,11 @@
 """What the training examples share: command-line flags, a progress bar, and checkpoints that a run can resume from."""
 from __future__ import annotations
 import argparse, os, sys, time
-from typing import Any
+from typing import Any, Callable, TypeVar
 from picograd import Tensor, nn
+from picograd.nn import datasets
+
+T = TypeVar("T")
 
 
 def add_training_args(parser: argparse.ArgumentParser, steps: int | None) -> None:
@@ -55,6 +58,14 @@ def load_checkpoint(path: str, objects: dict[str, Any]) -> int:
   """Load a checkpoint written by `save_checkpoint` into `objects` in place; return the step it was saved at."""
   nn.load_state_dict(objects, nn.state.load(path))
   return int(nn.state.load_metadata(path).get("step", 0))
+
+
+def load_data(loader: Callable[[str | None], T], path: str | None) -> T:
+  """`loader(path)` (e.g. `datasets.names`), or exit with one line saying how to supply a missing file (--data, $PICOGRAD_DATA, the download)."""
+  try:
+    return loader(path)
+  except datasets.DataFileError as e:
+    raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'picograd'}: error: {e.message('--data PATH')}") from None
 
 
 def device_name(device: str | None) -> str:

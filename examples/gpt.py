@@ -25,7 +25,7 @@ from picograd import Tensor, nn, optim
 from picograd.nn import datasets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_training_args, device_name, load_checkpoint, progress, save_checkpoint  # noqa: E402
+from common import add_training_args, device_name, load_checkpoint, load_data, progress, save_checkpoint  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
   """Train, evaluate and sample; return the summary (loss curve, timings, sample) that is also printed."""
   args = parse_args(argv)
   cfg = make_config(args)
-  text = datasets.tinyshakespeare(args.data)
+  text = load_data(datasets.tinyshakespeare, args.data)
   vocab = datasets.CharVocab.from_text(text)
   data = vocab.encode(text)
   split = int(0.9 * len(data))

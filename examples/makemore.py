@@ -22,7 +22,7 @@ from picograd import Tensor, nn, optim
 from picograd.nn import datasets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_training_args, device_name, load_checkpoint, progress, save_checkpoint  # noqa: E402
+from common import add_training_args, device_name, load_checkpoint, load_data, progress, save_checkpoint  # noqa: E402
 
 
 class MLP:
@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
   """Train, evaluate and sample; return the summary (losses, timings, samples) that is also printed."""
   args = parse_args(argv)
-  words = datasets.names(args.data)
+  words = load_data(datasets.names, args.data)
   vocab = datasets.CharVocab.from_words(words)
   train_words, dev_words, _ = datasets.train_dev_test_split(words)
   Xtr, Ytr = datasets.makemore_dataset(train_words, args.block_size, vocab=vocab)

@@ -28,6 +28,14 @@ def _falls(losses: list[float], n: int = 10) -> bool:
 MAKEMORE = ["--batch", "64", "--lr", "0.3", "--n-hidden", "64", "--samples", "3", "--quiet"]
 
 
+def test_missing_data_exits_with_one_line(tmp_path, monkeypatch):
+  monkeypatch.setenv("PICOGRAD_DOWNLOAD", "0")
+  for example in (makemore, gpt):
+    with pytest.raises(SystemExit) as e: example.main(["--data", str(tmp_path / "none.txt"), "--quiet"])
+    msg = str(e.value.code)
+    assert "\n" not in msg and "--data PATH" in msg and "PICOGRAD_DATA" in msg and "https://" in msg
+
+
 def test_makemore_learns():
   _need("names.txt")
   out = makemore.main(["--steps", "80", *MAKEMORE])
