@@ -322,6 +322,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     Tensor._seed, Tensor._rng_counter = int(seed), 0
 
   @staticmethod
+  def get_rng_state() -> tuple[int, int]:
+    """(seed, numbers drawn so far): all the generator's future draws depend on. Checkpoints save it to resume bit-exactly."""
+    return Tensor._seed, Tensor._rng_counter
+
+  @staticmethod
+  def set_rng_state(state: Sequence[int]) -> None:
+    """Restore a state from `get_rng_state`: the next draws are the ones that followed it."""
+    seed, counter = (int(v) for v in state)
+    if counter < 0: raise ValueError(f"set_rng_state: the counter must be non-negative, got {counter}")
+    Tensor._seed, Tensor._rng_counter = seed, counter
+
+  @staticmethod
   def _random_bits(n: int, device: str | None) -> "Tensor":
     """n uint32 hashes of (seed, counter + element index): lazy and fusable, identical on every device."""
     offset = Tensor._rng_counter

@@ -1,4 +1,4 @@
-"""The training examples: a short run of each (tiny config) learns, and a run resumed from a checkpoint matches an unbroken one."""
+"""The training examples: a short run of each (tiny config) learns, and a missing data file ends in one line (resuming: test_resume.py)."""
 import os, sys
 import numpy as np
 import pytest
@@ -42,18 +42,6 @@ def test_makemore_learns():
   assert len(out["losses"]) == 80 and _falls(out["losses"])
   assert out["dev_loss"] < 2.8 and out["train_loss"] < 2.8  # uniform guessing is ln 27 = 3.30
   assert len(out["samples"]) == 3 and all(isinstance(s, str) for s in out["samples"])
-
-
-def test_makemore_resume_matches_unbroken_run(tmp_path):
-  _need("names.txt")
-  path = str(tmp_path / "mm.safetensors")
-  constant_lr = ["--decay-at", "1.0", *MAKEMORE]  # the learning-rate schedule then does not depend on --steps
-  straight = makemore.main(["--steps", "30", *constant_lr])
-  makemore.main(["--steps", "20", "--save", path, *constant_lr])
-  resumed = makemore.main(["--steps", "30", "--resume", path, *constant_lr])
-  assert resumed["steps"] == 10
-  np.testing.assert_allclose(resumed["losses"], straight["losses"][20:], rtol=1e-5)
-  assert resumed["dev_loss"] == pytest.approx(straight["dev_loss"], rel=1e-5)
 
 
 def test_gpt_learns(tmp_path):
