@@ -62,6 +62,18 @@ def test_seed_determinism():
   assert any(not np.array_equal(x, y) for x, y in zip(a, c))
 
 
+def test_rng_state_round_trip():
+  Tensor.manual_seed(9)
+  Tensor.rand(5).numpy()
+  state = Tensor.get_rng_state()
+  assert state == (9, 5)
+  first = Tensor.normal(4).numpy()
+  Tensor.manual_seed(1)
+  Tensor.set_rng_state(state)
+  np.testing.assert_array_equal(Tensor.normal(4).numpy(), first)
+  with pytest.raises(ValueError): Tensor.set_rng_state((1, -1))
+
+
 def _frequencies(samples: np.ndarray, n: int) -> np.ndarray:
   return np.stack([np.bincount(row, minlength=n) for row in samples]) / samples.shape[1]
 
