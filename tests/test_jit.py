@@ -73,5 +73,7 @@ def test_debug2_labels_replayed_kernels(capsys):
     jitted(Tensor(np.ones((2, 4), np.float32)))
   lines = capsys.readouterr().out.splitlines()
   kernel_lines = [l for l in lines if " us " in l]
-  assert kernel_lines and all(l.lstrip().startswith("replay ") for l in kernel_lines)
-  assert any(l.startswith(f"jit replay: {len(kernel_lines)} kernel(s) of step") for l in lines)
+  # the header comes first, then the kernels it labels, then the summary
+  assert kernel_lines and lines[0] == f"jit replay of step: {len(kernel_lines)} kernel(s)"
+  assert lines[1:1 + len(kernel_lines)] == kernel_lines
+  assert lines[1 + len(kernel_lines)].startswith(f"jit replay: {len(kernel_lines)} kernel(s) of step in ")

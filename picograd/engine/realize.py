@@ -131,10 +131,8 @@ def plan(tensors: list["Tensor"]) -> Plan:
   return Plan(steps, ready, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
 
 
-def run_steps(steps: list[ScheduledKernel], replay: bool = False) -> None:
-  """Launch `steps` in order. `replay` marks a JIT replay, so that DEBUG=2's per-kernel lines say which run they time."""
+def run_steps(steps: list[ScheduledKernel]) -> None:
   record_steps(steps)
-  tag = "replay " if replay else ""
   for step in steps:
     if step.kernel is None:
       _copy(step.buffers[0], step.buffers[1])
@@ -144,7 +142,7 @@ def run_steps(steps: list[ScheduledKernel], replay: bool = False) -> None:
     handles = [b.handle for b in step.buffers]
     if DEBUG >= 2:
       t = k.program(handles, k.dims, wait=True) or 0.0
-      print(f"  {tag}{k.name:<40} on {k.device:<6} {t * 1e6:9.1f} us  {k.bytes / max(t, 1e-9) / 1e9:8.2f} GB/s  {k.flops / max(t, 1e-9) / 1e9:8.2f} GFLOP/s")
+      print(f"  {k.name:<40} on {k.device:<6} {t * 1e6:9.1f} us  {k.bytes / max(t, 1e-9) / 1e9:8.2f} GB/s  {k.flops / max(t, 1e-9) / 1e9:8.2f} GFLOP/s")
     else:
       k.program(handles, k.dims)
     del dev
