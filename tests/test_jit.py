@@ -62,18 +62,3 @@ def test_jit_off_runs_eagerly():
   _, step2 = _make_step()
   eager = _run(step2, inputs)
   assert [y for y, _ in off] == pytest.approx([y for y, _ in eager], rel=1e-6)
-
-
-def test_debug2_labels_replayed_kernels(capsys):
-  _, step = _make_step()
-  jitted = picograd.jit(step)
-  with Context(DEBUG=2):
-    for _ in range(2): jitted(Tensor(np.ones((2, 4), np.float32)))
-    capsys.readouterr()
-    jitted(Tensor(np.ones((2, 4), np.float32)))
-  lines = capsys.readouterr().out.splitlines()
-  kernel_lines = [l for l in lines if " us " in l]
-  # the header comes first, then the kernels it labels, then the summary
-  assert kernel_lines and lines[0] == f"jit replay of step: {len(kernel_lines)} kernel(s)"
-  assert lines[1:1 + len(kernel_lines)] == kernel_lines
-  assert lines[1 + len(kernel_lines)].startswith(f"jit replay: {len(kernel_lines)} kernel(s) of step in ")

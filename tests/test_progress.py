@@ -1,8 +1,12 @@
-"""Compile events: a schedule's new kernels are announced, counted and timed; cached ones are not; the examples' progress line shows them."""
+"""What a user sees while a program compiles and replays.
+
+Compile events: a schedule's new kernels are announced, counted and timed, cached ones are not, and
+the examples' progress line shows them. DEBUG=2 under a JIT replay says that it is a replay.
+"""
 import os, sys
 import numpy as np
 import picograd
-from picograd import Tensor
+from picograd import Context, Tensor
 from picograd.engine.events import compile_stats
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,3 +56,21 @@ def test_progress_line_shows_compiling_and_leaves_it_out_of_the_rate(monkeypatch
   line = bar.line()
   assert "10.0 steps/s" in line and "ETA 01:30" in line and "compiling" in line and "kernels" not in line
 
+
+
+def test_debug2_labels_a_jit_replay(capsys):
+  w = Tensor(np.ones((4, 3), np.float32)).realize()
+
+  @picograd.jit
+  def step(x):
+    return (x @ w).tanh().sum().realize()
+  with Context(DEBUG=2):
+    for _ in range(2): step(Tensor(np.ones((2, 4), np.float32)))
+    capsys.readouterr()
+    step(Tensor(np.ones((2, 4), np.float32)))
+  lines = capsys.readouterr().out.splitlines()
+  kernel_lines = [l for l in lines if " us " in l]
+  # the header comes first, then the kernels it labels, then the summary
+  assert kernel_lines and lines[0] == f"jit replay of step: {len(kernel_lines)} kernel(s)"
+  assert lines[1:1 + len(kernel_lines)] == kernel_lines
+  assert lines[1 + len(kernel_lines)].startswith(f"jit replay: {len(kernel_lines)} kernel(s) of step in ")
