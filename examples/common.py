@@ -65,7 +65,7 @@ class Progress:
   happens the line says so ("compiling 12/38 kernels"), fed by picograd's compile events, and the
   time spent compiling is left out of the rate and the ETA, which then describe training alone. On
   a terminal the line is rewritten in place (at most 5 times a second); into a file or pipe it is
-  written as a new line at most every 10 s, and whenever a batch of compiles starts or ends.
+  written as a new line at most every 10 s, and when a batch of compiles starts.
   """
 
   def __init__(self, total: int, initial: int = 0, desc: str = "train", disable: bool = False):
