@@ -2,7 +2,7 @@
 
 Basic indexing is shrink / flip / pad+reshape (for steps), so it never copies. An integer tensor
 index becomes a one-hot comparison reduced with a sum: lazy, fusable, and its gradient is the
-scatter-add PyTorch computes.
+scatter-add PyTorch computes. Its values are checked when the kernel runs (an index out of range raises IndexError).
 """
 from __future__ import annotations
 from typing import Any
@@ -77,6 +77,7 @@ def getitem(t: Tensor, index: Any) -> Tensor:
       x = _take_every(x, dim, start if count else 0, count, step)
       out_shape.append(x.shape[dim])
     else:
+      item = item._check((item >= -n) & (item < n), IndexError, f"index out of bounds for dimension {dim} with size {n}")
       tensor_dims.append((len(out_shape), item))
       out_shape.append(n)
     dim += 1

@@ -141,12 +141,13 @@ def test_ops_undefined_for_bool_or_float():
 def test_bad_creation_arguments():
   with pytest.raises(ShapeError, match=r"full: negative dimension in shape \(-1, 2\)"): Tensor.full((-1, 2), 1.0)
   with pytest.raises(ShapeError, match="negative dimension"): Tensor.zeros(-1)
-  with pytest.raises(ValueError, match="arange: step must be nonzero"): Tensor.arange(0, 5, 0)
+  with pytest.raises(RuntimeError, match="arange: step must be nonzero"): Tensor.arange(0, 5, 0)
 
 
 def test_empty_reductions_without_identity():
-  with pytest.raises(ValueError, match=r"max: cannot reduce an empty dimension of shape \(0,\)"): Tensor.ones(0).max()
-  with pytest.raises(ValueError, match=r"argmax: cannot reduce an empty dimension of shape \(0, 2\)"): Tensor.ones(0, 2).argmax(0)
+  with pytest.raises(RuntimeError, match=r"max: expected reduction dim to be specified for an empty tensor of shape \(0,\)"): Tensor.ones(0).max()
+  with pytest.raises(IndexError, match=r"max: expected reduction dim 0 to have non-zero size \(shape \(0,\)\)"): Tensor.ones(0).max(0)
+  with pytest.raises(IndexError, match=r"argmax: expected reduction dim 0 to have non-zero size \(shape \(0, 2\)\)"): Tensor.ones(0, 2).argmax(0)
 
 
 def test_len_of_0d_and_clip_without_bounds():

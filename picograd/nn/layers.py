@@ -41,7 +41,7 @@ class Embedding:
 
   def __call__(self, idx: Tensor) -> Tensor:
     if idx.dtype.is_float: raise TypeError(f"Embedding: indices must be integers, not {idx.dtype.name}")
-    return self.weight[idx]
+    return self.weight[idx._check((idx >= 0) & (idx < self.num_embeddings), IndexError, "Embedding: index out of range in self")]
 
 
 def _normalized_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
