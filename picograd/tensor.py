@@ -17,6 +17,7 @@ from picograd.ir.gradient import compute_gradient, nodes_between, gradient_graph
 from picograd.runtime.device import Buffer, canonicalize
 from picograd.frontend.conv import ConvMixin
 from picograd.frontend.math import MathMixin
+from picograd.frontend.random import RandomMixin
 from picograd.frontend.scan import ScanMixin
 
 Scalar = int | float | bool
@@ -68,7 +69,7 @@ def _new_shape(shape: tuple, op: str) -> tuple[int, ...]:
   return shape
 
 
-class Tensor(ConvMixin, ScanMixin, MathMixin):
+class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   """A lazily evaluated n-dimensional array on a device."""
   # _requires_grad: True/False as set by the user on a leaf, None to derive it from the graph
   __slots__ = ("uop", "device", "_requires_grad", "grad", "__weakref__")
@@ -358,6 +359,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def manual_seed(seed: int = 0) -> None:
     """Seed the counter-based generator: the same seed gives the same numbers on every device."""
     Tensor._seed, Tensor._rng_counter = int(seed), 0
+
+  @staticmethod
+  def get_rng_state() -> tuple[int, int]:
+    """(seed, numbers drawn so far): all the generator's future draws depend on. Checkpoints save it to resume bit-exactly."""
+    return Tensor._seed, Tensor._rng_counter
+
+  @staticmethod
+  def set_rng_state(state: Sequence[int]) -> None:
+    """Restore a state from `get_rng_state`: the next draws are the ones that followed it."""
+    seed, counter = (int(v) for v in state)
+    if counter < 0: raise ValueError(f"set_rng_state: the counter must be non-negative, got {counter}")
+    Tensor._seed, Tensor._rng_counter = seed, counter
 
   @staticmethod
   def _random_bits(n: int, device: str | None) -> "Tensor":
@@ -1357,3 +1370,25 @@ def _float32_to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
 
 def _bfloat16_bits_to_float32(x: np.ndarray) -> np.ndarray:
   return (x.astype(np.uint32) << 16).view(np.float32)
+
+
+def normal(mean: Tensor | float, std: Tensor | float = 1.0, size: Sequence[int] | None = None, *, dtype: DType | str | None = None,
+           device: str | None = None) -> Tensor:
+  """PyTorch's `torch.normal`: samples of N(mean, std**2), with `size` for float arguments or the broadcast shape of tensor ones.
+
+  A tensor `mean` or `std` is detached: PyTorch's gradient for them is zero, here the sample needs none.
+  """
+  tensors = [t for t in (mean, std) if isinstance(t, Tensor)]
+  if not tensors:
+    if size is None: raise TypeError("normal: with a float mean and std, give the output size")
+    return Tensor.normal(*_shape_arg((size,)), mean=float(mean), std=float(std), dtype=dtype, device=device)
+  if size is not None: raise TypeError("normal: size is only allowed when mean and std are both floats")
+  if isinstance(std, Tensor):
+    if std.numel() and std.min().item() < 0: raise RuntimeError("normal expects all elements of std >= 0.0")
+  elif not std >= 0: raise RuntimeError(f"normal expects std >= 0.0, but found std {std}")
+  shape = _broadcast_shape("normal", *(t.shape for t in tensors))
+  dev = tensors[0].device
+  m = mean.detach() if isinstance(mean, Tensor) else mean
+  s = std.detach() if isinstance(std, Tensor) else std
+  out = Tensor.randn(shape, device=dev) * s + m
+  return out.cast(dtypes.from_any(dtype)) if dtype is not None else out
