@@ -1,0 +1,122 @@
+"""Scans, sorting, scatter and einsum (picograd/frontend/scan.py) against PyTorch: values, indices and gradients on every device."""
+import numpy as np
+import pytest
+import torch
+import picograd
+from picograd import Tensor
+from compare import assert_tensor, rand
+from gradcheck import assert_close_to_torch
+
+NAN, INF = float("nan"), float("inf")
+
+
+def check(fn, *arrays, device, torch_fn=None, rtol=1e-4):
+  """Forward and gradient of fn (same PyTorch spelling unless torch_fn is given) against PyTorch."""
+  assert_close_to_torch(fn, [np.asarray(a, dtype=np.float32) for a in arrays], torch_fn, device=device, rtol=rtol)
+
+
+def check_value(fn, *arrays, device, torch_fn=None):
+  """Forward only, exact dtype and shape (NaNs must match)."""
+  want = (torch_fn or fn)(*[torch.from_numpy(np.array(a)) for a in arrays])
+  got = fn(*[Tensor(a, device=device) for a in arrays])
+  if isinstance(want, tuple):
+    for g, w in zip(got, want): assert_tensor(g, w.numpy())
+  else: assert_tensor(got, want.numpy())
+
+
+# ---------------------------------------------------------------- einsum, prod, all/any, roll, diagonals, meshgrid, repeat_interleave
+A, B = rand((3, 4), seed=1), rand((4, 5), seed=2)
+BATCH = rand((2, 3, 4), seed=3)
+SQUARE = rand((3, 3), seed=4)
+
+
+@pytest.mark.parametrize("eq, shapes", [
+  ("ij,jk->ik", [(3, 4), (4, 5)]),         # matmul
+  ("ij,jk", [(3, 4), (4, 5)]),             # implicit output
+  ("ii->i", [(3, 3)]),                     # diagonal
+  ("ii", [(3, 3)]),                        # trace
+  ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+  ("...ij,...jk->...ik", [(2, 3, 4), (1, 4, 5)]),  # ellipsis with broadcasting
+  ("i,j->ij", [(3,), (4,)]),               # outer product
+  ("ij->", [(3, 4)]),
+  ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 2)]),
+  ("ba...->...ab", [(3, 4, 2)]),
+  ("i,i->", [(0,), (0,)]),                 # size-0 contraction
+])
+def test_einsum(device, eq, shapes):
+  arrays = [rand(s, seed=i + 5) for i, s in enumerate(shapes)]
+  check(lambda *xs: picograd.einsum(eq, *xs), *arrays, device=device, torch_fn=lambda *xs: torch.einsum(eq, *xs))
+
+
+def test_einsum_errors():
+  x = Tensor(SQUARE)
+  for eq, ops in [("ij,jk->ik", [x]), ("ijk->i", [x]), ("ij->ii", [x]), ("ij->k", [x]), ("i1->i", [x])]:
+    with pytest.raises(RuntimeError): picograd.einsum(eq, *ops)
+
+
+def test_prod(device):
+  x = rand((3, 4), seed=7)
+  x[0, 1] = 0          # one zero in a row: its gradient is the product of the others
+  x[2, :2] = 0         # two zeros: all gradients of the row are 0
+  for fn in [lambda t: t.prod(1), lambda t: t.prod(0, keepdim=True), lambda t: t.prod(), lambda t: t.prod(-1)]:
+    check(fn, x, device=device)
+  big = rand((20,), seed=8, low=0.5, high=1.5)  # more than one tree level
+  check(lambda t: t.prod(0), big, device=device)
+  check(lambda t: t.prod(1), np.zeros((2, 0), np.float32), device=device)
+  check_value(lambda t: t.prod(0), np.array([[2, -3], [4, 5]], np.int32), device=device)  # int64 result
+  check_value(lambda t: t.prod(), np.array([NAN, 0.0], np.float32), device=device)
+  with pytest.raises(IndexError): Tensor(x).prod(2)
+
+
+def test_all_any(device):
+  x = np.array([[0, 1, 2], [3, 4, 5], [0, 0, 0]], np.float32)
+  x[1, 1] = NAN  # NaN is nonzero
+  for fn in [lambda t: t.any(1), lambda t: t.all(1), lambda t: t.any(), lambda t: t.all(0, keepdim=True), lambda t: t.any(-1, keepdim=True)]:
+    check_value(fn, x, device=device)
+  check_value(lambda t: t.all(1), np.zeros((2, 0), np.float32), device=device)
+  check_value(lambda t: t.any(1), np.zeros((2, 0), bool), device=device)
+  check_value(lambda t: t.all(), np.array([True, False]), device=device)
+  with pytest.raises(IndexError): Tensor(x).any(3)
+
+
+def test_roll(device):
+  for fn in [lambda t: t.roll(1, 1), lambda t: t.roll(-5, 0), lambda t: t.roll((1, 2), (0, 1)), lambda t: t.roll(4),
+             lambda t: t.roll(0, 1), lambda t: t.roll(2, 2)]:
+    check(fn, BATCH, device=device)
+  check(lambda t: t.roll(3, 1), np.zeros((2, 0), np.float32), device=device)
+  with pytest.raises(IndexError): Tensor(BATCH).roll(1, 3)
+  with pytest.raises(RuntimeError): Tensor(BATCH).roll((1, 2), (0,))
+
+
+def test_diagonal_and_diag(device):
+  for fn in [lambda t: t.diagonal(), lambda t: t.diagonal(1, 1, 2), lambda t: t.diagonal(-1, 0, 2), lambda t: t.diagonal(2, -1, -2),
+             lambda t: t.diagonal(9)]:
+    check(fn, BATCH, device=device)
+  for k in (0, 1, -2):
+    check(lambda t: t.diag(k), A, device=device)
+    check(lambda t: t.diag(k), A[0], device=device)
+  check(lambda t: t.diag(), np.zeros((0,), np.float32), device=device)
+  check(lambda t: t.diag(1), np.ones((1,), np.float32), device=device)
+  with pytest.raises(RuntimeError): Tensor(BATCH).diagonal(0, 1, 1)
+  with pytest.raises(IndexError): Tensor(BATCH).diagonal(0, 0, 3)
+  with pytest.raises(RuntimeError): Tensor(BATCH).diag()
+
+
+def test_meshgrid(device):
+  a, b, c = rand((3,), seed=9), rand((4,), seed=10), rand((1,), seed=11)
+  for indexing in ("ij", "xy"):
+    def fn(x, y, z, lib=picograd): return lib.stack(lib.meshgrid(x, y, z, indexing=indexing)) if lib is torch else \
+      picograd.stack(list(picograd.meshgrid(x, y, z, indexing=indexing)))
+    check(fn, a, b, c, device=device, torch_fn=lambda x, y, z: torch.stack(torch.meshgrid(x, y, z, indexing=indexing)))
+  with pytest.raises(ValueError): picograd.meshgrid(Tensor(a), indexing="ab")
+
+
+def test_repeat_interleave(device):
+  for fn in [lambda t: t.repeat_interleave(2), lambda t: t.repeat_interleave(3, 1), lambda t: t.repeat_interleave(0, 0)]:
+    check(fn, A, device=device)
+  reps = np.array([1, 0, 3], np.int64)
+  check(lambda t: t.repeat_interleave(Tensor(reps, device=device), dim=0), A, device=device,
+        torch_fn=lambda t: t.repeat_interleave(torch.from_numpy(reps), dim=0))
+  assert_tensor(picograd.repeat_interleave(Tensor(reps, device=device)), torch.repeat_interleave(torch.from_numpy(reps)).numpy())
+  with pytest.raises(RuntimeError): Tensor(A).repeat_interleave(Tensor(np.array([1, 2], np.int64)), dim=0)
+  with pytest.raises(IndexError): Tensor(A).repeat_interleave(2, 2)
