@@ -120,3 +120,43 @@ def test_repeat_interleave(device):
   assert_tensor(picograd.repeat_interleave(Tensor(reps, device=device)), torch.repeat_interleave(torch.from_numpy(reps)).numpy())
   with pytest.raises(RuntimeError): Tensor(A).repeat_interleave(Tensor(np.array([1, 2], np.int64)), dim=0)
   with pytest.raises(IndexError): Tensor(A).repeat_interleave(2, 2)
+
+
+# ---------------------------------------------------------------- scans
+def test_cumprod(device):
+  x = rand((3, 11), seed=12)
+  x[0, 3] = 0  # gradients through a zero (out/x would divide by it)
+  x[1, 2] = x[1, 7] = 0
+  for fn in [lambda t: t.cumprod(1), lambda t: t.cumprod(0), lambda t: t.cumprod(-1)]:
+    check(fn, x, device=device)
+  check(lambda t: t.cumprod(0), np.zeros((0, 2), np.float32), device=device)
+  check(lambda t: t.cumprod(0), np.array(2.5, np.float32), device=device)
+  check_value(lambda t: t.cumprod(0), np.array([2, -3, 4], np.int32), device=device)
+  with pytest.raises(IndexError): Tensor(x).cumprod(2)
+
+
+@pytest.mark.parametrize("op", ["cummax", "cummin"])
+def test_cummax_cummin(device, op):
+  x = rand((2, 10), seed=13)
+  check(lambda t: getattr(t, op)(1).values, x, device=device)
+  check(lambda t: getattr(t, op)(0).values, x, device=device)
+  check_value(lambda t: tuple(getattr(t, op)(1)), x, device=device)
+  ties = np.array([[1, 1, 0, 1, 2, 2, 0, 2], [0, 0, 0, 0, 0, 0, 0, 0]], np.float32)
+  check_value(lambda t: tuple(getattr(t, op)(1)), ties, device=device)
+  nan = np.array([1, NAN, 3, NAN, 0, -INF, INF], np.float32)
+  check_value(lambda t: tuple(getattr(t, op)(0)), nan, device=device)
+  check_value(lambda t: tuple(getattr(t, op)(0)), np.array([3, 1, 4, 1, 5], np.int32), device=device)
+  check_value(lambda t: tuple(getattr(t, op)(1)), np.zeros((2, 0), np.float32), device=device)
+  with pytest.raises(IndexError): getattr(Tensor(x), op)(-3)
+
+
+def test_logcumsumexp(device):
+  x = rand((2, 9), seed=14, low=-5, high=5)
+  check(lambda t: t.logcumsumexp(1), x, device=device)
+  check(lambda t: t.logcumsumexp(0), x, device=device)
+  extreme = np.array([-1000, 0, -INF, 1000, -INF, 3], np.float32)  # no overflow, no underflow to -inf
+  check_value(lambda t: t.logcumsumexp(0), extreme, device=device)
+  check_value(lambda t: t.logcumsumexp(0), np.array([-INF, -INF, 1, INF, 2], np.float32), device=device)
+  check(lambda t: t.logcumsumexp(0), np.array([2, -INF, 2, -1000], np.float32), device=device)  # finite gradients past -inf
+  check(lambda t: t.logcumsumexp(1), np.zeros((3, 0), np.float32), device=device)
+  with pytest.raises(IndexError): Tensor(x).logcumsumexp(2)

@@ -372,7 +372,8 @@ class ScanMixin:
     def combine(earlier: list[Any], later: list[Any]) -> list[Any]:
       (v1, i1), (v2, i2) = earlier, later
       # the later element wins ties (PyTorch gives the last index of the running extreme) and a NaN stays once seen
-      take = (v2 >= v1) if larger else (v2 <= v1)
+      # spelled with strict compares and ==, which are false against NaN (a negated < would not be)
+      take = ((v1 < v2) if larger else (v2 < v1)) | (v1 == v2)
       if v2.dtype.is_float: take = take | v2.isnan()
       return [v2.where(take, v1), i2.where(take, i1)]
     values, indices = self._scan(op, dim, combine, with_index=True)
