@@ -160,3 +160,68 @@ def test_logcumsumexp(device):
   check(lambda t: t.logcumsumexp(0), np.array([2, -INF, 2, -1000], np.float32), device=device)  # finite gradients past -inf
   check(lambda t: t.logcumsumexp(1), np.zeros((3, 0), np.float32), device=device)
   with pytest.raises(IndexError): Tensor(x).logcumsumexp(2)
+
+
+# ---------------------------------------------------------------- scatter and selection
+SELF = rand((3, 5), seed=15)
+SRC = rand((2, 4), seed=16)
+IDX0 = np.array([[0, 2, 1, 2], [1, 0, 2, 0]], np.int64)  # dim 0: repeats within columns (for reductions)
+IDX1 = np.array([[4, 0, 2], [1, 3, 0]], np.int64)         # dim 1: unique per row (plain scatter is deterministic)
+
+
+@pytest.mark.filterwarnings("ignore:The reduce argument of torch.scatter")
+def test_scatter(device):
+  idx = Tensor(IDX1, device=device)
+  tidx = torch.from_numpy(IDX1)
+  check(lambda s, x: s.scatter(1, idx, x), SELF, SRC[:, :3], device=device, torch_fn=lambda s, x: s.scatter(1, tidx, x))
+  # a src larger than the index: only its leading part is used (PyTorch's own gradient fails on this shape)
+  check_value(lambda s, x: s.scatter(1, Tensor(IDX1, device=device), x), SELF, SRC, device=device, torch_fn=lambda s, x: s.scatter(1, tidx, x))
+  check(lambda s: s.scatter(1, idx, 2.5), SELF, device=device, torch_fn=lambda s: s.scatter(1, tidx, 2.5))
+  t0 = torch.from_numpy(IDX0)
+  for reduce in ("add", "multiply"):  # PyTorch has no gradient for these (scatter_reduce's cover the same code)
+    check_value(lambda s, x: s.scatter(0, Tensor(IDX0, device=device), x, reduce=reduce), SELF, SRC, device=device,
+                torch_fn=lambda s, x: s.scatter(0, t0, x, reduce=reduce))
+  check_value(lambda s: s.scatter(0, Tensor(np.zeros((0, 5), np.int64), device=device), 1.0), SELF, device=device,
+              torch_fn=lambda s: s.scatter(0, torch.zeros((0, 5), dtype=torch.int64), 1.0))
+  with pytest.raises(IndexError): Tensor(SELF).scatter(2, Tensor(IDX1), Tensor(SRC))
+  with pytest.raises(RuntimeError): Tensor(SELF).scatter(1, Tensor(IDX1.astype(np.float32)), Tensor(SRC))
+  with pytest.raises(RuntimeError): Tensor(SELF).scatter(1, Tensor(np.zeros((3, 5), np.int64)), Tensor(SRC))
+
+
+def test_scatter_add(device):
+  i0, t0 = Tensor(IDX0, device=device), torch.from_numpy(IDX0)
+  check(lambda s, x: s.scatter_add(0, i0, x), SELF, SRC, device=device, torch_fn=lambda s, x: s.scatter_add(0, t0, x))
+  check_value(lambda s, x: s.scatter_add(0, Tensor(IDX0, device=device), x), np.zeros((3, 5), np.int32), SRC.astype(np.int32) * 10,
+              device=device, torch_fn=lambda s, x: s.scatter_add(0, t0, x))
+
+
+@pytest.mark.parametrize("reduce", ["sum", "prod", "mean", "amax", "amin"])
+def test_scatter_reduce(device, reduce):
+  i0, t0 = Tensor(IDX0, device=device), torch.from_numpy(IDX0)
+  for include_self in (True, False):
+    check(lambda s, x: s.scatter_reduce(0, i0, x, reduce, include_self=include_self), SELF, SRC, device=device,
+          torch_fn=lambda s, x: s.scatter_reduce(0, t0, x, reduce, include_self=include_self))
+  ints = (SRC * 10).astype(np.int32)
+  check_value(lambda s, x: s.scatter_reduce(0, Tensor(IDX0, device=device), x, reduce), (SELF * 10).astype(np.int32), ints,
+              device=device, torch_fn=lambda s, x: s.scatter_reduce(0, t0, x, reduce))
+
+
+def test_scatter_reduce_bad_mode():
+  with pytest.raises(RuntimeError): Tensor(SELF).scatter_reduce(0, Tensor(IDX0), Tensor(SRC), "max")
+
+
+def test_masked_select(device):
+  mask = rand((3, 5), np.bool_, seed=17)
+  check(lambda x: x.masked_select(Tensor(mask, device=device)), SELF, device=device, torch_fn=lambda x: x.masked_select(torch.from_numpy(mask)))
+  row = mask[1]  # broadcast over rows
+  check(lambda x: x.masked_select(Tensor(row, device=device)), SELF, device=device, torch_fn=lambda x: x.masked_select(torch.from_numpy(row)))
+  none = np.zeros((3, 5), bool)
+  check(lambda x: x.masked_select(Tensor(none, device=device)), SELF, device=device, torch_fn=lambda x: x.masked_select(torch.from_numpy(none)))
+  with pytest.raises(RuntimeError): Tensor(SELF).masked_select(Tensor(SELF))
+
+
+def test_nonzero(device):
+  x = np.array([[0, 1.5, 0], [NAN, 0, -2]], np.float32)
+  for arr in (x, np.zeros((2, 0), np.float32), np.zeros((3,), np.int32), np.array(4.0, np.float32), np.array([True, False, True])):
+    check_value(lambda t: t.nonzero(), arr, device=device)
+    check_value(lambda t: t.nonzero(as_tuple=True), arr, device=device)
