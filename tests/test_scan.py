@@ -225,3 +225,45 @@ def test_nonzero(device):
   for arr in (x, np.zeros((2, 0), np.float32), np.zeros((3,), np.int32), np.array(4.0, np.float32), np.array([True, False, True])):
     check_value(lambda t: t.nonzero(), arr, device=device)
     check_value(lambda t: t.nonzero(as_tuple=True), arr, device=device)
+
+
+# ---------------------------------------------------------------- sorting
+SORT_DATA = rand((3, 7), seed=18)
+
+
+def test_sort(device):
+  for descending in (False, True):
+    for dim in (1, 0, -1):
+      check(lambda t: t.sort(dim, descending=descending).values, SORT_DATA, device=device)
+      check_value(lambda t: tuple(t.sort(dim=dim, descending=descending, stable=True)), SORT_DATA, device=device)
+    # ties keep their order (stable), NaN sorts as the largest value, infinities in between
+    special = np.array([[2, NAN, -INF, 2, 0, INF, NAN, 2, -1], [1, 1, 1, 1, 1, 1, 1, 1, 1]], np.float32)
+    check_value(lambda t: tuple(t.sort(dim=1, descending=descending, stable=True)), special, device=device)
+    check_value(lambda t: tuple(t.sort(dim=1, descending=descending, stable=True)), np.array([[3, 1, 3, -7, 0, 1]], np.int32), device=device)
+    check_value(lambda t: tuple(t.sort(dim=0, descending=descending, stable=True)), np.array([True, False, True, False]), device=device)
+  check(lambda t: t.sort(1).values, np.zeros((2, 0), np.float32), device=device)
+  check(lambda t: t.sort(0).values, np.zeros((1, 3), np.float32), device=device)
+  check_value(lambda t: tuple(t.sort(0)), np.array(1.5, np.float32), device=device)
+  with pytest.raises(IndexError): Tensor(SORT_DATA).sort(2)
+
+
+def test_argsort(device):
+  ties = np.array([[0, 1, 0, 1, 0], [5, 4, 3, 2, 1]], np.float32)
+  for descending in (False, True):
+    check_value(lambda t: t.argsort(dim=1, descending=descending, stable=True), ties, device=device)
+    check_value(lambda t: t.argsort(dim=0, descending=descending, stable=True), SORT_DATA, device=device)
+  with pytest.raises(IndexError): Tensor(ties).argsort(-3)
+
+
+def test_topk(device):
+  for largest in (True, False):
+    for k in (1, 3, 7):
+      check(lambda t: t.topk(k, 1, largest=largest).values, SORT_DATA, device=device)
+      check_value(lambda t: tuple(t.topk(k, 1, largest=largest)), SORT_DATA, device=device)
+    check_value(lambda t: tuple(t.topk(2, 0, largest=largest)), SORT_DATA, device=device)
+    nan = np.array([1, NAN, -1, INF, 0], np.float32)
+    check_value(lambda t: tuple(t.topk(3, largest=largest)), nan, device=device)
+  check(lambda t: t.topk(0, 1).values, SORT_DATA, device=device)
+  check_value(lambda t: tuple(t.topk(2)), np.array([4, 9, -3], np.int32), device=device)
+  with pytest.raises(RuntimeError): Tensor(SORT_DATA).topk(8, 1)
+  with pytest.raises(IndexError): Tensor(SORT_DATA).topk(1, 2)

@@ -112,16 +112,17 @@ def _before(a: Any, b: Any, ia: Any, ib: Any, descending: bool) -> Any:
 
 def _rank_sort(x: Any, dim: int, descending: bool, k: int | None = None) -> ValuesIndices:
   """The first k (default: all) elements along `dim` in sorted order, with their original indices."""
+  if x.ndim == 0:  # one element: itself at index 0 (or nothing, for k = 0)
+    if k == 0: return _rank_sort(x.reshape(1), 0, descending, 0)
+    return ValuesIndices(x, x.zeros_like(dtype=dtypes.int64))
   n = x.shape[dim]
   k = n if k is None else k
-  if x.ndim == 0: return ValuesIndices(x, x.zeros_like(dtype=dtypes.int64))
   T = type(x)
   xs = x.transpose(dim, -1)
   idx = T.arange(n, dtype=dtypes.int32, device=x.device)
-  if n == 0 or k == 0:
-    shape = xs.shape[:-1] + (k,)
-    return ValuesIndices(T.zeros(*shape, dtype=x.dtype, device=x.device).transpose(dim, -1),
-                         T.zeros(*shape, dtype=dtypes.int64, device=x.device).transpose(dim, -1))
+  if k == 0:  # nothing to pick (k <= n): an empty slice keeps the result connected to x, for a (zero) gradient
+    empty = xs.shrink([None] * (xs.ndim - 1) + [(0, 0)])
+    return ValuesIndices(empty.transpose(dim, -1), empty.zeros_like(dtype=dtypes.int64).transpose(dim, -1))
   # rank[i] = how many elements go before element i: (..., i, j) pairs reduced over j
   before = _before(xs.unsqueeze(-2), xs.unsqueeze(-1), idx.reshape(1, n), idx.reshape(n, 1), descending)
   rank = before.cast(dtypes.int32).sum(-1, dtype=dtypes.int32)
