@@ -9,8 +9,10 @@ from picograd.helpers import Context
 from picograd.tensor import Tensor, ShapeError, where, cat, stack, no_grad
 from picograd.engine.realize import schedule
 from picograd.engine.jit import jit
-from picograd.frontend.scan import einsum, meshgrid, repeat_interleave
+from picograd.frontend.scan import (einsum, meshgrid, repeat_interleave, prod, cumprod, cummax, cummin, logcumsumexp, roll, diag, diagonal,
+                                    sort, argsort, topk, scatter, scatter_add, scatter_reduce, masked_select, nonzero)
 import picograd.indexing  # noqa: F401  (registers Tensor.__getitem__'s implementation)
 
 __all__ = ["Tensor", "no_grad", "dtypes", "DType", "Context", "ShapeError", "where", "cat", "stack", "schedule", "jit", "einsum", "meshgrid",
-           "repeat_interleave"]
+           "repeat_interleave", "prod", "cumprod", "cummax", "cummin", "logcumsumexp", "roll", "diag", "diagonal", "sort", "argsort", "topk",
+           "scatter", "scatter_add", "scatter_reduce", "masked_select", "nonzero"]

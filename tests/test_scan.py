@@ -157,6 +157,7 @@ def test_logcumsumexp(device):
   extreme = np.array([-1000, 0, -INF, 1000, -INF, 3], np.float32)  # no overflow, no underflow to -inf
   check_value(lambda t: t.logcumsumexp(0), extreme, device=device)
   check_value(lambda t: t.logcumsumexp(0), np.array([-INF, -INF, 1, INF, 2], np.float32), device=device)
+  check_value(lambda t: t.logcumsumexp(0), np.array([1, NAN, 2], np.float32), device=device)
   check(lambda t: t.logcumsumexp(0), np.array([2, -INF, 2, -1000], np.float32), device=device)  # finite gradients past -inf
   check(lambda t: t.logcumsumexp(1), np.zeros((3, 0), np.float32), device=device)
   with pytest.raises(IndexError): Tensor(x).logcumsumexp(2)
@@ -267,3 +268,32 @@ def test_topk(device):
   check_value(lambda t: tuple(t.topk(2)), np.array([4, 9, -3], np.int32), device=device)
   with pytest.raises(RuntimeError): Tensor(SORT_DATA).topk(8, 1)
   with pytest.raises(IndexError): Tensor(SORT_DATA).topk(1, 2)
+
+
+# ---------------------------------------------------------------- kernels, functional forms
+def test_kernel_counts():
+  x, w = Tensor(rand((8, 16), seed=19)), Tensor(rand((16, 4), seed=20))
+  def kernels(*ts): return len(picograd.schedule(*ts))
+  assert kernels(picograd.einsum("ij,jk->ik", x, w)) == 1  # a contraction is one fused multiply-reduce
+  assert kernels(x.diagonal(), x.roll(3, 1)) == 2          # movement only: one kernel per output
+  assert kernels(x.prod(1)) == 2                           # 16 factors: two levels of 8
+  assert kernels(*x.sort(1)) == 3                          # ranks, then values and indices
+  assert kernels(x.scatter_add(0, Tensor(np.zeros((2, 16), np.int64)), x)) == 1
+
+
+def test_functional_forms():
+  x = Tensor(SORT_DATA)
+  t = torch.from_numpy(SORT_DATA)
+  for name, args in [("prod", (1,)), ("cumprod", (1,)), ("logcumsumexp", (0,)), ("roll", (2, 1)), ("diagonal", (1,)), ("argsort", (1,))]:
+    assert_tensor(getattr(picograd, name)(x, *args), getattr(torch, name)(t, *args).numpy())
+  for name, args in [("cummax", (1,)), ("cummin", (0,)), ("sort", (1,)), ("topk", (2,))]:
+    for g, w in zip(getattr(picograd, name)(x, *args), getattr(torch, name)(t, *args)): assert_tensor(g, w.numpy())
+  assert_tensor(picograd.diag(x[0]), torch.diag(t[0]).numpy())
+  assert_tensor(picograd.nonzero(x > 0), torch.nonzero(t > 0).numpy())
+  assert_tensor(picograd.masked_select(x, x > 0), torch.masked_select(t, t > 0).numpy())
+  idx = np.array([[2, 0]], np.int64)
+  ti = torch.from_numpy(idx)
+  assert_tensor(picograd.scatter(x, 1, Tensor(idx), 0.5), torch.scatter(t, 1, ti, 0.5).numpy())
+  assert_tensor(picograd.scatter_add(x, 1, Tensor(idx), x), torch.scatter_add(t, 1, ti, t).numpy())
+  assert_tensor(picograd.scatter_reduce(x, 1, Tensor(idx), x, "amax"), torch.scatter_reduce(t, 1, ti, t, "amax").numpy())
+  assert_tensor(Tensor(1.5).scatter(0, Tensor(0), Tensor(5.0)), torch.tensor(1.5).scatter(0, torch.tensor(0), torch.tensor(5.0)).numpy())

@@ -422,7 +422,7 @@ class ScanMixin:
     d = _dim(op, dim, self.ndim)
     if index.dtype.is_float or index.dtype == dtypes.bool: raise RuntimeError(f"{op}: index must be an integer tensor, not {index.dtype.name}")
     if index.device != self.device: raise RuntimeError(f"{op}: index on {index.device} but the tensor is on {self.device}")
-    if not isinstance(src, type(self)): src = self.full_like(src)._expand_to(index.shape) if index.ndim else self.full_like(src)
+    if not isinstance(src, type(self)): src = type(self).full(index.shape, src, dtype=self.dtype, device=self.device)
     if src.device != self.device: raise RuntimeError(f"{op}: src on {src.device} but the tensor is on {self.device}")
     if not (index.ndim == src.ndim == self.ndim):
       raise RuntimeError(f"{op}: index {tuple(index.shape)}, src {tuple(src.shape)} and self {tuple(self.shape)} must have the same number of dims")
@@ -512,3 +512,25 @@ class ScanMixin:
     if as_tuple: return tuple(T(c.astype(np.int64), device=self.device) for c in coords)
     stacked = np.stack(coords, axis=1).astype(np.int64) if host.ndim else np.zeros((len(coords[0]), 0), dtype=np.int64)
     return T(stacked, device=self.device)
+
+
+# ---------------------------------------------------------------- torch.* functional forms of the methods above
+def prod(input: Any, dim: int | None = None, keepdim: bool = False, dtype: DType | None = None) -> Any: return input.prod(dim, keepdim, dtype)
+def cumprod(input: Any, dim: int, dtype: DType | None = None) -> Any: return input.cumprod(dim, dtype)
+def cummax(input: Any, dim: int) -> ValuesIndices: return input.cummax(dim)
+def cummin(input: Any, dim: int) -> ValuesIndices: return input.cummin(dim)
+def logcumsumexp(input: Any, dim: int) -> Any: return input.logcumsumexp(dim)
+def roll(input: Any, shifts: int | Sequence[int], dims: int | Sequence[int] | None = None) -> Any: return input.roll(shifts, dims)
+def diag(input: Any, diagonal: int = 0) -> Any: return input.diag(diagonal)
+def diagonal(input: Any, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Any: return input.diagonal(offset, dim1, dim2)
+def sort(input: Any, dim: int = -1, descending: bool = False, stable: bool = False) -> ValuesIndices: return input.sort(dim, descending, stable)
+def argsort(input: Any, dim: int = -1, descending: bool = False, stable: bool = False) -> Any: return input.argsort(dim, descending, stable)
+def topk(input: Any, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> ValuesIndices:
+  return input.topk(k, dim, largest, sorted)
+def scatter(input: Any, dim: int, index: Any, src: Any = None, value: Any = None, reduce: str | None = None) -> Any:
+  return input.scatter(dim, index, src, value, reduce)
+def scatter_add(input: Any, dim: int, index: Any, src: Any) -> Any: return input.scatter_add(dim, index, src)
+def scatter_reduce(input: Any, dim: int, index: Any, src: Any, reduce: str, include_self: bool = True) -> Any:
+  return input.scatter_reduce(dim, index, src, reduce, include_self)
+def masked_select(input: Any, mask: Any) -> Any: return input.masked_select(mask)
+def nonzero(input: Any, as_tuple: bool = False) -> Any: return input.nonzero(as_tuple)
