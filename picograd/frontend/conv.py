@@ -96,7 +96,7 @@ class ConvMixin:
       elif padding == "same":
         if any(s != 1 for s in st): raise RuntimeError(f"{op}: padding='same' is not supported for strided convolutions")
         pads = [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel, dl)]  # the odd one goes after, as in PyTorch
-      else: raise ValueError(f"{op}: invalid padding string {padding!r}, should be one of 'valid' or 'same'")
+      else: raise RuntimeError(f"{op}: invalid padding string {padding!r}, should be one of 'valid' or 'same'")
     else:
       pads = [(p, p) for p in _ntuple(padding, n, op, "padding")]
       if any(p < 0 for p, _ in pads): raise RuntimeError(f"{op}: negative padding {padding!r}")
@@ -317,19 +317,20 @@ class ConvMixin:
     n = self.ndim - 2
     need = {"linear": 1, "bilinear": 2, "trilinear": 3}
     if mode not in ("nearest", "nearest-exact", *need): raise NotImplementedError(f"interpolate: mode {mode!r} is not supported")
-    if n < 1: raise ValueError(f"interpolate: expected an input with at least 3 dims (N, C, spatial...), got shape {self.shape}")
-    if mode in need and need[mode] != n: raise ValueError(f"interpolate: mode {mode!r} needs a {need[mode] + 2}D input, got shape {self.shape}")
+    if not 1 <= n <= 3: raise NotImplementedError(f"interpolate: expected a 3D, 4D or 5D input (N, C, spatial...), got shape {self.shape}")
+    if mode in need and need[mode] != n: raise NotImplementedError(f"interpolate: mode {mode!r} needs a {need[mode] + 2}D input, got shape {self.shape}")
     if mode.startswith("nearest") and align_corners is not None:
       raise ValueError("interpolate: align_corners option can only be set with the interpolating modes: linear | bilinear | bicubic | trilinear")
     if (size is None) == (scale_factor is None): raise ValueError("interpolate: exactly one of size and scale_factor must be given")
     ins = self.shape[2:]
     if size is not None:
+      if not isinstance(size, int) and len(size) != n: raise ValueError(f"interpolate: size {size!r} must have {n} values for input {self.shape}")
       outs, scales = _ntuple(size, n, "interpolate", "size"), [None] * n
     else:
       scales = list(scale_factor) if isinstance(scale_factor, (tuple, list)) else [scale_factor] * n
       if len(scales) != n: raise ValueError(f"interpolate: scale_factor {scale_factor!r} must have {n} values")
       outs = tuple(int(math.floor(i * float(sc))) for i, sc in zip(ins, scales))
-    if any(o <= 0 for o in outs): raise ValueError(f"interpolate: output size {outs} must be positive")
+    if any(o <= 0 for o in outs): raise RuntimeError(f"interpolate: output size {outs} must be positive")
     x = self._float()
     for j, (i, o, sc) in enumerate(zip(ins, outs, scales)):
       if i == o and (align_corners or sc is None or float(sc) == 1.0): continue  # the identity
