@@ -24,6 +24,7 @@ CASES = {
   "conv2d depthwise stride 3": (lambda F: lambda x, w: F.conv2d(x, w, stride=3, padding=2, groups=3), [(1, 3, 7, 7), (3, 1, 3, 3)]),
   "conv1d stride padding dilation": (lambda F: lambda x, w, b: F.conv1d(x, w, b, stride=2, padding=2, dilation=2), [(2, 3, 9), (4, 3, 3), (4,)]),
   "conv2d empty batch": (lambda F: lambda x, w: F.conv2d(x, w, padding=1), [(0, 2, 3, 3), (3, 2, 3, 3)]),
+  "conv1d wide kernel": (lambda F: lambda x, w: F.conv1d(x, w, stride=2, padding=1), [(1, 2, 12), (2, 2, 5)]),  # a view of windows
   "conv1d unbatched": (lambda F: lambda x, w: F.conv1d(x, w), [(2, 5), (3, 2, 2)]),
   "conv3d": (lambda F: lambda x, w: F.conv3d(x, w, padding=1, stride=(1, 2, 1)), [(1, 2, 3, 4, 3), (2, 2, 2, 3, 1)]),
   "conv_transpose2d": (lambda F: lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, groups=2),

@@ -14,11 +14,18 @@ to the first column) gives window[o, kk] = x[o*s + kk*d]. f is the smallest inte
 The lowering turns it back into the index (kk*d + o*s), since the simplifier folds the mod away.
 """
 from __future__ import annotations
-import math
+import itertools, math
 from typing import Any, Sequence
 import numpy as np
 from picograd.dtype import dtypes, promote
 from picograd.helpers import prod
+
+
+# Kernels with at most this many offsets (3x3x3), at most 4 along each dim, are convolved as a sum of one product per
+# offset over shifted views of the input: no div/mod in the index arithmetic, forward or backward. The weight's gradient
+# is then a concatenation of one reduction per offset, which the CPU codegen splits into gate-free pieces when each
+# kernel dim has at most 4 offsets (codegen/opt.py MAX_REGIONS). Larger kernels reduce over a view of windows.
+MAX_SHIFTED_TERMS, MAX_SHIFTED_SIDE = 27, 4
 
 
 def _ntuple(v: int | Sequence[int], n: int, op: str, name: str) -> tuple[int, ...]:
@@ -67,6 +74,18 @@ class ConvMixin:
     x = x.reshape(*lead, *[v for k, o in zip(kernel, outs) for v in (k, o)])
     return x.permute(*range(nl), *[nl + 2 * j + 1 for j in range(n)], *[nl + 2 * j for j in range(n)])
 
+  def _strided_last(self: Any, starts: Sequence[int], counts: Sequence[int], steps: Sequence[int]) -> Any:
+    """x[..., start : start + (count-1)*step + 1 : step] along each of the last len(starts) dims (a shrink, and for steps > 1 a reshape)."""
+    n = len(starts)
+    lead = [(0, e) for e in self.shape[:-n]]
+    if all(s == 1 for s in steps): return self.shrink(lead + [(b, b + c) for b, c in zip(starts, counts)])
+    # cut count*step elements (padding the end where the last block runs past it), view them as (count, step), keep column 0
+    x = self._pad_last([(0, max(0, b + c * s - i)) for b, c, s, i in zip(starts, counts, steps, self.shape[-n:])])
+    x = x.shrink(lead + [(b, b + c * s) for b, c, s in zip(starts, counts, steps)])
+    x = x.reshape(*self.shape[:-n], *[v for c, s in zip(counts, steps) for v in (c, s)])
+    x = x.shrink(lead + [v for c in counts for v in ((0, c), (0, 1))])
+    return x.reshape(*self.shape[:-n], *counts)
+
   def _pad_last(self: Any, pads: Sequence[tuple[int, int]], value: float = 0.0) -> Any:
     """Pad the last len(pads) dims by (before, after) pairs."""
     if all(p == (0, 0) for p in pads): return self
@@ -103,13 +122,24 @@ class ConvMixin:
     if any(_out_size(i, k, s, d, *p) <= 0 for i, k, s, d, p in zip(sizes, kernel, st, dl, pads)):
       raise RuntimeError(f"{op}: kernel {tuple(kernel)} (dilation {dl}) is larger than the padded input {tuple(i + a + b for i, (a, b) in zip(sizes, pads))}")
     dt = promote(self.dtype, weight.dtype)
-    x = self.cast(dt)._pad_last(pads)._windows(kernel, st, dl)  # (N, C, *o, *k)
-    outs = x.shape[2:2 + n]
+    x, w = self.cast(dt)._pad_last(pads), weight.cast(dt)
+    outs = [_out_size(i, k, s, d, *p) for i, k, s, d, p in zip(sizes, kernel, st, dl, pads)]
     cout_g = cout // groups
-    # (N, G, 1, *o, C/G, *k) times (1, G, C_out/G, 1.., C/G, *k), summed over (C/G, *k)
-    x = x.reshape(bsz, groups, cin_g, *outs, *kernel).permute(0, 1, *range(3, 3 + n), 2, *range(3 + n, 3 + 2 * n)).unsqueeze(2)
-    w = weight.cast(dt).reshape(1, groups, cout_g, *([1] * n), cin_g, *kernel)
-    out = (x * w).sum(tuple(range(3 + n, 4 + 2 * n))).reshape(bsz, cout, *outs)
+    if prod(kernel) <= MAX_SHIFTED_TERMS and max(kernel) <= MAX_SHIFTED_SIDE:
+      # one product summed over C/G per kernel offset, the offsets added: (N, G, 1, C/G, *o) * (1, G, C_out/G, C/G, 1..)
+      x = x.reshape(bsz, groups, 1, cin_g, *x.shape[2:])
+      w = w.reshape(groups, cout_g, cin_g, *kernel)
+      out = None
+      for offset in itertools.product(*[range(k) for k in kernel]):
+        tap = x._strided_last([o * d for o, d in zip(offset, dl)], outs, st)
+        term = (tap * w.shrink([None, None, None, *[(o, o + 1) for o in offset]]).reshape(1, groups, cout_g, cin_g, *([1] * n))).sum(3)
+        out = term if out is None else out + term
+    else:
+      x = x._windows(kernel, st, dl)  # (N, C, *o, *k)
+      # (N, G, 1, *o, C/G, *k) times (1, G, C_out/G, 1.., C/G, *k), summed over (C/G, *k)
+      x = x.reshape(bsz, groups, cin_g, *outs, *kernel).permute(0, 1, *range(3, 3 + n), 2, *range(3 + n, 3 + 2 * n)).unsqueeze(2)
+      out = (x * w.reshape(1, groups, cout_g, *([1] * n), cin_g, *kernel)).sum(tuple(range(3 + n, 4 + 2 * n)))
+    out = out.reshape(bsz, cout, *outs)
     return out + bias.cast(dt).reshape(cout, *([1] * n)) if bias is not None else out
 
   def conv1d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
