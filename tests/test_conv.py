@@ -100,6 +100,17 @@ def test_conv2d_backward_kernels():
   assert len(picograd.schedule(gx, gw)) == 2  # one kernel for each gradient, no stored windows
 
 
+def test_conv2d_cpu_tile_reuses_input_vectors_across_output_channels():
+  # 8 contiguous output columns in vectors, times 4 output channels that share each loaded input vector
+  from picograd.codegen.kernel import _kernels
+  from picograd.codegen.lower import lower_kernel
+  from picograd.codegen.opt import plan_upcasts
+  x, w = Tensor(rand((1, 8, 56, 56))).realize(), Tensor(rand((16, 8, 3, 3))).realize()
+  (step,) = picograd.schedule(x.conv2d(w, padding=1))
+  ast = next(key[0] for key, k in _kernels.items() if k is step.kernel)
+  assert sorted((r.arg[1], f) for r, f in plan_upcasts(lower_kernel(ast))) == [(16, 4), (56, 8)]
+
+
 # ---------------------------------------------------------------- layers
 def test_layers_match_functional():
   Tensor.manual_seed(0)
