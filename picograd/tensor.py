@@ -834,7 +834,6 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
 
     Negative amounts crop, as in PyTorch.
     """
-    if mode != "constant": raise NotImplementedError(f"pad: mode {mode!r} (only 'constant' is supported)")
     if padding and isinstance(padding[0], (tuple, list)):
       if len(padding) != self.ndim: raise ShapeError(f"pad: {len(padding)} (before, after) pairs for a tensor of shape {self.shape}")
       pairs = [tuple(p) for p in padding]
@@ -843,6 +842,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
         raise ShapeError(f"pad: padding {tuple(padding)} does not fit a tensor of shape {self.shape}")
       pairs = [(0, 0)] * self.ndim
       for i in range(len(padding) // 2): pairs[self.ndim - 1 - i] = (padding[2 * i], padding[2 * i + 1])
+    if mode != "constant": return self._pad_mode(pairs, mode)  # reflect, replicate, circular: frontend/conv.py
     # negative amounts are crops; do them first
     crop = tuple((-min(b, 0), d + min(a, 0)) for (b, a), d in zip(pairs, self.shape))
     if any(e < s for s, e in crop): raise ShapeError(f"pad: padding {pairs} crops more than the shape {self.shape}")
