@@ -44,6 +44,7 @@ from picograd.dtype import DType, dtypes
 from picograd.helpers import NOOPT, ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort
 from picograd.runtime.device import LaunchDims
+from picograd.codegen.llvm import half_bits
 
 # ------------------------------------------------------------------------------------------------
 # the device the source is for
@@ -83,7 +84,7 @@ def c_const(value: Any, dt: DType) -> str:
     if dt == dtypes.int64: return "(-9223372036854775807LL-1)" if v == -2**63 else f"{v}LL"
     if dt == dtypes.int32: return "(-2147483647-1)" if v == -2**31 else str(v)
     return f"{v}u" if dt == dtypes.uint32 else f"(unsigned char){v}"
-  if dt == dtypes.float16: return f"__ushort_as_half((unsigned short){struct.unpack('<H', struct.pack('<e', value))[0]})"
+  if dt == dtypes.float16: return f"__ushort_as_half((unsigned short){half_bits(value)})"
   if dt == dtypes.float64:
     if math.isfinite(value): return float(value).hex()
     return f"__longlong_as_double({struct.unpack('<q', struct.pack('<d', value))[0]}LL)"
