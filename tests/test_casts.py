@@ -76,3 +76,9 @@ def test_half_constants_beyond_range_are_infinite(device):
   assert_tensor(x * 1e5, np.array([np.inf, -np.inf], np.float16))
   assert_tensor(x + 65519.0, np.array([65504.0, 65504.0], np.float16))  # rounds down to the largest half
   assert_tensor(Tensor.full((2,), -70000.0, dtype=dtypes.float16, device=device), np.full(2, -np.inf, np.float16))
+
+
+def test_bfloat16_arithmetic_with_constants(device):
+  """bfloat16 kernels with constants (the PYTHON renderer once spelled their dtype as a bare numpy type)."""
+  x = Tensor(np.array([1.5, -2.0, 0.25], np.float32), device=device).cast(dtypes.bfloat16)
+  assert_tensor(((x * 3 + 1).exp2()).float(), np.exp2(np.array([1.5, -2.0, 0.25], np.float32) * 3 + 1), rtol=1e-2)
