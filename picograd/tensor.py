@@ -11,7 +11,7 @@ import contextlib, math, weakref
 from typing import Any, Sequence
 import numpy as np
 from picograd.dtype import DType, dtypes, promote, result_type_with_scalar
-from picograd.helpers import prod
+from picograd.helpers import prod, ShapeError
 from picograd.ir.ops import UOp, Ops
 from picograd.ir.gradient import compute_gradient, nodes_between, gradient_graph_text
 from picograd.runtime.device import Buffer, canonicalize
@@ -23,14 +23,21 @@ from picograd.frontend.scan import ScanMixin
 Scalar = int | float | bool
 
 
-class ShapeError(ValueError):
-  """Shapes that do not fit the operation (broadcasting, matmul, reshape, cat, ...)."""
-
-
 def _normalize_axis(op: str, axis: int, ndim: int) -> int:
-  if not -max(ndim, 1) <= axis < max(ndim, 1):
-    raise IndexError(f"{op}: dimension {axis} is out of range for a tensor with {ndim} dimension(s)")
-  return axis + ndim if axis < 0 else axis
+  if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+    raise TypeError(f"{op}: a dimension must be an int, not {type(axis).__name__}")
+  n = max(ndim, 1)  # a 0-d tensor accepts dims 0 and -1, as in PyTorch
+  if not -n <= axis < n:
+    raise IndexError(f"{op}: dimension {axis} is out of range for a tensor with {ndim} dimension(s) "
+                     f"(expected to be in range of [{-n}, {n - 1}], but got {axis})")
+  return int(axis) + ndim if axis < 0 else int(axis)
+
+
+def _unique_axes(op: str, axes: Sequence[int], given: Any) -> None:
+  """PyTorch refuses a dim named twice (sum((0, 0)), flip((0, 0)), permute(0, 0))."""
+  if len(set(axes)) != len(axes):
+    repeated = next(a for a in axes if list(axes).count(a) > 1)
+    raise ShapeError(f"{op}: dim {repeated} appears multiple times in the list of dims {tuple(given)}")
 
 
 def _broadcast_shape(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
@@ -45,10 +52,21 @@ def _broadcast_shape(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
   return tuple(out)
 
 
-def _shape_arg(shape: tuple) -> tuple[int, ...]:
-  """Accept f(2, 3), f((2, 3)) and f([2, 3])."""
+def _shape_arg(shape: tuple, op: str = "shape") -> tuple[int, ...]:
+  """Accept f(2, 3), f((2, 3)) and f([2, 3]); every size must be an int (PyTorch: TypeError for 2.5, None, "a")."""
   if len(shape) == 1 and isinstance(shape[0], (tuple, list)): shape = tuple(shape[0])
+  for s in shape:
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+      raise TypeError(f"{op}: sizes must be ints, not {type(s).__name__} ({s!r}) in {tuple(shape)}")
   return tuple(int(s) for s in shape)
+
+
+def _new_shape(shape: tuple, op: str) -> tuple[int, ...]:
+  """The shape of a tensor about to be created: ints, none negative."""
+  shape = _shape_arg(shape, op)
+  if any(s < 0 for s in shape):
+    raise RuntimeError(f"{op}: Trying to create tensor with negative dimension {min(shape)}: {list(shape)}")
+  return shape
 
 
 class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
@@ -146,7 +164,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     return host.reshape(self.shape)
 
   def item(self) -> Scalar:
-    if self.numel() != 1: raise ValueError(f"item: only a tensor with one element can become a Python scalar, not shape {self.shape}")
+    if self.numel() != 1: raise RuntimeError(f"item: only a tensor with one element can become a Python scalar, not shape {self.shape}")
     return self.numpy().reshape(()).item()
   def tolist(self) -> Any: return self.numpy().tolist()
   def data(self) -> np.ndarray: return self.numpy()
@@ -273,17 +291,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   @staticmethod
   def full(shape: tuple[int, ...] | int, fill_value: Scalar, dtype: DType | str | None = None, device: str | None = None,
            requires_grad: bool | None = None) -> "Tensor":
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if any(s < 0 for s in shape): raise ShapeError(f"full: negative dimension in shape {shape}")
+    shape = _new_shape((shape,) if isinstance(shape, (int, np.integer)) else tuple(shape), "full")
+    if isinstance(fill_value, (np.number, np.bool_)): fill_value = fill_value.item()
+    if not isinstance(fill_value, (bool, int, float)): raise TypeError(f"full: fill_value must be a number, not {type(fill_value).__name__}")
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.of_python(fill_value)
     const = UOp.const(dt, fill_value)
     return Tensor(const.reshape((1,) * len(shape)).expand(shape), device=device, requires_grad=requires_grad)
   @staticmethod
   def zeros(*shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
-    return Tensor.full(_shape_arg(shape), 0.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
+    return Tensor.full(_new_shape(shape, "zeros"), 0.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
   @staticmethod
   def ones(*shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
-    return Tensor.full(_shape_arg(shape), 1.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
+    return Tensor.full(_new_shape(shape, "ones"), 1.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
   @staticmethod
   def empty(*shape, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
     return Tensor.zeros(*shape, dtype=dtype, device=device).contiguous()
@@ -296,9 +315,12 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   def arange(start: Scalar, stop: Scalar | None = None, step: Scalar = 1, dtype: DType | str | None = None,
              device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     if stop is None: start, stop = 0, start
+    for v in (start, stop, step):
+      if isinstance(v, Tensor) or not isinstance(v, (int, float, np.number)): raise TypeError(f"arange: start, end and step must be numbers, not {type(v).__name__}")
+      if not math.isfinite(v): raise RuntimeError(f"arange: unsupported range: {start} -> {stop} (step {step})")
     if step == 0: raise RuntimeError("arange: step must be nonzero")
-    if (stop - start) * step < 0: raise RuntimeError(f"arange: upper bound {stop} and lower bound {start} inconsistent with step sign {step}")
-    n = math.ceil((stop - start) / step)
+    if (stop - start) * step < 0: raise RuntimeError(f"arange: upper bound {stop} and lower bound {start} inconsistent with step sign ({step})")
+    n = max(0, math.ceil((stop - start) / step))
     is_float = any(isinstance(v, float) for v in (start, stop, step))
     dt = dtypes.from_any(dtype) if dtype is not None else (dtypes.default_float if is_float else dtypes.int64)
     iota = Tensor(UOp(Ops.IOTA, dtypes.int32, (), n), device=device)
@@ -326,6 +348,9 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   @staticmethod
   def eye(n: int, m: int | None = None, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
     m = n if m is None else m
+    for v in (n, m):
+      if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"eye: sizes must be ints, not {type(v).__name__}")
+      if v < 0: raise RuntimeError(f"eye: sizes must be greater or equal to 0, got {v}")
     rows = Tensor.arange(n, dtype=dtypes.int32, device=device).reshape(n, 1)
     cols = Tensor.arange(m, dtype=dtypes.int32, device=device).reshape(1, m)
     return (rows == cols).cast(dtypes.from_any(dtype) if dtype is not None else dtypes.default_float)
@@ -373,7 +398,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   @staticmethod
   def rand(*shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     """Uniform samples in [0, 1)."""
-    shape = _shape_arg(shape)
+    shape = _new_shape(shape, "rand")
     bits = Tensor._random_bits(prod(shape), device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.default_float
     out = (bits._shr(8).cast(dtypes.float32) * (1.0 / (1 << 24))).cast(dt).reshape(shape)
@@ -383,7 +408,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   @staticmethod
   def randn(*shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     """Standard normal samples (Box-Muller on two uniform streams)."""
-    shape = _shape_arg(shape)
+    shape = _new_shape(shape, "randn")
     u = Tensor.rand(2, *shape, device=device)
     u1, u2 = u[0], u[1]
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.default_float
@@ -395,8 +420,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   @staticmethod
   def randint(low: int, high: int | None = None, size: tuple[int, ...] = (), dtype: DType | None = None, device: str | None = None) -> "Tensor":
     if high is None: low, high = 0, low
-    if high <= low: raise ValueError(f"randint: empty range [{low}, {high})")
-    u = Tensor.rand(*size, device=device)
+    if high <= low: raise RuntimeError(f"randint: empty range [{low}, {high}): 'from' must be less than 'to'")
+    u = Tensor.rand(*_new_shape(size if isinstance(size, (tuple, list)) else (size,), "randint"), device=device)
     return (u * (high - low)).floor().cast(dtype or dtypes.int64) + low
 
   @staticmethod
@@ -446,13 +471,15 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   def add(self, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.ADD, x, "add")
   def mul(self, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.MUL, x, "mul")
   def neg(self) -> "Tensor":
-    if self.dtype == dtypes.bool: raise TypeError("neg: negation of a bool tensor is not supported; use logical_not()")
+    if self.dtype == dtypes.bool: raise RuntimeError("neg: negation of a bool tensor is not supported; use logical_not()")
     return self._new(self.uop.alu(Ops.NEG))
   def sub(self, x: "Tensor | Scalar", reverse: bool = False) -> "Tensor":
     a, b = self._broadcasted(x, "sub", reverse)
-    if a.dtype == dtypes.bool: raise TypeError("sub: subtraction of bool tensors is not supported")
+    if a.dtype == dtypes.bool: raise RuntimeError("sub: subtraction of bool tensors is not supported; use ^ or logical_xor")
     return a._new(a.uop.alu(Ops.ADD, b.uop.alu(Ops.NEG)))
   def div(self, x: "Tensor | Scalar", reverse: bool = False, rounding_mode: str | None = None) -> "Tensor":
+    if rounding_mode not in (None, "trunc", "floor"):
+      raise RuntimeError(f"div: rounding_mode must be one of None, 'trunc' or 'floor', not {rounding_mode!r}")
     a, b = self._broadcasted(x, "div", reverse)
     if rounding_mode == "trunc" and a.dtype.is_int: return a._new(a.uop.alu(Ops.IDIV, b.uop))
     if rounding_mode == "floor" and a.dtype.is_int: return a._floordiv_int(b)
@@ -525,7 +552,9 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   def trunc(self) -> "Tensor":
     if not self.dtype.is_float: return self
     # through int64 is exact for |x| < 2**63; larger floats are already integers
-    return _where(self.abs() < 2.0**62, self.cast(dtypes.int64).cast(self.dtype), self)
+    small = self.abs() < 2.0**62
+    # the cast sees 0 where it is not taken: a NaN or infinity cast to an integer is undefined behaviour in LLVM
+    return _where(small, _where(small, self, 0.0).cast(dtypes.int64).cast(self.dtype), self)
   def floor(self) -> "Tensor":
     if not self.dtype.is_float: return self
     t = self.trunc()
@@ -552,7 +581,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     return -((-a).maximum(-b))
   def clip(self, min_: Scalar | "Tensor | None" = None, max_: Scalar | "Tensor | None" = None) -> "Tensor":
     """min(max(x, min_), max_) like torch.clamp: NaN stays NaN; the gradient passes where min_ <= x <= max_ (bounds included)."""
-    if min_ is None and max_ is None: raise ValueError("clip: at least one of min and max must be given")
+    if min_ is None and max_ is None: raise RuntimeError("clip: at least one of min and max must be given")
     out = self
     if min_ is not None: out = _where(out < min_, min_, out)
     if max_ is not None: out = _where(out > max_, max_, out)
@@ -562,6 +591,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
 
   def where(self, condition: "Tensor", other: "Tensor | Scalar") -> "Tensor":
     """PyTorch's `x.where(condition, y)`: x where condition holds, else y."""
+    _check_condition(condition, "where")
     return _where(condition, self, other)
 
   # comparisons (results are bool)
@@ -585,7 +615,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
 
   def _bitwise(self, op: Ops, x: "Tensor | Scalar", name: str) -> "Tensor":
     a, b = self._broadcasted(x, name)
-    if a.dtype.is_float: raise TypeError(f"{name}: bitwise operations need integer or bool tensors, not {a.dtype.name}")
+    # PyTorch's type for an op with no kernel for the dtype
+    if a.dtype.is_float: raise NotImplementedError(f"{name}: bitwise operations need integer or bool tensors, not {a.dtype.name}")
     return a._new(a.uop.alu(op, b.uop))
   def __and__(self, x): return self._bitwise(Ops.AND, x, "bitwise_and")
   def __or__(self, x): return self._bitwise(Ops.OR, x, "bitwise_or")
@@ -625,7 +656,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     if axis is None: return tuple(range(self.ndim))
     if isinstance(axis, int): axis = (axis,)
     axes = tuple(_normalize_axis(op, a, self.ndim) for a in axis)
-    if len(set(axes)) != len(axes): raise ValueError(f"{op}: dimension repeated in {tuple(axis)}")
+    _unique_axes(op, axes, axis)
     return axes if self.ndim else ()  # a 0-d tensor accepts dim 0 or -1 (PyTorch) and has nothing to reduce
 
   def _reduce(self, op: Ops, axis, keepdim: bool, name: str) -> "Tensor":
@@ -741,7 +772,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
 
   # ---------------------------------------------------------------- movement
   def reshape(self, *shape) -> "Tensor":
-    shape = _shape_arg(shape)
+    shape = _shape_arg(shape, "reshape")
+    if any(s < -1 for s in shape): raise ShapeError(f"reshape: invalid shape dimension {min(shape)} in {shape}")
     if shape.count(-1) > 1: raise ShapeError(f"reshape: only one dimension can be -1, got {shape}")
     if -1 in shape:
       known = prod(s for s in shape if s != -1)
@@ -750,11 +782,16 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     if any(s < 0 for s in shape) or prod(shape) != self.numel():
       raise ShapeError(f"reshape: cannot reshape tensor of shape {self.shape} ({self.numel()} elements) into {shape}")
     return self._new(self.uop.reshape(shape))
-  view = reshape
+  def view(self, *shape) -> "Tensor":
+    """reshape; given a dtype instead of a shape, the same bits read as that dtype (`bitcast`), as in PyTorch."""
+    if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list)): return self.bitcast(shape[0])
+    return self.reshape(*shape)
 
   def permute(self, *order) -> "Tensor":
-    order = tuple(_normalize_axis("permute", a, self.ndim) for a in _shape_arg(order))
-    if sorted(order) != list(range(self.ndim)): raise ShapeError(f"permute: {order} is not a permutation of the {self.ndim} dimensions of {self.shape}")
+    order = _shape_arg(order, "permute")
+    if len(order) != self.ndim: raise ShapeError(f"permute: {order} is not a permutation of the {self.ndim} dimensions of {self.shape}")
+    order = tuple(_normalize_axis("permute", a, self.ndim) for a in order)
+    _unique_axes("permute", order, order)
     return self._new(self.uop.permute(order))
 
   def transpose(self, dim0: int = -2, dim1: int = -1) -> "Tensor":
@@ -768,7 +805,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   def mT(self) -> "Tensor": return self.transpose(-2, -1)
 
   def expand(self, *shape) -> "Tensor":
-    shape = _shape_arg(shape)
+    shape = _shape_arg(shape, "expand")
     if len(shape) < self.ndim: raise ShapeError(f"expand: target {shape} has fewer dimensions than the tensor's {self.shape}")
     src = (1,) * (len(shape) - self.ndim) + self.shape
     new = tuple(s if n == -1 else n for s, n in zip(src, shape))
@@ -786,6 +823,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
     if self.ndim == 0: return self.reshape(1)
     s, e = _normalize_axis("flatten", start_dim, self.ndim), _normalize_axis("flatten", end_dim, self.ndim)
+    if s > e: raise RuntimeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {self.shape}")
     return self.reshape(self.shape[:s] + (prod(self.shape[s:e + 1]),) + self.shape[e + 1:])
   def unflatten(self, dim: int, sizes: Sequence[int]) -> "Tensor":
     dim = _normalize_axis("unflatten", dim, self.ndim)
@@ -796,7 +834,6 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
 
     Negative amounts crop, as in PyTorch.
     """
-    if mode != "constant": raise NotImplementedError(f"pad: mode {mode!r} (only 'constant' is supported)")
     if padding and isinstance(padding[0], (tuple, list)):
       if len(padding) != self.ndim: raise ShapeError(f"pad: {len(padding)} (before, after) pairs for a tensor of shape {self.shape}")
       pairs = [tuple(p) for p in padding]
@@ -805,6 +842,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
         raise ShapeError(f"pad: padding {tuple(padding)} does not fit a tensor of shape {self.shape}")
       pairs = [(0, 0)] * self.ndim
       for i in range(len(padding) // 2): pairs[self.ndim - 1 - i] = (padding[2 * i], padding[2 * i + 1])
+    if mode != "constant": return self._pad_mode(pairs, mode)  # reflect, replicate, circular: frontend/conv.py
     # negative amounts are crops; do them first
     crop = tuple((-min(b, 0), d + min(a, 0)) for (b, a), d in zip(pairs, self.shape))
     if any(e < s for s, e in crop): raise ShapeError(f"pad: padding {pairs} crops more than the shape {self.shape}")
@@ -823,13 +861,15 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     return self._new(self.uop.shrink(b))
 
   def flip(self, dims: int | Sequence[int]) -> "Tensor":
-    dims = (dims,) if isinstance(dims, int) else dims
-    axes = {_normalize_axis("flip", d, self.ndim) for d in dims}
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    axes = [_normalize_axis("flip", d, self.ndim) for d in dims]
+    _unique_axes("flip", axes, dims)
     return self._new(self.uop.flip(tuple(i in axes for i in range(self.ndim))))
 
   def repeat(self, *repeats) -> "Tensor":
     """Tile the tensor (PyTorch's repeat): each dim i is repeated repeats[i] times."""
-    repeats = _shape_arg(repeats)
+    repeats = _shape_arg(repeats, "repeat")
+    if any(r < 0 for r in repeats): raise RuntimeError(f"repeat: repeat counts must be non-negative, got {repeats}")
     if len(repeats) < self.ndim: raise ShapeError(f"repeat: {len(repeats)} repeat counts for a tensor of shape {self.shape}")
     base = (1,) * (len(repeats) - self.ndim) + self.shape
     x = self.reshape(base)
@@ -839,13 +879,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
 
   def chunk(self, chunks: int, dim: int = 0) -> list["Tensor"]:
     dim = _normalize_axis("chunk", dim, self.ndim)
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)): raise TypeError(f"chunk: chunks must be an int, not {type(chunks).__name__}")
+    if chunks <= 0: raise RuntimeError(f"chunk: chunks must be greater than 0, got {chunks}")
     step = math.ceil(self.shape[dim] / chunks)
     return self.split(step, dim)
 
   def split(self, sizes: int | Sequence[int], dim: int = 0) -> list["Tensor"]:
     dim = _normalize_axis("split", dim, self.ndim)
     n = self.shape[dim]
-    if isinstance(sizes, int): sizes = [min(sizes, n - i) for i in range(0, n, max(sizes, 1))]
+    if isinstance(sizes, (int, np.integer)):
+      if sizes < 0 or (sizes == 0 and n != 0): raise RuntimeError(f"split: split_size must be positive (0 only for an empty dimension), got {sizes} for dimension {dim} of {self.shape}")
+      sizes = [min(sizes, n - i) for i in range(0, n, max(sizes, 1))]
+    elif any(s < 0 for s in _shape_arg(tuple(sizes), "split")): raise RuntimeError(f"split: sizes must be non-negative, got {list(sizes)}")
     if sum(sizes) != n: raise ShapeError(f"split: sizes {list(sizes)} do not add up to dimension {dim} of {self.shape}")
     out, start = [], 0
     for s in sizes:
@@ -859,13 +904,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   def tril(self, diagonal: int = 0) -> "Tensor": return self._triangle(diagonal, lower=True)
   def triu(self, diagonal: int = 0) -> "Tensor": return self._triangle(diagonal, lower=False)
   def _triangle(self, diagonal: int, lower: bool) -> "Tensor":
+    if self.ndim < 2: raise RuntimeError(f"{'tril' if lower else 'triu'}: input must have at least 2 dimensions, got shape {self.shape}")
     r, c = self.shape[-2], self.shape[-1]
     rows = Tensor.arange(r, dtype=dtypes.int32, device=self.device).reshape(r, 1)
     cols = Tensor.arange(c, dtype=dtypes.int32, device=self.device).reshape(1, c)
     keep = (cols <= rows + diagonal) if lower else (cols >= rows + diagonal)
     return _where(keep, self, self.zeros_like())  # a tensor zero keeps bool bool (a Python 0 would promote it)
 
-  def masked_fill(self, mask: "Tensor", value: Scalar) -> "Tensor": return _where(mask, value, self)
+  def masked_fill(self, mask: "Tensor", value: Scalar) -> "Tensor":
+    _check_condition(mask, "masked_fill")
+    out = _where(mask, value, self)
+    if out.shape != self.shape: raise ShapeError(f"masked_fill: mask of shape {mask.shape} does not broadcast to the tensor's {self.shape}")
+    return out
 
   def _check(self, ok: "Tensor", exception: type[Exception], message: str) -> "Tensor":
     """This tensor, checked when it is computed: where `ok` is false, realizing it raises `exception(message)` (PyTorch
@@ -883,6 +933,9 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   def gather(self, dim: int, index: "Tensor") -> "Tensor":
     """out[i][j] = self[index[i][j]][j] for dim=0 (PyTorch's gather)."""
     dim = _normalize_axis("gather", dim, self.ndim)
+    if not isinstance(index, Tensor): raise TypeError(f"gather: index must be a Tensor, not {type(index).__name__}")
+    if not index.dtype.is_int: raise RuntimeError(f"gather: index must be an integer tensor, not {index.dtype.name}")
+    if index.device != self.device: raise RuntimeError(f"gather: index on {index.device} but the input is on {self.device}")
     if index.ndim != self.ndim: raise ShapeError(f"gather: index of shape {index.shape} must have as many dims as {self.shape}")
     n = self.shape[dim]
     index = index._check((index >= 0) & (index < n), RuntimeError, f"gather: index out of bounds for dimension {dim} with size {n}")
@@ -945,7 +998,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     """x * Phi(x) with the exact erf form, or PyTorch's tanh approximation (`approximate="tanh"`)."""
     x = self._float()
     if approximate == "tanh": return 0.5 * x * (1 + (math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)).tanh())
-    if approximate != "none": raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
+    if approximate != "none": raise RuntimeError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
     return 0.5 * x * (1 + (x * (1 / math.sqrt(2))).erf())
 
   def silu(self) -> "Tensor": return self._float() * self.sigmoid()
@@ -954,7 +1007,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     x = self._float()
     linear = x * beta > threshold
     # the log branch sees 0 where it is not taken, so its exp cannot overflow into a NaN gradient
-    return _where(linear, x, (1 + _where(linear, 0.0, x * beta).exp()).log() * (1 / beta))
+    return _where(linear, x, _where(linear, 0.0, x * beta).exp().log1p() * (1 / beta))
 
   def layer_norm(self, normalized_shape: int | Sequence[int], weight: "Tensor | None" = None, bias: "Tensor | None" = None,
                  eps: float = 1e-5) -> "Tensor":
@@ -982,19 +1035,32 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
 
   def one_hot(self, num_classes: int = -1) -> "Tensor":
     """int64 one-hot vectors along a new last dim. `num_classes=-1` reads the largest index (this realizes the tensor)."""
-    if self.dtype.is_float or self.dtype == dtypes.bool: raise TypeError(f"one_hot: indices must be integers, not {self.dtype.name}")
+    if self.dtype.is_float or self.dtype == dtypes.bool: raise RuntimeError(f"one_hot: indices must be integers, not {self.dtype.name}")
     if num_classes == -1: num_classes = int(self.max().item()) + 1
     checked = self._check(self >= 0, RuntimeError, "one_hot: Class values must be non-negative.")
     checked = checked._check(checked < num_classes, RuntimeError, "one_hot: Class values must be smaller than num_classes.")
     return (checked.unsqueeze(-1) == Tensor.arange(num_classes, dtype=self.dtype, device=self.device)).cast(dtypes.int64)
 
   def scaled_dot_product_attention(self, key: "Tensor", value: "Tensor", attn_mask: "Tensor | None" = None, dropout_p: float = 0.0,
-                                   is_causal: bool = False, scale: float | None = None) -> "Tensor":
+                                   is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> "Tensor":
     """softmax(q k^T * scale + mask) v with q = self. A bool `attn_mask` marks the pairs that may attend; a float one is added.
 
     `is_causal` lets query i see keys 0..i (the mask is aligned at the top left, as in PyTorch).
+    `enable_gqa` (grouped-query attention): key and value have fewer heads (dim -3) than the query,
+    a divisor of its count; each key/value head serves that many consecutive query heads.
     """
-    if is_causal and attn_mask is not None: raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal, not both")
+    op = "scaled_dot_product_attention"
+    if is_causal and attn_mask is not None: raise ValueError(f"{op}: pass either attn_mask or is_causal, not both")
+    for name, t in (("key", key), ("value", value)):
+      if not isinstance(t, Tensor): raise TypeError(f"{op}: {name} must be a Tensor, not {type(t).__name__}")
+      if t.ndim < 2 or self.ndim < 2: raise ShapeError(f"{op}: query, key and value need at least 2 dimensions, got {self.shape}, {key.shape}, {value.shape}")
+    if attn_mask is not None and not isinstance(attn_mask, Tensor): raise TypeError(f"{op}: attn_mask must be a Tensor, not {type(attn_mask).__name__}")
+    if enable_gqa and self.ndim >= 3 and key.ndim >= 3 and key.shape[-3] != self.shape[-3]:
+      heads, kv_heads = self.shape[-3], key.shape[-3]
+      if kv_heads == 0 or heads % kv_heads or value.ndim < 3 or value.shape[-3] != kv_heads:
+        raise ShapeError(f"{op}: with enable_gqa, the heads of key {key.shape} and value {value.shape} (dim -3) must divide the query's "
+                         f"{heads} ({self.shape})")
+      key, value = _repeat_heads(key, heads // kv_heads), _repeat_heads(value, heads // kv_heads)
     scale = 1 / math.sqrt(self.shape[-1]) if scale is None else scale
     scores = self.matmul(key.transpose(-2, -1)) * scale
     if is_causal:
@@ -1008,24 +1074,35 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     return weights.matmul(value)
 
   # ---------------------------------------------------------------- losses
-  def cross_entropy(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0) -> "Tensor":
+  def cross_entropy(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                    weight: "Tensor | None" = None) -> "Tensor":
     """Cross-entropy of logits `self` (classes on dim 1, or dim 0 for a single sample) against class indices or probabilities.
 
     Integer targets have the logits' shape without the class dim; entries equal to `ignore_index`
     add nothing and are left out of the mean. Float targets are class probabilities of the logits' shape.
+    `weight` (one per class) scales each class's terms; with integer targets the mean divides by the
+    summed weights of the targets, as in PyTorch (with probability targets, by the number of samples).
     """
-    if not 0 <= label_smoothing <= 1: raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not 0 <= label_smoothing <= 1: raise RuntimeError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not isinstance(target, Tensor): raise TypeError(f"cross_entropy: target must be a Tensor, not {type(target).__name__}")
     class_dim = 1 if self.ndim >= 2 else 0
+    w = _class_weight(self, weight, class_dim, "cross_entropy")
     logp = self.log_softmax(class_dim)
     if target.dtype.is_float:
       if target.shape != self.shape: raise ShapeError(f"cross_entropy: probability targets of shape {target.shape} must match the logits' {self.shape}")
       probs = target * (1 - label_smoothing) + label_smoothing / self.shape[class_dim] if label_smoothing else target
+      if w is not None: probs = probs * w.reshape([-1 if d == class_dim else 1 for d in range(self.ndim)])
       return _reduce_loss(-(logp * probs).sum(class_dim), reduction, "cross_entropy")
-    return _nll(logp, target, ignore_index, reduction, label_smoothing, "cross_entropy")
+    return _nll(logp, target, ignore_index, reduction, label_smoothing, "cross_entropy", w)
 
-  def nll_loss(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean") -> "Tensor":
-    """Negative log-likelihood of log-probabilities `self` (classes on dim 1, or dim 0 for one sample) at integer `target`."""
-    return _nll(self._float(), target, ignore_index, reduction, 0.0, "nll_loss")
+  def nll_loss(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", weight: "Tensor | None" = None) -> "Tensor":
+    """Negative log-likelihood of log-probabilities `self` (classes on dim 1, or dim 0 for one sample) at integer `target`.
+
+    `weight` (one per class) scales each sample's term by its target's weight; the mean divides by the summed weights.
+    """
+    if not isinstance(target, Tensor): raise TypeError(f"nll_loss: target must be a Tensor, not {type(target).__name__}")
+    x = self._float()
+    return _nll(x, target, ignore_index, reduction, 0.0, "nll_loss", _class_weight(x, weight, 1 if self.ndim >= 2 else 0, "nll_loss"))
 
   def mse_loss(self, target: "Tensor", reduction: str = "mean") -> "Tensor":
     diff = self - target
@@ -1092,6 +1169,12 @@ def _check_nonempty(x: Tensor, axis, op: str) -> None:
     if x.shape[a] == 0: raise IndexError(f"{op}: expected reduction dim {a} to have non-zero size (shape {x.shape})")
 
 
+def _repeat_heads(x: Tensor, n: int) -> Tensor:
+  """Each head (dim -3) n times in a row, like x.repeat_interleave(n, -3): a broadcast, so no copy is made."""
+  *batch, h, s, e = x.shape
+  return x.unsqueeze(-3).expand(*batch, h, n, s, e).reshape(*batch, h * n, s, e)
+
+
 def _reduce_loss(loss: Tensor, reduction: str, op: str) -> Tensor:
   if reduction == "none": return loss
   if reduction == "sum": return loss.sum()
@@ -1099,23 +1182,44 @@ def _reduce_loss(loss: Tensor, reduction: str, op: str) -> Tensor:
   raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
 
 
-def _nll(logp: Tensor, target: Tensor, ignore_index: int, reduction: str, label_smoothing: float, op: str) -> Tensor:
-  """-logp[target] per sample (mixed with the mean over classes by `label_smoothing`), with `ignore_index` masked out."""
-  if target.dtype.is_float or target.dtype == dtypes.bool: raise TypeError(f"{op}: class targets must be integers, not {target.dtype.name}")
+def _class_weight(x: Tensor, weight: Tensor | None, class_dim: int, op: str) -> Tensor | None:
+  """A loss's per-class `weight`, checked against the input (PyTorch: RuntimeError unless there is one weight per class)."""
+  if weight is None: return None
+  if not isinstance(weight, Tensor): raise TypeError(f"{op}: weight must be a Tensor, not {type(weight).__name__}")
+  n_classes = x.shape[class_dim] if x.ndim else 0
+  if weight.shape != (n_classes,):
+    raise ShapeError(f"{op}: weight of shape {weight.shape} must have one entry for each of the {n_classes} classes of input {x.shape}")
+  if weight.device != x.device: raise RuntimeError(f"{op}: weight on {weight.device} but the input is on {x.device}")
+  if not weight.dtype.is_float: raise RuntimeError(f"{op}: weight must be a floating-point tensor, not {weight.dtype.name}")
+  # constants of the loss, as in PyTorch (whose nll_loss is not differentiable with respect to its weight)
+  return weight.detach().cast(promote(x.dtype, weight.dtype) if x.dtype.is_float else weight.dtype)
+
+
+def _nll(logp: Tensor, target: Tensor, ignore_index: int, reduction: str, label_smoothing: float, op: str, weight: Tensor | None = None) -> Tensor:
+  """-logp[target] per sample (mixed with the mean over classes by `label_smoothing`), with `ignore_index` masked out.
+
+  With a class `weight` both terms are weighted per class, and a mean divides by the targets' summed
+  weights instead of their count (PyTorch's normalization, which makes weights relative).
+  """
+  if target.dtype.is_float or target.dtype == dtypes.bool: raise RuntimeError(f"{op}: class targets must be integers, not {target.dtype.name}")
   class_dim = 1 if logp.ndim >= 2 else 0
   n_classes = logp.shape[class_dim]
   if target.shape != logp.shape[:class_dim] + logp.shape[class_dim + 1:]:
     raise ShapeError(f"{op}: target of shape {target.shape} does not fit input of shape {logp.shape} (classes on dim {class_dim})")
+  if target.device != logp.device: raise RuntimeError(f"{op}: target on {target.device} but the input is on {logp.device}")
   target = target._check((target == ignore_index) | ((target >= 0) & (target < n_classes)), IndexError, f"{op}: Target is out of bounds.")
   classes_last = logp.permute([d for d in range(logp.ndim) if d != class_dim] + [class_dim])
+  if weight is not None: classes_last = classes_last * weight
   # picking logp[target] as a one-hot sum keeps it fusable, and its gradient is the matching one-hot scatter
-  picked = _where(target.unsqueeze(-1) == Tensor.arange(n_classes, dtype=target.dtype, device=logp.device), classes_last, 0).sum(-1)
+  onehot = target.unsqueeze(-1) == Tensor.arange(n_classes, dtype=target.dtype, device=logp.device)
+  picked = _where(onehot, classes_last, 0).sum(-1)
   loss = -picked
   if label_smoothing: loss = loss * (1 - label_smoothing) - classes_last.sum(-1) * (label_smoothing / n_classes)
   valid = target != ignore_index
   loss = _where(valid, loss, 0)
-  if reduction == "mean": return loss.sum() / valid.sum().cast(loss.dtype)
-  return _reduce_loss(loss, reduction, op)
+  if reduction != "mean": return _reduce_loss(loss, reduction, op)
+  if weight is None: return loss.sum() / valid.sum().cast(loss.dtype)
+  return loss.sum() / _where(onehot & valid.unsqueeze(-1), weight, 0).sum()
 
 
 def _hash32(x: int) -> int:
@@ -1213,7 +1317,14 @@ def _where(cond: Tensor | Any, x: Tensor | Scalar, y: Tensor | Scalar) -> Tensor
 
 def where(condition: Tensor, x: Tensor | Scalar, y: Tensor | Scalar) -> Tensor:
   """torch.where(condition, x, y)."""
+  _check_condition(condition, "where")
   return _where(condition, x, y)
+
+
+def _check_condition(condition: Any, op: str) -> None:
+  """A user's mask must be bool, as in PyTorch (internally, _where also accepts numbers)."""
+  if not isinstance(condition, Tensor): raise TypeError(f"{op}: the condition must be a bool Tensor, not {type(condition).__name__}")
+  if condition.dtype != dtypes.bool: raise RuntimeError(f"{op}: the condition must be a bool tensor, not {condition.dtype.name}")
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -1240,7 +1351,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 
 
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-  if not tensors: raise ValueError("stack: expected a non-empty list of tensors")
+  if not tensors: raise RuntimeError("stack: expected a non-empty list of tensors")
   shapes = {t.shape for t in tensors}
   if len(shapes) != 1: raise ShapeError(f"stack: all tensors must have the same shape, got {[t.shape for t in tensors]}")
   dim = _normalize_axis("stack", dim, tensors[0].ndim + 1)

@@ -33,7 +33,10 @@ class CPUMemory:
 
   def __init__(self, nbytes: int):
     if nbytes >= HUGE_PAGE:
-      m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+      try:
+        m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+      except (OSError, OverflowError) as e:  # ENOMEM or beyond the address space: the allocator names the size
+        raise MemoryError(str(e)) from e
       if hasattr(m, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"): m.madvise(mmap.MADV_HUGEPAGE)
       self.keep: Any = m
       self.addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
