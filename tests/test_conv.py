@@ -111,6 +111,23 @@ def test_conv2d_cpu_tile_reuses_input_vectors_across_output_channels():
   assert sorted((r.arg[1], f) for r, f in plan_upcasts(lower_kernel(ast))) == [(16, 4), (56, 8)]
 
 
+def test_conv2d_forward_and_backward_compile_for_cuda():
+  # the CUDA renderer gets the same kernels (NVRTC needs no GPU); the lead's GPU run checks the values
+  cuda_rt = pytest.importorskip("picograd.runtime.cuda")
+  if (reason := cuda_rt.nvrtc_unavailable_reason()): pytest.skip(f"NVRTC unavailable: {reason}")
+  from picograd.codegen.cuda import render_for_arch
+  from picograd.engine.realize import _normalize
+  from picograd.engine.schedule import create_template
+  x, w, g = (Tensor(rand(s, seed=i), requires_grad=True) for i, s in enumerate([(1, 4, 6, 6), (2, 4, 3, 3), (1, 2, 3, 3)]))
+  out = x.conv2d(w, stride=2, padding=1)
+  outs = [out, *out.gradient(x, w, gradient=g)]
+  roots, _ = _normalize([t.uop for t in outs])
+  for k in create_template(roots, [t.device for t in outs]).kernels:
+    if k.ast is None: continue
+    name, src, _, _ = render_for_arch(k.ast, "sm_90")
+    assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", name)).image
+
+
 # ---------------------------------------------------------------- layers
 def test_layers_match_functional():
   Tensor.manual_seed(0)
