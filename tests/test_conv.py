@@ -9,7 +9,7 @@ import picograd
 import picograd.nn.functional as PF
 from picograd import Tensor, nn
 from compare import rand
-from gradcheck import assert_close_to_torch
+from gradcheck import assert_close_to_torch, assert_matches_finite_differences
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
@@ -61,6 +61,11 @@ def test_against_torch(name, device):
 def test_tensor_unfold(device):
   assert_close_to_torch(lambda x: x.unfold(1, 3, 2), [rand((2, 7, 3))], device=device)
   assert_close_to_torch(lambda x: x.unfold(-1, 1, 1), [rand((2, 1))], device=device)
+  assert Tensor(rand((5,)), device=device).unfold(0, 0, 2).shape == (3, 0)
+
+
+def test_conv2d_float64_matches_finite_differences():
+  assert_matches_finite_differences(lambda x, w: x.conv2d(w, stride=(1, 2), padding=1, dilation=(2, 1)), [rand((1, 2, 4, 5)), rand((3, 2, 2, 3), seed=1)])
 
 
 def test_max_pool_indices(device):

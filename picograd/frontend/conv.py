@@ -292,7 +292,8 @@ class ConvMixin:
     dim %= self.ndim
     if step <= 0: raise RuntimeError(f"unfold: step must be positive, got {step}")
     if size < 0 or size > self.shape[dim]: raise RuntimeError(f"unfold: size {size} exceeds the size {self.shape[dim]} of dimension {dim}")
-    if size == 0: raise RuntimeError("unfold: size must be positive")
+    if size == 0:  # PyTorch: (n // step + 1) empty slices
+      return type(self).zeros(*self.shape[:dim], self.shape[dim] // step + 1, *self.shape[dim + 1:], 0, dtype=self.dtype, device=self.device)
     order = [i for i in range(self.ndim) if i != dim] + [dim]
     win = self.permute(*order)._windows((size,), (step,), (1,))  # (..others, o, size)
     back = list(range(self.ndim - 1))
