@@ -533,12 +533,12 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     # ~x = -1 - x reverses the order of integers without overflowing at INT_MIN (-x does not)
     if a.dtype.is_int: return ~((~a).maximum(~b))
     return -((-a).maximum(-b))
-  def clip(self, min_: Scalar | "Tensor | None" = None, max_: Scalar | "Tensor | None" = None) -> "Tensor":
-    """min(max(x, min_), max_) like torch.clamp: NaN stays NaN; the gradient passes where min_ <= x <= max_ (bounds included)."""
-    if min_ is None and max_ is None: raise ValueError("clip: at least one of min and max must be given")
+  def clip(self, min: Scalar | "Tensor | None" = None, max: Scalar | "Tensor | None" = None) -> "Tensor":  # noqa: A002 (PyTorch's names)
+    """min(max(x, min), max) like torch.clamp: NaN stays NaN; the gradient passes where min <= x <= max (bounds included)."""
+    if min is None and max is None: raise ValueError("clip: at least one of min and max must be given")
     out = self
-    if min_ is not None: out = _where(out < min_, min_, out)
-    if max_ is not None: out = _where(out > max_, max_, out)
+    if min is not None: out = _where(out < min, min, out)
+    if max is not None: out = _where(out > max, max, out)
     if out.dtype.is_float and self.dtype.is_float: out = _where(self.isnan(), self.detach(), out)  # NaN: no gradient (PyTorch)
     return out
   clamp = clip
