@@ -85,6 +85,8 @@ CASES: list[tuple[str, Callable, Callable | None, list[np.ndarray], bool]] = [
   ("min_int", lambda x: x.min(), lambda x: x.amin(), [INTS], False),
   ("max_int", lambda x: x.max(), lambda x: x.amax(), [INTS], False),
   ("min_int64", lambda x: x.min(), lambda x: x.amin(), [np.array([-2**63, 5], np.int64)], False),
+  ("min_int_rows", lambda x: x.min(1) + x.max(1) + x.argmin(1) + x.argmax(1), lambda x: x.amin(1) + x.amax(1) + x.argmin(1) + x.argmax(1),
+   [np.array([[INT_MAX, INT_MAX], [INT_MIN, INT_MIN], [0, INT_MIN]], np.int32)], False),
   ("clip_int", lambda x: x.clip(-7, 7), lambda x: x.clamp(-7, 7), [INTS], False),
   # integer powers are exact
   ("pow_int_scalar", lambda x: x ** 3, None, [np.array([-1290, -3, 0, 1, 7, 1290], np.int32)], False),
