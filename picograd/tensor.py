@@ -424,6 +424,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return x._new(x.uop.alu(op))
 
   def _binary(self, op: Ops, other: "Tensor | Scalar", name: str, reverse: bool = False) -> "Tensor":
+    if op not in (Ops.CMPLT, Ops.CMPNE) and _half_meets_wide_float(self, other):
+      return self.float()._binary(op, other, name, reverse).cast(self.dtype)
     a, b = self._broadcasted(other, name, reverse)
     if op is Ops.ADD and a.dtype == dtypes.bool: op = Ops.OR  # True + True is True (PyTorch), not a 1-bit wraparound
     return a._new(a.uop.alu(op, b.uop))
@@ -435,10 +437,12 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if self.dtype == dtypes.bool: raise TypeError("neg: negation of a bool tensor is not supported; use logical_not()")
     return self._new(self.uop.alu(Ops.NEG))
   def sub(self, x: "Tensor | Scalar", reverse: bool = False) -> "Tensor":
+    if _half_meets_wide_float(self, x): return self.float().sub(x, reverse).cast(self.dtype)
     a, b = self._broadcasted(x, "sub", reverse)
     if a.dtype == dtypes.bool: raise TypeError("sub: subtraction of bool tensors is not supported")
     return a._new(a.uop.alu(Ops.ADD, b.uop.alu(Ops.NEG)))
   def div(self, x: "Tensor | Scalar", reverse: bool = False, rounding_mode: str | None = None) -> "Tensor":
+    if _half_meets_wide_float(self, x): return self.float().div(x, reverse, rounding_mode).cast(self.dtype)
     a, b = self._broadcasted(x, "div", reverse)
     if rounding_mode == "trunc" and a.dtype.is_int: return a._new(a.uop.alu(Ops.IDIV, b.uop))
     if rounding_mode == "floor" and a.dtype.is_int: return a._floordiv_int(b)
@@ -1057,6 +1061,15 @@ def _graphs_for_grad(tensors: Sequence["Tensor"]) -> dict["Tensor", UOp]:
   """
   from picograd.engine.schedule import is_contiguous_view
   return {t: t.uop for t in tensors if t._requires_grad is None and not is_contiguous_view(t.uop) and t.requires_grad}
+
+
+def _half_meets_wide_float(x: Tensor, scalar: Any) -> bool:
+  """A half-precision tensor and a Python float that half precision cannot hold (x * 1e5, x / 1e5, x + 1e-8).
+
+  PyTorch computes such an op in float32 and rounds the result once; rounding the scalar to half
+  first would turn 1e5 into inf and 1e-8 into 0.
+  """
+  return x.dtype in (dtypes.float16, dtypes.bfloat16) and isinstance(scalar, float) and UOp.const(x.dtype, scalar).arg != scalar
 
 
 def _check_nonempty(x: Tensor, axis, op: str) -> None:

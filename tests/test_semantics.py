@@ -141,6 +141,7 @@ CASES: list[tuple[str, Callable, Callable | None, list[np.ndarray], bool]] = [
   ("half_mean", lambda x: x.mean(), None, [np.ones(70000, np.float16)], False),
   ("half_sum", lambda x: x.sum(), None, [np.full(5000, 0.1, np.float16)], False),
   ("half_var", lambda x: x.var() + x.std(), None, [np.linspace(0, 60, 3001).astype(np.float16)], False),
+  ("half_wide_scalars", lambda x: (x * 1e5 + 1e-8 - 1e-4) / 1e5 + 3.0 / (x + 1e-6), None, [np.array([1e-3, 0.5, 2.0, 0], np.float16)], False),
   ("half_softmax", lambda x: x.softmax(0), None, [np.zeros(70000, np.float16)], False),
   ("argmin_int", lambda x: x.argmin(), None, [np.array([2**40 + 1, 2**40, 2**40 + 1, -2**63 + 1, -2**63], np.int64)], False),
   ("argmin_int32", lambda x: x.argmin() + x.argmax(), None, [INTS], False),
