@@ -465,18 +465,19 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def __rmod__(self, x): return self._to_tensor(x, "mod").__mod__(self)
 
   def pow(self, x: "Tensor | Scalar", reverse: bool = False) -> "Tensor":
-    if not reverse and isinstance(x, (int, float)) and not isinstance(x, bool) and float(x).is_integer() and abs(x) <= 4 and self.dtype.is_float:
-      # small integer powers by repeated multiplication: exact, and negative bases work
-      n = int(x)
-      if n == 0: return self.ones_like()
-      out = self
-      for _ in range(abs(n) - 1): out = out * self
+    if (not reverse and isinstance(x, (int, float)) and not isinstance(x, bool) and float(x).is_integer() and abs(x) <= 1024
+        and (self.dtype.is_float or isinstance(x, float))):
+      # integer-valued exponents by square-and-multiply: exact where the result is representable (3 ** 5.0 is 243, where
+      # exp2(5 log2 3) is not), a few roundings otherwise, and negative bases need no sign rules
+      n, base = int(x), self._float()
+      if n == 0: return base.ones_like()
+      out = _pow_by_squaring(base, abs(n))
       return out.reciprocal() if n < 0 else out
     a, b = self._broadcasted(x, "pow", reverse)
     if a.dtype.is_int:
       if isinstance(x, int) and not reverse:
         if x < 0: raise RuntimeError("pow: Integers to negative integer powers are not allowed.")
-        return _pow_int_scalar(a, x)
+        return _pow_by_squaring(a, x)
       return _pow_int(a, b)
     if a.dtype == dtypes.bool: a, b = a.cast(dtypes.int64), b.cast(dtypes.int64)  # PyTorch: bool ** bool is int64
     if not a.dtype.is_float: return _pow_int(a, b)
@@ -910,13 +911,16 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     compute = x if x.dtype in (dtypes.float32, dtypes.float64) else x.cast(dtypes.float32)
     n_series, n_fraction = (35, 23) if compute.dtype == dtypes.float64 else (23, 4)
     split = 2.5
-    near = compute.clip(-split, split)
+    # clamps that let NaN through with its gradient (clip's NaN has none): erf's derivative at NaN is NaN
+    near = _where(compute < -split, -split, _where(compute > split, split, compute))
     u, acc = 2 * near * near, None
     coeffs = [1.0]
     for n in range(1, n_series + 1): coeffs.append(coeffs[-1] / (2 * n + 1))
     for c in reversed(coeffs): acc = c if acc is None else acc * u + c
     series = (2 / math.sqrt(math.pi)) * (-(near * near)).exp() * near * acc
-    far = compute.abs().maximum(split)
+    # capped at 10, where erf is 1 to float64 precision: at inf the tail's derivative would be inf * 0 = NaN (PyTorch: 0)
+    mag = compute.abs()
+    far = _where(mag < split, split, _where(mag > 10.0, 10.0, mag))
     frac = far
     for k in range(n_fraction, 0, -1): frac = far + (k / 2) / frac
     tail = 1 - (-(far * far)).exp() / (math.sqrt(math.pi) * frac)
@@ -1157,8 +1161,8 @@ def _floordiv_float(a: Tensor, b: Tensor) -> Tensor:
   return _where(b == 0, a / b, f)
 
 
-def _pow_int_scalar(a: Tensor, n: int) -> Tensor:
-  """a ** n for an integer tensor and a Python int n >= 0, exactly (wrapping like the dtype) by square-and-multiply."""
+def _pow_by_squaring(a: Tensor, n: int) -> Tensor:
+  """a ** n for a Python int n >= 0 by square-and-multiply: about 2 log2(n) multiplies; exact for integers (they wrap like the dtype)."""
   out, base = None, a
   while n:
     if n & 1: out = base if out is None else out * base

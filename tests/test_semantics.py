@@ -57,6 +57,7 @@ CASES: list[tuple[str, Callable, Callable | None, list[np.ndarray], bool]] = [
   ("sign", lambda x: x.sign(), None, [SPECIAL], False),
   ("where_nan", lambda x: x.where(x > 0, -x) + x.where(x != x, 1.0), None, [SPECIAL], False),
   # NaN through relu, abs, maximum, minimum, clip, reductions
+  ("erf", lambda x: x.erf(), None, [SPECIAL], True),
   ("relu", lambda x: x.relu(), None, [SPECIAL], True),
   ("abs", lambda x: x.abs(), None, [SPECIAL], True),
   ("maximum", lambda x, y: x.maximum(y), None, [SPECIAL, SPECIAL[::-1].copy()], True),
@@ -101,6 +102,9 @@ CASES: list[tuple[str, Callable, Callable | None, list[np.ndarray], bool]] = [
   ("pow_special", lambda x, y: x ** y, None, [np.repeat(f32(0.0, -0.0, 2.0, -2.0, inf, -inf, nan, 1.0), 8),
                                              np.tile(f32(0.0, -1.0, 2.0, 3.0, 0.5, -2.5, inf, -inf), 8)], False),
   ("pow_scalar_exponents", lambda x: x ** 3 + x ** -2 + x ** 0 + x ** 2.0 + x ** 10, None, [f32(-2.0, -0.5, 0.0, 1.5, inf, -inf, nan)], False),
+  ("pow_integer_valued_exponents", lambda x: x ** 5.0 + x ** 7 + x ** -3.0 + x ** 33, None, [f32(3.0, -3.0, 1.5, -0.5, 1.0, 0.0, inf, -inf, nan)], False),
+  ("pow_int_tensor_float_exponent", lambda x: x ** 2.0 + x ** 5.0, None, [np.array([3, -7, 0, 11], np.int32)], False),
+  ("pow_exponent_grad", lambda x: x ** 6 + x ** -5.0, None, [f32(1.5, -2.0, 0.7)], True),
   ("pow_grad", lambda x, y: x ** y, None, [f32(0.0, 0.0, 0.0, 0.0, 2.0, 1.5, 1.0), f32(2.0, 1.0, 3.0, 0.0, 3.0, 0.0, 2.5)], True),
   ("pow_grad_root_at_zero", lambda x: x ** 0.5, None, [f32(0.0, 1.0, 4.0)], True),
   ("pow_grad_negative_at_zero", lambda x: x ** -1.5, None, [f32(0.0, 1.0, 4.0)], True),
