@@ -87,6 +87,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if arr.dtype == object: raise TypeError(f"Tensor: cannot make a tensor from ragged or non-numeric data {data!r:.80}")
     if dtype is None:
       if isinstance(data, (list, tuple)):  # Python lists follow PyTorch: floats -> float32, ints -> int64
+        if arr.dtype.kind == "u" and arr.size and arr.max() >= 2**63: raise ValueError(f"Tensor: {int(arr.max())} does not fit in int64 (overflow)")
         dtype = {"f": dtypes.default_float, "i": dtypes.int64, "u": dtypes.int64, "b": dtypes.bool}.get(arr.dtype.kind)
         if dtype is None: raise TypeError(f"Tensor: cannot make a tensor from {data!r:.80}")
       else: dtype = dtypes.from_numpy(arr.dtype)

@@ -202,6 +202,8 @@ def test_python_ints_beyond_int32_are_int64(device):
   assert Tensor.full((2,), 2**40, device=device).numpy().tolist() == [2**40] * 2
   assert (Tensor([1, 2], dtype=dtypes.int64, device=device) + 2**40).numpy().tolist() == [2**40 + 1, 2**40 + 2]
   assert Tensor(1.5e300, device=device).dtype == dtypes.float32  # floats stay the default float (inf, as in PyTorch)
+  for v in (2**63, -2**63 - 1, [2**63, 2**64 - 1]):
+    with pytest.raises(ValueError, match="int64"): Tensor(v, device=device)
 
 
 def test_bfloat16_reductions_accumulate_in_float32(device):
