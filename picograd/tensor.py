@@ -508,13 +508,14 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def abs(self) -> "Tensor":
     if self.dtype == dtypes.bool or self.dtype.is_unsigned: return self
     if self.dtype.is_int: return _where(self < 0, -self, self)  # INT_MIN stays INT_MIN, as in PyTorch
-    return self * self.sign()  # NaN stays NaN; the gradient is sign(x), 0 at 0 and at NaN (PyTorch)
+    return self * self.sign() + 0.0  # NaN stays NaN; the gradient is sign(x), 0 at 0 and at NaN (PyTorch); + 0.0: abs(-0.0) is +0.0
   def sign(self) -> "Tensor": return (self > 0).cast(self.dtype) - (self < 0).cast(self.dtype)
   def square(self) -> "Tensor": return self * self
   def trunc(self) -> "Tensor":
     if not self.dtype.is_float: return self
-    # through int64 is exact for |x| < 2**63; larger floats are already integers
-    return _where(self.abs() < 2.0**62, self.cast(dtypes.int64).cast(self.dtype), self)
+    # through int64 is exact for |x| < 2**63; larger floats are already integers. A zero keeps x's sign (trunc(-0.5) is -0.0)
+    t = self.cast(dtypes.int64).cast(self.dtype)
+    return _where(self.abs() < 2.0**62, _where(t == 0, self * 0, t), self)
   def floor(self) -> "Tensor":
     if not self.dtype.is_float: return self
     t = self.trunc()
@@ -529,7 +530,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     f = self.floor()
     diff = self - f
     f_is_even = (f * 0.5).floor() * 2 == f
-    return _where(diff > 0.5, f + 1, _where(diff < 0.5, f, _where(f_is_even, f, f + 1)))
+    out = _where(diff > 0.5, f + 1, _where(diff < 0.5, f, _where(f_is_even, f, f + 1)))
+    return _where(out == 0, self * 0, out)  # round(-0.4) is -0.0
   def _float(self) -> "Tensor": return self if self.dtype.is_float else self.cast(dtypes.default_float)
 
   def maximum(self, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.MAX, x, "maximum")

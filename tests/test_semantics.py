@@ -212,6 +212,15 @@ def test_bfloat16_reductions_accumulate_in_float32(device):
   assert x.sum().item() == 70144.0  # the float32 sum 70000, rounded to bfloat16 once (PyTorch gives the same)
 
 
+def test_signed_zeros(device):
+  """1 / f(x) tells -0.0 from +0.0: rounding keeps the sign of the input, abs gives +0.0 (PyTorch). (relu(-0.0) is +0.0 here, -0.0 in PyTorch.)"""
+  x = f32(-0.0, 0.0, -0.4, 0.4, -0.5, 0.5, -0.7, -1e-30)
+  for name, fn in [("trunc", lambda t: t.trunc()), ("floor", lambda t: t.floor()), ("ceil", lambda t: t.ceil()), ("round", lambda t: t.round()),
+                   ("abs", lambda t: t.abs())]:
+    want = np.signbit(fn(torch.tensor(x)).numpy())
+    np.testing.assert_array_equal(np.signbit(fn(Tensor(x, device=device)).numpy()), want, err_msg=name)
+
+
 def test_negative_integer_power_raises(device):
   x = Tensor([1, 2, 3], device=device)
   with pytest.raises(RuntimeError, match="negative integer powers"): x ** -1
