@@ -152,9 +152,10 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return self
 
   def numpy(self) -> np.ndarray:
-    from picograd.engine.realize import realize, buffer_of
+    from picograd.engine.realize import realize, buffer_of, check_errors
     graphs = _graphs_for_grad([self])
     realize([self])
+    check_errors()  # runtime checks of kernels on asynchronous devices (CUDA) are read where the host waits anyway
     buf = buffer_of(self)
     for t, u in graphs.items(): t.uop = u
     host = buf.numpy()
@@ -318,7 +319,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
       if not math.isfinite(v): raise RuntimeError(f"arange: unsupported range: {start} -> {stop} (step {step})")
     if step == 0: raise RuntimeError("arange: step must be nonzero")
     if (stop - start) * step < 0: raise RuntimeError(f"arange: upper bound {stop} and lower bound {start} inconsistent with step sign ({step})")
-    n = max(0, math.ceil((stop - start) / step))
+    n = math.ceil((stop - start) / step)
     is_float = any(isinstance(v, float) for v in (start, stop, step))
     dt = dtypes.from_any(dtype) if dtype is not None else (dtypes.default_float if is_float else dtypes.int64)
     iota = Tensor(UOp(Ops.IOTA, dtypes.int32, (), n), device=device)
@@ -327,9 +328,21 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return out.cast(dt)
 
   @staticmethod
-  def linspace(start: float, end: float, steps: int, dtype: DType | None = None, device: str | None = None) -> "Tensor":
-    if steps == 1: return Tensor.full((1,), float(start), dtype=dtype or dtypes.default_float, device=device)
-    return (Tensor.arange(steps, device=device).cast(dtype or dtypes.default_float) * ((end - start) / (steps - 1)) + start)
+  def linspace(start: float, end: float, steps: int, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
+    """`steps` evenly spaced values from start to end, as PyTorch computes them.
+
+    The first half counts up from `start` and the second half down from `end`, so both ends are
+    exact. Integer dtypes take start and end as integers and step in float64, truncating each value.
+    """
+    if steps < 0: raise RuntimeError(f"linspace: number of steps must be non-negative, got {steps}")
+    dt = dtypes.from_any(dtype) if dtype is not None else dtypes.default_float
+    if dt.is_float: compute, start, end = dt, float(start), float(end)
+    else: compute, start, end = dtypes.float64, float(int(start)), float(int(end))  # int(): PyTorch casts them to the dtype first
+    if steps <= 1: return Tensor.full((steps,), start, dtype=compute, device=device).cast(dt)
+    step = UOp.const(compute, end - start).arg / (steps - 1)  # the span as the dtype holds it, divided in float64
+    idx = Tensor.arange(steps, dtype=dtypes.int32, device=device)
+    up, down = idx.cast(compute) * step + start, end - (steps - 1 - idx).cast(compute) * step
+    return _where(idx < steps // 2, up, down).cast(dt)
 
   @staticmethod
   def eye(n: int, m: int | None = None, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
@@ -460,7 +473,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if not a.dtype.is_float: a, b = a.cast(dtypes.default_float), b.cast(dtypes.default_float)
     out = a._new(a.uop.alu(Ops.MUL, b.uop.alu(Ops.RECIPROCAL)))
     if rounding_mode == "trunc": return out.trunc()
-    if rounding_mode == "floor": return out.floor()
+    if rounding_mode == "floor": return _floordiv_float(a, b)
     return out
   def _floordiv_int(self, b: "Tensor") -> "Tensor":
     q = self._new(self.uop.alu(Ops.IDIV, b.uop))
@@ -471,6 +484,10 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def __rfloordiv__(self, x): return self._to_tensor(x, "floordiv").div(self, rounding_mode="floor")
   def __mod__(self, x):
     a, b = self._broadcasted(x, "mod")
+    if a.dtype.is_float: return _mod_float(a, b)
+    if a.dtype.is_int:  # C's remainder moved to the divisor's sign (and its division-by-zero check kept alive)
+      r = a._new(a.uop.alu(Ops.MOD, b.uop))
+      return _where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
     return a - a.div(b, rounding_mode="floor") * b
   def __rmod__(self, x): return self._to_tensor(x, "mod").__mod__(self)
 
@@ -483,10 +500,13 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
       for _ in range(abs(n) - 1): out = out * self
       return out.reciprocal() if n < 0 else out
     a, b = self._broadcasted(x, "pow", reverse)
-    if not a.dtype.is_float:  # integer powers: computed in float, rounded, and given back the promoted integer dtype
-      int_dtype = a.dtype
-      a, b = a.cast(dtypes.default_float), b.cast(dtypes.default_float)
-      return _pow_float(a, b).round().cast(int_dtype)
+    if a.dtype.is_int:
+      if isinstance(x, int) and not reverse:
+        if x < 0: raise RuntimeError("pow: Integers to negative integer powers are not allowed.")
+        return _pow_int_scalar(a, x)
+      return _pow_int(a, b)
+    if a.dtype == dtypes.bool: a, b = a.cast(dtypes.int64), b.cast(dtypes.int64)  # PyTorch: bool ** bool is int64
+    if not a.dtype.is_float: return _pow_int(a, b)
     return _pow_float(a, b)
   def __pow__(self, x): return self.pow(x)
   def __rpow__(self, x): return self.pow(x, reverse=True)
@@ -508,11 +528,12 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     e = _where(x >= 0, -x, x).exp()
     return _where(x >= 0, 1.0, e) / (1 + e)
   def tanh(self) -> "Tensor": return 2.0 * (2.0 * self._float()).sigmoid() - 1.0
-  def relu(self) -> "Tensor": return _where(self > 0, self, 0)
+  def relu(self) -> "Tensor": return _where(self <= 0, 0, self)  # NaN passes through, with gradient 1 (PyTorch)
   def leaky_relu(self, negative_slope: float = 0.01) -> "Tensor": return _where(self > 0, self, self * negative_slope)
   def abs(self) -> "Tensor":
     if self.dtype == dtypes.bool or self.dtype.is_unsigned: return self
-    return self.relu() + (-self).relu()
+    if self.dtype.is_int: return _where(self < 0, -self, self)  # INT_MIN stays INT_MIN, as in PyTorch
+    return self * self.sign()  # NaN stays NaN; the gradient is sign(x), 0 at 0 and at NaN (PyTorch)
   def sign(self) -> "Tensor": return (self > 0).cast(self.dtype) - (self < 0).cast(self.dtype)
   def square(self) -> "Tensor": return self * self
   def trunc(self) -> "Tensor":
@@ -540,12 +561,16 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def minimum(self, x: "Tensor | Scalar") -> "Tensor":
     a, b = self._broadcasted(x, "minimum")
     if a.dtype == dtypes.bool: return a & b
+    # ~x = -1 - x reverses the order of integers without overflowing at INT_MIN (-x does not)
+    if a.dtype.is_int: return ~((~a).maximum(~b))
     return -((-a).maximum(-b))
   def clip(self, min_: Scalar | "Tensor | None" = None, max_: Scalar | "Tensor | None" = None) -> "Tensor":
+    """min(max(x, min_), max_) like torch.clamp: NaN stays NaN; the gradient passes where min_ <= x <= max_ (bounds included)."""
     if min_ is None and max_ is None: raise RuntimeError("clip: at least one of min and max must be given")
     out = self
-    if min_ is not None: out = out.maximum(min_)
-    if max_ is not None: out = out.minimum(max_)
+    if min_ is not None: out = _where(out < min_, min_, out)
+    if max_ is not None: out = _where(out > max_, max_, out)
+    if out.dtype.is_float and self.dtype.is_float: out = _where(self.isnan(), self.detach(), out)  # NaN: no gradient (PyTorch)
     return out
   clamp = clip
 
@@ -557,8 +582,13 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   # comparisons (results are bool)
   def __lt__(self, x): return self._binary(Ops.CMPLT, x, "lt")
   def __gt__(self, x): return self._binary(Ops.CMPLT, x, "gt", reverse=True)
-  def __le__(self, x): return (self > x).logical_not()
-  def __ge__(self, x): return (self < x).logical_not()
+  def __le__(self, x):
+    a, b = self._broadcasted(x, "le")
+    # not (a > b) would be True for NaN: floats need the ordered form
+    return (a < b) | (a == b) if a.dtype.is_float else (a > b).logical_not()
+  def __ge__(self, x):
+    a, b = self._broadcasted(x, "ge")
+    return (a > b) | (a == b) if a.dtype.is_float else (a < b).logical_not()
   def __ne__(self, x): return self._binary(Ops.CMPNE, x, "ne")  # type: ignore[override]
   def __eq__(self, x): return (self != x).logical_not()  # type: ignore[override]
   lt, gt, le, ge = __lt__, __gt__, __le__, __ge__
@@ -632,19 +662,22 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   def max(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
-    if any(self.shape[a] == 0 for a in self._axes("max", axis)): raise ValueError(f"max: cannot reduce an empty dimension of shape {self.shape}")
+    _check_nonempty(self, axis, "max")
     return self._reduce(Ops.MAX, axis, keepdim, "max")
 
   def min(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
+    _check_nonempty(self, axis, "min")
     if self.dtype == dtypes.bool: return self.logical_not().max(axis, keepdim).logical_not()
-    if self.dtype.is_unsigned: return ~((~self).max(axis, keepdim))
+    if self.dtype.is_int: return ~((~self).max(axis, keepdim))  # -x overflows at INT_MIN; ~x reverses the order exactly
     return -((-self).max(axis, keepdim))
 
   def mean(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     n = prod(self.shape[a] for a in self._axes("mean", axis))
     x = self._float()
+    if x.dtype in (dtypes.float16, dtypes.bfloat16):  # the float32 sum, divided before it is rounded back (it may overflow)
+      return x.cast(dtypes.float32).mean(axis, keepdim).cast(x.dtype)
     return x.sum(axis, keepdim) * (1.0 / n if n else float("nan"))
 
   def var(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None, unbiased: bool | None = None) -> "Tensor":
@@ -652,9 +685,12 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if unbiased is not None: correction = int(unbiased)
     n = prod(self.shape[a] for a in self._axes("var", axis))
     x = self._float()
-    centered = x - x.mean(axis, keepdim=True)
-    denom = max(n - correction, 0)
-    return (centered * centered).sum(axis, keepdim) * (1.0 / denom if denom else float("nan"))
+    if x.dtype in (dtypes.float16, dtypes.bfloat16): return x.cast(dtypes.float32).var(axis, keepdim, correction).cast(x.dtype)
+    mean = x.mean(axis, keepdim=True)
+    # with no degrees of freedom left the gradient is ±inf; the mean's share of it (exactly 0) would make that inf - inf
+    centered = x - (mean.detach() if n <= correction else mean)
+    # a true division: with correction >= n the sum over 0 is inf (0/0 = NaN for constant rows), as in PyTorch
+    return (centered * centered).sum(axis, keepdim) / float(max(n - correction, 0))
 
   def std(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None, unbiased: bool | None = None) -> "Tensor":
     return self.var(axis, keepdim, correction, dim, unbiased).sqrt()
@@ -666,7 +702,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     ax = _normalize_axis("argmax", axis, self.ndim)
     if self.ndim == 0: return Tensor.zeros((), dtype=dtypes.int64, device=self.device)
     n = self.shape[ax]
-    if n == 0: raise ValueError(f"argmax: cannot reduce an empty dimension of shape {self.shape}")
+    if n == 0: raise IndexError(f"argmax: expected reduction dim {ax} to have non-zero size (shape {self.shape})")
     is_max = self == self.max(ax, keepdim=True)
     # a NaN is the maximum (max propagates it), but NaN == NaN is false: pick the first NaN, as PyTorch does
     if self.dtype.is_float: is_max = is_max | self.isnan()
@@ -678,12 +714,14 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def argmin(self, axis: int | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     if self.dtype == dtypes.bool: return self.logical_not().argmax(axis, keepdim)
-    return (-self._float() if not self.dtype.is_float else -self).argmax(axis, keepdim)
+    return (~self if self.dtype.is_int else -self).argmax(axis, keepdim)  # ~x reverses integer order exactly, even at INT_MIN
 
   def logsumexp(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
-    self._axes("logsumexp", axis)  # a bad axis is reported as logsumexp's, not as the max inside it
+    axes = self._axes("logsumexp", axis)  # a bad axis is reported as logsumexp's, not as the max inside it
     x = self._float()
+    if any(self.shape[a] == 0 for a in axes):  # log of an empty sum, as in PyTorch
+      return x.sum(axis, keepdim).full_like(float("-inf"))
     m = x.max(axis, keepdim=True).detach()
     m = _where(m.isinf(), 0.0, m)
     out = (x - m).exp().sum(axis, keepdim=True).log() + m
@@ -692,18 +730,23 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def softmax(self, axis: int = -1, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("softmax", dim if dim is not None else axis, self.ndim)
     x = self._float()
+    if x.numel() == 0: return x  # an empty axis has no maximum to subtract; the result is empty
+    if x.dtype in (dtypes.float16, dtypes.bfloat16): return x.cast(dtypes.float32).softmax(axis).cast(x.dtype)  # a half sum overflows
     e = (x - x.max(axis, keepdim=True).detach()).exp()
     return e / e.sum(axis, keepdim=True)
 
   def log_softmax(self, axis: int = -1, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("log_softmax", dim if dim is not None else axis, self.ndim)
     x = self._float()
+    if x.numel() == 0: return x
+    if x.dtype in (dtypes.float16, dtypes.bfloat16): return x.cast(dtypes.float32).log_softmax(axis).cast(x.dtype)
     shifted = x - x.max(axis, keepdim=True).detach()
     return shifted - shifted.exp().sum(axis, keepdim=True).log()
 
   def cumsum(self, axis: int = 0, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("cumsum", dim if dim is not None else axis, self.ndim)
     n = self.shape[axis]
+    if n == 0: return self if self.dtype.is_float else self.cast(dtypes.int64)  # nothing to add up; sum's dtype
     x = self.transpose(axis, -1)
     # pad to 2n-1 then take n sliding windows of length n: windows[i] covers x[..i]
     padded = x.pad(tuple((0, 0) for _ in range(x.ndim - 1)) + ((n - 1, 0),))
@@ -848,13 +891,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     rows = Tensor.arange(r, dtype=dtypes.int32, device=self.device).reshape(r, 1)
     cols = Tensor.arange(c, dtype=dtypes.int32, device=self.device).reshape(1, c)
     keep = (cols <= rows + diagonal) if lower else (cols >= rows + diagonal)
-    return _where(keep, self, 0)
+    return _where(keep, self, self.zeros_like())  # a tensor zero keeps bool bool (a Python 0 would promote it)
 
   def masked_fill(self, mask: "Tensor", value: Scalar) -> "Tensor":
     _check_condition(mask, "masked_fill")
     out = _where(mask, value, self)
     if out.shape != self.shape: raise ShapeError(f"masked_fill: mask of shape {mask.shape} does not broadcast to the tensor's {self.shape}")
     return out
+
+  def _check(self, ok: "Tensor", exception: type[Exception], message: str) -> "Tensor":
+    """This tensor, checked when it is computed: where `ok` is false, realizing it raises `exception(message)` (PyTorch
+    raises at the op; values here are known only when the kernel runs). The engine reads the kernel's error word."""
+    return self._new(UOp(Ops.CHECK, self.dtype, (self.uop, ok._expand_to(self.shape).uop), (exception.__name__, message)))
 
   # ---------------------------------------------------------------- indexing
   def __getitem__(self, index: Any) -> "Tensor":
@@ -872,6 +920,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if index.device != self.device: raise RuntimeError(f"gather: index on {index.device} but the input is on {self.device}")
     if index.ndim != self.ndim: raise ShapeError(f"gather: index of shape {index.shape} must have as many dims as {self.shape}")
     n = self.shape[dim]
+    index = index._check((index >= 0) & (index < n), RuntimeError, f"gather: index out of bounds for dimension {dim} with size {n}")
     x = self.shrink([None if i == dim else (0, index.shape[i]) for i in range(self.ndim)])
     onehot = index.unsqueeze(-1) == Tensor.arange(n, dtype=index.dtype, device=self.device)
     moved = x.unsqueeze(-1).transpose(dim, -1)
@@ -970,7 +1019,9 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     """int64 one-hot vectors along a new last dim. `num_classes=-1` reads the largest index (this realizes the tensor)."""
     if self.dtype.is_float or self.dtype == dtypes.bool: raise RuntimeError(f"one_hot: indices must be integers, not {self.dtype.name}")
     if num_classes == -1: num_classes = int(self.max().item()) + 1
-    return (self.unsqueeze(-1) == Tensor.arange(num_classes, dtype=self.dtype, device=self.device)).cast(dtypes.int64)
+    checked = self._check(self >= 0, RuntimeError, "one_hot: Class values must be non-negative.")
+    checked = checked._check(checked < num_classes, RuntimeError, "one_hot: Class values must be smaller than num_classes.")
+    return (checked.unsqueeze(-1) == Tensor.arange(num_classes, dtype=self.dtype, device=self.device)).cast(dtypes.int64)
 
   def scaled_dot_product_attention(self, key: "Tensor", value: "Tensor", attn_mask: "Tensor | None" = None, dropout_p: float = 0.0,
                                    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> "Tensor":
@@ -1098,6 +1149,14 @@ def _repeat_heads(x: Tensor, n: int) -> Tensor:
   return x.unsqueeze(-3).expand(*batch, h, n, s, e).reshape(*batch, h * n, s, e)
 
 
+def _check_nonempty(x: Tensor, axis, op: str) -> None:
+  """PyTorch's errors for a max/min with nothing to pick from: IndexError for an empty dim, RuntimeError for an empty tensor."""
+  if axis is None and x.numel() == 0:
+    raise RuntimeError(f"{op}: expected reduction dim to be specified for an empty tensor of shape {x.shape}")
+  for a in x._axes(op, axis):
+    if x.shape[a] == 0: raise IndexError(f"{op}: expected reduction dim {a} to have non-zero size (shape {x.shape})")
+
+
 def _reduce_loss(loss: Tensor, reduction: str, op: str) -> Tensor:
   if reduction == "none": return loss
   if reduction == "sum": return loss.sum()
@@ -1130,6 +1189,7 @@ def _nll(logp: Tensor, target: Tensor, ignore_index: int, reduction: str, label_
   if target.shape != logp.shape[:class_dim] + logp.shape[class_dim + 1:]:
     raise ShapeError(f"{op}: target of shape {target.shape} does not fit input of shape {logp.shape} (classes on dim {class_dim})")
   if target.device != logp.device: raise RuntimeError(f"{op}: target on {target.device} but the input is on {logp.device}")
+  target = target._check((target == ignore_index) | ((target >= 0) & (target < n_classes)), IndexError, f"{op}: Target is out of bounds.")
   classes_last = logp.permute([d for d in range(logp.ndim) if d != class_dim] + [class_dim])
   if weight is not None: classes_last = classes_last * weight
   # picking logp[target] as a one-hot sum keeps it fusable, and its gradient is the matching one-hot scatter
@@ -1150,14 +1210,74 @@ def _hash32(x: int) -> int:
 
 
 def _pow_float(a: Tensor, b: Tensor) -> Tensor:
-  """a ** b for floats via exp2(b * log2|a|), with the sign rules of a negative base and 0 ** 0 == 1."""
-  mag = (b * a.abs().log2()).exp2()
+  """a ** b for floats via exp2(b * log2|a|), with C's pow rules at the edges (PyTorch follows them).
+
+  A zero base is its own branch (0, 1 or inf by the exponent's sign), so log2(0) never meets the
+  gradient. A negative base (-0.0 included)
+  flips the sign for odd integer exponents and gives NaN for non-integer ones unless it is -inf;
+  1 ** NaN, (±1) ** ±inf and x ** 0 are 1. Differences from PyTorch that remain: d/db at a == 0 with b < 0 is 0
+  (PyTorch: -inf), and d/db at a negative base is finite (PyTorch: NaN, from the log of a negative number).
+  """
+  is_zero = a == 0
+  mag = (b * _where(is_zero, 1.0, a.abs()).log2()).exp2()
+  # at a == 0 the derivative b * a ** (b - 1) is 0 for b > 1, 1 for b == 1, and ±inf for 0 < b < 1 and b < 0: a term that
+  # is 0 there with that derivative (sqrt has an infinite one at 0; elsewhere it reads 1, so masked gradients stay finite)
+  steep = is_zero & (b < 1) & (b != 0)
+  root = _where(steep, a, 1.0).sqrt()
+  slope = a * (b == 1) + _where(steep, _where(b > 0, root, -root), 0.0)
+  mag = _where(is_zero, _where(b > 0, 0.0, _where(b == 0, 1.0, float("inf"))) + slope, mag)
   b_int = b == b.trunc()
   b_odd = b_int & ((b * 0.5) != (b * 0.5).trunc())
-  neg = a < 0
+  neg = (a < 0) | (is_zero & (a.detach().reciprocal() < 0))  # 1/-0.0 is -inf: the sign of a negative zero
   out = _where(neg & b_odd, -mag, mag)
-  out = _where(neg & b_int.logical_not(), float("nan"), out)
-  return _where(b == 0, 1.0, out)
+  out = _where((a < 0) & (a != float("-inf")) & b_int.logical_not(), float("nan"), out)
+  # only where the exp2/log2 form gives NaN (0 * inf): elsewhere it is already 1, with the right gradient
+  ones = ((b == 0) & (a.isnan() | a.isinf())) | ((a == 1) & b.isnan()) | ((a.abs() == 1) & b.isinf())
+  return _where(ones, 1.0, out)
+
+
+def _mod_float(a: Tensor, b: Tensor) -> Tensor:
+  """Python's (and PyTorch's) a % b for floats: the exact fmod, moved by b where its sign differs from b's (-5 % inf is inf)."""
+  r = a._new(a.uop.alu(Ops.MOD, b.uop))
+  return _where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
+
+
+def _floordiv_float(a: Tensor, b: Tensor) -> Tensor:
+  """PyTorch's floor division of floats: the quotient (a - fmod(a, b)) / b is exact up to rounding, unlike floor(a / b).
+
+  It is stepped down where fmod's sign differs from b's, rounded to the nearest integer (the division may land just
+  off one), and a / b where b is 0 (inf or NaN, as PyTorch gives).
+  """
+  r = a._new(a.uop.alu(Ops.MOD, b.uop))
+  q = (a - r) / b
+  q = _where((r != 0) & ((r < 0) != (b < 0)), q - 1, q)
+  f = q.floor()
+  f = _where(q - f > 0.5, f + 1, f)
+  return _where(b == 0, a / b, f)
+
+
+def _pow_int_scalar(a: Tensor, n: int) -> Tensor:
+  """a ** n for an integer tensor and a Python int n >= 0, exactly (wrapping like the dtype) by square-and-multiply."""
+  out, base = None, a
+  while n:
+    if n & 1: out = base if out is None else out * base
+    n >>= 1
+    if n: base = base * base
+  return a.ones_like() if out is None else out
+
+
+def _pow_int(a: Tensor, b: Tensor) -> Tensor:
+  """a ** b for integer tensors, exactly: square-and-multiply over every bit of the exponent (one step per bit of the dtype).
+
+  A negative exponent truncates 1 / a ** -b: 1 for a == 1, ±1 for a == -1, else 0 (PyTorch raises, which needs the data).
+  """
+  out, base, e = a.ones_like(), a, b
+  for _ in range(8 * a.dtype.itemsize - (0 if a.dtype.is_unsigned else 1)):  # a signed exponent's top bit is its sign
+    out = _where((e & 1) == 1, out * base, out)
+    base, e = base * base, e._shr(1)
+  neg = b < 0
+  at_neg = _where(a == 1, 1, _where(a == -1, _where((b & 1) == 1, -1, 1), 0)).cast(a.dtype)
+  return _where(neg, at_neg, out)
 
 
 def _where(cond: Tensor | Any, x: Tensor | Scalar, y: Tensor | Scalar) -> Tensor:

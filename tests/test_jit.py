@@ -62,3 +62,57 @@ def test_jit_off_runs_eagerly():
   _, step2 = _make_step()
   eager = _run(step2, inputs)
   assert [y for y, _ in off] == pytest.approx([y for y, _ in eager], rel=1e-6)
+
+
+# ---------------------------------------------------------------- misuse: a replay refuses what it cannot replay
+
+def _add_step():
+  return picograd.jit(lambda a, b, k=2: (a * k + b).realize())
+
+
+def _ones(n=3, dtype=np.float32, device="CPU"): return Tensor(np.ones(n, dtype), device=device)
+
+
+def test_aliased_arguments():
+  """The same tensor twice: replays with it twice are right; with two tensors (or the other way round) they raise."""
+  step = _add_step()
+  x = _ones()
+  for i in range(3):
+    x = Tensor(np.full(3, i, np.float32))
+    np.testing.assert_array_equal(step(x, x).numpy(), [3 * i] * 3)
+  with pytest.raises(ValueError, match="same tensor"):
+    step(Tensor(np.full(3, 10, np.float32)), _ones())
+  distinct = _add_step()
+  for _ in range(3): distinct(_ones(), _ones())
+  with pytest.raises(ValueError, match="same tensor"):
+    distinct(x, x)
+  np.testing.assert_array_equal(distinct(Tensor(np.full(3, 10, np.float32)), _ones()).numpy(), [21] * 3)
+
+
+@pytest.mark.parametrize("change", ["shape", "dtype", "device", "count"])
+def test_changed_inputs_raise(change):
+  step = picograd.jit(lambda *xs: sum(xs[1:], xs[0] * 2).realize())
+  for _ in range(3): step(_ones(), _ones())
+  other = {"shape": (_ones(4), _ones()), "dtype": (_ones(dtype=np.int32), _ones()), "device": (_ones(device="PYTHON"), _ones(device="PYTHON")),
+           "count": (_ones(), _ones(), _ones())}[change]
+  with pytest.raises(ValueError, match="captured for inputs"):
+    step(*other)
+
+
+def test_changed_python_arguments_raise():
+  step = _add_step()
+  for _ in range(3): step(_ones(), _ones(), k=2)
+  with pytest.raises(ValueError, match="non-tensor arguments"):
+    step(_ones(), _ones(), k=3)
+  np.testing.assert_array_equal(step(_ones(), _ones(), k=2).numpy(), [3] * 3)
+
+
+def test_arguments_by_keyword_and_in_containers():
+  """Inputs are matched by parameter, whatever the call's keyword order, and found inside lists and dicts."""
+  step = picograd.jit(lambda b, a: (a * 3 + b).realize())
+  for _ in range(3): step(_ones(), _ones())
+  np.testing.assert_array_equal(step(a=Tensor(np.full(3, 10, np.float32)), b=_ones()).numpy(), [31] * 3)
+  nested = picograd.jit(lambda xs, d: (xs[0] - xs[1] + d["c"]).realize())
+  for _ in range(3): nested([_ones(), _ones()], {"c": _ones()})
+  out = nested([Tensor(np.full(3, 10, np.float32)), Tensor(np.full(3, 4, np.float32))], {"c": Tensor(np.full(3, 0.5, np.float32))})
+  np.testing.assert_array_equal(out.numpy(), [6.5] * 3)

@@ -122,6 +122,7 @@ def render_alu(op: Ops, dt: DType, x: list[str], src_dt: DType, wrap: bool = Fal
   if op is Ops.BITCAST: return f"pg_bitcast<{REG_TYPES[dt]}>({x[0]})"
   if op is Ops.WHERE: return f"({x[0]} ? {x[1]} : {x[2]})"
   if op is Ops.MAX: return f"pg_max({x[0]}, {x[1]})"
+  if op is Ops.CHECK: return f"pg_check({x[0]}, {x[1]}, {x[2]}, pg_err)"
   if op is Ops.NEG: return f"(-{x[0]})"
   if op in _MATH or op is Ops.RECIPROCAL or (op is Ops.MOD and dt.is_float):
     if dt == dtypes.float16: return f"__float2half_rn({_float_math(op, dtypes.float32, [f'__half2float({a})' for a in x])})"
@@ -133,8 +134,12 @@ def render_cast(dst: DType, src: DType, x: str) -> str:
   if dst == src: return x
   if dst == dtypes.bool: return f"({x} != {c_const(0, src)})" if src != dtypes.float16 else f"(__half2float({x}) != 0.0f)"
   if src == dtypes.float16: x, src = f"__half2float({x})", dtypes.float32
+  # double -> float -> half would round twice; __double2half rounds once
+  if dst == dtypes.float16 and src == dtypes.float64: return f"__double2half({x})"
   if dst == dtypes.float16: return f"__float2half_rn({x if src in (dtypes.float32, dtypes.bfloat16) else f'(float){x}'})"
   if dst == dtypes.bfloat16: return f"pg_round_bf16({x if src == dtypes.float32 else f'(float){x}'})"
+  if src.is_float and dst.is_int:
+    return f"pg_float_to_int<{REG_TYPES[dst]}>({x}, {c_const(dtypes.min(dst), dst)}, {c_const(dtypes.max(dst), dst)})"
   return f"(({REG_TYPES[dst]}){x})"
 
 
@@ -145,6 +150,13 @@ template <class T> PG_INLINE T pg_max(T a, T b) { return (a > b || a != a) ? a :
 PG_INLINE int pg_max(int a, int b) { return a ^ ((a ^ b) & -(int)(a < b)); }
 PG_INLINE short pg_max(short a, short b) { return (short)pg_max((int)a, (int)b); }
 PG_INLINE signed char pg_max(signed char a, signed char b) { return (signed char)pg_max((int)a, (int)b); }
+// float -> integer saturates and NaN gives 0, the rule of every picograd device (a C cast out of range is undefined)
+template <class T, class F> PG_INLINE T pg_float_to_int(F x, T lo, T hi) { return x != x ? (T)0 : x <= (F)lo ? lo : x >= (F)hi ? hi : (T)x; }
+// a failed runtime check sets its bit in the kernel's error word (the last argument of kernels with checks)
+template <class T> PG_INLINE T pg_check(T v, bool bad, long long bit, unsigned long long* err) {
+  if (bad) atomicOr(err, (unsigned long long)bit);
+  return v;
+}
 template <class To, class From> PG_INLINE To pg_bitcast(From x) { To y; __builtin_memcpy(&y, &x, sizeof(To)); return y; }
 template <class T> PG_INLINE T pg_shfl_xor(T v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
 PG_INLINE bool pg_shfl_xor(bool v, int o) { return __shfl_xor_sync(0xffffffffu, (int)v, o) != 0; }
@@ -1034,7 +1046,9 @@ def render_program(base_name: str, program: list[UOp], target: CUDATarget) -> tu
   else: Sequential(program, ks, plan, arg if plan in ("split", "columns") else 1, arg if plan == "row" else 0).render()
   params = [u for u in program if u.op is Ops.PARAM]
   written = {u.src[0] for u in program if u.op is Ops.STORE}
-  args = ", ".join(f"{'' if p in written else 'const '}{MEM_TYPES[p.dtype]}* __restrict__ p{p.arg[0]}" for p in params)
+  checked = any(u.op is Ops.CHECK for u in program)
+  args = ", ".join([f"{'' if p in written else 'const '}{MEM_TYPES[p.dtype]}* __restrict__ p{p.arg[0]}" for p in params] +
+                   ["unsigned long long* __restrict__ pg_err"] * checked)
   uses_half = any(u.dtype in (dtypes.float16, dtypes.bfloat16) for u in program)
   head = [PRELUDE + (HALF_PRELUDE if uses_half else "")]
   body = "\n".join(ks.w.lines)
@@ -1042,7 +1056,7 @@ def render_program(base_name: str, program: list[UOp], target: CUDATarget) -> tu
   name = f"{base_name}_{digest}"
   src = "\n".join(head + ks.globals + [f'extern "C" __global__ void __launch_bounds__({ks.block}) {name}({args}) {{', body, "}", ""])
   dims = LaunchDims(ks.grid, (ks.block,), ks.shared_bytes)
-  return name, src, dims, {"n_params": len(params), "plan": plan}
+  return name, src, dims, {"n_params": len(params) + checked, "plan": plan}
 
 
 def render_cuda(base_name: str, program: list[UOp], device: Any) -> tuple[str, str, list[UOp], LaunchDims, dict]:

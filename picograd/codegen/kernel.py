@@ -30,6 +30,8 @@ class CompiledKernel:
   dims: LaunchDims
   flops: int       # estimated arithmetic ops per run
   bytes: int       # bytes read and written per run
+  # (exception name, message) per bit of the error word, for kernels with CHECKs: they take the word as a last argument
+  checks: tuple[tuple[str, str], ...] = ()
 
   def __repr__(self) -> str: return f"<kernel {self.name} on {self.device}>"
 
@@ -68,6 +70,12 @@ def _ops_executed(program: list[UOp]) -> int:
   return total
 
 
+def kernel_checks(program: list[UOp]) -> tuple[tuple[str, str], ...]:
+  """What each bit of the kernel's error word means, from its CHECKs (lowering numbered them)."""
+  bits = {u.src[2].arg.bit_length() - 1: u.arg for u in program if u.op is Ops.CHECK}
+  return tuple(bits.get(i, ("RuntimeError", "a check failed")) for i in range(max(bits, default=-1) + 1))
+
+
 _kernels: dict[tuple[UOp, str, bool], CompiledKernel] = {}
 
 
@@ -92,8 +100,9 @@ def render(ast: UOp, device: str) -> tuple[str, str, list[UOp], LaunchDims, dict
   source = render_fn(name, program)
   outer = glob[0].arg[1] if glob else 0
   work = _ops_executed(program)
-  meta = {"n_params": len(params), "outer": outer, "work": work,
-          "param_types": [(p.dtype.np.str if p.dtype.name != "bfloat16" else "<u2", p.arg[1]) for p in params]}
+  checked = any(u.op is Ops.CHECK for u in program)
+  meta = {"n_params": len(params) + checked, "outer": outer, "work": work,
+          "param_types": [(p.dtype.np.str if p.dtype.name != "bfloat16" else "<u2", p.arg[1]) for p in params] + [("<i8", 1)] * checked}
   return name, source, program, LaunchDims((outer,)), meta
 
 
@@ -104,7 +113,8 @@ def get_kernel(ast: UOp, device: str) -> CompiledKernel:
   dev = get_device(device)
   lib = cached_compile(dev.compiler, source, name)
   flops, nbytes = _cost(program)
-  k = CompiledKernel(name, device, print_graph(ast), print_program(program), source, dev.program(dev, name, lib, meta), dims, flops, nbytes)
+  k = CompiledKernel(name, device, print_graph(ast), print_program(program), source, dev.program(dev, name, lib, meta), dims, flops, nbytes,
+                     kernel_checks(program))
   _kernels[key] = k
   _show(k, dev, lib)
   return k

@@ -7,6 +7,8 @@ may reorder them, except in upcast tiles that SLP vectorizes instead (see _order
 A reduction's multiply-accumulate carries `contract`, so it becomes one FMA. Functions ask for
 512-bit vectors: LLVM's default for AVX-512 CPUs is 256, which halves the matmul's throughput.
 bfloat16 values live in float registers and are converted at loads/stores.
+A kernel with CHECKs takes one more pointer, its int64 error word, after the buffers: failed checks OR their
+bits into a local flag (a reduction the vectorizer handles), stored once per call with an atomic OR.
 Per-op rendering is a table, not an if-chain.
 """
 from __future__ import annotations
@@ -57,9 +59,10 @@ def _cast(dst: DType, src: DType, x: str, out: str) -> list[str]:
     return [f"{out} = fcmp une {s} {x}, 0.0" if src.is_float else f"{out} = icmp ne {s} {x}, 0"]
   if dst == dtypes.bfloat16: return _round_to_bfloat16(_cast(dtypes.float32, src, x, out + ".f32") if src != dtypes.float32 else [], out + ".f32" if src != dtypes.float32 else x, out)
   if s == d: return [f"{out} = bitcast {s} {x} to {d}"]  # same register type (int32 <-> uint32, bfloat16 -> float32)
+  if src == dtypes.float64 and dst == dtypes.float16: return _double_to_half(x, out)
   if src.is_float and dst.is_float:
     return [f"{out} = {'fpext' if _fbits(src) < _fbits(dst) else 'fptrunc'} {s} {x} to {d}"]
-  if src.is_float: return [f"{out} = {'fptoui' if dst.is_unsigned else 'fptosi'} {s} {x} to {d}"]
+  if src.is_float: return [f"{out} = call {d} @{_float_to_int_intrinsic(dst, src)}({s} {x})"]
   if dst.is_float: return [f"{out} = {'uitofp' if src.is_unsigned or src == dtypes.bool else 'sitofp'} {s} {x} to {d}"]
   sb, db = _ibits(src), _ibits(dst)
   if sb > db: return [f"{out} = trunc {s} {x} to {d}"]
@@ -71,6 +74,33 @@ def _round_to_bfloat16(prefix: list[str], x: str, out: str) -> list[str]:
   return prefix + [f"{out}.b = bitcast float {x} to i32", f"{out}.l = lshr i32 {out}.b, 16", f"{out}.o = and i32 {out}.l, 1",
                    f"{out}.r = add i32 {out}.b, 32767", f"{out}.s = add i32 {out}.r, {out}.o", f"{out}.m = and i32 {out}.s, -65536",
                    f"{out} = bitcast i32 {out}.m to float"]
+
+
+def _float_to_int_intrinsic(dst: DType, src: DType) -> str:
+  """float -> integer saturates to the integer's range and gives 0 for NaN, on every device. A plain
+  fptosi of an out-of-range value is poison, which LLVM may fold to anything (and the PYTHON and CUDA
+  backends would disagree with it)."""
+  return f"llvm.{'fptoui' if dst.is_unsigned else 'fptosi'}.sat.{ll_type(dst)}.{_suffix(src)}"
+
+
+def _double_to_half(x: str, out: str) -> list[str]:
+  """double -> half, correctly rounded, without a runtime library call.
+
+  LLVM lowers `fptrunc double to half` to a call of __truncdfhf2, which MCJIT cannot resolve. Going
+  through float instead rounds twice (a double just above a half tie can round down to the tie in
+  float, then to even in half). Rounding to float *to odd* (truncate, then set the last bit when
+  inexact) keeps enough information for the second rounding to be exact: float has 13 bits more
+  than half. The round-to-odd float is built from the nearest float: when inexact, of it and its
+  neighbour towards x, the one with the odd bit pattern.
+  """
+  return [f"{out}.f = fptrunc double {x} to float", f"{out}.e = fpext float {out}.f to double",
+          f"{out}.exact = fcmp ueq double {out}.e, {x}",  # NaN counts as exact: it stays a NaN
+          f"{out}.neg = fcmp olt double {x}, 0.0", f"{out}.lo = fcmp olt double {out}.e, {x}", f"{out}.hi = fcmp ogt double {out}.e, {x}",
+          f"{out}.away = select i1 {out}.neg, i1 {out}.lo, i1 {out}.hi",  # rounded away from zero
+          f"{out}.b = bitcast float {out}.f to i32", f"{out}.step = select i1 {out}.away, i32 -1, i32 1",
+          f"{out}.nb = add i32 {out}.b, {out}.step", f"{out}.bit = trunc i32 {out}.b to i1", f"{out}.keep = or i1 {out}.exact, {out}.bit",
+          f"{out}.ob = select i1 {out}.keep, i32 {out}.b, i32 {out}.nb", f"{out}.o = bitcast i32 {out}.ob to float",
+          f"{out} = fptrunc float {out}.o to half"]
 
 
 def _fbits(dt: DType) -> int: return {"half": 16, "float": 32, "double": 64}[ll_type(dt)]
@@ -130,13 +160,16 @@ class LLVMRenderer:
     self.ordered = _ordered_accumulators(self.program)
     self.accumulated = {u.src[1] for u in self.program if u.op is Ops.ACCUMULATE}  # multiplies an FMA may absorb
     first_global = next((u for u in self.program if u.op is Ops.RANGE and u.arg[2] == "global"), None)
+    self.checked = any(u.op is Ops.CHECK for u in self.program)
+    if self.checked: self.allocas += ["%errflag = alloca i64", "store i64 0, ptr %errflag"]
     for u in self.program:
       if u.op is Ops.PARAM: self.names[u] = f"%p{u.arg[0]}"
       elif u.op is Ops.CONST: continue
       else: self._render(u, u is first_global)
-    args = ", ".join(f"ptr noalias align 16 %p{p.arg[0]}" for p in params)
+    args = ", ".join([f"ptr noalias align 16 %p{p.arg[0]}" for p in params] + (["ptr noalias %err"] if self.checked else []))
     head = [f"define void @{self.name}({args}, i64 %start, i64 %end) #0 {{", "entry:"] + ["  " + a for a in self.allocas]
     body = self.lines
+    if self.checked: body = body + ["  %errflag.end = load i64, ptr %errflag", "  %errflag.old = atomicrmw or ptr %err, i64 %errflag.end monotonic"]
     return "\n".join(sorted(self.decls) + [""] + head + body + ["  ret void", "}", 'attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" }'])
 
   def _render(self, u: UOp, split_loop: bool) -> None:
@@ -156,7 +189,17 @@ class LLVMRenderer:
       return self.emit(f"{out} = load {ll_type(u.dtype)}, ptr {self.val(u.src[0])}")
     if u.op is Ops.LOAD: return self._load(u, out)
     if u.op is Ops.STORE: return self._store(u)
+    if u.op is Ops.CHECK: return self._check(u)
     for line in self._alu(u, out): self.emit(line)
+
+  def _check(self, u: UOp) -> None:
+    value, bad, bit = u.src
+    self.names[u] = self.val(value)
+    sel, old, new = self.tmp(), self.tmp(), self.tmp()
+    self.emit(f"{sel} = select i1 {self.val(bad)}, i64 {bit.arg}, i64 0")
+    self.emit(f"{old} = load i64, ptr %errflag")
+    self.emit(f"{new} = or i64 {old}, {sel}")
+    self.emit(f"store i64 {new}, ptr %errflag")
 
   def _open_loop(self, r: UOp, out: str, split: bool) -> None:
     n = r.arg[0]
@@ -245,7 +288,10 @@ class LLVMRenderer:
 
   def _alu(self, u: UOp, out: str) -> list[str]:
     srcs = [self.val(s) for s in u.src]
-    if u.op is Ops.CAST: return _cast(u.dtype, u.src[0].dtype, srcs[0], out)
+    if u.op is Ops.CAST:
+      src_dt = u.src[0].dtype
+      if src_dt.is_float and u.dtype.is_int: self.decls.add(f"declare {ll_type(u.dtype)} @{_float_to_int_intrinsic(u.dtype, src_dt)}({ll_type(src_dt)})")
+      return _cast(u.dtype, src_dt, srcs[0], out)
     if u.op is Ops.BITCAST: return [f"{out} = bitcast {ll_type(u.src[0].dtype)} {srcs[0]} to {ll_type(u.dtype)}"]
     if u.op is Ops.WHERE: return [f"{out} = select i1 {srcs[0]}, {ll_type(u.dtype)} {srcs[1]}, {ll_type(u.dtype)} {srcs[2]}"]
     if u.op in COMPARE:

@@ -4,7 +4,9 @@ The kernel iterates over its output shape with one RANGE per dimension; each RED
 RANGEs for its reduced axes. Movement ops are never copies: each maps the consumer's index
 expressions to the producer's (reshape by combining/splitting, permute by reordering, expand
 by dropping, shrink by offset, flip by n-1-i, pad by a validity mask that also guards the
-load). The symbolic simplifier then folds the arithmetic (a gated load's index given its gate, so
+load). Integer division and modulo by a value that may be 0 or -1 get a CHECK (division by zero is an
+error, as in PyTorch) and a divisor that cannot fault (MIN // -1 traps on x86; PyTorch wraps it to MIN).
+Every CHECK gets a bit of the kernel's error word (`Lowerer.checks`). The symbolic simplifier then folds the arithmetic (a gated load's index given its gate, so
 a pad does not block the folding), and adjacent loops whose accesses are all affine in a mergeable
 way are collapsed into one.
 """
@@ -25,6 +27,7 @@ class Lowerer:
   def __init__(self, index_dtype: DType):
     self.idt = index_dtype
     self.next_range = 0
+    self.checks: dict[tuple[str, str], int] = {}  # (exception name, message) -> its bit in the kernel's error word
 
   def new_range(self, size: int, kind: str) -> UOp:
     r = UOp(Ops.RANGE, self.idt, (), (self.next_range, size, kind))
@@ -68,6 +71,25 @@ class Lowerer:
       if after: cond = cond & (i < self.const(before + d))
     return cond
 
+  def check(self, value: UOp, bad: UOp, arg: tuple[str, str]) -> UOp:
+    """`value`, and the bit of `arg` set in the error word where `bad` holds. `bad` includes the lowering's validity
+    (a padded region's gated loads read stand-in data, which must not raise)."""
+    # 63 distinct checks in one kernel share the last bit rather than overflow the int64 word
+    bit = self.checks.setdefault(arg, min(len(self.checks), 62))
+    return UOp(Ops.CHECK, value.dtype, (value, bad, UOp.const(dtypes.int64, 1 << bit)), arg)
+
+  def safe_divide(self, op: Ops, a: UOp, d: UOp, valid: UOp) -> UOp:
+    """Integer a // d or a % d (C semantics) that never faults: a divisor of 0 raises after the kernel (and divides
+    by 1 meanwhile); -1 gives -a and 0 without dividing, because MIN / -1 overflows (x86 traps; PyTorch wraps to MIN)."""
+    signed = not d.dtype.is_unsigned and d.dtype != dtypes.bool
+    lo, hi = d.vmin, d.vmax
+    if not (lo <= 0 <= hi or (signed and lo <= -1 <= hi)): return UOp(op, a.dtype, (a, d))
+    if lo <= 0 <= hi: d = self.check(d, valid & d.ne(0).alu(Ops.XOR, UOp.const(dtypes.bool, True)), ("RuntimeError", "ZeroDivisionError"))
+    normal = d.ne(0) & d.ne(-1) if signed else d.ne(0)
+    q = UOp(op, a.dtype, (a, normal.where(d, UOp.const(d.dtype, 1))))
+    # x % 1 is 0, which is also x % -1; x // -1 is -x (wrapping)
+    return d.ne(-1).where(q, -a) if op is Ops.IDIV and signed else q
+
   def reduce_index(self, n: UOp, idx: tuple[UOp, ...]) -> tuple[UOp, ...]:
     key = (n, idx)
     if key not in self.reduce_ranges:
@@ -81,6 +103,8 @@ class Lowerer:
     if n.op is Ops.PARAM:
       index = idx[0] if valid.op is Ops.CONST and valid.arg else valid.where(idx[0], self.const(0))
       return UOp(Ops.LOAD, n.dtype, (n, index))
+    if n.op is Ops.CHECK: return self.check(children[0], valid & children[1].alu(Ops.XOR, UOp.const(dtypes.bool, True)), n.arg)
+    if n.op in (Ops.IDIV, Ops.MOD) and n.dtype.is_int: return self.safe_divide(n.op, children[0], children[1], valid)
     if n.op in ALU: return UOp(n.op, n.dtype, tuple(children), n.arg)
     if n.op is Ops.PAD: return self.pad_valid(n, idx).where(children[0], UOp.const(n.dtype, 0))
     if n.op is Ops.REDUCE:

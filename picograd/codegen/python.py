@@ -3,7 +3,8 @@
 Every RANGE becomes its own broadcast axis, so a loop nest turns into whole-array numpy
 operations over the same index expressions the compiled backends use: LOAD is fancy indexing,
 ACCUMULATE a numpy reduction over the reduction's axes, STORE an indexed assignment. It runs
-the very same lowered kernel, just slowly and obviously.
+the very same lowered kernel, just slowly and obviously. A kernel with CHECKs takes its error word (an int64
+array of one) as a last argument `err`.
 """
 from __future__ import annotations
 from picograd.dtype import dtypes
@@ -16,7 +17,7 @@ NP_UNARY = {Ops.EXP2: "np.exp2", Ops.LOG2: "np.log2", Ops.SIN: "np.sin", Ops.SQR
 
 
 def _np_dtype(dt) -> str:
-  return "np.float32" if dt == dtypes.bfloat16 else f"np.dtype({dt.np.str!r})"
+  return "np.dtype('float32')" if dt == dtypes.bfloat16 else f"np.dtype({dt.np.str!r})"  # bfloat16 computes in float32
 
 
 def render_python(name: str, program: list[UOp]) -> str:
@@ -25,7 +26,8 @@ def render_python(name: str, program: list[UOp]) -> str:
   ndim = len(ranges)
   names: dict[UOp, str] = {}
   params = [u for u in program if u.op is Ops.PARAM]
-  lines = [f"def {name}({', '.join(f'p{p.arg[0]}' for p in params)}):"]
+  checked = any(u.op is Ops.CHECK for u in program)
+  lines = [f"def {name}({', '.join([f'p{p.arg[0]}' for p in params] + (['err'] if checked else []))}):"]
   for i, u in enumerate(program):
     v = names[u] = f"v{i}"
     src = [names.get(s, "") for s in u.src]
@@ -64,6 +66,7 @@ def render_python(name: str, program: list[UOp]) -> str:
       if u.dtype == dtypes.bfloat16: code = f"round_bf16({code})"
       if u.src[0].dtype.is_float and u.dtype.is_int: code = f"float_to_int({src[0]}, {_np_dtype(u.dtype)})"
     elif u.op is Ops.BITCAST: code = f"np.asarray({src[0]}).view({_np_dtype(u.dtype)})"
+    elif u.op is Ops.CHECK: code = f"check({src[0]}, {src[1]}, {u.src[2].arg}, err)"
     elif u.op is Ops.WHERE: code = f"np.where({src[0]}, {src[1]}, {src[2]}).astype({_np_dtype(u.dtype)})"
     elif u.op in NP_UNARY: code = f"{NP_UNARY[u.op]}({src[0]})"
     elif u.op in NP_BINARY: code = f"{NP_BINARY[u.op]}({src[0]}, {src[1]})"

@@ -11,9 +11,15 @@ each captured random draw's counter buffer is rewritten before the replay.
 What a replay cannot see: Python values computed inside the function (they are frozen at
 capture; pass changing values such as a learning rate as tensors), and tensors returned from a
 previous call (their buffers are overwritten by the next call). `JIT=0` turns replay off.
+
+A replay is refused (ValueError) rather than computed wrong when the call does not look like the
+captured one: tensor inputs (found anywhere in the arguments, also inside lists, tuples and dicts)
+with another shape, dtype or device, a different pattern of aliasing (the same tensor passed twice
+where the capture had two, or the other way round), or other non-tensor arguments (Python
+numbers and strings by value, other objects by identity), which the kernels have baked in.
 """
 from __future__ import annotations
-import functools
+import functools, inspect
 from typing import Any, Callable
 import numpy as np
 from picograd.helpers import JIT, DEBUG
@@ -40,9 +46,27 @@ def record_rng_draw(counter: Buffer, n: int) -> None:
   if _capturing is not None: _capturing.rng_draws.append((counter, n))
 
 
-def _tensor_args(args: tuple, kwargs: dict) -> list[Any]:
+def _leaves(fn: Callable[..., Any], args: tuple, kwargs: dict) -> list[Any]:
+  """Every argument in the order of `fn`'s parameters (however it was passed), containers flattened, dicts by key."""
+  try:
+    values = list(inspect.signature(fn).bind(*args, **kwargs).arguments.values())
+  except (TypeError, ValueError):  # no signature to bind to (a builtin), or a call that does not fit it: fn itself will say
+    values = list(args) + [kwargs[k] for k in sorted(kwargs)]
+  return _flatten(values, sort_dicts=True)
+
+
+def _frozen(leaves: list[Any]) -> list[Any]:
+  """What the capture baked in from the non-tensor arguments: numbers and strings by value, other objects by identity."""
   from picograd.tensor import Tensor
-  return [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
+  return [(type(a), a) if isinstance(a, (int, float, complex, str, bytes, type(None))) else ("object", id(a))
+          for a in leaves if not isinstance(a, Tensor)]
+
+
+def _describe(signature: list[tuple]) -> str:
+  parts = []
+  for i, (shape, dtype, device, alias) in enumerate(signature):
+    parts.append(f"{shape} {dtype.name} on {device}" + (f" (the same tensor as input {alias})" if alias != i else ""))
+  return "[" + ", ".join(parts) + "]"
 
 
 class Jit:
@@ -54,6 +78,7 @@ class Jit:
     self.capture: Capture | None = None
     self.input_buffers: list[Buffer] = []
     self.signature: list[tuple] = []
+    self.frozen: list[Any] = []
     self.result: Any = None
     functools.update_wrapper(self, fn)
 
@@ -61,14 +86,18 @@ class Jit:
     global _capturing
     from picograd.engine.realize import buffer_of, run_steps
     from picograd.tensor import Tensor
-    inputs = _tensor_args(args, kwargs)
+    leaves = _leaves(self.fn, args, kwargs)
+    inputs = [a for a in leaves if isinstance(a, Tensor)]
     if inputs: inputs[0].realize(*inputs[1:])  # every input is now a whole buffer the replay can swap in
-    signature = [(t.shape, t.dtype, t.device) for t in inputs]
+    buffers = [buffer_of(t) for t in inputs]
+    # aliasing is part of the signature: a replay maps each captured input buffer to one new buffer
+    alias = [next(j for j, b in enumerate(buffers) if b is buf) for buf in buffers]
+    signature = [(t.shape, t.dtype, t.device, a) for t, a in zip(inputs, alias)]
+    frozen = _frozen(leaves)
     if not JIT or self.calls == 0:
       self.calls += 1
       return self.fn(*args, **kwargs)
     if self.calls == 1:
-      self.calls += 1
       _capturing = Capture()
       try:
         self.result = self.fn(*args, **kwargs)
@@ -77,13 +106,18 @@ class Jit:
         self.capture = _capturing
       finally:
         _capturing = None
-      self.input_buffers = [buffer_of(t) for t in inputs]
-      self.signature = signature
+      self.calls += 1  # only a capture that completed (no failed check, no exception in fn) is replayed
+      self.input_buffers = buffers
+      self.signature, self.frozen = signature, frozen
       if DEBUG >= 1: print(f"jit: captured {len(self.capture.steps)} kernel(s) of {self.fn.__name__}")
       return self.result
     if signature != self.signature:
-      raise ValueError(f"jit: {self.fn.__name__} was captured for inputs {self.signature}, called with {signature}")
-    new_buffers = {id(old): buffer_of(t) for old, t in zip(self.input_buffers, inputs)}
+      raise ValueError(f"jit: {self.fn.__name__} was captured for inputs {_describe(self.signature)}, called with {_describe(signature)}; "
+                       "a replay cannot change shapes, dtypes, devices or which inputs are the same tensor (use a new jit for each)")
+    if frozen != self.frozen:
+      raise ValueError(f"jit: {self.fn.__name__} was called with non-tensor arguments that differ from the capture's; a replay "
+                       "would use the captured values (pass values that change as tensors)")
+    new_buffers = {id(old): new for old, new in zip(self.input_buffers, buffers)}
     for counter, n in self.capture.rng_draws:
       counter.copyin(np.array([Tensor._rng_counter & 0xFFFFFFFF], dtype=np.uint32))
       Tensor._rng_counter += n
@@ -97,9 +131,11 @@ def _rebind(step: Any, new_buffers: dict[int, Buffer]) -> Any:
   return type(step)(step.kernel, [new_buffers.get(id(b), b) for b in step.buffers])
 
 
-def _flatten(x: Any) -> list[Any]:
-  if isinstance(x, (list, tuple)): return [y for item in x for y in _flatten(item)]
-  if isinstance(x, dict): return [y for item in x.values() for y in _flatten(item)]
+def _flatten(x: Any, sort_dicts: bool = False) -> list[Any]:
+  if isinstance(x, (list, tuple)): return [y for item in x for y in _flatten(item, sort_dicts)]
+  if isinstance(x, dict):
+    keys = sorted(x, key=repr) if sort_dicts else list(x)
+    return [y for k in keys for y in _flatten(x[k], sort_dicts)]
   return [x]
 
 

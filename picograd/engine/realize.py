@@ -7,11 +7,13 @@ step that builds the same graph over new data reuses the schedule and the compil
 """
 from __future__ import annotations
 import time, weakref
+import numpy as np
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from picograd.helpers import DEBUG
 from picograd.ir.ops import UOp, Ops, toposort, substitute
 from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view, strip_reshapes
+from picograd.dtype import dtypes
 from picograd.runtime.device import Buffer, get_device
 from picograd.codegen.kernel import get_kernel, CompiledKernel
 from picograd.engine.jit import record_steps
@@ -130,15 +132,77 @@ def plan(tensors: list["Tensor"]) -> Plan:
   return Plan(steps, ready, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
 
 
+# per checked kernel (name, device): its error word, zero between runs
+_error_words: dict[tuple[str, str], Buffer] = {}
+_EXCEPTIONS: dict[str, type[Exception]] = {"RuntimeError": RuntimeError, "IndexError": IndexError, "ValueError": ValueError}
+
+
+def _error_word(k: CompiledKernel) -> Buffer:
+  if (word := _error_words.get((k.name, k.device))) is None:
+    word = _error_words[(k.name, k.device)] = Buffer(k.device, 1, dtypes.int64).copyin(np.zeros(1, np.int64))
+  return word
+
+
+def _failed_checks(kernels: list[CompiledKernel]) -> list[tuple[CompiledKernel, int]]:
+  """Read and clear the error words of `kernels`: the kernels whose checks failed, with their bits."""
+  failed: list[tuple[CompiledKernel, int]] = []
+  for k in kernels:
+    word = _error_words[(k.name, k.device)]
+    if bits := int(word.numpy()[0]):
+      word.copyin(np.zeros(1, np.int64))
+      failed.append((k, bits))
+  return failed
+
+
+def _raise_first(failed: list[tuple[CompiledKernel, int]]) -> None:
+  if failed:
+    k, bits = failed[0]
+    exc, message = k.checks[(bits & -bits).bit_length() - 1]
+    raise _EXCEPTIONS[exc](message)
+
+
+# checked kernels that ran on asynchronous devices and whose error words were not read yet
+_deferred: dict[tuple[str, str], CompiledKernel] = {}
+
+
+def check_errors(device: str | None = None) -> None:
+  """Raise the first failed check of the kernels that ran on asynchronous devices (all, or `device`'s) since the last look."""
+  kernels = [k for k in _deferred.values() if device is None or k.device == device]
+  for k in kernels: del _deferred[(k.name, k.device)]
+  _raise_first(_failed_checks(kernels))
+
+
 def run_steps(steps: list[ScheduledKernel]) -> None:
+  """Launch `steps` in order; then raise the first failed runtime check (the lowest bit of the first kernel that failed)."""
   record_steps(steps)
+  checked: dict[tuple[str, str], CompiledKernel] = {}
+  try:
+    _launch(steps, checked)
+  except BaseException:
+    _failed_checks(list(checked.values()))  # leave no stale error word behind
+    raise
+  now = []
+  for key, k in checked.items():
+    if get_device(k.device).extra.get("synchronize") is not None: _deferred[key] = k
+    else: now.append(k)
+  if now: _raise_first(_failed_checks(now))
+
+
+def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], CompiledKernel]) -> None:
   for step in steps:
+    # an empty output means a loop nest of zero iterations: never launch it, on any device (index expressions
+    # of an empty dimension, like a flip's n-1-i, point outside every buffer, and a 0-block CUDA grid is an error)
+    if step.buffers[0].size == 0: continue
     if step.kernel is None:
       _copy(step.buffers[0], step.buffers[1])
       continue
     k = step.kernel
+    if step.buffers[0].size == 0: continue  # an empty output (PARAM 0) leaves the kernel nothing to compute or check
     dev = get_device(k.device)
     handles = [b.handle for b in step.buffers]
+    if k.checks:
+      handles.append(_error_word(k).handle)
+      checked[(k.name, k.device)] = k
     if DEBUG >= 2:
       t = k.program(handles, k.dims, wait=True) or 0.0
       print(f"  {k.name:<40} on {k.device:<6} {t * 1e6:9.1f} us  {k.bytes / max(t, 1e-9) / 1e9:8.2f} GB/s  {k.flops / max(t, 1e-9) / 1e9:8.2f} GFLOP/s")
@@ -154,6 +218,7 @@ def _copy(dst: Buffer, src: Buffer) -> None:
     get_device(dst.device).allocator.copy_device_to_device(dst.handle, src.handle, dst.nbytes)
     return
   get_device(src.device).synchronize()
+  check_errors(src.device)  # the data leaves the device: its kernels' failed checks must not go unnoticed
   dst.copyin(src.numpy())
 
 

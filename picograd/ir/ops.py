@@ -7,6 +7,7 @@ equality and rewrites can be memoized per node.
 """
 from __future__ import annotations
 import math, weakref
+import numpy as np
 from enum import Enum, auto
 from typing import Any, Callable, Iterable
 from picograd.dtype import DType, dtypes
@@ -23,6 +24,10 @@ class Ops(Enum):
   AND = auto(); OR = auto(); XOR = auto(); SHL = auto(); SHR = auto()
   # ternary
   WHERE = auto()
+  # a runtime check: CHECK(value, ok) is `value`, and where `ok` is false the kernel raises the error named by
+  # arg = (exception name, message) after it runs. In a lowered kernel it is CHECK(value, bad, bit): `bit` is set
+  # in the kernel's error word where `bad` holds (see codegen/lower.py)
+  CHECK = auto()
   # reduction over axes: arg = (Ops.ADD | Ops.MAX, axes)
   REDUCE = auto()
   # movement: index remaps, never copies
@@ -39,7 +44,7 @@ class Ops(Enum):
 UNARY = {Ops.EXP2, Ops.LOG2, Ops.SIN, Ops.SQRT, Ops.RECIPROCAL, Ops.NEG}
 BINARY = {Ops.ADD, Ops.MUL, Ops.MAX, Ops.CMPLT, Ops.CMPNE, Ops.IDIV, Ops.MOD, Ops.AND, Ops.OR, Ops.XOR, Ops.SHL, Ops.SHR}
 COMPARISON = {Ops.CMPLT, Ops.CMPNE}
-ALU = UNARY | BINARY | {Ops.WHERE, Ops.CAST, Ops.BITCAST}
+ALU = UNARY | BINARY | {Ops.WHERE, Ops.CAST, Ops.BITCAST, Ops.CHECK}
 ELEMENTWISE = ALU
 MOVEMENT = {Ops.RESHAPE, Ops.PERMUTE, Ops.EXPAND, Ops.PAD, Ops.SHRINK, Ops.FLIP}
 COMMUTATIVE = {Ops.ADD, Ops.MUL, Ops.MAX, Ops.CMPNE, Ops.AND, Ops.OR, Ops.XOR}
@@ -157,12 +162,27 @@ def _cast_scalar(value: Any, dtype: DType) -> Any:
   if dtype == dtypes.bool: return bool(value)
   if dtype.is_int:
     if isinstance(value, float) and not math.isfinite(value): raise ValueError(f"cannot make an {dtype} constant from {value}")
-    # wrap to the dtype like the CPU does (int32 2**31 is -2**31): a constant out of range would be a
-    # Python bigint the numpy kernels of the PYTHON device cannot hold
+    # integers wrap to the dtype's width, as the machine (and PyTorch: int32 tensor + 2**40) does
     bits = 8 * dtype.itemsize
     v = int(value) & ((1 << bits) - 1)
     return v - (1 << bits) if not dtype.is_unsigned and v >= 1 << (bits - 1) else v
-  return float(value)
+  return _round_float(float(value), dtype)
+
+
+def _round_float(value: float, dtype: DType) -> float:
+  """`value` rounded to the nearest `dtype` value (a Python float holds it exactly).
+
+  Constants are folded in Python: unless each constant is first rounded to the precision the
+  kernel computes in, a fold of float32 arithmetic (the 1.5 * 2**23 rounding trick in exp2) is
+  done in float64 and gives a different answer than the kernel would.
+  """
+  if dtype.itemsize == 8 or not math.isfinite(value): return value
+  with np.errstate(over="ignore"):
+    if dtype.name == "bfloat16":
+      bits = int(np.array(value, np.float32).view(np.uint32))
+      if (bits >> 23) & 0xFF != 0xFF: bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000  # nearest even
+      return float(np.array(bits, np.uint32).view(np.float32))
+    return float(dtype.np.type(value))
 
 
 def toposort(roots: Iterable[UOp], stop: Callable[[UOp], bool] = lambda _: False) -> list[UOp]:

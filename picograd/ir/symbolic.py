@@ -23,11 +23,11 @@ def _wrap(dtype: DType, v):
     bits = 8 * dtype.itemsize
     v = int(v) & ((1 << bits) - 1)
     return v - (1 << bits) if not dtype.is_unsigned and v >= 1 << (bits - 1) else v
-  return float(v)
+  return float(v)  # UOp.const rounds it to the dtype
 
 
 PYTHON_ALU: dict[Ops, Callable] = {
-  Ops.ADD: lambda a, b: a + b, Ops.MUL: lambda a, b: a * b, Ops.MAX: max, Ops.NEG: lambda a: -a,
+  Ops.ADD: lambda a, b: a + b, Ops.MUL: lambda a, b: a * b, Ops.MAX: lambda a, b: a if a != a or a > b else b, Ops.NEG: lambda a: -a,
   Ops.CMPLT: lambda a, b: a < b, Ops.CMPNE: lambda a, b: a != b, Ops.IDIV: lambda a, b: _c_div(a, b) if b != 0 else 0,
   Ops.MOD: lambda a, b: a - b * _c_div(a, b) if b != 0 else 0, Ops.AND: lambda a, b: a & b, Ops.OR: lambda a, b: a | b,
   Ops.XOR: lambda a, b: a ^ b, Ops.SHL: lambda a, b: a << b, Ops.SHR: lambda a, b: a >> b,
@@ -158,6 +158,8 @@ symbolic = PatternMatcher([
   (UPat(Ops.AND, dtype=dtypes.bool, src=(UPat.var("x"), UPat.cvar("c"))), lambda x, c: x if c.arg else c),
   (UPat(Ops.AND, dtype=dtypes.bool, src=(UPat.cvar("c"), UPat.var("x"))), lambda x, c: x if c.arg else c),
   (UPat(Ops.AND, dtype=dtypes.bool, src=(UPat.var("x"), UPat.var("y"))), lambda x, y: x if x is y else None),
+  # a runtime check whose failure condition folded to false checks nothing
+  (UPat(Ops.CHECK, src=(UPat.var("x"), UPat.cvar("bad"), UPat.cvar())), lambda x, bad: None if bad.arg else x),
   # integer index arithmetic
   (UPat((Ops.ADD, Ops.MUL, Ops.NEG), name="x"), normalize_sum),
   (UPat(Ops.IDIV, src=(UPat.var("x"), UPat.cvar("c"))), simplify_div),

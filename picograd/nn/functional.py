@@ -29,7 +29,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 def embedding(input: Tensor, weight: Tensor) -> Tensor:
   """Rows of `weight` [num_embeddings, dim] at the integer indices `input`: the result has shape input.shape + (dim,)."""
   if not input.dtype.is_int: raise RuntimeError(f"embedding: indices must be an integer tensor, not {input.dtype.name}")
-  return weight[input]
+  return weight[input._check((input >= 0) & (input < weight.shape[0]), IndexError, "embedding: index out of range in self")]
 
 
 def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor: return tensor.one_hot(num_classes)

@@ -41,7 +41,7 @@ class Embedding:
 
   def __call__(self, idx: Tensor) -> Tensor:
     if not idx.dtype.is_int: raise RuntimeError(f"Embedding: indices must be an integer tensor, not {idx.dtype.name}")
-    return self.weight[idx]
+    return self.weight[idx._check((idx >= 0) & (idx < self.num_embeddings), IndexError, "Embedding: index out of range in self")]
 
 
 def _normalized_shape(shape: int | Sequence[int]) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ class NumpyAllocator(Allocator):
   def _alloc(self, nbytes: int) -> np.ndarray:
     try:
       return np.zeros(nbytes, dtype=np.uint8)
-    except ValueError as e:  # "array is too big": beyond what numpy can address, so out of memory by any measure
+    except ValueError as e:  # beyond numpy's largest dimension
       raise MemoryError(str(e)) from e
   def _free(self, handle: np.ndarray, nbytes: int) -> None: pass
   def copyin(self, handle: np.ndarray, src: memoryview) -> None: handle[:src.nbytes] = np.frombuffer(src, np.uint8)
@@ -29,16 +29,26 @@ class PythonCompiler(Compiler):
 
 
 def _c_div(a, b):
+  """C division (truncating). A divisor of 0 gives a (the kernel's CHECK reports it); MIN / -1 wraps to MIN. Through
+  numpy's floor division, which handles both without faulting; abs() would overflow at MIN."""
   a, b = np.asarray(a), np.asarray(b)
   if a.dtype.kind == "f": return a / b
-  q = np.abs(a) // np.where(b == 0, 1, np.abs(b))
-  return np.where((a < 0) != (b < 0), -q, q).astype(a.dtype)
+  b = np.where(b == 0, 1, b).astype(b.dtype)
+  q = np.floor_divide(a, b)
+  # floor and truncation differ by one where the division is inexact and the signs differ
+  return np.where((q * b != a) & ((a < 0) != (b < 0)), q + 1, q).astype(a.dtype)
 
 
 def _c_mod(a, b):
   a, b = np.asarray(a), np.asarray(b)
   if a.dtype.kind == "f": return np.fmod(a, b)
-  return np.fmod(a, np.where(b == 0, 1, b)).astype(a.dtype)
+  return np.fmod(a, np.where(b == 0, 1, b).astype(b.dtype)).astype(a.dtype)
+
+
+def _check(value, bad, bit: int, err: np.ndarray):
+  """A CHECK: `value`, with `bit` set in the kernel's error word where `bad` holds anywhere."""
+  if np.any(bad): err[0] |= bit
+  return value
 
 
 def _round_bf16(x):
@@ -48,8 +58,13 @@ def _round_bf16(x):
 
 
 def _float_to_int(x, dt):
-  with np.errstate(invalid="ignore"):
-    return np.trunc(np.nan_to_num(np.asarray(x), nan=0.0, posinf=0.0, neginf=0.0)).astype(dt)
+  """float -> integer, the rule of every picograd device: truncate, saturate to the integer's range, NaN gives 0."""
+  info = np.iinfo(dt)
+  t = np.trunc(np.where(np.isnan(x), 0, x)).astype(np.float64)  # float64 holds every float value exactly
+  # float(info.max) of a 64-bit type rounds up to 2^63 or 2^64: a value at or above it saturates
+  hi, lo = t >= float(info.max), t <= float(info.min)
+  inside = np.where(hi | lo, 0, t).astype(dt)
+  return np.where(hi, info.max, np.where(lo, info.min, inside)).astype(dt)
 
 
 def _load(buf: np.ndarray, idx):
@@ -65,6 +80,7 @@ KERNEL_GLOBALS = {
   "full": lambda v, extent: np.broadcast_to(v, np.broadcast_shapes(np.shape(v), extent)),
   "bf16_to_f32": lambda b: (b.astype(np.uint32) << 16).view(np.float32), "round_bf16": _round_bf16,
   "f32_to_bf16": lambda x: (_round_bf16(x).view(np.uint32) >> 16).astype(np.uint16), "float_to_int": _float_to_int, "load": _load,
+  "check": _check,
 }
 
 
