@@ -2,10 +2,11 @@
 
 Basic indexing is shrink / flip / pad+reshape (for steps), so it never copies. An integer tensor
 index becomes a one-hot comparison reduced with a sum: lazy, fusable, and its gradient is the
-scatter-add PyTorch computes. Its values are checked when the kernel runs (an index out of range raises
-IndexError). Lists, tuples and numpy arrays inside an index are host values, so they are checked right
-at the op instead, negative entries are resolved there, and a bool list (a mask of known shape) becomes
-the integer indices of its True entries.
+scatter-add PyTorch computes. Lists, tuples and numpy arrays inside an index are host values, so
+they are checked right at the op (an out-of-range entry raises IndexError, as in PyTorch), negative
+entries are resolved there, and a bool list (a mask of known shape) becomes the integer indices
+of its True entries. Tensor indices are checked when the kernel runs
+(an index out of range raises IndexError).
 """
 from __future__ import annotations
 from typing import Any

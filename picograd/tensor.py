@@ -17,6 +17,7 @@ from picograd.ir.gradient import compute_gradient, nodes_between, gradient_graph
 from picograd.runtime.device import Buffer, canonicalize
 from picograd.frontend.conv import ConvMixin
 from picograd.frontend.math import MathMixin
+from picograd.frontend.random import RandomMixin
 from picograd.frontend.scan import ScanMixin
 
 Scalar = int | float | bool
@@ -68,7 +69,7 @@ def _new_shape(shape: tuple, op: str) -> tuple[int, ...]:
   return shape
 
 
-class Tensor(ConvMixin, ScanMixin, MathMixin):
+class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   """A lazily evaluated n-dimensional array on a device."""
   # _requires_grad: True/False as set by the user on a leaf, None to derive it from the graph
   __slots__ = ("uop", "device", "_requires_grad", "grad", "__weakref__")
@@ -319,7 +320,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
       if not math.isfinite(v): raise RuntimeError(f"arange: unsupported range: {start} -> {stop} (step {step})")
     if step == 0: raise RuntimeError("arange: step must be nonzero")
     if (stop - start) * step < 0: raise RuntimeError(f"arange: upper bound {stop} and lower bound {start} inconsistent with step sign ({step})")
-    n = math.ceil((stop - start) / step)
+    n = max(0, math.ceil((stop - start) / step))
     is_float = any(isinstance(v, float) for v in (start, stop, step))
     dt = dtypes.from_any(dtype) if dtype is not None else (dtypes.default_float if is_float else dtypes.int64)
     iota = Tensor(UOp(Ops.IOTA, dtypes.int32, (), n), device=device)
@@ -358,6 +359,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def manual_seed(seed: int = 0) -> None:
     """Seed the counter-based generator: the same seed gives the same numbers on every device."""
     Tensor._seed, Tensor._rng_counter = int(seed), 0
+
+  @staticmethod
+  def get_rng_state() -> tuple[int, int]:
+    """(seed, numbers drawn so far): all the generator's future draws depend on. Checkpoints save it to resume bit-exactly."""
+    return Tensor._seed, Tensor._rng_counter
+
+  @staticmethod
+  def set_rng_state(state: Sequence[int]) -> None:
+    """Restore a state from `get_rng_state`: the next draws are the ones that followed it."""
+    seed, counter = (int(v) for v in state)
+    if counter < 0: raise ValueError(f"set_rng_state: the counter must be non-negative, got {counter}")
+    Tensor._seed, Tensor._rng_counter = seed, counter
 
   @staticmethod
   def _random_bits(n: int, device: str | None) -> "Tensor":
@@ -539,7 +552,9 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def trunc(self) -> "Tensor":
     if not self.dtype.is_float: return self
     # through int64 is exact for |x| < 2**63; larger floats are already integers
-    return _where(self.abs() < 2.0**62, self.cast(dtypes.int64).cast(self.dtype), self)
+    small = self.abs() < 2.0**62
+    # the cast sees 0 where it is not taken: a NaN or infinity cast to an integer is undefined behaviour in LLVM
+    return _where(small, _where(small, self, 0.0).cast(dtypes.int64).cast(self.dtype), self)
   def floor(self) -> "Tensor":
     if not self.dtype.is_float: return self
     t = self.trunc()
@@ -767,7 +782,10 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if any(s < 0 for s in shape) or prod(shape) != self.numel():
       raise ShapeError(f"reshape: cannot reshape tensor of shape {self.shape} ({self.numel()} elements) into {shape}")
     return self._new(self.uop.reshape(shape))
-  view = reshape
+  def view(self, *shape) -> "Tensor":
+    """reshape; given a dtype instead of a shape, the same bits read as that dtype (`bitcast`), as in PyTorch."""
+    if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list)): return self.bitcast(shape[0])
+    return self.reshape(*shape)
 
   def permute(self, *order) -> "Tensor":
     order = _shape_arg(order, "permute")
@@ -816,7 +834,6 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
     Negative amounts crop, as in PyTorch.
     """
-    if mode != "constant": raise NotImplementedError(f"pad: mode {mode!r} (only 'constant' is supported)")
     if padding and isinstance(padding[0], (tuple, list)):
       if len(padding) != self.ndim: raise ShapeError(f"pad: {len(padding)} (before, after) pairs for a tensor of shape {self.shape}")
       pairs = [tuple(p) for p in padding]
@@ -825,6 +842,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
         raise ShapeError(f"pad: padding {tuple(padding)} does not fit a tensor of shape {self.shape}")
       pairs = [(0, 0)] * self.ndim
       for i in range(len(padding) // 2): pairs[self.ndim - 1 - i] = (padding[2 * i], padding[2 * i + 1])
+    if mode != "constant": return self._pad_mode(pairs, mode)  # reflect, replicate, circular: frontend/conv.py
     # negative amounts are crops; do them first
     crop = tuple((-min(b, 0), d + min(a, 0)) for (b, a), d in zip(pairs, self.shape))
     if any(e < s for s, e in crop): raise ShapeError(f"pad: padding {pairs} crops more than the shape {self.shape}")
@@ -989,7 +1007,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     x = self._float()
     linear = x * beta > threshold
     # the log branch sees 0 where it is not taken, so its exp cannot overflow into a NaN gradient
-    return _where(linear, x, (1 + _where(linear, 0.0, x * beta).exp()).log() * (1 / beta))
+    return _where(linear, x, _where(linear, 0.0, x * beta).exp().log1p() * (1 / beta))
 
   def layer_norm(self, normalized_shape: int | Sequence[int], weight: "Tensor | None" = None, bias: "Tensor | None" = None,
                  eps: float = 1e-5) -> "Tensor":
@@ -1143,18 +1161,18 @@ def _graphs_for_grad(tensors: Sequence["Tensor"]) -> dict["Tensor", UOp]:
   return {t: t.uop for t in tensors if t._requires_grad is None and not is_contiguous_view(t.uop) and t.requires_grad}
 
 
-def _repeat_heads(x: Tensor, n: int) -> Tensor:
-  """Each head (dim -3) n times in a row, like x.repeat_interleave(n, -3): a broadcast, so no copy is made."""
-  *batch, h, s, e = x.shape
-  return x.unsqueeze(-3).expand(*batch, h, n, s, e).reshape(*batch, h * n, s, e)
-
-
 def _check_nonempty(x: Tensor, axis, op: str) -> None:
   """PyTorch's errors for a max/min with nothing to pick from: IndexError for an empty dim, RuntimeError for an empty tensor."""
   if axis is None and x.numel() == 0:
     raise RuntimeError(f"{op}: expected reduction dim to be specified for an empty tensor of shape {x.shape}")
   for a in x._axes(op, axis):
     if x.shape[a] == 0: raise IndexError(f"{op}: expected reduction dim {a} to have non-zero size (shape {x.shape})")
+
+
+def _repeat_heads(x: Tensor, n: int) -> Tensor:
+  """Each head (dim -3) n times in a row, like x.repeat_interleave(n, -3): a broadcast, so no copy is made."""
+  *batch, h, s, e = x.shape
+  return x.unsqueeze(-3).expand(*batch, h, n, s, e).reshape(*batch, h * n, s, e)
 
 
 def _reduce_loss(loss: Tensor, reduction: str, op: str) -> Tensor:
@@ -1352,3 +1370,25 @@ def _float32_to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
 
 def _bfloat16_bits_to_float32(x: np.ndarray) -> np.ndarray:
   return (x.astype(np.uint32) << 16).view(np.float32)
+
+
+def normal(mean: Tensor | float, std: Tensor | float = 1.0, size: Sequence[int] | None = None, *, dtype: DType | str | None = None,
+           device: str | None = None) -> Tensor:
+  """PyTorch's `torch.normal`: samples of N(mean, std**2), with `size` for float arguments or the broadcast shape of tensor ones.
+
+  A tensor `mean` or `std` is detached: PyTorch's gradient for them is zero, here the sample needs none.
+  """
+  tensors = [t for t in (mean, std) if isinstance(t, Tensor)]
+  if not tensors:
+    if size is None: raise TypeError("normal: with a float mean and std, give the output size")
+    return Tensor.normal(*_shape_arg((size,)), mean=float(mean), std=float(std), dtype=dtype, device=device)
+  if size is not None: raise TypeError("normal: size is only allowed when mean and std are both floats")
+  if isinstance(std, Tensor):
+    if std.numel() and std.min().item() < 0: raise RuntimeError("normal expects all elements of std >= 0.0")
+  elif not std >= 0: raise RuntimeError(f"normal expects std >= 0.0, but found std {std}")
+  shape = _broadcast_shape("normal", *(t.shape for t in tensors))
+  dev = tensors[0].device
+  m = mean.detach() if isinstance(mean, Tensor) else mean
+  s = std.detach() if isinstance(std, Tensor) else std
+  out = Tensor.randn(shape, device=dev) * s + m
+  return out.cast(dtypes.from_any(dtype)) if dtype is not None else out

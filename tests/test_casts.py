@@ -2,7 +2,8 @@
 
 double -> half is rendered inline on the CPU (LLVM's own lowering calls __truncdfhf2, which MCJIT
 cannot resolve) and must round once, to nearest even, like numpy. float -> integer follows one
-rule on every device: truncate toward zero, saturate to the integer's range, NaN gives 0.
+rule on every device: truncate toward zero, saturate to the integer's range, NaN gives 0 (int8/16 and
+uint8/16/32 wrap from the saturated int64, as PyTorch's casts do).
 """
 import numpy as np
 import pytest
@@ -41,6 +42,7 @@ FLOATS = [np.nan, np.inf, -np.inf, 1e10, -1e10, 2.0 ** 63, -2.0 ** 63, 2.0 ** 31
 
 
 def _saturated(values: list[float], dt: np.dtype) -> np.ndarray:
+  if dt.itemsize < 4 or dt == np.uint32: return _saturated(values, np.dtype(np.int64)).astype(dt)  # these wrap, as in PyTorch
   info = np.iinfo(dt)
   return np.array([0 if np.isnan(v) else max(info.min, min(info.max, int(np.trunc(v)) if np.isfinite(v) else (info.max if v > 0 else info.min)))
                    for v in values], dt)

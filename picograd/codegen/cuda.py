@@ -69,8 +69,9 @@ def target_of(device: Any) -> CUDATarget:
 # ------------------------------------------------------------------------------------------------
 # types, constants and the per-op table
 
-REG_TYPES = {dtypes.bool: "bool", dtypes.uint8: "unsigned char", dtypes.int32: "int", dtypes.uint32: "unsigned int",
-             dtypes.int64: "long long", dtypes.float16: "__half", dtypes.bfloat16: "float", dtypes.float32: "float",
+REG_TYPES = {dtypes.bool: "bool", dtypes.uint8: "unsigned char", dtypes.int8: "signed char", dtypes.int16: "short",
+             dtypes.uint16: "unsigned short", dtypes.int32: "int", dtypes.uint32: "unsigned int", dtypes.int64: "long long",
+             dtypes.uint64: "unsigned long long", dtypes.float16: "__half", dtypes.bfloat16: "float", dtypes.float32: "float",
              dtypes.float64: "double"}
 MEM_TYPES = {**REG_TYPES, dtypes.bfloat16: "__nv_bfloat16"}
 VEC4_TYPES = {dtypes.float32: "float4", dtypes.int32: "int4", dtypes.uint32: "uint4"}  # 16-byte accesses
@@ -82,7 +83,8 @@ def c_const(value: Any, dt: DType) -> str:
     v = int(value)
     if dt == dtypes.int64: return "(-9223372036854775807LL-1)" if v == -2**63 else f"{v}LL"
     if dt == dtypes.int32: return "(-2147483647-1)" if v == -2**31 else str(v)
-    return f"{v}u" if dt == dtypes.uint32 else f"(unsigned char){v}"
+    if dt == dtypes.uint64: return f"{v}ull"
+    return f"{v}u" if dt == dtypes.uint32 else f"(({REG_TYPES[dt]})({v}))"
   if dt == dtypes.float16: return f"__ushort_as_half((unsigned short){struct.unpack('<H', struct.pack('<e', value))[0]})"
   if dt == dtypes.float64:
     if math.isfinite(value): return float(value).hex()
@@ -118,6 +120,11 @@ def render_alu(op: Ops, dt: DType, x: list[str], src_dt: DType, wrap: bool = Fal
     u = _UNSIGNED[dt]
     if op is Ops.NEG: return f"(({REG_TYPES[dt]})(0u - ({u}){x[0]}))"
     return f"(({REG_TYPES[dt]})(({u}){x[0]} {_INFIX[op]} ({u}){x[1]}))"
+  # C promotes short types to int: a uint16 product can overflow int, and a negative value shifted left is undefined
+  if op is Ops.MUL and dt == dtypes.uint16: return f"((unsigned short)((unsigned int){x[0]} * (unsigned int){x[1]}))"
+  if op is Ops.SHL and dt.kind == "i":
+    u = "unsigned long long" if dt.itemsize == 8 else "unsigned int"
+    return f"(({REG_TYPES[dt]})(({u}){x[0]} << {x[1]}))"
   if op is Ops.CAST: return render_cast(dt, src_dt, x[0])
   if op is Ops.BITCAST: return f"pg_bitcast<{REG_TYPES[dt]}>({x[0]})"
   if op is Ops.WHERE: return f"({x[0]} ? {x[1]} : {x[2]})"
@@ -139,7 +146,10 @@ def render_cast(dst: DType, src: DType, x: str) -> str:
   if dst == dtypes.float16: return f"__float2half_rn({x if src in (dtypes.float32, dtypes.bfloat16) else f'(float){x}'})"
   if dst == dtypes.bfloat16: return f"pg_round_bf16({x if src == dtypes.float32 else f'(float){x}'})"
   if src.is_float and dst.is_int:
-    return f"pg_float_to_int<{REG_TYPES[dst]}>({x}, {c_const(dtypes.min(dst), dst)}, {c_const(dtypes.max(dst), dst)})"
+    # int8/16, uint8/16/32 wrap from a saturated int64, as PyTorch's casts do (-1.0 -> 255 for uint8)
+    wide = dtypes.int64 if dst.itemsize < 4 or dst == dtypes.uint32 else dst
+    sat = f"pg_float_to_int<{REG_TYPES[wide]}>({x}, {c_const(dtypes.min(wide), wide)}, {c_const(dtypes.max(wide), wide)})"
+    return sat if wide == dst else f"(({REG_TYPES[dst]}){sat})"
   return f"(({REG_TYPES[dst]}){x})"
 
 
@@ -157,10 +167,13 @@ template <class T> PG_INLINE T pg_check(T v, bool bad, long long bit, unsigned l
   if (bad) atomicOr(err, (unsigned long long)bit);
   return v;
 }
-template <class To, class From> PG_INLINE To pg_bitcast(From x) { To y; __builtin_memcpy(&y, &x, sizeof(To)); return y; }
+template <class To, class From> PG_INLINE To pg_bitcast(From x) { To y; memcpy(&y, &x, sizeof(To)); return y; }  // NVRTC rejects __builtin_memcpy
 template <class T> PG_INLINE T pg_shfl_xor(T v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
 PG_INLINE bool pg_shfl_xor(bool v, int o) { return __shfl_xor_sync(0xffffffffu, (int)v, o) != 0; }
 PG_INLINE unsigned char pg_shfl_xor(unsigned char v, int o) { return (unsigned char)__shfl_xor_sync(0xffffffffu, (int)v, o); }
+PG_INLINE signed char pg_shfl_xor(signed char v, int o) { return (signed char)__shfl_xor_sync(0xffffffffu, (int)v, o); }
+PG_INLINE short pg_shfl_xor(short v, int o) { return (short)__shfl_xor_sync(0xffffffffu, (int)v, o); }
+PG_INLINE unsigned short pg_shfl_xor(unsigned short v, int o) { return (unsigned short)__shfl_xor_sync(0xffffffffu, (int)v, o); }
 struct PgAdd { template <class T> PG_INLINE T operator()(T a, T b) const { return a + b; } };
 struct PgMax { template <class T> PG_INLINE T operator()(T a, T b) const { return pg_max(a, b); } };
 // every lane of the warp gets the combined value

@@ -18,7 +18,8 @@ from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.opt import index_stride
 
-LL_TYPES = {dtypes.bool: "i1", dtypes.uint8: "i8", dtypes.int32: "i32", dtypes.uint32: "i32", dtypes.int64: "i64",
+LL_TYPES = {dtypes.bool: "i1", dtypes.uint8: "i8", dtypes.int8: "i8", dtypes.int16: "i16", dtypes.uint16: "i16", dtypes.int32: "i32",
+            dtypes.uint32: "i32", dtypes.int64: "i64", dtypes.uint64: "i64",
             dtypes.float16: "half", dtypes.bfloat16: "float", dtypes.float32: "float", dtypes.float64: "double"}
 MEM_TYPES = {**LL_TYPES, dtypes.bool: "i8", dtypes.bfloat16: "i16"}
 
@@ -62,6 +63,8 @@ def _cast(dst: DType, src: DType, x: str, out: str) -> list[str]:
   if src == dtypes.float64 and dst == dtypes.float16: return _double_to_half(x, out)
   if src.is_float and dst.is_float:
     return [f"{out} = {'fpext' if _fbits(src) < _fbits(dst) else 'fptrunc'} {s} {x} to {d}"]
+  if src.is_float and _wraps_from_int64(dst):
+    return [f"{out}.i64 = call i64 @{_float_to_int_intrinsic(dtypes.int64, src)}({s} {x})", f"{out} = trunc i64 {out}.i64 to {d}"]
   if src.is_float: return [f"{out} = call {d} @{_float_to_int_intrinsic(dst, src)}({s} {x})"]
   if dst.is_float: return [f"{out} = {'uitofp' if src.is_unsigned or src == dtypes.bool else 'sitofp'} {s} {x} to {d}"]
   sb, db = _ibits(src), _ibits(dst)
@@ -74,6 +77,11 @@ def _round_to_bfloat16(prefix: list[str], x: str, out: str) -> list[str]:
   return prefix + [f"{out}.b = bitcast float {x} to i32", f"{out}.l = lshr i32 {out}.b, 16", f"{out}.o = and i32 {out}.l, 1",
                    f"{out}.r = add i32 {out}.b, 32767", f"{out}.s = add i32 {out}.r, {out}.o", f"{out}.m = and i32 {out}.s, -65536",
                    f"{out} = bitcast i32 {out}.m to float"]
+
+
+def _wraps_from_int64(dst: DType) -> bool:
+  """float -> int8/16, uint8/16/32 wrap from a saturated int64, as PyTorch's casts do (-1.0 -> 255 for uint8)."""
+  return dst.itemsize < 4 or dst == dtypes.uint32
 
 
 def _float_to_int_intrinsic(dst: DType, src: DType) -> str:

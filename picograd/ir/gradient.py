@@ -65,6 +65,15 @@ def _expand_grads(grad: UOp, out: UOp) -> Grads:
   return (_sum_to(grad, tuple(i for i, (a, b) in enumerate(zip(x.shape, out.shape)) if a != b)),)
 
 
+def _fmod_grads(grad: UOp, out: UOp) -> Grads:
+  """fmod: out = a - trunc(a / b) b. trunc(q) is q - fmod(q, 1), or q itself where that is NaN (q infinite), as PyTorch's."""
+  a, b = out.src
+  q = _mul(a, _recip(b))
+  frac = q.alu(Ops.MOD, _full_like(q, 1.0))
+  trunc = frac.alu(Ops.CMPNE, frac).where(q, q + _neg(frac))
+  return (grad, _neg(_mul(grad, trunc)))
+
+
 def _rule(op: Ops, fn: Callable[[UOp, UOp], Grads]) -> tuple[UPat, Callable[..., Grads]]:
   """A table entry: PatternMatcher passes the rewrite context (here, the output's gradient) as `ctx`."""
   return (UPat(op, name="out"), lambda ctx, out: fn(ctx, out))
@@ -85,8 +94,7 @@ gradient_rules = PatternMatcher([
   _rule(Ops.SQRT, lambda grad, out: (_mul(grad, _scale(_recip(out), 0.5)),)),
   _rule(Ops.RECIPROCAL, lambda grad, out: (_neg(_mul(grad, _mul(out, out))),)),
   _rule(Ops.MAX, _max_grads),
-  # float MOD is C's fmod: a - trunc(a/b) b, so d/db = -trunc(a/b) = -(a - out) / b, with no rounding of a/b to redo
-  _rule(Ops.MOD, lambda grad, out: (grad, _neg(_mul(grad, _mul(out.src[0].alu(Ops.ADD, _neg(out)), _recip(out.src[1])))))),
+  _rule(Ops.MOD, _fmod_grads),
   _rule(Ops.WHERE, lambda grad, out: (None, out.src[0].where(grad, _zeros_like(grad)), out.src[0].where(_zeros_like(grad), grad))),
   _rule(Ops.CAST, lambda grad, out: (grad.cast(out.src[0].dtype),)),
   _rule(Ops.REDUCE, _reduce_grads),

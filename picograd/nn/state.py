@@ -20,8 +20,8 @@ from picograd.helpers import prod
 __all__ = ["CheckpointError", "save", "load", "load_metadata", "load_state_dict", "atomic_write"]
 
 # picograd dtype name -> safetensors dtype code
-_CODES = {"bool": "BOOL", "uint8": "U8", "int32": "I32", "uint32": "U32", "int64": "I64", "float16": "F16",
-          "bfloat16": "BF16", "float32": "F32", "float64": "F64"}
+_CODES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16", "int32": "I32", "uint32": "U32", "int64": "I64",
+          "uint64": "U64", "float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64"}
 _FROM_CODE = {code: getattr(dtypes, name) for name, code in _CODES.items()}
 _META = "__metadata__"
 

@@ -14,7 +14,7 @@ class NumpyAllocator(Allocator):
   def _alloc(self, nbytes: int) -> np.ndarray:
     try:
       return np.zeros(nbytes, dtype=np.uint8)
-    except ValueError as e:  # beyond numpy's largest dimension
+    except ValueError as e:  # "array is too big": beyond what numpy can address, so out of memory by any measure
       raise MemoryError(str(e)) from e
   def _free(self, handle: np.ndarray, nbytes: int) -> None: pass
   def copyin(self, handle: np.ndarray, src: memoryview) -> None: handle[:src.nbytes] = np.frombuffer(src, np.uint8)
@@ -58,7 +58,9 @@ def _round_bf16(x):
 
 
 def _float_to_int(x, dt):
-  """float -> integer, the rule of every picograd device: truncate, saturate to the integer's range, NaN gives 0."""
+  """float -> integer, the rule of every picograd device: truncate, saturate to the integer's range, NaN gives 0.
+  int8/16 and uint8/16/32 wrap from the saturated int64, as PyTorch's casts do (-1.0 -> 255 for uint8)."""
+  if np.dtype(dt).itemsize < 4 or np.dtype(dt) == np.uint32: return _float_to_int(x, np.int64).astype(dt)
   info = np.iinfo(dt)
   t = np.trunc(np.where(np.isnan(x), 0, x)).astype(np.float64)  # float64 holds every float value exactly
   # float(info.max) of a 64-bit type rounds up to 2^63 or 2^64: a value at or above it saturates
