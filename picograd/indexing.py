@@ -57,7 +57,10 @@ def _dims_consumed(i: Any) -> int:
 
 
 def _resolve_host(t: Tensor, index: tuple) -> tuple:
-  """Check host arrays against the dims they index; bool masks become one position array per masked dim."""
+  """Check host arrays against the dims they index (they need no check when the kernel runs) and resolve negative entries.
+
+  Bool masks become one position array per masked dim.
+  """
   out: list[Any] = []
   dim = 0
   for item in index:
@@ -66,12 +69,12 @@ def _resolve_host(t: Tensor, index: tuple) -> tuple:
       if item.shape != covered:
         raise IndexError(f"the shape of the mask {list(item.shape)} at index {dim} does not match the shape of the indexed tensor "
                          f"{list(t.shape)} at index {dim}")
-      out.extend(Tensor(p, device=t.device) for p in np.nonzero(item))
+      out.extend(np.nonzero(item))
     elif isinstance(item, np.ndarray):
       n = t.shape[dim]
       bad = (item < -n) | (item >= n)
       if bad.any(): raise IndexError(f"index {int(item[bad].flat[0])} is out of bounds for dimension {dim} with size {n} (shape {t.shape})")
-      out.append(Tensor(np.where(item < 0, item + n, item), device=t.device))
+      out.append(np.where(item < 0, item + n, item))
     else: out.append(item)
     dim += _dims_consumed(item)
   return tuple(out)
@@ -107,7 +110,7 @@ def getitem(t: Tensor, index: Any) -> Tensor:
       out_shape.append(1)
       continue
     n = x.shape[dim]
-    if isinstance(item, bool) or not isinstance(item, (int, np.integer, slice, Tensor)):
+    if isinstance(item, bool) or not isinstance(item, (int, np.integer, slice, Tensor, np.ndarray)):
       raise IndexError(f"unsupported index {item!r}")
     if isinstance(item, (int, np.integer)):
       item = int(item)
@@ -123,6 +126,9 @@ def getitem(t: Tensor, index: Any) -> Tensor:
       count = max(0, -(-(stop - start) // step))
       x = _take_every(x, dim, start if count else 0, count, step)
       out_shape.append(x.shape[dim])
+    elif isinstance(item, np.ndarray):  # host positions, checked and made non-negative by _resolve_host
+      tensor_dims.append((len(out_shape), Tensor(item, device=t.device)))
+      out_shape.append(n)
     else:
       item = item._check((item >= -n) & (item < n), IndexError, f"index out of bounds for dimension {dim} with size {n}")
       tensor_dims.append((len(out_shape), item))

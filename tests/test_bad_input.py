@@ -353,13 +353,15 @@ def test_bad_input(cpu_device, ours, theirs, exc, message):
     with pytest.raises(exc): theirs(TORCH)  # the row's type is PyTorch's
 
 
-# ---------------------------------------------------------------- integers wrap to their dtype on every device, as on the CPU
+# ---------------------------------------------------------------- integers wrap to their dtype on every device, as on the CPU and in PyTorch
 @pytest.mark.parametrize("fn", [
   lambda L, a: a + 1, lambda L, a: a * 100000, lambda L, a: a * a, lambda L, a: -a, lambda L, a: a + 2**40, lambda L, a: a * 3 * 2**30,
-  lambda L, a: (a.long() * 2**62) * 4, lambda L, a: a.sum(), lambda L, a: a - 2**31,
+  lambda L, a: (a.long() * 2**62) * 4, lambda L, a: a.sum(), lambda L, a: a - 2**31 + 1,
 ], ids=["add", "mul", "square", "neg", "big-constant", "folded-constants", "int64-folded", "sum-int64", "sub-min"])
-def test_integers_wrap(cpu_device, fn):
-  values = np.array([2**31 - 1, -2**31, 100000, -7], np.int32)
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8])
+def test_integers_wrap(cpu_device, fn, dtype):
+  info = np.iinfo(dtype)
+  values = np.array([info.max, info.min, min(100000, info.max), 7], dtype)
   got = fn(PG(cpu_device), Tensor(values, device=cpu_device))
   want = fn(TORCH, torch.tensor(values))
   assert got.dtype.name == str(want.dtype).removeprefix("torch.")
