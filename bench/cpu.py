@@ -1,12 +1,14 @@
 """CPU benchmark: picograd beside numpy (and PyTorch, when installed) in one process, as a markdown table.
 
 Rows: a fused elementwise a*b+c, row sums, row softmax, float32 matmuls, the first call of a
-new fused kernel in a fresh process (compiling, and with a warm disk cache), and one training
-step of the makemore MLP, eager and under `@picograd.jit`. Each timing is the median of --runs runs after --warmup runs; inputs
+new fused kernel in a fresh process (compiling, and with a warm disk cache), one training
+step of the makemore MLP, eager and under `@picograd.jit`, and a ResNet-stage conv2d (forward,
+forward + backward) and max_pool2d. Each timing is the median of --runs runs after --warmup runs; inputs
 are realized before timing and outputs with `.realize()`. "ratio" is numpy's time (or
-PyTorch's, for the MLP) divided by picograd's: above 1 means picograd is faster.
+PyTorch's, for the MLP and conv rows) divided by picograd's: above 1 means picograd is faster.
 
   python bench/cpu.py              # print the table
+  python bench/cpu.py --only conv  # only the groups whose name contains "conv"
   python bench/cpu.py --save       # and append it, with date, device and commit, to bench/RESULTS.md
 """
 from __future__ import annotations
@@ -193,6 +195,34 @@ def bench_mlp(batch: int, runs: int, warmup: int) -> list[Row]:
           Row(name + " (jit)", median_time(lambda: jitted(x, onehot), runs, warmup), None, pt)]
 
 
+# ---------------------------------------------------------------- convolution and pooling (a ResNet stage's shapes)
+def bench_conv(runs: int, warmup: int) -> list[Row]:
+  """conv2d 3x3, 64 -> 64 channels, 56x56, batch 8 (padding 1): forward, forward + both gradients; max_pool2d 2x2 of the same input."""
+  rng = np.random.default_rng(0)
+  xs, gs = rng.standard_normal((8, 64, 56, 56), dtype=np.float32), rng.standard_normal((8, 64, 56, 56), dtype=np.float32)
+  ws = (rng.standard_normal((64, 64, 3, 3)) * 0.05).astype(np.float32)
+  flops = 2 * 8 * 64 * 56 * 56 * 64 * 9
+  pt = [None, None, None]
+  if torch is not None:
+    tx, tw, tg = torch.tensor(xs, requires_grad=True), torch.tensor(ws, requires_grad=True), torch.from_numpy(gs)
+    def torch_fwd_bwd() -> None:
+      tx.grad = tw.grad = None
+      torch.nn.functional.conv2d(tx, tw, padding=1).backward(tg)
+    with torch.no_grad():
+      pt[0] = median_time(lambda: torch.nn.functional.conv2d(tx, tw, padding=1), runs, warmup)
+      pt[2] = median_time(lambda: torch.nn.functional.max_pool2d(tx, 2), runs, warmup)
+    pt[1] = median_time(torch_fwd_bwd, runs, warmup)
+  x, w, g = Tensor(xs, requires_grad=True).realize(), Tensor(ws, requires_grad=True).realize(), realized(gs)
+  def fwd_bwd() -> None:
+    out = x.conv2d(w, padding=1)
+    out.realize(*out.gradient(x, w, gradient=g))
+  return [Row("conv2d 3x3 64->64 56x56 batch 8, forward", median_time(lambda: x.conv2d(w, padding=1).realize(), runs, warmup), None, pt[0],
+              nbytes=xs.nbytes * 2 + ws.nbytes, flops=flops),
+          Row("conv2d 3x3 64->64 56x56 batch 8, forward + backward", median_time(fwd_bwd, runs, warmup), None, pt[1], flops=3 * flops),
+          Row("max_pool2d 2x2 of 8x64x56x56", median_time(lambda: x.max_pool2d(2).realize(), runs, warmup), None, pt[2],
+              nbytes=xs.nbytes * 5 // 4)]
+
+
 def save(text: str, cores: int, runs: int) -> None:
   """Append `text` to bench/RESULTS.md under a heading naming the date, CPU, load, commit and versions."""
   here = os.path.dirname(os.path.abspath(__file__))
@@ -206,7 +236,7 @@ def save(text: str, cores: int, runs: int) -> None:
   load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
   head = (f"\n## CPU: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu}, {cores} cores{load}, commit {commit}{dirty}\n\n"
           f"`python bench/cpu.py`: median of {runs} runs; numpy {np.__version__}, torch {torch.__version__ if torch is not None else 'not installed'}, "
-          f"python {platform.python_version()}. ratio = numpy time / picograd time (PyTorch's for the MLP rows): above 1, picograd is faster.\n\n")
+          f"python {platform.python_version()}. ratio = numpy time / picograd time (PyTorch's for the MLP and conv rows): above 1, picograd is faster.\n\n")
   with open(os.path.join(here, "RESULTS.md"), "a") as f: f.write(head + text + "\n")
 
 
@@ -215,12 +245,15 @@ def main() -> None:
   ap.add_argument("--runs", type=int, default=7, help="timed runs per row (median)")
   ap.add_argument("--warmup", type=int, default=2, help="untimed runs first")
   ap.add_argument("--save", action="store_true", help="append the table to bench/RESULTS.md")
+  ap.add_argument("--only", default="", help="run only the groups whose name contains this (elementwise, reduce, matmul, first-call, mlp, conv)")
   args = ap.parse_args()
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
   if torch is not None: torch.set_num_threads(cores)
   r, w = args.runs, args.warmup
-  rows = [bench_elementwise(r, w), bench_rowsum(r, w), bench_softmax(r, w), bench_matmul(512, r, w), bench_matmul(1024, r, w),
-          *bench_first_call(min(r, 5)), *bench_mlp(32, r * 3, w * 5), *bench_mlp(512, r * 3, w * 5)]
+  groups = {"elementwise": lambda: [bench_elementwise(r, w)], "reduce": lambda: [bench_rowsum(r, w), bench_softmax(r, w)],
+            "matmul": lambda: [bench_matmul(512, r, w), bench_matmul(1024, r, w)], "first-call": lambda: bench_first_call(min(r, 5)),
+            "mlp": lambda: [*bench_mlp(32, r * 3, w * 5), *bench_mlp(512, r * 3, w * 5)], "conv": lambda: bench_conv(r, w)}
+  rows = [row for name, make in groups.items() if args.only in name for row in make()]
   text = table(rows)
   print(text)
   if args.save: save(text, cores, r)

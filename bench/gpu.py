@@ -3,7 +3,8 @@
 Rows: fused elementwise `a*b+c` and `(a*b+c).exp()*0.5+a` on 64M float32 (GB/s over the bytes of
 the inputs and the output), row sums and the full sum of 8192x8192, row softmax and layer_norm of
 8192x8192 (one kernel each, a block per row), float32 and float16 matmuls at 1024 and 4096
-(TFLOP/s), and the first call of a new kernel
+(TFLOP/s), a ResNet-stage conv2d (3x3, 64 channels, 56x56, batch 8: forward, and forward + both
+gradients, TFLOP/s) and max_pool2d 2x2 of its input, and the first call of a new kernel
 (scheduling, NVRTC, loading) beside a cached one. Every GPU time is the median of --runs runs
 measured with CUDA events after --warmup runs; picograd's is the sum of its kernels' times for
 one realize (the same schedule, run again on the same buffers). "vs eager" is PyTorch eager's
@@ -29,9 +30,10 @@ from picograd.runtime.device import get_device  # noqa: E402
 import torch  # noqa: E402
 
 
-def pg_time(out: Callable[[], Tensor], runs: int, warmup: int) -> float:
-  """Median GPU time (s) of the kernels realizing `out()`, each timed with CUDA events."""
-  steps = schedule(out())
+def pg_time(out: Callable[[], Tensor | tuple[Tensor, ...]], runs: int, warmup: int) -> float:
+  """Median GPU time (s) of the kernels realizing `out()` (a Tensor or a tuple of them), each timed with CUDA events."""
+  outs = out()
+  steps = schedule(*(outs if isinstance(outs, tuple) else (outs,)))
   def once() -> float:
     return sum(s.kernel.program([b.handle for b in s.buffers], s.kernel.dims, wait=True) for s in steps if s.kernel is not None)
   for _ in range(warmup): once()
@@ -115,6 +117,26 @@ def run(args) -> tuple[list[Row], list[str]]:
       target = f">= {need}x torch" if size == 4096 else "-"
       add(f"matmul {dt} {size}", lambda X=X, Y=Y: X @ Y, lambda tx=tx, ty=ty: tx @ ty, 2 * size**3, "TFLOP/s", target,
           lambda pg, eager, need=need, size=size: size != 4096 or eager / pg >= need)
+  # a ResNet stage: conv2d 3x3, 64 -> 64 channels, 56x56, batch 8 (padding 1), forward and forward + both gradients; max_pool2d 2x2
+  xs, gs = rng.standard_normal((8, 64, 56, 56), dtype=np.float32), rng.standard_normal((8, 64, 56, 56), dtype=np.float32)
+  ws = (rng.standard_normal((64, 64, 3, 3)) * 0.05).astype(np.float32)
+  X, W = (Tensor(v, device="CUDA", requires_grad=True).realize() for v in (xs, ws))
+  G = Tensor(gs, device="CUDA").realize()
+  tx, tw = (torch.from_numpy(v).cuda().requires_grad_() for v in (xs, ws))
+  tg = torch.from_numpy(gs).cuda()
+  cflops = 2 * 8 * 64 * 56 * 56 * 64 * 9
+  def pg_fwd_bwd() -> tuple[Tensor, ...]:
+    out = X.conv2d(W, padding=1)
+    return (out, *out.gradient(X, W, gradient=G))
+  def torch_fwd_bwd() -> None:
+    tx.grad = tw.grad = None
+    torch.nn.functional.conv2d(tx, tw, padding=1).backward(tg)
+  with torch.no_grad():
+    add("conv2d 3x3 64ch 56^2 b8 fwd", lambda: X.conv2d(W, padding=1), lambda: torch.nn.functional.conv2d(tx, tw, padding=1), cflops,
+        "TFLOP/s", "-", lambda pg, _: True)
+    add("max_pool2d 2x2 8x64x56^2", lambda: X.max_pool2d(2), lambda: torch.nn.functional.max_pool2d(tx, 2), xs.nbytes * 5 // 4, "GB/s",
+        "-", lambda pg, _: True)
+  add("conv2d 3x3 64ch 56^2 b8 fwd+bwd", pg_fwd_bwd, torch_fwd_bwd, 3 * cflops, "TFLOP/s", "-", lambda pg, _: True)
   extra = first_call()
   return rows, extra
 

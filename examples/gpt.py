@@ -10,7 +10,7 @@ follows a cosine to a tenth of its peak.
     python examples/gpt.py                        # the small CPU config: ~1.5 min on 2 cores, val loss ~1.94
     DEV=CUDA python examples/gpt.py               # the large config (6 layers, 6 heads, 384 dims, context 256)
     python examples/gpt.py --config large --steps 200 --save gpt.safetensors
-    python examples/gpt.py --resume gpt.safetensors --steps 400
+    python examples/gpt.py --resume gpt.safetensors              # continue that run to step 200, bit-exactly
 
 Each training step (forward, backward, AdamW) runs under `picograd.jit`, so after the first two
 steps only the compiled kernels are relaunched. The summary reports tokens per second and the loss
@@ -18,14 +18,15 @@ curve, also drawn to a PNG (--plot) when matplotlib is installed.
 """
 from __future__ import annotations
 import argparse, math, os, sys, time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 import numpy as np
 import picograd
 from picograd import Tensor, nn, optim
 from picograd.nn import datasets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_training_args, device_name, load_checkpoint, progress, save_checkpoint  # noqa: E402
+from common import (StopRequest, add_training_args, apply_resume_settings, device_name, load_checkpoint, load_data, progress,  # noqa: E402
+                    save_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -161,11 +162,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--sample-chars", type=int, default=300, help="characters to generate at the end")
   parser.add_argument("--plot", default="gpt_loss.png", help="where to draw the loss curve (needs matplotlib; '' for none)")
   parser.add_argument("--data", default=None, help="path of tinyshakespeare.txt (default: found or downloaded by picograd.nn.datasets)")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  # a checkpoint keeps the whole config (and so the learning-rate schedule): --resume continues the same run
+  apply_resume_settings(parser, args, ["config", "seed", *Config.__dataclass_fields__])
+  return args
+
+
+def config_name(args: argparse.Namespace) -> str:
+  return args.config or ("large" if device_name(args.device).startswith("CUDA") else "small")
 
 
 def make_config(args: argparse.Namespace) -> Config:
-  name = args.config or ("large" if device_name(args.device).startswith("CUDA") else "small")
+  name = config_name(args)
   overrides = {f: getattr(args, f) for f in Config.__dataclass_fields__ if getattr(args, f, None) is not None}
   return replace(CONFIGS[name], **overrides)
 
@@ -192,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
   """Train, evaluate and sample; return the summary (loss curve, timings, sample) that is also printed."""
   args = parse_args(argv)
   cfg = make_config(args)
-  text = datasets.tinyshakespeare(args.data)
+  text = load_data(datasets.tinyshakespeare, args.data)
   vocab = datasets.CharVocab.from_text(text)
   data = vocab.encode(text)
   split = int(0.9 * len(data))
@@ -217,31 +225,39 @@ def main(argv: list[str] | None = None) -> dict:
   train_losses: list[float] = []
   evals: list[tuple[int, float, float]] = []  # (step, train loss, validation loss)
   tokens_per_step = cfg.batch * cfg.block_size
+  settings = {"config": config_name(args), "seed": args.seed, **asdict(cfg)}
+  end = cfg.steps if args.stop_at is None else max(start, min(args.stop_at, cfg.steps))
   bar = progress(cfg.steps, start, desc="gpt", disable=args.quiet)
   train_time, timed_steps = 0.0, 0
-  for step in range(start, cfg.steps):
-    opt.lr = optim.cosine_warmup(step, cfg.lr, cfg.warmup, cfg.steps, min_lr=cfg.lr / 10)
-    x, y = get_batch(train_data, cfg.block_size, cfg.batch, np.random.default_rng((args.seed, step)))
-    t0 = time.perf_counter()
-    Tensor.training = True
-    loss = train_step(Tensor(x, device=args.device), Tensor(y, device=args.device)).item()
-    Tensor.training = False
-    # the first two steps compile and capture the kernels: leave them out of the throughput
-    if step >= start + 2: train_time, timed_steps = train_time + time.perf_counter() - t0, timed_steps + 1
-    train_losses.append(loss)
-    bar.update()
-    bar.set_postfix_str(f"loss {loss:.3f}")
-    if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-      evals.append((step + 1, estimate_loss(model, train_data, cfg, args.seed, args.device),
-                    estimate_loss(model, val_data, cfg, args.seed + 1, args.device)))
-      bar.set_postfix_str(f"loss {loss:.3f} val {evals[-1][2]:.3f}")
-    if args.save and ((step + 1) % args.save_every == 0 or step + 1 == cfg.steps):
-      save_checkpoint(args.save, {"model": model, "opt": opt}, step + 1)
+  with StopRequest() as stop:
+    for step in range(start, end):
+      opt.lr = optim.cosine_warmup(step, cfg.lr, cfg.warmup, cfg.steps, min_lr=cfg.lr / 10)
+      x, y = get_batch(train_data, cfg.block_size, cfg.batch, np.random.default_rng((args.seed, step)))
+      t0 = time.perf_counter()
+      Tensor.training = True
+      loss = train_step(Tensor(x, device=args.device), Tensor(y, device=args.device)).item()
+      Tensor.training = False
+      # the first two steps compile and capture the kernels: leave them out of the throughput
+      if step >= start + 2: train_time, timed_steps = train_time + time.perf_counter() - t0, timed_steps + 1
+      train_losses.append(loss)
+      bar.update()
+      bar.set_postfix_str(f"loss {loss:.3f}")
+      if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+        evals.append((step + 1, estimate_loss(model, train_data, cfg, args.seed, args.device),
+                      estimate_loss(model, val_data, cfg, args.seed + 1, args.device)))
+        bar.set_postfix_str(f"loss {loss:.3f} val {evals[-1][2]:.3f}")
+      last = step + 1 == end or stop.requested
+      if args.save and ((step + 1) % args.save_every == 0 or last):
+        save_checkpoint(args.save, {"model": model, "opt": opt}, step + 1, settings)
+      if stop.requested: break
   bar.close()
+  if start + len(train_losses) < cfg.steps:
+    print(f"stopped at step {start + len(train_losses)} of {cfg.steps}" +
+          (f"; continue with --resume {args.save}" if args.save else " (no checkpoint: give --save to be able to resume)"))
 
   tok_s = timed_steps * tokens_per_step / train_time if timed_steps else float("nan")
   sample = generate(model, vocab, "\n", args.sample_chars, np.random.default_rng(args.seed), args.device)
-  print(f"trained {cfg.steps - start} steps, {tok_s:,.0f} tokens/s ({1e3 * train_time / max(timed_steps, 1):.1f} ms/step)")
+  print(f"trained {len(train_losses)} steps, {tok_s:,.0f} tokens/s ({1e3 * train_time / max(timed_steps, 1):.1f} ms/step)")
   print("step   train loss   val loss")
   for step, tl, vl in evals: print(f"{step:>5}   {tl:10.4f}   {vl:8.4f}")
   if args.plot and train_losses and plot_losses(args.plot, train_losses, evals): print(f"loss curve drawn to {args.plot}")

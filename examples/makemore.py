@@ -8,8 +8,8 @@ learning rate. The defaults (50,000 steps of 32 examples) reach a dev loss of ab
 on a 2-core CPU (makemore's lecture reports 2.17 after 200,000 steps), then sample ten new names.
 
     python examples/makemore.py                     # defaults; --help for the rest
-    python examples/makemore.py --save mm.safetensors --steps 5000
-    python examples/makemore.py --resume mm.safetensors --steps 10000   # continue to step 10000
+    python examples/makemore.py --save mm.safetensors --steps 5000   # Ctrl-C stops after a step and saves
+    python examples/makemore.py --resume mm.safetensors             # continue that run to step 5000, bit-exactly
 
 The training step (forward, backward, SGD update) is wrapped in `picograd.jit`: after two calls,
 each step only relaunches its compiled kernels on the new batch.
@@ -20,9 +20,11 @@ import numpy as np
 import picograd
 from picograd import Tensor, nn, optim
 from picograd.nn import datasets
+from picograd.engine.events import compile_stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_training_args, device_name, load_checkpoint, progress, save_checkpoint  # noqa: E402
+from common import (StopRequest, add_training_args, apply_resume_settings, device_name, load_checkpoint, load_data, progress,  # noqa: E402
+                    save_checkpoint)
 
 
 class MLP:
@@ -67,6 +69,10 @@ def sample(model: MLP, vocab: datasets.CharVocab, block_size: int, n: int, rng: 
   return [vocab.decode(ids) for ids in out]
 
 
+# what defines a run: a checkpoint keeps these, so that --resume continues the same run and learning-rate schedule
+SETTINGS = ["steps", "seed", "batch", "lr", "lr_final", "decay_at", "block_size", "n_embd", "n_hidden"]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   add_training_args(parser, steps=50000)
@@ -79,13 +85,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--n-hidden", type=int, default=200, help="hidden units")
   parser.add_argument("--samples", type=int, default=10, help="names to sample at the end")
   parser.add_argument("--data", default=None, help="path of names.txt (default: found or downloaded by picograd.nn.datasets)")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  apply_resume_settings(parser, args, SETTINGS)
+  if args.steps is None: args.steps = 50000
+  return args
 
 
 def main(argv: list[str] | None = None) -> dict:
   """Train, evaluate and sample; return the summary (losses, timings, samples) that is also printed."""
   args = parse_args(argv)
-  words = datasets.names(args.data)
+  words = load_data(datasets.names, args.data)
   vocab = datasets.CharVocab.from_words(words)
   train_words, dev_words, _ = datasets.train_dev_test_split(words)
   Xtr, Ytr = datasets.makemore_dataset(train_words, args.block_size, vocab=vocab)
@@ -107,28 +116,37 @@ def main(argv: list[str] | None = None) -> dict:
     return loss
 
   decay_step = int(args.steps * args.decay_at)
+  end = args.steps if args.stop_at is None else max(start, min(args.stop_at, args.steps))
+  settings = {name: getattr(args, name) for name in SETTINGS}
   losses: list[float] = []
   bar = progress(args.steps, start, desc="makemore", disable=args.quiet)
-  t0 = time.perf_counter()
-  for step in range(start, args.steps):
-    if step in (start, decay_step): opt.lr = args.lr if step < decay_step else args.lr_final
-    # the batch depends only on (seed, step), so a resumed run sees the batches the full run would have
-    ix = np.random.default_rng((args.seed, step)).integers(0, len(Xtr), args.batch)
-    loss = train_step(Tensor(Xtr[ix], device=args.device), Tensor(Ytr[ix], device=args.device)).item()
-    losses.append(loss)
-    bar.update()
-    if step % 100 == 0: bar.set_postfix_str(f"loss {loss:.3f}")
-    if args.save and ((step + 1) % args.save_every == 0 or step + 1 == args.steps):
-      save_checkpoint(args.save, {"model": model, "opt": opt}, step + 1)
+  t0, compiles_before = time.perf_counter(), dict(compile_stats)
+  with StopRequest() as stop:
+    for step in range(start, end):
+      if step in (start, decay_step): opt.lr = args.lr if step < decay_step else args.lr_final
+      # the batch depends only on (seed, step), so a resumed run sees the batches the full run would have
+      ix = np.random.default_rng((args.seed, step)).integers(0, len(Xtr), args.batch)
+      loss = train_step(Tensor(Xtr[ix], device=args.device), Tensor(Ytr[ix], device=args.device)).item()
+      losses.append(loss)
+      bar.update()
+      if step % 100 == 0: bar.set_postfix_str(f"loss {loss:.3f}")
+      last = step + 1 == end or stop.requested
+      if args.save and ((step + 1) % args.save_every == 0 or last):
+        save_checkpoint(args.save, {"model": model, "opt": opt}, step + 1, settings)
+      if stop.requested: break
   bar.close()
   train_time = time.perf_counter() - t0
+  compile_s, n_compiled = compile_stats["seconds"] - compiles_before["seconds"], compile_stats["kernels"] - compiles_before["kernels"]
+  if start + len(losses) < args.steps:
+    print(f"stopped at step {start + len(losses)} of {args.steps}" +
+          (f"; continue with --resume {args.save}" if args.save else " (no checkpoint: give --save to be able to resume)"))
 
-  summary = {"steps": args.steps - start, "train_time_s": train_time, "losses": losses,
+  summary = {"steps": len(losses), "train_time_s": train_time, "compile_time_s": compile_s, "losses": losses,
              "train_loss": evaluate(model, Xtr, Ytr, args.device), "dev_loss": evaluate(model, Xdev, Ydev, args.device)}
   summary["samples"] = sample(model, vocab, args.block_size, args.samples, np.random.default_rng(args.seed), args.device)
-  steps_per_s = summary["steps"] / max(train_time, 1e-9)
-  print(f"trained {summary['steps']} steps of batch {args.batch} in {train_time:.1f} s ({steps_per_s:.0f} steps/s, "
-        f"{steps_per_s * args.batch:,.0f} examples/s)")
+  steps_per_s = summary["steps"] / max(train_time - compile_s, 1e-9)
+  print(f"trained {summary['steps']} steps of batch {args.batch} in {train_time:.1f} s, {compile_s:.1f} s of it compiling "
+        f"{n_compiled} kernels ({steps_per_s:.0f} steps/s, {steps_per_s * args.batch:,.0f} examples/s after that)")
   print(f"train loss {summary['train_loss']:.4f}   dev loss {summary['dev_loss']:.4f}")
   print("samples:", ", ".join(summary["samples"]))
   return summary

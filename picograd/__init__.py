@@ -6,9 +6,14 @@ codegen/ (lowering, rendering) -> runtime/ (devices, compilers, memory).
 """
 from picograd.dtype import dtypes, DType
 from picograd.helpers import Context
-from picograd.tensor import Tensor, ShapeError, where, cat, stack, no_grad
+from picograd.tensor import Tensor, ShapeError, where, cat, stack, normal, no_grad
 from picograd.engine.realize import schedule
+from picograd.engine.events import CompileEvent, compile_listener
 from picograd.engine.jit import jit
+from picograd.frontend.scan import (einsum, meshgrid, repeat_interleave, prod, cumprod, cummax, cummin, logcumsumexp, roll, diag, diagonal,
+                                    sort, argsort, topk, scatter, scatter_add, scatter_reduce, masked_select, nonzero)
 import picograd.indexing  # noqa: F401  (registers Tensor.__getitem__'s implementation)
 
-__all__ = ["Tensor", "no_grad", "dtypes", "DType", "Context", "ShapeError", "where", "cat", "stack", "schedule", "jit"]
+__all__ = ["Tensor", "no_grad", "dtypes", "DType", "Context", "ShapeError", "where", "cat", "stack", "normal", "schedule", "jit", "CompileEvent",
+           "compile_listener", "einsum", "meshgrid", "repeat_interleave", "prod", "cumprod", "cummax", "cummin", "logcumsumexp", "roll", "diag",
+           "diagonal", "sort", "argsort", "topk", "scatter", "scatter_add", "scatter_reduce", "masked_select", "nonzero"]

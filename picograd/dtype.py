@@ -31,13 +31,17 @@ class dtypes:
   void = DType("void", 0, -1, "", "v")  # kernel-level nodes with no value (stores, loop ends)
   bool = DType("bool", 1, 0, "?", "b")
   uint8 = DType("uint8", 1, 1, "B", "u")
-  int32 = DType("int32", 4, 4, "i", "i")
-  uint32 = DType("uint32", 4, 5, "I", "u")
-  int64 = DType("int64", 8, 6, "q", "i")
-  float16 = DType("float16", 2, 8, "e", "f")
-  bfloat16 = DType("bfloat16", 2, 9, "e", "f")
-  float32 = DType("float32", 4, 10, "f", "f")
-  float64 = DType("float64", 8, 11, "d", "f")
+  int8 = DType("int8", 1, 2, "b", "i")
+  int16 = DType("int16", 2, 3, "h", "i")
+  uint16 = DType("uint16", 2, 4, "H", "u")
+  int32 = DType("int32", 4, 5, "i", "i")
+  uint32 = DType("uint32", 4, 6, "I", "u")
+  int64 = DType("int64", 8, 7, "q", "i")
+  uint64 = DType("uint64", 8, 8, "Q", "u")
+  float16 = DType("float16", 2, 9, "e", "f")
+  bfloat16 = DType("bfloat16", 2, 10, "e", "f")
+  float32 = DType("float32", 4, 11, "f", "f")
+  float64 = DType("float64", 8, 12, "d", "f")
   default_float = float32
   default_int = int32
   half = float16
@@ -45,11 +49,13 @@ class dtypes:
   double = float64
   long = int64
   int = int32
+  short = int16
+  char = int8
 
   @staticmethod
   def all() -> list[DType]:
-    return [dtypes.bool, dtypes.uint8, dtypes.int32, dtypes.uint32, dtypes.int64, dtypes.float16, dtypes.bfloat16,
-            dtypes.float32, dtypes.float64]
+    return [dtypes.bool, dtypes.uint8, dtypes.int8, dtypes.int16, dtypes.uint16, dtypes.int32, dtypes.uint32, dtypes.int64,
+            dtypes.uint64, dtypes.float16, dtypes.bfloat16, dtypes.float32, dtypes.float64]
 
   @staticmethod
   def from_numpy(npdtype: np.dtype) -> DType:
@@ -75,7 +81,9 @@ class dtypes:
   def of_python(x: object) -> DType:
     """The dtype of a Python scalar, as PyTorch infers it."""
     if isinstance(x, bool): return dtypes.bool
-    if isinstance(x, int): return dtypes.default_int
+    if isinstance(x, int):  # int64 where int32 cannot hold it (PyTorch makes every int int64)
+      if not -2**63 <= x < 2**63: raise ValueError(f"{x} does not fit in int64 (overflow)")
+      return dtypes.default_int if -2**31 <= x < 2**31 else dtypes.int64
     if isinstance(x, float): return dtypes.default_float
     raise TypeError(f"cannot make a tensor from {type(x).__name__}")
 
@@ -92,14 +100,28 @@ class dtypes:
     return float("inf")
 
 
+def _holds(big: DType, small: DType) -> bool:
+  return dtypes.min(big) <= dtypes.min(small) and dtypes.max(big) >= dtypes.max(small)
+
+
 def promote(a: DType, b: DType) -> DType:
-  """The result type of a binary op on tensors of dtypes a and b (PyTorch's rules for tensor-tensor ops)."""
+  """The result type of a binary op on tensors of dtypes a and b (PyTorch's rules for tensor-tensor ops).
+
+  Integers and bool promote to the first type of `_INT_ORDER` that holds both ranges: that is
+  PyTorch's table where it has one (uint8 + int8 -> int16, bool + x -> x, int32 + int64 -> int64).
+  PyTorch refuses to mix uint16/32/64 with other integers; picograd follows numpy there
+  (uint16 + int8 -> int32, uint32 + int32 -> int64), except that uint64 and a signed type
+  fit no integer type and raise, as in PyTorch.
+  """
   if a == b: return a
   if a.is_float != b.is_float:  # a float beats any int or bool
     return a if a.is_float else b
-  if {a.name, b.name} == {"float16", "bfloat16"}: return dtypes.float32
-  if {a, b} == {dtypes.uint32, dtypes.int32}: return dtypes.int64
-  return a if a.priority > b.priority else b
+  if a.is_float:
+    if {a.name, b.name} == {"float16", "bfloat16"}: return dtypes.float32
+    return a if a.priority > b.priority else b
+  for dt in _INT_ORDER:
+    if _holds(dt, a) and _holds(dt, b): return dt
+  raise RuntimeError(f"promotion of {a.name} and {b.name} is not supported: no integer type holds both (cast one first)")
 
 
 def result_type_with_scalar(t: DType, scalar: object) -> DType:
@@ -108,3 +130,7 @@ def result_type_with_scalar(t: DType, scalar: object) -> DType:
   if isinstance(scalar, int): return t if t != dtypes.bool else dtypes.default_int
   if isinstance(scalar, float): return t if t.is_float else dtypes.default_float
   raise TypeError(f"unsupported scalar {scalar!r} of type {type(scalar).__name__}")
+
+
+# the integer promotion order: each type's range is checked in turn, the first that holds both operands wins
+_INT_ORDER = [dtypes.bool, dtypes.uint8, dtypes.int8, dtypes.int16, dtypes.uint16, dtypes.int32, dtypes.uint32, dtypes.int64, dtypes.uint64]

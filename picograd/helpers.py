@@ -50,6 +50,14 @@ def Context(**settings: int | str) -> Iterator[None]:
     for k, v in saved.items(): Flag._all[k].value = v
 
 
+class ShapeError(RuntimeError, ValueError):
+  """Shapes that do not fit the operation (broadcasting, matmul, reshape, cat, ...).
+
+  A RuntimeError, as PyTorch raises for shape mismatches; also a ValueError, which it was before
+  (and which PyTorch raises for a few of them, such as a loss target's batch size).
+  """
+
+
 def prod(xs: Iterable[int]) -> int: return functools.reduce(operator.mul, xs, 1)
 def argsort(xs: list) -> list[int]: return sorted(range(len(xs)), key=xs.__getitem__)
 def ceildiv(a: int, b: int) -> int: return -(-a // b)
@@ -61,4 +69,4 @@ def cache_dir() -> str:
   return os.path.join(base, "picograd")
 
 
-__all__ = ["Flag", "DEBUG", "NOOPT", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "ceildiv", "cache_dir"]
+__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "ceildiv", "cache_dir"]

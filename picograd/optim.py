@@ -26,11 +26,20 @@ class Optimizer:
   """Holds the parameters and the learning rate; subclasses give the update of one parameter."""
 
   def __init__(self, params: Iterable[Tensor], lr: float):
+    name = type(self).__name__
+    _check_number(name, "learning rate", lr)
+    if isinstance(params, Tensor):
+      raise TypeError(f"{name}: params must be an iterable of Tensors (e.g. model.parameters() or [w, b]), not a single Tensor")
+    try:
+      params = list(params)
+    except TypeError:
+      raise TypeError(f"{name}: params must be an iterable of Tensors, not {type(params).__name__}") from None
     unique: dict[int, Tensor] = {}
-    for p in params: unique.setdefault(id(p), p)
+    for p in params:
+      if not isinstance(p, Tensor): raise TypeError(f"{name}: can only optimize Tensors, but one of the params is {type(p).__name__}")
+      unique.setdefault(id(p), p)
     self.params = list(unique.values())
-    if not self.params: raise ValueError(f"{type(self).__name__}: got an empty list of parameters")
-    if lr < 0: raise ValueError(f"{type(self).__name__}: learning rate must be non-negative, got {lr}")
+    if not self.params: raise ValueError(f"{name}: got an empty list of parameters")
     self.device = self.params[0].device
     if any(p.device != self.device for p in self.params):
       raise RuntimeError(f"{type(self).__name__}: parameters are on several devices ({sorted({p.device for p in self.params})}); use one optimizer per device")
@@ -46,7 +55,7 @@ class Optimizer:
 
   @lr.setter
   def lr(self, value: float) -> None:
-    if value < 0: raise ValueError(f"{type(self).__name__}: learning rate must be non-negative, got {value}")
+    _check_number(type(self).__name__, "learning rate", value)
     self._lr.assign(self._scalar_buffer(value)).realize()
 
   def zero_grad(self) -> None:
@@ -86,6 +95,14 @@ class Optimizer:
     return state
 
 
+def _check_number(optimizer: str, what: str, value: float, below: float | None = None) -> None:
+  """A hyperparameter must be a real number >= 0 (and < `below` where given): ValueError otherwise, as in torch.optim."""
+  if isinstance(value, Tensor) or isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+    raise TypeError(f"{optimizer}: {what} must be a number, not {type(value).__name__}")
+  if not (value >= 0 and (below is None or value < below)):  # also refuses NaN
+    raise ValueError(f"{optimizer}: invalid {what} = {value}: must be " + ("non-negative" if below is None else f"in [0, {below})"))
+
+
 def _broadcast(scalar: Tensor, like: Tensor) -> Tensor:
   """A one-element tensor broadcast to `like` in its dtype: a single load inside the fused update kernel."""
   return scalar.cast(like.dtype).reshape((1,) * like.ndim).expand(like.shape)
@@ -95,8 +112,10 @@ class SGD(Optimizer):
   """Stochastic gradient descent as in PyTorch: optional momentum (classical or Nesterov) and L2 weight decay."""
 
   def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
-    super().__init__(params, lr)
+    _check_number("SGD", "momentum", momentum)
+    _check_number("SGD", "weight_decay", weight_decay)
     if nesterov and momentum <= 0: raise ValueError("SGD: Nesterov momentum needs momentum > 0")
+    super().__init__(params, lr)
     self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
     # buffers start at zero, so the first step's momentum * 0 + g equals PyTorch's first buffer, g
     self.bufs = self._state() if momentum else []
@@ -116,8 +135,12 @@ class Adam(Optimizer):
 
   def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                weight_decay: float = 0.0):
+    name = type(self).__name__
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2: raise TypeError(f"{name}: betas must be a pair of numbers, got {betas!r}")
+    for i, b in enumerate(betas): _check_number(name, f"betas[{i}]", b, below=1.0)
+    _check_number(name, "epsilon", eps)
+    _check_number(name, "weight_decay", weight_decay)
     super().__init__(params, lr)
-    if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1): raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas}")
     self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
     self.m, self.v = self._state(), self._state()
     # beta1**t and beta2**t, advanced inside the step's graph so that a JIT replay advances them too. They are

@@ -11,25 +11,33 @@ import contextlib, math, weakref
 from typing import Any, Sequence
 import numpy as np
 from picograd.dtype import DType, dtypes, promote, result_type_with_scalar
-from picograd.helpers import prod
+from picograd.helpers import prod, ShapeError
 from picograd.ir.ops import UOp, Ops
 from picograd.ir.gradient import compute_gradient, nodes_between, gradient_graph_text
 from picograd.runtime.device import Buffer, canonicalize
 from picograd.frontend.conv import ConvMixin
 from picograd.frontend.math import MathMixin
+from picograd.frontend.random import RandomMixin
 from picograd.frontend.scan import ScanMixin
 
 Scalar = int | float | bool
 
 
-class ShapeError(ValueError):
-  """Shapes that do not fit the operation (broadcasting, matmul, reshape, cat, ...)."""
-
-
 def _normalize_axis(op: str, axis: int, ndim: int) -> int:
-  if not -max(ndim, 1) <= axis < max(ndim, 1):
-    raise IndexError(f"{op}: dimension {axis} is out of range for a tensor with {ndim} dimension(s)")
-  return axis + ndim if axis < 0 else axis
+  if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+    raise TypeError(f"{op}: a dimension must be an int, not {type(axis).__name__}")
+  n = max(ndim, 1)  # a 0-d tensor accepts dims 0 and -1, as in PyTorch
+  if not -n <= axis < n:
+    raise IndexError(f"{op}: dimension {axis} is out of range for a tensor with {ndim} dimension(s) "
+                     f"(expected to be in range of [{-n}, {n - 1}], but got {axis})")
+  return int(axis) + ndim if axis < 0 else int(axis)
+
+
+def _unique_axes(op: str, axes: Sequence[int], given: Any) -> None:
+  """PyTorch refuses a dim named twice (sum((0, 0)), flip((0, 0)), permute(0, 0))."""
+  if len(set(axes)) != len(axes):
+    repeated = next(a for a in axes if list(axes).count(a) > 1)
+    raise ShapeError(f"{op}: dim {repeated} appears multiple times in the list of dims {tuple(given)}")
 
 
 def _broadcast_shape(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
@@ -44,13 +52,24 @@ def _broadcast_shape(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
   return tuple(out)
 
 
-def _shape_arg(shape: tuple) -> tuple[int, ...]:
-  """Accept f(2, 3), f((2, 3)) and f([2, 3])."""
+def _shape_arg(shape: tuple, op: str = "shape") -> tuple[int, ...]:
+  """Accept f(2, 3), f((2, 3)) and f([2, 3]); every size must be an int (PyTorch: TypeError for 2.5, None, "a")."""
   if len(shape) == 1 and isinstance(shape[0], (tuple, list)): shape = tuple(shape[0])
+  for s in shape:
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+      raise TypeError(f"{op}: sizes must be ints, not {type(s).__name__} ({s!r}) in {tuple(shape)}")
   return tuple(int(s) for s in shape)
 
 
-class Tensor(ConvMixin, ScanMixin, MathMixin):
+def _new_shape(shape: tuple, op: str) -> tuple[int, ...]:
+  """The shape of a tensor about to be created: ints, none negative."""
+  shape = _shape_arg(shape, op)
+  if any(s < 0 for s in shape):
+    raise RuntimeError(f"{op}: Trying to create tensor with negative dimension {min(shape)}: {list(shape)}")
+  return shape
+
+
+class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   """A lazily evaluated n-dimensional array on a device."""
   # _requires_grad: True/False as set by the user on a leaf, None to derive it from the graph
   __slots__ = ("uop", "device", "_requires_grad", "grad", "__weakref__")
@@ -87,6 +106,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if arr.dtype == object: raise TypeError(f"Tensor: cannot make a tensor from ragged or non-numeric data {data!r:.80}")
     if dtype is None:
       if isinstance(data, (list, tuple)):  # Python lists follow PyTorch: floats -> float32, ints -> int64
+        if arr.dtype.kind == "u" and arr.size and arr.max() >= 2**63: raise ValueError(f"Tensor: {int(arr.max())} does not fit in int64 (overflow)")
         dtype = {"f": dtypes.default_float, "i": dtypes.int64, "u": dtypes.int64, "b": dtypes.bool}.get(arr.dtype.kind)
         if dtype is None: raise TypeError(f"Tensor: cannot make a tensor from {data!r:.80}")
       else: dtype = dtypes.from_numpy(arr.dtype)
@@ -145,7 +165,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return host.reshape(self.shape)
 
   def item(self) -> Scalar:
-    if self.numel() != 1: raise ValueError(f"item: only a tensor with one element can become a Python scalar, not shape {self.shape}")
+    if self.numel() != 1: raise RuntimeError(f"item: only a tensor with one element can become a Python scalar, not shape {self.shape}")
     return self.numpy().reshape(()).item()
   def tolist(self) -> Any: return self.numpy().tolist()
   def data(self) -> np.ndarray: return self.numpy()
@@ -272,17 +292,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   @staticmethod
   def full(shape: tuple[int, ...] | int, fill_value: Scalar, dtype: DType | str | None = None, device: str | None = None,
            requires_grad: bool | None = None) -> "Tensor":
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if any(s < 0 for s in shape): raise ShapeError(f"full: negative dimension in shape {shape}")
+    shape = _new_shape((shape,) if isinstance(shape, (int, np.integer)) else tuple(shape), "full")
+    if isinstance(fill_value, (np.number, np.bool_)): fill_value = fill_value.item()
+    if not isinstance(fill_value, (bool, int, float)): raise TypeError(f"full: fill_value must be a number, not {type(fill_value).__name__}")
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.of_python(fill_value)
     const = UOp.const(dt, fill_value)
     return Tensor(const.reshape((1,) * len(shape)).expand(shape), device=device, requires_grad=requires_grad)
   @staticmethod
   def zeros(*shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
-    return Tensor.full(_shape_arg(shape), 0.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
+    return Tensor.full(_new_shape(shape, "zeros"), 0.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
   @staticmethod
   def ones(*shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
-    return Tensor.full(_shape_arg(shape), 1.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
+    return Tensor.full(_new_shape(shape, "ones"), 1.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
   @staticmethod
   def empty(*shape, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
     return Tensor.zeros(*shape, dtype=dtype, device=device).contiguous()
@@ -295,7 +316,11 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def arange(start: Scalar, stop: Scalar | None = None, step: Scalar = 1, dtype: DType | str | None = None,
              device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     if stop is None: start, stop = 0, start
-    if step == 0: raise ValueError("arange: step must be nonzero")
+    for v in (start, stop, step):
+      if isinstance(v, Tensor) or not isinstance(v, (int, float, np.number)): raise TypeError(f"arange: start, end and step must be numbers, not {type(v).__name__}")
+      if not math.isfinite(v): raise RuntimeError(f"arange: unsupported range: {start} -> {stop} (step {step})")
+    if step == 0: raise RuntimeError("arange: step must be nonzero")
+    if (stop - start) * step < 0: raise RuntimeError(f"arange: upper bound {stop} and lower bound {start} inconsistent with step sign ({step})")
     n = max(0, math.ceil((stop - start) / step))
     is_float = any(isinstance(v, float) for v in (start, stop, step))
     dt = dtypes.from_any(dtype) if dtype is not None else (dtypes.default_float if is_float else dtypes.int64)
@@ -305,13 +330,28 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return out.cast(dt)
 
   @staticmethod
-  def linspace(start: float, end: float, steps: int, dtype: DType | None = None, device: str | None = None) -> "Tensor":
-    if steps == 1: return Tensor.full((1,), float(start), dtype=dtype or dtypes.default_float, device=device)
-    return (Tensor.arange(steps, device=device).cast(dtype or dtypes.default_float) * ((end - start) / (steps - 1)) + start)
+  def linspace(start: float, end: float, steps: int, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
+    """`steps` evenly spaced values from start to end, as PyTorch computes them.
+
+    The first half counts up from `start` and the second half down from `end`, so both ends are
+    exact. Integer dtypes take start and end as integers and step in float64, truncating each value.
+    """
+    if steps < 0: raise RuntimeError(f"linspace: number of steps must be non-negative, got {steps}")
+    dt = dtypes.from_any(dtype) if dtype is not None else dtypes.default_float
+    if dt.is_float: compute, start, end = dt, float(start), float(end)
+    else: compute, start, end = dtypes.float64, float(int(start)), float(int(end))  # int(): PyTorch casts them to the dtype first
+    if steps <= 1: return Tensor.full((steps,), start, dtype=compute, device=device).cast(dt)
+    step = UOp.const(compute, end - start).arg / (steps - 1)  # the span as the dtype holds it, divided in float64
+    idx = Tensor.arange(steps, dtype=dtypes.int32, device=device)
+    up, down = idx.cast(compute) * step + start, end - (steps - 1 - idx).cast(compute) * step
+    return _where(idx < steps // 2, up, down).cast(dt)
 
   @staticmethod
   def eye(n: int, m: int | None = None, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
     m = n if m is None else m
+    for v in (n, m):
+      if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"eye: sizes must be ints, not {type(v).__name__}")
+      if v < 0: raise RuntimeError(f"eye: sizes must be greater or equal to 0, got {v}")
     rows = Tensor.arange(n, dtype=dtypes.int32, device=device).reshape(n, 1)
     cols = Tensor.arange(m, dtype=dtypes.int32, device=device).reshape(1, m)
     return (rows == cols).cast(dtypes.from_any(dtype) if dtype is not None else dtypes.default_float)
@@ -320,6 +360,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def manual_seed(seed: int = 0) -> None:
     """Seed the counter-based generator: the same seed gives the same numbers on every device."""
     Tensor._seed, Tensor._rng_counter = int(seed), 0
+
+  @staticmethod
+  def get_rng_state() -> tuple[int, int]:
+    """(seed, numbers drawn so far): all the generator's future draws depend on. Checkpoints save it to resume bit-exactly."""
+    return Tensor._seed, Tensor._rng_counter
+
+  @staticmethod
+  def set_rng_state(state: Sequence[int]) -> None:
+    """Restore a state from `get_rng_state`: the next draws are the ones that followed it."""
+    seed, counter = (int(v) for v in state)
+    if counter < 0: raise ValueError(f"set_rng_state: the counter must be non-negative, got {counter}")
+    Tensor._seed, Tensor._rng_counter = seed, counter
 
   @staticmethod
   def _random_bits(n: int, device: str | None) -> "Tensor":
@@ -347,7 +399,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   @staticmethod
   def rand(*shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     """Uniform samples in [0, 1)."""
-    shape = _shape_arg(shape)
+    shape = _new_shape(shape, "rand")
     bits = Tensor._random_bits(prod(shape), device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.default_float
     out = (bits._shr(8).cast(dtypes.float32) * (1.0 / (1 << 24))).cast(dt).reshape(shape)
@@ -357,7 +409,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   @staticmethod
   def randn(*shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     """Standard normal samples (Box-Muller on two uniform streams)."""
-    shape = _shape_arg(shape)
+    shape = _new_shape(shape, "randn")
     u = Tensor.rand(2, *shape, device=device)
     u1, u2 = u[0], u[1]
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.default_float
@@ -369,8 +421,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   @staticmethod
   def randint(low: int, high: int | None = None, size: tuple[int, ...] = (), dtype: DType | None = None, device: str | None = None) -> "Tensor":
     if high is None: low, high = 0, low
-    if high <= low: raise ValueError(f"randint: empty range [{low}, {high})")
-    u = Tensor.rand(*size, device=device)
+    if high <= low: raise RuntimeError(f"randint: empty range [{low}, {high}): 'from' must be less than 'to'")
+    u = Tensor.rand(*_new_shape(size if isinstance(size, (tuple, list)) else (size,), "randint"), device=device)
     return (u * (high - low)).floor().cast(dtype or dtypes.int64) + low
 
   @staticmethod
@@ -412,6 +464,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return x._new(x.uop.alu(op))
 
   def _binary(self, op: Ops, other: "Tensor | Scalar", name: str, reverse: bool = False) -> "Tensor":
+    if op not in (Ops.CMPLT, Ops.CMPNE) and _half_meets_wide_float(self, other):
+      return self.float()._binary(op, other, name, reverse).cast(self.dtype)
     a, b = self._broadcasted(other, name, reverse)
     if op is Ops.ADD and a.dtype == dtypes.bool: op = Ops.OR  # True + True is True (PyTorch), not a 1-bit wraparound
     return a._new(a.uop.alu(op, b.uop))
@@ -420,20 +474,24 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def add(self, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.ADD, x, "add")
   def mul(self, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.MUL, x, "mul")
   def neg(self) -> "Tensor":
-    if self.dtype == dtypes.bool: raise TypeError("neg: negation of a bool tensor is not supported; use logical_not()")
+    if self.dtype == dtypes.bool: raise RuntimeError("neg: negation of a bool tensor is not supported; use logical_not()")
     return self._new(self.uop.alu(Ops.NEG))
   def sub(self, x: "Tensor | Scalar", reverse: bool = False) -> "Tensor":
+    if _half_meets_wide_float(self, x): return self.float().sub(x, reverse).cast(self.dtype)
     a, b = self._broadcasted(x, "sub", reverse)
-    if a.dtype == dtypes.bool: raise TypeError("sub: subtraction of bool tensors is not supported")
+    if a.dtype == dtypes.bool: raise RuntimeError("sub: subtraction of bool tensors is not supported; use ^ or logical_xor")
     return a._new(a.uop.alu(Ops.ADD, b.uop.alu(Ops.NEG)))
   def div(self, x: "Tensor | Scalar", reverse: bool = False, rounding_mode: str | None = None) -> "Tensor":
+    if rounding_mode not in (None, "trunc", "floor"):
+      raise RuntimeError(f"div: rounding_mode must be one of None, 'trunc' or 'floor', not {rounding_mode!r}")
+    if _half_meets_wide_float(self, x): return self.float().div(x, reverse, rounding_mode).cast(self.dtype)
     a, b = self._broadcasted(x, "div", reverse)
     if rounding_mode == "trunc" and a.dtype.is_int: return a._new(a.uop.alu(Ops.IDIV, b.uop))
     if rounding_mode == "floor" and a.dtype.is_int: return a._floordiv_int(b)
     if not a.dtype.is_float: a, b = a.cast(dtypes.default_float), b.cast(dtypes.default_float)
     out = a._new(a.uop.alu(Ops.MUL, b.uop.alu(Ops.RECIPROCAL)))
     if rounding_mode == "trunc": return out.trunc()
-    if rounding_mode == "floor": return out.floor()
+    if rounding_mode == "floor": return _floordiv_float(a, b)
     return out
   def _floordiv_int(self, b: "Tensor") -> "Tensor":
     q = self._new(self.uop.alu(Ops.IDIV, b.uop))
@@ -444,6 +502,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def __rfloordiv__(self, x): return self._to_tensor(x, "floordiv").div(self, rounding_mode="floor")
   def __mod__(self, x):
     a, b = self._broadcasted(x, "mod")
+    if a.dtype.is_float: return _mod_float(a, b)
     if a.dtype.is_int:  # C's remainder moved to the divisor's sign (and its division-by-zero check kept alive)
       r = a._new(a.uop.alu(Ops.MOD, b.uop))
       return _where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
@@ -451,18 +510,22 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def __rmod__(self, x): return self._to_tensor(x, "mod").__mod__(self)
 
   def pow(self, x: "Tensor | Scalar", reverse: bool = False) -> "Tensor":
-    if not reverse and isinstance(x, (int, float)) and not isinstance(x, bool) and float(x).is_integer() and abs(x) <= 4 and self.dtype.is_float:
-      # small integer powers by repeated multiplication: exact, and negative bases work
-      n = int(x)
-      if n == 0: return self.ones_like()
-      out = self
-      for _ in range(abs(n) - 1): out = out * self
+    if (not reverse and isinstance(x, (int, float)) and not isinstance(x, bool) and float(x).is_integer() and abs(x) <= 1024
+        and (self.dtype.is_float or isinstance(x, float))):
+      # integer-valued exponents by square-and-multiply: exact where the result is representable (3 ** 5.0 is 243, where
+      # exp2(5 log2 3) is not), a few roundings otherwise, and negative bases need no sign rules
+      n, base = int(x), self._float()
+      if n == 0: return base.ones_like()
+      out = _pow_by_squaring(base, abs(n))
       return out.reciprocal() if n < 0 else out
     a, b = self._broadcasted(x, "pow", reverse)
-    if not a.dtype.is_float:  # integer powers: computed in float, rounded, and given back the promoted integer dtype
-      int_dtype = a.dtype
-      a, b = a.cast(dtypes.default_float), b.cast(dtypes.default_float)
-      return _pow_float(a, b).round().cast(int_dtype)
+    if a.dtype.is_int:
+      if isinstance(x, int) and not reverse:
+        if x < 0: raise RuntimeError("pow: Integers to negative integer powers are not allowed.")
+        return _pow_by_squaring(a, x)
+      return _pow_int(a, b)
+    if a.dtype == dtypes.bool: a, b = a.cast(dtypes.int64), b.cast(dtypes.int64)  # PyTorch: bool ** bool is int64
+    if not a.dtype.is_float: return _pow_int(a, b)
     return _pow_float(a, b)
   def __pow__(self, x): return self.pow(x)
   def __rpow__(self, x): return self.pow(x, reverse=True)
@@ -484,17 +547,21 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     e = _where(x >= 0, -x, x).exp()
     return _where(x >= 0, 1.0, e) / (1 + e)
   def tanh(self) -> "Tensor": return 2.0 * (2.0 * self._float()).sigmoid() - 1.0
-  def relu(self) -> "Tensor": return _where(self > 0, self, 0)
+  def relu(self) -> "Tensor": return _where(self <= 0, 0, self)  # NaN passes through, with gradient 1 (PyTorch)
   def leaky_relu(self, negative_slope: float = 0.01) -> "Tensor": return _where(self > 0, self, self * negative_slope)
   def abs(self) -> "Tensor":
     if self.dtype == dtypes.bool or self.dtype.is_unsigned: return self
-    return self.relu() + (-self).relu()
+    if self.dtype.is_int: return _where(self < 0, -self, self)  # INT_MIN stays INT_MIN, as in PyTorch
+    return self * self.sign() + 0.0  # NaN stays NaN; the gradient is sign(x), 0 at 0 and at NaN (PyTorch); + 0.0: abs(-0.0) is +0.0
   def sign(self) -> "Tensor": return (self > 0).cast(self.dtype) - (self < 0).cast(self.dtype)
   def square(self) -> "Tensor": return self * self
   def trunc(self) -> "Tensor":
     if not self.dtype.is_float: return self
-    # through int64 is exact for |x| < 2**63; larger floats are already integers
-    return _where(self.abs() < 2.0**62, self.cast(dtypes.int64).cast(self.dtype), self)
+    # through int64 is exact for |x| < 2**63; larger floats are already integers. A zero keeps x's sign (trunc(-0.5) is -0.0)
+    small = self.abs() < 2.0**62
+    # the cast sees 0 where it is not taken: a NaN or infinity cast to an integer is undefined behaviour in LLVM
+    t = _where(small, self, 0.0).cast(dtypes.int64).cast(self.dtype)
+    return _where(small, _where(t == 0, self * 0, t), self)
   def floor(self) -> "Tensor":
     if not self.dtype.is_float: return self
     t = self.trunc()
@@ -509,31 +576,42 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     f = self.floor()
     diff = self - f
     f_is_even = (f * 0.5).floor() * 2 == f
-    return _where(diff > 0.5, f + 1, _where(diff < 0.5, f, _where(f_is_even, f, f + 1)))
+    out = _where(diff > 0.5, f + 1, _where(diff < 0.5, f, _where(f_is_even, f, f + 1)))
+    return _where(out == 0, self * 0, out)  # round(-0.4) is -0.0
   def _float(self) -> "Tensor": return self if self.dtype.is_float else self.cast(dtypes.default_float)
 
   def maximum(self, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.MAX, x, "maximum")
   def minimum(self, x: "Tensor | Scalar") -> "Tensor":
     a, b = self._broadcasted(x, "minimum")
     if a.dtype == dtypes.bool: return a & b
+    # ~x = -1 - x reverses the order of integers without overflowing at INT_MIN (-x does not)
+    if a.dtype.is_int: return ~((~a).maximum(~b))
     return -((-a).maximum(-b))
-  def clip(self, min_: Scalar | "Tensor | None" = None, max_: Scalar | "Tensor | None" = None) -> "Tensor":
-    if min_ is None and max_ is None: raise ValueError("clip: at least one of min and max must be given")
+  def clip(self, min: Scalar | "Tensor | None" = None, max: Scalar | "Tensor | None" = None) -> "Tensor":  # noqa: A002 (PyTorch's names)
+    """min(max(x, min), max) like torch.clamp: NaN stays NaN; the gradient passes where min <= x <= max (bounds included)."""
+    if min is None and max is None: raise RuntimeError("clip: at least one of min and max must be given")
     out = self
-    if min_ is not None: out = out.maximum(min_)
-    if max_ is not None: out = out.minimum(max_)
+    if min is not None: out = _where(out < min, min, out)
+    if max is not None: out = _where(out > max, max, out)
+    if out.dtype.is_float and self.dtype.is_float: out = _where(self.isnan(), self.detach(), out)  # NaN: no gradient (PyTorch)
     return out
   clamp = clip
 
   def where(self, condition: "Tensor", other: "Tensor | Scalar") -> "Tensor":
     """PyTorch's `x.where(condition, y)`: x where condition holds, else y."""
+    _check_condition(condition, "where")
     return _where(condition, self, other)
 
   # comparisons (results are bool)
   def __lt__(self, x): return self._binary(Ops.CMPLT, x, "lt")
   def __gt__(self, x): return self._binary(Ops.CMPLT, x, "gt", reverse=True)
-  def __le__(self, x): return (self > x).logical_not()
-  def __ge__(self, x): return (self < x).logical_not()
+  def __le__(self, x):
+    a, b = self._broadcasted(x, "le")
+    # not (a > b) would be True for NaN: floats need the ordered form
+    return (a < b) | (a == b) if a.dtype.is_float else (a > b).logical_not()
+  def __ge__(self, x):
+    a, b = self._broadcasted(x, "ge")
+    return (a > b) | (a == b) if a.dtype.is_float else (a < b).logical_not()
   def __ne__(self, x): return self._binary(Ops.CMPNE, x, "ne")  # type: ignore[override]
   def __eq__(self, x): return (self != x).logical_not()  # type: ignore[override]
   lt, gt, le, ge = __lt__, __gt__, __le__, __ge__
@@ -545,7 +623,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   def _bitwise(self, op: Ops, x: "Tensor | Scalar", name: str) -> "Tensor":
     a, b = self._broadcasted(x, name)
-    if a.dtype.is_float: raise TypeError(f"{name}: bitwise operations need integer or bool tensors, not {a.dtype.name}")
+    # PyTorch's type for an op with no kernel for the dtype
+    if a.dtype.is_float: raise NotImplementedError(f"{name}: bitwise operations need integer or bool tensors, not {a.dtype.name}")
     return a._new(a.uop.alu(op, b.uop))
   def __and__(self, x): return self._bitwise(Ops.AND, x, "bitwise_and")
   def __or__(self, x): return self._bitwise(Ops.OR, x, "bitwise_or")
@@ -585,7 +664,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if axis is None: return tuple(range(self.ndim))
     if isinstance(axis, int): axis = (axis,)
     axes = tuple(_normalize_axis(op, a, self.ndim) for a in axis)
-    if len(set(axes)) != len(axes): raise ValueError(f"{op}: dimension repeated in {tuple(axis)}")
+    _unique_axes(op, axes, axis)
     return axes if self.ndim else ()  # a 0-d tensor accepts dim 0 or -1 (PyTorch) and has nothing to reduce
 
   def _reduce(self, op: Ops, axis, keepdim: bool, name: str) -> "Tensor":
@@ -606,19 +685,22 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   def max(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
-    if any(self.shape[a] == 0 for a in self._axes("max", axis)): raise ValueError(f"max: cannot reduce an empty dimension of shape {self.shape}")
+    _check_nonempty(self, axis, "max")
     return self._reduce(Ops.MAX, axis, keepdim, "max")
 
   def min(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
+    _check_nonempty(self, axis, "min")
     if self.dtype == dtypes.bool: return self.logical_not().max(axis, keepdim).logical_not()
-    if self.dtype.is_unsigned: return ~((~self).max(axis, keepdim))
+    if self.dtype.is_int: return ~((~self).max(axis, keepdim))  # -x overflows at INT_MIN; ~x reverses the order exactly
     return -((-self).max(axis, keepdim))
 
   def mean(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     n = prod(self.shape[a] for a in self._axes("mean", axis))
     x = self._float()
+    if x.dtype in (dtypes.float16, dtypes.bfloat16):  # the float32 sum, divided before it is rounded back (it may overflow)
+      return x.cast(dtypes.float32).mean(axis, keepdim).cast(x.dtype)
     return x.sum(axis, keepdim) * (1.0 / n if n else float("nan"))
 
   def var(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None, unbiased: bool | None = None) -> "Tensor":
@@ -626,9 +708,12 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if unbiased is not None: correction = int(unbiased)
     n = prod(self.shape[a] for a in self._axes("var", axis))
     x = self._float()
-    centered = x - x.mean(axis, keepdim=True)
-    denom = max(n - correction, 0)
-    return (centered * centered).sum(axis, keepdim) * (1.0 / denom if denom else float("nan"))
+    if x.dtype in (dtypes.float16, dtypes.bfloat16): return x.cast(dtypes.float32).var(axis, keepdim, correction).cast(x.dtype)
+    mean = x.mean(axis, keepdim=True)
+    # with no degrees of freedom left the gradient is ±inf; the mean's share of it (exactly 0) would make that inf - inf
+    centered = x - (mean.detach() if n <= correction else mean)
+    # a true division: with correction >= n the sum over 0 is inf (0/0 = NaN for constant rows), as in PyTorch
+    return (centered * centered).sum(axis, keepdim) / float(max(n - correction, 0))
 
   def std(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None, unbiased: bool | None = None) -> "Tensor":
     return self.var(axis, keepdim, correction, dim, unbiased).sqrt()
@@ -640,7 +725,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     ax = _normalize_axis("argmax", axis, self.ndim)
     if self.ndim == 0: return Tensor.zeros((), dtype=dtypes.int64, device=self.device)
     n = self.shape[ax]
-    if n == 0: raise ValueError(f"argmax: cannot reduce an empty dimension of shape {self.shape}")
+    if n == 0: raise IndexError(f"argmax: expected reduction dim {ax} to have non-zero size (shape {self.shape})")
     is_max = self == self.max(ax, keepdim=True)
     # a NaN is the maximum (max propagates it), but NaN == NaN is false: pick the first NaN, as PyTorch does
     if self.dtype.is_float: is_max = is_max | self.isnan()
@@ -652,12 +737,14 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def argmin(self, axis: int | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     if self.dtype == dtypes.bool: return self.logical_not().argmax(axis, keepdim)
-    return (-self._float() if not self.dtype.is_float else -self).argmax(axis, keepdim)
+    return (~self if self.dtype.is_int else -self).argmax(axis, keepdim)  # ~x reverses integer order exactly, even at INT_MIN
 
   def logsumexp(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
-    self._axes("logsumexp", axis)  # a bad axis is reported as logsumexp's, not as the max inside it
+    axes = self._axes("logsumexp", axis)  # a bad axis is reported as logsumexp's, not as the max inside it
     x = self._float()
+    if any(self.shape[a] == 0 for a in axes):  # log of an empty sum, as in PyTorch
+      return x.sum(axis, keepdim).full_like(float("-inf"))
     m = x.max(axis, keepdim=True).detach()
     m = _where(m.isinf(), 0.0, m)
     out = (x - m).exp().sum(axis, keepdim=True).log() + m
@@ -666,18 +753,23 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def softmax(self, axis: int = -1, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("softmax", dim if dim is not None else axis, self.ndim)
     x = self._float()
+    if x.numel() == 0: return x  # an empty axis has no maximum to subtract; the result is empty
+    if x.dtype in (dtypes.float16, dtypes.bfloat16): return x.cast(dtypes.float32).softmax(axis).cast(x.dtype)  # a half sum overflows
     e = (x - x.max(axis, keepdim=True).detach()).exp()
     return e / e.sum(axis, keepdim=True)
 
   def log_softmax(self, axis: int = -1, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("log_softmax", dim if dim is not None else axis, self.ndim)
     x = self._float()
+    if x.numel() == 0: return x
+    if x.dtype in (dtypes.float16, dtypes.bfloat16): return x.cast(dtypes.float32).log_softmax(axis).cast(x.dtype)
     shifted = x - x.max(axis, keepdim=True).detach()
     return shifted - shifted.exp().sum(axis, keepdim=True).log()
 
   def cumsum(self, axis: int = 0, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("cumsum", dim if dim is not None else axis, self.ndim)
     n = self.shape[axis]
+    if n == 0: return self if self.dtype.is_float else self.cast(dtypes.int64)  # nothing to add up; sum's dtype
     x = self.transpose(axis, -1)
     # pad to 2n-1 then take n sliding windows of length n: windows[i] covers x[..i]
     padded = x.pad(tuple((0, 0) for _ in range(x.ndim - 1)) + ((n - 1, 0),))
@@ -688,7 +780,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   # ---------------------------------------------------------------- movement
   def reshape(self, *shape) -> "Tensor":
-    shape = _shape_arg(shape)
+    shape = _shape_arg(shape, "reshape")
+    if any(s < -1 for s in shape): raise ShapeError(f"reshape: invalid shape dimension {min(shape)} in {shape}")
     if shape.count(-1) > 1: raise ShapeError(f"reshape: only one dimension can be -1, got {shape}")
     if -1 in shape:
       known = prod(s for s in shape if s != -1)
@@ -697,11 +790,16 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     if any(s < 0 for s in shape) or prod(shape) != self.numel():
       raise ShapeError(f"reshape: cannot reshape tensor of shape {self.shape} ({self.numel()} elements) into {shape}")
     return self._new(self.uop.reshape(shape))
-  view = reshape
+  def view(self, *shape) -> "Tensor":
+    """reshape; given a dtype instead of a shape, the same bits read as that dtype (`bitcast`), as in PyTorch."""
+    if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list)): return self.bitcast(shape[0])
+    return self.reshape(*shape)
 
   def permute(self, *order) -> "Tensor":
-    order = tuple(_normalize_axis("permute", a, self.ndim) for a in _shape_arg(order))
-    if sorted(order) != list(range(self.ndim)): raise ShapeError(f"permute: {order} is not a permutation of the {self.ndim} dimensions of {self.shape}")
+    order = _shape_arg(order, "permute")
+    if len(order) != self.ndim: raise ShapeError(f"permute: {order} is not a permutation of the {self.ndim} dimensions of {self.shape}")
+    order = tuple(_normalize_axis("permute", a, self.ndim) for a in order)
+    _unique_axes("permute", order, order)
     return self._new(self.uop.permute(order))
 
   def transpose(self, dim0: int = -2, dim1: int = -1) -> "Tensor":
@@ -715,7 +813,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def mT(self) -> "Tensor": return self.transpose(-2, -1)
 
   def expand(self, *shape) -> "Tensor":
-    shape = _shape_arg(shape)
+    shape = _shape_arg(shape, "expand")
     if len(shape) < self.ndim: raise ShapeError(f"expand: target {shape} has fewer dimensions than the tensor's {self.shape}")
     src = (1,) * (len(shape) - self.ndim) + self.shape
     new = tuple(s if n == -1 else n for s, n in zip(src, shape))
@@ -733,6 +831,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
     if self.ndim == 0: return self.reshape(1)
     s, e = _normalize_axis("flatten", start_dim, self.ndim), _normalize_axis("flatten", end_dim, self.ndim)
+    if s > e: raise RuntimeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {self.shape}")
     return self.reshape(self.shape[:s] + (prod(self.shape[s:e + 1]),) + self.shape[e + 1:])
   def unflatten(self, dim: int, sizes: Sequence[int]) -> "Tensor":
     dim = _normalize_axis("unflatten", dim, self.ndim)
@@ -743,7 +842,6 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
     Negative amounts crop, as in PyTorch.
     """
-    if mode != "constant": raise NotImplementedError(f"pad: mode {mode!r} (only 'constant' is supported)")
     if padding and isinstance(padding[0], (tuple, list)):
       if len(padding) != self.ndim: raise ShapeError(f"pad: {len(padding)} (before, after) pairs for a tensor of shape {self.shape}")
       pairs = [tuple(p) for p in padding]
@@ -752,6 +850,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
         raise ShapeError(f"pad: padding {tuple(padding)} does not fit a tensor of shape {self.shape}")
       pairs = [(0, 0)] * self.ndim
       for i in range(len(padding) // 2): pairs[self.ndim - 1 - i] = (padding[2 * i], padding[2 * i + 1])
+    if mode != "constant": return self._pad_mode(pairs, mode)  # reflect, replicate, circular: frontend/conv.py
     # negative amounts are crops; do them first
     crop = tuple((-min(b, 0), d + min(a, 0)) for (b, a), d in zip(pairs, self.shape))
     if any(e < s for s, e in crop): raise ShapeError(f"pad: padding {pairs} crops more than the shape {self.shape}")
@@ -770,13 +869,15 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return self._new(self.uop.shrink(b))
 
   def flip(self, dims: int | Sequence[int]) -> "Tensor":
-    dims = (dims,) if isinstance(dims, int) else dims
-    axes = {_normalize_axis("flip", d, self.ndim) for d in dims}
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    axes = [_normalize_axis("flip", d, self.ndim) for d in dims]
+    _unique_axes("flip", axes, dims)
     return self._new(self.uop.flip(tuple(i in axes for i in range(self.ndim))))
 
   def repeat(self, *repeats) -> "Tensor":
     """Tile the tensor (PyTorch's repeat): each dim i is repeated repeats[i] times."""
-    repeats = _shape_arg(repeats)
+    repeats = _shape_arg(repeats, "repeat")
+    if any(r < 0 for r in repeats): raise RuntimeError(f"repeat: repeat counts must be non-negative, got {repeats}")
     if len(repeats) < self.ndim: raise ShapeError(f"repeat: {len(repeats)} repeat counts for a tensor of shape {self.shape}")
     base = (1,) * (len(repeats) - self.ndim) + self.shape
     x = self.reshape(base)
@@ -786,13 +887,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   def chunk(self, chunks: int, dim: int = 0) -> list["Tensor"]:
     dim = _normalize_axis("chunk", dim, self.ndim)
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)): raise TypeError(f"chunk: chunks must be an int, not {type(chunks).__name__}")
+    if chunks <= 0: raise RuntimeError(f"chunk: chunks must be greater than 0, got {chunks}")
     step = math.ceil(self.shape[dim] / chunks)
     return self.split(step, dim)
 
   def split(self, sizes: int | Sequence[int], dim: int = 0) -> list["Tensor"]:
     dim = _normalize_axis("split", dim, self.ndim)
     n = self.shape[dim]
-    if isinstance(sizes, int): sizes = [min(sizes, n - i) for i in range(0, n, max(sizes, 1))]
+    if isinstance(sizes, (int, np.integer)):
+      if sizes < 0 or (sizes == 0 and n != 0): raise RuntimeError(f"split: split_size must be positive (0 only for an empty dimension), got {sizes} for dimension {dim} of {self.shape}")
+      sizes = [min(sizes, n - i) for i in range(0, n, max(sizes, 1))]
+    elif any(s < 0 for s in _shape_arg(tuple(sizes), "split")): raise RuntimeError(f"split: sizes must be non-negative, got {list(sizes)}")
     if sum(sizes) != n: raise ShapeError(f"split: sizes {list(sizes)} do not add up to dimension {dim} of {self.shape}")
     out, start = [], 0
     for s in sizes:
@@ -806,13 +912,18 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def tril(self, diagonal: int = 0) -> "Tensor": return self._triangle(diagonal, lower=True)
   def triu(self, diagonal: int = 0) -> "Tensor": return self._triangle(diagonal, lower=False)
   def _triangle(self, diagonal: int, lower: bool) -> "Tensor":
+    if self.ndim < 2: raise RuntimeError(f"{'tril' if lower else 'triu'}: input must have at least 2 dimensions, got shape {self.shape}")
     r, c = self.shape[-2], self.shape[-1]
     rows = Tensor.arange(r, dtype=dtypes.int32, device=self.device).reshape(r, 1)
     cols = Tensor.arange(c, dtype=dtypes.int32, device=self.device).reshape(1, c)
     keep = (cols <= rows + diagonal) if lower else (cols >= rows + diagonal)
-    return _where(keep, self, 0)
+    return _where(keep, self, self.zeros_like())  # a tensor zero keeps bool bool (a Python 0 would promote it)
 
-  def masked_fill(self, mask: "Tensor", value: Scalar) -> "Tensor": return _where(mask, value, self)
+  def masked_fill(self, mask: "Tensor", value: Scalar) -> "Tensor":
+    _check_condition(mask, "masked_fill")
+    out = _where(mask, value, self)
+    if out.shape != self.shape: raise ShapeError(f"masked_fill: mask of shape {mask.shape} does not broadcast to the tensor's {self.shape}")
+    return out
 
   def _check(self, ok: "Tensor", exception: type[Exception], message: str) -> "Tensor":
     """This tensor, checked when it is computed: where `ok` is false, realizing it raises `exception(message)` (PyTorch
@@ -830,6 +941,9 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
   def gather(self, dim: int, index: "Tensor") -> "Tensor":
     """out[i][j] = self[index[i][j]][j] for dim=0 (PyTorch's gather)."""
     dim = _normalize_axis("gather", dim, self.ndim)
+    if not isinstance(index, Tensor): raise TypeError(f"gather: index must be a Tensor, not {type(index).__name__}")
+    if not index.dtype.is_int: raise RuntimeError(f"gather: index must be an integer tensor, not {index.dtype.name}")
+    if index.device != self.device: raise RuntimeError(f"gather: index on {index.device} but the input is on {self.device}")
     if index.ndim != self.ndim: raise ShapeError(f"gather: index of shape {index.shape} must have as many dims as {self.shape}")
     n = self.shape[dim]
     index = index._check((index >= 0) & (index < n), RuntimeError, f"gather: index out of bounds for dimension {dim} with size {n}")
@@ -876,13 +990,16 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     compute = x if x.dtype in (dtypes.float32, dtypes.float64) else x.cast(dtypes.float32)
     n_series, n_fraction = (35, 23) if compute.dtype == dtypes.float64 else (23, 4)
     split = 2.5
-    near = compute.clip(-split, split)
+    # clamps that let NaN through with its gradient (clip's NaN has none): erf's derivative at NaN is NaN
+    near = _where(compute < -split, -split, _where(compute > split, split, compute))
     u, acc = 2 * near * near, None
     coeffs = [1.0]
     for n in range(1, n_series + 1): coeffs.append(coeffs[-1] / (2 * n + 1))
     for c in reversed(coeffs): acc = c if acc is None else acc * u + c
     series = (2 / math.sqrt(math.pi)) * (-(near * near)).exp() * near * acc
-    far = compute.abs().maximum(split)
+    # capped at 10, where erf is 1 to float64 precision: at inf the tail's derivative would be inf * 0 = NaN (PyTorch: 0)
+    mag = compute.abs()
+    far = _where(mag < split, split, _where(mag > 10.0, 10.0, mag))
     frac = far
     for k in range(n_fraction, 0, -1): frac = far + (k / 2) / frac
     tail = 1 - (-(far * far)).exp() / (math.sqrt(math.pi) * frac)
@@ -892,7 +1009,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     """x * Phi(x) with the exact erf form, or PyTorch's tanh approximation (`approximate="tanh"`)."""
     x = self._float()
     if approximate == "tanh": return 0.5 * x * (1 + (math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)).tanh())
-    if approximate != "none": raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
+    if approximate != "none": raise RuntimeError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
     return 0.5 * x * (1 + (x * (1 / math.sqrt(2))).erf())
 
   def silu(self) -> "Tensor": return self._float() * self.sigmoid()
@@ -901,7 +1018,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     x = self._float()
     linear = x * beta > threshold
     # the log branch sees 0 where it is not taken, so its exp cannot overflow into a NaN gradient
-    return _where(linear, x, (1 + _where(linear, 0.0, x * beta).exp()).log() * (1 / beta))
+    return _where(linear, x, _where(linear, 0.0, x * beta).exp().log1p() * (1 / beta))
 
   def layer_norm(self, normalized_shape: int | Sequence[int], weight: "Tensor | None" = None, bias: "Tensor | None" = None,
                  eps: float = 1e-5) -> "Tensor":
@@ -929,19 +1046,32 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
 
   def one_hot(self, num_classes: int = -1) -> "Tensor":
     """int64 one-hot vectors along a new last dim. `num_classes=-1` reads the largest index (this realizes the tensor)."""
-    if self.dtype.is_float or self.dtype == dtypes.bool: raise TypeError(f"one_hot: indices must be integers, not {self.dtype.name}")
+    if self.dtype.is_float or self.dtype == dtypes.bool: raise RuntimeError(f"one_hot: indices must be integers, not {self.dtype.name}")
     if num_classes == -1: num_classes = int(self.max().item()) + 1
     checked = self._check(self >= 0, RuntimeError, "one_hot: Class values must be non-negative.")
     checked = checked._check(checked < num_classes, RuntimeError, "one_hot: Class values must be smaller than num_classes.")
     return (checked.unsqueeze(-1) == Tensor.arange(num_classes, dtype=self.dtype, device=self.device)).cast(dtypes.int64)
 
   def scaled_dot_product_attention(self, key: "Tensor", value: "Tensor", attn_mask: "Tensor | None" = None, dropout_p: float = 0.0,
-                                   is_causal: bool = False, scale: float | None = None) -> "Tensor":
+                                   is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> "Tensor":
     """softmax(q k^T * scale + mask) v with q = self. A bool `attn_mask` marks the pairs that may attend; a float one is added.
 
     `is_causal` lets query i see keys 0..i (the mask is aligned at the top left, as in PyTorch).
+    `enable_gqa` (grouped-query attention): key and value have fewer heads (dim -3) than the query,
+    a divisor of its count; each key/value head serves that many consecutive query heads.
     """
-    if is_causal and attn_mask is not None: raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal, not both")
+    op = "scaled_dot_product_attention"
+    if is_causal and attn_mask is not None: raise ValueError(f"{op}: pass either attn_mask or is_causal, not both")
+    for name, t in (("key", key), ("value", value)):
+      if not isinstance(t, Tensor): raise TypeError(f"{op}: {name} must be a Tensor, not {type(t).__name__}")
+      if t.ndim < 2 or self.ndim < 2: raise ShapeError(f"{op}: query, key and value need at least 2 dimensions, got {self.shape}, {key.shape}, {value.shape}")
+    if attn_mask is not None and not isinstance(attn_mask, Tensor): raise TypeError(f"{op}: attn_mask must be a Tensor, not {type(attn_mask).__name__}")
+    if enable_gqa and self.ndim >= 3 and key.ndim >= 3 and key.shape[-3] != self.shape[-3]:
+      heads, kv_heads = self.shape[-3], key.shape[-3]
+      if kv_heads == 0 or heads % kv_heads or value.ndim < 3 or value.shape[-3] != kv_heads:
+        raise ShapeError(f"{op}: with enable_gqa, the heads of key {key.shape} and value {value.shape} (dim -3) must divide the query's "
+                         f"{heads} ({self.shape})")
+      key, value = _repeat_heads(key, heads // kv_heads), _repeat_heads(value, heads // kv_heads)
     scale = 1 / math.sqrt(self.shape[-1]) if scale is None else scale
     scores = self.matmul(key.transpose(-2, -1)) * scale
     if is_causal:
@@ -955,24 +1085,35 @@ class Tensor(ConvMixin, ScanMixin, MathMixin):
     return weights.matmul(value)
 
   # ---------------------------------------------------------------- losses
-  def cross_entropy(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0) -> "Tensor":
+  def cross_entropy(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                    weight: "Tensor | None" = None) -> "Tensor":
     """Cross-entropy of logits `self` (classes on dim 1, or dim 0 for a single sample) against class indices or probabilities.
 
     Integer targets have the logits' shape without the class dim; entries equal to `ignore_index`
     add nothing and are left out of the mean. Float targets are class probabilities of the logits' shape.
+    `weight` (one per class) scales each class's terms; with integer targets the mean divides by the
+    summed weights of the targets, as in PyTorch (with probability targets, by the number of samples).
     """
-    if not 0 <= label_smoothing <= 1: raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not 0 <= label_smoothing <= 1: raise RuntimeError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not isinstance(target, Tensor): raise TypeError(f"cross_entropy: target must be a Tensor, not {type(target).__name__}")
     class_dim = 1 if self.ndim >= 2 else 0
+    w = _class_weight(self, weight, class_dim, "cross_entropy")
     logp = self.log_softmax(class_dim)
     if target.dtype.is_float:
       if target.shape != self.shape: raise ShapeError(f"cross_entropy: probability targets of shape {target.shape} must match the logits' {self.shape}")
       probs = target * (1 - label_smoothing) + label_smoothing / self.shape[class_dim] if label_smoothing else target
+      if w is not None: probs = probs * w.reshape([-1 if d == class_dim else 1 for d in range(self.ndim)])
       return _reduce_loss(-(logp * probs).sum(class_dim), reduction, "cross_entropy")
-    return _nll(logp, target, ignore_index, reduction, label_smoothing, "cross_entropy")
+    return _nll(logp, target, ignore_index, reduction, label_smoothing, "cross_entropy", w)
 
-  def nll_loss(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean") -> "Tensor":
-    """Negative log-likelihood of log-probabilities `self` (classes on dim 1, or dim 0 for one sample) at integer `target`."""
-    return _nll(self._float(), target, ignore_index, reduction, 0.0, "nll_loss")
+  def nll_loss(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", weight: "Tensor | None" = None) -> "Tensor":
+    """Negative log-likelihood of log-probabilities `self` (classes on dim 1, or dim 0 for one sample) at integer `target`.
+
+    `weight` (one per class) scales each sample's term by its target's weight; the mean divides by the summed weights.
+    """
+    if not isinstance(target, Tensor): raise TypeError(f"nll_loss: target must be a Tensor, not {type(target).__name__}")
+    x = self._float()
+    return _nll(x, target, ignore_index, reduction, 0.0, "nll_loss", _class_weight(x, weight, 1 if self.ndim >= 2 else 0, "nll_loss"))
 
   def mse_loss(self, target: "Tensor", reduction: str = "mean") -> "Tensor":
     diff = self - target
@@ -1031,6 +1172,32 @@ def _graphs_for_grad(tensors: Sequence["Tensor"]) -> dict["Tensor", UOp]:
   return {t: t.uop for t in tensors if t._requires_grad is None and not is_contiguous_view(t.uop) and t.requires_grad}
 
 
+def _half_meets_wide_float(x: Tensor, scalar: Any) -> bool:
+  """A half-precision tensor and a finite Python float that half precision cannot hold (x * 1e5, x / 1e5, x * 1e-8).
+
+  PyTorch computes such an op in float32 and rounds the result once; rounding the scalar to half
+  first would turn 1e5 into inf and 1e-8 into 0.
+  """
+  if x.dtype not in (dtypes.float16, dtypes.bfloat16) or not isinstance(scalar, float) or not math.isfinite(scalar) or scalar == 0: return False
+  # only a scalar half precision overflows or flushes to 0; one it merely rounds (65519 -> 65504) is rounded, as in PyTorch
+  rounded = UOp.const(x.dtype, scalar).arg
+  return math.isinf(rounded) or rounded == 0
+
+
+def _check_nonempty(x: Tensor, axis, op: str) -> None:
+  """PyTorch's errors for a max/min with nothing to pick from: IndexError for an empty dim, RuntimeError for an empty tensor."""
+  if axis is None and x.numel() == 0:
+    raise RuntimeError(f"{op}: expected reduction dim to be specified for an empty tensor of shape {x.shape}")
+  for a in x._axes(op, axis):
+    if x.shape[a] == 0: raise IndexError(f"{op}: expected reduction dim {a} to have non-zero size (shape {x.shape})")
+
+
+def _repeat_heads(x: Tensor, n: int) -> Tensor:
+  """Each head (dim -3) n times in a row, like x.repeat_interleave(n, -3): a broadcast, so no copy is made."""
+  *batch, h, s, e = x.shape
+  return x.unsqueeze(-3).expand(*batch, h, n, s, e).reshape(*batch, h * n, s, e)
+
+
 def _reduce_loss(loss: Tensor, reduction: str, op: str) -> Tensor:
   if reduction == "none": return loss
   if reduction == "sum": return loss.sum()
@@ -1038,23 +1205,44 @@ def _reduce_loss(loss: Tensor, reduction: str, op: str) -> Tensor:
   raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
 
 
-def _nll(logp: Tensor, target: Tensor, ignore_index: int, reduction: str, label_smoothing: float, op: str) -> Tensor:
-  """-logp[target] per sample (mixed with the mean over classes by `label_smoothing`), with `ignore_index` masked out."""
-  if target.dtype.is_float or target.dtype == dtypes.bool: raise TypeError(f"{op}: class targets must be integers, not {target.dtype.name}")
+def _class_weight(x: Tensor, weight: Tensor | None, class_dim: int, op: str) -> Tensor | None:
+  """A loss's per-class `weight`, checked against the input (PyTorch: RuntimeError unless there is one weight per class)."""
+  if weight is None: return None
+  if not isinstance(weight, Tensor): raise TypeError(f"{op}: weight must be a Tensor, not {type(weight).__name__}")
+  n_classes = x.shape[class_dim] if x.ndim else 0
+  if weight.shape != (n_classes,):
+    raise ShapeError(f"{op}: weight of shape {weight.shape} must have one entry for each of the {n_classes} classes of input {x.shape}")
+  if weight.device != x.device: raise RuntimeError(f"{op}: weight on {weight.device} but the input is on {x.device}")
+  if not weight.dtype.is_float: raise RuntimeError(f"{op}: weight must be a floating-point tensor, not {weight.dtype.name}")
+  # constants of the loss, as in PyTorch (whose nll_loss is not differentiable with respect to its weight)
+  return weight.detach().cast(promote(x.dtype, weight.dtype) if x.dtype.is_float else weight.dtype)
+
+
+def _nll(logp: Tensor, target: Tensor, ignore_index: int, reduction: str, label_smoothing: float, op: str, weight: Tensor | None = None) -> Tensor:
+  """-logp[target] per sample (mixed with the mean over classes by `label_smoothing`), with `ignore_index` masked out.
+
+  With a class `weight` both terms are weighted per class, and a mean divides by the targets' summed
+  weights instead of their count (PyTorch's normalization, which makes weights relative).
+  """
+  if target.dtype.is_float or target.dtype == dtypes.bool: raise RuntimeError(f"{op}: class targets must be integers, not {target.dtype.name}")
   class_dim = 1 if logp.ndim >= 2 else 0
   n_classes = logp.shape[class_dim]
   if target.shape != logp.shape[:class_dim] + logp.shape[class_dim + 1:]:
     raise ShapeError(f"{op}: target of shape {target.shape} does not fit input of shape {logp.shape} (classes on dim {class_dim})")
+  if target.device != logp.device: raise RuntimeError(f"{op}: target on {target.device} but the input is on {logp.device}")
   target = target._check((target == ignore_index) | ((target >= 0) & (target < n_classes)), IndexError, f"{op}: Target is out of bounds.")
   classes_last = logp.permute([d for d in range(logp.ndim) if d != class_dim] + [class_dim])
+  if weight is not None: classes_last = classes_last * weight
   # picking logp[target] as a one-hot sum keeps it fusable, and its gradient is the matching one-hot scatter
-  picked = _where(target.unsqueeze(-1) == Tensor.arange(n_classes, dtype=target.dtype, device=logp.device), classes_last, 0).sum(-1)
+  onehot = target.unsqueeze(-1) == Tensor.arange(n_classes, dtype=target.dtype, device=logp.device)
+  picked = _where(onehot, classes_last, 0).sum(-1)
   loss = -picked
   if label_smoothing: loss = loss * (1 - label_smoothing) - classes_last.sum(-1) * (label_smoothing / n_classes)
   valid = target != ignore_index
   loss = _where(valid, loss, 0)
-  if reduction == "mean": return loss.sum() / valid.sum().cast(loss.dtype)
-  return _reduce_loss(loss, reduction, op)
+  if reduction != "mean": return _reduce_loss(loss, reduction, op)
+  if weight is None: return loss.sum() / valid.sum().cast(loss.dtype)
+  return loss.sum() / _where(onehot & valid.unsqueeze(-1), weight, 0).sum()
 
 
 def _hash32(x: int) -> int:
@@ -1063,14 +1251,74 @@ def _hash32(x: int) -> int:
 
 
 def _pow_float(a: Tensor, b: Tensor) -> Tensor:
-  """a ** b for floats via exp2(b * log2|a|), with the sign rules of a negative base and 0 ** 0 == 1."""
-  mag = (b * a.abs().log2()).exp2()
+  """a ** b for floats via exp2(b * log2|a|), with C's pow rules at the edges (PyTorch follows them).
+
+  A zero base is its own branch (0, 1 or inf by the exponent's sign), so log2(0) never meets the
+  gradient. A negative base (-0.0 included)
+  flips the sign for odd integer exponents and gives NaN for non-integer ones unless it is -inf;
+  1 ** NaN, (±1) ** ±inf and x ** 0 are 1. Differences from PyTorch that remain: d/db at a == 0 with b < 0 is 0
+  (PyTorch: -inf), and d/db at a negative base is finite (PyTorch: NaN, from the log of a negative number).
+  """
+  is_zero = a == 0
+  mag = (b * _where(is_zero, 1.0, a.abs()).log2()).exp2()
+  # at a == 0 the derivative b * a ** (b - 1) is 0 for b > 1, 1 for b == 1, and ±inf for 0 < b < 1 and b < 0: a term that
+  # is 0 there with that derivative (sqrt has an infinite one at 0; elsewhere it reads 1, so masked gradients stay finite)
+  steep = is_zero & (b < 1) & (b != 0)
+  root = _where(steep, a, 1.0).sqrt()
+  slope = a * (b == 1) + _where(steep, _where(b > 0, root, -root), 0.0)
+  mag = _where(is_zero, _where(b > 0, 0.0, _where(b == 0, 1.0, float("inf"))) + slope, mag)
   b_int = b == b.trunc()
   b_odd = b_int & ((b * 0.5) != (b * 0.5).trunc())
-  neg = a < 0
+  neg = (a < 0) | (is_zero & (a.detach().reciprocal() < 0))  # 1/-0.0 is -inf: the sign of a negative zero
   out = _where(neg & b_odd, -mag, mag)
-  out = _where(neg & b_int.logical_not(), float("nan"), out)
-  return _where(b == 0, 1.0, out)
+  out = _where((a < 0) & (a != float("-inf")) & b_int.logical_not(), float("nan"), out)
+  # only where the exp2/log2 form gives NaN (0 * inf): elsewhere it is already 1, with the right gradient
+  ones = ((b == 0) & (a.isnan() | a.isinf())) | ((a == 1) & b.isnan()) | ((a.abs() == 1) & b.isinf())
+  return _where(ones, 1.0, out)
+
+
+def _mod_float(a: Tensor, b: Tensor) -> Tensor:
+  """Python's (and PyTorch's) a % b for floats: the exact fmod, moved by b where its sign differs from b's (-5 % inf is inf)."""
+  r = a._new(a.uop.alu(Ops.MOD, b.uop))
+  return _where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
+
+
+def _floordiv_float(a: Tensor, b: Tensor) -> Tensor:
+  """PyTorch's floor division of floats: the quotient (a - fmod(a, b)) / b is exact up to rounding, unlike floor(a / b).
+
+  It is stepped down where fmod's sign differs from b's, rounded to the nearest integer (the division may land just
+  off one), and a / b where b is 0 (inf or NaN, as PyTorch gives).
+  """
+  r = a._new(a.uop.alu(Ops.MOD, b.uop))
+  q = (a - r) / b
+  q = _where((r != 0) & ((r < 0) != (b < 0)), q - 1, q)
+  f = q.floor()
+  f = _where(q - f > 0.5, f + 1, f)
+  return _where(b == 0, a / b, f)
+
+
+def _pow_by_squaring(a: Tensor, n: int) -> Tensor:
+  """a ** n for a Python int n >= 0 by square-and-multiply: about 2 log2(n) multiplies; exact for integers (they wrap like the dtype)."""
+  out, base = None, a
+  while n:
+    if n & 1: out = base if out is None else out * base
+    n >>= 1
+    if n: base = base * base
+  return a.ones_like() if out is None else out
+
+
+def _pow_int(a: Tensor, b: Tensor) -> Tensor:
+  """a ** b for integer tensors, exactly: square-and-multiply over every bit of the exponent (one step per bit of the dtype).
+
+  A negative exponent truncates 1 / a ** -b: 1 for a == 1, ±1 for a == -1, else 0 (PyTorch raises, which needs the data).
+  """
+  out, base, e = a.ones_like(), a, b
+  for _ in range(8 * a.dtype.itemsize - (0 if a.dtype.is_unsigned else 1)):  # a signed exponent's top bit is its sign
+    out = _where((e & 1) == 1, out * base, out)
+    base, e = base * base, e._shr(1)
+  neg = b < 0
+  at_neg = _where(a == 1, 1, _where(a == -1, _where((b & 1) == 1, -1, 1), 0)).cast(a.dtype)
+  return _where(neg, at_neg, out)
 
 
 def _where(cond: Tensor | Any, x: Tensor | Scalar, y: Tensor | Scalar) -> Tensor:
@@ -1092,7 +1340,14 @@ def _where(cond: Tensor | Any, x: Tensor | Scalar, y: Tensor | Scalar) -> Tensor
 
 def where(condition: Tensor, x: Tensor | Scalar, y: Tensor | Scalar) -> Tensor:
   """torch.where(condition, x, y)."""
+  _check_condition(condition, "where")
   return _where(condition, x, y)
+
+
+def _check_condition(condition: Any, op: str) -> None:
+  """A user's mask must be bool, as in PyTorch (internally, _where also accepts numbers)."""
+  if not isinstance(condition, Tensor): raise TypeError(f"{op}: the condition must be a bool Tensor, not {type(condition).__name__}")
+  if condition.dtype != dtypes.bool: raise RuntimeError(f"{op}: the condition must be a bool tensor, not {condition.dtype.name}")
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -1119,7 +1374,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 
 
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-  if not tensors: raise ValueError("stack: expected a non-empty list of tensors")
+  if not tensors: raise RuntimeError("stack: expected a non-empty list of tensors")
   shapes = {t.shape for t in tensors}
   if len(shapes) != 1: raise ShapeError(f"stack: all tensors must have the same shape, got {[t.shape for t in tensors]}")
   dim = _normalize_axis("stack", dim, tensors[0].ndim + 1)
@@ -1138,3 +1393,25 @@ def _float32_to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
 
 def _bfloat16_bits_to_float32(x: np.ndarray) -> np.ndarray:
   return (x.astype(np.uint32) << 16).view(np.float32)
+
+
+def normal(mean: Tensor | float, std: Tensor | float = 1.0, size: Sequence[int] | None = None, *, dtype: DType | str | None = None,
+           device: str | None = None) -> Tensor:
+  """PyTorch's `torch.normal`: samples of N(mean, std**2), with `size` for float arguments or the broadcast shape of tensor ones.
+
+  A tensor `mean` or `std` is detached: PyTorch's gradient for them is zero, here the sample needs none.
+  """
+  tensors = [t for t in (mean, std) if isinstance(t, Tensor)]
+  if not tensors:
+    if size is None: raise TypeError("normal: with a float mean and std, give the output size")
+    return Tensor.normal(*_shape_arg((size,)), mean=float(mean), std=float(std), dtype=dtype, device=device)
+  if size is not None: raise TypeError("normal: size is only allowed when mean and std are both floats")
+  if isinstance(std, Tensor):
+    if std.numel() and std.min().item() < 0: raise RuntimeError("normal expects all elements of std >= 0.0")
+  elif not std >= 0: raise RuntimeError(f"normal expects std >= 0.0, but found std {std}")
+  shape = _broadcast_shape("normal", *(t.shape for t in tensors))
+  dev = tensors[0].device
+  m = mean.detach() if isinstance(mean, Tensor) else mean
+  s = std.detach() if isinstance(std, Tensor) else std
+  out = Tensor.randn(shape, device=dev) * s + m
+  return out.cast(dtypes.from_any(dtype)) if dtype is not None else out

@@ -64,7 +64,7 @@ CASES = {
   "casts": (lambda: Tensor(rnd(64, 32)).half().float() + Tensor(rnd(64, 32)).cast(dtypes.int32).cast(dtypes.float32), "lanes"),
   "bf16": (lambda: (Tensor(rnd(64, 32)).cast(dtypes.bfloat16) * 3).exp(), "lanes"),
   "f16_reduce": (lambda: Tensor(rnd(64, 64, dtype=np.float16)).max(1), "block"),
-  "int_bool": (lambda: (Tensor(np.arange(64, dtype=np.int32)) % 5 < 3).where(Tensor(np.arange(64, dtype=np.int64)), 7), "flat"),
+  "int_bool": (lambda: (Tensor(np.arange(64, dtype=np.int32)) % 5 < 3).where(Tensor(np.arange(64, dtype=np.int64)) != 0, 7), "flat"),
   "pad": (lambda: Tensor(rnd(16, 16)).pad(((1, 2), (3, 0))), "flat"),
   "gather": (lambda: Tensor(rnd(10, 8))[Tensor(np.array([3, 1, 4, 1], dtype=np.int32))], None),
 }

@@ -106,6 +106,28 @@ def test_download_uses_timeout(isolated, fake_source, monkeypatch):
   assert seen["timeout"] == datasets._TIMEOUT_S
 
 
+def test_download_env_off(isolated, fake_source, monkeypatch):
+  monkeypatch.setenv("PICOGRAD_DOWNLOAD", "0")
+  with pytest.raises(datasets.DataNotFoundError, match="downloads are off") as e: data_path("fake.txt")
+  assert "unset PICOGRAD_DOWNLOAD=0" in str(e.value) and fake_source.as_uri() in str(e.value)
+  monkeypatch.setenv("PICOGRAD_DOWNLOAD", "1")
+  assert open(data_path("fake.txt"), "rb").read() == fake_source.read_bytes()
+
+
+def test_missing_file_message_is_one_line_naming_every_remedy(isolated, monkeypatch):
+  monkeypatch.setenv("PICOGRAD_DOWNLOAD", "0")
+  monkeypatch.setattr(datasets, "_REPO_ROOT", str(isolated / "elsewhere"))
+  with pytest.raises(FileNotFoundError) as e: data_path("names.txt")
+  msg = e.value.message("--data PATH")
+  assert "\n" not in msg and e.value.__cause__ is None
+  for needle in ("--data PATH", "PICOGRAD_DATA", datasets._SOURCES["names.txt"][0]): assert needle in msg
+  # a failed download says the same, without the network stack's traceback attached
+  monkeypatch.setenv("PICOGRAD_DOWNLOAD", "1")
+  monkeypatch.setitem(datasets._SOURCES, "names.txt", ((isolated / "gone.txt").as_uri(), "0" * 32))
+  with pytest.raises(DownloadError) as e: data_path("names.txt")
+  assert e.value.__cause__ is None and e.value.__suppress_context__ and "PICOGRAD_DATA" in str(e.value)
+
+
 # ---- the real files
 
 

@@ -186,7 +186,8 @@ def test_where_scalars_and_promotion(device):
   x = Tensor([1, 2, 3], dtype=dtypes.int32, device=device)
   assert_tensor(picograd.where(Tensor(c, device=device), x, 0.5), np.array([1, 0.5, 3], np.float32))
   # a non-bool condition means "nonzero"
-  assert_tensor(picograd.where(Tensor([0.0, 2.0], device=device), 1, 2), np.array([2, 1], np.int32))
+  with pytest.raises(RuntimeError, match="where: the condition must be a bool tensor, not float32"):  # as PyTorch
+    picograd.where(Tensor([0.0, 2.0], device=device), 1, 2)
   assert_tensor(Tensor([1.0, 2.0, 3.0], device=device).where(Tensor(c, device=device), -1.0), np.array([1, -1, 3], np.float32))
 
 

@@ -123,7 +123,7 @@ def test_dtype_taken_from_tensor(tmp_path):
 
 def test_save_rejects_bad_state(tmp_path):
   p = str(tmp_path / "m.safetensors")
-  with pytest.raises(TypeError, match="'x'.*int16"): save({"x": np.zeros(2, np.int16)}, p)
+  with pytest.raises(TypeError, match="'x'.*complex64"): save({"x": np.zeros(2, np.complex64)}, p)
   with pytest.raises(TypeError, match="keys must be str"): save({1: np.zeros(2)}, p)
   with pytest.raises(ValueError, match="reserved"): save({"__metadata__": np.zeros(2)}, p)
   assert os.listdir(tmp_path) == []
@@ -185,7 +185,7 @@ def f32(shape, begin, end, dtype="F32"): return {"dtype": dtype, "shape": shape,
   ({"a": f32([2], 0, 4)}, b"\0" * 4, None, r"spanning 4 bytes, but shape \(2,\) of F32 needs 8"),
   ({"a": f32([2], 0, 8), "b": f32([1], 4, 8)}, b"\0" * 8, None, "'a' and 'b' overlap"),
   ({"a": f32([1], 0, 4, dtype="C64")}, b"\0" * 4, None, "dtype 'C64', which picograd cannot load"),
-  ({"a": f32([1], 0, 2, dtype="I16")}, b"\0" * 2, None, "dtype 'I16'"),
+  ({"a": f32([1], 0, 2, dtype="C64")}, b"\0" * 2, None, "dtype 'C64'"),
   ({"a": f32([-1], 0, 0)}, b"", None, "invalid shape"),
   ({"a": f32([True], 0, 4)}, b"\0" * 4, None, "invalid shape"),
   ({"a": {"dtype": "F32", "shape": [1]}}, b"\0" * 4, None, "must be an object with dtype, shape and data_offsets"),

@@ -44,6 +44,7 @@ from picograd.dtype import DType, dtypes
 from picograd.helpers import NOOPT, ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort
 from picograd.runtime.device import LaunchDims
+from picograd.codegen.llvm import half_bits
 
 # ------------------------------------------------------------------------------------------------
 # the device the source is for
@@ -69,8 +70,9 @@ def target_of(device: Any) -> CUDATarget:
 # ------------------------------------------------------------------------------------------------
 # types, constants and the per-op table
 
-REG_TYPES = {dtypes.bool: "bool", dtypes.uint8: "unsigned char", dtypes.int32: "int", dtypes.uint32: "unsigned int",
-             dtypes.int64: "long long", dtypes.float16: "__half", dtypes.bfloat16: "float", dtypes.float32: "float",
+REG_TYPES = {dtypes.bool: "bool", dtypes.uint8: "unsigned char", dtypes.int8: "signed char", dtypes.int16: "short",
+             dtypes.uint16: "unsigned short", dtypes.int32: "int", dtypes.uint32: "unsigned int", dtypes.int64: "long long",
+             dtypes.uint64: "unsigned long long", dtypes.float16: "__half", dtypes.bfloat16: "float", dtypes.float32: "float",
              dtypes.float64: "double"}
 MEM_TYPES = {**REG_TYPES, dtypes.bfloat16: "__nv_bfloat16"}
 VEC4_TYPES = {dtypes.float32: "float4", dtypes.int32: "int4", dtypes.uint32: "uint4"}  # 16-byte accesses
@@ -82,8 +84,9 @@ def c_const(value: Any, dt: DType) -> str:
     v = int(value)
     if dt == dtypes.int64: return "(-9223372036854775807LL-1)" if v == -2**63 else f"{v}LL"
     if dt == dtypes.int32: return "(-2147483647-1)" if v == -2**31 else str(v)
-    return f"{v}u" if dt == dtypes.uint32 else f"(unsigned char){v}"
-  if dt == dtypes.float16: return f"__ushort_as_half((unsigned short){struct.unpack('<H', struct.pack('<e', value))[0]})"
+    if dt == dtypes.uint64: return f"{v}ull"
+    return f"{v}u" if dt == dtypes.uint32 else f"(({REG_TYPES[dt]})({v}))"
+  if dt == dtypes.float16: return f"__ushort_as_half((unsigned short){half_bits(value)})"
   if dt == dtypes.float64:
     if math.isfinite(value): return float(value).hex()
     return f"__longlong_as_double({struct.unpack('<q', struct.pack('<d', value))[0]}LL)"
@@ -118,6 +121,11 @@ def render_alu(op: Ops, dt: DType, x: list[str], src_dt: DType, wrap: bool = Fal
     u = _UNSIGNED[dt]
     if op is Ops.NEG: return f"(({REG_TYPES[dt]})(0u - ({u}){x[0]}))"
     return f"(({REG_TYPES[dt]})(({u}){x[0]} {_INFIX[op]} ({u}){x[1]}))"
+  # C promotes short types to int: a uint16 product can overflow int, and a negative value shifted left is undefined
+  if op is Ops.MUL and dt == dtypes.uint16: return f"((unsigned short)((unsigned int){x[0]} * (unsigned int){x[1]}))"
+  if op is Ops.SHL and dt.kind == "i":
+    u = "unsigned long long" if dt.itemsize == 8 else "unsigned int"
+    return f"(({REG_TYPES[dt]})(({u}){x[0]} << {x[1]}))"
   if op is Ops.CAST: return render_cast(dt, src_dt, x[0])
   if op is Ops.BITCAST: return f"pg_bitcast<{REG_TYPES[dt]}>({x[0]})"
   if op is Ops.WHERE: return f"({x[0]} ? {x[1]} : {x[2]})"
@@ -134,8 +142,15 @@ def render_cast(dst: DType, src: DType, x: str) -> str:
   if dst == src: return x
   if dst == dtypes.bool: return f"({x} != {c_const(0, src)})" if src != dtypes.float16 else f"(__half2float({x}) != 0.0f)"
   if src == dtypes.float16: x, src = f"__half2float({x})", dtypes.float32
+  # double -> float -> half would round twice; __double2half rounds once
+  if dst == dtypes.float16 and src == dtypes.float64: return f"__double2half({x})"
   if dst == dtypes.float16: return f"__float2half_rn({x if src in (dtypes.float32, dtypes.bfloat16) else f'(float){x}'})"
   if dst == dtypes.bfloat16: return f"pg_round_bf16({x if src == dtypes.float32 else f'(float){x}'})"
+  if src.is_float and dst.is_int:
+    # int8/16, uint8/16/32 wrap from a saturated int64, as PyTorch's casts do (-1.0 -> 255 for uint8)
+    wide = dtypes.int64 if dst.itemsize < 4 or dst == dtypes.uint32 else dst
+    sat = f"pg_float_to_int<{REG_TYPES[wide]}>({x}, {c_const(dtypes.min(wide), wide)}, {c_const(dtypes.max(wide), wide)})"
+    return sat if wide == dst else f"(({REG_TYPES[dst]}){sat})"
   return f"(({REG_TYPES[dst]}){x})"
 
 
@@ -146,15 +161,20 @@ template <class T> PG_INLINE T pg_max(T a, T b) { return (a > b || a != a) ? a :
 PG_INLINE int pg_max(int a, int b) { return a ^ ((a ^ b) & -(int)(a < b)); }
 PG_INLINE short pg_max(short a, short b) { return (short)pg_max((int)a, (int)b); }
 PG_INLINE signed char pg_max(signed char a, signed char b) { return (signed char)pg_max((int)a, (int)b); }
+// float -> integer saturates and NaN gives 0, the rule of every picograd device (a C cast out of range is undefined)
+template <class T, class F> PG_INLINE T pg_float_to_int(F x, T lo, T hi) { return x != x ? (T)0 : x <= (F)lo ? lo : x >= (F)hi ? hi : (T)x; }
 // a failed runtime check sets its bit in the kernel's error word (the last argument of kernels with checks)
 template <class T> PG_INLINE T pg_check(T v, bool bad, long long bit, unsigned long long* err) {
   if (bad) atomicOr(err, (unsigned long long)bit);
   return v;
 }
-template <class To, class From> PG_INLINE To pg_bitcast(From x) { To y; __builtin_memcpy(&y, &x, sizeof(To)); return y; }
+template <class To, class From> PG_INLINE To pg_bitcast(From x) { To y; memcpy(&y, &x, sizeof(To)); return y; }  // NVRTC rejects __builtin_memcpy
 template <class T> PG_INLINE T pg_shfl_xor(T v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
 PG_INLINE bool pg_shfl_xor(bool v, int o) { return __shfl_xor_sync(0xffffffffu, (int)v, o) != 0; }
 PG_INLINE unsigned char pg_shfl_xor(unsigned char v, int o) { return (unsigned char)__shfl_xor_sync(0xffffffffu, (int)v, o); }
+PG_INLINE signed char pg_shfl_xor(signed char v, int o) { return (signed char)__shfl_xor_sync(0xffffffffu, (int)v, o); }
+PG_INLINE short pg_shfl_xor(short v, int o) { return (short)__shfl_xor_sync(0xffffffffu, (int)v, o); }
+PG_INLINE unsigned short pg_shfl_xor(unsigned short v, int o) { return (unsigned short)__shfl_xor_sync(0xffffffffu, (int)v, o); }
 struct PgAdd { template <class T> PG_INLINE T operator()(T a, T b) const { return a + b; } };
 struct PgMax { template <class T> PG_INLINE T operator()(T a, T b) const { return pg_max(a, b); } };
 // every lane of the warp gets the combined value

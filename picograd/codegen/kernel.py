@@ -106,6 +106,11 @@ def render(ast: UOp, device: str) -> tuple[str, str, list[UOp], LaunchDims, dict
   return name, source, program, LaunchDims((outer,)), meta
 
 
+def is_compiled(ast: UOp, device: str) -> bool:
+  """Whether `get_kernel(ast, device)` would return a kernel this process already compiled (under the current NOOPT)."""
+  return (ast, device, bool(NOOPT)) in _kernels
+
+
 def get_kernel(ast: UOp, device: str) -> CompiledKernel:
   key = (ast, device, bool(NOOPT))
   if (k := _kernels.get(key)) is not None: return k
@@ -141,4 +146,4 @@ def _disassemble(dev, lib: bytes, source: str) -> str:
     return dev.compiler.disassemble(lib)
 
 
-__all__ = ["get_kernel", "render", "CompiledKernel", "toposort"]
+__all__ = ["get_kernel", "is_compiled", "render", "CompiledKernel", "toposort"]

@@ -18,7 +18,8 @@ from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.opt import index_stride
 
-LL_TYPES = {dtypes.bool: "i1", dtypes.uint8: "i8", dtypes.int32: "i32", dtypes.uint32: "i32", dtypes.int64: "i64",
+LL_TYPES = {dtypes.bool: "i1", dtypes.uint8: "i8", dtypes.int8: "i8", dtypes.int16: "i16", dtypes.uint16: "i16", dtypes.int32: "i32",
+            dtypes.uint32: "i32", dtypes.int64: "i64", dtypes.uint64: "i64",
             dtypes.float16: "half", dtypes.bfloat16: "float", dtypes.float32: "float", dtypes.float64: "double"}
 MEM_TYPES = {**LL_TYPES, dtypes.bool: "i8", dtypes.bfloat16: "i16"}
 
@@ -29,10 +30,18 @@ def ll_type(dt: DType) -> str: return LL_TYPES[dt]
 def ll_const(value, dt: DType) -> str:
   if dt == dtypes.bool: return "1" if value else "0"
   if dt.is_int: return str(int(value))
-  if dt == dtypes.float16: return "0xH" + struct.pack(">e", value).hex().upper()
+  if dt == dtypes.float16: return "0xH" + f"{half_bits(value):04X}"
   # LLVM spells float constants as the double with the same value, so round to float first
   if dt in (dtypes.float32, dtypes.bfloat16) and math.isfinite(value): value = struct.unpack("f", struct.pack("f", value))[0]
   return "0x" + struct.pack(">d", value).hex().upper()
+
+
+def half_bits(value: float) -> int:
+  """The float16 bit pattern of `value`, rounded to nearest even; too large a value becomes an infinity (struct refuses it)."""
+  try:
+    return struct.unpack("<H", struct.pack("<e", value))[0]
+  except OverflowError:
+    return 0xFC00 if value < 0 else 0x7C00
 
 
 def _fop(f: str, i: str, u: str | None = None) -> Callable[[DType], str]:
@@ -59,9 +68,12 @@ def _cast(dst: DType, src: DType, x: str, out: str) -> list[str]:
     return [f"{out} = fcmp une {s} {x}, 0.0" if src.is_float else f"{out} = icmp ne {s} {x}, 0"]
   if dst == dtypes.bfloat16: return _round_to_bfloat16(_cast(dtypes.float32, src, x, out + ".f32") if src != dtypes.float32 else [], out + ".f32" if src != dtypes.float32 else x, out)
   if s == d: return [f"{out} = bitcast {s} {x} to {d}"]  # same register type (int32 <-> uint32, bfloat16 -> float32)
+  if src == dtypes.float64 and dst == dtypes.float16: return _double_to_half(x, out)
   if src.is_float and dst.is_float:
     return [f"{out} = {'fpext' if _fbits(src) < _fbits(dst) else 'fptrunc'} {s} {x} to {d}"]
-  if src.is_float: return [f"{out} = {'fptoui' if dst.is_unsigned else 'fptosi'} {s} {x} to {d}"]
+  if src.is_float and _wraps_from_int64(dst):
+    return [f"{out}.i64 = call i64 @{_float_to_int_intrinsic(dtypes.int64, src)}({s} {x})", f"{out} = trunc i64 {out}.i64 to {d}"]
+  if src.is_float: return [f"{out} = call {d} @{_float_to_int_intrinsic(dst, src)}({s} {x})"]
   if dst.is_float: return [f"{out} = {'uitofp' if src.is_unsigned or src == dtypes.bool else 'sitofp'} {s} {x} to {d}"]
   sb, db = _ibits(src), _ibits(dst)
   if sb > db: return [f"{out} = trunc {s} {x} to {d}"]
@@ -73,6 +85,38 @@ def _round_to_bfloat16(prefix: list[str], x: str, out: str) -> list[str]:
   return prefix + [f"{out}.b = bitcast float {x} to i32", f"{out}.l = lshr i32 {out}.b, 16", f"{out}.o = and i32 {out}.l, 1",
                    f"{out}.r = add i32 {out}.b, 32767", f"{out}.s = add i32 {out}.r, {out}.o", f"{out}.m = and i32 {out}.s, -65536",
                    f"{out} = bitcast i32 {out}.m to float"]
+
+
+def _wraps_from_int64(dst: DType) -> bool:
+  """float -> int8/16, uint8/16/32 wrap from a saturated int64, as PyTorch's casts do (-1.0 -> 255 for uint8)."""
+  return dst.itemsize < 4 or dst == dtypes.uint32
+
+
+def _float_to_int_intrinsic(dst: DType, src: DType) -> str:
+  """float -> integer saturates to the integer's range and gives 0 for NaN, on every device. A plain
+  fptosi of an out-of-range value is poison, which LLVM may fold to anything (and the PYTHON and CUDA
+  backends would disagree with it)."""
+  return f"llvm.{'fptoui' if dst.is_unsigned else 'fptosi'}.sat.{ll_type(dst)}.{_suffix(src)}"
+
+
+def _double_to_half(x: str, out: str) -> list[str]:
+  """double -> half, correctly rounded, without a runtime library call.
+
+  LLVM lowers `fptrunc double to half` to a call of __truncdfhf2, which MCJIT cannot resolve. Going
+  through float instead rounds twice (a double just above a half tie can round down to the tie in
+  float, then to even in half). Rounding to float *to odd* (truncate, then set the last bit when
+  inexact) keeps enough information for the second rounding to be exact: float has 13 bits more
+  than half. The round-to-odd float is built from the nearest float: when inexact, of it and its
+  neighbour towards x, the one with the odd bit pattern.
+  """
+  return [f"{out}.f = fptrunc double {x} to float", f"{out}.e = fpext float {out}.f to double",
+          f"{out}.exact = fcmp ueq double {out}.e, {x}",  # NaN counts as exact: it stays a NaN
+          f"{out}.neg = fcmp olt double {x}, 0.0", f"{out}.lo = fcmp olt double {out}.e, {x}", f"{out}.hi = fcmp ogt double {out}.e, {x}",
+          f"{out}.away = select i1 {out}.neg, i1 {out}.lo, i1 {out}.hi",  # rounded away from zero
+          f"{out}.b = bitcast float {out}.f to i32", f"{out}.step = select i1 {out}.away, i32 -1, i32 1",
+          f"{out}.nb = add i32 {out}.b, {out}.step", f"{out}.bit = trunc i32 {out}.b to i1", f"{out}.keep = or i1 {out}.exact, {out}.bit",
+          f"{out}.ob = select i1 {out}.keep, i32 {out}.b, i32 {out}.nb", f"{out}.o = bitcast i32 {out}.ob to float",
+          f"{out} = fptrunc float {out}.o to half"]
 
 
 def _fbits(dt: DType) -> int: return {"half": 16, "float": 32, "double": 64}[ll_type(dt)]
@@ -260,7 +304,10 @@ class LLVMRenderer:
 
   def _alu(self, u: UOp, out: str) -> list[str]:
     srcs = [self.val(s) for s in u.src]
-    if u.op is Ops.CAST: return _cast(u.dtype, u.src[0].dtype, srcs[0], out)
+    if u.op is Ops.CAST:
+      src_dt = u.src[0].dtype
+      if src_dt.is_float and u.dtype.is_int: self.decls.add(f"declare {ll_type(u.dtype)} @{_float_to_int_intrinsic(u.dtype, src_dt)}({ll_type(src_dt)})")
+      return _cast(u.dtype, src_dt, srcs[0], out)
     if u.op is Ops.BITCAST: return [f"{out} = bitcast {ll_type(u.src[0].dtype)} {srcs[0]} to {ll_type(u.dtype)}"]
     if u.op is Ops.WHERE: return [f"{out} = select i1 {srcs[0]}, {ll_type(u.dtype)} {srcs[1]}, {ll_type(u.dtype)} {srcs[2]}"]
     if u.op in COMPARE:

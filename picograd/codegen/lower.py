@@ -154,6 +154,13 @@ def lower_kernel(ast: UOp) -> UOp:
   return merge_loops(simplify_gated_loads(sink))
 
 
+def _range_plus(u: UOp) -> tuple[UOp, int] | None:
+  """(r, c) when `u` is a loop index r plus a constant c (a pad's gate on a shifted window: r + c < k), else None."""
+  if u.op is Ops.RANGE: return u, 0
+  if u.op is Ops.ADD and u.src[0].op is Ops.RANGE and u.src[1].op is Ops.CONST: return u.src[0], u.src[1].arg
+  return None
+
+
 _strip_checks = PatternMatcher([(UPat(Ops.CHECK, name="c"), lambda c: c.src[0])])
 
 
@@ -189,19 +196,19 @@ def hoist_checks(value: UOp) -> UOp:
 
 
 def _loop_bounds(valid: UOp) -> dict[UOp, tuple[int, int]]:
-  """Inclusive bounds on loop indices that the gate `valid` implies: a pad's gate is a conjunction of `r < c` and `not (r < c)`."""
+  """Inclusive bounds on loop indices that the gate `valid` implies: a pad's gate is a conjunction of `r + c < k` and `not (r + c < k)`."""
   bounds: dict[UOp, tuple[int, int]] = {}
   stack = [valid]
   while stack:
     c = stack.pop()
     if c.op is Ops.AND: stack.extend(c.src)
-    elif c.op is Ops.CMPLT and c.src[0].op is Ops.RANGE and c.src[1].op is Ops.CONST:  # r < k
-      lo, hi = bounds.get(c.src[0], (0, c.src[0].arg[1] - 1))
-      bounds[c.src[0]] = (lo, min(hi, c.src[1].arg - 1))
+    elif c.op is Ops.CMPLT and (rc := _range_plus(c.src[0])) is not None and c.src[1].op is Ops.CONST:  # r + c < k
+      lo, hi = bounds.get(rc[0], (0, rc[0].arg[1] - 1))
+      bounds[rc[0]] = (lo, min(hi, c.src[1].arg - rc[1] - 1))
     elif c.op is Ops.XOR and c.src[1].op is Ops.CONST and c.src[1].arg and (lt := c.src[0]).op is Ops.CMPLT \
-        and lt.src[0].op is Ops.RANGE and lt.src[1].op is Ops.CONST:  # not (r < k)
-      lo, hi = bounds.get(lt.src[0], (0, lt.src[0].arg[1] - 1))
-      bounds[lt.src[0]] = (max(lo, lt.src[1].arg), hi)
+        and (rc := _range_plus(lt.src[0])) is not None and lt.src[1].op is Ops.CONST:  # not (r + c < k)
+      lo, hi = bounds.get(rc[0], (0, rc[0].arg[1] - 1))
+      bounds[rc[0]] = (max(lo, lt.src[1].arg - rc[1]), hi)
   return bounds
 
 

@@ -200,12 +200,16 @@ def plan_upcasts(sink: UOp) -> list[tuple[UOp, int]]:
     if f < size and any(s == 0 for s in along(col)):  # wider rows only pay where a broadcast load is shared by the row
       f = max((d for d in range(lanes // 2, 3 * lanes + 1, lanes // 2) if size % d == 0), default=f)
     if f > 1: plan.append((col, f))
-    rows_limit = 1
+    # half vectors cut from a longer row (a convolution's 8 of 56 columns) take a few rows too, within half a small tile
+    rows_limit = max(1, SMALL_TILE // 2 // f) if f % (lanes // 2) == 0 and f < size else 1
   elif col is not None and any(s == 0 for s in along(col)):
     # no contiguous loads along any output loop: a small tile still reuses each loaded value several times
     if (f := _factor(col.arg[1], lanes // 2)) > 1: plan.append((col, f))
-  # rows: another output loop that some inner load does not depend on, so a loaded vector serves several rows
-  for g in reversed(glob):
+  # rows: another output loop that some inner load does not depend on, so a loaded vector serves several rows; first
+  # choice a loop that the vector loads along `col` do not depend on (a convolution's output channels, not its output rows)
+  vec_loads = [s == 1 for s in along(col)] if col is not None else [False] * len(inner)
+  shares = [g for g in reversed(glob) if g is not col and g.arg[1] >= 2 and any(s == 0 and v for s, v in zip(along(g), vec_loads))]
+  for g in shares + [g for g in reversed(glob) if g not in shares]:
     if g is col or g.arg[1] < 2: continue
     if any(s == 0 for s in along(g)):
       if (f := _divisor(g.arg[1], rows_limit)) > 1: plan.append((g, f))

@@ -21,6 +21,7 @@ numbers and strings by value, other objects by identity), which the kernels have
 from __future__ import annotations
 import functools, inspect
 from typing import Any, Callable
+import time
 import numpy as np
 from picograd.helpers import JIT, DEBUG
 from picograd.runtime.device import Buffer
@@ -131,7 +132,12 @@ class Jit:
       counter.copyin(np.array([Tensor._rng_counter & 0xFFFFFFFF], dtype=np.uint32))
       Tensor._rng_counter += n
     steps = [_rebind(step, new_buffers) for step in self.capture.steps]
+    # a replay skips `realize`, so it says what it is: DEBUG=2's per-kernel lines follow a header naming the replay,
+    # and DEBUG=1 gets a summary line where a schedule would print one
+    if DEBUG >= 2: print(f"jit replay of {self.fn.__name__}: {len(steps)} kernel(s)")
+    st = time.perf_counter()
     run_steps(steps)
+    if DEBUG >= 1: print(f"jit replay: {len(steps)} kernel(s) of {self.fn.__name__} in {(time.perf_counter() - st) * 1e3:.2f} ms")
     return self.result
 
 

@@ -15,7 +15,8 @@ from picograd.ir.ops import UOp, Ops, toposort, substitute
 from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view, strip_reshapes
 from picograd.dtype import dtypes
 from picograd.runtime.device import Buffer, get_device
-from picograd.codegen.kernel import get_kernel, CompiledKernel
+from picograd.codegen.kernel import CompiledKernel
+from picograd.engine.events import compile_kernels
 from picograd.engine.jit import record_steps
 
 if TYPE_CHECKING:
@@ -126,8 +127,8 @@ def plan(tensors: list["Tensor"]) -> Plan:
 
   def resolve(b: Binding) -> Buffer: return inputs[b.index] if b.kind == "input" else temps[b.index]
 
-  steps = [ScheduledKernel(get_kernel(k.ast, k.device) if k.ast is not None else None, [resolve(b) for b in k.bindings])
-           for k in template.kernels]
+  compiled = iter(compile_kernels([(k.ast, k.device) for k in template.kernels if k.ast is not None]))
+  steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings]) for k in template.kernels]
   outputs = [resolve(b) for b in template.outputs]
   return Plan(steps, ready, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
 
@@ -190,6 +191,9 @@ def run_steps(steps: list[ScheduledKernel]) -> None:
 
 def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], CompiledKernel]) -> None:
   for step in steps:
+    # an empty output means a loop nest of zero iterations: never launch it, on any device (index expressions
+    # of an empty dimension, like a flip's n-1-i, point outside every buffer, and a 0-block CUDA grid is an error)
+    if step.buffers[0].size == 0: continue
     if step.kernel is None:
       _copy(step.buffers[0], step.buffers[1])
       continue

@@ -43,10 +43,11 @@ def _sum_to(grad: UOp, axes: tuple[int, ...]) -> UOp:
 
 def _max_grads(grad: UOp, out: UOp) -> Grads:
   a, b = out.src
-  # PyTorch's maximum: the larger side takes the gradient; on a tie each side takes half
+  # PyTorch's maximum: the smaller side gets nothing, a tie splits the gradient in half, and where either side is
+  # NaN (unordered: neither smaller nor equal) both sides take all of it
   half = _scale(grad, 0.5)
-  tie = a.alu(Ops.CMPNE, b).where(_zeros_like(grad), half)
-  return (b.alu(Ops.CMPLT, a).where(grad, tie), a.alu(Ops.CMPLT, b).where(grad, tie))
+  share = a.alu(Ops.CMPNE, b).where(grad, half)
+  return (a.alu(Ops.CMPLT, b).where(_zeros_like(grad), share), b.alu(Ops.CMPLT, a).where(_zeros_like(grad), share))
 
 
 def _reduce_grads(grad: UOp, out: UOp) -> Grads:
@@ -62,6 +63,15 @@ def _reduce_grads(grad: UOp, out: UOp) -> Grads:
 def _expand_grads(grad: UOp, out: UOp) -> Grads:
   x = out.src[0]
   return (_sum_to(grad, tuple(i for i, (a, b) in enumerate(zip(x.shape, out.shape)) if a != b)),)
+
+
+def _fmod_grads(grad: UOp, out: UOp) -> Grads:
+  """fmod: out = a - trunc(a / b) b. trunc(q) is q - fmod(q, 1), or q itself where that is NaN (q infinite), as PyTorch's."""
+  a, b = out.src
+  q = _mul(a, _recip(b))
+  frac = q.alu(Ops.MOD, _full_like(q, 1.0))
+  trunc = frac.alu(Ops.CMPNE, frac).where(q, q + _neg(frac))
+  return (grad, _neg(_mul(grad, trunc)))
 
 
 def _rule(op: Ops, fn: Callable[[UOp, UOp], Grads]) -> tuple[UPat, Callable[..., Grads]]:
@@ -84,6 +94,7 @@ gradient_rules = PatternMatcher([
   _rule(Ops.SQRT, lambda grad, out: (_mul(grad, _scale(_recip(out), 0.5)),)),
   _rule(Ops.RECIPROCAL, lambda grad, out: (_neg(_mul(grad, _mul(out, out))),)),
   _rule(Ops.MAX, _max_grads),
+  _rule(Ops.MOD, _fmod_grads),
   _rule(Ops.WHERE, lambda grad, out: (None, out.src[0].where(grad, _zeros_like(grad)), out.src[0].where(_zeros_like(grad), grad))),
   _rule(Ops.CAST, lambda grad, out: (grad.cast(out.src[0].dtype),)),
   _rule(Ops.REDUCE, _reduce_grads),
@@ -93,7 +104,9 @@ gradient_rules = PatternMatcher([
   _rule(Ops.PAD, lambda grad, out: (grad.shrink(tuple((b, b + d) for (b, _), d in zip(out.arg, out.src[0].shape))),)),
   _rule(Ops.SHRINK, lambda grad, out: (grad.pad(tuple((b, d - e) for (b, e), d in zip(out.arg, out.src[0].shape))),)),
   _rule(Ops.FLIP, lambda grad, out: (grad.flip(out.arg),)),
-  _rule(Ops.CONTIGUOUS, lambda grad, out: (grad,)),
+  # CONTIGUOUS(arg="backward") is a kernel boundary in the backward pass too (scans and sorting networks, whose
+  # unbounded fused gradients would read 2^steps values per element)
+  _rule(Ops.CONTIGUOUS, lambda grad, out: (UOp(Ops.CONTIGUOUS, grad.dtype, (grad,), out.arg) if out.arg == "backward" else grad,)),
   _rule(Ops.CHECK, lambda grad, out: (grad, None)),  # the value passes through; its condition has no gradient
   # a copy's gradient travels back the other way: arg is (source device, destination device)
   _rule(Ops.COPY, lambda grad, out: (UOp(Ops.COPY, grad.dtype, (grad,), (out.arg[1], out.arg[0])),)),

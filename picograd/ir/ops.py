@@ -7,6 +7,7 @@ equality and rewrites can be memoized per node.
 """
 from __future__ import annotations
 import math, weakref
+import numpy as np
 from enum import Enum, auto
 from typing import Any, Callable, Iterable
 from picograd.dtype import DType, dtypes
@@ -161,10 +162,27 @@ def _cast_scalar(value: Any, dtype: DType) -> Any:
   if dtype == dtypes.bool: return bool(value)
   if dtype.is_int:
     if isinstance(value, float) and not math.isfinite(value): raise ValueError(f"cannot make an {dtype} constant from {value}")
-    v = int(value)
-    if dtype.is_unsigned: v &= (1 << (8 * dtype.itemsize)) - 1
-    return v
-  return float(value)
+    # integers wrap to the dtype's width, as the machine (and PyTorch: int32 tensor + 2**40) does
+    bits = 8 * dtype.itemsize
+    v = int(value) & ((1 << bits) - 1)
+    return v - (1 << bits) if not dtype.is_unsigned and v >= 1 << (bits - 1) else v
+  return _round_float(float(value), dtype)
+
+
+def _round_float(value: float, dtype: DType) -> float:
+  """`value` rounded to the nearest `dtype` value (a Python float holds it exactly).
+
+  Constants are folded in Python: unless each constant is first rounded to the precision the
+  kernel computes in, a fold of float32 arithmetic (the 1.5 * 2**23 rounding trick in exp2) is
+  done in float64 and gives a different answer than the kernel would.
+  """
+  if dtype.itemsize == 8 or not math.isfinite(value): return value
+  with np.errstate(over="ignore"):
+    if dtype.name == "bfloat16":
+      bits = int(np.array(value, np.float32).view(np.uint32))
+      if (bits >> 23) & 0xFF != 0xFF: bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000  # nearest even
+      return float(np.array(bits, np.uint32).view(np.float32))
+    return float(dtype.np.type(value))
 
 
 def toposort(roots: Iterable[UOp], stop: Callable[[UOp], bool] = lambda _: False) -> list[UOp]:

@@ -23,11 +23,11 @@ def _wrap(dtype: DType, v):
     bits = 8 * dtype.itemsize
     v = int(v) & ((1 << bits) - 1)
     return v - (1 << bits) if not dtype.is_unsigned and v >= 1 << (bits - 1) else v
-  return float(v)
+  return float(v)  # UOp.const rounds it to the dtype
 
 
 PYTHON_ALU: dict[Ops, Callable] = {
-  Ops.ADD: lambda a, b: a + b, Ops.MUL: lambda a, b: a * b, Ops.MAX: max, Ops.NEG: lambda a: -a,
+  Ops.ADD: lambda a, b: a + b, Ops.MUL: lambda a, b: a * b, Ops.MAX: lambda a, b: a if a != a or a > b else b, Ops.NEG: lambda a: -a,
   Ops.CMPLT: lambda a, b: a < b, Ops.CMPNE: lambda a, b: a != b, Ops.IDIV: lambda a, b: _c_div(a, b) if b != 0 else 0,
   Ops.MOD: lambda a, b: a - b * _c_div(a, b) if b != 0 else 0, Ops.AND: lambda a, b: a & b, Ops.OR: lambda a, b: a | b,
   Ops.XOR: lambda a, b: a ^ b, Ops.SHL: lambda a, b: a << b, Ops.SHR: lambda a, b: a >> b,

@@ -6,9 +6,11 @@
     nn.state.save(nn.state_dict(model), "model.safetensors")
     nn.load_state_dict(model, nn.state.load("model.safetensors"))
 """
-from picograd.nn import state, datasets
+from picograd.nn import state, datasets, init
 from picograd.nn.layers import Linear, Embedding, LayerNorm, RMSNorm, Dropout
+from picograd.nn.layers import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, Upsample
 from picograd.nn.module import state_dict, get_parameters, load_state_dict
 
-__all__ = ["state", "datasets", "Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "state_dict", "get_parameters",
+__all__ = ["state", "datasets", "init", "Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "state_dict", "get_parameters",
            "load_state_dict"]
+__all__ += ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "Upsample"]

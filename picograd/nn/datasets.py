@@ -2,8 +2,9 @@
 
 Files are looked up in this order: an explicit path, `$PICOGRAD_DATA`, `shared/data` beside the
 checkout, `../shared/data` from the working directory, the user cache; a known file missing from all of
-them is downloaded into the cache and its md5 checked. Everything here returns plain Python or numpy
-values; the caller wraps them in Tensors.
+them is downloaded into the cache and its md5 checked (`PICOGRAD_DOWNLOAD=0` turns downloads off). A
+file that cannot be had raises a `DataFileError` whose one-line message names every way to supply it.
+Everything here returns plain Python or numpy values; the caller wraps them in Tensors.
 """
 from __future__ import annotations
 import hashlib, http.client, os, random, urllib.request
@@ -12,7 +13,7 @@ import numpy as np
 from picograd.helpers import cache_dir
 from picograd.nn.state import atomic_write
 
-__all__ = ["DownloadError", "data_path", "names", "tinyshakespeare", "CharVocab", "makemore_dataset", "train_dev_test_split"]
+__all__ = ["DataFileError", "DataNotFoundError", "DownloadError", "downloads_allowed", "data_path", "names", "tinyshakespeare", "CharVocab", "makemore_dataset", "train_dev_test_split"]
 
 # filename -> (public URL, md5 of its content)
 _SOURCES: dict[str, tuple[str, str]] = {
@@ -25,21 +26,53 @@ _TIMEOUT_S = 30
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class DownloadError(RuntimeError):
+class DataFileError(Exception):
+  """A data file is not available. The message is one line: what went wrong, then every way to supply the file.
+
+  `message(path_option)` renders it with a program's own name for the explicit path (an example passes
+  "--data PATH"); `str()` uses the library's (the `path` argument).
+  """
+
+  def __init__(self, filename: str, problem: str):
+    # not `self.filename`: OSError (a base of DataNotFoundError) prints its own format when that is set
+    self.data_file, self.problem = filename, problem
+    super().__init__(self.message())
+
+  def __str__(self) -> str: return self.message()
+
+  def message(self, path_option: str = "the `path` argument") -> str:
+    ways = [f"pass its path ({path_option})", "set PICOGRAD_DATA to the directory holding it"]
+    if self.data_file in _SOURCES:
+      url = _SOURCES[self.data_file][0]
+      off = "" if downloads_allowed() else " (or unset PICOGRAD_DOWNLOAD=0 to let picograd do it)"
+      ways.append(f"download it from {url}{off}")
+    return f"{self.problem}; {', '.join(ways[:-1])}, or {ways[-1]}"
+
+
+class DataNotFoundError(DataFileError, FileNotFoundError):
+  """A data file is in none of the places searched, and was not downloaded."""
+
+
+class DownloadError(DataFileError, RuntimeError):
   """A data file could not be downloaded, or what came down was not the expected file."""
 
 
 def _download(filename: str, dest: str) -> None:
   url, md5 = _SOURCES[filename]
-  hint = f"put {filename} in $PICOGRAD_DATA or pass its path explicitly"
   try:
     with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as r: data = r.read()
   except (OSError, http.client.HTTPException) as e:  # URLError, timeouts and broken connections
-    raise DownloadError(f"could not download {filename} from {url}: {e}; {hint}") from e
+    # the reason is in the message; chaining the network stack's traceback would bury it
+    raise DownloadError(filename, f"could not download {filename} from {url} ({e})") from None
   got = hashlib.md5(data, usedforsecurity=False).hexdigest()
-  if got != md5: raise DownloadError(f"downloaded {filename} from {url} has md5 {got}, expected {md5}; {hint}")
+  if got != md5: raise DownloadError(filename, f"downloaded {filename} from {url} has md5 {got}, expected {md5}")
   os.makedirs(os.path.dirname(dest), exist_ok=True)
   with atomic_write(dest) as f: f.write(data)
+
+
+def downloads_allowed() -> bool:
+  """False when the environment sets PICOGRAD_DOWNLOAD=0 (offline machines, CI): data files are then only looked up."""
+  return os.environ.get("PICOGRAD_DOWNLOAD", "1") != "0"
 
 
 def data_path(filename: str, path: str | None = None, download: bool = True) -> str:
@@ -47,12 +80,13 @@ def data_path(filename: str, path: str | None = None, download: bool = True) -> 
 
   `path`, when given, is the file itself or a directory holding it, and must exist. Otherwise the
   search goes `$PICOGRAD_DATA`, `<repo>/../shared/data`, `./../shared/data`, `<cache_dir>/data`; if the
-  file is in none of them, is one of the known files and `download` is true, it is fetched from its
-  public URL and its md5 verified (`DownloadError` when offline or on a mismatch).
+  file is in none of them, is one of the known files, `download` is true and `$PICOGRAD_DOWNLOAD` is
+  not 0, it is fetched from its public URL and its md5 verified. Raises `DataNotFoundError` (a
+  FileNotFoundError) or `DownloadError`, each with a one-line message naming the ways to supply the file.
   """
   if path is not None:
     found = os.path.join(path, filename) if os.path.isdir(path) else path
-    if not os.path.isfile(found): raise FileNotFoundError(f"{filename} not found at the given path {found}")
+    if not os.path.isfile(found): raise DataNotFoundError(filename, f"{filename} not found at the given path {found}")
     return found
   cached = os.path.join(cache_dir(), "data", filename)
   dirs = ([os.environ["PICOGRAD_DATA"]] if os.environ.get("PICOGRAD_DATA") else []) + [
@@ -61,9 +95,10 @@ def data_path(filename: str, path: str | None = None, download: bool = True) -> 
   candidates = list(dict.fromkeys([os.path.normpath(os.path.join(d, filename)) for d in dirs] + [cached]))
   for c in candidates:
     if os.path.isfile(c): return c
-  if not download or filename not in _SOURCES:
-    reason = "downloads are off" if filename in _SOURCES else f"it is not a known download ({', '.join(_SOURCES)})"
-    raise FileNotFoundError(f"{filename} not found in {', '.join(candidates)}, and {reason}")
+  if filename not in _SOURCES or not download or not downloads_allowed():
+    reason = (f"it is not a known download ({', '.join(_SOURCES)})" if filename not in _SOURCES else
+              "downloads are off" + ("" if download else " (download=False)"))
+    raise DataNotFoundError(filename, f"{filename} not found in {', '.join(candidates)}, and {reason}")
   _download(filename, cached)
   return cached
 

@@ -1,4 +1,4 @@
-"""Layers (library layer): Linear, Embedding, LayerNorm, RMSNorm, Dropout, as plain callable classes.
+"""Layers (library layer): Linear, Embedding, LayerNorm, RMSNorm, Dropout, convolutions, pooling and Upsample, as plain callable classes.
 
 Each layer holds its parameters as Tensor attributes named as in PyTorch (`weight`, `bias`), so
 `nn.state_dict` gives PyTorch's keys and checkpoints move between the two. Parameters are
@@ -40,7 +40,7 @@ class Embedding:
     _parameters(self.weight)
 
   def __call__(self, idx: Tensor) -> Tensor:
-    if idx.dtype.is_float: raise TypeError(f"Embedding: indices must be integers, not {idx.dtype.name}")
+    if not idx.dtype.is_int: raise RuntimeError(f"Embedding: indices must be an integer tensor, not {idx.dtype.name}")
     return self.weight[idx._check((idx >= 0) & (idx < self.num_embeddings), IndexError, "Embedding: index out of range in self")]
 
 
@@ -97,3 +97,60 @@ class Dropout:
     self.p = p
 
   def __call__(self, x: Tensor) -> Tensor: return x.dropout(self.p)
+
+
+# ---------------------------------------------------------------- convolution family (picograd/frontend/conv.py)
+class _ConvNd:
+  """Shared by Conv1d/2d/3d and ConvTranspose1d/2d: weight and bias drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as PyTorch does."""
+  dims, transposed = 2, False
+
+  def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1, groups: int = 1, bias: bool = True,
+               padding_mode: str = "zeros", device: str | None = None, dtype: DType | None = None, output_padding=0):
+    if in_channels % groups or out_channels % groups:
+      raise ValueError(f"{type(self).__name__}: in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}")
+    if padding_mode != "zeros": raise NotImplementedError(f"{type(self).__name__}: padding_mode {padding_mode!r} (only 'zeros')")
+    k = (kernel_size,) * self.dims if isinstance(kernel_size, int) else tuple(kernel_size)
+    self.stride, self.padding, self.dilation, self.groups, self.output_padding = stride, padding, dilation, groups, output_padding
+    shape = (in_channels, out_channels // groups, *k) if self.transposed else (out_channels, in_channels // groups, *k)
+    bound = 1 / math.sqrt(shape[1] * math.prod(k))  # PyTorch's fan_in is the weight's dim 1 times the kernel size, for both kinds
+    self.weight = Tensor.uniform(*shape, low=-bound, high=bound, device=device, dtype=dtype)
+    self.bias = Tensor.uniform(out_channels, low=-bound, high=bound, device=device, dtype=dtype) if bias else None
+    _parameters(self.weight, self.bias)
+
+  def __call__(self, x: Tensor) -> Tensor:
+    if self.transposed:
+      return x._conv_transposend(self.dims, type(self).__name__, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                 self.groups, self.dilation)
+    return x._convnd(self.dims, type(self).__name__, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class Conv1d(_ConvNd): dims = 1
+class Conv2d(_ConvNd): dims = 2
+class Conv3d(_ConvNd): dims = 3
+class ConvTranspose1d(_ConvNd): dims, transposed = 1, True
+class ConvTranspose2d(_ConvNd): dims, transposed = 2, True
+
+
+class _Pool:
+  """MaxPool and AvgPool layers: the functional op with the arguments given at construction."""
+  op = ""
+
+  def __init__(self, kernel_size, stride=None, padding=0, **kwargs):
+    self.kernel_size, self.stride, self.padding, self.kwargs = kernel_size, stride, padding, kwargs
+
+  def __call__(self, x: Tensor): return getattr(x, self.op)(self.kernel_size, self.stride, self.padding, **self.kwargs)
+
+
+class MaxPool1d(_Pool): op = "max_pool1d"
+class MaxPool2d(_Pool): op = "max_pool2d"
+class AvgPool1d(_Pool): op = "avg_pool1d"
+class AvgPool2d(_Pool): op = "avg_pool2d"
+
+
+class Upsample:
+  """Resample the spatial dims to `size` or by `scale_factor` (F.interpolate)."""
+
+  def __init__(self, size=None, scale_factor=None, mode: str = "nearest", align_corners: bool | None = None):
+    self.size, self.scale_factor, self.mode, self.align_corners = size, scale_factor, mode, align_corners
+
+  def __call__(self, x: Tensor) -> Tensor: return x.interpolate(self.size, self.scale_factor, self.mode, self.align_corners)

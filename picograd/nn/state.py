@@ -20,8 +20,8 @@ from picograd.helpers import prod
 __all__ = ["CheckpointError", "save", "load", "load_metadata", "load_state_dict", "atomic_write"]
 
 # picograd dtype name -> safetensors dtype code
-_CODES = {"bool": "BOOL", "uint8": "U8", "int32": "I32", "uint32": "U32", "int64": "I64", "float16": "F16",
-          "bfloat16": "BF16", "float32": "F32", "float64": "F64"}
+_CODES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16", "int32": "I32", "uint32": "U32", "int64": "I64",
+          "uint64": "U64", "float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64"}
 _FROM_CODE = {code: getattr(dtypes, name) for name, code in _CODES.items()}
 _META = "__metadata__"
 
@@ -39,6 +39,7 @@ def atomic_write(path: str) -> Iterator[BinaryIO]:
   KeyboardInterrupt, the temporary file is removed and `path` is untouched.
   """
   directory, base = os.path.split(os.path.abspath(path))
+  remove_stale_temporaries(path)
   tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
   # O_EXCL: never clobber a concurrent writer's temp file; mode 0o666 lets the umask give the usual permissions
   fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -53,6 +54,39 @@ def atomic_write(path: str) -> Iterator[BinaryIO]:
     with contextlib.suppress(OSError): os.unlink(tmp)
     raise
   _fsync_dir(directory)
+
+
+def remove_stale_temporaries(path: str) -> list[str]:
+  """Delete the temporary files that writers of `path` killed mid-save left behind; returns their paths.
+
+  A temporary file is named after its writer's pid (see atomic_write). Only files whose writer no longer
+  runs are removed: a concurrent save by a live process keeps its file.
+  """
+  directory, base = os.path.split(os.path.abspath(path))
+  prefix, removed = f".{base}.", []
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return removed  # no directory yet: nothing to clean
+  for name in names:
+    if not (name.startswith(prefix) and name.endswith(".tmp")): continue
+    pid_text = name[len(prefix):-len(".tmp")].split(".")[0]
+    if not pid_text.isdigit() or _process_alive(int(pid_text)): continue
+    with contextlib.suppress(OSError):
+      os.unlink(os.path.join(directory, name))
+      removed.append(os.path.join(directory, name))
+  return removed
+
+
+def _process_alive(pid: int) -> bool:
+  if pid == os.getpid(): return True
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except OSError:
+    return True  # it exists but belongs to another user
+  return True
 
 
 def _fsync_dir(directory: str) -> None:
@@ -215,6 +249,7 @@ def load(path: str, as_tensor: bool = True) -> dict[str, Any]:
   that is not valid safetensors (too short, bad header, offsets out of range, overlapping or not matching
   dtype and shape, a dtype picograd lacks) raises `CheckpointError` naming the file and the problem.
   """
+  remove_stale_temporaries(path)
   arrays = _read(path)
   if as_tensor:
     try:

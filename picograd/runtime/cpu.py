@@ -8,7 +8,7 @@ Large buffers are mmap-ed with huge pages and reused through the allocator's cac
 fresh page-faulting output costs more than the arithmetic.
 """
 from __future__ import annotations
-import ctypes, mmap, os, threading, time
+import ctypes, functools, mmap, os, struct, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 import numpy as np
@@ -33,7 +33,10 @@ class CPUMemory:
 
   def __init__(self, nbytes: int):
     if nbytes >= HUGE_PAGE:
-      m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+      try:
+        m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+      except (OSError, OverflowError) as e:  # ENOMEM or beyond the address space: the allocator names the size
+        raise MemoryError(str(e)) from e
       if hasattr(m, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"): m.madvise(mmap.MADV_HUGEPAGE)
       self.keep: Any = m
       self.addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
@@ -43,7 +46,11 @@ class CPUMemory:
 
 
 class CPUAllocator(Allocator):
-  def _alloc(self, nbytes: int) -> CPUMemory: return CPUMemory(nbytes)
+  def _alloc(self, nbytes: int) -> CPUMemory:
+    try:
+      return CPUMemory(nbytes)
+    except (OverflowError, OSError) as e:  # more than the address space (OverflowError) or than the system grants (ENOMEM)
+      raise MemoryError(str(e)) from e
   def _free(self, handle: CPUMemory, nbytes: int) -> None: pass  # dropping the reference returns the memory
   def copyin(self, handle: CPUMemory, src: memoryview) -> None:
     ctypes.memmove(handle.addr, np.frombuffer(src, np.uint8).ctypes.data, src.nbytes)
@@ -55,17 +62,58 @@ _llvm_lock = threading.Lock()
 _target_machine = None
 
 
+@functools.cache
+def _host() -> tuple[Any, str, str]:
+  """LLVM's target for this host, its exact CPU and its features (asked once: each engine builds a target machine)."""
+  llvm.initialize_native_target()
+  llvm.initialize_native_asmprinter()
+  return llvm.Target.from_default_triple(), llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+
+
+def _new_target_machine() -> Any:
+  """A target machine for this host's exact CPU (and its vector features)."""
+  target, cpu, features = _host()
+  return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic", codemodel="jitdefault")
+
+
 def _llvm() -> Any:
-  """The target machine for this host's exact CPU (and its vector features)."""
+  """The compiler's target machine. It is never handed to an MCJIT engine: an engine takes ownership of its target
+  machine and deletes it with itself, which would free this shared one while the compiler still uses it."""
   global _target_machine
   with _llvm_lock:
-    if _target_machine is None:
-      llvm.initialize_native_target()
-      llvm.initialize_native_asmprinter()
-      target = llvm.Target.from_default_triple()
-      _target_machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-                                                      opt=3, reloc="pic", codemodel="jitdefault")
+    if _target_machine is None: _target_machine = _new_target_machine()
   return _target_machine
+
+
+_PROCESS = ctypes.CDLL(None)  # the symbols of this process and the libraries it loaded
+
+
+def _undefined_symbols(obj: bytes) -> list[str]:
+  """The symbols an ELF object file needs from outside itself, read from its symbol table.
+
+  LLVM turns some operations into calls to runtime helpers (compiler-rt/libgcc, e.g. __truncdfhf2 for
+  double -> half). MCJIT resolves external symbols against the running process; one it cannot find
+  becomes address 0 and the kernel jumps there. Objects that are not 64-bit little-endian ELF are not inspected.
+  """
+  if obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1: return []
+  shoff, = struct.unpack_from("<Q", obj, 0x28)
+  shentsize, shnum = struct.unpack_from("<HH", obj, 0x3A)
+  sections = [struct.unpack_from("<IIQQQQII", obj, shoff + i * shentsize) for i in range(shnum)]
+  names = []
+  for _, kind, _, _, offset, size, link, _ in sections:
+    if kind != 2: continue  # SHT_SYMTAB
+    strtab = sections[link][4]
+    for at in range(offset, offset + size, 24):
+      name_at, _, _, shndx = struct.unpack_from("<IBBH", obj, at)
+      if shndx == 0 and name_at:  # SHN_UNDEF with a name
+        names.append(obj[strtab + name_at:obj.index(b"\0", strtab + name_at)].decode())
+  return names
+
+
+def unresolved_symbols(obj: bytes) -> list[str]:
+  """The undefined symbols of `obj` that this process cannot provide (MCJIT would call address 0 for them)."""
+  # MCJIT looks symbols up in the process (what dlsym finds) and among those added to LLVM; it builds the GOT itself
+  return [s for s in _undefined_symbols(obj) if s != "_GLOBAL_OFFSET_TABLE_" and not llvm.address_of_symbol(s) and not hasattr(_PROCESS, s)]
 
 
 class LLVMCompiler(Compiler):
@@ -91,16 +139,41 @@ class LLVMCompiler(Compiler):
     return mod
 
   def compile(self, src: str, name: str) -> bytes:
-    return _llvm().emit_object(self.optimize(src))
+    obj = _llvm().emit_object(self.optimize(src))
+    if missing := unresolved_symbols(obj):
+      numbered = "\n".join(f"{i + 1:4d} | {line}" for i, line in enumerate(src.splitlines()))
+      raise RuntimeError(f"CPU: kernel {name} needs {', '.join(missing)}, which this process cannot provide "
+                         f"(LLVM lowered an operation to a runtime library call):\n{numbered}")
+    return obj
 
   def disassemble(self, lib: bytes, src: str = "") -> str:
     return str(self.optimize(src)) if src else ""
 
 
 _pool: ThreadPoolExecutor | None = None
-# object file -> (its MCJIT engine, the kernel's address). One engine per object: objects added
-# to a shared engine after the first were not relocated correctly.
-_loaded: dict[bytes, tuple[Any, int]] = {}
+
+
+class _LoadedObject:
+  """An object file linked by its own MCJIT engine, and everything that engine needs kept alive.
+
+  One engine per object: objects added to a shared engine after the first were not relocated correctly.
+  Each engine gets its own target machine, because the engine owns (and deletes) it. The object's
+  bytes and its ObjectFileRef stay referenced for as long as the engine, so no collection order can
+  free memory the engine still points into.
+  """
+  __slots__ = ("lib", "objref", "target_machine", "engine")
+
+  def __init__(self, lib: bytes):
+    self.lib = lib
+    self.target_machine = _new_target_machine()
+    self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.target_machine)
+    self.objref = llvm.ObjectFileRef.from_data(lib)
+    self.engine.add_object_file(self.objref)
+    self.engine.finalize_object()
+
+
+# object file -> its loaded form. Entries live as long as the process: a program's function pointer points into them.
+_loaded: dict[bytes, _LoadedObject] = {}
 
 
 # the cores this process may run on (a taskset or container limit counts), asked once: a syscall per launch shows in small kernels
@@ -117,14 +190,13 @@ class CPUProgram(Program):
 
   def __init__(self, device: Device, name: str, lib: bytes, meta: dict[str, Any]):
     super().__init__(device, name, lib, meta)
-    tm = _llvm()
+    _llvm()  # initializes LLVM's native target
+    # a cached or foreign object calling a helper this process lacks would jump to address 0: refuse to link it
+    if missing := unresolved_symbols(lib): raise RuntimeError(f"CPU: kernel {name}'s object needs {', '.join(missing)}, which this process cannot provide")
     with _llvm_lock:
-      if lib not in _loaded:
-        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
-        engine.add_object_file(llvm.ObjectFileRef.from_data(lib))
-        engine.finalize_object()
-        _loaded[lib] = (engine, engine.get_function_address(name))
-      addr = _loaded[lib][1]
+      if lib not in _loaded: _loaded[lib] = _LoadedObject(lib)
+      self.loaded = _loaded[lib]
+      addr = self.loaded.engine.get_function_address(name)
     if not addr: raise RuntimeError(f"CPU: kernel {name} was not found in its compiled object")
     argtypes = [ctypes.c_void_p] * meta["n_params"] + [ctypes.c_int64, ctypes.c_int64]
     self.fn = ctypes.CFUNCTYPE(None, *argtypes)(addr)

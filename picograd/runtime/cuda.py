@@ -298,6 +298,8 @@ class CUDAAllocator(Allocator):
     self.ctx.make_current()
     try:
       return int(_cu("cuMemAlloc", nbytes))
+    except OverflowError as e:  # more bytes than a size_t holds
+      raise MemoryError(f"{self.device}: cuMemAlloc of {nbytes} bytes: {e}") from e
     except CUDAError as e:
       if e.code == cu.CUresult.CUDA_ERROR_OUT_OF_MEMORY: raise MemoryError(f"{self.device}: cuMemAlloc of {nbytes} bytes: {e}") from e
       raise

@@ -98,6 +98,7 @@ class Device:
 
 # modules that open each kind of device; each defines `open_device(name) -> Device`
 _BACKENDS = {"CPU": "picograd.runtime.cpu", "PYTHON": "picograd.runtime.interpreter", "CUDA": "picograd.runtime.cuda"}
+_SINGLE = ("CPU", "PYTHON")  # kinds with one device each: an index other than 0 names nothing
 _opened: dict[str, Device] = {}
 _open_lock = threading.Lock()
 
@@ -109,7 +110,9 @@ def canonicalize(name: str | None) -> str:
   if base == "GPU": base = "CUDA"
   if base not in _BACKENDS:
     raise DeviceError(f"unknown device {name!r}; picograd knows {sorted(_BACKENDS)} (set DEV= or device=)")
-  if idx and not idx.isdigit(): raise DeviceError(f"bad device index in {name!r}: expected e.g. CUDA:1")
+  if (idx or ":" in str(name)) and not idx.isdigit(): raise DeviceError(f"bad device index in {name!r}: expected e.g. CUDA:1")
+  # refused here, where the tensor is made, not when a lazy tensor first reaches the device
+  if base in _SINGLE and idx not in ("", "0"): raise DeviceError(f"there is only one {base} device, not {name!r}")
   return base if idx in ("", "0") else f"{base}:{idx}"
 
 

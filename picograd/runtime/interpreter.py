@@ -11,7 +11,11 @@ from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, La
 
 
 class NumpyAllocator(Allocator):
-  def _alloc(self, nbytes: int) -> np.ndarray: return np.zeros(nbytes, dtype=np.uint8)
+  def _alloc(self, nbytes: int) -> np.ndarray:
+    try:
+      return np.zeros(nbytes, dtype=np.uint8)
+    except ValueError as e:  # "array is too big": beyond what numpy can address, so out of memory by any measure
+      raise MemoryError(str(e)) from e
   def _free(self, handle: np.ndarray, nbytes: int) -> None: pass
   def copyin(self, handle: np.ndarray, src: memoryview) -> None: handle[:src.nbytes] = np.frombuffer(src, np.uint8)
   def copyout(self, dest: memoryview, handle: np.ndarray) -> None: np.frombuffer(dest, np.uint8)[:] = handle[:dest.nbytes]
@@ -54,8 +58,15 @@ def _round_bf16(x):
 
 
 def _float_to_int(x, dt):
-  with np.errstate(invalid="ignore"):
-    return np.trunc(np.nan_to_num(np.asarray(x), nan=0.0, posinf=0.0, neginf=0.0)).astype(dt)
+  """float -> integer, the rule of every picograd device: truncate, saturate to the integer's range, NaN gives 0.
+  int8/16 and uint8/16/32 wrap from the saturated int64, as PyTorch's casts do (-1.0 -> 255 for uint8)."""
+  if np.dtype(dt).itemsize < 4 or np.dtype(dt) == np.uint32: return _float_to_int(x, np.int64).astype(dt)
+  info = np.iinfo(dt)
+  t = np.trunc(np.where(np.isnan(x), 0, x)).astype(np.float64)  # float64 holds every float value exactly
+  # float(info.max) of a 64-bit type rounds up to 2^63 or 2^64: a value at or above it saturates
+  hi, lo = t >= float(info.max), t <= float(info.min)
+  inside = np.where(hi | lo, 0, t).astype(dt)
+  return np.where(hi, info.max, np.where(lo, info.min, inside)).astype(dt)
 
 
 def _load(buf: np.ndarray, idx):
