@@ -120,8 +120,10 @@ def run(args) -> tuple[list[Row], list[str]]:
   # a ResNet stage: conv2d 3x3, 64 -> 64 channels, 56x56, batch 8 (padding 1), forward and forward + both gradients; max_pool2d 2x2
   xs, gs = rng.standard_normal((8, 64, 56, 56), dtype=np.float32), rng.standard_normal((8, 64, 56, 56), dtype=np.float32)
   ws = (rng.standard_normal((64, 64, 3, 3)) * 0.05).astype(np.float32)
-  X, W, G = (Tensor(v, device="CUDA", requires_grad=True).realize() for v in (xs, ws, gs))
-  tx, tw, tg = (torch.from_numpy(v).cuda().requires_grad_() for v in (xs, ws, gs))
+  X, W = (Tensor(v, device="CUDA", requires_grad=True).realize() for v in (xs, ws))
+  G = Tensor(gs, device="CUDA").realize()
+  tx, tw = (torch.from_numpy(v).cuda().requires_grad_() for v in (xs, ws))
+  tg = torch.from_numpy(gs).cuda()
   cflops = 2 * 8 * 64 * 56 * 56 * 64 * 9
   def pg_fwd_bwd() -> tuple[Tensor, ...]:
     out = X.conv2d(W, padding=1)

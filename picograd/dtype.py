@@ -82,6 +82,7 @@ class dtypes:
     """The dtype of a Python scalar, as PyTorch infers it."""
     if isinstance(x, bool): return dtypes.bool
     if isinstance(x, int):  # int64 where int32 cannot hold it (PyTorch makes every int int64)
+      if not -2**63 <= x < 2**63: raise ValueError(f"{x} does not fit in int64 (overflow)")
       return dtypes.default_int if -2**31 <= x < 2**31 else dtypes.int64
     if isinstance(x, float): return dtypes.default_float
     raise TypeError(f"cannot make a tensor from {type(x).__name__}")

@@ -106,6 +106,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     if arr.dtype == object: raise TypeError(f"Tensor: cannot make a tensor from ragged or non-numeric data {data!r:.80}")
     if dtype is None:
       if isinstance(data, (list, tuple)):  # Python lists follow PyTorch: floats -> float32, ints -> int64
+        if arr.dtype.kind == "u" and arr.size and arr.max() >= 2**63: raise ValueError(f"Tensor: {int(arr.max())} does not fit in int64 (overflow)")
         dtype = {"f": dtypes.default_float, "i": dtypes.int64, "u": dtypes.int64, "b": dtypes.bool}.get(arr.dtype.kind)
         if dtype is None: raise TypeError(f"Tensor: cannot make a tensor from {data!r:.80}")
       else: dtype = dtypes.from_numpy(arr.dtype)
@@ -463,6 +464,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     return x._new(x.uop.alu(op))
 
   def _binary(self, op: Ops, other: "Tensor | Scalar", name: str, reverse: bool = False) -> "Tensor":
+    if op not in (Ops.CMPLT, Ops.CMPNE) and _half_meets_wide_float(self, other):
+      return self.float()._binary(op, other, name, reverse).cast(self.dtype)
     a, b = self._broadcasted(other, name, reverse)
     if op is Ops.ADD and a.dtype == dtypes.bool: op = Ops.OR  # True + True is True (PyTorch), not a 1-bit wraparound
     return a._new(a.uop.alu(op, b.uop))
@@ -474,12 +477,14 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     if self.dtype == dtypes.bool: raise RuntimeError("neg: negation of a bool tensor is not supported; use logical_not()")
     return self._new(self.uop.alu(Ops.NEG))
   def sub(self, x: "Tensor | Scalar", reverse: bool = False) -> "Tensor":
+    if _half_meets_wide_float(self, x): return self.float().sub(x, reverse).cast(self.dtype)
     a, b = self._broadcasted(x, "sub", reverse)
     if a.dtype == dtypes.bool: raise RuntimeError("sub: subtraction of bool tensors is not supported; use ^ or logical_xor")
     return a._new(a.uop.alu(Ops.ADD, b.uop.alu(Ops.NEG)))
   def div(self, x: "Tensor | Scalar", reverse: bool = False, rounding_mode: str | None = None) -> "Tensor":
     if rounding_mode not in (None, "trunc", "floor"):
       raise RuntimeError(f"div: rounding_mode must be one of None, 'trunc' or 'floor', not {rounding_mode!r}")
+    if _half_meets_wide_float(self, x): return self.float().div(x, reverse, rounding_mode).cast(self.dtype)
     a, b = self._broadcasted(x, "div", reverse)
     if rounding_mode == "trunc" and a.dtype.is_int: return a._new(a.uop.alu(Ops.IDIV, b.uop))
     if rounding_mode == "floor" and a.dtype.is_int: return a._floordiv_int(b)
@@ -505,18 +510,19 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   def __rmod__(self, x): return self._to_tensor(x, "mod").__mod__(self)
 
   def pow(self, x: "Tensor | Scalar", reverse: bool = False) -> "Tensor":
-    if not reverse and isinstance(x, (int, float)) and not isinstance(x, bool) and float(x).is_integer() and abs(x) <= 4 and self.dtype.is_float:
-      # small integer powers by repeated multiplication: exact, and negative bases work
-      n = int(x)
-      if n == 0: return self.ones_like()
-      out = self
-      for _ in range(abs(n) - 1): out = out * self
+    if (not reverse and isinstance(x, (int, float)) and not isinstance(x, bool) and float(x).is_integer() and abs(x) <= 1024
+        and (self.dtype.is_float or isinstance(x, float))):
+      # integer-valued exponents by square-and-multiply: exact where the result is representable (3 ** 5.0 is 243, where
+      # exp2(5 log2 3) is not), a few roundings otherwise, and negative bases need no sign rules
+      n, base = int(x), self._float()
+      if n == 0: return base.ones_like()
+      out = _pow_by_squaring(base, abs(n))
       return out.reciprocal() if n < 0 else out
     a, b = self._broadcasted(x, "pow", reverse)
     if a.dtype.is_int:
       if isinstance(x, int) and not reverse:
         if x < 0: raise RuntimeError("pow: Integers to negative integer powers are not allowed.")
-        return _pow_int_scalar(a, x)
+        return _pow_by_squaring(a, x)
       return _pow_int(a, b)
     if a.dtype == dtypes.bool: a, b = a.cast(dtypes.int64), b.cast(dtypes.int64)  # PyTorch: bool ** bool is int64
     if not a.dtype.is_float: return _pow_int(a, b)
@@ -546,15 +552,16 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   def abs(self) -> "Tensor":
     if self.dtype == dtypes.bool or self.dtype.is_unsigned: return self
     if self.dtype.is_int: return _where(self < 0, -self, self)  # INT_MIN stays INT_MIN, as in PyTorch
-    return self * self.sign()  # NaN stays NaN; the gradient is sign(x), 0 at 0 and at NaN (PyTorch)
+    return self * self.sign() + 0.0  # NaN stays NaN; the gradient is sign(x), 0 at 0 and at NaN (PyTorch); + 0.0: abs(-0.0) is +0.0
   def sign(self) -> "Tensor": return (self > 0).cast(self.dtype) - (self < 0).cast(self.dtype)
   def square(self) -> "Tensor": return self * self
   def trunc(self) -> "Tensor":
     if not self.dtype.is_float: return self
-    # through int64 is exact for |x| < 2**63; larger floats are already integers
+    # through int64 is exact for |x| < 2**63; larger floats are already integers. A zero keeps x's sign (trunc(-0.5) is -0.0)
     small = self.abs() < 2.0**62
     # the cast sees 0 where it is not taken: a NaN or infinity cast to an integer is undefined behaviour in LLVM
-    return _where(small, _where(small, self, 0.0).cast(dtypes.int64).cast(self.dtype), self)
+    t = _where(small, self, 0.0).cast(dtypes.int64).cast(self.dtype)
+    return _where(small, _where(t == 0, self * 0, t), self)
   def floor(self) -> "Tensor":
     if not self.dtype.is_float: return self
     t = self.trunc()
@@ -569,7 +576,8 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     f = self.floor()
     diff = self - f
     f_is_even = (f * 0.5).floor() * 2 == f
-    return _where(diff > 0.5, f + 1, _where(diff < 0.5, f, _where(f_is_even, f, f + 1)))
+    out = _where(diff > 0.5, f + 1, _where(diff < 0.5, f, _where(f_is_even, f, f + 1)))
+    return _where(out == 0, self * 0, out)  # round(-0.4) is -0.0
   def _float(self) -> "Tensor": return self if self.dtype.is_float else self.cast(dtypes.default_float)
 
   def maximum(self, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.MAX, x, "maximum")
@@ -579,12 +587,12 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     # ~x = -1 - x reverses the order of integers without overflowing at INT_MIN (-x does not)
     if a.dtype.is_int: return ~((~a).maximum(~b))
     return -((-a).maximum(-b))
-  def clip(self, min_: Scalar | "Tensor | None" = None, max_: Scalar | "Tensor | None" = None) -> "Tensor":
-    """min(max(x, min_), max_) like torch.clamp: NaN stays NaN; the gradient passes where min_ <= x <= max_ (bounds included)."""
-    if min_ is None and max_ is None: raise RuntimeError("clip: at least one of min and max must be given")
+  def clip(self, min: Scalar | "Tensor | None" = None, max: Scalar | "Tensor | None" = None) -> "Tensor":  # noqa: A002 (PyTorch's names)
+    """min(max(x, min), max) like torch.clamp: NaN stays NaN; the gradient passes where min <= x <= max (bounds included)."""
+    if min is None and max is None: raise RuntimeError("clip: at least one of min and max must be given")
     out = self
-    if min_ is not None: out = _where(out < min_, min_, out)
-    if max_ is not None: out = _where(out > max_, max_, out)
+    if min is not None: out = _where(out < min, min, out)
+    if max is not None: out = _where(out > max, max, out)
     if out.dtype.is_float and self.dtype.is_float: out = _where(self.isnan(), self.detach(), out)  # NaN: no gradient (PyTorch)
     return out
   clamp = clip
@@ -982,13 +990,16 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     compute = x if x.dtype in (dtypes.float32, dtypes.float64) else x.cast(dtypes.float32)
     n_series, n_fraction = (35, 23) if compute.dtype == dtypes.float64 else (23, 4)
     split = 2.5
-    near = compute.clip(-split, split)
+    # clamps that let NaN through with its gradient (clip's NaN has none): erf's derivative at NaN is NaN
+    near = _where(compute < -split, -split, _where(compute > split, split, compute))
     u, acc = 2 * near * near, None
     coeffs = [1.0]
     for n in range(1, n_series + 1): coeffs.append(coeffs[-1] / (2 * n + 1))
     for c in reversed(coeffs): acc = c if acc is None else acc * u + c
     series = (2 / math.sqrt(math.pi)) * (-(near * near)).exp() * near * acc
-    far = compute.abs().maximum(split)
+    # capped at 10, where erf is 1 to float64 precision: at inf the tail's derivative would be inf * 0 = NaN (PyTorch: 0)
+    mag = compute.abs()
+    far = _where(mag < split, split, _where(mag > 10.0, 10.0, mag))
     frac = far
     for k in range(n_fraction, 0, -1): frac = far + (k / 2) / frac
     tail = 1 - (-(far * far)).exp() / (math.sqrt(math.pi) * frac)
@@ -1161,6 +1172,15 @@ def _graphs_for_grad(tensors: Sequence["Tensor"]) -> dict["Tensor", UOp]:
   return {t: t.uop for t in tensors if t._requires_grad is None and not is_contiguous_view(t.uop) and t.requires_grad}
 
 
+def _half_meets_wide_float(x: Tensor, scalar: Any) -> bool:
+  """A half-precision tensor and a Python float that half precision cannot hold (x * 1e5, x / 1e5, x + 1e-8).
+
+  PyTorch computes such an op in float32 and rounds the result once; rounding the scalar to half
+  first would turn 1e5 into inf and 1e-8 into 0.
+  """
+  return x.dtype in (dtypes.float16, dtypes.bfloat16) and isinstance(scalar, float) and UOp.const(x.dtype, scalar).arg != scalar
+
+
 def _check_nonempty(x: Tensor, axis, op: str) -> None:
   """PyTorch's errors for a max/min with nothing to pick from: IndexError for an empty dim, RuntimeError for an empty tensor."""
   if axis is None and x.numel() == 0:
@@ -1274,8 +1294,8 @@ def _floordiv_float(a: Tensor, b: Tensor) -> Tensor:
   return _where(b == 0, a / b, f)
 
 
-def _pow_int_scalar(a: Tensor, n: int) -> Tensor:
-  """a ** n for an integer tensor and a Python int n >= 0, exactly (wrapping like the dtype) by square-and-multiply."""
+def _pow_by_squaring(a: Tensor, n: int) -> Tensor:
+  """a ** n for a Python int n >= 0 by square-and-multiply: about 2 log2(n) multiplies; exact for integers (they wrap like the dtype)."""
   out, base = None, a
   while n:
     if n & 1: out = base if out is None else out * base

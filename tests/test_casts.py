@@ -70,3 +70,17 @@ def test_cuda_casts_compile():
     name, src, _, _ = render_for_arch(k.ast, "sm_90")
     assert "__double2half" in src and "pg_float_to_int" in src
     cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", name))
+
+
+def test_half_constants_beyond_range_are_infinite(device):
+  """A float16 constant too large for half (struct.pack refuses it) is an infinity, as a cast would make it."""
+  x = Tensor(np.array([1.0, -2.0], np.float16), device=device)
+  assert_tensor(x * 1e5, np.array([np.inf, -np.inf], np.float16))
+  assert_tensor(x + 65519.0, np.array([65504.0, 65504.0], np.float16))  # rounds down to the largest half
+  assert_tensor(Tensor.full((2,), -70000.0, dtype=dtypes.float16, device=device), np.full(2, -np.inf, np.float16))
+
+
+def test_bfloat16_arithmetic_with_constants(device):
+  """bfloat16 kernels with constants (the PYTHON renderer once spelled their dtype as a bare numpy type)."""
+  x = Tensor(np.array([1.5, -2.0, 0.25], np.float32), device=device).cast(dtypes.bfloat16)
+  assert_tensor(((x * 3 + 1).exp2()).float(), np.exp2(np.array([1.5, -2.0, 0.25], np.float32) * 3 + 1), rtol=1e-2)

@@ -44,7 +44,8 @@ def test_division_by_zero_raises(device, np_dt):
   x = Tensor(np.array([5, 1, 3], np_dt), device=device)
   zero_in_tensor = Tensor(np.array([1, 0, 1], np_dt), device=device)
   for make in (lambda: x // zero_in_tensor, lambda: x % zero_in_tensor, lambda: x.div(zero_in_tensor, rounding_mode="trunc"),
-               lambda: x // 0, lambda: x % 0, lambda: 7 // zero_in_tensor):
+               lambda: x // 0, lambda: x % 0, lambda: 7 // zero_in_tensor,
+               lambda: (x // zero_in_tensor) * 0):  # folding the quotient away keeps its check
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
       make().numpy()
   # the error does not stick: the next division is fine
@@ -153,6 +154,13 @@ def test_failed_realize_leaves_tensors_usable(device):
   np.testing.assert_array_equal((x // 2).numpy(), [2, 3])
 
 
+def _asts(t: Tensor) -> list:
+  from picograd.engine.realize import _normalize
+  from picograd.engine.schedule import create_template
+  roots, _ = _normalize([t.uop])
+  return [k.ast for k in create_template(roots, [t.device]).kernels if k.ast is not None]
+
+
 def test_renderers_emit_the_error_word():
   """Kernels with checks take one more argument, the error word: CPU (LLVM), PYTHON and CUDA C alike."""
   def last_kernel(device: str):
@@ -164,13 +172,28 @@ def test_renderers_emit_the_error_word():
   py = last_kernel("PYTHON")
   assert "err):" in py.source and "check(" in py.source
   from picograd.codegen.cuda import render_for_arch
-  from picograd.engine.realize import _normalize
-  from picograd.engine.schedule import create_template
-  t = Tensor(np.ones((3, 2), np.float32))[Tensor(np.array([0, 1], np.int32))]
-  roots, _ = _normalize([t.uop])
-  ast = [k.ast for k in create_template(roots, ["CPU"]).kernels if k.ast is not None][-1]
-  _, src, _, meta = render_for_arch(ast)
+  _, src, _, meta = render_for_arch(_asts(Tensor(np.ones((3, 2), np.float32))[Tensor(np.array([0, 1], np.int32))])[-1])
   assert "unsigned long long* __restrict__ pg_err" in src and "pg_check(" in src.split("__global__")[1]
+
+
+def test_cuda_checked_kernels_compile():
+  """NVRTC compiles the checked kernels of a division, a division inside a reduction, an embedding and a loss (no GPU needed)."""
+  cuda_rt = pytest.importorskip("picograd.runtime.cuda")
+  if reason := cuda_rt.nvrtc_unavailable_reason(): pytest.skip(f"NVRTC unavailable: {reason}")
+  from picograd.codegen.cuda import render_for_arch
+  rng = np.random.default_rng(0)
+  a, b = Tensor(rng.integers(-9, 9, (64, 300)).astype(np.int32)), Tensor(rng.integers(1, 9, (64, 300)).astype(np.int32))
+  idx = Tensor(rng.integers(0, 50, (64,)))
+  w = Tensor(rng.standard_normal((50, 32)).astype(np.float32), requires_grad=True)
+  emb = F.embedding(idx, w)
+  loss = emb.cross_entropy(idx % 32)
+  loss.backward()
+  for t in (a // b, (a % b).sum(1), emb, loss, w.grad):
+    checked = [src for src in (render_for_arch(ast)[1] for ast in _asts(t)) if "pg_err" in src]
+    assert checked
+    for src in checked:
+      name = src.split("void __launch_bounds__")[1].split(")", 1)[1].split("(")[0].strip()
+      cuda_rt.compile_cuda_source(src, "sm_90", name)
 
 
 def test_failed_check_during_jit_capture(device):

@@ -9,7 +9,7 @@ import picograd
 import picograd.nn.functional as PF
 from picograd import Tensor, nn
 from compare import rand
-from gradcheck import assert_close_to_torch
+from gradcheck import assert_close_to_torch, assert_matches_finite_differences
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
@@ -61,6 +61,11 @@ def test_against_torch(name, device):
 def test_tensor_unfold(device):
   assert_close_to_torch(lambda x: x.unfold(1, 3, 2), [rand((2, 7, 3))], device=device)
   assert_close_to_torch(lambda x: x.unfold(-1, 1, 1), [rand((2, 1))], device=device)
+  assert Tensor(rand((5,)), device=device).unfold(0, 0, 2).shape == (3, 0)
+
+
+def test_conv2d_float64_matches_finite_differences():
+  assert_matches_finite_differences(lambda x, w: x.conv2d(w, stride=(1, 2), padding=1, dilation=(2, 1)), [rand((1, 2, 4, 5)), rand((3, 2, 2, 3), seed=1)])
 
 
 def test_max_pool_indices(device):
@@ -109,6 +114,23 @@ def test_conv2d_cpu_tile_reuses_input_vectors_across_output_channels():
   (step,) = picograd.schedule(x.conv2d(w, padding=1))
   ast = next(key[0] for key, k in _kernels.items() if k is step.kernel)
   assert sorted((r.arg[1], f) for r, f in plan_upcasts(lower_kernel(ast))) == [(16, 4), (56, 8)]
+
+
+def test_conv2d_forward_and_backward_compile_for_cuda():
+  # the CUDA renderer gets the same kernels (NVRTC needs no GPU); the lead's GPU run checks the values
+  cuda_rt = pytest.importorskip("picograd.runtime.cuda")
+  if (reason := cuda_rt.nvrtc_unavailable_reason()): pytest.skip(f"NVRTC unavailable: {reason}")
+  from picograd.codegen.cuda import render_for_arch
+  from picograd.engine.realize import _normalize
+  from picograd.engine.schedule import create_template
+  x, w, g = (Tensor(rand(s, seed=i), requires_grad=True) for i, s in enumerate([(1, 4, 6, 6), (2, 4, 3, 3), (1, 2, 3, 3)]))
+  out = x.conv2d(w, stride=2, padding=1)
+  outs = [out, *out.gradient(x, w, gradient=g)]
+  roots, _ = _normalize([t.uop for t in outs])
+  for k in create_template(roots, [t.device for t in outs]).kernels:
+    if k.ast is None: continue
+    name, src, _, _ = render_for_arch(k.ast, "sm_90")
+    assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", name)).image
 
 
 # ---------------------------------------------------------------- layers

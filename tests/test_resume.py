@@ -33,8 +33,8 @@ def _same_weights(a: str, b: str) -> None:
 
 
 # the learning rate drops at step int(8 * 0.75) = 6, after the stop at 3: the resumed run must know the planned length
-MAKEMORE = ["--steps", "8", "--batch", "16", "--n-embd", "4", "--n-hidden", "16", "--decay-at", "0.75", "--lr", "0.5",
-            "--samples", "1", "--quiet"]
+# (batch, sizes and dropout as in test_examples.py: in one pytest process the compiled kernels are shared)
+MAKEMORE = ["--steps", "8", "--batch", "64", "--n-hidden", "64", "--decay-at", "0.75", "--lr", "0.5", "--samples", "1", "--quiet"]
 
 
 def test_makemore_resume_is_bit_exact(tmp_path):
@@ -72,7 +72,7 @@ def test_ctrl_c_stops_after_the_step_and_saves(tmp_path, monkeypatch):
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after training
 
 
-GPT = ["--config", "small", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch", "4",
+GPT = ["--config", "small", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch", "16",
        "--lr", "1e-2", "--warmup", "2", "--dropout", "0.1", "--eval-every", "3", "--eval-batches", "1", "--sample-chars", "2",
        "--plot", "", "--quiet", "--steps", "6"]
 

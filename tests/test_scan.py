@@ -154,11 +154,11 @@ def test_logcumsumexp(device):
   x = rand((2, 9), seed=14, low=-5, high=5)
   check(lambda t: t.logcumsumexp(1), x, device=device)
   check(lambda t: t.logcumsumexp(0), x, device=device)
-  extreme = np.array([-1000, 0, -INF, 1000, -INF, 3], np.float32)  # no overflow, no underflow to -inf
-  check_value(lambda t: t.logcumsumexp(0), extreme, device=device)
-  check_value(lambda t: t.logcumsumexp(0), np.array([-INF, -INF, 1, INF, 2], np.float32), device=device)
-  check_value(lambda t: t.logcumsumexp(0), np.array([1, NAN, 2], np.float32), device=device)
-  check(lambda t: t.logcumsumexp(0), np.array([2, -INF, 2, -1000], np.float32), device=device)  # finite gradients past -inf
+  # no overflow, no underflow to -inf, infinities and NaN (one shape: one set of kernels)
+  special = np.array([[-1000, 0, -INF, 1000, -INF, 3], [-INF, -INF, 1, INF, 2, -INF], [1, NAN, 2, 3, 4, 5]], np.float32)
+  check_value(lambda t: t.logcumsumexp(1), special, device=device)
+  past_inf = np.array([[2, -INF, 2, -1000, 5, -INF], [-3, 4, -INF, 0, 1, 2]], np.float32)
+  check(lambda t: t.logcumsumexp(1), past_inf, device=device)  # finite gradients past -inf
   check(lambda t: t.logcumsumexp(1), np.zeros((3, 0), np.float32), device=device)
   with pytest.raises(IndexError): Tensor(x).logcumsumexp(2)
 
@@ -246,6 +246,18 @@ def test_sort(device):
   check(lambda t: t.sort(0).values, np.zeros((1, 3), np.float32), device=device)
   check_value(lambda t: tuple(t.sort(0)), np.array(1.5, np.float32), device=device)
   with pytest.raises(IndexError): Tensor(SORT_DATA).sort(2)
+
+
+def test_bitonic_sort(device, monkeypatch):
+  """Long rows sort through the bitonic network; here every row does (7 elements pad to 8 places)."""
+  import picograd.frontend.scan as scan
+  monkeypatch.setattr(scan, "_RANK_SORT_MAX", 1)
+  monkeypatch.setattr(scan, "_RANK_SORT_WORK", 0)
+  special = np.array([[2, NAN, -INF, 2, 0, INF, NAN], [1, 3, 1, 0, 1, 3, 1]], np.float32)
+  check(lambda t: t.sort(1, descending=True).values, SORT_DATA, device=device)
+  for descending in (False, True):
+    check_value(lambda t: tuple(t.sort(dim=1, descending=descending, stable=True)), special, device=device)
+  check_value(lambda t: t.topk(3, 1, largest=False).values, special, device=device)  # PyTorch's topk is not stable
 
 
 def test_argsort(device):

@@ -10,9 +10,12 @@ import math
 from typing import Callable
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from picograd import Tensor, dtypes
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*degrees of freedom")  # PyTorch warns where var/std divide by 0: those are the cases
 
 nan, inf = math.nan, math.inf
 # the special values every float op meets: NaN, both infinities, signed zeros, halves (rounding ties), ordinary numbers
@@ -55,12 +58,14 @@ CASES: list[tuple[str, Callable, Callable | None, list[np.ndarray], bool]] = [
   ("sign", lambda x: x.sign(), None, [SPECIAL], False),
   ("where_nan", lambda x: x.where(x > 0, -x) + x.where(x != x, 1.0), None, [SPECIAL], False),
   # NaN through relu, abs, maximum, minimum, clip, reductions
+  ("erf", lambda x: x.erf(), None, [SPECIAL], True),
   ("relu", lambda x: x.relu(), None, [SPECIAL], True),
   ("abs", lambda x: x.abs(), None, [SPECIAL], True),
   ("maximum", lambda x, y: x.maximum(y), None, [SPECIAL, SPECIAL[::-1].copy()], True),
   ("minimum", lambda x, y: x.minimum(y), None, [SPECIAL, SPECIAL[::-1].copy()], True),
   ("clip", lambda x: x.clip(-1.5, 2.5), lambda x: x.clamp(-1.5, 2.5), [SPECIAL], True),
-  ("clip_min_only", lambda x: x.clamp(min_=-0.5), lambda x: x.clamp(min=-0.5), [SPECIAL], True),
+  ("clip_min_only", lambda x: x.clamp(min=-0.5), None, [SPECIAL], True),
+  ("clip_max_only", lambda x: x.clip(max=0.5), None, [SPECIAL], True),
   ("clip_tensor_bounds", lambda x, lo, hi: x.clip(lo, hi), lambda x, lo, hi: x.clamp(lo, hi),
    [f32(-2, -1, 0, 1, 2, nan), f32(-1, -1, -1, -1, -1, -1), f32(1, 1, 1, 1, 1, 1)], True),
   ("max_rows", lambda x: x.max(1), lambda x: x.amax(1), [ROWS], True),
@@ -84,6 +89,8 @@ CASES: list[tuple[str, Callable, Callable | None, list[np.ndarray], bool]] = [
   ("min_int", lambda x: x.min(), lambda x: x.amin(), [INTS], False),
   ("max_int", lambda x: x.max(), lambda x: x.amax(), [INTS], False),
   ("min_int64", lambda x: x.min(), lambda x: x.amin(), [np.array([-2**63, 5], np.int64)], False),
+  ("min_int_rows", lambda x: x.min(1) + x.max(1) + x.argmin(1) + x.argmax(1), lambda x: x.amin(1) + x.amax(1) + x.argmin(1) + x.argmax(1),
+   [np.array([[INT_MAX, INT_MAX], [INT_MIN, INT_MIN], [0, INT_MIN]], np.int32)], False),
   ("clip_int", lambda x: x.clip(-7, 7), lambda x: x.clamp(-7, 7), [INTS], False),
   # integer powers are exact
   ("pow_int_scalar", lambda x: x ** 3, None, [np.array([-1290, -3, 0, 1, 7, 1290], np.int32)], False),
@@ -96,6 +103,9 @@ CASES: list[tuple[str, Callable, Callable | None, list[np.ndarray], bool]] = [
   ("pow_special", lambda x, y: x ** y, None, [np.repeat(f32(0.0, -0.0, 2.0, -2.0, inf, -inf, nan, 1.0), 8),
                                              np.tile(f32(0.0, -1.0, 2.0, 3.0, 0.5, -2.5, inf, -inf), 8)], False),
   ("pow_scalar_exponents", lambda x: x ** 3 + x ** -2 + x ** 0 + x ** 2.0 + x ** 10, None, [f32(-2.0, -0.5, 0.0, 1.5, inf, -inf, nan)], False),
+  ("pow_integer_valued_exponents", lambda x: x ** 5.0 + x ** 7 + x ** -3.0 + x ** 33, None, [f32(3.0, -3.0, 1.5, -0.5, 1.0, 0.0, inf, -inf, nan)], False),
+  ("pow_int_tensor_float_exponent", lambda x: x ** 2.0 + x ** 5.0, None, [np.array([3, -7, 0, 11], np.int32)], False),
+  ("pow_exponent_grad", lambda x: x ** 6 + x ** -5.0, None, [f32(1.5, -2.0, 0.7)], True),
   ("pow_grad", lambda x, y: x ** y, None, [f32(0.0, 0.0, 0.0, 0.0, 2.0, 1.5, 1.0), f32(2.0, 1.0, 3.0, 0.0, 3.0, 0.0, 2.5)], True),
   ("pow_grad_root_at_zero", lambda x: x ** 0.5, None, [f32(0.0, 1.0, 4.0)], True),
   ("pow_grad_negative_at_zero", lambda x: x ** -1.5, None, [f32(0.0, 1.0, 4.0)], True),
@@ -138,6 +148,7 @@ CASES: list[tuple[str, Callable, Callable | None, list[np.ndarray], bool]] = [
   ("half_mean", lambda x: x.mean(), None, [np.ones(70000, np.float16)], False),
   ("half_sum", lambda x: x.sum(), None, [np.full(5000, 0.1, np.float16)], False),
   ("half_var", lambda x: x.var() + x.std(), None, [np.linspace(0, 60, 3001).astype(np.float16)], False),
+  ("half_wide_scalars", lambda x: (x * 1e5 + 1e-8 - 1e-4) / 1e5 + 3.0 / (x + 1e-6), None, [np.array([1e-3, 0.5, 2.0, 0], np.float16)], False),
   ("half_softmax", lambda x: x.softmax(0), None, [np.zeros(70000, np.float16)], False),
   ("argmin_int", lambda x: x.argmin(), None, [np.array([2**40 + 1, 2**40, 2**40 + 1, -2**63 + 1, -2**63], np.int64)], False),
   ("argmin_int32", lambda x: x.argmin() + x.argmax(), None, [INTS], False),
@@ -192,12 +203,23 @@ def test_python_ints_beyond_int32_are_int64(device):
   assert Tensor.full((2,), 2**40, device=device).numpy().tolist() == [2**40] * 2
   assert (Tensor([1, 2], dtype=dtypes.int64, device=device) + 2**40).numpy().tolist() == [2**40 + 1, 2**40 + 2]
   assert Tensor(1.5e300, device=device).dtype == dtypes.float32  # floats stay the default float (inf, as in PyTorch)
+  for v in (2**63, -2**63 - 1, [2**63, 2**64 - 1]):
+    with pytest.raises(ValueError, match="int64"): Tensor(v, device=device)
 
 
 def test_bfloat16_reductions_accumulate_in_float32(device):
   x = Tensor.ones(70000, dtype=dtypes.bfloat16, device=device)
   assert x.mean().dtype == dtypes.bfloat16 and x.mean().item() == 1.0
   assert x.sum().item() == 70144.0  # the float32 sum 70000, rounded to bfloat16 once (PyTorch gives the same)
+
+
+def test_signed_zeros(device):
+  """1 / f(x) tells -0.0 from +0.0: rounding keeps the sign of the input, abs gives +0.0 (PyTorch). (relu(-0.0) is +0.0 here, -0.0 in PyTorch.)"""
+  x = f32(-0.0, 0.0, -0.4, 0.4, -0.5, 0.5, -0.7, -1e-30)
+  for name, fn in [("trunc", lambda t: t.trunc()), ("floor", lambda t: t.floor()), ("ceil", lambda t: t.ceil()), ("round", lambda t: t.round()),
+                   ("abs", lambda t: t.abs())]:
+    want = np.signbit(fn(torch.tensor(x)).numpy())
+    np.testing.assert_array_equal(np.signbit(fn(Tensor(x, device=device)).numpy()), want, err_msg=name)
 
 
 def test_negative_integer_power_raises(device):

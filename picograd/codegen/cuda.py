@@ -44,6 +44,7 @@ from picograd.dtype import DType, dtypes
 from picograd.helpers import NOOPT, ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort
 from picograd.runtime.device import LaunchDims
+from picograd.codegen.llvm import half_bits
 
 # ------------------------------------------------------------------------------------------------
 # the device the source is for
@@ -85,7 +86,7 @@ def c_const(value: Any, dt: DType) -> str:
     if dt == dtypes.int32: return "(-2147483647-1)" if v == -2**31 else str(v)
     if dt == dtypes.uint64: return f"{v}ull"
     return f"{v}u" if dt == dtypes.uint32 else f"(({REG_TYPES[dt]})({v}))"
-  if dt == dtypes.float16: return f"__ushort_as_half((unsigned short){struct.unpack('<H', struct.pack('<e', value))[0]})"
+  if dt == dtypes.float16: return f"__ushort_as_half((unsigned short){half_bits(value)})"
   if dt == dtypes.float64:
     if math.isfinite(value): return float(value).hex()
     return f"__longlong_as_double({struct.unpack('<q', struct.pack('<d', value))[0]}LL)"

@@ -30,10 +30,18 @@ def ll_type(dt: DType) -> str: return LL_TYPES[dt]
 def ll_const(value, dt: DType) -> str:
   if dt == dtypes.bool: return "1" if value else "0"
   if dt.is_int: return str(int(value))
-  if dt == dtypes.float16: return "0xH" + struct.pack(">e", value).hex().upper()
+  if dt == dtypes.float16: return "0xH" + f"{half_bits(value):04X}"
   # LLVM spells float constants as the double with the same value, so round to float first
   if dt in (dtypes.float32, dtypes.bfloat16) and math.isfinite(value): value = struct.unpack("f", struct.pack("f", value))[0]
   return "0x" + struct.pack(">d", value).hex().upper()
+
+
+def half_bits(value: float) -> int:
+  """The float16 bit pattern of `value`, rounded to nearest even; too large a value becomes an infinity (struct refuses it)."""
+  try:
+    return struct.unpack("<H", struct.pack("<e", value))[0]
+  except OverflowError:
+    return 0xFC00 if value < 0 else 0x7C00
 
 
 def _fop(f: str, i: str, u: str | None = None) -> Callable[[DType], str]:

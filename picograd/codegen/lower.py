@@ -6,14 +6,15 @@ expressions to the producer's (reshape by combining/splitting, permute by reorde
 by dropping, shrink by offset, flip by n-1-i, pad by a validity mask that also guards the
 load). Integer division and modulo by a value that may be 0 or -1 get a CHECK (division by zero is an
 error, as in PyTorch) and a divisor that cannot fault (MIN // -1 traps on x86; PyTorch wraps it to MIN).
-Every CHECK gets a bit of the kernel's error word (`Lowerer.checks`). The symbolic simplifier then folds the arithmetic (a gated load's index given its gate, so
+Every CHECK gets a bit of the kernel's error word (`Lowerer.checks`) and becomes a condition on the
+stored value (`hoist_checks`). The symbolic simplifier then folds the arithmetic (a gated load's index given its gate, so
 a pad does not block the folding), and adjacent loops whose accesses are all affine in a mergeable
 way are collapsed into one.
 """
 from __future__ import annotations
 from picograd.dtype import DType, dtypes
 from picograd.helpers import prod
-from picograd.ir.ops import UOp, Ops, ALU, toposort, substitute, graph_rewrite
+from picograd.ir.ops import UOp, Ops, ALU, UPat, PatternMatcher, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
 
 def reduce_identity(op: Ops, dtype: DType):
@@ -142,7 +143,7 @@ def lower_kernel(ast: UOp) -> UOp:
   lw = Lowerer(index_dtype_for(ast))
   shape = value.shape
   ranges = tuple(lw.new_range(s, "global") for s in shape)
-  scalar = lw.lower(value, ranges)
+  scalar = hoist_checks(lw.lower(value, ranges))
   out_index = lw.const(0)
   for r, s in zip(ranges, shape): out_index = out_index * lw.const(s) + r
   # the SINK's arg is the kernel's signature, every PARAM: an input the simplifier folds away (a zero-size
@@ -158,6 +159,40 @@ def _range_plus(u: UOp) -> tuple[UOp, int] | None:
   if u.op is Ops.RANGE: return u, 0
   if u.op is Ops.ADD and u.src[0].op is Ops.RANGE and u.src[1].op is Ops.CONST: return u.src[0], u.src[1].arg
   return None
+
+
+_strip_checks = PatternMatcher([(UPat(Ops.CHECK, name="c"), lambda c: c.src[0])])
+
+
+def _free_reduce_ranges(u: UOp) -> list[UOp]:
+  """The reduction loops `u` varies with that no REDUCE inside `u` closes over."""
+  deps: dict[UOp, frozenset[UOp]] = {}
+  for n in toposort([u]):
+    if n.op is Ops.RANGE: deps[n] = frozenset([n]) if n.arg[2] == "reduce" else frozenset()
+    elif n.op is Ops.REDUCE: deps[n] = deps[n.src[0]] - frozenset(n.src[1:])
+    else: deps[n] = frozenset().union(*(deps[s] for s in n.src))
+  return sorted(deps[u], key=lambda r: r.arg[0])
+
+
+def _hoistable(check: UOp) -> UOp | None:
+  """The failure condition of a CHECK when it varies with no reduction loop (then it can be a condition on the stored value)."""
+  bad = graph_rewrite(graph_rewrite(check.src[1], _strip_checks), symbolic)
+  return None if _free_reduce_ranges(bad) else bad
+
+
+def hoist_checks(value: UOp) -> UOp:
+  """A CHECK outside reductions becomes a condition on the stored value: inside the graph CHECK(v, bad, bit) is just v,
+  and the value stored is CHECKed against `bad`. So a rewrite that drops a checked value (`x // 0 * 0` folds to 0, a
+  WHERE with a constant condition drops a branch) keeps its check, as PyTorch, which computes every op, would raise.
+  A check that varies inside a reduction (an index checked in an embedding's backward sum) stays where it is: hoisting
+  it would take a loop of its own, and an extra accumulator changes how the CUDA renderer plans the kernel."""
+  conditions: dict[tuple[UOp, UOp], tuple[str, str]] = {}
+  for c in toposort([value]):
+    if c.op is Ops.CHECK and (bad := _hoistable(c)) is not None: conditions.setdefault((bad, c.src[2]), c.arg)
+  if not conditions: return value
+  value = graph_rewrite(value, PatternMatcher([(UPat(Ops.CHECK, name="c"), lambda c: c.src[0] if _hoistable(c) is not None else None)]))
+  for (bad, bit), arg in conditions.items(): value = UOp(Ops.CHECK, value.dtype, (value, bad, bit), arg)
+  return value
 
 
 def _loop_bounds(valid: UOp) -> dict[UOp, tuple[int, int]]:

@@ -17,7 +17,8 @@ NP_UNARY = {Ops.EXP2: "np.exp2", Ops.LOG2: "np.log2", Ops.SIN: "np.sin", Ops.SQR
 
 
 def _np_dtype(dt) -> str:
-  return "np.dtype('float32')" if dt == dtypes.bfloat16 else f"np.dtype({dt.np.str!r})"  # bfloat16 computes in float32
+  # bfloat16 values live in float32 arrays (rounded at casts and stores); a dtype object, so `.type(v)` makes constants
+  return "np.dtype('<f4')" if dt == dtypes.bfloat16 else f"np.dtype({dt.np.str!r})"
 
 
 def render_python(name: str, program: list[UOp]) -> str:

@@ -47,12 +47,20 @@ def record_rng_draw(counter: Buffer, n: int) -> None:
   if _capturing is not None: _capturing.rng_draws.append((counter, n))
 
 
-def _leaves(fn: Callable[..., Any], args: tuple, kwargs: dict) -> list[Any]:
-  """Every argument in the order of `fn`'s parameters (however it was passed), containers flattened, dicts by key."""
+def _parameters(fn: Callable[..., Any]) -> inspect.Signature | None:
   try:
-    values = list(inspect.signature(fn).bind(*args, **kwargs).arguments.values())
-  except (TypeError, ValueError):  # no signature to bind to (a builtin), or a call that does not fit it: fn itself will say
-    values = list(args) + [kwargs[k] for k in sorted(kwargs)]
+    return inspect.signature(fn)
+  except (TypeError, ValueError):  # a builtin or C function without a signature
+    return None
+
+
+def _leaves(params: inspect.Signature | None, args: tuple, kwargs: dict) -> list[Any]:
+  """Every argument in the order of the function's parameters (however it was passed), containers flattened, dicts by key."""
+  try:
+    values = list(params.bind(*args, **kwargs).arguments.values()) if params is not None else None
+  except TypeError:  # a call that does not fit the signature: the function itself will say so
+    values = None
+  if values is None: values = list(args) + [kwargs[k] for k in sorted(kwargs)]
   return _flatten(values, sort_dicts=True)
 
 
@@ -75,6 +83,7 @@ class Jit:
 
   def __init__(self, fn: Callable[..., Any]):
     self.fn = fn
+    self.params = _parameters(fn)
     self.calls = 0
     self.capture: Capture | None = None
     self.input_buffers: list[Buffer] = []
@@ -87,7 +96,7 @@ class Jit:
     global _capturing
     from picograd.engine.realize import buffer_of, run_steps
     from picograd.tensor import Tensor
-    leaves = _leaves(self.fn, args, kwargs)
+    leaves = _leaves(self.params, args, kwargs)
     inputs = [a for a in leaves if isinstance(a, Tensor)]
     if inputs: inputs[0].realize(*inputs[1:])  # every input is now a whole buffer the replay can swap in
     buffers = [buffer_of(t) for t in inputs]

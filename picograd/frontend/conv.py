@@ -1,10 +1,12 @@
 """Convolution, pooling, interpolation and unfolding (conv1d/2d/3d, conv_transpose, max/avg pool, interpolate) (frontend layer).
 
-Everything here is a view plus a reduction. `_windows` turns the last n dims of a tensor into
-(output positions..., kernel offsets...) with movement ops only (pad, reshape, expand, shrink,
-permute): no gather, no copy. A convolution multiplies that view by the broadcast weight and sums
-over (input channels, kernel offsets): one fused reduction, so a conv2d forward is one kernel
-without an im2col buffer, and its gradients come from the movement ops' and the reduction's rules.
+Everything here is a view plus a reduction. A convolution with a small kernel (at most 3x3x3) is a
+sum over kernel offsets of one product of a shifted (and strided) view of the padded input with that
+offset's weights, each summed over the input channels: all of it fuses into one kernel without an
+im2col buffer, and the index arithmetic stays affine (no div/mod) forward and backward. Larger kernels
+and pooling use `_windows`, which turns the last n dims of a tensor into (output positions...,
+kernel offsets...) with movement ops only (pad, reshape, expand, shrink, permute), reduced over the
+offsets. Gradients come from the movement ops' and the reductions' rules.
 
 How `_windows` makes the sliding windows of one dim of size i (kernel k, stride s, dilation d) from
 movement ops: tile x r times (a reshape and an expand) and read the tiles as rows of length
@@ -292,7 +294,8 @@ class ConvMixin:
     dim %= self.ndim
     if step <= 0: raise RuntimeError(f"unfold: step must be positive, got {step}")
     if size < 0 or size > self.shape[dim]: raise RuntimeError(f"unfold: size {size} exceeds the size {self.shape[dim]} of dimension {dim}")
-    if size == 0: raise RuntimeError("unfold: size must be positive")
+    if size == 0:  # PyTorch: (n // step + 1) empty slices
+      return type(self).zeros(*self.shape[:dim], self.shape[dim] // step + 1, *self.shape[dim + 1:], 0, dtype=self.dtype, device=self.device)
     order = [i for i in range(self.ndim) if i != dim] + [dim]
     win = self.permute(*order)._windows((size,), (step,), (1,))  # (..others, o, size)
     back = list(range(self.ndim - 1))

@@ -104,7 +104,9 @@ gradient_rules = PatternMatcher([
   _rule(Ops.PAD, lambda grad, out: (grad.shrink(tuple((b, b + d) for (b, _), d in zip(out.arg, out.src[0].shape))),)),
   _rule(Ops.SHRINK, lambda grad, out: (grad.pad(tuple((b, d - e) for (b, e), d in zip(out.arg, out.src[0].shape))),)),
   _rule(Ops.FLIP, lambda grad, out: (grad.flip(out.arg),)),
-  _rule(Ops.CONTIGUOUS, lambda grad, out: (grad,)),
+  # CONTIGUOUS(arg="backward") is a kernel boundary in the backward pass too (scans and sorting networks, whose
+  # unbounded fused gradients would read 2^steps values per element)
+  _rule(Ops.CONTIGUOUS, lambda grad, out: (UOp(Ops.CONTIGUOUS, grad.dtype, (grad,), out.arg) if out.arg == "backward" else grad,)),
   _rule(Ops.CHECK, lambda grad, out: (grad, None)),  # the value passes through; its condition has no gradient
   # a copy's gradient travels back the other way: arg is (source device, destination device)
   _rule(Ops.COPY, lambda grad, out: (UOp(Ops.COPY, grad.dtype, (grad,), (out.arg[1], out.arg[0])),)),

@@ -8,7 +8,7 @@ Large buffers are mmap-ed with huge pages and reused through the allocator's cac
 fresh page-faulting output costs more than the arithmetic.
 """
 from __future__ import annotations
-import ctypes, mmap, os, struct, threading, time
+import ctypes, functools, mmap, os, struct, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 import numpy as np
@@ -62,12 +62,18 @@ _llvm_lock = threading.Lock()
 _target_machine = None
 
 
-def _new_target_machine() -> Any:
-  """A target machine for this host's exact CPU (and its vector features)."""
+@functools.cache
+def _host() -> tuple[Any, str, str]:
+  """LLVM's target for this host, its exact CPU and its features (asked once: each engine builds a target machine)."""
   llvm.initialize_native_target()
   llvm.initialize_native_asmprinter()
-  return llvm.Target.from_default_triple().create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-                                                                 opt=3, reloc="pic", codemodel="jitdefault")
+  return llvm.Target.from_default_triple(), llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+
+
+def _new_target_machine() -> Any:
+  """A target machine for this host's exact CPU (and its vector features)."""
+  target, cpu, features = _host()
+  return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic", codemodel="jitdefault")
 
 
 def _llvm() -> Any:
