@@ -1173,12 +1173,15 @@ def _graphs_for_grad(tensors: Sequence["Tensor"]) -> dict["Tensor", UOp]:
 
 
 def _half_meets_wide_float(x: Tensor, scalar: Any) -> bool:
-  """A half-precision tensor and a Python float that half precision cannot hold (x * 1e5, x / 1e5, x + 1e-8).
+  """A half-precision tensor and a finite Python float that half precision cannot hold (x * 1e5, x / 1e5, x * 1e-8).
 
   PyTorch computes such an op in float32 and rounds the result once; rounding the scalar to half
   first would turn 1e5 into inf and 1e-8 into 0.
   """
-  return x.dtype in (dtypes.float16, dtypes.bfloat16) and isinstance(scalar, float) and UOp.const(x.dtype, scalar).arg != scalar
+  if x.dtype not in (dtypes.float16, dtypes.bfloat16) or not isinstance(scalar, float) or not math.isfinite(scalar) or scalar == 0: return False
+  # only a scalar half precision overflows or flushes to 0; one it merely rounds (65519 -> 65504) is rounded, as in PyTorch
+  rounded = UOp.const(x.dtype, scalar).arg
+  return math.isinf(rounded) or rounded == 0
 
 
 def _check_nonempty(x: Tensor, axis, op: str) -> None:
