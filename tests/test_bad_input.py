@@ -287,6 +287,70 @@ row("embedding-layer-float", (lambda L: picograd.nn.Embedding(4, 2)(L.zeros(3)),
 row("layernorm-layer-input", (lambda L: picograd.nn.LayerNorm(4)(x(L)), lambda L: torch.nn.LayerNorm(4)(x(L))), RuntimeError, "")
 row("rmsnorm-layer-input", (lambda L: picograd.nn.RMSNorm(4)(x(L)), lambda L: torch.nn.RMSNorm(4)(x(L))), RuntimeError, "")
 
+# ---------------------------------------------------------------- convolution, pooling, scans and math families
+def toplevel(name):
+  """A top-level function (picograd.einsum, torch.meshgrid, ...) of the row's library."""
+  return lambda L: getattr(picograd if isinstance(L, PG) else torch, name)
+
+
+def img(L): return L.ones(1, 3, 5, 5)
+def kern(L, *shape): return L.ones(*shape) if shape else L.ones(4, 3, 3, 3)
+
+
+for name, call, exc, message in [
+  ("conv2d-channels", lambda L: L.F.conv2d(img(L), kern(L, 4, 2, 3, 3)), RuntimeError, "channels"),
+  ("conv2d-ndim", lambda L: L.F.conv2d(L.ones(3, 5), kern(L)), RuntimeError, "conv2d"),
+  ("conv2d-groups", lambda L: L.F.conv2d(img(L), kern(L), groups=2), RuntimeError, "conv2d"),
+  ("conv2d-stride-zero", lambda L: L.F.conv2d(img(L), kern(L), stride=0), RuntimeError, "stride"),
+  ("conv2d-padding-negative", lambda L: L.F.conv2d(img(L), kern(L), padding=-1), RuntimeError, "negative padding"),
+  ("conv2d-kernel-too-big", lambda L: L.F.conv2d(L.ones(1, 3, 2, 2), kern(L)), RuntimeError, "conv2d"),
+  ("conv2d-padding-string", lambda L: L.F.conv2d(img(L), kern(L), padding="foo"), RuntimeError, "padding"),
+  ("conv2d-same-strided", lambda L: L.F.conv2d(img(L), kern(L), padding="same", stride=2), RuntimeError, "same"),
+  ("conv2d-dilation-zero", lambda L: L.F.conv2d(img(L), kern(L), dilation=0), RuntimeError, "dilation"),
+  ("conv1d-bias", lambda L: L.F.conv1d(L.ones(1, 3, 5), kern(L, 4, 3, 3), bias=L.ones(5)), RuntimeError, "bias"),
+  ("max-pool-kernel-zero", lambda L: L.F.max_pool2d(L.ones(1, 1, 4, 4), 0), RuntimeError, "max_pool2d"),
+  ("max-pool-padding", lambda L: L.F.max_pool2d(L.ones(1, 1, 4, 4), 2, padding=2), RuntimeError, "half"),
+  ("max-pool-output-empty", lambda L: L.F.max_pool2d(L.ones(1, 1, 1, 1), 3), RuntimeError, "too small"),
+  ("avg-pool-kernel-negative", lambda L: L.F.avg_pool2d(L.ones(1, 1, 4, 4), -1), RuntimeError, "avg_pool2d"),
+  ("interpolate-mode", lambda L: L.F.interpolate(L.ones(1, 1, 4, 4), scale_factor=2, mode="foo"), NotImplementedError, "foo"),
+  ("interpolate-no-size", lambda L: L.F.interpolate(L.ones(1, 1, 4, 4)), ValueError, "size"),
+  ("interpolate-size-and-scale", lambda L: L.F.interpolate(L.ones(1, 1, 4, 4), size=8, scale_factor=2), ValueError, "size"),
+  ("interpolate-align-nearest", lambda L: L.F.interpolate(L.ones(1, 1, 4, 4), scale_factor=2, align_corners=True), ValueError, "align_corners"),
+  ("pad-reflect-too-big", lambda L: L.F.pad(L.ones(1, 1, 3), (3, 3), mode="reflect"), RuntimeError, "reflect"),
+  ("pad-unknown-mode", lambda L: L.F.pad(L.ones(1, 1, 3), (1, 1), mode="foo"), NotImplementedError, "foo"),
+  ("sort-dim", lambda L: x(L).sort(5), IndexError, "out of range"),
+  ("topk-too-many", lambda L: x(L).topk(4), RuntimeError, "out of range"),
+  ("topk-negative", lambda L: x(L).topk(-1), RuntimeError, "out of range"),
+  ("roll-lengths", lambda L: x(L).roll((1, 2), (0,)), RuntimeError, "same length"),
+  ("roll-dim", lambda L: x(L).roll(1, 5), IndexError, "out of range"),
+  ("diag-3d", lambda L: L.ones(2, 3, 4).diag(), RuntimeError, "diag"),
+  ("diagonal-same-dims", lambda L: x(L).diagonal(0, 0, 0), RuntimeError, "diagonal"),
+  ("cumprod-dim", lambda L: x(L).cumprod(5), IndexError, "out of range"),
+  ("repeat-interleave-negative", lambda L: x(L).repeat_interleave(-1), RuntimeError, "non-negative"),
+  ("scatter-float-index", lambda L: x(L).scatter(0, L.zeros(2, 3), 1.0), RuntimeError, "scatter"),
+  ("scatter-reduce-mode", lambda L: x(L).scatter_reduce(0, L.zeros(2, 3, dtype=L.long), x(L), reduce="foo"), RuntimeError, "reduce"),
+  ("masked-select-float-mask", lambda L: x(L).masked_select(x(L)), RuntimeError, "masked_select"),
+  ("prod-dim", lambda L: x(L).prod(5), IndexError, "out of range"),
+  ("lerp-broadcast", lambda L: x(L).lerp(L.ones(4), 0.5), RuntimeError, "cannot be broadcast"),
+  ("fmod-broadcast", lambda L: x(L).fmod(L.ones(4)), RuntimeError, "cannot be broadcast"),
+  ("isclose-broadcast", lambda L: x(L).isclose(L.ones(4)), RuntimeError, "cannot be broadcast"),
+  ("normalize-dim", lambda L: L.F.normalize(x(L), dim=5), IndexError, "out of range"),
+  ("softmin-dim", lambda L: L.F.softmin(x(L), dim=5), IndexError, "out of range"),
+  ("hardtanh-bounds", lambda L: L.F.hardtanh(x(L), 1.0, -1.0), ValueError, "max_val"),
+  ("shift-float", lambda L: x(L) << 1, NotImplementedError, "shift"),
+  ("multinomial-negative", lambda L: L.tensor([0.5, -0.5]).multinomial(1), RuntimeError, "multinomial"),
+  ("multinomial-too-many", lambda L: L.tensor([0.5, 0.5]).multinomial(3), RuntimeError, "n_sample"),
+  ("multinomial-all-zero", lambda L: L.tensor([0.0, 0.0]).multinomial(1), RuntimeError, "sum of probabilities"),
+  ("einsum-sizes", lambda L: toplevel("einsum")(L)("ij,jk->ik", x(L), L.ones(4, 5)), RuntimeError, ""),
+  ("einsum-operands", lambda L: toplevel("einsum")(L)("ij,jk", x(L)), RuntimeError, "operand"),
+  ("meshgrid-2d", lambda L: toplevel("meshgrid")(L)(x(L), L.ones(2), indexing="ij"), RuntimeError, "meshgrid"),
+  ("meshgrid-indexing", lambda L: toplevel("meshgrid")(L)(L.ones(2), L.ones(2), indexing="foo"), RuntimeError, "indexing"),
+  ("unfold-size", lambda L: x(L).unfold(1, 5, 1), RuntimeError, "unfold"),
+  ("unfold-step-zero", lambda L: x(L).unfold(1, 2, 0), RuntimeError, "step"),
+  ("bitcast-sizes", (lambda L: L.ones(3).bitcast(L.float64), lambda L: L.ones(3).view(L.float64)), RuntimeError, ""),
+]:
+  row(name, call, exc, message)
+
 # ---------------------------------------------------------------- optimizers
 row("optim-float-param", lambda L: L.optim.SGD([1.0], lr=0.1), TypeError, "Tensor")
 row("optim-tensor-not-list", lambda L: L.optim.SGD(L.ones(2), lr=0.1), TypeError, "")

@@ -291,7 +291,7 @@ def einsum(equation: str, *operands: Any) -> Any:
 def meshgrid(*tensors: Any, indexing: str = "ij") -> tuple[Any, ...]:
   """torch.meshgrid: coordinate grids from 1-D tensors. "ij" is matrix indexing; "xy" swaps the first two dims (Cartesian)."""
   if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)): tensors = tuple(tensors[0])
-  if indexing not in ("ij", "xy"): raise ValueError(f"meshgrid: indexing must be 'ij' or 'xy', not {indexing!r}")
+  if indexing not in ("ij", "xy"): raise RuntimeError(f"meshgrid: indexing must be 'ij' or 'xy', not {indexing!r}")
   if not tensors: raise RuntimeError("meshgrid: expects a non-empty list of tensors")
   for t in tensors:
     if t.ndim > 1: raise RuntimeError(f"meshgrid: expects 0-d or 1-d tensors, got shape {tuple(t.shape)}")
