@@ -50,7 +50,7 @@ def test_einsum(device, eq, shapes):
 
 def test_einsum_errors():
   x = Tensor(SQUARE)
-  for eq, ops in [("ij,jk->ik", [x]), ("ijk->i", [x]), ("ij->ii", [x]), ("ij->k", [x]), ("i1->i", [x])]:
+  for eq, ops in [("ij,jk->ik", [x]), ("ijk->i", [x]), ("ij->ii", [x]), ("ij->k", [x]), ("i1->i", [x]), ("ij,jk->ik", [x, Tensor(B)])]:
     with pytest.raises(RuntimeError): picograd.einsum(eq, *ops)
 
 

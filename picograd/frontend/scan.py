@@ -276,6 +276,12 @@ def einsum(equation: str, *operands: Any) -> Any:
     if o.device != dev: raise RuntimeError(f"einsum(): operands are on different devices ({dev} and {o.device})")
   op_labels, out = _parse_einsum(equation, [tuple(o.shape) for o in operands])
   pairs = [_take_diagonals(o, labels) for o, labels in zip(operands, op_labels)]
+  sizes: dict[str, int] = {}
+  for t, labels in pairs:
+    for l, size in zip(labels, t.shape):
+      if sizes.setdefault(l, size) != size and 1 not in (size, sizes[l]):
+        raise RuntimeError(f"einsum(): subscript {'...' if l.startswith('.') else l!r} has sizes {sizes[l]} and {size} that do not broadcast")
+      if sizes[l] == 1: sizes[l] = size
   acc, acc_labels = None, []
   for i, (t, labels) in enumerate(pairs):
     order = acc_labels + [l for l in labels if l not in acc_labels]
