@@ -207,6 +207,19 @@ def test_scatter_reduce(device, reduce):
               device=device, torch_fn=lambda s, x: s.scatter_reduce(0, t0, x, reduce))
 
 
+@pytest.mark.parametrize("reduce", ["amax", "amin"])
+def test_scatter_reduce_ties(device, reduce):
+  """Tied extremes share the gradient evenly, the old value included (PyTorch's rule).
+
+  (With include_self=False PyTorch still counts a tied old value when it splits, so the shares do
+  not add up to 1; picograd splits among the sources only, and that case is not compared.)
+  """
+  s, src, idx = np.array([1, 5, 2, 1], np.float32), np.array([5, 5, 1, 3], np.float32), np.array([1, 1, 0, 2])
+  if reduce == "amin": s, src = -s, -src
+  i, ti = Tensor(idx, device=device), torch.from_numpy(idx)
+  check(lambda a, b: a.scatter_reduce(0, i, b, reduce), s, src, device=device, torch_fn=lambda a, b: a.scatter_reduce(0, ti, b, reduce))
+
+
 def test_scatter_reduce_bad_mode():
   with pytest.raises(RuntimeError): Tensor(SELF).scatter_reduce(0, Tensor(IDX0), Tensor(SRC), "max")
 
