@@ -143,6 +143,7 @@ def test_cummax_cummin(device, op):
   check_value(lambda t: tuple(getattr(t, op)(1)), x, device=device)
   ties = np.array([[1, 1, 0, 1, 2, 2, 0, 2], [0, 0, 0, 0, 0, 0, 0, 0]], np.float32)
   check_value(lambda t: tuple(getattr(t, op)(1)), ties, device=device)
+  check(lambda t: getattr(t, op)(1).values, ties, device=device)  # the gradient goes to the reported (latest) index
   nan = np.array([1, NAN, 3, NAN, 0, -INF, INF], np.float32)
   check_value(lambda t: tuple(getattr(t, op)(0)), nan, device=device)
   check_value(lambda t: tuple(getattr(t, op)(0)), np.array([3, 1, 4, 1, 5], np.int32), device=device)
