@@ -276,6 +276,12 @@ def einsum(equation: str, *operands: Any) -> Any:
     if o.device != dev: raise RuntimeError(f"einsum(): operands are on different devices ({dev} and {o.device})")
   op_labels, out = _parse_einsum(equation, [tuple(o.shape) for o in operands])
   pairs = [_take_diagonals(o, labels) for o, labels in zip(operands, op_labels)]
+  sizes: dict[str, int] = {}
+  for t, labels in pairs:
+    for l, size in zip(labels, t.shape):
+      if sizes.setdefault(l, size) != size and 1 not in (size, sizes[l]):
+        raise RuntimeError(f"einsum(): subscript {'...' if l.startswith('.') else l!r} has sizes {sizes[l]} and {size} that do not broadcast")
+      if sizes[l] == 1: sizes[l] = size
   acc, acc_labels = None, []
   for i, (t, labels) in enumerate(pairs):
     order = acc_labels + [l for l in labels if l not in acc_labels]
@@ -504,16 +510,23 @@ class ScanMixin:
     out = reduced.transpose(d, -1)
     return out.pad([(0, s - r) for s, r in zip(self.shape, out.shape)])
 
-  def _scatter_reduced(self, op: str, dim: int, index: Any, src: Any, reduce: str) -> tuple[Any, Any]:
-    """(the reduction of the sources sent to each element, how many were sent there) for sum/prod/amax/amin."""
+  def _scatter_reduced(self, op: str, dim: int, index: Any, src: Any, reduce: str, with_self: bool = False) -> tuple[Any, Any]:
+    """(the reduction of the sources sent to each element, how many were sent there) for sum/prod/amax/amin.
+
+    `with_self` (amax/amin only) reduces each element's old value together with its sources, so
+    that a gradient splits evenly among all tied maxima, self included, as PyTorch's does.
+    """
     d, targets, srcs = self._scatter_parts(op, dim, index, src)
     count = self._scatter_place(d, targets.sum(-2))
     if reduce == "sum": red = srcs.where(targets, 0).sum(-2, dtype=self.dtype)
     elif reduce == "prod": red = _tree_product(srcs.where(targets, 1).transpose(-2, -1)) if targets.shape[-2] else srcs.sum(-2) + 1
     elif reduce in ("amax", "amin"):
-      if targets.shape[-2] == 0: red = targets.sum(-2).cast(self.dtype)
-      elif reduce == "amax": red = srcs.where(targets, _lowest(self.dtype)).max(-2)
-      else: red = srcs.where(targets, _highest(self.dtype)).min(-2)
+      cands = srcs.where(targets, _lowest(self.dtype) if reduce == "amax" else _highest(self.dtype))
+      if with_self:
+        own = self.reshape(1, 1) if self.ndim == 0 else self.transpose(d, -1).shrink([(0, s) for s in targets.shape[:-2]] + [None])
+        cands = cands.cat(own.unsqueeze(-2), dim=-2)
+      if cands.shape[-2] == 0: red = targets.sum(-2).cast(self.dtype)  # nothing sent anywhere: count is 0, self is kept
+      else: red = cands.max(-2) if reduce == "amax" else cands.min(-2)
     else: raise RuntimeError(f"{op}: reduce must be one of 'sum', 'prod', 'mean', 'amax', 'amin', not {reduce!r}")
     return self._scatter_place(d, red.cast(self.dtype)), count
 
@@ -550,12 +563,9 @@ class ScanMixin:
       if include_self: total, count = total + self, count + 1
       mean = total.div(count.cast(total.dtype), rounding_mode=None if self.dtype.is_float else "floor").cast(self.dtype)
       return mean.where(count > 0, self)
-    red, count = self._scatter_reduced("scatter_reduce", dim, index, src, reduce)
-    if include_self:
-      if reduce == "sum": red = red + self
-      elif reduce == "prod": red = red * self
-      elif reduce == "amax": red = red.maximum(self)
-      else: red = red.minimum(self)
+    red, count = self._scatter_reduced("scatter_reduce", dim, index, src, reduce, with_self=include_self and reduce in ("amax", "amin"))
+    if include_self and reduce == "sum": red = red + self
+    if include_self and reduce == "prod": red = red * self
     return red.where(count > 0, self)
 
   def masked_select(self, mask: Any) -> Any:
