@@ -87,6 +87,17 @@ def test_gather_out_of_range(device):
   np.testing.assert_array_equal(x.gather(1, T([[3], [0], [1]], device)).numpy(), [[3], [4], [9]])
 
 
+@pytest.mark.parametrize("op", ["scatter", "scatter_add", "scatter_reduce"])
+def test_scatter_out_of_range(device, op):
+  x = Tensor.zeros(3, device=device)
+  call = {"scatter": lambda i: x.scatter(0, i, Tensor.ones(1, device=device)),
+          "scatter_add": lambda i: x.scatter_add(0, i, Tensor.ones(1, device=device)),
+          "scatter_reduce": lambda i: x.scatter_reduce(0, i, Tensor.ones(1, device=device), "amax")}[op]
+  for bad in ([3], [-1]):
+    with pytest.raises(RuntimeError, match="out of bounds for dimension 0 with size 3"): call(T(bad, device)).numpy()
+  np.testing.assert_array_equal(call(T([2], device)).numpy(), [0, 0, 1])
+
+
 def test_embedding_out_of_range(device):
   w = Tensor(np.arange(6, dtype=np.float32).reshape(3, 2), device=device)
   for bad in ([3], [-1], [0, 7]):

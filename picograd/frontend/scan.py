@@ -500,6 +500,7 @@ class ScanMixin:
                            f"outside dimension {d}")
     if self.ndim == 0: return d, index.reshape(1, 1) == 0, src.cast(self.dtype).reshape(1, 1)
     n = self.shape[d]
+    index = index._check((index >= 0) & (index < n), RuntimeError, f"{op}: index out of bounds for dimension {d} with size {n}")
     src = src.shrink([(0, k) for k in index.shape]).cast(self.dtype)
     targets = index.transpose(d, -1).unsqueeze(-1) == type(self).arange(n, dtype=index.dtype, device=self.device)
     return d, targets, src.transpose(d, -1).unsqueeze(-1)
