@@ -41,7 +41,7 @@ class Program:
   # -0.0 into +0.0 (1 / x[idx] is +inf where torch gives -inf). Programs with an index step get +0.0 for -0.0 in their inputs.
   signless_zeros: bool = False
   # KNOWN (this fuzzer found it; open, the CPU optimizer's gated-loop split): LLVM rejects the IR of
-  # `Tensor.full((1, 3), 0.82).pad((0, 1)).log_softmax(1).sum(1).mean()` (a RANGE emitted in two loop nests; NOOPT=1 works).
+  # `Tensor(np.full((1, 3), 0.82, np.float32)).pad((0, 1)).log_softmax(1).sum(1).mean()` (a RANGE emitted in two loop nests; NOOPT=1 works).
   # Programs with a pad step get no softmax/log_softmax/cumsum/cross_entropy step after it.
   padded: bool = False
 
