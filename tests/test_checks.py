@@ -216,3 +216,16 @@ def test_failed_check_during_jit_capture(device):
   with pytest.raises(IndexError):
     step(T([5], device)).numpy()
   for i in range(3): assert step(T([i], device)).item() == 4 * i + 1
+
+
+def test_python_backend_reuses_loop_axes():
+  """The PYTHON interpreter gives each loop a numpy axis; axes of finished loops are reused, so a kernel with more than
+  64 loops in sequence (found by tests/test_fuzz.py: chained row reductions) still runs."""
+  def many_sums(device: str) -> Tensor:
+    x = Tensor(np.arange(80, dtype=np.float32), device=device)
+    t = x[0:1].sum()
+    for i in range(1, 70): t = t + x[i:].sum()  # one kernel, 70 reduction loops
+    return t
+  steps = picograd.schedule(many_sums("PYTHON"))
+  assert len(steps) == 1 and sum(" RANGE " in line for line in steps[0].program.splitlines()) > 64
+  assert many_sums("PYTHON").item() == many_sums("CPU").item() == sum(sum(range(i, 80)) for i in range(1, 70))

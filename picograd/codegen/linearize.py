@@ -10,8 +10,9 @@ outside the loop that defines it.
 Renderers (LLVM IR, CUDA C) and the PYTHON interpreter all walk this one list.
 """
 from __future__ import annotations
+import itertools
 from picograd.dtype import dtypes
-from picograd.ir.ops import UOp, Ops, toposort
+from picograd.ir.ops import UOp, Ops, toposort, substitute
 from picograd.codegen.lower import reduce_identity
 
 
@@ -39,6 +40,7 @@ def linearize(sink: UOp) -> list[UOp]:
   params = sorted({n for n in nodes if n.op is Ops.PARAM} | set(sink.arg or ()), key=lambda p: p.arg[0])
   for p in params: append(p)
   global_ranges = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
+  ids = itertools.count(max((n.arg[0] for n in nodes if n.op is Ops.RANGE), default=-1) + 1)
   depth = {r: i for i, r in enumerate(global_ranges)}
   opened: list[UOp] = []
 
@@ -64,6 +66,15 @@ def linearize(sink: UOp) -> list[UOp]:
 
   def emit_reduce(r: UOp, allowed: frozenset[UOp]) -> None:
     rngs = r.src[1:]
+    if any(rng in remap for rng in rngs):
+      # these loops already ran for a reduction at another depth (the CPU optimizer's split of a padded loop can leave
+      # one outside the global loops, one inside): a RANGE opens one loop nest, so this reduction gets fresh copies
+      fresh = {rng: UOp(Ops.RANGE, rng.dtype, (), (next(ids), rng.arg[1], rng.arg[2])) for rng in rngs}
+      renamed = substitute(r, fresh)
+      deps.update(_range_deps(toposort([renamed])))
+      emit_reduce(renamed, allowed)
+      remap[r] = remap[renamed]
+      return
     # REDUCEs over the very same loops (the optimizer's unrolled copies) share one loop nest, one accumulator each
     group = [x for x in nodes if x.op is Ops.REDUCE and x.src[1:] == rngs and x not in remap and deps[x] <= allowed] or [r]
     values = [x.src[0] for x in group]

@@ -21,10 +21,23 @@ def _np_dtype(dt) -> str:
   return "np.dtype('<f4')" if dt == dtypes.bfloat16 else f"np.dtype({dt.np.str!r})"
 
 
+def _axes(program: list[UOp]) -> tuple[dict[UOp, int], int]:
+  """A broadcast axis for every RANGE, and how many there are. A loop's axis is free again after its ENDRANGE (what was
+  computed inside the loop is used after it only through accumulators, which have size 1 there), so a kernel with many
+  reductions in sequence stays within numpy's 64 dimensions."""
+  axis: dict[UOp, int] = {}
+  free: list[int] = []
+  ndim = 0
+  for u in program:
+    if u.op is Ops.RANGE:
+      if free: axis[u] = free.pop()
+      else: axis[u], ndim = ndim, ndim + 1
+    elif u.op is Ops.ENDRANGE: free.append(axis[u.src[0]])
+  return axis, ndim
+
+
 def render_python(name: str, program: list[UOp]) -> str:
-  ranges = [u for u in program if u.op is Ops.RANGE]
-  axis = {r: i for i, r in enumerate(ranges)}
-  ndim = len(ranges)
+  axis, ndim = _axes(program)
   names: dict[UOp, str] = {}
   params = [u for u in program if u.op is Ops.PARAM]
   checked = any(u.op is Ops.CHECK for u in program)
@@ -48,7 +61,7 @@ def render_python(name: str, program: list[UOp]) -> str:
       fn = "np.sum" if u.arg is Ops.ADD else "np.max"
       extra = f", initial={_np_dtype(acc.dtype)}.type({acc.arg[0]!r})" if u.arg is Ops.MAX else ""
       cast = "" if acc.dtype != dtypes.bool else ".astype(bool)"
-      extent = tuple(r.arg[1] if axis.get(r) in axes and r in acc.src else 1 for r in ranges)
+      extent = tuple(next((r.arg[1] for r in acc.src if axis[r] == k), 1) for k in range(ndim))
       dtype_arg = f", dtype={_np_dtype(acc.dtype)}" if u.arg is Ops.ADD and acc.dtype != dtypes.bool else ""
       lines.append(f"  {names[acc]} = {fn}(full({src[1]}, {extent}), axis={axes}, keepdims=True{dtype_arg}{extra}){cast}")
       continue
