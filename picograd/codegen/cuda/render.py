@@ -1,7 +1,7 @@
 """The CUDA renderer's entry points: choose a plan, run it, and wrap the body in a `__global__` function with its prelude."""
 from __future__ import annotations
 import hashlib
-from typing import Any
+from typing import Any, Callable
 from picograd.dtype import dtypes
 from picograd.ir.ops import UOp, Ops
 from picograd.runtime.device import LaunchDims
@@ -16,16 +16,26 @@ from picograd.codegen.cuda.sequential import Sequential
 from picograd.codegen.cuda.target import CUDATarget, target_of
 
 
+# plan name -> fn(program, the kernel source to fill, range dependences, the plan's argument from `choose_plan`)
+PLANS: dict[str, Callable[[list[UOp], KernelSource, dict[UOp, frozenset[UOp]], Any], None]] = {
+  "flat": lambda program, ks, deps, arg: Sequential(program, ks, "flat").render(),
+  "block": lambda program, ks, deps, arg: Sequential(program, ks, "block").render(),
+  "split": lambda program, ks, deps, split: Sequential(program, ks, "split", split=split).render(),
+  "columns": lambda program, ks, deps, split: Sequential(program, ks, "columns", split=split).render(),
+  "row": lambda program, ks, deps, group: Sequential(program, ks, "row", group=group).render(),
+  "lanes": lambda program, ks, deps, arg: render_lanes(program, ks, deps),
+  "matmul": lambda program, ks, deps, mm_split: render_matmul(program, mm_split[0], ks, mm_split[1]),
+  "mma": lambda program, ks, deps, mm_split: render_mma(program, mm_split[0], ks, mm_split[1]),
+}
+
+
 def render_program(base_name: str, program: list[UOp], target: CUDATarget) -> tuple[str, str, LaunchDims, dict]:
   """(kernel name, CUDA C source, launch dims, meta) for a linearized program."""
   deps = range_deps(program)
   plan, arg = choose_plan(program, target, deps)
   ks = KernelSource()
   ks.w.wrapping = data_values(program)
-  if plan == "lanes": render_lanes(program, ks, deps)
-  elif plan == "matmul": render_matmul(program, arg[0], ks, arg[1])
-  elif plan == "mma": render_mma(program, arg[0], ks, arg[1])
-  else: Sequential(program, ks, plan, arg if plan in ("split", "columns") else 1, arg if plan == "row" else 0).render()
+  PLANS[plan](program, ks, deps, arg)
   params = [u for u in program if u.op is Ops.PARAM]
   written = {u.src[0] for u in program if u.op is Ops.STORE}
   checked = any(u.op is Ops.CHECK for u in program)
