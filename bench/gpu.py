@@ -17,7 +17,7 @@ time divided by picograd's: above 1 means picograd is faster.
 
 --gpt-step captures the jitted training step of examples/gpt.py's large config (random tokens), times every
 kernel of one replay with CUDA events, and prints the kernels grouped by name (the same compiled kernel in
-every layer is one row), the most expensive first, with their plan (codegen/cuda.py) and launch grid.
+every layer is one row), the most expensive first, with their plan (codegen/cuda/) and launch grid.
 """
 from __future__ import annotations
 import argparse, datetime, os, subprocess, sys, time

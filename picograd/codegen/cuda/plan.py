@@ -1,0 +1,78 @@
+"""Choosing a CUDA plan from the shape of a linearized kernel (see the package docstring for what each plan does)."""
+from __future__ import annotations
+from typing import Any
+from picograd.dtype import dtypes
+from picograd.helpers import NOOPT, ceildiv, prod
+from picograd.ir.ops import UOp, Ops
+from picograd.codegen.cuda.analysis import Matmul, contiguous_in, find_matmul, row_split, top_level
+from picograd.codegen.cuda.emit import BLOCK
+from picograd.codegen.cuda.matmul import MMA_SHARED
+from picograd.codegen.cuda.target import CUDATarget
+
+
+SPLIT_K_CHUNK = 512            # the least k a split-K block takes: its partial tile costs a store and a load per output
+SPLIT_K_SCRATCH = 64 * 2**20   # bytes of partial tiles one split-K kernel may keep
+
+
+def _split_k(mm: Matmul, target: CUDATarget) -> int:
+  """How many chunks of k the tiles of a matmul are split into: enough blocks for about two per SM when the
+  output alone gives fewer tiles than SMs (a weight gradient, 384x1152 summed over 16384 tokens, has 27)."""
+  B, M, N, K = mm.sizes
+  tiles = B * ceildiv(M, 128) * ceildiv(N, 128)
+  if tiles >= target.sm_count or mm.acc.dtype not in (dtypes.float32, dtypes.float64): return 1
+  scratch_cap = SPLIT_K_SCRATCH // (tiles * 128 * 128 * mm.acc.dtype.itemsize)
+  return max(1, min(ceildiv(2 * target.sm_count, tiles), K // SPLIT_K_CHUNK, scratch_cap))
+
+
+def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozenset[UOp]]) -> tuple[str, Any]:
+  """(plan name, plan argument). NOOPT=1 always gives ("flat", None)."""
+  if NOOPT: return "flat", None
+  glob = [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
+  outputs = prod(r.arg[1] for r in glob)
+  accs = [u for u in program if u.op is Ops.DEFINE_ACC]
+  if not accs:
+    # four lanes when the innermost loop is a multiple of 4 and at least one access is contiguous in it
+    if glob and glob[-1].arg[1] % 4 == 0 and outputs >= 4 * BLOCK and \
+        any(u.op in (Ops.LOAD, Ops.STORE) and u.src[0].op is Ops.PARAM and contiguous_in(u.src[1], glob[-1], 4) for u in program):
+      return "lanes", None
+    return "flat", None
+  rows, cols = row_split(program)
+  if cols:
+    # a reduction per row, broadcast back over the row's columns: a block or a warp per row
+    top = top_level(program)
+    length = max([prod(r.arg[1] for r in cols)] + [prod(r.arg[1] for r in a.src) for a in top])
+    if length < 32: return "flat", None  # a thread per row: a warp would idle most of its lanes
+    if length <= 1024: return "row", 32
+    # about eight elements per thread; whole 1024-thread blocks when there are too few rows to fill the GPU
+    threads = 1024 if prod(r.arg[1] for r in rows) < 2 * target.sm_count else 1 << (ceildiv(length, 8) - 1).bit_length()
+    return "row", min(1024, max(128, threads))
+  if (mm := find_matmul(program, deps)) is not None:
+    B, M, N, K = mm.sizes
+    if M >= 64 and N >= 64 and K >= 16 and B < 65536:
+      halfs = mm.x.dtype == mm.y.dtype and mm.x.dtype in (dtypes.float16, dtypes.bfloat16) and mm.acc.dtype == dtypes.float32
+      if halfs and target.cc >= 80 and MMA_SHARED <= target.max_shared: return "mma", (mm, _split_k(mm, target))
+      return "matmul", (mm, _split_k(mm, target))
+  top = top_level(program)
+  rsize = max(prod(r.arg[1] for r in a.src) for a in top)
+  work = prod(u.arg[1] for u in program if u.op is Ops.RANGE and u.arg[2] == "reduce")  # nested reductions included
+  inner = {a.src[-1] for a in top}
+  loads = [u for u in program if u.op is Ops.LOAD and u.src[0].op is Ops.PARAM and deps[u] & inner]
+  along = [any(contiguous_in(u.src[1], r, 1) for r in inner) for u in loads]
+  if rsize < 32: return "flat", None
+  splittable = len(top) == 1 and top[0].dtype in (dtypes.float32, dtypes.float64, dtypes.int32, dtypes.int64, dtypes.uint32)
+  if not all(along) and splittable and outputs % 32 == 0 and outputs < target.sm_count * BLOCK and rsize >= 2048:
+    # blocks enough for about 2048 threads per SM, each thread at least 64 rows, at most 256 partials per output to combine
+    split = min(ceildiv(target.sm_count * 2048, outputs), rsize // 64, 256)
+    if split > 1: return "columns", split
+  if not all(along) and outputs >= 2048:
+    # a thread per output reads coalesced across the threads where the reduction runs over a leading axis;
+    # but with a few thousand rows it leaves most of the GPU idle, and a warp per row coalesces whatever runs along the row
+    if any(along) and rsize <= 4096 and outputs < 2 * target.sm_count * BLOCK: return "row", 32
+    return "flat", None
+  if splittable and outputs <= target.sm_count and work >= 1 << 16:
+    # about 256 steps of work per thread, at least one iteration of the split loop each
+    split = min(ceildiv(work, BLOCK * 256), ceildiv(rsize, BLOCK), max(1, 4 * target.sm_count // max(outputs, 1)), 1024)
+    if split > 1: return "split", split
+  # short contiguous rows, many of them: a warp per output instead of a block (no block-wide combine, eight rows per block)
+  if all(along) and rsize <= 1024 and outputs >= 4 * target.sm_count: return "row", 32
+  return "block", None
