@@ -41,9 +41,8 @@ import hashlib, math, struct
 from dataclasses import dataclass
 from typing import Any, Callable
 from picograd.dtype import DType, dtypes
-from picograd.helpers import NOOPT, ceildiv, prod
+from picograd.helpers import NOOPT, LaunchDims, ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort
-from picograd.runtime.device import LaunchDims
 from picograd.codegen.llvm import half_bits
 
 # ------------------------------------------------------------------------------------------------
@@ -1073,19 +1072,18 @@ def render_program(base_name: str, program: list[UOp], target: CUDATarget) -> tu
   return name, src, dims, {"n_params": len(params) + checked, "plan": plan}
 
 
-def render_cuda(base_name: str, program: list[UOp], device: Any) -> tuple[str, str, list[UOp], LaunchDims, dict]:
-  """The hook codegen/kernel.py calls: `device` is an opened Device (or anything with `.extra`), used for arch and limits."""
-  name, src, dims, meta = render_program(base_name, program, target_of(device))
+def render_cuda(base_name: str, program: list[UOp], target: CUDATarget) -> tuple[str, str, list[UOp], LaunchDims, dict]:
+  """The hook codegen/kernel.py calls: `target` describes the GPU (arch and limits) as plain data."""
+  name, src, dims, meta = render_program(base_name, program, target)
   return name, src, program, dims, meta
 
 
 def render_for_arch(ast: UOp, arch: str = "sm_90", sm_count: int = 132, max_shared: int = 227 * 1024) -> tuple[str, str, LaunchDims, dict]:
   """Lower, linearize and render a scheduled kernel for `arch` with no GPU: for compile checks and reading the source."""
-  from picograd.codegen.kernel import _kernel_name
   from picograd.codegen.lower import lower_kernel
-  from picograd.codegen.linearize import linearize
+  from picograd.codegen.linearize import linearize, kernel_name
   program = linearize(lower_kernel(ast))
-  return render_program(_kernel_name(ast, program), program, CUDATarget(arch, sm_count, max_shared))
+  return render_program(kernel_name(program), program, CUDATarget(arch, sm_count, max_shared))
 
 
 __all__ = ["CUDATarget", "target_of", "render_cuda", "render_for_arch", "render_program", "choose_plan", "find_matmul"]

@@ -15,7 +15,7 @@ from picograd.ir.ops import UOp, Ops, toposort, substitute
 from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view, strip_reshapes
 from picograd.dtype import dtypes
 from picograd.runtime.device import Buffer, get_device
-from picograd.codegen.kernel import CompiledKernel
+from picograd.engine.compile import CompiledKernel
 from picograd.engine.events import compile_kernels
 from picograd.engine.jit import record_steps
 
