@@ -9,11 +9,13 @@ of its True entries. Tensor indices are checked when the kernel runs
 (an index out of range raises IndexError).
 """
 from __future__ import annotations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 import numpy as np
 from picograd.dtype import dtypes
-from picograd.helpers import prod
-from picograd.tensor import Tensor, ShapeError, _where, _broadcast_shape
+from picograd.helpers import prod, ShapeError
+
+if TYPE_CHECKING:
+  from picograd.tensor import Tensor
 
 
 def _take_every(x: Tensor, dim: int, start: int, count: int, step: int) -> Tensor:
@@ -90,7 +92,8 @@ def _expand_ellipsis(t: Tensor, index: tuple) -> tuple:
   return index + (slice(None),) * (t.ndim - consumed)
 
 
-def getitem(t: Tensor, index: Any) -> Tensor:
+def getitem(t: Tensor, index: Any, Tensor: type[Tensor]) -> Tensor:
+  """`t[index]`. `Tensor` is the tensor class (passed in by tensor.py, which imports this module: no import circle)."""
   if not isinstance(index, tuple): index = (index,)
   index = tuple(_host_index(i) if isinstance(i, (list, tuple, np.ndarray)) else i for i in index)
   for i in index:
@@ -143,22 +146,22 @@ def _gather_dims(x: Tensor, tensor_dims: list[tuple[int, Tensor]]) -> Tensor:
   dims = [d for d, _ in tensor_dims]
   sizes = [x.shape[d] for d in dims]
   try:
-    bshape = _broadcast_shape("index", *[i.shape for _, i in tensor_dims])
-  except ShapeError:
+    bshape = tuple(np.broadcast_shapes(*[i.shape for _, i in tensor_dims]))
+  except ValueError:
     raise IndexError(f"shape mismatch: indexing tensors could not be broadcast together with shapes {[i.shape for _, i in tensor_dims]}") from None
   flat: Tensor | None = None
   for (d, idx), n in zip(tensor_dims, sizes):
     idx = idx.cast(dtypes.int32)
-    idx = _where(idx < 0, idx + n, idx)  # negative indices count from the end
+    idx = (idx + n).where(idx < 0, idx)  # negative indices count from the end
     flat = idx if flat is None else flat * n + idx
   flat = flat._expand_to(bshape)
   rest = [d for d in range(x.ndim) if d not in dims]
   total = prod(sizes)
   moved = x.permute(rest + dims).reshape(*[x.shape[d] for d in rest], total)
   # one-hot over the flattened indexed dims, summed: out[r..., b...] = x[r..., flat[b...]]
-  onehot = flat.unsqueeze(-1) == Tensor.arange(total, dtype=dtypes.int32, device=x.device)
+  onehot = flat.unsqueeze(-1) == x.arange(total, dtype=dtypes.int32, device=x.device)
   lhs = moved.reshape(*moved.shape[:-1], *([1] * len(bshape)), total)
-  picked = _where(onehot.reshape(*([1] * len(rest)), *bshape, total), lhs, 0).sum(-1, dtype=x.dtype)
+  picked = lhs.where(onehot.reshape(*([1] * len(rest)), *bshape, total), 0).sum(-1, dtype=x.dtype)
   # adjacent indexed dims keep their place; separated ones go to the front (numpy's rule)
   adjacent = dims == list(range(dims[0], dims[0] + len(dims)))
   pos = sum(1 for d in rest if d < dims[0]) if adjacent else 0

@@ -16,6 +16,7 @@ from picograd.ir.ops import UOp, Ops
 from picograd.ir.gradient import compute_gradient, nodes_between, gradient_graph_text
 from picograd.runtime.device import Buffer, canonicalize
 from picograd.engine.jit import register_frontend
+from picograd.indexing import getitem
 from picograd.frontend.conv import ConvMixin
 from picograd.frontend.math import MathMixin
 from picograd.frontend.random import RandomMixin
@@ -383,7 +384,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     key = _hash32((Tensor._seed * 0x9E3779B9 + 0x632BE5AB) & 0xFFFFFFFF)
     # the offset is data, not a constant, so every call builds the same graph (one schedule, one kernel)
     counter = Tensor(np.array([offset & 0xFFFFFFFF], dtype=np.uint32), device=device)
-    from picograd.engine.jit import record_rng_draw
+    from picograd.engine.capture import record_rng_draw
     from picograd.engine.realize import buffer_of
     record_rng_draw(buffer_of(counter.uop), n)  # a JIT replay rewrites this counter instead of rebuilding the graph
     start = counter.reshape(())
@@ -933,8 +934,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
 
   # ---------------------------------------------------------------- indexing
   def __getitem__(self, index: Any) -> "Tensor":
-    from picograd.indexing import getitem
-    return getitem(self, index)
+    return getitem(self, index, Tensor)
 
   def __setitem__(self, index: Any, value: Any) -> None:
     raise TypeError("picograd tensors do not support item assignment; build the new tensor with where/pad/cat, or use assign()")

@@ -29,8 +29,9 @@ import time
 import numpy as np
 from picograd.helpers import JIT, DEBUG
 from picograd.runtime.device import Buffer
+from picograd.engine.capture import Capture, capture
+from picograd.engine.realize import buffer_of, run_steps
 
-_capturing: "Capture | None" = None
 # registered by the frontend: the class of its lazy tensors, and the RNG hook: `draw(n)` takes n numbers from the
 # counter-based generator and returns the counter they start at (a replay rewrites each captured draw's counter with it)
 _tensor_type: type | None = None
@@ -44,24 +45,6 @@ def register_frontend(tensor_type: type, draw: Callable[[int], int]) -> None:
 
 
 def _is_tensor(a: Any) -> bool: return _tensor_type is not None and isinstance(a, _tensor_type)
-
-
-class Capture:
-  """What one traced call launched, in order, and the random-number counters it consumed."""
-  def __init__(self) -> None:
-    self.steps: list[Any] = []
-    self.rng_draws: list[tuple[Buffer, int]] = []  # (counter buffer, how many numbers the draw took)
-
-
-def capturing() -> "Capture | None": return _capturing
-
-
-def record_steps(steps: list[Any]) -> None:
-  if _capturing is not None: _capturing.steps.extend(steps)
-
-
-def record_rng_draw(counter: Buffer, n: int) -> None:
-  if _capturing is not None: _capturing.rng_draws.append((counter, n))
 
 
 def _parameters(fn: Callable[..., Any]) -> inspect.Signature | None:
@@ -109,8 +92,6 @@ class Jit:
     functools.update_wrapper(self, fn)
 
   def __call__(self, *args: Any, **kwargs: Any) -> Any:
-    global _capturing
-    from picograd.engine.realize import buffer_of, run_steps
     leaves = _leaves(self.params, args, kwargs)
     inputs = [a for a in leaves if _is_tensor(a)]
     if inputs: inputs[0].realize(*inputs[1:])  # every input is now a whole buffer the replay can swap in
@@ -123,14 +104,11 @@ class Jit:
       self.calls += 1
       return self.fn(*args, **kwargs)
     if self.calls == 1:
-      _capturing = Capture()
-      try:
+      with capture() as captured:
         self.result = self.fn(*args, **kwargs)
         outs = [t for t in _flatten(self.result) if _is_tensor(t)]
         if outs: outs[0].realize(*outs[1:])
-        self.capture = _capturing
-      finally:
-        _capturing = None
+      self.capture = captured
       self.calls += 1  # only a capture that completed (no failed check, no exception in fn) is replayed
       self.input_buffers = buffers
       self.signature, self.frozen = signature, frozen

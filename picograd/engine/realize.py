@@ -20,7 +20,7 @@ from picograd.dtype import dtypes
 from picograd.runtime.device import Buffer, get_device
 from picograd.engine.compile import CompiledKernel
 from picograd.engine.events import compile_kernels
-from picograd.engine.jit import record_steps
+from picograd.engine.capture import record_steps
 
 
 class Handle(Protocol):
