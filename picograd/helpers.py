@@ -81,5 +81,6 @@ class LaunchDims:
   shared_bytes: int = 0
 
 
-__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "ceildiv", "cache_dir", "LaunchDims"]
+__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "ceildiv", "cache_dir",
+           "LaunchDims"]
 
