@@ -92,17 +92,17 @@ def _expand_ellipsis(t: Tensor, index: tuple) -> tuple:
   return index + (slice(None),) * (t.ndim - consumed)
 
 
-def getitem(t: Tensor, index: Any, Tensor: type[Tensor]) -> Tensor:
-  """`t[index]`. `Tensor` is the tensor class (passed in by tensor.py, which imports this module: no import circle)."""
+def getitem(t: Tensor, index: Any, tensor_type: type[Tensor]) -> Tensor:
+  """`t[index]`. `tensor_type` is the Tensor class (passed in by tensor.py, which imports this module: no import circle)."""
   if not isinstance(index, tuple): index = (index,)
   index = tuple(_host_index(i) if isinstance(i, (list, tuple, np.ndarray)) else i for i in index)
   for i in index:
-    if isinstance(i, Tensor) and i.dtype == dtypes.bool: raise IndexError("boolean mask indexing is not supported; use where()")
-    if isinstance(i, Tensor) and i.dtype.is_float: raise IndexError(f"tensors used as indices must be integer, not {i.dtype.name}")
-    if isinstance(i, Tensor) and i.device != t.device:
+    if isinstance(i, tensor_type) and i.dtype == dtypes.bool: raise IndexError("boolean mask indexing is not supported; use where()")
+    if isinstance(i, tensor_type) and i.dtype.is_float: raise IndexError(f"tensors used as indices must be integer, not {i.dtype.name}")
+    if isinstance(i, tensor_type) and i.device != t.device:
       raise RuntimeError(f"getitem: index tensor on {i.device} cannot index a tensor on {t.device}; move one with .to()")
     if isinstance(i, (float, np.floating)): raise IndexError(f"unsupported index {i!r}: only integers, slices, None, ... and integer tensors or lists")
-    if not isinstance(i, (int, np.integer, slice, Tensor, np.ndarray)) and i is not None and i is not Ellipsis:
+    if not isinstance(i, (int, np.integer, slice, tensor_type, np.ndarray)) and i is not None and i is not Ellipsis:
       raise TypeError(f"unsupported index {i!r:.80} of type {type(i).__name__}")
   index = _resolve_host(t, _expand_ellipsis(t, index))
   x, dim = t, 0
@@ -113,7 +113,7 @@ def getitem(t: Tensor, index: Any, Tensor: type[Tensor]) -> Tensor:
       out_shape.append(1)
       continue
     n = x.shape[dim]
-    if isinstance(item, bool) or not isinstance(item, (int, np.integer, slice, Tensor, np.ndarray)):
+    if isinstance(item, bool) or not isinstance(item, (int, np.integer, slice, tensor_type, np.ndarray)):
       raise IndexError(f"unsupported index {item!r}")
     if isinstance(item, (int, np.integer)):
       item = int(item)
@@ -130,7 +130,7 @@ def getitem(t: Tensor, index: Any, Tensor: type[Tensor]) -> Tensor:
       x = _take_every(x, dim, start if count else 0, count, step)
       out_shape.append(x.shape[dim])
     elif isinstance(item, np.ndarray):  # host positions, checked and made non-negative by _resolve_host
-      tensor_dims.append((len(out_shape), Tensor(item, device=t.device)))
+      tensor_dims.append((len(out_shape), tensor_type(item, device=t.device)))
       out_shape.append(n)
     else:
       item = item._check((item >= -n) & (item < n), IndexError, f"index out of bounds for dimension {dim} with size {n}")

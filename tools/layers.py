@@ -87,9 +87,9 @@ def import_edges(root: pathlib.Path = ROOT, package: str = PACKAGE) -> list[Edge
     typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
                    for stmt in block.body for n in ast.walk(stmt)}
     for node in ast.walk(tree):
-      targets: list[str] = []
+      if not isinstance(node, (ast.Import, ast.ImportFrom)): continue
       if isinstance(node, ast.Import): targets = [a.name for a in node.names]
-      elif isinstance(node, ast.ImportFrom):
+      else:
         base = _resolve(module, path.name == "__init__.py", node)
         # `from pkg import submodule` depends on the submodule; `from pkg import name` on pkg
         targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
