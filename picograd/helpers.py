@@ -4,6 +4,7 @@ Every layer may import this file; it imports nothing from picograd.
 """
 from __future__ import annotations
 import contextlib, functools, operator, os
+from dataclasses import dataclass
 from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -69,4 +70,17 @@ def cache_dir() -> str:
   return os.path.join(base, "picograd")
 
 
-__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "ceildiv", "cache_dir"]
+@dataclass
+class LaunchDims:
+  """How to run a kernel: `global_size` iterations of the outer loop(s) (CPU) or a grid (GPU), `local_size` a block.
+
+  Plain data shared by codegen (which chooses it) and the runtime (which launches with it); neither imports the other.
+  """
+  global_size: tuple[int, ...]
+  local_size: tuple[int, ...] = (1, 1, 1)
+  shared_bytes: int = 0
+
+
+__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "ceildiv", "cache_dir",
+           "LaunchDims"]
+

@@ -9,11 +9,13 @@ of its True entries. Tensor indices are checked when the kernel runs
 (an index out of range raises IndexError).
 """
 from __future__ import annotations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 import numpy as np
 from picograd.dtype import dtypes
-from picograd.helpers import prod
-from picograd.tensor import Tensor, ShapeError, _where, _broadcast_shape
+from picograd.helpers import prod, ShapeError
+
+if TYPE_CHECKING:
+  from picograd.tensor import Tensor
 
 
 def _take_every(x: Tensor, dim: int, start: int, count: int, step: int) -> Tensor:
@@ -90,16 +92,17 @@ def _expand_ellipsis(t: Tensor, index: tuple) -> tuple:
   return index + (slice(None),) * (t.ndim - consumed)
 
 
-def getitem(t: Tensor, index: Any) -> Tensor:
+def getitem(t: Tensor, index: Any, tensor_type: type[Tensor]) -> Tensor:
+  """`t[index]`. `tensor_type` is the Tensor class (passed in by tensor.py, which imports this module: no import circle)."""
   if not isinstance(index, tuple): index = (index,)
   index = tuple(_host_index(i) if isinstance(i, (list, tuple, np.ndarray)) else i for i in index)
   for i in index:
-    if isinstance(i, Tensor) and i.dtype == dtypes.bool: raise IndexError("boolean mask indexing is not supported; use where()")
-    if isinstance(i, Tensor) and i.dtype.is_float: raise IndexError(f"tensors used as indices must be integer, not {i.dtype.name}")
-    if isinstance(i, Tensor) and i.device != t.device:
+    if isinstance(i, tensor_type) and i.dtype == dtypes.bool: raise IndexError("boolean mask indexing is not supported; use where()")
+    if isinstance(i, tensor_type) and i.dtype.is_float: raise IndexError(f"tensors used as indices must be integer, not {i.dtype.name}")
+    if isinstance(i, tensor_type) and i.device != t.device:
       raise RuntimeError(f"getitem: index tensor on {i.device} cannot index a tensor on {t.device}; move one with .to()")
     if isinstance(i, (float, np.floating)): raise IndexError(f"unsupported index {i!r}: only integers, slices, None, ... and integer tensors or lists")
-    if not isinstance(i, (int, np.integer, slice, Tensor, np.ndarray)) and i is not None and i is not Ellipsis:
+    if not isinstance(i, (int, np.integer, slice, tensor_type, np.ndarray)) and i is not None and i is not Ellipsis:
       raise TypeError(f"unsupported index {i!r:.80} of type {type(i).__name__}")
   index = _resolve_host(t, _expand_ellipsis(t, index))
   x, dim = t, 0
@@ -110,7 +113,7 @@ def getitem(t: Tensor, index: Any) -> Tensor:
       out_shape.append(1)
       continue
     n = x.shape[dim]
-    if isinstance(item, bool) or not isinstance(item, (int, np.integer, slice, Tensor, np.ndarray)):
+    if isinstance(item, bool) or not isinstance(item, (int, np.integer, slice, tensor_type, np.ndarray)):
       raise IndexError(f"unsupported index {item!r}")
     if isinstance(item, (int, np.integer)):
       item = int(item)
@@ -127,7 +130,7 @@ def getitem(t: Tensor, index: Any) -> Tensor:
       x = _take_every(x, dim, start if count else 0, count, step)
       out_shape.append(x.shape[dim])
     elif isinstance(item, np.ndarray):  # host positions, checked and made non-negative by _resolve_host
-      tensor_dims.append((len(out_shape), Tensor(item, device=t.device)))
+      tensor_dims.append((len(out_shape), tensor_type(item, device=t.device)))
       out_shape.append(n)
     else:
       item = item._check((item >= -n) & (item < n), IndexError, f"index out of bounds for dimension {dim} with size {n}")
@@ -143,22 +146,22 @@ def _gather_dims(x: Tensor, tensor_dims: list[tuple[int, Tensor]]) -> Tensor:
   dims = [d for d, _ in tensor_dims]
   sizes = [x.shape[d] for d in dims]
   try:
-    bshape = _broadcast_shape("index", *[i.shape for _, i in tensor_dims])
-  except ShapeError:
+    bshape = tuple(np.broadcast_shapes(*[i.shape for _, i in tensor_dims]))
+  except ValueError:
     raise IndexError(f"shape mismatch: indexing tensors could not be broadcast together with shapes {[i.shape for _, i in tensor_dims]}") from None
   flat: Tensor | None = None
   for (d, idx), n in zip(tensor_dims, sizes):
     idx = idx.cast(dtypes.int32)
-    idx = _where(idx < 0, idx + n, idx)  # negative indices count from the end
+    idx = (idx + n).where(idx < 0, idx)  # negative indices count from the end
     flat = idx if flat is None else flat * n + idx
   flat = flat._expand_to(bshape)
   rest = [d for d in range(x.ndim) if d not in dims]
   total = prod(sizes)
   moved = x.permute(rest + dims).reshape(*[x.shape[d] for d in rest], total)
   # one-hot over the flattened indexed dims, summed: out[r..., b...] = x[r..., flat[b...]]
-  onehot = flat.unsqueeze(-1) == Tensor.arange(total, dtype=dtypes.int32, device=x.device)
+  onehot = flat.unsqueeze(-1) == x.arange(total, dtype=dtypes.int32, device=x.device)
   lhs = moved.reshape(*moved.shape[:-1], *([1] * len(bshape)), total)
-  picked = _where(onehot.reshape(*([1] * len(rest)), *bshape, total), lhs, 0).sum(-1, dtype=x.dtype)
+  picked = lhs.where(onehot.reshape(*([1] * len(rest)), *bshape, total), 0).sum(-1, dtype=x.dtype)
   # adjacent indexed dims keep their place; separated ones go to the front (numpy's rule)
   adjacent = dims == list(range(dims[0], dims[0] + len(dims)))
   pos = sum(1 for d in rest if d < dims[0]) if adjacent else 0

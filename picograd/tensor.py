@@ -15,6 +15,8 @@ from picograd.helpers import prod, ShapeError
 from picograd.ir.ops import UOp, Ops
 from picograd.ir.gradient import compute_gradient, nodes_between, gradient_graph_text
 from picograd.runtime.device import Buffer, canonicalize
+from picograd.engine.jit import register_frontend
+from picograd.indexing import getitem
 from picograd.frontend.conv import ConvMixin
 from picograd.frontend.math import MathMixin
 from picograd.frontend.random import RandomMixin
@@ -149,16 +151,17 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     """Run the kernels needed for this tensor (and `others`) now."""
     from picograd.engine.realize import realize
     graphs = _graphs_for_grad([self, *others])
-    realize([self, *others])
+    tensors = [self, *others]
+    for t, u in zip(tensors, realize(tensors)): t.uop = u  # the engine returns buffers; each tensor points itself at its own
     for t, u in graphs.items(): t.uop = u
     return self
 
   def numpy(self) -> np.ndarray:
     from picograd.engine.realize import realize, buffer_of, check_errors
     graphs = _graphs_for_grad([self])
-    realize([self])
+    (self.uop,) = realize([self])
     check_errors()  # runtime checks of kernels on asynchronous devices (CUDA) are read where the host waits anyway
-    buf = buffer_of(self)
+    buf = buffer_of(self.uop)
     for t, u in graphs.items(): t.uop = u
     host = buf.numpy()
     if self.dtype == dtypes.bfloat16: host = _bfloat16_bits_to_float32(host)
@@ -191,7 +194,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
     from picograd.engine.realize import realize
     from picograd.engine.schedule import is_contiguous_view
     # a leaf must be a node of its own: lazy values are hash-consed (two Tensor.zeros(3) are one UOp), a buffer is not
-    if not is_contiguous_view(self.uop): realize([self])
+    if not is_contiguous_view(self.uop): (self.uop,) = realize([self])
     self._requires_grad = True
     _leaves[id(self)] = self
 
@@ -376,15 +379,14 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
   @staticmethod
   def _random_bits(n: int, device: str | None) -> "Tensor":
     """n uint32 hashes of (seed, counter + element index): lazy and fusable, identical on every device."""
-    offset = Tensor._rng_counter
-    Tensor._rng_counter += n
+    offset = _draw_counter(n)
     idx = Tensor(UOp(Ops.IOTA, dtypes.int32, (), n), device=device).cast(dtypes.uint32)
     key = _hash32((Tensor._seed * 0x9E3779B9 + 0x632BE5AB) & 0xFFFFFFFF)
     # the offset is data, not a constant, so every call builds the same graph (one schedule, one kernel)
     counter = Tensor(np.array([offset & 0xFFFFFFFF], dtype=np.uint32), device=device)
-    from picograd.engine.jit import record_rng_draw
+    from picograd.engine.capture import record_rng_draw
     from picograd.engine.realize import buffer_of
-    record_rng_draw(buffer_of(counter), n)  # a JIT replay rewrites this counter instead of rebuilding the graph
+    record_rng_draw(buffer_of(counter.uop), n)  # a JIT replay rewrites this counter instead of rebuilding the graph
     start = counter.reshape(())
     x = (idx + start) ^ key
     # a 32-bit integer mixer (multiply-xorshift); two rounds decorrelate neighbouring counters
@@ -932,8 +934,7 @@ class Tensor(ConvMixin, ScanMixin, MathMixin, RandomMixin):
 
   # ---------------------------------------------------------------- indexing
   def __getitem__(self, index: Any) -> "Tensor":
-    from picograd.indexing import getitem
-    return getitem(self, index)
+    return getitem(self, index, Tensor)
 
   def __setitem__(self, index: Any, value: Any) -> None:
     raise TypeError("picograd tensors do not support item assignment; build the new tensor with where/pad/cat, or use assign()")
@@ -1245,6 +1246,13 @@ def _nll(logp: Tensor, target: Tensor, ignore_index: int, reduction: str, label_
   return loss.sum() / _where(onehot & valid.unsqueeze(-1), weight, 0).sum()
 
 
+def _draw_counter(n: int) -> int:
+  """Take n numbers from the generator: the counter they start at. Also the JIT's RNG hook (a replay redraws with it)."""
+  offset = Tensor._rng_counter
+  Tensor._rng_counter += n
+  return offset
+
+
 def _hash32(x: int) -> int:
   x ^= x >> 16; x = (x * 0x7FEB352D) & 0xFFFFFFFF; x ^= x >> 15; x = (x * 0x846CA68B) & 0xFFFFFFFF; x ^= x >> 16
   return x
@@ -1415,3 +1423,6 @@ def normal(mean: Tensor | float, std: Tensor | float = 1.0, size: Sequence[int] 
   s = std.detach() if isinstance(std, Tensor) else std
   out = Tensor.randn(shape, device=dev) * s + m
   return out.cast(dtypes.from_any(dtype)) if dtype is not None else out
+
+
+register_frontend(Tensor, _draw_counter)  # the JIT finds tensors among a step's arguments and redraws random counters through these

@@ -107,7 +107,7 @@ def test_conv2d_backward_kernels():
 
 def test_conv2d_cpu_tile_reuses_input_vectors_across_output_channels():
   # 8 contiguous output columns in vectors, times 4 output channels that share each loaded input vector
-  from picograd.codegen.kernel import _kernels
+  from picograd.engine.compile import _kernels
   from picograd.codegen.lower import lower_kernel
   from picograd.codegen.opt import plan_upcasts
   x, w = Tensor(rand((1, 8, 56, 56))).realize(), Tensor(rand((16, 8, 3, 3))).realize()

@@ -7,7 +7,8 @@ integer-valued data, where every summation order is exact) on awkward matrix sha
 import numpy as np
 import pytest
 from picograd import Tensor, Context, dtypes
-from picograd.codegen.kernel import render, _kernels
+from picograd.codegen.kernel import render
+from picograd.engine.compile import _kernels
 from picograd.codegen.lower import lower_kernel
 from picograd.codegen.opt import plan_upcasts, split_gated_loops
 from picograd.engine.realize import schedule

@@ -177,7 +177,7 @@ GC_STRESS = """
 import gc
 import numpy as np
 from picograd import Tensor
-from picograd.codegen import kernel
+from picograd.engine import compile as kernel
 import picograd.runtime.cpu as cpu
 
 def results():

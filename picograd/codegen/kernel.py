@@ -1,46 +1,36 @@
-"""From a scheduled kernel graph to a runnable program: lower, linearize, render for the device, compile, load.
+"""From a scheduled kernel graph to source plus launch metadata (codegen layer): lower, optimize, linearize, render.
 
-`get_kernel(ast, device)` is cached by (graph, device): hash-consing makes structurally equal
-kernels the same object, so a training loop compiles each kernel once. The disk cache (runtime)
-makes a new process skip the compiler too. Every stage is kept as text for DEBUG, DUMP and
-`picograd.schedule`.
+`render_spec(ast, device, target)` returns a `ProgramSpec`: plain data (name, source, launch dims,
+what the loader needs, cost estimates, text of every stage) that the engine compiles and loads
+through the runtime (engine/compile.py). Codegen never imports the runtime: what it needs to
+know about a GPU comes in as a target description (`codegen/cuda.py:CUDATarget`).
 """
 from __future__ import annotations
-import hashlib, os
+import hashlib
 from dataclasses import dataclass
-from picograd.helpers import DEBUG, DUMP, NOOPT
-from picograd.ir.ops import UOp, Ops, toposort
-from picograd.ir.printer import print_graph, print_program
+from typing import Any
+from picograd.helpers import LaunchDims
+from picograd.ir.ops import UOp, Ops, print_graph, print_program
 from picograd.codegen.lower import lower_kernel
-from picograd.codegen.linearize import linearize
+from picograd.codegen.linearize import linearize, kernel_name
 from picograd.codegen.opt import optimize
 from picograd.codegen.transcendental import approximate_transcendentals
-from picograd.runtime.device import LaunchDims, Program, get_device
-from picograd.runtime.cache import cached_compile
 
 
-@dataclass
-class CompiledKernel:
+@dataclass(frozen=True)
+class ProgramSpec:
+  """A rendered kernel, ready for a device's compiler: everything the engine needs to compile, load and launch it."""
   name: str
-  device: str
-  ir: str          # the fused UOp graph
+  device: str        # the device it was rendered for
+  ir: str            # the fused UOp graph
   program_text: str  # the linearized program
-  source: str      # LLVM IR / CUDA C / numpy code
-  program: Program
+  source: str        # LLVM IR / CUDA C / numpy code
   dims: LaunchDims
-  flops: int       # estimated arithmetic ops per run
-  bytes: int       # bytes read and written per run
+  meta: dict[str, Any]  # what the device's loader needs (parameter count and types, outer loop size, work)
+  flops: int         # estimated arithmetic ops per run
+  bytes: int         # bytes read and written per run
   # (exception name, message) per bit of the error word, for kernels with CHECKs: they take the word as a last argument
   checks: tuple[tuple[str, str], ...] = ()
-
-  def __repr__(self) -> str: return f"<kernel {self.name} on {self.device}>"
-
-
-def _kernel_name(ast: UOp, program: list[UOp]) -> str:
-  glob = [u.arg[1] for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
-  red = [u.arg[1] for u in program if u.op is Ops.RANGE and u.arg[2] == "reduce"]
-  kind = "r" if red else "E"
-  return f"{kind}_{'_'.join(map(str, glob + red)) or 'scalar'}"
 
 
 def _cost(program: list[UOp]) -> tuple[int, int]:
@@ -76,21 +66,20 @@ def kernel_checks(program: list[UOp]) -> tuple[tuple[str, str], ...]:
   return tuple(bits.get(i, ("RuntimeError", "a check failed")) for i in range(max(bits, default=-1) + 1))
 
 
-_kernels: dict[tuple[UOp, str, bool], CompiledKernel] = {}
+def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UOp], LaunchDims, dict]:
+  """Lower and render `ast` for `device`: (name, source, linear program, launch dims, program meta).
 
-
-def render(ast: UOp, device: str) -> tuple[str, str, list[UOp], LaunchDims, dict]:
-  """Lower and render `ast` for `device`: (name, source, linear program, launch dims, program meta)."""
+  `target` describes the device where the renderer needs more than its kind (CUDA: a `CUDATarget`; None renders for an H100)."""
   sink = lower_kernel(ast)
   kind = device.split(":")[0]
   if kind == "CPU": sink = optimize(approximate_transcendentals(sink))
   program = linearize(sink)
-  base = _kernel_name(ast, program)
+  base = kernel_name(program)
   params = [u for u in program if u.op is Ops.PARAM]
   glob = [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
   if kind == "CUDA":
-    from picograd.codegen.cuda import render_cuda
-    return render_cuda(base, program, get_device(device))
+    from picograd.codegen.cuda import CUDATarget, render_cuda
+    return render_cuda(base, program, target if target is not None else CUDATarget())
   renderer = {"CPU": "picograd.codegen.llvm:render_llvm", "PYTHON": "picograd.codegen.python:render_python"}[kind]
   module, fn = renderer.split(":")
   render_fn = getattr(__import__(module, fromlist=[fn]), fn)
@@ -106,44 +95,11 @@ def render(ast: UOp, device: str) -> tuple[str, str, list[UOp], LaunchDims, dict
   return name, source, program, LaunchDims((outer,)), meta
 
 
-def is_compiled(ast: UOp, device: str) -> bool:
-  """Whether `get_kernel(ast, device)` would return a kernel this process already compiled (under the current NOOPT)."""
-  return (ast, device, bool(NOOPT)) in _kernels
-
-
-def get_kernel(ast: UOp, device: str) -> CompiledKernel:
-  key = (ast, device, bool(NOOPT))
-  if (k := _kernels.get(key)) is not None: return k
-  name, source, program, dims, meta = render(ast, device)
-  dev = get_device(device)
-  lib = cached_compile(dev.compiler, source, name)
+def render_spec(ast: UOp, device: str, target: Any = None) -> ProgramSpec:
+  """Lower and render `ast` for `device` (see `render`) into a `ProgramSpec`, with the text of every stage and its cost."""
+  name, source, program, dims, meta = render(ast, device, target)
   flops, nbytes = _cost(program)
-  k = CompiledKernel(name, device, print_graph(ast), print_program(program), source, dev.program(dev, name, lib, meta), dims, flops, nbytes,
-                     kernel_checks(program))
-  _kernels[key] = k
-  _show(k, dev, lib)
-  return k
+  return ProgramSpec(name, device, print_graph(ast), print_program(program), source, dims, meta, flops, nbytes, kernel_checks(program))
 
 
-def _show(k: CompiledKernel, dev, lib: bytes) -> None:
-  if DEBUG >= 3: print(f"--- kernel {k.name} on {k.device}: fused graph\n{k.ir}")
-  if DEBUG >= 5: print(f"--- {k.name}: linearized\n{k.program_text}")
-  if DEBUG >= 4: print(f"--- {k.name}: source\n{k.source}")
-  if DEBUG >= 6: print(f"--- {k.name}: compiled\n{_disassemble(dev, lib, k.source)}")
-  if DUMP.value:
-    folder = str(DUMP.value)
-    os.makedirs(folder, exist_ok=True)
-    ext = {"CPU": "ll", "CUDA": "cu", "PYTHON": "py"}[k.device.split(":")[0]]
-    for suffix, text in (("graph.txt", k.ir), ("linear.txt", k.program_text), (f"src.{ext}", k.source),
-                         ("compiled.txt", _disassemble(dev, lib, k.source))):
-      with open(os.path.join(folder, f"{k.name}.{suffix}"), "w") as f: f.write(text)
-
-
-def _disassemble(dev, lib: bytes, source: str) -> str:
-  try:
-    return dev.compiler.disassemble(lib, source)
-  except TypeError:
-    return dev.compiler.disassemble(lib)
-
-
-__all__ = ["get_kernel", "is_compiled", "render", "CompiledKernel", "toposort"]
+__all__ = ["ProgramSpec", "render", "render_spec", "kernel_checks"]

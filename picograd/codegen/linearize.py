@@ -98,3 +98,11 @@ def linearize(sink: UOp) -> list[UOp]:
   for r in reversed(opened):
     program.append(UOp(Ops.ENDRANGE, dtypes.void, (r,)))
   return program
+
+
+def kernel_name(program: list[UOp]) -> str:
+  """`E_` (elementwise) or `r_` (with a reduction) and the loop sizes, globals first: the readable part of a kernel's name."""
+  glob = [u.arg[1] for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
+  red = [u.arg[1] for u in program if u.op is Ops.RANGE and u.arg[2] == "reduce"]
+  kind = "r" if red else "E"
+  return f"{kind}_{'_'.join(map(str, glob + red)) or 'scalar'}"

@@ -11,7 +11,7 @@ import contextlib, time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 from picograd.ir.ops import UOp
-from picograd.codegen.kernel import CompiledKernel, get_kernel, is_compiled
+from picograd.engine.compile import CompiledKernel, get_kernel, is_compiled
 
 __all__ = ["CompileEvent", "add_compile_listener", "remove_compile_listener", "compile_listener", "compile_kernels", "compile_stats"]
 

@@ -17,6 +17,10 @@ captured one: tensor inputs (found anywhere in the arguments, also inside lists,
 with another shape, dtype or device, a different pattern of aliasing (the same tensor passed twice
 where the capture had two, or the other way round), or other non-tensor arguments (Python
 numbers and strings by value, other objects by identity), which the kernels have baked in.
+
+The engine does not import the frontend: `picograd/tensor.py` registers its tensor class (to find
+tensors among the arguments; the JIT reads their `uop`, shape, dtype and device and asks them to
+`realize`) and its random-number hook with `register_frontend`.
 """
 from __future__ import annotations
 import functools, inspect
@@ -25,26 +29,22 @@ import time
 import numpy as np
 from picograd.helpers import JIT, DEBUG
 from picograd.runtime.device import Buffer
+from picograd.engine.capture import Capture, capture
+from picograd.engine.realize import buffer_of, run_steps
 
-_capturing: "Capture | None" = None
-
-
-class Capture:
-  """What one traced call launched, in order, and the random-number counters it consumed."""
-  def __init__(self) -> None:
-    self.steps: list[Any] = []
-    self.rng_draws: list[tuple[Buffer, int]] = []  # (counter buffer, how many numbers the draw took)
+# registered by the frontend: the class of its lazy tensors, and the RNG hook: `draw(n)` takes n numbers from the
+# counter-based generator and returns the counter they start at (a replay rewrites each captured draw's counter with it)
+_tensor_type: type | None = None
+_draw: Callable[[int], int] | None = None
 
 
-def capturing() -> "Capture | None": return _capturing
+def register_frontend(tensor_type: type, draw: Callable[[int], int]) -> None:
+  """Called once by the frontend: what a tensor is, and how to advance its random-number counter."""
+  global _tensor_type, _draw
+  _tensor_type, _draw = tensor_type, draw
 
 
-def record_steps(steps: list[Any]) -> None:
-  if _capturing is not None: _capturing.steps.extend(steps)
-
-
-def record_rng_draw(counter: Buffer, n: int) -> None:
-  if _capturing is not None: _capturing.rng_draws.append((counter, n))
+def _is_tensor(a: Any) -> bool: return _tensor_type is not None and isinstance(a, _tensor_type)
 
 
 def _parameters(fn: Callable[..., Any]) -> inspect.Signature | None:
@@ -66,9 +66,8 @@ def _leaves(params: inspect.Signature | None, args: tuple, kwargs: dict) -> list
 
 def _frozen(leaves: list[Any]) -> list[Any]:
   """What the capture baked in from the non-tensor arguments: numbers and strings by value, other objects by identity."""
-  from picograd.tensor import Tensor
   return [(type(a), a) if isinstance(a, (int, float, complex, str, bytes, type(None))) else ("object", id(a))
-          for a in leaves if not isinstance(a, Tensor)]
+          for a in leaves if not _is_tensor(a)]
 
 
 def _describe(signature: list[tuple]) -> str:
@@ -93,11 +92,8 @@ class Jit:
     functools.update_wrapper(self, fn)
 
   def __call__(self, *args: Any, **kwargs: Any) -> Any:
-    global _capturing
-    from picograd.engine.realize import buffer_of, run_steps
-    from picograd.tensor import Tensor
     leaves = _leaves(self.params, args, kwargs)
-    inputs = [a for a in leaves if isinstance(a, Tensor)]
+    inputs = [a for a in leaves if _is_tensor(a)]
     if inputs: inputs[0].realize(*inputs[1:])  # every input is now a whole buffer the replay can swap in
     buffers = [buffer_of(t) for t in inputs]
     # aliasing is part of the signature: a replay maps each captured input buffer to one new buffer
@@ -108,14 +104,11 @@ class Jit:
       self.calls += 1
       return self.fn(*args, **kwargs)
     if self.calls == 1:
-      _capturing = Capture()
-      try:
+      with capture() as captured:
         self.result = self.fn(*args, **kwargs)
-        outs = [t for t in _flatten(self.result) if isinstance(t, Tensor)]
-        if outs: Tensor.realize(*outs)
-        self.capture = _capturing
-      finally:
-        _capturing = None
+        outs = [t for t in _flatten(self.result) if _is_tensor(t)]
+        if outs: outs[0].realize(*outs[1:])
+      self.capture = captured
       self.calls += 1  # only a capture that completed (no failed check, no exception in fn) is replayed
       self.input_buffers = buffers
       self.signature, self.frozen = signature, frozen
@@ -129,8 +122,8 @@ class Jit:
                        "would use the captured values (pass values that change as tensors)")
     new_buffers = {id(old): new for old, new in zip(self.input_buffers, buffers)}
     for counter, n in self.capture.rng_draws:
-      counter.copyin(np.array([Tensor._rng_counter & 0xFFFFFFFF], dtype=np.uint32))
-      Tensor._rng_counter += n
+      assert _draw is not None, "a random draw was captured, so the frontend registered its generator"
+      counter.copyin(np.array([_draw(n) & 0xFFFFFFFF], dtype=np.uint32))
     steps = [_rebind(step, new_buffers) for step in self.capture.steps]
     # a replay skips `realize`, so it says what it is: DEBUG=2's per-kernel lines follow a header naming the replay,
     # and DEBUG=1 gets a summary line where a schedule would print one

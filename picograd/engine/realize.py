@@ -1,4 +1,7 @@
-"""The realize loop: schedule the pending graph of some tensors, run its kernels, point the tensors at buffers.
+"""The realize loop: schedule the pending graph of some tensors, run its kernels, return the buffers that hold them.
+
+The engine never imports or changes a `Tensor`: it reads a handle's `uop` and `device` (`Handle`)
+and returns the buffer view that now holds each value; the Tensor points itself at it.
 
 Before scheduling, nodes that an earlier realize already computed are replaced by their
 buffers (so `y.realize(); (y + 1).realize()` does not recompute y), and every input buffer is
@@ -9,22 +12,27 @@ from __future__ import annotations
 import time, weakref
 import numpy as np
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 from picograd.helpers import DEBUG
 from picograd.ir.ops import UOp, Ops, toposort, substitute
 from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view, strip_reshapes
 from picograd.dtype import dtypes
 from picograd.runtime.device import Buffer, get_device
-from picograd.codegen.kernel import CompiledKernel
+from picograd.engine.compile import CompiledKernel
 from picograd.engine.events import compile_kernels
-from picograd.engine.jit import record_steps
+from picograd.engine.capture import record_steps
 
-if TYPE_CHECKING:
-  from picograd.tensor import Tensor
+
+class Handle(Protocol):
+  """What the engine reads of a tensor: its graph and device. Its identity says whose buffer a computed graph is."""
+  uop: UOp
+  @property
+  def device(self) -> str: ...
+
 
 # per device: lazy node -> the buffer view that holds its value, for nodes realized earlier
 _computed: dict[str, "weakref.WeakKeyDictionary[UOp, UOp]"] = {}
-# per device: lazy node -> the tensor it was realized for. That tensor (and only it: two tensors never share
+# per device: lazy node -> the handle (tensor) it was realized for. That tensor (and only it: two tensors never share
 # memory) may read the buffer back when it points at its graph again (tensors that need gradients do)
 _owners: dict[str, "weakref.WeakKeyDictionary[UOp, weakref.ref]"] = {}
 _templates: dict[tuple, ScheduleTemplate] = {}
@@ -36,8 +44,9 @@ def is_buffer_view(u: UOp) -> bool:
   return strip_reshapes(u).op in (Ops.BUFFER, Ops.ASSIGN)
 
 
-def buffer_of(t: "Tensor") -> Buffer:
-  u = strip_reshapes(t.uop)
+def buffer_of(t: "Handle | UOp") -> Buffer:
+  """The buffer behind a realized graph (or a handle's graph)."""
+  u = strip_reshapes(t if isinstance(t, UOp) else t.uop)
   assert u.op is Ops.BUFFER, f"tensor is not realized: {u.op}"
   return u.arg
 
@@ -97,14 +106,14 @@ class ScheduledKernel:
 @dataclass
 class Plan:
   steps: list[ScheduledKernel]
-  ready: list[tuple["Tensor", UOp]]  # tensors whose graph was already computed for them, and the buffer view
-  pending: list["Tensor"]       # the tensors that need work
+  ready: list[tuple[Handle, UOp]]  # tensors whose graph was already computed for them, and the buffer view
+  pending: list[Handle]         # the tensors that need work
   outputs: list[Buffer]         # where each pending tensor's value will be
   reads_memory: list[bool]      # whether each pending tensor's graph reads any buffer
   cache_hit: bool
 
 
-def plan(tensors: list["Tensor"]) -> Plan:
+def plan(tensors: list[Handle]) -> Plan:
   """The kernels that realizing `tensors` would run, the tensors that need work, and their output buffers."""
   pending, ready, seen = [], [], set()
   for t in tensors:
@@ -223,28 +232,33 @@ def _copy(dst: Buffer, src: Buffer) -> None:
   dst.copyin(src.numpy())
 
 
-def realize(tensors: list["Tensor"]) -> None:
+def realize(tensors: list[Handle]) -> list[UOp]:
+  """Compute `tensors`; return, for each, the graph that now holds its value (a buffer view; unchanged if it was one).
+
+  The caller points each tensor at its result: the engine does not change the handles it is given."""
   st = time.perf_counter()
   p = plan(tensors)
-  for t, view in p.ready: t.uop = view
-  if not p.pending: return
+  result = {id(t): view for t, view in p.ready}
+  if not p.pending: return [result.get(id(t), t.uop) for t in tensors]
   run_steps(p.steps)
   assigned = {b for t, b in zip(p.pending, p.outputs) if t.uop.op is Ops.ASSIGN}
   if assigned: _forget_buffers(assigned)
   for t, buf, reads_memory in zip(p.pending, p.outputs, p.reads_memory):
     old = t.uop
-    t.uop = _buffer_uop(buf, t.shape)
+    assert old.shape is not None
+    new = result[id(t)] = _buffer_uop(buf, old.shape)
     # remember graphs that read memory, so later graphs containing them reuse the result; a graph of
     # constants is cheaper to recompute than to keep its buffer alive for as long as the node lives
     if reads_memory:
-      _computed.setdefault(t.device, weakref.WeakKeyDictionary())[old] = t.uop
+      _computed.setdefault(t.device, weakref.WeakKeyDictionary())[old] = new
       _owners.setdefault(t.device, weakref.WeakKeyDictionary())[old] = weakref.ref(t)
   stats["schedules"] += 1
   stats["cache_hits"] += p.cache_hit
   if DEBUG >= 1:
     print(f"schedule: {len(p.steps)} kernel(s) in {(time.perf_counter() - st) * 1e3:.2f} ms, schedule cache {'hit' if p.cache_hit else 'miss'}")
+  return [result.get(id(t), t.uop) for t in tensors]
 
 
-def schedule(*tensors: "Tensor") -> list[ScheduledKernel]:
+def schedule(*tensors: Handle) -> list[ScheduledKernel]:
   """The kernels realizing `tensors` would run, in order, without running them (each has .name, .ir, .source)."""
   return plan(list(tensors)).steps

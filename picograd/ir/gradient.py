@@ -16,8 +16,7 @@ import math
 from typing import Callable
 from picograd.dtype import dtypes
 from picograd.helpers import argsort
-from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, toposort
-from picograd.ir.printer import print_graph
+from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, toposort, print_graph
 
 Grads = tuple[UOp | None, ...]
 

@@ -1,4 +1,4 @@
-"""The IR: `Ops`, the hash-consed `UOp`, patterns (`UPat`), `PatternMatcher` and `graph_rewrite`.
+"""The IR: `Ops`, the hash-consed `UOp`, patterns (`UPat`), `PatternMatcher`, `graph_rewrite` and the graph printers.
 
 One node type serves every stage. At the tensor level a UOp has a shape (computed when it is
 built, so deep graphs never recurse); inside a kernel the same class describes loops, loads and
@@ -99,7 +99,6 @@ class UOp(metaclass=UOpMeta):
     return f"UOp({self.op}, {self.dtype}, arg={self.arg!r}, src=<{len(self.src)}>{', shape='+str(self.shape) if self.shape is not None else ''})"
 
   def __str__(self) -> str:
-    from picograd.ir.printer import print_graph
     return print_graph(self)
 
   def __reduce__(self): return (UOp, (self.op, self.dtype, self.src, self.arg))
@@ -199,6 +198,40 @@ def toposort(roots: Iterable[UOp], stop: Callable[[UOp], bool] = lambda _: False
     stack.append((node, True))
     if not stop(node): stack.extend((s, False) for s in reversed(node.src) if s not in seen)
   return order
+
+
+# ---------------------------------------------------------------- printing: one node per line, each shared node named once (`%3`), children first
+
+def _fmt_arg(u: UOp) -> str:
+  if u.arg is None: return ""
+  if u.op is Ops.BUFFER: return f" {u.arg!r}"
+  if u.op is Ops.REDUCE: return f" {u.arg[0].name} axes={u.arg[1]}" if isinstance(u.arg, tuple) else f" {u.arg.name}"
+  return f" {u.arg!r}"
+
+
+def print_graph(*roots: UOp) -> str:
+  """The graph below `roots` as text, one line per node: `%id = OP dtype shape (sources) arg`."""
+  names: dict[UOp, str] = {}
+  lines = []
+  for node in toposort(roots):
+    names[node] = f"%{len(names)}"
+    srcs = ", ".join(names[s] for s in node.src)
+    shape = f" {node.shape}" if node.shape is not None else ""
+    lines.append(f"{names[node]:>5} = {node.op.name:<11} {node.dtype.name:<8}{shape}{' (' + srcs + ')' if srcs else ''}{_fmt_arg(node)}")
+  return "\n".join(lines)
+
+
+def print_program(program: list[UOp]) -> str:
+  """A linearized kernel as text: one instruction per line, indented by loop depth."""
+  names: dict[UOp, str] = {}
+  lines, depth = [], 0
+  for u in program:
+    if u.op is Ops.ENDRANGE: depth -= 1
+    names[u] = f"v{len(names)}"
+    srcs = ", ".join(names.get(s, "?") for s in u.src)
+    lines.append(f"{'  ' * depth}{names[u]:>4} = {u.op.name:<11} {u.dtype.name:<8} ({srcs}){_fmt_arg(u)}")
+    if u.op is Ops.RANGE: depth += 1
+  return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- value ranges for integer index arithmetic

@@ -12,8 +12,8 @@ import ctypes, functools, mmap, os, struct, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 import numpy as np
-from picograd.helpers import THREADS
-from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, LaunchDims, Program
+from picograd.helpers import THREADS, LaunchDims
+from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, Program
 
 try:
   import llvmlite.binding as llvm

@@ -24,8 +24,8 @@ from __future__ import annotations
 import ctypes, functools, os, re, struct
 from typing import Any, NamedTuple
 import numpy as np
-from picograd.helpers import cache_dir
-from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, LaunchDims, Program
+from picograd.helpers import cache_dir, LaunchDims
+from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, Program
 
 try:
   from cuda.bindings import driver as cu, nvrtc

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 import numpy as np
 from picograd.dtype import DType
-from picograd.helpers import DEBUG, DEV
+from picograd.helpers import DEBUG, DEV, LaunchDims
 
 
 class DeviceError(RuntimeError):
@@ -66,14 +66,6 @@ class Compiler:
   def disassemble(self, lib: bytes) -> str:
     """What the compiler made of the source (optimized IR, PTX), for DEBUG=6 and the dump."""
     return ""
-
-
-@dataclass
-class LaunchDims:
-  """How to run a kernel: `global_size` iterations of the outer loop(s) (CPU) or a grid (GPU), `local_size` a block."""
-  global_size: tuple[int, ...]
-  local_size: tuple[int, ...] = (1, 1, 1)
-  shared_bytes: int = 0
 
 
 class Program:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import time, warnings
 from typing import Any
 import numpy as np
-from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, LaunchDims, Program
+from picograd.helpers import LaunchDims
+from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, Program
 
 
 class NumpyAllocator(Allocator):

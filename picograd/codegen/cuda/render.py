@@ -3,8 +3,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable
 from picograd.dtype import dtypes
+from picograd.helpers import LaunchDims
 from picograd.ir.ops import UOp, Ops
-from picograd.runtime.device import LaunchDims
 from picograd.codegen.cuda.analysis import data_values, range_deps
 from picograd.codegen.cuda.emit import KernelSource
 from picograd.codegen.cuda.lanes import render_lanes
@@ -13,7 +13,7 @@ from picograd.codegen.cuda.ops import MEM_TYPES
 from picograd.codegen.cuda.plan import choose_plan
 from picograd.codegen.cuda.prelude import HALF_PRELUDE, PRELUDE
 from picograd.codegen.cuda.sequential import Sequential
-from picograd.codegen.cuda.target import CUDATarget, target_of
+from picograd.codegen.cuda.target import CUDATarget
 
 
 # plan name -> fn(program, the kernel source to fill, range dependences, the plan's argument from `choose_plan`)
@@ -51,16 +51,15 @@ def render_program(base_name: str, program: list[UOp], target: CUDATarget) -> tu
   return name, src, dims, {"n_params": len(params) + checked, "plan": plan}
 
 
-def render_cuda(base_name: str, program: list[UOp], device: Any) -> tuple[str, str, list[UOp], LaunchDims, dict]:
-  """The hook codegen/kernel.py calls: `device` is an opened Device (or anything with `.extra`), used for arch and limits."""
-  name, src, dims, meta = render_program(base_name, program, target_of(device))
+def render_cuda(base_name: str, program: list[UOp], target: CUDATarget) -> tuple[str, str, list[UOp], LaunchDims, dict]:
+  """The hook codegen/kernel.py calls: `target` describes the GPU (arch and limits) as plain data."""
+  name, src, dims, meta = render_program(base_name, program, target)
   return name, src, program, dims, meta
 
 
 def render_for_arch(ast: UOp, arch: str = "sm_90", sm_count: int = 132, max_shared: int = 227 * 1024) -> tuple[str, str, LaunchDims, dict]:
   """Lower, linearize and render a scheduled kernel for `arch` with no GPU: for compile checks and reading the source."""
-  from picograd.codegen.kernel import _kernel_name
   from picograd.codegen.lower import lower_kernel
-  from picograd.codegen.linearize import linearize
+  from picograd.codegen.linearize import linearize, kernel_name
   program = linearize(lower_kernel(ast))
-  return render_program(_kernel_name(ast, program), program, CUDATarget(arch, sm_count, max_shared))
+  return render_program(kernel_name(program), program, CUDATarget(arch, sm_count, max_shared))
