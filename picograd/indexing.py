@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from picograd.dtype import dtypes
 from picograd.helpers import prod
-from picograd.tensor import Tensor, ShapeError, _where, _broadcast_shape
+from picograd.tensor import Tensor, ShapeError
+from picograd.frontend._util import _where, _broadcast_shape
 
 
 def _take_every(x: Tensor, dim: int, start: int, count: int, step: int) -> Tensor:
