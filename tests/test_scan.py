@@ -1,4 +1,4 @@
-"""Scans, sorting, scatter and einsum (picograd/frontend/scan.py) against PyTorch: values, indices and gradients on every device."""
+"""Scans, sorting, scatter and einsum (picograd/frontend/scan.py, sort.py) against PyTorch: values, indices and gradients on every device."""
 import numpy as np
 import pytest
 import torch
@@ -264,9 +264,9 @@ def test_sort(device):
 
 def test_bitonic_sort(device, monkeypatch):
   """Long rows sort through the bitonic network; here every row does (7 elements pad to 8 places)."""
-  import picograd.frontend.scan as scan
-  monkeypatch.setattr(scan, "_RANK_SORT_MAX", 1)
-  monkeypatch.setattr(scan, "_RANK_SORT_WORK", 0)
+  import picograd.frontend.sort as sort
+  monkeypatch.setattr(sort, "_RANK_SORT_MAX", 1)
+  monkeypatch.setattr(sort, "_RANK_SORT_WORK", 0)
   special = np.array([[2, NAN, -INF, 2, 0, INF, NAN], [1, 3, 1, 0, 1, 3, 1]], np.float32)
   check(lambda t: t.sort(1, descending=True).values, SORT_DATA, device=device)
   for descending in (False, True):

@@ -4,7 +4,7 @@ Everything is composed from the Tensor's primitives, so gradients come from the 
 Two habits keep those gradients right at the edges:
 - a branch of a `where` that is not taken still has its derivative multiplied by a zero
   gradient, and 0 * inf is NaN; so each branch sees an input clamped into its own domain
-  (`_guard`), as erf does in tensor.py;
+  (`_guard`), as erf does in elementwise.py;
 - where PyTorch defines a gradient at a kink (hardtanh's bounds, copysign at 0), the branch
   that holds the kink is written so the chain rule gives PyTorch's value.
 """

@@ -6,8 +6,11 @@ and are the same on every device. Argument names and errors follow PyTorch.
 """
 from __future__ import annotations
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from picograd.dtype import DType, dtypes
+from picograd.helpers import prod
+from picograd.frontend._util import _new_shape
+if TYPE_CHECKING: from picograd.tensor import Tensor
 
 
 def _check_std(op: str, std: float) -> None:
@@ -17,6 +20,42 @@ def _check_std(op: str, std: float) -> None:
 class RandomMixin:
   """Mixed into `Tensor` (which keeps __slots__, so a mixin adds none)."""
   __slots__ = ()
+
+  @classmethod
+  def rand(cls, *shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
+    """Uniform samples in [0, 1)."""
+    shape = _new_shape(shape, "rand")
+    bits = cls._random_bits(prod(shape), device)
+    dt = dtypes.from_any(dtype) if dtype is not None else dtypes.default_float
+    out = (bits._shr(8).cast(dtypes.float32) * (1.0 / (1 << 24))).cast(dt).reshape(shape)
+    out.requires_grad = requires_grad
+    return out
+
+  @classmethod
+  def randn(cls, *shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
+    """Standard normal samples (Box-Muller on two uniform streams)."""
+    shape = _new_shape(shape, "randn")
+    u = cls.rand(2, *shape, device=device)
+    u1, u2 = u[0], u[1]
+    dt = dtypes.from_any(dtype) if dtype is not None else dtypes.default_float
+    out = ((1.0 - u1).log() * -2.0).sqrt() * (u2 * (2 * math.pi)).cos()
+    out = out.cast(dt)
+    out.requires_grad = requires_grad
+    return out
+
+  @classmethod
+  def randint(cls, low: int, high: int | None = None, size: tuple[int, ...] = (), dtype: DType | None = None, device: str | None = None) -> "Tensor":
+    if high is None: low, high = 0, low
+    if high <= low: raise RuntimeError(f"randint: empty range [{low}, {high}): 'from' must be less than 'to'")
+    u = cls.rand(*_new_shape(size if isinstance(size, (tuple, list)) else (size,), "randint"), device=device)
+    return (u * (high - low)).floor().cast(dtype or dtypes.int64) + low
+
+  @classmethod
+  def uniform(cls, *shape, low: float = 0.0, high: float = 1.0, **kwargs) -> "Tensor":
+    return cls.rand(*shape, **kwargs) * (high - low) + low
+
+  def rand_like(self) -> "Tensor": return type(self).rand(self.shape, dtype=self.dtype if self.dtype.is_float else None, device=self.device)
+  def randn_like(self) -> "Tensor": return type(self).randn(self.shape, dtype=self.dtype if self.dtype.is_float else None, device=self.device)
 
   @classmethod
   def normal(cls, *shape, mean: float = 0.0, std: float = 1.0, dtype: DType | str | None = None, device: str | None = None,

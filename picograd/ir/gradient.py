@@ -4,7 +4,8 @@ Each rule matches one primitive and receives `grad`, the gradient of the loss wi
 the matched node, which is the op's *output* (captured as `out`); it returns one gradient per
 source of `out`, in order, with None for a source that gets none. Every rule builds plain UOps,
 so the gradient is itself a lazy graph: it is fused, scheduled and compiled like the forward
-pass, and it can be differentiated again.
+pass, and it can be differentiated again. The rules use UOp's operators (a Python number becomes
+a constant broadcast to the node's shape), so they read like the math: `-(grad * (out * out))`.
 
 Only floating-point nodes carry gradient. Comparisons, bitwise and integer arithmetic, IOTA and
 constants therefore need no rule: the driver never asks. DETACH is where the flow stops.
@@ -26,10 +27,6 @@ def _full_like(u: UOp, value: float) -> UOp:
   return UOp.const(u.dtype, value).reshape((1,) * len(u.shape)).expand(u.shape)
 
 
-def _mul(a: UOp, b: UOp) -> UOp: return a.alu(Ops.MUL, b)
-def _scale(a: UOp, k: float) -> UOp: return _mul(a, _full_like(a, k))
-def _neg(a: UOp) -> UOp: return a.alu(Ops.NEG)
-def _recip(a: UOp) -> UOp: return a.alu(Ops.RECIPROCAL)
 def _zeros_like(a: UOp) -> UOp: return _full_like(a, 0.0)
 
 
@@ -44,9 +41,8 @@ def _max_grads(grad: UOp, out: UOp) -> Grads:
   a, b = out.src
   # PyTorch's maximum: the smaller side gets nothing, a tie splits the gradient in half, and where either side is
   # NaN (unordered: neither smaller nor equal) both sides take all of it
-  half = _scale(grad, 0.5)
-  share = a.alu(Ops.CMPNE, b).where(grad, half)
-  return (a.alu(Ops.CMPLT, b).where(_zeros_like(grad), share), b.alu(Ops.CMPLT, a).where(_zeros_like(grad), share))
+  share = a.ne(b).where(grad, grad * 0.5)
+  return ((a < b).where(_zeros_like(grad), share), (b < a).where(_zeros_like(grad), share))
 
 
 def _reduce_grads(grad: UOp, out: UOp) -> Grads:
@@ -54,9 +50,9 @@ def _reduce_grads(grad: UOp, out: UOp) -> Grads:
   op, axes = out.arg
   if op is Ops.ADD: return (grad.expand(x.shape),)
   # REDUCE MAX (PyTorch's amax): every position equal to the max shares the gradient evenly
-  is_max = x.alu(Ops.CMPNE, out.expand(x.shape)).where(_zeros_like(x), _full_like(x, 1.0))
+  is_max = x.ne(out.expand(x.shape)).where(_zeros_like(x), _full_like(x, 1.0))
   count = _sum_to(is_max, axes)
-  return (_mul(is_max, _mul(grad, _recip(count)).expand(x.shape)),)
+  return (is_max * (grad / count).expand(x.shape),)
 
 
 def _expand_grads(grad: UOp, out: UOp) -> Grads:
@@ -67,10 +63,10 @@ def _expand_grads(grad: UOp, out: UOp) -> Grads:
 def _fmod_grads(grad: UOp, out: UOp) -> Grads:
   """fmod: out = a - trunc(a / b) b. trunc(q) is q - fmod(q, 1), or q itself where that is NaN (q infinite), as PyTorch's."""
   a, b = out.src
-  q = _mul(a, _recip(b))
-  frac = q.alu(Ops.MOD, _full_like(q, 1.0))
-  trunc = frac.alu(Ops.CMPNE, frac).where(q, q + _neg(frac))
-  return (grad, _neg(_mul(grad, trunc)))
+  q = a / b
+  frac = q % 1.0
+  trunc = frac.ne(frac).where(q, q - frac)
+  return (grad, -(grad * trunc))
 
 
 def _rule(op: Ops, fn: Callable[[UOp, UOp], Grads]) -> tuple[UPat, Callable[..., Grads]]:
@@ -83,15 +79,15 @@ LN2 = math.log(2)
 # one rule per differentiable primitive: (grad of out, out) -> grads of out.src
 gradient_rules = PatternMatcher([
   _rule(Ops.ADD, lambda grad, out: (grad, grad)),
-  _rule(Ops.MUL, lambda grad, out: (_mul(grad, out.src[1]), _mul(grad, out.src[0]))),
-  _rule(Ops.NEG, lambda grad, out: (_neg(grad),)),
+  _rule(Ops.MUL, lambda grad, out: (grad * out.src[1], grad * out.src[0])),
+  _rule(Ops.NEG, lambda grad, out: (-grad,)),
   # d/dx 2^x = 2^x ln 2: reuse the output instead of recomputing it
-  _rule(Ops.EXP2, lambda grad, out: (_mul(grad, _scale(out, LN2)),)),
-  _rule(Ops.LOG2, lambda grad, out: (_mul(grad, _scale(_recip(out.src[0]), 1 / LN2)),)),
+  _rule(Ops.EXP2, lambda grad, out: (grad * (out * LN2),)),
+  _rule(Ops.LOG2, lambda grad, out: (grad * (out.src[0].reciprocal() * (1 / LN2)),)),
   # cos x = sin(pi/2 - x): SIN is the only trigonometric primitive
-  _rule(Ops.SIN, lambda grad, out: (_mul(grad, (_full_like(out, math.pi / 2) + _neg(out.src[0])).alu(Ops.SIN)),)),
-  _rule(Ops.SQRT, lambda grad, out: (_mul(grad, _scale(_recip(out), 0.5)),)),
-  _rule(Ops.RECIPROCAL, lambda grad, out: (_neg(_mul(grad, _mul(out, out))),)),
+  _rule(Ops.SIN, lambda grad, out: (grad * (math.pi / 2 - out.src[0]).alu(Ops.SIN),)),
+  _rule(Ops.SQRT, lambda grad, out: (grad * (out.reciprocal() * 0.5),)),
+  _rule(Ops.RECIPROCAL, lambda grad, out: (-(grad * (out * out)),)),
   _rule(Ops.MAX, _max_grads),
   _rule(Ops.MOD, _fmod_grads),
   _rule(Ops.WHERE, lambda grad, out: (None, out.src[0].where(grad, _zeros_like(grad)), out.src[0].where(_zeros_like(grad), grad))),
@@ -147,7 +143,7 @@ def compute_gradient(root: UOp, root_grad: UOp, targets: list[UOp]) -> dict[UOp,
     if src_grads is None: raise NotImplementedError(f"gradient: no chain rule for {node.op.name} ({node.dtype.name})")
     for src, g in zip(node.src, src_grads):
       if g is None or src not in on_path: continue
-      grads[src] = g if src not in grads else grads[src].alu(Ops.ADD, g)
+      grads[src] = g if src not in grads else grads[src] + g
   return {t: grads[t] for t in targets if t in grads}
 
 

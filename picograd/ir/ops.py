@@ -125,14 +125,24 @@ class UOp(metaclass=UOpMeta):
     axes = tuple(sorted(axes))
     return self if not axes else UOp(Ops.REDUCE, self.dtype, (self,), (op, axes))
 
-  # operator sugar for integer index arithmetic in lowering and the simplifier
-  def _c(self, x: "UOp | int | float | bool") -> "UOp": return x if isinstance(x, UOp) else UOp.const(self.dtype, x)
+  # operator sugar: index arithmetic in lowering and the simplifier, and the gradient rules (`-(grad * (out * out))`)
+  def _c(self, x: "UOp | int | float | bool") -> "UOp":
+    """`x` as a node beside this one: a Python scalar becomes a CONST of this dtype, broadcast to this node's shape
+    (a tensor-level node's constant is a scalar reshaped and expanded, as the frontend makes it)."""
+    if isinstance(x, UOp): return x
+    const = UOp.const(self.dtype, x)
+    return const.reshape((1,) * len(self.shape)).expand(self.shape) if self.shape else const
   def __add__(self, x): return self.alu(Ops.ADD, self._c(x))
   def __radd__(self, x): return self._c(x).alu(Ops.ADD, self)
   def __mul__(self, x): return self.alu(Ops.MUL, self._c(x))
   def __rmul__(self, x): return self._c(x).alu(Ops.MUL, self)
   def __sub__(self, x): return self.alu(Ops.ADD, self._c(x).alu(Ops.NEG))
+  def __rsub__(self, x): return self._c(x).alu(Ops.ADD, self.alu(Ops.NEG))
   def __neg__(self): return self.alu(Ops.NEG)
+  # true division is floating-point only, spelled as the frontend spells it: a * (1 / b)
+  def __truediv__(self, x): return self.alu(Ops.MUL, self._c(x).alu(Ops.RECIPROCAL))
+  def __rtruediv__(self, x): return self._c(x).alu(Ops.MUL, self.alu(Ops.RECIPROCAL))
+  def reciprocal(self) -> "UOp": return self.alu(Ops.RECIPROCAL)
   def __floordiv__(self, x): return self.alu(Ops.IDIV, self._c(x))
   def __mod__(self, x): return self.alu(Ops.MOD, self._c(x))
   def __lt__(self, x): return self.alu(Ops.CMPLT, self._c(x))
