@@ -144,3 +144,10 @@ def test_large_sum_is_accurate(device):
   a = rand((4, 10000), seed=8, low=0, high=1)
   assert_tensor(Tensor(a, device=device).sum(1), a.astype(np.float64).sum(1).astype(np.float32), rtol=1e-4)
   assert_tensor(Tensor(a, device=device).mean(), np.array(a.astype(np.float64).mean(), np.float32), rtol=1e-4)
+
+
+def test_sum_of_products_with_infinity_keeps_nan(device):
+  """0 * inf is NaN inside a sum: LLVM must not factor the infinite constant out ((a + b) * inf), which `nsz` allowed."""
+  x = Tensor(np.array([0.82, -1.38, 0.0, 1.0] * 5, np.float32), device=device)
+  assert np.isnan((x * float("inf")).sum().numpy())
+  assert np.isnan((x[:2] / 0.0).sum().numpy())

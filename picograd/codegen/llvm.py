@@ -299,7 +299,7 @@ class LLVMRenderer:
       name = "umax" if dt.is_unsigned or dt == dtypes.bool else "smax"
       self.decls.add(f"declare {t} @llvm.{name}.{t}({t}, {t})")
       return f"{out} = call {t} @llvm.{name}.{t}({t} {a}, {t} {b})"
-    flags = ("reassoc nsz contract " if reassoc else "contract ") if contract and dt.is_float and op in (Ops.ADD, Ops.MUL) else ""
+    flags = ("reassoc contract " if reassoc else "contract ") if contract and dt.is_float and op in (Ops.ADD, Ops.MUL) else ""
     return f"{out} = {BINARY[op](dt)} {flags}{t} {a}, {b}"
 
   def _alu(self, u: UOp, out: str) -> list[str]:
