@@ -5,6 +5,7 @@ the examples' progress line shows them. DEBUG=2 under a JIT replay says that it 
 """
 import os, sys
 import numpy as np
+import pytest
 import picograd
 from picograd import Context, Tensor
 from picograd.engine.events import compile_stats
@@ -74,3 +75,25 @@ def test_debug2_labels_a_jit_replay(capsys):
   assert kernel_lines and lines[0] == f"jit replay of step: {len(kernel_lines)} kernel(s)"
   assert lines[1:1 + len(kernel_lines)] == kernel_lines
   assert lines[1 + len(kernel_lines)].startswith(f"jit replay: {len(kernel_lines)} kernel(s) of step in ")
+
+
+@pytest.mark.parametrize("noopt", [0, 1])
+def test_debug3_lists_the_optimizations_applied(capsys, noopt):
+  """DEBUG=3 names each kernel's optimizations (CPU: upcasts, gate splits, thread split); NOOPT=1 applies none."""
+  a = Tensor(np.arange(64 * 48, dtype=np.float32).reshape(64, 48) / 1000).realize()
+  b = Tensor(np.arange(48 * 40, dtype=np.float32).reshape(48, 40) / 1000).realize()
+  with Context(DEBUG=3, NOOPT=noopt):
+    (a @ b + 0.5).realize()
+  out = capsys.readouterr().out
+  section = out[out.index(": optimizations\n"):].splitlines()[1:]
+  if noopt: assert section[0] == "  none (NOOPT=1)" or section[0].startswith("  outer loop")
+  else: assert section[0].startswith("  upcast ") and "by" in section[0]
+
+
+def test_cuda_kernels_name_their_launch_plan():
+  """A CUDA kernel's optimizations line names the plan the renderer chose, its grid, block and shared memory (no GPU needed)."""
+  from picograd.codegen.kernel import render
+  from test_cuda_codegen import asts
+  [ast] = asts(Tensor(np.ones((256, 512), np.float32)).sum(1))
+  *_, meta = render(ast, "CUDA")
+  assert len(meta["opts"]) == 1 and meta["opts"][0].startswith(f"plan {meta['plan']}: grid (") and "B shared memory" in meta["opts"][0]

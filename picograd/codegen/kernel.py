@@ -72,14 +72,18 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   `target` describes the device where the renderer needs more than its kind (CUDA: a `CUDATarget`; None renders for an H100)."""
   sink = lower_kernel(ast)
   kind = device.split(":")[0]
-  if kind == "CPU": sink = optimize(approximate_transcendentals(sink))
+  applied: list[str] = []
+  if kind == "CPU": sink, applied = optimize(approximate_transcendentals(sink))
   program = linearize(sink)
   base = kernel_name(program)
   params = [u for u in program if u.op is Ops.PARAM]
   glob = [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
   if kind == "CUDA":
     from picograd.codegen.cuda import CUDATarget, render_cuda
-    return render_cuda(base, program, target if target is not None else CUDATarget())
+    name, source, program, dims, meta = render_cuda(base, program, target if target is not None else CUDATarget())
+    # the CUDA renderer still decides its launch plan while printing C (issue 9): this names what it chose
+    meta["opts"] = [f"plan {meta['plan']}: grid {dims.global_size}, block {dims.local_size}, {dims.shared_bytes} B shared memory"]
+    return name, source, program, dims, meta
   renderer = {"CPU": "picograd.codegen.llvm:render_llvm", "PYTHON": "picograd.codegen.python:render_python"}[kind]
   module, fn = renderer.split(":")
   render_fn = getattr(__import__(module, fromlist=[fn]), fn)
@@ -90,7 +94,8 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   outer = glob[0].arg[1] if glob else 0
   work = _ops_executed(program)
   checked = any(u.op is Ops.CHECK for u in program)
-  meta = {"n_params": len(params) + checked, "outer": outer, "work": work,
+  if kind == "CPU" and outer > 1: applied.append(f"outer loop of {outer} splittable across threads (the runtime splits from enough work)")
+  meta = {"n_params": len(params) + checked, "outer": outer, "work": work, "opts": applied,
           "param_types": [(p.dtype.np.str if p.dtype.name != "bfloat16" else "<u2", p.arg[1]) for p in params] + [("<i8", 1)] * checked}
   return name, source, program, LaunchDims((outer,)), meta
 

@@ -229,13 +229,18 @@ def upcast(sink: UOp, rng: UOp, factor: int) -> UOp:
   return UOp(Ops.SINK, sink.dtype, tuple(stores), sink.arg)
 
 
-def optimize(sink: UOp) -> UOp:
-  """The lowered kernel `sink`, upcast where it pays (unchanged under NOOPT=1)."""
-  if NOOPT: return sink
-  sink = split_gated_loops(sink)
-  plan = plan_upcasts(sink)
-  for rng, factor in plan: sink = upcast(sink, rng, factor)
-  return graph_rewrite(sink, symbolic) if plan else sink
+def optimize(sink: UOp) -> tuple[UOp, list[str]]:
+  """The lowered kernel `sink`, split at its gates and upcast where it pays, and one line per optimization applied
+  (what `DEBUG=3` lists). Unchanged, with nothing applied, under NOOPT=1."""
+  if NOOPT: return sink, []
+  applied = []
+  split = split_gated_loops(sink)
+  if split is not sink: applied.append(f"split gated loops at their regions' boundaries: {len(sink.src)} -> {len(split.src)} stores")
+  plan = plan_upcasts(split)
+  for rng, factor in plan:
+    split = upcast(split, rng, factor)
+    applied.append(f"upcast {rng.arg[2]} loop {rng.arg[0]} (size {rng.arg[1]}) by {factor}")
+  return (graph_rewrite(split, symbolic) if plan else split), applied
 
 
 __all__ = ["optimize", "plan_upcasts", "split_gated_loops", "upcast", "index_stride"]

@@ -31,6 +31,7 @@ class CompiledKernel:
   bytes: int       # bytes read and written per run
   # (exception name, message) per bit of the error word, for kernels with CHECKs: they take the word as a last argument
   checks: tuple[tuple[str, str], ...] = ()
+  opts: tuple[str, ...] = ()  # the optimizations codegen applied, one line each (DEBUG=3)
 
   def __repr__(self) -> str: return f"<kernel {self.name} on {self.device}>"
 
@@ -57,14 +58,16 @@ def get_kernel(ast: UOp, device: str) -> CompiledKernel:
   spec: ProgramSpec = render_spec(ast, device, render_target(dev))
   lib = cached_compile(dev.compiler, spec.source, spec.name)
   k = CompiledKernel(spec.name, device, spec.ir, spec.program_text, spec.source, dev.program(dev, spec.name, lib, spec.meta), spec.dims,
-                     spec.flops, spec.bytes, spec.checks)
+                     spec.flops, spec.bytes, spec.checks, tuple(spec.meta.get("opts", ())))
   _kernels[key] = k
   _show(k, dev, lib)
   return k
 
 
 def _show(k: CompiledKernel, dev: Device, lib: bytes) -> None:
-  if DEBUG >= 3: print(f"--- kernel {k.name} on {k.device}: fused graph\n{k.ir}")
+  if DEBUG >= 3:
+    print(f"--- kernel {k.name} on {k.device}: fused graph\n{k.ir}")
+    print(f"--- {k.name}: optimizations\n" + ("\n".join(f"  {o}" for o in k.opts) if k.opts else "  none" + (" (NOOPT=1)" if NOOPT else "")))
   if DEBUG >= 5: print(f"--- {k.name}: linearized\n{k.program_text}")
   if DEBUG >= 4: print(f"--- {k.name}: source\n{k.source}")
   if DEBUG >= 6: print(f"--- {k.name}: compiled\n{_disassemble(dev, lib, k.source)}")
