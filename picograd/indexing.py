@@ -101,7 +101,8 @@ def getitem(t: Tensor, index: Any, tensor_type: type[Tensor]) -> Tensor:
     if isinstance(i, tensor_type) and i.dtype.is_float: raise IndexError(f"tensors used as indices must be integer, not {i.dtype.name}")
     if isinstance(i, tensor_type) and i.device != t.device:
       raise RuntimeError(f"getitem: index tensor on {i.device} cannot index a tensor on {t.device}; move one with .to()")
-    if isinstance(i, (float, np.floating)): raise IndexError(f"unsupported index {i!r}: only integers, slices, None, ... and integer tensors or lists")
+    if isinstance(i, (float, np.floating)):
+      raise IndexError(f"unsupported index {i!r}: only integers, slices, None, ... and integer tensors or lists")
     if not isinstance(i, (int, np.integer, slice, tensor_type, np.ndarray)) and i is not None and i is not Ellipsis:
       raise TypeError(f"unsupported index {i!r:.80} of type {type(i).__name__}")
   index = _resolve_host(t, _expand_ellipsis(t, index))

@@ -215,7 +215,8 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
       checked[(k.name, k.device)] = k
     if DEBUG >= 2:
       t = k.program(handles, k.dims, wait=True) or 0.0
-      print(f"  {k.name:<40} on {k.device:<6} {t * 1e6:9.1f} us  {k.bytes / max(t, 1e-9) / 1e9:8.2f} GB/s  {k.flops / max(t, 1e-9) / 1e9:8.2f} GFLOP/s")
+      secs = max(t, 1e-9)
+      print(f"  {k.name:<40} on {k.device:<6} {t * 1e6:9.1f} us  {k.bytes / secs / 1e9:8.2f} GB/s  {k.flops / secs / 1e9:8.2f} GFLOP/s")
     else:
       k.program(handles, k.dims)
     del dev

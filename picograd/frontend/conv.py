@@ -54,7 +54,8 @@ class ConvMixin:
     n = len(kernel)
     lead, sizes = self.shape[:-n], self.shape[-n:]
     outs = [_out_size(i, k, s, d, 0, 0) for i, k, s, d in zip(sizes, kernel, stride, dilation)]
-    if any(o <= 0 for o in outs): raise RuntimeError(f"sliding windows: kernel {tuple(kernel)} with dilation {tuple(dilation)} does not fit the input size {sizes}")
+    if any(o <= 0 for o in outs):
+      raise RuntimeError(f"sliding windows: kernel {tuple(kernel)} with dilation {tuple(dilation)} does not fit the input size {sizes}")
     nl = len(lead)
     if all(k <= s for k, s in zip(kernel, stride)) and all(d == 1 for d in dilation):
       # windows that do not overlap: cut each dim into o blocks of s and keep the first k of each
@@ -96,7 +97,8 @@ class ConvMixin:
   # ---------------------------------------------------------------- convolution
   def _conv_args(self: Any, op: str, weight: Any, n: int, groups: int) -> None:
     """PyTorch's checks, with its RuntimeError: (N, C, *spatial) input, (C_out, C/groups, *kernel) weight."""
-    if self.ndim not in (n + 1, n + 2): raise RuntimeError(f"{op}: expected a {n + 1}D (unbatched) or {n + 2}D (batched) input, got shape {self.shape}")
+    if self.ndim not in (n + 1, n + 2):
+      raise RuntimeError(f"{op}: expected a {n + 1}D (unbatched) or {n + 2}D (batched) input, got shape {self.shape}")
     if weight.ndim != n + 2: raise RuntimeError(f"{op}: expected a {n + 2}D weight, got shape {weight.shape}")
     if not isinstance(groups, int) or groups < 1: raise RuntimeError(f"{op}: groups must be a positive integer, got {groups!r}")
 
@@ -122,7 +124,8 @@ class ConvMixin:
       pads = [(p, p) for p in _ntuple(padding, n, op, "padding")]
       if any(p < 0 for p, _ in pads): raise RuntimeError(f"{op}: negative padding {padding!r}")
     if any(_out_size(i, k, s, d, *p) <= 0 for i, k, s, d, p in zip(sizes, kernel, st, dl, pads)):
-      raise RuntimeError(f"{op}: kernel {tuple(kernel)} (dilation {dl}) is larger than the padded input {tuple(i + a + b for i, (a, b) in zip(sizes, pads))}")
+      padded = tuple(i + a + b for i, (a, b) in zip(sizes, pads))
+      raise RuntimeError(f"{op}: kernel {tuple(kernel)} (dilation {dl}) is larger than the padded input {padded}")
     dt = promote(self.dtype, weight.dtype)
     x, w = self.cast(dt)._pad_last(pads), weight.cast(dt)
     outs = [_out_size(i, k, s, d, *p) for i, k, s, d, p in zip(sizes, kernel, st, dl, pads)]
@@ -173,7 +176,8 @@ class ConvMixin:
     if any(s > 1 for s in st):  # (..., i) -> (..., i, s) zero-padded after each element -> (..., i*s) -> the first (i-1)*s+1
       x = x.reshape(bsz, cin, *[v for i in sizes for v in (i, 1)])
       x = x.pad(((0, 0), (0, 0)) + tuple(p for s in st for p in ((0, 0), (0, s - 1))))
-      x = x.reshape(bsz, cin, *[i * s for i, s in zip(sizes, st)]).shrink(((0, bsz), (0, cin)) + tuple((0, (i - 1) * s + 1) for i, s in zip(sizes, st)))
+      x = x.reshape(bsz, cin, *[i * s for i, s in zip(sizes, st)])
+      x = x.shrink(((0, bsz), (0, cin)) + tuple((0, (i - 1) * s + 1) for i, s in zip(sizes, st)))
     cin_g = cin // groups
     w = weight.reshape(groups, cin_g, cout_g, *kernel).permute(0, 2, 1, *range(3, 3 + n)).reshape(groups * cout_g, cin_g, *kernel)
     w = w.flip(tuple(range(2, 2 + n)))
@@ -351,7 +355,8 @@ class ConvMixin:
     need = {"linear": 1, "bilinear": 2, "trilinear": 3}
     if mode not in ("nearest", "nearest-exact", *need): raise NotImplementedError(f"interpolate: mode {mode!r} is not supported")
     if not 1 <= n <= 3: raise NotImplementedError(f"interpolate: expected a 3D, 4D or 5D input (N, C, spatial...), got shape {self.shape}")
-    if mode in need and need[mode] != n: raise NotImplementedError(f"interpolate: mode {mode!r} needs a {need[mode] + 2}D input, got shape {self.shape}")
+    if mode in need and need[mode] != n:
+      raise NotImplementedError(f"interpolate: mode {mode!r} needs a {need[mode] + 2}D input, got shape {self.shape}")
     if mode.startswith("nearest") and align_corners is not None:
       raise ValueError("interpolate: align_corners option can only be set with the interpolating modes: linear | bilinear | bicubic | trilinear")
     if (size is None) == (scale_factor is None): raise ValueError("interpolate: exactly one of size and scale_factor must be given")

@@ -46,7 +46,8 @@ class CreationMixin:
              device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     if stop is None: start, stop = 0, start
     for v in (start, stop, step):
-      if isinstance(v, cls) or not isinstance(v, (int, float, np.number)): raise TypeError(f"arange: start, end and step must be numbers, not {type(v).__name__}")
+      if isinstance(v, cls) or not isinstance(v, (int, float, np.number)):
+        raise TypeError(f"arange: start, end and step must be numbers, not {type(v).__name__}")
       if not math.isfinite(v): raise RuntimeError(f"arange: unsupported range: {start} -> {stop} (step {step})")
     if step == 0: raise RuntimeError("arange: step must be nonzero")
     if (stop - start) * step < 0: raise RuntimeError(f"arange: upper bound {stop} and lower bound {start} inconsistent with step sign ({step})")

@@ -164,7 +164,9 @@ class ElementwiseMixin:
   lt, gt, le, ge = __lt__, __gt__, __le__, __ge__
   def eq(self, x): return self == x
   def ne(self, x): return self != x
-  def logical_not(self) -> "Tensor": return self._new(self.cast(dtypes.bool).uop.alu(Ops.XOR, UOp.const(dtypes.bool, True).reshape((1,) * self.ndim).expand(self.shape)))
+  def logical_not(self) -> "Tensor":
+    true = UOp.const(dtypes.bool, True).reshape((1,) * self.ndim).expand(self.shape)
+    return self._new(self.cast(dtypes.bool).uop.alu(Ops.XOR, true))
   def isnan(self) -> "Tensor": return self != self
   def isinf(self) -> "Tensor": return (self == float("inf")) | (self == float("-inf"))
 

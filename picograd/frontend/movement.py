@@ -127,7 +127,8 @@ class MovementMixin:
 
   def chunk(self, chunks: int, dim: int = 0) -> list["Tensor"]:
     dim = _normalize_axis("chunk", dim, self.ndim)
-    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)): raise TypeError(f"chunk: chunks must be an int, not {type(chunks).__name__}")
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)):
+      raise TypeError(f"chunk: chunks must be an int, not {type(chunks).__name__}")
     if chunks <= 0: raise RuntimeError(f"chunk: chunks must be greater than 0, got {chunks}")
     step = math.ceil(self.shape[dim] / chunks)
     return self.split(step, dim)
@@ -136,7 +137,8 @@ class MovementMixin:
     dim = _normalize_axis("split", dim, self.ndim)
     n = self.shape[dim]
     if isinstance(sizes, (int, np.integer)):
-      if sizes < 0 or (sizes == 0 and n != 0): raise RuntimeError(f"split: split_size must be positive (0 only for an empty dimension), got {sizes} for dimension {dim} of {self.shape}")
+      if sizes < 0 or (sizes == 0 and n != 0):
+        raise RuntimeError(f"split: split_size must be positive (0 only for an empty dimension), got {sizes} for dimension {dim} of {self.shape}")
       sizes = [min(sizes, n - i) for i in range(0, n, max(sizes, 1))]
     elif any(s < 0 for s in _shape_arg(tuple(sizes), "split")): raise RuntimeError(f"split: sizes must be non-negative, got {list(sizes)}")
     if sum(sizes) != n: raise ShapeError(f"split: sizes {list(sizes)} do not add up to dimension {dim} of {self.shape}")

@@ -85,8 +85,10 @@ class NNOpsMixin:
     if is_causal and attn_mask is not None: raise ValueError(f"{op}: pass either attn_mask or is_causal, not both")
     for name, t in (("key", key), ("value", value)):
       if not isinstance(t, type(self)): raise TypeError(f"{op}: {name} must be a Tensor, not {type(t).__name__}")
-      if t.ndim < 2 or self.ndim < 2: raise ShapeError(f"{op}: query, key and value need at least 2 dimensions, got {self.shape}, {key.shape}, {value.shape}")
-    if attn_mask is not None and not isinstance(attn_mask, type(self)): raise TypeError(f"{op}: attn_mask must be a Tensor, not {type(attn_mask).__name__}")
+      if t.ndim < 2 or self.ndim < 2:
+        raise ShapeError(f"{op}: query, key and value need at least 2 dimensions, got {self.shape}, {key.shape}, {value.shape}")
+    if attn_mask is not None and not isinstance(attn_mask, type(self)):
+      raise TypeError(f"{op}: attn_mask must be a Tensor, not {type(attn_mask).__name__}")
     if enable_gqa and self.ndim >= 3 and key.ndim >= 3 and key.shape[-3] != self.shape[-3]:
       heads, kv_heads = self.shape[-3], key.shape[-3]
       if kv_heads == 0 or heads % kv_heads or value.ndim < 3 or value.shape[-3] != kv_heads:
@@ -120,7 +122,8 @@ class NNOpsMixin:
     w = _class_weight(self, weight, class_dim, "cross_entropy")
     logp = self.log_softmax(class_dim)
     if target.dtype.is_float:
-      if target.shape != self.shape: raise ShapeError(f"cross_entropy: probability targets of shape {target.shape} must match the logits' {self.shape}")
+      if target.shape != self.shape:
+        raise ShapeError(f"cross_entropy: probability targets of shape {target.shape} must match the logits' {self.shape}")
       probs = target * (1 - label_smoothing) + label_smoothing / self.shape[class_dim] if label_smoothing else target
       if w is not None: probs = probs * w.reshape([-1 if d == class_dim else 1 for d in range(self.ndim)])
       return _reduce_loss(-(logp * probs).sum(class_dim), reduction, "cross_entropy")

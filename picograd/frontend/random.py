@@ -91,7 +91,8 @@ class RandomMixin:
     """
     if self.ndim not in (1, 2): raise RuntimeError(f"multinomial: prob_dist must be 1 or 2 dim, got {self.ndim} dims")
     if not self.dtype.is_float: raise RuntimeError(f"multinomial: expected a floating point tensor of weights, got {self.dtype.name}")
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool): raise TypeError(f"multinomial: num_samples must be an int, got {num_samples!r}")
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool):
+      raise TypeError(f"multinomial: num_samples must be an int, got {num_samples!r}")
     if num_samples <= 0: raise RuntimeError(f"multinomial: cannot sample n_sample <= 0 samples, got {num_samples}")
     n = self.shape[-1]
     if n == 0: raise RuntimeError("multinomial: number of categories cannot be zero")

@@ -59,7 +59,8 @@ class ReduceMixin:
       return x.cast(dtypes.float32).mean(axis, keepdim).cast(x.dtype)
     return x.sum(axis, keepdim) * (1.0 / n if n else float("nan"))
 
-  def var(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None, unbiased: bool | None = None) -> "Tensor":
+  def var(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None,
+          unbiased: bool | None = None) -> "Tensor":
     axis = dim if dim is not None else axis
     if unbiased is not None: correction = int(unbiased)
     n = prod(self.shape[a] for a in self._axes("var", axis))
@@ -71,7 +72,8 @@ class ReduceMixin:
     # a true division: with correction >= n the sum over 0 is inf (0/0 = NaN for constant rows), as in PyTorch
     return (centered * centered).sum(axis, keepdim) / float(max(n - correction, 0))
 
-  def std(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None, unbiased: bool | None = None) -> "Tensor":
+  def std(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None,
+          unbiased: bool | None = None) -> "Tensor":
     return self.var(axis, keepdim, correction, dim, unbiased).sqrt()
 
   def argmax(self, axis: int | None = None, keepdim: bool = False, dim=None) -> "Tensor":

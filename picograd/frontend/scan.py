@@ -157,7 +157,8 @@ def _take_diagonals(t: Any, labels: list[str]) -> tuple[Any, list[str]]:
     l = next(l for l in labels if labels.count(l) > 1)
     d1 = labels.index(l)
     d2 = labels.index(l, d1 + 1)
-    if t.shape[d1] != t.shape[d2]: raise RuntimeError(f"einsum(): subscript {l!r} is repeated for dimensions of sizes {t.shape[d1]} and {t.shape[d2]}")
+    if t.shape[d1] != t.shape[d2]:
+      raise RuntimeError(f"einsum(): subscript {l!r} is repeated for dimensions of sizes {t.shape[d1]} and {t.shape[d2]}")
     t = t.diagonal(0, d1, d2)
     labels = [x for i, x in enumerate(labels) if i not in (d1, d2)] + [l]
   return t, labels
