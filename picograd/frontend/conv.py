@@ -147,12 +147,12 @@ class ConvMixin:
     out = out.reshape(bsz, cout, *outs)
     return out + bias.cast(dt).reshape(cout, *([1] * n)) if bias is not None else out
 
-  def conv1d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
+  def conv1d(self: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
     return self._convnd(1, "conv1d", weight, bias, stride, padding, dilation, groups)
-  def conv2d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
+  def conv2d(self: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
     """PyTorch's conv2d (cross-correlation): input (N, C, H, W), weight (C_out, C/groups, kH, kW); padding an int, a pair, 'same' or 'valid'."""
     return self._convnd(2, "conv2d", weight, bias, stride, padding, dilation, groups)
-  def conv3d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
+  def conv3d(self: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
     return self._convnd(3, "conv3d", weight, bias, stride, padding, dilation, groups)
 
   def _conv_transposend(self: Any, n: int, op: str, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
@@ -186,14 +186,14 @@ class ConvMixin:
     x = x.pad(((0, 0), (0, 0)) + tuple(pads))
     return x._convnd(n, op, w, bias, 1, 0, dl, groups)
 
-  def conv_transpose1d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+  def conv_transpose1d(self: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                        groups: int = 1, dilation: Any = 1) -> Any:
     return self._conv_transposend(1, "conv_transpose1d", weight, bias, stride, padding, output_padding, groups, dilation)
-  def conv_transpose2d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+  def conv_transpose2d(self: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                        groups: int = 1, dilation: Any = 1) -> Any:
     """PyTorch's conv_transpose2d: weight (C_in, C_out/groups, kH, kW)."""
     return self._conv_transposend(2, "conv_transpose2d", weight, bias, stride, padding, output_padding, groups, dilation)
-  def conv_transpose3d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+  def conv_transpose3d(self: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                        groups: int = 1, dilation: Any = 1) -> Any:
     return self._conv_transposend(3, "conv_transpose3d", weight, bias, stride, padding, output_padding, groups, dilation)
 
@@ -233,14 +233,14 @@ class ConvMixin:
     idx = pos.where(hit, big).min(axes)
     return out, idx.cast(dtypes.int64)
 
-  def max_pool1d(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
+  def max_pool1d(self: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
                  return_indices: bool = False) -> Any:
     return self._max_poolnd(1, "max_pool1d", kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-  def max_pool2d(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
+  def max_pool2d(self: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
                  return_indices: bool = False) -> Any:
     """PyTorch's max_pool2d: -inf padding; with return_indices, also the flat (h*W + w) input position of each maximum (int64)."""
     return self._max_poolnd(2, "max_pool2d", kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-  def max_pool3d(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
+  def max_pool3d(self: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
                  return_indices: bool = False) -> Any:
     return self._max_poolnd(3, "max_pool3d", kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
@@ -263,12 +263,12 @@ class ConvMixin:
     if np.all(div == div.flat[0]): return total * (1.0 / float(div.flat[0]))
     return total / type(self)(div.astype(x.dtype.np), device=self.device)
 
-  def avg_pool1d(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True) -> Any:
+  def avg_pool1d(self: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True) -> Any:
     return self._avg_poolnd(1, "avg_pool1d", kernel_size, stride, padding, ceil_mode, count_include_pad, None)
-  def avg_pool2d(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+  def avg_pool2d(self: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                  divisor_override: int | None = None) -> Any:
     return self._avg_poolnd(2, "avg_pool2d", kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-  def avg_pool3d(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+  def avg_pool3d(self: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                  divisor_override: int | None = None) -> Any:
     return self._avg_poolnd(3, "avg_pool3d", kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
 

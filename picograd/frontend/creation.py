@@ -6,7 +6,7 @@ imports `picograd.tensor`.
 """
 from __future__ import annotations
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 import numpy as np
 from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops
@@ -36,10 +36,10 @@ class CreationMixin:
   @classmethod
   def empty(cls, *shape, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
     return cls.zeros(*shape, dtype=dtype, device=device).contiguous()
-  def full_like(self, fill_value: Scalar, dtype: DType | None = None, device: str | None = None) -> "Tensor":
+  def full_like(self: Any, fill_value: Scalar, dtype: DType | None = None, device: str | None = None) -> "Tensor":
     return type(self).full(self.shape, fill_value, dtype=dtype or self.dtype, device=device or self.device)
-  def zeros_like(self, dtype: DType | None = None, device: str | None = None) -> "Tensor": return self.full_like(0, dtype, device)
-  def ones_like(self, dtype: DType | None = None, device: str | None = None) -> "Tensor": return self.full_like(1, dtype, device)
+  def zeros_like(self: Any, dtype: DType | None = None, device: str | None = None) -> "Tensor": return self.full_like(0, dtype, device)
+  def ones_like(self: Any, dtype: DType | None = None, device: str | None = None) -> "Tensor": return self.full_like(1, dtype, device)
 
   @classmethod
   def arange(cls, start: Scalar, stop: Scalar | None = None, step: Scalar = 1, dtype: DType | str | None = None,

@@ -54,8 +54,8 @@ class RandomMixin:
   def uniform(cls, *shape, low: float = 0.0, high: float = 1.0, **kwargs) -> "Tensor":
     return cls.rand(*shape, **kwargs) * (high - low) + low
 
-  def rand_like(self) -> "Tensor": return type(self).rand(self.shape, dtype=self.dtype if self.dtype.is_float else None, device=self.device)
-  def randn_like(self) -> "Tensor": return type(self).randn(self.shape, dtype=self.dtype if self.dtype.is_float else None, device=self.device)
+  def rand_like(self: Any) -> "Tensor": return type(self).rand(self.shape, dtype=self.dtype if self.dtype.is_float else None, device=self.device)
+  def randn_like(self: Any) -> "Tensor": return type(self).randn(self.shape, dtype=self.dtype if self.dtype.is_float else None, device=self.device)
 
   @classmethod
   def normal(cls, *shape, mean: float = 0.0, std: float = 1.0, dtype: DType | str | None = None, device: str | None = None,
