@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def _take_every(x: Tensor, dim: int, start: int, count: int, step: int) -> Tensor:
   """Elements start, start+step, ... (count of them) along `dim`, with step >= 1."""
   n = x.shape[dim]
-  bounds = [None] * x.ndim
+  bounds: list[tuple[int, int] | None] = [None] * x.ndim
   if step == 1 or count <= 1:
     bounds[dim] = (start, start + count)
     return x.shrink(bounds)
@@ -119,7 +119,7 @@ def getitem(t: Tensor, index: Any, tensor_type: type[Tensor]) -> Tensor:
     if isinstance(item, (int, np.integer)):
       item = int(item)
       if not -n <= item < n: raise IndexError(f"index {item} is out of bounds for dimension {dim} with size {n} (shape {t.shape})")
-      bounds = [None] * x.ndim
+      bounds: list[tuple[int, int] | None] = [None] * x.ndim
       bounds[dim] = (item % n, item % n + 1)
       x = x.shrink(bounds)
     elif isinstance(item, slice):
@@ -155,6 +155,7 @@ def _gather_dims(x: Tensor, tensor_dims: list[tuple[int, Tensor]]) -> Tensor:
     idx = idx.cast(dtypes.int32)
     idx = (idx + n).where(idx < 0, idx)  # negative indices count from the end
     flat = idx if flat is None else flat * n + idx
+  assert flat is not None, "at least one tensor index"
   flat = flat._expand_to(bshape)
   rest = [d for d in range(x.ndim) if d not in dims]
   total = prod(sizes)

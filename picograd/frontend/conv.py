@@ -139,6 +139,7 @@ class ConvMixin:
         tap = x._strided_last([o * d for o, d in zip(offset, dl)], outs, st)
         term = (tap * w.shrink([None, None, None, *[(o, o + 1) for o in offset]]).reshape(1, groups, cout_g, cin_g, *([1] * n))).sum(3)
         out = term if out is None else out + term
+      assert out is not None, "a kernel has at least one offset"
     else:
       x = x._windows(kernel, st, dl)  # (N, C, *o, *k)
       # (N, G, 1, *o, C/G, *k) times (1, G, C_out/G, 1.., C/G, *k), summed over (C/G, *k)
@@ -361,6 +362,7 @@ class ConvMixin:
       raise ValueError("interpolate: align_corners option can only be set with the interpolating modes: linear | bilinear | bicubic | trilinear")
     if (size is None) == (scale_factor is None): raise ValueError("interpolate: exactly one of size and scale_factor must be given")
     ins = self.shape[2:]
+    scales: list[Any]  # per spatial dim: the user's scale factor, or None when `size` was given
     if size is not None:
       if not isinstance(size, int) and len(size) != n: raise ValueError(f"interpolate: size {size!r} must have {n} values for input {self.shape}")
       outs, scales = _ntuple(size, n, "interpolate", "size"), [None] * n

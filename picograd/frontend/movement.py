@@ -6,7 +6,7 @@ picograd/indexing.py.
 """
 from __future__ import annotations
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 import numpy as np
 from picograd.dtype import dtypes, promote
 from picograd.helpers import prod, ShapeError
@@ -84,12 +84,13 @@ class MovementMixin:
     """
     if padding and isinstance(padding[0], (tuple, list)):
       if len(padding) != self.ndim: raise ShapeError(f"pad: {len(padding)} (before, after) pairs for a tensor of shape {self.shape}")
-      pairs = [tuple(p) for p in padding]
+      pairs = [tuple(p) for p in cast(Sequence[Sequence[int]], padding)]
     else:
       if len(padding) % 2 or len(padding) // 2 > self.ndim:
         raise ShapeError(f"pad: padding {tuple(padding)} does not fit a tensor of shape {self.shape}")
       pairs = [(0, 0)] * self.ndim
-      for i in range(len(padding) // 2): pairs[self.ndim - 1 - i] = (padding[2 * i], padding[2 * i + 1])
+      flat = cast(Sequence[int], padding)  # mypy cannot narrow the union by its first element
+      for i in range(len(flat) // 2): pairs[self.ndim - 1 - i] = (flat[2 * i], flat[2 * i + 1])
     if mode != "constant": return self._pad_mode(pairs, mode)  # reflect, replicate, circular: frontend/conv.py
     # negative amounts are crops; do them first
     crop = tuple((-min(b, 0), d + min(a, 0)) for (b, a), d in zip(pairs, self.shape))
@@ -209,6 +210,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     start += t.shape[dim]
     if dt == dtypes.bool: out = piece if out is None else out | piece
     else: out = piece if out is None else out + piece
+  assert out is not None, "cat has at least one tensor"
   return out
 
 

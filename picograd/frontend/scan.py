@@ -191,7 +191,7 @@ def einsum(equation: str, *operands: Any) -> Any:
       if sizes.setdefault(l, size) != size and 1 not in (size, sizes[l]):
         raise RuntimeError(f"einsum(): subscript {'...' if l.startswith('.') else l!r} has sizes {sizes[l]} and {size} that do not broadcast")
       if sizes[l] == 1: sizes[l] = size
-  acc, acc_labels = None, []
+  acc, acc_labels = None, list[str]()
   for i, (t, labels) in enumerate(pairs):
     order = acc_labels + [l for l in labels if l not in acc_labels]
     t = _align(t, labels, order)
@@ -200,6 +200,7 @@ def einsum(equation: str, *operands: Any) -> Any:
     done = [d for d, l in enumerate(order) if l not in needed]
     if done: acc = acc.sum(done)
     acc_labels = [l for l in order if l in needed]
+  assert acc is not None, "einsum has at least one operand"
   return acc.permute([acc_labels.index(l) for l in out])
 
 
