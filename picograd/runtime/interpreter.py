@@ -93,7 +93,7 @@ class PythonProgram(Program):
 
   def __init__(self, device: Device, name: str, lib: bytes, meta: dict[str, Any]):
     super().__init__(device, name, lib, meta)
-    scope = dict(KERNEL_GLOBALS)
+    scope: dict[str, Any] = dict(KERNEL_GLOBALS)
     exec(compile(lib.decode(), f"<kernel {name}>", "exec"), scope)
     self.fn = scope[name]
 
