@@ -235,8 +235,9 @@ def save(text: str, cores: int, runs: int) -> None:
   # other work on the machine skews every column: say how busy it was
   load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
   head = (f"\n## CPU: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu}, {cores} cores{load}, commit {commit}{dirty}\n\n"
-          f"`python bench/cpu.py`: median of {runs} runs; numpy {np.__version__}, torch {torch.__version__ if torch is not None else 'not installed'}, "
-          f"python {platform.python_version()}. ratio = numpy time / picograd time (PyTorch's for the MLP and conv rows): above 1, picograd is faster.\n\n")
+          f"`python bench/cpu.py`: median of {runs} runs; numpy {np.__version__}, "
+          f"torch {torch.__version__ if torch is not None else 'not installed'}, python {platform.python_version()}. "
+          "ratio = numpy time / picograd time (PyTorch's for the MLP and conv rows): above 1, picograd is faster.\n\n")
   with open(os.path.join(here, "RESULTS.md"), "a") as f: f.write(head + text + "\n")
 
 

@@ -30,7 +30,8 @@ MAKEMORE = {"vocab": 27, "block_size": 3, "n_embd": 10, "n_hidden": 200, "batch"
 class TorchMLP(torch.nn.Module):
   def __init__(self, vocab: int, block_size: int, n_embd: int, n_hidden: int):
     super().__init__()
-    self.emb, self.hidden, self.out = torch.nn.Embedding(vocab, n_embd), torch.nn.Linear(block_size * n_embd, n_hidden), torch.nn.Linear(n_hidden, vocab)
+    self.emb = torch.nn.Embedding(vocab, n_embd)
+    self.hidden, self.out = torch.nn.Linear(block_size * n_embd, n_hidden), torch.nn.Linear(n_hidden, vocab)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor: return self.out(torch.tanh(self.hidden(self.emb(x).flatten(1))))
 

@@ -23,7 +23,8 @@ def add_training_args(parser: argparse.ArgumentParser, steps: int | None) -> Non
                       help="write a checkpoint (safetensors) here every --save-every steps, at the end, and when stopped by Ctrl-C")
   parser.add_argument("--save-every", type=int, default=1000, metavar="N")
   parser.add_argument("--resume", default=None, metavar="PATH",
-                      help="continue the run a checkpoint was written by, with its settings and schedule (bit-exact); it keeps saving there unless --save says otherwise")
+                      help="continue the run a checkpoint was written by, with its settings and schedule (bit-exact); "
+                           "it keeps saving there unless --save says otherwise")
   parser.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                       help="end this session after STEP steps as if interrupted (saving with --save); --resume continues")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -26,6 +26,10 @@ class DType:
     return np.dtype(np.uint16) if self.name == "bfloat16" else np.dtype(self.fmt)
 
 
+# a Python scalar; spelled here because inside `dtypes` the names int, float and bool are dtypes
+PyScalar = int | float | bool
+
+
 class dtypes:
   """The dtypes picograd knows, plus helpers to pick and promote them."""
   void = DType("void", 0, -1, "", "v")  # kernel-level nodes with no value (stores, loop ends)
@@ -58,7 +62,7 @@ class dtypes:
             dtypes.uint64, dtypes.float16, dtypes.bfloat16, dtypes.float32, dtypes.float64]
 
   @staticmethod
-  def from_numpy(npdtype: np.dtype) -> DType:
+  def from_numpy(npdtype: np.dtype | type) -> DType:
     npdtype = np.dtype(npdtype)
     for dt in dtypes.all():
       if dt.name != "bfloat16" and np.dtype(dt.fmt) == npdtype: return dt
@@ -88,13 +92,13 @@ class dtypes:
     raise TypeError(f"cannot make a tensor from {type(x).__name__}")
 
   @staticmethod
-  def min(dt: DType) -> int | float | bool:
+  def min(dt: DType) -> PyScalar:
     if dt == dtypes.bool: return False
     if dt.is_int: return int(np.iinfo(dt.np).min)
     return -float("inf")
 
   @staticmethod
-  def max(dt: DType) -> int | float | bool:
+  def max(dt: DType) -> PyScalar:
     if dt == dtypes.bool: return True
     if dt.is_int: return int(np.iinfo(dt.np).max)
     return float("inf")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def _take_every(x: Tensor, dim: int, start: int, count: int, step: int) -> Tensor:
   """Elements start, start+step, ... (count of them) along `dim`, with step >= 1."""
   n = x.shape[dim]
-  bounds = [None] * x.ndim
+  bounds: list[tuple[int, int] | None] = [None] * x.ndim
   if step == 1 or count <= 1:
     bounds[dim] = (start, start + count)
     return x.shrink(bounds)
@@ -101,7 +101,8 @@ def getitem(t: Tensor, index: Any, tensor_type: type[Tensor]) -> Tensor:
     if isinstance(i, tensor_type) and i.dtype.is_float: raise IndexError(f"tensors used as indices must be integer, not {i.dtype.name}")
     if isinstance(i, tensor_type) and i.device != t.device:
       raise RuntimeError(f"getitem: index tensor on {i.device} cannot index a tensor on {t.device}; move one with .to()")
-    if isinstance(i, (float, np.floating)): raise IndexError(f"unsupported index {i!r}: only integers, slices, None, ... and integer tensors or lists")
+    if isinstance(i, (float, np.floating)):
+      raise IndexError(f"unsupported index {i!r}: only integers, slices, None, ... and integer tensors or lists")
     if not isinstance(i, (int, np.integer, slice, tensor_type, np.ndarray)) and i is not None and i is not Ellipsis:
       raise TypeError(f"unsupported index {i!r:.80} of type {type(i).__name__}")
   index = _resolve_host(t, _expand_ellipsis(t, index))
@@ -118,7 +119,7 @@ def getitem(t: Tensor, index: Any, tensor_type: type[Tensor]) -> Tensor:
     if isinstance(item, (int, np.integer)):
       item = int(item)
       if not -n <= item < n: raise IndexError(f"index {item} is out of bounds for dimension {dim} with size {n} (shape {t.shape})")
-      bounds = [None] * x.ndim
+      bounds: list[tuple[int, int] | None] = [None] * x.ndim
       bounds[dim] = (item % n, item % n + 1)
       x = x.shrink(bounds)
     elif isinstance(item, slice):
@@ -154,6 +155,7 @@ def _gather_dims(x: Tensor, tensor_dims: list[tuple[int, Tensor]]) -> Tensor:
     idx = idx.cast(dtypes.int32)
     idx = (idx + n).where(idx < 0, idx)  # negative indices count from the end
     flat = idx if flat is None else flat * n + idx
+  assert flat is not None, "at least one tensor index"
   flat = flat._expand_to(bshape)
   rest = [d for d in range(x.ndim) if d not in dims]
   total = prod(sizes)

@@ -42,7 +42,8 @@ class Optimizer:
     if not self.params: raise ValueError(f"{name}: got an empty list of parameters")
     self.device = self.params[0].device
     if any(p.device != self.device for p in self.params):
-      raise RuntimeError(f"{type(self).__name__}: parameters are on several devices ({sorted({p.device for p in self.params})}); use one optimizer per device")
+      devices = sorted({p.device for p in self.params})
+      raise RuntimeError(f"{type(self).__name__}: parameters are on several devices ({devices}); use one optimizer per device")
     for p in self.params: p.requires_grad = True
     # parameters must own buffers before the first update assigns into them
     Tensor.realize(*self.params)

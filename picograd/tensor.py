@@ -79,7 +79,7 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
 
   # ---------------------------------------------------------------- properties
   @property
-  def shape(self) -> tuple[int, ...]: return self.uop.shape
+  def shape(self) -> tuple[int, ...]: return self.uop.tshape
   @property
   def dtype(self) -> DType: return self.uop.dtype
   @property
@@ -351,9 +351,9 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
   def __rtruediv__(self, x): return self.div(x, reverse=True)
   def __matmul__(self, x): return self.matmul(x)
   def __rmatmul__(self, x): return self._to_tensor(x, "matmul").matmul(self)
-  def __iadd__(self, x): return self.assign(self + x)
+  def __iadd__(self, x: "Tensor | Scalar") -> "Tensor": return self.assign(self + x)
   def __isub__(self, x): return self.assign(self - x)
-  def __imul__(self, x): return self.assign(self * x)
+  def __imul__(self, x: "Tensor | Scalar") -> "Tensor": return self.assign(self * x)
   def __itruediv__(self, x): return self.assign(self / x)
 
   # ---------------------------------------------------------------- runtime checks and iteration
@@ -434,7 +434,7 @@ def normal(mean: Tensor | float, std: Tensor | float = 1.0, size: Sequence[int] 
   A tensor `mean` or `std` is detached: PyTorch's gradient for them is zero, here the sample needs none.
   """
   tensors = [t for t in (mean, std) if isinstance(t, Tensor)]
-  if not tensors:
+  if not isinstance(mean, Tensor) and not isinstance(std, Tensor):
     if size is None: raise TypeError("normal: with a float mean and std, give the output size")
     return Tensor.normal(*_shape_arg((size,)), mean=float(mean), std=float(std), dtype=dtype, device=device)
   if size is not None: raise TypeError("normal: size is only allowed when mean and std are both floats")

@@ -15,7 +15,8 @@ def picograd_grads(fn: Callable, arrays: Sequence[np.ndarray], weight: np.ndarra
   return out.numpy(), [x.grad.numpy() if x.grad is not None else np.zeros_like(a) for x, a in zip(xs, arrays)]
 
 
-def torch_grads(fn: Callable, arrays: Sequence[np.ndarray], weight: np.ndarray | None = None, extra: Sequence = ()) -> tuple[np.ndarray, list[np.ndarray]]:
+def torch_grads(fn: Callable, arrays: Sequence[np.ndarray], weight: np.ndarray | None = None,
+                extra: Sequence = ()) -> tuple[np.ndarray, list[np.ndarray]]:
   import torch
   xs = [torch.tensor(a, requires_grad=True) for a in arrays]
   out = fn(*xs, *extra)

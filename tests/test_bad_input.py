@@ -77,7 +77,8 @@ for op, fn in DIM_OPS.items():
     row(f"dim-{op}-{bad}", lambda L, fn=fn, bad=bad: fn(x(L), bad), IndexError, "out of range")
 for bad in (2, -3):
   row(f"dim-cat-{bad}", lambda L, bad=bad: L.cat([x(L), x(L)], dim=bad), IndexError, "cat: dimension")
-  row(f"dim-stack-{bad + (1 if bad > 0 else -1)}", lambda L, bad=bad: L.stack([x(L), x(L)], dim=bad + (1 if bad > 0 else -1)), IndexError, "stack: dimension")
+  row(f"dim-stack-{bad + (1 if bad > 0 else -1)}", lambda L, bad=bad: L.stack([x(L), x(L)], dim=bad + (1 if bad > 0 else -1)),
+      IndexError, "stack: dimension")
   row(f"dim-gather-{bad}", lambda L, bad=bad: x(L).gather(bad, L.zeros(2, 3, dtype=L.long)), IndexError, "gather: dimension")
   row(f"dim-permute-{bad}", lambda L, bad=bad: x(L).permute(0, bad), IndexError, "permute: dimension")
 row("dim-0d-softmax", lambda L: L.tensor(1.0).softmax(1), IndexError, "expected to be in range of [-1, 0], but got 1")

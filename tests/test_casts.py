@@ -63,7 +63,8 @@ def test_cuda_casts_compile():
   from picograd.engine.realize import _normalize
   from picograd.engine.schedule import create_template
   x = Tensor(DOUBLES)
-  out = x.half().float() + x.cast(dtypes.int64).cast(dtypes.float32) + x.cast(dtypes.uint8).cast(dtypes.float32) + x.float().cast(dtypes.int32).float()
+  out = (x.half().float() + x.cast(dtypes.int64).cast(dtypes.float32) + x.cast(dtypes.uint8).cast(dtypes.float32)
+         + x.float().cast(dtypes.int32).float())
   roots, _ = _normalize([out.uop])
   for k in create_template(roots, [out.device]).kernels:
     if k.ast is None: continue

@@ -65,7 +65,8 @@ def test_tensor_unfold(device):
 
 
 def test_conv2d_float64_matches_finite_differences():
-  assert_matches_finite_differences(lambda x, w: x.conv2d(w, stride=(1, 2), padding=1, dilation=(2, 1)), [rand((1, 2, 4, 5)), rand((3, 2, 2, 3), seed=1)])
+  assert_matches_finite_differences(lambda x, w: x.conv2d(w, stride=(1, 2), padding=1, dilation=(2, 1)),
+                                    [rand((1, 2, 4, 5)), rand((3, 2, 2, 3), seed=1)])
 
 
 def test_max_pool_indices(device):

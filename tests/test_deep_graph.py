@@ -1,4 +1,5 @@
-"""Deep graphs: every pass walks the IR without Python recursion, so a 10,000-node chain neither overflows the stack nor needs a raised recursion limit."""
+"""Deep graphs: every pass walks the IR without Python recursion, so a 10,000-node chain neither overflows the stack
+nor needs a raised recursion limit."""
 import sys
 import numpy as np
 import pytest

@@ -172,11 +172,13 @@ def _cuda_cases() -> dict:
     return Tensor(np.random.default_rng(seed).integers(0, 100, (64, 33)).astype(dt.np))
   x = Tensor(np.random.default_rng(1).uniform(-0.9, 0.9, (64, 33)).astype(np.float32))
   return {
-    **{f"arith_{dt.name}": (lambda dt=dt: (ints(dt) * 3 - ints(dt, 1)) // (ints(dt, 2) + 1) % 7 + (ints(dt) >> 2) + (ints(dt, 1) << 1)) for dt in SMALL},
+    **{f"arith_{dt.name}": (lambda dt=dt: (ints(dt) * 3 - ints(dt, 1)) // (ints(dt, 2) + 1) % 7 + (ints(dt) >> 2) + (ints(dt, 1) << 1))
+       for dt in SMALL},
     **{f"max_{dt.name}": (lambda dt=dt: (ints(dt) - 50).max(1)) for dt in SMALL},
     **{f"full_max_{dt.name}": (lambda dt=dt: ints(dt).max()) for dt in SMALL},
     "casts": lambda: sum(x.cast(dt).cast(dtypes.float32) + ints(dt).cast(dtypes.float32) for dt in SMALL),
-    "bitcast": lambda: x.bitcast(dtypes.int32) + x.half().bitcast(dtypes.int16).cast(dtypes.int32) + x.double().view(dtypes.uint64).cast(dtypes.int32),
+    "bitcast": lambda: (x.bitcast(dtypes.int32) + x.half().bitcast(dtypes.int16).cast(dtypes.int32)
+                        + x.double().view(dtypes.uint64).cast(dtypes.int32)),
     "math": lambda: x.asin() + x.acos() + x.atanh() + x.logaddexp(x * 2) + x.copysign(-x) + x.fmod(0.3) + x.lerp(x * 2, 0.7) + x.hardswish(),
     "sum_int8": lambda: ints(dtypes.int8).sum(1),
   }

@@ -163,7 +163,8 @@ def test_len_of_0d_and_clip_without_bounds():
 
 
 def test_assign_checks_shape():
-  with pytest.raises(ShapeError, match=r"assign: shape \(3,\) does not match the target's \(2, 3\)"): Tensor.ones(2, 3).contiguous().realize().assign(Tensor.ones(3))
+  with pytest.raises(ShapeError, match=r"assign: shape \(3,\) does not match the target's \(2, 3\)"):
+    Tensor.ones(2, 3).contiguous().realize().assign(Tensor.ones(3))
 
 
 def test_unknown_flag():

@@ -22,7 +22,8 @@ def _python(code: str, *args: str, cache_home: str | None = None) -> subprocess.
 
 
 def _ok(r: subprocess.CompletedProcess) -> str:
-  assert r.returncode == 0, f"exit status {r.returncode} ({'signal ' + signal.Signals(-r.returncode).name if r.returncode < 0 else 'error'})\n{r.stderr[-3000:]}"
+  why = "signal " + signal.Signals(-r.returncode).name if r.returncode < 0 else "error"
+  assert r.returncode == 0, f"exit status {r.returncode} ({why})\n{r.stderr[-3000:]}"
   return r.stdout
 
 

@@ -161,7 +161,8 @@ def cast_step(draw, prog: Program, shape, dt):
   to = draw(st.sampled_from(options))
   tdt = {"bool": torch.bool, "float16": torch.float16, "float32": torch.float32, "int32": torch.int32, "int64": torch.int64}[to]
   if to == "float16":  # round trip: float16 arithmetic itself is not what this step tests
-    return "cast float16 and back", shape, dt, lambda fw, x, xs: x.to(tdt).to(x.dtype) if fw != "picograd" else x.cast(dtypes.float16).cast(dtypes.float32)
+    return ("cast float16 and back", shape, dt,
+            lambda fw, x, xs: x.to(tdt).to(x.dtype) if fw != "picograd" else x.cast(dtypes.float16).cast(dtypes.float32))
   out = np.dtype(torch.empty(0, dtype=tdt).numpy().dtype)
   def f(fw, x, xs):
     if fw == "picograd": return x.cast(PG_DTYPES[tdt])
@@ -297,7 +298,8 @@ def lookup_step(draw, prog: Program, shape, dt):
   kind = draw(st.sampled_from(["gather", "cross_entropy"] if dt.kind == "f" else ["one_hot"] if dt.kind == "i" else [None]))
   if kind == "one_hot":
     if math.prod(shape) * 7 > 4096: return None
-    return "one_hot(7)", shape + (7,), np.dtype(np.int64), lambda fw, x, xs: torch.nn.functional.one_hot(x.long(), 7) if fw != "picograd" else x.one_hot(7)
+    return ("one_hot(7)", shape + (7,), np.dtype(np.int64),
+            lambda fw, x, xs: torch.nn.functional.one_hot(x.long(), 7) if fw != "picograd" else x.one_hot(7))
   if kind is None or not shape or shape[0] == 0: return None
   n = shape[0]
   rng = np.random.default_rng(draw(st.integers(0, 2**16)))

@@ -4,7 +4,6 @@
 To keep compiles few, each test puts many ops into one graph: row i of the input goes through op i,
 so one realize (and one backward) checks them all, and a wrong gradient still shows in its own row.
 """
-import math
 import numpy as np
 import pytest
 import picograd.nn.functional as F
@@ -241,7 +240,8 @@ def test_dtypes_of_results(device):
   i = Tensor([-7, 7, 3], dtype=dtypes.int32, device=device)
   assert i.asin().dtype == i.elu().dtype == i.copysign(i).dtype == i.logaddexp(i).dtype == dtypes.float32
   assert Tensor([0.5], dtype=dtypes.float16).atan().dtype == dtypes.float16
-  assert_tensor(i.fmod(Tensor([2, -2, 3], dtype=dtypes.int32, device=device)), torch.fmod(torch.tensor([-7, 7, 3]), torch.tensor([2, -2, 3])).int().numpy())
+  assert_tensor(i.fmod(Tensor([2, -2, 3], dtype=dtypes.int32, device=device)),
+                torch.fmod(torch.tensor([-7, 7, 3]), torch.tensor([2, -2, 3])).int().numpy())
   assert_tensor(i.fmod(2), np.array([-1, 1, 1], np.int32))
   h = np.array([0.3, -0.7, 2.0], np.float16)
   np.testing.assert_allclose(Tensor(h, device=device).asinh().numpy(), torch.tensor(h).asinh().numpy(), rtol=2e-3)

@@ -1,4 +1,5 @@
-"""Movement ops and indexing against numpy: reshape view permute transpose .T expand squeeze unsqueeze flatten pad flip cat stack repeat, __getitem__."""
+"""Movement ops and indexing against numpy: reshape view permute transpose .T expand squeeze unsqueeze flatten pad flip cat
+stack repeat, __getitem__."""
 import numpy as np
 import pytest
 import picograd

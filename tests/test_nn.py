@@ -122,7 +122,8 @@ def test_state_dict_keys_follow_pytorch():
                       "blocks.0.mlp.1.weight", "blocks.1.attn.weight", "blocks.1.attn.bias", "blocks.1.mlp.0.weight",
                       "blocks.1.mlp.0.bias", "blocks.1.mlp.1.weight", "ln_f.weight", "ln_f.bias", "extra.scale"]
   # the same names as the equivalent torch.nn model
-  tblock = lambda: torch.nn.ModuleDict({"attn": torch.nn.Linear(4, 4), "mlp": torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 4, bias=False))})
+  tblock = lambda: torch.nn.ModuleDict({"attn": torch.nn.Linear(4, 4),
+                                        "mlp": torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 4, bias=False))})
   tmodel = torch.nn.ModuleDict({"wte": torch.nn.Embedding(10, 4), "blocks": torch.nn.ModuleList([tblock(), tblock()]), "ln_f": torch.nn.LayerNorm(4)})
   assert [k for k in sd if k != "extra.scale"] == list(tmodel.state_dict())
 

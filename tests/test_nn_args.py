@@ -91,7 +91,8 @@ def test_weight_nan_and_all_ignored(device):
 def test_empty_batch(device):
   empty = np.zeros((0, 4), np.float32)
   got = F.cross_entropy(Tensor(empty, device=device), Tensor(np.zeros(0, np.int64), device=device), weight=Tensor(WEIGHT, device=device))
-  assert np.isnan(got.item()) and np.isnan(TF.cross_entropy(torch.tensor(empty), torch.zeros(0, dtype=torch.long), weight=torch.tensor(WEIGHT)).item())
+  assert np.isnan(got.item())
+  assert np.isnan(TF.cross_entropy(torch.tensor(empty), torch.zeros(0, dtype=torch.long), weight=torch.tensor(WEIGHT)).item())
 
 
 # ---------------------------------------------------------------- scaled_dot_product_attention
@@ -108,7 +109,8 @@ FLOAT_MASK = RNG.standard_normal((4, 3, 5)).astype(np.float32)
 def test_sdpa_gqa(device, kwargs):
   kwargs = dict(kwargs)
   mask = {"bool": BOOL_MASK, "float": FLOAT_MASK, None: None}[kwargs.pop("mask", None)]
-  def ours(q, k, v): return F.scaled_dot_product_attention(q, k, v, None if mask is None else Tensor(mask, device=q.device), enable_gqa=True, **kwargs)
+  def ours(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v, None if mask is None else Tensor(mask, device=q.device), enable_gqa=True, **kwargs)
   def theirs(q, k, v): return TF.scaled_dot_product_attention(q, k, v, None if mask is None else torch.tensor(mask), enable_gqa=True, **kwargs)
   assert_close_to_torch(ours, [Q, KV, V], theirs, device=device)
 

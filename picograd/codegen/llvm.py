@@ -66,7 +66,9 @@ def _cast(dst: DType, src: DType, x: str, out: str) -> list[str]:
   s, d = ll_type(src), ll_type(dst)
   if dst == dtypes.bool:
     return [f"{out} = fcmp une {s} {x}, 0.0" if src.is_float else f"{out} = icmp ne {s} {x}, 0"]
-  if dst == dtypes.bfloat16: return _round_to_bfloat16(_cast(dtypes.float32, src, x, out + ".f32") if src != dtypes.float32 else [], out + ".f32" if src != dtypes.float32 else x, out)
+  if dst == dtypes.bfloat16:  # via float32, then round
+    if src == dtypes.float32: return _round_to_bfloat16([], x, out)
+    return _round_to_bfloat16(_cast(dtypes.float32, src, x, out + ".f32"), out + ".f32", out)
   if s == d: return [f"{out} = bitcast {s} {x} to {d}"]  # same register type (int32 <-> uint32, bfloat16 -> float32)
   if src == dtypes.float64 and dst == dtypes.float16: return _double_to_half(x, out)
   if src.is_float and dst.is_float:
@@ -186,7 +188,8 @@ class LLVMRenderer:
     head = [f"define void @{self.name}({args}, i64 %start, i64 %end) #0 {{", "entry:"] + ["  " + a for a in self.allocas]
     body = self.lines
     if self.checked: body = body + ["  %errflag.end = load i64, ptr %errflag", "  %errflag.old = atomicrmw or ptr %err, i64 %errflag.end monotonic"]
-    return "\n".join(sorted(self.decls) + [""] + head + body + ["  ret void", "}", 'attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" }'])
+    attrs = 'attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" }'
+    return "\n".join(sorted(self.decls) + [""] + head + body + ["  ret void", "}", attrs])
 
   def _render(self, u: UOp, split_loop: bool) -> None:
     out = self.names[u] = self.tmp() if u.dtype != dtypes.void else ""
@@ -306,7 +309,8 @@ class LLVMRenderer:
     srcs = [self.val(s) for s in u.src]
     if u.op is Ops.CAST:
       src_dt = u.src[0].dtype
-      if src_dt.is_float and u.dtype.is_int: self.decls.add(f"declare {ll_type(u.dtype)} @{_float_to_int_intrinsic(u.dtype, src_dt)}({ll_type(src_dt)})")
+      if src_dt.is_float and u.dtype.is_int:
+        self.decls.add(f"declare {ll_type(u.dtype)} @{_float_to_int_intrinsic(u.dtype, src_dt)}({ll_type(src_dt)})")
       return _cast(u.dtype, src_dt, srcs[0], out)
     if u.op is Ops.BITCAST: return [f"{out} = bitcast {ll_type(u.src[0].dtype)} {srcs[0]} to {ll_type(u.dtype)}"]
     if u.op is Ops.WHERE: return [f"{out} = select i1 {srcs[0]}, {ll_type(u.dtype)} {srcs[1]}, {ll_type(u.dtype)} {srcs[2]}"]

@@ -53,21 +53,21 @@ class Lowerer:
     if n.op in ALU or n.op is Ops.DETACH: return [(s, idx, valid) for s in n.src]
     if n.op in (Ops.PARAM, Ops.CONST, Ops.IOTA): return []
     src = n.src[0]
-    if n.op is Ops.RESHAPE: return [(src, self.map_reshape(src.shape, idx, n.shape), valid)]
+    if n.op is Ops.RESHAPE: return [(src, self.map_reshape(src.tshape, idx, n.tshape), valid)]
     if n.op is Ops.PERMUTE:
       inv = [0] * len(n.arg)
       for i, p in enumerate(n.arg): inv[p] = i
       return [(src, tuple(idx[inv[k]] for k in range(len(inv))), valid)]
-    if n.op is Ops.EXPAND: return [(src, tuple(self.const(0) if s == 1 and d != 1 else i for i, s, d in zip(idx, src.shape, n.shape)), valid)]
+    if n.op is Ops.EXPAND: return [(src, tuple(self.const(0) if s == 1 and d != 1 else i for i, s, d in zip(idx, src.tshape, n.tshape)), valid)]
     if n.op is Ops.SHRINK: return [(src, tuple(i + self.const(b) if b else i for i, (b, _) in zip(idx, n.arg)), valid)]
-    if n.op is Ops.FLIP: return [(src, tuple(self.const(d - 1) - i if f else i for i, d, f in zip(idx, src.shape, n.arg)), valid)]
+    if n.op is Ops.FLIP: return [(src, tuple(self.const(d - 1) - i if f else i for i, d, f in zip(idx, src.tshape, n.arg)), valid)]
     if n.op is Ops.PAD: return [(src, tuple(i - self.const(b) if b else i for i, (b, _) in zip(idx, n.arg)), valid & self.pad_valid(n, idx))]
     if n.op is Ops.REDUCE: return [(src, self.reduce_index(n, idx), valid)]
     raise NotImplementedError(f"lowering has no rule for {n.op}")
 
   def pad_valid(self, n: UOp, idx: tuple[UOp, ...]) -> UOp:
     cond = UOp.const(dtypes.bool, True)
-    for i, d, (before, after) in zip(idx, n.src[0].shape, n.arg):
+    for i, d, (before, after) in zip(idx, n.src[0].tshape, n.arg):
       if before: cond = cond & (i < self.const(before)).alu(Ops.XOR, UOp.const(dtypes.bool, True))
       if after: cond = cond & (i < self.const(before + d))
     return cond
@@ -94,7 +94,7 @@ class Lowerer:
   def reduce_index(self, n: UOp, idx: tuple[UOp, ...]) -> tuple[UOp, ...]:
     key = (n, idx)
     if key not in self.reduce_ranges:
-      self.reduce_ranges[key] = {a: self.new_range(n.src[0].shape[a], "reduce") for a in n.arg[1]}
+      self.reduce_ranges[key] = {a: self.new_range(n.src[0].tshape[a], "reduce") for a in n.arg[1]}
     rngs = self.reduce_ranges[key]
     return tuple(rngs.get(a, i) for a, i in enumerate(idx))
 
@@ -141,7 +141,7 @@ def lower_kernel(ast: UOp) -> UOp:
   store = ast.src[0]
   out, value = store.src
   lw = Lowerer(index_dtype_for(ast))
-  shape = value.shape
+  shape = value.tshape
   ranges = tuple(lw.new_range(s, "global") for s in shape)
   scalar = hoist_checks(lw.lower(value, ranges))
   out_index = lw.const(0)

@@ -25,6 +25,7 @@ partial sums (a reassociation NOOPT's policy allows).
 """
 from __future__ import annotations
 import math, random
+from typing import Any, Callable
 from picograd.helpers import NOOPT, prod
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
@@ -42,7 +43,7 @@ MAX_REGIONS = 4
 # A cap on the operations an upcast tile repeats, to bound LLVM's compile time (a 4x32 matmul tile is ~600).
 MAX_UNROLLED_OPS = 8192
 
-_INT_OPS = {
+_INT_OPS: dict[Ops, Callable[[int, int], Any]] = {
   Ops.ADD: lambda a, b: a + b, Ops.MUL: lambda a, b: a * b, Ops.MAX: max,
   Ops.IDIV: lambda a, b: abs(a) // abs(b) * (1 if (a >= 0) == (b > 0) else -1) if b else None,
   Ops.MOD: lambda a, b: a - b * (abs(a) // abs(b) * (1 if (a >= 0) == (b > 0) else -1)) if b else None,
@@ -55,7 +56,7 @@ def _evaluate(u: UOp, env: dict[UOp, int]) -> int | None:
   """The integer value of index expression `u` with the loops set as in `env`; None when it depends on loaded data."""
   vals: dict[UOp, int | None] = {}
   for n in toposort([u]):
-    s = [vals[x] for x in n.src]
+    s: list[Any] = [vals[x] for x in n.src]  # ints past the `None in s` test (mypy cannot narrow a list by membership)
     if n.op is Ops.CONST: vals[n] = n.arg
     elif n.op is Ops.RANGE: vals[n] = env.get(n, 0)
     elif None in s: vals[n] = None

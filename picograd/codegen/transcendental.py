@@ -9,8 +9,8 @@ float32, about 1 ulp).
 
 The special cases follow libm: exp2(-inf) = 0, exp2(x) = inf above 128, results that are
 denormal are rounded once; log2(0) = -inf, log2(negative) = nan, log2(inf) = inf, denormal
-inputs are exact (log2 evaluates its series in float64, to stay within 1 ulp); sin(+-inf) = nan; nan stays nan. sin reduces its argument in float64 with a
-three-part pi/2, exact up to |x| = 2^29; beyond, it stays within [-1, 1] but loses accuracy.
+inputs are exact (log2 evaluates its series in float64, to stay within 1 ulp); sin(+-inf) = nan;
+nan stays nan. sin reduces its argument in float64 with a three-part pi/2, exact up to |x| = 2^29; beyond, it stays within [-1, 1] but loses accuracy.
 
 The coefficients are least-squares fits on Chebyshev nodes reweighted toward minimax
 (relative error below 4e-9 before float32 rounding), with the leading term pinned to its

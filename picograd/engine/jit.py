@@ -120,6 +120,7 @@ class Jit:
     if frozen != self.frozen:
       raise ValueError(f"jit: {self.fn.__name__} was called with non-tensor arguments that differ from the capture's; a replay "
                        "would use the captured values (pass values that change as tensors)")
+    assert self.capture is not None, "calls >= 2: the first call's capture completed"
     new_buffers = {id(old): new for old, new in zip(self.input_buffers, buffers)}
     for counter, n in self.capture.rng_draws:
       assert _draw is not None, "a random draw was captured, so the frontend registered its generator"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time, weakref
 import numpy as np
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 from picograd.helpers import DEBUG
 from picograd.ir.ops import UOp, Ops, toposort, substitute
 from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view, strip_reshapes
@@ -113,13 +113,13 @@ class Plan:
   cache_hit: bool
 
 
-def plan(tensors: list[Handle]) -> Plan:
+def plan(tensors: Sequence[Handle]) -> Plan:
   """The kernels that realizing `tensors` would run, the tensors that need work, and their output buffers."""
   pending, ready, seen = [], [], set()
   for t in tensors:
     if is_contiguous_view(t.uop) or id(t) in seen: continue
     seen.add(id(t))
-    owner = _owners.get(t.device, {}).get(t.uop)
+    owner = _owners[t.device].get(t.uop) if t.device in _owners else None
     if owner is not None and owner() is t and t.uop in _computed[t.device]: ready.append((t, _computed[t.device][t.uop]))
     else: pending.append(t)
   if not pending: return Plan([], ready, [], [], [], True)
@@ -215,7 +215,8 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
       checked[(k.name, k.device)] = k
     if DEBUG >= 2:
       t = k.program(handles, k.dims, wait=True) or 0.0
-      print(f"  {k.name:<40} on {k.device:<6} {t * 1e6:9.1f} us  {k.bytes / max(t, 1e-9) / 1e9:8.2f} GB/s  {k.flops / max(t, 1e-9) / 1e9:8.2f} GFLOP/s")
+      secs = max(t, 1e-9)
+      print(f"  {k.name:<40} on {k.device:<6} {t * 1e6:9.1f} us  {k.bytes / secs / 1e9:8.2f} GB/s  {k.flops / secs / 1e9:8.2f} GFLOP/s")
     else:
       k.program(handles, k.dims)
     del dev
@@ -225,14 +226,14 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
 def _copy(dst: Buffer, src: Buffer) -> None:
   """Device to device: through the host unless both sides are the same CUDA context."""
   if dst.device.startswith("CUDA") and dst.device == src.device:
-    get_device(dst.device).allocator.copy_device_to_device(dst.handle, src.handle, dst.nbytes)
+    get_device(dst.device).allocator.copy_device_to_device(dst.handle, src.handle, dst.nbytes)  # type: ignore[attr-defined]  # CUDA's has it
     return
   get_device(src.device).synchronize()
   check_errors(src.device)  # the data leaves the device: its kernels' failed checks must not go unnoticed
   dst.copyin(src.numpy())
 
 
-def realize(tensors: list[Handle]) -> list[UOp]:
+def realize(tensors: Sequence[Handle]) -> list[UOp]:
   """Compute `tensors`; return, for each, the graph that now holds its value (a buffer view; unchanged if it was one).
 
   The caller points each tensor at its result: the engine does not change the handles it is given."""

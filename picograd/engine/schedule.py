@@ -88,7 +88,7 @@ def _reduces_below(start: UOp, stop: set[UOp]) -> list[UOp]:
 
 
 def _broadcast_axes(expand: UOp) -> tuple[int, ...]:
-  return tuple(i for i, (a, b) in enumerate(zip(expand.src[0].shape, expand.shape)) if a != b)
+  return tuple(i for i, (a, b) in enumerate(zip(expand.src[0].tshape, expand.tshape)) if a != b)
 
 
 def _row_reductions(expand: UOp, consumers: dict[UOp, set[UOp]], realize: set[UOp]) -> set[UOp]:
@@ -98,7 +98,7 @@ def _row_reductions(expand: UOp, consumers: dict[UOp, set[UOp]], realize: set[UO
   the loops over the row."""
   axes = _broadcast_axes(expand)
   # trailing axes, and at least one row axis before them: a reduction over everything has no rows to share out
-  if not axes or axes[0] == 0 or axes != tuple(range(axes[0], len(expand.shape))): return set()
+  if not axes or axes[0] == 0 or axes != tuple(range(axes[0], len(expand.tshape))): return set()
   # upwards: elementwise at this shape up to a boundary, or a reduction over the same row
   stack, seen = [expand], set()
   while stack:
@@ -217,7 +217,7 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
     if n not in boundaries: continue
     if n.op is Ops.ASSIGN:
       target = strip_reshapes(n.src[0])
-      out = Binding("input", slot_of(target)[1]) if slot_of(target) else where[target]
+      out = Binding("input", slot[1]) if (slot := slot_of(target)) else where[target]
     else:
       temps.append(TempBuffer(n.size, n.dtype, node_device[n]))
       out = Binding("temp", len(temps) - 1)
@@ -262,7 +262,7 @@ def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> t
     if n.op is Ops.BUFFER:
       mapping[n] = param(Binding("input", n.arg[1]), n.dtype, n.size)
     else:
-      mapping[n] = param(where[n], n.dtype, n.size).reshape(n.shape)
+      mapping[n] = param(where[n], n.dtype, n.size).reshape(n.tshape)
   value = substitute(value, mapping)
   # DETACH only matters to gradients
   detached = {n: n.src[0] for n in toposort([value]) if n.op is Ops.DETACH}
@@ -284,7 +284,8 @@ def _order(computed: list[UOp], reads: list[set[UOp]]) -> list[int]:
     target = strip_reshapes(n.src[0])
     for j, r in enumerate(reads):
       if j != i and target in r and not _depends_on(j, i, deps): deps[i].add(j)
-  order, done = [], set()
+  order: list[int] = []
+  done: set[int] = set()
   while len(order) < len(computed):
     ready = [i for i in range(len(computed)) if i not in done and deps[i] <= done]
     if not ready: raise RuntimeError("schedule: circular dependence between in-place assignments")

@@ -80,8 +80,9 @@ def _half_meets_wide_float(x: Tensor, scalar: Any) -> bool:
 
 def _where(cond: Tensor | Any, x: Tensor | Scalar, y: Tensor | Scalar) -> Tensor:
   """Elementwise select with broadcasting and promotion of x and y (PyTorch's torch.where)."""
-  anchor = next(t for t in (cond, x, y) if isinstance(t, TensorBase))
-  c = anchor._to_tensor(cond, "where") if not isinstance(cond, TensorBase) else cond
+  # Any: isinstance narrows to TensorBase, the state-less root, which mypy cannot tell is a Tensor
+  anchor: Any = next(t for t in (cond, x, y) if isinstance(t, TensorBase))
+  c: Any = anchor._to_tensor(cond, "where") if not isinstance(cond, TensorBase) else cond
   if c.device != anchor.device: raise RuntimeError(f"where: tensors are on different devices ({c.device} and {anchor.device})")
   c = c.cast(dtypes.bool)
   if isinstance(x, TensorBase) and isinstance(y, TensorBase): dt = promote(x.dtype, y.dtype)
@@ -104,4 +105,5 @@ def where(condition: Tensor, x: Tensor | Scalar, y: Tensor | Scalar) -> Tensor:
 def _check_condition(condition: Any, op: str) -> None:
   """A user's mask must be bool, as in PyTorch (internally, _where also accepts numbers)."""
   if not isinstance(condition, TensorBase): raise TypeError(f"{op}: the condition must be a bool Tensor, not {type(condition).__name__}")
-  if condition.dtype != dtypes.bool: raise RuntimeError(f"{op}: the condition must be a bool tensor, not {condition.dtype.name}")
+  # the ignore: isinstance narrows to TensorBase, Tensor's state-less root, which declares no dtype
+  if condition.dtype != dtypes.bool: raise RuntimeError(f"{op}: the condition must be a bool tensor, not {condition.dtype.name}")  # type: ignore[attr-defined]

@@ -54,7 +54,8 @@ class ConvMixin:
     n = len(kernel)
     lead, sizes = self.shape[:-n], self.shape[-n:]
     outs = [_out_size(i, k, s, d, 0, 0) for i, k, s, d in zip(sizes, kernel, stride, dilation)]
-    if any(o <= 0 for o in outs): raise RuntimeError(f"sliding windows: kernel {tuple(kernel)} with dilation {tuple(dilation)} does not fit the input size {sizes}")
+    if any(o <= 0 for o in outs):
+      raise RuntimeError(f"sliding windows: kernel {tuple(kernel)} with dilation {tuple(dilation)} does not fit the input size {sizes}")
     nl = len(lead)
     if all(k <= s for k, s in zip(kernel, stride)) and all(d == 1 for d in dilation):
       # windows that do not overlap: cut each dim into o blocks of s and keep the first k of each
@@ -96,7 +97,8 @@ class ConvMixin:
   # ---------------------------------------------------------------- convolution
   def _conv_args(self: Any, op: str, weight: Any, n: int, groups: int) -> None:
     """PyTorch's checks, with its RuntimeError: (N, C, *spatial) input, (C_out, C/groups, *kernel) weight."""
-    if self.ndim not in (n + 1, n + 2): raise RuntimeError(f"{op}: expected a {n + 1}D (unbatched) or {n + 2}D (batched) input, got shape {self.shape}")
+    if self.ndim not in (n + 1, n + 2):
+      raise RuntimeError(f"{op}: expected a {n + 1}D (unbatched) or {n + 2}D (batched) input, got shape {self.shape}")
     if weight.ndim != n + 2: raise RuntimeError(f"{op}: expected a {n + 2}D weight, got shape {weight.shape}")
     if not isinstance(groups, int) or groups < 1: raise RuntimeError(f"{op}: groups must be a positive integer, got {groups!r}")
 
@@ -122,7 +124,8 @@ class ConvMixin:
       pads = [(p, p) for p in _ntuple(padding, n, op, "padding")]
       if any(p < 0 for p, _ in pads): raise RuntimeError(f"{op}: negative padding {padding!r}")
     if any(_out_size(i, k, s, d, *p) <= 0 for i, k, s, d, p in zip(sizes, kernel, st, dl, pads)):
-      raise RuntimeError(f"{op}: kernel {tuple(kernel)} (dilation {dl}) is larger than the padded input {tuple(i + a + b for i, (a, b) in zip(sizes, pads))}")
+      padded = tuple(i + a + b for i, (a, b) in zip(sizes, pads))
+      raise RuntimeError(f"{op}: kernel {tuple(kernel)} (dilation {dl}) is larger than the padded input {padded}")
     dt = promote(self.dtype, weight.dtype)
     x, w = self.cast(dt)._pad_last(pads), weight.cast(dt)
     outs = [_out_size(i, k, s, d, *p) for i, k, s, d, p in zip(sizes, kernel, st, dl, pads)]
@@ -136,6 +139,7 @@ class ConvMixin:
         tap = x._strided_last([o * d for o, d in zip(offset, dl)], outs, st)
         term = (tap * w.shrink([None, None, None, *[(o, o + 1) for o in offset]]).reshape(1, groups, cout_g, cin_g, *([1] * n))).sum(3)
         out = term if out is None else out + term
+      assert out is not None, "a kernel has at least one offset"
     else:
       x = x._windows(kernel, st, dl)  # (N, C, *o, *k)
       # (N, G, 1, *o, C/G, *k) times (1, G, C_out/G, 1.., C/G, *k), summed over (C/G, *k)
@@ -144,12 +148,12 @@ class ConvMixin:
     out = out.reshape(bsz, cout, *outs)
     return out + bias.cast(dt).reshape(cout, *([1] * n)) if bias is not None else out
 
-  def conv1d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
+  def conv1d(self: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
     return self._convnd(1, "conv1d", weight, bias, stride, padding, dilation, groups)
-  def conv2d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
+  def conv2d(self: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
     """PyTorch's conv2d (cross-correlation): input (N, C, H, W), weight (C_out, C/groups, kH, kW); padding an int, a pair, 'same' or 'valid'."""
     return self._convnd(2, "conv2d", weight, bias, stride, padding, dilation, groups)
-  def conv3d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
+  def conv3d(self: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
     return self._convnd(3, "conv3d", weight, bias, stride, padding, dilation, groups)
 
   def _conv_transposend(self: Any, n: int, op: str, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
@@ -173,7 +177,8 @@ class ConvMixin:
     if any(s > 1 for s in st):  # (..., i) -> (..., i, s) zero-padded after each element -> (..., i*s) -> the first (i-1)*s+1
       x = x.reshape(bsz, cin, *[v for i in sizes for v in (i, 1)])
       x = x.pad(((0, 0), (0, 0)) + tuple(p for s in st for p in ((0, 0), (0, s - 1))))
-      x = x.reshape(bsz, cin, *[i * s for i, s in zip(sizes, st)]).shrink(((0, bsz), (0, cin)) + tuple((0, (i - 1) * s + 1) for i, s in zip(sizes, st)))
+      x = x.reshape(bsz, cin, *[i * s for i, s in zip(sizes, st)])
+      x = x.shrink(((0, bsz), (0, cin)) + tuple((0, (i - 1) * s + 1) for i, s in zip(sizes, st)))
     cin_g = cin // groups
     w = weight.reshape(groups, cin_g, cout_g, *kernel).permute(0, 2, 1, *range(3, 3 + n)).reshape(groups * cout_g, cin_g, *kernel)
     w = w.flip(tuple(range(2, 2 + n)))
@@ -182,14 +187,14 @@ class ConvMixin:
     x = x.pad(((0, 0), (0, 0)) + tuple(pads))
     return x._convnd(n, op, w, bias, 1, 0, dl, groups)
 
-  def conv_transpose1d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+  def conv_transpose1d(self: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                        groups: int = 1, dilation: Any = 1) -> Any:
     return self._conv_transposend(1, "conv_transpose1d", weight, bias, stride, padding, output_padding, groups, dilation)
-  def conv_transpose2d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+  def conv_transpose2d(self: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                        groups: int = 1, dilation: Any = 1) -> Any:
     """PyTorch's conv_transpose2d: weight (C_in, C_out/groups, kH, kW)."""
     return self._conv_transposend(2, "conv_transpose2d", weight, bias, stride, padding, output_padding, groups, dilation)
-  def conv_transpose3d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+  def conv_transpose3d(self: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                        groups: int = 1, dilation: Any = 1) -> Any:
     return self._conv_transposend(3, "conv_transpose3d", weight, bias, stride, padding, output_padding, groups, dilation)
 
@@ -229,14 +234,14 @@ class ConvMixin:
     idx = pos.where(hit, big).min(axes)
     return out, idx.cast(dtypes.int64)
 
-  def max_pool1d(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
+  def max_pool1d(self: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
                  return_indices: bool = False) -> Any:
     return self._max_poolnd(1, "max_pool1d", kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-  def max_pool2d(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
+  def max_pool2d(self: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
                  return_indices: bool = False) -> Any:
     """PyTorch's max_pool2d: -inf padding; with return_indices, also the flat (h*W + w) input position of each maximum (int64)."""
     return self._max_poolnd(2, "max_pool2d", kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-  def max_pool3d(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
+  def max_pool3d(self: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
                  return_indices: bool = False) -> Any:
     return self._max_poolnd(3, "max_pool3d", kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
@@ -259,12 +264,12 @@ class ConvMixin:
     if np.all(div == div.flat[0]): return total * (1.0 / float(div.flat[0]))
     return total / type(self)(div.astype(x.dtype.np), device=self.device)
 
-  def avg_pool1d(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True) -> Any:
+  def avg_pool1d(self: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True) -> Any:
     return self._avg_poolnd(1, "avg_pool1d", kernel_size, stride, padding, ceil_mode, count_include_pad, None)
-  def avg_pool2d(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+  def avg_pool2d(self: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                  divisor_override: int | None = None) -> Any:
     return self._avg_poolnd(2, "avg_pool2d", kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-  def avg_pool3d(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+  def avg_pool3d(self: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                  divisor_override: int | None = None) -> Any:
     return self._avg_poolnd(3, "avg_pool3d", kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
 
@@ -351,11 +356,13 @@ class ConvMixin:
     need = {"linear": 1, "bilinear": 2, "trilinear": 3}
     if mode not in ("nearest", "nearest-exact", *need): raise NotImplementedError(f"interpolate: mode {mode!r} is not supported")
     if not 1 <= n <= 3: raise NotImplementedError(f"interpolate: expected a 3D, 4D or 5D input (N, C, spatial...), got shape {self.shape}")
-    if mode in need and need[mode] != n: raise NotImplementedError(f"interpolate: mode {mode!r} needs a {need[mode] + 2}D input, got shape {self.shape}")
+    if mode in need and need[mode] != n:
+      raise NotImplementedError(f"interpolate: mode {mode!r} needs a {need[mode] + 2}D input, got shape {self.shape}")
     if mode.startswith("nearest") and align_corners is not None:
       raise ValueError("interpolate: align_corners option can only be set with the interpolating modes: linear | bilinear | bicubic | trilinear")
     if (size is None) == (scale_factor is None): raise ValueError("interpolate: exactly one of size and scale_factor must be given")
     ins = self.shape[2:]
+    scales: list[Any]  # per spatial dim: the user's scale factor, or None when `size` was given
     if size is not None:
       if not isinstance(size, int) and len(size) != n: raise ValueError(f"interpolate: size {size!r} must have {n} values for input {self.shape}")
       outs, scales = _ntuple(size, n, "interpolate", "size"), [None] * n

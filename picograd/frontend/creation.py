@@ -6,7 +6,7 @@ imports `picograd.tensor`.
 """
 from __future__ import annotations
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 import numpy as np
 from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops
@@ -19,7 +19,7 @@ class CreationMixin:
   __slots__ = ()
 
   @classmethod
-  def full(cls, shape: tuple[int, ...] | int, fill_value: Scalar, dtype: DType | str | None = None, device: str | None = None,
+  def full(cls: Any, shape: tuple[int, ...] | int, fill_value: Scalar, dtype: DType | str | None = None, device: str | None = None,
            requires_grad: bool | None = None) -> "Tensor":
     shape = _new_shape((shape,) if isinstance(shape, (int, np.integer)) else tuple(shape), "full")
     if isinstance(fill_value, (np.number, np.bool_)): fill_value = fill_value.item()
@@ -28,25 +28,26 @@ class CreationMixin:
     const = UOp.const(dt, fill_value)
     return cls(const.reshape((1,) * len(shape)).expand(shape), device=device, requires_grad=requires_grad)
   @classmethod
-  def zeros(cls, *shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
+  def zeros(cls: Any, *shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     return cls.full(_new_shape(shape, "zeros"), 0.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
   @classmethod
-  def ones(cls, *shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
+  def ones(cls: Any, *shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     return cls.full(_new_shape(shape, "ones"), 1.0, dtype=dtype or dtypes.default_float, device=device, requires_grad=requires_grad)
   @classmethod
-  def empty(cls, *shape, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
+  def empty(cls: Any, *shape, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
     return cls.zeros(*shape, dtype=dtype, device=device).contiguous()
-  def full_like(self, fill_value: Scalar, dtype: DType | None = None, device: str | None = None) -> "Tensor":
+  def full_like(self: Any, fill_value: Scalar, dtype: DType | None = None, device: str | None = None) -> "Tensor":
     return type(self).full(self.shape, fill_value, dtype=dtype or self.dtype, device=device or self.device)
-  def zeros_like(self, dtype: DType | None = None, device: str | None = None) -> "Tensor": return self.full_like(0, dtype, device)
-  def ones_like(self, dtype: DType | None = None, device: str | None = None) -> "Tensor": return self.full_like(1, dtype, device)
+  def zeros_like(self: Any, dtype: DType | None = None, device: str | None = None) -> "Tensor": return self.full_like(0, dtype, device)
+  def ones_like(self: Any, dtype: DType | None = None, device: str | None = None) -> "Tensor": return self.full_like(1, dtype, device)
 
   @classmethod
-  def arange(cls, start: Scalar, stop: Scalar | None = None, step: Scalar = 1, dtype: DType | str | None = None,
+  def arange(cls: Any, start: Scalar, stop: Scalar | None = None, step: Scalar = 1, dtype: DType | str | None = None,
              device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     if stop is None: start, stop = 0, start
     for v in (start, stop, step):
-      if isinstance(v, cls) or not isinstance(v, (int, float, np.number)): raise TypeError(f"arange: start, end and step must be numbers, not {type(v).__name__}")
+      if isinstance(v, cls) or not isinstance(v, (int, float, np.number)):
+        raise TypeError(f"arange: start, end and step must be numbers, not {type(v).__name__}")
       if not math.isfinite(v): raise RuntimeError(f"arange: unsupported range: {start} -> {stop} (step {step})")
     if step == 0: raise RuntimeError("arange: step must be nonzero")
     if (stop - start) * step < 0: raise RuntimeError(f"arange: upper bound {stop} and lower bound {start} inconsistent with step sign ({step})")
@@ -59,7 +60,7 @@ class CreationMixin:
     return out.cast(dt)
 
   @classmethod
-  def linspace(cls, start: float, end: float, steps: int, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
+  def linspace(cls: Any, start: float, end: float, steps: int, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
     """`steps` evenly spaced values from start to end, as PyTorch computes them.
 
     The first half counts up from `start` and the second half down from `end`, so both ends are
@@ -76,7 +77,7 @@ class CreationMixin:
     return _where(idx < steps // 2, up, down).cast(dt)
 
   @classmethod
-  def eye(cls, n: int, m: int | None = None, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
+  def eye(cls: Any, n: int, m: int | None = None, dtype: DType | str | None = None, device: str | None = None) -> "Tensor":
     m = n if m is None else m
     for v in (n, m):
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"eye: sizes must be ints, not {type(v).__name__}")

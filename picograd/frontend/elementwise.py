@@ -7,7 +7,7 @@ elementwise math lives in frontend/math.py.
 """
 from __future__ import annotations
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from picograd.dtype import dtypes
 from picograd.ir.ops import UOp, Ops
 from picograd.frontend._util import Scalar, _where, _check_condition, _half_meets_wide_float
@@ -18,17 +18,17 @@ class ElementwiseMixin:
   """Mixed into `Tensor` (which keeps __slots__, so a mixin adds none)."""
   __slots__ = ()
 
-  def add(self, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.ADD, x, "add")
-  def mul(self, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.MUL, x, "mul")
-  def neg(self) -> "Tensor":
+  def add(self: Any, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.ADD, x, "add")
+  def mul(self: Any, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.MUL, x, "mul")
+  def neg(self: Any) -> "Tensor":
     if self.dtype == dtypes.bool: raise RuntimeError("neg: negation of a bool tensor is not supported; use logical_not()")
     return self._new(self.uop.alu(Ops.NEG))
-  def sub(self, x: "Tensor | Scalar", reverse: bool = False) -> "Tensor":
+  def sub(self: Any, x: "Tensor | Scalar", reverse: bool = False) -> "Tensor":
     if _half_meets_wide_float(self, x): return self.float().sub(x, reverse).cast(self.dtype)
     a, b = self._broadcasted(x, "sub", reverse)
     if a.dtype == dtypes.bool: raise RuntimeError("sub: subtraction of bool tensors is not supported; use ^ or logical_xor")
     return a._new(a.uop.alu(Ops.ADD, b.uop.alu(Ops.NEG)))
-  def div(self, x: "Tensor | Scalar", reverse: bool = False, rounding_mode: str | None = None) -> "Tensor":
+  def div(self: Any, x: "Tensor | Scalar", reverse: bool = False, rounding_mode: str | None = None) -> "Tensor":
     if rounding_mode not in (None, "trunc", "floor"):
       raise RuntimeError(f"div: rounding_mode must be one of None, 'trunc' or 'floor', not {rounding_mode!r}")
     if _half_meets_wide_float(self, x): return self.float().div(x, reverse, rounding_mode).cast(self.dtype)
@@ -40,23 +40,23 @@ class ElementwiseMixin:
     if rounding_mode == "trunc": return out.trunc()
     if rounding_mode == "floor": return _floordiv_float(a, b)
     return out
-  def _floordiv_int(self, b: "Tensor") -> "Tensor":
+  def _floordiv_int(self: Any, b: "Tensor") -> "Tensor":
     q = self._new(self.uop.alu(Ops.IDIV, b.uop))
     # C division truncates; step down when the signs differ and there is a remainder
     fix = ((self < 0) != (b < 0)) & (q * b != self)
     return _where(fix, q - 1, q)
-  def __floordiv__(self, x): return self.div(x, rounding_mode="floor")
-  def __rfloordiv__(self, x): return self._to_tensor(x, "floordiv").div(self, rounding_mode="floor")
-  def __mod__(self, x):
+  def __floordiv__(self: Any, x): return self.div(x, rounding_mode="floor")
+  def __rfloordiv__(self: Any, x): return self._to_tensor(x, "floordiv").div(self, rounding_mode="floor")
+  def __mod__(self: Any, x):
     a, b = self._broadcasted(x, "mod")
     if a.dtype.is_float: return _mod_float(a, b)
     if a.dtype.is_int:  # C's remainder moved to the divisor's sign (and its division-by-zero check kept alive)
       r = a._new(a.uop.alu(Ops.MOD, b.uop))
       return _where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
     return a - a.div(b, rounding_mode="floor") * b
-  def __rmod__(self, x): return self._to_tensor(x, "mod").__mod__(self)
+  def __rmod__(self: Any, x): return self._to_tensor(x, "mod").__mod__(self)
 
-  def pow(self, x: "Tensor | Scalar", reverse: bool = False) -> "Tensor":
+  def pow(self: Any, x: "Tensor | Scalar", reverse: bool = False) -> "Tensor":
     if (not reverse and isinstance(x, (int, float)) and not isinstance(x, bool) and float(x).is_integer() and abs(x) <= 1024
         and (self.dtype.is_float or isinstance(x, float))):
       # integer-valued exponents by square-and-multiply: exact where the result is representable (3 ** 5.0 is 243, where
@@ -74,50 +74,50 @@ class ElementwiseMixin:
     if a.dtype == dtypes.bool: a, b = a.cast(dtypes.int64), b.cast(dtypes.int64)  # PyTorch: bool ** bool is int64
     if not a.dtype.is_float: return _pow_int(a, b)
     return _pow_float(a, b)
-  def __pow__(self, x): return self.pow(x)
-  def __rpow__(self, x): return self.pow(x, reverse=True)
+  def __pow__(self: Any, x): return self.pow(x)
+  def __rpow__(self: Any, x): return self.pow(x, reverse=True)
 
-  def reciprocal(self) -> "Tensor": return self._unary(Ops.RECIPROCAL)
-  def sqrt(self) -> "Tensor": return self._unary(Ops.SQRT)
-  def rsqrt(self) -> "Tensor": return self.sqrt().reciprocal()
-  def exp2(self) -> "Tensor": return self._unary(Ops.EXP2)
-  def log2(self) -> "Tensor": return self._unary(Ops.LOG2)
-  def exp(self) -> "Tensor": return self._float().mul(1 / math.log(2)).exp2()
-  def log(self) -> "Tensor": return self.log2().mul(math.log(2))
-  def sin(self) -> "Tensor": return self._unary(Ops.SIN)
-  def cos(self) -> "Tensor": return (math.pi / 2 - self._float()).sin()
-  def tan(self) -> "Tensor": return self.sin() / self.cos()
-  def sigmoid(self) -> "Tensor":
+  def reciprocal(self: Any) -> "Tensor": return self._unary(Ops.RECIPROCAL)
+  def sqrt(self: Any) -> "Tensor": return self._unary(Ops.SQRT)
+  def rsqrt(self: Any) -> "Tensor": return self.sqrt().reciprocal()
+  def exp2(self: Any) -> "Tensor": return self._unary(Ops.EXP2)
+  def log2(self: Any) -> "Tensor": return self._unary(Ops.LOG2)
+  def exp(self: Any) -> "Tensor": return self._float().mul(1 / math.log(2)).exp2()
+  def log(self: Any) -> "Tensor": return self.log2().mul(math.log(2))
+  def sin(self: Any) -> "Tensor": return self._unary(Ops.SIN)
+  def cos(self: Any) -> "Tensor": return (math.pi / 2 - self._float()).sin()
+  def tan(self: Any) -> "Tensor": return self.sin() / self.cos()
+  def sigmoid(self: Any) -> "Tensor":
     # 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) below: the exponent is never positive, so no branch overflows, and the
     # backward never meets 0 * inf (1/(1+e^-x) alone has a NaN gradient once e^-x overflows)
     x = self._float()
     e = _where(x >= 0, -x, x).exp()
     return _where(x >= 0, 1.0, e) / (1 + e)
-  def tanh(self) -> "Tensor": return 2.0 * (2.0 * self._float()).sigmoid() - 1.0
-  def relu(self) -> "Tensor": return _where(self <= 0, 0, self)  # NaN passes through, with gradient 1 (PyTorch)
-  def leaky_relu(self, negative_slope: float = 0.01) -> "Tensor": return _where(self > 0, self, self * negative_slope)
-  def abs(self) -> "Tensor":
+  def tanh(self: Any) -> "Tensor": return 2.0 * (2.0 * self._float()).sigmoid() - 1.0
+  def relu(self: Any) -> "Tensor": return _where(self <= 0, 0, self)  # NaN passes through, with gradient 1 (PyTorch)
+  def leaky_relu(self: Any, negative_slope: float = 0.01) -> "Tensor": return _where(self > 0, self, self * negative_slope)
+  def abs(self: Any) -> "Tensor":
     if self.dtype == dtypes.bool or self.dtype.is_unsigned: return self
     if self.dtype.is_int: return _where(self < 0, -self, self)  # INT_MIN stays INT_MIN, as in PyTorch
     return self * self.sign() + 0.0  # NaN stays NaN; the gradient is sign(x), 0 at 0 and at NaN (PyTorch); + 0.0: abs(-0.0) is +0.0
-  def sign(self) -> "Tensor": return (self > 0).cast(self.dtype) - (self < 0).cast(self.dtype)
-  def square(self) -> "Tensor": return self * self
-  def trunc(self) -> "Tensor":
+  def sign(self: Any) -> "Tensor": return (self > 0).cast(self.dtype) - (self < 0).cast(self.dtype)
+  def square(self: Any) -> "Tensor": return self * self
+  def trunc(self: Any) -> "Tensor":
     if not self.dtype.is_float: return self
     # through int64 is exact for |x| < 2**63; larger floats are already integers. A zero keeps x's sign (trunc(-0.5) is -0.0)
     small = self.abs() < 2.0**62
     # the cast sees 0 where it is not taken: a NaN or infinity cast to an integer is undefined behaviour in LLVM
     t = _where(small, self, 0.0).cast(dtypes.int64).cast(self.dtype)
     return _where(small, _where(t == 0, self * 0, t), self)
-  def floor(self) -> "Tensor":
+  def floor(self: Any) -> "Tensor":
     if not self.dtype.is_float: return self
     t = self.trunc()
     return _where(t > self, t - 1, t)
-  def ceil(self) -> "Tensor":
+  def ceil(self: Any) -> "Tensor":
     if not self.dtype.is_float: return self
     t = self.trunc()
     return _where(t < self, t + 1, t)
-  def round(self) -> "Tensor":
+  def round(self: Any) -> "Tensor":
     """Round half to even, like PyTorch and numpy."""
     if not self.dtype.is_float: return self
     f = self.floor()
@@ -125,16 +125,16 @@ class ElementwiseMixin:
     f_is_even = (f * 0.5).floor() * 2 == f
     out = _where(diff > 0.5, f + 1, _where(diff < 0.5, f, _where(f_is_even, f, f + 1)))
     return _where(out == 0, self * 0, out)  # round(-0.4) is -0.0
-  def _float(self) -> "Tensor": return self if self.dtype.is_float else self.cast(dtypes.default_float)
+  def _float(self: Any) -> "Tensor": return self if self.dtype.is_float else self.cast(dtypes.default_float)
 
-  def maximum(self, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.MAX, x, "maximum")
-  def minimum(self, x: "Tensor | Scalar") -> "Tensor":
+  def maximum(self: Any, x: "Tensor | Scalar") -> "Tensor": return self._binary(Ops.MAX, x, "maximum")
+  def minimum(self: Any, x: "Tensor | Scalar") -> "Tensor":
     a, b = self._broadcasted(x, "minimum")
     if a.dtype == dtypes.bool: return a & b
     # ~x = -1 - x reverses the order of integers without overflowing at INT_MIN (-x does not)
     if a.dtype.is_int: return ~((~a).maximum(~b))
     return -((-a).maximum(-b))
-  def clip(self, min: Scalar | "Tensor | None" = None, max: Scalar | "Tensor | None" = None) -> "Tensor":  # noqa: A002 (PyTorch's names)
+  def clip(self: Any, min: Scalar | "Tensor | None" = None, max: Scalar | "Tensor | None" = None) -> "Tensor":  # noqa: A002 (PyTorch's names)
     """min(max(x, min), max) like torch.clamp: NaN stays NaN; the gradient passes where min <= x <= max (bounds included)."""
     if min is None and max is None: raise RuntimeError("clip: at least one of min and max must be given")
     out = self
@@ -144,43 +144,46 @@ class ElementwiseMixin:
     return out
   clamp = clip
 
-  def where(self, condition: "Tensor", other: "Tensor | Scalar") -> "Tensor":
+  def where(self: Any, condition: "Tensor", other: "Tensor | Scalar") -> "Tensor":
     """PyTorch's `x.where(condition, y)`: x where condition holds, else y."""
     _check_condition(condition, "where")
     return _where(condition, self, other)
 
   # comparisons (results are bool)
-  def __lt__(self, x): return self._binary(Ops.CMPLT, x, "lt")
-  def __gt__(self, x): return self._binary(Ops.CMPLT, x, "gt", reverse=True)
-  def __le__(self, x):
+  def __lt__(self: Any, x): return self._binary(Ops.CMPLT, x, "lt")
+  def __gt__(self: Any, x): return self._binary(Ops.CMPLT, x, "gt", reverse=True)
+  def __le__(self: Any, x):
     a, b = self._broadcasted(x, "le")
     # not (a > b) would be True for NaN: floats need the ordered form
     return (a < b) | (a == b) if a.dtype.is_float else (a > b).logical_not()
-  def __ge__(self, x):
+  def __ge__(self: Any, x):
     a, b = self._broadcasted(x, "ge")
     return (a > b) | (a == b) if a.dtype.is_float else (a < b).logical_not()
-  def __ne__(self, x): return self._binary(Ops.CMPNE, x, "ne")  # type: ignore[override]
-  def __eq__(self, x): return (self != x).logical_not()  # type: ignore[override]
+  def __ne__(self: Any, x): return self._binary(Ops.CMPNE, x, "ne")  # type: ignore[override]
+  def __eq__(self: Any, x): return (self != x).logical_not()  # type: ignore[override]
   lt, gt, le, ge = __lt__, __gt__, __le__, __ge__
-  def eq(self, x): return self == x
-  def ne(self, x): return self != x
-  def logical_not(self) -> "Tensor": return self._new(self.cast(dtypes.bool).uop.alu(Ops.XOR, UOp.const(dtypes.bool, True).reshape((1,) * self.ndim).expand(self.shape)))
-  def isnan(self) -> "Tensor": return self != self
-  def isinf(self) -> "Tensor": return (self == float("inf")) | (self == float("-inf"))
+  def eq(self: Any, x): return self == x
+  def ne(self: Any, x): return self != x
+  def logical_not(self: Any) -> "Tensor":
+    true = UOp.const(dtypes.bool, True).reshape((1,) * self.ndim).expand(self.shape)
+    return self._new(self.cast(dtypes.bool).uop.alu(Ops.XOR, true))
+  def isnan(self: Any) -> "Tensor": return self != self
+  def isinf(self: Any) -> "Tensor": return (self == float("inf")) | (self == float("-inf"))
 
-  def _bitwise(self, op: Ops, x: "Tensor | Scalar", name: str) -> "Tensor":
+  def _bitwise(self: Any, op: Ops, x: "Tensor | Scalar", name: str) -> "Tensor":
     a, b = self._broadcasted(x, name)
     # PyTorch's type for an op with no kernel for the dtype
     if a.dtype.is_float: raise NotImplementedError(f"{name}: bitwise operations need integer or bool tensors, not {a.dtype.name}")
     return a._new(a.uop.alu(op, b.uop))
-  def __and__(self, x): return self._bitwise(Ops.AND, x, "bitwise_and")
-  def __or__(self, x): return self._bitwise(Ops.OR, x, "bitwise_or")
-  def __xor__(self, x): return self._bitwise(Ops.XOR, x, "bitwise_xor")
+  def __and__(self: Any, x): return self._bitwise(Ops.AND, x, "bitwise_and")
+  def __or__(self: Any, x): return self._bitwise(Ops.OR, x, "bitwise_or")
+  def __xor__(self: Any, x): return self._bitwise(Ops.XOR, x, "bitwise_xor")
   __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
-  def __invert__(self): return self.logical_not() if self.dtype == dtypes.bool else self ^ -1
-  def _shr(self, n: int) -> "Tensor": return self._new(self.uop.alu(Ops.SHR, UOp.const(self.dtype, n).reshape((1,) * self.ndim).expand(self.shape)))
+  def __invert__(self: Any): return self.logical_not() if self.dtype == dtypes.bool else self ^ -1
+  def _shr(self: Any, n: int) -> "Tensor":
+    return self._new(self.uop.alu(Ops.SHR, UOp.const(self.dtype, n).reshape((1,) * self.ndim).expand(self.shape)))
 
-  def erf(self) -> "Tensor":
+  def erf(self: Any) -> "Tensor":
     """The error function, to about 1 ulp in float32 and 1e-15 in float64 (values and derivatives).
 
     Below |x| = 2.5, the everywhere-positive series erf x = 2/sqrt(pi) e^(-x^2) sum_n (2x^2)^n x / (2n+1)!!
@@ -207,15 +210,15 @@ class ElementwiseMixin:
     tail = 1 - (-(far * far)).exp() / (math.sqrt(math.pi) * frac)
     return _where(compute.abs() < split, series, compute.sign() * tail).cast(x.dtype)
 
-  def gelu(self, approximate: str = "none") -> "Tensor":
+  def gelu(self: Any, approximate: str = "none") -> "Tensor":
     """x * Phi(x) with the exact erf form, or PyTorch's tanh approximation (`approximate="tanh"`)."""
     x = self._float()
     if approximate == "tanh": return 0.5 * x * (1 + (math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)).tanh())
     if approximate != "none": raise RuntimeError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
     return 0.5 * x * (1 + (x * (1 / math.sqrt(2))).erf())
 
-  def silu(self) -> "Tensor": return self._float() * self.sigmoid()
-  def softplus(self, beta: float = 1.0, threshold: float = 20.0) -> "Tensor":
+  def silu(self: Any) -> "Tensor": return self._float() * self.sigmoid()
+  def softplus(self: Any, beta: float = 1.0, threshold: float = 20.0) -> "Tensor":
     """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (PyTorch's overflow guard)."""
     x = self._float()
     linear = x * beta > threshold

@@ -316,7 +316,8 @@ class MathMixin:
   def _shift(self: Any, other: Any, left: bool, name: str, reverse: bool = False) -> Any:
     """C shifts with PyTorch's rules past the width: left gives 0; right gives 0 for unsigned types and the sign for signed ones."""
     a, b = self._broadcasted(other, name, reverse)
-    if a.dtype.is_float or a.dtype == dtypes.bool: raise NotImplementedError(f"{name}: shifts need integer tensors, not {a.dtype.name}")  # PyTorch's type: no kernel for the dtype
+    if a.dtype.is_float or a.dtype == dtypes.bool:
+      raise NotImplementedError(f"{name}: shifts need integer tensors, not {a.dtype.name}")  # PyTorch's type: no kernel for the dtype
     bits = 8 * a.dtype.itemsize
     inside = (b >= 0) & (b < bits) if not a.dtype.is_unsigned else b < bits
     amount = b._select(inside, 0)

@@ -6,7 +6,7 @@ picograd/indexing.py.
 """
 from __future__ import annotations
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 import numpy as np
 from picograd.dtype import dtypes, promote
 from picograd.helpers import prod, ShapeError
@@ -19,7 +19,7 @@ class MovementMixin:
   """Mixed into `Tensor` (which keeps __slots__, so a mixin adds none)."""
   __slots__ = ()
 
-  def reshape(self, *shape) -> "Tensor":
+  def reshape(self: Any, *shape) -> "Tensor":
     shape = _shape_arg(shape, "reshape")
     if any(s < -1 for s in shape): raise ShapeError(f"reshape: invalid shape dimension {min(shape)} in {shape}")
     if shape.count(-1) > 1: raise ShapeError(f"reshape: only one dimension can be -1, got {shape}")
@@ -30,66 +30,67 @@ class MovementMixin:
     if any(s < 0 for s in shape) or prod(shape) != self.numel():
       raise ShapeError(f"reshape: cannot reshape tensor of shape {self.shape} ({self.numel()} elements) into {shape}")
     return self._new(self.uop.reshape(shape))
-  def view(self, *shape) -> "Tensor":
+  def view(self: Any, *shape) -> "Tensor":
     """reshape; given a dtype instead of a shape, the same bits read as that dtype (`bitcast`), as in PyTorch."""
     if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list)): return self.bitcast(shape[0])
     return self.reshape(*shape)
 
-  def permute(self, *order) -> "Tensor":
+  def permute(self: Any, *order) -> "Tensor":
     order = _shape_arg(order, "permute")
     if len(order) != self.ndim: raise ShapeError(f"permute: {order} is not a permutation of the {self.ndim} dimensions of {self.shape}")
     order = tuple(_normalize_axis("permute", a, self.ndim) for a in order)
     _unique_axes("permute", order, order)
     return self._new(self.uop.permute(order))
 
-  def transpose(self, dim0: int = -2, dim1: int = -1) -> "Tensor":
+  def transpose(self: Any, dim0: int = -2, dim1: int = -1) -> "Tensor":
     a, b = _normalize_axis("transpose", dim0, self.ndim), _normalize_axis("transpose", dim1, self.ndim)
     order = list(range(self.ndim))
     order[a], order[b] = order[b], order[a]
     return self.permute(order)
   @property
-  def T(self) -> "Tensor": return self.permute(tuple(range(self.ndim))[::-1])
+  def T(self: Any) -> "Tensor": return self.permute(tuple(range(self.ndim))[::-1])
   @property
-  def mT(self) -> "Tensor": return self.transpose(-2, -1)
+  def mT(self: Any) -> "Tensor": return self.transpose(-2, -1)
 
-  def expand(self, *shape) -> "Tensor":
+  def expand(self: Any, *shape) -> "Tensor":
     shape = _shape_arg(shape, "expand")
     if len(shape) < self.ndim: raise ShapeError(f"expand: target {shape} has fewer dimensions than the tensor's {self.shape}")
     src = (1,) * (len(shape) - self.ndim) + self.shape
     new = tuple(s if n == -1 else n for s, n in zip(src, shape))
     if any(s != n and s != 1 for s, n in zip(src, new)): raise ShapeError(f"expand: cannot expand shape {self.shape} to {shape}")
     return self._new(self.uop.reshape(src).expand(new))
-  def expand_as(self, other: "Tensor") -> "Tensor": return self.expand(other.shape)
+  def expand_as(self: Any, other: "Tensor") -> "Tensor": return self.expand(other.shape)
 
-  def squeeze(self, dim: int | Sequence[int] | None = None) -> "Tensor":
+  def squeeze(self: Any, dim: int | Sequence[int] | None = None) -> "Tensor":
     if dim is None: return self.reshape(tuple(d for d in self.shape if d != 1))
     dims = {_normalize_axis("squeeze", d, self.ndim) for d in ((dim,) if isinstance(dim, int) else dim)}
     return self.reshape(tuple(d for i, d in enumerate(self.shape) if not (i in dims and d == 1)))
-  def unsqueeze(self, dim: int) -> "Tensor":
+  def unsqueeze(self: Any, dim: int) -> "Tensor":
     dim = _normalize_axis("unsqueeze", dim, self.ndim + 1)
     return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
-  def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
+  def flatten(self: Any, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
     if self.ndim == 0: return self.reshape(1)
     s, e = _normalize_axis("flatten", start_dim, self.ndim), _normalize_axis("flatten", end_dim, self.ndim)
     if s > e: raise RuntimeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {self.shape}")
     return self.reshape(self.shape[:s] + (prod(self.shape[s:e + 1]),) + self.shape[e + 1:])
-  def unflatten(self, dim: int, sizes: Sequence[int]) -> "Tensor":
+  def unflatten(self: Any, dim: int, sizes: Sequence[int]) -> "Tensor":
     dim = _normalize_axis("unflatten", dim, self.ndim)
     return self.reshape(self.shape[:dim] + tuple(sizes) + self.shape[dim + 1:])
 
-  def pad(self, padding: Sequence[int] | Sequence[tuple[int, int]], value: Scalar = 0.0, mode: str = "constant") -> "Tensor":
+  def pad(self: Any, padding: Sequence[int] | Sequence[tuple[int, int]], value: Scalar = 0.0, mode: str = "constant") -> "Tensor":
     """Pad with `value`. Either PyTorch's flat form (last dim first: left, right, top, bottom, ...) or one (before, after) pair per dim.
 
     Negative amounts crop, as in PyTorch.
     """
     if padding and isinstance(padding[0], (tuple, list)):
       if len(padding) != self.ndim: raise ShapeError(f"pad: {len(padding)} (before, after) pairs for a tensor of shape {self.shape}")
-      pairs = [tuple(p) for p in padding]
+      pairs = [tuple(p) for p in cast(Sequence[Sequence[int]], padding)]
     else:
       if len(padding) % 2 or len(padding) // 2 > self.ndim:
         raise ShapeError(f"pad: padding {tuple(padding)} does not fit a tensor of shape {self.shape}")
       pairs = [(0, 0)] * self.ndim
-      for i in range(len(padding) // 2): pairs[self.ndim - 1 - i] = (padding[2 * i], padding[2 * i + 1])
+      flat = cast(Sequence[int], padding)  # mypy cannot narrow the union by its first element
+      for i in range(len(flat) // 2): pairs[self.ndim - 1 - i] = (flat[2 * i], flat[2 * i + 1])
     if mode != "constant": return self._pad_mode(pairs, mode)  # reflect, replicate, circular: frontend/conv.py
     # negative amounts are crops; do them first
     crop = tuple((-min(b, 0), d + min(a, 0)) for (b, a), d in zip(pairs, self.shape))
@@ -103,18 +104,18 @@ class MovementMixin:
       UOp.const(dtypes.bool, True).reshape((1,) * x.ndim).expand(x.shape).pad(grow))
     return _where(mask, out, value)
 
-  def shrink(self, bounds: Sequence[tuple[int, int] | None]) -> "Tensor":
+  def shrink(self: Any, bounds: Sequence[tuple[int, int] | None]) -> "Tensor":
     b = tuple((0, d) if p is None else tuple(p) for p, d in zip(bounds, self.shape))
     if any(not 0 <= s <= e <= d for (s, e), d in zip(b, self.shape)): raise ShapeError(f"shrink: bounds {b} do not fit shape {self.shape}")
     return self._new(self.uop.shrink(b))
 
-  def flip(self, dims: int | Sequence[int]) -> "Tensor":
+  def flip(self: Any, dims: int | Sequence[int]) -> "Tensor":
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     axes = [_normalize_axis("flip", d, self.ndim) for d in dims]
     _unique_axes("flip", axes, dims)
     return self._new(self.uop.flip(tuple(i in axes for i in range(self.ndim))))
 
-  def repeat(self, *repeats) -> "Tensor":
+  def repeat(self: Any, *repeats) -> "Tensor":
     """Tile the tensor (PyTorch's repeat): each dim i is repeated repeats[i] times."""
     repeats = _shape_arg(repeats, "repeat")
     if any(r < 0 for r in repeats): raise RuntimeError(f"repeat: repeat counts must be non-negative, got {repeats}")
@@ -125,18 +126,20 @@ class MovementMixin:
     expanded = tuple(v for r, d in zip(repeats, base) for v in (r, d))
     return x.reshape(interleaved).expand(expanded).reshape(tuple(r * d for r, d in zip(repeats, base)))
 
-  def chunk(self, chunks: int, dim: int = 0) -> list["Tensor"]:
+  def chunk(self: Any, chunks: int, dim: int = 0) -> list["Tensor"]:
     dim = _normalize_axis("chunk", dim, self.ndim)
-    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)): raise TypeError(f"chunk: chunks must be an int, not {type(chunks).__name__}")
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)):
+      raise TypeError(f"chunk: chunks must be an int, not {type(chunks).__name__}")
     if chunks <= 0: raise RuntimeError(f"chunk: chunks must be greater than 0, got {chunks}")
     step = math.ceil(self.shape[dim] / chunks)
     return self.split(step, dim)
 
-  def split(self, sizes: int | Sequence[int], dim: int = 0) -> list["Tensor"]:
+  def split(self: Any, sizes: int | Sequence[int], dim: int = 0) -> list["Tensor"]:
     dim = _normalize_axis("split", dim, self.ndim)
     n = self.shape[dim]
     if isinstance(sizes, (int, np.integer)):
-      if sizes < 0 or (sizes == 0 and n != 0): raise RuntimeError(f"split: split_size must be positive (0 only for an empty dimension), got {sizes} for dimension {dim} of {self.shape}")
+      if sizes < 0 or (sizes == 0 and n != 0):
+        raise RuntimeError(f"split: split_size must be positive (0 only for an empty dimension), got {sizes} for dimension {dim} of {self.shape}")
       sizes = [min(sizes, n - i) for i in range(0, n, max(sizes, 1))]
     elif any(s < 0 for s in _shape_arg(tuple(sizes), "split")): raise RuntimeError(f"split: sizes must be non-negative, got {list(sizes)}")
     if sum(sizes) != n: raise ShapeError(f"split: sizes {list(sizes)} do not add up to dimension {dim} of {self.shape}")
@@ -146,12 +149,12 @@ class MovementMixin:
       start += s
     return out
 
-  def cat(self, *others: "Tensor", dim: int = 0) -> "Tensor": return cat([self, *others], dim)
-  def stack(self, *others: "Tensor", dim: int = 0) -> "Tensor": return stack([self, *others], dim)
+  def cat(self: Any, *others: "Tensor", dim: int = 0) -> "Tensor": return cat([self, *others], dim)
+  def stack(self: Any, *others: "Tensor", dim: int = 0) -> "Tensor": return stack([self, *others], dim)
 
-  def tril(self, diagonal: int = 0) -> "Tensor": return self._triangle(diagonal, lower=True)
-  def triu(self, diagonal: int = 0) -> "Tensor": return self._triangle(diagonal, lower=False)
-  def _triangle(self, diagonal: int, lower: bool) -> "Tensor":
+  def tril(self: Any, diagonal: int = 0) -> "Tensor": return self._triangle(diagonal, lower=True)
+  def triu(self: Any, diagonal: int = 0) -> "Tensor": return self._triangle(diagonal, lower=False)
+  def _triangle(self: Any, diagonal: int, lower: bool) -> "Tensor":
     if self.ndim < 2: raise RuntimeError(f"{'tril' if lower else 'triu'}: input must have at least 2 dimensions, got shape {self.shape}")
     r, c = self.shape[-2], self.shape[-1]
     rows = type(self).arange(r, dtype=dtypes.int32, device=self.device).reshape(r, 1)
@@ -159,20 +162,20 @@ class MovementMixin:
     keep = (cols <= rows + diagonal) if lower else (cols >= rows + diagonal)
     return _where(keep, self, self.zeros_like())  # a tensor zero keeps bool bool (a Python 0 would promote it)
 
-  def masked_fill(self, mask: "Tensor", value: Scalar) -> "Tensor":
+  def masked_fill(self: Any, mask: "Tensor", value: Scalar) -> "Tensor":
     _check_condition(mask, "masked_fill")
     out = _where(mask, value, self)
     if out.shape != self.shape: raise ShapeError(f"masked_fill: mask of shape {mask.shape} does not broadcast to the tensor's {self.shape}")
     return out
 
-  def __getitem__(self, index: Any) -> "Tensor":
+  def __getitem__(self: Any, index: Any) -> "Tensor":
     from picograd.indexing import getitem
     return getitem(self, index, type(self))
 
-  def __setitem__(self, index: Any, value: Any) -> None:
+  def __setitem__(self: Any, index: Any, value: Any) -> None:
     raise TypeError("picograd tensors do not support item assignment; build the new tensor with where/pad/cat, or use assign()")
 
-  def gather(self, dim: int, index: "Tensor") -> "Tensor":
+  def gather(self: Any, dim: int, index: "Tensor") -> "Tensor":
     """out[i][j] = self[index[i][j]][j] for dim=0 (PyTorch's gather)."""
     dim = _normalize_axis("gather", dim, self.ndim)
     if not isinstance(index, type(self)): raise TypeError(f"gather: index must be a Tensor, not {type(index).__name__}")
@@ -207,6 +210,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     start += t.shape[dim]
     if dt == dtypes.bool: out = piece if out is None else out | piece
     else: out = piece if out is None else out + piece
+  assert out is not None, "cat has at least one tensor"
   return out
 
 

@@ -6,7 +6,7 @@ they stay fusable and their gradients are the matching scatters.
 """
 from __future__ import annotations
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 from picograd.dtype import dtypes, promote
 from picograd.helpers import ShapeError
 from picograd.frontend._util import _broadcast_shape, _where
@@ -17,7 +17,7 @@ class NNOpsMixin:
   """Mixed into `Tensor` (which keeps __slots__, so a mixin adds none)."""
   __slots__ = ()
 
-  def matmul(self, other: "Tensor") -> "Tensor":
+  def matmul(self: Any, other: "Tensor") -> "Tensor":
     other = self._to_tensor(other, "matmul")
     if self.ndim == 0 or other.ndim == 0: raise ShapeError(f"matmul: both operands need at least 1 dimension, got {self.shape} and {other.shape}")
     a = self.unsqueeze(0) if self.ndim == 1 else self
@@ -35,13 +35,13 @@ class NNOpsMixin:
     if self.ndim == 1: out = out.squeeze(-2)
     if other.ndim == 1: out = out.squeeze(-1)
     return out
-  def dot(self, other: "Tensor") -> "Tensor": return self.matmul(other)
+  def dot(self: Any, other: "Tensor") -> "Tensor": return self.matmul(other)
 
-  def linear(self, weight: "Tensor", bias: "Tensor | None" = None) -> "Tensor":
+  def linear(self: Any, weight: "Tensor", bias: "Tensor | None" = None) -> "Tensor":
     out = self.matmul(weight.T)
     return out + bias if bias is not None else out
 
-  def layer_norm(self, normalized_shape: int | Sequence[int], weight: "Tensor | None" = None, bias: "Tensor | None" = None,
+  def layer_norm(self: Any, normalized_shape: int | Sequence[int], weight: "Tensor | None" = None, bias: "Tensor | None" = None,
                  eps: float = 1e-5) -> "Tensor":
     """Normalize over the trailing `normalized_shape` dims to zero mean and unit biased variance, then scale and shift."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -54,7 +54,7 @@ class NNOpsMixin:
     if weight is not None: out = out * weight
     return out + bias if bias is not None else out
 
-  def dropout(self, p: float = 0.5, training: bool | None = None) -> "Tensor":
+  def dropout(self: Any, p: float = 0.5, training: bool | None = None) -> "Tensor":
     """Zero each element with probability p and scale the rest by 1/(1-p); the identity when not training.
 
     `training=None` follows `type(self).training`.
@@ -65,7 +65,7 @@ class NNOpsMixin:
     keep = type(self).rand(*self.shape, device=self.device) >= p
     return _where(keep, self * (1 / (1 - p)), 0)
 
-  def one_hot(self, num_classes: int = -1) -> "Tensor":
+  def one_hot(self: Any, num_classes: int = -1) -> "Tensor":
     """int64 one-hot vectors along a new last dim. `num_classes=-1` reads the largest index (this realizes the tensor)."""
     if self.dtype.is_float or self.dtype == dtypes.bool: raise RuntimeError(f"one_hot: indices must be integers, not {self.dtype.name}")
     if num_classes == -1: num_classes = int(self.max().item()) + 1
@@ -73,7 +73,7 @@ class NNOpsMixin:
     checked = checked._check(checked < num_classes, RuntimeError, "one_hot: Class values must be smaller than num_classes.")
     return (checked.unsqueeze(-1) == type(self).arange(num_classes, dtype=self.dtype, device=self.device)).cast(dtypes.int64)
 
-  def scaled_dot_product_attention(self, key: "Tensor", value: "Tensor", attn_mask: "Tensor | None" = None, dropout_p: float = 0.0,
+  def scaled_dot_product_attention(self: Any, key: "Tensor", value: "Tensor", attn_mask: "Tensor | None" = None, dropout_p: float = 0.0,
                                    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> "Tensor":
     """softmax(q k^T * scale + mask) v with q = self. A bool `attn_mask` marks the pairs that may attend; a float one is added.
 
@@ -85,8 +85,10 @@ class NNOpsMixin:
     if is_causal and attn_mask is not None: raise ValueError(f"{op}: pass either attn_mask or is_causal, not both")
     for name, t in (("key", key), ("value", value)):
       if not isinstance(t, type(self)): raise TypeError(f"{op}: {name} must be a Tensor, not {type(t).__name__}")
-      if t.ndim < 2 or self.ndim < 2: raise ShapeError(f"{op}: query, key and value need at least 2 dimensions, got {self.shape}, {key.shape}, {value.shape}")
-    if attn_mask is not None and not isinstance(attn_mask, type(self)): raise TypeError(f"{op}: attn_mask must be a Tensor, not {type(attn_mask).__name__}")
+      if t.ndim < 2 or self.ndim < 2:
+        raise ShapeError(f"{op}: query, key and value need at least 2 dimensions, got {self.shape}, {key.shape}, {value.shape}")
+    if attn_mask is not None and not isinstance(attn_mask, type(self)):
+      raise TypeError(f"{op}: attn_mask must be a Tensor, not {type(attn_mask).__name__}")
     if enable_gqa and self.ndim >= 3 and key.ndim >= 3 and key.shape[-3] != self.shape[-3]:
       heads, kv_heads = self.shape[-3], key.shape[-3]
       if kv_heads == 0 or heads % kv_heads or value.ndim < 3 or value.shape[-3] != kv_heads:
@@ -105,7 +107,7 @@ class NNOpsMixin:
     if dropout_p > 0: weights = weights.dropout(dropout_p, training=True)
     return weights.matmul(value)
 
-  def cross_entropy(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+  def cross_entropy(self: Any, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
                     weight: "Tensor | None" = None) -> "Tensor":
     """Cross-entropy of logits `self` (classes on dim 1, or dim 0 for a single sample) against class indices or probabilities.
 
@@ -120,13 +122,14 @@ class NNOpsMixin:
     w = _class_weight(self, weight, class_dim, "cross_entropy")
     logp = self.log_softmax(class_dim)
     if target.dtype.is_float:
-      if target.shape != self.shape: raise ShapeError(f"cross_entropy: probability targets of shape {target.shape} must match the logits' {self.shape}")
+      if target.shape != self.shape:
+        raise ShapeError(f"cross_entropy: probability targets of shape {target.shape} must match the logits' {self.shape}")
       probs = target * (1 - label_smoothing) + label_smoothing / self.shape[class_dim] if label_smoothing else target
       if w is not None: probs = probs * w.reshape([-1 if d == class_dim else 1 for d in range(self.ndim)])
       return _reduce_loss(-(logp * probs).sum(class_dim), reduction, "cross_entropy")
     return _nll(logp, target, ignore_index, reduction, label_smoothing, "cross_entropy", w)
 
-  def nll_loss(self, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", weight: "Tensor | None" = None) -> "Tensor":
+  def nll_loss(self: Any, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", weight: "Tensor | None" = None) -> "Tensor":
     """Negative log-likelihood of log-probabilities `self` (classes on dim 1, or dim 0 for one sample) at integer `target`.
 
     `weight` (one per class) scales each sample's term by its target's weight; the mean divides by the summed weights.
@@ -135,17 +138,17 @@ class NNOpsMixin:
     x = self._float()
     return _nll(x, target, ignore_index, reduction, 0.0, "nll_loss", _class_weight(x, weight, 1 if self.ndim >= 2 else 0, "nll_loss"))
 
-  def mse_loss(self, target: "Tensor", reduction: str = "mean") -> "Tensor":
+  def mse_loss(self: Any, target: "Tensor", reduction: str = "mean") -> "Tensor":
     diff = self - target
     return _reduce_loss(diff * diff, reduction, "mse_loss")
 
-  def binary_cross_entropy(self, target: "Tensor", reduction: str = "mean") -> "Tensor":
+  def binary_cross_entropy(self: Any, target: "Tensor", reduction: str = "mean") -> "Tensor":
     """-(y log p + (1-y) log(1-p)) for probabilities p = self; logs are clamped at -100, as PyTorch does."""
     p = self._float()
     loss = -(target * p.log().maximum(-100.0) + (1 - target) * (1 - p).log().maximum(-100.0))
     return _reduce_loss(loss, reduction, "binary_cross_entropy")
 
-  def binary_cross_entropy_with_logits(self, target: "Tensor", reduction: str = "mean", pos_weight: "Tensor | None" = None) -> "Tensor":
+  def binary_cross_entropy_with_logits(self: Any, target: "Tensor", reduction: str = "mean", pos_weight: "Tensor | None" = None) -> "Tensor":
     """Binary cross-entropy of sigmoid(self), in the form that cannot overflow: (1-y) x + w (log(1 + e^-|x|) + max(-x, 0))."""
     x = self._float()
     log_weight = 1 if pos_weight is None else (pos_weight - 1) * target + 1

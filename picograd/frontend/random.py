@@ -22,7 +22,7 @@ class RandomMixin:
   __slots__ = ()
 
   @classmethod
-  def rand(cls, *shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
+  def rand(cls: Any, *shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     """Uniform samples in [0, 1)."""
     shape = _new_shape(shape, "rand")
     bits = cls._random_bits(prod(shape), device)
@@ -32,7 +32,7 @@ class RandomMixin:
     return out
 
   @classmethod
-  def randn(cls, *shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
+  def randn(cls: Any, *shape, dtype: DType | str | None = None, device: str | None = None, requires_grad: bool | None = None) -> "Tensor":
     """Standard normal samples (Box-Muller on two uniform streams)."""
     shape = _new_shape(shape, "randn")
     u = cls.rand(2, *shape, device=device)
@@ -44,21 +44,22 @@ class RandomMixin:
     return out
 
   @classmethod
-  def randint(cls, low: int, high: int | None = None, size: tuple[int, ...] = (), dtype: DType | None = None, device: str | None = None) -> "Tensor":
+  def randint(cls: Any, low: int, high: int | None = None, size: tuple[int, ...] = (), dtype: DType | None = None,
+              device: str | None = None) -> "Tensor":
     if high is None: low, high = 0, low
     if high <= low: raise RuntimeError(f"randint: empty range [{low}, {high}): 'from' must be less than 'to'")
     u = cls.rand(*_new_shape(size if isinstance(size, (tuple, list)) else (size,), "randint"), device=device)
     return (u * (high - low)).floor().cast(dtype or dtypes.int64) + low
 
   @classmethod
-  def uniform(cls, *shape, low: float = 0.0, high: float = 1.0, **kwargs) -> "Tensor":
+  def uniform(cls: Any, *shape, low: float = 0.0, high: float = 1.0, **kwargs) -> "Tensor":
     return cls.rand(*shape, **kwargs) * (high - low) + low
 
-  def rand_like(self) -> "Tensor": return type(self).rand(self.shape, dtype=self.dtype if self.dtype.is_float else None, device=self.device)
-  def randn_like(self) -> "Tensor": return type(self).randn(self.shape, dtype=self.dtype if self.dtype.is_float else None, device=self.device)
+  def rand_like(self: Any) -> "Tensor": return type(self).rand(self.shape, dtype=self.dtype if self.dtype.is_float else None, device=self.device)
+  def randn_like(self: Any) -> "Tensor": return type(self).randn(self.shape, dtype=self.dtype if self.dtype.is_float else None, device=self.device)
 
   @classmethod
-  def normal(cls, *shape, mean: float = 0.0, std: float = 1.0, dtype: DType | str | None = None, device: str | None = None,
+  def normal(cls: Any, *shape, mean: float = 0.0, std: float = 1.0, dtype: DType | str | None = None, device: str | None = None,
              requires_grad: bool | None = None) -> Any:
     """Samples of N(mean, std**2) of the given shape (`picograd.normal(mean, std, size)` is PyTorch's spelling)."""
     _check_std("normal", std)
@@ -91,7 +92,8 @@ class RandomMixin:
     """
     if self.ndim not in (1, 2): raise RuntimeError(f"multinomial: prob_dist must be 1 or 2 dim, got {self.ndim} dims")
     if not self.dtype.is_float: raise RuntimeError(f"multinomial: expected a floating point tensor of weights, got {self.dtype.name}")
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool): raise TypeError(f"multinomial: num_samples must be an int, got {num_samples!r}")
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool):
+      raise TypeError(f"multinomial: num_samples must be an int, got {num_samples!r}")
     if num_samples <= 0: raise RuntimeError(f"multinomial: cannot sample n_sample <= 0 samples, got {num_samples}")
     n = self.shape[-1]
     if n == 0: raise RuntimeError("multinomial: number of categories cannot be zero")

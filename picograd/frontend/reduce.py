@@ -4,7 +4,7 @@ Only ADD and MAX are reduction primitives; min, mean, var, the arg-reductions an
 composed from them (half types accumulate in float32, as PyTorch does).
 """
 from __future__ import annotations
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 from picograd.dtype import DType, dtypes
 from picograd.helpers import prod
 from picograd.ir.ops import Ops
@@ -16,14 +16,14 @@ class ReduceMixin:
   """Mixed into `Tensor` (which keeps __slots__, so a mixin adds none)."""
   __slots__ = ()
 
-  def _axes(self, op: str, axis: int | Sequence[int] | None) -> tuple[int, ...]:
+  def _axes(self: Any, op: str, axis: int | Sequence[int] | None) -> tuple[int, ...]:
     if axis is None: return tuple(range(self.ndim))
     if isinstance(axis, int): axis = (axis,)
     axes = tuple(_normalize_axis(op, a, self.ndim) for a in axis)
     _unique_axes(op, axes, axis)
     return axes if self.ndim else ()  # a 0-d tensor accepts dim 0 or -1 (PyTorch) and has nothing to reduce
 
-  def _reduce(self, op: Ops, axis, keepdim: bool, name: str) -> "Tensor":
+  def _reduce(self: Any, op: Ops, axis, keepdim: bool, name: str) -> "Tensor":
     axes = self._axes(name, axis)
     x = self
     if self.ndim == 0: return self
@@ -31,7 +31,7 @@ class ReduceMixin:
     if keepdim: return out
     return out.reshape(tuple(d for i, d in enumerate(self.shape) if i not in axes))
 
-  def sum(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dtype: DType | None = None, dim=None) -> "Tensor":
+  def sum(self: Any, axis: int | Sequence[int] | None = None, keepdim: bool = False, dtype: DType | None = None, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     acc = dtypes.from_any(dtype) if dtype is not None else (dtypes.int64 if not self.dtype.is_float else self.dtype)
     x = self.cast(acc)
@@ -39,19 +39,19 @@ class ReduceMixin:
       return x.cast(dtypes.float32)._reduce(Ops.ADD, axis, keepdim, "sum").cast(acc)
     return x._reduce(Ops.ADD, axis, keepdim, "sum")
 
-  def max(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
+  def max(self: Any, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     _check_nonempty(self, axis, "max")
     return self._reduce(Ops.MAX, axis, keepdim, "max")
 
-  def min(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
+  def min(self: Any, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     _check_nonempty(self, axis, "min")
     if self.dtype == dtypes.bool: return self.logical_not().max(axis, keepdim).logical_not()
     if self.dtype.is_int: return ~((~self).max(axis, keepdim))  # -x overflows at INT_MIN; ~x reverses the order exactly
     return -((-self).max(axis, keepdim))
 
-  def mean(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
+  def mean(self: Any, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     n = prod(self.shape[a] for a in self._axes("mean", axis))
     x = self._float()
@@ -59,7 +59,8 @@ class ReduceMixin:
       return x.cast(dtypes.float32).mean(axis, keepdim).cast(x.dtype)
     return x.sum(axis, keepdim) * (1.0 / n if n else float("nan"))
 
-  def var(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None, unbiased: bool | None = None) -> "Tensor":
+  def var(self: Any, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None,
+          unbiased: bool | None = None) -> "Tensor":
     axis = dim if dim is not None else axis
     if unbiased is not None: correction = int(unbiased)
     n = prod(self.shape[a] for a in self._axes("var", axis))
@@ -71,10 +72,11 @@ class ReduceMixin:
     # a true division: with correction >= n the sum over 0 is inf (0/0 = NaN for constant rows), as in PyTorch
     return (centered * centered).sum(axis, keepdim) / float(max(n - correction, 0))
 
-  def std(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None, unbiased: bool | None = None) -> "Tensor":
+  def std(self: Any, axis: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1, dim=None,
+          unbiased: bool | None = None) -> "Tensor":
     return self.var(axis, keepdim, correction, dim, unbiased).sqrt()
 
-  def argmax(self, axis: int | None = None, keepdim: bool = False, dim=None) -> "Tensor":
+  def argmax(self: Any, axis: int | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     """Index of the first maximum (int64), like PyTorch."""
     axis = dim if dim is not None else axis
     if axis is None: return self.flatten().argmax(0, keepdim=False) if not keepdim else self.flatten().argmax(0).reshape((1,) * self.ndim)
@@ -90,12 +92,12 @@ class ReduceMixin:
     best = _where(is_max, rev, 0).max(ax, keepdim=keepdim)
     return (n - best).cast(dtypes.int64)
 
-  def argmin(self, axis: int | None = None, keepdim: bool = False, dim=None) -> "Tensor":
+  def argmin(self: Any, axis: int | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     if self.dtype == dtypes.bool: return self.logical_not().argmax(axis, keepdim)
     return (~self if self.dtype.is_int else -self).argmax(axis, keepdim)  # ~x reverses integer order exactly, even at INT_MIN
 
-  def logsumexp(self, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
+  def logsumexp(self: Any, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     axes = self._axes("logsumexp", axis)  # a bad axis is reported as logsumexp's, not as the max inside it
     x = self._float()
@@ -106,7 +108,7 @@ class ReduceMixin:
     out = (x - m).exp().sum(axis, keepdim=True).log() + m
     return out if keepdim else out.reshape(tuple(d for i, d in enumerate(self.shape) if i not in self._axes("logsumexp", axis)))
 
-  def softmax(self, axis: int = -1, dim: int | None = None) -> "Tensor":
+  def softmax(self: Any, axis: int = -1, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("softmax", dim if dim is not None else axis, self.ndim)
     x = self._float()
     if x.numel() == 0: return x  # an empty axis has no maximum to subtract; the result is empty
@@ -114,7 +116,7 @@ class ReduceMixin:
     e = (x - x.max(axis, keepdim=True).detach()).exp()
     return e / e.sum(axis, keepdim=True)
 
-  def log_softmax(self, axis: int = -1, dim: int | None = None) -> "Tensor":
+  def log_softmax(self: Any, axis: int = -1, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("log_softmax", dim if dim is not None else axis, self.ndim)
     x = self._float()
     if x.numel() == 0: return x
@@ -122,7 +124,7 @@ class ReduceMixin:
     shifted = x - x.max(axis, keepdim=True).detach()
     return shifted - shifted.exp().sum(axis, keepdim=True).log()
 
-  def cumsum(self, axis: int = 0, dim: int | None = None) -> "Tensor":
+  def cumsum(self: Any, axis: int = 0, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("cumsum", dim if dim is not None else axis, self.ndim)
     n = self.shape[axis]
     if n == 0: return self if self.dtype.is_float else self.cast(dtypes.int64)  # nothing to add up; sum's dtype

@@ -157,7 +157,8 @@ def _take_diagonals(t: Any, labels: list[str]) -> tuple[Any, list[str]]:
     l = next(l for l in labels if labels.count(l) > 1)
     d1 = labels.index(l)
     d2 = labels.index(l, d1 + 1)
-    if t.shape[d1] != t.shape[d2]: raise RuntimeError(f"einsum(): subscript {l!r} is repeated for dimensions of sizes {t.shape[d1]} and {t.shape[d2]}")
+    if t.shape[d1] != t.shape[d2]:
+      raise RuntimeError(f"einsum(): subscript {l!r} is repeated for dimensions of sizes {t.shape[d1]} and {t.shape[d2]}")
     t = t.diagonal(0, d1, d2)
     labels = [x for i, x in enumerate(labels) if i not in (d1, d2)] + [l]
   return t, labels
@@ -190,7 +191,7 @@ def einsum(equation: str, *operands: Any) -> Any:
       if sizes.setdefault(l, size) != size and 1 not in (size, sizes[l]):
         raise RuntimeError(f"einsum(): subscript {'...' if l.startswith('.') else l!r} has sizes {sizes[l]} and {size} that do not broadcast")
       if sizes[l] == 1: sizes[l] = size
-  acc, acc_labels = None, []
+  acc, acc_labels = None, list[str]()
   for i, (t, labels) in enumerate(pairs):
     order = acc_labels + [l for l in labels if l not in acc_labels]
     t = _align(t, labels, order)
@@ -199,6 +200,7 @@ def einsum(equation: str, *operands: Any) -> Any:
     done = [d for d, l in enumerate(order) if l not in needed]
     if done: acc = acc.sum(done)
     acc_labels = [l for l in order if l in needed]
+  assert acc is not None, "einsum has at least one operand"
   return acc.permute([acc_labels.index(l) for l in out])
 
 
@@ -230,7 +232,7 @@ class ScanMixin:
   __slots__ = ()
 
   # ---------------------------------------------------------------- reductions: products and truth
-  def prod(self, dim: int | None = None, keepdim: bool = False, dtype: DType | None = None) -> Any:
+  def prod(self: Any, dim: int | None = None, keepdim: bool = False, dtype: DType | None = None) -> Any:
     """Product of the elements (over `dim`). Integers and bools multiply in int64, as in PyTorch."""
     acc = dtypes.from_any(dtype) if dtype is not None else (self.dtype if self.dtype.is_float else dtypes.int64)
     x = self.cast(acc)
@@ -243,20 +245,20 @@ class ScanMixin:
     out = out.reshape(out.shape + (1,)).transpose(d, -1)
     return out if keepdim else out.squeeze(d)
 
-  def any(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Any:
+  def any(self: Any, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Any:
     """Whether any element (over `dim`) is nonzero; False over an empty dim."""
     self._axes("any", dim)
     nonzero = self if self.dtype == dtypes.bool else self != 0
     return nonzero.sum(dim, keepdim) > 0
 
-  def all(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Any:
+  def all(self: Any, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Any:
     """Whether every element (over `dim`) is nonzero; True over an empty dim."""
     self._axes("all", dim)
     zero = self.logical_not() if self.dtype == dtypes.bool else self == 0
     return zero.sum(dim, keepdim) == 0
 
   # ---------------------------------------------------------------- movement: roll, diagonals, repeats
-  def roll(self, shifts: int | Sequence[int], dims: int | Sequence[int] | None = None) -> Any:
+  def roll(self: Any, shifts: int | Sequence[int], dims: int | Sequence[int] | None = None) -> Any:
     """Shift elements along `dims` circularly (elements past the end come back at the start). No dims: the flattened tensor."""
     if dims is None:
       if not isinstance(shifts, int):
@@ -277,7 +279,7 @@ class ScanMixin:
       x = head.cat(tail, dim=d)
     return x
 
-  def diagonal(self, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Any:
+  def diagonal(self: Any, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Any:
     """The diagonal of the (dim1, dim2) planes as a new last dim; offset > 0 is above the main diagonal."""
     d1, d2 = _dim("diagonal", dim1, self.ndim), _dim("diagonal", dim2, self.ndim)
     if self.ndim < 2: raise RuntimeError(f"diagonal: needs at least 2 dimensions, got shape {tuple(self.shape)}")
@@ -293,7 +295,7 @@ class ScanMixin:
     flat = _last_axis_pad(sq.reshape(*lead, m * m), m)
     return flat.reshape(*lead, m, m + 1)[..., 0]
 
-  def diag(self, diagonal: int = 0) -> Any:
+  def diag(self: Any, diagonal: int = 0) -> Any:
     """A 1-D tensor becomes a square matrix with it on the `diagonal`-th diagonal; a 2-D tensor gives that diagonal."""
     if self.ndim == 2: return self.diagonal(diagonal, 0, 1)
     if self.ndim != 1: raise RuntimeError(f"diag: expects a 1-D or 2-D tensor, got shape {tuple(self.shape)}")
@@ -304,7 +306,7 @@ class ScanMixin:
     k = abs(diagonal)
     return sq.pad(((0, k), (k, 0)) if diagonal >= 0 else ((k, 0), (0, k)))
 
-  def repeat_interleave(self, repeats: Any, dim: int | None = None, output_size: int | None = None) -> Any:
+  def repeat_interleave(self: Any, repeats: Any, dim: int | None = None, output_size: int | None = None) -> Any:
     """Repeat each element `repeats` times along `dim` (the flattened tensor when dim is None).
 
     Integer repeats are a broadcast (no copy); a tensor of per-element repeats is read on the
@@ -330,7 +332,7 @@ class ScanMixin:
     return x[(slice(None),) * d + (type(self)(picks, device=self.device),)]
 
   # ---------------------------------------------------------------- scans
-  def _scan(self, op: str, dim: int, combine: Callable[[list[Any], list[Any]], list[Any]], with_index: bool = False) -> list[Any]:
+  def _scan(self: Any, op: str, dim: int, combine: Callable[[list[Any], list[Any]], list[Any]], with_index: bool = False) -> list[Any]:
     d = _dim(op, dim, self.ndim)
     x = self.reshape(1) if self.ndim == 0 else self
     xs = [x.transpose(d, -1)]
@@ -340,12 +342,12 @@ class ScanMixin:
     out = _hillis_steele(xs, combine)
     return [o.transpose(d, -1).reshape(self.shape) for o in out]
 
-  def cumprod(self, dim: int, dtype: DType | None = None) -> Any:
+  def cumprod(self: Any, dim: int, dtype: DType | None = None) -> Any:
     """Running product along `dim` (integers and bools in int64). The gradient is exact where elements are zero."""
     acc = dtypes.from_any(dtype) if dtype is not None else (self.dtype if self.dtype.is_float else dtypes.int64)
     return self.cast(acc)._scan("cumprod", dim, lambda a, b: [a[0] * b[0]])[0]
 
-  def _cum_extreme(self, op: str, dim: int, larger: bool) -> ValuesIndices:
+  def _cum_extreme(self: Any, op: str, dim: int, larger: bool) -> ValuesIndices:
     def combine(earlier: list[Any], later: list[Any]) -> list[Any]:
       (v1, i1), (v2, i2) = earlier, later
       # the later element wins ties (PyTorch gives the last index of the running extreme) and a NaN stays once seen
@@ -356,15 +358,15 @@ class ScanMixin:
     values, indices = self._scan(op, dim, combine, with_index=True)
     return ValuesIndices(values, indices)
 
-  def cummax(self, dim: int) -> ValuesIndices:
+  def cummax(self: Any, dim: int) -> ValuesIndices:
     """Running maximum along `dim` and the index where it was found (the latest one on ties; NaN propagates)."""
     return self._cum_extreme("cummax", dim, True)
 
-  def cummin(self, dim: int) -> ValuesIndices:
+  def cummin(self: Any, dim: int) -> ValuesIndices:
     """Running minimum along `dim` and the index where it was found (the latest one on ties; NaN propagates)."""
     return self._cum_extreme("cummin", dim, False)
 
-  def logcumsumexp(self, dim: int) -> Any:
+  def logcumsumexp(self: Any, dim: int) -> Any:
     """log(cumsum(exp(x))) along `dim`, computed without overflow as a scan of pairwise log-add-exp."""
     def combine(earlier: list[Any], later: list[Any]) -> list[Any]:
       a, b = earlier[0], later[0]
@@ -378,7 +380,7 @@ class ScanMixin:
     return x._scan("logcumsumexp", dim, combine)[0]
 
   # ---------------------------------------------------------------- scatter and selection
-  def _scatter_parts(self, op: str, dim: int, index: Any, src: Any) -> tuple[int, Any, Any]:
+  def _scatter_parts(self: Any, op: str, dim: int, index: Any, src: Any) -> tuple[int, Any, Any]:
     """For index positions (..., k) along `dim` (moved last): the one-hot (..., k, n) of their targets and the sources (..., k, 1)."""
     d = _dim(op, dim, self.ndim)
     if index.dtype.is_float or index.dtype == dtypes.bool: raise RuntimeError(f"{op}: index must be an integer tensor, not {index.dtype.name}")
@@ -398,13 +400,13 @@ class ScanMixin:
     targets = index.transpose(d, -1).unsqueeze(-1) == type(self).arange(n, dtype=index.dtype, device=self.device)
     return d, targets, src.transpose(d, -1).unsqueeze(-1)
 
-  def _scatter_place(self, d: int, reduced: Any) -> Any:
+  def _scatter_place(self: Any, d: int, reduced: Any) -> Any:
     """(..., n) results over index's other dims, padded out to self's and moved back to `dim`."""
     if self.ndim == 0: return reduced.reshape(())
     out = reduced.transpose(d, -1)
     return out.pad([(0, s - r) for s, r in zip(self.shape, out.shape)])
 
-  def _scatter_reduced(self, op: str, dim: int, index: Any, src: Any, reduce: str, with_self: bool = False) -> tuple[Any, Any]:
+  def _scatter_reduced(self: Any, op: str, dim: int, index: Any, src: Any, reduce: str, with_self: bool = False) -> tuple[Any, Any]:
     """(the reduction of the sources sent to each element, how many were sent there) for sum/prod/amax/amin.
 
     `with_self` (amax/amin only) reduces each element's old value together with its sources, so
@@ -424,7 +426,7 @@ class ScanMixin:
     else: raise RuntimeError(f"{op}: reduce must be one of 'sum', 'prod', 'mean', 'amax', 'amin', not {reduce!r}")
     return self._scatter_place(d, red.cast(self.dtype)), count
 
-  def scatter(self, dim: int, index: Any, src: Any = None, value: Any = None, reduce: str | None = None) -> Any:
+  def scatter(self: Any, dim: int, index: Any, src: Any = None, value: Any = None, reduce: str | None = None) -> Any:
     """out[index[i][j]][j] = src[i][j] for dim=0 (PyTorch's scatter); `src` may be a scalar (or pass `value=`).
 
     `reduce="add"`/`"multiply"` combine with the old value instead of replacing it. Where an index
@@ -447,10 +449,10 @@ class ScanMixin:
     count = self._scatter_place(d, targets.sum(-2))
     return sent.where(count > 0, self)
 
-  def scatter_add(self, dim: int, index: Any, src: Any) -> Any:
+  def scatter_add(self: Any, dim: int, index: Any, src: Any) -> Any:
     return self.scatter_reduce(dim, index, src, "sum", include_self=True)
 
-  def scatter_reduce(self, dim: int, index: Any, src: Any, reduce: str, include_self: bool = True) -> Any:
+  def scatter_reduce(self: Any, dim: int, index: Any, src: Any, reduce: str, include_self: bool = True) -> Any:
     """Reduce the sources sent to each element ("sum", "prod", "mean", "amax", "amin"), with or without its old value."""
     if reduce == "mean":
       total, count = self._scatter_reduced("scatter_reduce", dim, index, src, "sum")
@@ -462,7 +464,7 @@ class ScanMixin:
     if include_self and reduce == "prod": red = red * self
     return red.where(count > 0, self)
 
-  def masked_select(self, mask: Any) -> Any:
+  def masked_select(self: Any, mask: Any) -> Any:
     """The elements where `mask` (broadcast with self) is True, as a 1-D tensor. The mask is read on the host (it decides the size)."""
     if mask.dtype != dtypes.bool: raise RuntimeError(f"masked_select: mask must be a bool tensor, not {mask.dtype.name}")
     x = self.where(mask, self)  # broadcasts self and mask together (the values are self's, the graph keeps its gradient)
@@ -470,7 +472,7 @@ class ScanMixin:
     where = np.flatnonzero(np.broadcast_to(mask.numpy(), x.shape))
     return flat[type(self)(where.astype(np.int64), device=self.device)]
 
-  def nonzero(self, as_tuple: bool = False) -> Any:
+  def nonzero(self: Any, as_tuple: bool = False) -> Any:
     """Indices of the nonzero elements: an (N, ndim) int64 tensor, or a tuple of ndim 1-D tensors. Read on the host."""
     host = self.numpy()
     coords = np.nonzero(host.reshape(1) if host.ndim == 0 else host)

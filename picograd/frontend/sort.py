@@ -106,14 +106,14 @@ class SortMixin:
   """Mixed into `Tensor` (which keeps __slots__, so a mixin adds none)."""
   __slots__ = ()
 
-  def sort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> ValuesIndices:
+  def sort(self: Any, dim: int = -1, descending: bool = False, stable: bool = False) -> ValuesIndices:
     """Sorted values along `dim` and the indices they came from. Always stable (equal elements keep their order); NaN sorts as the largest value."""
     return _sort(self, _dim("sort", dim, self.ndim), descending)
 
-  def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Any:
+  def argsort(self: Any, dim: int = -1, descending: bool = False, stable: bool = False) -> Any:
     return self.sort(dim, descending, stable).indices
 
-  def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> ValuesIndices:
+  def topk(self: Any, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> ValuesIndices:
     """The k largest (or smallest) elements along `dim`, in sorted order, with their indices."""
     d = _dim("topk", dim, self.ndim)
     n = self.shape[d] if self.ndim else 1

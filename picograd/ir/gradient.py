@@ -14,7 +14,7 @@ This file works on UOps only; `Tensor.backward` and `Tensor.gradient` sit on top
 """
 from __future__ import annotations
 import math
-from typing import Callable
+from typing import Any, Callable, cast
 from picograd.dtype import dtypes
 from picograd.helpers import argsort
 from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, toposort, print_graph
@@ -24,7 +24,7 @@ Grads = tuple[UOp | None, ...]
 
 def _full_like(u: UOp, value: float) -> UOp:
   """A constant broadcast to `u`'s shape (tensor-level constants are scalars reshaped and expanded, as the frontend makes them)."""
-  return UOp.const(u.dtype, value).reshape((1,) * len(u.shape)).expand(u.shape)
+  return UOp.const(u.dtype, value).reshape((1,) * len(u.tshape)).expand(u.tshape)
 
 
 def _zeros_like(a: UOp) -> UOp: return _full_like(a, 0.0)
@@ -48,16 +48,16 @@ def _max_grads(grad: UOp, out: UOp) -> Grads:
 def _reduce_grads(grad: UOp, out: UOp) -> Grads:
   x = out.src[0]
   op, axes = out.arg
-  if op is Ops.ADD: return (grad.expand(x.shape),)
+  if op is Ops.ADD: return (grad.expand(x.tshape),)
   # REDUCE MAX (PyTorch's amax): every position equal to the max shares the gradient evenly
-  is_max = x.ne(out.expand(x.shape)).where(_zeros_like(x), _full_like(x, 1.0))
+  is_max = x.ne(out.expand(x.tshape)).where(_zeros_like(x), _full_like(x, 1.0))
   count = _sum_to(is_max, axes)
   return (is_max * (grad / count).expand(x.shape),)
 
 
 def _expand_grads(grad: UOp, out: UOp) -> Grads:
   x = out.src[0]
-  return (_sum_to(grad, tuple(i for i, (a, b) in enumerate(zip(x.shape, out.shape)) if a != b)),)
+  return (_sum_to(grad, tuple(i for i, (a, b) in enumerate(zip(x.tshape, out.tshape)) if a != b)),)
 
 
 def _fmod_grads(grad: UOp, out: UOp) -> Grads:
@@ -69,7 +69,7 @@ def _fmod_grads(grad: UOp, out: UOp) -> Grads:
   return (grad, -(grad * trunc))
 
 
-def _rule(op: Ops, fn: Callable[[UOp, UOp], Grads]) -> tuple[UPat, Callable[..., Grads]]:
+def _rule(op: Ops, fn: Callable[[UOp, UOp], Grads]) -> tuple[UPat, Callable[..., Any]]:
   """A table entry: PatternMatcher passes the rewrite context (here, the output's gradient) as `ctx`."""
   return (UPat(op, name="out"), lambda ctx, out: fn(ctx, out))
 
@@ -93,11 +93,11 @@ gradient_rules = PatternMatcher([
   _rule(Ops.WHERE, lambda grad, out: (None, out.src[0].where(grad, _zeros_like(grad)), out.src[0].where(_zeros_like(grad), grad))),
   _rule(Ops.CAST, lambda grad, out: (grad.cast(out.src[0].dtype),)),
   _rule(Ops.REDUCE, _reduce_grads),
-  _rule(Ops.RESHAPE, lambda grad, out: (grad.reshape(out.src[0].shape),)),
+  _rule(Ops.RESHAPE, lambda grad, out: (grad.reshape(out.src[0].tshape),)),
   _rule(Ops.PERMUTE, lambda grad, out: (grad.permute(tuple(argsort(list(out.arg)))),)),
   _rule(Ops.EXPAND, _expand_grads),
-  _rule(Ops.PAD, lambda grad, out: (grad.shrink(tuple((b, b + d) for (b, _), d in zip(out.arg, out.src[0].shape))),)),
-  _rule(Ops.SHRINK, lambda grad, out: (grad.pad(tuple((b, d - e) for (b, e), d in zip(out.arg, out.src[0].shape))),)),
+  _rule(Ops.PAD, lambda grad, out: (grad.shrink(tuple((b, b + d) for (b, _), d in zip(out.arg, out.src[0].tshape))),)),
+  _rule(Ops.SHRINK, lambda grad, out: (grad.pad(tuple((b, d - e) for (b, e), d in zip(out.arg, out.src[0].tshape))),)),
   _rule(Ops.FLIP, lambda grad, out: (grad.flip(out.arg),)),
   # CONTIGUOUS(arg="backward") is a kernel boundary in the backward pass too (scans and sorting networks, whose
   # unbounded fused gradients would read 2^steps values per element)
@@ -139,7 +139,7 @@ def compute_gradient(root: UOp, root_grad: UOp, targets: list[UOp]) -> dict[UOp,
     grad = grads.get(node)
     if grad is None or not node.src: continue
     # a target may itself sit above another target, so the walk continues through it
-    src_grads = gradient_rules.rewrite(node, ctx=grad)
+    src_grads = cast("Grads | None", gradient_rules.rewrite(node, ctx=grad))  # this table's rules return Grads, not a node
     if src_grads is None: raise NotImplementedError(f"gradient: no chain rule for {node.op.name} ({node.dtype.name})")
     for src, g in zip(node.src, src_grads):
       if g is None or src not in on_path: continue

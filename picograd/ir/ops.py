@@ -119,7 +119,7 @@ class UOp(metaclass=UOpMeta):
   def pad(self, padding: tuple[tuple[int, int], ...]) -> "UOp":
     return self if all(p == (0, 0) for p in padding) else UOp(Ops.PAD, self.dtype, (self,), tuple(padding))
   def shrink(self, bounds: tuple[tuple[int, int], ...]) -> "UOp":
-    return self if all(b == (0, d) for b, d in zip(bounds, self.shape)) else UOp(Ops.SHRINK, self.dtype, (self,), tuple(bounds))
+    return self if all(b == (0, d) for b, d in zip(bounds, self.tshape)) else UOp(Ops.SHRINK, self.dtype, (self,), tuple(bounds))
   def flip(self, axes: tuple[bool, ...]) -> "UOp": return self if not any(axes) else UOp(Ops.FLIP, self.dtype, (self,), tuple(axes))
   def reduce(self, op: Ops, axes: tuple[int, ...]) -> "UOp":
     axes = tuple(sorted(axes))
@@ -154,7 +154,12 @@ class UOp(metaclass=UOpMeta):
   # ---- graph queries
   def toposort(self) -> list["UOp"]: return toposort([self])
   @property
-  def size(self) -> int: return prod(self.shape)
+  def tshape(self) -> tuple[int, ...]:
+    """The shape of a tensor-level node, for code that only handles those (autograd, scheduling, lowering)."""
+    assert self.shape is not None, f"{self.op.name} has no shape: not a tensor-level node"
+    return self.shape
+  @property
+  def size(self) -> int: return prod(self.tshape)
   @property
   def base(self) -> "UOp":
     """Below the movement ops: the node whose data a view reads."""
@@ -376,6 +381,7 @@ def graph_rewrite_many(roots: list[UOp], pm: PatternMatcher, ctx: Any = None) ->
         stack.append((node, 2, out))
         stack.append((out, 0, None))
     else:
+      assert repl is not None, "stage 2 carries the rewrite's result"
       done[node] = done[repl]
       in_progress.discard(node)
   return [done[r] for r in roots]

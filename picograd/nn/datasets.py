@@ -13,7 +13,8 @@ import numpy as np
 from picograd.helpers import cache_dir
 from picograd.nn.state import atomic_write
 
-__all__ = ["DataFileError", "DataNotFoundError", "DownloadError", "downloads_allowed", "data_path", "names", "tinyshakespeare", "CharVocab", "makemore_dataset", "train_dev_test_split"]
+__all__ = ["DataFileError", "DataNotFoundError", "DownloadError", "downloads_allowed", "data_path", "names", "tinyshakespeare", "CharVocab",
+           "makemore_dataset", "train_dev_test_split"]
 
 # filename -> (public URL, md5 of its content)
 _SOURCES: dict[str, tuple[str, str]] = {

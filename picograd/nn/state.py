@@ -63,7 +63,7 @@ def remove_stale_temporaries(path: str) -> list[str]:
   runs are removed: a concurrent save by a live process keeps its file.
   """
   directory, base = os.path.split(os.path.abspath(path))
-  prefix, removed = f".{base}.", []
+  prefix, removed = f".{base}.", list[str]()
   try:
     names = os.listdir(directory)
   except OSError:

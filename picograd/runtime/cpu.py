@@ -192,7 +192,8 @@ class CPUProgram(Program):
     super().__init__(device, name, lib, meta)
     _llvm()  # initializes LLVM's native target
     # a cached or foreign object calling a helper this process lacks would jump to address 0: refuse to link it
-    if missing := unresolved_symbols(lib): raise RuntimeError(f"CPU: kernel {name}'s object needs {', '.join(missing)}, which this process cannot provide")
+    if missing := unresolved_symbols(lib):
+      raise RuntimeError(f"CPU: kernel {name}'s object needs {', '.join(missing)}, which this process cannot provide")
     with _llvm_lock:
       if lib not in _loaded: _loaded[lib] = _LoadedObject(lib)
       self.loaded = _loaded[lib]

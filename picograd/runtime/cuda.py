@@ -111,7 +111,7 @@ def nvrtc_supported_archs() -> tuple[int, ...]:
 
 
 def _has_fp16_header(d: str | None) -> bool:
-  return bool(d) and os.path.isfile(os.path.join(d, "cuda_fp16.h"))
+  return bool(d and os.path.isfile(os.path.join(d, "cuda_fp16.h")))
 
 
 def _bundled_headers() -> str | None:
@@ -371,6 +371,7 @@ class CUDAProgram(Program):
       _cu("cuEventRecord", self.events[0], self.ctx.stream)
     _cu("cuLaunchKernel", self.function, *grid, *block, dims.shared_bytes, self.ctx.stream, ctypes.addressof(pointers), 0)
     if not wait: return None
+    assert self.events is not None
     _cu("cuEventRecord", self.events[1], self.ctx.stream)
     _cu("cuEventSynchronize", self.events[1])
     return _cu("cuEventElapsedTime", *self.events) / 1e3

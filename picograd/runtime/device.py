@@ -143,12 +143,12 @@ class Buffer:
   def copyin(self, data: np.ndarray) -> "Buffer":
     data = np.ascontiguousarray(data, dtype=self.dtype.np)
     assert data.size == self.size, f"copyin of {data.size} elements into a buffer of {self.size}"
-    if self.size: get_device(self.device).allocator.copyin(self.handle, memoryview(data.reshape(-1)).cast("B"))
+    if self.size: get_device(self.device).allocator.copyin(self.handle, data.reshape(-1).data.cast("B"))
     return self
 
   def numpy(self) -> np.ndarray:
     out = np.empty(self.size, dtype=self.dtype.np)
-    if self.size: get_device(self.device).allocator.copyout(memoryview(out).cast("B"), self.handle)
+    if self.size: get_device(self.device).allocator.copyout(out.data.cast("B"), self.handle)
     return out
 
   def __repr__(self) -> str: return f"<buf {self.device} {self.dtype.name}[{self.size}] #{id(self) % 10**6}>"

@@ -78,7 +78,8 @@ def _load(buf: np.ndarray, idx):
 
 
 KERNEL_GLOBALS = {
-  "np": np, "inf": float("inf"), "nan": float("nan"), "c_div": _c_div, "c_mod": _c_mod, "reciprocal": lambda x: np.float64(1.0).astype(np.asarray(x).dtype) / x,
+  "np": np, "inf": float("inf"), "nan": float("nan"), "c_div": _c_div, "c_mod": _c_mod,
+  "reciprocal": lambda x: np.float64(1.0).astype(np.asarray(x).dtype) / x,
   # a reduction must see every element of its loops, also when the value does not vary along them
   "full": lambda v, extent: np.broadcast_to(v, np.broadcast_shapes(np.shape(v), extent)),
   "bf16_to_f32": lambda b: (b.astype(np.uint32) << 16).view(np.float32), "round_bf16": _round_bf16,
@@ -92,7 +93,7 @@ class PythonProgram(Program):
 
   def __init__(self, device: Device, name: str, lib: bytes, meta: dict[str, Any]):
     super().__init__(device, name, lib, meta)
-    scope = dict(KERNEL_GLOBALS)
+    scope: dict[str, Any] = dict(KERNEL_GLOBALS)
     exec(compile(lib.decode(), f"<kernel {name}>", "exec"), scope)
     self.fn = scope[name]
 

@@ -238,13 +238,15 @@ def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource, split: int = 1)
   w("unsigned a[4][4], b[4][2];")
   w("#pragma unroll")
   w.open("for (int i = 0; i < 4; i++)")
-  w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared(As + cur * {BM * _KP} + (wm * 64 + i * 16 + (lm & 1) * 8 + lr) * {_KP} + kk + (lm >> 1) * 8);")
+  w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared(As + cur * {BM * _KP} "
+    f"+ (wm * 64 + i * 16 + (lm & 1) * 8 + lr) * {_KP} + kk + (lm >> 1) * 8);")
   w('asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];" '
     ': "=r"(a[i][0]), "=r"(a[i][1]), "=r"(a[i][2]), "=r"(a[i][3]) : "r"(addr));')
   w.close()
   w("#pragma unroll")
   w.open("for (int jj = 0; jj < 2; jj++)")
-  w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared(Bs + cur * {BK * _NP} + (kk + (lm & 1) * 8 + lr) * {_NP} + wn * 32 + (jj * 2 + (lm >> 1)) * 8);")
+  w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared(Bs + cur * {BK * _NP} "
+    f"+ (kk + (lm & 1) * 8 + lr) * {_NP} + wn * 32 + (jj * 2 + (lm >> 1)) * 8);")
   w('asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];" '
     ': "=r"(b[jj * 2][0]), "=r"(b[jj * 2][1]), "=r"(b[jj * 2 + 1][0]), "=r"(b[jj * 2 + 1][1]) : "r"(addr));')
   w.close()
