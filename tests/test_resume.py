@@ -67,9 +67,14 @@ def test_ctrl_c_stops_after_the_step_and_saves(tmp_path, monkeypatch):
     update(self, n)
     if self.n == 2: signal.raise_signal(signal.SIGINT)
   monkeypatch.setattr(common.Progress, "update", interrupt_after_step_2)
-  out = makemore.main([*MAKEMORE, "--save", part])
-  assert out["steps"] == 2 and nn.state.load_metadata(part)["step"] == "2"
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after training
+  # a process started in the background inherits Ctrl-C ignored; the example only takes over Python's default handler
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    out = makemore.main([*MAKEMORE, "--save", part])
+    assert out["steps"] == 2 and nn.state.load_metadata(part)["step"] == "2"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after training
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 GPT = ["--config", "small", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch", "16",
