@@ -96,4 +96,4 @@ def test_cuda_kernels_name_their_launch_plan():
   from test_cuda_codegen import asts
   [ast] = asts(Tensor(np.ones((256, 512), np.float32)).sum(1))
   *_, meta = render(ast, "CUDA")
-  assert len(meta["opts"]) == 1 and meta["opts"][0].startswith(f"plan {meta['plan']}: grid (") and "B shared memory" in meta["opts"][0]
+  assert len(meta["opts"]) == 1 and meta["opts"][0].startswith(f"plan {meta['plan']}: grid (") and "B dynamic shared memory" in meta["opts"][0]

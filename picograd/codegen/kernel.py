@@ -82,7 +82,7 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
     from picograd.codegen.cuda import CUDATarget, render_cuda
     name, source, program, dims, meta = render_cuda(base, program, target if target is not None else CUDATarget())
     # the CUDA renderer still decides its launch plan while printing C (issue 9): this names what it chose
-    meta["opts"] = [f"plan {meta['plan']}: grid {dims.global_size}, block {dims.local_size}, {dims.shared_bytes} B shared memory"]
+    meta["opts"] = [f"plan {meta['plan']}: grid {dims.global_size}, block {dims.local_size}, {dims.shared_bytes} B dynamic shared memory"]
     return name, source, program, dims, meta
   renderer = {"CPU": "picograd.codegen.llvm:render_llvm", "PYTHON": "picograd.codegen.python:render_python"}[kind]
   module, fn = renderer.split(":")
