@@ -21,15 +21,20 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import makemore  # noqa: E402
 
 
-def linear_step() -> tuple[Callable[[Tensor, Tensor], Tensor], Callable[[int], tuple[np.ndarray, np.ndarray]]]:
-  model = nn.Linear(10, 3)
-  opt = optim.AdamW(nn.get_parameters(model), lr=1e-3)
-
+def _training_step(model: Callable[[Tensor], Tensor], opt: optim.Optimizer) -> Callable[[Tensor, Tensor], Tensor]:
+  """One cross-entropy training step of `model` with `opt`, realizing the loss and the parameter updates together."""
   def step(x: Tensor, y: Tensor) -> Tensor:
     loss = model(x).cross_entropy(y)
     opt.zero_grad(); loss.backward()
     Tensor.realize(loss, *opt.schedule_step())
     return loss
+  return step
+
+
+def linear_step() -> tuple[Callable[[Tensor, Tensor], Tensor], Callable[[int], tuple[np.ndarray, np.ndarray]]]:
+  model = nn.Linear(10, 3)
+  opt = optim.AdamW(nn.get_parameters(model), lr=1e-3)
+  step = _training_step(model, opt)
 
   def batch(i: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(i)
@@ -40,12 +45,7 @@ def linear_step() -> tuple[Callable[[Tensor, Tensor], Tensor], Callable[[int], t
 def makemore_step() -> tuple[Callable[[Tensor, Tensor], Tensor], Callable[[int], tuple[np.ndarray, np.ndarray]]]:
   model = makemore.MLP(27)
   opt = optim.SGD(nn.get_parameters(model), lr=0.1)
-
-  def step(x: Tensor, y: Tensor) -> Tensor:
-    loss = model(x).cross_entropy(y)
-    opt.zero_grad(); loss.backward()
-    Tensor.realize(loss, *opt.schedule_step())
-    return loss
+  step = _training_step(model, opt)
 
   def batch(i: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(i)

@@ -24,3 +24,18 @@ DEVICE_PARAMS = ["CPU", "PYTHON", pytest.param("CUDA", marks=pytest.mark.skipif(
 def device(request) -> str:
   """Each available device in turn (CUDA is skipped cleanly when it cannot open)."""
   return request.param
+
+
+def need_data(filename: str) -> None:
+  """Skip the test when the data file is neither in ../shared/data nor downloadable (downloads off)."""
+  from picograd.nn import datasets
+  try: datasets.data_path(filename, download=False)
+  except FileNotFoundError: pytest.skip(f"{filename} is not available offline")
+
+
+@pytest.fixture(autouse=True)
+def _restore_training_flag():
+  """Examples switch Tensor.training on; each test starts and ends with it off."""
+  yield
+  from picograd import Tensor
+  Tensor.training = False

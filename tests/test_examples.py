@@ -3,22 +3,11 @@ import os, sys
 import numpy as np
 import pytest
 from picograd import Tensor
-from picograd.nn import datasets
+from conftest import need_data
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(_ROOT, "examples"), os.path.join(_ROOT, "bench")]
 import gpt, makemore  # noqa: E402
-
-
-def _need(filename: str) -> None:
-  try: datasets.data_path(filename, download=False)
-  except FileNotFoundError: pytest.skip(f"{filename} is not available offline")
-
-
-@pytest.fixture(autouse=True)
-def _restore_training_flag():
-  yield
-  Tensor.training = False
 
 
 def _falls(losses: list[float], n: int = 10) -> bool:
@@ -37,7 +26,7 @@ def test_missing_data_exits_with_one_line(tmp_path, monkeypatch):
 
 
 def test_makemore_learns():
-  _need("names.txt")
+  need_data("names.txt")
   out = makemore.main(["--steps", "80", *MAKEMORE])
   assert len(out["losses"]) == 80 and _falls(out["losses"])
   assert out["dev_loss"] < 2.8 and out["train_loss"] < 2.8  # uniform guessing is ln 27 = 3.30
@@ -45,7 +34,7 @@ def test_makemore_learns():
 
 
 def test_gpt_learns(tmp_path):
-  _need("tinyshakespeare.txt")
+  need_data("tinyshakespeare.txt")
   tiny = ["--config", "small", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch", "16",
           "--lr", "1e-2", "--warmup", "5", "--eval-every", "40", "--eval-batches", "2", "--sample-chars", "5", "--plot", "", "--quiet"]
   out = gpt.main(["--steps", "40", "--dropout", "0.1", "--save", str(tmp_path / "gpt.safetensors"), *tiny])

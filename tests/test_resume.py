@@ -7,23 +7,12 @@ planned length goes on). The runs are tiny configurations of the two examples, c
 import os, signal, sys
 import numpy as np
 import pytest
-from picograd import Tensor, nn
-from picograd.nn import datasets
+from picograd import nn
+from conftest import need_data
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(_ROOT, "examples")]
 import common, gpt, makemore  # noqa: E402
-
-
-def _need(filename: str) -> None:
-  try: datasets.data_path(filename, download=False)
-  except FileNotFoundError: pytest.skip(f"{filename} is not available offline")
-
-
-@pytest.fixture(autouse=True)
-def _restore_training_flag():
-  yield
-  Tensor.training = False
 
 
 def _same_weights(a: str, b: str) -> None:
@@ -38,7 +27,7 @@ MAKEMORE = ["--steps", "8", "--batch", "64", "--n-hidden", "64", "--decay-at", "
 
 
 def test_makemore_resume_is_bit_exact(tmp_path):
-  _need("names.txt")
+  need_data("names.txt")
   whole, part = str(tmp_path / "whole.safetensors"), str(tmp_path / "part.safetensors")
   straight = makemore.main([*MAKEMORE, "--save", whole])
   first = makemore.main([*MAKEMORE, "--save", part, "--stop-at", "3"])
@@ -50,7 +39,7 @@ def test_makemore_resume_is_bit_exact(tmp_path):
 
 
 def test_resume_refuses_changed_settings(tmp_path, capsys):
-  _need("names.txt")
+  need_data("names.txt")
   part = str(tmp_path / "part.safetensors")
   makemore.main([*MAKEMORE, "--save", part, "--stop-at", "1"])
   with pytest.raises(SystemExit):
@@ -59,7 +48,7 @@ def test_resume_refuses_changed_settings(tmp_path, capsys):
 
 
 def test_ctrl_c_stops_after_the_step_and_saves(tmp_path, monkeypatch):
-  _need("names.txt")
+  need_data("names.txt")
   part = str(tmp_path / "part.safetensors")
   update = common.Progress.update
 
@@ -84,7 +73,7 @@ GPT = ["--config", "small", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
 
 def test_gpt_resume_is_bit_exact(tmp_path):
   """AdamW's moments and step powers, the cosine schedule and the dropout draws all continue."""
-  _need("tinyshakespeare.txt")
+  need_data("tinyshakespeare.txt")
   whole, part = str(tmp_path / "whole.safetensors"), str(tmp_path / "part.safetensors")
   straight = gpt.main([*GPT, "--save", whole])
   gpt.main([*GPT, "--save", part, "--stop-at", "3"])
