@@ -49,10 +49,7 @@ class ElementwiseMixin:
   def __rfloordiv__(self: Any, x): return self._to_tensor(x, "floordiv").div(self, rounding_mode="floor")
   def __mod__(self: Any, x):
     a, b = self._broadcasted(x, "mod")
-    if a.dtype.is_float: return _mod_float(a, b)
-    if a.dtype.is_int:  # C's remainder moved to the divisor's sign (and its division-by-zero check kept alive)
-      r = a._new(a.uop.alu(Ops.MOD, b.uop))
-      return _where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
+    if a.dtype.is_float or a.dtype.is_int: return _remainder(a, b)
     return a - a.div(b, rounding_mode="floor") * b
   def __rmod__(self: Any, x): return self._to_tensor(x, "mod").__mod__(self)
 
@@ -253,8 +250,9 @@ def _pow_float(a: Tensor, b: Tensor) -> Tensor:
   return _where(ones, 1.0, out)
 
 
-def _mod_float(a: Tensor, b: Tensor) -> Tensor:
-  """Python's (and PyTorch's) a % b for floats: the exact fmod, moved by b where its sign differs from b's (-5 % inf is inf)."""
+def _remainder(a: Tensor, b: Tensor) -> Tensor:
+  """Python's (and PyTorch's) a % b: C's remainder (the exact fmod for floats, with its division-by-zero check for
+  integers), moved by b where its sign differs from b's (-5 % inf is inf)."""
   r = a._new(a.uop.alu(Ops.MOD, b.uop))
   return _where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
 
