@@ -36,6 +36,7 @@ JIT = Flag("JIT", 1)
 DUMP = Flag("DUMP", "")
 DEV = Flag("DEV", "CPU")
 THREADS = Flag("THREADS", 0)  # CPU worker threads; 0 means one per core
+EMULATE = Flag("EMULATE", "")  # "CUDA": the PYTHON device runs kernels as mapped onto a GPU (checks the mapping passes without one)
 
 
 @contextlib.contextmanager
@@ -81,6 +82,6 @@ class LaunchDims:
   shared_bytes: int = 0
 
 
-__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "ceildiv", "cache_dir",
-           "LaunchDims"]
+__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "EMULATE", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort",
+           "ceildiv", "cache_dir", "LaunchDims"]
 

@@ -167,6 +167,22 @@ def _run(fn, arrays, device):
   return fn(*[Tensor(a, device=device) for a in arrays]).numpy()
 
 
+@pytest.mark.parametrize("name", list(GPU_CASES))
+@pytest.mark.parametrize("noopt", [0, 1])
+def test_gpu_mapping_emulated(name, noopt):
+  """The GPU mapping passes checked with no GPU: the PYTHON device runs each kernel as mapped onto a GPU, every thread
+  at once (EMULATE=CUDA), and agrees with the CPU; kernels of the mapped plans say so in their optimizations."""
+  from picograd.engine.compile import _kernels
+  fn, arrays = GPU_CASES[name](None)
+  ref = _run(fn, arrays, "CPU")
+  tol = 2e-2 if any(a.dtype == np.float16 for a in arrays) else 1e-4
+  with Context(EMULATE="CUDA", NOOPT=noopt):
+    got = _run(fn, arrays, "PYTHON")
+  np.testing.assert_allclose(got.astype(np.float32), ref.astype(np.float32), rtol=tol, atol=tol)
+  emulated = [k for key, k in _kernels.items() if key[1] == "PYTHON" and key[3] == "CUDA" and key[2] == bool(noopt)]
+  assert any(o.startswith("emulating the CUDA mapping") for k in emulated for o in k.opts)
+
+
 @needs_gpu
 @pytest.mark.parametrize("name", list(GPU_CASES))
 def test_gpu_matches_cpu(name):

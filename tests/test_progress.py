@@ -9,6 +9,7 @@ import pytest
 import picograd
 from picograd import Context, Tensor
 from picograd.engine.events import compile_stats
+from picograd.ir.ops import Ops
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(_ROOT, "examples")]
@@ -90,10 +91,21 @@ def test_debug3_lists_the_optimizations_applied(capsys, noopt):
   else: assert section[0].startswith("  upcast ") and "by" in section[0]
 
 
-def test_cuda_kernels_name_their_launch_plan():
-  """A CUDA kernel's optimizations line names the plan the renderer chose, its grid, block and shared memory (no GPU needed)."""
+@pytest.mark.parametrize("noopt", [0, 1])
+def test_cuda_kernels_list_their_mapping(noopt):
+  """A CUDA kernel's optimizations name the mapping pass, the block and thread indices, the loops dealt out to threads
+  and the combines it put in the IR, then grid, block and shared memory (no GPU needed); NOOPT=1 maps a thread per output."""
   from picograd.codegen.kernel import render
   from test_cuda_codegen import asts
   [ast] = asts(Tensor(np.ones((256, 512), np.float32)).sum(1))
-  *_, meta = render(ast, "CUDA")
-  assert len(meta["opts"]) == 1 and meta["opts"][0].startswith(f"plan {meta['plan']}: grid (") and "B dynamic shared memory" in meta["opts"][0]
+  with Context(NOOPT=noopt):
+    _, _, program, _, meta = render(ast, "CUDA")
+  opts = meta["opts"]
+  assert opts[-1].startswith("grid (") and "B dynamic shared memory" in opts[-1]
+  if noopt:
+    assert opts[:3] == ["map flat", "block index over 1", "thread index over 256"] and len(opts) == 4
+    assert not any(u.op is Ops.GROUP_REDUCE for u in program)
+  else:
+    assert opts[:3] == ["map block", "block index over 256", "thread index over 256"]
+    assert "ADD combined across 256 threads" in opts and any("dealt out to a thread group" in o for o in opts)
+    assert sum(u.op is Ops.GROUP_REDUCE for u in program) == 1 and sum(u.op is Ops.SPECIAL for u in program) == 2

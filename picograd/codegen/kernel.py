@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from typing import Any
-from picograd.helpers import LaunchDims
+from picograd.helpers import EMULATE, LaunchDims
 from picograd.ir.ops import UOp, Ops, print_graph, print_program
 from picograd.codegen.lower import lower_kernel
 from picograd.codegen.linearize import linearize, kernel_name
@@ -78,12 +78,17 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   base = kernel_name(program)
   params = [u for u in program if u.op is Ops.PARAM]
   glob = [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
+  cost = _cost(program)  # of the loops as lowered: a GPU mapping turns them into thread indices
   if kind == "CUDA":
     from picograd.codegen.cuda import CUDATarget, render_cuda
-    name, source, program, dims, meta = render_cuda(base, program, target if target is not None else CUDATarget())
-    # the CUDA renderer still decides its launch plan while printing C (issue 9): this names what it chose
-    meta["opts"] = [f"plan {meta['plan']}: grid {dims.global_size}, block {dims.local_size}, {dims.shared_bytes} B dynamic shared memory"]
-    return name, source, program, dims, meta
+    name, source, program, dims, meta = render_cuda(base, sink, target if target is not None else CUDATarget())
+    return name, source, program, dims, {**meta, "cost": cost}
+  if kind == "PYTHON" and EMULATE == "CUDA":
+    # the PYTHON device runs the kernel as the CUDA mapping pass puts it on a GPU, every thread at once
+    from picograd.codegen.cuda import CUDATarget
+    from picograd.codegen.cuda.render import map_kernel
+    plan, mapped = map_kernel(sink, program, target if target is not None else CUDATarget())
+    if mapped is not None: program, applied = mapped, [f"emulating the CUDA mapping {plan}"]
   renderer = {"CPU": "picograd.codegen.llvm:render_llvm", "PYTHON": "picograd.codegen.python:render_python"}[kind]
   module, fn = renderer.split(":")
   render_fn = getattr(__import__(module, fromlist=[fn]), fn)
@@ -95,7 +100,7 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   work = _ops_executed(program)
   checked = any(u.op is Ops.CHECK for u in program)
   if kind == "CPU" and outer > 1: applied.append(f"outer loop of {outer} splittable across threads (the runtime splits from enough work)")
-  meta = {"n_params": len(params) + checked, "outer": outer, "work": work, "opts": applied,
+  meta = {"n_params": len(params) + checked, "outer": outer, "work": work, "opts": applied, "cost": cost,
           "param_types": [(p.dtype.np.str if p.dtype.name != "bfloat16" else "<u2", p.arg[1]) for p in params] + [("<i8", 1)] * checked}
   return name, source, program, LaunchDims((outer,)), meta
 
@@ -103,7 +108,7 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
 def render_spec(ast: UOp, device: str, target: Any = None) -> ProgramSpec:
   """Lower and render `ast` for `device` (see `render`) into a `ProgramSpec`, with the text of every stage and its cost."""
   name, source, program, dims, meta = render(ast, device, target)
-  flops, nbytes = _cost(program)
+  flops, nbytes = meta["cost"]
   return ProgramSpec(name, device, print_graph(ast), print_program(program), source, dims, meta, flops, nbytes, kernel_checks(program))
 
 

@@ -5,8 +5,14 @@ operations over the same index expressions the compiled backends use: LOAD is fa
 ACCUMULATE a numpy reduction over the reduction's axes, STORE an indexed assignment. It runs
 the very same lowered kernel, just slowly and obviously. A kernel with CHECKs takes its error word (an int64
 array of one) as a last argument `err`.
+
+It also runs kernels mapped onto a GPU (codegen/cuda/mapping.py), every thread at once: a SPECIAL (block or thread
+index) is one more broadcast axis, a GROUP_REDUCE reduces groups of neighbouring threads along the thread axis, a
+GUARD masks what later loads read and stores write, and 16-byte loads are four loads. Tests use it to check the
+GPU mapping passes with no GPU.
 """
 from __future__ import annotations
+from typing import Callable
 from picograd.dtype import dtypes
 from picograd.ir.ops import UOp, Ops
 
@@ -22,68 +28,116 @@ def _np_dtype(dt) -> str:
 
 
 def _axes(program: list[UOp]) -> tuple[dict[UOp, int], int]:
-  """A broadcast axis for every RANGE, and how many there are. A loop's axis is free again after its ENDRANGE (what was
-  computed inside the loop is used after it only through accumulators, which have size 1 there), so a kernel with many
-  reductions in sequence stays within numpy's 64 dimensions."""
+  """A broadcast axis for every RANGE and SPECIAL, and how many there are. A loop's axis is free again after its ENDRANGE
+  (what was computed inside the loop is used after it only through accumulators, which have size 1 there), so a kernel
+  with many reductions in sequence stays within numpy's 64 dimensions."""
   axis: dict[UOp, int] = {}
   free: list[int] = []
   ndim = 0
   for u in program:
-    if u.op is Ops.RANGE:
+    if u.op in (Ops.RANGE, Ops.SPECIAL):
       if free: axis[u] = free.pop()
       else: axis[u], ndim = ndim, ndim + 1
     elif u.op is Ops.ENDRANGE: free.append(axis[u.src[0]])
   return axis, ndim
 
 
+class _Writer:
+  """The state of one rendering: names of values, broadcast axes, the lines, and the GUARD mask so far."""
+  def __init__(self, program: list[UOp]):
+    self.axis, self.ndim = _axes(program)
+    self.names: dict[UOp, str] = {}
+    self.lines: list[str] = []
+    self.alive = "True"  # where the threads that a GUARD let through are (mapped kernels)
+
+  def shape_along(self, u: UOp) -> tuple[int, ...]: return tuple(u.arg[1] if self.axis[u] == k else 1 for k in range(self.ndim))
+  def src(self, u: UOp) -> list[str]: return [self.names.get(s, "") for s in u.src]
+
+
+def _param(w: _Writer, u: UOp, v: str) -> str | None:
+  w.names[u] = f"p{u.arg[0]}"
+  if u.dtype == dtypes.bfloat16: w.lines.append(f"  p{u.arg[0]}f = bf16_to_f32(p{u.arg[0]})")
+  return None
+
+
+def _accumulate(w: _Writer, u: UOp, v: str) -> str | None:
+  acc, value = u.src
+  axes = tuple(w.axis[r] for r in acc.src)
+  fn = "np.sum" if u.arg is Ops.ADD else "np.max"
+  extra = f", initial={_np_dtype(acc.dtype)}.type({acc.arg[0]!r})" if u.arg is Ops.MAX else ""
+  cast = "" if acc.dtype != dtypes.bool else ".astype(bool)"
+  extent = tuple(next((r.arg[1] for r in acc.src if w.axis[r] == k), 1) for k in range(w.ndim))
+  dtype_arg = f", dtype={_np_dtype(acc.dtype)}" if u.arg is Ops.ADD and acc.dtype != dtypes.bool else ""
+  w.lines.append(f"  {w.names[acc]} = {fn}(full({w.names[value]}, {extent}), axis={axes}, keepdims=True{dtype_arg}{extra}){cast}")
+  return None
+
+
+def _load(w: _Writer, u: UOp, v: str) -> str | None:
+  if u.src[0].op is Ops.DEFINE_ACC: return w.names[u.src[0]]
+  buf = f"p{u.src[0].arg[0]}" + ("f" if u.src[0].dtype == dtypes.bfloat16 else "")
+  idx = w.names[u.src[1]] if w.alive == "True" else f"np.where({w.alive}, {w.names[u.src[1]]}, 0)"
+  return f"[load({buf}, {idx} + q) for q in range(4)]" if u.arg == 4 else f"load({buf}, {idx})"
+
+
+def _store(w: _Writer, u: UOp, v: str) -> str | None:
+  out, idx, value, *gate = u.src
+  conv = "f32_to_bf16" if out.dtype == dtypes.bfloat16 else ""
+  mask = " & ".join([w.names[g] for g in gate] + ([w.alive] if w.alive != "True" else [])) or "True"
+  lanes = [(f"{w.names[idx]} + {q}", w.names[x]) for q, x in enumerate(value.src)] if value.op is Ops.VECTORIZE else \
+      [(w.names[idx], w.names[value])]
+  for at, val in lanes:
+    if mask == "True":
+      w.lines.append(f"  idx, val = np.broadcast_arrays({at}, {val})")
+      w.lines.append(f"  p{out.arg[0]}[idx] = {conv}(val)")
+    else:
+      w.lines.append(f"  idx, val, ok = np.broadcast_arrays({at}, {val}, {mask})")
+      w.lines.append(f"  p{out.arg[0]}[idx[ok]] = {conv}(val[ok])")
+  return None
+
+
+def _guard(w: _Writer, u: UOp, v: str) -> str | None:
+  w.alive = w.names[u.src[0]] if w.alive == "True" else f"({w.alive} & {w.names[u.src[0]]})"
+  return None
+
+
+def _group_reduce(w: _Writer, u: UOp, v: str) -> str | None:
+  op, width = u.arg
+  thread = next(s for s in w.axis if s.op is Ops.SPECIAL and s.arg[0] == "thread")
+  return f"group_reduce({w.names[u.src[0]]}, {w.axis[thread]}, {w.shape_along(thread)}, {width}, {'np.sum' if op is Ops.ADD else 'np.max'})"
+
+
+def _cast(w: _Writer, u: UOp, v: str) -> str | None:
+  x = w.names[u.src[0]]
+  if u.src[0].dtype.is_float and u.dtype.is_int: return f"float_to_int({x}, {_np_dtype(u.dtype)})"
+  code = f"np.asarray({x}).astype({_np_dtype(u.dtype)})"
+  return f"round_bf16({code})" if u.dtype == dtypes.bfloat16 else code
+
+
+# op -> fn(writer, instruction, its value's name) -> numpy expression for the value, or None when it wrote its own lines
+RULES: dict[Ops, Callable[[_Writer, UOp, str], str | None]] = {
+  Ops.PARAM: _param, Ops.ENDRANGE: lambda w, u, v: None, Ops.DEFINE_LOCAL: lambda w, u, v: None,
+  Ops.CONST: lambda w, u, v: f"{_np_dtype(u.dtype)}.type({u.arg!r})",
+  Ops.RANGE: lambda w, u, v: f"np.arange({u.arg[1]}, dtype={_np_dtype(u.dtype)}).reshape({w.shape_along(u)})",
+  Ops.SPECIAL: lambda w, u, v: f"np.arange({u.arg[1]}, dtype=np.int32).reshape({w.shape_along(u)})",
+  Ops.DEFINE_ACC: lambda w, u, v: f"None  # accumulator over axes {tuple(w.axis[r] for r in u.src)}",
+  Ops.ACCUMULATE: _accumulate, Ops.LOAD: _load, Ops.STORE: _store, Ops.GUARD: _guard, Ops.GROUP_REDUCE: _group_reduce,
+  Ops.GEP: lambda w, u, v: f"{w.names[u.src[0]]}[{u.arg}]", Ops.VECTORIZE: lambda w, u, v: None,
+  Ops.CAST: _cast,
+  Ops.BITCAST: lambda w, u, v: f"np.asarray({w.names[u.src[0]]}).view({_np_dtype(u.dtype)})",
+  Ops.CHECK: lambda w, u, v: f"check({w.names[u.src[0]]}, {w.names[u.src[1]]}, {u.src[2].arg}, err)",
+  Ops.WHERE: lambda w, u, v: f"np.where({', '.join(w.src(u))}).astype({_np_dtype(u.dtype)})",
+  **{op: (lambda fn: lambda w, u, v: f"{fn}({w.names[u.src[0]]})")(fn) for op, fn in NP_UNARY.items()},
+  **{op: (lambda fn: lambda w, u, v: f"{fn}({', '.join(w.src(u))})")(fn) for op, fn in NP_BINARY.items()},
+}
+
+
 def render_python(name: str, program: list[UOp]) -> str:
-  axis, ndim = _axes(program)
-  names: dict[UOp, str] = {}
+  w = _Writer(program)
   params = [u for u in program if u.op is Ops.PARAM]
   checked = any(u.op is Ops.CHECK for u in program)
-  lines = [f"def {name}({', '.join([f'p{p.arg[0]}' for p in params] + (['err'] if checked else []))}):"]
+  w.lines.append(f"def {name}({', '.join([f'p{p.arg[0]}' for p in params] + (['err'] if checked else []))}):")
   for i, u in enumerate(program):
-    v = names[u] = f"v{i}"
-    src = [names.get(s, "") for s in u.src]
-    if u.op is Ops.PARAM:
-      names[u] = f"p{u.arg[0]}"
-      if u.dtype == dtypes.bfloat16: lines.append(f"  p{u.arg[0]}f = bf16_to_f32(p{u.arg[0]})")
-      continue
-    if u.op is Ops.CONST: code = f"{_np_dtype(u.dtype)}.type({u.arg!r})"
-    elif u.op is Ops.RANGE:
-      shape = tuple(u.arg[1] if axis[u] == k else 1 for k in range(ndim))
-      code = f"np.arange({u.arg[1]}, dtype={_np_dtype(u.dtype)}).reshape({shape})"
-    elif u.op is Ops.ENDRANGE: continue
-    elif u.op is Ops.DEFINE_ACC: code = f"None  # accumulator over axes {tuple(axis[r] for r in u.src)}"
-    elif u.op is Ops.ACCUMULATE:
-      acc, value = u.src
-      axes = tuple(axis[r] for r in acc.src)
-      fn = "np.sum" if u.arg is Ops.ADD else "np.max"
-      extra = f", initial={_np_dtype(acc.dtype)}.type({acc.arg[0]!r})" if u.arg is Ops.MAX else ""
-      cast = "" if acc.dtype != dtypes.bool else ".astype(bool)"
-      extent = tuple(next((r.arg[1] for r in acc.src if axis[r] == k), 1) for k in range(ndim))
-      dtype_arg = f", dtype={_np_dtype(acc.dtype)}" if u.arg is Ops.ADD and acc.dtype != dtypes.bool else ""
-      lines.append(f"  {names[acc]} = {fn}(full({src[1]}, {extent}), axis={axes}, keepdims=True{dtype_arg}{extra}){cast}")
-      continue
-    elif u.op is Ops.LOAD and u.src[0].op is Ops.DEFINE_ACC: code = src[0]
-    elif u.op is Ops.LOAD:
-      buf = f"p{u.src[0].arg[0]}" + ("f" if u.src[0].dtype == dtypes.bfloat16 else "")
-      code = f"load({buf}, {src[1]})"
-    elif u.op is Ops.STORE:
-      out = u.src[0]
-      conv = "f32_to_bf16" if out.dtype == dtypes.bfloat16 else ""
-      lines.append(f"  idx, val = np.broadcast_arrays({src[1]}, {src[2]})")
-      lines.append(f"  p{out.arg[0]}[idx] = {conv}(val)")
-      continue
-    elif u.op is Ops.CAST:
-      code = f"np.asarray({src[0]}).astype({_np_dtype(u.dtype)})"
-      if u.dtype == dtypes.bfloat16: code = f"round_bf16({code})"
-      if u.src[0].dtype.is_float and u.dtype.is_int: code = f"float_to_int({src[0]}, {_np_dtype(u.dtype)})"
-    elif u.op is Ops.BITCAST: code = f"np.asarray({src[0]}).view({_np_dtype(u.dtype)})"
-    elif u.op is Ops.CHECK: code = f"check({src[0]}, {src[1]}, {u.src[2].arg}, err)"
-    elif u.op is Ops.WHERE: code = f"np.where({src[0]}, {src[1]}, {src[2]}).astype({_np_dtype(u.dtype)})"
-    elif u.op in NP_UNARY: code = f"{NP_UNARY[u.op]}({src[0]})"
-    elif u.op in NP_BINARY: code = f"{NP_BINARY[u.op]}({src[0]}, {src[1]})"
-    else: raise NotImplementedError(f"PYTHON renderer has no rule for {u.op}")
-    lines.append(f"  {v} = {code}")
-  return "\n".join(lines)
+    if u.op not in RULES: raise NotImplementedError(f"PYTHON renderer has no rule for {u.op}")
+    v = w.names[u] = f"v{i}"
+    if (code := RULES[u.op](w, u, v)) is not None: w.lines.append(f"  {v} = {code}")
+  return "\n".join(w.lines)

@@ -37,6 +37,12 @@ class Ops(Enum):
   # kernel level: a kernel is SINK(STORE(PARAM, value)); lowering adds loops, loads and accumulators
   SINK = auto(); PARAM = auto(); STORE = auto(); LOAD = auto(); RANGE = auto(); ENDRANGE = auto()
   DEFINE_ACC = auto(); ACCUMULATE = auto()
+  # GPU kernel level (the mapping passes of codegen/cuda/mapping.py introduce them; see its docstring):
+  # SPECIAL(arg=("block"|"thread", n)) is blockIdx.x / threadIdx.x in [0, n); GUARD(ok), a SINK source: threads where
+  # `ok` is false leave; DEFINE_LOCAL(arg=(slot, n)) an array of n values in shared memory; GROUP_REDUCE(partial, [local],
+  # arg=(op, width)): the partials of `width` neighbouring threads combined, every one of them gets the result;
+  # VECTORIZE(*lanes) and GEP(vector, arg=lane) build and take apart short vectors (a LOAD with arg=4 loads four lanes)
+  SPECIAL = auto(); GUARD = auto(); DEFINE_LOCAL = auto(); GROUP_REDUCE = auto(); VECTORIZE = auto(); GEP = auto()
 
   def __repr__(self) -> str: return f"Ops.{self.name}"
 
@@ -265,7 +271,7 @@ def value_range(u: UOp) -> tuple[int | float, int | float]:
 def _compute_range(u: UOp) -> tuple:
   inf = math.inf
   if u.op is Ops.CONST: return (u.arg, u.arg)
-  if u.op is Ops.RANGE: return (0, u.arg[1] - 1)
+  if u.op in (Ops.RANGE, Ops.SPECIAL): return (0, u.arg[1] - 1)
   if u.dtype == dtypes.bool: return (False, True) if u.op is not Ops.CONST else (u.arg, u.arg)
   if not u.src or u.op in (Ops.LOAD, Ops.ACCUMULATE, Ops.DEFINE_ACC): return (-inf, inf)
   r = [_range_cache.get(s) or value_range(s) for s in u.src]

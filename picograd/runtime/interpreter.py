@@ -77,6 +77,14 @@ def _load(buf: np.ndarray, idx):
   return buf[idx]
 
 
+def _group_reduce(x, axis: int, extent: tuple[int, ...], width: int, fn):
+  """A GROUP_REDUCE on the thread axis `axis`: every run of `width` neighbouring threads gets their combined value."""
+  x = np.broadcast_to(x, np.broadcast_shapes(np.shape(x), extent))
+  groups = x.reshape(x.shape[:axis] + (x.shape[axis] // width, width) + x.shape[axis + 1:])
+  combined = fn(groups, axis=axis + 1, keepdims=True).astype(x.dtype)
+  return np.broadcast_to(combined, groups.shape).reshape(x.shape)
+
+
 KERNEL_GLOBALS = {
   "np": np, "inf": float("inf"), "nan": float("nan"), "c_div": _c_div, "c_mod": _c_mod,
   "reciprocal": lambda x: np.float64(1.0).astype(np.asarray(x).dtype) / x,
@@ -84,7 +92,7 @@ KERNEL_GLOBALS = {
   "full": lambda v, extent: np.broadcast_to(v, np.broadcast_shapes(np.shape(v), extent)),
   "bf16_to_f32": lambda b: (b.astype(np.uint32) << 16).view(np.float32), "round_bf16": _round_bf16,
   "f32_to_bf16": lambda x: (_round_bf16(x).view(np.uint32) >> 16).astype(np.uint16), "float_to_int": _float_to_int, "load": _load,
-  "check": _check,
+  "check": _check, "group_reduce": _group_reduce,
 }
 
 

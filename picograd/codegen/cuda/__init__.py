@@ -45,6 +45,6 @@ of values), `sequential` (flat/block/split/row/columns), `lanes`, `matmul` (matm
 from picograd.codegen.cuda.target import CUDATarget, target_of
 from picograd.codegen.cuda.analysis import find_matmul
 from picograd.codegen.cuda.plan import choose_plan
-from picograd.codegen.cuda.render import render_cuda, render_for_arch, render_program
+from picograd.codegen.cuda.render import render_cuda, render_for_arch
 
-__all__ = ["CUDATarget", "target_of", "render_cuda", "render_for_arch", "render_program", "choose_plan", "find_matmul"]
+__all__ = ["CUDATarget", "target_of", "render_cuda", "render_for_arch", "choose_plan", "find_matmul"]

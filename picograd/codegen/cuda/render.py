@@ -1,41 +1,79 @@
-"""The CUDA renderer's entry points: choose a plan, run it, and wrap the body in a `__global__` function with its prelude."""
+"""The CUDA renderer's entry points: choose a plan, map the kernel with its IR pass (or, for the plans not yet moved
+into the IR, render it with the plan's C writer), and wrap the body in a `__global__` function with its prelude."""
 from __future__ import annotations
 import hashlib
 from typing import Any, Callable
 from picograd.dtype import dtypes
 from picograd.helpers import LaunchDims
 from picograd.ir.ops import UOp, Ops
-from picograd.codegen.cuda.analysis import data_values, range_deps
+from picograd.codegen.linearize import linearize
+from picograd.codegen.cuda.analysis import data_values, range_deps, row_split
 from picograd.codegen.cuda.emit import KernelSource
-from picograd.codegen.cuda.lanes import render_lanes
+from picograd.codegen.cuda.mapping import map_block, map_flat, map_lanes, map_row
 from picograd.codegen.cuda.matmul import render_matmul, render_mma
 from picograd.codegen.cuda.ops import MEM_TYPES
 from picograd.codegen.cuda.plan import choose_plan
 from picograd.codegen.cuda.prelude import HALF_PRELUDE, PRELUDE
 from picograd.codegen.cuda.sequential import Sequential
+from picograd.codegen.cuda.table import TableRenderer
 from picograd.codegen.cuda.target import CUDATarget
 
 
-# plan name -> fn(program, the kernel source to fill, range dependences, the plan's argument from `choose_plan`)
-PLANS: dict[str, Callable[[list[UOp], KernelSource, dict[UOp, frozenset[UOp]], Any], None]] = {
-  "flat": lambda program, ks, deps, arg: Sequential(program, ks, "flat").render(),
-  "block": lambda program, ks, deps, arg: Sequential(program, ks, "block").render(),
-  "split": lambda program, ks, deps, split: Sequential(program, ks, "split", split=split).render(),
-  "columns": lambda program, ks, deps, split: Sequential(program, ks, "columns", split=split).render(),
-  "row": lambda program, ks, deps, group: Sequential(program, ks, "row", group=group).render(),
-  "lanes": lambda program, ks, deps, arg: render_lanes(program, ks, deps),
-  "matmul": lambda program, ks, deps, mm_split: render_matmul(program, mm_split[0], ks, mm_split[1]),
-  "mma": lambda program, ks, deps, mm_split: render_mma(program, mm_split[0], ks, mm_split[1]),
+def _globals(program: list[UOp]) -> list[UOp]: return [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
+
+
+# plan name -> fn(lowered kernel, its linear program, the plan's argument from `choose_plan`) -> the kernel mapped onto the GPU
+MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
+  "flat": lambda sink, program, arg: map_flat(sink, row_split(program)[0]),
+  "lanes": lambda sink, program, arg: map_lanes(sink, _globals(program)),
+  "block": lambda sink, program, arg: map_block(sink, _globals(program)),
+  "row": lambda sink, program, group: map_row(sink, *row_split(program), group),
+}
+
+# the plans that still decide while printing C: fn(program, the kernel source to fill, the plan's argument)
+PLANS: dict[str, Callable[[list[UOp], KernelSource, Any], None]] = {
+  "split": lambda program, ks, split: Sequential(program, ks, "split", split=split).render(),
+  "columns": lambda program, ks, split: Sequential(program, ks, "columns", split=split).render(),
+  "matmul": lambda program, ks, mm_split: render_matmul(program, mm_split[0], ks, mm_split[1]),
+  "mma": lambda program, ks, mm_split: render_mma(program, mm_split[0], ks, mm_split[1]),
 }
 
 
-def render_program(base_name: str, program: list[UOp], target: CUDATarget) -> tuple[str, str, LaunchDims, dict]:
-  """(kernel name, CUDA C source, launch dims, meta) for a linearized program."""
-  deps = range_deps(program)
-  plan, arg = choose_plan(program, target, deps)
+def _describe(plan: str, program: list[UOp]) -> list[str]:
+  """What DEBUG=3 lists for a mapped kernel: the launch and each loop the mapping dealt out or vectorized."""
+  opts = []
+  for u in program:
+    if u.op is Ops.SPECIAL: opts.append(f"{u.arg[0]} index over {u.arg[1]}")
+    elif u.op is Ops.RANGE and len(u.arg) > 3: opts.append(f"loop {u.arg[0]} ({u.arg[2]}, {u.arg[1]} steps) dealt out to a thread group")
+    elif u.op is Ops.GROUP_REDUCE: opts.append(f"{u.arg[0].name} combined across {u.arg[1]} threads")
+    elif u.op is Ops.LOAD and u.arg == 4: opts.append("16-byte load")
+    elif u.op is Ops.STORE and u.src[2].op is Ops.VECTORIZE: opts.append("16-byte store")
+  return [f"map {plan}"] + sorted(set(opts), key=opts.index)
+
+
+def map_kernel(sink: UOp, program: list[UOp], target: CUDATarget) -> tuple[str, list[UOp] | None]:
+  """(plan, the linear program of the kernel mapped onto the GPU by the plan's pass), None for a plan still in `PLANS`."""
+  plan, arg = choose_plan(program, target, range_deps(program))
+  return plan, (linearize(MAPPINGS[plan](sink, program, arg)) if plan in MAPPINGS else None)
+
+
+def render_cuda(base_name: str, sink: UOp, target: CUDATarget) -> tuple[str, str, list[UOp], LaunchDims, dict]:
+  """(kernel name, CUDA C source, the program rendered, launch dims, meta) for a lowered kernel: the hook
+  codegen/kernel.py calls. `target` describes the GPU (arch and limits) as plain data."""
+  program = linearize(sink)
+  plan, mapped = map_kernel(sink, program, target)
   ks = KernelSource()
-  ks.w.wrapping = data_values(program)
-  PLANS[plan](program, ks, deps, arg)
+  if mapped is not None:
+    program = mapped
+    table = TableRenderer(program)
+    ks.w = table.w
+    table.render()
+    ks.grid, ks.block = table.launch()
+    opts = _describe(plan, program)
+  else:
+    ks.w.wrapping = data_values(program)
+    PLANS[plan](program, ks, choose_plan(program, target, range_deps(program))[1])
+    opts = [f"plan {plan} (decided while printing C)"]
   params = [u for u in program if u.op is Ops.PARAM]
   written = {u.src[0] for u in program if u.op is Ops.STORE}
   checked = any(u.op is Ops.CHECK for u in program)
@@ -48,18 +86,14 @@ def render_program(base_name: str, program: list[UOp], target: CUDATarget) -> tu
   name = f"{base_name}_{digest}"
   src = "\n".join(head + ks.globals + [f'extern "C" __global__ void __launch_bounds__({ks.block}) {name}({args}) {{', body, "}", ""])
   dims = LaunchDims(ks.grid, (ks.block,), ks.shared_bytes)
-  return name, src, dims, {"n_params": len(params) + checked, "plan": plan}
-
-
-def render_cuda(base_name: str, program: list[UOp], target: CUDATarget) -> tuple[str, str, list[UOp], LaunchDims, dict]:
-  """The hook codegen/kernel.py calls: `target` describes the GPU (arch and limits) as plain data."""
-  name, src, dims, meta = render_program(base_name, program, target)
-  return name, src, program, dims, meta
+  opts.append(f"grid {dims.global_size}, block {dims.local_size}, {dims.shared_bytes} B dynamic shared memory")
+  return name, src, program, dims, {"n_params": len(params) + checked, "plan": plan, "opts": opts}
 
 
 def render_for_arch(ast: UOp, arch: str = "sm_90", sm_count: int = 132, max_shared: int = 227 * 1024) -> tuple[str, str, LaunchDims, dict]:
-  """Lower, linearize and render a scheduled kernel for `arch` with no GPU: for compile checks and reading the source."""
+  """Lower and render a scheduled kernel for `arch` with no GPU: for compile checks and reading the source."""
   from picograd.codegen.lower import lower_kernel
-  from picograd.codegen.linearize import linearize, kernel_name
-  program = linearize(lower_kernel(ast))
-  return render_program(kernel_name(program), program, CUDATarget(arch, sm_count, max_shared))
+  from picograd.codegen.linearize import kernel_name
+  sink = lower_kernel(ast)
+  name, src, _, dims, meta = render_cuda(kernel_name(linearize(sink)), sink, CUDATarget(arch, sm_count, max_shared))
+  return name, src, dims, meta

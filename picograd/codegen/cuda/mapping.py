@@ -1,0 +1,219 @@
+"""Putting a kernel on the GPU as IR rewrites (codegen layer): the passes that map a lowered kernel's loops onto blocks,
+threads and vector lanes, emitting the kernel-level ops of ir/ops.py (SPECIAL, GUARD, DEFINE_LOCAL, GROUP_REDUCE,
+VECTORIZE, GEP) so that every decision is in the IR (DEBUG=3 names them, DEBUG=5 prints the program) and the renderer
+(`table.py`) only prints ops.
+
+They rewrite the lowered kernel, a SINK of STOREs over RANGE loops (what the CPU optimizer sees too):
+
+- `map_flat`: the output loops become digits of a flat thread index blockIdx.x * B + threadIdx.x (a GUARD lets the
+  threads past the end leave); reductions stay loops inside each thread. NOOPT=1 maps every kernel this way.
+- `map_lanes`: first `vector_lanes` splits the innermost output loop by four: four neighbouring outputs per thread,
+  one 16-byte LOAD (arg=4) taken apart by GEPs where an index moves by one along the loop, and a STORE of a VECTORIZE.
+- `map_block`: a block per output. Each top-level reduction is dealt out to the block's threads (`deal_out`:
+  iteration j = thread + B * i of a loop i that is B times shorter, gated where B does not divide the size) and the
+  partials are combined by a GROUP_REDUCE; the stores then come from thread 0.
+- `map_row`: a row reduction broadcast back over its row (softmax, layer_norm): a block per row, or a warp per row
+  (eight rows to a block). The row's reductions are dealt out as in `map_block`, and so are its column loops, four
+  lanes at a time where an access allows; each thread stores its own columns.
+
+The other plans (split, columns, matmul, mma) still decide while printing C (`sequential.py`, `matmul.py`).
+"""
+from __future__ import annotations
+import itertools
+from typing import Iterator
+from picograd.dtype import DType, dtypes
+from picograd.helpers import ceildiv, prod
+from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
+from picograd.ir.symbolic import symbolic
+from picograd.codegen.lower import reduce_identity
+from picograd.codegen.cuda.analysis import contiguous_in
+from picograd.codegen.cuda.emit import BLOCK
+from picograd.codegen.cuda.ops import VEC4_TYPES
+
+
+def special(kind: str, n: int) -> UOp:
+  """blockIdx.x ("block", n blocks) or threadIdx.x ("thread", n threads to a block)."""
+  return UOp(Ops.SPECIAL, dtypes.int32, (), (kind, n))
+
+
+def index_type(size: int) -> DType: return dtypes.int64 if size >= 2**31 else dtypes.int32
+
+
+def digits(ranges: list[UOp], flat: UOp) -> dict[UOp, UOp]:
+  """Each loop of `ranges` (outermost first) as its digit of the row-major flat index `flat`."""
+  out: dict[UOp, UOp] = {}
+  stride = 1
+  for r in reversed(ranges):
+    d = flat if stride == 1 else flat // stride
+    if r is not ranges[0]: d = d % r.arg[1]
+    out[r] = d.cast(r.dtype)
+    stride *= r.arg[1]
+  return out
+
+
+def _range_deps(nodes: list[UOp]) -> dict[UOp, frozenset[UOp]]:
+  """The loops each node's value depends on (a REDUCE's own loops excluded)."""
+  deps: dict[UOp, frozenset[UOp]] = {}
+  for n in nodes:
+    if n.op is Ops.RANGE: deps[n] = frozenset([n])
+    elif n.op is Ops.REDUCE: deps[n] = deps[n.src[0]] - frozenset(n.src[1:])
+    else: deps[n] = frozenset().union(*(deps[s] for s in n.src)) if n.src else frozenset()
+  return deps
+
+
+def _sink(like: UOp, stores: list[UOp], guard: UOp | None = None) -> UOp:
+  return UOp(Ops.SINK, like.dtype, ((UOp(Ops.GUARD, dtypes.void, (guard,)),) if guard is not None else ()) + tuple(stores), like.arg)
+
+
+def _gate(store: UOp, gate: UOp) -> UOp:
+  """`store` done only where `gate` holds (a STORE's fourth source)."""
+  if len(store.src) == 4: gate = store.src[3] & gate
+  return UOp(Ops.STORE, store.dtype, store.src[:3] + (gate,), store.arg)
+
+
+def _vector_access(u: UOp, inner: UOp) -> bool:
+  """A load or store of a 16-byte type whose index moves by one along `inner`, with every other term a multiple of four."""
+  return u.op in (Ops.LOAD, Ops.STORE) and u.src[0].op is Ops.PARAM and u.src[0].dtype in VEC4_TYPES and \
+      len(u.src) <= 3 and contiguous_in(u.src[1], inner, 4)
+
+
+def vector_lanes(sink: UOp, inner: UOp) -> tuple[UOp, UOp]:
+  """Split loop `inner` (a multiple of four long) into a loop over quads and four lanes: (new sink, the quad loop).
+
+  Loads and stores that move by one along `inner` become one 16-byte access per quad; everything else is computed per lane.
+  """
+  quad = UOp(Ops.RANGE, inner.dtype, (), (inner.arg[0], inner.arg[1] // 4, inner.arg[2]))
+  first = {inner: quad * 4}
+  vec = {ld: UOp(Ops.LOAD, ld.dtype, (ld.src[0], substitute(ld.src[1], first)), 4)
+         for ld in toposort(sink.src) if ld.op is Ops.LOAD and _vector_access(ld, inner)}
+  def lane(u: UOp, q: int) -> UOp:
+    return substitute(u, {inner: quad * 4 + q, **{ld: UOp(Ops.GEP, ld.dtype, (v,), q) for ld, v in vec.items()}})
+  stores: list[UOp] = []
+  for st in sink.src:
+    if _vector_access(st, inner):
+      lanes = UOp(Ops.VECTORIZE, st.src[2].dtype, tuple(lane(st.src[2], q) for q in range(4)), 4)
+      stores.append(UOp(Ops.STORE, st.dtype, (st.src[0], substitute(st.src[1], first), lanes), st.arg))
+    else: stores += [lane(st, q) for q in range(4)]
+  return _sink(sink, stores), quad
+
+
+def deal_out(ranges: list[UOp], tid: UOp, group: int, loop_id: int, kind: str, unroll: int) -> tuple[dict[UOp, UOp], UOp | None, UOp]:
+  """Loops `ranges` flattened and dealt out to `group` threads: j = tid + group * i over a new loop i.
+
+  Returns each old loop's replacement, the gate j < size (None when `group` divides the size; past the end the
+  replacements read index 0, so no load leaves its buffer) and the loop i (arg[3]: how far the renderer unrolls it).
+  """
+  size = prod(r.arg[1] for r in ranges)
+  it = index_type(size + group)
+  i = UOp(Ops.RANGE, it, (), (loop_id, ceildiv(size, group), kind, unroll))
+  j = tid.cast(it) + i * group
+  if size % group == 0: return digits(ranges, j), None, i
+  valid = j < size
+  return digits(ranges, valid.where(j, UOp.const(it, 0))), valid, i
+
+
+def _loop_ids(sink: UOp) -> Iterator[int]:
+  return itertools.count(max((n.arg[0] for n in toposort([sink]) if n.op is Ops.RANGE), default=-1) + 1)
+
+
+def deal_out_reductions(sink: UOp, tid: UOp, group: int, ids: Iterator[int]) -> UOp:
+  """Every top-level reduction (inside no loop that is left) dealt out to `group` threads and combined by a GROUP_REDUCE.
+
+  Reductions over the same loops share one new loop, so the linearizer still gives them one loop nest.
+  """
+  nodes = toposort([sink])
+  deps = _range_deps(nodes)
+  mapped: dict[UOp, UOp] = {}
+  loops: dict[tuple[UOp, ...], tuple[dict[UOp, UOp], UOp | None, UOp]] = {}
+  slots = itertools.count()
+  for red in nodes:  # children first: a top-level reduction inside another one's value is mapped before it
+    if red.op is not Ops.REDUCE or deps[red]: continue  # inside a loop (another reduction's, or a row's columns)
+    rngs = red.src[1:]
+    if rngs not in loops: loops[rngs] = deal_out(list(rngs), tid, group, next(ids), "reduce", 4)
+    repl, valid, i = loops[rngs]
+    value = substitute(red.src[0], {**repl, **mapped})
+    if valid is not None: value = valid.where(value, UOp.const(red.dtype, reduce_identity(red.arg, red.dtype)))
+    local = (UOp(Ops.DEFINE_LOCAL, red.dtype, (), (next(slots), group // 32)),) if group > 32 else ()
+    mapped[red] = UOp(Ops.GROUP_REDUCE, red.dtype, (UOp(Ops.REDUCE, red.dtype, (value, i), red.arg), *local), (red.arg, group))
+  return substitute(sink, mapped)
+
+
+def _simplified(sink: UOp) -> UOp: return graph_rewrite(sink, symbolic)
+
+
+def map_flat(sink: UOp, rows: list[UOp]) -> UOp:
+  """A thread per element of the loops `rows`; other loops run inside the thread."""
+  total = max(prod(r.arg[1] for r in rows), 1)
+  block = min(BLOCK, max(32, 1 << (total - 1).bit_length()))
+  grid = ceildiv(total, block)
+  it = index_type(total + block)
+  gid = special("block", grid).cast(it) * block + special("thread", block).cast(it)
+  repl = digits(rows, gid)
+  return _simplified(_sink(sink, [substitute(st, repl) for st in sink.src], gid < total if grid * block != total else None))
+
+
+def map_lanes(sink: UOp, glob: list[UOp]) -> UOp:
+  """Elementwise: four outputs of the innermost loop per thread, 16-byte loads and stores where the index allows."""
+  sink, quad = vector_lanes(sink, glob[-1])
+  return map_flat(sink, glob[:-1] + [quad])
+
+
+def _group_stores(sink: UOp, tid: UOp, own: set[UOp], extra: list[UOp] | None = None) -> list[UOp]:
+  """Stores inside a dealt-out loop (`own`) are each thread's own; the others are stored by the group's first thread."""
+  stores = []
+  for st in list(sink.src) + (extra or []):
+    if st.op is not Ops.STORE: continue
+    stores.append(st if own & set(toposort([st])) else _gate(st, tid < 1))
+  return stores
+
+
+def map_block(sink: UOp, glob: list[UOp]) -> UOp:
+  """A block per output (the loops `glob`); its threads share each top-level reduction."""
+  total = max(prod(r.arg[1] for r in glob), 1)
+  tid = special("thread", BLOCK)
+  ids = _loop_ids(sink)
+  sink = _sink(sink, [substitute(st, digits(glob, special("block", total))) for st in sink.src])
+  sink = deal_out_reductions(sink, tid, BLOCK, ids)
+  return _simplified(_sink(sink, _group_stores(sink, tid, set())))
+
+
+def _column_lanes(sink: UOp, cols: list[UOp]) -> bool:
+  """Four lanes for the column loops: the innermost is a multiple of four, no reduction runs inside them, and an
+  access moves by one along the innermost."""
+  if not cols or cols[-1].arg[1] % 4: return False
+  nodes = toposort([sink])
+  deps = _range_deps(nodes)
+  if any(n.op is Ops.REDUCE and deps[n] & set(cols) for n in nodes): return False
+  return any(_vector_access(n, cols[-1]) for n in nodes)
+
+
+def map_row(sink: UOp, rows: list[UOp], cols: list[UOp], group: int) -> UOp:
+  """A group of `group` threads per row (the loops `rows`): a warp (eight rows to a block) or a whole block.
+
+  The group shares the row's top-level reductions and then its column loops `cols`, each thread storing its own columns.
+  """
+  total = max(prod(r.arg[1] for r in rows), 1)
+  ids = _loop_ids(sink)
+  unroll = 4
+  if _column_lanes(sink, cols):
+    sink, quad = vector_lanes(sink, cols[-1])
+    cols, unroll = cols[:-1] + [quad], 2  # a four-lane body is four iterations already
+  guard = None
+  if group == 32:
+    per = BLOCK // 32
+    thread = special("thread", BLOCK)
+    row, tid = special("block", ceildiv(total, per)) * per + thread // 32, thread % 32
+    if total % per: guard = row < total  # a whole warp leaves: its shuffles need no absent lane
+  else: row, tid = special("block", total), special("thread", group)
+  sink = _sink(sink, [substitute(st, digits(rows, row)) for st in sink.src])
+  sink = deal_out_reductions(sink, tid, group, ids)
+  own: set[UOp] = set()
+  if cols:
+    repl, valid, i = deal_out(cols, tid, group, next(ids), "global", unroll)
+    own.add(i)
+    stores = [substitute(st, repl) for st in sink.src]
+    sink = _sink(sink, [_gate(st, valid) if valid is not None and i in toposort([st]) else st for st in stores])
+  return _simplified(_sink(sink, _group_stores(sink, tid, own), guard))
+
+
+__all__ = ["map_flat", "map_lanes", "map_block", "map_row", "vector_lanes", "deal_out", "deal_out_reductions", "special", "digits"]
