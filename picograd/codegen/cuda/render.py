@@ -32,8 +32,8 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
 
 # the plans that still decide while printing C: fn(program, the kernel source to fill, the plan's argument)
 PLANS: dict[str, Callable[[list[UOp], KernelSource, Any], None]] = {
-  "split": lambda program, ks, split: Sequential(program, ks, "split", split=split).render(),
-  "columns": lambda program, ks, split: Sequential(program, ks, "columns", split=split).render(),
+  "split": lambda program, ks, split: Sequential(program, ks, "split", split).render(),
+  "columns": lambda program, ks, split: Sequential(program, ks, "columns", split).render(),
   "matmul": lambda program, ks, mm_split: render_matmul(program, mm_split[0], ks, mm_split[1]),
   "mma": lambda program, ks, mm_split: render_mma(program, mm_split[0], ks, mm_split[1]),
 }
