@@ -1,5 +1,6 @@
 """Data types: the `DType` record, the `dtypes` namespace, and numpy/PyTorch-style type promotion."""
 from __future__ import annotations
+import struct
 from dataclasses import dataclass
 import numpy as np
 
@@ -138,3 +139,36 @@ def result_type_with_scalar(t: DType, scalar: object) -> DType:
 
 # the integer promotion order: each type's range is checked in turn, the first that holds both operands wins
 _INT_ORDER = [dtypes.bool, dtypes.uint8, dtypes.int8, dtypes.int16, dtypes.uint16, dtypes.int32, dtypes.uint32, dtypes.int64, dtypes.uint64]
+
+
+# ---------------------------------------------------------------- numeric conventions, one home for every backend
+
+def c_div(a: int, b: int) -> int:
+  """C's integer division, truncating toward zero (Python's // floors). The caller handles b == 0; the PYTHON device
+  applies the same rule to whole arrays (runtime/interpreter.py:_c_div)."""
+  q = abs(a) // abs(b)
+  return q if (a >= 0) == (b >= 0) else -q
+
+
+def c_mod(a: int, b: int) -> int:
+  """C's remainder: the sign of the dividend, so a == b * c_div(a, b) + c_mod(a, b)."""
+  return a - b * c_div(a, b)
+
+
+def half_bits(value: float) -> int:
+  """The float16 bit pattern of `value`, rounded to nearest even; too large a value becomes an infinity (struct refuses it)."""
+  try:
+    return struct.unpack("<H", struct.pack("<e", value))[0]
+  except OverflowError:
+    return 0xFC00 if value < 0 else 0x7C00
+
+
+def round_bf16(x: object) -> np.ndarray:
+  """float32 values rounded to the nearest bfloat16 (ties to even), kept in float32; inf and NaN pass unchanged.
+
+  bfloat16 is the upper half of a float32: add half of the dropped half (plus one where the kept part is odd) and truncate.
+  """
+  f = np.asarray(x, np.float32)
+  bits = f.view(np.uint32).astype(np.uint64)
+  rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32).view(np.float32)
+  return np.where((bits >> 23) & 0xFF == 0xFF, f, rounded)

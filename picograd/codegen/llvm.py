@@ -14,7 +14,7 @@ Per-op rendering is a table, not an if-chain.
 from __future__ import annotations
 import math, struct
 from typing import Callable
-from picograd.dtype import DType, dtypes
+from picograd.dtype import DType, dtypes, half_bits
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.opt import index_stride
 
@@ -34,14 +34,6 @@ def ll_const(value, dt: DType) -> str:
   # LLVM spells float constants as the double with the same value, so round to float first
   if dt in (dtypes.float32, dtypes.bfloat16) and math.isfinite(value): value = struct.unpack("f", struct.pack("f", value))[0]
   return "0x" + struct.pack(">d", value).hex().upper()
-
-
-def half_bits(value: float) -> int:
-  """The float16 bit pattern of `value`, rounded to nearest even; too large a value becomes an infinity (struct refuses it)."""
-  try:
-    return struct.unpack("<H", struct.pack("<e", value))[0]
-  except OverflowError:
-    return 0xFC00 if value < 0 else 0x7C00
 
 
 def _fop(f: str, i: str, u: str | None = None) -> Callable[[DType], str]:

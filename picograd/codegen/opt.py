@@ -26,6 +26,7 @@ partial sums (a reassociation NOOPT's policy allows).
 from __future__ import annotations
 import math, random
 from typing import Any, Callable
+from picograd.dtype import c_div, c_mod
 from picograd.helpers import NOOPT, prod
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
@@ -45,8 +46,7 @@ MAX_UNROLLED_OPS = 8192
 
 _INT_OPS: dict[Ops, Callable[[int, int], Any]] = {
   Ops.ADD: lambda a, b: a + b, Ops.MUL: lambda a, b: a * b, Ops.MAX: max,
-  Ops.IDIV: lambda a, b: abs(a) // abs(b) * (1 if (a >= 0) == (b > 0) else -1) if b else None,
-  Ops.MOD: lambda a, b: a - b * (abs(a) // abs(b) * (1 if (a >= 0) == (b > 0) else -1)) if b else None,
+  Ops.IDIV: lambda a, b: c_div(a, b) if b else None, Ops.MOD: lambda a, b: c_mod(a, b) if b else None,
   Ops.CMPLT: lambda a, b: a < b, Ops.CMPNE: lambda a, b: a != b,
   Ops.AND: lambda a, b: a & b, Ops.OR: lambda a, b: a | b, Ops.XOR: lambda a, b: a ^ b,
 }

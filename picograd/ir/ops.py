@@ -10,7 +10,7 @@ import math, weakref
 import numpy as np
 from enum import Enum, auto
 from typing import Any, Callable, Iterable
-from picograd.dtype import DType, dtypes
+from picograd.dtype import DType, dtypes, round_bf16
 from picograd.helpers import prod
 
 
@@ -198,10 +198,7 @@ def _round_float(value: float, dtype: DType) -> float:
   """
   if dtype.itemsize == 8 or not math.isfinite(value): return value
   with np.errstate(over="ignore"):
-    if dtype.name == "bfloat16":
-      bits = int(np.array(value, np.float32).view(np.uint32))
-      if (bits >> 23) & 0xFF != 0xFF: bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000  # nearest even
-      return float(np.array(bits, np.uint32).view(np.float32))
+    if dtype.name == "bfloat16": return float(round_bf16(value))
     return float(dtype.np.type(value))
 
 

@@ -7,13 +7,8 @@ Division and modulo follow C (truncation); the div/mod rules only fire on non-ne
 """
 from __future__ import annotations
 from typing import Callable
-from picograd.dtype import DType, dtypes
+from picograd.dtype import DType, c_div, c_mod, dtypes
 from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, value_range
-
-
-def _c_div(a: int, b: int) -> int:
-  q = abs(a) // abs(b)
-  return q if (a >= 0) == (b >= 0) else -q
 
 
 def _wrap(dtype: DType, v):
@@ -28,8 +23,8 @@ def _wrap(dtype: DType, v):
 
 PYTHON_ALU: dict[Ops, Callable] = {
   Ops.ADD: lambda a, b: a + b, Ops.MUL: lambda a, b: a * b, Ops.MAX: lambda a, b: a if a != a or a > b else b, Ops.NEG: lambda a: -a,
-  Ops.CMPLT: lambda a, b: a < b, Ops.CMPNE: lambda a, b: a != b, Ops.IDIV: lambda a, b: _c_div(a, b) if b != 0 else 0,
-  Ops.MOD: lambda a, b: a - b * _c_div(a, b) if b != 0 else 0, Ops.AND: lambda a, b: a & b, Ops.OR: lambda a, b: a | b,
+  Ops.CMPLT: lambda a, b: a < b, Ops.CMPNE: lambda a, b: a != b, Ops.IDIV: lambda a, b: c_div(a, b) if b != 0 else 0,
+  Ops.MOD: lambda a, b: c_mod(a, b) if b != 0 else 0, Ops.AND: lambda a, b: a & b, Ops.OR: lambda a, b: a | b,
   Ops.XOR: lambda a, b: a ^ b, Ops.SHL: lambda a, b: a << b, Ops.SHR: lambda a, b: a >> b,
   Ops.WHERE: lambda c, a, b: a if c else b,
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time, warnings
 from typing import Any
 import numpy as np
+from picograd.dtype import round_bf16
 from picograd.helpers import LaunchDims
 from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, Program
 
@@ -52,12 +53,6 @@ def _check(value, bad, bit: int, err: np.ndarray):
   return value
 
 
-def _round_bf16(x):
-  bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-  bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-  return bits.astype(np.uint32).view(np.float32)
-
-
 def _float_to_int(x, dt):
   """float -> integer, the rule of every picograd device: truncate, saturate to the integer's range, NaN gives 0.
   int8/16 and uint8/16/32 wrap from the saturated int64, as PyTorch's casts do (-1.0 -> 255 for uint8)."""
@@ -90,8 +85,8 @@ KERNEL_GLOBALS = {
   "reciprocal": lambda x: np.float64(1.0).astype(np.asarray(x).dtype) / x,
   # a reduction must see every element of its loops, also when the value does not vary along them
   "full": lambda v, extent: np.broadcast_to(v, np.broadcast_shapes(np.shape(v), extent)),
-  "bf16_to_f32": lambda b: (b.astype(np.uint32) << 16).view(np.float32), "round_bf16": _round_bf16,
-  "f32_to_bf16": lambda x: (_round_bf16(x).view(np.uint32) >> 16).astype(np.uint16), "float_to_int": _float_to_int, "load": _load,
+  "bf16_to_f32": lambda b: (b.astype(np.uint32) << 16).view(np.float32), "round_bf16": round_bf16,
+  "f32_to_bf16": lambda x: (round_bf16(x).view(np.uint32) >> 16).astype(np.uint16), "float_to_int": _float_to_int, "load": _load,
   "check": _check, "group_reduce": _group_reduce,
 }
 

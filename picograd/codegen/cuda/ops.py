@@ -2,9 +2,8 @@
 from __future__ import annotations
 import math, struct
 from typing import Any, Callable
-from picograd.dtype import DType, dtypes
+from picograd.dtype import DType, dtypes, half_bits
 from picograd.ir.ops import UOp, Ops
-from picograd.codegen.llvm import half_bits
 
 REG_TYPES = {dtypes.bool: "bool", dtypes.uint8: "unsigned char", dtypes.int8: "signed char", dtypes.int16: "short",
              dtypes.uint16: "unsigned short", dtypes.int32: "int", dtypes.uint32: "unsigned int", dtypes.int64: "long long",
