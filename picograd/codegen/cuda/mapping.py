@@ -20,7 +20,7 @@ The other plans (split, columns, matmul, mma) still decide while printing C (`se
 """
 from __future__ import annotations
 import itertools
-from typing import Iterator
+from typing import Callable, Iterator
 from picograd.dtype import DType, dtypes
 from picograd.helpers import ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
@@ -77,17 +77,49 @@ def _vector_access(u: UOp, inner: UOp) -> bool:
       len(u.src) <= 3 and contiguous_in(u.src[1], inner, 4)
 
 
+def _quads(roots: list[UOp], inner: UOp) -> tuple[UOp, Callable[[UOp, int], UOp]]:
+  """The loop over quads of `inner`, and fn(node, q): the node at lane q, where loads that move by one along `inner`
+  are lanes of one 16-byte load."""
+  quad = UOp(Ops.RANGE, inner.dtype, (), (inner.arg[0], inner.arg[1] // 4, inner.arg[2]))
+  vec = {ld: UOp(Ops.LOAD, ld.dtype, (ld.src[0], substitute(ld.src[1], {inner: quad * 4})), 4)
+         for ld in toposort(roots) if ld.op is Ops.LOAD and _vector_access(ld, inner)}
+  def lane(u: UOp, q: int) -> UOp:
+    return substitute(u, {inner: quad * 4 + q, **{ld: UOp(Ops.GEP, ld.dtype, (v,), q) for ld, v in vec.items()}})
+  return quad, lane
+
+
+def reduction_lanes(red: UOp) -> UOp:
+  """A reduction whose innermost loop is a multiple of four and has a load moving by one along it: four lanes per
+  step (one 16-byte load), combined before they are accumulated. Else `red` unchanged."""
+  inner = red.src[-1]
+  nodes = toposort([red.src[0]])
+  deps = _range_deps(nodes)
+  # a reduction inside that runs along `inner` would be repeated per lane; one that does not is loop-invariant
+  if inner.arg[1] % 4 or any(n.op is Ops.REDUCE and inner in deps[n] for n in nodes) or not any(_vector_access(n, inner) for n in nodes):
+    return red
+  quad, lane = _quads([red.src[0]], inner)
+  value = lane(red.src[0], 0)
+  for q in range(1, 4): value = value.alu(red.arg, lane(red.src[0], q))
+  return UOp(Ops.REDUCE, red.dtype, (value, *red.src[1:-1], quad), red.arg)
+
+
+def vectorize_reductions(sink: UOp, outer: list[UOp]) -> UOp:
+  """`reduction_lanes` for every reduction inside no loop but the `outer` ones (those a mapping deals out to threads)."""
+  nodes = toposort([sink])
+  deps = _range_deps(nodes)
+  mapped: dict[UOp, UOp] = {}
+  for n in nodes:  # children first, so a reduction inside another one's value is replaced there too
+    if n.op is Ops.REDUCE and deps[n] <= set(outer): mapped[n] = reduction_lanes(substitute(n, mapped) if mapped else n)
+  return substitute(sink, mapped)
+
+
 def vector_lanes(sink: UOp, inner: UOp) -> tuple[UOp, UOp]:
   """Split loop `inner` (a multiple of four long) into a loop over quads and four lanes: (new sink, the quad loop).
 
   Loads and stores that move by one along `inner` become one 16-byte access per quad; everything else is computed per lane.
   """
-  quad = UOp(Ops.RANGE, inner.dtype, (), (inner.arg[0], inner.arg[1] // 4, inner.arg[2]))
+  quad, lane = _quads(list(sink.src), inner)
   first = {inner: quad * 4}
-  vec = {ld: UOp(Ops.LOAD, ld.dtype, (ld.src[0], substitute(ld.src[1], first)), 4)
-         for ld in toposort(sink.src) if ld.op is Ops.LOAD and _vector_access(ld, inner)}
-  def lane(u: UOp, q: int) -> UOp:
-    return substitute(u, {inner: quad * 4 + q, **{ld: UOp(Ops.GEP, ld.dtype, (v,), q) for ld, v in vec.items()}})
   stores: list[UOp] = []
   for st in sink.src:
     if _vector_access(st, inner):
@@ -126,15 +158,15 @@ def deal_out_reductions(sink: UOp, tid: UOp, group: int, ids: Iterator[int]) -> 
   mapped: dict[UOp, UOp] = {}
   loops: dict[tuple[UOp, ...], tuple[dict[UOp, UOp], UOp | None, UOp]] = {}
   slots = itertools.count()
-  for red in nodes:  # children first: a top-level reduction inside another one's value is mapped before it
-    if red.op is not Ops.REDUCE or deps[red]: continue  # inside a loop (another reduction's, or a row's columns)
-    rngs = red.src[1:]
+  for orig in nodes:  # children first: a top-level reduction inside another one's value is mapped before it
+    if orig.op is not Ops.REDUCE or deps[orig]: continue  # inside a loop (another reduction's, or a row's columns)
+    rngs = orig.src[1:]
     if rngs not in loops: loops[rngs] = deal_out(list(rngs), tid, group, next(ids), "reduce", 4)
     repl, valid, i = loops[rngs]
-    value = substitute(red.src[0], {**repl, **mapped})
-    if valid is not None: value = valid.where(value, UOp.const(red.dtype, reduce_identity(red.arg, red.dtype)))
-    local = (UOp(Ops.DEFINE_LOCAL, red.dtype, (), (next(slots), group // 32)),) if group > 32 else ()
-    mapped[red] = UOp(Ops.GROUP_REDUCE, red.dtype, (UOp(Ops.REDUCE, red.dtype, (value, i), red.arg), *local), (red.arg, group))
+    value = substitute(orig.src[0], {**repl, **mapped})
+    if valid is not None: value = valid.where(value, UOp.const(orig.dtype, reduce_identity(orig.arg, orig.dtype)))
+    local = (UOp(Ops.DEFINE_LOCAL, orig.dtype, (), (next(slots), group // 32)),) if group > 32 else ()
+    mapped[orig] = UOp(Ops.GROUP_REDUCE, orig.dtype, (UOp(Ops.REDUCE, orig.dtype, (value, i), orig.arg), *local), (orig.arg, group))
   return substitute(sink, mapped)
 
 
@@ -172,6 +204,7 @@ def map_block(sink: UOp, glob: list[UOp]) -> UOp:
   total = max(prod(r.arg[1] for r in glob), 1)
   tid = special("thread", BLOCK)
   ids = _loop_ids(sink)
+  sink = vectorize_reductions(sink, glob)
   sink = _sink(sink, [substitute(st, digits(glob, special("block", total))) for st in sink.src])
   sink = deal_out_reductions(sink, tid, BLOCK, ids)
   return _simplified(_sink(sink, _group_stores(sink, tid, set())))
@@ -194,6 +227,7 @@ def map_row(sink: UOp, rows: list[UOp], cols: list[UOp], group: int) -> UOp:
   """
   total = max(prod(r.arg[1] for r in rows), 1)
   ids = _loop_ids(sink)
+  sink = vectorize_reductions(sink, rows)
   unroll = 4
   if _column_lanes(sink, cols):
     sink, quad = vector_lanes(sink, cols[-1])
