@@ -8,7 +8,9 @@ array of one) as a last argument `err`.
 
 It also runs kernels mapped onto a GPU (codegen/cuda/mapping.py), every thread at once: a SPECIAL (block or thread
 index) is one more broadcast axis, a GROUP_REDUCE reduces groups of neighbouring threads along the thread axis, a
-GUARD masks what later loads read and stores write, and 16-byte loads are four loads. Tests use it to check the
+GUARD masks what later loads read and stores write, 16-byte loads are four loads, shared memory has one array per
+block, barriers are implicit (each statement runs for all threads before the next) and an ATOMIC_ADD serves the
+threads in index order. Tests use it to check the
 GPU mapping passes with no GPU.
 """
 from __future__ import annotations
@@ -72,21 +74,33 @@ def _accumulate(w: _Writer, u: UOp, v: str) -> str | None:
   return None
 
 
+def _block_index(w: _Writer) -> str:
+  """The block index of every thread (shared memory is per block), 0 in a kernel without blocks."""
+  return next((w.names[s] for s in w.axis if s.op is Ops.SPECIAL and s.arg[0] == "block"), "0")
+
+
 def _load(w: _Writer, u: UOp, v: str) -> str | None:
   if u.src[0].op is Ops.DEFINE_ACC: return w.names[u.src[0]]
+  if u.src[0].op is Ops.DEFINE_GLOBAL: return f"{w.names[u.src[0]]}[{w.names[u.src[1]]}]"
+  if u.src[0].op is Ops.DEFINE_LOCAL: return f"{w.names[u.src[0]]}[{_block_index(w)}, {w.names[u.src[1]]}]"
   buf = f"p{u.src[0].arg[0]}" + ("f" if u.src[0].dtype == dtypes.bfloat16 else "")
   idx = w.names[u.src[1]] if w.alive == "True" else f"np.where({w.alive}, {w.names[u.src[1]]}, 0)"
   return f"[load({buf}, {idx} + q) for q in range(4)]" if u.arg == 4 else f"load({buf}, {idx})"
 
 
 def _store(w: _Writer, u: UOp, v: str) -> str | None:
-  out, idx, value, *gate = u.src
+  out, idx, value = u.src[:3]
+  gate = u.src[3:4]  # sources after it only order the store
   conv = "f32_to_bf16" if out.dtype == dtypes.bfloat16 else ""
   mask = " & ".join([w.names[g] for g in gate] + ([w.alive] if w.alive != "True" else [])) or "True"
   lanes = [(f"{w.names[idx]} + {q}", w.names[x]) for q, x in enumerate(value.src)] if value.op is Ops.VECTORIZE else \
       [(w.names[idx], w.names[value])]
+  if out.op is Ops.DEFINE_LOCAL: lanes = [(f"{_block_index(w)}, {w.names[idx]}", w.names[value])]
   for at, val in lanes:
-    if mask == "True":
+    if out.op in (Ops.DEFINE_GLOBAL, Ops.DEFINE_LOCAL):
+      w.lines.append(f"  *at, val, ok = np.broadcast_arrays({at}, {val}, {mask})")
+      w.lines.append(f"  {w.names[out]}[tuple(a[ok] for a in at)] = val[ok]")
+    elif mask == "True":
       w.lines.append(f"  idx, val = np.broadcast_arrays({at}, {val})")
       w.lines.append(f"  p{out.arg[0]}[idx] = {conv}(val)")
     else:
@@ -113,9 +127,21 @@ def _cast(w: _Writer, u: UOp, v: str) -> str | None:
   return f"round_bf16({code})" if u.dtype == dtypes.bfloat16 else code
 
 
+def _thread_extent(w: _Writer) -> tuple[int, ...]:
+  """The shape of all threads (block and thread axes; 1 along loops): an atomic runs once per thread."""
+  return tuple(next((s.arg[1] for s, a in w.axis.items() if a == k and s.op is Ops.SPECIAL), 1) for k in range(w.ndim))
+
+
+def _define_local(w: _Writer, u: UOp, v: str) -> str | None:
+  blocks = next((s.arg[1] for s in w.axis if s.op is Ops.SPECIAL and s.arg[0] == "block"), 1)
+  return f"np.zeros(({blocks}, {u.arg[1]}), {_np_dtype(u.dtype)})  # shared memory: one array per block"
+
+
 # op -> fn(writer, instruction, its value's name) -> numpy expression for the value, or None when it wrote its own lines
 RULES: dict[Ops, Callable[[_Writer, UOp, str], str | None]] = {
-  Ops.PARAM: _param, Ops.ENDRANGE: lambda w, u, v: None, Ops.DEFINE_LOCAL: lambda w, u, v: None,
+  Ops.PARAM: _param, Ops.ENDRANGE: lambda w, u, v: None, Ops.DEFINE_LOCAL: _define_local, Ops.BARRIER: lambda w, u, v: None,
+  Ops.DEFINE_GLOBAL: lambda w, u, v: f"np.zeros({u.arg[1]}, {_np_dtype(u.dtype)})  # device scratch",
+  Ops.ATOMIC_ADD: lambda w, u, v: f"atomic_add({', '.join(w.src(u)[:4])}, {_thread_extent(w)})",
   Ops.CONST: lambda w, u, v: f"{_np_dtype(u.dtype)}.type({u.arg!r})",
   Ops.RANGE: lambda w, u, v: f"np.arange({u.arg[1]}, dtype={_np_dtype(u.dtype)}).reshape({w.shape_along(u)})",
   Ops.SPECIAL: lambda w, u, v: f"np.arange({u.arg[1]}, dtype=np.int32).reshape({w.shape_along(u)})",

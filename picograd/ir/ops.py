@@ -41,8 +41,12 @@ class Ops(Enum):
   # SPECIAL(arg=("block"|"thread", n)) is blockIdx.x / threadIdx.x in [0, n); GUARD(ok), a SINK source: threads where
   # `ok` is false leave; DEFINE_LOCAL(arg=(slot, n)) an array of n values in shared memory; GROUP_REDUCE(partial, [local],
   # arg=(op, width)): the partials of `width` neighbouring threads combined, every one of them gets the result;
-  # VECTORIZE(*lanes) and GEP(vector, arg=lane) build and take apart short vectors (a LOAD with arg=4 loads four lanes)
+  # VECTORIZE(*lanes) and GEP(vector, arg=lane) build and take apart short vectors (a LOAD with arg=4 loads four lanes).
+  # Cross-block work: DEFINE_GLOBAL(arg=(slot, n)) scratch in device memory that outlives the launch; BARRIER(*after,
+  # arg="block"|"device") a block barrier or a device-wide memory fence; ATOMIC_ADD(buf, index, value, gate, *after) the
+  # old value. Effects are ordered by sources: a LOAD/STORE/GUARD/BARRIER may take extra sources it must come after
   SPECIAL = auto(); GUARD = auto(); DEFINE_LOCAL = auto(); GROUP_REDUCE = auto(); VECTORIZE = auto(); GEP = auto()
+  DEFINE_GLOBAL = auto(); BARRIER = auto(); ATOMIC_ADD = auto()
 
   def __repr__(self) -> str: return f"Ops.{self.name}"
 

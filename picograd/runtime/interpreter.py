@@ -80,6 +80,18 @@ def _group_reduce(x, axis: int, extent: tuple[int, ...], width: int, fn):
   return np.broadcast_to(combined, groups.shape).reshape(x.shape)
 
 
+def _atomic_add(buf: np.ndarray, idx, value, gate, threads: tuple[int, ...]):
+  """An ATOMIC_ADD by every thread at once (`threads`: their shape): those where `gate` holds add in index order; each
+  gets the old value."""
+  idx, value, gate, _ = np.broadcast_arrays(idx, value, gate, np.empty(threads, np.bool_))
+  old = np.zeros(idx.shape, buf.dtype)
+  flat_old, flat_idx, flat_value = old.reshape(-1), idx.reshape(-1), value.reshape(-1)
+  for k in np.flatnonzero(gate):
+    flat_old[k] = buf[flat_idx[k]]
+    buf[flat_idx[k]] += flat_value[k]
+  return old
+
+
 KERNEL_GLOBALS = {
   "np": np, "inf": float("inf"), "nan": float("nan"), "c_div": _c_div, "c_mod": _c_mod,
   "reciprocal": lambda x: np.float64(1.0).astype(np.asarray(x).dtype) / x,
@@ -87,7 +99,7 @@ KERNEL_GLOBALS = {
   "full": lambda v, extent: np.broadcast_to(v, np.broadcast_shapes(np.shape(v), extent)),
   "bf16_to_f32": lambda b: (b.astype(np.uint32) << 16).view(np.float32), "round_bf16": round_bf16,
   "f32_to_bf16": lambda x: (round_bf16(x).view(np.uint32) >> 16).astype(np.uint16), "float_to_int": _float_to_int, "load": _load,
-  "check": _check, "group_reduce": _group_reduce,
+  "check": _check, "group_reduce": _group_reduce, "atomic_add": _atomic_add,
 }
 
 

@@ -13,14 +13,15 @@ table renderer (`table.py`) prints the linearized result op by op:
 - `row`: a reduction per row broadcast back over the row (softmax, log_softmax, layer_norm): a block
   per row, or a warp per row for rows of at most 1024; the threads share the row's reductions, then
   its columns, with float4 loads and stores where the index allows.
+- `split` and `columns`: few outputs over a huge reduction (a full sum; a bias gradient summing 16384
+  rows): G blocks per output (or per group of outputs) store partials to `__device__` scratch
+  (DEFINE_GLOBAL); each takes a ticket (ATOMIC_ADD after a fence), and the last block to arrive
+  combines the partials in a fixed order (GUARD, BARRIER), so the result is deterministic in one launch.
 
-Four plans still decide while printing C (moving them into `mapping.py` is the rest of issue 9):
-- `split` and `columns` (`sequential.py`): few outputs over a huge reduction (a full sum; a bias
-  gradient summing 16384 rows): G blocks per output or group of outputs write partials to
-  `__device__` scratch, and the last block to finish (an atomic ticket) combines them in a fixed order.
-- `matmul` / `mma` (`matmul.py`): a reduction of a product X*Y with tiles through double-buffered
-  shared memory; SIMT threads compute 8x8 outputs each, or tensor cores (ldmatrix + mma.sync
-  m16n8k16) for float16/bfloat16 operands; split-K for few output tiles; arbitrary epilogues.
+Two plans still decide while printing C (moving them into `mapping.py` is the rest of issue 9):
+`matmul` / `mma` (`matmul.py`, written with `emit.py`): a reduction of a product X*Y with tiles
+through double-buffered shared memory; SIMT threads compute 8x8 outputs each, or tensor cores
+(ldmatrix + mma.sync m16n8k16) for float16/bfloat16 operands; split-K for few output tiles.
 
 Rendering needs no GPU: `render_for_arch(ast, "sm_90")` gives the source for compile checks, and
 `EMULATE=CUDA` runs the mapped kernels on the PYTHON device (every thread at once) to check the passes.
@@ -31,7 +32,7 @@ Modules: `target` (the GPU described as data), `ops` (C types, constants and the
 `prelude` (the pg_* device helpers every kernel includes), `analysis` (facts about the linear
 program: range dependences, affine indices, matmul shape), `mapping` (the IR passes), `table` (the
 op-by-op renderer), `emit` (writing C for the remaining plans: lines, names, cones of values),
-`sequential` (split/columns), `matmul` (matmul/mma, split-K), `plan` (choosing a plan) and `render`
+`matmul` (matmul/mma, split-K), `plan` (choosing a plan) and `render`
 (the entry points).
 """
 from picograd.codegen.cuda.target import CUDATarget, target_of

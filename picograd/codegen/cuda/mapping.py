@@ -16,7 +16,11 @@ They rewrite the lowered kernel, a SINK of STOREs over RANGE loops (what the CPU
   (eight rows to a block). The row's reductions are dealt out as in `map_block`, and so are its column loops, four
   lanes at a time where an access allows; each thread stores its own columns.
 
-The other plans (split, columns, matmul, mma) still decide while printing C (`sequential.py`, `matmul.py`).
+- `map_split` / `map_columns`: few outputs over a huge reduction: several blocks per output (or group of outputs) store
+  partials to device scratch (DEFINE_GLOBAL), take tickets (ATOMIC_ADD between fences and barriers) and the last block
+  to arrive combines the partials in order (`last_block`). Effects are ordered by sources, so the linearizer keeps them.
+
+Matmul and mma still decide while printing C (`matmul.py`).
 """
 from __future__ import annotations
 import itertools
@@ -250,4 +254,85 @@ def map_row(sink: UOp, rows: list[UOp], cols: list[UOp], group: int) -> UOp:
   return _simplified(_sink(sink, _group_stores(sink, tid, own), guard))
 
 
-__all__ = ["map_flat", "map_lanes", "map_block", "map_row", "vector_lanes", "deal_out", "deal_out_reductions", "special", "digits"]
+def _store(buf: UOp, index: UOp, value: UOp, gate: UOp, *after: UOp) -> UOp: return UOp(Ops.STORE, dtypes.void, (buf, index, value, gate, *after))
+def _barrier(after: UOp, scope: str) -> UOp: return UOp(Ops.BARRIER, dtypes.void, (after,), scope)
+
+
+def last_block(partial_store: UOp, tid: UOp, group_index: UOp, groups: int, parts: int, slot: int) -> tuple[UOp, UOp]:
+  """After every block of a group of `parts` blocks stored its partials (`partial_store`): each takes a ticket, and all
+  but the last to arrive leave (a GUARD). Returns (a fence that reads of the partials must come after, the counter's
+  reset for the next launch: a store the SINK must keep).
+
+  The partials are published with a device-wide fence before the ticket and read after another one, past L1."""
+  counter = UOp(Ops.DEFINE_GLOBAL, dtypes.uint32, (), (slot, groups))
+  flag = UOp(Ops.DEFINE_LOCAL, dtypes.bool, (), (slot, 1))
+  first = tid < 1
+  published = _barrier(_barrier(partial_store, "device"), "block")
+  ticket = UOp(Ops.ATOMIC_ADD, dtypes.uint32, (counter, group_index, UOp.const(dtypes.uint32, 1), first, published))
+  is_last = UOp.const(dtypes.uint32, parts - 2) < ticket  # tickets run 0 .. parts - 1 (parts >= 2)
+  told = _barrier(_store(flag, UOp.const(dtypes.int32, 0), is_last, first), "block")
+  guard = UOp(Ops.GUARD, dtypes.void, (UOp(Ops.LOAD, dtypes.bool, (flag, UOp.const(dtypes.int32, 0), told)), told))
+  fence = _barrier(guard, "device")
+  return fence, _store(counter, group_index, UOp.const(dtypes.uint32, 0), first, fence)
+
+
+def _scratch_load(scratch: UOp, index: UOp, after: UOp) -> UOp: return UOp(Ops.LOAD, scratch.dtype, (scratch, index, after))
+
+
+def map_split(sink: UOp, glob: list[UOp], split: int) -> UOp:
+  """Few outputs, a huge reduction (a full sum): `split` blocks per output share its one top-level reduction; each block
+  combines its threads' partials and stores its own to scratch, and the last block to finish adds the `split` partials
+  in block order (deterministic, one launch) and stores the output."""
+  total = max(prod(r.arg[1] for r in glob), 1)
+  ids = _loop_ids(sink)
+  sink = vectorize_reductions(sink, glob)
+  block, tid = special("block", total * split), special("thread", BLOCK)
+  out, part = block // split, block % split
+  sink = _sink(sink, [substitute(st, digits(glob, out)) for st in sink.src])
+  [red] = [n for n in toposort([sink]) if n.op is Ops.REDUCE and not _range_deps(toposort([n]))[n]]
+  repl, valid, i = deal_out(list(red.src[1:]), part * BLOCK + tid, BLOCK * split, next(ids), "reduce", 4)
+  identity = UOp.const(red.dtype, reduce_identity(red.arg, red.dtype))
+  value = substitute(red.src[0], repl)
+  if valid is not None: value = valid.where(value, identity)
+  partial = UOp(Ops.GROUP_REDUCE, red.dtype, (UOp(Ops.REDUCE, red.dtype, (value, i), red.arg),
+                                              UOp(Ops.DEFINE_LOCAL, red.dtype, (), (0, BLOCK // 32))), (red.arg, BLOCK))
+  scratch = UOp(Ops.DEFINE_GLOBAL, red.dtype, (), (0, total * split))
+  fence, reset = last_block(_store(scratch, block, partial, tid < 1), tid, out, total, split, 1)
+  # the partials are read by the block's threads in turn: a stand-in loop over them, dealt out
+  repl, valid, q = deal_out([UOp(Ops.RANGE, dtypes.int32, (), (-1, split, "reduce"))], tid, BLOCK, next(ids), "reduce", 4)
+  j = next(iter(repl.values()))
+  summed = _scratch_load(scratch, out * split + j, fence)
+  if valid is not None: summed = valid.where(summed, identity)
+  combined = UOp(Ops.GROUP_REDUCE, red.dtype, (UOp(Ops.REDUCE, red.dtype, (summed, q), red.arg),
+                                               UOp(Ops.DEFINE_LOCAL, red.dtype, (), (2, BLOCK // 32))), (red.arg, BLOCK))
+  sink = substitute(sink, {red: combined})
+  return _simplified(_sink(sink, _group_stores(sink, tid, set()) + [reset]))
+
+
+def map_columns(sink: UOp, glob: list[UOp], split: int) -> UOp:
+  """A few hundred or thousand outputs, each summing a long strided column (a bias gradient): a thread per output, so
+  a warp reads neighbouring columns of a row together, and `split` blocks per group of outputs, block `part` taking rows
+  part, part + split, ...; each thread's partial goes to scratch and the last block of the group adds them in order."""
+  total = max(prod(r.arg[1] for r in glob), 1)
+  width = next(b for b in (BLOCK, 128, 64, 32) if total % b == 0)  # whole blocks: every thread takes part in the ticket
+  ids = _loop_ids(sink)
+  block, tid = special("block", total // width * split), special("thread", width)
+  group, part = block // split, block % split
+  gid = group * width + tid
+  sink = _sink(sink, [substitute(st, digits(glob, gid)) for st in sink.src])
+  [red] = [n for n in toposort([sink]) if n.op is Ops.REDUCE and not _range_deps(toposort([n]))[n]]
+  repl, valid, i = deal_out(list(red.src[1:]), part, split, next(ids), "reduce", 4)
+  identity = UOp.const(red.dtype, reduce_identity(red.arg, red.dtype))
+  value = substitute(red.src[0], repl)
+  if valid is not None: value = valid.where(value, identity)
+  partial = UOp(Ops.REDUCE, red.dtype, (value, i), red.arg)
+  scratch = UOp(Ops.DEFINE_GLOBAL, red.dtype, (), (0, split * total))
+  fence, reset = last_block(_store(scratch, part * total + gid, partial, UOp.const(dtypes.bool, True)), tid, group, total // width, split, 1)
+  q = UOp(Ops.RANGE, dtypes.int32, (), (next(ids), split, "reduce", 8))
+  combined = UOp(Ops.REDUCE, red.dtype, (_scratch_load(scratch, q * total + gid, fence), q), red.arg)
+  sink = substitute(sink, {red: combined})
+  return _simplified(_sink(sink, list(sink.src) + [reset]))
+
+
+__all__ = ["map_flat", "map_lanes", "map_block", "map_row", "map_split", "map_columns", "last_block", "vector_lanes", "deal_out",
+           "deal_out_reductions", "special", "digits"]

@@ -9,12 +9,11 @@ from picograd.ir.ops import UOp, Ops
 from picograd.codegen.linearize import linearize
 from picograd.codegen.cuda.analysis import data_values, range_deps, row_split
 from picograd.codegen.cuda.emit import KernelSource
-from picograd.codegen.cuda.mapping import map_block, map_flat, map_lanes, map_row
+from picograd.codegen.cuda.mapping import map_block, map_columns, map_flat, map_lanes, map_row, map_split
 from picograd.codegen.cuda.matmul import render_matmul, render_mma
 from picograd.codegen.cuda.ops import MEM_TYPES
 from picograd.codegen.cuda.plan import choose_plan
 from picograd.codegen.cuda.prelude import HALF_PRELUDE, PRELUDE
-from picograd.codegen.cuda.sequential import Sequential
 from picograd.codegen.cuda.table import TableRenderer
 from picograd.codegen.cuda.target import CUDATarget
 
@@ -28,12 +27,12 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "lanes": lambda sink, program, arg: map_lanes(sink, _globals(program)),
   "block": lambda sink, program, arg: map_block(sink, _globals(program)),
   "row": lambda sink, program, group: map_row(sink, *row_split(program), group),
+  "split": lambda sink, program, split: map_split(sink, _globals(program), split),
+  "columns": lambda sink, program, split: map_columns(sink, _globals(program), split),
 }
 
 # the plans that still decide while printing C: fn(program, the kernel source to fill, the plan's argument)
 PLANS: dict[str, Callable[[list[UOp], KernelSource, Any], None]] = {
-  "split": lambda program, ks, split: Sequential(program, ks, "split", split).render(),
-  "columns": lambda program, ks, split: Sequential(program, ks, "columns", split).render(),
   "matmul": lambda program, ks, mm_split: render_matmul(program, mm_split[0], ks, mm_split[1]),
   "mma": lambda program, ks, mm_split: render_mma(program, mm_split[0], ks, mm_split[1]),
 }
@@ -69,6 +68,7 @@ def render_cuda(base_name: str, sink: UOp, target: CUDATarget) -> tuple[str, str
     ks.w = table.w
     table.render()
     ks.grid, ks.block = table.launch()
+    ks.globals = table.globals
     opts = _describe(plan, program)
   else:
     ks.w.wrapping = data_values(program)

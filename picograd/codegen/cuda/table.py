@@ -22,6 +22,7 @@ class TableRenderer:
     self.w = Writer()
     self.w.wrapping = data_values(program)
     self.names: dict[UOp, str] = {}
+    self.globals: list[str] = []  # file-scope declarations (`__device__` scratch)
 
   def launch(self) -> tuple[tuple[int, ...], int]:
     sizes = {u.arg[0]: u.arg[1] for u in self.program if u.op is Ops.SPECIAL}
@@ -59,6 +60,8 @@ class TableRenderer:
   def _load(self, u: UOp) -> None:
     param, *idx = u.src
     if param.op is Ops.DEFINE_ACC: self.names[u] = self.names[param]
+    elif param.op is Ops.DEFINE_GLOBAL: self._define(u, f"__ldcg(&{self.names[param]}[{self.val(idx[0])}])")  # written by other SMs
+    elif param.op is Ops.DEFINE_LOCAL: self._define(u, f"{self.names[param]}[{self.val(idx[0])}]")
     elif u.arg == 4:
       vt = VEC4_TYPES[param.dtype]
       n = self.names[u] = self.w.fresh("vec")
@@ -70,15 +73,26 @@ class TableRenderer:
 
   def _store(self, u: UOp) -> None:
     param, idx, value, *gate = u.src
-    if value.op is Ops.VECTORIZE:
+    if param.op in (Ops.DEFINE_GLOBAL, Ops.DEFINE_LOCAL): line = f"{self.names[param]}[{self.val(idx)}] = {self.val(value)};"
+    elif value.op is Ops.VECTORIZE:
       vt = VEC4_TYPES[param.dtype]
       line = f"*reinterpret_cast<{vt}*>(p{param.arg[0]} + {self.val(idx)}) = {self.val(value)};"
     else: line = render_store(param, self.val(idx), self.val(value))
-    self.w(f"if ({self.val(gate[0])}) {line}" if gate else line)
+    self.w(f"if ({self.val(gate[0])}) {line}" if gate and not (gate[0].op is Ops.CONST and gate[0].arg) else line)
 
   def _define_local(self, u: UOp) -> None:
     n = self.names[u] = self.w.fresh("red")
     self.w(f"__shared__ {REG_TYPES[u.dtype]} {n}[{u.arg[1]}];")
+
+  def _define_global(self, u: UOp) -> None:
+    n = self.names[u] = self.w.fresh("pg_scratch")
+    self.globals.append(f"__device__ {REG_TYPES[u.dtype]} {n}[{u.arg[1]}];")
+
+  def _barrier(self, u: UOp) -> None: self.w("__syncthreads();" if u.arg == "block" else "__threadfence();")
+
+  def _atomic_add(self, u: UOp) -> None:
+    buf, idx, value, gate, *_ = u.src
+    self._define(u, f"{self.val(gate)} ? atomicAdd(&{self.names[buf]}[{self.val(idx)}], {self.val(value)}) : {c_const(0, u.dtype)}")
 
   def _group_reduce(self, u: UOp) -> None:
     op, width = u.arg
@@ -90,4 +104,5 @@ class TableRenderer:
   _RENDER: dict[Ops, Callable[["TableRenderer", UOp], None]] = {
     Ops.PARAM: _skip, Ops.CONST: _skip, Ops.SPECIAL: _special, Ops.GUARD: _guard, Ops.RANGE: _range, Ops.ENDRANGE: _endrange,
     Ops.DEFINE_ACC: _define_acc, Ops.ACCUMULATE: _accumulate, Ops.LOAD: _load, Ops.GEP: _gep, Ops.VECTORIZE: _vectorize,
-    Ops.STORE: _store, Ops.DEFINE_LOCAL: _define_local, Ops.GROUP_REDUCE: _group_reduce}
+    Ops.STORE: _store, Ops.DEFINE_LOCAL: _define_local, Ops.GROUP_REDUCE: _group_reduce, Ops.DEFINE_GLOBAL: _define_global,
+    Ops.BARRIER: _barrier, Ops.ATOMIC_ADD: _atomic_add}
