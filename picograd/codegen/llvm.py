@@ -186,24 +186,24 @@ class LLVMRenderer:
   def _render(self, u: UOp, split_loop: bool) -> None:
     out = self.names[u] = self.tmp() if u.dtype != dtypes.void else ""
     if u.op is Ops.RANGE: return self._open_loop(u, out, split_loop)
-    if u.op is Ops.ENDRANGE: return self._close_loop(u.src[0])
-    if u.op is Ops.DEFINE_ACC:
-      self.allocas.append(f"{out} = alloca {ll_type(u.dtype)}")
-      return self.emit(f"store {ll_type(u.dtype)} {ll_const(u.arg[0], u.dtype)}, ptr {out}")
-    if u.op is Ops.ACCUMULATE:
-      acc, value = u.src
-      t, cur, new = ll_type(acc.dtype), self.tmp(), self.tmp()
-      self.emit(f"{cur} = load {t}, ptr {self.val(acc)}")
-      self.emit(self._binop(u.arg, acc.dtype, new, cur, self.val(value), reassoc=acc not in self.ordered, contract=True))
-      return self.emit(f"store {t} {new}, ptr {self.val(acc)}")
-    if u.op is Ops.LOAD and u.src[0].op is Ops.DEFINE_ACC:
-      return self.emit(f"{out} = load {ll_type(u.dtype)}, ptr {self.val(u.src[0])}")
-    if u.op is Ops.LOAD: return self._load(u, out)
-    if u.op is Ops.STORE: return self._store(u)
-    if u.op is Ops.CHECK: return self._check(u)
-    for line in self._alu(u, out): self.emit(line)
+    self._RENDER.get(u.op, LLVMRenderer._binary)(self, u, out)
 
-  def _check(self, u: UOp) -> None:
+  def _define_acc(self, u: UOp, out: str) -> None:
+    self.allocas.append(f"{out} = alloca {ll_type(u.dtype)}")
+    self.emit(f"store {ll_type(u.dtype)} {ll_const(u.arg[0], u.dtype)}, ptr {out}")
+
+  def _accumulate(self, u: UOp, out: str) -> None:
+    acc, value = u.src
+    t, cur, new = ll_type(acc.dtype), self.tmp(), self.tmp()
+    self.emit(f"{cur} = load {t}, ptr {self.val(acc)}")
+    self.emit(self._binop(u.arg, acc.dtype, new, cur, self.val(value), reassoc=acc not in self.ordered, contract=True))
+    self.emit(f"store {t} {new}, ptr {self.val(acc)}")
+
+  def _load_any(self, u: UOp, out: str) -> None:
+    if u.src[0].op is Ops.DEFINE_ACC: self.emit(f"{out} = load {ll_type(u.dtype)}, ptr {self.val(u.src[0])}")
+    else: self._load(u, out)
+
+  def _check(self, u: UOp, out: str = "") -> None:
     value, bad, bit = u.src
     self.names[u] = self.val(value)
     sel, old, new = self.tmp(), self.tmp(), self.tmp()
@@ -229,6 +229,8 @@ class LLVMRenderer:
     self.emit(f"br i1 {cond}, label %{body}, label %{exit_}")
     self.label(body)
     self.loops[r] = (header, body, exit_, pred)
+
+  def _endrange(self, u: UOp, out: str) -> None: self._close_loop(u.src[0])
 
   def _close_loop(self, r: UOp) -> None:
     n = r.arg[0]
@@ -297,25 +299,36 @@ class LLVMRenderer:
     flags = ("reassoc contract " if reassoc else "contract ") if contract and dt.is_float and op in (Ops.ADD, Ops.MUL) else ""
     return f"{out} = {BINARY[op](dt)} {flags}{t} {a}, {b}"
 
-  def _alu(self, u: UOp, out: str) -> list[str]:
-    srcs = [self.val(s) for s in u.src]
-    if u.op is Ops.CAST:
-      src_dt = u.src[0].dtype
-      if src_dt.is_float and u.dtype.is_int:
-        self.decls.add(f"declare {ll_type(u.dtype)} @{_float_to_int_intrinsic(u.dtype, src_dt)}({ll_type(src_dt)})")
-      return _cast(u.dtype, src_dt, srcs[0], out)
-    if u.op is Ops.BITCAST: return [f"{out} = bitcast {ll_type(u.src[0].dtype)} {srcs[0]} to {ll_type(u.dtype)}"]
-    if u.op is Ops.WHERE: return [f"{out} = select i1 {srcs[0]}, {ll_type(u.dtype)} {srcs[1]}, {ll_type(u.dtype)} {srcs[2]}"]
-    if u.op in COMPARE:
-      dt = u.src[0].dtype
-      return [f"{out} = {COMPARE[u.op](dt)} {ll_type(dt)} {srcs[0]}, {srcs[1]}"]
-    if u.op is Ops.NEG: return [f"{out} = fneg {ll_type(u.dtype)} {srcs[0]}" if u.dtype.is_float else f"{out} = sub {ll_type(u.dtype)} 0, {srcs[0]}"]
-    if u.op is Ops.RECIPROCAL: return [f"{out} = fdiv {ll_type(u.dtype)} {ll_const(1.0, u.dtype)}, {srcs[0]}"]
-    if u.op in INTRINSIC:
-      t, name = ll_type(u.dtype), f"llvm.{INTRINSIC[u.op]}.{_suffix(u.dtype)}"
-      self.decls.add(f"declare {t} @{name}({t})")
-      return [f"{out} = call {t} @{name}({t} {srcs[0]})"]
-    return [self._binop(u.op, u.dtype, out, srcs[0], srcs[1], contract=u in self.accumulated)]
+  # ---- ALU ops, one method each (the table below); anything else is a binary op of BINARY
+  def _cast_op(self, u: UOp, out: str) -> None:
+    src_dt = u.src[0].dtype
+    if src_dt.is_float and u.dtype.is_int:
+      self.decls.add(f"declare {ll_type(u.dtype)} @{_float_to_int_intrinsic(u.dtype, src_dt)}({ll_type(src_dt)})")
+    for line in _cast(u.dtype, src_dt, self.val(u.src[0]), out): self.emit(line)
+
+  def _bitcast(self, u: UOp, out: str) -> None: self.emit(f"{out} = bitcast {ll_type(u.src[0].dtype)} {self.val(u.src[0])} to {ll_type(u.dtype)}")
+  def _where(self, u: UOp, out: str) -> None:
+    c, a, b = (self.val(s) for s in u.src)
+    self.emit(f"{out} = select i1 {c}, {ll_type(u.dtype)} {a}, {ll_type(u.dtype)} {b}")
+  def _compare(self, u: UOp, out: str) -> None:
+    dt = u.src[0].dtype
+    self.emit(f"{out} = {COMPARE[u.op](dt)} {ll_type(dt)} {self.val(u.src[0])}, {self.val(u.src[1])}")
+  def _neg(self, u: UOp, out: str) -> None:
+    x = self.val(u.src[0])
+    self.emit(f"{out} = fneg {ll_type(u.dtype)} {x}" if u.dtype.is_float else f"{out} = sub {ll_type(u.dtype)} 0, {x}")
+  def _reciprocal(self, u: UOp, out: str) -> None: self.emit(f"{out} = fdiv {ll_type(u.dtype)} {ll_const(1.0, u.dtype)}, {self.val(u.src[0])}")
+  def _intrinsic(self, u: UOp, out: str) -> None:
+    t, name = ll_type(u.dtype), f"llvm.{INTRINSIC[u.op]}.{_suffix(u.dtype)}"
+    self.decls.add(f"declare {t} @{name}({t})")
+    self.emit(f"{out} = call {t} @{name}({t} {self.val(u.src[0])})")
+  def _binary(self, u: UOp, out: str) -> None:
+    self.emit(self._binop(u.op, u.dtype, out, self.val(u.src[0]), self.val(u.src[1]), contract=u in self.accumulated))
+
+  # op -> how one instruction is rendered (RANGE opens a loop in `_render`); ops not listed are binary ALU ops
+  _RENDER: dict[Ops, Callable[["LLVMRenderer", UOp, str], None]] = {
+    Ops.ENDRANGE: _endrange, Ops.DEFINE_ACC: _define_acc, Ops.ACCUMULATE: _accumulate, Ops.LOAD: _load_any,
+    Ops.STORE: lambda self, u, out: self._store(u), Ops.CHECK: _check, Ops.CAST: _cast_op, Ops.BITCAST: _bitcast, Ops.WHERE: _where,
+    Ops.NEG: _neg, Ops.RECIPROCAL: _reciprocal, **dict.fromkeys(COMPARE, _compare), **dict.fromkeys(INTRINSIC, _intrinsic)}
 
 
 def render_llvm(name: str, program: list[UOp]) -> str:
