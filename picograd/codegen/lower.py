@@ -12,6 +12,7 @@ a pad does not block the folding), and adjacent loops whose accesses are all aff
 way are collapsed into one.
 """
 from __future__ import annotations
+from typing import Callable
 from picograd.dtype import DType, dtypes
 from picograd.helpers import prod
 from picograd.ir.ops import UOp, Ops, ALU, UPat, PatternMatcher, toposort, substitute, graph_rewrite
@@ -50,20 +51,10 @@ class Lowerer:
     return tuple(out)
 
   def child_requests(self, n: UOp, idx: tuple[UOp, ...], valid: UOp) -> list[tuple[UOp, tuple[UOp, ...], UOp]]:
+    """(source, its indices, its validity) for each source `n` reads, from the index maps below."""
     if n.op in ALU or n.op is Ops.DETACH: return [(s, idx, valid) for s in n.src]
-    if n.op in (Ops.PARAM, Ops.CONST, Ops.IOTA): return []
-    src = n.src[0]
-    if n.op is Ops.RESHAPE: return [(src, self.map_reshape(src.tshape, idx, n.tshape), valid)]
-    if n.op is Ops.PERMUTE:
-      inv = [0] * len(n.arg)
-      for i, p in enumerate(n.arg): inv[p] = i
-      return [(src, tuple(idx[inv[k]] for k in range(len(inv))), valid)]
-    if n.op is Ops.EXPAND: return [(src, tuple(self.const(0) if s == 1 and d != 1 else i for i, s, d in zip(idx, src.tshape, n.tshape)), valid)]
-    if n.op is Ops.SHRINK: return [(src, tuple(i + self.const(b) if b else i for i, (b, _) in zip(idx, n.arg)), valid)]
-    if n.op is Ops.FLIP: return [(src, tuple(self.const(d - 1) - i if f else i for i, d, f in zip(idx, src.tshape, n.arg)), valid)]
-    if n.op is Ops.PAD: return [(src, tuple(i - self.const(b) if b else i for i, (b, _) in zip(idx, n.arg)), valid & self.pad_valid(n, idx))]
-    if n.op is Ops.REDUCE: return [(src, self.reduce_index(n, idx), valid)]
-    raise NotImplementedError(f"lowering has no rule for {n.op}")
+    if n.op not in INDEX_MAPS: raise NotImplementedError(f"lowering has no rule for {n.op}")
+    return INDEX_MAPS[n.op](self, n, idx, valid)
 
   def pad_valid(self, n: UOp, idx: tuple[UOp, ...]) -> UOp:
     cond = UOp.const(dtypes.bool, True)
@@ -99,19 +90,22 @@ class Lowerer:
     return tuple(rngs.get(a, i) for a, i in enumerate(idx))
 
   def build(self, n: UOp, children: list[UOp], idx: tuple[UOp, ...], valid: UOp) -> UOp:
-    if n.op is Ops.CONST: return n
-    if n.op is Ops.IOTA: return idx[0].cast(n.dtype)
-    if n.op is Ops.PARAM:
-      index = idx[0] if valid.op is Ops.CONST and valid.arg else valid.where(idx[0], self.const(0))
-      return UOp(Ops.LOAD, n.dtype, (n, index))
-    if n.op is Ops.CHECK: return self.check(children[0], valid & children[1].alu(Ops.XOR, UOp.const(dtypes.bool, True)), n.arg)
-    if n.op in (Ops.IDIV, Ops.MOD) and n.dtype.is_int: return self.safe_divide(n.op, children[0], children[1], valid)
+    """The scalar value of `n` at `idx`, from its sources' values `children` (the builders below)."""
+    if n.op in BUILDERS: return BUILDERS[n.op](self, n, children, idx, valid)
     if n.op in ALU: return UOp(n.op, n.dtype, tuple(children), n.arg)
-    if n.op is Ops.PAD: return self.pad_valid(n, idx).where(children[0], UOp.const(n.dtype, 0))
-    if n.op is Ops.REDUCE:
-      rngs = tuple(self.reduce_ranges[(n, idx)].values())
-      return UOp(Ops.REDUCE, n.dtype, (children[0], *rngs), n.arg[0])
     return children[0]  # movement ops and DETACH only changed the indices
+
+  def _load(self, n: UOp, children: list[UOp], idx: tuple[UOp, ...], valid: UOp) -> UOp:
+    index = idx[0] if valid.op is Ops.CONST and valid.arg else valid.where(idx[0], self.const(0))
+    return UOp(Ops.LOAD, n.dtype, (n, index))
+
+  def _reduce(self, n: UOp, children: list[UOp], idx: tuple[UOp, ...], valid: UOp) -> UOp:
+    return UOp(Ops.REDUCE, n.dtype, (children[0], *self.reduce_ranges[(n, idx)].values()), n.arg[0])
+
+  def _permute(self, n: UOp, idx: tuple[UOp, ...], valid: UOp) -> list[tuple[UOp, tuple[UOp, ...], UOp]]:
+    inv = [0] * len(n.arg)
+    for i, p in enumerate(n.arg): inv[p] = i
+    return [(n.src[0], tuple(idx[inv[k]] for k in range(len(inv))), valid)]
 
   def lower(self, value: UOp, idx: tuple[UOp, ...]) -> UOp:
     """The scalar value of `value` at indices `idx`, built without recursion (kernels can be 10,000 nodes deep)."""
@@ -129,6 +123,36 @@ class Lowerer:
       else:
         memo[(n, i, v)] = self.build(n, [memo[r] for r in reqs], i, v)
     return memo[(value, idx, true)]
+
+
+Requests = list[tuple[UOp, tuple[UOp, ...], UOp]]
+# index maps: op -> fn(lowerer, node, its indices, validity) -> what each source is read at. Movement ops are not copies:
+# each maps the consumer's indices to the producer's (reshape through the flat position, permute by reordering, expand by
+# dropping the index, shrink by an offset, flip by d-1-i, pad by an offset and a validity mask)
+INDEX_MAPS: dict[Ops, Callable[[Lowerer, UOp, tuple[UOp, ...], UOp], Requests]] = {
+  Ops.PARAM: lambda lw, n, idx, valid: [], Ops.CONST: lambda lw, n, idx, valid: [], Ops.IOTA: lambda lw, n, idx, valid: [],
+  Ops.RESHAPE: lambda lw, n, idx, valid: [(n.src[0], lw.map_reshape(n.src[0].tshape, idx, n.tshape), valid)],
+  Ops.PERMUTE: Lowerer._permute,
+  Ops.EXPAND: lambda lw, n, idx, valid: [(n.src[0], tuple(lw.const(0) if s == 1 and d != 1 else i
+                                                          for i, s, d in zip(idx, n.src[0].tshape, n.tshape)), valid)],
+  Ops.SHRINK: lambda lw, n, idx, valid: [(n.src[0], tuple(i + lw.const(b) if b else i for i, (b, _) in zip(idx, n.arg)), valid)],
+  Ops.FLIP: lambda lw, n, idx, valid: [(n.src[0], tuple(lw.const(d - 1) - i if f else i for i, d, f in zip(idx, n.src[0].tshape, n.arg)), valid)],
+  Ops.PAD: lambda lw, n, idx, valid: [(n.src[0], tuple(i - lw.const(b) if b else i for i, (b, _) in zip(idx, n.arg)),
+                                       valid & lw.pad_valid(n, idx))],
+  Ops.REDUCE: lambda lw, n, idx, valid: [(n.src[0], lw.reduce_index(n, idx), valid)],
+}
+
+# builders for the ops that are not rebuilt as they are: op -> fn(lowerer, node, sources' values, indices, validity)
+BUILDERS: dict[Ops, Callable[[Lowerer, UOp, list[UOp], tuple[UOp, ...], UOp], UOp]] = {
+  Ops.CONST: lambda lw, n, ch, idx, valid: n,
+  Ops.IOTA: lambda lw, n, ch, idx, valid: idx[0].cast(n.dtype),
+  Ops.PARAM: Lowerer._load,
+  Ops.CHECK: lambda lw, n, ch, idx, valid: lw.check(ch[0], valid & ch[1].alu(Ops.XOR, UOp.const(dtypes.bool, True)), n.arg),
+  Ops.IDIV: lambda lw, n, ch, idx, valid: lw.safe_divide(n.op, ch[0], ch[1], valid) if n.dtype.is_int else UOp(n.op, n.dtype, tuple(ch), n.arg),
+  Ops.MOD: lambda lw, n, ch, idx, valid: lw.safe_divide(n.op, ch[0], ch[1], valid) if n.dtype.is_int else UOp(n.op, n.dtype, tuple(ch), n.arg),
+  Ops.PAD: lambda lw, n, ch, idx, valid: lw.pad_valid(n, idx).where(ch[0], UOp.const(n.dtype, 0)),
+  Ops.REDUCE: Lowerer._reduce,
+}
 
 
 def index_dtype_for(ast: UOp) -> DType:
