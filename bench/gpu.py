@@ -160,7 +160,7 @@ def first_call() -> list[str]:
           f"cached: {np.median(cached) * 1e3:.2f} ms (target <= 10 ms: {'yes' if ok2 else 'no'})"]
 
 
-def gpt_step_profile(config: str, top: int, device: str = "CUDA") -> None:
+def gpt_step_profile(config: str, top: int, device: str = "CUDA", dtype: str = "float32") -> None:
   """Per-kernel GPU time of one replayed GPT training step, summed by kernel, the largest `top` printed."""
   from collections import defaultdict
   from picograd import nn, optim, jit
@@ -173,7 +173,7 @@ def gpt_step_profile(config: str, top: int, device: str = "CUDA") -> None:
 
   @jit
   def step(x: Tensor, y: Tensor) -> Tensor:
-    loss = gpt.loss_fn(model, x, y)
+    loss = gpt.loss_fn(model, x, y, dtype)
     opt.zero_grad()
     loss.backward()
     Tensor.realize(loss, *opt.schedule_step())
@@ -198,7 +198,7 @@ def gpt_step_profile(config: str, top: int, device: str = "CUDA") -> None:
     row[0] += 1; row[1] += t; row[2] = k
   dev.synchronize()
   total = sum(r[1] for r in per.values())
-  print(f"GPT {config}: {len(steps)} kernel launches, {len(per)} distinct kernels; sum of kernel times {total * 1e3:.2f} ms; "
+  print(f"GPT {config} ({dtype} matmuls): {len(steps)} kernel launches, {len(per)} distinct kernels; sum of kernel times {total * 1e3:.2f} ms; "
         f"wall per replayed step {min(walls[2:]) * 1e3:.2f} ms")
   print(f"{'kernel':<42} {'plan':<7} {'n':>3} {'total ms':>9} {'%':>5} {'us each':>9} {'GB/s':>7} {'GFLOP/s':>8}  grid x block")
   for name, (n, t, k) in sorted(per.items(), key=lambda kv: -kv[1][1])[:top]:
@@ -216,8 +216,9 @@ def main() -> None:
   ap.add_argument("--gpt-step", action="store_true", help="profile one training step of the GPT example instead")
   ap.add_argument("--gpt-config", default="large", help="the GPT config --gpt-step trains (examples/gpt.py CONFIGS)")
   ap.add_argument("--top", type=int, default=25, help="kernels --gpt-step lists")
+  ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="--gpt-step: matmul precision (autocast)")
   args = ap.parse_args()
-  if args.gpt_step: return gpt_step_profile(args.gpt_config, args.top)
+  if args.gpt_step: return gpt_step_profile(args.gpt_config, args.top, dtype=args.dtype)
   dev = get_device("CUDA")
   print("| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER), flush=True)
   rows, extra = run(args)

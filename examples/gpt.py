@@ -106,9 +106,12 @@ class GPT:
     return self.lm_head(self.ln_f(x))
 
 
-def loss_fn(model: GPT, x: Tensor, y: Tensor) -> Tensor:
-  logits = model(x)
-  return logits.reshape(-1, logits.shape[-1]).cross_entropy(y.reshape(-1))
+def loss_fn(model: GPT, x: Tensor, y: Tensor, dtype: str = "float32") -> Tensor:
+  """Mean cross-entropy of the next characters; with a 16-bit `dtype`, under autocast (matmuls in it, the loss in float32)."""
+  low = picograd.dtypes.from_any(dtype)
+  with picograd.autocast(low if low != picograd.dtypes.float32 else picograd.dtypes.bfloat16, enabled=low != picograd.dtypes.float32):
+    logits = model(x)
+    return logits.reshape(-1, logits.shape[-1]).cross_entropy(y.reshape(-1))
 
 
 def get_batch(data: np.ndarray, block_size: int, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -120,13 +123,13 @@ def get_batch(data: np.ndarray, block_size: int, batch: int, rng: np.random.Gene
 
 
 @picograd.no_grad()
-def estimate_loss(model: GPT, data: np.ndarray, cfg: Config, seed: int, device: str | None) -> float:
+def estimate_loss(model: GPT, data: np.ndarray, cfg: Config, seed: int, device: str | None, dtype: str = "float32") -> float:
   """Mean loss over `cfg.eval_batches` random batches (the same batches at every evaluation)."""
   rng = np.random.default_rng(seed)
   losses = []
   for _ in range(cfg.eval_batches):
     x, y = get_batch(data, cfg.block_size, cfg.batch, rng)
-    losses.append(loss_fn(model, Tensor(x, device=device), Tensor(y, device=device)).item())
+    losses.append(loss_fn(model, Tensor(x, device=device), Tensor(y, device=device), dtype).item())
   return float(np.mean(losses))
 
 
@@ -159,12 +162,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   for field in ("n_layer", "n_head", "n_embd", "block_size", "batch", "warmup", "eval_every", "eval_batches"):
     parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=None, help=f"override the config's {field}")
   for field in ("lr", "dropout"): parser.add_argument(f"--{field}", type=float, default=None, help=f"override the config's {field}")
+  parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                      help="matmul precision: 16-bit types train under picograd.autocast (default: bfloat16 on CUDA, float32 elsewhere)")
   parser.add_argument("--sample-chars", type=int, default=300, help="characters to generate at the end")
   parser.add_argument("--plot", default="gpt_loss.png", help="where to draw the loss curve (needs matplotlib; '' for none)")
   parser.add_argument("--data", default=None, help="path of tinyshakespeare.txt (default: found or downloaded by picograd.nn.datasets)")
   args = parser.parse_args(argv)
   # a checkpoint keeps the whole config (and so the learning-rate schedule): --resume continues the same run
-  apply_resume_settings(parser, args, ["config", "seed", *Config.__dataclass_fields__])
+  apply_resume_settings(parser, args, ["config", "seed", "dtype", *Config.__dataclass_fields__])
+  if args.dtype is None: args.dtype = "bfloat16" if device_name(args.device).startswith("CUDA") else "float32"
   return args
 
 
@@ -212,11 +218,11 @@ def main(argv: list[str] | None = None) -> dict:
   start = load_checkpoint(args.resume, {"model": model, "opt": opt}) if args.resume else 0
   n_params = sum(p.numel() for p in opt.params)
   print(f"GPT: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} dims, context {cfg.block_size}, batch {cfg.batch}; "
-        f"{n_params:,} parameters; on {device_name(args.device)}")
+        f"{n_params:,} parameters; on {device_name(args.device)}, matmuls in {args.dtype}")
 
   @picograd.jit
   def train_step(x: Tensor, y: Tensor) -> Tensor:
-    loss = loss_fn(model, x, y)
+    loss = loss_fn(model, x, y, args.dtype)
     opt.zero_grad()
     loss.backward()
     Tensor.realize(loss, *opt.schedule_step())
@@ -225,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
   train_losses: list[float] = []
   evals: list[tuple[int, float, float]] = []  # (step, train loss, validation loss)
   tokens_per_step = cfg.batch * cfg.block_size
-  settings = {"config": config_name(args), "seed": args.seed, **asdict(cfg)}
+  settings = {"config": config_name(args), "seed": args.seed, "dtype": args.dtype, **asdict(cfg)}
   end = cfg.steps if args.stop_at is None else max(start, min(args.stop_at, cfg.steps))
   bar = progress(cfg.steps, start, desc="gpt", disable=args.quiet)
   train_time, timed_steps = 0.0, 0
@@ -243,8 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
       bar.update()
       bar.set_postfix_str(f"loss {loss:.3f}")
       if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-        evals.append((step + 1, estimate_loss(model, train_data, cfg, args.seed, args.device),
-                      estimate_loss(model, val_data, cfg, args.seed + 1, args.device)))
+        evals.append((step + 1, estimate_loss(model, train_data, cfg, args.seed, args.device, args.dtype),
+                      estimate_loss(model, val_data, cfg, args.seed + 1, args.device, args.dtype)))
         bar.set_postfix_str(f"loss {loss:.3f} val {evals[-1][2]:.3f}")
       last = step + 1 == end or stop.requested
       if args.save and ((step + 1) % args.save_every == 0 or last):

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 from picograd.dtype import dtypes, promote
 from picograd.helpers import prod
+from picograd.frontend.autocast import autocast, autocast_dtype, lower_precision
 
 
 # Kernels with at most this many offsets (3x3x3), at most 4 along each dim, are convolved as a sum of one product per
@@ -105,6 +106,12 @@ class ConvMixin:
   def _convnd(self: Any, n: int, op: str, weight: Any, bias: Any = None, stride: int | Sequence[int] = 1,
               padding: int | str | Sequence[int] = 0, dilation: int | Sequence[int] = 1, groups: int = 1) -> Any:
     self._conv_args(op, weight, n, groups)
+    if (low := autocast_dtype()) is not None and promote(self.dtype, weight.dtype) == dtypes.float32:
+      # under autocast: 16-bit operands accumulated in float32, a 16-bit result (as PyTorch's convolutions)
+      x16, w16, b16 = lower_precision(self, weight, bias)
+      with autocast(low, enabled=False):
+        out = x16.float()._convnd(n, op, w16.float(), None if b16 is None else b16.float(), stride, padding, dilation, groups)
+      return out.cast(low)
     if self.ndim == n + 1: return self.unsqueeze(0)._convnd(n, op, weight, bias, stride, padding, dilation, groups).squeeze(0)
     st, dl = _ntuple(stride, n, op, "stride"), _ntuple(dilation, n, op, "dilation")
     if any(v <= 0 for v in st + dl): raise RuntimeError(f"{op}: stride and dilation must be positive, got {st} and {dl}")

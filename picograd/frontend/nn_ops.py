@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from picograd.dtype import dtypes, promote
 from picograd.helpers import ShapeError
 from picograd.frontend._util import _broadcast_shape, _where
+from picograd.frontend.autocast import full_precision, lower_precision
 if TYPE_CHECKING: from picograd.tensor import Tensor
 
 
@@ -19,6 +20,7 @@ class NNOpsMixin:
 
   def matmul(self: Any, other: "Tensor") -> "Tensor":
     other = self._to_tensor(other, "matmul")
+    self, other = lower_precision(self, other)  # under autocast: 16-bit operands, float32 accumulation
     if self.ndim == 0 or other.ndim == 0: raise ShapeError(f"matmul: both operands need at least 1 dimension, got {self.shape} and {other.shape}")
     a = self.unsqueeze(0) if self.ndim == 1 else self
     b = other.unsqueeze(-1) if other.ndim == 1 else other
@@ -38,6 +40,7 @@ class NNOpsMixin:
   def dot(self: Any, other: "Tensor") -> "Tensor": return self.matmul(other)
 
   def linear(self: Any, weight: "Tensor", bias: "Tensor | None" = None) -> "Tensor":
+    (bias,) = lower_precision(bias)  # under autocast the bias is added in the product's type, as PyTorch's addmm does
     out = self.matmul(weight.T)
     return out + bias if bias is not None else out
 
@@ -48,7 +51,7 @@ class NNOpsMixin:
     if self.ndim < len(shape) or self.shape[self.ndim - len(shape):] != shape:
       raise ShapeError(f"layer_norm: input of shape {self.shape} does not end in the normalized shape {shape}")
     axes = tuple(range(self.ndim - len(shape), self.ndim))
-    x = self._float()
+    x = full_precision(self._float())
     centered = x - x.mean(axes, keepdim=True)
     out = centered * ((centered * centered).mean(axes, keepdim=True) + eps).rsqrt()
     if weight is not None: out = out * weight
@@ -135,7 +138,7 @@ class NNOpsMixin:
     `weight` (one per class) scales each sample's term by its target's weight; the mean divides by the summed weights.
     """
     if not isinstance(target, type(self)): raise TypeError(f"nll_loss: target must be a Tensor, not {type(target).__name__}")
-    x = self._float()
+    x = full_precision(self._float())
     return _nll(x, target, ignore_index, reduction, 0.0, "nll_loss", _class_weight(x, weight, 1 if self.ndim >= 2 else 0, "nll_loss"))
 
   def mse_loss(self: Any, target: "Tensor", reduction: str = "mean") -> "Tensor":
@@ -144,13 +147,13 @@ class NNOpsMixin:
 
   def binary_cross_entropy(self: Any, target: "Tensor", reduction: str = "mean") -> "Tensor":
     """-(y log p + (1-y) log(1-p)) for probabilities p = self; logs are clamped at -100, as PyTorch does."""
-    p = self._float()
+    p = full_precision(self._float())
     loss = -(target * p.log().maximum(-100.0) + (1 - target) * (1 - p).log().maximum(-100.0))
     return _reduce_loss(loss, reduction, "binary_cross_entropy")
 
   def binary_cross_entropy_with_logits(self: Any, target: "Tensor", reduction: str = "mean", pos_weight: "Tensor | None" = None) -> "Tensor":
     """Binary cross-entropy of sigmoid(self), in the form that cannot overflow: (1-y) x + w (log(1 + e^-|x|) + max(-x, 0))."""
-    x = self._float()
+    x = full_precision(self._float())
     log_weight = 1 if pos_weight is None else (pos_weight - 1) * target + 1
     # -|x| spelled as a where, so that x = 0 (zero-initialized logits) gets the one-sided derivative, not abs's 0
     neg_abs = _where(x >= 0, -x, x)

@@ -9,6 +9,7 @@ from picograd.dtype import DType, dtypes
 from picograd.helpers import prod
 from picograd.ir.ops import Ops
 from picograd.frontend._util import _normalize_axis, _unique_axes, _where
+from picograd.frontend.autocast import full_precision
 if TYPE_CHECKING: from picograd.tensor import Tensor
 
 
@@ -100,7 +101,7 @@ class ReduceMixin:
   def logsumexp(self: Any, axis: int | Sequence[int] | None = None, keepdim: bool = False, dim=None) -> "Tensor":
     axis = dim if dim is not None else axis
     axes = self._axes("logsumexp", axis)  # a bad axis is reported as logsumexp's, not as the max inside it
-    x = self._float()
+    x = full_precision(self._float())
     if any(self.shape[a] == 0 for a in axes):  # log of an empty sum, as in PyTorch
       return x.sum(axis, keepdim).full_like(float("-inf"))
     m = x.max(axis, keepdim=True).detach()
@@ -110,7 +111,7 @@ class ReduceMixin:
 
   def softmax(self: Any, axis: int = -1, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("softmax", dim if dim is not None else axis, self.ndim)
-    x = self._float()
+    x = full_precision(self._float())
     if x.numel() == 0: return x  # an empty axis has no maximum to subtract; the result is empty
     if x.dtype in (dtypes.float16, dtypes.bfloat16): return x.cast(dtypes.float32).softmax(axis).cast(x.dtype)  # a half sum overflows
     e = (x - x.max(axis, keepdim=True).detach()).exp()
@@ -118,7 +119,7 @@ class ReduceMixin:
 
   def log_softmax(self: Any, axis: int = -1, dim: int | None = None) -> "Tensor":
     axis = _normalize_axis("log_softmax", dim if dim is not None else axis, self.ndim)
-    x = self._float()
+    x = full_precision(self._float())
     if x.numel() == 0: return x
     if x.dtype in (dtypes.float16, dtypes.bfloat16): return x.cast(dtypes.float32).log_softmax(axis).cast(x.dtype)
     shifted = x - x.max(axis, keepdim=True).detach()
