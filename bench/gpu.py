@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from picograd import Tensor, Context, schedule  # noqa: E402
 from picograd.runtime.device import get_device  # noqa: E402
+from picograd.engine.realize import launch_handles  # noqa: E402
 import torch  # noqa: E402
 
 
@@ -193,7 +194,7 @@ def gpt_step_profile(config: str, top: int, device: str = "CUDA", dtype: str = "
   per: dict[str, list] = defaultdict(lambda: [0, 0.0, None])
   for s in steps:
     k = s.kernel
-    t = k.program([b.handle for b in s.buffers], k.dims, wait=True)
+    t = k.program(launch_handles(k, s.buffers), k.dims, wait=True)
     row = per[k.name]
     row[0] += 1; row[1] += t; row[2] = k
   dev.synchronize()

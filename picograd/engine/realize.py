@@ -12,7 +12,7 @@ from __future__ import annotations
 import time, weakref
 import numpy as np
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 from picograd.helpers import DEBUG
 from picograd.ir.ops import UOp, Ops, toposort, substitute
 from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view, strip_reshapes
@@ -198,6 +198,11 @@ def run_steps(steps: list[ScheduledKernel]) -> None:
   if now: _raise_first(_failed_checks(now))
 
 
+def launch_handles(k: CompiledKernel, buffers: list[Buffer]) -> list[Any]:
+  """The arguments of a launch of `k` on `buffers`: their device handles, and the kernel's error word if it has checks."""
+  return [b.handle for b in buffers] + ([_error_word(k).handle] if k.checks else [])
+
+
 def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], CompiledKernel]) -> None:
   for step in steps:
     # an empty output means a loop nest of zero iterations: never launch it, on any device (index expressions
@@ -209,10 +214,8 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
     k = step.kernel
     if step.buffers[0].size == 0: continue  # an empty output (PARAM 0) leaves the kernel nothing to compute or check
     dev = get_device(k.device)
-    handles = [b.handle for b in step.buffers]
-    if k.checks:
-      handles.append(_error_word(k).handle)
-      checked[(k.name, k.device)] = k
+    handles = launch_handles(k, step.buffers)
+    if k.checks: checked[(k.name, k.device)] = k
     if DEBUG >= 2:
       t = k.program(handles, k.dims, wait=True) or 0.0
       secs = max(t, 1e-9)

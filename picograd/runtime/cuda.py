@@ -355,6 +355,8 @@ class CUDAProgram(Program):
     self.events: tuple[Any, Any] | None = None
 
   def __call__(self, handles: list[Any], dims: LaunchDims, wait: bool = False) -> float | None:
+    # the launch reads one pointer per parameter: a short list would make the driver read past it
+    if len(handles) != self.meta["n_params"]: raise RuntimeError(f"{self.name}: {len(handles)} buffers for {self.meta['n_params']} parameters")
     grid, block = _pad3(dims.global_size, "global_size"), _pad3(dims.local_size, "local_size")
     self.ctx.make_current()
     if dims.shared_bytes > self.shared_allowed:
