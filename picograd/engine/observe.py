@@ -1,0 +1,49 @@
+"""Watching the realize loop (engine layer): who wants to see each schedule and each launch's measured time.
+
+The visualizer (`picograd/viz/`: VIZ=report.html, PROFILE=trace.json, DUMP) sits above the
+engine and cannot be imported by it, so it subscribes here. The realize loop reports every
+schedule it runs (`scheduled`) and, while anyone listens to launches, times every kernel and
+copy (a timed launch waits for the device, so timing is only on while someone listens) and
+reports it (`launched`). With no listener each report is one truthiness test.
+"""
+from __future__ import annotations
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Launch:
+  """One kernel (or copy) run: the step (a `ScheduledKernel`), when it started (`time.perf_counter()` seconds), how long it ran."""
+  step: Any
+  start: float
+  seconds: float
+  replay: bool  # launched by a JIT replay, not by a realize
+
+
+ScheduleListener = Callable[[list[Any], bool], None]  # (steps, schedule cache hit)
+LaunchListener = Callable[[Launch], None]
+schedule_listeners: list[ScheduleListener] = []
+launch_listeners: list[LaunchListener] = []
+_replaying = [False]
+
+
+def timing() -> bool:
+  """Whether launches must be timed (someone listens)."""
+  return bool(launch_listeners)
+
+
+def scheduled(steps: list[Any], cache_hit: bool) -> None:
+  for fn in list(schedule_listeners): fn(steps, cache_hit)
+
+
+def launched(step: Any, start: float, seconds: float) -> None:
+  launch = Launch(step, start, seconds, _replaying[0])
+  for fn in list(launch_listeners): fn(launch)
+
+
+def set_replaying(on: bool) -> None:
+  """The JIT says whether the launches that follow are a replay."""
+  _replaying[0] = on
+
+
+__all__ = ["Launch", "schedule_listeners", "launch_listeners", "timing", "scheduled", "launched", "set_replaying"]
