@@ -14,6 +14,7 @@ from picograd.frontend.scan import (einsum, meshgrid, repeat_interleave, prod, c
                                     scatter, scatter_add, scatter_reduce, masked_select, nonzero)
 from picograd.frontend.sort import sort, argsort, topk
 import picograd.indexing  # noqa: F401  (registers Tensor.__getitem__'s implementation)
+import picograd.viz  # noqa: F401  (picograd.viz; VIZ=, PROFILE= and DUMP='s extra files subscribe to the engine)
 
 __all__ = ["Tensor", "no_grad", "dtypes", "DType", "Context", "ShapeError", "where", "cat", "stack", "normal", "schedule", "jit", "CompileEvent",
            "compile_listener", "einsum", "meshgrid", "repeat_interleave", "prod", "cumprod", "cummax", "cummin", "logcumsumexp", "roll", "diag",

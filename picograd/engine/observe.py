@@ -4,7 +4,7 @@ The visualizer (`picograd/viz/`: VIZ=report.html, PROFILE=trace.json, DUMP) sits
 engine and cannot be imported by it, so it subscribes here. The realize loop reports every
 schedule it runs (`scheduled`) and, while anyone listens to launches, times every kernel and
 copy (a timed launch waits for the device, so timing is only on while someone listens) and
-reports it (`launched`). With no listener each report is one truthiness test.
+reports it (`launched`), each run of steps opening a batch (`batch`). With no listener each report is one truthiness test.
 """
 from __future__ import annotations
 from dataclasses import dataclass
@@ -22,8 +22,10 @@ class Launch:
 
 ScheduleListener = Callable[[list[Any], bool], None]  # (steps, schedule cache hit)
 LaunchListener = Callable[[Launch], None]
+BatchListener = Callable[[int], None]  # (number of steps): a batch of launches begins (a realize, or a JIT replay)
 schedule_listeners: list[ScheduleListener] = []
 launch_listeners: list[LaunchListener] = []
+batch_listeners: list[BatchListener] = []
 _replaying = [False]
 
 
@@ -36,6 +38,10 @@ def scheduled(steps: list[Any], cache_hit: bool) -> None:
   for fn in list(schedule_listeners): fn(steps, cache_hit)
 
 
+def batch(n_steps: int) -> None:
+  for fn in list(batch_listeners): fn(n_steps)
+
+
 def launched(step: Any, start: float, seconds: float) -> None:
   launch = Launch(step, start, seconds, _replaying[0])
   for fn in list(launch_listeners): fn(launch)
@@ -46,4 +52,4 @@ def set_replaying(on: bool) -> None:
   _replaying[0] = on
 
 
-__all__ = ["Launch", "schedule_listeners", "launch_listeners", "timing", "scheduled", "launched", "set_replaying"]
+__all__ = ["Launch", "schedule_listeners", "launch_listeners", "batch_listeners", "timing", "scheduled", "batch", "launched", "set_replaying"]

@@ -149,6 +149,7 @@ def plan(tensors: Sequence[Handle]) -> Plan:
   steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings], k.ast, k.nodes)
            for k in template.kernels]
   outputs = [resolve(b) for b in template.outputs]
+  if observe.schedule_listeners: observe.scheduled(steps, hit)
   return Plan(steps, ready, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
 
 
@@ -195,6 +196,7 @@ def check_errors(device: str | None = None) -> None:
 def run_steps(steps: list[ScheduledKernel]) -> None:
   """Launch `steps` in order; then raise the first failed runtime check (the lowest bit of the first kernel that failed)."""
   record_steps(steps)
+  if observe.batch_listeners: observe.batch(len(steps))
   checked: dict[tuple[str, str], CompiledKernel] = {}
   try:
     _launch(steps, checked)
@@ -277,7 +279,6 @@ def realize(tensors: Sequence[Handle]) -> list[UOp]:
       _owners.setdefault(t.device, weakref.WeakKeyDictionary())[old] = weakref.ref(t)
   stats["schedules"] += 1
   stats["cache_hits"] += p.cache_hit
-  if observe.schedule_listeners: observe.scheduled(p.steps, p.cache_hit)
   if DEBUG >= 1:
     print(f"schedule: {len(p.steps)} kernel(s) in {(time.perf_counter() - st) * 1e3:.2f} ms, schedule cache {'hit' if p.cache_hit else 'miss'}")
   return [result.get(id(t), t.uop) for t in tensors]
