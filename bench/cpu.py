@@ -2,8 +2,9 @@
 
 Rows: a fused elementwise a*b+c, row sums, row softmax, float32 matmuls, the first call of a
 new fused kernel in a fresh process (compiling, and with a warm disk cache), one training
-step of the makemore MLP, eager and under `@picograd.jit`, and a ResNet-stage conv2d (forward,
-forward + backward) and max_pool2d, and what provenance (source lines per node) adds to building a GPT forward graph. Each timing is the median of --runs runs after --warmup runs; inputs
+step of the makemore MLP, eager and under `@picograd.jit`, a ResNet-stage conv2d (forward,
+forward + backward) and max_pool2d, and what provenance (source lines per node) adds to building a
+GPT forward graph. Each timing is the median of --runs runs after --warmup runs; inputs
 are realized before timing and outputs with `.realize()`. "ratio" is numpy's time (or
 PyTorch's, for the MLP and conv rows) divided by picograd's: above 1 means picograd is faster.
 
@@ -270,7 +271,8 @@ def main() -> None:
   ap.add_argument("--runs", type=int, default=7, help="timed runs per row (median)")
   ap.add_argument("--warmup", type=int, default=2, help="untimed runs first")
   ap.add_argument("--save", action="store_true", help="append the table to bench/RESULTS.md")
-  ap.add_argument("--only", default="", help="run only the groups whose name contains this (elementwise, reduce, matmul, first-call, mlp, conv, provenance)")
+  ap.add_argument("--only", default="", help="run only the groups whose name contains this "
+                  "(elementwise, reduce, matmul, first-call, mlp, conv, provenance)")
   args = ap.parse_args()
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
   if torch is not None: torch.set_num_threads(cores)

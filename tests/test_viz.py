@@ -65,3 +65,125 @@ def test_debug2_names_the_line_and_jit_replays_keep_it():
   with Context(DEBUG=2), contextlib.redirect_stdout(out): step(x, y)
   text = out.getvalue()
   assert "jit replay" in text and f"<- test_viz.py:{_line('# line: matmul')}:_loss" in text
+
+
+@pytest.fixture
+def recording():
+  """Record the test's launches (timed) and stop afterwards, so other tests run untimed."""
+  picograd.viz.clear()
+  rec = picograd.viz.start()
+  try:
+    yield rec
+  finally:
+    picograd.viz.clear()
+
+
+def _train(steps: int = 4) -> str:
+  """A jitted training step run `steps` times; the name of its slowest kernel in the last replay."""
+  x, w, y = _model()
+
+  @picograd.jit
+  def train_step(x: Tensor, y: Tensor) -> Tensor:
+    loss = _loss(x, w, y)
+    w.grad = None
+    loss.backward()
+    w.assign(w - 0.1 * w.grad)
+    return loss.realize(w)
+  for _ in range(steps): train_step(x, y)
+  rec = picograd.viz.recorder()
+  assert rec is not None
+  return max(rec.last_step(), key=lambda launch: launch.seconds).name
+
+
+def test_to_dot_draws_kernels_buffers_shapes_and_lines():
+  x, w, y = _model()
+  h = (x @ w).relu()  # line: dot
+  steps = picograd.schedule(h.softmax(-1))
+  dot = picograd.viz.to_dot(h.softmax(-1))
+  assert dot.startswith("digraph") and dot.count("subgraph cluster_") == len(steps)
+  for s in steps: assert s.name in dot
+  assert "shape=cylinder" in dot and "buffer float32[128]" in dot and "float32 8x4x16" in dot and "MUL" in dot and "REDUCE" in dot
+  assert f"test_viz.py:{_line('# line: dot')}:test_to_dot" in dot
+  one = picograd.viz.to_dot(steps[0])
+  assert one.count("subgraph cluster_") == 1
+  svg = picograd.viz.to_svg(steps[0])  # Graphviz is optional
+  assert svg is None or "<svg" in svg
+  # without Graphviz the report draws the same graph itself: well-formed SVG with a box per node
+  import xml.etree.ElementTree as ET
+  from picograd.viz.dot import graph_of, simple_svg
+  g = graph_of(steps[0])
+  root = ET.fromstring(simple_svg(g))
+  assert len(root.findall("{http://www.w3.org/2000/svg}rect")) == len(g.nodes)
+  with pytest.raises(TypeError): picograd.viz.to_dot(3)
+
+
+def test_profile_writes_a_chrome_trace(recording, tmp_path):
+  _train()
+  trace = json.loads(open(picograd.viz.profile(str(tmp_path / "trace.json"))).read())
+  events = trace["traceEvents"]
+  assert {"name": "process_name", "ph": "M", "pid": 1, "tid": 0, "args": {"name": "CPU"}} in events
+  launches = [e for e in events if e["ph"] == "X"]
+  assert launches and all(e["dur"] >= 0 and e["ts"] >= 0 and e["pid"] == 1 for e in launches)
+  # named by the line they came from, then the kernel; replays say whose
+  assert any(e["name"].startswith(f"test_viz.py:{_line('# line: matmul')}:_loss ") for e in launches)
+  assert any(e["args"]["replay"] == "train_step" for e in launches) and any(e["args"]["replay"] is None for e in launches)
+  assert all(e["name"].endswith(e["args"]["kernel"]) for e in launches)
+
+
+def test_dump_writes_lines_dot_and_a_repro_that_runs(tmp_path):
+  x, w, y = _model()
+  with Context(DUMP=str(tmp_path)): _loss(x, w, y).realize()
+  repros = sorted(tmp_path.glob("*.repro.py"))
+  assert repros
+  for r in repros:
+    name = r.name.removesuffix(".repro.py")
+    assert (tmp_path / f"{name}.dot").read_text().startswith("digraph")
+    assert "test_viz.py:" in (tmp_path / f"{name}.provenance.txt").read_text()
+  env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(HERE))}
+  out = subprocess.run([sys.executable, str(repros[0]), "--runs", "3"], capture_output=True, text=True, env=env, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.startswith(repros[0].name.removesuffix(".repro.py") + " on CPU: ") and " us (median of 3)" in out.stdout
+
+
+def test_viz_and_profile_env_write_their_files_at_exit(tmp_path):
+  script = "import numpy as np\nfrom picograd import Tensor\n(Tensor(np.ones((4, 4), np.float32)) * 2).sum(1).numpy()\n"
+  env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(HERE)), "VIZ": str(tmp_path / "r.html"), "PROFILE": str(tmp_path / "t.json")}
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert "<title>picograd report</title>" in (tmp_path / "r.html").read_text()
+  assert [e for e in json.loads((tmp_path / "t.json").read_text())["traceEvents"] if e["ph"] == "X"]
+
+
+def test_report_in_a_browser(recording, tmp_path):
+  """The HTML report in headless Chromium: the slowest kernel of the training step links to its page, which names the
+  model lines it came from (with their code), shows its measured time, and its source behind the "source" tab."""
+  from browser import Browser, find_chromium
+  slowest = _train()
+  path = picograd.viz.report(str(tmp_path / "report.html"))
+  info = recording.kernels[slowest]
+  chromium = find_chromium()
+  if chromium is None: pytest.skip("no chromium or chrome on PATH (or $CHROMIUM): `apt-get install chromium` to run this test")
+  with Browser(chromium) as browser:
+    page = browser.open("file://" + path)
+    # the step table lists the slowest kernel first; the timeline draws it in orange
+    assert page.eval("document.querySelector('#step-kernels tr.slowest a').dataset.kernel") == slowest
+    assert page.eval("document.querySelectorAll('article.kernel:not([hidden])').length") == 0
+    page.eval("document.querySelector('#step-kernels tr.slowest a').click()")
+    assert page.eval("document.querySelector('article.kernel:not([hidden])').id") == f"k-{slowest}"
+    assert location_hash(page) == f"#k-{slowest}"
+    shown = page.eval("document.querySelector('article.kernel:not([hidden])').innerText")
+    assert "Made from" in shown and "measured" in shown and " us" in shown
+    for line in info.provenance: assert line in shown
+    assert "return h.cross_entropy(y)" in shown or "h = (x @ w).relu()" in shown  # the code on a line it names
+    # the source tab shows the generated LLVM IR of this kernel, and nothing else
+    page.eval("document.querySelector('article.kernel:not([hidden]) .tabs button[data-stage=\"source\"]').click()")
+    visible = page.eval("[...document.querySelectorAll('article.kernel:not([hidden]) pre.stage')].filter(p => !p.hidden).map(p => p.innerText)")
+    assert len(visible) == 1 and f"@{slowest}(" in visible[0] and "define" in visible[0]
+    assert visible[0].strip() == info.step.kernel.source.strip()
+    # the fused graph is drawn, and the timeline's bars link to kernels too
+    assert page.eval("document.querySelector('article.kernel:not([hidden]) svg') !== null")
+    page.eval(f"document.querySelector('svg.timeline g[data-kernel=\"{slowest}\"]').dispatchEvent(new MouseEvent('click', {{bubbles: true}}))")
+    assert page.eval("document.querySelector('article.kernel:not([hidden])').id") == f"k-{slowest}"
+
+
+def location_hash(page) -> str: return page.eval("location.hash")

@@ -131,11 +131,11 @@ class Jit:
     # and DEBUG=1 gets a summary line where a schedule would print one
     if DEBUG >= 2: print(f"jit replay of {self.fn.__name__}: {len(steps)} kernel(s)")
     st = time.perf_counter()
-    observe.set_replaying(True)
+    observe.set_replaying(self.fn.__name__)
     try:
       run_steps(steps)
     finally:
-      observe.set_replaying(False)
+      observe.set_replaying(None)
     if DEBUG >= 1: print(f"jit replay: {len(steps)} kernel(s) of {self.fn.__name__} in {(time.perf_counter() - st) * 1e3:.2f} ms")
     return self.result
 

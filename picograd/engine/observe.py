@@ -17,7 +17,7 @@ class Launch:
   step: Any
   start: float
   seconds: float
-  replay: bool  # launched by a JIT replay, not by a realize
+  replay: str | None  # the name of the JIT function whose replay launched it; None for a realize
 
 
 ScheduleListener = Callable[[list[Any], bool], None]  # (steps, schedule cache hit)
@@ -26,7 +26,7 @@ BatchListener = Callable[[int], None]  # (number of steps): a batch of launches 
 schedule_listeners: list[ScheduleListener] = []
 launch_listeners: list[LaunchListener] = []
 batch_listeners: list[BatchListener] = []
-_replaying = [False]
+_replaying: list[str | None] = [None]
 
 
 def timing() -> bool:
@@ -47,9 +47,9 @@ def launched(step: Any, start: float, seconds: float) -> None:
   for fn in list(launch_listeners): fn(launch)
 
 
-def set_replaying(on: bool) -> None:
-  """The JIT says whether the launches that follow are a replay."""
-  _replaying[0] = on
+def set_replaying(function: str | None) -> None:
+  """The JIT says whose replay the launches that follow are (None: not a replay)."""
+  _replaying[0] = function
 
 
 __all__ = ["Launch", "schedule_listeners", "launch_listeners", "batch_listeners", "timing", "scheduled", "batch", "launched", "set_replaying"]

@@ -45,7 +45,7 @@ class LaunchInfo:
   device: str
   start: float  # seconds since the recorder started
   seconds: float
-  replay: bool
+  replay: str | None  # the JIT function whose replay launched it
   batch: int
 
 
@@ -94,12 +94,14 @@ class Recorder:
     self.launches.append(LaunchInfo(info.name, info.device, launch.start - self.t0, launch.seconds, launch.replay, self.batch))
 
   def last_step(self) -> list[LaunchInfo]:
-    """The launches of the last training step: the last JIT replay if there was one, else the last batch."""
-    replays = [launch for launch in self.launches if launch.replay]
-    pool = replays or self.launches
-    if not pool: return []
-    last = pool[-1].batch
-    return [launch for launch in pool if launch.batch == last]
+    """The launches of the last training step: the last replay of the JIT function with the most kernels (a training step
+    launches more than the jitted forward pass of a sampler), else the last batch."""
+    batches: dict[int, list[LaunchInfo]] = {}
+    for launch in self.launches: batches.setdefault(launch.batch, []).append(launch)
+    replays = [b for b in batches.values() if b[0].replay is not None]
+    if not replays: return batches[max(batches)] if batches else []
+    widest = max(replays, key=len)[0].replay
+    return [b for b in replays if b[0].replay == widest][-1]
 
 
 _recorder: list[Recorder] = []

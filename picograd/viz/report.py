@@ -187,7 +187,7 @@ def render_report(rec: Recorder) -> str:
   devices = sorted({i.device for i in rec.kernels.values()})
   summary = (f"{_e(' '.join(sys.argv) or 'python')} &middot; {datetime.datetime.now():%Y-%m-%d %H:%M} &middot; devices {_e(', '.join(devices))} "
              f"&middot; {len(rec.schedules)} distinct schedule(s), {len(rec.kernels)} kernel(s), {len(rec.launches)} timed launch(es)")
-  which = "the last JIT replay" if any(launch.replay for launch in step) else "the last realize"
+  which = f"the last JIT replay of {_e(step[0].replay)}" if step and step[0].replay else "the last realize"
   body = [f"<header><h1>picograd report</h1><div>{summary}</div></header>",
           '<nav><a href="#step">training step</a><a href="#kernels">all kernels</a><a href="#schedules">schedules</a></nav><main>',
           f'<section id="step"><h2>Timeline of a training step</h2><p>{len(step)} launch(es) of {which}, '
