@@ -106,7 +106,7 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
     if Tensor.no_grad and _leaves and uop.op is not Ops.DETACH: uop = _detached(uop)
     out.uop, out.device, out.grad = uop, self.device, None
     out._requires_grad = None
-    record(uop)
+    record(uop, 1)  # provenance; the caller of _new is picograd's own
     return out
 
   # ---------------------------------------------------------------- realizing

@@ -109,15 +109,14 @@ def _tag_below(root: UOp, lines: tuple[str, ...]) -> None:
     stack.extend(node.src)
 
 
-def record(uop: UOp) -> None:
-  """A tensor was made from `uop`: tag it with the user's line.
+def record(uop: UOp, skip: int = 0) -> None:
+  """A tensor was made from `uop`: tag it with the user's line. `skip`: how many frames above the caller's are known to be
+  picograd's (the walk starts above them).
 
   Views and constants are left out (the frontend makes one or two per operation to broadcast, and they compute nothing,
   so no kernel needs their lines), and so are the nodes below: every tensor op's result is recorded itself."""
-  if PROVENANCE.value and uop.op._value_ not in _UNRECORDED and (line := _user_line(sys._getframe(2))) is not None:
-    if (entry := _table.get(id(uop))) is None:
-      entry = _table[id(uop)] = _Entry(uop, _drop)
-      entry.key, entry.lines = id(uop), line
+  if PROVENANCE.value and uop.op._value_ not in _UNRECORDED and (line := _user_line(sys._getframe(2 + skip))) is not None:
+    if (entry := _table.get(id(uop))) is None: _set(uop, line)
     elif line[0] not in entry.lines: entry.lines = _merge(entry.lines, line)
 
 
