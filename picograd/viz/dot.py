@@ -112,14 +112,12 @@ def to_svg(x: Any) -> str | None:
 
 
 def dot_to_svg(dot: str) -> str | None:
+  if shutil.which("dot") is None: return None  # the `graphviz` package needs the program too
   try:
     import graphviz  # type: ignore[import-not-found]  # optional
     return graphviz.Source(dot).pipe(format="svg").decode()
   except ImportError:
     pass
-  except Exception:  # noqa: BLE001  the package without its program: try the program directly below
-    pass
-  if shutil.which("dot") is None: return None
   result = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, timeout=60)
   return result.stdout if result.returncode == 0 else None
 

@@ -84,7 +84,7 @@ def kernel_stages(info: KernelInfo) -> dict[str, str]:
     lowered = lower_kernel(ast)
     stages["lowered"] = print_graph(lowered)
     if k.device.split(":")[0] == "CPU": stages["optimized"] = print_graph(optimize(approximate_transcendentals(lowered))[0])
-  except Exception as e:  # noqa: BLE001  a report shows what it can; the kernel itself compiled
+  except Exception as e:  # a report shows what it can: the kernel itself compiled and ran
     stages["lowered"] = f"(could not redo the lowering here: {type(e).__name__}: {e})"
   stages["optimizations"] = "\n".join(k.opts) or "none"
   stages["linearized"] = k.program_text
@@ -96,7 +96,7 @@ def kernel_stages(info: KernelInfo) -> dict[str, str]:
       stages["compiled"] = dev.compiler.disassemble(lib, k.source)  # type: ignore[call-arg]  # the CPU's takes the source too
     except TypeError:
       stages["compiled"] = dev.compiler.disassemble(lib)
-  except Exception as e:  # noqa: BLE001
+  except Exception as e:  # the device or its compiler may be gone by now; the other stages still show
     stages["compiled"] = f"(not available: {type(e).__name__}: {e})"
   return stages
 
@@ -172,7 +172,9 @@ def _kernel_page(info: KernelInfo) -> str:
   else: parts.append("<p>No source lines were recorded (PROVENANCE=0, or the graph was not built through the Tensor API).</p>")
   graph = graph_of(info.step, info.args)
   dot = graph_dot(graph)
-  parts += ["<h3>Fused graph</h3>", dot_to_svg(dot) or simple_svg(graph), f"<details><summary>Graphviz dot</summary><pre>{_e(dot)}</pre></details>"]
+  svg = dot_to_svg(dot)
+  svg = svg[svg.find("<svg"):] if svg else simple_svg(graph)  # inline in HTML: no XML declaration or doctype
+  parts += ["<h3>Fused graph</h3>", svg, f"<details><summary>Graphviz dot</summary><pre>{_e(dot)}</pre></details>"]
   stages = kernel_stages(info)
   if stages:
     parts.append("<h3>Stages</h3><div class=\"tabs\">" + "".join(f'<button data-stage="{_e(s)}">{_e(s)}</button>' for s in stages) + "</div>")
