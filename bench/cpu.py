@@ -2,8 +2,9 @@
 
 Rows: a fused elementwise a*b+c, row sums, row softmax, float32 matmuls, the first call of a
 new fused kernel in a fresh process (compiling, and with a warm disk cache), one training
-step of the makemore MLP, eager and under `@picograd.jit`, and a ResNet-stage conv2d (forward,
-forward + backward) and max_pool2d. Each timing is the median of --runs runs after --warmup runs; inputs
+step of the makemore MLP, eager and under `@picograd.jit`, a ResNet-stage conv2d (forward,
+forward + backward) and max_pool2d, and what provenance (source lines per node) adds to building a
+GPT forward graph. Each timing is the median of --runs runs after --warmup runs; inputs
 are realized before timing and outputs with `.realize()`. "ratio" is numpy's time (or
 PyTorch's, for the MLP and conv rows) divided by picograd's: above 1 means picograd is faster.
 
@@ -223,6 +224,30 @@ def bench_conv(runs: int, warmup: int) -> list[Row]:
               nbytes=xs.nbytes * 5 // 4)]
 
 
+# ---------------------------------------------------------------- provenance: what remembering source lines costs
+def bench_provenance(runs: int) -> list[Row]:
+  """Time to build (not run) the graph of examples/gpt.py's small model's forward pass and loss, PROVENANCE=1 against
+  PROVENANCE=0, alternating in one process (the median of each; the graph is freed outside the timed part)."""
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+  from gpt import CONFIGS, GPT, loss_fn
+  cfg = CONFIGS["small"]
+  model = GPT(cfg, 65)
+  rng = np.random.default_rng(0)
+  x, y = (realized(rng.integers(0, 65, (cfg.batch, cfg.block_size)).astype(np.int32)) for _ in range(2))
+  times: dict[int, list[float]] = {1: [], 0: []}
+  for _ in range(runs):
+    for flag, out in times.items():
+      with picograd.Context(PROVENANCE=flag):
+        for _ in range(5):
+          st = time.perf_counter()
+          graph = loss_fn(model, x, y)
+          out.append(time.perf_counter() - st)
+          del graph
+  on, off = (sorted(times[f])[len(times[f]) // 2] for f in (1, 0))
+  return [Row("GPT forward graph build, PROVENANCE=0", off, None, None),
+          Row(f"GPT forward graph build, PROVENANCE=1 ({(on / off - 1) * 100:+.1f}%)", on, None, None)]
+
+
 def save(text: str, cores: int, runs: int) -> None:
   """Append `text` to bench/RESULTS.md under a heading naming the date, CPU, load, commit and versions."""
   here = os.path.dirname(os.path.abspath(__file__))
@@ -246,14 +271,16 @@ def main() -> None:
   ap.add_argument("--runs", type=int, default=7, help="timed runs per row (median)")
   ap.add_argument("--warmup", type=int, default=2, help="untimed runs first")
   ap.add_argument("--save", action="store_true", help="append the table to bench/RESULTS.md")
-  ap.add_argument("--only", default="", help="run only the groups whose name contains this (elementwise, reduce, matmul, first-call, mlp, conv)")
+  ap.add_argument("--only", default="", help="run only the groups whose name contains this "
+                  "(elementwise, reduce, matmul, first-call, mlp, conv, provenance)")
   args = ap.parse_args()
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
   if torch is not None: torch.set_num_threads(cores)
   r, w = args.runs, args.warmup
   groups = {"elementwise": lambda: [bench_elementwise(r, w)], "reduce": lambda: [bench_rowsum(r, w), bench_softmax(r, w)],
             "matmul": lambda: [bench_matmul(512, r, w), bench_matmul(1024, r, w)], "first-call": lambda: bench_first_call(min(r, 5)),
-            "mlp": lambda: [*bench_mlp(32, r * 3, w * 5), *bench_mlp(512, r * 3, w * 5)], "conv": lambda: bench_conv(r, w)}
+            "mlp": lambda: [*bench_mlp(32, r * 3, w * 5), *bench_mlp(512, r * 3, w * 5)], "conv": lambda: bench_conv(r, w),
+            "provenance": lambda: bench_provenance(r * 4)}
   rows = [row for name, make in groups.items() if args.only in name for row in make()]
   text = table(rows)
   print(text)

@@ -167,6 +167,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--sample-chars", type=int, default=300, help="characters to generate at the end")
   parser.add_argument("--plot", default="gpt_loss.png", help="where to draw the loss curve (needs matplotlib; '' for none)")
   parser.add_argument("--data", default=None, help="path of tinyshakespeare.txt (default: found or downloaded by picograd.nn.datasets)")
+  parser.add_argument("--viz", default="", help="write an HTML report of the training (kernels, the lines they came from, sources, times) "
+                      "here; every launch is timed, so use it for a few steps")
   args = parser.parse_args(argv)
   # a checkpoint keeps the whole config (and so the learning-rate schedule): --resume continues the same run
   apply_resume_settings(parser, args, ["config", "seed", "dtype", *Config.__dataclass_fields__])
@@ -205,6 +207,7 @@ def plot_losses(path: str, train: list[float], evals: list[tuple[int, float, flo
 def main(argv: list[str] | None = None) -> dict:
   """Train, evaluate and sample; return the summary (loss curve, timings, sample) that is also printed."""
   args = parse_args(argv)
+  if args.viz: picograd.viz.start()
   cfg = make_config(args)
   text = load_data(datasets.tinyshakespeare, args.data)
   vocab = datasets.CharVocab.from_text(text)
@@ -257,6 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
         save_checkpoint(args.save, {"model": model, "opt": opt}, step + 1, settings)
       if stop.requested: break
   bar.close()
+  if args.viz: print(f"report of the training written to {picograd.viz.report(args.viz)}")
   if start + len(train_losses) < cfg.steps:
     print(f"stopped at step {start + len(train_losses)} of {cfg.steps}" +
           (f"; continue with --resume {args.save}" if args.save else " (no checkpoint: give --save to be able to resume)"))

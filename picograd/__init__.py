@@ -15,6 +15,7 @@ from picograd.frontend.scan import (einsum, meshgrid, repeat_interleave, prod, c
 from picograd.frontend.sort import sort, argsort, topk
 from picograd.frontend.autocast import autocast
 import picograd.indexing  # noqa: F401  (registers Tensor.__getitem__'s implementation)
+import picograd.viz  # noqa: F401  (picograd.viz; VIZ=, PROFILE= and DUMP='s extra files subscribe to the engine)
 
 __all__ = ["Tensor", "no_grad", "dtypes", "DType", "Context", "ShapeError", "where", "cat", "stack", "normal", "schedule", "jit", "CompileEvent",
            "compile_listener", "einsum", "meshgrid", "repeat_interleave", "prod", "cumprod", "cummax", "cummin", "logcumsumexp", "roll", "diag",

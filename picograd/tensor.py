@@ -13,6 +13,7 @@ import numpy as np
 from picograd.dtype import DType, dtypes, promote, result_type_with_scalar
 from picograd.helpers import prod, ShapeError
 from picograd.ir.ops import UOp, Ops
+from picograd.ir.provenance import record
 from picograd.ir.gradient import compute_gradient, nodes_between, gradient_graph_text
 from picograd.runtime.device import Buffer, canonicalize
 from picograd.frontend._util import Scalar, TensorBase, _normalize_axis, _broadcast_shape, _shape_arg, _half_meets_wide_float
@@ -45,6 +46,7 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
     self.grad: Tensor | None = None
     self._requires_grad: bool | None = None
     self._init_uop(data, dtype, device)
+    record(self.uop)  # provenance: the user's line that made it
     if requires_grad is not None: self.requires_grad = requires_grad
 
   def _init_uop(self, data: Any, dtype: DType | str | None, device: str | None) -> None:
@@ -104,6 +106,7 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
     if Tensor.no_grad and _leaves and uop.op is not Ops.DETACH: uop = _detached(uop)
     out.uop, out.device, out.grad = uop, self.device, None
     out._requires_grad = None
+    record(uop, 1)  # provenance; the caller of _new is picograd's own
     return out
 
   # ---------------------------------------------------------------- realizing
@@ -243,6 +246,7 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
     from picograd.engine.realize import is_buffer_view
     if is_buffer_view(self.uop): self.uop = UOp(Ops.ASSIGN, self.dtype, (self.uop, value_uop))
     else: self.uop = value_uop
+    record(self.uop)
     return self
 
   def replace(self, other: "Tensor") -> "Tensor":

@@ -22,6 +22,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
   "engine": ("picograd.engine",),
   "frontend": ("picograd.tensor", "picograd.indexing", "picograd.frontend"),
   "library": ("picograd.nn", "picograd.optim"),
+  "viz": ("picograd.viz",),  # pictures, the HTML report, traces, repro scripts: reads tensors only as handles
   "api": ("picograd",),  # the package's __init__: the public names, on top of everything
 }
 # layer -> the layers it may import (its own included). Codegen and the runtime are siblings: the engine joins them.
@@ -33,6 +34,7 @@ ALLOWED: dict[str, frozenset[str]] = {
   "engine": frozenset({"base", "ir", "codegen", "runtime", "engine"}),
   "frontend": frozenset({"base", "ir", "runtime", "engine", "frontend"}),
   "library": frozenset({"base", "frontend", "library"}),  # no reaching below the Tensor API
+  "viz": frozenset({"base", "ir", "codegen", "runtime", "engine", "viz"}),
   "api": frozenset(LAYERS),
 }
 

@@ -23,7 +23,7 @@ tensors among the arguments; the JIT reads their `uop`, shape, dtype and device 
 `realize`) and its random-number hook with `register_frontend`.
 """
 from __future__ import annotations
-import functools, inspect
+import dataclasses, functools, inspect
 from typing import Any, Callable
 import time
 import numpy as np
@@ -31,6 +31,7 @@ from picograd.helpers import JIT, DEBUG
 from picograd.runtime.device import Buffer
 from picograd.engine.capture import Capture, capture
 from picograd.engine.realize import buffer_of, run_steps
+from picograd.engine import observe
 
 # registered by the frontend: the class of its lazy tensors, and the RNG hook: `draw(n)` takes n numbers from the
 # counter-based generator and returns the counter they start at (a replay rewrites each captured draw's counter with it)
@@ -130,14 +131,18 @@ class Jit:
     # and DEBUG=1 gets a summary line where a schedule would print one
     if DEBUG >= 2: print(f"jit replay of {self.fn.__name__}: {len(steps)} kernel(s)")
     st = time.perf_counter()
-    run_steps(steps)
+    observe.set_replaying(self.fn.__name__)
+    try:
+      run_steps(steps)
+    finally:
+      observe.set_replaying(None)
     if DEBUG >= 1: print(f"jit replay: {len(steps)} kernel(s) of {self.fn.__name__} in {(time.perf_counter() - st) * 1e3:.2f} ms")
     return self.result
 
 
 def _rebind(step: Any, new_buffers: dict[int, Buffer]) -> Any:
   if not any(id(b) in new_buffers for b in step.buffers): return step
-  return type(step)(step.kernel, [new_buffers.get(id(b), b) for b in step.buffers])
+  return dataclasses.replace(step, buffers=[new_buffers.get(id(b), b) for b in step.buffers])
 
 
 def _flatten(x: Any, sort_dicts: bool = False) -> list[Any]:

@@ -21,6 +21,8 @@ from picograd.runtime.device import Buffer, get_device
 from picograd.engine.compile import CompiledKernel
 from picograd.engine.events import compile_kernels
 from picograd.engine.capture import record_steps
+from picograd.engine import observe
+from picograd.ir.provenance import lines_of, short
 
 
 class Handle(Protocol):
@@ -91,6 +93,13 @@ class ScheduledKernel:
   """What `picograd.schedule` returns: one step of a realize, with its kernel and text forms."""
   kernel: CompiledKernel | None  # None for a device copy
   buffers: list[Buffer]
+  ast: UOp | None = None  # the fused kernel graph (SINK(STORE(PARAM 0, value))), None for a copy
+  nodes: tuple[UOp, ...] = ()  # the graph nodes fused into it
+
+  @property
+  def provenance(self) -> tuple[str, ...]:
+    """The user's source lines this kernel came from, `file:line:function` (none under PROVENANCE=0)."""
+    return lines_of(self.nodes)
 
   @property
   def name(self) -> str: return self.kernel.name if self.kernel else f"copy {self.buffers[1].device} -> {self.buffers[0].device}"
@@ -137,8 +146,10 @@ def plan(tensors: Sequence[Handle]) -> Plan:
   def resolve(b: Binding) -> Buffer: return inputs[b.index] if b.kind == "input" else temps[b.index]
 
   compiled = iter(compile_kernels([(k.ast, k.device) for k in template.kernels if k.ast is not None]))
-  steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings]) for k in template.kernels]
+  steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings], k.ast, k.nodes)
+           for k in template.kernels]
   outputs = [resolve(b) for b in template.outputs]
+  if observe.schedule_listeners: observe.scheduled(steps, hit)
   return Plan(steps, ready, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
 
 
@@ -185,6 +196,7 @@ def check_errors(device: str | None = None) -> None:
 def run_steps(steps: list[ScheduledKernel]) -> None:
   """Launch `steps` in order; then raise the first failed runtime check (the lowest bit of the first kernel that failed)."""
   record_steps(steps)
+  if observe.batch_listeners: observe.batch(len(steps))
   checked: dict[tuple[str, str], CompiledKernel] = {}
   try:
     _launch(steps, checked)
@@ -209,21 +221,33 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
     # of an empty dimension, like a flip's n-1-i, point outside every buffer, and a 0-block CUDA grid is an error)
     if step.buffers[0].size == 0: continue
     if step.kernel is None:
+      st = time.perf_counter()
       _copy(step.buffers[0], step.buffers[1])
+      if observe.timing(): observe.launched(step, st, time.perf_counter() - st)
       continue
     k = step.kernel
     if step.buffers[0].size == 0: continue  # an empty output (PARAM 0) leaves the kernel nothing to compute or check
     dev = get_device(k.device)
     handles = launch_handles(k, step.buffers)
     if k.checks: checked[(k.name, k.device)] = k
-    if DEBUG >= 2:
+    if DEBUG >= 2 or observe.timing():
+      st = time.perf_counter()
       t = k.program(handles, k.dims, wait=True) or 0.0
+      observe.launched(step, st, t)
       secs = max(t, 1e-9)
-      print(f"  {k.name:<40} on {k.device:<6} {t * 1e6:9.1f} us  {k.bytes / secs / 1e9:8.2f} GB/s  {k.flops / secs / 1e9:8.2f} GFLOP/s")
+      if DEBUG >= 2:
+        print(f"  {k.name:<40} on {k.device:<6} {t * 1e6:9.1f} us  {k.bytes / secs / 1e9:8.2f} GB/s  {k.flops / secs / 1e9:8.2f} GFLOP/s"
+              + _lines_note(step.provenance))
     else:
       k.program(handles, k.dims)
     del dev
     stats["kernels_run"] += 1
+
+
+def _lines_note(lines: tuple[str, ...]) -> str:
+  """DEBUG=2's tail: the first two source lines a kernel came from."""
+  if not lines: return ""
+  return "  <- " + ", ".join(short(line) for line in lines[:2]) + (f" (+{len(lines) - 2} more)" if len(lines) > 2 else "")
 
 
 def _copy(dst: Buffer, src: Buffer) -> None:

@@ -43,6 +43,9 @@ class KernelSpec:
   ast: UOp | None
   device: str
   bindings: tuple[Binding, ...]  # bindings[0] is written, the rest are read
+  # the fused nodes that compute (not the inputs): their source lines are the kernel's provenance (ir/provenance.py). The
+  # lines are read when asked for, as a later graph with this structure adds its own lines to these same (hash-consed) nodes
+  nodes: tuple[UOp, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -227,8 +230,8 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
       kernels.append(KernelSpec(None, node_device[n], (out, _binding_of(src, where))))
       reads.append({src})
       continue
-    ast, inputs, leaves = _kernel_ast(n, boundaries, where)
-    kernels.append(KernelSpec(ast, node_device[n], (out, *inputs)))
+    ast, inputs, leaves, fused = _kernel_ast(n, boundaries, where)
+    kernels.append(KernelSpec(ast, node_device[n], (out, *inputs), fused))
     reads.append(leaves)
   outputs = tuple(_binding_of(r, where) for r in roots)
   order = _order([n for n in nodes if n in boundaries], reads)
@@ -243,8 +246,8 @@ def _binding_of(u: UOp, where: dict[UOp, Binding]) -> Binding:
   return where[base]
 
 
-def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> tuple[UOp, list[Binding], set[UOp]]:
-  """The fused graph computing `root`, with every input (buffer or realized node) replaced by a PARAM; and those inputs."""
+def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> tuple[UOp, list[Binding], set[UOp], tuple[UOp, ...]]:
+  """The fused graph computing `root`, with every input (buffer or realized node) replaced by a PARAM; those inputs; the fused nodes."""
   value = root.src[1] if root.op is Ops.ASSIGN else root.src[0] if root.op is Ops.CONTIGUOUS else root
   params: dict[Binding, UOp] = {}
   inputs: list[Binding] = []
@@ -257,7 +260,8 @@ def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> t
     return params[b]
 
   stop = lambda n: n is not root and (n in boundaries or n.op is Ops.BUFFER)
-  for n in toposort([value], stop=stop):
+  order = toposort([value], stop=stop)
+  for n in order:
     if not stop(n): continue
     if n.op is Ops.BUFFER:
       mapping[n] = param(Binding("input", n.arg[1]), n.dtype, n.size)
@@ -271,7 +275,7 @@ def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> t
     detached = {n: n.src[0] for n in toposort([value]) if n.op is Ops.DETACH}
   out = UOp(Ops.PARAM, root.dtype, (), (0, root.size))
   ast = UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (out, value)),))
-  return ast, inputs, set(mapping)
+  return ast, inputs, set(mapping), (root, *(n for n in order if not stop(n)))
 
 
 def _order(computed: list[UOp], reads: list[set[UOp]]) -> list[int]:

@@ -18,6 +18,7 @@ from typing import Any, Callable, cast
 from picograd.dtype import dtypes
 from picograd.helpers import argsort
 from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, toposort, print_graph
+from picograd.ir.provenance import derive
 
 Grads = tuple[UOp | None, ...]
 
@@ -141,6 +142,7 @@ def compute_gradient(root: UOp, root_grad: UOp, targets: list[UOp]) -> dict[UOp,
     # a target may itself sit above another target, so the walk continues through it
     src_grads = cast("Grads | None", gradient_rules.rewrite(node, ctx=grad))  # this table's rules return Grads, not a node
     if src_grads is None: raise NotImplementedError(f"gradient: no chain rule for {node.op.name} ({node.dtype.name})")
+    derive(node, src_grads)  # the gradient nodes remember the forward lines they came from
     for src, g in zip(node.src, src_grads):
       if g is None or src not in on_path: continue
       grads[src] = g if src not in grads else grads[src] + g

@@ -394,6 +394,10 @@ def graph_rewrite_many(roots: list[UOp], pm: PatternMatcher, ctx: Any = None) ->
   return [done[r] for r in roots]
 
 
+# called as hook(old, new) when `substitute` rebuilds a node: ir/provenance.py hands the old node's source lines to the new one
+rebuild_hooks: list[Callable[[UOp, UOp], None]] = []
+
+
 def substitute(root: UOp, mapping: dict[UOp, UOp]) -> UOp:
   """Replace nodes by identity everywhere in `root`'s graph (no pattern matching)."""
   if not mapping: return root
@@ -402,5 +406,8 @@ def substitute(root: UOp, mapping: dict[UOp, UOp]) -> UOp:
     if node in mapping: done[node] = mapping[node]
     else:
       new_src = tuple(done[s] for s in node.src)
-      done[node] = node if new_src == node.src else UOp(node.op, node.dtype, new_src, node.arg)
+      if new_src == node.src: done[node] = node
+      else:
+        done[node] = UOp(node.op, node.dtype, new_src, node.arg)
+        for hook in rebuild_hooks: hook(node, done[node])
   return done[root]
