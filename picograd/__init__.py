@@ -13,11 +13,11 @@ from picograd.engine.jit import jit
 from picograd.frontend.scan import (einsum, meshgrid, repeat_interleave, prod, cumprod, cummax, cummin, logcumsumexp, roll, diag, diagonal,
                                     scatter, scatter_add, scatter_reduce, masked_select, nonzero)
 from picograd.frontend.sort import sort, argsort, topk
-from picograd.frontend.autocast import autocast
+from picograd.frontend.autocast import autocast, get_float32_matmul_precision, set_float32_matmul_precision
 import picograd.indexing  # noqa: F401  (registers Tensor.__getitem__'s implementation)
 import picograd.viz  # noqa: F401  (picograd.viz; VIZ=, PROFILE= and DUMP='s extra files subscribe to the engine)
 
 __all__ = ["Tensor", "no_grad", "dtypes", "DType", "Context", "ShapeError", "where", "cat", "stack", "normal", "schedule", "jit", "CompileEvent",
            "compile_listener", "einsum", "meshgrid", "repeat_interleave", "prod", "cumprod", "cummax", "cummin", "logcumsumexp", "roll", "diag",
            "diagonal", "sort", "argsort", "topk", "scatter", "scatter_add", "scatter_reduce", "masked_select", "nonzero",
-           "autocast"]
+           "autocast", "set_float32_matmul_precision", "get_float32_matmul_precision"]

@@ -36,6 +36,7 @@ JIT = Flag("JIT", 1)
 DUMP = Flag("DUMP", "")
 DEV = Flag("DEV", "CPU")
 THREADS = Flag("THREADS", 0)  # CPU worker threads; 0 means one per core
+TF32 = Flag("TF32", 0)  # 1: float32 matrix products may use TF32 tensor cores (picograd.set_float32_matmul_precision("high"))
 EMULATE = Flag("EMULATE", "")  # "CUDA": the PYTHON device runs kernels as mapped onto a GPU (checks the mapping passes without one)
 
 
@@ -82,6 +83,6 @@ class LaunchDims:
   shared_bytes: int = 0
 
 
-__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "EMULATE", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort",
+__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "TF32", "EMULATE", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort",
            "ceildiv", "cache_dir", "LaunchDims"]
 

@@ -110,6 +110,42 @@ def test_split_k_plan():
 
 
 @needs_nvrtc
+@pytest.mark.parametrize("name", ["matmul_f32", "matmul_odd", "matmul_bias_T", "matmul_batched", "matmul_split_k"])
+def test_tf32_plan_only_when_allowed(name):
+  """float32 products use TF32 tensor cores only after set_float32_matmul_precision("high"), and compile for sm_80/sm_90."""
+  import picograd
+  ast = asts(CASES[name][0]())[-1]
+  assert render_for_arch(ast, "sm_90")[3]["plan"] == "matmul"
+  try:
+    picograd.set_float32_matmul_precision("high")
+    assert picograd.get_float32_matmul_precision() == "high"
+    for arch in ("sm_80", "sm_90"):
+      kname, src, dims, meta = render_for_arch(ast, arch)
+      assert meta["plan"] == "mma_tf32" and "m16n8k8.row.col.f32.tf32.tf32.f32" in src and "cvt.rna.tf32.f32" in src
+      cuda_rt.compile_cuda_source(src, arch, kname)
+  finally:
+    picograd.set_float32_matmul_precision("highest")
+  assert render_for_arch(ast, "sm_90")[3]["plan"] == "matmul"
+  with pytest.raises(ValueError, match="highest"): picograd.set_float32_matmul_precision("low")
+
+
+@needs_gpu
+def test_gpu_tf32_matmul():
+  import picograd
+  a, b, c = rnd(300, 200), rnd(200, 130, seed=1), rnd(130, seed=2)
+  exact = a.astype(np.float64) @ b.astype(np.float64) + c
+  try:
+    picograd.set_float32_matmul_precision("high")
+    got = (Tensor(a, device="CUDA") @ Tensor(b, device="CUDA") + Tensor(c, device="CUDA")).numpy()
+    wgrad = _run(lambda x, y: (x.T @ y), [rnd(3000, 96), rnd(3000, 64, seed=1)], "CUDA")  # split-K
+  finally:
+    picograd.set_float32_matmul_precision("highest")
+  np.testing.assert_allclose(got, exact, rtol=1e-2, atol=2e-2)
+  assert np.abs(got - exact).max() > 0  # TF32 rounds its inputs: not bit-equal to a float64 product
+  np.testing.assert_allclose(wgrad, rnd(3000, 96).T.astype(np.float64) @ rnd(3000, 64, seed=1), rtol=1e-2, atol=0.5)
+
+
+@needs_nvrtc
 def test_compiles_for_older_arch():
   for build, _ in (CASES["matmul_f16"], CASES["full_sum"], CASES["bf16"]):
     for ast in asts(build()):

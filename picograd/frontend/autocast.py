@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, TypeVar
 from picograd.dtype import DType, dtypes
+from picograd.helpers import TF32
 
 _active: list[DType | None] = []  # the autocast type of each `with autocast(...)` open, innermost last (None: disabled)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,4 +65,15 @@ def full_precision(t: Any) -> Any:
   return t.cast(dtypes.float32)
 
 
-__all__ = ["autocast", "autocast_dtype", "lower_precision", "full_precision"]
+def set_float32_matmul_precision(precision: str) -> None:
+  """PyTorch's switch: "highest" (the default) keeps float32 matrix products in float32; "high" or "medium" lets them
+  use TF32 tensor cores on the GPU (inputs rounded to 10-bit mantissas, float32 accumulation: ~1e-3 relative error)."""
+  if precision not in ("highest", "high", "medium"):
+    raise ValueError(f"set_float32_matmul_precision: precision must be 'highest', 'high' or 'medium', not {precision!r}")
+  TF32.value = int(precision != "highest")
+
+
+def get_float32_matmul_precision() -> str: return "high" if TF32 else "highest"
+
+
+__all__ = ["autocast", "autocast_dtype", "lower_precision", "full_precision", "set_float32_matmul_precision", "get_float32_matmul_precision"]

@@ -6,7 +6,7 @@ from picograd.dtype import dtypes
 from picograd.helpers import ceildiv
 from picograd.ir.ops import UOp, Ops, toposort
 from picograd.codegen.cuda.analysis import Matmul, contiguous_in
-from picograd.codegen.cuda.emit import BLOCK, Cone, KernelSource, index_of
+from picograd.codegen.cuda.emit import BLOCK, Cone, KernelSource, Writer, index_of
 from picograd.codegen.cuda.ops import MEM_TYPES, REG_TYPES, c_const, render_alu, render_cast
 
 
@@ -258,6 +258,12 @@ def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource, split: int = 1)
   w(f"if (kt + 1 < {mw.steps}) {{ const int buf = cur ^ 1; {sa(a_at)} {sb(b_at)} }}")
   w("__syncthreads();")
   w.close()
+  _mma_epilogue(w, mw, split)
+
+
+def _mma_epilogue(w: Writer, mw: MatmulWriter, split: int) -> None:
+  """The warps' fragments through shared memory (Cs), then the epilogue per output element (after split-K's combine)."""
+  BM, BN, _ = MMA_TILE
   w.open("for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++)")
   w("const int r = wm * 64 + i * 16 + g, col = wn * 32 + j * 8 + t * 2;")
   w(f"Cs[r * {_CP} + col] = c[i][j][0]; Cs[r * {_CP} + col + 1] = c[i][j][1];")
@@ -274,3 +280,57 @@ def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource, split: int = 1)
   if split > 1: value = mw.split_sum(parts, "e")
   mw.epilogue(value)
   w.close()
+
+
+_KT, _NT = 32 + 4, 128 + 4  # float rows padded so a warp's fragment loads hit 32 different banks
+TF32_SHARED = max(2 * 128 * _KT * 4 + 2 * 32 * _NT * 4, 128 * _CP * 4)
+
+
+def render_mma_tf32(program: list[UOp], mm: Matmul, ks: KernelSource, split: int = 1) -> None:
+  """float32 operands on tensor cores as TF32 (10-bit mantissas, float32 accumulation), when the user allowed it
+  (`picograd.set_float32_matmul_precision("high")`): `mma.sync.m16n8k8` on fragments read from float tiles in shared
+  memory and rounded with `cvt.rna.tf32.f32`; the tiles, warps and epilogue as in `render_mma`.
+  """
+  w = ks.w
+  BM, BN, BK = MMA_TILE
+  ks.shared_bytes = TF32_SHARED
+  w("extern __shared__ __align__(128) unsigned char smem[];")
+  w("float* As = reinterpret_cast<float*>(smem);")
+  w(f"float* Bs = As + {2 * BM * _KT};")
+  w("float* Cs = reinterpret_cast<float*>(smem);  // reused for the epilogue once the tiles are done")
+  w("const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, wm = warp / 4, wn = warp % 4, g = lane / 4, t = lane % 4;")
+  mw = MatmulWriter(program, mm, ks, MMA_TILE, split)
+  la, sa = mw.tile_loader(mm.x, mm.m, "m0", mw.M, BM, "ra", "float", "k")
+  lb, sb = mw.tile_loader(mm.y, mm.n, "n0", mw.N, BN, "rb", "float", "s")
+  a_at, b_at = f"As[buf * {BM * _KT} + (@S) * {_KT} + @K]", f"Bs[buf * {BK * _NT} + (@K) * {_NT} + @S]"
+  w("float c[4][4][4];")
+  w("for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) for (int q = 0; q < 4; q++) c[i][j][q] = 0.0f;")
+  w(f"{la}(kbase); {lb}(kbase);")
+  w("{ const int buf = 0; " + sa(a_at) + " " + sb(b_at) + " }")
+  w("__syncthreads();")
+  w("auto tf32 = [](float x) { unsigned r; asm(\"cvt.rna.tf32.f32 %0, %1;\" : \"=r\"(r) : \"f\"(x)); return r; };")
+  mw.k_loop([la, lb])
+  w(f"const float* A = As + cur * {BM * _KT};")
+  w(f"const float* B = Bs + cur * {BK * _NT};")
+  w("#pragma unroll")
+  w.open(f"for (int kk = 0; kk < {BK}; kk += 8)")
+  w("unsigned a[4][4], b[4][2];")
+  w("#pragma unroll")
+  w.open("for (int i = 0; i < 4; i++)")
+  w(f"const float* r0 = A + (wm * 64 + i * 16 + g) * {_KT} + kk + t;")
+  w(f"a[i][0] = tf32(r0[0]); a[i][1] = tf32(r0[8 * {_KT}]); a[i][2] = tf32(r0[4]); a[i][3] = tf32(r0[8 * {_KT} + 4]);")
+  w.close()
+  w("#pragma unroll")
+  w.open("for (int j = 0; j < 4; j++)")
+  w(f"const float* c0 = B + (kk + t) * {_NT} + wn * 32 + j * 8 + g;")
+  w(f"b[j][0] = tf32(c0[0]); b[j][1] = tf32(c0[4 * {_NT}]);")
+  w.close()
+  w("#pragma unroll")
+  w("for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) asm volatile(\"mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+    "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\" : \"+f\"(c[i][j][0]), \"+f\"(c[i][j][1]), \"+f\"(c[i][j][2]), "
+    "\"+f\"(c[i][j][3]) : \"r\"(a[i][0]), \"r\"(a[i][1]), \"r\"(a[i][2]), \"r\"(a[i][3]), \"r\"(b[j][0]), \"r\"(b[j][1]));")
+  w.close()
+  w(f"if (kt + 1 < {mw.steps}) {{ const int buf = cur ^ 1; {sa(a_at)} {sb(b_at)} }}")
+  w("__syncthreads();")
+  w.close()
+  _mma_epilogue(w, mw, split)

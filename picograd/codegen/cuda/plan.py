@@ -2,11 +2,11 @@
 from __future__ import annotations
 from typing import Any
 from picograd.dtype import dtypes
-from picograd.helpers import NOOPT, ceildiv, prod
+from picograd.helpers import NOOPT, TF32, ceildiv, prod
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.cuda.analysis import Matmul, contiguous_in, find_matmul, row_split, top_level
 from picograd.codegen.cuda.emit import BLOCK
-from picograd.codegen.cuda.matmul import MMA_SHARED
+from picograd.codegen.cuda.matmul import MMA_SHARED, TF32_SHARED
 from picograd.codegen.cuda.target import CUDATarget
 
 
@@ -51,6 +51,8 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
     if M >= 64 and N >= 64 and K >= 16 and B < 65536:
       halfs = mm.x.dtype == mm.y.dtype and mm.x.dtype in (dtypes.float16, dtypes.bfloat16) and mm.acc.dtype == dtypes.float32
       if halfs and target.cc >= 80 and MMA_SHARED <= target.max_shared: return "mma", (mm, _split_k(mm, target))
+      floats = mm.x.dtype == mm.y.dtype == mm.acc.dtype == dtypes.float32
+      if TF32 and floats and target.cc >= 80 and TF32_SHARED <= target.max_shared: return "mma_tf32", (mm, _split_k(mm, target))
       return "matmul", (mm, _split_k(mm, target))
   top = top_level(program)
   rsize = max(prod(r.arg[1] for r in a.src) for a in top)

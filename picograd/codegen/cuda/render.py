@@ -10,7 +10,7 @@ from picograd.codegen.linearize import linearize
 from picograd.codegen.cuda.analysis import data_values, range_deps, row_split
 from picograd.codegen.cuda.emit import KernelSource
 from picograd.codegen.cuda.mapping import map_block, map_columns, map_flat, map_lanes, map_row, map_split
-from picograd.codegen.cuda.matmul import render_matmul, render_mma
+from picograd.codegen.cuda.matmul import render_matmul, render_mma, render_mma_tf32
 from picograd.codegen.cuda.ops import MEM_TYPES
 from picograd.codegen.cuda.plan import choose_plan
 from picograd.codegen.cuda.prelude import HALF_PRELUDE, PRELUDE
@@ -35,6 +35,7 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
 PLANS: dict[str, Callable[[list[UOp], KernelSource, Any], None]] = {
   "matmul": lambda program, ks, mm_split: render_matmul(program, mm_split[0], ks, mm_split[1]),
   "mma": lambda program, ks, mm_split: render_mma(program, mm_split[0], ks, mm_split[1]),
+  "mma_tf32": lambda program, ks, mm_split: render_mma_tf32(program, mm_split[0], ks, mm_split[1]),
 }
 
 
