@@ -8,6 +8,10 @@ the forward pass from running twice, realize the loss in the same schedule:
     loss = model(x, y); opt.zero_grad(); loss.backward()
     Tensor.realize(loss, *opt.schedule_step())
 
+Parameters of a 16-bit float type (a model cast with `nn.to_dtype(model, dtypes.bfloat16)`) get float32 "master"
+copies: the update and the optimizer state are computed in float32 and the parameter is the master rounded, so updates
+smaller than a bfloat16 step still add up.
+
 Values that change from step to step live in one-element buffers, never in constants: the
 learning rate (written when `opt.lr` is set, outside the step) and Adam's powers of beta (advanced
 inside the step's graph). So a new learning rate every step reuses the cached schedule and the
@@ -17,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 import numpy as np
+from picograd.dtype import dtypes
 from picograd.tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "cosine_warmup"]
@@ -47,6 +52,11 @@ class Optimizer:
     for p in self.params: p.requires_grad = True
     # parameters must own buffers before the first update assigns into them
     Tensor.realize(*self.params)
+    # float32 masters of 16-bit parameters: the update runs on them, and the parameter is the master rounded
+    self.masters: list[Tensor | None] = [p.cast(dtypes.float32).contiguous() if p.dtype in (dtypes.float16, dtypes.bfloat16) else None
+                                         for p in self.params]
+    for m in self.masters:
+      if m is not None: m.realize()
     self._lr = self._scalar_buffer(lr)
 
   @property
@@ -75,7 +85,11 @@ class Optimizer:
     """Assign the updates lazily and return the tensors to realize: parameters and optimizer state."""
     out = self._advance()
     for i, p in enumerate(self.params):
-      if p.grad is not None: out.extend(self._update(i, p, p.grad.cast(p.dtype)))
+      if p.grad is None: continue
+      if (master := self.masters[i]) is None: out.extend(self._update(i, p, p.grad.cast(p.dtype)))
+      else:
+        updates = self._update(i, master, p.grad.cast(dtypes.float32))  # the master's new value comes last
+        out.extend(updates + [p.assign(updates[-1])])
     return out
 
   def _advance(self) -> list[Tensor]:
@@ -83,6 +97,7 @@ class Optimizer:
     return []
 
   def _update(self, i: int, p: Tensor, g: Tensor) -> list[Tensor]:
+    """Assign the new state and value of parameter `i` (`p`: the parameter or its float32 master); the new value last."""
     raise NotImplementedError
 
   def _scalar_buffer(self, value: float) -> Tensor:
@@ -90,8 +105,9 @@ class Optimizer:
     return Tensor(np.array([value], dtype=np.float64), device=self.device)
 
   def _state(self) -> list[Tensor]:
-    """A zero buffer shaped like each parameter (for momentum and moment estimates)."""
-    state = [Tensor.zeros(p.shape, dtype=p.dtype, device=p.device).contiguous() for p in self.params]
+    """A zero buffer shaped like each parameter, in its master's type (for momentum and moment estimates)."""
+    state = [Tensor.zeros(p.shape, dtype=p.dtype if m is None else m.dtype, device=p.device).contiguous()
+             for p, m in zip(self.params, self.masters)]
     Tensor.realize(*state)
     return state
 

@@ -97,3 +97,34 @@ def test_autocast_casts_fuse_into_the_product():
   assert len(picograd.schedule(out)) == 1
   out.float().sum().backward()
   assert len(picograd.schedule(w.grad)) == 1
+
+
+def test_to_dtype_casts_float_tensors_in_place():
+  from picograd import nn
+  lin, table = nn.Linear(4, 3), Tensor(np.arange(6, dtype=np.int32))
+  model = {"lin": lin, "table": table}
+  weight = lin.weight
+  values = weight.numpy()
+  assert nn.to_dtype(model, dtypes.bfloat16) is model
+  assert lin.weight is weight and weight.dtype == dtypes.bfloat16 and weight.requires_grad and lin.bias.dtype == dtypes.bfloat16
+  assert table.dtype == dtypes.int32  # integer tables are left alone
+  np.testing.assert_allclose(weight.float().numpy(), values, rtol=1e-2)
+
+
+@pytest.mark.parametrize("opt_name", ["SGD", "AdamW"])
+def test_optimizers_keep_float32_masters_of_16_bit_parameters(opt_name):
+  """Updates far below a bfloat16 step still add up: the master is float32, the parameter its rounding."""
+  from picograd import optim
+  p = Tensor(np.ones(4, np.float32), requires_grad=True).cast(dtypes.bfloat16).contiguous().realize()
+  p.requires_grad = True
+  opt = optim.SGD([p], lr=1e-4) if opt_name == "SGD" else optim.AdamW([p], lr=1e-4, weight_decay=0.0)
+  assert opt.masters[0] is not None and opt.masters[0].dtype == dtypes.float32
+  for _ in range(100):
+    opt.zero_grad()
+    (p.float() * 1.0).sum().backward()
+    opt.step()
+  master = opt.masters[0].numpy()
+  np.testing.assert_allclose(master, 1 - 100 * 1e-4, rtol=1e-4)  # pure bfloat16 updates would have stayed at 1.0
+  assert p.dtype == dtypes.bfloat16
+  np.testing.assert_array_equal(p.float().numpy(), Tensor(master).cast(dtypes.bfloat16).float().numpy())
+  if opt_name == "AdamW": assert opt.m[0].dtype == dtypes.float32 and opt.v[0].dtype == dtypes.float32

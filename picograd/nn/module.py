@@ -15,10 +15,11 @@ has keys `blocks.0.attn.weight`, `blocks.0.mlp.1.bias`, and so on. A tensor reac
 from __future__ import annotations
 from typing import Any, Iterator
 import numpy as np
+from picograd.dtype import DType
 from picograd.tensor import Tensor
 from picograd.nn import state as _state
 
-__all__ = ["state_dict", "get_parameters", "load_state_dict"]
+__all__ = ["state_dict", "get_parameters", "load_state_dict", "to_dtype"]
 
 
 def _walk(obj: Any, prefix: str, seen: set[int]) -> Iterator[tuple[str, Tensor]]:
@@ -73,3 +74,14 @@ def load_state_dict(model: Any, state: dict[str, Any], strict: bool = True) -> N
     targets.append(target.assign(value.to(target.device)))
   if targets: Tensor.realize(*targets)
 
+
+
+def to_dtype(model: Any, dtype: DType) -> Any:
+  """Cast every floating-point tensor of `model` to `dtype` in place, as PyTorch's `model.to(dtype)` (integer tensors,
+  such as index tables, are left alone); returns the model. The tensors keep their identity and `requires_grad`, so
+  references to them (an optimizer made later, tied weights) see the new type. Train a 16-bit model with the optimizers'
+  float32 master weights (picograd.optim)."""
+  tensors = [t for t in state_dict(model).values() if t.dtype.is_float and t.dtype != dtype]
+  for t in tensors: t.replace(t.cast(dtype).contiguous())
+  if tensors: Tensor.realize(*tensors)
+  return model
