@@ -21,6 +21,7 @@ from picograd.runtime.device import Buffer, get_device
 from picograd.engine.compile import CompiledKernel
 from picograd.engine.events import compile_kernels
 from picograd.engine.capture import record_steps
+from picograd.runtime.collective import run_collective
 
 
 class Handle(Protocol):
@@ -89,13 +90,16 @@ def _normalize(roots: list[UOp]) -> tuple[list[UOp], list[Buffer]]:
 @dataclass
 class ScheduledKernel:
   """What `picograd.schedule` returns: one step of a realize, with its kernel and text forms."""
-  kernel: CompiledKernel | None  # None for a device copy
+  kernel: CompiledKernel | None  # None for a device copy or a collective
   buffers: list[Buffer]
+  collective: tuple | None = None  # (kind, reduce op, devices, root): buffers are the outputs, one per device, then the inputs
 
   @property
-  def name(self) -> str: return self.kernel.name if self.kernel else f"copy {self.buffers[1].device} -> {self.buffers[0].device}"
+  def name(self) -> str:
+    if self.collective: return f"{self.collective[0]} over {','.join(self.collective[2])}"
+    return self.kernel.name if self.kernel else f"copy {self.buffers[1].device} -> {self.buffers[0].device}"
   @property
-  def ir(self) -> str: return self.kernel.ir if self.kernel else "COPY"
+  def ir(self) -> str: return self.kernel.ir if self.kernel else "COLLECTIVE" if self.collective else "COPY"
   @property
   def source(self) -> str: return self.kernel.source if self.kernel else ""
   @property
@@ -137,7 +141,8 @@ def plan(tensors: Sequence[Handle]) -> Plan:
   def resolve(b: Binding) -> Buffer: return inputs[b.index] if b.kind == "input" else temps[b.index]
 
   compiled = iter(compile_kernels([(k.ast, k.device) for k in template.kernels if k.ast is not None]))
-  steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings]) for k in template.kernels]
+  steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings], k.collective)
+           for k in template.kernels]
   outputs = [resolve(b) for b in template.outputs]
   return Plan(steps, ready, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
 
@@ -203,6 +208,9 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
     # an empty output means a loop nest of zero iterations: never launch it, on any device (index expressions
     # of an empty dimension, like a flip's n-1-i, point outside every buffer, and a 0-block CUDA grid is an error)
     if step.buffers[0].size == 0: continue
+    if step.collective is not None:
+      run_collective(step.collective, step.buffers)
+      continue
     if step.kernel is None:
       _copy(step.buffers[0], step.buffers[1])
       continue
@@ -224,9 +232,12 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
 
 
 def _copy(dst: Buffer, src: Buffer) -> None:
-  """Device to device: through the host unless both sides are the same CUDA context."""
+  """Device to device: through the host unless both sides are CUDA (the same context, or peer to peer)."""
   if dst.device.startswith("CUDA") and dst.device == src.device:
     get_device(dst.device).allocator.copy_device_to_device(dst.handle, src.handle, dst.nbytes)  # type: ignore[attr-defined]  # CUDA's has it
+    return
+  if dst.device.startswith("CUDA") and src.device.startswith("CUDA"):
+    get_device(dst.device).allocator.copy_peer(dst.handle, get_device(src.device).allocator, src.handle, dst.nbytes)  # type: ignore[attr-defined]
     return
   get_device(src.device).synchronize()
   check_errors(src.device)  # the data leaves the device: its kernels' failed checks must not go unnoticed
