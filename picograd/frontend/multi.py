@@ -42,7 +42,7 @@ from picograd.frontend._util import TensorBase, _normalize_axis
 from picograd.frontend.movement import cat
 if TYPE_CHECKING: from picograd.tensor import Tensor
 
-__all__ = ["MultiTensor", "shard", "all_reduce", "all_gather", "reduce_scatter", "broadcast"]
+__all__ = ["MultiTensor", "shard", "all_reduce", "all_gather", "reduce_scatter", "broadcast", "device_tuple"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,11 +87,18 @@ def reduce_scatter(pieces: Sequence["Tensor"], op: str = "sum") -> list["Tensor"
   return _collective("reducescatter", op, [p.reshape(-1) for p in pieces], _devices(pieces))
 
 
+def device_tuple(op: str, devices: Sequence[str]) -> tuple[str, ...]:
+  """Canonical device names, checked to be distinct and at least one."""
+  devs = tuple(canonicalize(d) for d in devices)
+  if not devs: raise ValueError(f"{op}: no devices")
+  if len(set(devs)) != len(devs): raise RuntimeError(f"{op}: devices repeat: {devs}")
+  return devs
+
+
 def broadcast(t: "Tensor", devices: Sequence[str]) -> list["Tensor"]:
   """`t` on every one of `devices` (t's own device must be among them)."""
-  devs = tuple(canonicalize(d) for d in devices)
+  devs = device_tuple("broadcast", devices)
   if t.device not in devs: raise RuntimeError(f"broadcast: the root tensor is on {t.device}, not one of {devs}")
-  if len(set(devs)) != len(devs): raise RuntimeError(f"broadcast: devices repeat: {devs}")
   return _collective("broadcast", None, [t], devs, devs.index(t.device))
 
 
@@ -136,9 +143,7 @@ class MultiTensor:
   @staticmethod
   def from_tensor(t: "Tensor", devices: Sequence[str], axis: int | None = None) -> "MultiTensor":
     """`t` split along `axis` over `devices` (None: a copy on each). Differentiable: gradients flow back to `t`."""
-    devs = tuple(canonicalize(d) for d in devices)
-    if not devs: raise ValueError("shard: no devices")
-    if len(set(devs)) != len(devs): raise RuntimeError(f"shard: devices repeat: {devs}")
+    devs = device_tuple("shard", devices)
     if axis is None: return MultiTensor([t.to(d) if d != t.device else t.contiguous() for d in devs], None)
     axis = _normalize_axis("shard", axis, t.ndim)
     if t.shape[axis] < len(devs): raise ShapeError(f"shard: axis {axis} of size {t.shape[axis]} cannot be split over {len(devs)} devices")
