@@ -230,3 +230,19 @@ def test_cuda_peer_copy_between_two_gpus():
   moved = (t.to("CUDA:1") + 1).to("CUDA")
   close(moved.numpy(), 2 * X + 1)
   for out in all_reduce([Tensor(X, device="CUDA"), Tensor(X, device="CUDA:1")]): close(out.numpy(), 2 * X)
+
+
+def test_one_graph_realized_for_two_tensors_gives_two_buffers():
+  # found through ZeRO-1, whose flat optimizer blocks of equal size got Adam moments sharing one buffer; plain Adam did
+  # the same for parameters of one shape (layer norms' weights and biases)
+  from picograd.engine.realize import buffer_of
+  a, b = Tensor.zeros(4).contiguous(), Tensor.zeros(4).contiguous()
+  Tensor.realize(a, b)
+  assert buffer_of(a) is not buffer_of(b)
+  params = [Tensor.ones(3).contiguous(), Tensor.ones(3).contiguous()]
+  opt = optim.Adam(params, lr=0.1)
+  assert buffer_of(opt.m[0]) is not buffer_of(opt.m[1])
+  params[0].grad, params[1].grad = Tensor([1.0, 1.0, 1.0]), Tensor([-1.0, -1.0, -1.0])
+  opt.step()
+  close(params[0].numpy(), [0.9] * 3)
+  close(params[1].numpy(), [1.1] * 3)

@@ -155,7 +155,8 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], fuse_rows: Callable[[UOp], b
   for n in nodes:
     if n.op in (Ops.CONTIGUOUS, Ops.COPY, Ops.ASSIGN): realize.add(n)
     if n.op is Ops.COPY and not is_contiguous_view(n.src[0]): realize.add(n.src[0])
-    if n.op is Ops.COLLECTIVE: realize.update([n, *(s for s in n.src if not is_contiguous_view(s))])
+    # a collective reads whole buffers: a reshape of a computed node reads its buffer as it is (no copy kernel)
+    if n.op is Ops.COLLECTIVE: realize.update([n, *(strip_reshapes(s) for s in n.src if not is_contiguous_view(s))])
   consumers = _consumers(nodes)
   for n in nodes:
     if n.op is Ops.REDUCE and len(consumers[n]) > 1: realize.add(n)
@@ -248,9 +249,17 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
     ast, inputs, leaves = _kernel_ast(n, boundaries, where)
     kernels.append(KernelSpec(ast, node_device[n], (out, *inputs)))
     reads.append({leader.get(x, x) for x in leaves})
-  outputs = tuple(_binding_of(r, where) for r in roots)
+  outputs: list[Binding] = []
+  copies: list[KernelSpec] = []
+  for r in roots:
+    out = _binding_of(r, where)
+    if out.kind == "temp" and out in outputs:  # one graph realized for two tensors (two zero states): they must not share memory
+      temps.append(temps[out.index])
+      copies.append(KernelSpec(None, temps[out.index].device, (Binding("temp", len(temps) - 1), out)))
+      out = Binding("temp", len(temps) - 1)
+    outputs.append(out)
   order = _order(computed, reads)
-  return ScheduleTemplate(tuple(kernels[i] for i in order), tuple(temps), outputs)
+  return ScheduleTemplate(tuple(kernels[i] for i in order) + tuple(copies), tuple(temps), tuple(outputs))
 
 
 def _collective_step(n: UOp, node_device: dict[UOp, str], temps: list[TempBuffer], where: dict[UOp, Binding], kernels: list[KernelSpec],
