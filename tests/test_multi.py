@@ -246,3 +246,18 @@ def test_one_graph_realized_for_two_tensors_gives_two_buffers():
   opt.step()
   close(params[0].numpy(), [0.9] * 3)
   close(params[1].numpy(), [1.1] * 3)
+
+
+def test_gpt_example_trains_data_parallel_like_one_device():
+  import sys, os
+  from conftest import need_data
+  need_data("tinyshakespeare.txt")
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+  import gpt
+  tiny = ["--config", "small", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch", "16", "--lr", "1e-2",
+          "--warmup", "5", "--eval-every", "6", "--eval-batches", "1", "--sample-chars", "0", "--plot", "", "--quiet", "--steps", "6"]
+  one = gpt.main(tiny)
+  for extra in (["--devices", "2"], ["--devices", "2", "--zero1"]):
+    out = gpt.main([*tiny, *extra])
+    close(out["losses"], one["losses"])
+    close(out["val_loss"], one["val_loss"])

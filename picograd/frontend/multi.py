@@ -200,7 +200,7 @@ class MultiTensor:
     """Fill `.grad` of the leaves this scalar depends on; replicated leaf MultiTensors get their gradients all-reduced."""
     if self.axis is not None or self.numel() != 1:
       raise RuntimeError(f"backward: needs a replicated scalar, not {self!r} (reduce it first: .sum() or .mean())")
-    leaves = [m for m in _replicated_leaves if m.devices and len(m.pieces) > 1]
+    leaves = list(_replicated_leaves)
     saved = {id(p): p.grad for m in leaves for p in m.pieces}
     for m in leaves:
       for p in m.pieces: p.grad = None
