@@ -143,13 +143,13 @@ class _MLP:
 def _mlp_loss(model, x, y): return model(x).cross_entropy(y)
 
 
-def _train(devices, zero1=False, steps=20):
-  """Losses and final parameters of every replica after `steps` AdamW steps under the JIT (devices None: one device, plain)."""
+def _train(devices, zero1=False, steps=20, plain_device="CPU"):
+  """Losses and final parameters of every replica after `steps` AdamW steps under the JIT (devices None: plain, on plain_device)."""
   rng = np.random.default_rng(1)
   xs, ys = rng.standard_normal((steps, 8, 8)).astype(np.float32), rng.integers(0, 4, (steps, 8))
   Tensor.manual_seed(3)
   if devices is None:
-    model = _MLP("CPU")
+    model = _MLP(plain_device)
     opt = optim.AdamW(nn.get_parameters(model), lr=1e-2)
     replicas, loss_of = [model], lambda x, y: _mlp_loss(model, x, y)
   else:
@@ -166,7 +166,8 @@ def _train(devices, zero1=False, steps=20):
     Tensor.realize(first, *opt.schedule_step())
     return first
 
-  losses = [step(Tensor(xs[i]), Tensor(ys[i])).item() for i in range(steps)]
+  home = plain_device if devices is None else devices[0]
+  losses = [step(Tensor(xs[i], device=home), Tensor(ys[i], device=home)).item() for i in range(steps)]
   assert step.calls == 2  # replayed from the third step on
   return losses, [[p.numpy() for p in nn.get_parameters(r)] for r in replicas]
 
@@ -215,10 +216,11 @@ def test_cuda_jit_replays_a_collective():
 
 @needs_cuda
 def test_cuda_data_parallel_one_gpu_matches_plain_training():
-  base_losses, (base,) = _train(None)
-  losses, (params,) = _train(["CUDA"], zero1=True, steps=20)
-  close(losses, base_losses, 1e-4)
-  for got, want in zip(params, base): close(got, want, 1e-4)
+  base_losses, (base,) = _train(None, plain_device="CUDA")
+  for zero1 in (False, True):  # one-rank NCCL all-reduces (plain), reduce-scatters and all-gathers (ZeRO-1)
+    losses, (params,) = _train(["CUDA"], zero1=zero1)
+    close(losses, base_losses)
+    for got, want in zip(params, base): close(got, want)
 
 
 @needs_cuda

@@ -121,6 +121,7 @@ class Communicator:
     if (dt := _DTYPES.get(outs[0].dtype.name)) is None:
       raise TypeError(f"{kind}: NCCL has no {outs[0].dtype.name} (picograd sends {', '.join(_DTYPES)})")
     if kind in ("allreduce", "reducescatter") and op not in _OPS: raise ValueError(f"{kind}: unknown reduce op {op!r}")
+    if outs[0].dtype.name == "bool": op = "max"  # a sum of bools is their OR (as on the host); NCCL would add the bytes
     _check("ncclGroupStart", lib.ncclGroupStart())
     try:
       for rank, (ctx, comm, out) in enumerate(zip(self.contexts, self.comms, outs)):
