@@ -209,7 +209,12 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
     # of an empty dimension, like a flip's n-1-i, point outside every buffer, and a 0-block CUDA grid is an error)
     if step.buffers[0].size == 0: continue
     if step.collective is not None:
+      st = time.perf_counter()
       run_collective(step.collective, step.buffers)
+      if DEBUG >= 2:  # waits for every device of the group, as the kernels' lines wait for theirs
+        for d in step.collective[2]: get_device(d).synchronize()
+        secs = max(time.perf_counter() - st, 1e-9)
+        print(f"  {step.name:<40} {secs * 1e6:9.1f} us  {step.buffers[0].nbytes / secs / 1e9:8.2f} GB/s per device")
       continue
     if step.kernel is None:
       _copy(step.buffers[0], step.buffers[1])
