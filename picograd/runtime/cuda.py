@@ -303,6 +303,7 @@ class CUDAAllocator(Allocator):
   def __init__(self, device: str, ctx: CUDAContext):
     super().__init__(device)
     self.ctx = ctx
+    self.peers: set[CUDAContext] = set()  # source GPUs whose memory this one was allowed to read directly
 
   def _alloc(self, nbytes: int) -> int:
     self.ctx.make_current()
@@ -341,6 +342,13 @@ class CUDAAllocator(Allocator):
     """Queue a copy from another GPU's memory on this GPU's stream (cuMemcpyPeerAsync): it starts after the source GPU's
     queued work (which produced the data), and the source GPU's later work (which may overwrite it) waits for it."""
     if not nbytes: return
+    if src_allocator.ctx not in self.peers:  # direct access over NVLink/PCIe where the GPUs allow it; else the driver stages the copy
+      self.peers.add(src_allocator.ctx)
+      if _cu("cuDeviceCanAccessPeer", self.ctx.device, src_allocator.ctx.device):
+        self.ctx.make_current()
+        err, = cu.cuCtxEnablePeerAccess(src_allocator.ctx.context, 0)
+        if err not in (cu.CUresult.CUDA_SUCCESS, cu.CUresult.CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED):
+          raise _driver_error("cuCtxEnablePeerAccess", err)
     self.ctx.wait_for(src_allocator.ctx)
     _cu("cuMemcpyPeerAsync", dst, self.ctx.context, src, src_allocator.ctx.context, nbytes, self.ctx.stream)
     src_allocator.ctx.wait_for(self.ctx)
