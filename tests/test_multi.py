@@ -134,6 +134,19 @@ def test_collectives_and_their_jit_replay():
   assert step.calls == 2
 
 
+def test_independent_collectives_launch_as_one_group_dependent_ones_do_not():
+  from picograd.engine.realize import _collective_group
+  a, b = Tensor(X, device="CPU:0"), Tensor(X * 2, device="CPU:1")
+  first = all_reduce([a + 1, b + 1])
+  second = all_reduce([a * 3, b * 3])
+  steps = [s for s in picograd.schedule(*first, *second) if s.collective]
+  assert len(steps) == 2 and len(_collective_group(steps, 0)) == 2
+  chained = all_reduce(all_reduce([a + 1, b + 1]))  # the second reads what the first writes
+  steps = picograd.schedule(*chained)
+  assert [s.collective is not None for s in steps] == [False, False, True, True] and len(_collective_group(steps, 2)) == 1
+  for t in chained: close(t.numpy(), 2 * (3 * X + 2))
+
+
 class _MLP:
   def __init__(self, device):
     self.l1, self.l2 = nn.Linear(8, 16, device=device), nn.Linear(16, 4, device=device)

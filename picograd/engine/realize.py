@@ -21,7 +21,7 @@ from picograd.runtime.device import Buffer, get_device
 from picograd.engine.compile import CompiledKernel
 from picograd.engine.events import compile_kernels
 from picograd.engine.capture import record_steps
-from picograd.runtime.collective import run_collective
+from picograd.runtime.collective import run_collectives
 
 
 class Handle(Protocol):
@@ -203,14 +203,35 @@ def run_steps(steps: list[ScheduledKernel]) -> None:
   if now: _raise_first(_failed_checks(now))
 
 
+def _collective_group(steps: list[ScheduledKernel], i: int) -> list[ScheduledKernel]:
+  """steps[i] (a collective) and the collectives right after it over the same devices that neither read nor write what the
+  others write or read: NCCL launches one group of them at once. DEBUG=2 times each alone."""
+  devices = steps[i].collective[2]  # type: ignore[index]  # the caller checked that steps[i] is a collective
+  n = len(devices)  # each collective's first n buffers are its outputs
+  written, touched = {id(b) for b in steps[i].buffers[:n]}, {id(b) for b in steps[i].buffers}
+  group = [steps[i]]
+  for step in steps[i + 1:]:
+    if DEBUG >= 2 or step.collective is None or step.collective[2] != devices or not step.buffers[0].size: break
+    if any(id(b) in written for b in step.buffers) or any(id(b) in touched for b in step.buffers[:n]): break
+    group.append(step)
+    written.update(id(b) for b in step.buffers[:n])
+    touched.update(id(b) for b in step.buffers)
+  return group
+
+
 def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], CompiledKernel]) -> None:
-  for step in steps:
+  i = 0
+  while i < len(steps):
+    step = steps[i]
+    i += 1
     # an empty output means a loop nest of zero iterations: never launch it, on any device (index expressions
     # of an empty dimension, like a flip's n-1-i, point outside every buffer, and a 0-block CUDA grid is an error)
     if step.buffers[0].size == 0: continue
     if step.collective is not None:
+      group = _collective_group(steps, i - 1)
+      i += len(group) - 1
       st = time.perf_counter()
-      run_collective(step.collective, step.buffers)
+      run_collectives([(s.collective, s.buffers) for s in group if s.collective is not None])
       if DEBUG >= 2:  # waits for every device of the group, as the kernels' lines wait for theirs
         for d in step.collective[2]: get_device(d).synchronize()
         secs = max(time.perf_counter() - st, 1e-9)

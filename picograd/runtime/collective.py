@@ -1,8 +1,9 @@
 """Collectives over several devices (runtime layer): all-reduce, all-gather, reduce-scatter and broadcast.
 
-The engine runs one step per collective (a COLLECTIVE node of the graph, DESIGN §4): `run_collective`
-gets the collective's description and its buffers, the n outputs (one per device, in the order of
-`devices`) then the inputs (one per device; a broadcast has only the root's).
+The engine runs one step per collective (a COLLECTIVE node of the graph, DESIGN §4), and consecutive
+independent ones over the same devices together: `run_collectives` gets each one's description and
+buffers, the n outputs (one per device, in the order of `devices`) then the inputs (one per device;
+a broadcast has only the root's).
 
 - All devices CUDA: NCCL (runtime/nccl.py), one communicator per tuple of GPUs, queued on each
   GPU's own stream, so the host does not wait and a JIT replay relaunches it like a kernel.
@@ -23,19 +24,28 @@ KINDS = ("allreduce", "allgather", "reducescatter", "broadcast")
 REDUCE_OPS = ("sum", "max")
 
 
-def run_collective(spec: tuple[str, Any, tuple[str, ...], int], buffers: list[Buffer]) -> None:
-  """Run the collective `spec` = (kind, reduce op "sum"|"max"|None, devices, root index) on `buffers` (outputs, then inputs)."""
-  kind, op, devices, root = spec
-  if kind not in KINDS: raise ValueError(f"unknown collective {kind!r}; picograd has {KINDS}")
-  outs, ins = buffers[:len(devices)], buffers[len(devices):]
+Spec = tuple[str, Any, tuple[str, ...], int]  # (kind, reduce op "sum"|"max"|None, devices, root index)
+
+
+def run_collective(spec: Spec, buffers: list[Buffer]) -> None:
+  """Run the collective `spec` on `buffers` (outputs, then inputs)."""
+  run_collectives([(spec, buffers)])
+
+
+def run_collectives(items: list[tuple[Spec, list[Buffer]]]) -> None:
+  """Run independent collectives over the same devices (none reads what another writes); on GPUs as one NCCL group."""
+  devices = items[0][0][2]
+  for (kind, _, devs, _), _ in items:
+    if kind not in KINDS: raise ValueError(f"unknown collective {kind!r}; picograd has {KINDS}")
+    if devs != devices: raise ValueError(f"run_collectives: one group runs over one tuple of devices, not {devices} and {devs}")
   cuda = [d.startswith("CUDA") for d in devices]
-  if all(cuda):
+  if all(cuda):  # one NCCL group: NCCL launches the group's collectives together
     from picograd.runtime import nccl
-    nccl.run(kind, op, devices, root, outs, ins)
+    nccl.run(devices, [(kind, op, root, bufs[:len(devices)], bufs[len(devices):]) for (kind, op, _, root), bufs in items])
   elif any(cuda):
-    raise DeviceError(f"{kind} over {', '.join(devices)}: a collective runs over GPUs only or over no GPU at all")
+    raise DeviceError(f"{items[0][0][0]} over {', '.join(devices)}: a collective runs over GPUs only or over no GPU at all")
   else:
-    _host(kind, op, root, outs, ins)
+    for (kind, op, _, root), bufs in items: _host(kind, op, root, bufs[:len(devices)], bufs[len(devices):])
 
 
 def _to_float(x: np.ndarray, is_bf16: bool) -> np.ndarray: return (x.astype(np.uint32) << 16).view(np.float32) if is_bf16 else x
@@ -63,4 +73,4 @@ def _host(kind: str, op: str | None, root: int, outs: list[Buffer], ins: list[Bu
   for b, v in zip(outs, values): b.copyin(_from_float(v, bf16))
 
 
-__all__ = ["run_collective", "KINDS", "REDUCE_OPS"]
+__all__ = ["run_collective", "run_collectives", "KINDS", "REDUCE_OPS"]

@@ -115,26 +115,30 @@ class Communicator:
     os.environ["NCCL_NVLS_ENABLE"] = "0"
     _check("ncclCommInitAll", library().ncclCommInitAll(self.comms, len(devices), ordinals))
 
-  def run(self, kind: str, op: str | None, root: int, outs: list[Buffer], ins: list[Buffer]) -> None:
-    """Queue one collective on every rank's stream, as one NCCL group (no host synchronization)."""
+  def run(self, items: list[tuple[str, str | None, int, list[Buffer], list[Buffer]]]) -> None:
+    """Queue collectives (kind, op, root, outputs, inputs) on every rank's stream, as one NCCL group (no host synchronization):
+    NCCL launches independent collectives of one group together, once."""
     lib = library()
+    _check("ncclGroupStart", lib.ncclGroupStart())
+    try:
+      for kind, op, root, outs, ins in items: self._enqueue(lib, kind, op, root, outs, ins)
+    finally:
+      _check("ncclGroupEnd", lib.ncclGroupEnd())
+
+  def _enqueue(self, lib: Any, kind: str, op: str | None, root: int, outs: list[Buffer], ins: list[Buffer]) -> None:
     if (dt := _DTYPES.get(outs[0].dtype.name)) is None:
       raise TypeError(f"{kind}: NCCL has no {outs[0].dtype.name} (picograd sends {', '.join(_DTYPES)})")
     if kind in ("allreduce", "reducescatter") and op not in _OPS: raise ValueError(f"{kind}: unknown reduce op {op!r}")
     if outs[0].dtype.name == "bool": op = "max"  # a sum of bools is their OR (as on the host); NCCL would add the bytes
-    _check("ncclGroupStart", lib.ncclGroupStart())
-    try:
-      for rank, (ctx, comm, out) in enumerate(zip(self.contexts, self.comms, outs)):
-        ctx.make_current()
-        stream = ctypes.c_void_p(int(ctx.stream))
-        send = ins[0 if kind == "broadcast" else rank].handle
-        if kind == "allreduce": status = lib.ncclAllReduce(send, out.handle, out.size, dt, _OPS[op], comm, stream)  # type: ignore[index]
-        elif kind == "allgather": status = lib.ncclAllGather(send, out.handle, out.size // len(outs), dt, comm, stream)
-        elif kind == "reducescatter": status = lib.ncclReduceScatter(send, out.handle, out.size, dt, _OPS[op], comm, stream)  # type: ignore[index]
-        else: status = lib.ncclBroadcast(send if rank == root else out.handle, out.handle, out.size, dt, root, comm, stream)
-        _check(f"nccl {kind} (rank {rank}, {self.devices[rank]})", status)
-    finally:
-      _check("ncclGroupEnd", lib.ncclGroupEnd())
+    for rank, (ctx, comm, out) in enumerate(zip(self.contexts, self.comms, outs)):
+      ctx.make_current()
+      stream = ctypes.c_void_p(int(ctx.stream))
+      send = ins[0 if kind == "broadcast" else rank].handle
+      if kind == "allreduce": status = lib.ncclAllReduce(send, out.handle, out.size, dt, _OPS[op], comm, stream)  # type: ignore[index]
+      elif kind == "allgather": status = lib.ncclAllGather(send, out.handle, out.size // len(outs), dt, comm, stream)
+      elif kind == "reducescatter": status = lib.ncclReduceScatter(send, out.handle, out.size, dt, _OPS[op], comm, stream)  # type: ignore[index]
+      else: status = lib.ncclBroadcast(send if rank == root else out.handle, out.handle, out.size, dt, root, comm, stream)
+      _check(f"nccl {kind} (rank {rank}, {self.devices[rank]})", status)
 
   def __del__(self) -> None:
     try:
@@ -156,9 +160,9 @@ def communicator(devices: tuple[str, ...]) -> Communicator:
   return comm
 
 
-def run(kind: str, op: str | None, devices: tuple[str, ...], root: int, outs: list[Buffer], ins: list[Buffer]) -> None:
-  """A collective over GPUs (see runtime/collective.py for the buffers' order)."""
-  communicator(tuple(devices)).run(kind, op, root, outs, ins)
+def run(devices: tuple[str, ...], items: list[tuple[str, str | None, int, list[Buffer], list[Buffer]]]) -> None:
+  """Collectives over the GPUs `devices`, as one group: items are (kind, op, root, outputs, inputs), see runtime/collective.py."""
+  communicator(tuple(devices)).run(items)
 
 
 __all__ = ["NCCLError", "Communicator", "communicator", "library", "version", "run"]
