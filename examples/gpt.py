@@ -11,9 +11,12 @@ follows a cosine to a tenth of its peak.
     DEV=CUDA python examples/gpt.py               # the large config (6 layers, 6 heads, 384 dims, context 256)
     python examples/gpt.py --config large --steps 200 --save gpt.safetensors
     python examples/gpt.py --resume gpt.safetensors              # continue that run to step 200, bit-exactly
+    DEV=CUDA python examples/gpt.py --devices 2 [--zero1]         # data-parallel on CUDA:0 and CUDA:1 (CPU: virtual devices)
 
 Each training step (forward, backward, AdamW) runs under `picograd.jit`, so after the first two
-steps only the compiled kernels are relaunched. The summary reports tokens per second and the loss
+steps only the compiled kernels are relaunched. With `--devices N` (picograd.nn.parallel) each
+device holds a replica and trains on 1/N of every batch; the gradients are all-reduced, so the
+replicas stay identical; `--zero1` shards AdamW's state instead of replicating it. The summary reports tokens per second and the loss
 curve, also drawn to a PNG (--plot) when matplotlib is installed.
 """
 from __future__ import annotations
@@ -169,9 +172,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--data", default=None, help="path of tinyshakespeare.txt (default: found or downloaded by picograd.nn.datasets)")
   parser.add_argument("--viz", default="", help="write an HTML report of the training (kernels, the lines they came from, sources, times) "
                       "here; every launch is timed, so use it for a few steps")
+  parser.add_argument("--devices", type=int, default=1, help="data-parallel over this many devices of --device's kind (CPU: virtual)")
+  parser.add_argument("--zero1", action="store_true", help="with --devices: shard the optimizer state (ZeRO-1)")
   args = parser.parse_args(argv)
   # a checkpoint keeps the whole config (and so the learning-rate schedule): --resume continues the same run
-  apply_resume_settings(parser, args, ["config", "seed", "dtype", *Config.__dataclass_fields__])
+  apply_resume_settings(parser, args, ["config", "seed", "dtype", "devices", "zero1", *Config.__dataclass_fields__])
+  if args.devices < 1: parser.error("--devices must be at least 1")
   if args.dtype is None: args.dtype = "bfloat16" if device_name(args.device).startswith("CUDA") else "float32"
   return args
 
@@ -216,25 +222,36 @@ def main(argv: list[str] | None = None) -> dict:
   train_data, val_data = data[:split], data[split:]
 
   Tensor.manual_seed(args.seed)
-  model = GPT(cfg, len(vocab), device=args.device)
-  opt = optim.AdamW(nn.get_parameters(model), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.1)
+  make_opt = lambda params: optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.1)  # noqa: E731
+  dp = None
+  if args.devices > 1 or args.zero1:
+    kind = device_name(args.device).split(":")[0]
+    dp = nn.DataParallel(lambda device: GPT(cfg, len(vocab), device=device), [f"{kind}:{i}" for i in range(args.devices)], zero1=args.zero1)
+    model, opt = dp.model, dp.optimizer(make_opt)
+  else:
+    model = GPT(cfg, len(vocab), device=args.device)
+    opt = make_opt(nn.get_parameters(model))
   start = load_checkpoint(args.resume, {"model": model, "opt": opt}) if args.resume else 0
-  n_params = sum(p.numel() for p in opt.params)
+  n_params = sum(p.numel() for p in nn.get_parameters(model))
+  on = device_name(args.device) if dp is None else f"{', '.join(dp.devices)} (data-parallel{', ZeRO-1' if args.zero1 else ''})"
   print(f"GPT: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} dims, context {cfg.block_size}, batch {cfg.batch}; "
-        f"{n_params:,} parameters; on {device_name(args.device)}, matmuls in {args.dtype}")
+        f"{n_params:,} parameters; on {on}, matmuls in {args.dtype}")
+
+  def step_loss(m: GPT, x: Tensor, y: Tensor) -> Tensor: return loss_fn(m, x, y, args.dtype)
 
   @picograd.jit
   def train_step(x: Tensor, y: Tensor) -> Tensor:
-    loss = loss_fn(model, x, y, args.dtype)
+    loss = step_loss(model, x, y) if dp is None else dp.loss(step_loss, x, y)
     opt.zero_grad()
     loss.backward()
-    Tensor.realize(loss, *opt.schedule_step())
-    return loss
+    first = loss if dp is None else loss.pieces[0]  # a data-parallel loss is replicated: every device holds the global mean
+    Tensor.realize(first, *opt.schedule_step())
+    return first
 
   train_losses: list[float] = []
   evals: list[tuple[int, float, float]] = []  # (step, train loss, validation loss)
   tokens_per_step = cfg.batch * cfg.block_size
-  settings = {"config": config_name(args), "seed": args.seed, "dtype": args.dtype, **asdict(cfg)}
+  settings = {"config": config_name(args), "seed": args.seed, "dtype": args.dtype, "devices": args.devices, "zero1": args.zero1, **asdict(cfg)}
   end = cfg.steps if args.stop_at is None else max(start, min(args.stop_at, cfg.steps))
   bar = progress(cfg.steps, start, desc="gpt", disable=args.quiet)
   train_time, timed_steps = 0.0, 0

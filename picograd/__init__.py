@@ -14,6 +14,7 @@ from picograd.frontend.scan import (einsum, meshgrid, repeat_interleave, prod, c
                                     scatter, scatter_add, scatter_reduce, masked_select, nonzero)
 from picograd.frontend.sort import sort, argsort, topk
 from picograd.frontend.autocast import autocast, get_float32_matmul_precision, set_float32_matmul_precision
+from picograd.frontend.multi import MultiTensor, all_reduce, all_gather, reduce_scatter, broadcast
 import picograd.indexing  # noqa: F401  (registers Tensor.__getitem__'s implementation)
 import picograd.viz  # noqa: F401  (picograd.viz; VIZ=, PROFILE= and DUMP='s extra files subscribe to the engine)
 
@@ -21,3 +22,4 @@ __all__ = ["Tensor", "no_grad", "dtypes", "DType", "Context", "ShapeError", "whe
            "compile_listener", "einsum", "meshgrid", "repeat_interleave", "prod", "cumprod", "cummax", "cummin", "logcumsumexp", "roll", "diag",
            "diagonal", "sort", "argsort", "topk", "scatter", "scatter_add", "scatter_reduce", "masked_select", "nonzero",
            "autocast", "set_float32_matmul_precision", "get_float32_matmul_precision"]
+__all__ += ["MultiTensor", "all_reduce", "all_gather", "reduce_scatter", "broadcast"]

@@ -230,6 +230,10 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
       out.device = canonicalize(device)
     if dtype is not None: out = out.cast(dtype)
     return out
+  def shard(self, devices: Sequence[str], axis: int | None = None) -> Any:
+    """One MultiTensor split along `axis` over `devices` (None: replicated on each); see frontend/multi.py."""
+    from picograd.frontend.multi import shard
+    return shard(self, devices, axis)
   def cpu(self) -> "Tensor": return self.to("CPU")
   def cuda(self) -> "Tensor": return self.to("CUDA")
 

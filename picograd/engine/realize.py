@@ -23,6 +23,7 @@ from picograd.engine.events import compile_kernels
 from picograd.engine.capture import record_steps
 from picograd.engine import observe
 from picograd.ir.provenance import lines_of, short
+from picograd.runtime.collective import run_collectives
 
 
 class Handle(Protocol):
@@ -91,10 +92,11 @@ def _normalize(roots: list[UOp]) -> tuple[list[UOp], list[Buffer]]:
 @dataclass
 class ScheduledKernel:
   """What `picograd.schedule` returns: one step of a realize, with its kernel and text forms."""
-  kernel: CompiledKernel | None  # None for a device copy
+  kernel: CompiledKernel | None  # None for a device copy or a collective
   buffers: list[Buffer]
   ast: UOp | None = None  # the fused kernel graph (SINK(STORE(PARAM 0, value))), None for a copy
   nodes: tuple[UOp, ...] = ()  # the graph nodes fused into it
+  collective: tuple | None = None  # (kind, reduce op, devices, root): buffers are the outputs, one per device, then the inputs
 
   @property
   def provenance(self) -> tuple[str, ...]:
@@ -102,9 +104,11 @@ class ScheduledKernel:
     return lines_of(self.nodes)
 
   @property
-  def name(self) -> str: return self.kernel.name if self.kernel else f"copy {self.buffers[1].device} -> {self.buffers[0].device}"
+  def name(self) -> str:
+    if self.collective: return f"{self.collective[0]} over {','.join(self.collective[2])}"
+    return self.kernel.name if self.kernel else f"copy {self.buffers[1].device} -> {self.buffers[0].device}"
   @property
-  def ir(self) -> str: return self.kernel.ir if self.kernel else "COPY"
+  def ir(self) -> str: return self.kernel.ir if self.kernel else "COLLECTIVE" if self.collective else "COPY"
   @property
   def source(self) -> str: return self.kernel.source if self.kernel else ""
   @property
@@ -146,7 +150,7 @@ def plan(tensors: Sequence[Handle]) -> Plan:
   def resolve(b: Binding) -> Buffer: return inputs[b.index] if b.kind == "input" else temps[b.index]
 
   compiled = iter(compile_kernels([(k.ast, k.device) for k in template.kernels if k.ast is not None]))
-  steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings], k.ast, k.nodes)
+  steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings], k.ast, k.nodes, k.collective)
            for k in template.kernels]
   outputs = [resolve(b) for b in template.outputs]
   if observe.schedule_listeners: observe.scheduled(steps, hit)
@@ -215,11 +219,40 @@ def launch_handles(k: CompiledKernel, buffers: list[Buffer]) -> list[Any]:
   return [b.handle for b in buffers] + ([_error_word(k).handle] if k.checks else [])
 
 
+def _collective_group(steps: list[ScheduledKernel], i: int) -> list[ScheduledKernel]:
+  """steps[i] (a collective) and the collectives right after it over the same devices that neither read nor write what the
+  others write or read: NCCL launches one group of them at once. DEBUG=2 times each alone."""
+  devices = steps[i].collective[2]  # type: ignore[index]  # the caller checked that steps[i] is a collective
+  n = len(devices)  # each collective's first n buffers are its outputs
+  written, touched = {id(b) for b in steps[i].buffers[:n]}, {id(b) for b in steps[i].buffers}
+  group = [steps[i]]
+  for step in steps[i + 1:]:
+    if DEBUG >= 2 or step.collective is None or step.collective[2] != devices or not step.buffers[0].size: break
+    if any(id(b) in written for b in step.buffers) or any(id(b) in touched for b in step.buffers[:n]): break
+    group.append(step)
+    written.update(id(b) for b in step.buffers[:n])
+    touched.update(id(b) for b in step.buffers)
+  return group
+
+
 def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], CompiledKernel]) -> None:
-  for step in steps:
+  i = 0
+  while i < len(steps):
+    step = steps[i]
+    i += 1
     # an empty output means a loop nest of zero iterations: never launch it, on any device (index expressions
     # of an empty dimension, like a flip's n-1-i, point outside every buffer, and a 0-block CUDA grid is an error)
     if step.buffers[0].size == 0: continue
+    if step.collective is not None:
+      group = _collective_group(steps, i - 1)
+      i += len(group) - 1
+      st = time.perf_counter()
+      run_collectives([(s.collective, s.buffers) for s in group if s.collective is not None])
+      if DEBUG >= 2:  # waits for every device of the group, as the kernels' lines wait for theirs
+        for d in step.collective[2]: get_device(d).synchronize()
+        secs = max(time.perf_counter() - st, 1e-9)
+        print(f"  {step.name:<40} {secs * 1e6:9.1f} us  {step.buffers[0].nbytes / secs / 1e9:8.2f} GB/s per device")
+      continue
     if step.kernel is None:
       st = time.perf_counter()
       _copy(step.buffers[0], step.buffers[1])
@@ -251,9 +284,12 @@ def _lines_note(lines: tuple[str, ...]) -> str:
 
 
 def _copy(dst: Buffer, src: Buffer) -> None:
-  """Device to device: through the host unless both sides are the same CUDA context."""
+  """Device to device: through the host unless both sides are CUDA (the same context, or peer to peer)."""
   if dst.device.startswith("CUDA") and dst.device == src.device:
     get_device(dst.device).allocator.copy_device_to_device(dst.handle, src.handle, dst.nbytes)  # type: ignore[attr-defined]  # CUDA's has it
+    return
+  if dst.device.startswith("CUDA") and src.device.startswith("CUDA"):
+    get_device(dst.device).allocator.copy_peer(dst.handle, get_device(src.device).allocator, src.handle, dst.nbytes)  # type: ignore[attr-defined]
     return
   get_device(src.device).synchronize()
   check_errors(src.device)  # the data leaves the device: its kernels' failed checks must not go unnoticed

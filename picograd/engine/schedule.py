@@ -6,7 +6,8 @@ of a reduction fuse into its kernel; a reduction whose result is broadcast back 
 EXPAND) or used by several nodes is realized first so it is not recomputed per element, unless
 it is a row reduction broadcast back over its own trailing axes (softmax, layernorm), which the
 kernel computes once per row; transcendental work broadcast into a reduction is stored once;
-CONTIGUOUS, COPY, ASSIGN and the requested outputs are boundaries.
+CONTIGUOUS, COPY, ASSIGN, COLLECTIVE and the requested outputs are boundaries; the outputs of one
+collective (one per device) are written by one step.
 
 Scheduling works on a *normalized* graph in which every input buffer is replaced by a numbered
 slot. The result, a `ScheduleTemplate`, depends only on graph structure, so it is cached: step
@@ -39,13 +40,16 @@ class TempBuffer:
 
 @dataclass(frozen=True)
 class KernelSpec:
-  """One step: a kernel (`ast` = SINK(STORE(PARAM 0, value))) or a device copy (`ast` is None), and its buffers."""
+  """One step: a kernel (`ast` = SINK(STORE(PARAM 0, value))) or a device copy (`ast` is None), and its buffers.
+
+  A collective (`collective` = its arg without the index) writes its first n bindings (one per device) and reads the rest."""
   ast: UOp | None
   device: str
   bindings: tuple[Binding, ...]  # bindings[0] is written, the rest are read
   # the fused nodes that compute (not the inputs): their source lines are the kernel's provenance (ir/provenance.py). The
   # lines are read when asked for, as a later graph with this structure adds its own lines to these same (hash-consed) nodes
   nodes: tuple[UOp, ...] = ()
+  collective: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,8 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], fuse_rows: Callable[[UOp], b
   for n in nodes:
     if n.op in (Ops.CONTIGUOUS, Ops.COPY, Ops.ASSIGN): realize.add(n)
     if n.op is Ops.COPY and not is_contiguous_view(n.src[0]): realize.add(n.src[0])
+    # a collective reads whole buffers: a reshape of a computed node reads its buffer as it is (no copy kernel)
+    if n.op is Ops.COLLECTIVE: realize.update([n, *(strip_reshapes(s) for s in n.src if not is_contiguous_view(s))])
   consumers = _consumers(nodes)
   for n in nodes:
     if n.op is Ops.REDUCE and len(consumers[n]) > 1: realize.add(n)
@@ -196,9 +202,15 @@ def _reads_shifted(value: UOp, target: UOp, realize: set[UOp]) -> bool:
 
 
 def _device_of(root_device: str, nodes: list[UOp], root: UOp) -> dict[UOp, str]:
-  """Every node's device: the root's, except below a COPY, which names its source device."""
+  """Every node's device: the root's, except below a COPY, which names its source device, and at a collective,
+  which names its own device and its inputs'."""
   device = {root: root_device}
   for n in reversed(nodes):
+    if n.op is Ops.COLLECTIVE:
+      kind, _, devs, index, root_index = n.arg
+      device[n] = devs[index]
+      for j, s in enumerate(n.src): device.setdefault(s, devs[root_index if kind == "broadcast" else j])
+      continue
     d = device.get(n, root_device)
     for s in n.src: device.setdefault(s, n.arg[0] if n.op is Ops.COPY else d)
   return device
@@ -216,8 +228,15 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   where: dict[UOp, Binding] = {}  # boundary node -> buffer that holds it
   kernels: list[KernelSpec] = []
   reads: list[set[UOp]] = []      # per kernel: the boundary nodes and input BUFFER slots it reads
+  computed: list[UOp] = []        # per kernel: the node it computes (a collective: its first output seen)
+  leader: dict[UOp, UOp] = {}     # each output of a collective -> the node standing for its step
   for n in nodes:
-    if n not in boundaries: continue
+    if n not in boundaries or n in where: continue
+    if n.op is Ops.COLLECTIVE:
+      _collective_step(n, node_device, temps, where, kernels, reads, leader)
+      computed.append(n)
+      continue
+    computed.append(n)
     if n.op is Ops.ASSIGN:
       target = strip_reshapes(n.src[0])
       out = Binding("input", slot[1]) if (slot := slot_of(target)) else where[target]
@@ -228,14 +247,36 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
     if n.op is Ops.COPY:
       src = n.src[0] if n.src[0] in where else strip_reshapes(n.src[0])
       kernels.append(KernelSpec(None, node_device[n], (out, _binding_of(src, where))))
-      reads.append({src})
+      reads.append({leader.get(src, src)})
       continue
     ast, inputs, leaves, fused = _kernel_ast(n, boundaries, where)
     kernels.append(KernelSpec(ast, node_device[n], (out, *inputs), fused))
-    reads.append(leaves)
-  outputs = tuple(_binding_of(r, where) for r in roots)
-  order = _order([n for n in nodes if n in boundaries], reads)
-  return ScheduleTemplate(tuple(kernels[i] for i in order), tuple(temps), outputs)
+    reads.append({leader.get(x, x) for x in leaves})
+  outputs: list[Binding] = []
+  copies: list[KernelSpec] = []
+  for r in roots:
+    out = _binding_of(r, where)
+    if out.kind == "temp" and out in outputs:  # one graph realized for two tensors (two zero states): they must not share memory
+      temps.append(temps[out.index])
+      copies.append(KernelSpec(None, temps[out.index].device, (Binding("temp", len(temps) - 1), out)))
+      out = Binding("temp", len(temps) - 1)
+    outputs.append(out)
+  order = _order(computed, reads)
+  return ScheduleTemplate(tuple(kernels[i] for i in order) + tuple(copies), tuple(temps), tuple(outputs))
+
+
+def _collective_step(n: UOp, node_device: dict[UOp, str], temps: list[TempBuffer], where: dict[UOp, Binding], kernels: list[KernelSpec],
+                     reads: list[set[UOp]], leader: dict[UOp, UOp]) -> None:
+  """One step for all outputs of the collective `n` belongs to, whichever of them the graph uses (the others are temps)."""
+  kind, op, devices, _, root = n.arg
+  outs = [UOp(Ops.COLLECTIVE, n.dtype, n.src, (kind, op, devices, i, root)) for i in range(len(devices))]
+  for o, d in zip(outs, devices):
+    temps.append(TempBuffer(n.size, n.dtype, d))
+    where[o], leader[o] = Binding("temp", len(temps) - 1), n
+  srcs = [s if s in where else strip_reshapes(s) for s in n.src]
+  kernels.append(KernelSpec(None, node_device[n], (*(where[o] for o in outs), *(_binding_of(s, where) for s in srcs)),
+                            collective=(kind, op, devices, root)))
+  reads.append({leader.get(s, s) for s in srcs})
 
 
 def _binding_of(u: UOp, where: dict[UOp, Binding]) -> Binding:

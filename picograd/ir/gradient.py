@@ -56,6 +56,29 @@ def _reduce_grads(grad: UOp, out: UOp) -> Grads:
   return (is_max * (grad / count).expand(x.shape),)
 
 
+def _moved(grad: UOp, src_device: str, dst_device: str) -> UOp:
+  return grad if src_device == dst_device else UOp(Ops.COPY, grad.dtype, (grad,), (src_device, dst_device))
+
+
+def _collective_grads(grad: UOp, out: UOp) -> Grads:
+  """A collective's output on devices[index] sends its gradient back to each input's device: an all-reduce's sum to
+  every input (a max's only where that input holds the max), an all-gather's slice j to input j, a reduce-scatter's
+  slice to its place in every input, a broadcast's to the root."""
+  kind, op, devices, index, root = out.arg
+  here = devices[index]
+  if kind == "broadcast": return (_moved(grad, here, devices[root]),)
+  if kind == "allgather":
+    m = out.src[0].tshape[0]
+    return tuple(_moved(grad.shrink(((j * m, (j + 1) * m),)), here, d) for j, d in enumerate(devices))
+  if kind == "reducescatter":
+    m, total = out.tshape[0], out.src[0].tshape[0]
+    return tuple(_moved(grad.pad(((index * m, total - (index + 1) * m),)), here, d) for d in devices)
+  if op == "sum": return tuple(_moved(grad, here, d) for d in devices)
+  # MAX: ties between devices each take the whole gradient (PyTorch has no cross-device max to compare with)
+  outs = [UOp(Ops.COLLECTIVE, out.dtype, out.src, (kind, op, devices, j, root)) for j in range(len(devices))]
+  return tuple(x.ne(o).where(_zeros_like(x), _moved(grad, here, d)) for x, o, d in zip(out.src, outs, devices))
+
+
 def _expand_grads(grad: UOp, out: UOp) -> Grads:
   x = out.src[0]
   return (_sum_to(grad, tuple(i for i, (a, b) in enumerate(zip(x.tshape, out.tshape)) if a != b)),)
@@ -106,6 +129,7 @@ gradient_rules = PatternMatcher([
   _rule(Ops.CHECK, lambda grad, out: (grad, None)),  # the value passes through; its condition has no gradient
   # a copy's gradient travels back the other way: arg is (source device, destination device)
   _rule(Ops.COPY, lambda grad, out: (UOp(Ops.COPY, grad.dtype, (grad,), (out.arg[1], out.arg[0])),)),
+  _rule(Ops.COLLECTIVE, _collective_grads),
   # ASSIGN(target, value) holds value: the old contents of the target do not reach the output
   _rule(Ops.ASSIGN, lambda grad, out: (None, grad)),
 ])

@@ -34,6 +34,10 @@ class Ops(Enum):
   RESHAPE = auto(); PERMUTE = auto(); EXPAND = auto(); PAD = auto(); SHRINK = auto(); FLIP = auto()
   # boundaries and effects
   CONTIGUOUS = auto(); DETACH = auto(); COPY = auto(); ASSIGN = auto()
+  # one output of a collective over several devices: arg = (kind, reduce op, devices, index, root), the value on
+  # devices[index]; src holds one input per device (broadcast: only the root's). kind is "allreduce", "allgather"
+  # (flat inputs, concatenated), "reducescatter" (flat inputs, output = this device's 1/n of the sum) or "broadcast"
+  COLLECTIVE = auto()
   # kernel level: a kernel is SINK(STORE(PARAM, value)); lowering adds loops, loads and accumulators
   SINK = auto(); PARAM = auto(); STORE = auto(); LOAD = auto(); RANGE = auto(); ENDRANGE = auto()
   DEFINE_ACC = auto(); ACCUMULATE = auto()
@@ -82,6 +86,7 @@ def _shape_of(op: Ops, src: tuple["UOp", ...], arg: Any) -> tuple[int, ...] | No
   if op is Ops.SHRINK: return tuple(e - b for b, e in arg)
   if op in (Ops.FLIP, Ops.CONTIGUOUS, Ops.DETACH, Ops.COPY): return s
   if op is Ops.ASSIGN: return s
+  if op is Ops.COLLECTIVE: return (s[0] * len(src),) if arg[0] == "allgather" else (s[0] // len(arg[2]),) if arg[0] == "reducescatter" else s
   return None
 
 

@@ -10,7 +10,9 @@ from picograd.nn import state, datasets, init
 from picograd.nn.layers import Linear, Embedding, LayerNorm, RMSNorm, Dropout
 from picograd.nn.layers import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, Upsample
 from picograd.nn.module import state_dict, get_parameters, load_state_dict, to_dtype
+from picograd.nn.parallel import DataParallel
 
 __all__ = ["state", "datasets", "init", "Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "state_dict", "get_parameters",
            "load_state_dict", "to_dtype"]
 __all__ += ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "Upsample"]
+__all__ += ["DataParallel"]

@@ -270,6 +270,7 @@ class CUDAContext:
     self.make_current()
     # non-blocking: no implicit ordering with the legacy default stream, which other libraries may use
     self.stream = _cu("cuStreamCreate", cu.CUstream_flags.CU_STREAM_NON_BLOCKING.value)
+    self.event: Any = None  # marks a point of the stream another GPU's stream waits for (peer copies)
 
   def make_current(self) -> None:
     """Bind the context to the calling thread: contexts are per thread, and picograd may call from any thread."""
@@ -280,6 +281,15 @@ class CUDAContext:
   def synchronize(self) -> None:
     self.make_current()
     _cu("cuStreamSynchronize", self.stream)
+
+  def wait_for(self, other: "CUDAContext") -> None:
+    """Work queued on this stream from now on waits for the work queued on `other`'s so far (no host wait)."""
+    if other is self: return
+    other.make_current()
+    if other.event is None: other.event = _cu("cuEventCreate", cu.CUevent_flags.CU_EVENT_DISABLE_TIMING.value)
+    _cu("cuEventRecord", other.event, other.stream)
+    self.make_current()
+    _cu("cuStreamWaitEvent", self.stream, other.event, 0)
 
 
 def _host_address(view: memoryview) -> int:
@@ -293,6 +303,7 @@ class CUDAAllocator(Allocator):
   def __init__(self, device: str, ctx: CUDAContext):
     super().__init__(device)
     self.ctx = ctx
+    self.peers: set[CUDAContext] = set()  # source GPUs whose memory this one was allowed to read directly
 
   def _alloc(self, nbytes: int) -> int:
     self.ctx.make_current()
@@ -326,6 +337,21 @@ class CUDAAllocator(Allocator):
     if not nbytes: return
     self.ctx.make_current()
     _cu("cuMemcpyDtoDAsync", dst, src, nbytes, self.ctx.stream)
+
+  def copy_peer(self, dst: int, src_allocator: "CUDAAllocator", src: int, nbytes: int) -> None:
+    """Queue a copy from another GPU's memory on this GPU's stream (cuMemcpyPeerAsync): it starts after the source GPU's
+    queued work (which produced the data), and the source GPU's later work (which may overwrite it) waits for it."""
+    if not nbytes: return
+    if src_allocator.ctx not in self.peers:  # direct access over NVLink/PCIe where the GPUs allow it; else the driver stages the copy
+      self.peers.add(src_allocator.ctx)
+      if _cu("cuDeviceCanAccessPeer", self.ctx.device, src_allocator.ctx.device):
+        self.ctx.make_current()
+        err, = cu.cuCtxEnablePeerAccess(src_allocator.ctx.context, 0)
+        if err not in (cu.CUresult.CUDA_SUCCESS, cu.CUresult.CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED):
+          raise _driver_error("cuCtxEnablePeerAccess", err)
+    self.ctx.wait_for(src_allocator.ctx)
+    _cu("cuMemcpyPeerAsync", dst, self.ctx.context, src, src_allocator.ctx.context, nbytes, self.ctx.stream)
+    src_allocator.ctx.wait_for(self.ctx)
 
 
 _DEFAULT_DYNAMIC_SHARED = 48 * 1024  # what a kernel may use without opting in through a function attribute

@@ -1,6 +1,8 @@
 """The device registry and what every device provides: an allocator, a compiler, a program launcher.
 
-A device is named `CPU`, `PYTHON`, `CUDA` or `CUDA:n`. `get_device(name)` opens it on first use
+A device is named `CPU`, `PYTHON`, `CUDA` or `CUDA:n`, or `CPU:n`: a virtual CPU device (its own
+allocator and buffers on the same host, CPU_DEVICES of them, default 4), so sharding and
+collectives are tested without GPUs. `get_device(name)` opens it on first use
 and raises `DeviceError` naming what is missing when it cannot start; there is no silent
 fallback. Buffers are untyped device memory plus a dtype and an element count; freed blocks go
 back to a per-device cache so a training loop does not allocate (or page-fault) every step.
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 import numpy as np
 from picograd.dtype import DType
-from picograd.helpers import DEBUG, DEV, LaunchDims
+from picograd.helpers import DEBUG, DEV, Flag, LaunchDims
 
 
 class DeviceError(RuntimeError):
@@ -90,7 +92,8 @@ class Device:
 
 # modules that open each kind of device; each defines `open_device(name) -> Device`
 _BACKENDS = {"CPU": "picograd.runtime.cpu", "PYTHON": "picograd.runtime.interpreter", "CUDA": "picograd.runtime.cuda"}
-_SINGLE = ("CPU", "PYTHON")  # kinds with one device each: an index other than 0 names nothing
+_SINGLE = ("PYTHON",)  # kinds with one device each: an index other than 0 names nothing
+CPU_DEVICES = Flag("CPU_DEVICES", 4)  # how many virtual CPU devices (CPU:0 .. CPU:n-1) there are
 _opened: dict[str, Device] = {}
 _open_lock = threading.Lock()
 
@@ -105,6 +108,8 @@ def canonicalize(name: str | None) -> str:
   if (idx or ":" in str(name)) and not idx.isdigit(): raise DeviceError(f"bad device index in {name!r}: expected e.g. CUDA:1")
   # refused here, where the tensor is made, not when a lazy tensor first reaches the device
   if base in _SINGLE and idx not in ("", "0"): raise DeviceError(f"there is only one {base} device, not {name!r}")
+  if base == "CPU" and idx and int(idx) >= int(CPU_DEVICES):
+    raise DeviceError(f"{name!r}: there are {int(CPU_DEVICES)} virtual CPU devices (CPU:0 .. CPU:{int(CPU_DEVICES) - 1}; set CPU_DEVICES=n)")
   return base if idx in ("", "0") else f"{base}:{idx}"
 
 
