@@ -152,40 +152,60 @@ def _feeds_reduce(u: UOp, consumers: dict[UOp, set[UOp]], realize: set[UOp]) -> 
   return False
 
 
-def _boundaries(roots: list[UOp], nodes: list[UOp], fuse_rows: Callable[[UOp], bool] = lambda _: False) -> set[UOp]:
-  """The nodes that get their own buffer. `fuse_rows(node)`: may this node's kernel compute row reductions in place."""
-  realize: set[UOp] = {r for r in roots if not is_contiguous_view(r)}
-  for n in nodes:
-    if n.op in (Ops.CONTIGUOUS, Ops.COPY, Ops.ASSIGN): realize.add(n)
-    if n.op is Ops.COPY and not is_contiguous_view(n.src[0]): realize.add(n.src[0])
+@dataclass
+class _Fusion:
+  """What the boundary rules read: the nodes realized so far, each node's consumers, and the device's row fusion."""
+  realize: set[UOp]
+  consumers: dict[UOp, set[UOp]]
+  fuse_rows: Callable[[UOp], bool]
+
+
+def _copy_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
+  return [n] + ([n.src[0]] if not is_contiguous_view(n.src[0]) else [])
+
+
+def _broadcast_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
+  """A reduction seen through a broadcast would be recomputed for every broadcast element, except a row reduction
+  broadcast back over its own row, which the kernel computes once per row (softmax, layernorm). Transcendental work
+  broadcast into a reduction (tanh fed into a matmul) would be redone for every element the reduction reads: stored once."""
+  fused = _row_reductions(n, f.consumers, f.realize) if f.fuse_rows(n) else set()
+  out = [r for r in _reduces_below(n.src[0], f.realize) if r not in fused]
+  if not fused and n.size >= 8 * n.src[0].size and _feeds_reduce(n, f.consumers, f.realize) and \
+     (costly := _costly_elementwise(n.src[0], f.realize)) is not None:
+    out.append(costly)
+  return out
+
+
+BoundaryRule = Callable[[UOp, _Fusion], list[UOp]]
+# The fusion policy (DESIGN §4) as rules: op -> fn(node, state) -> the nodes that get a buffer. The tables apply in order,
+# each to every node (a later table sees what the earlier ones realized); ops without a rule fuse into their consumers.
+BOUNDARY_RULES: list[dict[Ops, BoundaryRule]] = [
+  {  # kernel boundaries by definition
+    Ops.CONTIGUOUS: lambda n, f: [n], Ops.ASSIGN: lambda n, f: [n], Ops.COPY: _copy_boundaries,
     # a collective reads whole buffers: a reshape of a computed node reads its buffer as it is (no copy kernel)
-    if n.op is Ops.COLLECTIVE: realize.update([n, *(strip_reshapes(s) for s in n.src if not is_contiguous_view(s))])
-  consumers = _consumers(nodes)
-  for n in nodes:
-    if n.op is Ops.REDUCE and len(consumers[n]) > 1: realize.add(n)
-  # a reduction seen through a broadcast would be recomputed for every broadcast element, except a
-  # row reduction broadcast back over its own row, which the kernel computes once per row (softmax, layernorm)
-  for n in nodes:
-    if n.op is Ops.EXPAND:
-      fused = _row_reductions(n, consumers, realize) if fuse_rows(n) else set()
-      realize.update(r for r in _reduces_below(n.src[0], realize) if r not in fused)
-      # transcendental work broadcast into a reduction (tanh fed into a matmul) would be redone for every
-      # element the reduction reads: storing it once is cheaper
-      if not fused and n.size >= 8 * n.src[0].size and _feeds_reduce(n, consumers, realize) and \
-         (costly := _costly_elementwise(n.src[0], realize)) is not None:
-        realize.add(costly)
-  # an assignment whose value reads its own target at other positions would read elements it already
-  # overwrote: compute the value into a buffer of its own first
-  for n in nodes:
-    if n.op is Ops.ASSIGN and _reads_shifted(n.src[1], strip_reshapes(n.src[0]), realize): realize.add(n.src[1])
+    Ops.COLLECTIVE: lambda n, f: [n, *(strip_reshapes(s) for s in n.src if not is_contiguous_view(s))]},
+  {Ops.REDUCE: lambda n, f: [n] if len(f.consumers[n]) > 1 else []},  # a reduction read by several nodes is computed once
+  {Ops.EXPAND: _broadcast_boundaries},
+  # an assignment whose value reads its own target at other positions would read elements it already overwrote:
+  # the value gets a buffer of its own first
+  {Ops.ASSIGN: lambda n, f: [n.src[1]] if _reads_shifted(n.src[1], strip_reshapes(n.src[0]), f.realize) else []},
+]
+
+
+def _boundaries(roots: list[UOp], nodes: list[UOp], fuse_rows: Callable[[UOp], bool] = lambda _: False) -> set[UOp]:
+  """The nodes that get their own buffer (`BOUNDARY_RULES`). `fuse_rows(node)`: may this node's kernel compute row reductions in place."""
+  f = _Fusion({r for r in roots if not is_contiguous_view(r)}, _consumers(nodes), fuse_rows)
+  for rules in BOUNDARY_RULES:
+    for n in nodes:
+      if (rule := rules.get(n.op)) is not None: f.realize.update(rule(n, f))
   # a reduction that would be fused into several kernels would run once per kernel: give it its own
   while True:
     owners: dict[UOp, int] = {}
-    for b in realize:
-      for r in set(_reduces_below_sources(b, realize)): owners[r] = owners.get(r, 0) + 1
+    for b in f.realize:
+      for r in set(_reduces_below_sources(b, f.realize)): owners[r] = owners.get(r, 0) + 1
     shared = {r for r, count in owners.items() if count > 1}
-    if not shared: return realize
-    realize |= shared
+    if not shared: return f.realize
+    f.realize |= shared
 
 
 def _reduces_below_sources(b: UOp, realize: set[UOp]) -> list[UOp]:
