@@ -16,7 +16,8 @@ from picograd.ir.ops import UOp, Ops, toposort, substitute
 from picograd.codegen.lower import reduce_identity
 
 
-def _range_deps(nodes: list[UOp]) -> dict[UOp, frozenset[UOp]]:
+def loop_deps(nodes: list[UOp]) -> dict[UOp, frozenset[UOp]]:
+  """The loops each node's value depends on (a REDUCE's own loops excluded); `nodes` in topological order."""
   deps: dict[UOp, frozenset[UOp]] = {}
   for n in nodes:
     if n.op is Ops.RANGE: deps[n] = frozenset([n])
@@ -27,7 +28,7 @@ def _range_deps(nodes: list[UOp]) -> dict[UOp, frozenset[UOp]]:
 
 def linearize(sink: UOp) -> list[UOp]:
   nodes = toposort([sink])
-  deps = _range_deps(nodes)
+  deps = loop_deps(nodes)
   program: list[UOp] = []
   remap: dict[UOp, UOp] = {}
 
@@ -71,7 +72,7 @@ def linearize(sink: UOp) -> list[UOp]:
       # one outside the global loops, one inside): a RANGE opens one loop nest, so this reduction gets fresh copies
       fresh = {rng: UOp(Ops.RANGE, rng.dtype, (), (next(ids), rng.arg[1], rng.arg[2])) for rng in rngs}
       renamed = substitute(r, fresh)
-      deps.update(_range_deps(toposort([renamed])))
+      deps.update(loop_deps(toposort([renamed])))
       emit_reduce(renamed, allowed)
       remap[r] = remap[renamed]
       return

@@ -30,6 +30,7 @@ from picograd.helpers import ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.lower import reduce_identity
+from picograd.codegen.linearize import loop_deps
 from picograd.codegen.cuda.analysis import contiguous_in
 from picograd.codegen.cuda.emit import BLOCK
 from picograd.codegen.cuda.ops import VEC4_TYPES
@@ -53,16 +54,6 @@ def digits(ranges: list[UOp], flat: UOp) -> dict[UOp, UOp]:
     out[r] = d.cast(r.dtype)
     stride *= r.arg[1]
   return out
-
-
-def _range_deps(nodes: list[UOp]) -> dict[UOp, frozenset[UOp]]:
-  """The loops each node's value depends on (a REDUCE's own loops excluded)."""
-  deps: dict[UOp, frozenset[UOp]] = {}
-  for n in nodes:
-    if n.op is Ops.RANGE: deps[n] = frozenset([n])
-    elif n.op is Ops.REDUCE: deps[n] = deps[n.src[0]] - frozenset(n.src[1:])
-    else: deps[n] = frozenset().union(*(deps[s] for s in n.src)) if n.src else frozenset()
-  return deps
 
 
 def _sink(like: UOp, stores: list[UOp], guard: UOp | None = None) -> UOp:
@@ -97,7 +88,7 @@ def reduction_lanes(red: UOp) -> UOp:
   step (one 16-byte load), combined before they are accumulated. Else `red` unchanged."""
   inner = red.src[-1]
   nodes = toposort([red.src[0]])
-  deps = _range_deps(nodes)
+  deps = loop_deps(nodes)
   # a reduction inside that runs along `inner` would be repeated per lane; one that does not is loop-invariant
   if inner.arg[1] % 4 or any(n.op is Ops.REDUCE and inner in deps[n] for n in nodes) or not any(_vector_access(n, inner) for n in nodes):
     return red
@@ -110,7 +101,7 @@ def reduction_lanes(red: UOp) -> UOp:
 def vectorize_reductions(sink: UOp, outer: list[UOp]) -> UOp:
   """`reduction_lanes` for every reduction inside no loop but the `outer` ones (those a mapping deals out to threads)."""
   nodes = toposort([sink])
-  deps = _range_deps(nodes)
+  deps = loop_deps(nodes)
   mapped: dict[UOp, UOp] = {}
   for n in nodes:  # children first, so a reduction inside another one's value is replaced there too
     if n.op is Ops.REDUCE and deps[n] <= set(outer): mapped[n] = reduction_lanes(substitute(n, mapped) if mapped else n)
@@ -158,7 +149,7 @@ def deal_out_reductions(sink: UOp, tid: UOp, group: int, ids: Iterator[int]) -> 
   Reductions over the same loops share one new loop, so the linearizer still gives them one loop nest.
   """
   nodes = toposort([sink])
-  deps = _range_deps(nodes)
+  deps = loop_deps(nodes)
   mapped: dict[UOp, UOp] = {}
   loops: dict[tuple[UOp, ...], tuple[dict[UOp, UOp], UOp | None, UOp]] = {}
   slots = itertools.count()
@@ -219,7 +210,7 @@ def _column_lanes(sink: UOp, cols: list[UOp]) -> bool:
   access moves by one along the innermost."""
   if not cols or cols[-1].arg[1] % 4: return False
   nodes = toposort([sink])
-  deps = _range_deps(nodes)
+  deps = loop_deps(nodes)
   if any(n.op is Ops.REDUCE and deps[n] & set(cols) for n in nodes): return False
   return any(_vector_access(n, cols[-1]) for n in nodes)
 
@@ -289,7 +280,7 @@ def map_split(sink: UOp, glob: list[UOp], split: int) -> UOp:
   block, tid = special("block", total * split), special("thread", BLOCK)
   out, part = block // split, block % split
   sink = _sink(sink, [substitute(st, digits(glob, out)) for st in sink.src])
-  [red] = [n for n in toposort([sink]) if n.op is Ops.REDUCE and not _range_deps(toposort([n]))[n]]
+  [red] = [n for n in toposort([sink]) if n.op is Ops.REDUCE and not loop_deps(toposort([n]))[n]]
   repl, valid, i = deal_out(list(red.src[1:]), part * BLOCK + tid, BLOCK * split, next(ids), "reduce", 4)
   identity = UOp.const(red.dtype, reduce_identity(red.arg, red.dtype))
   value = substitute(red.src[0], repl)
@@ -320,7 +311,7 @@ def map_columns(sink: UOp, glob: list[UOp], split: int) -> UOp:
   group, part = block // split, block % split
   gid = group * width + tid
   sink = _sink(sink, [substitute(st, digits(glob, gid)) for st in sink.src])
-  [red] = [n for n in toposort([sink]) if n.op is Ops.REDUCE and not _range_deps(toposort([n]))[n]]
+  [red] = [n for n in toposort([sink]) if n.op is Ops.REDUCE and not loop_deps(toposort([n]))[n]]
   repl, valid, i = deal_out(list(red.src[1:]), part, split, next(ids), "reduce", 4)
   identity = UOp.const(red.dtype, reduce_identity(red.arg, red.dtype))
   value = substitute(red.src[0], repl)

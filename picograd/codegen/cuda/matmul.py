@@ -205,53 +205,38 @@ _KP, _NP, _CP = 32 + 8, 128 + 8, 128 + 4  # padded rows: 16-byte aligned, and ld
 MMA_SHARED = max(2 * 128 * _KP * 2 + 2 * 32 * _NP * 2, 128 * _CP * 4)
 
 
-def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource, split: int = 1) -> None:
-  """Tensor cores through `mma.sync.m16n8k16` and `ldmatrix` (inline PTX, so no header is needed): 128x128 tiles, k-steps of 32.
-
-  As[m][k] is k-contiguous and Bs[k][n] n-contiguous, so row-major operands are copied as whole
-  16-byte vectors; `ldmatrix` (`.trans` for B) turns eight 16-byte rows into fragment registers.
-  Eight warps each own 64x32 outputs: 4x4 fragments of 16x8, four floats per thread each.
-  """
+def _tensor_core_tiles(program: list[UOp], mm: Matmul, ks: KernelSource, split: int, elem: str, pads: tuple[int, int], k_step: int,
+                       setup: list[str], fragments: Callable[[Writer], None], mma: str) -> None:
+  """The kernel both tensor-core plans share: 128x128 tiles through double-buffered shared memory (As[m][k] k-contiguous,
+  Bs[k][n] n-contiguous, rows padded by `pads`), eight warps of 64x32 outputs (4x4 fragments of 16x8, four floats per
+  thread each), and the epilogue. `fragments(w)` fills a[4][4] and b[4][2] for the k-step at `kk`; `mma` is the PTX."""
   w = ks.w
   BM, BN, BK = MMA_TILE
-  et = "__half" if mm.x.dtype == dtypes.float16 else "__nv_bfloat16"
-  ptx_t = "f16" if mm.x.dtype == dtypes.float16 else "bf16"
-  ks.shared_bytes = MMA_SHARED
+  kp, np_ = pads
   w("extern __shared__ __align__(128) unsigned char smem[];")
-  w(f"{et}* As = reinterpret_cast<{et}*>(smem);")
-  w(f"{et}* Bs = As + {2 * BM * _KP};")
+  w(f"{elem}* As = reinterpret_cast<{elem}*>(smem);")
+  w(f"{elem}* Bs = As + {2 * BM * kp};")
   w("float* Cs = reinterpret_cast<float*>(smem);  // reused for the epilogue once the tiles are done")
   w("const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, wm = warp / 4, wn = warp % 4, g = lane / 4, t = lane % 4;")
-  w("const int lm = lane >> 3, lr = lane & 7;  // which 8x8 matrix of an ldmatrix.x4 this lane addresses, and its row")
+  for line in setup: w(line)
   mw = MatmulWriter(program, mm, ks, MMA_TILE, split)
-  la, sa = mw.tile_loader(mm.x, mm.m, "m0", mw.M, BM, "ra", et, "k")
-  lb, sb = mw.tile_loader(mm.y, mm.n, "n0", mw.N, BN, "rb", et, "s")
-  a_at, b_at = f"As[buf * {BM * _KP} + (@S) * {_KP} + @K]", f"Bs[buf * {BK * _NP} + (@K) * {_NP} + @S]"
+  la, sa = mw.tile_loader(mm.x, mm.m, "m0", mw.M, BM, "ra", elem, "k")
+  lb, sb = mw.tile_loader(mm.y, mm.n, "n0", mw.N, BN, "rb", elem, "s")
+  a_at, b_at = f"As[buf * {BM * kp} + (@S) * {kp} + @K]", f"Bs[buf * {BK * np_} + (@K) * {np_} + @S]"
   w("float c[4][4][4];")
   w("for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) for (int q = 0; q < 4; q++) c[i][j][q] = 0.0f;")
   w(f"{la}(kbase); {lb}(kbase);")
   w("{ const int buf = 0; " + sa(a_at) + " " + sb(b_at) + " }")
   w("__syncthreads();")
   mw.k_loop([la, lb])
+  w(f"const {elem}* A = As + cur * {BM * kp};")
+  w(f"const {elem}* B = Bs + cur * {BK * np_};")
   w("#pragma unroll")
-  w.open(f"for (int kk = 0; kk < {BK}; kk += 16)")
+  w.open(f"for (int kk = 0; kk < {BK}; kk += {k_step})")
   w("unsigned a[4][4], b[4][2];")
+  fragments(w)
   w("#pragma unroll")
-  w.open("for (int i = 0; i < 4; i++)")
-  w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared(As + cur * {BM * _KP} "
-    f"+ (wm * 64 + i * 16 + (lm & 1) * 8 + lr) * {_KP} + kk + (lm >> 1) * 8);")
-  w('asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];" '
-    ': "=r"(a[i][0]), "=r"(a[i][1]), "=r"(a[i][2]), "=r"(a[i][3]) : "r"(addr));')
-  w.close()
-  w("#pragma unroll")
-  w.open("for (int jj = 0; jj < 2; jj++)")
-  w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared(Bs + cur * {BK * _NP} "
-    f"+ (kk + (lm & 1) * 8 + lr) * {_NP} + wn * 32 + (jj * 2 + (lm >> 1)) * 8);")
-  w('asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];" '
-    ': "=r"(b[jj * 2][0]), "=r"(b[jj * 2][1]), "=r"(b[jj * 2 + 1][0]), "=r"(b[jj * 2 + 1][1]) : "r"(addr));')
-  w.close()
-  w("#pragma unroll")
-  w(f"for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) asm volatile(\"mma.sync.aligned.m16n8k16.row.col.f32.{ptx_t}.{ptx_t}.f32 "
+  w(f"for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) asm volatile(\"{mma} "
     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\" : \"+f\"(c[i][j][0]), \"+f\"(c[i][j][1]), \"+f\"(c[i][j][2]), "
     "\"+f\"(c[i][j][3]) : \"r\"(a[i][0]), \"r\"(a[i][1]), \"r\"(a[i][2]), \"r\"(a[i][3]), \"r\"(b[j][0]), \"r\"(b[j][1]));")
   w.close()
@@ -259,6 +244,34 @@ def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource, split: int = 1)
   w("__syncthreads();")
   w.close()
   _mma_epilogue(w, mw, split)
+
+
+def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource, split: int = 1) -> None:
+  """Tensor cores through `mma.sync.m16n8k16` and `ldmatrix` (inline PTX, so no header is needed): 128x128 tiles, k-steps of 32.
+
+  As[m][k] is k-contiguous and Bs[k][n] n-contiguous, so row-major operands are copied as whole
+  16-byte vectors; `ldmatrix` (`.trans` for B) turns eight 16-byte rows into fragment registers.
+  """
+  et = "__half" if mm.x.dtype == dtypes.float16 else "__nv_bfloat16"
+  ptx_t = "f16" if mm.x.dtype == dtypes.float16 else "bf16"
+  ks.shared_bytes = MMA_SHARED
+
+  def fragments(w: Writer) -> None:
+    w("#pragma unroll")
+    w.open("for (int i = 0; i < 4; i++)")
+    w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared(A + (wm * 64 + i * 16 + (lm & 1) * 8 + lr) * {_KP} + kk + (lm >> 1) * 8);")
+    w('asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];" '
+      ': "=r"(a[i][0]), "=r"(a[i][1]), "=r"(a[i][2]), "=r"(a[i][3]) : "r"(addr));')
+    w.close()
+    w("#pragma unroll")
+    w.open("for (int jj = 0; jj < 2; jj++)")
+    w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared(B + (kk + (lm & 1) * 8 + lr) * {_NP} + wn * 32 + (jj * 2 + (lm >> 1)) * 8);")
+    w('asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];" '
+      ': "=r"(b[jj * 2][0]), "=r"(b[jj * 2][1]), "=r"(b[jj * 2 + 1][0]), "=r"(b[jj * 2 + 1][1]) : "r"(addr));')
+    w.close()
+  _tensor_core_tiles(program, mm, ks, split, et, (_KP, _NP), 16,
+                     ["const int lm = lane >> 3, lr = lane & 7;  // which 8x8 matrix of an ldmatrix.x4 this lane addresses, and its row"],
+                     fragments, f"mma.sync.aligned.m16n8k16.row.col.f32.{ptx_t}.{ptx_t}.f32")
 
 
 def _mma_epilogue(w: Writer, mw: MatmulWriter, split: int) -> None:
@@ -291,46 +304,19 @@ def render_mma_tf32(program: list[UOp], mm: Matmul, ks: KernelSource, split: int
   (`picograd.set_float32_matmul_precision("high")`): `mma.sync.m16n8k8` on fragments read from float tiles in shared
   memory and rounded with `cvt.rna.tf32.f32`; the tiles, warps and epilogue as in `render_mma`.
   """
-  w = ks.w
-  BM, BN, BK = MMA_TILE
   ks.shared_bytes = TF32_SHARED
-  w("extern __shared__ __align__(128) unsigned char smem[];")
-  w("float* As = reinterpret_cast<float*>(smem);")
-  w(f"float* Bs = As + {2 * BM * _KT};")
-  w("float* Cs = reinterpret_cast<float*>(smem);  // reused for the epilogue once the tiles are done")
-  w("const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, wm = warp / 4, wn = warp % 4, g = lane / 4, t = lane % 4;")
-  mw = MatmulWriter(program, mm, ks, MMA_TILE, split)
-  la, sa = mw.tile_loader(mm.x, mm.m, "m0", mw.M, BM, "ra", "float", "k")
-  lb, sb = mw.tile_loader(mm.y, mm.n, "n0", mw.N, BN, "rb", "float", "s")
-  a_at, b_at = f"As[buf * {BM * _KT} + (@S) * {_KT} + @K]", f"Bs[buf * {BK * _NT} + (@K) * {_NT} + @S]"
-  w("float c[4][4][4];")
-  w("for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) for (int q = 0; q < 4; q++) c[i][j][q] = 0.0f;")
-  w(f"{la}(kbase); {lb}(kbase);")
-  w("{ const int buf = 0; " + sa(a_at) + " " + sb(b_at) + " }")
-  w("__syncthreads();")
-  w("auto tf32 = [](float x) { unsigned r; asm(\"cvt.rna.tf32.f32 %0, %1;\" : \"=r\"(r) : \"f\"(x)); return r; };")
-  mw.k_loop([la, lb])
-  w(f"const float* A = As + cur * {BM * _KT};")
-  w(f"const float* B = Bs + cur * {BK * _NT};")
-  w("#pragma unroll")
-  w.open(f"for (int kk = 0; kk < {BK}; kk += 8)")
-  w("unsigned a[4][4], b[4][2];")
-  w("#pragma unroll")
-  w.open("for (int i = 0; i < 4; i++)")
-  w(f"const float* r0 = A + (wm * 64 + i * 16 + g) * {_KT} + kk + t;")
-  w(f"a[i][0] = tf32(r0[0]); a[i][1] = tf32(r0[8 * {_KT}]); a[i][2] = tf32(r0[4]); a[i][3] = tf32(r0[8 * {_KT} + 4]);")
-  w.close()
-  w("#pragma unroll")
-  w.open("for (int j = 0; j < 4; j++)")
-  w(f"const float* c0 = B + (kk + t) * {_NT} + wn * 32 + j * 8 + g;")
-  w(f"b[j][0] = tf32(c0[0]); b[j][1] = tf32(c0[4 * {_NT}]);")
-  w.close()
-  w("#pragma unroll")
-  w("for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) asm volatile(\"mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
-    "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\" : \"+f\"(c[i][j][0]), \"+f\"(c[i][j][1]), \"+f\"(c[i][j][2]), "
-    "\"+f\"(c[i][j][3]) : \"r\"(a[i][0]), \"r\"(a[i][1]), \"r\"(a[i][2]), \"r\"(a[i][3]), \"r\"(b[j][0]), \"r\"(b[j][1]));")
-  w.close()
-  w(f"if (kt + 1 < {mw.steps}) {{ const int buf = cur ^ 1; {sa(a_at)} {sb(b_at)} }}")
-  w("__syncthreads();")
-  w.close()
-  _mma_epilogue(w, mw, split)
+
+  def fragments(w: Writer) -> None:
+    w("#pragma unroll")
+    w.open("for (int i = 0; i < 4; i++)")
+    w(f"const float* r0 = A + (wm * 64 + i * 16 + g) * {_KT} + kk + t;")
+    w(f"a[i][0] = tf32(r0[0]); a[i][1] = tf32(r0[8 * {_KT}]); a[i][2] = tf32(r0[4]); a[i][3] = tf32(r0[8 * {_KT} + 4]);")
+    w.close()
+    w("#pragma unroll")
+    w.open("for (int j = 0; j < 4; j++)")
+    w(f"const float* c0 = B + (kk + t) * {_NT} + wn * 32 + j * 8 + g;")
+    w(f"b[j][0] = tf32(c0[0]); b[j][1] = tf32(c0[4 * {_NT}]);")
+    w.close()
+  _tensor_core_tiles(program, mm, ks, split, "float", (_KT, _NT), 8,
+                     ["auto tf32 = [](float x) { unsigned r; asm(\"cvt.rna.tf32.f32 %0, %1;\" : \"=r\"(r) : \"f\"(x)); return r; };"],
+                     fragments, "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32")
