@@ -73,8 +73,13 @@ def render_cuda(base_name: str, sink: UOp, target: CUDATarget) -> tuple[str, str
     opts = _describe(plan, program)
   else:
     ks.w.wrapping = data_values(program)
-    PLANS[plan](program, ks, choose_plan(program, target, range_deps(program))[1])
-    opts = [f"plan {plan} (decided while printing C)"]
+    mm, split = choose_plan(program, target, range_deps(program))[1]
+    PLANS[plan](program, ks, (mm, split))
+    B, M, N, K = mm.sizes
+    tiles = {"matmul": "128x128 tiles, k-steps of 8 through double-buffered shared memory, 8x8 outputs per thread",
+             "mma": "128x128 tiles, k-steps of 32, 8 warps of 64x32 on mma.sync m16n8k16 (ldmatrix)",
+             "mma_tf32": "128x128 tiles, k-steps of 32, 8 warps of 64x32 on mma.sync m16n8k8 TF32"}[plan]
+    opts = [f"plan {plan} (written as C, not yet an IR pass): {B}x{M}x{N}, k={K}; {tiles}" + (f"; split-K over {split} blocks" if split > 1 else "")]
   params = [u for u in program if u.op is Ops.PARAM]
   written = {u.src[0] for u in program if u.op is Ops.STORE}
   checked = any(u.op is Ops.CHECK for u in program)
