@@ -127,24 +127,52 @@ class _ConvNd:
 class Conv1d(_ConvNd): dims = 1
 class Conv2d(_ConvNd): dims = 2
 class Conv3d(_ConvNd): dims = 3
-class ConvTranspose1d(_ConvNd): dims, transposed = 1, True
-class ConvTranspose2d(_ConvNd): dims, transposed = 2, True
 
 
-class _Pool:
-  """MaxPool and AvgPool layers: the functional op with the arguments given at construction."""
+class _ConvTransposeNd(_ConvNd):
+  """PyTorch's positional order for the transposed kinds: output_padding comes before groups, dilation after bias."""
+  transposed = True
+
+  def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0, groups: int = 1, bias: bool = True,
+               dilation=1, padding_mode: str = "zeros", device: str | None = None, dtype: DType | None = None):
+    super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype, output_padding)
+
+
+class ConvTranspose1d(_ConvTransposeNd): dims = 1
+class ConvTranspose2d(_ConvTransposeNd): dims = 2
+
+
+class _MaxPool:
+  """MaxPool layers: the functional op with the arguments given at construction, in the layer's (PyTorch's) positional order."""
   op = ""
 
-  def __init__(self, kernel_size, stride=None, padding=0, **kwargs):
-    self.kernel_size, self.stride, self.padding, self.kwargs = kernel_size, stride, padding, kwargs
+  def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False, ceil_mode: bool = False):
+    self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+    self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
-  def __call__(self, x: Tensor): return getattr(x, self.op)(self.kernel_size, self.stride, self.padding, **self.kwargs)
+  def __call__(self, x: Tensor):
+    return getattr(x, self.op)(self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices)
 
 
-class MaxPool1d(_Pool): op = "max_pool1d"
-class MaxPool2d(_Pool): op = "max_pool2d"
-class AvgPool1d(_Pool): op = "avg_pool1d"
-class AvgPool2d(_Pool): op = "avg_pool2d"
+class _AvgPool:
+  """AvgPool layers: the functional op with the arguments given at construction."""
+  op = ""
+
+  def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None):
+    self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad = kernel_size, stride, padding, ceil_mode, count_include_pad
+    self.divisor_override = divisor_override
+
+  def __call__(self, x: Tensor):
+    # only AvgPool2d's op takes divisor_override (torch's AvgPool1d has none)
+    extra = {} if self.divisor_override is None else {"divisor_override": self.divisor_override}
+    return getattr(x, self.op)(self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad, **extra)
+
+
+class MaxPool1d(_MaxPool): op = "max_pool1d"
+class MaxPool2d(_MaxPool): op = "max_pool2d"
+class AvgPool1d(_AvgPool): op = "avg_pool1d"
+class AvgPool2d(_AvgPool): op = "avg_pool2d"
 
 
 class Upsample:
