@@ -15,7 +15,7 @@ from picograd.tensor import Tensor, ShapeError
 def _parameters(*tensors: Tensor | None) -> None:
   """Mark `tensors` trainable and compute their initial values now, in one schedule."""
   real = [t for t in tensors if t is not None]
-  Tensor.realize(*real)
+  if real: Tensor.realize(*real)  # a layer without parameters (LayerNorm(elementwise_affine=False)) has none to realize
   for t in real: t.requires_grad = True
 
 

@@ -125,10 +125,11 @@ class RNN(_RNNBase):
 
   def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh", bias: bool = True,
                batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, device: str | None = None,
-               dtype: DType | None = None):
+               dtype: DType | None = None, proj_size: int = 0):
     if nonlinearity not in ("tanh", "relu"): raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
     self.nonlinearity, self.mode = nonlinearity, "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
-    super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, device, dtype)
+    # proj_size is accepted only to be refused with torch's ValueError
+    super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size, device, dtype)
 
   def _cell(self, xw: Tensor, hw: Tensor, state: list[Tensor], layer: int, suffix: str) -> list[Tensor]:
     pre = xw + hw
@@ -147,8 +148,8 @@ class GRU(_RNNBase):
   mode = "GRU"
 
   def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False,
-               dropout: float = 0.0, bidirectional: bool = False, device: str | None = None, dtype: DType | None = None):
-    super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, device, dtype)
+               dropout: float = 0.0, bidirectional: bool = False, device: str | None = None, dtype: DType | None = None, proj_size: int = 0):
+    super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size, device, dtype)
 
   def _cell(self, xw: Tensor, hw: Tensor, state: list[Tensor], layer: int, suffix: str) -> list[Tensor]:
     h = state[0]
