@@ -8,7 +8,7 @@ with `Tensor.training` on, so batch norm uses (and tracks) the batch statistics;
 off and uses the running statistics. The defaults reach about 98% test accuracy in well under a
 minute on a 2-core CPU.
 
-    pip install 'picograd[examples]'          # scikit-learn (and matplotlib for the plot)
+    pip install 'picograd[examples]'          # scikit-learn; matplotlib too for the loss plot
     python examples/cnn.py                    # defaults; --help for the rest
 
 The training step (forward with its batch-norm statistic updates, backward, AdamW) is wrapped in
@@ -32,7 +32,7 @@ def load_digits(seed: int = 0, test_fraction: float = 0.2) -> tuple[np.ndarray, 
     from sklearn.datasets import load_digits as sklearn_digits
   except ImportError:
     raise SystemExit("cnn.py: error: the digits come with scikit-learn, which is not installed: "
-                     "pip install 'picograd[examples]' (or pip install scikit-learn==1.9.1)") from None
+                     "pip install 'picograd[examples]' (or: pip install scikit-learn)") from None
   digits = sklearn_digits()
   x = (digits.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
   y = digits.target.astype(np.int32)

@@ -70,6 +70,12 @@ def test_gpt_matches_its_pytorch_twin():
     np.testing.assert_allclose(p.grad.numpy(), tparams[torch_name(name)].grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+def test_cnn_without_sklearn_says_how_to_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # the import fails as if scikit-learn were missing
+  with pytest.raises(SystemExit) as e: cnn.main(["--quiet"])
+  assert "scikit-learn" in str(e.value.code) and "pip install" in str(e.value.code)
+
+
 def test_cnn_learns():
   pytest.importorskip("sklearn")
   out = cnn.main(["--steps", "30", "--batch", "32", "--lr", "1e-2", "--c1", "4", "--c2", "8", "--eval-every", "30", "--plot", "", "--quiet"])

@@ -128,7 +128,7 @@ def test_groupnorm(device):
 
 # ---------------------------------------------------------------- recurrent layers
 RECURRENT = [
-  ("LSTM", {"num_layers": 2, "bidirectional": True, "proj_size": 2}, (3, 2, 3)),
+  ("LSTM", {"bidirectional": True, "proj_size": 2}, (3, 2, 3)),
   ("GRU", {"batch_first": True}, (2, 3, 3)),
   ("RNN", {"num_layers": 2, "nonlinearity": "relu", "bias": False}, (3, 3)),  # unbatched
 ]
