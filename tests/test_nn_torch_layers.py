@@ -222,6 +222,13 @@ def test_conv_and_pool_layers_take_torchs_arguments():
   _close(ours(Tensor(x)), theirs(torch.from_numpy(x)))
   bound = 1 / np.sqrt(3 * 3 * 3)  # fan_in = weight.shape[1] * kernel area, for the transposed kind too
   assert np.abs(ours.weight.numpy()).max() <= bound and np.abs(ours.bias.numpy()).max() <= bound
+  for mode, padding in (("reflect", 1), ("circular", (2, 1)), ("replicate", "same")):
+    ours, theirs = nn.Conv2d(2, 2, 3, 1, padding, padding_mode=mode), torch.nn.Conv2d(2, 2, 3, 1, padding, padding_mode=mode)
+    _to_torch(ours, theirs)
+    x = _rand(1, 2, 4, 5, seed=3)
+    _close(ours(Tensor(x)), theirs(torch.from_numpy(x)), mode)
+  with pytest.raises(ValueError, match="padding_mode"): nn.Conv2d(2, 2, 3, padding_mode="mirror")
+  with pytest.raises(ValueError, match="zeros"): nn.ConvTranspose2d(2, 2, 3, padding_mode="reflect")
   for layer in (nn.Conv1d(2, 4, 3), nn.Conv2d(2, 4, (3, 2), 1, 1, 1, 2, False)):
     twin = getattr(torch.nn, type(layer).__name__)(2, 4, 3) if isinstance(layer, nn.Conv1d) else torch.nn.Conv2d(2, 4, (3, 2), 1, 1, 1, 2, False)
     assert {k: v.shape for k, v in nn.state_dict(layer).items()} == {k: tuple(v.shape) for k, v in twin.state_dict().items()}

@@ -100,6 +100,9 @@ class Dropout:
 
 
 # ---------------------------------------------------------------- convolution family (picograd/frontend/conv.py)
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
 class _ConvNd:
   """Shared by Conv1d/2d/3d and ConvTranspose1d/2d: weight and bias drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as PyTorch does."""
   dims, transposed = 2, False
@@ -108,8 +111,11 @@ class _ConvNd:
                padding_mode: str = "zeros", device: str | None = None, dtype: DType | None = None, output_padding=0):
     if in_channels % groups or out_channels % groups:
       raise ValueError(f"{type(self).__name__}: in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}")
-    if padding_mode != "zeros": raise NotImplementedError(f"{type(self).__name__}: padding_mode {padding_mode!r} (only 'zeros')")
+    if padding_mode not in _PADDING_MODES:
+      raise ValueError(f"padding_mode must be one of {list(_PADDING_MODES)}, but got padding_mode='{padding_mode}'")
+    if self.transposed and padding_mode != "zeros": raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
     k = (kernel_size,) * self.dims if isinstance(kernel_size, int) else tuple(kernel_size)
+    self.in_channels, self.out_channels, self.kernel_size, self.padding_mode = in_channels, out_channels, k, padding_mode
     self.stride, self.padding, self.dilation, self.groups, self.output_padding = stride, padding, dilation, groups, output_padding
     shape = (in_channels, out_channels // groups, *k) if self.transposed else (out_channels, in_channels // groups, *k)
     bound = 1 / math.sqrt(shape[1] * math.prod(k))  # PyTorch's fan_in is the weight's dim 1 times the kernel size, for both kinds
@@ -121,7 +127,13 @@ class _ConvNd:
     if self.transposed:
       return x._conv_transposend(self.dims, type(self).__name__, self.weight, self.bias, self.stride, self.padding, self.output_padding,
                                  self.groups, self.dilation)
-    return x._convnd(self.dims, type(self).__name__, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+    padding = self.padding
+    if self.padding_mode != "zeros" and padding != "valid":  # pad the input in that mode first, then convolve unpadded (as torch does)
+      dl = (self.dilation,) * self.dims if isinstance(self.dilation, int) else tuple(self.dilation)
+      if padding == "same": pairs = [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(self.kernel_size, dl)]
+      else: pairs = [(p, p) for p in ((padding,) * self.dims if isinstance(padding, int) else padding)]
+      x, padding = x.pad([(0, 0)] * (x.ndim - self.dims) + pairs, mode=self.padding_mode), 0
+    return x._convnd(self.dims, type(self).__name__, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 
 class Conv1d(_ConvNd): dims = 1
