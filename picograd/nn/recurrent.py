@@ -91,7 +91,9 @@ class _RNNBase(abc.ABC):
       outputs = []
       for d, suffix in enumerate(self._suffixes()):
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, suffix)
-        projected = x.linear(w_ih, b_ih)  # every time step's input product at once: (L, N, G*H)
+        # every time step's input product at once: (L, N, G*H); stored, and its gradient too, so that the products that
+        # read that gradient (for weight_ih and the input) read one buffer instead of L padded pieces
+        projected = _boundary(x.linear(w_ih, b_ih))
         cell_state = [s[layer * self.num_directions + d] for s in states]
         steps = []
         for t in (reversed(range(seq_len)) if d else range(seq_len)):
@@ -101,7 +103,7 @@ class _RNNBase(abc.ABC):
           xw, hw = _boundary(projected[t]), _boundary(cell_state[0].linear(w_hh, b_hh))
           cell_state = [_boundary(s) for s in self._cell(xw, hw, cell_state, layer, suffix)]
           steps.append(cell_state[0])
-        outputs.append(stack(steps[::-1] if d else steps))
+        outputs.append(_boundary(stack(steps[::-1] if d else steps)))  # one buffer for the next layer's or the user's products
         for final, s in zip(finals, cell_state): final.append(s)
       x = outputs[0] if len(outputs) == 1 else cat(outputs, dim=2)
     return x, [stack(f) for f in finals]
