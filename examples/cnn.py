@@ -5,8 +5,8 @@ scikit-learn: nothing is downloaded) are split 80/20 into train and test. Two bl
 3x3 convolution, BatchNorm2d and ReLU (2x2 max pooling after the first) take 1x8x8 to 32x2x2, and
 a linear layer gives the 10 logits. Training is AdamW on batches of 64 with a cosine learning-rate schedule,
 with `Tensor.training` on, so batch norm uses (and tracks) the batch statistics; evaluation turns it
-off and uses the running statistics. The defaults reach about 98% test accuracy in well under a
-minute on a 2-core CPU.
+off and uses the running statistics. The defaults (400 steps) reach about 99% test accuracy in about
+20 s on a 2-core CPU, most of it compiling the kernels.
 
     pip install 'picograd[examples]'          # scikit-learn; matplotlib too for the loss plot
     python examples/cnn.py                    # defaults; --help for the rest
