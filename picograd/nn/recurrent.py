@@ -8,7 +8,9 @@ output; GRU reset, update, new. So torch state dicts load as they are.
 
 The input projection of a whole sequence is one matrix product (all time steps at once); only the
 hidden-to-hidden product runs step by step. The loop is Python, so the graph (and a JIT-captured
-step) holds the sequence unrolled: every step builds the same kernels, which compile once.
+step) holds the sequence unrolled. Each step's states and products are kernel boundaries, forward and
+backward, so its kernels stay small; those that slice the sequence differ per step (the offset is part
+of the kernel), so a sequence of length L compiles O(L) small kernels, once.
 """
 from __future__ import annotations
 import abc, math
