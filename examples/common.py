@@ -182,3 +182,21 @@ def load_data(loader: Callable[[str | None], T], path: str | None) -> T:
 def device_name(device: str | None) -> str:
   """The device a tensor created with `device=` lands on (resolving the $DEV default)."""
   return Tensor.zeros(1, device=device).device
+
+
+def plot_curves(path: str, curves: dict[str, tuple[list[float], list[float]]], ylabel: str) -> bool:
+  """Draw named (x, y) curves (per-step losses, evaluations) to the PNG `path`; False when matplotlib is not installed."""
+  try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+  except ImportError:
+    return False
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for label, (xs, ys) in curves.items():
+    ax.plot(xs, ys, "o-" if len(xs) < 30 else "-", lw=0.8, label=label)
+  ax.set_xlabel("step"), ax.set_ylabel(ylabel), ax.legend(), ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True

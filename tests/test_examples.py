@@ -7,7 +7,7 @@ from conftest import need_data
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(_ROOT, "examples"), os.path.join(_ROOT, "bench")]
-import gpt, makemore  # noqa: E402
+import cnn, gpt, makemore, rnn  # noqa: E402
 
 
 def _falls(losses: list[float], n: int = 10) -> bool:
@@ -68,3 +68,26 @@ def test_gpt_matches_its_pytorch_twin():
   tparams = dict(theirs.named_parameters())
   for name, p in nn.state_dict(ours).items():
     np.testing.assert_allclose(p.grad.numpy(), tparams[torch_name(name)].grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_cnn_without_sklearn_says_how_to_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # the import fails as if scikit-learn were missing
+  with pytest.raises(SystemExit) as e: cnn.main(["--quiet"])
+  assert "scikit-learn" in str(e.value.code) and "pip install" in str(e.value.code)
+
+
+def test_cnn_learns():
+  pytest.importorskip("sklearn")
+  out = cnn.main(["--steps", "30", "--batch", "32", "--lr", "1e-2", "--c1", "4", "--c2", "8", "--eval-every", "30", "--plot", "", "--quiet"])
+  assert len(out["losses"]) == 30 and _falls(out["losses"], 5)
+  assert out["test_accuracy"] > 0.5  # chance is 10%
+
+
+def test_rnn_learns():
+  need_data("names.txt")
+  out = rnn.main(["--steps", "40", "--batch", "32", "--n-embd", "8", "--n-hidden", "16", "--eval-every", "40", "--samples", "3", "--plot", "",
+                  "--quiet"])
+  assert len(out["losses"]) == 40 and _falls(out["losses"])
+  assert out["dev_loss"] < 3.0  # uniform guessing is ln 27 = 3.30
+  assert out["compiles_after_capture"] == 0  # the unrolled step compiles in its first two calls, then only replays
+  assert len(out["samples"]) == 3 and all(isinstance(s, str) for s in out["samples"])

@@ -9,6 +9,9 @@
 from picograd.nn import state, datasets, init
 from picograd.nn.layers import Linear, Embedding, LayerNorm, RMSNorm, Dropout
 from picograd.nn.layers import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, Upsample
+from picograd.nn.norm import BatchNorm1d, BatchNorm2d, GroupNorm
+from picograd.nn.recurrent import RNN, LSTM, GRU
+from picograd.nn.containers import Sequential, ModuleList
 from picograd.nn.module import state_dict, get_parameters, load_state_dict, to_dtype
 from picograd.nn.parallel import DataParallel
 
@@ -16,3 +19,4 @@ __all__ = ["state", "datasets", "init", "Linear", "Embedding", "LayerNorm", "RMS
            "load_state_dict", "to_dtype"]
 __all__ += ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "Upsample"]
 __all__ += ["DataParallel"]
+__all__ += ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "RNN", "LSTM", "GRU", "Sequential", "ModuleList"]

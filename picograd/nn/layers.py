@@ -15,7 +15,7 @@ from picograd.tensor import Tensor, ShapeError
 def _parameters(*tensors: Tensor | None) -> None:
   """Mark `tensors` trainable and compute their initial values now, in one schedule."""
   real = [t for t in tensors if t is not None]
-  Tensor.realize(*real)
+  if real: Tensor.realize(*real)  # a layer without parameters (LayerNorm(elementwise_affine=False)) has none to realize
   for t in real: t.requires_grad = True
 
 
@@ -100,6 +100,9 @@ class Dropout:
 
 
 # ---------------------------------------------------------------- convolution family (picograd/frontend/conv.py)
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
 class _ConvNd:
   """Shared by Conv1d/2d/3d and ConvTranspose1d/2d: weight and bias drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as PyTorch does."""
   dims, transposed = 2, False
@@ -108,8 +111,11 @@ class _ConvNd:
                padding_mode: str = "zeros", device: str | None = None, dtype: DType | None = None, output_padding=0):
     if in_channels % groups or out_channels % groups:
       raise ValueError(f"{type(self).__name__}: in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}")
-    if padding_mode != "zeros": raise NotImplementedError(f"{type(self).__name__}: padding_mode {padding_mode!r} (only 'zeros')")
+    if padding_mode not in _PADDING_MODES:
+      raise ValueError(f"padding_mode must be one of {list(_PADDING_MODES)}, but got padding_mode='{padding_mode}'")
+    if self.transposed and padding_mode != "zeros": raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
     k = (kernel_size,) * self.dims if isinstance(kernel_size, int) else tuple(kernel_size)
+    self.in_channels, self.out_channels, self.kernel_size, self.padding_mode = in_channels, out_channels, k, padding_mode
     self.stride, self.padding, self.dilation, self.groups, self.output_padding = stride, padding, dilation, groups, output_padding
     shape = (in_channels, out_channels // groups, *k) if self.transposed else (out_channels, in_channels // groups, *k)
     bound = 1 / math.sqrt(shape[1] * math.prod(k))  # PyTorch's fan_in is the weight's dim 1 times the kernel size, for both kinds
@@ -121,30 +127,64 @@ class _ConvNd:
     if self.transposed:
       return x._conv_transposend(self.dims, type(self).__name__, self.weight, self.bias, self.stride, self.padding, self.output_padding,
                                  self.groups, self.dilation)
-    return x._convnd(self.dims, type(self).__name__, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+    padding = self.padding
+    if self.padding_mode != "zeros" and padding != "valid":  # pad the input in that mode first, then convolve unpadded (as torch does)
+      dl = (self.dilation,) * self.dims if isinstance(self.dilation, int) else tuple(self.dilation)
+      if padding == "same": pairs = [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(self.kernel_size, dl)]
+      else: pairs = [(p, p) for p in ((padding,) * self.dims if isinstance(padding, int) else padding)]
+      x, padding = x.pad([(0, 0)] * (x.ndim - self.dims) + pairs, mode=self.padding_mode), 0
+    return x._convnd(self.dims, type(self).__name__, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 
 class Conv1d(_ConvNd): dims = 1
 class Conv2d(_ConvNd): dims = 2
 class Conv3d(_ConvNd): dims = 3
-class ConvTranspose1d(_ConvNd): dims, transposed = 1, True
-class ConvTranspose2d(_ConvNd): dims, transposed = 2, True
 
 
-class _Pool:
-  """MaxPool and AvgPool layers: the functional op with the arguments given at construction."""
+class _ConvTransposeNd(_ConvNd):
+  """PyTorch's positional order for the transposed kinds: output_padding comes before groups, dilation after bias."""
+  transposed = True
+
+  def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0, groups: int = 1, bias: bool = True,
+               dilation=1, padding_mode: str = "zeros", device: str | None = None, dtype: DType | None = None):
+    super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype, output_padding)
+
+
+class ConvTranspose1d(_ConvTransposeNd): dims = 1
+class ConvTranspose2d(_ConvTransposeNd): dims = 2
+
+
+class _MaxPool:
+  """MaxPool layers: the functional op with the arguments given at construction, in the layer's (PyTorch's) positional order."""
   op = ""
 
-  def __init__(self, kernel_size, stride=None, padding=0, **kwargs):
-    self.kernel_size, self.stride, self.padding, self.kwargs = kernel_size, stride, padding, kwargs
+  def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False, ceil_mode: bool = False):
+    self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+    self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
-  def __call__(self, x: Tensor): return getattr(x, self.op)(self.kernel_size, self.stride, self.padding, **self.kwargs)
+  def __call__(self, x: Tensor):
+    return getattr(x, self.op)(self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices)
 
 
-class MaxPool1d(_Pool): op = "max_pool1d"
-class MaxPool2d(_Pool): op = "max_pool2d"
-class AvgPool1d(_Pool): op = "avg_pool1d"
-class AvgPool2d(_Pool): op = "avg_pool2d"
+class _AvgPool:
+  """AvgPool layers: the functional op with the arguments given at construction."""
+  op = ""
+
+  def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None):
+    self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad = kernel_size, stride, padding, ceil_mode, count_include_pad
+    self.divisor_override = divisor_override
+
+  def __call__(self, x: Tensor):
+    # only AvgPool2d's op takes divisor_override (torch's AvgPool1d has none)
+    extra = {} if self.divisor_override is None else {"divisor_override": self.divisor_override}
+    return getattr(x, self.op)(self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad, **extra)
+
+
+class MaxPool1d(_MaxPool): op = "max_pool1d"
+class MaxPool2d(_MaxPool): op = "max_pool2d"
+class AvgPool1d(_AvgPool): op = "avg_pool1d"
+class AvgPool2d(_AvgPool): op = "avg_pool2d"
 
 
 class Upsample:
