@@ -34,6 +34,9 @@ class Ops(Enum):
   RESHAPE = auto(); PERMUTE = auto(); EXPAND = auto(); PAD = auto(); SHRINK = auto(); FLIP = auto()
   # boundaries and effects
   CONTIGUOUS = auto(); DETACH = auto(); COPY = auto(); ASSIGN = auto()
+  # AFTER(x, dep) is x, read only once dep is computed (an ordering edge: the recomputation of a checkpoint waits for its
+  # gradient). CHECKPOINT(value, *inputs, *other sources) is value; its gradient recomputes value from the first arg inputs
+  AFTER = auto(); CHECKPOINT = auto()
   # kernel level: a kernel is SINK(STORE(PARAM, value)); lowering adds loops, loads and accumulators
   SINK = auto(); PARAM = auto(); STORE = auto(); LOAD = auto(); RANGE = auto(); ENDRANGE = auto()
   DEFINE_ACC = auto(); ACCUMULATE = auto()
@@ -70,7 +73,7 @@ def _shape_of(op: Ops, src: tuple["UOp", ...], arg: Any) -> tuple[int, ...] | No
   if op is Ops.PERMUTE: return tuple(s[i] for i in arg)
   if op is Ops.PAD: return tuple(d + b + a for d, (b, a) in zip(s, arg))
   if op is Ops.SHRINK: return tuple(e - b for b, e in arg)
-  if op in (Ops.FLIP, Ops.CONTIGUOUS, Ops.DETACH, Ops.COPY): return s
+  if op in (Ops.FLIP, Ops.CONTIGUOUS, Ops.DETACH, Ops.COPY, Ops.AFTER, Ops.CHECKPOINT): return s
   if op is Ops.ASSIGN: return s
   return None
 
