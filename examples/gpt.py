@@ -11,6 +11,7 @@ follows a cosine to a tenth of its peak.
     DEV=CUDA python examples/gpt.py               # the large config (6 layers, 6 heads, 384 dims, context 256)
     python examples/gpt.py --config large --steps 200 --save gpt.safetensors
     python examples/gpt.py --resume gpt.safetensors              # continue that run to step 200, bit-exactly
+    python examples/gpt.py --checkpoint           # recompute each block in the backward: less memory, more time
 
 Each training step (forward, backward, AdamW) runs under `picograd.jit`, so after the first two
 steps only the compiled kernels are relaunched. The summary reports tokens per second and the loss
@@ -89,8 +90,9 @@ class Block:
 
 
 class GPT:
-  def __init__(self, cfg: Config, vocab_size: int, device: str | None = None):
+  def __init__(self, cfg: Config, vocab_size: int, device: str | None = None, checkpoint: bool = False):
     self.block_size, self.device = cfg.block_size, device
+    self.checkpoint = checkpoint  # recompute each block in the backward instead of keeping its activations
     self.wte = nn.Embedding(vocab_size, cfg.n_embd, device=device)
     self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd, device=device)
     self.blocks = [Block(cfg, device) for _ in range(cfg.n_layer)]
@@ -102,7 +104,7 @@ class GPT:
     """[batch, time] character indices -> [batch, time, vocab] logits."""
     T = idx.shape[1]
     x = (self.wte(idx) + self.wpe(Tensor.arange(T, device=self.device))).dropout(self.dropout)
-    for block in self.blocks: x = block(x)
+    for block in self.blocks: x = picograd.checkpoint(block, x) if self.checkpoint else block(x)
     return self.lm_head(self.ln_f(x))
 
 
@@ -162,6 +164,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--sample-chars", type=int, default=300, help="characters to generate at the end")
   parser.add_argument("--plot", default="gpt_loss.png", help="where to draw the loss curve (needs matplotlib; '' for none)")
   parser.add_argument("--data", default=None, help="path of tinyshakespeare.txt (default: found or downloaded by picograd.nn.datasets)")
+  parser.add_argument("--checkpoint", action="store_true", help="gradient checkpointing: recompute each block in the backward (less memory)")
   args = parser.parse_args(argv)
   # a checkpoint keeps the whole config (and so the learning-rate schedule): --resume continues the same run
   apply_resume_settings(parser, args, ["config", "seed", *Config.__dataclass_fields__])
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
   train_data, val_data = data[:split], data[split:]
 
   Tensor.manual_seed(args.seed)
-  model = GPT(cfg, len(vocab), device=args.device)
+  model = GPT(cfg, len(vocab), device=args.device, checkpoint=args.checkpoint)
   opt = optim.AdamW(nn.get_parameters(model), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.1)
   start = load_checkpoint(args.resume, {"model": model, "opt": opt}) if args.resume else 0
   n_params = sum(p.numel() for p in opt.params)

@@ -14,9 +14,10 @@ from picograd.frontend.scan import (einsum, meshgrid, repeat_interleave, prod, c
                                     scatter, scatter_add, scatter_reduce, masked_select, nonzero)
 from picograd.frontend.sort import sort, argsort, topk
 from picograd.frontend.transforms import jvp, vjp, jacobian, hessian, checkpoint
+from picograd.runtime.device import device_memory, reset_peak_memory
 import picograd.indexing  # noqa: F401  (registers Tensor.__getitem__'s implementation)
 
 __all__ = ["Tensor", "no_grad", "dtypes", "DType", "Context", "ShapeError", "where", "cat", "stack", "normal", "schedule", "jit", "CompileEvent",
            "compile_listener", "einsum", "meshgrid", "repeat_interleave", "prod", "cumprod", "cummax", "cummin", "logcumsumexp", "roll", "diag",
            "diagonal", "sort", "argsort", "topk", "scatter", "scatter_add", "scatter_reduce", "masked_select", "nonzero",
-           "jvp", "vjp", "jacobian", "hessian", "checkpoint"]
+           "jvp", "vjp", "jacobian", "hessian", "checkpoint", "device_memory", "reset_peak_memory"]

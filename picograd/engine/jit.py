@@ -23,7 +23,7 @@ tensors among the arguments; the JIT reads their `uop`, shape, dtype and device 
 `realize`) and its random-number hook with `register_frontend`.
 """
 from __future__ import annotations
-import functools, inspect
+import dataclasses, functools, inspect
 from typing import Any, Callable
 import time
 import numpy as np
@@ -137,7 +137,7 @@ class Jit:
 
 def _rebind(step: Any, new_buffers: dict[int, Buffer]) -> Any:
   if not any(id(b) in new_buffers for b in step.buffers): return step
-  return type(step)(step.kernel, [new_buffers.get(id(b), b) for b in step.buffers])
+  return dataclasses.replace(step, buffers=[new_buffers.get(id(b), b) for b in step.buffers])
 
 
 def _flatten(x: Any, sort_dicts: bool = False) -> list[Any]:

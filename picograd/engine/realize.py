@@ -91,6 +91,7 @@ class ScheduledKernel:
   """What `picograd.schedule` returns: one step of a realize, with its kernel and text forms."""
   kernel: CompiledKernel | None  # None for a device copy
   buffers: list[Buffer]
+  frees: tuple[Buffer, ...] = ()  # the schedule's intermediates this step reads last: their memory goes back after it
 
   @property
   def name(self) -> str: return self.kernel.name if self.kernel else f"copy {self.buffers[1].device} -> {self.buffers[0].device}"
@@ -137,8 +138,14 @@ def plan(tensors: Sequence[Handle]) -> Plan:
   def resolve(b: Binding) -> Buffer: return inputs[b.index] if b.kind == "input" else temps[b.index]
 
   compiled = iter(compile_kernels([(k.ast, k.device) for k in template.kernels if k.ast is not None]))
-  steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings]) for k in template.kernels]
   outputs = [resolve(b) for b in template.outputs]
+  # an intermediate's memory is free for the next kernels once its last reader ran (a checkpoint's forward dies this way)
+  last = {b.index: i for i, k in enumerate(template.kernels) for b in k.bindings if b.kind == "temp"}
+  frees: dict[int, list[Buffer]] = {}
+  for i, buf in enumerate(temps):
+    if not any(buf is o for o in outputs): frees.setdefault(last[i], []).append(buf)
+  steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings], tuple(frees.get(i, ())))
+           for i, k in enumerate(template.kernels)]
   return Plan(steps, ready, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
 
 
@@ -200,27 +207,31 @@ def run_steps(steps: list[ScheduledKernel]) -> None:
 
 def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], CompiledKernel]) -> None:
   for step in steps:
-    # an empty output means a loop nest of zero iterations: never launch it, on any device (index expressions
-    # of an empty dimension, like a flip's n-1-i, point outside every buffer, and a 0-block CUDA grid is an error)
-    if step.buffers[0].size == 0: continue
-    if step.kernel is None:
-      _copy(step.buffers[0], step.buffers[1])
-      continue
-    k = step.kernel
-    if step.buffers[0].size == 0: continue  # an empty output (PARAM 0) leaves the kernel nothing to compute or check
-    dev = get_device(k.device)
-    handles = [b.handle for b in step.buffers]
-    if k.checks:
-      handles.append(_error_word(k).handle)
-      checked[(k.name, k.device)] = k
-    if DEBUG >= 2:
-      t = k.program(handles, k.dims, wait=True) or 0.0
-      secs = max(t, 1e-9)
-      print(f"  {k.name:<40} on {k.device:<6} {t * 1e6:9.1f} us  {k.bytes / secs / 1e9:8.2f} GB/s  {k.flops / secs / 1e9:8.2f} GFLOP/s")
-    else:
-      k.program(handles, k.dims)
-    del dev
-    stats["kernels_run"] += 1
+    _launch_one(step, checked)
+    for b in step.frees: b.release()
+
+
+def _launch_one(step: ScheduledKernel, checked: dict[tuple[str, str], CompiledKernel]) -> None:
+  # an empty output means a loop nest of zero iterations: never launch it, on any device (index expressions
+  # of an empty dimension, like a flip's n-1-i, point outside every buffer, and a 0-block CUDA grid is an error)
+  if step.buffers[0].size == 0: return
+  if step.kernel is None:
+    _copy(step.buffers[0], step.buffers[1])
+    return
+  k = step.kernel
+  dev = get_device(k.device)
+  handles = [b.handle for b in step.buffers]
+  if k.checks:
+    handles.append(_error_word(k).handle)
+    checked[(k.name, k.device)] = k
+  if DEBUG >= 2:
+    t = k.program(handles, k.dims, wait=True) or 0.0
+    secs = max(t, 1e-9)
+    print(f"  {k.name:<40} on {k.device:<6} {t * 1e6:9.1f} us  {k.bytes / secs / 1e9:8.2f} GB/s  {k.flops / secs / 1e9:8.2f} GFLOP/s")
+  else:
+    k.program(handles, k.dims)
+  del dev
+  stats["kernels_run"] += 1
 
 
 def _copy(dst: Buffer, src: Buffer) -> None:
