@@ -119,8 +119,7 @@ def vjp(f: Callable[..., Any], *primals: Tensor) -> tuple[Outputs, Callable[[Any
 
 def _basis(like: Tensor) -> list[Tensor]:
   """The unit vectors of `like`'s shape, each its own buffer: every tangent graph has one structure, so its kernels compile once."""
-  eye = np.eye(like.numel(), dtype=like.dtype.np)
-  return [Tensor(row.reshape(like.shape), device=like.device) for row in eye]
+  return [Tensor(row.reshape(like.shape), dtype=like.dtype, device=like.device) for row in np.eye(like.numel())]
 
 
 def jacobian(f: Callable[..., Any], x: Tensor | Sequence[Tensor], mode: str = "auto") -> Any:
