@@ -158,7 +158,7 @@ def compute_gradient(root: UOp, root_grad: UOp, targets: list[UOp], leaves: bool
   grads: dict[UOp, UOp] = {root: root_grad} if root in on_path else {}
   for node in reversed(path):
     grad = grads.get(node)
-    if grad is None or not node.src: continue
+    if grad is None or not node.src or (leaves and node in wanted): continue
     # a target may itself sit above another target, so the walk continues through it
     src_grads = cast("Grads | None", gradient_rules.rewrite(node, ctx=grad))  # this table's rules return Grads, not a node
     if src_grads is None: raise NotImplementedError(f"gradient: no chain rule for {node.op.name} ({node.dtype.name})")
