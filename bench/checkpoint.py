@@ -7,10 +7,12 @@ included) and the median wall time of a step (ending in `loss.item()`, so the de
 Both modes run in this one process, one after the other; the ratios are the numbers to read.
 
   python bench/checkpoint.py                          # the small config on the CPU
+  python bench/checkpoint.py --n-layer 6                # the small config's widths, the large config's depth
   python bench/checkpoint.py --device CUDA --config large
 """
 from __future__ import annotations
 import argparse, gc, os, sys, time
+from dataclasses import replace
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,10 +58,11 @@ def main() -> None:
   ap.add_argument("--device", default=None, help="device (default: $DEV, else CPU)")
   ap.add_argument("--config", default=None, help="examples/gpt.py config (default: large on CUDA, small elsewhere)")
   ap.add_argument("--runs", type=int, default=5, help="replayed steps timed per mode")
+  ap.add_argument("--n-layer", type=int, default=None, help="override the config's number of blocks")
   args = ap.parse_args()
   device = canonicalize(args.device)
   name = args.config or ("large" if device.startswith("CUDA") else "small")
-  cfg = gpt.CONFIGS[name]
+  cfg = gpt.CONFIGS[name] if args.n_layer is None else replace(gpt.CONFIGS[name], n_layer=args.n_layer)
   rows = []
   for checkpoint in (False, True):
     rows.append(measure(cfg, device, checkpoint, args.runs))
