@@ -12,6 +12,7 @@ follows a cosine to a tenth of its peak.
     python examples/gpt.py --config large --steps 200 --save gpt.safetensors
     python examples/gpt.py --resume gpt.safetensors              # continue that run to step 200, bit-exactly
     DEV=CUDA python examples/gpt.py --devices 2 [--zero1]         # data-parallel on CUDA:0 and CUDA:1 (CPU: virtual devices)
+    python examples/gpt.py --checkpoint           # recompute each block in the backward: less memory, more time
 
 Each training step (forward, backward, AdamW) runs under `picograd.jit`, so after the first two
 steps only the compiled kernels are relaunched. With `--devices N` (picograd.nn.parallel) each
@@ -92,8 +93,9 @@ class Block:
 
 
 class GPT:
-  def __init__(self, cfg: Config, vocab_size: int, device: str | None = None):
+  def __init__(self, cfg: Config, vocab_size: int, device: str | None = None, checkpoint: bool = False):
     self.block_size, self.device = cfg.block_size, device
+    self.checkpoint = checkpoint  # recompute each block in the backward instead of keeping its activations
     self.wte = nn.Embedding(vocab_size, cfg.n_embd, device=device)
     self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd, device=device)
     self.blocks = [Block(cfg, device) for _ in range(cfg.n_layer)]
@@ -105,7 +107,7 @@ class GPT:
     """[batch, time] character indices -> [batch, time, vocab] logits."""
     T = idx.shape[1]
     x = (self.wte(idx) + self.wpe(Tensor.arange(T, device=self.device))).dropout(self.dropout)
-    for block in self.blocks: x = block(x)
+    for block in self.blocks: x = picograd.checkpoint(block, x) if self.checkpoint else block(x)
     return self.lm_head(self.ln_f(x))
 
 
@@ -174,6 +176,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       "here; every launch is timed, so use it for a few steps")
   parser.add_argument("--devices", type=int, default=1, help="data-parallel over this many devices of --device's kind (CPU: virtual)")
   parser.add_argument("--zero1", action="store_true", help="with --devices: shard the optimizer state (ZeRO-1)")
+  parser.add_argument("--checkpoint", action="store_true", help="gradient checkpointing: recompute each block in the backward (less memory)")
   args = parser.parse_args(argv)
   # a checkpoint keeps the whole config (and so the learning-rate schedule): --resume continues the same run
   apply_resume_settings(parser, args, ["config", "seed", "dtype", "devices", "zero1", *Config.__dataclass_fields__])
@@ -226,10 +229,10 @@ def main(argv: list[str] | None = None) -> dict:
   dp = None
   if args.devices > 1 or args.zero1:
     kind = device_name(args.device).split(":")[0]
-    dp = nn.DataParallel(lambda device: GPT(cfg, len(vocab), device=device), [f"{kind}:{i}" for i in range(args.devices)], zero1=args.zero1)
+    dp = nn.DataParallel(lambda device: GPT(cfg, len(vocab), device=device, checkpoint=args.checkpoint), [f"{kind}:{i}" for i in range(args.devices)], zero1=args.zero1)
     model, opt = dp.model, dp.optimizer(make_opt)
   else:
-    model = GPT(cfg, len(vocab), device=args.device)
+    model = GPT(cfg, len(vocab), device=args.device, checkpoint=args.checkpoint)
     opt = make_opt(nn.get_parameters(model))
   start = load_checkpoint(args.resume, {"model": model, "opt": opt}) if args.resume else 0
   n_params = sum(p.numel() for p in nn.get_parameters(model))

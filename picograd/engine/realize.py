@@ -97,6 +97,7 @@ class ScheduledKernel:
   ast: UOp | None = None  # the fused kernel graph (SINK(STORE(PARAM 0, value))), None for a copy
   nodes: tuple[UOp, ...] = ()  # the graph nodes fused into it
   collective: tuple | None = None  # (kind, reduce op, devices, root): buffers are the outputs, one per device, then the inputs
+  frees: tuple[Buffer, ...] = ()  # the schedule's intermediates this step reads last: their memory goes back after it
 
   @property
   def provenance(self) -> tuple[str, ...]:
@@ -150,9 +151,14 @@ def plan(tensors: Sequence[Handle]) -> Plan:
   def resolve(b: Binding) -> Buffer: return inputs[b.index] if b.kind == "input" else temps[b.index]
 
   compiled = iter(compile_kernels([(k.ast, k.device) for k in template.kernels if k.ast is not None]))
-  steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings], k.ast, k.nodes, k.collective)
-           for k in template.kernels]
   outputs = [resolve(b) for b in template.outputs]
+  # an intermediate's memory is free for the next kernels once its last reader ran (a checkpoint's forward dies this way)
+  last = {b.index: i for i, k in enumerate(template.kernels) for b in k.bindings if b.kind == "temp"}
+  frees: dict[int, list[Buffer]] = {}
+  for i, buf in enumerate(temps):
+    if not any(buf is o for o in outputs): frees.setdefault(last[i], []).append(buf)
+  steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings], k.ast, k.nodes, k.collective,
+                           tuple(frees.get(i, ()))) for i, k in enumerate(template.kernels)]
   if observe.schedule_listeners: observe.scheduled(steps, hit)
   return Plan(steps, ready, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
 
@@ -242,12 +248,15 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
     i += 1
     # an empty output means a loop nest of zero iterations: never launch it, on any device (index expressions
     # of an empty dimension, like a flip's n-1-i, point outside every buffer, and a 0-block CUDA grid is an error)
-    if step.buffers[0].size == 0: continue
+    if step.buffers[0].size == 0:
+      _release(step)
+      continue
     if step.collective is not None:
       group = _collective_group(steps, i - 1)
       i += len(group) - 1
       st = time.perf_counter()
       run_collectives([(s.collective, s.buffers) for s in group if s.collective is not None])
+      for s in group: _release(s)
       if DEBUG >= 2:  # waits for every device of the group, as the kernels' lines wait for theirs
         for d in step.collective[2]: get_device(d).synchronize()
         secs = max(time.perf_counter() - st, 1e-9)
@@ -257,9 +266,9 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
       st = time.perf_counter()
       _copy(step.buffers[0], step.buffers[1])
       if observe.timing(): observe.launched(step, st, time.perf_counter() - st)
+      _release(step)
       continue
     k = step.kernel
-    if step.buffers[0].size == 0: continue  # an empty output (PARAM 0) leaves the kernel nothing to compute or check
     dev = get_device(k.device)
     handles = launch_handles(k, step.buffers)
     if k.checks: checked[(k.name, k.device)] = k
@@ -275,6 +284,12 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
       k.program(handles, k.dims)
     del dev
     stats["kernels_run"] += 1
+    _release(step)
+
+
+def _release(step: ScheduledKernel) -> None:
+  """Give back the intermediates `step` was the last to read."""
+  for b in step.frees: b.release()
 
 
 def _lines_note(lines: tuple[str, ...]) -> str:

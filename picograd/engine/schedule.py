@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 from picograd.dtype import DType, dtypes
-from picograd.ir.ops import UOp, Ops, MOVEMENT, ALU, toposort, substitute
+from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many
 
 
 # devices whose codegen computes a row reduction once per row when it is broadcast back over the row
@@ -183,7 +183,9 @@ BOUNDARY_RULES: list[dict[Ops, BoundaryRule]] = [
   {  # kernel boundaries by definition
     Ops.CONTIGUOUS: lambda n, f: [n], Ops.ASSIGN: lambda n, f: [n], Ops.COPY: _copy_boundaries,
     # a collective reads whole buffers: a reshape of a computed node reads its buffer as it is (no copy kernel)
-    Ops.COLLECTIVE: lambda n, f: [n, *(strip_reshapes(s) for s in n.src if not is_contiguous_view(s))]},
+    Ops.COLLECTIVE: lambda n, f: [n, *(strip_reshapes(s) for s in n.src if not is_contiguous_view(s))],
+    # AFTER(x, dep): x is read from memory (a checkpoint's saved input) by kernels ordered after dep's
+    Ops.AFTER: lambda n, f: [s for s in n.src if not is_contiguous_view(s)]},
   {Ops.REDUCE: lambda n, f: [n] if len(f.consumers[n]) > 1 else []},  # a reduction read by several nodes is computed once
   {Ops.EXPAND: _broadcast_boundaries},
   # an assignment whose value reads its own target at other positions would read elements it already overwrote:
@@ -236,8 +238,13 @@ def _device_of(root_device: str, nodes: list[UOp], root: UOp) -> dict[UOp, str]:
   return device
 
 
+# a CHECKPOINT is its value: its other sources only serve its gradient
+_strip_checkpoints = PatternMatcher([(UPat(Ops.CHECKPOINT, name="c"), lambda c: c.src[0])])
+
+
 def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   """Schedule normalized `roots` (inputs already replaced by slots) to be realized on `devices`."""
+  roots = graph_rewrite_many(roots, _strip_checkpoints)
   nodes = toposort(roots)
   node_device: dict[UOp, str] = {}
   for root, dev in zip(roots, devices):
@@ -309,7 +316,7 @@ def _binding_of(u: UOp, where: dict[UOp, Binding]) -> Binding:
 
 def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> tuple[UOp, list[Binding], set[UOp], tuple[UOp, ...]]:
   """The fused graph computing `root`, with every input (buffer or realized node) replaced by a PARAM; those inputs; the fused nodes."""
-  value = root.src[1] if root.op is Ops.ASSIGN else root.src[0] if root.op is Ops.CONTIGUOUS else root
+  value = root.src[1] if root.op is Ops.ASSIGN else root.src[0] if root.op in (Ops.CONTIGUOUS, Ops.AFTER) else root
   params: dict[Binding, UOp] = {}
   inputs: list[Binding] = []
   mapping: dict[UOp, UOp] = {}
@@ -320,12 +327,19 @@ def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> t
       params[b] = UOp(Ops.PARAM, dtype, (), (len(inputs), size))
     return params[b]
 
-  stop = lambda n: n is not root and (n in boundaries or n.op is Ops.BUFFER)
+  stop = lambda n: n is not root and (n in boundaries or n.op in (Ops.BUFFER, Ops.AFTER))
+  # AFTER(x, dep) reads x (a boundary or an input); dep only orders this kernel after the one computing it. It becomes a
+  # PARAM before anything else is rewritten: stripped first, a recomputation would merge with the forward it repeats
+  ordered: set[UOp] = set(root.src) if root.op is Ops.AFTER else set()
   order = toposort([value], stop=stop)
   for n in order:
     if not stop(n): continue
     if n.op is Ops.BUFFER:
       mapping[n] = param(Binding("input", n.arg[1]), n.dtype, n.size)
+    elif n.op is Ops.AFTER:
+      x = n.src[0]
+      ordered.update(n.src)
+      mapping[n] = param(_binding_of(x, where), x.dtype, (x if x in where else strip_reshapes(x)).size).reshape(n.tshape)
     else:
       mapping[n] = param(where[n], n.dtype, n.size).reshape(n.tshape)
   value = substitute(value, mapping)
@@ -336,7 +350,7 @@ def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> t
     detached = {n: n.src[0] for n in toposort([value]) if n.op is Ops.DETACH}
   out = UOp(Ops.PARAM, root.dtype, (), (0, root.size))
   ast = UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (out, value)),))
-  return ast, inputs, set(mapping), (root, *(n for n in order if not stop(n)))
+  return ast, inputs, set(mapping) | ordered, (root, *(n for n in order if not stop(n)))
 
 
 def _order(computed: list[UOp], reads: list[set[UOp]]) -> list[int]:

@@ -17,7 +17,7 @@ import math
 from typing import Any, Callable, cast
 from picograd.dtype import dtypes
 from picograd.helpers import argsort
-from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, toposort, print_graph
+from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, toposort, print_graph, substitute
 from picograd.ir.provenance import derive
 
 Grads = tuple[UOp | None, ...]
@@ -93,6 +93,23 @@ def _fmod_grads(grad: UOp, out: UOp) -> Grads:
   return (grad, -(grad * trunc))
 
 
+def _checkpoint_grads(grad: UOp, out: UOp) -> Grads:
+  """CHECKPOINT(value, *inputs, *shared) with arg = len(inputs): differentiate a *recomputation* of value, not value itself.
+
+  The copy reads each input through AFTER(input, grad), so its nodes are new (the forward's are not
+  read again: they die with the forward) and its kernels wait until this gradient exists (the
+  recomputation happens in the backward). `shared` are the sources the copy keeps (parameters);
+  they get their gradients through it like the inputs.
+  """
+  value, inputs, shared = out.src[0], out.src[1:1 + out.arg], out.src[1 + out.arg:]
+  later = {x: UOp(Ops.AFTER, x.dtype, (x, grad)) for x in inputs}
+  targets = [later[x] for x in inputs if x.dtype.is_float] + list(shared)
+  # the caller's walk carries the targets' gradients on from here: the walk must not also go below them (into the checkpoint
+  # before this one, whose sources share parameters with this one's)
+  grads = compute_gradient(substitute(value, later), grad, targets, leaves=True)
+  return (None, *(grads.get(later[x]) for x in inputs), *(grads.get(s) for s in shared))
+
+
 def _rule(op: Ops, fn: Callable[[UOp, UOp], Grads]) -> tuple[UPat, Callable[..., Any]]:
   """A table entry: PatternMatcher passes the rewrite context (here, the output's gradient) as `ctx`."""
   return (UPat(op, name="out"), lambda ctx, out: fn(ctx, out))
@@ -132,15 +149,18 @@ gradient_rules = PatternMatcher([
   _rule(Ops.COLLECTIVE, _collective_grads),
   # ASSIGN(target, value) holds value: the old contents of the target do not reach the output
   _rule(Ops.ASSIGN, lambda grad, out: (None, grad)),
+  _rule(Ops.AFTER, lambda grad, out: (grad, None)),  # AFTER(x, dep) is x
+  _rule(Ops.CHECKPOINT, _checkpoint_grads),
 ])
 
 
 def _carries_gradient(u: UOp) -> bool: return u.dtype.is_float
 
 
-def nodes_between(root: UOp, targets: set[UOp]) -> list[UOp]:
-  """The nodes on a path from `root` down to any of `targets`, children first. Paths end at DETACH and at non-float nodes."""
-  order = toposort([root], stop=lambda n: n.op is Ops.DETACH)
+def nodes_between(root: UOp, targets: set[UOp], leaves: bool = False) -> list[UOp]:
+  """The nodes on a path from `root` down to any of `targets`, children first. Paths end at DETACH and at non-float nodes,
+  and with `leaves` at the targets (nothing below a target is visited)."""
+  order = toposort([root], stop=lambda n: n.op is Ops.DETACH or (leaves and n in targets))
   on_path: set[UOp] = set()
   for node in order:
     if node in targets or (node.op is not Ops.DETACH and _carries_gradient(node) and any(s in on_path for s in node.src)):
@@ -148,21 +168,22 @@ def nodes_between(root: UOp, targets: set[UOp]) -> list[UOp]:
   return [n for n in order if n in on_path]
 
 
-def compute_gradient(root: UOp, root_grad: UOp, targets: list[UOp]) -> dict[UOp, UOp]:
+def compute_gradient(root: UOp, root_grad: UOp, targets: list[UOp], leaves: bool = False) -> dict[UOp, UOp]:
   """Gradients of `root` (seeded with `root_grad`, same shape) with respect to each of `targets` reached from it.
 
   Targets that `root` does not depend on are missing from the result. Visits the nodes between
   the root and the targets in reverse topological order, so each node's gradient is complete
-  (summed over all its consumers) before its rule runs.
+  (summed over all its consumers) before its rule runs. With `leaves`, a target's gradient counts
+  only the paths that do not pass through another target (the walk stops at targets).
   """
   if root_grad.shape != root.shape: raise ValueError(f"gradient: seed shape {root_grad.shape} does not match output shape {root.shape}")
   wanted = set(targets)
-  path = nodes_between(root, wanted)
+  path = nodes_between(root, wanted, leaves)
   on_path = set(path)
   grads: dict[UOp, UOp] = {root: root_grad} if root in on_path else {}
   for node in reversed(path):
     grad = grads.get(node)
-    if grad is None or not node.src: continue
+    if grad is None or not node.src or (leaves and node in wanted): continue
     # a target may itself sit above another target, so the walk continues through it
     src_grads = cast("Grads | None", gradient_rules.rewrite(node, ctx=grad))  # this table's rules return Grads, not a node
     if src_grads is None: raise NotImplementedError(f"gradient: no chain rule for {node.op.name} ({node.dtype.name})")

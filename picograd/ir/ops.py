@@ -38,6 +38,9 @@ class Ops(Enum):
   # devices[index]; src holds one input per device (broadcast: only the root's). kind is "allreduce", "allgather"
   # (flat inputs, concatenated), "reducescatter" (flat inputs, output = this device's 1/n of the sum) or "broadcast"
   COLLECTIVE = auto()
+  # AFTER(x, dep) is x, read only once dep is computed (an ordering edge: the recomputation of a checkpoint waits for its
+  # gradient). CHECKPOINT(value, *inputs, *other sources) is value; its gradient recomputes value from the first arg inputs
+  AFTER = auto(); CHECKPOINT = auto()
   # kernel level: a kernel is SINK(STORE(PARAM, value)); lowering adds loops, loads and accumulators
   SINK = auto(); PARAM = auto(); STORE = auto(); LOAD = auto(); RANGE = auto(); ENDRANGE = auto()
   DEFINE_ACC = auto(); ACCUMULATE = auto()
@@ -84,7 +87,7 @@ def _shape_of(op: Ops, src: tuple["UOp", ...], arg: Any) -> tuple[int, ...] | No
   if op is Ops.PERMUTE: return tuple(s[i] for i in arg)
   if op is Ops.PAD: return tuple(d + b + a for d, (b, a) in zip(s, arg))
   if op is Ops.SHRINK: return tuple(e - b for b, e in arg)
-  if op in (Ops.FLIP, Ops.CONTIGUOUS, Ops.DETACH, Ops.COPY): return s
+  if op in (Ops.FLIP, Ops.CONTIGUOUS, Ops.DETACH, Ops.COPY, Ops.AFTER, Ops.CHECKPOINT): return s
   if op is Ops.ASSIGN: return s
   if op is Ops.COLLECTIVE: return (s[0] * len(src),) if arg[0] == "allgather" else (s[0] // len(arg[2]),) if arg[0] == "reducescatter" else s
   return None

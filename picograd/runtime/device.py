@@ -32,27 +32,49 @@ class Allocator:
     self.device = device
     self.cache: dict[int, list[Any]] = {}
     self.lock = threading.Lock()
+    # bytes in live buffers ("current") and taken from the device, the cache included ("reserved"), with their peaks
+    self.current = self.peak = self.reserved = self.peak_reserved = 0
 
   def alloc(self, nbytes: int) -> Any:
     with self.lock:
-      if blocks := self.cache.get(nbytes): return blocks.pop()
+      if blocks := self.cache.get(nbytes):
+        self._count(nbytes, 0)
+        return blocks.pop()
     try:
-      return self._alloc(nbytes)
+      handle = self._alloc(nbytes)
     except MemoryError:
       self.free_cache()
       try:
-        return self._alloc(nbytes)
+        handle = self._alloc(nbytes)
       except MemoryError as e:
         raise MemoryError(f"{self.device}: out of memory allocating {nbytes} bytes ({nbytes / 2**20:.1f} MiB)") from e
+    with self.lock: self._count(nbytes, nbytes)
+    return handle
+
+  def _count(self, used: int, reserved: int) -> None:
+    self.current += used
+    self.reserved += reserved
+    self.peak, self.peak_reserved = max(self.peak, self.current), max(self.peak_reserved, self.reserved)
 
   def free(self, handle: Any, nbytes: int) -> None:
-    with self.lock: self.cache.setdefault(nbytes, []).append(handle)
+    with self.lock:
+      self.cache.setdefault(nbytes, []).append(handle)
+      self.current -= nbytes
 
   def free_cache(self) -> None:
     with self.lock:
       blocks, self.cache = self.cache, {}
+      self.reserved -= sum(nbytes * len(handles) for nbytes, handles in blocks.items())
     for nbytes, handles in blocks.items():
       for h in handles: self._free(h, nbytes)
+
+  def memory(self) -> dict[str, int]:
+    """Bytes held by live buffers now and at most since the last reset ("current", "peak"), and taken from the device,
+    the cache of freed blocks included ("reserved", "peak_reserved"): PyTorch's memory_allocated and memory_reserved."""
+    with self.lock: return {"current": self.current, "peak": self.peak, "reserved": self.reserved, "peak_reserved": self.peak_reserved}
+
+  def reset_peak(self) -> None:
+    with self.lock: self.peak, self.peak_reserved = self.current, self.reserved
 
   # device specific
   def _alloc(self, nbytes: int) -> Any: raise NotImplementedError
@@ -139,11 +161,18 @@ class Buffer:
     if self._handle is None:
       allocator = get_device(self.device).allocator
       self._handle = allocator.alloc(max(self.nbytes, 1))
-      weakref.finalize(self, allocator.free, self._handle, max(self.nbytes, 1))
+      self._release = weakref.finalize(self, allocator.free, self._handle, max(self.nbytes, 1))
     return self._handle
 
   @property
   def is_allocated(self) -> bool: return self._handle is not None
+
+  def release(self) -> None:
+    """Give the memory back to the allocator's cache now (the engine does, after a schedule's last reader of an intermediate);
+    the next use takes memory again. Devices run a buffer's kernels in order, so a later owner of the block writes it after them."""
+    if self._handle is not None:
+      self._release()
+      self._handle = None
 
   def copyin(self, data: np.ndarray) -> "Buffer":
     data = np.ascontiguousarray(data, dtype=self.dtype.np)
@@ -160,3 +189,14 @@ class Buffer:
 
 
 def default_device() -> str: return canonicalize(None)
+
+
+def device_memory(device: str | None = None) -> dict[str, int]:
+  """`device`'s memory in bytes (the default device's when None): "current" and "peak" in live buffers, "reserved" and
+  "peak_reserved" taken from the device (freed blocks stay cached). Peaks count since the last `reset_peak_memory`."""
+  return get_device(device).allocator.memory()
+
+
+def reset_peak_memory(device: str | None = None) -> None:
+  """Start `device_memory`'s peaks again from the memory in use now."""
+  get_device(device).allocator.reset_peak()
