@@ -95,3 +95,23 @@ def test_fork_and_exit_do_not_hang(tmp_path):
   r = subprocess.run([sys.executable, "-c", textwrap.dedent(CHILD)], capture_output=True, text=True, env=env, timeout=120)
   assert r.returncode == 0, r.stderr[-3000:]
   assert r.stdout.strip() == "4000.0"
+
+
+LATE = """
+import atexit, numpy as np
+import picograd.runtime.cpu as cpu
+from picograd import Tensor
+cpu.THREAD_MIN_WORK = 0
+x = np.arange(4000, dtype=np.float32).reshape(100, 40)
+def late():  # registered before the pool's own handler, so it runs after the workers were stopped
+  print(float(Tensor(x).sum(1).sum().numpy()))
+atexit.register(late)
+print(float(Tensor(x).sum(1).sum().numpy()))
+"""
+
+
+def test_kernels_after_the_pool_stopped(tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO, XDG_CACHE_HOME=str(tmp_path), THREADS="2")
+  r = subprocess.run([sys.executable, "-c", textwrap.dedent(LATE)], capture_output=True, text=True, env=env, timeout=120)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stdout.split() == ["7998000.0", "7998000.0"]

@@ -281,11 +281,13 @@ class Pool:
       self._lock.release()
 
   def stop(self) -> None:
-    """Stop and join the workers (at exit: they must not run in code that finalization frees)."""
+    """Stop and join the workers for good (at exit: they must not run in code that finalization frees). Kernels
+    launched later (from atexit handlers that run after this one) run on one thread."""
     if self._fns is None or not self._lock.acquire(timeout=5): return
     try:
       if self._workers: self._fns["stop"]()
       self._workers = 0
+      self.available = False
     finally:
       self._lock.release()
 
