@@ -2,17 +2,20 @@
 
 A Python pool thread takes 60-100 us to pick up a slice, so mid-size kernels stayed on one core.
 These workers are native: a small module of LLVM IR (below) compiled once, like a kernel, and
-linked by MCJIT. Workers are created with pthread_create and never run Python. A job is published
-by storing its fields and bumping a generation counter; each worker spins on the counter for a
-while (PAUSE between reads), then sleeps on it with a futex. The caller runs slice 0 itself,
-then waits for the count of workers still busy to reach zero, spinning first and then sleeping
-on a futex that the last worker wakes. A hand-off to a spinning worker costs well under a microsecond.
+linked by MCJIT. Workers are created with pthread_create and never run Python. A job is n slices
+of the outer loop; the caller publishes it by bumping a generation counter, and the caller and
+the workers claim slices from an atomic counter until none is left, so a worker the OS has not
+scheduled yet (a loaded machine) never holds the caller up: the caller runs the slices itself.
+The caller then waits only for slices already claimed. Workers spin on the generation for a
+while (PAUSE between reads), then sleep on it with a futex; a caller that waits long sleeps too,
+on a futex the last slice wakes. A hand-off to a spinning worker costs about a microsecond.
 
-Every worker acknowledges every job (a worker whose slice is empty only decrements the count), so
-no worker can lag a generation behind and read the fields of a newer job as its own. Kernels reach
-the pool through their `<name>.slice(ptr args, i64 start, i64 end)` entry (codegen/llvm.py), which
-loads the buffer pointers from an array and calls the kernel; its int64 error word is one of them,
-set with an atomic OR, so checks work from any thread.
+The generation is odd while the caller rewrites a job's fields, and a worker announces itself
+(an `active` count) and re-reads the generation before it reads the fields, so no worker reads a
+half-written job or claims a slice of a job it did not see whole. Kernels reach the pool through
+their `<name>.slice(ptr args, i64 start, i64 end)` entry (codegen/llvm.py), which loads the buffer
+pointers from an array and calls the kernel; its int64 error word is one of them, set with an atomic
+OR, so checks work from any thread.
 
 Only one job runs at a time: a caller that finds the pool busy (another Python thread) runs its
 kernel on one thread. At interpreter exit the workers are stopped and joined before the module's
@@ -36,41 +39,83 @@ def _pause() -> str:
 
 
 def pool_source() -> str:
-  """The pool's LLVM IR: pg_pool_start(n), pg_pool_run(fn, args, outer, nslices), pg_pool_stop()."""
+  """The pool's LLVM IR: pg_pool_start(n), pg_pool_run(fn, args, outer, nslices), pg_pool_stop(), pg_pool_reset()."""
   futex = f"call i64 (i64, ...) @syscall(i64 {_SYSCALL_FUTEX}"
+  tids = f"[{MAX_WORKERS + 1} x i64]"
   return f"""
 @gen = internal global i32 0
+@active = internal global i32 0
+@next = internal global i32 0
+@done = internal global i32 0
 @sleepers = internal global i32 0
-@pending = internal global i32 0
 @waiting = internal global i32 0
 @stop = internal global i32 0
 @job_fn = internal global ptr null
 @job_args = internal global ptr null
 @job_outer = internal global i64 0
-@job_n = internal global i64 0
+@job_n = internal global i32 0
 @workers = internal global i64 0
-@tids = internal global [{MAX_WORKERS + 1} x i64] zeroinitializer
+@tids = internal global {tids} zeroinitializer
 
 declare i64 @syscall(i64, ...)
 declare i32 @pthread_create(ptr, ptr, ptr, ptr)
 declare i32 @pthread_join(i64, ptr)
+declare i32 @sched_yield()
 {"declare void @llvm.x86.sse2.pause()" if platform.machine() == "x86_64" else ""}
 
-; worker i (1..workers), started at generation g (arg = g << 32 | i, not read from @gen: a job may be published
-; before the thread first runs): wait for a new generation, run slice i of job_n (if any), acknowledge
+; claim and run slices of the published job until none is left; the last slice wakes a sleeping caller
+define internal void @claim() {{
+entry:
+  %n = load i32, ptr @job_n
+  %fn = load ptr, ptr @job_fn
+  %args = load ptr, ptr @job_args
+  %outer = load i64, ptr @job_outer
+  %n64 = zext i32 %n to i64
+  br label %loop
+loop:
+  %s = atomicrmw add ptr @next, i32 1 seq_cst
+  %mine = icmp ult i32 %s, %n
+  br i1 %mine, label %run, label %out
+run:
+  %s64 = zext i32 %s to i64
+  %lo.m = mul i64 %outer, %s64
+  %lo = udiv i64 %lo.m, %n64
+  %s1 = add i64 %s64, 1
+  %hi.m = mul i64 %outer, %s1
+  %hi = udiv i64 %hi.m, %n64
+  call void %fn(ptr %args, i64 %lo, i64 %hi)
+  %d = atomicrmw add ptr @done, i32 1 seq_cst
+  %d1 = add i32 %d, 1
+  %last = icmp eq i32 %d1, %n
+  br i1 %last, label %maybe.wake, label %loop
+maybe.wake:
+  %sleeping = load atomic i32, ptr @waiting seq_cst, align 4
+  %wake = icmp ne i32 %sleeping, 0
+  br i1 %wake, label %wake.caller, label %loop
+wake.caller:
+  %woke = {futex}, ptr @done, i32 {FUTEX_WAKE}, i32 1, ptr null)
+  br label %loop
+out:
+  ret void
+}}
+
+; worker i, started at generation g (arg = g << 32 | i, not read from @gen: a job may be published before the thread
+; first runs): wait for a new even generation, announce itself, check the generation again, claim slices
 define internal ptr @pg_worker(ptr %arg) {{
 entry:
   %packed = ptrtoint ptr %arg to i64
-  %i = and i64 %packed, 4294967295
   %g0.64 = lshr i64 %packed, 32
   %g0 = trunc i64 %g0.64 to i32
   br label %spin
 spin:
-  %seen = phi i32 [%g0, %entry], [%seen, %spin.next], [%seen, %slept], [%cur, %done]
-  %k = phi i32 [0, %entry], [%k1, %spin.next], [0, %slept], [0, %done]
+  %seen = phi i32 [%g0, %entry], [%seen, %spin.next], [%seen, %slept], [%seen, %retry], [%cur, %finished]
+  %k = phi i32 [0, %entry], [%k1, %spin.next], [0, %slept], [0, %retry], [0, %finished]
   %cur = load atomic i32, ptr @gen acquire, align 4
   %new = icmp ne i32 %cur, %seen
-  br i1 %new, label %job, label %spin.next
+  %odd = and i32 %cur, 1
+  %whole = icmp eq i32 %odd, 0
+  %go = and i1 %new, %whole
+  br i1 %go, label %enter, label %spin.next
 spin.next:
   {_pause()}
   %k1 = add i32 %k, 1
@@ -78,48 +123,35 @@ spin.next:
   br i1 %more, label %spin, label %sleep
 sleep:
   %s0 = atomicrmw add ptr @sleepers, i32 1 seq_cst
-  %w = {futex}, ptr @gen, i32 {FUTEX_WAIT}, i32 %seen, ptr null)
+  %w = {futex}, ptr @gen, i32 {FUTEX_WAIT}, i32 %cur, ptr null)
   %s1 = atomicrmw sub ptr @sleepers, i32 1 seq_cst
   br label %slept
 slept:
   br label %spin
+enter:
+  %a0 = atomicrmw add ptr @active, i32 1 seq_cst
+  %again = load atomic i32, ptr @gen seq_cst, align 4
+  %same = icmp eq i32 %again, %cur
+  br i1 %same, label %job, label %retry
+retry:
+  %a1 = atomicrmw sub ptr @active, i32 1 seq_cst
+  br label %spin
 job:
   %stop = load atomic i32, ptr @stop acquire, align 4
   %quit = icmp ne i32 %stop, 0
-  br i1 %quit, label %exit, label %take
-take:
-  %n = load i64, ptr @job_n
-  %mine = icmp ult i64 %i, %n
-  br i1 %mine, label %run, label %ack
-run:
-  %fn = load ptr, ptr @job_fn
-  %args = load ptr, ptr @job_args
-  %outer = load i64, ptr @job_outer
-  %lo.m = mul i64 %outer, %i
-  %lo = udiv i64 %lo.m, %n
-  %i1 = add i64 %i, 1
-  %hi.m = mul i64 %outer, %i1
-  %hi = udiv i64 %hi.m, %n
-  call void %fn(ptr %args, i64 %lo, i64 %hi)
-  br label %ack
-ack:
-  %left = atomicrmw sub ptr @pending, i32 1 seq_cst
-  %last = icmp eq i32 %left, 1
-  br i1 %last, label %maybe.wake, label %done
-maybe.wake:
-  %sleeping = load atomic i32, ptr @waiting seq_cst, align 4
-  %wake = icmp ne i32 %sleeping, 0
-  br i1 %wake, label %wake.caller, label %done
-wake.caller:
-  %woke = {futex}, ptr @pending, i32 {FUTEX_WAKE}, i32 1, ptr null)
-  br label %done
-done:
+  br i1 %quit, label %exit, label %work
+work:
+  call void @claim()
+  %a2 = atomicrmw sub ptr @active, i32 1 seq_cst
+  br label %finished
+finished:
   br label %spin
 exit:
+  %a3 = atomicrmw sub ptr @active, i32 1 seq_cst
   ret ptr null
 }}
 
-; start workers 1..n (n <= {MAX_WORKERS}) beyond those running; returns how many run
+; start workers up to n (n <= {MAX_WORKERS}); returns how many run
 define i64 @pg_pool_start(i64 %n) {{
 entry:
   %have = load i64, ptr @workers
@@ -130,7 +162,7 @@ loop:
   br i1 %more, label %make, label %out
 make:
   %i1 = add i64 %i, 1
-  %slot = getelementptr [{MAX_WORKERS + 1} x i64], ptr @tids, i64 0, i64 %i1
+  %slot = getelementptr {tids}, ptr @tids, i64 0, i64 %i1
   %g = load atomic i32, ptr @gen acquire, align 4
   %g.64 = zext i32 %g to i64
   %g.hi = shl i64 %g.64, 32
@@ -149,23 +181,39 @@ out:
 
 ; forget workers that do not exist (in a forked child: fork copies only the calling thread)
 define void @pg_pool_reset() {{
+  store i32 0, ptr @gen
   store i64 0, ptr @workers
-  store i32 0, ptr @pending
+  store i32 0, ptr @active
   store i32 0, ptr @waiting
   store i32 0, ptr @sleepers
   store i32 0, ptr @stop
   ret void
 }}
 
-; publish a job; every worker acknowledges it
-define internal void @publish(ptr %fn, ptr %args, i64 %outer, i64 %n) {{
-  store ptr %fn, ptr @job_fn
-  store ptr %args, ptr @job_args
-  store i64 %outer, ptr @job_outer
-  store i64 %n, ptr @job_n
-  %w = load i64, ptr @workers
-  %w32 = trunc i64 %w to i32
-  store atomic i32 %w32, ptr @pending seq_cst, align 4
+; make the generation odd and wait until no worker is between announcing itself and leaving: the fields are free
+define internal void @begin_write() {{
+entry:
+  %g = atomicrmw add ptr @gen, i32 1 seq_cst
+  br label %check
+check:
+  %k = phi i32 [0, %entry], [%k1, %wait], [%k1, %yield]
+  %a = load atomic i32, ptr @active seq_cst, align 4
+  %idle = icmp eq i32 %a, 0
+  br i1 %idle, label %out, label %wait
+wait:
+  {_pause()}
+  %k1 = add i32 %k, 1
+  %long = icmp ugt i32 %k1, {SPIN}
+  br i1 %long, label %yield, label %check
+yield:
+  %y = call i32 @sched_yield()
+  br label %check
+out:
+  ret void
+}}
+
+; make the generation even again (the job is whole) and wake sleeping workers
+define internal void @publish() {{
   %g = atomicrmw add ptr @gen, i32 1 seq_cst
   %s = load atomic i32, ptr @sleepers seq_cst, align 4
   %asleep = icmp ne i32 %s, 0
@@ -177,15 +225,15 @@ out:
   ret void
 }}
 
-; wait until every worker acknowledged the job: spin, then sleep on @pending
-define internal void @wait_workers() {{
+; wait until every slice is done: spin, then sleep on @done
+define internal void @wait_done(i32 %n) {{
 entry:
   br label %spin
 spin:
   %k = phi i32 [0, %entry], [%k1, %spin.next]
-  %p = load atomic i32, ptr @pending acquire, align 4
-  %zero = icmp eq i32 %p, 0
-  br i1 %zero, label %out, label %spin.next
+  %d = load atomic i32, ptr @done acquire, align 4
+  %all = icmp eq i32 %d, %n
+  br i1 %all, label %out, label %spin.next
 spin.next:
   {_pause()}
   %k1 = add i32 %k, 1
@@ -195,11 +243,11 @@ sleep:
   store atomic i32 1, ptr @waiting seq_cst, align 4
   br label %check
 check:
-  %q = load atomic i32, ptr @pending seq_cst, align 4
-  %done = icmp eq i32 %q, 0
-  br i1 %done, label %woken, label %block
+  %q = load atomic i32, ptr @done seq_cst, align 4
+  %finished = icmp eq i32 %q, %n
+  br i1 %finished, label %woken, label %block
 block:
-  %r = {futex}, ptr @pending, i32 {FUTEX_WAIT}, i32 %q, ptr null)
+  %r = {futex}, ptr @done, i32 {FUTEX_WAIT}, i32 %q, ptr null)
   br label %check
 woken:
   store atomic i32 0, ptr @waiting seq_cst, align 4
@@ -208,20 +256,28 @@ out:
   ret void
 }}
 
-; run fn(args, start, end) over [0, outer) in n slices: slice 0 here, slice i on worker i
+; run fn(args, start, end) over [0, outer) in n slices, claimed by this thread and the workers
 define void @pg_pool_run(ptr %fn, ptr %args, i64 %outer, i64 %n) {{
-  call void @publish(ptr %fn, ptr %args, i64 %outer, i64 %n)
-  %hi = udiv i64 %outer, %n
-  call void %fn(ptr %args, i64 0, i64 %hi)
-  call void @wait_workers()
+  call void @begin_write()
+  %n32 = trunc i64 %n to i32
+  store ptr %fn, ptr @job_fn
+  store ptr %args, ptr @job_args
+  store i64 %outer, ptr @job_outer
+  store i32 %n32, ptr @job_n
+  store i32 0, ptr @next
+  store i32 0, ptr @done
+  call void @publish()
+  call void @claim()
+  call void @wait_done(i32 %n32)
   ret void
 }}
 
 ; stop and join every worker
 define void @pg_pool_stop() {{
 entry:
+  call void @begin_write()
+  store i32 0, ptr @job_n
   store atomic i32 1, ptr @stop seq_cst, align 4
-  store i64 0, ptr @job_n
   %g = atomicrmw add ptr @gen, i32 1 seq_cst
   %woke = {futex}, ptr @gen, i32 {FUTEX_WAKE}, i32 2147483647, ptr null)
   %n = load i64, ptr @workers
@@ -231,7 +287,7 @@ loop:
   %more = icmp ule i64 %i, %n
   br i1 %more, label %join, label %out
 join:
-  %slot = getelementptr [{MAX_WORKERS + 1} x i64], ptr @tids, i64 0, i64 %i
+  %slot = getelementptr {tids}, ptr @tids, i64 0, i64 %i
   %tid = load i64, ptr %slot
   %rc = call i32 @pthread_join(i64 %tid, ptr null)
   %i1 = add i64 %i, 1
