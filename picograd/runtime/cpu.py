@@ -22,10 +22,11 @@ except ImportError as e:  # pragma: no cover - llvmlite is a hard dependency
   raise DeviceError("the CPU device needs llvmlite (pip install llvmlite)") from e
 
 HUGE_PAGE = 2 << 20
-# Handing a slice to a pool thread costs tens of microseconds, and waiting on it more when the other
-# core is busy: the small kernels of a training step (a few million instructions, ~150 us) run faster
-# on one thread; large elementwise kernels, reductions and matmuls still split.
-THREAD_MIN_WORK = 1 << 24
+# Kernels that execute fewer instructions than this run on the calling thread alone. The native pool (cpu_pool.py)
+# hands a slice over in about a microsecond, but each split launch wakes (or keeps spinning) a worker that a loaded
+# core may not run at once; measured on the 2-core CI machine (makemore MLP step at batch 512, jit: 1.0 ms at 2^24,
+# 0.55-0.64 ms at 2^18, no better at 2^15 or 2^17), 2^18 (~0.1 ms of work) is where splitting starts to pay.
+THREAD_MIN_WORK = 1 << 18
 
 
 class CPUMemory:
