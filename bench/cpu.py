@@ -1,7 +1,8 @@
 """CPU benchmark: picograd beside numpy (and PyTorch, when installed) in one process, as a markdown table.
 
 Rows: a fused elementwise a*b+c, row sums, row softmax, float32 matmuls, the first call of a
-new fused kernel in a fresh process (compiling, and with a warm disk cache), one training
+new fused kernel in a fresh process (compiling, and with a warm disk cache), the time from
+`python3 examples/makemore.py` to its first training step (cold, and with a warm disk cache), one training
 step of the makemore MLP, eager and under `@picograd.jit`, a ResNet-stage conv2d (forward,
 forward + backward) and max_pool2d, and what provenance (source lines per node) adds to building a
 GPT forward graph. Each timing is the median of --runs runs after --warmup runs; inputs
@@ -9,7 +10,8 @@ are realized before timing and outputs with `.realize()`. "ratio" is numpy's tim
 PyTorch's, for the MLP and conv rows) divided by picograd's: above 1 means picograd is faster.
 
   python bench/cpu.py              # print the table
-  python bench/cpu.py --only conv  # only the groups whose name contains "conv"
+  python bench/cpu.py --only conv  # only the groups whose name contains "conv" (also: elementwise, reduce, matmul,
+                                   # first-call, start-up: makemore.py's time to its first training step, mlp)
   python bench/cpu.py --save       # and append it, with date, device and commit, to bench/RESULTS.md
 """
 from __future__ import annotations
@@ -145,6 +147,37 @@ def bench_first_call(runs: int) -> list[Row]:
           Row("first call, new fused kernel, warm disk cache", warm, None, None)]
 
 
+# `python3 examples/makemore.py` up to the end of its first training step (the loss's .item()), then exit at once:
+# interpreter start, imports, data, model, tracing, scheduling, compiling (or loading from the disk cache) and the step.
+_START_UP = """
+import os, runpy, sys
+from picograd import Tensor
+item = Tensor.item
+def first_item(self):
+  item(self)
+  os._exit(0)
+Tensor.item = first_item
+sys.argv = [sys.argv[1], "--quiet"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def bench_start_up(runs: int) -> list[Row]:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = os.path.join(root, "examples", "makemore.py")
+  def run(env: dict[str, str]) -> float:
+    st = time.perf_counter()
+    subprocess.run([sys.executable, "-c", _START_UP, script], env=env, check=True, capture_output=True)
+    return time.perf_counter() - st
+  with tempfile.TemporaryDirectory() as cache:
+    env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cold = sorted(run({**env, "CACHE": "0"}) for _ in range(runs))[runs // 2]
+    run(env)  # fills the disk cache
+    warm = sorted(run(env) for _ in range(runs))[runs // 2]
+  return [Row("makemore.py start to first training step, cold (CACHE=0)", cold, None, None),
+          Row("makemore.py start to first training step, warm disk cache", warm, None, None)]
+
+
 # ---------------------------------------------------------------- the makemore MLP training step
 VOCAB, CONTEXT, EMBED, HIDDEN, LR = 27, 3, 10, 200, 0.1
 
@@ -272,13 +305,14 @@ def main() -> None:
   ap.add_argument("--warmup", type=int, default=2, help="untimed runs first")
   ap.add_argument("--save", action="store_true", help="append the table to bench/RESULTS.md")
   ap.add_argument("--only", default="", help="run only the groups whose name contains this "
-                  "(elementwise, reduce, matmul, first-call, mlp, conv, provenance)")
+                  "(elementwise, reduce, matmul, first-call, start-up, mlp, conv, provenance)")
   args = ap.parse_args()
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
   if torch is not None: torch.set_num_threads(cores)
   r, w = args.runs, args.warmup
   groups = {"elementwise": lambda: [bench_elementwise(r, w)], "reduce": lambda: [bench_rowsum(r, w), bench_softmax(r, w)],
             "matmul": lambda: [bench_matmul(512, r, w), bench_matmul(1024, r, w)], "first-call": lambda: bench_first_call(min(r, 5)),
+            "start-up": lambda: bench_start_up(min(r, 3)),
             "mlp": lambda: [*bench_mlp(32, r * 3, w * 5), *bench_mlp(512, r * 3, w * 5)], "conv": lambda: bench_conv(r, w),
             "provenance": lambda: bench_provenance(r * 4)}
   rows = [row for name, make in groups.items() if args.only in name for row in make()]

@@ -140,6 +140,9 @@ def test_plans():
   assert plan_upcasts(_lowered(a.sum(1))[0]) == []  # a row sum reads each element once: nothing to reuse
   assert plan_upcasts(_lowered(a + 1)[0]) == []  # elementwise: the loop vectorizer handles it
   assert [f for _, f in plan_upcasts(_lowered(a.sum(0))[0])] == [32]  # column sums: vectors across columns
+  # a row softmax's or layer_norm's column loop runs after its row's reductions, enclosing none: the loop vectorizer's
+  # (copies of its exp for SLP made softmax 5x slower)
+  for rows in (a.softmax(1), a.layer_norm((1024,)), a.log_softmax(1)): assert plan_upcasts(_lowered(rows)[0]) == []
   # the optimized matmul keeps one loop over k with all 128 accumulators in it
   _, source, program, _, _ = render(_lowered(mm)[1], "CPU")
   assert sum(u.op is Ops.DEFINE_ACC for u in program) == 128

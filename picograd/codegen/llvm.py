@@ -1,7 +1,8 @@
 """The LLVM IR renderer: a linearized kernel becomes one LLVM function for the CPU.
 
 Signature: `void name(ptr noalias %p0, ..., i64 %start, i64 %end)`; the outermost global loop
-runs from %start to %end so the runtime can split it across threads. Accumulators are allocas
+runs from %start to %end so the runtime can split it across threads (its thread pool calls the
+entry `name.slice(ptr args, i64 start, i64 end)`, which reads the pointers from an array). Accumulators are allocas
 (LLVM's mem2reg turns them into registers); reductions carry `reassoc` so the loop vectorizer
 may reorder them, except in upcast tiles that SLP vectorizes instead (see _ordered_accumulators).
 A reduction's multiply-accumulate carries `contract`, so it becomes one FMA. Functions ask for
@@ -181,7 +182,16 @@ class LLVMRenderer:
     body = self.lines
     if self.checked: body = body + ["  %errflag.end = load i64, ptr %errflag", "  %errflag.old = atomicrmw or ptr %err, i64 %errflag.end monotonic"]
     attrs = 'attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" }'
-    return "\n".join(sorted(self.decls) + [""] + head + body + ["  ret void", "}", attrs])
+    return "\n".join(sorted(self.decls) + [""] + head + body + ["  ret void", "}"] + self._slice_entry(len(params) + self.checked) + [attrs])
+
+  def _slice_entry(self, n: int) -> list[str]:
+    """`name.slice(ptr args, i64 start, i64 end)`: the kernel called with its pointers read from an array, the one
+    signature the native thread pool (runtime/cpu_pool.py) calls whatever the kernel's arity. The call is not
+    inlined, so the kernel's code is compiled once."""
+    loads = [f"  %a{i}.p = getelementptr ptr, ptr %args, i64 {i}\n  %a{i} = load ptr, ptr %a{i}.p" for i in range(n)]
+    args = ", ".join([f"ptr %a{i}" for i in range(n)] + ["i64 %start", "i64 %end"])
+    return ["", f"define void @{self.name}.slice(ptr %args, i64 %start, i64 %end) {{"] + loads + \
+           [f"  call void @{self.name}({args}) #1", "  ret void", "}", "attributes #1 = { noinline }"]
 
   def _render(self, u: UOp, split_loop: bool) -> None:
     out = self.names[u] = self.tmp() if u.dtype != dtypes.void else ""

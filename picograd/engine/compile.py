@@ -2,7 +2,7 @@
 
 `get_kernel(ast, device)` is cached by (graph, device, NOOPT): hash-consing makes structurally
 equal kernels the same object, so a training loop compiles each kernel once. The disk cache
-(`runtime/cache.py`) makes a new process skip the compiler too. Every stage is kept as text for
+(`runtime/cache.py`) makes a new process skip the compiler too, and `engine/spec_cache.py` the rendering. Every stage is kept as text for
 DEBUG, DUMP and `picograd.schedule`. This is where codegen and the runtime meet: neither imports
 the other.
 """
@@ -15,6 +15,7 @@ from picograd.ir.ops import UOp
 from picograd.codegen.kernel import ProgramSpec, render_spec
 from picograd.runtime.device import Device, Program, get_device
 from picograd.runtime.cache import cached_compile
+from picograd.engine.spec_cache import cached_spec
 
 
 @dataclass
@@ -55,7 +56,8 @@ def get_kernel(ast: UOp, device: str) -> CompiledKernel:
   key = (ast, device, bool(NOOPT), str(EMULATE.value), bool(TF32))
   if (k := _kernels.get(key)) is not None: return k
   dev = get_device(device)
-  spec: ProgramSpec = render_spec(ast, device, render_target(dev))
+  target = render_target(dev)
+  spec: ProgramSpec = cached_spec(ast, device, target, lambda: render_spec(ast, device, target))
   lib = cached_compile(dev.compiler, spec.source, spec.name)
   k = CompiledKernel(spec.name, device, spec.ir, spec.program_text, spec.source, dev.program(dev, spec.name, lib, spec.meta), spec.dims,
                      spec.flops, spec.bytes, spec.checks, tuple(spec.meta.get("opts", ())))

@@ -14,6 +14,7 @@ temporary files a killed process left behind are removed when their directory is
 """
 from __future__ import annotations
 import hashlib, os, struct, tempfile, time
+from typing import Callable
 from picograd.helpers import CACHE, cache_dir
 from picograd.runtime.device import Compiler
 
@@ -74,19 +75,23 @@ def _write_entry(path: str, blob: bytes) -> None:
     raise
 
 
-def cached_compile(compiler: Compiler, src: str, name: str) -> bytes:
-  """`compiler.compile(src, name)`, looked up on disk first and stored there after. Returns the payload only."""
-  if not CACHE: return compiler.compile(src, name)
-  key = f"{compiler.cache_key}\0{name}\0{src}"
+def cached_payload(key: str, make: Callable[[], bytes]) -> bytes:
+  """The payload stored for `key`, or `make()`'s, stored for the next process. Caller checks CACHE."""
   path = entry_path(key)
   try:
     with open(path, "rb") as f: payload = unpack_entry(key, f.read())
     if payload is not None: return payload
   except OSError:
     pass  # a missing or unreadable entry is a miss
-  lib = compiler.compile(src, name)
+  payload = make()
   try:
-    _write_entry(path, pack_entry(key, lib))
+    _write_entry(path, pack_entry(key, payload))
   except OSError:
     pass  # a read-only or full cache directory only costs a recompile next time
-  return lib
+  return payload
+
+
+def cached_compile(compiler: Compiler, src: str, name: str) -> bytes:
+  """`compiler.compile(src, name)`, looked up on disk first and stored there after. Returns the payload only."""
+  if not CACHE: return compiler.compile(src, name)
+  return cached_payload(f"{compiler.cache_key}\0{name}\0{src}", lambda: compiler.compile(src, name))

@@ -9,11 +9,12 @@ fresh page-faulting output costs more than the arithmetic.
 """
 from __future__ import annotations
 import ctypes, functools, mmap, os, struct, threading, time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 import numpy as np
 from picograd.helpers import THREADS, LaunchDims
 from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, Program
+from picograd.runtime.cache import cached_compile
+from picograd.runtime.cpu_pool import Pool
 
 try:
   import llvmlite.binding as llvm
@@ -21,10 +22,11 @@ except ImportError as e:  # pragma: no cover - llvmlite is a hard dependency
   raise DeviceError("the CPU device needs llvmlite (pip install llvmlite)") from e
 
 HUGE_PAGE = 2 << 20
-# Handing a slice to a pool thread costs tens of microseconds, and waiting on it more when the other
-# core is busy: the small kernels of a training step (a few million instructions, ~150 us) run faster
-# on one thread; large elementwise kernels, reductions and matmuls still split.
-THREAD_MIN_WORK = 1 << 24
+# Kernels that execute fewer instructions than this run on the calling thread alone. The native pool (cpu_pool.py)
+# hands a slice over in about a microsecond, but each split launch wakes (or keeps spinning) a worker that a loaded
+# core may not run at once; measured on the 2-core CI machine (makemore MLP step at batch 512, jit: 1.0 ms at 2^24,
+# 0.55-0.64 ms at 2^18, no better at 2^15 or 2^17), 2^18 (~0.1 ms of work) is where splitting starts to pay.
+THREAD_MIN_WORK = 1 << 18
 
 
 class CPUMemory:
@@ -150,9 +152,6 @@ class LLVMCompiler(Compiler):
     return str(self.optimize(src)) if src else ""
 
 
-_pool: ThreadPoolExecutor | None = None
-
-
 class _LoadedObject:
   """An object file linked by its own MCJIT engine, and everything that engine needs kept alive.
 
@@ -194,30 +193,31 @@ class CPUProgram(Program):
     # a cached or foreign object calling a helper this process lacks would jump to address 0: refuse to link it
     if missing := unresolved_symbols(lib):
       raise RuntimeError(f"CPU: kernel {name}'s object needs {', '.join(missing)}, which this process cannot provide")
-    with _llvm_lock:
-      if lib not in _loaded: _loaded[lib] = _LoadedObject(lib)
-      self.loaded = _loaded[lib]
-      addr = self.loaded.engine.get_function_address(name)
+    self.loaded = _load(lib)
+    with _llvm_lock: addr = self.loaded.engine.get_function_address(name)
     if not addr: raise RuntimeError(f"CPU: kernel {name} was not found in its compiled object")
     argtypes = [ctypes.c_void_p] * meta["n_params"] + [ctypes.c_int64, ctypes.c_int64]
     self.fn = ctypes.CFUNCTYPE(None, *argtypes)(addr)
+    with _llvm_lock: self.slice_fn = self.loaded.engine.get_function_address(name + ".slice")  # 0 in objects made elsewhere
 
   def __call__(self, handles: list[Any], dims: LaunchDims, wait: bool = False) -> float | None:
-    global _pool
     # a wrong count would pass a pointer as the loop bounds: fail loudly instead
     if len(handles) != self.meta["n_params"]: raise RuntimeError(f"{self.name}: {len(handles)} buffers for {self.meta['n_params']} parameters")
     ptrs = [h.addr for h in handles]
     outer = self.meta["outer"]
     st = time.perf_counter() if wait else 0.0
-    n = min(_threads(), outer) if self.meta["work"] >= THREAD_MIN_WORK else 1
-    if n <= 1: self.fn(*ptrs, 0, max(outer, 1))
-    else:
-      if _pool is None: _pool = ThreadPoolExecutor(_threads(), thread_name_prefix="picograd-cpu")
-      bounds = [outer * i // n for i in range(n + 1)]
-      futures = [_pool.submit(self.fn, *ptrs, bounds[i], bounds[i + 1]) for i in range(1, n)]
-      self.fn(*ptrs, bounds[0], bounds[1])
-      for f in futures: f.result()
+    n = min(_threads(), outer) if self.meta["work"] >= THREAD_MIN_WORK and self.slice_fn else 1
+    if n <= 1 or not _pool.run(self.slice_fn, (ctypes.c_void_p * len(ptrs))(*ptrs), outer, n): self.fn(*ptrs, 0, max(outer, 1))
     return time.perf_counter() - st if wait else None
+
+
+def _load(lib: bytes) -> _LoadedObject:
+  with _llvm_lock:
+    if lib not in _loaded: _loaded[lib] = _LoadedObject(lib)
+    return _loaded[lib]
+
+
+_pool = Pool(lambda src, name: cached_compile(LLVMCompiler(), src, name), _load)
 
 
 def open_device(name: str) -> Device:

@@ -1,0 +1,353 @@
+"""The CPU device's thread pool (runtime layer): native worker threads that split a kernel's outer loop.
+
+A Python pool thread takes 60-100 us to pick up a slice, so mid-size kernels stayed on one core.
+These workers are native: a small module of LLVM IR (below) compiled once, like a kernel, and
+linked by MCJIT. Workers are created with pthread_create and never run Python. A job is n slices
+of the outer loop; the caller publishes it by bumping a generation counter, and the caller and
+the workers claim slices from an atomic counter until none is left, so a worker the OS has not
+scheduled yet (a loaded machine) never holds the caller up: the caller runs the slices itself.
+The caller then waits only for slices already claimed. Workers spin on the generation for a
+while (PAUSE between reads), then sleep on it with a futex; a caller that waits long sleeps too,
+on a futex the last slice wakes. A hand-off to a spinning worker costs about a microsecond.
+
+The generation is odd while the caller rewrites a job's fields, and a worker announces itself
+(an `active` count) and re-reads the generation before it reads the fields, so no worker reads a
+half-written job or claims a slice of a job it did not see whole. Kernels reach the pool through
+their `<name>.slice(ptr args, i64 start, i64 end)` entry (codegen/llvm.py), which loads the buffer
+pointers from an array and calls the kernel; its int64 error word is one of them, set with an atomic
+OR, so checks work from any thread.
+
+Only one job runs at a time: a caller that finds the pool busy (another Python thread) runs its
+kernel on one thread. At interpreter exit the workers are stopped and joined before the module's
+code could be freed; a forked child starts its own workers on first use (the parent's are not
+copied by fork). Linux only (futex, pthread); elsewhere kernels run on one thread.
+"""
+from __future__ import annotations
+import atexit, ctypes, os, platform, sys, threading
+from typing import Any
+
+# Spin this many PAUSEs (about 40 ns each on Zen 4) before sleeping: ~0.5 ms, longer than the gap between the
+# kernels of a training step, so a step's hand-offs never pay a futex wake-up (tens of microseconds).
+SPIN = 1 << 14
+MAX_WORKERS = 255
+_SYSCALL_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
+FUTEX_WAIT, FUTEX_WAKE = 128, 129  # the _PRIVATE forms: the words are never shared with another process
+
+
+def _pause() -> str:
+  return "call void @llvm.x86.sse2.pause()" if platform.machine() == "x86_64" else "call void asm sideeffect \"yield\", \"\"()"
+
+
+def pool_source() -> str:
+  """The pool's LLVM IR: pg_pool_start(n), pg_pool_run(fn, args, outer, nslices), pg_pool_stop(), pg_pool_reset()."""
+  futex = f"call i64 (i64, ...) @syscall(i64 {_SYSCALL_FUTEX}"
+  tids = f"[{MAX_WORKERS + 1} x i64]"
+  return f"""
+@gen = internal global i32 0
+@active = internal global i32 0
+@next = internal global i32 0
+@done = internal global i32 0
+@sleepers = internal global i32 0
+@waiting = internal global i32 0
+@stop = internal global i32 0
+@job_fn = internal global ptr null
+@job_args = internal global ptr null
+@job_outer = internal global i64 0
+@job_n = internal global i32 0
+@workers = internal global i64 0
+@tids = internal global {tids} zeroinitializer
+
+declare i64 @syscall(i64, ...)
+declare i32 @pthread_create(ptr, ptr, ptr, ptr)
+declare i32 @pthread_join(i64, ptr)
+declare i32 @sched_yield()
+{"declare void @llvm.x86.sse2.pause()" if platform.machine() == "x86_64" else ""}
+
+; claim and run slices of the published job until none is left; the last slice wakes a sleeping caller
+define internal void @claim() {{
+entry:
+  %n = load i32, ptr @job_n
+  %fn = load ptr, ptr @job_fn
+  %args = load ptr, ptr @job_args
+  %outer = load i64, ptr @job_outer
+  %n64 = zext i32 %n to i64
+  br label %loop
+loop:
+  %s = atomicrmw add ptr @next, i32 1 seq_cst
+  %mine = icmp ult i32 %s, %n
+  br i1 %mine, label %run, label %out
+run:
+  %s64 = zext i32 %s to i64
+  %lo.m = mul i64 %outer, %s64
+  %lo = udiv i64 %lo.m, %n64
+  %s1 = add i64 %s64, 1
+  %hi.m = mul i64 %outer, %s1
+  %hi = udiv i64 %hi.m, %n64
+  call void %fn(ptr %args, i64 %lo, i64 %hi)
+  %d = atomicrmw add ptr @done, i32 1 seq_cst
+  %d1 = add i32 %d, 1
+  %last = icmp eq i32 %d1, %n
+  br i1 %last, label %maybe.wake, label %loop
+maybe.wake:
+  %sleeping = load atomic i32, ptr @waiting seq_cst, align 4
+  %wake = icmp ne i32 %sleeping, 0
+  br i1 %wake, label %wake.caller, label %loop
+wake.caller:
+  %woke = {futex}, ptr @done, i32 {FUTEX_WAKE}, i32 1, ptr null)
+  br label %loop
+out:
+  ret void
+}}
+
+; worker i, started at generation g (arg = g << 32 | i, not read from @gen: a job may be published before the thread
+; first runs): wait for a new even generation, announce itself, check the generation again, claim slices
+define internal ptr @pg_worker(ptr %arg) {{
+entry:
+  %packed = ptrtoint ptr %arg to i64
+  %g0.64 = lshr i64 %packed, 32
+  %g0 = trunc i64 %g0.64 to i32
+  br label %spin
+spin:
+  %seen = phi i32 [%g0, %entry], [%seen, %spin.next], [%seen, %slept], [%seen, %retry], [%cur, %finished]
+  %k = phi i32 [0, %entry], [%k1, %spin.next], [0, %slept], [0, %retry], [0, %finished]
+  %cur = load atomic i32, ptr @gen acquire, align 4
+  %new = icmp ne i32 %cur, %seen
+  %odd = and i32 %cur, 1
+  %whole = icmp eq i32 %odd, 0
+  %go = and i1 %new, %whole
+  br i1 %go, label %enter, label %spin.next
+spin.next:
+  {_pause()}
+  %k1 = add i32 %k, 1
+  %more = icmp ult i32 %k1, {SPIN}
+  br i1 %more, label %spin, label %sleep
+sleep:
+  %s0 = atomicrmw add ptr @sleepers, i32 1 seq_cst
+  %w = {futex}, ptr @gen, i32 {FUTEX_WAIT}, i32 %cur, ptr null)
+  %s1 = atomicrmw sub ptr @sleepers, i32 1 seq_cst
+  br label %slept
+slept:
+  br label %spin
+enter:
+  %a0 = atomicrmw add ptr @active, i32 1 seq_cst
+  %again = load atomic i32, ptr @gen seq_cst, align 4
+  %same = icmp eq i32 %again, %cur
+  br i1 %same, label %job, label %retry
+retry:
+  %a1 = atomicrmw sub ptr @active, i32 1 seq_cst
+  br label %spin
+job:
+  %stop = load atomic i32, ptr @stop acquire, align 4
+  %quit = icmp ne i32 %stop, 0
+  br i1 %quit, label %exit, label %work
+work:
+  call void @claim()
+  %a2 = atomicrmw sub ptr @active, i32 1 seq_cst
+  br label %finished
+finished:
+  br label %spin
+exit:
+  %a3 = atomicrmw sub ptr @active, i32 1 seq_cst
+  ret ptr null
+}}
+
+; start workers up to n (n <= {MAX_WORKERS}); returns how many run
+define i64 @pg_pool_start(i64 %n) {{
+entry:
+  %have = load i64, ptr @workers
+  br label %loop
+loop:
+  %i = phi i64 [%have, %entry], [%i1, %made]
+  %more = icmp ult i64 %i, %n
+  br i1 %more, label %make, label %out
+make:
+  %i1 = add i64 %i, 1
+  %slot = getelementptr {tids}, ptr @tids, i64 0, i64 %i1
+  %g = load atomic i32, ptr @gen acquire, align 4
+  %g.64 = zext i32 %g to i64
+  %g.hi = shl i64 %g.64, 32
+  %packed = or i64 %g.hi, %i1
+  %arg = inttoptr i64 %packed to ptr
+  %rc = call i32 @pthread_create(ptr %slot, ptr null, ptr @pg_worker, ptr %arg)
+  %ok = icmp eq i32 %rc, 0
+  br i1 %ok, label %made, label %out
+made:
+  store i64 %i1, ptr @workers
+  br label %loop
+out:
+  %got = load i64, ptr @workers
+  ret i64 %got
+}}
+
+; forget workers that do not exist (in a forked child: fork copies only the calling thread)
+define void @pg_pool_reset() {{
+  store i32 0, ptr @gen
+  store i64 0, ptr @workers
+  store i32 0, ptr @active
+  store i32 0, ptr @waiting
+  store i32 0, ptr @sleepers
+  store i32 0, ptr @stop
+  ret void
+}}
+
+; make the generation odd and wait until no worker is between announcing itself and leaving: the fields are free
+define internal void @begin_write() {{
+entry:
+  %g = atomicrmw add ptr @gen, i32 1 seq_cst
+  br label %check
+check:
+  %k = phi i32 [0, %entry], [%k1, %wait], [%k1, %yield]
+  %a = load atomic i32, ptr @active seq_cst, align 4
+  %idle = icmp eq i32 %a, 0
+  br i1 %idle, label %out, label %wait
+wait:
+  {_pause()}
+  %k1 = add i32 %k, 1
+  %long = icmp ugt i32 %k1, {SPIN}
+  br i1 %long, label %yield, label %check
+yield:
+  %y = call i32 @sched_yield()
+  br label %check
+out:
+  ret void
+}}
+
+; make the generation even again (the job is whole) and wake sleeping workers
+define internal void @publish() {{
+  %g = atomicrmw add ptr @gen, i32 1 seq_cst
+  %s = load atomic i32, ptr @sleepers seq_cst, align 4
+  %asleep = icmp ne i32 %s, 0
+  br i1 %asleep, label %wake, label %out
+wake:
+  %woke = {futex}, ptr @gen, i32 {FUTEX_WAKE}, i32 2147483647, ptr null)
+  br label %out
+out:
+  ret void
+}}
+
+; wait until every slice is done: spin, then sleep on @done
+define internal void @wait_done(i32 %n) {{
+entry:
+  br label %spin
+spin:
+  %k = phi i32 [0, %entry], [%k1, %spin.next]
+  %d = load atomic i32, ptr @done acquire, align 4
+  %all = icmp eq i32 %d, %n
+  br i1 %all, label %out, label %spin.next
+spin.next:
+  {_pause()}
+  %k1 = add i32 %k, 1
+  %more = icmp ult i32 %k1, {SPIN}
+  br i1 %more, label %spin, label %sleep
+sleep:
+  store atomic i32 1, ptr @waiting seq_cst, align 4
+  br label %check
+check:
+  %q = load atomic i32, ptr @done seq_cst, align 4
+  %finished = icmp eq i32 %q, %n
+  br i1 %finished, label %woken, label %block
+block:
+  %r = {futex}, ptr @done, i32 {FUTEX_WAIT}, i32 %q, ptr null)
+  br label %check
+woken:
+  store atomic i32 0, ptr @waiting seq_cst, align 4
+  br label %out
+out:
+  ret void
+}}
+
+; run fn(args, start, end) over [0, outer) in n slices, claimed by this thread and the workers
+define void @pg_pool_run(ptr %fn, ptr %args, i64 %outer, i64 %n) {{
+  call void @begin_write()
+  %n32 = trunc i64 %n to i32
+  store ptr %fn, ptr @job_fn
+  store ptr %args, ptr @job_args
+  store i64 %outer, ptr @job_outer
+  store i32 %n32, ptr @job_n
+  store i32 0, ptr @next
+  store i32 0, ptr @done
+  call void @publish()
+  call void @claim()
+  call void @wait_done(i32 %n32)
+  ret void
+}}
+
+; stop and join every worker
+define void @pg_pool_stop() {{
+entry:
+  call void @begin_write()
+  store i32 0, ptr @job_n
+  store atomic i32 1, ptr @stop seq_cst, align 4
+  %g = atomicrmw add ptr @gen, i32 1 seq_cst
+  %woke = {futex}, ptr @gen, i32 {FUTEX_WAKE}, i32 2147483647, ptr null)
+  %n = load i64, ptr @workers
+  br label %loop
+loop:
+  %i = phi i64 [1, %entry], [%i1, %join]
+  %more = icmp ule i64 %i, %n
+  br i1 %more, label %join, label %out
+join:
+  %slot = getelementptr {tids}, ptr @tids, i64 0, i64 %i
+  %tid = load i64, ptr %slot
+  %rc = call i32 @pthread_join(i64 %tid, ptr null)
+  %i1 = add i64 %i, 1
+  br label %loop
+out:
+  store i64 0, ptr @workers
+  store atomic i32 0, ptr @stop seq_cst, align 4
+  ret void
+}}
+"""
+
+
+class Pool:
+  """The process's worker threads, started on first use. `run` splits one kernel call; it returns False when the
+  pool cannot take the job (busy with another Python thread's kernel, or not available here)."""
+
+  def __init__(self, compile_object: Any, load_object: Any):
+    self._compile, self._load = compile_object, load_object
+    self._lock = threading.Lock()
+    self._fns: dict[str, Any] | None = None
+    self._workers = 0
+    self.available = _SYSCALL_FUTEX is not None and sys.platform.startswith("linux")
+    if hasattr(os, "register_at_fork"): os.register_at_fork(after_in_child=self._after_fork)
+
+  def _functions(self) -> dict[str, Any]:
+    if self._fns is None:
+      lib = self._compile(pool_source(), "pg_pool")
+      self._loaded = self._load(lib)  # kept for the life of the process: the workers run its code
+      addr = self._loaded.engine.get_function_address
+      self._fns = {"start": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr("pg_pool_start")),
+                   "run": ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)(addr("pg_pool_run")),
+                   "stop": ctypes.CFUNCTYPE(None)(addr("pg_pool_stop")), "reset": ctypes.CFUNCTYPE(None)(addr("pg_pool_reset"))}
+      atexit.register(self.stop)
+    return self._fns
+
+  def run(self, fn: int, args: Any, outer: int, n: int) -> bool:
+    """Run slice function `fn(args, start, end)` over [0, outer) in `n` slices on n threads (this one included)."""
+    if not self.available or not self._lock.acquire(blocking=False): return False
+    try:
+      fns = self._functions()
+      if self._workers < n - 1: self._workers = fns["start"](min(n - 1, MAX_WORKERS))
+      if self._workers < n - 1: n = self._workers + 1  # the system refused more threads: use those it gave
+      if n <= 1: return False
+      fns["run"](fn, args, outer, n)
+      return True
+    finally:
+      self._lock.release()
+
+  def stop(self) -> None:
+    """Stop and join the workers for good (at exit: they must not run in code that finalization frees). Kernels
+    launched later (from atexit handlers that run after this one) run on one thread."""
+    if self._fns is None or not self._lock.acquire(timeout=5): return
+    try:
+      if self._workers: self._fns["stop"]()
+      self._workers = 0
+      self.available = False
+    finally:
+      self._lock.release()
+
+  def _after_fork(self) -> None:
+    self._lock = threading.Lock()
+    self._workers = 0
+    if self._fns is not None: self._fns["reset"]()
