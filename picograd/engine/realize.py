@@ -26,6 +26,9 @@ from picograd.ir.provenance import lines_of, short
 from picograd.runtime.collective import run_collectives
 
 
+RELEASE_MIN_BYTES = 1 << 18  # intermediates at least this large (256 KiB) are released after their last reader
+
+
 class Handle(Protocol):
   """What the engine reads of a tensor: its graph and device. Its identity says whose buffer a computed graph is."""
   uop: UOp
@@ -152,11 +155,12 @@ def plan(tensors: Sequence[Handle]) -> Plan:
 
   compiled = iter(compile_kernels([(k.ast, k.device) for k in template.kernels if k.ast is not None]))
   outputs = [resolve(b) for b in template.outputs]
-  # an intermediate's memory is free for the next kernels once its last reader ran (a checkpoint's forward dies this way)
+  # an intermediate's memory is free for the next kernels once its last reader ran (a checkpoint's forward dies this way);
+  # small ones are kept to the end: giving back and taking again costs microseconds a step, and frees almost nothing
   last = {b.index: i for i, k in enumerate(template.kernels) for b in k.bindings if b.kind == "temp"}
   frees: dict[int, list[Buffer]] = {}
   for i, buf in enumerate(temps):
-    if not any(buf is o for o in outputs): frees.setdefault(last[i], []).append(buf)
+    if buf.nbytes >= RELEASE_MIN_BYTES and not any(buf is o for o in outputs): frees.setdefault(last[i], []).append(buf)
   steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings], k.ast, k.nodes, k.collective,
                            tuple(frees.get(i, ()))) for i, k in enumerate(template.kernels)]
   if observe.schedule_listeners: observe.scheduled(steps, hit)
