@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
-from picograd import Tensor, dtypes
+from picograd import Context, Tensor, dtypes
 
 EXAMPLES = int(os.environ.get("PICOGRAD_FUZZ_EXAMPLES", 60))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 60, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-BACKENDS = ["CPU", "PYTHON"]
+# the third runs the PYTHON device with every kernel mapped onto a GPU by the CUDA passes (EMULATE=CUDA): it checks those
+# passes (blocks, threads, dealt-out loops, combines, 16-byte lanes) on random programs with no GPU
+BACKENDS = ["CPU", "PYTHON", "EMULATE=CUDA"]
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.int32): torch.int32, np.dtype(np.bool_): torch.bool,
                 np.dtype(np.int64): torch.int64, np.dtype(np.float16): torch.float16}
 PG_DTYPES = {torch.float32: dtypes.float32, torch.int32: dtypes.int32, torch.bool: dtypes.bool, torch.int64: dtypes.int64,
@@ -378,21 +380,23 @@ def check_program(prog: Program) -> None:
     error: type[Exception] | None = None
   except (RuntimeError, IndexError) as e:
     want, want64, error = None, None, type(e)
-  for device in BACKENDS:
-    if error is not None:
-      # a lazy program computes only the elements its result needs: (a // 0)[:0] has nothing to divide. Step by
-      # step, each op computes all of its elements, as torch's do, and must raise what torch raised
-      with pytest.raises(error):
-        prog.run("picograd", device, eager=True)
-      continue
-    compare(prog, want, want64, prog.run("picograd", device), device)
+  for backend in BACKENDS:
+    device, emulate = ("PYTHON", "CUDA") if backend == "EMULATE=CUDA" else (backend, "")
+    with Context(EMULATE=emulate):
+      if error is not None:
+        # a lazy program computes only the elements its result needs: (a // 0)[:0] has nothing to divide. Step by
+        # step, each op computes all of its elements, as torch's do, and must raise what torch raised
+        with pytest.raises(error):
+          prog.run("picograd", device, eager=True)
+        continue
+      compare(prog, want, want64, prog.run("picograd", device), backend)
 
 
 def test_padded_row_reduction_compiles():
   """Found by this fuzzer: the CPU optimizer split the padded row's max into a loop outside the global loops and one
   inside, over the same RANGE, and LLVM rejected the IR (each reduction now gets its own loop nest)."""
   a = np.full((1, 3), 0.82, np.float32)
-  for device in BACKENDS:
+  for device in ("CPU", "PYTHON"):
     got = Tensor(a, device=device).pad((0, 1)).log_softmax(1).sum(1).mean().numpy()
     np.testing.assert_allclose(got, torch.nn.functional.pad(torch.from_numpy(a), (0, 1)).log_softmax(1).sum(1).mean().numpy(), rtol=1e-6)
 
