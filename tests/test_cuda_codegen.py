@@ -1,6 +1,7 @@
 """The CUDA renderer: every plan compile-checked with NVRTC (no GPU needed), and checked against numpy on a GPU when there is one."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from picograd import Tensor, dtypes, Context
 from picograd.engine.realize import _normalize
 from picograd.engine.schedule import create_template
@@ -292,3 +293,23 @@ def test_gpu_debug_shows_cuda_source_and_ptx(capsys):
     (a * 3 - 1.25).sqrt().realize()
   out = capsys.readouterr().out
   assert "__global__" in out and ".entry" in out and "GB/s" in out
+
+
+_REDUCTIONS = {"sum": lambda t, a: t.sum(a), "max": lambda t, a: t.max(a), "mean": lambda t, a: t.mean(a),
+               "softmax": lambda t, a: t.softmax(a), "log_softmax": lambda t, a: t.log_softmax(a), "logsumexp": lambda t, a: t.logsumexp(a),
+               "sum_of_squares": lambda t, a: (t * t).sum(a), "scaled_rows": lambda t, a: t * t.sum(a, keepdim=True),
+               "full_sum": lambda t, a: t.sum(), "full_max": lambda t, a: t.max(), "leading_sum": lambda t, a: t.reshape(t.shape[0], -1).sum(0)}
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(shape=st.lists(st.sampled_from([1, 3, 4, 31, 32, 64, 100, 257, 1024, 3000]), min_size=1, max_size=3),
+       name=st.sampled_from(sorted(_REDUCTIONS)), axis_seed=st.integers(0, 2), seed=st.integers(0, 3))
+def test_gpu_mapping_emulated_random_reductions(shape, name, axis_seed, seed):
+  """Random reductions (sizes around a warp, a block and a split) through the GPU mapping passes, emulated with no GPU."""
+  if np.prod(shape) > 400_000: shape = shape[-2:]
+  axis = axis_seed % len(shape)
+  a = rnd(*shape, seed=seed)
+  ref = _REDUCTIONS[name](Tensor(a, device="CPU"), axis).numpy()
+  with Context(EMULATE="CUDA"):
+    got = _REDUCTIONS[name](Tensor(a, device="PYTHON"), axis).numpy()
+  np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(ref).max(initial=0))))
