@@ -21,6 +21,7 @@ import picograd  # noqa: E402
 from picograd import Tensor, nn, optim  # noqa: E402
 from picograd.runtime.device import canonicalize  # noqa: E402
 import gpt  # noqa: E402
+from common import jit_train_step  # noqa: E402
 
 
 def measure(cfg: gpt.Config, device: str, checkpoint: bool, runs: int) -> tuple[int, int, float, float]:
@@ -29,13 +30,7 @@ def measure(cfg: gpt.Config, device: str, checkpoint: bool, runs: int) -> tuple[
   model = gpt.GPT(cfg, 65, device=device, checkpoint=checkpoint)
   opt = optim.AdamW(nn.get_parameters(model), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.1)
 
-  @picograd.jit
-  def step(x: Tensor, y: Tensor) -> Tensor:
-    loss = gpt.loss_fn(model, x, y)
-    opt.zero_grad()
-    loss.backward()
-    Tensor.realize(loss, *opt.schedule_step())
-    return loss
+  step = jit_train_step(lambda x, y: gpt.loss_fn(model, x, y), opt)
 
   rng = np.random.default_rng(0)
   Tensor.training = cfg.dropout > 0

@@ -173,21 +173,16 @@ def first_call() -> list[str]:
 def gpt_step_profile(config: str, top: int, device: str = "CUDA", dtype: str = "float32") -> None:
   """Per-kernel GPU time of one replayed GPT training step, summed by kernel, the largest `top` printed."""
   from collections import defaultdict
-  from picograd import nn, optim, jit
+  from picograd import nn, optim
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
   import gpt  # noqa: E402
+  from common import jit_train_step  # noqa: E402
   cfg = gpt.CONFIGS[config]
   Tensor.manual_seed(0)
   model = gpt.GPT(cfg, 65, device=device)
   opt = optim.AdamW(nn.get_parameters(model), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.1)
 
-  @jit
-  def step(x: Tensor, y: Tensor) -> Tensor:
-    loss = gpt.loss_fn(model, x, y, dtype)
-    opt.zero_grad()
-    loss.backward()
-    Tensor.realize(loss, *opt.schedule_step())
-    return loss
+  step = jit_train_step(lambda x, y: gpt.loss_fn(model, x, y, dtype), opt)
 
   rng = np.random.default_rng(0)
   Tensor.training = cfg.dropout > 0

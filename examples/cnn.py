@@ -22,8 +22,8 @@ from picograd import Tensor, nn, optim
 from picograd.engine.events import compile_stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (StopRequest, add_training_args, apply_resume_settings, device_name, load_checkpoint, plot_curves, progress,  # noqa: E402
-                    save_checkpoint)
+from common import (StopRequest, add_training_args, apply_resume_settings, device_name, jit_train_step, load_checkpoint,  # noqa: E402
+                    plot_curves, progress, report_stop, save_checkpoint)
 
 
 def load_digits(seed: int = 0, test_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -109,13 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
   n_params = sum(p.numel() for p in opt.params)
   print(f"cnn: {n_params:,} parameters, {len(x_train):,} training and {len(x_test):,} test digits, on {device_name(args.device)}")
 
-  @picograd.jit
-  def train_step(x: Tensor, y: Tensor) -> Tensor:
-    loss = model(x).cross_entropy(y)
-    opt.zero_grad()
-    loss.backward()
-    Tensor.realize(loss, *opt.schedule_step())
-    return loss
+  train_step = jit_train_step(lambda x, y: model(x).cross_entropy(y), opt)
 
   end = args.steps if args.stop_at is None else max(start, min(args.stop_at, args.steps))
   settings = {name: getattr(args, name) for name in SETTINGS}
@@ -142,9 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
   bar.close()
   train_time = time.perf_counter() - t0
   compile_s, n_compiled = compile_stats["seconds"] - compiles_before["seconds"], compile_stats["kernels"] - compiles_before["kernels"]
-  if start + len(losses) < args.steps:
-    print(f"stopped at step {start + len(losses)} of {args.steps}" +
-          (f"; continue with --resume {args.save}" if args.save else " (no checkpoint: give --save to be able to resume)"))
+  report_stop(start + len(losses), args.steps, args.save)
 
   test_loss, test_accuracy = evaluate(model, x_test, y_test, args.device)
   train_loss, train_accuracy = evaluate(model, x_train, y_train, args.device)

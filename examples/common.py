@@ -2,6 +2,7 @@
 from __future__ import annotations
 import argparse, json, os, signal, sys, threading, time
 from typing import Any, Callable, TypeVar
+import picograd
 from picograd import Tensor, nn
 from picograd.engine.events import CompileEvent, add_compile_listener, remove_compile_listener
 from picograd.nn import datasets
@@ -128,6 +129,26 @@ class Progress:
 def progress(total: int, initial: int = 0, desc: str = "train", disable: bool = False) -> Progress:
   """The progress line of a training loop (see `Progress`): update(n), set_postfix_str(s), close()."""
   return Progress(total, initial, desc, disable)
+
+
+def jit_train_step(loss_of: Callable[[Tensor, Tensor], Tensor], opt: Any) -> Callable[[Tensor, Tensor], Tensor]:
+  """The training step of the examples under `picograd.jit`: the loss of a batch (x, y), its backward, and the
+  optimizer's update realized in the same schedule as the loss; returns the loss."""
+  @picograd.jit
+  def train_step(x: Tensor, y: Tensor) -> Tensor:
+    loss = loss_of(x, y)
+    opt.zero_grad()
+    loss.backward()
+    Tensor.realize(loss, *opt.schedule_step())
+    return loss
+  return train_step
+
+
+def report_stop(done: int, total: int, save: str | None) -> None:
+  """Say where a run that ended before its last step stopped, and how to continue it."""
+  if done < total:
+    print(f"stopped at step {done} of {total}" +
+          (f"; continue with --resume {save}" if save else " (no checkpoint: give --save to be able to resume)"))
 
 
 def save_checkpoint(path: str, objects: dict[str, Any], step: int, settings: dict[str, Any]) -> None:

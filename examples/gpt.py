@@ -29,8 +29,8 @@ from picograd import Tensor, nn, optim
 from picograd.nn import datasets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (StopRequest, add_training_args, apply_resume_settings, device_name, load_checkpoint, load_data, progress,  # noqa: E402
-                    save_checkpoint)
+from common import (StopRequest, add_training_args, apply_resume_settings, device_name, load_checkpoint, load_data,  # noqa: E402
+                    progress, report_stop, save_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> dict:
   dp = None
   if args.devices > 1 or args.zero1:
     kind = device_name(args.device).split(":")[0]
-    dp = nn.DataParallel(lambda device: GPT(cfg, len(vocab), device=device, checkpoint=args.checkpoint), [f"{kind}:{i}" for i in range(args.devices)], zero1=args.zero1)
+    dp = nn.DataParallel(lambda device: GPT(cfg, len(vocab), device=device, checkpoint=args.checkpoint),
+                         [f"{kind}:{i}" for i in range(args.devices)], zero1=args.zero1)
     model, opt = dp.model, dp.optimizer(make_opt)
   else:
     model = GPT(cfg, len(vocab), device=args.device, checkpoint=args.checkpoint)
@@ -281,9 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
       if stop.requested: break
   bar.close()
   if args.viz: print(f"report of the training written to {picograd.viz.report(args.viz)}")
-  if start + len(train_losses) < cfg.steps:
-    print(f"stopped at step {start + len(train_losses)} of {cfg.steps}" +
-          (f"; continue with --resume {args.save}" if args.save else " (no checkpoint: give --save to be able to resume)"))
+  report_stop(start + len(train_losses), cfg.steps, args.save)
 
   tok_s = timed_steps * tokens_per_step / train_time if timed_steps else float("nan")
   sample = generate(model, vocab, "\n", args.sample_chars, np.random.default_rng(args.seed), args.device)

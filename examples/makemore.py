@@ -23,8 +23,8 @@ from picograd.nn import datasets
 from picograd.engine.events import compile_stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (StopRequest, add_training_args, apply_resume_settings, device_name, load_checkpoint, load_data, progress,  # noqa: E402
-                    save_checkpoint)
+from common import (StopRequest, add_training_args, apply_resume_settings, device_name, jit_train_step, load_checkpoint,  # noqa: E402
+                    load_data, progress, report_stop, save_checkpoint)
 
 
 class MLP:
@@ -107,13 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
   n_params = sum(p.numel() for p in opt.params)
   print(f"makemore MLP: {n_params:,} parameters, {len(Xtr):,} training examples, on {device_name(args.device)}")
 
-  @picograd.jit
-  def train_step(x: Tensor, y: Tensor) -> Tensor:
-    loss = model(x).cross_entropy(y)
-    opt.zero_grad()
-    loss.backward()
-    Tensor.realize(loss, *opt.schedule_step())
-    return loss
+  train_step = jit_train_step(lambda x, y: model(x).cross_entropy(y), opt)
 
   decay_step = int(args.steps * args.decay_at)
   end = args.steps if args.stop_at is None else max(start, min(args.stop_at, args.steps))
@@ -137,9 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
   bar.close()
   train_time = time.perf_counter() - t0
   compile_s, n_compiled = compile_stats["seconds"] - compiles_before["seconds"], compile_stats["kernels"] - compiles_before["kernels"]
-  if start + len(losses) < args.steps:
-    print(f"stopped at step {start + len(losses)} of {args.steps}" +
-          (f"; continue with --resume {args.save}" if args.save else " (no checkpoint: give --save to be able to resume)"))
+  report_stop(start + len(losses), args.steps, args.save)
 
   summary = {"steps": len(losses), "train_time_s": train_time, "compile_time_s": compile_s, "losses": losses,
              "train_loss": evaluate(model, Xtr, Ytr, args.device), "dev_loss": evaluate(model, Xdev, Ydev, args.device)}

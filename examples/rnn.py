@@ -24,8 +24,8 @@ from picograd.nn import datasets
 from picograd.engine.events import compile_stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (StopRequest, add_training_args, apply_resume_settings, device_name, load_checkpoint, load_data, plot_curves,  # noqa: E402
-                    progress, save_checkpoint)
+from common import (StopRequest, add_training_args, apply_resume_settings, device_name, jit_train_step, load_checkpoint,  # noqa: E402
+                    load_data, plot_curves, progress, report_stop, save_checkpoint)
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 PAD = -1  # the target of padding positions: ignored by the loss
@@ -127,14 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
   n_params = sum(p.numel() for p in opt.params)
   print(f"rnn ({args.cell}): {n_params:,} parameters, {len(xtr):,} training names of up to {length} characters, on {device_name(args.device)}")
 
-  @picograd.jit
-  def train_step(x: Tensor, y: Tensor) -> Tensor:
-    logits, _ = model(x)
-    loss = logits.flatten(0, 1).cross_entropy(y.flatten(), ignore_index=PAD)
-    opt.zero_grad()
-    loss.backward()
-    Tensor.realize(loss, *opt.schedule_step())
-    return loss
+  def loss_of(x: Tensor, y: Tensor) -> Tensor: return model(x)[0].flatten(0, 1).cross_entropy(y.flatten(), ignore_index=PAD)
+  train_step = jit_train_step(loss_of, opt)
 
   end = args.steps if args.stop_at is None else max(start, min(args.stop_at, args.steps))
   settings = {name: getattr(args, name) for name in SETTINGS}
@@ -164,9 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
   bar.close()
   train_time = time.perf_counter() - t0
   compile_s, n_compiled = compile_stats["seconds"] - compiles_before["seconds"], compile_stats["kernels"] - compiles_before["kernels"]
-  if start + len(losses) < args.steps:
-    print(f"stopped at step {start + len(losses)} of {args.steps}" +
-          (f"; continue with --resume {args.save}" if args.save else " (no checkpoint: give --save to be able to resume)"))
+  report_stop(start + len(losses), args.steps, args.save)
 
   replayed = np.array(step_times[2:]) * 1e3  # the first two calls run, compile and capture; the rest replay
   summary = {"steps": len(losses), "train_time_s": train_time, "compile_time_s": compile_s, "losses": losses, "evals": evals,
