@@ -104,7 +104,7 @@ def vectorize_reductions(sink: UOp, outer: list[UOp]) -> UOp:
   deps = loop_deps(nodes)
   mapped: dict[UOp, UOp] = {}
   for n in nodes:  # children first, so a reduction inside another one's value is replaced there too
-    if n.op is Ops.REDUCE and deps[n] <= set(outer): mapped[n] = reduction_lanes(substitute(n, mapped) if mapped else n)
+    if n.op is Ops.REDUCE and deps[n] <= set(outer): mapped[n] = reduction_lanes(substitute(n, mapped))
   return substitute(sink, mapped)
 
 
@@ -143,6 +143,26 @@ def _loop_ids(sink: UOp) -> Iterator[int]:
   return itertools.count(max((n.arg[0] for n in toposort([sink]) if n.op is Ops.RANGE), default=-1) + 1)
 
 
+def _partial(red: UOp, value: UOp, valid: UOp | None, loop: UOp) -> UOp:
+  """`red`'s reduction of `value` over a dealt-out `loop`; where `valid` is false (past the end) it adds the identity."""
+  if valid is not None: value = valid.where(value, UOp.const(red.dtype, reduce_identity(red.arg, red.dtype)))
+  return UOp(Ops.REDUCE, red.dtype, (value, loop), red.arg)
+
+
+def _combine(red: UOp, partial: UOp, width: int, slot: int) -> UOp:
+  """The partials of `width` neighbouring threads combined with `red`'s op (a block's through shared memory)."""
+  local = (UOp(Ops.DEFINE_LOCAL, red.dtype, (), (slot, width // 32)),) if width > 32 else ()
+  return UOp(Ops.GROUP_REDUCE, red.dtype, (partial, *local), (red.arg, width))
+
+
+def _top_reduction(sink: UOp) -> UOp:
+  """The one reduction of `sink` inside no loop that is left (the split and columns plans are chosen for one)."""
+  nodes = toposort([sink])
+  deps = loop_deps(nodes)
+  [red] = [n for n in nodes if n.op is Ops.REDUCE and not deps[n]]
+  return red
+
+
 def deal_out_reductions(sink: UOp, tid: UOp, group: int, ids: Iterator[int]) -> UOp:
   """Every top-level reduction (inside no loop that is left) dealt out to `group` threads and combined by a GROUP_REDUCE.
 
@@ -158,10 +178,7 @@ def deal_out_reductions(sink: UOp, tid: UOp, group: int, ids: Iterator[int]) -> 
     rngs = orig.src[1:]
     if rngs not in loops: loops[rngs] = deal_out(list(rngs), tid, group, next(ids), "reduce", 4)
     repl, valid, i = loops[rngs]
-    value = substitute(orig.src[0], {**repl, **mapped})
-    if valid is not None: value = valid.where(value, UOp.const(orig.dtype, reduce_identity(orig.arg, orig.dtype)))
-    local = (UOp(Ops.DEFINE_LOCAL, orig.dtype, (), (next(slots), group // 32)),) if group > 32 else ()
-    mapped[orig] = UOp(Ops.GROUP_REDUCE, orig.dtype, (UOp(Ops.REDUCE, orig.dtype, (value, i), orig.arg), *local), (orig.arg, group))
+    mapped[orig] = _combine(orig, _partial(orig, substitute(orig.src[0], {**repl, **mapped}), valid, i), group, next(slots))
   return substitute(sink, mapped)
 
 
@@ -280,22 +297,15 @@ def map_split(sink: UOp, glob: list[UOp], split: int) -> UOp:
   block, tid = special("block", total * split), special("thread", BLOCK)
   out, part = block // split, block % split
   sink = _sink(sink, [substitute(st, digits(glob, out)) for st in sink.src])
-  [red] = [n for n in toposort([sink]) if n.op is Ops.REDUCE and not loop_deps(toposort([n]))[n]]
+  red = _top_reduction(sink)
   repl, valid, i = deal_out(list(red.src[1:]), part * BLOCK + tid, BLOCK * split, next(ids), "reduce", 4)
-  identity = UOp.const(red.dtype, reduce_identity(red.arg, red.dtype))
-  value = substitute(red.src[0], repl)
-  if valid is not None: value = valid.where(value, identity)
-  partial = UOp(Ops.GROUP_REDUCE, red.dtype, (UOp(Ops.REDUCE, red.dtype, (value, i), red.arg),
-                                              UOp(Ops.DEFINE_LOCAL, red.dtype, (), (0, BLOCK // 32))), (red.arg, BLOCK))
+  partial = _combine(red, _partial(red, substitute(red.src[0], repl), valid, i), BLOCK, 0)
   scratch = UOp(Ops.DEFINE_GLOBAL, red.dtype, (), (0, total * split))
   fence, reset = last_block(_store(scratch, block, partial, tid < 1), tid, out, total, split, 1)
   # the partials are read by the block's threads in turn: a stand-in loop over them, dealt out
   repl, valid, q = deal_out([UOp(Ops.RANGE, dtypes.int32, (), (-1, split, "reduce"))], tid, BLOCK, next(ids), "reduce", 4)
   j = next(iter(repl.values()))
-  summed = _scratch_load(scratch, out * split + j, fence)
-  if valid is not None: summed = valid.where(summed, identity)
-  combined = UOp(Ops.GROUP_REDUCE, red.dtype, (UOp(Ops.REDUCE, red.dtype, (summed, q), red.arg),
-                                               UOp(Ops.DEFINE_LOCAL, red.dtype, (), (2, BLOCK // 32))), (red.arg, BLOCK))
+  combined = _combine(red, _partial(red, _scratch_load(scratch, out * split + j, fence), valid, q), BLOCK, 2)
   sink = substitute(sink, {red: combined})
   return _simplified(_sink(sink, _group_stores(sink, tid, set()) + [reset]))
 
@@ -311,12 +321,9 @@ def map_columns(sink: UOp, glob: list[UOp], split: int) -> UOp:
   group, part = block // split, block % split
   gid = group * width + tid
   sink = _sink(sink, [substitute(st, digits(glob, gid)) for st in sink.src])
-  [red] = [n for n in toposort([sink]) if n.op is Ops.REDUCE and not loop_deps(toposort([n]))[n]]
+  red = _top_reduction(sink)
   repl, valid, i = deal_out(list(red.src[1:]), part, split, next(ids), "reduce", 4)
-  identity = UOp.const(red.dtype, reduce_identity(red.arg, red.dtype))
-  value = substitute(red.src[0], repl)
-  if valid is not None: value = valid.where(value, identity)
-  partial = UOp(Ops.REDUCE, red.dtype, (value, i), red.arg)
+  partial = _partial(red, substitute(red.src[0], repl), valid, i)
   scratch = UOp(Ops.DEFINE_GLOBAL, red.dtype, (), (0, split * total))
   fence, reset = last_block(_store(scratch, part * total + gid, partial, UOp.const(dtypes.bool, True)), tid, group, total // width, split, 1)
   q = UOp(Ops.RANGE, dtypes.int32, (), (next(ids), split, "reduce", 8))
