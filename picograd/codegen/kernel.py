@@ -87,7 +87,7 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
     # the PYTHON device runs the kernel as the CUDA mapping pass puts it on a GPU, every thread at once
     from picograd.codegen.cuda import CUDATarget
     from picograd.codegen.cuda.render import map_kernel
-    plan, mapped = map_kernel(sink, program, target if target is not None else CUDATarget())
+    plan, _, mapped = map_kernel(sink, program, target if target is not None else CUDATarget())
     if mapped is not None: program, applied = mapped, [f"emulating the CUDA mapping {plan}"]
   renderer = {"CPU": "picograd.codegen.llvm:render_llvm", "PYTHON": "picograd.codegen.python:render_python"}[kind]
   module, fn = renderer.split(":")

@@ -51,17 +51,18 @@ def _describe(plan: str, program: list[UOp]) -> list[str]:
   return [f"map {plan}"] + sorted(set(opts), key=opts.index)
 
 
-def map_kernel(sink: UOp, program: list[UOp], target: CUDATarget) -> tuple[str, list[UOp] | None]:
-  """(plan, the linear program of the kernel mapped onto the GPU by the plan's pass), None for a plan still in `PLANS`."""
+def map_kernel(sink: UOp, program: list[UOp], target: CUDATarget) -> tuple[str, Any, list[UOp] | None]:
+  """(plan, its argument, the linear program of the kernel mapped onto the GPU by the plan's pass: None for a plan still
+  in `PLANS`)."""
   plan, arg = choose_plan(program, target, range_deps(program))
-  return plan, (linearize(MAPPINGS[plan](sink, program, arg)) if plan in MAPPINGS else None)
+  return plan, arg, (linearize(MAPPINGS[plan](sink, program, arg)) if plan in MAPPINGS else None)
 
 
 def render_cuda(base_name: str, sink: UOp, target: CUDATarget) -> tuple[str, str, list[UOp], LaunchDims, dict]:
   """(kernel name, CUDA C source, the program rendered, launch dims, meta) for a lowered kernel: the hook
   codegen/kernel.py calls. `target` describes the GPU (arch and limits) as plain data."""
   program = linearize(sink)
-  plan, mapped = map_kernel(sink, program, target)
+  plan, arg, mapped = map_kernel(sink, program, target)
   ks = KernelSource()
   if mapped is not None:
     program = mapped
@@ -73,8 +74,8 @@ def render_cuda(base_name: str, sink: UOp, target: CUDATarget) -> tuple[str, str
     opts = _describe(plan, program)
   else:
     ks.w.wrapping = data_values(program)
-    mm, split = choose_plan(program, target, range_deps(program))[1]
-    PLANS[plan](program, ks, (mm, split))
+    mm, split = arg
+    PLANS[plan](program, ks, arg)
     B, M, N, K = mm.sizes
     tiles = {"matmul": "128x128 tiles, k-steps of 8 through double-buffered shared memory, 8x8 outputs per thread",
              "mma": "128x128 tiles, k-steps of 32, 8 warps of 64x32 on mma.sync m16n8k16 (ldmatrix)",
