@@ -133,3 +133,10 @@ def test_transform_errors():
   with pytest.raises(ValueError, match="mode must be"): picograd.jacobian(lambda a: a, x, mode="sideways")
   _, vjp_fn = picograd.vjp(lambda a: a.sum(), x)
   with pytest.raises(ValueError, match="cotangent 0 has shape"): vjp_fn(x)
+
+
+def test_a_traced_function_cannot_read_its_inputs():
+  """Reading a traced input's value raises (it is a placeholder without data) instead of reading stray memory."""
+  x = Tensor(np.array([1.0, 2.0, 3.0]))
+  with pytest.raises(RuntimeError, match="placeholders"):
+    picograd.jvp(lambda t: t * float((t * 2).sum().item()), (x,), (Tensor.ones(3, dtype=x.dtype),))

@@ -40,12 +40,22 @@ def _check_float(ts: Sequence[Tensor], what: str, op: str) -> None:
     if not t.dtype.is_float: raise RuntimeError(f"{op}: {what} must be floating point to be differentiated, not {t.dtype.name}")
 
 
+class _Placeholder(Buffer):
+  """The memory of a traced input: it holds no data, so a kernel that would read it raises (a traced function that
+  calls `item()` or `numpy()` on what depends on its inputs) instead of reading whatever the allocator had."""
+
+  @property
+  def handle(self) -> Any:
+    raise RuntimeError("a function being transformed (jvp, vjp, jacobian, hessian) read its inputs' values (item(), numpy(), "
+                       "or a realize): its inputs are placeholders that hold no data; compute with them lazily instead")
+
+
 class _Trace:
   """`f` applied to placeholders for `primals`: the traced outputs, and the way back to graphs over the primals."""
 
   def __init__(self, f: Callable[..., Any], primals: tuple[Tensor, ...], op: str):
     self.primals = primals
-    self.holders = [p._new(UOp(Ops.BUFFER, p.dtype, (), Buffer(p.device, p.numel(), p.dtype)).reshape(p.shape)) for p in primals]
+    self.holders = [p._new(UOp(Ops.BUFFER, p.dtype, (), _Placeholder(p.device, p.numel(), p.dtype)).reshape(p.shape)) for p in primals]
     saved, Tensor.no_grad = Tensor.no_grad, False  # the transform differentiates whatever the caller's grad mode
     try:
       out = f(*self.holders)
