@@ -120,7 +120,17 @@ class _RNNBase(abc.ABC):
     the states after (h first)."""
 
 
-class RNN(_RNNBase):
+class _HiddenStateRNN(_RNNBase):
+  """The layers whose only state is h (RNN, GRU): called with h0 or None, they return (output, h_n)."""
+
+  def __call__(self, x: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    seq, batch = self._sequence(x)
+    h0 = self._zeros(self.hidden_size, batch, seq) if hx is None else self._check_state(hx, self.hidden_size, batch, "hidden")
+    out, (h_n,) = self._run(seq, [h0 if batch is not None else h0.unsqueeze(1)])
+    return self._output(out, batch), h_n if batch is not None else h_n.squeeze(1)
+
+
+class RNN(_HiddenStateRNN):
   """Elman RNN: h_t = tanh(x_t W_ih^T + b_ih + h_(t-1) W_hh^T + b_hh) (or relu). Returns (output, h_n).
 
   RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True, batch_first=False, dropout=0.0,
@@ -139,14 +149,8 @@ class RNN(_RNNBase):
     pre = xw + hw
     return [pre.tanh() if self.nonlinearity == "tanh" else pre.relu()]
 
-  def __call__(self, x: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    seq, batch = self._sequence(x)
-    h0 = self._zeros(self.hidden_size, batch, seq) if hx is None else self._check_state(hx, self.hidden_size, batch, "hidden")
-    out, (h_n,) = self._run(seq, [h0 if batch is not None else h0.unsqueeze(1)])
-    return self._output(out, batch), h_n if batch is not None else h_n.squeeze(1)
 
-
-class GRU(_RNNBase):
+class GRU(_HiddenStateRNN):
   """Gated recurrent unit, PyTorch's equations: r = σ(..), z = σ(..), n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)),
   h' = (1 - z) * n + z * h. Returns (output, h_n)."""
   mode = "GRU"
@@ -162,12 +166,6 @@ class GRU(_RNNBase):
     r, z = (x_r + h_r).sigmoid(), (x_z + h_z).sigmoid()
     n = (x_n + r * h_n).tanh()
     return [n + z * (h - n)]  # (1 - z) * n + z * h
-
-  def __call__(self, x: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    seq, batch = self._sequence(x)
-    h0 = self._zeros(self.hidden_size, batch, seq) if hx is None else self._check_state(hx, self.hidden_size, batch, "hidden")
-    out, (h_n,) = self._run(seq, [h0 if batch is not None else h0.unsqueeze(1)])
-    return self._output(out, batch), h_n if batch is not None else h_n.squeeze(1)
 
 
 class LSTM(_RNNBase):
