@@ -136,13 +136,19 @@ def _first_call(env: dict[str, str]) -> float:
   return float(out.stdout.strip().splitlines()[-1])
 
 
-def bench_first_call(runs: int) -> list[Row]:
+def _cold_and_warm(run: Callable[[dict[str, str]], float], runs: int) -> tuple[float, float]:
+  """Median seconds of `run(env)` in fresh processes: with the disk caches off, and with a warm private cache."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   with tempfile.TemporaryDirectory() as cache:
     env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cold = sorted(_first_call({**env, "CACHE": "0"}) for _ in range(runs))[runs // 2]
-    _first_call(env)  # fills the disk cache
-    warm = sorted(_first_call(env) for _ in range(runs))[runs // 2]
+    cold = sorted(run({**env, "CACHE": "0"}) for _ in range(runs))[runs // 2]
+    run(env)  # fills the disk cache
+    warm = sorted(run(env) for _ in range(runs))[runs // 2]
+  return cold, warm
+
+
+def bench_first_call(runs: int) -> list[Row]:
+  cold, warm = _cold_and_warm(_first_call, runs)
   return [Row("first call, new fused kernel, compile (CACHE=0)", cold, None, None),
           Row("first call, new fused kernel, warm disk cache", warm, None, None)]
 
@@ -169,11 +175,7 @@ def bench_start_up(runs: int) -> list[Row]:
     st = time.perf_counter()
     subprocess.run([sys.executable, "-c", _START_UP, script], env=env, check=True, capture_output=True)
     return time.perf_counter() - st
-  with tempfile.TemporaryDirectory() as cache:
-    env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cold = sorted(run({**env, "CACHE": "0"}) for _ in range(runs))[runs // 2]
-    run(env)  # fills the disk cache
-    warm = sorted(run(env) for _ in range(runs))[runs // 2]
+  cold, warm = _cold_and_warm(run, runs)
   return [Row("makemore.py start to first training step, cold (CACHE=0)", cold, None, None),
           Row("makemore.py start to first training step, warm disk cache", warm, None, None)]
 
