@@ -193,6 +193,20 @@ def gpt_step_profile(config: str, top: int, device: str = "CUDA", dtype: str = "
     st = time.perf_counter()
     step(x, y).item()
     walls.append(time.perf_counter() - st)
+  # CPU time per step: the Python work and launches of a replay, without waiting for the GPU (it queues behind the last step)
+  cpu = []
+  for _ in range(5):
+    dev.synchronize()
+    st = time.perf_counter()
+    step(x, y)
+    cpu.append(time.perf_counter() - st)
+  dev.synchronize()
+  with Context(GRAPH=0):  # the same capture replayed kernel by kernel
+    stepwise = []
+    for _ in range(3):
+      st = time.perf_counter()
+      step(x, y).item()
+      stepwise.append(time.perf_counter() - st)
   Tensor.training = False
   steps = [s for s in step.capture.steps if s.kernel is not None]
   per: dict[str, list] = defaultdict(lambda: [0, 0.0, None])
@@ -204,7 +218,8 @@ def gpt_step_profile(config: str, top: int, device: str = "CUDA", dtype: str = "
   dev.synchronize()
   total = sum(r[1] for r in per.values())
   print(f"GPT {config} ({dtype} matmuls): {len(steps)} kernel launches, {len(per)} distinct kernels; sum of kernel times {total * 1e3:.2f} ms; "
-        f"wall per replayed step {min(walls[2:]) * 1e3:.2f} ms")
+        f"wall per replayed step {min(walls[2:]) * 1e3:.2f} ms; CPU time per replay {np.median(cpu) * 1e3:.2f} ms "
+        f"({'one CUDA graph' if step.graph is not None else 'kernel by kernel'}); kernel by kernel {min(stepwise) * 1e3:.2f} ms")
   print(f"{'kernel':<42} {'plan':<7} {'n':>3} {'total ms':>9} {'%':>5} {'us each':>9} {'GB/s':>7} {'GFLOP/s':>8}  grid x block")
   for name, (n, t, k) in sorted(per.items(), key=lambda kv: -kv[1][1])[:top]:
     each = t / n

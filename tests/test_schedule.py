@@ -61,6 +61,19 @@ def test_reduction_broadcast_back_over_a_leading_axis_is_realized_first(x):
   assert kernels(x.softmax(-1).T) == 3
 
 
+def test_concatenation_read_by_a_reduction_is_stored_first(x, y):
+  # the gradient of three slices of one product (q, k, v of a fused projection) is a sum of three padded pieces: the
+  # weight gradient reads it from its own buffer, not through a gate per piece at every load
+  w = Tensor(rand((6, 12), seed=3), device=DEV, requires_grad=True)
+  q, k, v = (x @ w).split(4, dim=1)
+  ((q * k).relu() * v).sum().backward()
+  steps = picograd.schedule(w.grad)
+  concat = [s for s in steps if "PAD" in s.ir or "WHERE" in s.ir]
+  assert len(steps) == 3 and len(concat) == 1 and concat[0].ast is not None and "REDUCE" not in str(concat[0].ast)
+  cat = picograd.cat([x, x * 2], dim=1)
+  assert kernels(cat) == 1 and kernels(cat @ Tensor(rand((12, 3)), device=DEV)) == 2  # stored only when a reduction reads it
+
+
 def test_contiguous_is_a_boundary(x):
   assert kernels((x + 1) * 2) == 1
   assert kernels((x + 1).contiguous() * 2) == 2

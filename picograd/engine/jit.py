@@ -26,12 +26,11 @@ from __future__ import annotations
 import dataclasses, functools, inspect
 from typing import Any, Callable
 import time
-import numpy as np
 from picograd.helpers import JIT, DEBUG
-from picograd.runtime.device import Buffer
+from picograd.runtime.device import Buffer, get_device
 from picograd.engine.capture import Capture, capture
 from picograd.engine.realize import buffer_of, run_steps
-from picograd.engine import observe
+from picograd.engine import observe, graph
 
 # registered by the frontend: the class of its lazy tensors, and the RNG hook: `draw(n)` takes n numbers from the
 # counter-based generator and returns the counter they start at (a replay rewrites each captured draw's counter with it)
@@ -90,6 +89,7 @@ class Jit:
     self.signature: list[tuple] = []
     self.frozen: list[Any] = []
     self.result: Any = None
+    self.graph: graph.DeviceGraph | None = None  # the capture as one device graph (CUDA), where it can be one
     functools.update_wrapper(self, fn)
 
   def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -113,6 +113,9 @@ class Jit:
       self.calls += 1  # only a capture that completed (no failed check, no exception in fn) is replayed
       self.input_buffers = buffers
       self.signature, self.frozen = signature, frozen
+      if graph.usable() and (recorded := graph.build(self.capture.steps, buffers)) is not None:
+        self.graph = recorded
+        self.capture.steps = graph.keep_buffers(self.capture.steps)  # a step-by-step replay must not free what the graph names
       if DEBUG >= 1: print(f"jit: captured {len(self.capture.steps)} kernel(s) of {self.fn.__name__}")
       return self.result
     if signature != self.signature:
@@ -125,7 +128,13 @@ class Jit:
     new_buffers = {id(old): new for old, new in zip(self.input_buffers, buffers)}
     for counter, n in self.capture.rng_draws:
       assert _draw is not None, "a random draw was captured, so the frontend registered its generator"
-      counter.copyin(np.array([_draw(n) & 0xFFFFFFFF], dtype=np.uint32))
+      get_device(counter.device).allocator.write_word(counter.handle, _draw(n))  # ordered after the last replay's readers
+    if self.graph is not None and graph.usable():
+      st = time.perf_counter()
+      self.graph.replay(buffers)
+      if DEBUG >= 1:
+        print(f"jit replay: one graph of {self.graph.launches} kernel(s) of {self.fn.__name__} in {(time.perf_counter() - st) * 1e3:.2f} ms")
+      return self.result
     steps = [_rebind(step, new_buffers) for step in self.capture.steps]
     # a replay skips `realize`, so it says what it is: DEBUG=2's per-kernel lines follow a header naming the replay,
     # and DEBUG=1 gets a summary line where a schedule would print one

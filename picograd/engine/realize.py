@@ -200,6 +200,11 @@ def _raise_first(failed: list[tuple[CompiledKernel, int]]) -> None:
 _deferred: dict[tuple[str, str], CompiledKernel] = {}
 
 
+def defer_checks(kernels: list[CompiledKernel]) -> None:
+  """Kernels with checks that were launched on an asynchronous device: their error words are read at `check_errors`."""
+  for k in kernels: _deferred[(k.name, k.device)] = k
+
+
 def check_errors(device: str | None = None) -> None:
   """Raise the first failed check of the kernels that ran on asynchronous devices (all, or `device`'s) since the last look."""
   kernels = [k for k in _deferred.values() if device is None or k.device == device]

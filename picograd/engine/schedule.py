@@ -176,6 +176,20 @@ def _broadcast_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
   return out
 
 
+def _padded_pieces(u: UOp) -> int:
+  """How many padded pieces a sum adds up (a concatenation, or the gradient of several slices of one tensor)."""
+  u = strip_reshapes(u)
+  if u.op is Ops.PAD: return 1
+  return sum(_padded_pieces(s) for s in u.src) if u.op is Ops.ADD else 0
+
+
+def _concat_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
+  """A concatenation read by a reduction is stored first: every load of the reduction would otherwise test one gate per
+  piece and read through the pieces' index maps (the weight gradient of a fused q/k/v projection)."""
+  if any(c.op is Ops.ADD for c in f.consumers.get(n, ())) or _padded_pieces(n) < 2: return []
+  return [n] if _feeds_reduce(n, f.consumers, f.realize) else []
+
+
 BoundaryRule = Callable[[UOp, _Fusion], list[UOp]]
 # The fusion policy (DESIGN §4) as rules: op -> fn(node, state) -> the nodes that get a buffer. The tables apply in order,
 # each to every node (a later table sees what the earlier ones realized); ops without a rule fuse into their consumers.
@@ -188,6 +202,7 @@ BOUNDARY_RULES: list[dict[Ops, BoundaryRule]] = [
     Ops.AFTER: lambda n, f: [s for s in n.src if not is_contiguous_view(s)]},
   {Ops.REDUCE: lambda n, f: [n] if len(f.consumers[n]) > 1 else []},  # a reduction read by several nodes is computed once
   {Ops.EXPAND: _broadcast_boundaries},
+  {Ops.ADD: _concat_boundaries},  # after the broadcast rule: the pieces' own reductions already have buffers
   # an assignment whose value reads its own target at other positions would read elements it already overwrote:
   # the value gets a buffer of its own first
   {Ops.ASSIGN: lambda n, f: [n.src[1]] if _reads_shifted(n.src[1], strip_reshapes(n.src[0]), f.realize) else []},

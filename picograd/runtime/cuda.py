@@ -22,7 +22,7 @@ Without headers, kernels that include none still compile.
 """
 from __future__ import annotations
 import ctypes, functools, os, re, struct
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 import numpy as np
 from picograd.helpers import cache_dir, LaunchDims
 from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, Program
@@ -332,6 +332,11 @@ class CUDAAllocator(Allocator):
     _cu("cuMemcpyDtoHAsync", _host_address(dest), handle, dest.nbytes, self.ctx.stream)
     _cu("cuStreamSynchronize", self.ctx.stream)
 
+  def write_word(self, handle: int, value: int) -> None:
+    """Queue a 32-bit store on the stream: kernels queued before it still read the old value, no host wait."""
+    self.ctx.make_current()
+    _cu("cuMemsetD32Async", handle, value & 0xFFFFFFFF, 1, self.ctx.stream)
+
   def copy_device_to_device(self, dst: int, src: int, nbytes: int) -> None:
     """Queue a copy on the stream; it runs after the kernels already queued, so no host synchronization is needed."""
     if not nbytes: return
@@ -352,6 +357,40 @@ class CUDAAllocator(Allocator):
     self.ctx.wait_for(src_allocator.ctx)
     _cu("cuMemcpyPeerAsync", dst, self.ctx.context, src, src_allocator.ctx.context, nbytes, self.ctx.stream)
     src_allocator.ctx.wait_for(self.ctx)
+
+
+class CUDAGraph:
+  """The work `record()` queues on one GPU's stream, recorded once (stream capture) and relaunched by one driver call.
+
+  Nothing runs while recording. A graph keeps the arguments its launches were recorded with: every buffer they name must
+  stay allocated, at the same address, for as long as the graph is launched."""
+
+  def __init__(self, ctx: CUDAContext, record: Callable[[], None]):
+    self.ctx, self.exec = ctx, None
+    ctx.make_current()
+    # relaxed: the recording may allocate memory (on this thread), which the default mode forbids while a stream captures
+    _cu("cuStreamBeginCapture", ctx.stream, cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED)
+    try:
+      record()
+    except BaseException:
+      err, graph = cu.cuStreamEndCapture(ctx.stream)  # leave the stream usable; the failed recording is dropped
+      if err == cu.CUresult.CUDA_SUCCESS: cu.cuGraphDestroy(graph)
+      raise
+    graph = _cu("cuStreamEndCapture", ctx.stream)
+    try:
+      self.exec = _cu("cuGraphInstantiate", graph, 0)
+    finally:
+      cu.cuGraphDestroy(graph)
+
+  def launch(self) -> None:
+    self.ctx.make_current()
+    _cu("cuGraphLaunch", self.exec, self.ctx.stream)
+
+  def __del__(self) -> None:
+    try:
+      if self.exec is not None: cu.cuGraphExecDestroy(self.exec)
+    except Exception:  # at interpreter exit the bindings may already be gone
+      pass
 
 
 _DEFAULT_DYNAMIC_SHARED = 48 * 1024  # what a kernel may use without opting in through a function attribute
@@ -435,7 +474,7 @@ def open_device(name: str) -> Device:
   arch = f"sm_{cc[0]}{cc[1]}"
   driver = _cu("cuDriverGetVersion")
   extra = {
-    "context": ctx, "synchronize": ctx.synchronize, "arch": arch, "compute_capability": cc,
+    "context": ctx, "synchronize": ctx.synchronize, "graph": lambda record: CUDAGraph(ctx, record), "arch": arch, "compute_capability": cc,
     "name": _cu("cuDeviceGetName", 256, ctx.device).split(b"\0", 1)[0].decode(),
     "sm_count": ctx.attribute("CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT"),
     "max_shared": ctx.attribute("CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN"),
@@ -451,6 +490,6 @@ def open_device(name: str) -> Device:
   return Device(name, CUDAAllocator(name, ctx), compiler, CUDAProgram, extra)
 
 
-__all__ = ["CUDAError", "CompileError", "CUDALib", "CUDAContext", "CUDAAllocator", "CUDAProgram", "NVRTCCompiler", "open_device",
+__all__ = ["CUDAError", "CompileError", "CUDALib", "CUDAContext", "CUDAGraph", "CUDAAllocator", "CUDAProgram", "NVRTCCompiler", "open_device",
            "compile_cuda_source", "cuda_source_to_ptx", "cuda_include_dirs", "default_options", "nvrtc_version",
            "nvrtc_supported_archs", "pack_lib", "unpack_lib"]

@@ -77,6 +77,10 @@ class Allocator:
     with self.lock: self.peak, self.peak_reserved = self.current, self.reserved
 
   # device specific
+  def write_word(self, handle: Any, value: int) -> None:
+    """Store one 32-bit word (a random-number counter) at the start of a buffer, ordered after the work already queued."""
+    self.copyin(handle, np.array([value & 0xFFFFFFFF], dtype=np.uint32).data.cast("B"))
+
   def _alloc(self, nbytes: int) -> Any: raise NotImplementedError
   def _free(self, handle: Any, nbytes: int) -> None: raise NotImplementedError
   def copyin(self, handle: Any, src: memoryview) -> None: raise NotImplementedError
