@@ -313,7 +313,7 @@ def main() -> None:
   if torch is not None: torch.set_num_threads(cores)
   r, w = args.runs, args.warmup
   groups = {"elementwise": lambda: [bench_elementwise(r, w)], "reduce": lambda: [bench_rowsum(r, w), bench_softmax(r, w)],
-            "matmul": lambda: [bench_matmul(512, r, w), bench_matmul(1024, r, w)], "first-call": lambda: bench_first_call(min(r, 5)),
+            "matmul": lambda: [bench_matmul(n, r, w) for n in (512, 1024, 2048)], "first-call": lambda: bench_first_call(min(r, 5)),
             "start-up": lambda: bench_start_up(min(r, 3)),
             "mlp": lambda: [*bench_mlp(32, r * 3, w * 5), *bench_mlp(512, r * 3, w * 5)], "conv": lambda: bench_conv(r, w),
             "provenance": lambda: bench_provenance(r * 4)}

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from typing import Any
-from picograd.helpers import EMULATE, LaunchDims
+from picograd.helpers import EMULATE, NOOPT, LaunchDims
 from picograd.ir.ops import UOp, Ops, print_graph, print_program
 from picograd.codegen.lower import lower_kernel
 from picograd.codegen.linearize import linearize, kernel_name
 from picograd.codegen.opt import optimize
 from picograd.codegen.transcendental import approximate_transcendentals
+from picograd.codegen.cpu_gemm import match_gemm, render_gemm, describe, row_tiles
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,12 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   sink = lower_kernel(ast)
   kind = device.split(":")[0]
   applied: list[str] = []
-  if kind == "CPU": sink, applied = optimize(approximate_transcendentals(sink))
+  gemm = None
+  if kind == "CPU":
+    sink = approximate_transcendentals(sink)
+    # a matrix product gets the blocked GEMM form (codegen/cpu_gemm.py); other kernels the generic loop nest, upcast
+    gemm = None if NOOPT else match_gemm(sink)
+    sink, applied = optimize(sink) if gemm is None else (sink, describe(gemm))
   program = linearize(sink)
   base = kernel_name(program)
   params = [u for u in program if u.op is Ops.PARAM]
@@ -92,11 +98,12 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   renderer = {"CPU": "picograd.codegen.llvm:render_llvm", "PYTHON": "picograd.codegen.python:render_python"}[kind]
   module, fn = renderer.split(":")
   render_fn = getattr(__import__(module, fromlist=[fn]), fn)
+  if gemm is not None: render_fn = lambda name, program: render_gemm(name, gemm, params)  # noqa: E731
   # the name carries a hash of the body so different kernels never collide in one process
   digest = hashlib.sha256(render_fn("KERNEL", program).encode()).hexdigest()[:8]
   name = f"{base}_{digest}"
   source = render_fn(name, program)
-  outer = glob[0].arg[1] if glob else 0
+  outer = row_tiles(gemm) if gemm is not None else glob[0].arg[1] if glob else 0
   work = _ops_executed(program)
   checked = any(u.op is Ops.CHECK for u in program)
   if kind == "CPU" and outer > 1: applied.append(f"outer loop of {outer} splittable across threads (the runtime splits from enough work)")
