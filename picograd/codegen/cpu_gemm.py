@@ -36,6 +36,8 @@ VECTORS = 2
 PACK_BYTES = 1 << 19
 # The packed block lives on the stack: at most this many bytes (K of 8192 with 32-column panels); longer sums keep the loop nest.
 MAX_STACK_BYTES = 1 << 20
+# Bytes of packed rows of a transposed a: the tiles packed together, a few of a thread's next ones.
+A_GROUP_BYTES = 1 << 18
 # Below this many multiply-adds the generic loop nest's upcast tiles do as well (and compile faster).
 MIN_MACS = 1 << 15
 
@@ -139,6 +141,7 @@ class GemmRenderer(LLVMRenderer):
     self.g, self.params = gemm, params
     self.ordered, self.accumulated, self.checked = set(), set(), False
     self.steps: dict[str, int] = {}  # loop name -> its step, for `close`
+    self.loop_md: list[str] = []  # each loop's metadata node
 
   def i64(self, expr: str) -> str:
     out = self.tmp()
@@ -177,7 +180,9 @@ class GemmRenderer(LLVMRenderer):
     self.emit(f"br label %{name}.latch")
     self.label(f"{name}.latch")
     self.emit(f"%{name}.next = add nsw i64 %{name}, {self.steps[name]}")
-    self.emit(f"br label %{name}.head")
+    # LLVM's unroller copied these loops' bodies (the packing loops 8 times) and took ~0.5 s a kernel for no measured gain
+    self.emit(f"br label %{name}.head, !llvm.loop !{len(self.loop_md)}")
+    self.loop_md.append(f"!{len(self.loop_md)} = distinct !{{!{len(self.loop_md)}, !{{!\"llvm.loop.unroll.disable\"}}}}")
     self.label(f"{name}.exit")
 
   def render(self) -> str:
@@ -219,23 +224,13 @@ class GemmRenderer(LLVMRenderer):
       self.label("packed.ok")
     i0 = self.i64(f"mul nsw i64 {it}, {MR}")
     a_base = self.affine(g.a_off, values, (g.i, g.k))
-    a_rows = []
-    for r in range(MR):  # the last tile repeats row m - 1 for rows past the end (their sums are not stored)
-      row = self.min64(self.i64(f"add nsw i64 {i0}, {r}"), str(m - 1))
-      ofs = self.i64(f"add nsw i64 {a_base}, {self.i64(f'mul nsw i64 {row}, {g.a_off[1][g.i]}')}")
-      a_rows.append(self.i64(f"getelementptr inbounds float, ptr {pa}, i64 {ofs}"))
     a_step = g.a_off[1][g.k]
-    if packed_a := abs(a_step) != 1:
-      # a transposed (a.T @ g): its MR rows, one cache line a step apart, packed k-major into one contiguous stream
-      # (about 20% faster at 1024; a row-major a reads its MR rows directly, as packing it per block cost more than it saved)
-      pk = self.loop("ak", "0", str(k))
-      ak = self.mul(pk, a_step)
-      for r in range(MR):
-        s = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {a_rows[r]}, i64 {ak}')}")
-        self.emit(f"store float {s}, ptr {self.i64(f'getelementptr inbounds float, ptr %ap, i64 {self.add(self.mul(pk, MR), r)}')}")
-      self.close("ak")
-      a_rows, a_step = [self.i64(f"getelementptr inbounds float, ptr %ap, i64 {r}") for r in range(MR)], MR
-    if packed_a: self.allocas.append(f"%ap = alloca [{k * MR} x float], align 64")
+    if abs(a_step) == 1:
+      a_rows = []
+      for r in range(MR):  # the last tile repeats row m - 1 for rows past the end (their sums are not stored)
+        row = self.min64(self.add(i0, r), str(m - 1))
+        a_rows.append(self.i64(f"getelementptr inbounds float, ptr {pa}, i64 {self.add(a_base, self.mul(row, g.a_off[1][g.i]))}"))
+    else: a_rows, a_step = self._pack_a(u, it, i0, a_base, ntile), MR
     jr = self.loop("jr", "0", npan)
     panel = self.i64(f"getelementptr inbounds float, ptr %bp, i64 {self.i64(f'mul nsw i64 {jr}, {k * nr}')}")
     # the microkernel: MR x VECTORS accumulators carried around the k loop in registers
@@ -284,7 +279,41 @@ class GemmRenderer(LLVMRenderer):
     head = [f"define void @{self.name}({args}, i64 %start, i64 %end) #0 {{", "entry:"] + ["  " + a for a in self.allocas]
     attrs = ('attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" '
              '"probe-stack"="inline-asm" }')
-    return "\n".join(sorted(self.decls) + [""] + head + self.lines + ["  ret void", "}"] + self._slice_entry(len(params)) + [attrs])
+    return "\n".join(sorted(self.decls) + [""] + head + self.lines + ["  ret void", "}"] + self._slice_entry(len(params)) + [attrs] + self.loop_md)
+
+  def _pack_a(self, u: str, it: str, i0: str, a_base: str, ntile: int) -> list[str]:
+    """Pointers to this tile's MR rows of a transposed a (a.T @ g: a step along k is a row of a), packed k-major.
+
+    Read directly, each k step of such an a is a new cache line (and, for wide rows, a new page). The rows of
+    up to A_GROUP tiles (as many as the thread has left in this batch) are packed together whenever a tile
+    starts a new group, reading a's rows contiguously; rows past the end of a are left unwritten (only their
+    own, unstored, outputs read them)."""
+    g, (m, _, k) = self.g, self.g.sizes
+    group = max(1, A_GROUP_BYTES // (4 * MR * k))
+    self.allocas += [f"%ap = alloca [{group * k * MR} x float], align 64", "%grp.start = alloca i64", "%grp.end = alloca i64"]
+    cur_end = self.i64("load i64, ptr %grp.end")
+    need = self.i64(f"or i1 {self.i64(f'icmp eq i64 {u}, %start')}, {self.i64(f'icmp sge i64 {u}, {cur_end}')}")
+    self.emit(f"br i1 {need}, label %apack, label %apack.ok")
+    self.label("apack")
+    cnt = self.min64(self.min64(str(group), self.i64(f"sub nsw i64 %end, {u}")), self.i64(f"sub nsw i64 {ntile}, {it}"))
+    self.emit(f"store i64 {u}, ptr %grp.start")
+    self.emit(f"store i64 {self.add(u, cnt)}, ptr %grp.end")
+    rows = self.min64(self.mul(cnt, MR), self.i64(f"sub nsw i64 {m}, {i0}"))
+    kk = self.loop("ga", "0", str(k))
+    src0 = self.add(a_base, self.add(self.mul(kk, g.a_off[1][g.k]), self.mul(i0, g.a_off[1][g.i])))
+    q = self.loop("gq", "0", rows)
+    src = self.add(src0, self.mul(q, g.a_off[1][g.i]))
+    val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.a]}, i64 {src}')}")
+    tile, r = self.i64(f"udiv i64 {q}, {MR}"), self.i64(f"urem i64 {q}, {MR}")
+    dst = self.add(self.mul(tile, k * MR), self.add(self.mul(kk, MR), r))
+    self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %ap, i64 {dst}')}")
+    self.close("gq")
+    self.close("ga")
+    self.emit("br label %apack.ok")
+    self.label("apack.ok")
+    mine = self.i64(f"sub nsw i64 {u}, {self.i64('load i64, ptr %grp.start')}")
+    base = self.i64(f"getelementptr inbounds float, ptr %ap, i64 {self.mul(mine, k * MR)}")
+    return [self.i64(f"getelementptr inbounds float, ptr {base}, i64 {r}") for r in range(MR)]
 
   def _pack(self, values: dict[UOp, str], jc: str, ncols: str, npan: str) -> None:
     """Copy b's columns [jc, jc + ncols) into K x NR panels at %bp, zeros past the last column."""
