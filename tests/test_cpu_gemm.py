@@ -101,3 +101,15 @@ def test_linear_relu_grads_match_torch(device):
   x, w, bias = _rand(2, 40, 48), _rand(72, 48), _rand(72)
   assert_close_to_torch(lambda x, w, b: (x @ w.T + b).relu(), [x, w, bias],
                         lambda x, w, b: torch.relu(x @ w.T + b), device=device, rtol=1e-4)
+
+
+def test_gemm_with_avx2_vectors(monkeypatch):
+  """Hosts without AVX-512 get 8-lane vectors (this one has AVX-512: LLVM runs the 8-lane kernel just as well)."""
+  import picograd.codegen.cpu_gemm as cpu_gemm
+  monkeypatch.setattr(cpu_gemm, "vector_lanes", lambda: 8)
+  a, b, c = _rand(37, 83), _rand(83, 29), _rand(29)
+  with Context(CACHE=0):  # a fresh render: the disk's spec cache does not know the lanes
+    t = (Tensor(a) @ Tensor(b) + Tensor(c)) * 3  # a shape no other test builds, so no kernel of another width is reused
+    (step,) = [s for s in schedule(t) if s.kernel is not None]
+    assert "<8 x float>" in step.kernel.source and "<16 x float>" not in step.kernel.source
+    np.testing.assert_allclose(t.numpy(), (_ref(a, b) + c) * 3, rtol=1e-4, atol=1e-4)
