@@ -15,7 +15,7 @@ from picograd.codegen.lower import lower_kernel
 from picograd.codegen.linearize import linearize, kernel_name
 from picograd.codegen.opt import optimize
 from picograd.codegen.transcendental import approximate_transcendentals
-from picograd.codegen.cpu_gemm import match_gemm, render_gemm, describe, row_tiles
+from picograd.codegen.cpu_gemm import Gemm, match_gemm, render_gemm, describe, row_tiles
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,16 @@ def kernel_checks(program: list[UOp]) -> tuple[tuple[str, str], ...]:
   return tuple(bits.get(i, ("RuntimeError", "a check failed")) for i in range(max(bits, default=-1) + 1))
 
 
+def optimize_cpu(sink: UOp) -> tuple[UOp, list[str], Gemm | None]:
+  """The CPU's passes over lowered kernel `sink`: the optimized sink, what was applied (DEBUG=3), and the GEMM form when it is one.
+
+  A matrix product gets the blocked GEMM form (codegen/cpu_gemm.py), rendered from the sink as it is; other kernels the
+  generic loop nest, split at gates and upcast (codegen/opt.py). NOOPT=1: neither."""
+  sink = approximate_transcendentals(sink)
+  if (gemm := None if NOOPT else match_gemm(sink)) is not None: return sink, describe(gemm), gemm
+  return *optimize(sink), None
+
+
 def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UOp], LaunchDims, dict]:
   """Lower and render `ast` for `device`: (name, source, linear program, launch dims, program meta).
 
@@ -75,11 +85,7 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   kind = device.split(":")[0]
   applied: list[str] = []
   gemm = None
-  if kind == "CPU":
-    sink = approximate_transcendentals(sink)
-    # a matrix product gets the blocked GEMM form (codegen/cpu_gemm.py); other kernels the generic loop nest, upcast
-    gemm = None if NOOPT else match_gemm(sink)
-    sink, applied = optimize(sink) if gemm is None else (sink, describe(gemm))
+  if kind == "CPU": sink, applied, gemm = optimize_cpu(sink)
   program = linearize(sink)
   base = kernel_name(program)
   params = [u for u in program if u.op is Ops.PARAM]
@@ -119,4 +125,4 @@ def render_spec(ast: UOp, device: str, target: Any = None) -> ProgramSpec:
   return ProgramSpec(name, device, print_graph(ast), print_program(program), source, dims, meta, flops, nbytes, kernel_checks(program))
 
 
-__all__ = ["ProgramSpec", "render", "render_spec", "kernel_checks"]
+__all__ = ["ProgramSpec", "render", "render_spec", "kernel_checks", "optimize_cpu"]
