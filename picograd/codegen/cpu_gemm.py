@@ -9,7 +9,8 @@ writes the kernel as LLVM IR in the classic blocked form instead of the generic 
 - the columns are cut into blocks of NC (so a packed K x NC block of b stays in L2); for each
   block b is packed into a stack buffer of K x NR panels (contiguous, zero-padded past N), read by
   the microkernel at unit stride whatever b's layout;
-- rows are taken MR at a time (the last tile reads its last row again for the missing ones); the
+- rows are taken MR at a time (the last tile reads its last row again for the missing ones), read
+  straight from a, or from a k-major copy of a few tiles' rows where a is transposed (a.T @ g); the
   microkernel keeps the MR x NR tile of sums in MR * NR / lanes vector registers (explicit
   <lanes x float> values, one fmuladd per row and vector each k step: a broadcast of a[i, k] times a
   vector of the b panel) over the whole of K, so each output is summed in k order, as the generic
@@ -18,8 +19,9 @@ writes the kernel as LLVM IR in the classic blocked form instead of the generic 
   the kernel's own nodes, the sum's value read from the tile; only the tile's valid outputs are stored.
 
 The outer loop the runtime splits across threads is batch x row tiles; each thread packs the
-b blocks it reads. Vectors are 16 floats where the host has AVX-512, else 8. `NOOPT=1` keeps the
-generic loop nest.
+b blocks it reads. Vectors are 16 floats where the host has AVX-512, else 8. Small products, few
+rows against a large b, and sums too long for the stack keep the generic loop nest (codegen/opt.py),
+as does `NOOPT=1`.
 """
 from __future__ import annotations
 import functools
