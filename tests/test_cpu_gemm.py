@@ -78,6 +78,11 @@ def test_gemm_epilogue_batches_and_views():
   np.testing.assert_allclose((Tensor(a[0]) @ Tensor(b)).numpy(), _ref(a[0], b), rtol=1e-4, atol=1e-4)  # a broadcast
   c, d = _rand(2, 3, 40, 36), _rand(2, 1, 36, 52)
   np.testing.assert_allclose((Tensor(c) @ Tensor(d)).numpy(), _ref(c, d), rtol=1e-4, atol=1e-4)
+  # flipped rows of a and k of b (negative strides); b batched over the inner batch only, which a batches over too
+  e = _rand(3, 36, 52)
+  t = Tensor(c)[:, :, ::-1] @ Tensor(e)[:, ::-1]
+  assert _opts(t)[0].startswith("gemm 2x3 x 40x52x36")
+  np.testing.assert_allclose(t.numpy(), _ref(c[:, :, ::-1], e[:, ::-1]), rtol=1e-4, atol=1e-4)
   # sliced and strided operands
   e, f = _rand(90, 70), _rand(80, 120)
   np.testing.assert_allclose((Tensor(e)[::2, 3:67] @ Tensor(f)[5:69, 1::3]).numpy(), _ref(e[::2, 3:67], f[5:69, 1::3]), rtol=1e-4, atol=1e-4)

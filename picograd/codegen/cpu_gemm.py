@@ -105,8 +105,10 @@ def match_gemm(sink: UOp) -> Gemm | None:
   glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
   if any(n.op is Ops.RANGE and n.arg[2] != "global" and n is not k for n in nodes): return None
   only = [[g for g in glob if offs[x][1].get(g, 0) != 0 and offs[1 - x][1].get(g, 0) == 0] for x in (0, 1)]
-  if len(only[0]) != 1 or len(only[1]) != 1: return None
-  (a_ld, b_ld), i, j = prod_.src, only[0][0], only[1][0]
+  if not only[0] or not only[1]: return None
+  # rows and columns: the innermost loop only a (only b) runs along; any others (a batch of a that b is broadcast over)
+  # join the batch loops
+  (a_ld, b_ld), i, j = prod_.src, only[0][-1], only[1][-1]
   if any(r.arg[1] == 0 for r in glob + [k]): return None
   if i.arg[1] * j.arg[1] * k.arg[1] < MIN_MACS or i.arg[1] < 2 or j.arg[1] < 2: return None
   if 4 * k.arg[1] * VECTORS * vector_lanes() > MAX_STACK_BYTES: return None
