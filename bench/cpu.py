@@ -110,13 +110,14 @@ def bench_softmax(runs: int, warmup: int) -> Row:
   return Row("softmax rows 4096x4096", pg, npt, pt, nbytes=2 * x.nbytes, flops=5 * x.size)
 
 
-def bench_matmul(n: int, runs: int, warmup: int) -> Row:
+def bench_matmul(n: int, runs: int, warmup: int, transposed: bool = False) -> Row:
+  """a @ b of n x n float32 matrices; `transposed`: x @ W.T (a linear layer's weight, stored out x in)."""
   x, y = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
   a, b = realized(x), realized(y)
-  pg = median_time(lambda: (a @ b).realize(), runs, warmup)
-  npt = median_time(lambda: x @ y, runs, warmup)
-  pt = median_time(lambda: torch.from_numpy(x) @ torch.from_numpy(y), runs, warmup) if torch is not None else None
-  return Row(f"matmul {n} float32", pg, npt, pt, nbytes=3 * 4 * n * n, flops=2 * n ** 3)
+  pg = median_time(lambda: (a @ (b.T if transposed else b)).realize(), runs, warmup)
+  npt = median_time(lambda: x @ (y.T if transposed else y), runs, warmup)
+  pt = median_time(lambda: torch.from_numpy(x) @ (torch.from_numpy(y).T if transposed else torch.from_numpy(y)), runs, warmup) if torch is not None else None
+  return Row(f"matmul {n} float32{' x @ W.T' if transposed else ''}", pg, npt, pt, nbytes=3 * 4 * n * n, flops=2 * n ** 3)
 
 
 # A fresh process: import, realize inputs (their kernels are not the one measured), then time the
@@ -313,7 +314,7 @@ def main() -> None:
   if torch is not None: torch.set_num_threads(cores)
   r, w = args.runs, args.warmup
   groups = {"elementwise": lambda: [bench_elementwise(r, w)], "reduce": lambda: [bench_rowsum(r, w), bench_softmax(r, w)],
-            "matmul": lambda: [bench_matmul(512, r, w), bench_matmul(1024, r, w)], "first-call": lambda: bench_first_call(min(r, 5)),
+            "matmul": lambda: [*(bench_matmul(n, r, w) for n in (512, 1024, 2048)), bench_matmul(1024, r, w, transposed=True)], "first-call": lambda: bench_first_call(min(r, 5)),
             "start-up": lambda: bench_start_up(min(r, 3)),
             "mlp": lambda: [*bench_mlp(32, r * 3, w * 5), *bench_mlp(512, r * 3, w * 5)], "conv": lambda: bench_conv(r, w),
             "provenance": lambda: bench_provenance(r * 4)}
