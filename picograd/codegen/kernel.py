@@ -14,6 +14,7 @@ from picograd.ir.ops import UOp, Ops, print_graph, print_program
 from picograd.codegen.lower import lower_kernel
 from picograd.codegen.linearize import linearize, kernel_name
 from picograd.codegen.opt import optimize
+from picograd.codegen.online import online_softmax
 from picograd.codegen.transcendental import approximate_transcendentals
 
 
@@ -70,8 +71,9 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   """Lower and render `ast` for `device`: (name, source, linear program, launch dims, program meta).
 
   `target` describes the device where the renderer needs more than its kind (CUDA: a `CUDATarget`; None renders for an H100)."""
-  sink = lower_kernel(ast)
   kind = device.split(":")[0]
+  # sums rescaled by a running max in one pass (codegen/online.py); the CUDA mapping passes do not know that accumulator yet
+  sink = lower_kernel(ast) if kind == "CUDA" or EMULATE == "CUDA" else online_softmax(lower_kernel(ast))
   applied: list[str] = []
   if kind == "CPU": sink, applied = optimize(approximate_transcendentals(sink))
   program = linearize(sink)

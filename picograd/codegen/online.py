@@ -1,0 +1,121 @@
+"""Online softmax (codegen layer): a lowered kernel's sums of exp(x - max x) * f become one pass with a running max.
+
+After lowering, softmax-weighted sums look like this (j a reduction loop; x may hold a reduction of its own, q . k_j):
+
+    M = REDUCE(MAX, x(j'), j')                          the row max, one pass over j'
+    S = REDUCE(ADD, exp2((x(j'') - M) * c), j'')        the denominator, another pass
+    R = REDUCE(ADD, exp2((x(j) - M) * c) * f(j), j)     the numerator, a third pass (per output column d)
+
+Each such sum (a REDUCE(ADD) over one loop with a factor exp2((x - M) * c), c > 0, M the max of the same x over a loop of
+the same size) is rewritten into `RESCALED(p * f, scale, j')` over the max's own loop j':
+
+    m = RUNNING_MAX(x, j')   (the max of x over the iterations before this one; -inf at the first)
+    m' = max(m, x);  s = m' if m' != -inf else 0      (a row that is -inf so far adds exp2(-inf) = 0, never -inf - -inf)
+    p = exp2((x - s) * c);  scale = exp2((m - s) * c)  acc = acc * scale + p * f
+
+which at the end is sum_j exp2((x_j - M) * c) f_j: the same value, one pass, no M needed first. Factors of the term that
+do not vary along j (softmax's 1 / S) move out of the sum. A row whose x are all -inf gives NaN, as exp(-inf - -inf) did.
+All rewritten sums over one max share its loop j' and its x (hash-consed), so linearize runs them in one loop nest with
+the max's accumulator, which RUNNING_MAX reads before it is updated. An output loop the sums vary along but their x does
+not (the column d of attention's output) is unrolled (`opt.upcast`), so every column's sum shares the pass too.
+"""
+from __future__ import annotations
+import math
+from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
+from picograd.ir.symbolic import symbolic
+from picograd.codegen.opt import upcast
+
+# columns unrolled into one pass: 64 accumulators (attention's head size) stay in four AVX-512 registers
+MAX_COLUMNS = 64
+
+
+def _factors(u: UOp) -> list[UOp]:
+  """The operands of a product tree."""
+  out, stack = [], [u]
+  while stack:
+    n = stack.pop()
+    if n.op is Ops.MUL and n.dtype.is_float: stack.extend(n.src)
+    else: out.append(n)
+  return out
+
+
+def _product(factors: list[UOp], dtype) -> UOp:
+  out = UOp.const(dtype, 1.0)
+  for f in factors: out = f if out.op is Ops.CONST and out.arg == 1.0 else out * f
+  return out
+
+
+def _exp_of_shifted(e: UOp) -> tuple[UOp, UOp, float] | None:
+  """(x, M, c) when `e` is exp2((x - M) * c) with c > 0 and M a REDUCE(MAX) over one loop."""
+  if e.op is not Ops.EXP2: return None
+  arg, c = e.src[0], 1.0
+  if arg.op is Ops.MUL and arg.src[1].op is Ops.CONST: arg, c = arg.src[0], arg.src[1].arg
+  if not (isinstance(c, float) and c > 0) or arg.op is not Ops.ADD or arg.src[1].op is not Ops.NEG: return None
+  x, m = arg.src[0], arg.src[1].src[0]
+  if m.op is not Ops.REDUCE or m.arg is not Ops.MAX or len(m.src) != 2: return None
+  return x, m, c
+
+
+def _canonical(u: UOp, loop: UOp) -> UOp:
+  """`u` with `loop` and the loops of the reductions inside it renamed by order of appearance: two lowerings of the same
+  expression (each REDUCE gets fresh loops) become the same node."""
+  inner = [r for n in toposort([u]) if n.op is Ops.REDUCE for r in n.src[1:]]
+  names = {r: UOp(Ops.RANGE, r.dtype, (), (-1 - i, r.arg[1], "canonical")) for i, r in enumerate([loop, *dict.fromkeys(inner)])}
+  return substitute(u, names)
+
+
+def _rewrite_one(r: UOp) -> UOp | None:
+  """The online form of REDUCE(ADD) `r` (see the module docstring), or None when it is not a rescaled sum."""
+  if r.arg is not Ops.ADD or len(r.src) != 2 or not r.dtype.is_float: return None
+  j = r.src[1]
+  factors = _factors(r.src[0])
+  for k, e in enumerate(factors):
+    if (found := _exp_of_shifted(e)) is None: continue
+    x, m, c = found
+    j2 = m.src[1]
+    if j2.arg[1] != j.arg[1] or _canonical(x, j) is not _canonical(m.src[0], j2): continue
+    rest = factors[:k] + factors[k + 1:]
+    varying = [f for f in rest if j in toposort([f])]
+    outside = [f for f in rest if j not in toposort([f])]
+    # a plain row softmax's denominator (x loaded, nothing else summed) gains nothing: its pass over the row stays as it is
+    if not varying and not any(n.op is Ops.REDUCE for n in toposort([x])): continue
+    x2, inf = m.src[0], UOp.const(r.dtype, -math.inf)
+    running = UOp(Ops.RUNNING_MAX, r.dtype, (x2, j2))
+    new_max = running.alu(Ops.MAX, x2)
+    safe = new_max.ne(inf).where(new_max, UOp.const(r.dtype, 0.0))
+    scale_c = UOp.const(r.dtype, c)
+    p = UOp(Ops.EXP2, r.dtype, ((x2 + -safe) * scale_c,))
+    rescale = UOp(Ops.EXP2, r.dtype, ((running + -safe) * scale_c,))
+    term = _product([p, *(substitute(f, {j: j2}) for f in varying)], r.dtype)
+    total = UOp(Ops.RESCALED, r.dtype, (term, rescale, j2))
+    return m.ne(inf).where(_product([*outside, total], r.dtype), UOp.const(r.dtype, math.nan))
+  return None
+
+
+def online_softmax(sink: UOp) -> UOp:
+  """`sink` with every rescaled sum in online form and the output loops its sums vary along unrolled (module docstring)."""
+  changed = False
+  while True:
+    found = next(((r, new) for r in toposort([sink]) if r.op is Ops.REDUCE and (new := _rewrite_one(r)) is not None), None)
+    if found is None: break
+    sink, changed = substitute(sink, {found[0]: found[1]}), True
+  if not changed: return sink
+  sink = graph_rewrite(sink, symbolic)
+  # output loops (columns) a sum's terms vary along but its running max does not: unrolled, so they share the pass
+  done: set[int] = set()
+  while True:
+    nodes = toposort([sink])
+    loops = {g for n in nodes if n.op is Ops.RESCALED for g in _globals(n.src[0]) - _globals(n.src[1]) if g.arg[0] not in done}
+    if not loops: break
+    g = max(loops, key=lambda r: r.arg[0])
+    done.add(g.arg[0])
+    factor = max(d for d in range(1, min(g.arg[1], MAX_COLUMNS) + 1) if g.arg[1] % d == 0)
+    if factor > 1: sink = graph_rewrite(upcast(sink, g, factor), symbolic)
+  return sink
+
+
+def _globals(u: UOp) -> set[UOp]:
+  return {n for n in toposort([u]) if n.op is Ops.RANGE and n.arg[2] == "global"}
+
+
+__all__ = ["online_softmax", "MAX_COLUMNS"]
