@@ -8,11 +8,18 @@ import picograd
 from picograd import Tensor
 from picograd.helpers import Context
 from picograd.engine.schedule import ONLINE_DEVICES
+from picograd.codegen.online import KEY_BLOCK
 from compare import rand
 from gradcheck import assert_close_to_torch, assert_matches_finite_differences
 
 B, H, T, D = 2, 3, 16, 8
 F = torch.nn.functional
+
+
+@pytest.fixture(autouse=True)
+def _online_at_every_size():
+  # the rule is gated to large score tensors by default (ONLINE_SOFTMAX_MIN); these shapes are small
+  with Context(ONLINE_SOFTMAX_MIN=0): yield
 
 
 def _qkv(seed: int = 0, dtype=np.float32) -> list[np.ndarray]:
@@ -52,9 +59,9 @@ def test_attention_is_one_pass_without_score_buffers(device):
     steps = _steps(out)
     assert len(steps) == 1
     assert all(b.size < B * H * T * T for s in steps for b in s.buffers)
-    # one loop over the keys (size T) holds the running max, the denominator and the D numerators
+    # one loop over the keys (in blocks of KEY_BLOCK) holds the running max, the denominator and the D numerators
     program = steps[0].program
-    assert program.count(f", {T}, 'reduce')") == 1, program
+    assert program.count(f", {T // KEY_BLOCK}, 'reduce')") == 1 and program.count(f", {T}, 'reduce')") == 0
     rescaled = [line for line in program.splitlines() if "DEFINE_ACC" in line and "Ops.RESCALED" in line]
     assert rescaled and len(rescaled) % (D + 1) == 0  # D + 1 accumulators per row the kernel computes at once
 
@@ -100,6 +107,13 @@ def test_large_scores_do_not_overflow(device):
   out = Tensor(q, device=device).scaled_dot_product_attention(Tensor(k, device=device), Tensor(v, device=device), scale=1.0)
   ref = F.scaled_dot_product_attention(*map(torch.tensor, (q, k, v)), scale=1.0).numpy()
   np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_the_size_gate_keeps_small_attention_as_it_was():
+  q, k, v = (Tensor(a) for a in _qkv())
+  with Context(ONLINE_SOFTMAX_MIN=B * H * T * T + 1):
+    assert any(b.size == B * H * T * T for s in _steps(q.scaled_dot_product_attention(k, v)) for b in s.buffers)
+  with Context(ONLINE_SOFTMAX_MIN=B * H * T * T): assert len(_steps(q.scaled_dot_product_attention(k, v))) == 1
 
 
 def test_noopt_gives_the_same_values():

@@ -13,6 +13,7 @@ buffers).
 """
 from __future__ import annotations
 from typing import Callable
+from picograd.helpers import ONLINE_SOFTMAX_MIN
 from picograd.ir.ops import UOp, Ops, ALU, MOVEMENT, toposort
 
 _THROUGH = ALU | MOVEMENT | {Ops.DETACH}
@@ -54,7 +55,8 @@ def _group_of(r: UOp) -> tuple[list[UOp], set[UOp]] | None:
   body, level1 = _body(r)
   for m in level1:
     if m.arg[0] is not Ops.MAX or (m_axis := _single_axis(m)) is None or not _exp_reaches(body, m): continue
-    if m.src[0].tshape[m_axis] != r.src[0].tshape[axis]: continue
+    # below ONLINE_SOFTMAX_MIN score elements storing the scores is faster on the CPU (see NOTES.md, online softmax)
+    if m.src[0].tshape[m_axis] != r.src[0].tshape[axis] or m.src[0].size < ONLINE_SOFTMAX_MIN: continue
     _, scores = _body(m)  # the reductions the max reads (q . k): they run inside the pass over j, once per j
     group = [m, *scores]
     for s in level1:  # other sums of exp(x - m) over the same axis (softmax's denominator)
