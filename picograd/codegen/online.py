@@ -13,7 +13,8 @@ the same size) is rewritten into `RESCALED(p * f, scale, j')` over the max's own
     m' = max(m, x);  s = m' if m' != -inf else 0      (a row that is -inf so far adds exp2(-inf) = 0, never -inf - -inf)
     p = exp2((x - s) * c);  scale = exp2((m - s) * c)  acc = acc * scale + p * f
 
-which at the end is sum_j exp2((x_j - M) * c) f_j: the same value, one pass, no M needed first. Factors of the term that
+which at the end is sum_j exp2((x_j - M) * c) f_j: the same value, one pass, no M needed first. Only sums whose x is itself
+a reduction are rewritten (their extra passes would compute it again); a loaded x keeps its plain max and sum passes. Factors of the term that
 do not vary along j (softmax's 1 / S) move out of the sum. A row whose x are all -inf gives NaN, as exp(-inf - -inf) did.
 All rewritten sums over one max share its loop j' and its x (hash-consed), so linearize runs them in one loop nest with
 the max's accumulator, which RUNNING_MAX reads before it is updated. An output loop the sums vary along but their x does
@@ -82,8 +83,9 @@ def _rewrite_one(r: UOp, sink: UOp, blocks: dict[UOp, UOp]) -> UOp | None:
     rest = factors[:k] + factors[k + 1:]
     varying = [f for f in rest if j in toposort([f])]
     outside = [f for f in rest if j not in toposort([f])]
-    # a plain row softmax's denominator (x loaded, nothing else summed) gains nothing: its pass over the row stays as it is
-    if not varying and not any(n.op is Ops.REDUCE for n in toposort([x])): continue
+    # only where x is itself a reduction (q . k): then each extra pass over the row would compute it again. A loaded x (a row
+    # softmax, its gradient's sum of p * g) is cheaper in the passes it has, one max and one plain sum
+    if not any(n.op is Ops.REDUCE for n in toposort([x])): continue
     x2, inf = m.src[0], UOp.const(r.dtype, -math.inf)
     # keys in blocks of `kb` (unrolled): one max, one rescale per block, and kb independent scores to overlap
     kb = max(d for d in range(1, min(j2.arg[1], KEY_BLOCK) + 1) if j2.arg[1] % d == 0)

@@ -58,6 +58,9 @@ def _group_of(r: UOp) -> tuple[list[UOp], set[UOp]] | None:
     # below ONLINE_SOFTMAX_MIN score elements storing the scores is faster on the CPU (see NOTES.md, online softmax)
     if m.src[0].tshape[m_axis] != r.src[0].tshape[axis] or m.src[0].size < ONLINE_SOFTMAX_MIN: continue
     _, scores = _body(m)  # the reductions the max reads (q . k): they run inside the pass over j, once per j
+    # a loaded x (softmax(x) @ v) is cheaper with x's max and sum stored and the product tiled (codegen/online.py rewrites
+    # only sums whose x is a reduction, which more passes would compute again)
+    if not scores: continue
     group = [m, *scores]
     for s in level1:  # other sums of exp(x - m) over the same axis (softmax's denominator)
       if s is m or s in group: continue
