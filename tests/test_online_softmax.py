@@ -8,7 +8,13 @@ import picograd
 from picograd import Tensor
 from picograd.helpers import Context
 from picograd.engine.schedule import ONLINE_DEVICES
-from picograd.codegen.online import KEY_BLOCK
+from picograd.codegen.online import KEY_BLOCK, online_softmax
+from picograd.codegen.lower import lower_kernel
+from picograd.codegen.cuda import CUDATarget, render_cuda
+from picograd.ir.ops import Ops
+from picograd.runtime import cuda as cuda_rt
+
+NVRTC_ERROR = cuda_rt.nvrtc_unavailable_reason()
 from compare import rand
 from gradcheck import assert_close_to_torch, assert_matches_finite_differences
 
@@ -137,3 +143,16 @@ def test_gradients_match_torch(device):
 def test_gradients_match_finite_differences():
   q, k, v = (a[:1, :2, :6, :4].astype(np.float64) for a in _qkv(4, np.float64))
   assert_matches_finite_differences(lambda q, k, v: q.scaled_dot_product_attention(k, v, is_causal=True), [q, k, v])
+
+
+@pytest.mark.skipif(bool(NVRTC_ERROR), reason=f"NVRTC unavailable: {NVRTC_ERROR}")
+def test_online_kernel_renders_for_cuda_with_the_flat_plan():
+  # CUDA is not in ONLINE_DEVICES yet (its plans deal the max's loop out to threads); the flat plan (NOOPT) renders it
+  q, k, v = (Tensor(a) for a in _qkv())
+  [step] = _steps(q.scaled_dot_product_attention(k, v, is_causal=True))
+  sink = online_softmax(lower_kernel(step.ast))
+  assert any(n.op is Ops.RESCALED for n in sink.toposort())
+  with Context(NOOPT=1):
+    name, src, _, _, meta = render_cuda("attention", sink, CUDATarget())
+  assert meta["plan"] == "flat" and " * " in src
+  assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", name)).image

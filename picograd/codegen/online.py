@@ -7,18 +7,19 @@ After lowering, softmax-weighted sums look like this (j a reduction loop; x may 
     R = REDUCE(ADD, exp2((x(j) - M) * c) * f(j), j)     the numerator, a third pass (per output column d)
 
 Each such sum (a REDUCE(ADD) over one loop with a factor exp2((x - M) * c), c > 0, M the max of the same x over a loop of
-the same size) is rewritten into `RESCALED(p * f, scale, j')` over the max's own loop j':
+the same size, x itself a reduction) becomes `RESCALED(term, scale, jb)` over blocks jb of KEY_BLOCK keys (unrolled):
 
-    m = RUNNING_MAX(x, j')   (the max of x over the iterations before this one; -inf at the first)
-    m' = max(m, x);  s = m' if m' != -inf else 0      (a row that is -inf so far adds exp2(-inf) = 0, never -inf - -inf)
-    p = exp2((x - s) * c);  scale = exp2((m - s) * c)  acc = acc * scale + p * f
+    m = RUNNING_MAX(bmax, jb)   (bmax = the max of the block's x; m = the max over the blocks before this one, -inf first)
+    m' = max(m, bmax);  s = m' if m' != -inf else 0      (a row that is -inf so far adds exp2(-inf) = 0, never -inf - -inf)
+    term = sum over the block of exp2((x - s) * c) * f;  scale = exp2((m - s) * c);   acc = acc * scale + term
 
-which at the end is sum_j exp2((x_j - M) * c) f_j: the same value, one pass, no M needed first. Only sums whose x is itself
-a reduction are rewritten (their extra passes would compute it again); a loaded x keeps its plain max and sum passes. Factors of the term that
-do not vary along j (softmax's 1 / S) move out of the sum. A row whose x are all -inf gives NaN, as exp(-inf - -inf) did.
-All rewritten sums over one max share its loop j' and its x (hash-consed), so linearize runs them in one loop nest with
-the max's accumulator, which RUNNING_MAX reads before it is updated. An output loop the sums vary along but their x does
-not (the column d of attention's output) is unrolled (`opt.upcast`), so every column's sum shares the pass too.
+which at the end is sum_j exp2((x_j - M) * c) f_j: the same value in one pass, M not needed first (the max's own
+accumulator over jb still gives it, for rows that are all -inf: NaN, as exp(-inf - -inf) gave). Factors that do not vary
+along j (softmax's 1 / S) move out of the sum. Only sums whose x is a reduction are rewritten (their extra passes would
+compute it again); a loaded x (a row softmax) keeps its plain passes. All sums of one max share its block loop and x
+(hash-consed), so linearize runs them in one loop nest with the max's accumulator, which RUNNING_MAX reads before the
+update. An output loop the sums vary along but x does not (attention's column d) is unrolled (`opt.upcast`, up to
+MAX_COLUMNS), so every column shares the pass, and ROWS rows run in one pass, sharing each key and value they load.
 """
 from __future__ import annotations
 import math

@@ -7,7 +7,9 @@ exp(m_old - m_new) whenever m grows (codegen/online.py rewrites the lowered kern
 sharing the same max (softmax's denominator) joins the same pass. The scheduler's other rules would store x, the max
 and the denominator (each is a reduction broadcast back over j, then over f's axes): for such a sum `R` they are kept
 in R's kernel instead, when nothing else reads them (a backward pass that reads the probabilities keeps today's
-buffers).
+buffers). It applies where x is itself a reduction (whose recomputation per extra pass the online form saves), on the
+devices of engine/schedule.py ONLINE_DEVICES, to score tensors of at least ONLINE_SOFTMAX_MIN elements (on this CPU the
+stored scores and tiled products are still faster below that: NOTES.md, online softmax).
 
 `online_groups(roots, nodes, consumers, ok)` returns the nodes that must not get a buffer of their own.
 """
@@ -19,7 +21,7 @@ from picograd.ir.ops import UOp, Ops, ALU, MOVEMENT, toposort
 _THROUGH = ALU | MOVEMENT | {Ops.DETACH}
 
 
-def _body(start: UOp, enter: set[UOp] = frozenset()) -> tuple[list[UOp], list[UOp]]:  # type: ignore[assignment]
+def _body(start: UOp, enter: frozenset[UOp] | set[UOp] = frozenset()) -> tuple[list[UOp], list[UOp]]:
   """(nodes, reductions): what `start` computes through elementwise and movement ops (and the reductions in `enter`,
   which are walked into), and the other reductions it reads, which stop the walk."""
   nodes, reduces, seen, stack = [], [], set(), [start]
