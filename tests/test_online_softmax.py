@@ -156,3 +156,15 @@ def test_online_kernel_renders_for_cuda_with_the_flat_plan():
     name, src, _, _, meta = render_cuda("attention", sink, CUDATarget())
   assert meta["plan"] == "flat" and " * " in src
   assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", name)).image
+
+
+def test_flat_gpu_mapping_runs_the_online_kernel():
+  # NOOPT=1 maps every CUDA kernel flat, which keeps each row's pass in one thread: the PYTHON device runs it as mapped
+  arrays = _qkv(8)
+  with Context(NOOPT=1, EMULATE="CUDA"):
+    q, k, v = (Tensor(a, device="PYTHON") for a in arrays)
+    out = q.scaled_dot_product_attention(k, v, is_causal=True)
+    [step] = _steps(out)
+    assert "Ops.RESCALED" in step.program and "emulating the CUDA mapping flat" in step.kernel.opts
+    got = out.numpy()
+  np.testing.assert_allclose(got, F.scaled_dot_product_attention(*map(torch.tensor, arrays), is_causal=True).numpy(), rtol=1e-5, atol=1e-6)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from typing import Any
-from picograd.helpers import EMULATE, LaunchDims
+from picograd.helpers import EMULATE, NOOPT, LaunchDims
 from picograd.ir.ops import UOp, Ops, print_graph, print_program
 from picograd.codegen.lower import lower_kernel
 from picograd.codegen.linearize import linearize, kernel_name
@@ -72,8 +72,10 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
 
   `target` describes the device where the renderer needs more than its kind (CUDA: a `CUDATarget`; None renders for an H100)."""
   kind = device.split(":")[0]
-  # sums rescaled by a running max in one pass (codegen/online.py); the CUDA mapping passes do not know that accumulator yet
-  sink = lower_kernel(ast) if kind == "CUDA" or EMULATE == "CUDA" else online_softmax(lower_kernel(ast))
+  # sums rescaled by a running max in one pass (codegen/online.py); of the CUDA mapping passes only the flat plan (NOOPT) keeps
+  # a max's loop whole in each thread, as the running max needs
+  on_gpu = kind == "CUDA" or EMULATE == "CUDA"
+  sink = online_softmax(lower_kernel(ast)) if not on_gpu or NOOPT else lower_kernel(ast)
   applied: list[str] = []
   if kind == "CPU": sink, applied = optimize(approximate_transcendentals(sink))
   program = linearize(sink)

@@ -20,9 +20,11 @@ compute it again); a loaded x (a row softmax) keeps its plain passes. All sums o
 (hash-consed), so linearize runs them in one loop nest with the max's accumulator, which RUNNING_MAX reads before the
 update. An output loop the sums vary along but x does not (attention's column d) is unrolled (`opt.upcast`, up to
 MAX_COLUMNS), so every column shares the pass, and ROWS rows run in one pass, sharing each key and value they load.
+Key blocks and rows are optimizations: NOOPT=1 takes one key and one row per step.
 """
 from __future__ import annotations
 import math
+from picograd.helpers import NOOPT
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.opt import upcast
@@ -89,7 +91,7 @@ def _rewrite_one(r: UOp, sink: UOp, blocks: dict[UOp, UOp]) -> UOp | None:
     if not any(n.op is Ops.REDUCE for n in toposort([x])): continue
     x2, inf = m.src[0], UOp.const(r.dtype, -math.inf)
     # keys in blocks of `kb` (unrolled): one max, one rescale per block, and kb independent scores to overlap
-    kb = max(d for d in range(1, min(j2.arg[1], KEY_BLOCK) + 1) if j2.arg[1] % d == 0)
+    kb = max(d for d in range(1, min(j2.arg[1], 1 if NOOPT else KEY_BLOCK) + 1) if j2.arg[1] % d == 0)
     if kb > 1 and j2 not in blocks:  # a loop id of its own: the max's loop may still run elsewhere in the kernel
       blocks[j2] = UOp(Ops.RANGE, j2.dtype, (), (1 + max(n.arg[0] for n in toposort([sink]) if n.op is Ops.RANGE), j2.arg[1] // kb, "reduce"))
     loop = blocks[j2] if kb > 1 else j2
@@ -138,7 +140,7 @@ def online_softmax(sink: UOp) -> UOp:
   # value, and their independent chains (scores, max, exps) overlap where one row alone waits on each step's latency
   rows = sorted({g for n in toposort([sink]) if n.op is Ops.RESCALED for g in _globals(n.src[1]) if g.arg[1] % ROWS == 0},
                 key=lambda r: r.arg[0])
-  if rows: sink = graph_rewrite(upcast(sink, rows[-1], ROWS), symbolic)
+  if rows and not NOOPT: sink = graph_rewrite(upcast(sink, rows[-1], ROWS), symbolic)
   return sink
 
 

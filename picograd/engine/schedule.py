@@ -17,16 +17,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 from picograd.dtype import DType, dtypes
-from picograd.helpers import EMULATE
+from picograd.helpers import EMULATE, NOOPT
 from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many
 from picograd.engine.online_fusion import online_groups
 
 
 # devices whose codegen computes a row reduction once per row when it is broadcast back over the row
 ROW_FUSING_DEVICES = {"CPU", "PYTHON", "CUDA"}
-# devices whose codegen runs a sum rescaled by a running max in one pass (codegen/online.py); not yet the CUDA mapping
-# passes (whose plans deal a max's loop out to threads), nor the PYTHON device while it emulates them (EMULATE=CUDA)
+# devices whose codegen runs a sum rescaled by a running max in one pass (codegen/online.py). The CUDA mapping passes
+# (and the PYTHON device while it emulates them, EMULATE=CUDA) only in their flat plan (NOOPT=1): the others deal a max's
+# loop out to threads
 ONLINE_DEVICES = {"CPU", "PYTHON"}
+
+
+def _fuses_online(kind: str) -> bool:
+  if kind == "CUDA" or EMULATE == "CUDA": return bool(NOOPT)
+  return kind in ONLINE_DEVICES
 
 
 @dataclass(frozen=True)
@@ -259,7 +265,7 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   for root, dev in zip(roots, devices):
     for n, d in _device_of(dev, toposort([root]), root).items(): node_device.setdefault(n, d)
   boundaries = _boundaries(roots, nodes, lambda n: node_device[n].split(":")[0] in ROW_FUSING_DEVICES,
-                           lambda n: node_device[n].split(":")[0] in ONLINE_DEVICES and EMULATE != "CUDA")
+                           lambda n: _fuses_online(node_device[n].split(":")[0]))
 
   temps: list[TempBuffer] = []
   where: dict[UOp, Binding] = {}  # boundary node -> buffer that holds it
