@@ -4,14 +4,16 @@ Rows: a fused elementwise a*b+c, row sums, row softmax, float32 matmuls, the fir
 new fused kernel in a fresh process (compiling, and with a warm disk cache), the time from
 `python3 examples/makemore.py` to its first training step (cold, and with a warm disk cache), one training
 step of the makemore MLP, eager and under `@picograd.jit`, a ResNet-stage conv2d (forward,
-forward + backward) and max_pool2d, and what provenance (source lines per node) adds to building a
-GPT forward graph. Each timing is the median of --runs runs after --warmup runs; inputs
+forward + backward) and max_pool2d, what provenance (source lines per node) adds to building a
+GPT forward graph, and attention (scores stored, and as one online-softmax pass) beside PyTorch's SDPA.
+Each timing is the median of --runs runs after --warmup runs; inputs
 are realized before timing and outputs with `.realize()`. "ratio" is numpy's time (or
-PyTorch's, for the MLP and conv rows) divided by picograd's: above 1 means picograd is faster.
+PyTorch's, for the MLP, conv and attention rows) divided by picograd's: above 1 means picograd is faster.
 
   python bench/cpu.py              # print the table
   python bench/cpu.py --only conv  # only the groups whose name contains "conv" (also: elementwise, reduce, matmul,
-                                   # first-call, start-up: makemore.py's time to its first training step, mlp)
+                                   # first-call, start-up: makemore.py's time to its first training step, mlp,
+                                   # provenance, attention)
   python bench/cpu.py --save       # and append it, with date, device and commit, to bench/RESULTS.md
 """
 from __future__ import annotations
@@ -260,6 +262,36 @@ def bench_conv(runs: int, warmup: int) -> list[Row]:
               nbytes=xs.nbytes * 5 // 4)]
 
 
+# ---------------------------------------------------------------- attention: stored scores against the online softmax pass
+def bench_attention(runs: int, warmup: int) -> list[Row]:
+  """scaled_dot_product_attention at the GPT's head shapes beside PyTorch's SDPA: picograd with the scores stored (the default
+  below ONLINE_SOFTMAX_MIN score elements) and as one online-softmax pass (ONLINE_SOFTMAX_MIN=0), in one process."""
+  rng = np.random.default_rng(0)
+  rows = []
+  stored, online = {"ONLINE_SOFTMAX_MIN": 1 << 62}, {"ONLINE_SOFTMAX_MIN": 0}
+  for T, causal, backward in ((256, False, False), (256, True, False), (256, False, True), (1024, False, False)):
+    B, H, D = 4, 6, 64
+    arrays = [rng.standard_normal((B, H, T, D), dtype=np.float32) for _ in range(3)]
+    grad = rng.standard_normal((B, H, T, D), dtype=np.float32)
+    qkv = [Tensor(a, requires_grad=backward).realize() for a in arrays]
+    g = realized(grad)
+    def run() -> None:
+      out = qkv[0].scaled_dot_product_attention(qkv[1], qkv[2], is_causal=causal)
+      out.realize(*(out.gradient(*qkv, gradient=g) if backward else ()))
+    pt = None
+    if torch is not None:
+      tq = [torch.tensor(a, requires_grad=backward) for a in arrays]
+      def torch_run() -> None:
+        out = torch.nn.functional.scaled_dot_product_attention(*tq, is_causal=causal)
+        if backward: torch.autograd.grad(out, tq, torch.from_numpy(grad))
+      with torch.set_grad_enabled(backward): pt = median_time(torch_run, runs, warmup)
+    flops = 4 * B * H * T * T * D * (3 if backward else 1) // (2 if causal else 1)
+    name = f"attention B={B} H={H} T={T} D={D}{' causal' if causal else ''}, {'forward + backward' if backward else 'forward'}"
+    for label, flags in (("scores stored", stored), ("online softmax", online)):
+      with picograd.Context(**flags): rows.append(Row(f"{name} ({label})", median_time(run, runs, warmup), None, pt, flops=flops))
+  return rows
+
+
 # ---------------------------------------------------------------- provenance: what remembering source lines costs
 def bench_provenance(runs: int) -> list[Row]:
   """Time to build (not run) the graph of examples/gpt.py's small model's forward pass and loss, PROVENANCE=1 against
@@ -298,7 +330,7 @@ def save(text: str, cores: int, runs: int) -> None:
   head = (f"\n## CPU: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu}, {cores} cores{load}, commit {commit}{dirty}\n\n"
           f"`python bench/cpu.py`: median of {runs} runs; numpy {np.__version__}, "
           f"torch {torch.__version__ if torch is not None else 'not installed'}, python {platform.python_version()}. "
-          "ratio = numpy time / picograd time (PyTorch's for the MLP and conv rows): above 1, picograd is faster.\n\n")
+          "ratio = numpy time / picograd time (PyTorch's for the MLP, conv and attention rows): above 1, picograd is faster.\n\n")
   with open(os.path.join(here, "RESULTS.md"), "a") as f: f.write(head + text + "\n")
 
 
@@ -308,7 +340,7 @@ def main() -> None:
   ap.add_argument("--warmup", type=int, default=2, help="untimed runs first")
   ap.add_argument("--save", action="store_true", help="append the table to bench/RESULTS.md")
   ap.add_argument("--only", default="", help="run only the groups whose name contains this "
-                  "(elementwise, reduce, matmul, first-call, start-up, mlp, conv, provenance)")
+                  "(elementwise, reduce, matmul, first-call, start-up, mlp, conv, provenance, attention)")
   args = ap.parse_args()
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
   if torch is not None: torch.set_num_threads(cores)
@@ -317,7 +349,7 @@ def main() -> None:
             "matmul": lambda: [*(bench_matmul(n, r, w) for n in (512, 1024, 2048)), bench_matmul(1024, r, w, transposed=True)], "first-call": lambda: bench_first_call(min(r, 5)),
             "start-up": lambda: bench_start_up(min(r, 3)),
             "mlp": lambda: [*bench_mlp(32, r * 3, w * 5), *bench_mlp(512, r * 3, w * 5)], "conv": lambda: bench_conv(r, w),
-            "provenance": lambda: bench_provenance(r * 4)}
+            "provenance": lambda: bench_provenance(r * 4), "attention": lambda: bench_attention(r, w)}
   rows = [row for name, make in groups.items() if args.only in name for row in make()]
   text = table(rows)
   print(text)

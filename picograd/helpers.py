@@ -38,6 +38,8 @@ DUMP = Flag("DUMP", "")
 DEV = Flag("DEV", "CPU")
 THREADS = Flag("THREADS", 0)  # CPU worker threads; 0 means one per core
 TF32 = Flag("TF32", 0)  # 1: float32 matrix products may use TF32 tensor cores (picograd.set_float32_matmul_precision("high"))
+# the least score elements (B*H*T*T) for which attention-like sums run as one online-softmax pass (engine/online_fusion.py)
+ONLINE_SOFTMAX_MIN = Flag("ONLINE_SOFTMAX_MIN", 1 << 26)
 EMULATE = Flag("EMULATE", "")  # "CUDA": the PYTHON device runs kernels as mapped onto a GPU (checks the mapping passes without one)
 
 
@@ -84,6 +86,6 @@ class LaunchDims:
   shared_bytes: int = 0
 
 
-__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "TF32", "EMULATE", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort",
-           "ceildiv", "cache_dir", "LaunchDims"]
+__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "TF32", "ONLINE_SOFTMAX_MIN", "EMULATE", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context",
+           "prod", "argsort", "ceildiv", "cache_dir", "LaunchDims"]
 

@@ -14,6 +14,7 @@ from picograd.ir.ops import UOp, Ops, print_graph, print_program
 from picograd.codegen.lower import lower_kernel
 from picograd.codegen.linearize import linearize, kernel_name
 from picograd.codegen.opt import optimize
+from picograd.codegen.online import online_softmax
 from picograd.codegen.transcendental import approximate_transcendentals
 from picograd.codegen.cpu_gemm import Gemm, match_gemm, render_gemm, describe, row_tiles
 
@@ -81,8 +82,11 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   """Lower and render `ast` for `device`: (name, source, linear program, launch dims, program meta).
 
   `target` describes the device where the renderer needs more than its kind (CUDA: a `CUDATarget`; None renders for an H100)."""
-  sink = lower_kernel(ast)
   kind = device.split(":")[0]
+  # sums rescaled by a running max in one pass (codegen/online.py); of the CUDA mapping passes only the flat plan (NOOPT) keeps
+  # a max's loop whole in each thread, as the running max needs
+  on_gpu = kind == "CUDA" or EMULATE == "CUDA"
+  sink = online_softmax(lower_kernel(ast)) if not on_gpu or NOOPT else lower_kernel(ast)
   applied: list[str] = []
   gemm = None
   if kind == "CPU": sink, applied, gemm = optimize_cpu(sink)

@@ -21,9 +21,14 @@ def loop_deps(nodes: list[UOp]) -> dict[UOp, frozenset[UOp]]:
   deps: dict[UOp, frozenset[UOp]] = {}
   for n in nodes:
     if n.op is Ops.RANGE: deps[n] = frozenset([n])
-    elif n.op is Ops.REDUCE: deps[n] = deps[n.src[0]] - frozenset(n.src[1:])
+    elif n.op in (Ops.REDUCE, Ops.RESCALED): deps[n] = frozenset().union(*(deps[s] for s in n.src)) - frozenset(reduce_ranges(n))
     else: deps[n] = frozenset().union(*(deps[s] for s in n.src)) if n.src else frozenset()
   return deps
+
+
+def reduce_ranges(n: UOp) -> tuple[UOp, ...]:
+  """The loops a REDUCE(value, *loops) or RESCALED(term, scale, *loops) closes over."""
+  return n.src[2:] if n.op is Ops.RESCALED else n.src[1:]
 
 
 def linearize(sink: UOp) -> list[UOp]:
@@ -44,6 +49,7 @@ def linearize(sink: UOp) -> list[UOp]:
   ids = itertools.count(max((n.arg[0] for n in nodes if n.op is Ops.RANGE), default=-1) + 1)
   depth = {r: i for i, r in enumerate(global_ranges)}
   opened: list[UOp] = []
+  running: dict[tuple[UOp, ...], UOp] = {}  # (x, *loops) -> the accumulator of REDUCE(MAX, x, *loops)
 
   def level(n: UOp) -> int:
     """The innermost global loop `n` needs: it is emitted inside that loop and no deeper."""
@@ -58,15 +64,19 @@ def linearize(sink: UOp) -> list[UOp]:
 
   def emit(roots: list[UOp], allowed: frozenset[UOp]) -> None:
     """Emit `roots` and everything below them not yet emitted; REDUCEs open their own loops."""
-    order = toposort(roots, stop=lambda x: x in remap or x.op is Ops.REDUCE)
+    order = toposort(roots, stop=lambda x: x in remap or x.op in (Ops.REDUCE, Ops.RESCALED))
     for n in sorted(order, key=level):  # stable, and a node's sources never need deeper loops than it does
       open_loops(level(n))
       if n in remap: continue  # (a global RANGE is emitted by open_loops)
-      if n.op is Ops.REDUCE: emit_reduce(n, allowed)
+      if n.op in (Ops.REDUCE, Ops.RESCALED): emit_reduce(n, allowed)
+      elif n.op is Ops.RUNNING_MAX:
+        # the max accumulator of the same x over the same loop, read (after x) before this iteration updates it
+        remap[n] = UOp(Ops.LOAD, n.dtype, (running[n.src], remap[n.src[0]]))
+        program.append(remap[n])
       else: append(n)
 
   def emit_reduce(r: UOp, allowed: frozenset[UOp]) -> None:
-    rngs = r.src[1:]
+    rngs = reduce_ranges(r)
     if any(rng in remap for rng in rngs):
       # these loops already ran for a reduction at another depth (the CPU optimizer's split of a padded loop can leave
       # one outside the global loops, one inside): a RANGE opens one loop nest, so this reduction gets fresh copies
@@ -77,17 +87,23 @@ def linearize(sink: UOp) -> list[UOp]:
       remap[r] = remap[renamed]
       return
     # REDUCEs over the very same loops (the optimizer's unrolled copies) share one loop nest, one accumulator each
-    group = [x for x in nodes if x.op is Ops.REDUCE and x.src[1:] == rngs and x not in remap and deps[x] <= allowed] or [r]
-    values = [x.src[0] for x in group]
+    group = [x for x in nodes if x.op in (Ops.REDUCE, Ops.RESCALED) and reduce_ranges(x) == rngs and x not in remap
+             and deps[x] <= allowed] or [r]
+    values = [v for x in group for v in x.src[:len(x.src) - len(rngs)]]
     # loop-invariant work first, outside the reduction's loops
     invariant = [n for n in toposort(values, stop=lambda x: x in remap) if n not in remap and deps[n] <= allowed]
     emit(invariant, allowed)
     # the slot number keeps the accumulators of a group distinct (UOps are hash-consed)
-    accs = [UOp(Ops.DEFINE_ACC, x.dtype, rngs, (reduce_identity(x.arg, x.dtype), x.arg, slot)) for slot, x in enumerate(group)]
+    ops = [Ops.RESCALED if x.op is Ops.RESCALED else x.arg for x in group]
+    accs = [UOp(Ops.DEFINE_ACC, x.dtype, rngs, (0.0 if op is Ops.RESCALED else reduce_identity(op, x.dtype), op, slot))
+            for slot, (x, op) in enumerate(zip(group, ops))]
     program.extend(accs)
+    running.update({(x.src[0], *rngs): acc for x, acc in zip(group, accs) if x.op is Ops.REDUCE and x.arg is Ops.MAX})
     for rng in rngs: append(rng)
     emit(values, allowed | frozenset(rngs))
-    for acc, x in zip(accs, group): program.append(UOp(Ops.ACCUMULATE, dtypes.void, (acc, remap[x.src[0]]), x.arg))
+    # a rescaled sum's ACCUMULATE also takes its scale; the max's comes after every RUNNING_MAX read of it
+    for acc, x, op in zip(accs, group, ops):
+      program.append(UOp(Ops.ACCUMULATE, dtypes.void, (acc, *(remap[v] for v in x.src[:len(x.src) - len(rngs)])), op))
     for rng in reversed(rngs): program.append(UOp(Ops.ENDRANGE, dtypes.void, (rng,)))
     for acc, x in zip(accs, group):
       result = UOp(Ops.LOAD, x.dtype, (acc,))

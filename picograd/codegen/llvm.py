@@ -203,9 +203,15 @@ class LLVMRenderer:
     self.emit(f"store {ll_type(u.dtype)} {ll_const(u.arg[0], u.dtype)}, ptr {out}")
 
   def _accumulate(self, u: UOp, out: str) -> None:
-    acc, value = u.src
+    acc, value = u.src[:2]
     t, cur, new = ll_type(acc.dtype), self.tmp(), self.tmp()
     self.emit(f"{cur} = load {t}, ptr {self.val(acc)}")
+    if u.arg is Ops.RESCALED:  # online softmax: acc * scale + term
+      scaled = self.tmp()
+      self.emit(f"{scaled} = fmul contract {t} {cur}, {self.val(u.src[2])}")
+      self.emit(f"{new} = fadd contract {t} {scaled}, {self.val(value)}")
+      self.emit(f"store {t} {new}, ptr {self.val(acc)}")
+      return
     self.emit(self._binop(u.arg, acc.dtype, new, cur, self.val(value), reassoc=acc not in self.ordered, contract=True))
     self.emit(f"store {t} {new}, ptr {self.val(acc)}")
 

@@ -63,8 +63,17 @@ def _param(w: _Writer, u: UOp, v: str) -> str | None:
 
 
 def _accumulate(w: _Writer, u: UOp, v: str) -> str | None:
-  acc, value = u.src
+  acc, value = u.src[:2]
   axes = tuple(w.axis[r] for r in acc.src)
+  if u.arg is Ops.RESCALED:
+    # acc = acc * scale_j + term_j over the loop: the sum of each term times the scales of the steps after it
+    (axis,), n = axes, acc.src[0].arg[1]
+    extent = w.shape_along(acc.src[0])
+    w.lines.append(f"  after = np.flip(np.cumprod(np.flip(full({w.names[u.src[2]]}, {extent}), {axis}), axis={axis}), {axis})")
+    w.lines.append(f"  after = np.concatenate([np.take(after, np.arange(1, {n}), axis={axis}), "
+                   f"np.ones_like(np.take(after, [0], axis={axis}))], axis={axis})")
+    w.lines.append(f"  {w.names[acc]} = np.sum(full({w.names[value]}, {extent}) * after, axis={axis}, keepdims=True)")
+    return None
   fn = "np.sum" if u.arg is Ops.ADD else "np.max"
   extra = f", initial={_np_dtype(acc.dtype)}.type({acc.arg[0]!r})" if u.arg is Ops.MAX else ""
   cast = "" if acc.dtype != dtypes.bool else ".astype(bool)"
@@ -80,6 +89,12 @@ def _block_index(w: _Writer) -> str:
 
 
 def _load(w: _Writer, u: UOp, v: str) -> str | None:
+  if u.src[0].op is Ops.DEFINE_ACC and len(u.src) > 1:
+    # RUNNING_MAX inside the max's loop: the max of x over the iterations before each one (-inf at the first)
+    loop = u.src[0].src[0]
+    axis, n = w.axis[loop], loop.arg[1]
+    w.lines.append(f"  seen = np.maximum.accumulate(full({w.names[u.src[1]]}, {w.shape_along(loop)}), axis={axis})")
+    return f"np.concatenate([np.full_like(np.take(seen, [0], axis={axis}), -np.inf), np.take(seen, np.arange({n - 1}), axis={axis})], axis={axis})"
   if u.src[0].op is Ops.DEFINE_ACC: return w.names[u.src[0]]
   if u.src[0].op is Ops.DEFINE_GLOBAL: return f"{w.names[u.src[0]]}[{w.names[u.src[1]]}]"
   if u.src[0].op is Ops.DEFINE_LOCAL: return f"{w.names[u.src[0]]}[{_block_index(w)}, {w.names[u.src[1]]}]"

@@ -17,11 +17,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 from picograd.dtype import DType, dtypes
+from picograd.helpers import EMULATE, NOOPT
 from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many
+from picograd.engine.online_fusion import online_groups
 
 
 # devices whose codegen computes a row reduction once per row when it is broadcast back over the row
 ROW_FUSING_DEVICES = {"CPU", "PYTHON", "CUDA"}
+# devices whose codegen runs a sum rescaled by a running max in one pass (codegen/online.py). The CUDA mapping passes
+# (and the PYTHON device while it emulates them, EMULATE=CUDA) only in their flat plan (NOOPT=1): the others deal a max's
+# loop out to threads
+ONLINE_DEVICES = {"CPU", "PYTHON"}
+
+
+def _fuses_online(kind: str) -> bool:
+  if kind == "CUDA" or EMULATE == "CUDA": return bool(NOOPT)
+  return kind in ONLINE_DEVICES
 
 
 @dataclass(frozen=True)
@@ -209,12 +220,16 @@ BOUNDARY_RULES: list[dict[Ops, BoundaryRule]] = [
 ]
 
 
-def _boundaries(roots: list[UOp], nodes: list[UOp], fuse_rows: Callable[[UOp], bool] = lambda _: False) -> set[UOp]:
-  """The nodes that get their own buffer (`BOUNDARY_RULES`). `fuse_rows(node)`: may this node's kernel compute row reductions in place."""
+def _boundaries(roots: list[UOp], nodes: list[UOp], fuse_rows: Callable[[UOp], bool] = lambda _: False,
+                fuse_online: Callable[[UOp], bool] = lambda _: False) -> set[UOp]:
+  """The nodes that get their own buffer (`BOUNDARY_RULES`). `fuse_rows(node)`: may this node's kernel compute row reductions in place;
+  `fuse_online(node)`: may it compute a sum rescaled by a running max in one pass."""
   f = _Fusion({r for r in roots if not is_contiguous_view(r)}, _consumers(nodes), fuse_rows)
+  # a sum rescaled by a running max (online softmax, engine/online_fusion.py) keeps its scores, max and denominator
+  online = online_groups(roots, nodes, f.consumers, fuse_online)
   for rules in BOUNDARY_RULES:
     for n in nodes:
-      if (rule := rules.get(n.op)) is not None: f.realize.update(rule(n, f))
+      if (rule := rules.get(n.op)) is not None: f.realize.update(x for x in rule(n, f) if x not in online)
   # a reduction that would be fused into several kernels would run once per kernel: give it its own
   while True:
     owners: dict[UOp, int] = {}
@@ -264,7 +279,8 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   node_device: dict[UOp, str] = {}
   for root, dev in zip(roots, devices):
     for n, d in _device_of(dev, toposort([root]), root).items(): node_device.setdefault(n, d)
-  boundaries = _boundaries(roots, nodes, lambda n: node_device[n].split(":")[0] in ROW_FUSING_DEVICES)
+  boundaries = _boundaries(roots, nodes, lambda n: node_device[n].split(":")[0] in ROW_FUSING_DEVICES,
+                           lambda n: _fuses_online(node_device[n].split(":")[0]))
 
   temps: list[TempBuffer] = []
   where: dict[UOp, Binding] = {}  # boundary node -> buffer that holds it

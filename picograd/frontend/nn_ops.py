@@ -108,7 +108,12 @@ class NNOpsMixin:
       scores = _where(attn_mask, scores, float("-inf")) if attn_mask.dtype == dtypes.bool else scores + attn_mask
     weights = scores.softmax(-1)
     if dropout_p > 0: weights = weights.dropout(dropout_p, training=True)
-    return weights.matmul(value)
+    out = weights.matmul(value)
+    if attn_mask is None or is_causal: return out
+    # a query that may attend to no key gets zeros, as PyTorch's SDPA gives (its softmax alone would be 0/0). Read from the
+    # mask, not from the scores' max, so the scores stay inside the one online pass (engine/online_fusion.py)
+    sees = attn_mask if attn_mask.dtype == dtypes.bool else attn_mask > float("-inf")
+    return _where(sees.any(-1, keepdim=True), out, 0.0)
 
   def cross_entropy(self: Any, target: "Tensor", ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
                     weight: "Tensor | None" = None) -> "Tensor":

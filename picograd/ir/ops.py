@@ -44,6 +44,10 @@ class Ops(Enum):
   # kernel level: a kernel is SINK(STORE(PARAM, value)); lowering adds loops, loads and accumulators
   SINK = auto(); PARAM = auto(); STORE = auto(); LOAD = auto(); RANGE = auto(); ENDRANGE = auto()
   DEFINE_ACC = auto(); ACCUMULATE = auto()
+  # online softmax (codegen/online.py): RUNNING_MAX(x, loop) is, inside `loop`, the max of x over the iterations before
+  # this one (-inf at the first); RESCALED(term, scale, loop) sums `term` over `loop`, multiplying the sum so far by
+  # `scale` before each step (ACCUMULATE(acc, term, scale, arg=Ops.RESCALED) once linearized)
+  RUNNING_MAX = auto(); RESCALED = auto()
   # GPU kernel level (the mapping passes of codegen/cuda/mapping.py introduce them; see its docstring):
   # SPECIAL(arg=("block"|"thread", n)) is blockIdx.x / threadIdx.x in [0, n); GUARD(ok), a SINK source: threads where
   # `ok` is false leave; DEFINE_LOCAL(arg=(slot, n)) an array of n values in shared memory; GROUP_REDUCE(partial, [local],

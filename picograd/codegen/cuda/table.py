@@ -55,7 +55,11 @@ class TableRenderer:
     acc = self.names[u] = self.w.fresh("acc")
     self.w(f"{REG_TYPES[u.dtype]} {acc} = {c_const(u.arg[0], u.dtype)};")
 
-  def _accumulate(self, u: UOp) -> None: self.w(acc_update(u.arg, u.src[0].dtype, self.names[u.src[0]], self.val(u.src[1])))
+  def _accumulate(self, u: UOp) -> None:
+    if u.arg is Ops.RESCALED:  # online softmax (codegen/online.py): the sum so far rescaled, then the term added
+      acc = self.names[u.src[0]]
+      self.w(f"{acc} = {acc} * {self.val(u.src[2])} + {self.val(u.src[1])};")
+    else: self.w(acc_update(u.arg, u.src[0].dtype, self.names[u.src[0]], self.val(u.src[1])))
 
   def _load(self, u: UOp) -> None:
     param, *idx = u.src

@@ -1,0 +1,96 @@
+"""Online softmax fusion (engine layer): which nodes of a lazy graph stay inside one kernel so that a sum rescaled by a
+running maximum (flash attention's softmax) is computed in one pass, with no score matrix in memory.
+
+The rule is general: a sum over an axis j whose terms are `exp(x_j - max_j x) * f_j` (where x may itself be a reduction,
+q . k_j, and f_j anything elementwise, a row of v) can run over j once, keeping the running max m and the sum rescaled by
+exp(m_old - m_new) whenever m grows (codegen/online.py rewrites the lowered kernel so). A quotient by another such sum
+sharing the same max (softmax's denominator) joins the same pass. The scheduler's other rules would store x, the max
+and the denominator (each is a reduction broadcast back over j, then over f's axes): for such a sum `R` they are kept
+in R's kernel instead, when nothing else reads them (a backward pass that reads the probabilities keeps today's
+buffers). It applies where x is itself a reduction (whose recomputation per extra pass the online form saves), on the
+devices of engine/schedule.py ONLINE_DEVICES, to score tensors of at least ONLINE_SOFTMAX_MIN elements (on this CPU the
+stored scores and tiled products are still faster below that: NOTES.md, online softmax).
+
+`online_groups(roots, nodes, consumers, ok)` returns the nodes that must not get a buffer of their own.
+"""
+from __future__ import annotations
+from typing import Callable
+from picograd.helpers import ONLINE_SOFTMAX_MIN
+from picograd.ir.ops import UOp, Ops, ALU, MOVEMENT, toposort
+
+_THROUGH = ALU | MOVEMENT | {Ops.DETACH}
+
+
+def _body(start: UOp, enter: frozenset[UOp] | set[UOp] = frozenset()) -> tuple[list[UOp], list[UOp]]:
+  """(nodes, reductions): what `start` computes through elementwise and movement ops (and the reductions in `enter`,
+  which are walked into), and the other reductions it reads, which stop the walk."""
+  nodes, reduces, seen, stack = [], [], set(), [start]
+  while stack:
+    n = stack.pop()
+    if n in seen: continue
+    seen.add(n)
+    if n.op is Ops.REDUCE and n not in enter and n is not start:
+      reduces.append(n)
+      continue
+    if n.op in _THROUGH or n.op is Ops.REDUCE:
+      nodes.append(n)
+      stack.extend(n.src)
+  return nodes, reduces
+
+
+def _exp_reaches(body: list[UOp], target: UOp) -> bool:
+  """Does an EXP2 in `body` take an argument that reads `target` (through elementwise and movement ops)?"""
+  for n in body:
+    if n.op is not Ops.EXP2: continue
+    if target in _body(n.src[0])[1]: return True
+  return False
+
+
+def _single_axis(r: UOp) -> int | None:
+  return r.arg[1][0] if len(r.arg[1]) == 1 else None
+
+
+def _group_of(r: UOp) -> tuple[list[UOp], set[UOp]] | None:
+  """(reductions fused into `r`'s kernel, every node of that kernel's fused region) when `r` is a sum of
+  exp(x - max x) * f over one axis, else None."""
+  if r.arg[0] is not Ops.ADD or not r.dtype.is_float or (axis := _single_axis(r)) is None: return None
+  body, level1 = _body(r)
+  for m in level1:
+    if m.arg[0] is not Ops.MAX or (m_axis := _single_axis(m)) is None or not _exp_reaches(body, m): continue
+    # below ONLINE_SOFTMAX_MIN score elements storing the scores is faster on the CPU (see NOTES.md, online softmax)
+    if m.src[0].tshape[m_axis] != r.src[0].tshape[axis] or m.src[0].size < ONLINE_SOFTMAX_MIN: continue
+    _, scores = _body(m)  # the reductions the max reads (q . k): they run inside the pass over j, once per j
+    # a loaded x (softmax(x) @ v) is cheaper with x's max and sum stored and the product tiled (codegen/online.py rewrites
+    # only sums whose x is a reduction, which more passes would compute again)
+    if not scores: continue
+    group = [m, *scores]
+    for s in level1:  # other sums of exp(x - m) over the same axis (softmax's denominator)
+      if s is m or s in group: continue
+      s_body, s_reads = _body(s)
+      if s.arg[0] is Ops.ADD and m in s_reads and _exp_reaches(s_body, m) and set(s_reads) <= set(group): group.append(s)
+    region, _ = _body(r, set(group))
+    return group, set(region)
+  return None
+
+
+def _computed_from(r: UOp, region: set[UOp], group: list[UOp]) -> set[UOp]:
+  """The nodes of `r`'s region that read a reduction of `group` (and the group): the ones the other rules might store.
+  Views of inputs and constants are never stored, and may be shared with the rest of the graph."""
+  out = set(group)
+  for n in toposort([r], stop=lambda x: x not in region):
+    if n in region and any(s in out for s in n.src): out.add(n)
+  return out - {r}
+
+
+def online_groups(roots: list[UOp], nodes: list[UOp], consumers: dict[UOp, set[UOp]], ok: Callable[[UOp], bool]) -> set[UOp]:
+  """The nodes to keep inside the kernels of online sums (see the module docstring); `ok(node)`: may its device fuse so."""
+  keep: set[UOp] = set()
+  root_set = set(roots)
+  for r in nodes:
+    if r.op is not Ops.REDUCE or r in keep or not ok(r) or (found := _group_of(r)) is None: continue
+    group, region = found
+    inner = _computed_from(r, region, group)
+    # each of them is read only inside the region: nothing else (a gradient, another output) needs it stored
+    if inner & root_set or any(not consumers.get(n, set()) <= region for n in inner): continue
+    keep |= inner
+  return keep
