@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 from picograd.dtype import dtypes
 from picograd.runtime.device import Buffer, get_device
-from picograd.engine.realize import ScheduledKernel, _error_word, _failed_checks, _raise_first, stats
+from picograd.engine.realize import ScheduledKernel, _deferred, _error_word, _failed_checks, _raise_first, stats
 
 ALIGN = 64  # bytes: each intermediate in the memory plan starts on a cache line (and any vector width the kernels use)
 
@@ -61,7 +61,10 @@ class Replay:
     self.native = bool(run) and all(s.kernel is not None and "launch_list" in get_device(s.kernel.device).extra for s in run)
     self.lists: list[Any] = []
     self.bindings: list[tuple[Any, int, int, int]] = []  # (launch list, launch, argument, input index)
-    self.checked = list({(s.kernel.name, s.kernel.device): s.kernel for s in run if s.kernel is not None and s.kernel.checks}.values())
+    checked = {(s.kernel.name, s.kernel.device): s.kernel for s in run if s.kernel is not None and s.kernel.checks}
+    # as in run_steps: error words of asynchronous devices are read later (check_errors), the others after the replay
+    self.deferred = {key: k for key, k in checked.items() if get_device(k.device).extra.get("synchronize") is not None}
+    self.checked = [k for key, k in checked.items() if key not in self.deferred]
     self.kernels = len(run)
     self.blocks: list[Buffer] = []
     if not self.native: return
@@ -102,4 +105,5 @@ class Replay:
     failed = 0
     for ll in self.lists: failed |= ll()
     stats["kernels_run"] += self.kernels
+    if self.deferred: _deferred.update(self.deferred)
     if failed: _raise_first(_failed_checks(self.checked))
