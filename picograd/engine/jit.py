@@ -31,6 +31,7 @@ from picograd.helpers import JIT, DEBUG
 from picograd.runtime.device import Buffer
 from picograd.engine.capture import Capture, capture, capturing
 from picograd.engine.realize import buffer_of, run_steps
+from picograd.engine.schedule import is_contiguous_view
 from picograd.engine.replay import Replay
 from picograd.engine import observe
 
@@ -58,6 +59,7 @@ def _parameters(fn: Callable[..., Any]) -> inspect.Signature | None:
 
 def _leaves(params: inspect.Signature | None, args: tuple, kwargs: dict) -> list[Any]:
   """Every argument in the order of the function's parameters (however it was passed), containers flattened, dicts by key."""
+  if not kwargs: return _flatten(list(args), sort_dicts=True)  # positional arguments bind in the parameters' order
   try:
     values = list(params.bind(*args, **kwargs).arguments.values()) if params is not None else None
   except TypeError:  # a call that does not fit the signature: the function itself will say so
@@ -97,7 +99,8 @@ class Jit:
   def __call__(self, *args: Any, **kwargs: Any) -> Any:
     leaves = _leaves(self.params, args, kwargs)
     inputs = [a for a in leaves if _is_tensor(a)]
-    if inputs: inputs[0].realize(*inputs[1:])  # every input is now a whole buffer the replay can swap in
+    lazy = [t for t in inputs if not is_contiguous_view(t.uop)]
+    if lazy: lazy[0].realize(*lazy[1:])  # every input is now a whole buffer the replay can swap in
     buffers = [buffer_of(t) for t in inputs]
     # aliasing is part of the signature: a replay maps each captured input buffer to one new buffer
     alias = [next(j for j, b in enumerate(buffers) if b is buf) for buf in buffers]
