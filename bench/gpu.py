@@ -219,7 +219,7 @@ def gpt_step_profile(config: str, top: int, device: str = "CUDA", dtype: str = "
   total = sum(r[1] for r in per.values())
   print(f"GPT {config} ({dtype} matmuls): {len(steps)} kernel launches, {len(per)} distinct kernels; sum of kernel times {total * 1e3:.2f} ms; "
         f"wall per replayed step {min(walls[2:]) * 1e3:.2f} ms; CPU time per replay {np.median(cpu) * 1e3:.2f} ms "
-        f"({'one CUDA graph' if step.graph is not None else 'kernel by kernel'}); kernel by kernel {min(stepwise) * 1e3:.2f} ms")
+        f"({'one CUDA graph' if step.replay is not None and step.replay.native else 'kernel by kernel'}); kernel by kernel {min(stepwise) * 1e3:.2f} ms")
   print(f"{'kernel':<42} {'plan':<7} {'n':>3} {'total ms':>9} {'%':>5} {'us each':>9} {'GB/s':>7} {'GFLOP/s':>8}  grid x block")
   for name, (n, t, k) in sorted(per.items(), key=lambda kv: -kv[1][1])[:top]:
     each = t / n
