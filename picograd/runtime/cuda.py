@@ -435,33 +435,31 @@ class CUDALaunchList:
   are read later, by `check_errors`, as for any launch on the GPU, so calling the list returns 0."""
 
   def __init__(self, ctx: CUDAContext, launches: list[tuple[CUDAProgram, list[Any], bool, LaunchDims]]):
-    self.ctx, self.exec = ctx, None
+    self.ctx, self.exec, self.graph = ctx, None, None
     self.values: list[Any] = []
     self.params: list[Any] = []
     self.nodes: list[Any] = []
     self.dirty: set[int] = set()
     ctx.make_current()
-    graph = _cu("cuGraphCreate", 0)
-    try:
-      before: list[Any] = []
-      for prog, handles, _, dims in launches:
-        if len(handles) != prog.meta["n_params"]: raise RuntimeError(f"{prog.name}: {len(handles)} buffers for {prog.meta['n_params']} parameters")
-        prog.allow_shared(dims.shared_bytes)
-        values, pointers = _kernel_params(handles)
-        params = cu.CUDA_KERNEL_NODE_PARAMS()
-        params.func = prog.function
-        params.gridDimX, params.gridDimY, params.gridDimZ = _pad3(dims.global_size, "global_size")
-        params.blockDimX, params.blockDimY, params.blockDimZ = _pad3(dims.local_size, "local_size")
-        params.sharedMemBytes = dims.shared_bytes
-        params.kernelParams = ctypes.addressof(pointers)
-        self.values.append((values, pointers))  # the driver reads the arguments through these when a node is set
-        self.params.append(params)
-        node = _cu("cuGraphAddKernelNode", graph, before, len(before), params)
-        self.nodes.append(node)
-        before = [node]
-      self.exec = _cu("cuGraphInstantiate", graph, 0)
-    finally:
-      cu.cuGraphDestroy(graph)
+    # the graph lives as long as its executable form: node handles (for parameter updates) belong to it
+    self.graph = graph = _cu("cuGraphCreate", 0)
+    before: list[Any] = []
+    for prog, handles, _, dims in launches:
+      if len(handles) != prog.meta["n_params"]: raise RuntimeError(f"{prog.name}: {len(handles)} buffers for {prog.meta['n_params']} parameters")
+      prog.allow_shared(dims.shared_bytes)
+      values, pointers = _kernel_params(handles)
+      params = cu.CUDA_KERNEL_NODE_PARAMS()
+      params.func = prog.function
+      params.gridDimX, params.gridDimY, params.gridDimZ = _pad3(dims.global_size, "global_size")
+      params.blockDimX, params.blockDimY, params.blockDimZ = _pad3(dims.local_size, "local_size")
+      params.sharedMemBytes = dims.shared_bytes
+      params.kernelParams = ctypes.addressof(pointers)
+      self.values.append((values, pointers))  # the driver reads the arguments through these when a node is set
+      self.params.append(params)
+      node = _cu("cuGraphAddKernelNode", graph, before, len(before), params)
+      self.nodes.append(node)
+      before = [node]
+    self.exec = _cu("cuGraphInstantiate", graph, 0)
 
   def set_handle(self, launch: int, arg: int, handle: Any) -> None:
     values = self.values[launch][0]
@@ -471,7 +469,11 @@ class CUDALaunchList:
 
   def __call__(self) -> int:
     self.ctx.make_current()
-    for i in self.dirty: _cu("cuGraphExecKernelNodeSetParams", self.exec, self.nodes[i], self.params[i])
+    stale = [i for i in self.dirty if cu.cuGraphExecKernelNodeSetParams(self.exec, self.nodes[i], self.params[i])[0] != cu.CUresult.CUDA_SUCCESS]
+    if stale:  # a change the executable graph cannot take in place: change the graph and instantiate it again
+      for i in stale: _cu("cuGraphKernelNodeSetParams", self.nodes[i], self.params[i])
+      cu.cuGraphExecDestroy(self.exec)
+      self.exec = _cu("cuGraphInstantiate", self.graph, 0)
     self.dirty.clear()
     _cu("cuGraphLaunch", self.exec, self.ctx.stream)
     return 0
@@ -479,6 +481,7 @@ class CUDALaunchList:
   def __del__(self) -> None:
     try:
       if self.exec is not None: cu.cuGraphExecDestroy(self.exec)
+      if self.graph is not None: cu.cuGraphDestroy(self.graph)
     except Exception:  # at interpreter exit the bindings may already be gone
       pass
 
