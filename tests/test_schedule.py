@@ -79,6 +79,24 @@ def test_concatenation_read_by_a_reduction_is_stored_first_on_cuda(x):
     assert len(create_template(_normalize([t.uop])[0], ["CUDA"]).kernels) == n
 
 
+def test_long_shared_elementwise_chain_is_cut():
+  # a running sum read at every step (a residual stream's gradient through many layers): each step's kernel would recompute
+  # the whole sum so far, reading every buffer added before it; a value read by several nodes whose fused graph reads more
+  # than SHARED_INPUTS_MAX buffers is stored once, so no kernel reads more than a few
+  from picograd.engine.schedule import SHARED_INPUTS_MAX
+  pieces = [rand((8, 16), seed=10 + i) for i in range(30)]
+  total, outs = None, []
+  for p in pieces:
+    total = Tensor(p, device=DEV) if total is None else total + Tensor(p, device=DEV)
+    outs.append(total.sum(1))
+  steps = picograd.schedule(*outs)
+  bound = 2 * SHARED_INPUTS_MAX + 2
+  assert bound < len(pieces) and max(len(s.buffers) for s in steps) <= bound
+  Tensor.realize(*outs)
+  for out, want in zip(outs, np.cumsum(pieces, 0)):
+    np.testing.assert_allclose(out.numpy(), want.sum(1), rtol=1e-5)
+
+
 def test_contiguous_is_a_boundary(x):
   assert kernels((x + 1) * 2) == 1
   assert kernels((x + 1).contiguous() * 2) == 2

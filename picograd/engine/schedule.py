@@ -205,6 +205,28 @@ def _concat_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
   return [n] if _feeds_reduce(n, f.consumers, f.realize) else []
 
 
+SHARED_INPUTS_MAX = 8  # buffers an elementwise value read by several nodes may read before it is stored once
+
+
+def _shared_elementwise_boundaries(nodes: list[UOp], f: _Fusion) -> set[UOp]:
+  """Elementwise values read by several nodes are recomputed by each kernel that fuses them; that is cheap for a short chain,
+  but a long one grows with every step (the gradient of a residual stream: each layer adds to the sum of the layers after it,
+  and every kernel reading one of the partial sums would recompute all of them, dropout masks included). Such a value is
+  stored once when its fused graph reads more than SHARED_INPUTS_MAX buffers; sources first, so a chain is cut every few
+  steps."""
+  reads: dict[UOp, frozenset[UOp]] = {}
+  out: set[UOp] = set()
+  for n in nodes:  # topological order: sources first
+    if n.op is Ops.BUFFER or n in f.realize: reads[n] = frozenset([n])
+    elif not n.src: reads[n] = frozenset()
+    elif n.op is Ops.REDUCE: reads[n] = frozenset()  # a fused reduction's own inputs are read once by the kernel that has it
+    else: reads[n] = frozenset().union(*(reads[s] for s in n.src))
+    if n.op in ALU and len(f.consumers.get(n, ())) > 1 and len(reads[n]) > SHARED_INPUTS_MAX:
+      out.add(n)
+      reads[n] = frozenset([n])
+  return out
+
+
 BoundaryRule = Callable[[UOp, _Fusion], list[UOp]]
 # The fusion policy (DESIGN §4) as rules: op -> fn(node, state) -> the nodes that get a buffer. The tables apply in order,
 # each to every node (a later table sees what the earlier ones realized); ops without a rule fuse into their consumers.
@@ -232,6 +254,7 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) 
   for rules in BOUNDARY_RULES:
     for n in nodes:
       if (rule := rules.get(n.op)) is not None: f.realize.update(x for x in rule(n, f) if x not in online)
+  f.realize.update(x for x in _shared_elementwise_boundaries(nodes, f) if x not in online)
   # a reduction that would be fused into several kernels would run once per kernel: give it its own
   while True:
     owners: dict[UOp, int] = {}
