@@ -202,35 +202,44 @@ def render_matmul(program: list[UOp], mm: Matmul, ks: KernelSource, split: int =
 
 MMA_TILE = (128, 128, 32)
 _KP, _NP, _CP = 32 + 8, 128 + 8, 128 + 4  # padded rows: 16-byte aligned, and ldmatrix's eight rows hit different banks
-MMA_SHARED = max(2 * 128 * _KP * 2 + 2 * 32 * _NP * 2, 128 * _CP * 4)
+# a 16-bit operand tile in shared memory, double-buffered, either way round: 128 rows of k (padded) or 32 rows of 128 (padded)
+_TILE16 = 2 * max(128 * _KP, 32 * _NP) * 2
+MMA_SHARED = max(2 * _TILE16, 128 * _CP * 4)
 
 
 def _tensor_core_tiles(program: list[UOp], mm: Matmul, ks: KernelSource, split: int, elem: str, pads: tuple[int, int], k_step: int,
-                       setup: list[str], fragments: Callable[[Writer], None], mma: str) -> None:
-  """The kernel both tensor-core plans share: 128x128 tiles through double-buffered shared memory (As[m][k] k-contiguous,
-  Bs[k][n] n-contiguous, rows padded by `pads`), eight warps of 64x32 outputs (4x4 fragments of 16x8, four floats per
-  thread each), and the epilogue. `fragments(w)` fills a[4][4] and b[4][2] for the k-step at `kk`; `mma` is the PTX."""
+                       setup: list[str], fragments: Callable[[Writer], None], mma: str, turned: tuple[bool, bool] = (False, False)) -> None:
+  """The kernel both tensor-core plans share: 128x128 tiles through double-buffered shared memory, eight warps of 64x32
+  outputs (4x4 fragments of 16x8, four floats per thread each), and the epilogue. `fragments(w)` fills a[4][4] and b[4][2]
+  for the k-step at `kk`; `mma` is the PTX.
+
+  The tiles are As[m][k] (k-contiguous, rows padded to pads[0]) and Bs[k][n] (n-contiguous, rows padded to pads[1]), or,
+  where `turned` says so for an operand whose memory runs the other way, As[k][m] (rows of BM + 8) and Bs[n][k] (rows of
+  BK + 8): the tiles are then copied as they lie in memory, and the fragments read them transposed."""
   w = ks.w
   BM, BN, BK = MMA_TILE
   kp, np_ = pads
+  a_rows, b_rows = (BM + 8 if turned[0] else kp), (BK + 8 if turned[1] else np_)  # row length of each tile in shared memory
+  a_size, b_size = (BK if turned[0] else BM) * a_rows, (BN if turned[1] else BK) * b_rows
   w("extern __shared__ __align__(128) unsigned char smem[];")
   w(f"{elem}* As = reinterpret_cast<{elem}*>(smem);")
-  w(f"{elem}* Bs = As + {2 * BM * kp};")
+  w(f"{elem}* Bs = As + {2 * a_size};")
   w("float* Cs = reinterpret_cast<float*>(smem);  // reused for the epilogue once the tiles are done")
   w("const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, wm = warp / 4, wn = warp % 4, g = lane / 4, t = lane % 4;")
   for line in setup: w(line)
   mw = MatmulWriter(program, mm, ks, MMA_TILE, split)
-  la, sa = mw.tile_loader(mm.x, mm.m, "m0", mw.M, BM, "ra", elem, "k")
-  lb, sb = mw.tile_loader(mm.y, mm.n, "n0", mw.N, BN, "rb", elem, "s")
-  a_at, b_at = f"As[buf * {BM * kp} + (@S) * {kp} + @K]", f"Bs[buf * {BK * np_} + (@K) * {np_} + @S]"
+  la, sa = mw.tile_loader(mm.x, mm.m, "m0", mw.M, BM, "ra", elem, "s" if turned[0] else "k")
+  lb, sb = mw.tile_loader(mm.y, mm.n, "n0", mw.N, BN, "rb", elem, "k" if turned[1] else "s")
+  a_at = f"As[buf * {a_size} + (@K) * {a_rows} + @S]" if turned[0] else f"As[buf * {a_size} + (@S) * {a_rows} + @K]"
+  b_at = f"Bs[buf * {b_size} + (@S) * {b_rows} + @K]" if turned[1] else f"Bs[buf * {b_size} + (@K) * {b_rows} + @S]"
   w("float c[4][4][4];")
   w("for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) for (int q = 0; q < 4; q++) c[i][j][q] = 0.0f;")
   w(f"{la}(kbase); {lb}(kbase);")
   w("{ const int buf = 0; " + sa(a_at) + " " + sb(b_at) + " }")
   w("__syncthreads();")
   mw.k_loop([la, lb])
-  w(f"const {elem}* A = As + cur * {BM * kp};")
-  w(f"const {elem}* B = Bs + cur * {BK * np_};")
+  w(f"const {elem}* A = As + cur * {a_size};")
+  w(f"const {elem}* B = Bs + cur * {b_size};")
   w("#pragma unroll")
   w.open(f"for (int kk = 0; kk < {BK}; kk += {k_step})")
   w("unsigned a[4][4], b[4][2];")
@@ -255,23 +264,33 @@ def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource, split: int = 1)
   et = "__half" if mm.x.dtype == dtypes.float16 else "__nv_bfloat16"
   ptx_t = "f16" if mm.x.dtype == dtypes.float16 else "bf16"
   ks.shared_bytes = MMA_SHARED
+  BM, _, BK = MMA_TILE
+  # each tile lies in shared memory as its operand lies in memory: A m-contiguous (a weight gradient's dY^T) is As[k][m],
+  # B k-contiguous (the weight of x @ W.T) is Bs[n][k]; ldmatrix's .trans turns the fragments the right way round
+  turned = (_runs_along(mm.x, mm.m, mm.k), not _runs_along(mm.y, mm.n, mm.k))
+  # matrix lm of an ldmatrix.x4 covers rows (lm & 1) * 8 of a 16-row A fragment and k (lm >> 1) * 8; each lane gives one row's address
+  a_addr = f"A + (kk + (lm >> 1) * 8 + lr) * {BM + 8} + wm * 64 + i * 16 + (lm & 1) * 8" if turned[0] else \
+      f"A + (wm * 64 + i * 16 + (lm & 1) * 8 + lr) * {_KP} + kk + (lm >> 1) * 8"
+  # for B: k (lm & 1) * 8 of the n8 fragment jj * 2 + (lm >> 1)
+  b_addr = f"B + (wn * 32 + (jj * 2 + (lm >> 1)) * 8 + lr) * {BK + 8} + kk + (lm & 1) * 8" if turned[1] else \
+      f"B + (kk + (lm & 1) * 8 + lr) * {_NP} + wn * 32 + (jj * 2 + (lm >> 1)) * 8"
 
   def fragments(w: Writer) -> None:
     w("#pragma unroll")
     w.open("for (int i = 0; i < 4; i++)")
-    w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared(A + (wm * 64 + i * 16 + (lm & 1) * 8 + lr) * {_KP} + kk + (lm >> 1) * 8);")
-    w('asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];" '
+    w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared({a_addr});")
+    w(f'asm volatile("ldmatrix.sync.aligned.m8n8.x4{".trans" if turned[0] else ""}.shared.b16 {{%0, %1, %2, %3}}, [%4];" '
       ': "=r"(a[i][0]), "=r"(a[i][1]), "=r"(a[i][2]), "=r"(a[i][3]) : "r"(addr));')
     w.close()
     w("#pragma unroll")
     w.open("for (int jj = 0; jj < 2; jj++)")
-    w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared(B + (kk + (lm & 1) * 8 + lr) * {_NP} + wn * 32 + (jj * 2 + (lm >> 1)) * 8);")
-    w('asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];" '
+    w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared({b_addr});")
+    w(f'asm volatile("ldmatrix.sync.aligned.m8n8.x4{"" if turned[1] else ".trans"}.shared.b16 {{%0, %1, %2, %3}}, [%4];" '
       ': "=r"(b[jj * 2][0]), "=r"(b[jj * 2][1]), "=r"(b[jj * 2 + 1][0]), "=r"(b[jj * 2 + 1][1]) : "r"(addr));')
     w.close()
   _tensor_core_tiles(program, mm, ks, split, et, (_KP, _NP), 16,
                      ["const int lm = lane >> 3, lr = lane & 7;  // which 8x8 matrix of an ldmatrix.x4 this lane addresses, and its row"],
-                     fragments, f"mma.sync.aligned.m16n8k16.row.col.f32.{ptx_t}.{ptx_t}.f32")
+                     fragments, f"mma.sync.aligned.m16n8k16.row.col.f32.{ptx_t}.{ptx_t}.f32", turned)
 
 
 def _mma_epilogue(w: Writer, mw: MatmulWriter, split: int) -> None:
