@@ -46,6 +46,53 @@ def _exp_reaches(body: list[UOp], target: UOp) -> bool:
   return False
 
 
+def _reshape_axis(n: UOp, axis: int) -> int | None:
+  """The axis of a RESHAPE's source that output `axis` is (same size, same elements before it), if there is one."""
+  out, src = n.tshape, n.src[0].tshape
+  before = 1
+  for a in range(axis): before *= out[a]
+  acc = 1
+  for b, size in enumerate(src):
+    if acc == before and size == out[axis]: return b
+    acc *= size
+  return None
+
+
+def _broadcast_along(r: UOp, axis: int, m: UOp, group: set[UOp]) -> bool:
+  """Does every read of the max `m` in `r`'s body (walked through the group's reductions) reach it through a broadcast
+  along `r`'s reduced axis, onto m's own reduced axis? (The sum then runs along the axis the max is over: softmax's
+  weighted sum over keys, not the gradient's sum of the same weights over queries.)"""
+  seen, stack, found = set(), [(r.src[0], axis)], False
+  while stack:
+    n, a = stack.pop()
+    if (n, a) in seen: continue
+    seen.add((n, a))
+    if n is m: return False  # read varying along the axis: not the max broadcast back
+    if n.op is Ops.EXPAND and n.src[0].tshape[a] == 1 and n.tshape[a] > 1:
+      base = n.src[0]
+      while base.op in (Ops.DETACH, Ops.RESHAPE) and (base.op is Ops.DETACH or base.src[0].tshape == base.tshape): base = base.src[0]
+      if base is m:
+        if a not in m.arg[1]: return False
+        found = True
+      continue  # constant along the axis from here down
+    if n.op in ALU or n.op in (Ops.DETACH, Ops.EXPAND): nxt = [(x, a) for x in n.src]
+    elif n.op is Ops.REDUCE and n in group:
+      if a in n.arg[1]: return False
+      nxt = [(n.src[0], a)]
+    elif n.op is Ops.RESHAPE:
+      if (b := _reshape_axis(n, a)) is not None: nxt = [(n.src[0], b)]
+      elif m in toposort([n]): return False  # the axis is merged or split on the way to the max: not followed
+      else: continue  # an input's view (the flat buffer of v)
+    elif n.op is Ops.PERMUTE: nxt = [(n.src[0], n.arg[a])]
+    elif n.op in (Ops.PAD, Ops.SHRINK, Ops.FLIP):
+      if n.src[0].tshape[a] == n.tshape[a] and not (n.op is Ops.FLIP and n.arg[a]): nxt = [(n.src[0], a)]
+      elif m in toposort([n]): return False
+      else: continue
+    else: continue  # a leaf: an input, a constant, a stored node
+    stack.extend(nxt)
+  return found
+
+
 def _single_axis(r: UOp) -> int | None:
   return r.arg[1][0] if len(r.arg[1]) == 1 else None
 
@@ -68,6 +115,7 @@ def _group_of(r: UOp) -> tuple[list[UOp], set[UOp]] | None:
       if s is m or s in group: continue
       s_body, s_reads = _body(s)
       if s.arg[0] is Ops.ADD and m in s_reads and _exp_reaches(s_body, m) and set(s_reads) <= set(group): group.append(s)
+    if not _broadcast_along(r, axis, m, set(group)): continue
     region, _ = _body(r, set(group))
     return group, set(region)
   return None
