@@ -38,11 +38,15 @@ def _body(start: UOp, enter: frozenset[UOp] | set[UOp] = frozenset()) -> tuple[l
   return nodes, reduces
 
 
-def _exp_reaches(body: list[UOp], target: UOp) -> bool:
-  """Does an EXP2 in `body` take an argument that reads `target` (through elementwise and movement ops)?"""
-  for n in body:
-    if n.op is not Ops.EXP2: continue
-    if target in _body(n.src[0])[1]: return True
+def _exp_factor_reads(value: UOp, target: UOp) -> bool:
+  """Is `value` (through views) a product with a factor exp2(...) whose argument reads `target`? The lowered sum then has
+  the factor codegen/online.py looks for (a CAST between, as a 16-bit weight, is not looked through there either)."""
+  stack = [value]
+  while stack:
+    n = stack.pop()
+    while n.op in (Ops.EXPAND, Ops.RESHAPE, Ops.PERMUTE, Ops.DETACH): n = n.src[0]
+    if n.op is Ops.MUL and n.dtype.is_float: stack.extend(n.src)
+    elif n.op is Ops.EXP2 and target in _body(n.src[0])[1]: return True
   return False
 
 
@@ -101,9 +105,9 @@ def _group_of(r: UOp) -> tuple[list[UOp], set[UOp]] | None:
   """(reductions fused into `r`'s kernel, every node of that kernel's fused region) when `r` is a sum of
   exp(x - max x) * f over one axis, else None."""
   if r.arg[0] is not Ops.ADD or not r.dtype.is_float or (axis := _single_axis(r)) is None: return None
-  body, level1 = _body(r)
+  _, level1 = _body(r)
   for m in level1:
-    if m.arg[0] is not Ops.MAX or (m_axis := _single_axis(m)) is None or not _exp_reaches(body, m): continue
+    if m.arg[0] is not Ops.MAX or (m_axis := _single_axis(m)) is None or not _exp_factor_reads(r.src[0], m): continue
     # below ONLINE_SOFTMAX_MIN score elements storing the scores is faster on the CPU (see NOTES.md, online softmax)
     if m.src[0].tshape[m_axis] != r.src[0].tshape[axis] or m.src[0].size < ONLINE_SOFTMAX_MIN: continue
     _, scores = _body(m)  # the reductions the max reads (q . k): they run inside the pass over j, once per j
@@ -113,8 +117,8 @@ def _group_of(r: UOp) -> tuple[list[UOp], set[UOp]] | None:
     group = [m, *scores]
     for s in level1:  # other sums of exp(x - m) over the same axis (softmax's denominator)
       if s is m or s in group: continue
-      s_body, s_reads = _body(s)
-      if s.arg[0] is Ops.ADD and m in s_reads and _exp_reaches(s_body, m) and set(s_reads) <= set(group): group.append(s)
+      _, s_reads = _body(s)
+      if s.arg[0] is Ops.ADD and m in s_reads and _exp_factor_reads(s.src[0], m) and set(s_reads) <= set(group): group.append(s)
     if not _broadcast_along(r, axis, m, set(group)): continue
     region, _ = _body(r, set(group))
     return group, set(region)
