@@ -106,6 +106,22 @@ def test_masks_and_fully_masked_rows_match_torch(device):
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_dropout_is_drawn_inside_the_pass(device):
+  # dropout's mask comes from the counter RNG: the one-pass kernel draws the same mask as the stored probabilities would
+  _online(device)
+  arrays = _qkv(7)
+  def run(online: bool) -> tuple[np.ndarray, int]:
+    with Context(ONLINE_SOFTMAX_MIN=0 if online else 1 << 62):
+      Tensor.manual_seed(3)
+      q, k, v = (Tensor(a, device=device) for a in arrays)
+      out = q.scaled_dot_product_attention(k, v, dropout_p=0.3, is_causal=True)
+      steps = len(_steps(out))
+      return out.numpy(), steps
+  (fused, n_fused), (stored, n_stored) = run(True), run(False)
+  assert n_fused == 1 < n_stored
+  np.testing.assert_allclose(fused, stored, rtol=1e-5, atol=1e-6)
+
+
 def test_large_scores_do_not_overflow(device):
   # exp of scores near 80 overflows float32 without the max subtracted; the running max must rescale, not overflow
   q, k, v = _qkv(6)

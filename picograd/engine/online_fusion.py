@@ -38,6 +38,11 @@ def _body(start: UOp, enter: frozenset[UOp] | set[UOp] = frozenset()) -> tuple[l
   return nodes, reduces
 
 
+def _is_zero(u: UOp) -> bool:
+  while u.op in (Ops.EXPAND, Ops.RESHAPE): u = u.src[0]
+  return u.op is Ops.CONST and u.arg == 0
+
+
 def _exp_factor_reads(value: UOp, target: UOp) -> bool:
   """Is `value` (through views) a product with a factor exp2(...) whose argument reads `target`? The lowered sum then has
   the factor codegen/online.py looks for (a CAST between, as a 16-bit weight, is not looked through there either)."""
@@ -46,6 +51,7 @@ def _exp_factor_reads(value: UOp, target: UOp) -> bool:
     n = stack.pop()
     while n.op in (Ops.EXPAND, Ops.RESHAPE, Ops.PERMUTE, Ops.DETACH): n = n.src[0]
     if n.op is Ops.MUL and n.dtype.is_float: stack.extend(n.src)
+    elif n.op is Ops.WHERE and n.dtype.is_float and _is_zero(n.src[2]): stack.append(n.src[1])  # where(keep, a, 0): dropout
     elif n.op is Ops.EXP2 and target in _body(n.src[0])[1]: return True
   return False
 
