@@ -112,13 +112,14 @@ def bench_softmax(runs: int, warmup: int) -> Row:
   return Row("softmax rows 4096x4096", pg, npt, pt, nbytes=2 * x.nbytes, flops=5 * x.size)
 
 
-def bench_matmul(n: int, runs: int, warmup: int) -> Row:
+def bench_matmul(n: int, runs: int, warmup: int, transposed: bool = False) -> Row:
+  """a @ b of n x n float32 matrices; `transposed`: x @ W.T (a linear layer's weight, stored out x in)."""
   x, y = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
   a, b = realized(x), realized(y)
-  pg = median_time(lambda: (a @ b).realize(), runs, warmup)
-  npt = median_time(lambda: x @ y, runs, warmup)
-  pt = median_time(lambda: torch.from_numpy(x) @ torch.from_numpy(y), runs, warmup) if torch is not None else None
-  return Row(f"matmul {n} float32", pg, npt, pt, nbytes=3 * 4 * n * n, flops=2 * n ** 3)
+  pg = median_time(lambda: (a @ (b.T if transposed else b)).realize(), runs, warmup)
+  npt = median_time(lambda: x @ (y.T if transposed else y), runs, warmup)
+  pt = median_time(lambda: torch.from_numpy(x) @ (torch.from_numpy(y).T if transposed else torch.from_numpy(y)), runs, warmup) if torch is not None else None
+  return Row(f"matmul {n} float32{' x @ W.T' if transposed else ''}", pg, npt, pt, nbytes=3 * 4 * n * n, flops=2 * n ** 3)
 
 
 # A fresh process: import, realize inputs (their kernels are not the one measured), then time the
@@ -139,12 +140,15 @@ def _first_call(env: dict[str, str]) -> float:
 
 
 def _cold_and_warm(run: Callable[[dict[str, str]], float], runs: int) -> tuple[float, float]:
-  """Median seconds of `run(env)` in fresh processes: with the disk caches off, and with a warm private cache."""
+  """Median seconds of `run(env)` in fresh processes: with the disk caches off (picograd's kernels and specs, and Python's
+  bytecode: every module is compiled from source), and with all of them warm in a private folder."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   with tempfile.TemporaryDirectory() as cache:
     env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cold = sorted(run({**env, "CACHE": "0"}) for _ in range(runs))[runs // 2]
-    run(env)  # fills the disk cache
+    cold = sorted(run({**env, "CACHE": "0", "PYTHONDONTWRITEBYTECODE": "1"}) for _ in range(runs))[runs // 2]
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(cache, "bytecode")  # a warm start reads compiled modules, as an installed package has
+    run(env)  # fills the disk caches
     warm = sorted(run(env) for _ in range(runs))[runs // 2]
   return cold, warm
 
@@ -345,7 +349,7 @@ def main() -> None:
   if torch is not None: torch.set_num_threads(cores)
   r, w = args.runs, args.warmup
   groups = {"elementwise": lambda: [bench_elementwise(r, w)], "reduce": lambda: [bench_rowsum(r, w), bench_softmax(r, w)],
-            "matmul": lambda: [bench_matmul(512, r, w), bench_matmul(1024, r, w)], "first-call": lambda: bench_first_call(min(r, 5)),
+            "matmul": lambda: [*(bench_matmul(n, r, w) for n in (512, 1024, 2048)), bench_matmul(1024, r, w, transposed=True)], "first-call": lambda: bench_first_call(min(r, 5)),
             "start-up": lambda: bench_start_up(min(r, 3)),
             "mlp": lambda: [*bench_mlp(32, r * 3, w * 5), *bench_mlp(512, r * 3, w * 5)], "conv": lambda: bench_conv(r, w),
             "provenance": lambda: bench_provenance(r * 4), "attention": lambda: bench_attention(r, w)}

@@ -127,6 +127,26 @@ def run(args) -> tuple[list[Row], list[str]]:
         finally:
           picograd.set_float32_matmul_precision("highest")
           torch.backends.cuda.matmul.allow_tf32 = False
+  # causal attention in bfloat16 at the GPT's shape (B=64, H=6, D=64) and at T=1024, against PyTorch's SDPA (flash)
+  for T in (256, 1024):
+    qkv = [rng.standard_normal((64, 6, T, 64), dtype=np.float32) for _ in range(4)]
+    Q, K, V, G = (Tensor(v, device="CUDA").cast(picograd.dtypes.bfloat16).realize() for v in qkv)
+    for t in (Q, K, V): t.requires_grad = True
+    tq, tk, tv = (torch.from_numpy(v).cuda().to(torch.bfloat16).requires_grad_() for v in qkv[:3])
+    tg = torch.from_numpy(qkv[3]).cuda().to(torch.bfloat16)
+    aflops = 2 * 64 * 6 * T * T * 64  # causal: half of the 4*B*H*T*T*D of the two products
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    with torch.no_grad():
+      add(f"attention causal bf16 T={T} fwd", lambda Q=Q, K=K, V=V: Q.scaled_dot_product_attention(K, V, is_causal=True),
+          lambda tq=tq, tk=tk, tv=tv: sdpa(tq, tk, tv, is_causal=True), aflops, "TFLOP/s", ">= 1.0x torch", lambda pg, eager: eager / pg >= 1.0)
+    def pg_attn(Q=Q, K=K, V=V, G=G) -> tuple[Tensor, ...]:
+      out = Q.scaled_dot_product_attention(K, V, is_causal=True)
+      return (out, *out.gradient(Q, K, V, gradient=G))
+    def torch_attn(tq=tq, tk=tk, tv=tv, tg=tg) -> None:
+      tq.grad = tk.grad = tv.grad = None
+      sdpa(tq, tk, tv, is_causal=True).backward(tg)
+    add(f"attention causal bf16 T={T} fwd+bwd", pg_attn, torch_attn, 3.5 * aflops, "TFLOP/s", ">= 1.0x torch", lambda pg, eager: eager / pg >= 1.0)
+  Q = K = V = G = tq = tk = tv = tg = None
   # a ResNet stage: conv2d 3x3, 64 -> 64 channels, 56x56, batch 8 (padding 1), forward and forward + both gradients; max_pool2d 2x2
   xs, gs = rng.standard_normal((8, 64, 56, 56), dtype=np.float32), rng.standard_normal((8, 64, 56, 56), dtype=np.float32)
   ws = (rng.standard_normal((64, 64, 3, 3)) * 0.05).astype(np.float32)
@@ -193,6 +213,20 @@ def gpt_step_profile(config: str, top: int, device: str = "CUDA", dtype: str = "
     st = time.perf_counter()
     step(x, y).item()
     walls.append(time.perf_counter() - st)
+  # CPU time per step: the Python work and launches of a replay, without waiting for the GPU (it queues behind the last step)
+  cpu = []
+  for _ in range(5):
+    dev.synchronize()
+    st = time.perf_counter()
+    step(x, y)
+    cpu.append(time.perf_counter() - st)
+  dev.synchronize()
+  with Context(GRAPH=0):  # the same capture replayed kernel by kernel
+    stepwise = []
+    for _ in range(3):
+      st = time.perf_counter()
+      step(x, y).item()
+      stepwise.append(time.perf_counter() - st)
   Tensor.training = False
   steps = [s for s in step.capture.steps if s.kernel is not None]
   per: dict[str, list] = defaultdict(lambda: [0, 0.0, None])
@@ -204,7 +238,9 @@ def gpt_step_profile(config: str, top: int, device: str = "CUDA", dtype: str = "
   dev.synchronize()
   total = sum(r[1] for r in per.values())
   print(f"GPT {config} ({dtype} matmuls): {len(steps)} kernel launches, {len(per)} distinct kernels; sum of kernel times {total * 1e3:.2f} ms; "
-        f"wall per replayed step {min(walls[2:]) * 1e3:.2f} ms")
+        f"wall per replayed step {min(walls[2:]) * 1e3:.2f} ms; CPU time per replay {np.median(cpu) * 1e3:.2f} ms "
+        f"({'one CUDA graph' if step.replay is not None and step.replay.native else 'kernel by kernel'}); "
+        f"kernel by kernel {min(stepwise) * 1e3:.2f} ms")
   print(f"{'kernel':<42} {'plan':<7} {'n':>3} {'total ms':>9} {'%':>5} {'us each':>9} {'GB/s':>7} {'GFLOP/s':>8}  grid x block")
   for name, (n, t, k) in sorted(per.items(), key=lambda kv: -kv[1][1])[:top]:
     each = t / n

@@ -33,6 +33,7 @@ DEBUG = Flag("DEBUG", 0)
 NOOPT = Flag("NOOPT", 0)
 CACHE = Flag("CACHE", 1)
 JIT = Flag("JIT", 1)
+GRAPH = Flag("GRAPH", 1)  # 0: a JIT replay launches kernel by kernel (no CPU launch list, no CUDA graph)
 DUMP = Flag("DUMP", "")
 DEV = Flag("DEV", "CPU")
 THREADS = Flag("THREADS", 0)  # CPU worker threads; 0 means one per core

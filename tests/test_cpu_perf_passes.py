@@ -10,7 +10,8 @@ from picograd import Tensor, Context, dtypes
 from picograd.codegen.kernel import render
 from picograd.engine.compile import _kernels
 from picograd.codegen.lower import lower_kernel
-from picograd.codegen.opt import plan_upcasts, split_gated_loops
+from picograd.codegen.opt import plan_upcasts, split_gated_loops, optimize
+from picograd.codegen.linearize import linearize
 from picograd.engine.realize import schedule
 from picograd.ir.ops import Ops
 
@@ -143,9 +144,10 @@ def test_plans():
   # a row softmax's or layer_norm's column loop runs after its row's reductions, enclosing none: the loop vectorizer's
   # (copies of its exp for SLP made softmax 5x slower)
   for rows in (a.softmax(1), a.layer_norm((1024,)), a.log_softmax(1)): assert plan_upcasts(_lowered(rows)[0]) == []
-  # the optimized matmul keeps one loop over k with all 128 accumulators in it
-  _, source, program, _, _ = render(_lowered(mm)[1], "CPU")
+  # the upcast matmul keeps one loop over k with all 128 accumulators in it (rendered, a product this large is a GEMM instead)
+  program = linearize(optimize(_lowered(mm)[0])[0])
   assert sum(u.op is Ops.DEFINE_ACC for u in program) == 128
+  assert render(_lowered(mm)[1], "CPU")[4]["opts"][0].startswith("gemm 1024x1024x1024")
   assert sum(u.op is Ops.RANGE and u.arg[2] == "reduce" for u in program) == 1
 
 

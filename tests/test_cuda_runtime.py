@@ -127,7 +127,7 @@ def test_copy_roundtrip(dev):
 def test_launch_add(dev):
   n, block = 4096, 256
   a, b = np.random.rand(n).astype(np.float32), np.random.rand(n).astype(np.float32)
-  prog = dev.program(dev, "add", dev.compiler.compile(ADD, "add"), {})
+  prog = dev.program(dev, "add", dev.compiler.compile(ADD, "add"), {"n_params": 3})
   out = dev.allocator.alloc(a.nbytes)
   assert prog([out, _upload(dev, a), _upload(dev, b)], LaunchDims((n // block,), (block,))) is None
   np.testing.assert_array_equal(_download(dev, out, a), a + b)
@@ -136,7 +136,7 @@ def test_launch_add(dev):
 def test_launch_half(dev):
   if not cuda.cuda_include_dirs(): pytest.skip("no CUDA headers found for cuda_fp16.h")
   a, b = np.random.rand(128).astype(np.float16), np.random.rand(128).astype(np.float16)
-  prog = dev.program(dev, "half_fma", dev.compiler.compile(HALF_FMA, "half_fma"), {})
+  prog = dev.program(dev, "half_fma", dev.compiler.compile(HALF_FMA, "half_fma"), {"n_params": 3})
   out = dev.allocator.alloc(a.nbytes)
   prog([out, _upload(dev, a), _upload(dev, b)], LaunchDims((1,), (128,)))
   expect = (a.astype(np.float32) * b + 1 + a.astype(np.float32) * b)
@@ -147,14 +147,14 @@ def test_large_dynamic_shared_memory(dev):
   block = 1024
   n = block * 16  # 64 KiB of floats: above the 48 KiB default
   a = np.random.rand(n).astype(np.float32)
-  prog = dev.program(dev, "shared_reverse", dev.compiler.compile(SHARED_REVERSE, "shared_reverse"), {})
+  prog = dev.program(dev, "shared_reverse", dev.compiler.compile(SHARED_REVERSE, "shared_reverse"), {"n_params": 2})
   out = dev.allocator.alloc(a.nbytes)
   prog([out, _upload(dev, a)], LaunchDims((1,), (block,), shared_bytes=a.nbytes))
   np.testing.assert_array_equal(_download(dev, out, a), a[::-1])
 
 
 def test_timing(dev):
-  prog = dev.program(dev, "add", dev.compiler.compile(ADD, "add"), {})
+  prog = dev.program(dev, "add", dev.compiler.compile(ADD, "add"), {"n_params": 3})
   bufs = [dev.allocator.alloc(1024 * 4) for _ in range(3)]
   t = prog(bufs, LaunchDims((4,), (256,)), wait=True)
   assert isinstance(t, float) and 0 < t < 1
@@ -176,7 +176,7 @@ def test_launch_from_another_thread(dev):
   # the context is per thread: a fresh thread must get it made current by the runtime
   import threading
   a = np.arange(256, dtype=np.float32)
-  prog = dev.program(dev, "add", dev.compiler.compile(ADD, "add"), {})
+  prog = dev.program(dev, "add", dev.compiler.compile(ADD, "add"), {"n_params": 3})
   result: list[np.ndarray] = []
   def work():
     out, ha = dev.allocator.alloc(a.nbytes), _upload(dev, a)

@@ -1,6 +1,6 @@
 """Tests for picograd/nn/datasets.py: the file search order, downloads (from file:// URLs, never the network),
 the vocabulary, makemore's context windows and split."""
-import hashlib, os, random
+import hashlib, os, random, urllib.request
 import numpy as np
 import pytest
 from picograd.nn import datasets
@@ -101,7 +101,7 @@ def test_download_uses_timeout(isolated, fake_source, monkeypatch):
   def fake_urlopen(url, timeout=None):
     seen["timeout"] = timeout
     raise TimeoutError("timed out")
-  monkeypatch.setattr(datasets.urllib.request, "urlopen", fake_urlopen)
+  monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
   with pytest.raises(DownloadError, match="timed out"): data_path("fake.txt")
   assert seen["timeout"] == datasets._TIMEOUT_S
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import picograd
 from picograd import Tensor, Context
+from conftest import CUDA_ERROR
 
 
 def _make_step():
@@ -116,3 +117,39 @@ def test_arguments_by_keyword_and_in_containers():
   for _ in range(3): nested([_ones(), _ones()], {"c": _ones()})
   out = nested([Tensor(np.full(3, 10, np.float32)), Tensor(np.full(3, 4, np.float32))], {"c": Tensor(np.full(3, 0.5, np.float32))})
   np.testing.assert_array_equal(out.numpy(), [6.5] * 3)
+
+
+def _graph_step_run(graph_on: bool) -> tuple[list, np.ndarray, np.ndarray, "picograd.engine.jit.Jit"]:
+  """A step on the GPU with a parameter and an input updated in place, a random draw and an index input."""
+  Tensor.manual_seed(3)
+  w = Tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), device="CUDA")
+  table = Tensor(np.arange(20, dtype=np.float32).reshape(10, 2), device="CUDA")
+
+  def step(x, acc, idx):
+    y = ((x @ w).tanh() + Tensor.rand(3, device="CUDA")).sum() + table[idx].sum()
+    w.assign(w * 0.9 + 0.01)
+    acc.assign(acc + y)
+    return y.realize(w, acc)
+  acc = Tensor(np.zeros(1, np.float32), device="CUDA")
+  outs = []
+  with Context(GRAPH=int(graph_on)):
+    jitted = picograd.jit(step)
+    for i in range(6):
+      x = Tensor(np.random.default_rng(i).standard_normal((2, 4)).astype(np.float32), device="CUDA")
+      outs.append(jitted(x, acc, Tensor(np.array([i, 9 - i], np.int32), device="CUDA")).item())
+  return outs, w.numpy(), acc.numpy(), jitted
+
+
+@pytest.mark.skipif(bool(CUDA_ERROR), reason=f"no CUDA: {CUDA_ERROR}")
+def test_cuda_graph_replay_matches_step_replay():
+  """On a GPU a replay launches one CUDA graph (GRAPH=0: kernel by kernel); it computes what a replay kernel by kernel does (new inputs, in-place
+  updates of a parameter and of an input, random draws), and a failed check in the graph raises at the next read."""
+  stepwise, w_steps, acc_steps, jitted_steps = _graph_step_run(False)
+  graphed, w_graph, acc_graph, jitted = _graph_step_run(True)
+  assert jitted_steps.replay is None and jitted.replay is not None and jitted.replay.native
+  np.testing.assert_allclose(graphed, stepwise, rtol=1e-6)
+  np.testing.assert_allclose(w_graph, w_steps, rtol=1e-6)
+  np.testing.assert_allclose(acc_graph, acc_steps, rtol=1e-6)
+  x = Tensor(np.ones((2, 4), np.float32), device="CUDA")
+  out = jitted(x, Tensor(np.zeros(1, np.float32), device="CUDA"), Tensor(np.array([0, 10], np.int32), device="CUDA"))
+  with pytest.raises((IndexError, RuntimeError)): out.numpy()

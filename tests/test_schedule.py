@@ -61,6 +61,24 @@ def test_reduction_broadcast_back_over_a_leading_axis_is_realized_first(x):
   assert kernels(x.softmax(-1).T) == 3
 
 
+def test_concatenation_read_by_a_reduction_is_stored_first_on_cuda(x):
+  # the gradient of three slices of one product (q, k, v of a fused projection) is a sum of three padded pieces. On CUDA the
+  # weight gradient reads it from its own buffer, not through a gate per piece at every load; the CPU's optimizer splits
+  # the product's loop into one gate-free loop per piece instead (tests/test_cpu_perf_passes.py), so it keeps one kernel
+  from picograd.engine.realize import _normalize
+  from picograd.engine.schedule import create_template
+  w = Tensor(rand((6, 12), seed=3), device=DEV, requires_grad=True)
+  q, k, v = (x @ w).split(4, dim=1)
+  ((q * k).relu() * v).sum().backward()
+  roots, _ = _normalize([w.grad.uop])
+  cuda, cpu = (create_template(roots, [kind]).kernels for kind in ("CUDA", "CPU"))
+  concat = [k for k in cuda if k.ast is not None and "PAD" in str(k.ast)]
+  assert len(cuda) == len(cpu) + 1 and len(concat) == 1 and "REDUCE" not in str(concat[0].ast)
+  cat = picograd.cat([x, x * 2], dim=1)
+  for t, n in ((cat, 1), (cat @ Tensor(rand((12, 3)), device=DEV), 2)):  # stored only when a reduction reads it
+    assert len(create_template(_normalize([t.uop])[0], ["CUDA"]).kernels) == n
+
+
 def test_contiguous_is_a_boundary(x):
   assert kernels((x + 1) * 2) == 1
   assert kernels((x + 1).contiguous() * 2) == 2

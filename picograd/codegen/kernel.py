@@ -16,6 +16,7 @@ from picograd.codegen.linearize import linearize, kernel_name
 from picograd.codegen.opt import optimize
 from picograd.codegen.online import online_softmax
 from picograd.codegen.transcendental import approximate_transcendentals
+from picograd.codegen.cpu_gemm import Gemm, match_gemm, render_gemm, describe, row_tiles
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,16 @@ def kernel_checks(program: list[UOp]) -> tuple[tuple[str, str], ...]:
   return tuple(bits.get(i, ("RuntimeError", "a check failed")) for i in range(max(bits, default=-1) + 1))
 
 
+def optimize_cpu(sink: UOp) -> tuple[UOp, list[str], Gemm | None]:
+  """The CPU's passes over lowered kernel `sink`: the optimized sink, what was applied (DEBUG=3), and the GEMM form when it is one.
+
+  A matrix product gets the blocked GEMM form (codegen/cpu_gemm.py), rendered from the sink as it is; other kernels the
+  generic loop nest, split at gates and upcast (codegen/opt.py). NOOPT=1: neither."""
+  sink = approximate_transcendentals(sink)
+  if (gemm := None if NOOPT else match_gemm(sink)) is not None: return sink, describe(gemm), gemm
+  return *optimize(sink), None
+
+
 def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UOp], LaunchDims, dict]:
   """Lower and render `ast` for `device`: (name, source, linear program, launch dims, program meta).
 
@@ -77,7 +88,8 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   on_gpu = kind == "CUDA" or EMULATE == "CUDA"
   sink = online_softmax(lower_kernel(ast)) if not on_gpu or NOOPT else lower_kernel(ast)
   applied: list[str] = []
-  if kind == "CPU": sink, applied = optimize(approximate_transcendentals(sink))
+  gemm = None
+  if kind == "CPU": sink, applied, gemm = optimize_cpu(sink)
   program = linearize(sink)
   base = kernel_name(program)
   params = [u for u in program if u.op is Ops.PARAM]
@@ -96,11 +108,12 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   renderer = {"CPU": "picograd.codegen.llvm:render_llvm", "PYTHON": "picograd.codegen.python:render_python"}[kind]
   module, fn = renderer.split(":")
   render_fn = getattr(__import__(module, fromlist=[fn]), fn)
+  if gemm is not None: render_fn = lambda name, program: render_gemm(name, gemm, params)  # noqa: E731
   # the name carries a hash of the body so different kernels never collide in one process
   digest = hashlib.sha256(render_fn("KERNEL", program).encode()).hexdigest()[:8]
   name = f"{base}_{digest}"
   source = render_fn(name, program)
-  outer = glob[0].arg[1] if glob else 0
+  outer = row_tiles(gemm) if gemm is not None else glob[0].arg[1] if glob else 0
   work = _ops_executed(program)
   checked = any(u.op is Ops.CHECK for u in program)
   if kind == "CPU" and outer > 1: applied.append(f"outer loop of {outer} splittable across threads (the runtime splits from enough work)")
@@ -116,4 +129,4 @@ def render_spec(ast: UOp, device: str, target: Any = None) -> ProgramSpec:
   return ProgramSpec(name, device, print_graph(ast), print_program(program), source, dims, meta, flops, nbytes, kernel_checks(program))
 
 
-__all__ = ["ProgramSpec", "render", "render_spec", "kernel_checks"]
+__all__ = ["ProgramSpec", "render", "render_spec", "kernel_checks", "optimize_cpu"]

@@ -13,7 +13,7 @@ bits into a local flag (a reduction the vectorizer handles), stored once per cal
 Per-op rendering is a table, not an if-chain.
 """
 from __future__ import annotations
-import math, struct
+import math, platform, struct
 from typing import Callable
 from picograd.dtype import DType, dtypes, half_bits
 from picograd.ir.ops import UOp, Ops
@@ -139,6 +139,9 @@ def _ordered_accumulators(program: list[UOp]) -> set[UOp]:
   return ordered
 
 
+def _streaming(store: UOp) -> bool: return isinstance(store.arg, tuple) and store.arg[0] == "nontemporal"
+
+
 class LLVMRenderer:
   """Renders `program` (from linearize) as LLVM IR text."""
 
@@ -181,6 +184,12 @@ class LLVMRenderer:
     head = [f"define void @{self.name}({args}, i64 %start, i64 %end) #0 {{", "entry:"] + ["  " + a for a in self.allocas]
     body = self.lines
     if self.checked: body = body + ["  %errflag.end = load i64, ptr %errflag", "  %errflag.old = atomicrmw or ptr %err, i64 %errflag.end monotonic"]
+    # streaming stores are weakly ordered: fence them before returning, so whoever reads the output next (another thread) sees it
+    if any(u.op is Ops.STORE and _streaming(u) for u in self.program):
+      if platform.machine() in ("x86_64", "AMD64"):
+        self.decls.add("declare void @llvm.x86.sse.sfence()")
+        body = body + ["  call void @llvm.x86.sse.sfence()"]
+      else: body = body + ["  fence seq_cst"]
     attrs = 'attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" }'
     return "\n".join(sorted(self.decls) + [""] + head + body + ["  ret void", "}"] + self._slice_entry(len(params) + self.checked) + [attrs])
 
@@ -298,6 +307,8 @@ class LLVMRenderer:
       trunc = self.tmp()
       self.emit(f"{trunc} = trunc i32 {short} to i16")
       return self.emit(f"store i16 {trunc}, ptr {ptr}")
+    if _streaming(u):  # codegen/streaming.py: ("nontemporal", alignment in bytes)
+      return self.emit(f"store {MEM_TYPES[dt]} {value}, ptr {ptr}, align {u.arg[1]}, !nontemporal !{{i32 1}}")
     self.emit(f"store {MEM_TYPES[dt]} {value}, ptr {ptr}")
 
   def _binop(self, op: Ops, dt: DType, out: str, a: str, b: str, reassoc: bool = False, contract: bool = False) -> str:

@@ -30,6 +30,7 @@ from picograd.dtype import c_div, c_mod
 from picograd.helpers import NOOPT, prod
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
+from picograd.codegen.streaming import plan_streaming
 
 # Registers hold 32 vectors of 64 bytes on AVX-512: the contiguous loop gets two vectors' worth
 # of columns, and ROWS rows, so ROWS * 2 accumulators plus the loaded vectors stay in registers.
@@ -238,6 +239,8 @@ def optimize(sink: UOp) -> tuple[UOp, list[str]]:
   (what `DEBUG=3` lists). Unchanged, with nothing applied, under NOOPT=1."""
   if NOOPT: return sink, []
   applied = []
+  if (streamed := plan_streaming(sink)) is not None:
+    return graph_rewrite(streamed, symbolic), [f"streaming (non-temporal) stores, loop upcast by {len(streamed.src)}"]
   split = split_gated_loops(sink)
   if split is not sink: applied.append(f"split gated loops at their regions' boundaries: {len(sink.src)} -> {len(split.src)} stores")
   plan = plan_upcasts(split)

@@ -26,11 +26,12 @@ from __future__ import annotations
 import dataclasses, functools, inspect
 from typing import Any, Callable
 import time
-import numpy as np
-from picograd.helpers import JIT, DEBUG
-from picograd.runtime.device import Buffer
-from picograd.engine.capture import Capture, capture
+from picograd.helpers import JIT, DEBUG, GRAPH
+from picograd.runtime.device import Buffer, get_device
+from picograd.engine.capture import Capture, capture, capturing
 from picograd.engine.realize import buffer_of, run_steps
+from picograd.engine.schedule import is_contiguous_view
+from picograd.engine.replay import Replay
 from picograd.engine import observe
 
 # registered by the frontend: the class of its lazy tensors, and the RNG hook: `draw(n)` takes n numbers from the
@@ -57,6 +58,7 @@ def _parameters(fn: Callable[..., Any]) -> inspect.Signature | None:
 
 def _leaves(params: inspect.Signature | None, args: tuple, kwargs: dict) -> list[Any]:
   """Every argument in the order of the function's parameters (however it was passed), containers flattened, dicts by key."""
+  if not kwargs: return _flatten(list(args), sort_dicts=True)  # positional arguments bind in the parameters' order
   try:
     values = list(params.bind(*args, **kwargs).arguments.values()) if params is not None else None
   except TypeError:  # a call that does not fit the signature: the function itself will say so
@@ -90,12 +92,14 @@ class Jit:
     self.signature: list[tuple] = []
     self.frozen: list[Any] = []
     self.result: Any = None
+    self.replay: Replay | None = None  # built on the first replay
     functools.update_wrapper(self, fn)
 
   def __call__(self, *args: Any, **kwargs: Any) -> Any:
     leaves = _leaves(self.params, args, kwargs)
     inputs = [a for a in leaves if _is_tensor(a)]
-    if inputs: inputs[0].realize(*inputs[1:])  # every input is now a whole buffer the replay can swap in
+    lazy = [t for t in inputs if not is_contiguous_view(t.uop)]
+    if lazy: lazy[0].realize(*lazy[1:])  # every input is now a whole buffer the replay can swap in
     buffers = [buffer_of(t) for t in inputs]
     # aliasing is part of the signature: a replay maps each captured input buffer to one new buffer
     alias = [next(j for j, b in enumerate(buffers) if b is buf) for buf in buffers]
@@ -122,10 +126,18 @@ class Jit:
       raise ValueError(f"jit: {self.fn.__name__} was called with non-tensor arguments that differ from the capture's; a replay "
                        "would use the captured values (pass values that change as tensors)")
     assert self.capture is not None, "calls >= 2: the first call's capture completed"
-    new_buffers = {id(old): new for old, new in zip(self.input_buffers, buffers)}
     for counter, n in self.capture.rng_draws:
       assert _draw is not None, "a random draw was captured, so the frontend registered its generator"
-      counter.copyin(np.array([_draw(n) & 0xFFFFFFFF], dtype=np.uint32))
+      get_device(counter.device).allocator.write_word(counter.handle, _draw(n))  # ordered after the last replay's readers
+    # the bound replay, unless someone watches launches one by one (DEBUG=2, listeners) or an outer capture records them
+    if GRAPH and not DEBUG >= 2 and not observe.timing() and not observe.batch_listeners and capturing() is None:
+      if self.replay is None: self.replay = Replay(self.capture.steps, self.input_buffers)
+      if self.replay.native:
+        if DEBUG >= 1: st = time.perf_counter()
+        self.replay.run(buffers)
+        if DEBUG >= 1: print(f"jit replay: {self.replay.kernels} kernel(s) of {self.fn.__name__} in {(time.perf_counter() - st) * 1e3:.2f} ms")
+        return self.result
+    new_buffers = {id(old): new for old, new in zip(self.input_buffers, buffers)}
     steps = [_rebind(step, new_buffers) for step in self.capture.steps]
     # a replay skips `realize`, so it says what it is: DEBUG=2's per-kernel lines follow a header naming the replay,
     # and DEBUG=1 gets a summary line where a schedule would print one

@@ -156,12 +156,12 @@ def plan(tensors: Sequence[Handle]) -> Plan:
 
   compiled = iter(compile_kernels([(k.ast, k.device) for k in template.kernels if k.ast is not None]))
   outputs = [resolve(b) for b in template.outputs]
-  # an intermediate's memory is free for the next kernels once its last reader ran (a checkpoint's forward dies this way);
-  # small ones are kept to the end: giving back and taking again costs microseconds a step, and frees almost nothing
+  # an intermediate's memory is free for the next kernels once its last reader ran (a checkpoint's forward dies this way;
+  # `_release` keeps small ones, and a JIT replay's memory plan reads every intermediate's lifetime from here)
   last = {b.index: i for i, k in enumerate(template.kernels) for b in k.bindings if b.kind == "temp"}
   frees: dict[int, list[Buffer]] = {}
   for i, buf in enumerate(temps):
-    if buf.nbytes >= RELEASE_MIN_BYTES and not any(buf is o for o in outputs): frees.setdefault(last[i], []).append(buf)
+    if not any(buf is o for o in outputs): frees.setdefault(last[i], []).append(buf)
   steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings], k.ast, k.nodes, k.collective,
                            tuple(frees.get(i, ()))) for i, k in enumerate(template.kernels)]
   if observe.schedule_listeners: observe.scheduled(steps, hit)
@@ -199,6 +199,11 @@ def _raise_first(failed: list[tuple[CompiledKernel, int]]) -> None:
 
 # checked kernels that ran on asynchronous devices and whose error words were not read yet
 _deferred: dict[tuple[str, str], CompiledKernel] = {}
+
+
+def defer_checks(kernels: list[CompiledKernel]) -> None:
+  """Kernels with checks that were launched on an asynchronous device: their error words are read at `check_errors`."""
+  for k in kernels: _deferred[(k.name, k.device)] = k
 
 
 def check_errors(device: str | None = None) -> None:
@@ -293,8 +298,10 @@ def _launch(steps: list[ScheduledKernel], checked: dict[tuple[str, str], Compile
 
 
 def _release(step: ScheduledKernel) -> None:
-  """Give back the intermediates `step` was the last to read."""
-  for b in step.frees: b.release()
+  """Give back the intermediates `step` was the last to read. Small ones are kept to the end: giving back and taking again
+  costs microseconds a step, and frees almost nothing."""
+  for b in step.frees:
+    if b.nbytes >= RELEASE_MIN_BYTES: b.release()
 
 
 def _lines_note(lines: tuple[str, ...]) -> str:

@@ -24,6 +24,9 @@ from picograd.engine.online_fusion import online_groups
 
 # devices whose codegen computes a row reduction once per row when it is broadcast back over the row
 ROW_FUSING_DEVICES = {"CPU", "PYTHON", "CUDA"}
+# devices whose codegen reads a concatenation inside a reduction through one gate per piece at every load (the CPU's
+# optimizer splits such a loop into one gate-free loop per piece): a concatenation read by a reduction is stored first
+CONCAT_STORING_DEVICES = {"CUDA"}
 # devices whose codegen runs a sum rescaled by a running max in one pass (codegen/online.py). The CUDA mapping passes
 # (and the PYTHON device while it emulates them, EMULATE=CUDA) only in their flat plan (NOOPT=1): the others deal a max's
 # loop out to threads
@@ -165,10 +168,11 @@ def _feeds_reduce(u: UOp, consumers: dict[UOp, set[UOp]], realize: set[UOp]) -> 
 
 @dataclass
 class _Fusion:
-  """What the boundary rules read: the nodes realized so far, each node's consumers, and the device's row fusion."""
+  """What the boundary rules read: the nodes realized so far, each node's consumers, and the kind of device each node is
+  computed on ("CPU", "CUDA", ...)."""
   realize: set[UOp]
   consumers: dict[UOp, set[UOp]]
-  fuse_rows: Callable[[UOp], bool]
+  kind: Callable[[UOp], str]
 
 
 def _copy_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
@@ -179,12 +183,26 @@ def _broadcast_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
   """A reduction seen through a broadcast would be recomputed for every broadcast element, except a row reduction
   broadcast back over its own row, which the kernel computes once per row (softmax, layernorm). Transcendental work
   broadcast into a reduction (tanh fed into a matmul) would be redone for every element the reduction reads: stored once."""
-  fused = _row_reductions(n, f.consumers, f.realize) if f.fuse_rows(n) else set()
+  fused = _row_reductions(n, f.consumers, f.realize) if f.kind(n) in ROW_FUSING_DEVICES else set()
   out = [r for r in _reduces_below(n.src[0], f.realize) if r not in fused]
   if not fused and n.size >= 8 * n.src[0].size and _feeds_reduce(n, f.consumers, f.realize) and \
      (costly := _costly_elementwise(n.src[0], f.realize)) is not None:
     out.append(costly)
   return out
+
+
+def _padded_pieces(u: UOp) -> int:
+  """How many padded pieces a sum adds up (a concatenation, or the gradient of several slices of one tensor)."""
+  u = strip_reshapes(u)
+  if u.op is Ops.PAD: return 1
+  return sum(_padded_pieces(s) for s in u.src) if u.op is Ops.ADD else 0
+
+
+def _concat_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
+  """A concatenation read by a reduction is stored first: every load of the reduction would otherwise test one gate per
+  piece and read through the pieces' index maps (the weight gradient of a fused q/k/v projection)."""
+  if f.kind(n) not in CONCAT_STORING_DEVICES or any(c.op is Ops.ADD for c in f.consumers.get(n, ())) or _padded_pieces(n) < 2: return []
+  return [n] if _feeds_reduce(n, f.consumers, f.realize) else []
 
 
 BoundaryRule = Callable[[UOp, _Fusion], list[UOp]]
@@ -199,19 +217,18 @@ BOUNDARY_RULES: list[dict[Ops, BoundaryRule]] = [
     Ops.AFTER: lambda n, f: [s for s in n.src if not is_contiguous_view(s)]},
   {Ops.REDUCE: lambda n, f: [n] if len(f.consumers[n]) > 1 else []},  # a reduction read by several nodes is computed once
   {Ops.EXPAND: _broadcast_boundaries},
+  {Ops.ADD: _concat_boundaries},  # after the broadcast rule: the pieces' own reductions already have buffers
   # an assignment whose value reads its own target at other positions would read elements it already overwrote:
   # the value gets a buffer of its own first
   {Ops.ASSIGN: lambda n, f: [n.src[1]] if _reads_shifted(n.src[1], strip_reshapes(n.src[0]), f.realize) else []},
 ]
 
 
-def _boundaries(roots: list[UOp], nodes: list[UOp], fuse_rows: Callable[[UOp], bool] = lambda _: False,
-                fuse_online: Callable[[UOp], bool] = lambda _: False) -> set[UOp]:
-  """The nodes that get their own buffer (`BOUNDARY_RULES`). `fuse_rows(node)`: may this node's kernel compute row reductions in place;
-  `fuse_online(node)`: may it compute a sum rescaled by a running max in one pass."""
-  f = _Fusion({r for r in roots if not is_contiguous_view(r)}, _consumers(nodes), fuse_rows)
+def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) -> set[UOp]:
+  """The nodes that get their own buffer (`BOUNDARY_RULES`). `kind(node)`: the kind of device that computes it."""
+  f = _Fusion({r for r in roots if not is_contiguous_view(r)}, _consumers(nodes), kind)
   # a sum rescaled by a running max (online softmax, engine/online_fusion.py) keeps its scores, max and denominator
-  online = online_groups(roots, nodes, f.consumers, fuse_online)
+  online = online_groups(roots, nodes, f.consumers, lambda n: _fuses_online(kind(n)))
   for rules in BOUNDARY_RULES:
     for n in nodes:
       if (rule := rules.get(n.op)) is not None: f.realize.update(x for x in rule(n, f) if x not in online)
@@ -264,8 +281,7 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   node_device: dict[UOp, str] = {}
   for root, dev in zip(roots, devices):
     for n, d in _device_of(dev, toposort([root]), root).items(): node_device.setdefault(n, d)
-  boundaries = _boundaries(roots, nodes, lambda n: node_device[n].split(":")[0] in ROW_FUSING_DEVICES,
-                           lambda n: _fuses_online(node_device[n].split(":")[0]))
+  boundaries = _boundaries(roots, nodes, lambda n: node_device[n].split(":")[0])
 
   temps: list[TempBuffer] = []
   where: dict[UOp, Binding] = {}  # boundary node -> buffer that holds it

@@ -7,7 +7,7 @@ file that cannot be had raises a `DataFileError` whose one-line message names ev
 Everything here returns plain Python or numpy values; the caller wraps them in Tensors.
 """
 from __future__ import annotations
-import hashlib, http.client, os, random, urllib.request
+import hashlib, os, random
 from typing import Iterable, Sequence
 import numpy as np
 from picograd.helpers import cache_dir
@@ -59,6 +59,7 @@ class DownloadError(DataFileError, RuntimeError):
 
 
 def _download(filename: str, dest: str) -> None:
+  import http.client, urllib.request  # imported here: ~14 ms at start-up (ssl, email) that only a download needs
   url, md5 = _SOURCES[filename]
   try:
     with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as r: data = r.read()

@@ -47,6 +47,14 @@ class CPUMemory:
       self.addr = ctypes.addressof(self.keep)
 
 
+class MemoryView:
+  """`offset` bytes into a block of memory (a JIT replay's intermediates share one block): a handle like `CPUMemory`."""
+  __slots__ = ("addr", "keep")
+
+  def __init__(self, block: CPUMemory, offset: int):
+    self.keep, self.addr = block, block.addr + offset
+
+
 class CPUAllocator(Allocator):
   def _alloc(self, nbytes: int) -> CPUMemory:
     try:
@@ -211,6 +219,39 @@ class CPUProgram(Program):
     return time.perf_counter() - st if wait else None
 
 
+class _Record(ctypes.Structure):
+  """One launch of a launch list, as cpu_pool.py's pg_run_list reads it."""
+  _fields_ = [("fn", ctypes.c_void_p), ("args", ctypes.c_void_p), ("outer", ctypes.c_int64), ("n", ctypes.c_int64), ("err", ctypes.c_void_p)]
+
+
+class LaunchList:
+  """Kernel launches bound once and run in order by one native call (a JIT replay; the device's `extra["launch_list"]`).
+
+  Each launch is (program, handles, checked, launch dims): its buffers' memory, the error word last for checked kernels.
+  Argument arrays and thread counts are fixed here; `set_handle` rebinds one argument (a new input buffer), and calling
+  the list returns the OR of the error words after the last launch, so a replay without failed checks reads nothing else."""
+
+  def __init__(self, launches: list[tuple[CPUProgram, list[Any], bool, Any]]):
+    self.args = []
+    self.records = (_Record * len(launches))()
+    self.threads = 1
+    for rec, (prog, handles, checked, _) in zip(self.records, launches):
+      if len(handles) != prog.meta["n_params"]: raise RuntimeError(f"{prog.name}: {len(handles)} buffers for {prog.meta['n_params']} parameters")
+      if not prog.slice_fn: raise RuntimeError(f"{prog.name}: its object has no slice entry to launch from a list")
+      args = (ctypes.c_void_p * len(handles))(*[h.addr for h in handles])
+      self.args.append(args)
+      outer = prog.meta["outer"]
+      n = min(_threads(), outer) if prog.meta["work"] >= THREAD_MIN_WORK else 1
+      rec.fn, rec.args, rec.n = prog.slice_fn, ctypes.addressof(args), n
+      rec.outer = outer if n > 1 else max(outer, 1)
+      rec.err = handles[-1].addr if checked else None
+      self.threads = max(self.threads, n)
+
+  def set_handle(self, launch: int, arg: int, handle: Any) -> None: self.args[launch][arg] = handle.addr
+
+  def __call__(self) -> int: return _pool.run_list(self.records, len(self.records), self.threads)
+
+
 def _load(lib: bytes) -> _LoadedObject:
   with _llvm_lock:
     if lib not in _loaded: _loaded[lib] = _LoadedObject(lib)
@@ -222,4 +263,6 @@ _pool = Pool(lambda src, name: cached_compile(LLVMCompiler(), src, name), _load)
 
 def open_device(name: str) -> Device:
   if name.split(":")[0] != "CPU": raise DeviceError(f"not a CPU device: {name}")  # CPU:n are virtual devices on the same host
-  return Device(name, CPUAllocator(name), LLVMCompiler(), CPUProgram)
+  # a JIT replay runs its kernels as one LaunchList and its intermediates live at offsets of one block (`MemoryView`)
+  extra: dict[str, Any] = {"launch_list": LaunchList, "memory_view": MemoryView} if _pool.available else {}
+  return Device(name, CPUAllocator(name), LLVMCompiler(), CPUProgram, extra)

@@ -32,6 +32,7 @@ SPIN = 1 << 14
 MAX_WORKERS = 255
 _SYSCALL_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
 FUTEX_WAIT, FUTEX_WAKE = 128, 129  # the _PRIVATE forms: the words are never shared with another process
+_RECORD = "{ ptr, ptr, i64, i64, ptr }"  # one launch of pg_run_list: slice function, argument array, outer, slices, error word
 
 
 def _pause() -> str:
@@ -272,6 +273,62 @@ define void @pg_pool_run(ptr %fn, ptr %args, i64 %outer, i64 %n) {{
   ret void
 }}
 
+; run `count` launch records in order (a JIT replay: runtime/cpu.py LaunchList), each {{slice fn, args, outer, n, error word}}:
+; n > 1 splits through the pool (the caller started the workers), else (or when %single is set) the slice runs here over
+; [0, outer). Returns the OR of the records' error words (null: none) after the last launch.
+define i64 @pg_run_list(ptr %recs, i64 %count, i64 %single) {{
+entry:
+  %alone = icmp ne i64 %single, 0
+  br label %loop
+loop:
+  %i = phi i64 [0, %entry], [%i1, %next]
+  %more = icmp ult i64 %i, %count
+  br i1 %more, label %body, label %errs
+body:
+  %r = getelementptr {_RECORD}, ptr %recs, i64 %i
+  %fn.p = getelementptr {_RECORD}, ptr %r, i64 0, i32 0
+  %fn = load ptr, ptr %fn.p
+  %args.p = getelementptr {_RECORD}, ptr %r, i64 0, i32 1
+  %args = load ptr, ptr %args.p
+  %outer.p = getelementptr {_RECORD}, ptr %r, i64 0, i32 2
+  %outer = load i64, ptr %outer.p
+  %n.p = getelementptr {_RECORD}, ptr %r, i64 0, i32 3
+  %n = load i64, ptr %n.p
+  %multi = icmp ugt i64 %n, 1
+  %split = xor i1 %alone, true
+  %pool = and i1 %multi, %split
+  br i1 %pool, label %par, label %seq
+par:
+  call void @pg_pool_run(ptr %fn, ptr %args, i64 %outer, i64 %n)
+  br label %next
+seq:
+  call void %fn(ptr %args, i64 0, i64 %outer)
+  br label %next
+next:
+  %i1 = add i64 %i, 1
+  br label %loop
+errs:
+  %j = phi i64 [0, %loop], [%j1, %errs.next]
+  %acc = phi i64 [0, %loop], [%acc1, %errs.next]
+  %emore = icmp ult i64 %j, %count
+  br i1 %emore, label %errs.body, label %out
+errs.body:
+  %er = getelementptr {_RECORD}, ptr %recs, i64 %j, i32 4
+  %ep = load ptr, ptr %er
+  %has = icmp ne ptr %ep, null
+  br i1 %has, label %errs.read, label %errs.next
+errs.read:
+  %ev = load atomic i64, ptr %ep acquire, align 8
+  br label %errs.next
+errs.next:
+  %got = phi i64 [0, %errs.body], [%ev, %errs.read]
+  %acc1 = or i64 %acc, %got
+  %j1 = add i64 %j, 1
+  br label %errs
+out:
+  ret i64 %acc
+}}
+
 ; stop and join every worker
 define void @pg_pool_stop() {{
 entry:
@@ -319,7 +376,8 @@ class Pool:
       addr = self._loaded.engine.get_function_address
       self._fns = {"start": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr("pg_pool_start")),
                    "run": ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)(addr("pg_pool_run")),
-                   "stop": ctypes.CFUNCTYPE(None)(addr("pg_pool_stop")), "reset": ctypes.CFUNCTYPE(None)(addr("pg_pool_reset"))}
+                   "stop": ctypes.CFUNCTYPE(None)(addr("pg_pool_stop")), "reset": ctypes.CFUNCTYPE(None)(addr("pg_pool_reset")),
+                   "run_list": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)(addr("pg_run_list"))}
       atexit.register(self.stop)
     return self._fns
 
@@ -333,6 +391,17 @@ class Pool:
       if n <= 1: return False
       fns["run"](fn, args, outer, n)
       return True
+    finally:
+      self._lock.release()
+
+  def run_list(self, records: Any, count: int, threads: int) -> int:
+    """Run `count` launch records (pg_run_list's layout) in order, those with more than one slice on up to `threads`
+    threads; return the OR of their error words. Busy or unavailable pool: every record runs on this thread alone."""
+    fns = self._functions()
+    if not self.available or threads <= 1 or not self._lock.acquire(blocking=False): return fns["run_list"](records, count, 1)
+    try:
+      if self._workers < threads - 1: self._workers = fns["start"](min(threads - 1, MAX_WORKERS))
+      return fns["run_list"](records, count, int(self._workers < threads - 1))  # fewer workers than slices: one thread
     finally:
       self._lock.release()
 

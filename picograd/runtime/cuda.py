@@ -332,6 +332,11 @@ class CUDAAllocator(Allocator):
     _cu("cuMemcpyDtoHAsync", _host_address(dest), handle, dest.nbytes, self.ctx.stream)
     _cu("cuStreamSynchronize", self.ctx.stream)
 
+  def write_word(self, handle: int, value: int) -> None:
+    """Queue a 32-bit store on the stream: kernels queued before it still read the old value, no host wait."""
+    self.ctx.make_current()
+    _cu("cuMemsetD32Async", handle, value & 0xFFFFFFFF, 1, self.ctx.stream)
+
   def copy_device_to_device(self, dst: int, src: int, nbytes: int) -> None:
     """Queue a copy on the stream; it runs after the kernels already queued, so no host synchronization is needed."""
     if not nbytes: return
@@ -385,15 +390,8 @@ class CUDAProgram(Program):
     if len(handles) != self.meta["n_params"]: raise RuntimeError(f"{self.name}: {len(handles)} buffers for {self.meta['n_params']} parameters")
     grid, block = _pad3(dims.global_size, "global_size"), _pad3(dims.local_size, "local_size")
     self.ctx.make_current()
-    if dims.shared_bytes > self.shared_allowed:
-      if dims.shared_bytes > self.max_shared:
-        raise ValueError(f"kernel {self.name!r} asks for {dims.shared_bytes} bytes of shared memory; the device allows {self.max_shared}")
-      _cu("cuFuncSetAttribute", self.function, cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dims.shared_bytes)
-      self.shared_allowed = dims.shared_bytes
-    # kernelParams is a void** whose entries point at each argument's value: here, at each device pointer
-    values = (ctypes.c_void_p * len(handles))(*(int(h) for h in handles))
-    step = ctypes.sizeof(ctypes.c_void_p)
-    pointers = (ctypes.c_void_p * len(handles))(*(ctypes.addressof(values) + i * step for i in range(len(handles))))
+    self.allow_shared(dims.shared_bytes)
+    values, pointers = _kernel_params(handles)
     if wait:
       if self.events is None: self.events = (_cu("cuEventCreate", 0), _cu("cuEventCreate", 0))
       _cu("cuEventRecord", self.events[0], self.ctx.stream)
@@ -404,12 +402,87 @@ class CUDAProgram(Program):
     _cu("cuEventSynchronize", self.events[1])
     return _cu("cuEventElapsedTime", *self.events) / 1e3
 
+  def allow_shared(self, nbytes: int) -> None:
+    """Opt the kernel in to `nbytes` of dynamic shared memory (beyond 48 KiB a launch must ask first)."""
+    if nbytes > self.shared_allowed:
+      if nbytes > self.max_shared:
+        raise ValueError(f"kernel {self.name!r} asks for {nbytes} bytes of shared memory; the device allows {self.max_shared}")
+      _cu("cuFuncSetAttribute", self.function, cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, nbytes)
+      self.shared_allowed = nbytes
+
   def __del__(self) -> None:
     try:
       self.ctx.make_current()
       for event in self.events or (): cu.cuEventDestroy(event)
       cu.cuModuleUnload(self.module)
     except Exception:  # at interpreter exit the bindings or the context may already be gone; the process frees it all anyway
+      pass
+
+
+def _kernel_params(handles: list[Any]) -> tuple[Any, Any]:
+  """(values, pointers): kernelParams is a void** whose entries point at each argument's value, here each device pointer."""
+  values = (ctypes.c_void_p * len(handles))(*(int(h) for h in handles))
+  step = ctypes.sizeof(ctypes.c_void_p)
+  return values, (ctypes.c_void_p * len(handles))(*(ctypes.addressof(values) + i * step for i in range(len(handles))))
+
+
+class CUDALaunchList:
+  """Kernel launches bound once and replayed as one CUDA graph (a JIT replay; the device's `extra["launch_list"]`): one
+  driver call launches them all, each after the one before, instead of a Python call and a cuLaunchKernel per kernel.
+
+  Each launch is (program, handles, checked, launch dims). `set_handle` rebinds one argument (a new input buffer): the
+  node's parameters in the executable graph are updated before the next launch (running launches keep theirs). Error words
+  are read later, by `check_errors`, as for any launch on the GPU, so calling the list returns 0."""
+
+  def __init__(self, ctx: CUDAContext, launches: list[tuple[CUDAProgram, list[Any], bool, LaunchDims]]):
+    self.ctx, self.exec, self.graph = ctx, None, None
+    self.values: list[Any] = []
+    self.params: list[Any] = []
+    self.nodes: list[Any] = []
+    self.dirty: set[int] = set()
+    ctx.make_current()
+    # the graph lives as long as its executable form: node handles (for parameter updates) belong to it
+    self.graph = graph = _cu("cuGraphCreate", 0)
+    before: list[Any] = []
+    for prog, handles, _, dims in launches:
+      if len(handles) != prog.meta["n_params"]: raise RuntimeError(f"{prog.name}: {len(handles)} buffers for {prog.meta['n_params']} parameters")
+      prog.allow_shared(dims.shared_bytes)
+      values, pointers = _kernel_params(handles)
+      params = cu.CUDA_KERNEL_NODE_PARAMS()
+      params.func = prog.function
+      params.gridDimX, params.gridDimY, params.gridDimZ = _pad3(dims.global_size, "global_size")
+      params.blockDimX, params.blockDimY, params.blockDimZ = _pad3(dims.local_size, "local_size")
+      params.sharedMemBytes = dims.shared_bytes
+      params.kernelParams = ctypes.addressof(pointers)
+      self.values.append((values, pointers))  # the driver reads the arguments through these when a node is set
+      self.params.append(params)
+      node = _cu("cuGraphAddKernelNode", graph, before, len(before), params)
+      self.nodes.append(node)
+      before = [node]
+    self.exec = _cu("cuGraphInstantiate", graph, 0)
+
+  def set_handle(self, launch: int, arg: int, handle: Any) -> None:
+    values = self.values[launch][0]
+    if values[arg] != int(handle):
+      values[arg] = int(handle)
+      self.dirty.add(launch)
+
+  def __call__(self) -> int:
+    self.ctx.make_current()
+    stale = [i for i in self.dirty if cu.cuGraphExecKernelNodeSetParams(self.exec, self.nodes[i], self.params[i])[0] != cu.CUresult.CUDA_SUCCESS]
+    if stale:  # a change the executable graph cannot take in place: change the graph and instantiate it again
+      for i in stale: _cu("cuGraphKernelNodeSetParams", self.nodes[i], self.params[i])
+      cu.cuGraphExecDestroy(self.exec)
+      self.exec = _cu("cuGraphInstantiate", self.graph, 0)
+    self.dirty.clear()
+    _cu("cuGraphLaunch", self.exec, self.ctx.stream)
+    return 0
+
+  def __del__(self) -> None:
+    try:
+      if self.exec is not None: cu.cuGraphExecDestroy(self.exec)
+      if self.graph is not None: cu.cuGraphDestroy(self.graph)
+    except Exception:  # at interpreter exit the bindings may already be gone
       pass
 
 
@@ -435,7 +508,10 @@ def open_device(name: str) -> Device:
   arch = f"sm_{cc[0]}{cc[1]}"
   driver = _cu("cuDriverGetVersion")
   extra = {
-    "context": ctx, "synchronize": ctx.synchronize, "arch": arch, "compute_capability": cc,
+    "context": ctx, "synchronize": ctx.synchronize,
+    # a JIT replay: its kernels as one CUDA graph, its intermediates at offsets of one block (device addresses are ints)
+    "launch_list": lambda launches: CUDALaunchList(ctx, launches), "memory_view": lambda handle, at: handle + at,
+    "arch": arch, "compute_capability": cc,
     "name": _cu("cuDeviceGetName", 256, ctx.device).split(b"\0", 1)[0].decode(),
     "sm_count": ctx.attribute("CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT"),
     "max_shared": ctx.attribute("CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN"),
@@ -451,6 +527,6 @@ def open_device(name: str) -> Device:
   return Device(name, CUDAAllocator(name, ctx), compiler, CUDAProgram, extra)
 
 
-__all__ = ["CUDAError", "CompileError", "CUDALib", "CUDAContext", "CUDAAllocator", "CUDAProgram", "NVRTCCompiler", "open_device",
+__all__ = ["CUDAError", "CompileError", "CUDALib", "CUDAContext", "CUDALaunchList", "CUDAAllocator", "CUDAProgram", "NVRTCCompiler", "open_device",
            "compile_cuda_source", "cuda_source_to_ptx", "cuda_include_dirs", "default_options", "nvrtc_version",
            "nvrtc_supported_archs", "pack_lib", "unpack_lib"]

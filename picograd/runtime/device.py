@@ -77,6 +77,10 @@ class Allocator:
     with self.lock: self.peak, self.peak_reserved = self.current, self.reserved
 
   # device specific
+  def write_word(self, handle: Any, value: int) -> None:
+    """Store one 32-bit word (a random-number counter) at the start of a buffer, ordered after the work already queued."""
+    self.copyin(handle, np.array([value & 0xFFFFFFFF], dtype=np.uint32).data.cast("B"))
+
   def _alloc(self, nbytes: int) -> Any: raise NotImplementedError
   def _free(self, handle: Any, nbytes: int) -> None: raise NotImplementedError
   def copyin(self, handle: Any, src: memoryview) -> None: raise NotImplementedError
@@ -120,9 +124,19 @@ _opened: dict[str, Device] = {}
 _open_lock = threading.Lock()
 
 
+_canonical: dict[str, str] = {}  # names seen before (every tensor and buffer asks), but not CPU:n, which CPU_DEVICES bounds
+
+
 def canonicalize(name: str | None) -> str:
   """'cuda' -> 'CUDA', 'cuda:0' -> 'CUDA', 'CUDA:1' stays; None -> the default device from DEV."""
   if name is None: name = str(DEV.value)
+  if (known := _canonical.get(name)) is not None: return known
+  out = _canonicalize(name)
+  if not out.startswith("CPU:"): _canonical[name] = out
+  return out
+
+
+def _canonicalize(name: str) -> str:
   base, _, idx = str(name).upper().partition(":")
   if base == "GPU": base = "CUDA"
   if base not in _BACKENDS:

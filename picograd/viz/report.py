@@ -11,9 +11,8 @@ beside it is needed: styles, script and pictures are inline.
 from __future__ import annotations
 import datetime, html, linecache, os, sys
 from picograd.codegen.lower import lower_kernel
-from picograd.codegen.opt import optimize
+from picograd.codegen.kernel import optimize_cpu
 from picograd.codegen.online import online_softmax
-from picograd.codegen.transcendental import approximate_transcendentals
 from picograd.ir.ops import print_graph
 from picograd.ir.provenance import short, BACKWARD
 from picograd.runtime.cache import cached_compile
@@ -84,7 +83,7 @@ def kernel_stages(info: KernelInfo) -> dict[str, str]:
   try:
     lowered = lower_kernel(ast)
     stages["lowered"] = print_graph(lowered)
-    if k.device.split(":")[0] == "CPU": stages["optimized"] = print_graph(optimize(approximate_transcendentals(online_softmax(lowered)))[0])
+    if k.device.split(":")[0] == "CPU": stages["optimized"] = print_graph(optimize_cpu(online_softmax(lowered))[0])
   except Exception as e:  # a report shows what it can: the kernel itself compiled and ran
     stages["lowered"] = f"(could not redo the lowering here: {type(e).__name__}: {e})"
   stages["optimizations"] = "\n".join(k.opts) or "none"

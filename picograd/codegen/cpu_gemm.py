@@ -1,0 +1,371 @@
+"""Matrix products on the CPU as a packed-panel, register-blocked GEMM (codegen layer).
+
+`match_gemm(sink)` recognizes a lowered kernel whose one STORE holds one float32 sum over one
+reduction loop k of a product of two plain loads, a[.., i, k] * b[.., k, j], with every index affine
+in the loops (any strides: `x @ W.T`, `a.T @ g`, batched operands, broadcast batches), and any
+elementwise work around the sum (a bias, an activation, a cast): the epilogue. `render_gemm` then
+writes the kernel as LLVM IR in the classic blocked form instead of the generic loop nest:
+
+- the columns are cut into blocks of NC (so a packed K x NC block of b stays in L2); for each
+  block b is packed into a stack buffer of K x NR panels (contiguous, zero-padded past N), read by
+  the microkernel at unit stride whatever b's layout;
+- rows are taken MR at a time (the last tile reads its last row again for the missing ones), read
+  straight from a, or from a k-major copy of a few tiles' rows where a is transposed (a.T @ g); the
+  microkernel keeps the MR x NR tile of sums in MR * NR / lanes vector registers (explicit
+  <lanes x float> values, one fmuladd per row and vector each k step: a broadcast of a[i, k] times a
+  vector of the b panel) over the whole of K, so each output is summed in k order, as the generic
+  loop nest does;
+- the tile goes through a small stack buffer to the epilogue, which the LLVM renderer prints from
+  the kernel's own nodes, the sum's value read from the tile; only the tile's valid outputs are stored.
+
+The outer loop the runtime splits across threads is batch x row tiles; each thread packs the
+b blocks it reads. Vectors are 16 floats where the host has AVX-512, else 8. Small products, few
+rows against a large b, and sums too long for the stack keep the generic loop nest (codegen/opt.py),
+as does `NOOPT=1`.
+"""
+from __future__ import annotations
+import functools
+from dataclasses import dataclass
+from picograd.dtype import dtypes
+from picograd.ir.ops import UOp, Ops, toposort
+from picograd.codegen.llvm import LLVMRenderer, ll_type
+
+# Rows of the register tile and vectors per row: MR * NR / lanes accumulators (12 of 32 AVX-512 registers)
+# hide the FMA latency on two FMA pipes with room for the b vectors and broadcasts.
+MR = 6
+VECTORS = 2
+# Bytes of a packed b block (K x NC floats): a block and the MR rows of a being read fit in a 1 MiB L2.
+PACK_BYTES = 1 << 19
+# The packed block lives on the stack: at most this many bytes (K of 8192 with 32-column panels); longer sums keep the loop nest.
+MAX_STACK_BYTES = 1 << 20
+# Bytes of packed rows of a transposed a: the tiles packed together, a few of a thread's next ones.
+A_GROUP_BYTES = 1 << 18
+# Each thread packs all of b for its rows: with fewer rows than this and a b of more elements, packing costs more than
+# it saves (8 x 512 x 512: 64 us against the loop nest's 42; 12 x 128 x 384: 23 against 52).
+FEW_ROWS, SMALL_B = 32, 1 << 16
+# Below this many multiply-adds the generic loop nest's upcast tiles do as well (and compile faster).
+MIN_MACS = 1 << 15
+
+
+@functools.cache
+def vector_lanes() -> int:
+  """float32 lanes of the host's vector registers: 16 with AVX-512, else 8 (AVX2; LLVM splits wider types elsewhere)."""
+  import llvmlite.binding as llvm
+  return 16 if "+avx512f" in llvm.get_host_cpu_features().flatten().split(",") else 8
+
+
+def _affine(index: UOp) -> tuple[int, dict[UOp, int]] | None:
+  """`index` as constant + sum of coefficient * loop, or None when it is not affine in the loops (div, mod, a load)."""
+  if index.op is Ops.CONST: return int(index.arg), {}
+  if index.op is Ops.RANGE: return 0, {index: 1}
+  if index.op is Ops.ADD:
+    a, b = _affine(index.src[0]), _affine(index.src[1])
+    if a is None or b is None: return None
+    terms = dict(a[1])
+    for r, c in b[1].items(): terms[r] = terms.get(r, 0) + c
+    return a[0] + b[0], terms
+  if index.op is Ops.MUL and Ops.CONST in (index.src[0].op, index.src[1].op):
+    x, c = (index.src[1], index.src[0].arg) if index.src[0].op is Ops.CONST else (index.src[0], index.src[1].arg)
+    if (ax := _affine(x)) is None: return None
+    return ax[0] * int(c), {r: v * int(c) for r, v in ax[1].items()}
+  return None
+
+
+@dataclass(frozen=True)
+class Gemm:
+  """A matched product: the loops by role and each operand's offset and strides (elements) along them."""
+  store: UOp
+  total: UOp                # the REDUCE: the epilogue reads its value from the tile
+  a: UOp                    # PARAM of the left operand (a[i, k])
+  b: UOp                    # PARAM of the right operand (b[k, j])
+  batch: tuple[UOp, ...]    # global loops other than i and j, outermost first
+  i: UOp
+  j: UOp
+  k: UOp
+  a_off: tuple[int, dict[UOp, int]]
+  b_off: tuple[int, dict[UOp, int]]
+
+  @property
+  def sizes(self) -> tuple[int, int, int]: return self.i.arg[1], self.j.arg[1], self.k.arg[1]
+
+
+def match_gemm(sink: UOp) -> Gemm | None:
+  """The GEMM form of lowered kernel `sink`, or None when it is not one product of float32 loads (see the module doc)."""
+  if len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
+  nodes = toposort([sink])
+  if any(n.op is Ops.CHECK for n in nodes): return None
+  totals = [n for n in toposort([st.src[2]]) if n.op is Ops.REDUCE]
+  if len(totals) != 1 or (total := totals[0]).arg is not Ops.ADD or total.dtype != dtypes.float32 or len(total.src) != 2: return None
+  prod_, k = total.src
+  if prod_.op is not Ops.MUL or any(ld.op is not Ops.LOAD or len(ld.src) != 2 or ld.src[0].op is not Ops.PARAM or ld.dtype != dtypes.float32
+                                    for ld in prod_.src): return None
+  a_off, b_off = _affine(prod_.src[0].src[1]), _affine(prod_.src[1].src[1])
+  if a_off is None or b_off is None or a_off[1].get(k, 0) == 0 or b_off[1].get(k, 0) == 0: return None
+  offs = (a_off, b_off)
+  glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
+  if any(n.op is Ops.RANGE and n.arg[2] != "global" and n is not k for n in nodes): return None
+  only = [[g for g in glob if offs[x][1].get(g, 0) != 0 and offs[1 - x][1].get(g, 0) == 0] for x in (0, 1)]
+  if not only[0] or not only[1]: return None
+  # rows and columns: the innermost loop only a (only b) runs along; any others (a batch of a that b is broadcast over)
+  # join the batch loops
+  (a_ld, b_ld), i, j = prod_.src, only[0][-1], only[1][-1]
+  if any(r.arg[1] == 0 for r in glob + [k]): return None
+  if i.arg[1] * j.arg[1] * k.arg[1] < MIN_MACS or i.arg[1] < 2 or j.arg[1] < 2: return None
+  if 4 * k.arg[1] * VECTORS * vector_lanes() > MAX_STACK_BYTES: return None
+  if i.arg[1] < FEW_ROWS and k.arg[1] * j.arg[1] > SMALL_B: return None
+  batch = tuple(g for g in glob if g is not i and g is not j)
+  return Gemm(st, total, a_ld.src[0], b_ld.src[0], batch, i, j, k, a_off, b_off)
+
+
+def describe(g: Gemm) -> list[str]:
+  """What DEBUG=3 lists for a kernel rendered as a GEMM."""
+  lanes, (m, n, k) = vector_lanes(), g.sizes
+  nr, nc = _panel_sizes(g)
+  batch = "x".join(str(b.arg[1]) for b in g.batch)
+  return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}: b packed in {k}x{nr} panels, blocks of {nc} columns; "
+          f"{MR}x{nr} register tile of <{lanes} x float> fmuladds; batch x row tiles split across threads"]
+
+
+def _panel_sizes(g: Gemm) -> tuple[int, int]:
+  """(NR, NC): the register tile's columns and the packed block's columns (a multiple of NR, at most N rounded up)."""
+  nr = VECTORS * vector_lanes()
+  _, n, k = g.sizes
+  nc = max(nr, PACK_BYTES // (4 * k) // nr * nr)
+  return nr, min(nc, -(-n // nr) * nr)
+
+
+def row_tiles(g: Gemm) -> int:
+  """The outer loop the runtime splits across threads: every batch's row tiles."""
+  batches = 1
+  for b in g.batch: batches *= b.arg[1]
+  return batches * -(-g.sizes[0] // MR)
+
+
+class GemmRenderer(LLVMRenderer):
+  """Prints a matched GEMM as one LLVM function, with the generic renderer's signature, slice entry and epilogue ops."""
+
+  def __init__(self, name: str, gemm: Gemm, params: list[UOp]):
+    super().__init__(name, [])
+    self.g, self.params = gemm, params
+    self.ordered, self.accumulated, self.checked = set(), set(), False
+    self.steps: dict[str, int] = {}  # loop name -> its step, for `close`
+    self.loop_md: list[str] = []  # each loop's metadata node
+
+  def i64(self, expr: str) -> str:
+    out = self.tmp()
+    self.emit(f"{out} = {expr}")
+    return out
+
+  def affine(self, off: tuple[int, dict[UOp, int]], values: dict[UOp, str], skip: tuple[UOp, ...]) -> str:
+    """i64 constant + sum(coefficient * value) over the loops in `values` (those in `skip` left out)."""
+    acc = str(off[0])
+    for r, c in off[1].items():
+      if r in skip or c == 0: continue
+      term = self.i64(f"mul nsw i64 {values[r]}, {c}")
+      acc = self.i64(f"add nsw i64 {acc}, {term}")
+    return acc
+
+  def add(self, a: str | int, b: str | int) -> str: return self.i64(f"add nsw i64 {a}, {b}")
+  def mul(self, a: str | int, b: str | int) -> str: return self.i64(f"mul nsw i64 {a}, {b}")
+
+  def min64(self, a: str, b: str) -> str:
+    lt = self.i64(f"icmp slt i64 {a}, {b}")
+    return self.i64(f"select i1 {lt}, i64 {a}, i64 {b}")
+
+  def loop(self, name: str, start: str, end: str, step: int = 1) -> str:
+    """Open `for (name = start; name < end; name += step)`; `close(name)` ends it. Returns the induction variable."""
+    pred = self.block
+    self.emit(f"br label %{name}.head")
+    self.label(f"{name}.head")
+    self.emit(f"%{name} = phi i64 [{start}, %{pred}], [%{name}.next, %{name}.latch]")
+    ok = self.i64(f"icmp slt i64 %{name}, {end}")
+    self.emit(f"br i1 {ok}, label %{name}.body, label %{name}.exit")
+    self.label(f"{name}.body")
+    self.steps[name] = step
+    return f"%{name}"
+
+  def close(self, name: str) -> None:
+    self.emit(f"br label %{name}.latch")
+    self.label(f"{name}.latch")
+    self.emit(f"%{name}.next = add nsw i64 %{name}, {self.steps[name]}")
+    # LLVM's unroller copied these loops' bodies (the packing loops 8 times) and took ~0.5 s a kernel for no measured gain
+    self.emit(f"br label %{name}.head, !llvm.loop !{len(self.loop_md)}")
+    self.loop_md.append(f"!{len(self.loop_md)} = distinct !{{!{len(self.loop_md)}, !{{!\"llvm.loop.unroll.disable\"}}}}")
+    self.label(f"{name}.exit")
+
+  def render(self) -> str:
+    g, lanes = self.g, vector_lanes()
+    m, n, k = g.sizes
+    nr, nc = _panel_sizes(g)
+    vt = f"<{lanes} x float>"
+    ntile = -(-m // MR)
+    for p in self.params: self.names[p] = f"%p{p.arg[0]}"
+    pa = self.names[g.a]
+    self.allocas += [f"%bp = alloca [{k * nc} x float], align 64", f"%tile = alloca [{MR * nr} x float], align 64"]
+    self.decls.add(f"declare {vt} @llvm.fmuladd.v{lanes}f32({vt}, {vt}, {vt})")
+    b_batched = any(g.b_off[1].get(r, 0) for r in g.batch)
+    jc = self.loop("jc", "0", str(n), nc)
+    ncols = self.min64(str(nc), self.i64(f"sub nsw i64 {n}, {jc}"))
+    npan = self.i64(f"udiv i64 {self.i64(f'add nsw i64 {ncols}, {nr - 1}')}, {nr}")
+    if not b_batched: self._pack({}, jc, ncols, npan)
+    u = self.loop("u", "%start", "%end")
+    bt, it = self.i64(f"udiv i64 {u}, {ntile}"), self.i64(f"urem i64 {u}, {ntile}")
+    # the batch loops' values, innermost fastest (a row-major flattening of their sizes)
+    values: dict[UOp, str] = {}
+    rest = bt
+    for loop in reversed(g.batch):
+      values[loop] = self.i64(f"urem i64 {rest}, {loop.arg[1]}")
+      rest = self.i64(f"udiv i64 {rest}, {loop.arg[1]}")
+    if b_batched:
+      # pack again where this tile's batch is not the one packed last (each thread's tiles run in order, so once per batch)
+      prev = self.tmp()
+      self.allocas.append("%packed = alloca i64")
+      self.emit(f"{prev} = load i64, ptr %packed")
+      first = self.i64(f"icmp eq i64 {u}, %start")
+      other = self.i64(f"icmp ne i64 {prev}, {bt}")
+      need = self.i64(f"or i1 {first}, {other}")
+      self.emit(f"br i1 {need}, label %repack, label %packed.ok")
+      self.label("repack")
+      self._pack(values, jc, ncols, npan)
+      self.emit(f"store i64 {bt}, ptr %packed")
+      self.emit("br label %packed.ok")
+      self.label("packed.ok")
+    i0 = self.i64(f"mul nsw i64 {it}, {MR}")
+    a_base = self.affine(g.a_off, values, (g.i, g.k))
+    a_step = g.a_off[1][g.k]
+    if abs(a_step) == 1:
+      a_rows = []
+      for r in range(MR):  # the last tile repeats row m - 1 for rows past the end (their sums are not stored)
+        row = self.min64(self.add(i0, r), str(m - 1))
+        a_rows.append(self.i64(f"getelementptr inbounds float, ptr {pa}, i64 {self.add(a_base, self.mul(row, g.a_off[1][g.i]))}"))
+    else: a_rows, a_step = self._pack_a(u, it, i0, a_base, ntile), MR
+    jr = self.loop("jr", "0", npan)
+    panel = self.i64(f"getelementptr inbounds float, ptr %bp, i64 {self.i64(f'mul nsw i64 {jr}, {k * nr}')}")
+    # the microkernel: MR x VECTORS accumulators carried around the k loop in registers
+    pred = self.block
+    self.emit("br label %k.body")
+    self.label("k.body")
+    self.emit(f"%k = phi i64 [0, %{pred}], [%k.next, %k.body]")
+    accs = [[f"%acc{r}.{v}" for v in range(VECTORS)] for r in range(MR)]
+    for r in range(MR):
+      for v in range(VECTORS): self.emit(f"{accs[r][v]} = phi {vt} [zeroinitializer, %{pred}], [{accs[r][v]}.n, %k.body]")
+    bvec = []
+    for v in range(VECTORS):
+      ofs = self.i64(f"add nsw i64 {self.i64(f'mul nsw i64 %k, {nr}')}, {v * lanes}")
+      ptr = self.i64(f"getelementptr inbounds float, ptr {panel}, i64 {ofs}")
+      bvec.append(self.i64(f"load {vt}, ptr {ptr}, align 64"))
+    ak = self.mul("%k", a_step)
+    for r in range(MR):
+      s = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {a_rows[r]}, i64 {ak}')}")
+      one = self.i64(f"insertelement {vt} poison, float {s}, i64 0")
+      splat = self.i64(f"shufflevector {vt} {one}, {vt} poison, <{lanes} x i32> zeroinitializer")
+      for v in range(VECTORS): self.emit(f"{accs[r][v]}.n = call {vt} @llvm.fmuladd.v{lanes}f32({vt} {splat}, {vt} {bvec[v]}, {vt} {accs[r][v]})")
+    self.emit("%k.next = add nsw i64 %k, 1")
+    self.emit(f"%k.more = icmp slt i64 %k.next, {k}")
+    self.emit("br i1 %k.more, label %k.body, label %k.exit")
+    self.label("k.exit")
+    for r in range(MR):
+      for v in range(VECTORS):
+        ptr = self.i64(f"getelementptr inbounds float, ptr %tile, i64 {r * nr + v * lanes}")
+        self.emit(f"store {vt} {accs[r][v]}.n, ptr {ptr}, align 64")
+    j0 = self.i64(f"add nsw i64 {jc}, {self.i64(f'mul nsw i64 {jr}, {nr}')}")
+    rows, cols = self.min64(str(MR), self.i64(f"sub nsw i64 {m}, {i0}")), self.min64(str(nr), self.i64(f"sub nsw i64 {n}, {j0}"))
+    er = self.loop("er", "0", rows)
+    values[g.i] = self.i64(f"add nsw i64 {i0}, {er}")
+    ec = self.loop("ec", "0", cols)
+    values[g.j] = self.i64(f"add nsw i64 {j0}, {ec}")
+    slot = self.i64(f"add nsw i64 {self.i64(f'mul nsw i64 {er}, {nr}')}, {ec}")
+    self.names[g.total] = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr %tile, i64 {slot}')}")
+    self._epilogue(values)
+    self.close("ec")
+    self.close("er")
+    self.close("jr")
+    self.close("u")
+    self.close("jc")
+    params = self.params
+    args = ", ".join(f"ptr noalias align 16 %p{p.arg[0]}" for p in params)
+    head = [f"define void @{self.name}({args}, i64 %start, i64 %end) #0 {{", "entry:"] + ["  " + a for a in self.allocas]
+    attrs = ('attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" '
+             '"probe-stack"="inline-asm" }')
+    return "\n".join(sorted(self.decls) + [""] + head + self.lines + ["  ret void", "}"] + self._slice_entry(len(params)) + [attrs] + self.loop_md)
+
+  def _pack_a(self, u: str, it: str, i0: str, a_base: str, ntile: int) -> list[str]:
+    """Pointers to this tile's MR rows of a transposed a (a.T @ g: a step along k is a row of a), packed k-major.
+
+    Read directly, each k step of such an a is a new cache line (and, for wide rows, a new page). The rows of
+    up to A_GROUP tiles (as many as the thread has left in this batch) are packed together whenever a tile
+    starts a new group, reading a's rows contiguously; rows past the end of a are left unwritten (only their
+    own, unstored, outputs read them)."""
+    g, (m, _, k) = self.g, self.g.sizes
+    group = max(1, A_GROUP_BYTES // (4 * MR * k))
+    self.allocas += [f"%ap = alloca [{group * k * MR} x float], align 64", "%grp.start = alloca i64", "%grp.end = alloca i64"]
+    cur_end = self.i64("load i64, ptr %grp.end")
+    need = self.i64(f"or i1 {self.i64(f'icmp eq i64 {u}, %start')}, {self.i64(f'icmp sge i64 {u}, {cur_end}')}")
+    self.emit(f"br i1 {need}, label %apack, label %apack.ok")
+    self.label("apack")
+    cnt = self.min64(self.min64(str(group), self.i64(f"sub nsw i64 %end, {u}")), self.i64(f"sub nsw i64 {ntile}, {it}"))
+    self.emit(f"store i64 {u}, ptr %grp.start")
+    self.emit(f"store i64 {self.add(u, cnt)}, ptr %grp.end")
+    rows = self.min64(self.mul(cnt, MR), self.i64(f"sub nsw i64 {m}, {i0}"))
+    kk = self.loop("ga", "0", str(k))
+    src0 = self.add(a_base, self.add(self.mul(kk, g.a_off[1][g.k]), self.mul(i0, g.a_off[1][g.i])))
+    q = self.loop("gq", "0", rows)
+    src = self.add(src0, self.mul(q, g.a_off[1][g.i]))
+    val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.a]}, i64 {src}')}")
+    tile, r = self.i64(f"udiv i64 {q}, {MR}"), self.i64(f"urem i64 {q}, {MR}")
+    dst = self.add(self.mul(tile, k * MR), self.add(self.mul(kk, MR), r))
+    self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %ap, i64 {dst}')}")
+    self.close("gq")
+    self.close("ga")
+    self.emit("br label %apack.ok")
+    self.label("apack.ok")
+    mine = self.i64(f"sub nsw i64 {u}, {self.i64('load i64, ptr %grp.start')}")
+    base = self.i64(f"getelementptr inbounds float, ptr %ap, i64 {self.mul(mine, k * MR)}")
+    return [self.i64(f"getelementptr inbounds float, ptr {base}, i64 {r}") for r in range(MR)]
+
+  def _pack(self, values: dict[UOp, str], jc: str, ncols: str, npan: str) -> None:
+    """Copy b's columns [jc, jc + ncols) into K x NR panels at %bp, zeros past the last column."""
+    g, (_, n, k) = self.g, self.g.sizes
+    nr = _panel_sizes(g)[0]
+    sk, sj = g.b_off[1][g.k], g.b_off[1][g.j]
+    base = self.affine(g.b_off, values, (g.j, g.k))
+    pp = self.loop("pp", "0", npan)
+    col0 = self.i64(f"add nsw i64 {jc}, {self.i64(f'mul nsw i64 {pp}, {nr}')}")
+    width = self.min64(str(nr), self.i64(f"sub nsw i64 {n}, {col0}"))
+    dst0 = self.i64(f"mul nsw i64 {pp}, {k * nr}")
+    # walk b along its unit-stride axis innermost: columns for a row-major b, k for a transposed one (x @ W.T)
+    outer, inner = (("pk", str(k)), ("pc", width)) if abs(sj) <= abs(sk) else (("pc", width), ("pk", str(k)))
+    v_out = self.loop(outer[0], "0", outer[1])
+    v_in = self.loop(inner[0], "0", inner[1])
+    kk, cc = (v_out, v_in) if outer[0] == "pk" else (v_in, v_out)
+    col = self.i64(f"add nsw i64 {col0}, {cc}")
+    src = self.add(base, self.add(self.mul(kk, sk), self.mul(col, sj)))
+    val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.b]}, i64 {src}')}")
+    dst = self.add(dst0, self.add(self.mul(kk, nr), cc))
+    self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %bp, i64 {dst}')}")
+    self.close(inner[0])
+    self.close(outer[0])
+    # zeros in the columns past N of the last panel, so its tile's extra columns sum finite garbage that is never stored
+    pz = self.loop("pz", "0", str(k))
+    pzc = self.loop("pzc", width, str(nr))
+    dst = self.add(dst0, self.add(self.mul(pz, nr), pzc))
+    self.emit(f"store float 0.0, ptr {self.i64(f'getelementptr inbounds float, ptr %bp, i64 {dst}')}")
+    self.close("pzc")
+    self.close("pz")
+    self.close("pp")
+
+  def _epilogue(self, values: dict[UOp, str]) -> None:
+    """Print the kernel's STORE with the sum's value from the tile and the loops' values of this output."""
+    for r, v in values.items():
+      self.names[r] = v if r.dtype == dtypes.int64 else self.i64(f"trunc i64 {v} to {ll_type(r.dtype)}")
+    for u in toposort([self.g.store], stop=lambda x: x in self.names):
+      if u in self.names or u.op in (Ops.CONST, Ops.PARAM): continue
+      self._render(u, False)
+
+
+def render_gemm(name: str, gemm: Gemm, params: list[UOp]) -> str:
+  """LLVM IR of the kernel `gemm` was matched in: signature `name(ptr params..., i64 start, i64 end)` over row tiles."""
+  return GemmRenderer(name, gemm, params).render()
+
+
+__all__ = ["Gemm", "match_gemm", "render_gemm", "describe", "row_tiles", "vector_lanes"]

@@ -1,0 +1,120 @@
+"""The CPU's blocked GEMM form of matrix products (codegen/cpu_gemm.py): which kernels take it, and that they compute right.
+
+Results are compared with float64 numpy (odd sizes leave partial row tiles and zero-padded b panels;
+transposed, broadcast and batched operands; fused epilogues; NaN and inf) and, forward and
+gradient, with PyTorch on CPU and PYTHON. Integer-valued data sums exactly in any order, so there the
+GEMM must give the same bits as the generic loop nest under NOOPT=1.
+"""
+import numpy as np
+import pytest
+from picograd import Tensor, Context
+from picograd.codegen.cpu_gemm import match_gemm, MR, MIN_MACS
+from picograd.codegen.kernel import render
+from picograd.codegen.lower import lower_kernel
+from picograd.codegen.transcendental import approximate_transcendentals
+from picograd.engine.compile import _kernels
+from picograd.engine.realize import schedule
+from gradcheck import assert_close_to_torch
+
+RNG = np.random.default_rng(0)
+
+
+def _ast(t: Tensor):
+  """The kernel graph of the one kernel that realizes `t` (its ast, as the compile cache keys it)."""
+  (step,) = [s for s in schedule(t) if s.kernel is not None]
+  return next(key[0] for key, k in _kernels.items() if k is step.kernel)
+
+
+def _opts(t: Tensor) -> list[str]: return render(_ast(t), "CPU")[4]["opts"]
+
+
+def _ref(a: np.ndarray, b: np.ndarray) -> np.ndarray: return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.float32)
+
+
+def _rand(*shape: int) -> np.ndarray: return RNG.standard_normal(shape).astype(np.float32)
+
+
+def test_which_kernels_are_gemms():
+  a, b = Tensor(_rand(64, 48)).realize(), Tensor(_rand(48, 96)).realize()
+  assert _opts(a @ b)[0].startswith("gemm 64x96x48")
+  assert _opts((a @ b + 1).relu())[0].startswith("gemm")  # elementwise work after the sum is the epilogue
+  assert _opts(Tensor(_rand(3, 64, 48)) @ b)[0].startswith("gemm 192x96x48")  # the batch merged into the rows
+  assert _opts(Tensor(_rand(3, 64, 48)) @ Tensor(_rand(3, 48, 96)))[0].startswith("gemm 3 x 64x96x48")
+  assert not any(o.startswith("gemm") for o in _opts(Tensor(_rand(8, 8)) @ Tensor(_rand(8, 8))))  # too small: upcast tiles
+  assert not any(o.startswith("gemm") for o in _opts(a.sum(1)))
+  assert not any(o.startswith("gemm") for o in _opts(a @ b.relu()))  # relu inside the sum: not a product of loads
+  i = Tensor(RNG.integers(-3, 3, (64, 48)).astype(np.int32)).realize()
+  assert not any(o.startswith("gemm") for o in _opts(i @ i.T))  # int32: the generic loop nest
+  assert match_gemm(approximate_transcendentals(lower_kernel(_ast((a @ b).exp())))) is not None
+  with Context(NOOPT=1): assert render(_ast(a @ b), "CPU")[4]["opts"] == ["outer loop of 64 splittable across threads (the runtime splits from enough work)"]
+  assert 64 * 96 * 48 >= MIN_MACS > 8 * 8 * 8
+
+
+# (m, k, n): a partial row tile and a partial panel, one row, one reduction step, a 1000^3 product with remainders everywhere
+SHAPES = [(129, 65, 257), (2, 300, 200), (100, 1, 400), (2 * MR + 1, 256, 31), (1000, 1000, 1000)]
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_gemm_matches_numpy(m, k, n):
+  a, b = _rand(m, k), _rand(k, n)
+  x, y = Tensor(a), Tensor(b)
+  tol = dict(rtol=1e-4, atol=1e-4 * np.sqrt(k))
+  np.testing.assert_allclose((x @ y).numpy(), _ref(a, b), **tol)
+  if m * n * k > 10 ** 8: return
+  np.testing.assert_allclose((x @ Tensor(b.T.copy()).T).numpy(), _ref(a, b), **tol)  # x @ W.T
+  np.testing.assert_allclose((Tensor(a.T.copy()).T @ y).numpy(), _ref(a, b), **tol)  # a.T @ g
+  np.testing.assert_allclose((x @ y).T.numpy(), _ref(a, b).T, **tol)
+
+
+def test_gemm_epilogue_batches_and_views():
+  x, w, bias = _rand(4, 50, 48), _rand(96, 48), _rand(96)
+  ref = _ref(x.reshape(200, 48), w.T).reshape(4, 50, 96) + bias
+  np.testing.assert_allclose((Tensor(x) @ Tensor(w).T + Tensor(bias)).relu().numpy(), np.maximum(ref, 0), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose((Tensor(x).linear(Tensor(w), Tensor(bias)) * 2).half().float().numpy(),
+                             (2 * ref).astype(np.float16).astype(np.float32), rtol=2e-3, atol=2e-3)
+  a, b = _rand(3, 64, 48), _rand(3, 48, 40)
+  np.testing.assert_allclose((Tensor(a) @ Tensor(b)).numpy(), _ref(a, b), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose((Tensor(a) @ Tensor(b[0])).numpy(), _ref(a, b[0]), rtol=1e-4, atol=1e-4)  # b broadcast
+  np.testing.assert_allclose((Tensor(a[0]) @ Tensor(b)).numpy(), _ref(a[0], b), rtol=1e-4, atol=1e-4)  # a broadcast
+  c, d = _rand(2, 3, 40, 36), _rand(2, 1, 36, 52)
+  np.testing.assert_allclose((Tensor(c) @ Tensor(d)).numpy(), _ref(c, d), rtol=1e-4, atol=1e-4)
+  # flipped rows of a and k of b (negative strides); b batched over the inner batch only, which a batches over too
+  e = _rand(3, 36, 52)
+  t = Tensor(c)[:, :, ::-1] @ Tensor(e)[:, ::-1]
+  assert _opts(t)[0].startswith("gemm 2x3 x 40x52x36")
+  np.testing.assert_allclose(t.numpy(), _ref(c[:, :, ::-1], e[:, ::-1]), rtol=1e-4, atol=1e-4)
+  # sliced and strided operands
+  e, f = _rand(90, 70), _rand(80, 120)
+  np.testing.assert_allclose((Tensor(e)[::2, 3:67] @ Tensor(f)[5:69, 1::3]).numpy(), _ref(e[::2, 3:67], f[5:69, 1::3]), rtol=1e-4, atol=1e-4)
+
+
+def test_gemm_exact_and_nan_inf():
+  a, b = RNG.integers(-4, 5, (77, 70)).astype(np.float32), RNG.integers(-4, 5, (70, 45)).astype(np.float32)
+  got = (Tensor(a) @ Tensor(b)).numpy()
+  with Context(NOOPT=1): ref = (Tensor(a) @ Tensor(b)).numpy()
+  np.testing.assert_array_equal(got, a @ b)
+  np.testing.assert_array_equal(got, ref)
+  a[3, 5], a[76, 0], b[7, 44] = np.nan, np.inf, np.inf  # a NaN row, an inf row, an inf column (inf * 0 is NaN)
+  b[0, 2] = 0.0
+  with np.errstate(invalid="ignore"): want = a.astype(np.float64) @ b.astype(np.float64)
+  np.testing.assert_array_equal(np.isnan((Tensor(a) @ Tensor(b)).numpy()), np.isnan(want))
+  np.testing.assert_array_equal((Tensor(a) @ Tensor(b)).numpy()[~np.isnan(want)], want[~np.isnan(want)].astype(np.float32))
+
+
+def test_linear_relu_grads_match_torch(device):
+  torch = pytest.importorskip("torch")
+  x, w, bias = _rand(2, 40, 48), _rand(72, 48), _rand(72)
+  assert_close_to_torch(lambda x, w, b: (x @ w.T + b).relu(), [x, w, bias],
+                        lambda x, w, b: torch.relu(x @ w.T + b), device=device, rtol=1e-4)
+
+
+def test_gemm_with_avx2_vectors(monkeypatch):
+  """Hosts without AVX-512 get 8-lane vectors (this one has AVX-512: LLVM runs the 8-lane kernel just as well)."""
+  import picograd.codegen.cpu_gemm as cpu_gemm
+  monkeypatch.setattr(cpu_gemm, "vector_lanes", lambda: 8)
+  a, b, c = _rand(37, 83), _rand(83, 29), _rand(29)
+  with Context(CACHE=0):  # a fresh render: the disk's spec cache does not know the lanes
+    t = (Tensor(a) @ Tensor(b) + Tensor(c)) * 3  # a shape no other test builds, so no kernel of another width is reused
+    (step,) = [s for s in schedule(t) if s.kernel is not None]
+    assert "<8 x float>" in step.kernel.source and "<16 x float>" not in step.kernel.source
+    np.testing.assert_allclose(t.numpy(), (_ref(a, b) + c) * 3, rtol=1e-4, atol=1e-4)
