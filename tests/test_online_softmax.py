@@ -89,6 +89,18 @@ def test_sdpa_forward_matches_torch(device, causal):
   np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-6)
 
 
+def test_grouped_heads_and_uneven_shapes_match_torch(device):
+  # grouped-query heads (keys and values broadcast over query heads), no head axis, 10 queries over 12 keys, values 5 wide
+  rng = np.random.default_rng(2)
+  cases = [((2, 6, 16, 8), (2, 2, 16, 8), (2, 2, 16, 8), dict(enable_gqa=True, is_causal=True)), ((4, 10, 8), (4, 12, 8), (4, 12, 5), {})]
+  for shapes, kwargs in ((c[:3], c[3]) for c in cases):
+    q, k, v = (rng.standard_normal(sh).astype(np.float32) for sh in shapes)
+    out = Tensor(q, device=device).scaled_dot_product_attention(Tensor(k, device=device), Tensor(v, device=device), **kwargs)
+    if device.split(":")[0] in ONLINE_DEVICES: assert len(_steps(out)) == 1
+    ref = F.scaled_dot_product_attention(*map(torch.tensor, (q, k, v)), **kwargs).numpy()
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
 def test_masks_and_fully_masked_rows_match_torch(device):
   arrays, m = _qkv(3), _mask()
   q, k, v = (Tensor(a, device=device) for a in arrays)
@@ -104,6 +116,22 @@ def test_masks_and_fully_masked_rows_match_torch(device):
   ref = _hand(tq, tk, tv, torch.tensor(_float_mask(m)), 0.3).numpy()
   assert np.isnan(ref[:, :, 3]).all() and not np.isnan(np.delete(ref, 3, axis=2)).any()
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_is_drawn_inside_the_pass(device):
+  # dropout's mask comes from the counter RNG: the one-pass kernel draws the same mask as the stored probabilities would
+  _online(device)
+  arrays = _qkv(7)
+  def run(online: bool) -> tuple[np.ndarray, int]:
+    with Context(ONLINE_SOFTMAX_MIN=0 if online else 1 << 62):
+      Tensor.manual_seed(3)
+      q, k, v = (Tensor(a, device=device) for a in arrays)
+      out = q.scaled_dot_product_attention(k, v, dropout_p=0.3, is_causal=True)
+      steps = len(_steps(out))
+      return out.numpy(), steps
+  (fused, n_fused), (stored, n_stored) = run(True), run(False)
+  assert n_fused == 1 < n_stored
+  np.testing.assert_allclose(fused, stored, rtol=1e-5, atol=1e-6)
 
 
 def test_large_scores_do_not_overflow(device):

@@ -89,6 +89,11 @@ def linearize(sink: UOp) -> list[UOp]:
     # REDUCEs over the very same loops (the optimizer's unrolled copies) share one loop nest, one accumulator each
     group = [x for x in nodes if x.op in (Ops.REDUCE, Ops.RESCALED) and reduce_ranges(x) == rngs and x not in remap
              and deps[x] <= allowed] or [r]
+    # a RUNNING_MAX reads the accumulator of the max of its x over these loops: that max joins the group if it is not in it
+    # (a rescaled sum given fresh loops above: its max was not renamed with it)
+    runs = [n for n in toposort([v for x in group for v in x.src], stop=lambda x: x in remap or x.op in (Ops.REDUCE, Ops.RESCALED))
+            if n.op is Ops.RUNNING_MAX and n.src[1:] == rngs]
+    group += [m for m in dict.fromkeys(UOp(Ops.REDUCE, n.dtype, n.src, Ops.MAX) for n in runs) if m not in group]
     values = [v for x in group for v in x.src[:len(x.src) - len(rngs)]]
     # loop-invariant work first, outside the reduction's loops
     invariant = [n for n in toposort(values, stop=lambda x: x in remap) if n not in remap and deps[n] <= allowed]

@@ -38,13 +38,19 @@ ROWS = 4
 
 
 def _factors(u: UOp) -> list[UOp]:
-  """The operands of a product tree."""
+  """The operands of a product tree; `where(c, a, 0)` (dropout's mask) counts as the product of a and where(c, 1, 0)."""
   out, stack = [], [u]
   while stack:
     n = stack.pop()
     if n.op is Ops.MUL and n.dtype.is_float: stack.extend(n.src)
+    elif _is_mask(n): stack.extend([n.src[1], n.src[0].where(UOp.const(n.dtype, 1.0), UOp.const(n.dtype, 0.0))])
     else: out.append(n)
   return out
+
+
+def _is_mask(n: UOp) -> bool:
+  return n.op is Ops.WHERE and n.dtype.is_float and n.src[2].op is Ops.CONST and n.src[2].arg == 0.0 and \
+    not (n.src[1].op is Ops.CONST and n.src[1].arg == 1.0)
 
 
 def _product(factors: list[UOp], dtype) -> UOp:

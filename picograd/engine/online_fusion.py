@@ -38,12 +38,69 @@ def _body(start: UOp, enter: frozenset[UOp] | set[UOp] = frozenset()) -> tuple[l
   return nodes, reduces
 
 
-def _exp_reaches(body: list[UOp], target: UOp) -> bool:
-  """Does an EXP2 in `body` take an argument that reads `target` (through elementwise and movement ops)?"""
-  for n in body:
-    if n.op is not Ops.EXP2: continue
-    if target in _body(n.src[0])[1]: return True
+def _is_zero(u: UOp) -> bool:
+  while u.op in (Ops.EXPAND, Ops.RESHAPE): u = u.src[0]
+  return u.op is Ops.CONST and u.arg == 0
+
+
+def _exp_factor_reads(value: UOp, target: UOp) -> bool:
+  """Is `value` (through views) a product with a factor exp2(...) whose argument reads `target`? The lowered sum then has
+  the factor codegen/online.py looks for (a CAST between, as a 16-bit weight, is not looked through there either)."""
+  stack = [value]
+  while stack:
+    n = stack.pop()
+    while n.op in (Ops.EXPAND, Ops.RESHAPE, Ops.PERMUTE, Ops.DETACH): n = n.src[0]
+    if n.op is Ops.MUL and n.dtype.is_float: stack.extend(n.src)
+    elif n.op is Ops.WHERE and n.dtype.is_float and _is_zero(n.src[2]): stack.append(n.src[1])  # where(keep, a, 0): dropout
+    elif n.op is Ops.EXP2 and target in _body(n.src[0])[1]: return True
   return False
+
+
+def _reshape_axis(n: UOp, axis: int) -> int | None:
+  """The axis of a RESHAPE's source that output `axis` is (same size, same elements before it), if there is one."""
+  out, src = n.tshape, n.src[0].tshape
+  before = 1
+  for a in range(axis): before *= out[a]
+  acc = 1
+  for b, size in enumerate(src):
+    if acc == before and size == out[axis]: return b
+    acc *= size
+  return None
+
+
+def _broadcast_along(r: UOp, axis: int, m: UOp, group: set[UOp]) -> bool:
+  """Does every read of the max `m` in `r`'s body (walked through the group's reductions) reach it through a broadcast
+  along `r`'s reduced axis, onto m's own reduced axis? (The sum then runs along the axis the max is over: softmax's
+  weighted sum over keys, not the gradient's sum of the same weights over queries.)"""
+  seen, stack, found = set(), [(r.src[0], axis)], False
+  while stack:
+    n, a = stack.pop()
+    if (n, a) in seen: continue
+    seen.add((n, a))
+    if n is m: return False  # read varying along the axis: not the max broadcast back
+    if n.op is Ops.EXPAND and n.src[0].tshape[a] == 1 and n.tshape[a] > 1:
+      base = n.src[0]
+      while base.op in (Ops.DETACH, Ops.RESHAPE) and (base.op is Ops.DETACH or base.src[0].tshape == base.tshape): base = base.src[0]
+      if base is m:
+        if a not in m.arg[1]: return False
+        found = True
+      continue  # constant along the axis from here down
+    if n.op in ALU or n.op in (Ops.DETACH, Ops.EXPAND): nxt = [(x, a) for x in n.src]
+    elif n.op is Ops.REDUCE and n in group:
+      if a in n.arg[1]: return False
+      nxt = [(n.src[0], a)]
+    elif n.op is Ops.RESHAPE:
+      if (b := _reshape_axis(n, a)) is not None: nxt = [(n.src[0], b)]
+      elif m in toposort([n]): return False  # the axis is merged or split on the way to the max: not followed
+      else: continue  # an input's view (the flat buffer of v)
+    elif n.op is Ops.PERMUTE: nxt = [(n.src[0], n.arg[a])]
+    elif n.op in (Ops.PAD, Ops.SHRINK, Ops.FLIP):
+      if n.src[0].tshape[a] == n.tshape[a] and not (n.op is Ops.FLIP and n.arg[a]): nxt = [(n.src[0], a)]
+      elif m in toposort([n]): return False
+      else: continue
+    else: continue  # a leaf: an input, a constant, a stored node
+    stack.extend(nxt)
+  return found
 
 
 def _single_axis(r: UOp) -> int | None:
@@ -54,9 +111,9 @@ def _group_of(r: UOp) -> tuple[list[UOp], set[UOp]] | None:
   """(reductions fused into `r`'s kernel, every node of that kernel's fused region) when `r` is a sum of
   exp(x - max x) * f over one axis, else None."""
   if r.arg[0] is not Ops.ADD or not r.dtype.is_float or (axis := _single_axis(r)) is None: return None
-  body, level1 = _body(r)
+  _, level1 = _body(r)
   for m in level1:
-    if m.arg[0] is not Ops.MAX or (m_axis := _single_axis(m)) is None or not _exp_reaches(body, m): continue
+    if m.arg[0] is not Ops.MAX or (m_axis := _single_axis(m)) is None or not _exp_factor_reads(r.src[0], m): continue
     # below ONLINE_SOFTMAX_MIN score elements storing the scores is faster on the CPU (see NOTES.md, online softmax)
     if m.src[0].tshape[m_axis] != r.src[0].tshape[axis] or m.src[0].size < ONLINE_SOFTMAX_MIN: continue
     _, scores = _body(m)  # the reductions the max reads (q . k): they run inside the pass over j, once per j
@@ -66,8 +123,9 @@ def _group_of(r: UOp) -> tuple[list[UOp], set[UOp]] | None:
     group = [m, *scores]
     for s in level1:  # other sums of exp(x - m) over the same axis (softmax's denominator)
       if s is m or s in group: continue
-      s_body, s_reads = _body(s)
-      if s.arg[0] is Ops.ADD and m in s_reads and _exp_reaches(s_body, m) and set(s_reads) <= set(group): group.append(s)
+      _, s_reads = _body(s)
+      if s.arg[0] is Ops.ADD and m in s_reads and _exp_factor_reads(s.src[0], m) and set(s_reads) <= set(group): group.append(s)
+    if not _broadcast_along(r, axis, m, set(group)): continue
     region, _ = _body(r, set(group))
     return group, set(region)
   return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime, html, linecache, os, sys
 from picograd.codegen.lower import lower_kernel
 from picograd.codegen.kernel import optimize_cpu
+from picograd.codegen.online import online_softmax
 from picograd.ir.ops import print_graph
 from picograd.ir.provenance import short, BACKWARD
 from picograd.runtime.cache import cached_compile
@@ -82,7 +83,7 @@ def kernel_stages(info: KernelInfo) -> dict[str, str]:
   try:
     lowered = lower_kernel(ast)
     stages["lowered"] = print_graph(lowered)
-    if k.device.split(":")[0] == "CPU": stages["optimized"] = print_graph(optimize_cpu(lowered)[0])
+    if k.device.split(":")[0] == "CPU": stages["optimized"] = print_graph(optimize_cpu(online_softmax(lowered))[0])
   except Exception as e:  # a report shows what it can: the kernel itself compiled and ran
     stages["lowered"] = f"(could not redo the lowering here: {type(e).__name__}: {e})"
   stages["optimizations"] = "\n".join(k.opts) or "none"
