@@ -9,6 +9,10 @@ PyTorch on the CPU is timed with one thread and with one per core, and the faste
     python bench/train.py                  # CPU: makemore and the small GPT
     DEV=CUDA python bench/train.py         # also on the GPU, with the large GPT
     python bench/train.py --models gpt --gpt-config large --steps 5
+    python bench/train.py --devices CUDA --models gpt --precisions   # the GPT in every precision, beside PyTorch's
+
+--precisions adds a table for the GPT: picograd in float32 and under bf16 autocast, PyTorch in float32, TF32, bf16
+autocast and bf16 autocast + torch.compile, each timed the same way (CUDA only: TF32 and bf16 are GPU modes).
 """
 from __future__ import annotations
 import argparse, os, sys, time
@@ -72,8 +76,8 @@ def _batches(steps: int, shape: tuple[int, ...], vocab: int, targets_shape: tupl
   return [(rng.integers(0, vocab, shape).astype(np.int32), rng.integers(0, vocab, targets_shape).astype(np.int32)) for _ in range(steps)]
 
 
-def picograd_step(model_name: str, cfg: gpt.Config, device: str) -> tuple[Callable[[np.ndarray, np.ndarray], float], int]:
-  """The example's jitted training step on picograd, and the tokens one step trains on."""
+def picograd_step(model_name: str, cfg: gpt.Config, device: str, dtype: str = "float32") -> tuple[Callable[[np.ndarray, np.ndarray], float], int]:
+  """The example's jitted training step on picograd (the GPT's matmuls in `dtype`, under autocast), and the tokens one step trains on."""
   if model_name == "makemore":
     model = makemore.MLP(MAKEMORE["vocab"], MAKEMORE["block_size"], MAKEMORE["n_embd"], MAKEMORE["n_hidden"], device=device)
     opt: optim.Optimizer = optim.SGD(nn.get_parameters(model), lr=MAKEMORE["lr"])
@@ -82,7 +86,7 @@ def picograd_step(model_name: str, cfg: gpt.Config, device: str) -> tuple[Callab
   else:
     model = gpt.GPT(cfg, 65, device=device)
     opt = optim.AdamW(nn.get_parameters(model), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.1)
-    loss_of = lambda x, y: gpt.loss_fn(model, x, y)
+    loss_of = lambda x, y: gpt.loss_fn(model, x, y, dtype)
     tokens = cfg.batch * cfg.block_size
 
   @picograd.jit
@@ -97,8 +101,11 @@ def picograd_step(model_name: str, cfg: gpt.Config, device: str) -> tuple[Callab
   return lambda x, y: step(Tensor(x, device=device), Tensor(y, device=device)).item(), tokens
 
 
-def torch_step(model_name: str, cfg: gpt.Config, device: str) -> tuple[Callable[[np.ndarray, np.ndarray], float], int]:
-  """The same step on PyTorch."""
+TORCH_MODES = ("float32", "tf32", "bf16", "bf16+compile")
+
+
+def torch_step(model_name: str, cfg: gpt.Config, device: str, mode: str = "float32") -> tuple[Callable[[np.ndarray, np.ndarray], float], int]:
+  """The same step on PyTorch, in one of `TORCH_MODES`: TF32 matmuls allowed, bf16 autocast, and that under torch.compile."""
   if model_name == "makemore":
     model: torch.nn.Module = TorchMLP(MAKEMORE["vocab"], MAKEMORE["block_size"], MAKEMORE["n_embd"], MAKEMORE["n_hidden"]).to(device)
     opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=MAKEMORE["lr"])
@@ -108,11 +115,15 @@ def torch_step(model_name: str, cfg: gpt.Config, device: str) -> tuple[Callable[
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.1)
     tokens = cfg.batch * cfg.block_size
   model.train()
+  forward = torch.compile(model) if mode.endswith("+compile") else model
+  torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+  autocast = mode.startswith("bf16")
 
   def step(x: np.ndarray, y: np.ndarray) -> float:
     xt, yt = torch.from_numpy(x).long().to(device), torch.from_numpy(y).long().to(device)
-    logits = model(xt)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yt.reshape(-1))
+    with torch.autocast(device_type="cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16, enabled=autocast):
+      logits = forward(xt)
+      loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), yt.reshape(-1))
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -135,6 +146,7 @@ def main() -> None:
   parser.add_argument("--gpt-config", choices=sorted(gpt.CONFIGS), default=None, help="default: small on CPU, large on CUDA")
   parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 200 for makemore, 20 for gpt)")
   parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--precisions", action="store_true", help="also time the GPT in every precision on each CUDA device (table 2)")
   args = parser.parse_args()
   devices = args.devices or (["CPU", "CUDA"] if os.environ.get("DEV", "CPU").upper().startswith("CUDA") else ["CPU"])
 
@@ -168,6 +180,29 @@ def main() -> None:
     print(f"{name:<12} {device:<6} {ours * 1e3:17.2f} {theirs * 1e3:16.2f} {threads:>14} {tokens / ours:15,.0f} {tokens / theirs:14,.0f} "
           f"{theirs / ours:17.2f}")
   print(f"\ntorch {torch.__version__}; picograd CPU kernels on up to {os.cpu_count()} cores")
+  if args.precisions: precisions(args, [d for d in devices if d.upper().startswith("CUDA")])
+
+
+def precisions(args: argparse.Namespace, devices: list[str]) -> None:
+  """Table 2: the GPT's step on each GPU in every precision, picograd's and PyTorch's, ms per step."""
+  for device in devices:
+    cfg = gpt.CONFIGS[args.gpt_config or "large"]
+    steps = args.steps or 20
+    batches = _batches(steps + args.warmup, (cfg.batch, cfg.block_size), 65, (cfg.batch, cfg.block_size))
+    times = {}
+    for mode in TORCH_MODES:
+      step, _ = torch_step("gpt", cfg, "cuda", mode)
+      times[f"pytorch {mode}"] = time_steps(step, batches, args.warmup + (5 if mode.endswith("+compile") else 0))
+    torch.backends.cuda.matmul.allow_tf32 = False
+    for dtype in ("float32", "bfloat16"):
+      step, _ = picograd_step("gpt", cfg, device, dtype)
+      times[f"picograd {dtype}"] = time_steps(step, batches, args.warmup)
+      Tensor.training = False
+    best = times["pytorch bf16+compile"]
+    print(f"\nGPT ({'large' if cfg is gpt.CONFIGS['large'] else 'small'}) on {device}, ms per training step (the same batches; "
+          "the loss read every step):\n")
+    print("| run | ms/step | vs pytorch bf16+compile |\n|---|---|---|")
+    for name, t in times.items(): print(f"| {name} | {t * 1e3:.2f} | {best / t:.2f} |")
 
 
 if __name__ == "__main__":
