@@ -97,6 +97,19 @@ def test_long_shared_elementwise_chain_is_cut():
     np.testing.assert_allclose(out.numpy(), want.sum(1), rtol=1e-5)
 
 
+def test_checked_index_read_by_a_large_reduction_is_checked_once():
+  # an embedding lookup is a one-hot sum over the table's rows: with the index's range check inside, every term checks it;
+  # above CHECKED_REDUCE_MIN terms the checked indices get a kernel (and a buffer) of their own, below it the check stays
+  def checked(rows: int, n: int) -> list[bool]:
+    table = Tensor(rand((rows, 64)), device=DEV)
+    idx = Tensor(np.arange(n, dtype=np.int32) % rows, device=DEV)
+    steps = picograd.schedule(table[idx])
+    assert (table[idx].numpy() == table.numpy()[np.arange(n) % rows]).all()
+    return [("REDUCE" in str(s.ast)) for s in steps if s.kernel is not None and s.kernel.checks]
+  assert checked(512, 4096) == [False]  # 134M terms: checked once per index
+  assert checked(10, 3) == [True]  # 1,920 terms: inside the sum
+
+
 def test_contiguous_is_a_boundary(x):
   assert kernels((x + 1) * 2) == 1
   assert kernels((x + 1).contiguous() * 2) == 2

@@ -227,6 +227,29 @@ def _shared_elementwise_boundaries(nodes: list[UOp], f: _Fusion) -> set[UOp]:
   return out
 
 
+CHECKED_REDUCE_MIN = 1 << 20  # terms: a smaller reduction keeps its checks inside (a kernel more costs more)
+
+
+def _reduction_terms(u: UOp, consumers: dict[UOp, set[UOp]], realize: set[UOp]) -> int:
+  """The most terms of a reduction that reads `u` through elementwise and movement ops (0: none does)."""
+  most, stack, seen = 0, [u], set()
+  while stack:
+    n = stack.pop()
+    for c in consumers.get(n, ()):
+      if c in seen: continue
+      seen.add(c)
+      if c.op is Ops.REDUCE: most = max(most, c.src[0].size)
+      elif (c.op in ALU or c.op in MOVEMENT) and c not in realize: stack.append(c)
+  return most
+
+
+def _check_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
+  """A checked value (an index whose range is checked: cross-entropy's targets, an embedding's indices) read by a large
+  reduction is stored first: inside the reduction the check runs for every term (the GPT's token embedding and the
+  one-hot part of its lm_head weight gradient: 409M checks each per step) where stored it runs once per index."""
+  return [n] if _reduction_terms(n, f.consumers, f.realize) >= CHECKED_REDUCE_MIN else []
+
+
 BoundaryRule = Callable[[UOp, _Fusion], list[UOp]]
 # The fusion policy (DESIGN §4) as rules: op -> fn(node, state) -> the nodes that get a buffer. The tables apply in order,
 # each to every node (a later table sees what the earlier ones realized); ops without a rule fuse into their consumers.
@@ -239,7 +262,7 @@ BOUNDARY_RULES: list[dict[Ops, BoundaryRule]] = [
     Ops.AFTER: lambda n, f: [s for s in n.src if not is_contiguous_view(s)]},
   {Ops.REDUCE: lambda n, f: [n] if len(f.consumers[n]) > 1 else []},  # a reduction read by several nodes is computed once
   {Ops.EXPAND: _broadcast_boundaries},
-  {Ops.ADD: _concat_boundaries},  # after the broadcast rule: the pieces' own reductions already have buffers
+  {Ops.ADD: _concat_boundaries, Ops.CHECK: _check_boundaries},  # after the broadcast rule: the pieces' own reductions have buffers
   # an assignment whose value reads its own target at other positions would read elements it already overwrote:
   # the value gets a buffer of its own first
   {Ops.ASSIGN: lambda n, f: [n.src[1]] if _reads_shifted(n.src[1], strip_reshapes(n.src[0]), f.realize) else []},
