@@ -118,3 +118,14 @@ def test_gemm_with_avx2_vectors(monkeypatch):
     (step,) = [s for s in schedule(t) if s.kernel is not None]
     assert "<8 x float>" in step.kernel.source and "<16 x float>" not in step.kernel.source
     np.testing.assert_allclose(t.numpy(), (_ref(a, b) + c) * 3, rtol=1e-4, atol=1e-4)
+
+
+def test_sum_over_two_loops_is_one_k():
+  """A weight gradient sums over batch and time: two reduction loops the operands step through as one (K = 4 * 16)."""
+  x, g = _rand(4, 16, 40), _rand(4, 16, 48)
+  t = (Tensor(g).unsqueeze(-1) * Tensor(x).unsqueeze(-2)).sum((0, 1))
+  assert _opts(t)[0].startswith("gemm 48x40x64")
+  np.testing.assert_allclose(t.numpy(), _ref(g.reshape(64, 48).T, x.reshape(64, 40)), rtol=1e-4, atol=1e-4)
+  # summed over a batch and a padded time axis: the loads are gated, the product keeps the loop nest
+  p = Tensor(g).pad(((0, 0), (0, 2), (0, 0)))
+  assert not any(o.startswith("gemm") for o in _opts((p.unsqueeze(-1) * Tensor(x).pad(((0, 0), (0, 2), (0, 0))).unsqueeze(-2)).sum((0, 1))))

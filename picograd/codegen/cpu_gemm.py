@@ -89,21 +89,37 @@ class Gemm:
   def sizes(self) -> tuple[int, int, int]: return self.i.arg[1], self.j.arg[1], self.k.arg[1]
 
 
+def _merge_k(ks: list[UOp], *offs: tuple[int, dict[UOp, int]]) -> tuple[UOp, tuple[int, dict[UOp, int]], tuple[int, dict[UOp, int]]] | None:
+  """The reduction loops `ks` (outermost first) as one loop over their row-major flattening, where both operands step
+  through them as through one loop (a weight gradient summing over batch and time: k1 * T * C + k2 * C), with the
+  operands' offsets in terms of it; None where they do not, or where an operand does not run along it."""
+  for off in offs:
+    if any(off[1].get(outer, 0) != off[1].get(inner, 0) * inner.arg[1] for outer, inner in zip(ks, ks[1:])): return None
+    if off[1].get(ks[-1], 0) == 0: return None
+  if len(ks) == 1: return ks[0], offs[0], offs[1]
+  size = 1
+  for r in ks: size *= r.arg[1]
+  k = UOp(Ops.RANGE, ks[-1].dtype, (), (ks[-1].arg[0], size, "reduce"))  # never rendered: it names the flattened loop in the offsets
+  a_off, b_off = ({**{r: c for r, c in off[1].items() if r not in ks}, k: off[1][ks[-1]]} for off in offs)
+  return k, (offs[0][0], a_off), (offs[1][0], b_off)
+
+
 def match_gemm(sink: UOp) -> Gemm | None:
   """The GEMM form of lowered kernel `sink`, or None when it is not one product of float32 loads (see the module doc)."""
   if len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
   nodes = toposort([sink])
   if any(n.op is Ops.CHECK for n in nodes): return None
   totals = [n for n in toposort([st.src[2]]) if n.op is Ops.REDUCE]
-  if len(totals) != 1 or (total := totals[0]).arg is not Ops.ADD or total.dtype != dtypes.float32 or len(total.src) != 2: return None
-  prod_, k = total.src
+  if len(totals) != 1 or (total := totals[0]).arg is not Ops.ADD or total.dtype != dtypes.float32: return None
+  prod_, ks = total.src[0], sorted(total.src[1:], key=lambda r: r.arg[0])
   if prod_.op is not Ops.MUL or any(ld.op is not Ops.LOAD or len(ld.src) != 2 or ld.src[0].op is not Ops.PARAM or ld.dtype != dtypes.float32
                                     for ld in prod_.src): return None
   a_off, b_off = _affine(prod_.src[0].src[1]), _affine(prod_.src[1].src[1])
-  if a_off is None or b_off is None or a_off[1].get(k, 0) == 0 or b_off[1].get(k, 0) == 0: return None
+  if a_off is None or b_off is None or (merged := _merge_k(ks, a_off, b_off)) is None: return None
+  k, a_off, b_off = merged
   offs = (a_off, b_off)
   glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
-  if any(n.op is Ops.RANGE and n.arg[2] != "global" and n is not k for n in nodes): return None
+  if any(n.op is Ops.RANGE and n.arg[2] != "global" and n not in ks for n in nodes): return None
   only = [[g for g in glob if offs[x][1].get(g, 0) != 0 and offs[1 - x][1].get(g, 0) == 0] for x in (0, 1)]
   if not only[0] or not only[1]: return None
   # rows and columns: the innermost loop only a (only b) runs along; any others (a batch of a that b is broadcast over)
