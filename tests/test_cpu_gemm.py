@@ -42,7 +42,12 @@ def test_which_kernels_are_gemms():
   assert _opts(Tensor(_rand(3, 64, 48)) @ Tensor(_rand(3, 48, 96)))[0].startswith("gemm 3 x 64x96x48")
   assert not any(o.startswith("gemm") for o in _opts(Tensor(_rand(8, 8)) @ Tensor(_rand(8, 8))))  # too small: upcast tiles
   assert not any(o.startswith("gemm") for o in _opts(a.sum(1)))
-  assert not any(o.startswith("gemm") for o in _opts(a @ b.relu()))  # relu inside the sum: not a product of loads
+  d = a.unsqueeze(1) - b.T.unsqueeze(0)
+  assert not any(o.startswith("gemm") for o in _opts((d * d).sum(-1)))  # squared distances: no factor without j
+  # elementwise work on an operand is computed while packing it: relu(b), a relu gradient's mask on a
+  for t, want in (((a @ b.relu()), a.numpy() @ np.maximum(b.numpy(), 0)), ((a * (a > 0.5)) @ b, (a.numpy() * (a.numpy() > 0.5)) @ b.numpy())):
+    assert _opts(t)[0].startswith("gemm 64x96x48")
+    np.testing.assert_allclose(t.numpy(), want, rtol=1e-4, atol=1e-4)
   i = Tensor(RNG.integers(-3, 3, (64, 48)).astype(np.int32)).realize()
   assert not any(o.startswith("gemm") for o in _opts(i @ i.T))  # int32: the generic loop nest
   assert match_gemm(approximate_transcendentals(lower_kernel(_ast((a @ b).exp())))) is not None
@@ -126,6 +131,8 @@ def test_sum_over_two_loops_is_one_k():
   t = (Tensor(g).unsqueeze(-1) * Tensor(x).unsqueeze(-2)).sum((0, 1))
   assert _opts(t)[0].startswith("gemm 48x40x64")
   np.testing.assert_allclose(t.numpy(), _ref(g.reshape(64, 48).T, x.reshape(64, 40)), rtol=1e-4, atol=1e-4)
-  # summed over a batch and a padded time axis: the loads are gated, the product keeps the loop nest
-  p = Tensor(g).pad(((0, 0), (0, 2), (0, 0)))
-  assert not any(o.startswith("gemm") for o in _opts((p.unsqueeze(-1) * Tensor(x).pad(((0, 0), (0, 2), (0, 0))).unsqueeze(-2)).sum((0, 1))))
+  # over a padded time axis the loads are gated: both operands are computed while packing, the loops as they are
+  pad = ((0, 0), (0, 2), (0, 0))
+  t = (Tensor(g).pad(pad).unsqueeze(-1) * Tensor(x).pad(pad).unsqueeze(-2)).sum((0, 1))
+  assert _opts(t)[0].startswith("gemm 48x40x72")
+  np.testing.assert_allclose(t.numpy(), _ref(g.reshape(64, 48).T, x.reshape(64, 40)), rtol=1e-4, atol=1e-4)

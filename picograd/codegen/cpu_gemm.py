@@ -71,37 +71,55 @@ def _affine(index: UOp) -> tuple[int, dict[UOp, int]] | None:
   return None
 
 
+Offsets = tuple[int, dict[UOp, int]]  # constant + coefficient per loop, in elements
+
+
 @dataclass(frozen=True)
 class Gemm:
-  """A matched product: the loops by role and each operand's offset and strides (elements) along them."""
+  """A matched product: the loops by role and the two operands, with the strides of those that are plain loads."""
   store: UOp
   total: UOp                # the REDUCE: the epilogue reads its value from the tile
-  a: UOp                    # PARAM of the left operand (a[i, k])
-  b: UOp                    # PARAM of the right operand (b[k, j])
+  a: UOp                    # the left operand's value a[.., i, k]: a load, or elementwise work on loads
+  b: UOp                    # the right operand's value b[.., k, j]
   batch: tuple[UOp, ...]    # global loops other than i and j, outermost first
   i: UOp
   j: UOp
-  k: UOp
-  a_off: tuple[int, dict[UOp, int]]
-  b_off: tuple[int, dict[UOp, int]]
+  ks: tuple[UOp, ...]       # the reduction loops, outermost first
+  k: UOp                    # they as one loop (a stand-in RANGE when there are several)
+  a_off: Offsets | None     # a plain load's offsets along i, k and the batch loops; None: computed from `a` while packing
+  b_off: Offsets | None
 
   @property
   def sizes(self) -> tuple[int, int, int]: return self.i.arg[1], self.j.arg[1], self.k.arg[1]
 
 
-def _merge_k(ks: list[UOp], *offs: tuple[int, dict[UOp, int]]) -> tuple[UOp, tuple[int, dict[UOp, int]], tuple[int, dict[UOp, int]]] | None:
-  """The reduction loops `ks` (outermost first) as one loop over their row-major flattening, where both operands step
-  through them as through one loop (a weight gradient summing over batch and time: k1 * T * C + k2 * C), with the
-  operands' offsets in terms of it; None where they do not, or where an operand does not run along it."""
-  for off in offs:
-    if any(off[1].get(outer, 0) != off[1].get(inner, 0) * inner.arg[1] for outer, inner in zip(ks, ks[1:])): return None
-    if off[1].get(ks[-1], 0) == 0: return None
-  if len(ks) == 1: return ks[0], offs[0], offs[1]
-  size = 1
-  for r in ks: size *= r.arg[1]
-  k = UOp(Ops.RANGE, ks[-1].dtype, (), (ks[-1].arg[0], size, "reduce"))  # never rendered: it names the flattened loop in the offsets
-  a_off, b_off = ({**{r: c for r, c in off[1].items() if r not in ks}, k: off[1][ks[-1]]} for off in offs)
-  return k, (offs[0][0], a_off), (offs[1][0], b_off)
+def _merge_k(ks: list[UOp], k: UOp, off: Offsets) -> Offsets | None:
+  """A load's offsets with the reduction loops `ks` (outermost first) as the one loop `k` over their row-major
+  flattening, where the load steps through them as through one loop (a weight gradient summing over batch and time:
+  k1 * T * C + k2 * C); None where it does not (or does not run along k at all)."""
+  if any(off[1].get(outer, 0) != off[1].get(inner, 0) * inner.arg[1] for outer, inner in zip(ks, ks[1:])): return None
+  if off[1].get(ks[-1], 0) == 0: return None
+  return off[0], {**{r: c for r, c in off[1].items() if r not in ks}, k: off[1][ks[-1]]}
+
+
+def _loads_offsets(x: UOp, ks: list[UOp], k: UOp) -> Offsets | None:
+  """The offsets of operand `x` when it is a plain float32 load with an affine index that runs along k, else None."""
+  if x.op is not Ops.LOAD or len(x.src) != 2 or x.src[0].op is not Ops.PARAM: return None
+  off = _affine(x.src[1])
+  return None if off is None else _merge_k(ks, k, off)
+
+
+def _unit_loads(x: UOp, r: UOp) -> int:
+  """How many loads in operand `x` step by one element along loop `r` (a pad's gated load by its index when valid)."""
+  n = 0
+  for ld in toposort([x]):
+    if ld.op is not Ops.LOAD or len(ld.src) < 2: continue
+    idx = ld.src[1].src[1] if ld.src[1].op is Ops.WHERE else ld.src[1]
+    if (off := _affine(idx)) is not None and abs(off[1].get(r, 0)) == 1: n += 1
+  return n
+
+
+def _loops(x: UOp) -> set[UOp]: return {n for n in toposort([x]) if n.op is Ops.RANGE}
 
 
 def match_gemm(sink: UOp) -> Gemm | None:
@@ -112,25 +130,26 @@ def match_gemm(sink: UOp) -> Gemm | None:
   totals = [n for n in toposort([st.src[2]]) if n.op is Ops.REDUCE]
   if len(totals) != 1 or (total := totals[0]).arg is not Ops.ADD or total.dtype != dtypes.float32: return None
   prod_, ks = total.src[0], sorted(total.src[1:], key=lambda r: r.arg[0])
-  if prod_.op is not Ops.MUL or any(ld.op is not Ops.LOAD or len(ld.src) != 2 or ld.src[0].op is not Ops.PARAM or ld.dtype != dtypes.float32
-                                    for ld in prod_.src): return None
-  a_off, b_off = _affine(prod_.src[0].src[1]), _affine(prod_.src[1].src[1])
-  if a_off is None or b_off is None or (merged := _merge_k(ks, a_off, b_off)) is None: return None
-  k, a_off, b_off = merged
-  offs = (a_off, b_off)
+  if prod_.op is not Ops.MUL or any(x.dtype != dtypes.float32 for x in prod_.src) or any(r.arg[1] == 0 for r in ks): return None
+  size = 1
+  for r in ks: size *= r.arg[1]
+  # the reduction loops as one; a stand-in RANGE (never rendered) names the flattened loop in the operands' offsets
+  k = ks[0] if len(ks) == 1 else UOp(Ops.RANGE, ks[-1].dtype, (), (ks[-1].arg[0], size, "reduce"))
+  a, b = prod_.src
   glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
   if any(n.op is Ops.RANGE and n.arg[2] != "global" and n not in ks for n in nodes): return None
-  only = [[g for g in glob if offs[x][1].get(g, 0) != 0 and offs[1 - x][1].get(g, 0) == 0] for x in (0, 1)]
+  deps = (_loops(a), _loops(b))
+  only = [[g for g in glob if g in deps[x] and g not in deps[1 - x]] for x in (0, 1)]
   if not only[0] or not only[1]: return None
   # rows and columns: the innermost loop only a (only b) runs along; any others (a batch of a that b is broadcast over)
   # join the batch loops
-  (a_ld, b_ld), i, j = prod_.src, only[0][-1], only[1][-1]
-  if any(r.arg[1] == 0 for r in glob + [k]): return None
+  i, j = only[0][-1], only[1][-1]
+  if any(r.arg[1] == 0 for r in glob): return None
   if i.arg[1] * j.arg[1] * k.arg[1] < MIN_MACS or i.arg[1] < 2 or j.arg[1] < 2: return None
   if 4 * k.arg[1] * VECTORS * vector_lanes() > MAX_STACK_BYTES: return None
   if i.arg[1] < FEW_ROWS and k.arg[1] * j.arg[1] > SMALL_B: return None
   batch = tuple(g for g in glob if g is not i and g is not j)
-  return Gemm(st, total, a_ld.src[0], b_ld.src[0], batch, i, j, k, a_off, b_off)
+  return Gemm(st, total, a, b, batch, i, j, tuple(ks), k, _loads_offsets(a, ks, k), _loads_offsets(b, ks, k))
 
 
 def describe(g: Gemm) -> list[str]:
@@ -216,10 +235,9 @@ class GemmRenderer(LLVMRenderer):
     vt = f"<{lanes} x float>"
     ntile = -(-m // MR)
     for p in self.params: self.names[p] = f"%p{p.arg[0]}"
-    pa = self.names[g.a]
     self.allocas += [f"%bp = alloca [{k * nc} x float], align 64", f"%tile = alloca [{MR * nr} x float], align 64"]
     self.decls.add(f"declare {vt} @llvm.fmuladd.v{lanes}f32({vt}, {vt}, {vt})")
-    b_batched = any(g.b_off[1].get(r, 0) for r in g.batch)
+    b_batched = any(r in _loops(g.b) for r in g.batch)
     jc = self.loop("jc", "0", str(n), nc)
     ncols = self.min64(str(nc), self.i64(f"sub nsw i64 {n}, {jc}"))
     npan = self.i64(f"udiv i64 {self.i64(f'add nsw i64 {ncols}, {nr - 1}')}, {nr}")
@@ -247,14 +265,13 @@ class GemmRenderer(LLVMRenderer):
       self.emit("br label %packed.ok")
       self.label("packed.ok")
     i0 = self.i64(f"mul nsw i64 {it}, {MR}")
-    a_base = self.affine(g.a_off, values, (g.i, g.k))
-    a_step = g.a_off[1][g.k]
-    if abs(a_step) == 1:
-      a_rows = []
+    if g.a_off is not None and abs(a_step := g.a_off[1][g.k]) == 1:
+      a_base, a_rows = self.affine(g.a_off, values, (g.i, g.k)), []
       for r in range(MR):  # the last tile repeats row m - 1 for rows past the end (their sums are not stored)
         row = self.min64(self.add(i0, r), str(m - 1))
-        a_rows.append(self.i64(f"getelementptr inbounds float, ptr {pa}, i64 {self.add(a_base, self.mul(row, g.a_off[1][g.i]))}"))
-    else: a_rows, a_step = self._pack_a(u, it, i0, a_base, ntile), MR
+        ofs = self.add(a_base, self.mul(row, g.a_off[1][g.i]))
+        a_rows.append(self.i64(f"getelementptr inbounds float, ptr {self.names[g.a.src[0]]}, i64 {ofs}"))
+    else: a_rows, a_step = self._pack_a(u, it, i0, values, ntile), MR
     jr = self.loop("jr", "0", npan)
     panel = self.i64(f"getelementptr inbounds float, ptr %bp, i64 {self.i64(f'mul nsw i64 {jr}, {k * nr}')}")
     # the microkernel: MR x VECTORS accumulators carried around the k loop in registers
@@ -291,8 +308,8 @@ class GemmRenderer(LLVMRenderer):
     ec = self.loop("ec", "0", cols)
     values[g.j] = self.i64(f"add nsw i64 {j0}, {ec}")
     slot = self.i64(f"add nsw i64 {self.i64(f'mul nsw i64 {er}, {nr}')}, {ec}")
-    self.names[g.total] = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr %tile, i64 {slot}')}")
-    self._epilogue(values)
+    total = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr %tile, i64 {slot}')}")
+    self._value(g.store, values, {g.total: total})
     self.close("ec")
     self.close("er")
     self.close("jr")
@@ -305,10 +322,11 @@ class GemmRenderer(LLVMRenderer):
              '"probe-stack"="inline-asm" }')
     return "\n".join(sorted(self.decls) + [""] + head + self.lines + ["  ret void", "}"] + self._slice_entry(len(params)) + [attrs] + self.loop_md)
 
-  def _pack_a(self, u: str, it: str, i0: str, a_base: str, ntile: int) -> list[str]:
-    """Pointers to this tile's MR rows of a transposed a (a.T @ g: a step along k is a row of a), packed k-major.
+  def _pack_a(self, u: str, it: str, i0: str, values: dict[UOp, str], ntile: int) -> list[str]:
+    """Pointers to this tile's MR rows of a, packed k-major: a transposed a (a.T @ g: a step along k is a row of a),
+    or elementwise work on loads (a relu's mask in a gradient), computed once here.
 
-    Read directly, each k step of such an a is a new cache line (and, for wide rows, a new page). The rows of
+    Read directly, each k step of a transposed a is a new cache line (and, for wide rows, a new page). The rows of
     up to A_GROUP tiles (as many as the thread has left in this batch) are packed together whenever a tile
     starts a new group, reading a's rows contiguously; rows past the end of a are left unwritten (only their
     own, unstored, outputs read them)."""
@@ -323,16 +341,21 @@ class GemmRenderer(LLVMRenderer):
     self.emit(f"store i64 {u}, ptr %grp.start")
     self.emit(f"store i64 {self.add(u, cnt)}, ptr %grp.end")
     rows = self.min64(self.mul(cnt, MR), self.i64(f"sub nsw i64 {m}, {i0}"))
-    kk = self.loop("ga", "0", str(k))
-    src0 = self.add(a_base, self.add(self.mul(kk, g.a_off[1][g.k]), self.mul(i0, g.a_off[1][g.i])))
-    q = self.loop("gq", "0", rows)
-    src = self.add(src0, self.mul(q, g.a_off[1][g.i]))
-    val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.a]}, i64 {src}')}")
+    # rows innermost where a's loads run along them (a transposed a), else k innermost (a row-major a under a mask)
+    k_inner = g.a_off is None and _unit_loads(g.a, g.ks[-1]) > _unit_loads(g.a, g.i)
+    first, second = (("gq", rows), ("ga", str(k))) if k_inner else (("ga", str(k)), ("gq", rows))
+    v1 = self.loop(first[0], "0", first[1])
+    v2 = self.loop(second[0], "0", second[1])
+    q, kk = (v1, v2) if k_inner else (v2, v1)
+    if g.a_off is not None:
+      src = self.add(self.affine(g.a_off, values, (g.i, g.k)), self.add(self.mul(kk, g.a_off[1][g.k]), self.mul(self.add(i0, q), g.a_off[1][g.i])))
+      val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.a.src[0]]}, i64 {src}')}")
+    else: val = self._value(g.a, {**values, **self._k_values(kk), g.i: self.add(i0, q)})
     tile, r = self.i64(f"udiv i64 {q}, {MR}"), self.i64(f"urem i64 {q}, {MR}")
     dst = self.add(self.mul(tile, k * MR), self.add(self.mul(kk, MR), r))
     self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %ap, i64 {dst}')}")
-    self.close("gq")
-    self.close("ga")
+    self.close(second[0])
+    self.close(first[0])
     self.emit("br label %apack.ok")
     self.label("apack.ok")
     mine = self.i64(f"sub nsw i64 {u}, {self.i64('load i64, ptr %grp.start')}")
@@ -343,20 +366,22 @@ class GemmRenderer(LLVMRenderer):
     """Copy b's columns [jc, jc + ncols) into K x NR panels at %bp, zeros past the last column."""
     g, (_, n, k) = self.g, self.g.sizes
     nr = _panel_sizes(g)[0]
-    sk, sj = g.b_off[1][g.k], g.b_off[1][g.j]
-    base = self.affine(g.b_off, values, (g.j, g.k))
+    sk, sj = (g.b_off[1][g.k], g.b_off[1][g.j]) if g.b_off is not None else (_unit_loads(g.b, g.j), _unit_loads(g.b, g.ks[-1]))
     pp = self.loop("pp", "0", npan)
     col0 = self.i64(f"add nsw i64 {jc}, {self.i64(f'mul nsw i64 {pp}, {nr}')}")
     width = self.min64(str(nr), self.i64(f"sub nsw i64 {n}, {col0}"))
     dst0 = self.i64(f"mul nsw i64 {pp}, {k * nr}")
-    # walk b along its unit-stride axis innermost: columns for a row-major b, k for a transposed one (x @ W.T)
+    # columns innermost for a row-major b, k for a transposed one (x @ W.T); elementwise work on loads along the axis
+    # more of its loads run along (the "strides" are counts of loads: the smaller innermost)
     outer, inner = (("pk", str(k)), ("pc", width)) if abs(sj) <= abs(sk) else (("pc", width), ("pk", str(k)))
     v_out = self.loop(outer[0], "0", outer[1])
     v_in = self.loop(inner[0], "0", inner[1])
     kk, cc = (v_out, v_in) if outer[0] == "pk" else (v_in, v_out)
     col = self.i64(f"add nsw i64 {col0}, {cc}")
-    src = self.add(base, self.add(self.mul(kk, sk), self.mul(col, sj)))
-    val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.b]}, i64 {src}')}")
+    if g.b_off is not None:
+      src = self.add(self.affine(g.b_off, values, (g.j, g.k)), self.add(self.mul(kk, sk), self.mul(col, sj)))
+      val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.b.src[0]]}, i64 {src}')}")
+    else: val = self._value(g.b, {**values, **self._k_values(kk), g.j: col})
     dst = self.add(dst0, self.add(self.mul(kk, nr), cc))
     self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %bp, i64 {dst}')}")
     self.close(inner[0])
@@ -370,13 +395,29 @@ class GemmRenderer(LLVMRenderer):
     self.close("pz")
     self.close("pp")
 
-  def _epilogue(self, values: dict[UOp, str]) -> None:
-    """Print the kernel's STORE with the sum's value from the tile and the loops' values of this output."""
-    for r, v in values.items():
+  def _k_values(self, kk: str) -> dict[UOp, str]:
+    """The reduction loops' values at position `kk` of their flattening."""
+    out, rest = {}, kk
+    for r in reversed(self.g.ks[1:]):
+      out[r] = self.i64(f"urem i64 {rest}, {r.arg[1]}")
+      rest = self.i64(f"udiv i64 {rest}, {r.arg[1]}")
+    out[self.g.ks[0]] = rest
+    return out
+
+  def _value(self, root: UOp, loops: dict[UOp, str], given: dict[UOp, str] | None = None) -> str:
+    """Print the kernel's nodes under `root` (an operand, or the STORE with the sum's value from the tile in `given`)
+    with the loops at the i64 values `loops`; its value's name. Names made here are dropped after, so another part
+    of the kernel (in another loop nest) prints shared nodes again rather than use a value out of its scope."""
+    saved = dict(self.names)
+    self.names.update(given or {})
+    for r, v in loops.items():
       self.names[r] = v if r.dtype == dtypes.int64 else self.i64(f"trunc i64 {v} to {ll_type(r.dtype)}")
-    for u in toposort([self.g.store], stop=lambda x: x in self.names):
+    for u in toposort([root], stop=lambda x: x in self.names):
       if u in self.names or u.op in (Ops.CONST, Ops.PARAM): continue
       self._render(u, False)
+    out = self.val(root)
+    self.names = saved
+    return out
 
 
 def render_gemm(name: str, gemm: Gemm, params: list[UOp]) -> str:
