@@ -1,22 +1,25 @@
 """Matrix products on the CPU as a packed-panel, register-blocked GEMM (codegen layer).
 
-`match_gemm(sink)` recognizes a lowered kernel whose one STORE holds one float32 sum over one
-reduction loop k of a product of two plain loads, a[.., i, k] * b[.., k, j], with every index affine
-in the loops (any strides: `x @ W.T`, `a.T @ g`, batched operands, broadcast batches), and any
-elementwise work around the sum (a bias, an activation, a cast): the epilogue. `render_gemm` then
-writes the kernel as LLVM IR in the classic blocked form instead of the generic loop nest:
+`match_gemm(sink)` recognizes a lowered kernel whose one STORE holds one float32 sum of a product
+a[.., i, k] * b[.., k, j]: a runs along loops b does not (the rows i) and b along loops a does not
+(the columns j); the other output loops are a batch and the reduction loops are k (several are
+flattened into one). The factors are loads with affine indices (any strides: `x @ W.T`, `a.T @ g`,
+batched or broadcast operands) or elementwise work on loads (a relu's mask, pad gates, a cast);
+any elementwise work around the sum (a bias, an activation, a cast) is the epilogue. `render_gemm`
+then writes the kernel as LLVM IR in the classic blocked form instead of the generic loop nest:
 
 - the columns are cut into blocks of NC (so a packed K x NC block of b stays in L2); for each
   block b is packed into a stack buffer of K x NR panels (contiguous, zero-padded past N), read by
   the microkernel at unit stride whatever b's layout;
 - rows are taken MR at a time (the last tile reads its last row again for the missing ones), read
-  straight from a, or from a k-major copy of a few tiles' rows where a is transposed (a.T @ g); the
-  microkernel keeps the MR x NR tile of sums in MR * NR / lanes vector registers (explicit
-  <lanes x float> values, one fmuladd per row and vector each k step: a broadcast of a[i, k] times a
-  vector of the b panel) over the whole of K, so each output is summed in k order, as the generic
-  loop nest does;
-- the tile goes through a small stack buffer to the epilogue, which the LLVM renderer prints from
-  the kernel's own nodes, the sum's value read from the tile; only the tile's valid outputs are stored.
+  straight from a plain row-major a, else from a k-major copy of a few tiles' rows (a transposed a,
+  or elementwise work computed once there); the microkernel keeps the MR x NR tile of sums in
+  MR * NR / lanes vector registers (explicit <lanes x float> values, one fmuladd per row and vector
+  each k step: a broadcast of a[i, k] times a vector of the b panel) over the whole of K, so each
+  output is summed in k order, as the generic loop nest does;
+- the tile goes through a small stack buffer to the epilogue; only the tile's valid outputs are stored.
+  Operands that are not plain loads, and the epilogue, are printed by the LLVM renderer from the
+  kernel's own nodes, with the loops (and the sum) named by this GEMM's values.
 
 The outer loop the runtime splits across threads is batch x row tiles; each thread packs the
 b blocks it reads. Vectors are 16 floats where the host has AVX-512, else 8. Small products, few
@@ -123,7 +126,7 @@ def _loops(x: UOp) -> set[UOp]: return {n for n in toposort([x]) if n.op is Ops.
 
 
 def match_gemm(sink: UOp) -> Gemm | None:
-  """The GEMM form of lowered kernel `sink`, or None when it is not one product of float32 loads (see the module doc)."""
+  """The GEMM form of lowered kernel `sink`, or None when it is not one float32 sum of a product (see the module doc)."""
   if len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
   nodes = toposort([sink])
   if any(n.op is Ops.CHECK for n in nodes): return None
