@@ -36,7 +36,8 @@ def _rand(*shape: int) -> np.ndarray: return RNG.standard_normal(shape).astype(n
 
 def test_which_kernels_are_gemms():
   a, b = Tensor(_rand(64, 48)).realize(), Tensor(_rand(48, 96)).realize()
-  assert _opts(a @ b)[0].startswith("gemm 64x96x48")
+  assert _opts(a @ b)[0].startswith("gemm 64x96x48: b packed in 48x32 panels") and "a read in place" in _opts(a @ b)[0]
+  assert "a packed k-major" in _opts(a.T.contiguous().realize().T @ b)[0]  # a transposed
   assert _opts((a @ b + 1).relu())[0].startswith("gemm")  # elementwise work after the sum is the epilogue
   assert _opts(Tensor(_rand(3, 64, 48)) @ b)[0].startswith("gemm 192x96x48")  # the batch merged into the rows
   assert _opts(Tensor(_rand(3, 64, 48)) @ Tensor(_rand(3, 48, 96)))[0].startswith("gemm 3 x 64x96x48")
@@ -45,8 +46,9 @@ def test_which_kernels_are_gemms():
   d = a.unsqueeze(1) - b.T.unsqueeze(0)
   assert not any(o.startswith("gemm") for o in _opts((d * d).sum(-1)))  # squared distances: no factor without j
   # elementwise work on an operand is computed while packing it: relu(b), a relu gradient's mask on a
-  for t, want in (((a @ b.relu()), a.numpy() @ np.maximum(b.numpy(), 0)), ((a * (a > 0.5)) @ b, (a.numpy() * (a.numpy() > 0.5)) @ b.numpy())):
-    assert _opts(t)[0].startswith("gemm 64x96x48")
+  for t, want, how in (((a @ b.relu()), a.numpy() @ np.maximum(b.numpy(), 0), "b computed"),
+                       ((a * (a > 0.5)) @ b, (a.numpy() * (a.numpy() > 0.5)) @ b.numpy(), "a computed")):
+    assert _opts(t)[0].startswith("gemm 64x96x48") and how in _opts(t)[0]
     np.testing.assert_allclose(t.numpy(), want, rtol=1e-4, atol=1e-4)
   i = Tensor(RNG.integers(-3, 3, (64, 48)).astype(np.int32)).realize()
   assert not any(o.startswith("gemm") for o in _opts(i @ i.T))  # int32: the generic loop nest

@@ -160,8 +160,9 @@ def describe(g: Gemm) -> list[str]:
   lanes, (m, n, k) = vector_lanes(), g.sizes
   nr, nc = _panel_sizes(g)
   batch = "x".join(str(b.arg[1]) for b in g.batch)
-  return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}: b packed in {k}x{nr} panels, blocks of {nc} columns; "
-          f"{MR}x{nr} register tile of <{lanes} x float> fmuladds; batch x row tiles split across threads"]
+  a = "read in place" if g.a_off is not None and abs(g.a_off[1][g.k]) == 1 else "packed k-major" if g.a_off is not None else "computed k-major"
+  return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}: b {'packed' if g.b_off is not None else 'computed'} in {k}x{nr} panels, "
+          f"blocks of {nc} columns; a {a}; {MR}x{nr} register tile of <{lanes} x float> fmuladds; batch x row tiles split across threads"]
 
 
 def _panel_sizes(g: Gemm) -> tuple[int, int]:
