@@ -345,26 +345,38 @@ class GemmRenderer(LLVMRenderer):
     self.emit(f"store i64 {u}, ptr %grp.start")
     self.emit(f"store i64 {self.add(u, cnt)}, ptr %grp.end")
     rows = self.min64(self.mul(cnt, MR), self.i64(f"sub nsw i64 {m}, {i0}"))
-    # rows innermost where a's loads run along them (a transposed a), else k innermost (a row-major a under a mask)
+    full = self.i64(f"udiv i64 {rows}, {MR}")  # tiles with all MR rows inside a: MR rows a step, their loads SLP-vectorized
+    # tiles innermost where a's loads run along its rows (a transposed a), else k innermost (a row-major a under a mask)
     k_inner = g.a_off is None and _unit_loads(g.a, g.ks[-1]) > _unit_loads(g.a, g.i)
-    first, second = (("gq", rows), ("ga", str(k))) if k_inner else (("ga", str(k)), ("gq", rows))
+    first, second = (("gt", full), ("gk", str(k))) if k_inner else (("gk", str(k)), ("gt", full))
     v1 = self.loop(first[0], "0", first[1])
     v2 = self.loop(second[0], "0", second[1])
-    q, kk = (v1, v2) if k_inner else (v2, v1)
-    if g.a_off is not None:
-      src = self.add(self.affine(g.a_off, values, (g.i, g.k)), self.add(self.mul(kk, g.a_off[1][g.k]), self.mul(self.add(i0, q), g.a_off[1][g.i])))
-      val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.a.src[0]]}, i64 {src}')}")
-    else: val = self._value(g.a, {**values, **self._k_values(kk), g.i: self.add(i0, q)})
-    tile, r = self.i64(f"udiv i64 {q}, {MR}"), self.i64(f"urem i64 {q}, {MR}")
-    dst = self.add(self.mul(tile, k * MR), self.add(self.mul(kk, MR), r))
-    self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %ap, i64 {dst}')}")
+    t, kk = (v1, v2) if k_inner else (v2, v1)
+    for r in range(MR): self._pack_a_element(values, i0, t, kk, str(r))
     self.close(second[0])
     self.close(first[0])
+    # the rows of the last tile that are inside a, one at a time
+    kk = self.loop("gl", "0", str(k))
+    left = self.loop("gr", "0", self.i64(f"sub nsw i64 {rows}, {self.mul(full, MR)}"))
+    self._pack_a_element(values, i0, full, kk, left)
+    self.close("gr")
+    self.close("gl")
     self.emit("br label %apack.ok")
     self.label("apack.ok")
     mine = self.i64(f"sub nsw i64 {u}, {self.i64('load i64, ptr %grp.start')}")
     base = self.i64(f"getelementptr inbounds float, ptr %ap, i64 {self.mul(mine, k * MR)}")
     return [self.i64(f"getelementptr inbounds float, ptr {base}, i64 {r}") for r in range(MR)]
+
+  def _pack_a_element(self, values: dict[UOp, str], i0: str, t: str, kk: str, r: str) -> None:
+    """Packed a[i0 + t * MR + r, kk] (tile t of the group, its row r, reduction step kk)."""
+    g, k = self.g, self.g.sizes[2]
+    q = self.add(self.mul(t, MR), r)
+    if g.a_off is not None:
+      src = self.add(self.affine(g.a_off, values, (g.i, g.k)), self.add(self.mul(kk, g.a_off[1][g.k]), self.mul(self.add(i0, q), g.a_off[1][g.i])))
+      val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.a.src[0]]}, i64 {src}')}")
+    else: val = self._value(g.a, {**values, **self._k_values(kk), g.i: self.add(i0, q)})
+    dst = self.add(self.mul(t, k * MR), self.add(self.mul(kk, MR), r))
+    self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %ap, i64 {dst}')}")
 
   def _pack(self, values: dict[UOp, str], jc: str, ncols: str, npan: str) -> None:
     """Copy b's columns [jc, jc + ncols) into K x NR panels at %bp, zeros past the last column."""
