@@ -257,7 +257,7 @@ class GemmRenderer(LLVMRenderer):
     if b_batched:
       # pack again where this tile's batch is not the one packed last (each thread's tiles run in order, so once per batch)
       prev = self.tmp()
-      self.allocas.append("%packed = alloca i64")
+      self.allocas += ["%packed = alloca i64", "store i64 -1, ptr %packed"]
       self.emit(f"{prev} = load i64, ptr %packed")
       first = self.i64(f"icmp eq i64 {u}, %start")
       other = self.i64(f"icmp ne i64 {prev}, {bt}")
@@ -290,7 +290,7 @@ class GemmRenderer(LLVMRenderer):
     for v in range(VECTORS):
       ofs = self.i64(f"add nsw i64 {self.i64(f'mul nsw i64 %k, {nr}')}, {v * lanes}")
       ptr = self.i64(f"getelementptr inbounds float, ptr {panel}, i64 {ofs}")
-      bvec.append(self.i64(f"load {vt}, ptr {ptr}, align 64"))
+      bvec.append(self.i64(f"load {vt}, ptr {ptr}, align {4 * lanes}"))
     ak = self.mul("%k", a_step)
     for r in range(MR):
       s = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {a_rows[r]}, i64 {ak}')}")
@@ -304,7 +304,7 @@ class GemmRenderer(LLVMRenderer):
     for r in range(MR):
       for v in range(VECTORS):
         ptr = self.i64(f"getelementptr inbounds float, ptr %tile, i64 {r * nr + v * lanes}")
-        self.emit(f"store {vt} {accs[r][v]}.n, ptr {ptr}, align 64")
+        self.emit(f"store {vt} {accs[r][v]}.n, ptr {ptr}, align {4 * lanes}")
     j0 = self.i64(f"add nsw i64 {jc}, {self.i64(f'mul nsw i64 {jr}, {nr}')}")
     rows, cols = self.min64(str(MR), self.i64(f"sub nsw i64 {m}, {i0}")), self.min64(str(nr), self.i64(f"sub nsw i64 {n}, {j0}"))
     er = self.loop("er", "0", rows)
@@ -336,7 +336,8 @@ class GemmRenderer(LLVMRenderer):
     own, unstored, outputs read them)."""
     g, (m, _, k) = self.g, self.g.sizes
     group = max(1, A_GROUP_BYTES // (4 * MR * k))
-    self.allocas += [f"%ap = alloca [{group * k * MR} x float], align 64", "%grp.start = alloca i64", "%grp.end = alloca i64"]
+    self.allocas += [f"%ap = alloca [{group * k * MR} x float], align 64", "%grp.start = alloca i64", "%grp.end = alloca i64",
+                     "store i64 0, ptr %grp.end"]
     cur_end = self.i64("load i64, ptr %grp.end")
     need = self.i64(f"or i1 {self.i64(f'icmp eq i64 {u}, %start')}, {self.i64(f'icmp sge i64 {u}, {cur_end}')}")
     self.emit(f"br i1 {need}, label %apack, label %apack.ok")
