@@ -223,13 +223,16 @@ class GemmRenderer(LLVMRenderer):
     self.steps[name] = step
     return f"%{name}"
 
-  def close(self, name: str) -> None:
+  def close(self, name: str, vectorize: bool = True) -> None:
+    """End loop `name`; `vectorize=False` keeps LLVM's loop vectorizer off it (a loop of a few iterations: compile time)."""
     self.emit(f"br label %{name}.latch")
     self.label(f"{name}.latch")
     self.emit(f"%{name}.next = add nsw i64 %{name}, {self.steps[name]}")
     # LLVM's unroller copied these loops' bodies (the packing loops 8 times) and took ~0.5 s a kernel for no measured gain
-    self.emit(f"br label %{name}.head, !llvm.loop !{len(self.loop_md)}")
-    self.loop_md.append(f"!{len(self.loop_md)} = distinct !{{!{len(self.loop_md)}, !{{!\"llvm.loop.unroll.disable\"}}}}")
+    n = len(self.loop_md)
+    self.emit(f"br label %{name}.head, !llvm.loop !{n}")
+    off = ', !{!"llvm.loop.vectorize.enable", i1 false}' if not vectorize else ""
+    self.loop_md.append(f"!{n} = distinct !{{!{n}, !{{!\"llvm.loop.unroll.disable\"}}{off}}}")
     self.label(f"{name}.exit")
 
   def render(self) -> str:
@@ -360,8 +363,8 @@ class GemmRenderer(LLVMRenderer):
     kk = self.loop("gl", "0", str(k))
     left = self.loop("gr", "0", self.i64(f"sub nsw i64 {rows}, {self.mul(full, MR)}"))
     self._pack_a_element(values, i0, full, kk, left)
-    self.close("gr")
-    self.close("gl")
+    self.close("gr", vectorize=False)
+    self.close("gl", vectorize=False)
     self.emit("br label %apack.ok")
     self.label("apack.ok")
     mine = self.i64(f"sub nsw i64 {u}, {self.i64('load i64, ptr %grp.start')}")
@@ -408,8 +411,8 @@ class GemmRenderer(LLVMRenderer):
     pzc = self.loop("pzc", width, str(nr))
     dst = self.add(dst0, self.add(self.mul(pz, nr), pzc))
     self.emit(f"store float 0.0, ptr {self.i64(f'getelementptr inbounds float, ptr %bp, i64 {dst}')}")
-    self.close("pzc")
-    self.close("pz")
+    self.close("pzc", vectorize=False)
+    self.close("pz", vectorize=False)
     self.close("pp")
 
   def _k_values(self, kk: str) -> dict[UOp, str]:
