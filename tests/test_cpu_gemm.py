@@ -57,8 +57,8 @@ def test_which_kernels_are_gemms():
   assert 64 * 96 * 48 >= MIN_MACS > 8 * 8 * 8
 
 
-# (m, k, n): a partial row tile and a partial panel, one row, one reduction step, a 1000^3 product with remainders everywhere
-SHAPES = [(129, 65, 257), (2, 300, 200), (100, 1, 400), (2 * MR + 1, 256, 31), (1000, 1000, 1000)]
+# (m, k, n): a partial row tile and a partial panel, fewer rows than a tile, one reduction step, a 1000^3 product with remainders everywhere
+SHAPES = [(129, 65, 257), (MR - 1, 256, 250), (100, 1, 4000), (2 * MR + 1, 1024, 31), (1000, 1000, 1000)]
 
 
 @pytest.mark.parametrize("m, k, n", SHAPES)
@@ -79,24 +79,24 @@ def test_gemm_epilogue_batches_and_views():
   np.testing.assert_allclose((Tensor(x) @ Tensor(w).T + Tensor(bias)).relu().numpy(), np.maximum(ref, 0), rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose((Tensor(x).linear(Tensor(w), Tensor(bias)) * 2).half().float().numpy(),
                              (2 * ref).astype(np.float16).astype(np.float32), rtol=2e-3, atol=2e-3)
-  a, b = _rand(3, 64, 48), _rand(3, 48, 40)
+  a, b = _rand(3, 64, 48), _rand(3, 48, 96)
   np.testing.assert_allclose((Tensor(a) @ Tensor(b)).numpy(), _ref(a, b), rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose((Tensor(a) @ Tensor(b[0])).numpy(), _ref(a, b[0]), rtol=1e-4, atol=1e-4)  # b broadcast
   np.testing.assert_allclose((Tensor(a[0]) @ Tensor(b)).numpy(), _ref(a[0], b), rtol=1e-4, atol=1e-4)  # a broadcast
-  c, d = _rand(2, 3, 40, 36), _rand(2, 1, 36, 52)
+  c, d = _rand(2, 3, 40, 72), _rand(2, 1, 72, 96)
   np.testing.assert_allclose((Tensor(c) @ Tensor(d)).numpy(), _ref(c, d), rtol=1e-4, atol=1e-4)
   # flipped rows of a and k of b (negative strides); b batched over the inner batch only, which a batches over too
-  e = _rand(3, 36, 52)
+  e = _rand(3, 72, 96)
   t = Tensor(c)[:, :, ::-1] @ Tensor(e)[:, ::-1]
-  assert _opts(t)[0].startswith("gemm 2x3 x 40x52x36")
+  assert _opts(t)[0].startswith("gemm 2x3 x 40x96x72")
   np.testing.assert_allclose(t.numpy(), _ref(c[:, :, ::-1], e[:, ::-1]), rtol=1e-4, atol=1e-4)
   # sliced and strided operands
-  e, f = _rand(90, 70), _rand(80, 120)
+  e, f = _rand(90, 70), _rand(80, 300)
   np.testing.assert_allclose((Tensor(e)[::2, 3:67] @ Tensor(f)[5:69, 1::3]).numpy(), _ref(e[::2, 3:67], f[5:69, 1::3]), rtol=1e-4, atol=1e-4)
 
 
 def test_gemm_exact_and_nan_inf():
-  a, b = RNG.integers(-4, 5, (77, 70)).astype(np.float32), RNG.integers(-4, 5, (70, 45)).astype(np.float32)
+  a, b = RNG.integers(-4, 5, (77, 70)).astype(np.float32), RNG.integers(-4, 5, (70, 60)).astype(np.float32)
   got = (Tensor(a) @ Tensor(b)).numpy()
   with Context(NOOPT=1): ref = (Tensor(a) @ Tensor(b)).numpy()
   np.testing.assert_array_equal(got, a @ b)
@@ -119,7 +119,7 @@ def test_gemm_with_avx2_vectors(monkeypatch):
   """Hosts without AVX-512 get 8-lane vectors (this one has AVX-512: LLVM runs the 8-lane kernel just as well)."""
   import picograd.codegen.cpu_gemm as cpu_gemm
   monkeypatch.setattr(cpu_gemm, "vector_lanes", lambda: 8)
-  a, b, c = _rand(37, 83), _rand(83, 29), _rand(29)
+  a, b, c = _rand(37, 283), _rand(283, 29), _rand(29)
   with Context(CACHE=0):  # a fresh render: the disk's spec cache does not know the lanes
     t = (Tensor(a) @ Tensor(b) + Tensor(c)) * 3  # a shape no other test builds, so no kernel of another width is reused
     (step,) = [s for s in schedule(t) if s.kernel is not None]
@@ -128,13 +128,13 @@ def test_gemm_with_avx2_vectors(monkeypatch):
 
 
 def test_sum_over_two_loops_is_one_k():
-  """A weight gradient sums over batch and time: two reduction loops the operands step through as one (K = 4 * 16)."""
-  x, g = _rand(4, 16, 40), _rand(4, 16, 48)
+  """A weight gradient sums over batch and time: two reduction loops the operands step through as one (K = 8 * 16)."""
+  x, g = _rand(8, 16, 40), _rand(8, 16, 64)
   t = (Tensor(g).unsqueeze(-1) * Tensor(x).unsqueeze(-2)).sum((0, 1))
-  assert _opts(t)[0].startswith("gemm 48x40x64")
-  np.testing.assert_allclose(t.numpy(), _ref(g.reshape(64, 48).T, x.reshape(64, 40)), rtol=1e-4, atol=1e-4)
+  assert _opts(t)[0].startswith("gemm 64x40x128")
+  np.testing.assert_allclose(t.numpy(), _ref(g.reshape(128, 64).T, x.reshape(128, 40)), rtol=1e-4, atol=1e-4)
   # over a padded time axis the loads are gated: both operands are computed while packing, the loops as they are
   pad = ((0, 0), (0, 2), (0, 0))
   t = (Tensor(g).pad(pad).unsqueeze(-1) * Tensor(x).pad(pad).unsqueeze(-2)).sum((0, 1))
-  assert _opts(t)[0].startswith("gemm 48x40x72")
-  np.testing.assert_allclose(t.numpy(), _ref(g.reshape(64, 48).T, x.reshape(64, 40)), rtol=1e-4, atol=1e-4)
+  assert _opts(t)[0].startswith("gemm 64x40x144")
+  np.testing.assert_allclose(t.numpy(), _ref(g.reshape(128, 64).T, x.reshape(128, 40)), rtol=1e-4, atol=1e-4)
