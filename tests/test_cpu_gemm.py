@@ -138,3 +138,14 @@ def test_sum_over_two_loops_is_one_k():
   t = (Tensor(g).pad(pad).unsqueeze(-1) * Tensor(x).pad(pad).unsqueeze(-2)).sum((0, 1))
   assert _opts(t)[0].startswith("gemm 64x40x144")
   np.testing.assert_allclose(t.numpy(), _ref(g.reshape(128, 64).T, x.reshape(128, 40)), rtol=1e-4, atol=1e-4)
+
+
+def test_convolution_as_one_gemm():
+  """A 3x3 convolution is a sum of 9 shifted-view products: on the CPU one GEMM over K = 9 x C_in, the pad gates computed
+  while packing (its gradients are checked against PyTorch in tests/test_conv.py)."""
+  torch = pytest.importorskip("torch")
+  x, w, bias = _rand(2, 16, 14, 40), _rand(48, 16, 3, 3), _rand(48)
+  t = Tensor(x).conv2d(Tensor(w), Tensor(bias), padding=1).relu()
+  assert _opts(t)[0].startswith("gemm 2x14 x 40x48x144 (9 sums)")
+  want = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias), padding=1)).numpy()
+  np.testing.assert_allclose(t.numpy(), want, rtol=1e-4, atol=1e-4)

@@ -89,15 +89,17 @@ class Gemm:
   i: UOp
   j: UOp
   ks: tuple[UOp, ...]       # the reduction loops, outermost first
-  k: UOp                    # they as one loop (a stand-in RANGE when there are several)
+  k: UOp                    # they as one loop (a stand-in RANGE when there are several, or several terms)
   a_off: Offsets | None     # a plain load's offsets along i, k and the batch loops; None: computed from `a` while packing
   b_off: Offsets | None
+  # (a, b, reduction loops) of each product summed (a convolution's shifted views): k runs through the terms in turn
+  terms: tuple[tuple[UOp, UOp, tuple[UOp, ...]], ...]
 
   @property
   def sizes(self) -> tuple[int, int, int]: return self.i.arg[1], self.j.arg[1], self.k.arg[1]
 
 
-def _merge_k(ks: list[UOp], k: UOp, off: Offsets) -> Offsets | None:
+def _merge_k(ks: tuple[UOp, ...], k: UOp, off: Offsets) -> Offsets | None:
   """A load's offsets with the reduction loops `ks` (outermost first) as the one loop `k` over their row-major
   flattening, where the load steps through them as through one loop (a weight gradient summing over batch and time:
   k1 * T * C + k2 * C); None where it does not (or does not run along k at all)."""
@@ -106,7 +108,7 @@ def _merge_k(ks: list[UOp], k: UOp, off: Offsets) -> Offsets | None:
   return off[0], {**{r: c for r, c in off[1].items() if r not in ks}, k: off[1][ks[-1]]}
 
 
-def _loads_offsets(x: UOp, ks: list[UOp], k: UOp) -> Offsets | None:
+def _loads_offsets(x: UOp, ks: tuple[UOp, ...], k: UOp) -> Offsets | None:
   """The offsets of operand `x` when it is a plain float32 load with an affine index that runs along k, else None."""
   if x.op is not Ops.LOAD or len(x.src) != 2 or x.src[0].op is not Ops.PARAM: return None
   off = _affine(x.src[1])
@@ -123,6 +125,23 @@ def _unit_loads(x: UOp, r: UOp) -> int:
   return n
 
 
+def _size(ks: tuple[UOp, ...]) -> int:
+  out = 1
+  for r in ks: out *= r.arg[1]
+  return out
+
+
+def _sum_of(value: UOp, totals: set[UOp]) -> UOp | None:
+  """The smallest ADD in `value` whose tree of ADDs has exactly the REDUCEs `totals` as leaves, if any."""
+  leaves: dict[UOp, frozenset[UOp] | None] = {}
+  for n in toposort([value]):
+    if n in totals: leaves[n] = frozenset([n])
+    elif n.op is Ops.ADD and (l := leaves.get(n.src[0])) is not None and (r := leaves.get(n.src[1])) is not None: leaves[n] = l | r
+    else: leaves[n] = None
+    if n.op is Ops.ADD and leaves[n] == totals: return n
+  return None
+
+
 def _loops(x: UOp) -> set[UOp]: return {n for n in toposort([x]) if n.op is Ops.RANGE}
 
 
@@ -132,17 +151,22 @@ def match_gemm(sink: UOp) -> Gemm | None:
   nodes = toposort([sink])
   if any(n.op is Ops.CHECK for n in nodes): return None
   totals = [n for n in toposort([st.src[2]]) if n.op is Ops.REDUCE]
-  if len(totals) != 1 or (total := totals[0]).arg is not Ops.ADD or total.dtype != dtypes.float32: return None
-  prod_, ks = total.src[0], sorted(total.src[1:], key=lambda r: r.arg[0])
-  if prod_.op is not Ops.MUL or any(x.dtype != dtypes.float32 for x in prod_.src) or any(r.arg[1] == 0 for r in ks): return None
-  size = 1
-  for r in ks: size *= r.arg[1]
-  # the reduction loops as one; a stand-in RANGE (never rendered) names the flattened loop in the operands' offsets
-  k = ks[0] if len(ks) == 1 else UOp(Ops.RANGE, ks[-1].dtype, (), (ks[-1].arg[0], size, "reduce"))
-  a, b = prod_.src
+  if not totals or any(x.arg is not Ops.ADD or x.dtype != dtypes.float32 for x in totals): return None
+  # several sums added (a 3x3 convolution: one per kernel offset) are one sum over their loops in turn
+  if (total := totals[0] if len(totals) == 1 else _sum_of(st.src[2], set(totals))) is None: return None
+  if any(n.op is Ops.REDUCE and n is not total for n in toposort([st.src[2]], stop=lambda x: x is total)): return None
+  terms = []
+  for x in totals:
+    prod_, ks = x.src[0], tuple(sorted(x.src[1:], key=lambda r: r.arg[0]))
+    if prod_.op is not Ops.MUL or any(f.dtype != dtypes.float32 for f in prod_.src) or any(r.arg[1] == 0 for r in ks): return None
+    terms.append((prod_.src[0], prod_.src[1], ks))
+  size = sum(_size(t[2]) for t in terms)
+  a, b, ks = terms[0]
+  # a stand-in RANGE (never rendered) names the flattened loop in the operands' offsets
+  k = ks[0] if len(terms) == 1 and len(ks) == 1 else UOp(Ops.RANGE, ks[-1].dtype, (), (ks[-1].arg[0], size, "reduce"))
   glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
-  if any(n.op is Ops.RANGE and n.arg[2] != "global" and n not in ks for n in nodes): return None
-  deps = (_loops(a), _loops(b))
+  if any(n.op is Ops.RANGE and n.arg[2] != "global" and not any(n in t[2] for t in terms) for n in nodes): return None
+  deps = (set().union(*(_loops(t[0]) for t in terms)), set().union(*(_loops(t[1]) for t in terms)))
   only = [[g for g in glob if g in deps[x] and g not in deps[1 - x]] for x in (0, 1)]
   if not only[0] or not only[1]: return None
   # rows and columns: the innermost loop only a (only b) runs along; any others (a batch of a that b is broadcast over)
@@ -153,7 +177,8 @@ def match_gemm(sink: UOp) -> Gemm | None:
   if 4 * k.arg[1] * VECTORS * vector_lanes() > MAX_STACK_BYTES: return None
   if i.arg[1] < FEW_ROWS and k.arg[1] * j.arg[1] > SMALL_B: return None
   batch = tuple(g for g in glob if g is not i and g is not j)
-  return Gemm(st, total, a, b, batch, i, j, tuple(ks), k, _loads_offsets(a, ks, k), _loads_offsets(b, ks, k))
+  a_off, b_off = (_loads_offsets(a, ks, k), _loads_offsets(b, ks, k)) if len(terms) == 1 else (None, None)
+  return Gemm(st, total, a, b, batch, i, j, ks, k, a_off, b_off, tuple(terms))
 
 
 def describe(g: Gemm) -> list[str]:
@@ -162,7 +187,8 @@ def describe(g: Gemm) -> list[str]:
   nr, nc = _panel_sizes(g)
   batch = "x".join(str(b.arg[1]) for b in g.batch)
   a = "read in place" if g.a_off is not None and abs(g.a_off[1][g.k]) == 1 else "packed k-major" if g.a_off is not None else "computed k-major"
-  return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}: b {'packed' if g.b_off is not None else 'computed'} in {k}x{nr} panels, "
+  sums = f" ({len(g.terms)} sums)" if len(g.terms) > 1 else ""
+  return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}{sums}: b {'packed' if g.b_off is not None else 'computed'} in {k}x{nr} panels, "
           f"blocks of {nc} columns; a {a}; {MR}x{nr} register tile of <{lanes} x float> fmuladds; batch x row tiles split across threads"]
 
 
@@ -245,7 +271,7 @@ class GemmRenderer(LLVMRenderer):
     for p in self.params: self.names[p] = f"%p{p.arg[0]}"
     self.allocas += [f"%bp = alloca [{k * nc} x float], align 64", f"%tile = alloca [{MR * nr} x float], align 64"]
     self.decls.add(f"declare {vt} @llvm.fmuladd.v{lanes}f32({vt}, {vt}, {vt})")
-    b_batched = any(r in _loops(g.b) for r in g.batch)
+    b_batched = any(r in _loops(y) for _, y, _ in g.terms for r in g.batch)
     jc = self.loop("jc", "0", str(n), nc)
     ncols = self.min64(str(nc), self.i64(f"sub nsw i64 {n}, {jc}"))
     npan = self.i64(f"udiv i64 {self.i64(f'add nsw i64 {ncols}, {nr - 1}')}, {nr}")
@@ -350,37 +376,50 @@ class GemmRenderer(LLVMRenderer):
     self.emit(f"store i64 {u}, ptr %grp.start")
     self.emit(f"store i64 {self.add(u, cnt)}, ptr %grp.end")
     rows = self.min64(self.mul(cnt, MR), self.i64(f"sub nsw i64 {m}, {i0}"))
-    full = self.i64(f"udiv i64 {rows}, {MR}")  # tiles with all MR rows inside a: MR rows a step, their loads SLP-vectorized
-    # tiles innermost where a's loads run along its rows (a transposed a), else k innermost (a row-major a under a mask)
-    k_inner = g.a_off is None and _unit_loads(g.a, g.ks[-1]) > _unit_loads(g.a, g.i)
-    first, second = (("gt", full), ("gk", str(k))) if k_inner else (("gk", str(k)), ("gt", full))
-    v1 = self.loop(first[0], "0", first[1])
-    v2 = self.loop(second[0], "0", second[1])
-    t, kk = (v1, v2) if k_inner else (v2, v1)
-    for r in range(MR): self._pack_a_element(values, i0, t, kk, str(r))
-    self.close(second[0])
-    self.close(first[0])
-    # the rows of the last tile that are inside a, one at a time
-    kk = self.loop("gl", "0", str(k))
-    left = self.loop("gr", "0", self.i64(f"sub nsw i64 {rows}, {self.mul(full, MR)}"))
-    self._pack_a_element(values, i0, full, kk, left)
-    self.close("gr", vectorize=False)
-    self.close("gl", vectorize=False)
+    if g.a_off is not None:
+      # a transposed a: tiles with all MR rows inside a go MR rows a step (their loads and stores vectorize), the
+      # last tile's rows one at a time
+      full = self.i64(f"udiv i64 {rows}, {MR}")
+      kk = self.loop("gk", "0", str(k))
+      t = self.loop("gt", "0", full)
+      for r in range(MR): self._pack_a_element(values, i0, t, g.a, g.ks, 0, kk, str(r))
+      self.close("gt")
+      self.close("gk")
+      kk = self.loop("gl", "0", str(k))
+      left = self.loop("gr", "0", self.i64(f"sub nsw i64 {rows}, {self.mul(full, MR)}"))
+      self._pack_a_element(values, i0, full, g.a, g.ks, 0, kk, left)
+      self.close("gr", vectorize=False)
+      self.close("gl", vectorize=False)
+    else:
+      # elementwise work, printed once a term: rows innermost where more of its loads run along them, else k
+      # (a row-major a under a relu's mask)
+      k_inner = _unit_loads(g.a, g.ks[-1]) > _unit_loads(g.a, g.i)
+      at = 0
+      for n, (x, _, ks) in enumerate(g.terms):
+        size = _size(ks)
+        first, second = ((f"gq{n}", rows), (f"gk{n}", str(size))) if k_inner else ((f"gk{n}", str(size)), (f"gq{n}", rows))
+        v1 = self.loop(first[0], "0", first[1])
+        v2 = self.loop(second[0], "0", second[1])
+        q, kk = (v1, v2) if k_inner else (v2, v1)
+        self._pack_a_element(values, i0, self.i64(f"udiv i64 {q}, {MR}"), x, ks, at, kk, self.i64(f"urem i64 {q}, {MR}"))
+        self.close(second[0])
+        self.close(first[0])
+        at += size
     self.emit("br label %apack.ok")
     self.label("apack.ok")
     mine = self.i64(f"sub nsw i64 {u}, {self.i64('load i64, ptr %grp.start')}")
     base = self.i64(f"getelementptr inbounds float, ptr %ap, i64 {self.mul(mine, k * MR)}")
     return [self.i64(f"getelementptr inbounds float, ptr {base}, i64 {r}") for r in range(MR)]
 
-  def _pack_a_element(self, values: dict[UOp, str], i0: str, t: str, kk: str, r: str) -> None:
-    """Packed a[i0 + t * MR + r, kk] (tile t of the group, its row r, reduction step kk)."""
+  def _pack_a_element(self, values: dict[UOp, str], i0: str, t: str, x: UOp, ks: tuple[UOp, ...], at: int, kk: str, r: str) -> None:
+    """Packed a[i0 + t * MR + r, at + kk] (tile t of the group, its row r, step kk of the term `x` over `ks` that starts at `at`)."""
     g, k = self.g, self.g.sizes[2]
     q = self.add(self.mul(t, MR), r)
     if g.a_off is not None:
       src = self.add(self.affine(g.a_off, values, (g.i, g.k)), self.add(self.mul(kk, g.a_off[1][g.k]), self.mul(self.add(i0, q), g.a_off[1][g.i])))
       val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.a.src[0]]}, i64 {src}')}")
-    else: val = self._value(g.a, {**values, **self._k_values(kk), g.i: self.add(i0, q)})
-    dst = self.add(self.mul(t, k * MR), self.add(self.mul(kk, MR), r))
+    else: val = self._value(x, {**values, **self._k_values(ks, kk), g.i: self.add(i0, q)})
+    dst = self.add(self.mul(t, k * MR), self.add(self.mul(self.add(kk, at), MR), r))
     self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %ap, i64 {dst}')}")
 
   def _pack(self, values: dict[UOp, str], jc: str, ncols: str, npan: str) -> None:
@@ -394,19 +433,23 @@ class GemmRenderer(LLVMRenderer):
     dst0 = self.i64(f"mul nsw i64 {pp}, {k * nr}")
     # columns innermost for a row-major b, k for a transposed one (x @ W.T); elementwise work on loads along the axis
     # more of its loads run along (the "strides" are counts of loads: the smaller innermost)
-    outer, inner = (("pk", str(k)), ("pc", width)) if abs(sj) <= abs(sk) else (("pc", width), ("pk", str(k)))
-    v_out = self.loop(outer[0], "0", outer[1])
-    v_in = self.loop(inner[0], "0", inner[1])
-    kk, cc = (v_out, v_in) if outer[0] == "pk" else (v_in, v_out)
-    col = self.i64(f"add nsw i64 {col0}, {cc}")
-    if g.b_off is not None:
-      src = self.add(self.affine(g.b_off, values, (g.j, g.k)), self.add(self.mul(kk, sk), self.mul(col, sj)))
-      val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.b.src[0]]}, i64 {src}')}")
-    else: val = self._value(g.b, {**values, **self._k_values(kk), g.j: col})
-    dst = self.add(dst0, self.add(self.mul(kk, nr), cc))
-    self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %bp, i64 {dst}')}")
-    self.close(inner[0])
-    self.close(outer[0])
+    at = 0
+    for n, (_, y, ks) in enumerate(g.terms):
+      size = _size(ks)
+      outer, inner = ((f"pk{n}", str(size)), (f"pc{n}", width)) if abs(sj) <= abs(sk) else ((f"pc{n}", width), (f"pk{n}", str(size)))
+      v_out = self.loop(outer[0], "0", outer[1])
+      v_in = self.loop(inner[0], "0", inner[1])
+      kk, cc = (v_out, v_in) if outer[0].startswith("pk") else (v_in, v_out)
+      col = self.i64(f"add nsw i64 {col0}, {cc}")
+      if g.b_off is not None:
+        src = self.add(self.affine(g.b_off, values, (g.j, g.k)), self.add(self.mul(kk, sk), self.mul(col, sj)))
+        val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.b.src[0]]}, i64 {src}')}")
+      else: val = self._value(y, {**values, **self._k_values(ks, kk), g.j: col})
+      dst = self.add(dst0, self.add(self.mul(self.add(kk, at), nr), cc))
+      self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %bp, i64 {dst}')}")
+      self.close(inner[0])
+      self.close(outer[0])
+      at += size
     # zeros in the columns past N of the last panel, so its tile's extra columns sum finite garbage that is never stored
     pz = self.loop("pz", "0", str(k))
     pzc = self.loop("pzc", width, str(nr))
@@ -416,13 +459,13 @@ class GemmRenderer(LLVMRenderer):
     self.close("pz", vectorize=False)
     self.close("pp")
 
-  def _k_values(self, kk: str) -> dict[UOp, str]:
+  def _k_values(self, ks: tuple[UOp, ...], kk: str) -> dict[UOp, str]:
     """The reduction loops' values at position `kk` of their flattening."""
     out, rest = {}, kk
-    for r in reversed(self.g.ks[1:]):
+    for r in reversed(ks[1:]):
       out[r] = self.i64(f"urem i64 {rest}, {r.arg[1]}")
       rest = self.i64(f"udiv i64 {rest}, {r.arg[1]}")
-    out[self.g.ks[0]] = rest
+    out[ks[0]] = rest
     return out
 
   def _value(self, root: UOp, loops: dict[UOp, str], given: dict[UOp, str] | None = None) -> str:
