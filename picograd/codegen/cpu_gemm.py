@@ -3,7 +3,8 @@
 `match_gemm(sink)` recognizes a lowered kernel whose one STORE holds one float32 sum of a product
 a[.., i, k] * b[.., k, j]: a runs along loops b does not (the rows i) and b along loops a does not
 (the columns j); the other output loops are a batch and the reduction loops are k (several are
-flattened into one). The factors are loads with affine indices (any strides: `x @ W.T`, `a.T @ g`,
+flattened into one; several such sums added, as a 3x3 convolution's 9 shifted-view products, are one
+sum over their loops in turn). The factors are loads with affine indices (any strides: `x @ W.T`, `a.T @ g`,
 batched or broadcast operands) or elementwise work on loads (a relu's mask, pad gates, a cast);
 any elementwise work around the sum (a bias, an activation, a cast) is the epilogue. `render_gemm`
 then writes the kernel as LLVM IR in the classic blocked form instead of the generic loop nest:
@@ -82,8 +83,8 @@ Offsets = tuple[int, dict[UOp, int]]  # constant + coefficient per loop, in elem
 class Gemm:
   """A matched product: the loops by role and the two operands, with the strides of those that are plain loads."""
   store: UOp
-  total: UOp                # the REDUCE: the epilogue reads its value from the tile
-  a: UOp                    # the left operand's value a[.., i, k]: a load, or elementwise work on loads
+  total: UOp                # the REDUCE (or the ADD of the REDUCEs): the epilogue reads its value from the tile
+  a: UOp                    # the left operand's value a[.., i, k] (of the first term): a load, or elementwise work on loads
   b: UOp                    # the right operand's value b[.., k, j]
   batch: tuple[UOp, ...]    # global loops other than i and j, outermost first
   i: UOp
