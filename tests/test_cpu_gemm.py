@@ -36,13 +36,20 @@ def _rand(*shape: int) -> np.ndarray: return RNG.standard_normal(shape).astype(n
 
 def test_which_kernels_are_gemms():
   a, b = Tensor(_rand(64, 48)).realize(), Tensor(_rand(48, 96)).realize()
-  assert _opts(a @ b)[0].startswith("gemm 64x96x48")
+  assert _opts(a @ b)[0].startswith("gemm 64x96x48: b packed in 48x32 panels") and "a read in place" in _opts(a @ b)[0]
+  assert "a packed k-major" in _opts(a.T.contiguous().realize().T @ b)[0]  # a transposed
   assert _opts((a @ b + 1).relu())[0].startswith("gemm")  # elementwise work after the sum is the epilogue
   assert _opts(Tensor(_rand(3, 64, 48)) @ b)[0].startswith("gemm 192x96x48")  # the batch merged into the rows
   assert _opts(Tensor(_rand(3, 64, 48)) @ Tensor(_rand(3, 48, 96)))[0].startswith("gemm 3 x 64x96x48")
   assert not any(o.startswith("gemm") for o in _opts(Tensor(_rand(8, 8)) @ Tensor(_rand(8, 8))))  # too small: upcast tiles
   assert not any(o.startswith("gemm") for o in _opts(a.sum(1)))
-  assert not any(o.startswith("gemm") for o in _opts(a @ b.relu()))  # relu inside the sum: not a product of loads
+  d = a.unsqueeze(1) - b.T.unsqueeze(0)
+  assert not any(o.startswith("gemm") for o in _opts((d * d).sum(-1)))  # squared distances: no factor without j
+  # elementwise work on an operand is computed while packing it: relu(b), a relu gradient's mask on a
+  for t, want, how in (((a @ b.relu()), a.numpy() @ np.maximum(b.numpy(), 0), "b computed"),
+                       ((a * (a > 0.5)) @ b, (a.numpy() * (a.numpy() > 0.5)) @ b.numpy(), "a computed")):
+    assert _opts(t)[0].startswith("gemm 64x96x48") and how in _opts(t)[0]
+    np.testing.assert_allclose(t.numpy(), want, rtol=1e-4, atol=1e-4)
   i = Tensor(RNG.integers(-3, 3, (64, 48)).astype(np.int32)).realize()
   assert not any(o.startswith("gemm") for o in _opts(i @ i.T))  # int32: the generic loop nest
   assert match_gemm(approximate_transcendentals(lower_kernel(_ast((a @ b).exp())))) is not None
@@ -50,8 +57,8 @@ def test_which_kernels_are_gemms():
   assert 64 * 96 * 48 >= MIN_MACS > 8 * 8 * 8
 
 
-# (m, k, n): a partial row tile and a partial panel, one row, one reduction step, a 1000^3 product with remainders everywhere
-SHAPES = [(129, 65, 257), (2, 300, 200), (100, 1, 400), (2 * MR + 1, 256, 31), (1000, 1000, 1000)]
+# (m, k, n): a partial row tile and a partial panel, fewer rows than a tile, one reduction step, a 1000^3 product with remainders everywhere
+SHAPES = [(129, 65, 257), (MR - 1, 256, 250), (100, 1, 4000), (2 * MR + 1, 1024, 31), (1000, 1000, 1000)]
 
 
 @pytest.mark.parametrize("m, k, n", SHAPES)
@@ -72,24 +79,24 @@ def test_gemm_epilogue_batches_and_views():
   np.testing.assert_allclose((Tensor(x) @ Tensor(w).T + Tensor(bias)).relu().numpy(), np.maximum(ref, 0), rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose((Tensor(x).linear(Tensor(w), Tensor(bias)) * 2).half().float().numpy(),
                              (2 * ref).astype(np.float16).astype(np.float32), rtol=2e-3, atol=2e-3)
-  a, b = _rand(3, 64, 48), _rand(3, 48, 40)
+  a, b = _rand(3, 64, 48), _rand(3, 48, 96)
   np.testing.assert_allclose((Tensor(a) @ Tensor(b)).numpy(), _ref(a, b), rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose((Tensor(a) @ Tensor(b[0])).numpy(), _ref(a, b[0]), rtol=1e-4, atol=1e-4)  # b broadcast
   np.testing.assert_allclose((Tensor(a[0]) @ Tensor(b)).numpy(), _ref(a[0], b), rtol=1e-4, atol=1e-4)  # a broadcast
-  c, d = _rand(2, 3, 40, 36), _rand(2, 1, 36, 52)
+  c, d = _rand(2, 3, 40, 72), _rand(2, 1, 72, 96)
   np.testing.assert_allclose((Tensor(c) @ Tensor(d)).numpy(), _ref(c, d), rtol=1e-4, atol=1e-4)
   # flipped rows of a and k of b (negative strides); b batched over the inner batch only, which a batches over too
-  e = _rand(3, 36, 52)
+  e = _rand(3, 72, 96)
   t = Tensor(c)[:, :, ::-1] @ Tensor(e)[:, ::-1]
-  assert _opts(t)[0].startswith("gemm 2x3 x 40x52x36")
+  assert _opts(t)[0].startswith("gemm 2x3 x 40x96x72")
   np.testing.assert_allclose(t.numpy(), _ref(c[:, :, ::-1], e[:, ::-1]), rtol=1e-4, atol=1e-4)
   # sliced and strided operands
-  e, f = _rand(90, 70), _rand(80, 120)
+  e, f = _rand(90, 70), _rand(80, 300)
   np.testing.assert_allclose((Tensor(e)[::2, 3:67] @ Tensor(f)[5:69, 1::3]).numpy(), _ref(e[::2, 3:67], f[5:69, 1::3]), rtol=1e-4, atol=1e-4)
 
 
 def test_gemm_exact_and_nan_inf():
-  a, b = RNG.integers(-4, 5, (77, 70)).astype(np.float32), RNG.integers(-4, 5, (70, 45)).astype(np.float32)
+  a, b = RNG.integers(-4, 5, (77, 70)).astype(np.float32), RNG.integers(-4, 5, (70, 60)).astype(np.float32)
   got = (Tensor(a) @ Tensor(b)).numpy()
   with Context(NOOPT=1): ref = (Tensor(a) @ Tensor(b)).numpy()
   np.testing.assert_array_equal(got, a @ b)
@@ -112,9 +119,33 @@ def test_gemm_with_avx2_vectors(monkeypatch):
   """Hosts without AVX-512 get 8-lane vectors (this one has AVX-512: LLVM runs the 8-lane kernel just as well)."""
   import picograd.codegen.cpu_gemm as cpu_gemm
   monkeypatch.setattr(cpu_gemm, "vector_lanes", lambda: 8)
-  a, b, c = _rand(37, 83), _rand(83, 29), _rand(29)
+  a, b, c = _rand(37, 283), _rand(283, 29), _rand(29)
   with Context(CACHE=0):  # a fresh render: the disk's spec cache does not know the lanes
     t = (Tensor(a) @ Tensor(b) + Tensor(c)) * 3  # a shape no other test builds, so no kernel of another width is reused
     (step,) = [s for s in schedule(t) if s.kernel is not None]
     assert "<8 x float>" in step.kernel.source and "<16 x float>" not in step.kernel.source
     np.testing.assert_allclose(t.numpy(), (_ref(a, b) + c) * 3, rtol=1e-4, atol=1e-4)
+
+
+def test_sum_over_two_loops_is_one_k():
+  """A weight gradient sums over batch and time: two reduction loops the operands step through as one (K = 8 * 16)."""
+  x, g = _rand(8, 16, 40), _rand(8, 16, 64)
+  t = (Tensor(g).unsqueeze(-1) * Tensor(x).unsqueeze(-2)).sum((0, 1))
+  assert _opts(t)[0].startswith("gemm 64x40x128")
+  np.testing.assert_allclose(t.numpy(), _ref(g.reshape(128, 64).T, x.reshape(128, 40)), rtol=1e-4, atol=1e-4)
+  # over a padded time axis the loads are gated: both operands are computed while packing, the loops as they are
+  pad = ((0, 0), (0, 2), (0, 0))
+  t = (Tensor(g).pad(pad).unsqueeze(-1) * Tensor(x).pad(pad).unsqueeze(-2)).sum((0, 1))
+  assert _opts(t)[0].startswith("gemm 64x40x144")
+  np.testing.assert_allclose(t.numpy(), _ref(g.reshape(128, 64).T, x.reshape(128, 40)), rtol=1e-4, atol=1e-4)
+
+
+def test_convolution_as_one_gemm():
+  """A 3x3 convolution is a sum of 9 shifted-view products: on the CPU one GEMM over K = 9 x C_in, the pad gates computed
+  while packing (its gradients are checked against PyTorch in tests/test_conv.py)."""
+  torch = pytest.importorskip("torch")
+  x, w, bias = _rand(2, 16, 14, 40), _rand(48, 16, 3, 3), _rand(48)
+  t = Tensor(x).conv2d(Tensor(w), Tensor(bias), padding=1).relu()
+  assert _opts(t)[0].startswith("gemm 2x14 x 40x48x144 (9 sums)")
+  want = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias), padding=1)).numpy()
+  np.testing.assert_allclose(t.numpy(), want, rtol=1e-4, atol=1e-4)

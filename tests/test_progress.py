@@ -80,7 +80,7 @@ def test_debug2_labels_a_jit_replay(capsys):
 
 @pytest.mark.parametrize("noopt", [0, 1])
 def test_debug3_lists_the_optimizations_applied(capsys, noopt):
-  """DEBUG=3 names each kernel's optimizations (CPU: the GEMM form, upcasts, gate splits, thread split); NOOPT=1 applies none."""
+  """DEBUG=3 names each kernel's optimizations (CPU: upcasts, gate splits, thread split); NOOPT=1 applies none."""
   a = Tensor(np.arange(64 * 48, dtype=np.float32).reshape(64, 48) / 1000).realize()
   b = Tensor(np.arange(48 * 40, dtype=np.float32).reshape(48, 40) / 1000).realize()
   with Context(DEBUG=3, NOOPT=noopt):
@@ -88,7 +88,7 @@ def test_debug3_lists_the_optimizations_applied(capsys, noopt):
   out = capsys.readouterr().out
   section = out[out.index(": optimizations\n"):].splitlines()[1:]
   if noopt: assert section[0] == "  none (NOOPT=1)" or section[0].startswith("  outer loop")
-  else: assert section[0].startswith("  gemm 64x40x48: ")
+  else: assert section[0].startswith("  upcast ") and "by" in section[0]
 
 
 @pytest.mark.parametrize("noopt", [0, 1])

@@ -1,22 +1,26 @@
 """Matrix products on the CPU as a packed-panel, register-blocked GEMM (codegen layer).
 
-`match_gemm(sink)` recognizes a lowered kernel whose one STORE holds one float32 sum over one
-reduction loop k of a product of two plain loads, a[.., i, k] * b[.., k, j], with every index affine
-in the loops (any strides: `x @ W.T`, `a.T @ g`, batched operands, broadcast batches), and any
-elementwise work around the sum (a bias, an activation, a cast): the epilogue. `render_gemm` then
-writes the kernel as LLVM IR in the classic blocked form instead of the generic loop nest:
+`match_gemm(sink)` recognizes a lowered kernel whose one STORE holds one float32 sum of a product
+a[.., i, k] * b[.., k, j]: a runs along loops b does not (the rows i) and b along loops a does not
+(the columns j); the other output loops are a batch and the reduction loops are k (several are
+flattened into one; several such sums added, as a 3x3 convolution's 9 shifted-view products, are one
+sum over their loops in turn). The factors are loads with affine indices (any strides: `x @ W.T`, `a.T @ g`,
+batched or broadcast operands) or elementwise work on loads (a relu's mask, pad gates, a cast);
+any elementwise work around the sum (a bias, an activation, a cast) is the epilogue. `render_gemm`
+then writes the kernel as LLVM IR in the classic blocked form instead of the generic loop nest:
 
 - the columns are cut into blocks of NC (so a packed K x NC block of b stays in L2); for each
   block b is packed into a stack buffer of K x NR panels (contiguous, zero-padded past N), read by
   the microkernel at unit stride whatever b's layout;
 - rows are taken MR at a time (the last tile reads its last row again for the missing ones), read
-  straight from a, or from a k-major copy of a few tiles' rows where a is transposed (a.T @ g); the
-  microkernel keeps the MR x NR tile of sums in MR * NR / lanes vector registers (explicit
-  <lanes x float> values, one fmuladd per row and vector each k step: a broadcast of a[i, k] times a
-  vector of the b panel) over the whole of K, so each output is summed in k order, as the generic
-  loop nest does;
-- the tile goes through a small stack buffer to the epilogue, which the LLVM renderer prints from
-  the kernel's own nodes, the sum's value read from the tile; only the tile's valid outputs are stored.
+  straight from a plain row-major a, else from a k-major copy of a few tiles' rows (a transposed a,
+  or elementwise work computed once there); the microkernel keeps the MR x NR tile of sums in
+  MR * NR / lanes vector registers (explicit <lanes x float> values, one fmuladd per row and vector
+  each k step: a broadcast of a[i, k] times a vector of the b panel) over the whole of K, so each
+  output is summed in k order, as the generic loop nest does;
+- the tile goes through a small stack buffer to the epilogue; only the tile's valid outputs are stored.
+  Operands that are not plain loads, and the epilogue, are printed by the LLVM renderer from the
+  kernel's own nodes, with the loops (and the sum) named by this GEMM's values.
 
 The outer loop the runtime splits across threads is batch x row tiles; each thread packs the
 b blocks it reads. Vectors are 16 floats where the host has AVX-512, else 8. Small products, few
@@ -43,8 +47,9 @@ A_GROUP_BYTES = 1 << 18
 # Each thread packs all of b for its rows: with fewer rows than this and a b of more elements, packing costs more than
 # it saves (8 x 512 x 512: 64 us against the loop nest's 42; 12 x 128 x 384: 23 against 52).
 FEW_ROWS, SMALL_B = 32, 1 << 16
-# Below this many multiply-adds the generic loop nest's upcast tiles do as well (and compile faster).
-MIN_MACS = 1 << 15
+# Below this many multiply-adds the generic loop nest's upcast tiles do about as well (64^3: 17.7 us either way, the
+# makemore MLP's 32 x 200 x 27: 18 against 22) and compile faster (~30 ms less a kernel: cold start-up).
+MIN_MACS = 1 << 18
 
 
 @functools.cache
@@ -71,50 +76,110 @@ def _affine(index: UOp) -> tuple[int, dict[UOp, int]] | None:
   return None
 
 
+Offsets = tuple[int, dict[UOp, int]]  # constant + coefficient per loop, in elements
+
+
 @dataclass(frozen=True)
 class Gemm:
-  """A matched product: the loops by role and each operand's offset and strides (elements) along them."""
+  """A matched product: the loops by role and the two operands, with the strides of those that are plain loads."""
   store: UOp
-  total: UOp                # the REDUCE: the epilogue reads its value from the tile
-  a: UOp                    # PARAM of the left operand (a[i, k])
-  b: UOp                    # PARAM of the right operand (b[k, j])
+  total: UOp                # the REDUCE (or the ADD of the REDUCEs): the epilogue reads its value from the tile
+  a: UOp                    # the left operand's value a[.., i, k] (of the first term): a load, or elementwise work on loads
+  b: UOp                    # the right operand's value b[.., k, j]
   batch: tuple[UOp, ...]    # global loops other than i and j, outermost first
   i: UOp
   j: UOp
-  k: UOp
-  a_off: tuple[int, dict[UOp, int]]
-  b_off: tuple[int, dict[UOp, int]]
+  ks: tuple[UOp, ...]       # the reduction loops, outermost first
+  k: UOp                    # they as one loop (a stand-in RANGE when there are several, or several terms)
+  a_off: Offsets | None     # a plain load's offsets along i, k and the batch loops; None: computed from `a` while packing
+  b_off: Offsets | None
+  # (a, b, reduction loops) of each product summed (a convolution's shifted views): k runs through the terms in turn
+  terms: tuple[tuple[UOp, UOp, tuple[UOp, ...]], ...]
 
   @property
   def sizes(self) -> tuple[int, int, int]: return self.i.arg[1], self.j.arg[1], self.k.arg[1]
 
 
+def _merge_k(ks: tuple[UOp, ...], k: UOp, off: Offsets) -> Offsets | None:
+  """A load's offsets with the reduction loops `ks` (outermost first) as the one loop `k` over their row-major
+  flattening, where the load steps through them as through one loop (a weight gradient summing over batch and time:
+  k1 * T * C + k2 * C); None where it does not (or does not run along k at all)."""
+  if any(off[1].get(outer, 0) != off[1].get(inner, 0) * inner.arg[1] for outer, inner in zip(ks, ks[1:])): return None
+  if off[1].get(ks[-1], 0) == 0: return None
+  return off[0], {**{r: c for r, c in off[1].items() if r not in ks}, k: off[1][ks[-1]]}
+
+
+def _loads_offsets(x: UOp, ks: tuple[UOp, ...], k: UOp) -> Offsets | None:
+  """The offsets of operand `x` when it is a plain float32 load with an affine index that runs along k, else None."""
+  if x.op is not Ops.LOAD or len(x.src) != 2 or x.src[0].op is not Ops.PARAM: return None
+  off = _affine(x.src[1])
+  return None if off is None else _merge_k(ks, k, off)
+
+
+def _unit_loads(x: UOp, r: UOp) -> int:
+  """How many loads in operand `x` step by one element along loop `r` (a pad's gated load by its index when valid)."""
+  n = 0
+  for ld in toposort([x]):
+    if ld.op is not Ops.LOAD or len(ld.src) < 2: continue
+    idx = ld.src[1].src[1] if ld.src[1].op is Ops.WHERE else ld.src[1]
+    if (off := _affine(idx)) is not None and abs(off[1].get(r, 0)) == 1: n += 1
+  return n
+
+
+def _size(ks: tuple[UOp, ...]) -> int:
+  out = 1
+  for r in ks: out *= r.arg[1]
+  return out
+
+
+def _sum_of(value: UOp, totals: set[UOp]) -> UOp | None:
+  """The smallest ADD in `value` whose tree of ADDs has exactly the REDUCEs `totals` as leaves, if any."""
+  leaves: dict[UOp, frozenset[UOp] | None] = {}
+  for n in toposort([value]):
+    if n in totals: leaves[n] = frozenset([n])
+    elif n.op is Ops.ADD and (l := leaves.get(n.src[0])) is not None and (r := leaves.get(n.src[1])) is not None: leaves[n] = l | r
+    else: leaves[n] = None
+    if n.op is Ops.ADD and leaves[n] == totals: return n
+  return None
+
+
+def _loops(x: UOp) -> set[UOp]: return {n for n in toposort([x]) if n.op is Ops.RANGE}
+
+
 def match_gemm(sink: UOp) -> Gemm | None:
-  """The GEMM form of lowered kernel `sink`, or None when it is not one product of float32 loads (see the module doc)."""
+  """The GEMM form of lowered kernel `sink`, or None when it is not one float32 sum of a product (see the module doc)."""
   if len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
   nodes = toposort([sink])
   if any(n.op is Ops.CHECK for n in nodes): return None
   totals = [n for n in toposort([st.src[2]]) if n.op is Ops.REDUCE]
-  if len(totals) != 1 or (total := totals[0]).arg is not Ops.ADD or total.dtype != dtypes.float32 or len(total.src) != 2: return None
-  prod_, k = total.src
-  if prod_.op is not Ops.MUL or any(ld.op is not Ops.LOAD or len(ld.src) != 2 or ld.src[0].op is not Ops.PARAM or ld.dtype != dtypes.float32
-                                    for ld in prod_.src): return None
-  a_off, b_off = _affine(prod_.src[0].src[1]), _affine(prod_.src[1].src[1])
-  if a_off is None or b_off is None or a_off[1].get(k, 0) == 0 or b_off[1].get(k, 0) == 0: return None
-  offs = (a_off, b_off)
+  if not totals or any(x.arg is not Ops.ADD or x.dtype != dtypes.float32 for x in totals): return None
+  # several sums added (a 3x3 convolution: one per kernel offset) are one sum over their loops in turn
+  if (total := totals[0] if len(totals) == 1 else _sum_of(st.src[2], set(totals))) is None: return None
+  if any(n.op is Ops.REDUCE and n is not total for n in toposort([st.src[2]], stop=lambda x: x is total)): return None
+  terms = []
+  for x in totals:
+    prod_, ks = x.src[0], tuple(sorted(x.src[1:], key=lambda r: r.arg[0]))
+    if prod_.op is not Ops.MUL or any(f.dtype != dtypes.float32 for f in prod_.src) or any(r.arg[1] == 0 for r in ks): return None
+    terms.append((prod_.src[0], prod_.src[1], ks))
+  size = sum(_size(t[2]) for t in terms)
+  a, b, ks = terms[0]
+  # a stand-in RANGE (never rendered) names the flattened loop in the operands' offsets
+  k = ks[0] if len(terms) == 1 and len(ks) == 1 else UOp(Ops.RANGE, ks[-1].dtype, (), (ks[-1].arg[0], size, "reduce"))
   glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
-  if any(n.op is Ops.RANGE and n.arg[2] != "global" and n is not k for n in nodes): return None
-  only = [[g for g in glob if offs[x][1].get(g, 0) != 0 and offs[1 - x][1].get(g, 0) == 0] for x in (0, 1)]
+  if any(n.op is Ops.RANGE and n.arg[2] != "global" and not any(n in t[2] for t in terms) for n in nodes): return None
+  deps = (set().union(*(_loops(t[0]) for t in terms)), set().union(*(_loops(t[1]) for t in terms)))
+  only = [[g for g in glob if g in deps[x] and g not in deps[1 - x]] for x in (0, 1)]
   if not only[0] or not only[1]: return None
   # rows and columns: the innermost loop only a (only b) runs along; any others (a batch of a that b is broadcast over)
   # join the batch loops
-  (a_ld, b_ld), i, j = prod_.src, only[0][-1], only[1][-1]
-  if any(r.arg[1] == 0 for r in glob + [k]): return None
+  i, j = only[0][-1], only[1][-1]
+  if any(r.arg[1] == 0 for r in glob): return None
   if i.arg[1] * j.arg[1] * k.arg[1] < MIN_MACS or i.arg[1] < 2 or j.arg[1] < 2: return None
   if 4 * k.arg[1] * VECTORS * vector_lanes() > MAX_STACK_BYTES: return None
   if i.arg[1] < FEW_ROWS and k.arg[1] * j.arg[1] > SMALL_B: return None
   batch = tuple(g for g in glob if g is not i and g is not j)
-  return Gemm(st, total, a_ld.src[0], b_ld.src[0], batch, i, j, k, a_off, b_off)
+  a_off, b_off = (_loads_offsets(a, ks, k), _loads_offsets(b, ks, k)) if len(terms) == 1 else (None, None)
+  return Gemm(st, total, a, b, batch, i, j, ks, k, a_off, b_off, tuple(terms))
 
 
 def describe(g: Gemm) -> list[str]:
@@ -122,8 +187,10 @@ def describe(g: Gemm) -> list[str]:
   lanes, (m, n, k) = vector_lanes(), g.sizes
   nr, nc = _panel_sizes(g)
   batch = "x".join(str(b.arg[1]) for b in g.batch)
-  return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}: b packed in {k}x{nr} panels, blocks of {nc} columns; "
-          f"{MR}x{nr} register tile of <{lanes} x float> fmuladds; batch x row tiles split across threads"]
+  a = "read in place" if g.a_off is not None and abs(g.a_off[1][g.k]) == 1 else "packed k-major" if g.a_off is not None else "computed k-major"
+  sums = f" ({len(g.terms)} sums)" if len(g.terms) > 1 else ""
+  return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}{sums}: b {'packed' if g.b_off is not None else 'computed'} in {k}x{nr} panels, "
+          f"blocks of {nc} columns; a {a}; {MR}x{nr} register tile of <{lanes} x float> fmuladds; batch x row tiles split across threads"]
 
 
 def _panel_sizes(g: Gemm) -> tuple[int, int]:
@@ -184,13 +251,16 @@ class GemmRenderer(LLVMRenderer):
     self.steps[name] = step
     return f"%{name}"
 
-  def close(self, name: str) -> None:
+  def close(self, name: str, vectorize: bool = True) -> None:
+    """End loop `name`; `vectorize=False` keeps LLVM's loop vectorizer off it (a loop of a few iterations: compile time)."""
     self.emit(f"br label %{name}.latch")
     self.label(f"{name}.latch")
     self.emit(f"%{name}.next = add nsw i64 %{name}, {self.steps[name]}")
     # LLVM's unroller copied these loops' bodies (the packing loops 8 times) and took ~0.5 s a kernel for no measured gain
-    self.emit(f"br label %{name}.head, !llvm.loop !{len(self.loop_md)}")
-    self.loop_md.append(f"!{len(self.loop_md)} = distinct !{{!{len(self.loop_md)}, !{{!\"llvm.loop.unroll.disable\"}}}}")
+    n = len(self.loop_md)
+    self.emit(f"br label %{name}.head, !llvm.loop !{n}")
+    off = ', !{!"llvm.loop.vectorize.enable", i1 false}' if not vectorize else ""
+    self.loop_md.append(f"!{n} = distinct !{{!{n}, !{{!\"llvm.loop.unroll.disable\"}}{off}}}")
     self.label(f"{name}.exit")
 
   def render(self) -> str:
@@ -200,10 +270,9 @@ class GemmRenderer(LLVMRenderer):
     vt = f"<{lanes} x float>"
     ntile = -(-m // MR)
     for p in self.params: self.names[p] = f"%p{p.arg[0]}"
-    pa = self.names[g.a]
     self.allocas += [f"%bp = alloca [{k * nc} x float], align 64", f"%tile = alloca [{MR * nr} x float], align 64"]
     self.decls.add(f"declare {vt} @llvm.fmuladd.v{lanes}f32({vt}, {vt}, {vt})")
-    b_batched = any(g.b_off[1].get(r, 0) for r in g.batch)
+    b_batched = any(r in _loops(y) for _, y, _ in g.terms for r in g.batch)
     jc = self.loop("jc", "0", str(n), nc)
     ncols = self.min64(str(nc), self.i64(f"sub nsw i64 {n}, {jc}"))
     npan = self.i64(f"udiv i64 {self.i64(f'add nsw i64 {ncols}, {nr - 1}')}, {nr}")
@@ -219,7 +288,7 @@ class GemmRenderer(LLVMRenderer):
     if b_batched:
       # pack again where this tile's batch is not the one packed last (each thread's tiles run in order, so once per batch)
       prev = self.tmp()
-      self.allocas.append("%packed = alloca i64")
+      self.allocas += ["%packed = alloca i64", "store i64 -1, ptr %packed"]
       self.emit(f"{prev} = load i64, ptr %packed")
       first = self.i64(f"icmp eq i64 {u}, %start")
       other = self.i64(f"icmp ne i64 {prev}, {bt}")
@@ -231,14 +300,13 @@ class GemmRenderer(LLVMRenderer):
       self.emit("br label %packed.ok")
       self.label("packed.ok")
     i0 = self.i64(f"mul nsw i64 {it}, {MR}")
-    a_base = self.affine(g.a_off, values, (g.i, g.k))
-    a_step = g.a_off[1][g.k]
-    if abs(a_step) == 1:
-      a_rows = []
+    if g.a_off is not None and abs(a_step := g.a_off[1][g.k]) == 1:
+      a_base, a_rows = self.affine(g.a_off, values, (g.i, g.k)), []
       for r in range(MR):  # the last tile repeats row m - 1 for rows past the end (their sums are not stored)
         row = self.min64(self.add(i0, r), str(m - 1))
-        a_rows.append(self.i64(f"getelementptr inbounds float, ptr {pa}, i64 {self.add(a_base, self.mul(row, g.a_off[1][g.i]))}"))
-    else: a_rows, a_step = self._pack_a(u, it, i0, a_base, ntile), MR
+        ofs = self.add(a_base, self.mul(row, g.a_off[1][g.i]))
+        a_rows.append(self.i64(f"getelementptr inbounds float, ptr {self.names[g.a.src[0]]}, i64 {ofs}"))
+    else: a_rows, a_step = self._pack_a(u, it, i0, values, ntile), MR
     jr = self.loop("jr", "0", npan)
     panel = self.i64(f"getelementptr inbounds float, ptr %bp, i64 {self.i64(f'mul nsw i64 {jr}, {k * nr}')}")
     # the microkernel: MR x VECTORS accumulators carried around the k loop in registers
@@ -253,7 +321,7 @@ class GemmRenderer(LLVMRenderer):
     for v in range(VECTORS):
       ofs = self.i64(f"add nsw i64 {self.i64(f'mul nsw i64 %k, {nr}')}, {v * lanes}")
       ptr = self.i64(f"getelementptr inbounds float, ptr {panel}, i64 {ofs}")
-      bvec.append(self.i64(f"load {vt}, ptr {ptr}, align 64"))
+      bvec.append(self.i64(f"load {vt}, ptr {ptr}, align {4 * lanes}"))
     ak = self.mul("%k", a_step)
     for r in range(MR):
       s = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {a_rows[r]}, i64 {ak}')}")
@@ -267,7 +335,7 @@ class GemmRenderer(LLVMRenderer):
     for r in range(MR):
       for v in range(VECTORS):
         ptr = self.i64(f"getelementptr inbounds float, ptr %tile, i64 {r * nr + v * lanes}")
-        self.emit(f"store {vt} {accs[r][v]}.n, ptr {ptr}, align 64")
+        self.emit(f"store {vt} {accs[r][v]}.n, ptr {ptr}, align {4 * lanes}")
     j0 = self.i64(f"add nsw i64 {jc}, {self.i64(f'mul nsw i64 {jr}, {nr}')}")
     rows, cols = self.min64(str(MR), self.i64(f"sub nsw i64 {m}, {i0}")), self.min64(str(nr), self.i64(f"sub nsw i64 {n}, {j0}"))
     er = self.loop("er", "0", rows)
@@ -275,8 +343,8 @@ class GemmRenderer(LLVMRenderer):
     ec = self.loop("ec", "0", cols)
     values[g.j] = self.i64(f"add nsw i64 {j0}, {ec}")
     slot = self.i64(f"add nsw i64 {self.i64(f'mul nsw i64 {er}, {nr}')}, {ec}")
-    self.names[g.total] = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr %tile, i64 {slot}')}")
-    self._epilogue(values)
+    total = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr %tile, i64 {slot}')}")
+    self._value(g.store, values, {g.total: total})
     self.close("ec")
     self.close("er")
     self.close("jr")
@@ -289,16 +357,18 @@ class GemmRenderer(LLVMRenderer):
              '"probe-stack"="inline-asm" }')
     return "\n".join(sorted(self.decls) + [""] + head + self.lines + ["  ret void", "}"] + self._slice_entry(len(params)) + [attrs] + self.loop_md)
 
-  def _pack_a(self, u: str, it: str, i0: str, a_base: str, ntile: int) -> list[str]:
-    """Pointers to this tile's MR rows of a transposed a (a.T @ g: a step along k is a row of a), packed k-major.
+  def _pack_a(self, u: str, it: str, i0: str, values: dict[UOp, str], ntile: int) -> list[str]:
+    """Pointers to this tile's MR rows of a, packed k-major: a transposed a (a.T @ g: a step along k is a row of a),
+    or elementwise work on loads (a relu's mask in a gradient), computed once here.
 
-    Read directly, each k step of such an a is a new cache line (and, for wide rows, a new page). The rows of
+    Read directly, each k step of a transposed a is a new cache line (and, for wide rows, a new page). The rows of
     up to A_GROUP tiles (as many as the thread has left in this batch) are packed together whenever a tile
     starts a new group, reading a's rows contiguously; rows past the end of a are left unwritten (only their
     own, unstored, outputs read them)."""
     g, (m, _, k) = self.g, self.g.sizes
     group = max(1, A_GROUP_BYTES // (4 * MR * k))
-    self.allocas += [f"%ap = alloca [{group * k * MR} x float], align 64", "%grp.start = alloca i64", "%grp.end = alloca i64"]
+    self.allocas += [f"%ap = alloca [{group * k * MR} x float], align 64", "%grp.start = alloca i64", "%grp.end = alloca i64",
+                     "store i64 0, ptr %grp.end"]
     cur_end = self.i64("load i64, ptr %grp.end")
     need = self.i64(f"or i1 {self.i64(f'icmp eq i64 {u}, %start')}, {self.i64(f'icmp sge i64 {u}, {cur_end}')}")
     self.emit(f"br i1 {need}, label %apack, label %apack.ok")
@@ -307,60 +377,112 @@ class GemmRenderer(LLVMRenderer):
     self.emit(f"store i64 {u}, ptr %grp.start")
     self.emit(f"store i64 {self.add(u, cnt)}, ptr %grp.end")
     rows = self.min64(self.mul(cnt, MR), self.i64(f"sub nsw i64 {m}, {i0}"))
-    kk = self.loop("ga", "0", str(k))
-    src0 = self.add(a_base, self.add(self.mul(kk, g.a_off[1][g.k]), self.mul(i0, g.a_off[1][g.i])))
-    q = self.loop("gq", "0", rows)
-    src = self.add(src0, self.mul(q, g.a_off[1][g.i]))
-    val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.a]}, i64 {src}')}")
-    tile, r = self.i64(f"udiv i64 {q}, {MR}"), self.i64(f"urem i64 {q}, {MR}")
-    dst = self.add(self.mul(tile, k * MR), self.add(self.mul(kk, MR), r))
-    self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %ap, i64 {dst}')}")
-    self.close("gq")
-    self.close("ga")
+    if g.a_off is not None:
+      # a transposed a: tiles with all MR rows inside a go MR rows a step (their loads and stores vectorize), the
+      # last tile's rows one at a time
+      full = self.i64(f"udiv i64 {rows}, {MR}")
+      kk = self.loop("gk", "0", str(k))
+      t = self.loop("gt", "0", full)
+      for r in range(MR): self._pack_a_element(values, i0, t, g.a, g.ks, 0, kk, str(r))
+      self.close("gt")
+      self.close("gk")
+      kk = self.loop("gl", "0", str(k))
+      left = self.loop("gr", "0", self.i64(f"sub nsw i64 {rows}, {self.mul(full, MR)}"))
+      self._pack_a_element(values, i0, full, g.a, g.ks, 0, kk, left)
+      self.close("gr", vectorize=False)
+      self.close("gl", vectorize=False)
+    else:
+      # elementwise work, printed once a term: rows innermost where more of its loads run along them, else k
+      # (a row-major a under a relu's mask)
+      k_inner = _unit_loads(g.a, g.ks[-1]) > _unit_loads(g.a, g.i)
+      at = 0
+      for n, (x, _, ks) in enumerate(g.terms):
+        size = _size(ks)
+        first, second = ((f"gq{n}", rows), (f"gk{n}", str(size))) if k_inner else ((f"gk{n}", str(size)), (f"gq{n}", rows))
+        v1 = self.loop(first[0], "0", first[1])
+        v2 = self.loop(second[0], "0", second[1])
+        q, kk = (v1, v2) if k_inner else (v2, v1)
+        self._pack_a_element(values, i0, self.i64(f"udiv i64 {q}, {MR}"), x, ks, at, kk, self.i64(f"urem i64 {q}, {MR}"))
+        self.close(second[0])
+        self.close(first[0])
+        at += size
     self.emit("br label %apack.ok")
     self.label("apack.ok")
     mine = self.i64(f"sub nsw i64 {u}, {self.i64('load i64, ptr %grp.start')}")
     base = self.i64(f"getelementptr inbounds float, ptr %ap, i64 {self.mul(mine, k * MR)}")
     return [self.i64(f"getelementptr inbounds float, ptr {base}, i64 {r}") for r in range(MR)]
 
+  def _pack_a_element(self, values: dict[UOp, str], i0: str, t: str, x: UOp, ks: tuple[UOp, ...], at: int, kk: str, r: str) -> None:
+    """Packed a[i0 + t * MR + r, at + kk] (tile t of the group, its row r, step kk of the term `x` over `ks` that starts at `at`)."""
+    g, k = self.g, self.g.sizes[2]
+    q = self.add(self.mul(t, MR), r)
+    if g.a_off is not None:
+      src = self.add(self.affine(g.a_off, values, (g.i, g.k)), self.add(self.mul(kk, g.a_off[1][g.k]), self.mul(self.add(i0, q), g.a_off[1][g.i])))
+      val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.a.src[0]]}, i64 {src}')}")
+    else: val = self._value(x, {**values, **self._k_values(ks, kk), g.i: self.add(i0, q)})
+    dst = self.add(self.mul(t, k * MR), self.add(self.mul(self.add(kk, at), MR), r))
+    self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %ap, i64 {dst}')}")
+
   def _pack(self, values: dict[UOp, str], jc: str, ncols: str, npan: str) -> None:
     """Copy b's columns [jc, jc + ncols) into K x NR panels at %bp, zeros past the last column."""
     g, (_, n, k) = self.g, self.g.sizes
     nr = _panel_sizes(g)[0]
-    sk, sj = g.b_off[1][g.k], g.b_off[1][g.j]
-    base = self.affine(g.b_off, values, (g.j, g.k))
+    sk, sj = (g.b_off[1][g.k], g.b_off[1][g.j]) if g.b_off is not None else (_unit_loads(g.b, g.j), _unit_loads(g.b, g.ks[-1]))
     pp = self.loop("pp", "0", npan)
     col0 = self.i64(f"add nsw i64 {jc}, {self.i64(f'mul nsw i64 {pp}, {nr}')}")
     width = self.min64(str(nr), self.i64(f"sub nsw i64 {n}, {col0}"))
     dst0 = self.i64(f"mul nsw i64 {pp}, {k * nr}")
-    # walk b along its unit-stride axis innermost: columns for a row-major b, k for a transposed one (x @ W.T)
-    outer, inner = (("pk", str(k)), ("pc", width)) if abs(sj) <= abs(sk) else (("pc", width), ("pk", str(k)))
-    v_out = self.loop(outer[0], "0", outer[1])
-    v_in = self.loop(inner[0], "0", inner[1])
-    kk, cc = (v_out, v_in) if outer[0] == "pk" else (v_in, v_out)
-    col = self.i64(f"add nsw i64 {col0}, {cc}")
-    src = self.add(base, self.add(self.mul(kk, sk), self.mul(col, sj)))
-    val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.b]}, i64 {src}')}")
-    dst = self.add(dst0, self.add(self.mul(kk, nr), cc))
-    self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %bp, i64 {dst}')}")
-    self.close(inner[0])
-    self.close(outer[0])
+    # columns innermost for a row-major b, k for a transposed one (x @ W.T); elementwise work on loads along the axis
+    # more of its loads run along (the "strides" are counts of loads: the smaller innermost)
+    at = 0
+    for n, (_, y, ks) in enumerate(g.terms):
+      size = _size(ks)
+      outer, inner = ((f"pk{n}", str(size)), (f"pc{n}", width)) if abs(sj) <= abs(sk) else ((f"pc{n}", width), (f"pk{n}", str(size)))
+      v_out = self.loop(outer[0], "0", outer[1])
+      v_in = self.loop(inner[0], "0", inner[1])
+      kk, cc = (v_out, v_in) if outer[0].startswith("pk") else (v_in, v_out)
+      col = self.i64(f"add nsw i64 {col0}, {cc}")
+      if g.b_off is not None:
+        src = self.add(self.affine(g.b_off, values, (g.j, g.k)), self.add(self.mul(kk, sk), self.mul(col, sj)))
+        val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.b.src[0]]}, i64 {src}')}")
+      else: val = self._value(y, {**values, **self._k_values(ks, kk), g.j: col})
+      dst = self.add(dst0, self.add(self.mul(self.add(kk, at), nr), cc))
+      self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %bp, i64 {dst}')}")
+      self.close(inner[0])
+      self.close(outer[0])
+      at += size
     # zeros in the columns past N of the last panel, so its tile's extra columns sum finite garbage that is never stored
     pz = self.loop("pz", "0", str(k))
     pzc = self.loop("pzc", width, str(nr))
     dst = self.add(dst0, self.add(self.mul(pz, nr), pzc))
     self.emit(f"store float 0.0, ptr {self.i64(f'getelementptr inbounds float, ptr %bp, i64 {dst}')}")
-    self.close("pzc")
-    self.close("pz")
+    self.close("pzc", vectorize=False)
+    self.close("pz", vectorize=False)
     self.close("pp")
 
-  def _epilogue(self, values: dict[UOp, str]) -> None:
-    """Print the kernel's STORE with the sum's value from the tile and the loops' values of this output."""
-    for r, v in values.items():
+  def _k_values(self, ks: tuple[UOp, ...], kk: str) -> dict[UOp, str]:
+    """The reduction loops' values at position `kk` of their flattening."""
+    out, rest = {}, kk
+    for r in reversed(ks[1:]):
+      out[r] = self.i64(f"urem i64 {rest}, {r.arg[1]}")
+      rest = self.i64(f"udiv i64 {rest}, {r.arg[1]}")
+    out[ks[0]] = rest
+    return out
+
+  def _value(self, root: UOp, loops: dict[UOp, str], given: dict[UOp, str] | None = None) -> str:
+    """Print the kernel's nodes under `root` (an operand, or the STORE with the sum's value from the tile in `given`)
+    with the loops at the i64 values `loops`; its value's name. Names made here are dropped after, so another part
+    of the kernel (in another loop nest) prints shared nodes again rather than use a value out of its scope."""
+    saved = dict(self.names)
+    self.names.update(given or {})
+    for r, v in loops.items():
       self.names[r] = v if r.dtype == dtypes.int64 else self.i64(f"trunc i64 {v} to {ll_type(r.dtype)}")
-    for u in toposort([self.g.store], stop=lambda x: x in self.names):
+    for u in toposort([root], stop=lambda x: x in self.names):
       if u in self.names or u.op in (Ops.CONST, Ops.PARAM): continue
       self._render(u, False)
+    out = self.val(root)
+    self.names = saved
+    return out
 
 
 def render_gemm(name: str, gemm: Gemm, params: list[UOp]) -> str:
