@@ -57,7 +57,7 @@ def get_kernel(ast: UOp, device: str) -> CompiledKernel:
   if (k := _kernels.get(key)) is not None: return k
   dev = get_device(device)
   target = render_target(dev)
-  spec: ProgramSpec = cached_spec(ast, device, target, lambda: render_spec(ast, device, target))
+  spec: ProgramSpec = cached_spec(ast, device, target, lambda: render_spec(ast, device, target), dev.compiler.cache_key)
   lib = cached_compile(dev.compiler, spec.source, spec.name)
   k = CompiledKernel(spec.name, device, spec.ir, spec.program_text, spec.source, dev.program(dev, spec.name, lib, spec.meta), spec.dims,
                      spec.flops, spec.bytes, spec.checks, tuple(spec.meta.get("opts", ())))
