@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 from picograd.dtype import dtypes
 from picograd.runtime.device import Buffer, get_device
-from picograd.engine.realize import ScheduledKernel, _deferred, _error_word, _failed_checks, _raise_first, stats
+from picograd.engine.realize import ScheduledKernel, defer_checks, _error_word, _failed_checks, _raise_first, stats
 
 ALIGN = 64  # bytes: each intermediate in the memory plan starts on a cache line (and any vector width the kernels use)
 
@@ -105,5 +105,5 @@ class Replay:
     failed = 0
     for ll in self.lists: failed |= ll()
     stats["kernels_run"] += self.kernels
-    if self.deferred: _deferred.update(self.deferred)
+    if self.deferred: defer_checks(list(self.deferred.values()))
     if failed: _raise_first(_failed_checks(self.checked))

@@ -154,16 +154,21 @@ def _costly_elementwise(u: UOp, realize: set[UOp]) -> UOp | None:
   return None
 
 
-def _feeds_reduce(u: UOp, consumers: dict[UOp, set[UOp]], realize: set[UOp]) -> bool:
-  stack, seen = [u], set()
+def _reductions_reading(u: UOp, consumers: dict[UOp, set[UOp]], realize: set[UOp]) -> list[UOp]:
+  """The REDUCEs that read `u` through elementwise and movement ops, without crossing boundaries."""
+  found, stack, seen = [], [u], set()
   while stack:
     n = stack.pop()
     for c in consumers.get(n, ()):
       if c in seen: continue
       seen.add(c)
-      if c.op is Ops.REDUCE: return True
-      if (c.op in ALU or c.op in MOVEMENT) and c not in realize: stack.append(c)
-  return False
+      if c.op is Ops.REDUCE: found.append(c)
+      elif (c.op in ALU or c.op in MOVEMENT) and c not in realize: stack.append(c)
+  return found
+
+
+def _feeds_reduce(u: UOp, consumers: dict[UOp, set[UOp]], realize: set[UOp]) -> bool:
+  return bool(_reductions_reading(u, consumers, realize))
 
 
 @dataclass
@@ -230,24 +235,11 @@ def _shared_elementwise_boundaries(nodes: list[UOp], f: _Fusion) -> set[UOp]:
 CHECKED_REDUCE_MIN = 1 << 20  # terms: a smaller reduction keeps its checks inside (a kernel more costs more)
 
 
-def _reduction_terms(u: UOp, consumers: dict[UOp, set[UOp]], realize: set[UOp]) -> int:
-  """The most terms of a reduction that reads `u` through elementwise and movement ops (0: none does)."""
-  most, stack, seen = 0, [u], set()
-  while stack:
-    n = stack.pop()
-    for c in consumers.get(n, ()):
-      if c in seen: continue
-      seen.add(c)
-      if c.op is Ops.REDUCE: most = max(most, c.src[0].size)
-      elif (c.op in ALU or c.op in MOVEMENT) and c not in realize: stack.append(c)
-  return most
-
-
 def _check_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
   """A checked value (an index whose range is checked: cross-entropy's targets, an embedding's indices) read by a large
   reduction is stored first: inside the reduction the check runs for every term (the GPT's token embedding and the
   one-hot part of its lm_head weight gradient: 409M checks each per step) where stored it runs once per index."""
-  return [n] if _reduction_terms(n, f.consumers, f.realize) >= CHECKED_REDUCE_MIN else []
+  return [n] if max((r.src[0].size for r in _reductions_reading(n, f.consumers, f.realize)), default=0) >= CHECKED_REDUCE_MIN else []
 
 
 BoundaryRule = Callable[[UOp, _Fusion], list[UOp]]
