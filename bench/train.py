@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse, os, sys, time
 from typing import Callable
 import numpy as np
-import picograd
 from picograd import Tensor, nn, optim
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 import gpt, makemore  # noqa: E402
+from common import jit_train_step  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -89,14 +89,7 @@ def picograd_step(model_name: str, cfg: gpt.Config, device: str, dtype: str = "f
     loss_of = lambda x, y: gpt.loss_fn(model, x, y, dtype)
     tokens = cfg.batch * cfg.block_size
 
-  @picograd.jit
-  def step(x: Tensor, y: Tensor) -> Tensor:
-    loss = loss_of(x, y)
-    opt.zero_grad()
-    loss.backward()
-    Tensor.realize(loss, *opt.schedule_step())
-    return loss
-
+  step = jit_train_step(loss_of, opt)
   Tensor.training = model_name == "gpt" and cfg.dropout > 0
   return lambda x, y: step(Tensor(x, device=device), Tensor(y, device=device)).item(), tokens
 

@@ -200,6 +200,14 @@ def load_data(loader: Callable[[str | None], T], path: str | None) -> T:
     raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'picograd'}: error: {e.message('--data PATH')}") from None
 
 
+def load_names(path: str | None) -> tuple[list[str], datasets.CharVocab, list[str], list[str]]:
+  """The names dataset (makemore, rnn): all its words, their character vocabulary, and the train and dev words (see
+  `load_data` for `path`)."""
+  words = load_data(datasets.names, path)
+  train_words, dev_words, _ = datasets.train_dev_test_split(words)
+  return words, datasets.CharVocab.from_words(words), train_words, dev_words
+
+
 def device_name(device: str | None) -> str:
   """The device a tensor created with `device=` lands on (resolving the $DEV default)."""
   return Tensor.zeros(1, device=device).device

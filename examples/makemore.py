@@ -24,7 +24,7 @@ from picograd.engine.events import compile_stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (StopRequest, add_training_args, apply_resume_settings, device_name, jit_train_step, load_checkpoint,  # noqa: E402
-                    load_data, progress, report_stop, save_checkpoint)
+                    load_names, progress, report_stop, save_checkpoint)
 
 
 class MLP:
@@ -94,9 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
   """Train, evaluate and sample; return the summary (losses, timings, samples) that is also printed."""
   args = parse_args(argv)
-  words = load_data(datasets.names, args.data)
-  vocab = datasets.CharVocab.from_words(words)
-  train_words, dev_words, _ = datasets.train_dev_test_split(words)
+  _, vocab, train_words, dev_words = load_names(args.data)
   Xtr, Ytr = datasets.makemore_dataset(train_words, args.block_size, vocab=vocab)
   Xdev, Ydev = datasets.makemore_dataset(dev_words, args.block_size, vocab=vocab)
 

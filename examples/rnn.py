@@ -25,7 +25,7 @@ from picograd.engine.events import compile_stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (StopRequest, add_training_args, apply_resume_settings, device_name, jit_train_step, load_checkpoint,  # noqa: E402
-                    load_data, plot_curves, progress, report_stop, save_checkpoint)
+                    load_names, plot_curves, progress, report_stop, save_checkpoint)
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 PAD = -1  # the target of padding positions: ignored by the loss
@@ -113,9 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
   """Train, evaluate and sample; return the summary (losses, step times, samples) that is also printed."""
   args = parse_args(argv)
-  words = load_data(datasets.names, args.data)
-  vocab = datasets.CharVocab.from_words(words)
-  train_words, dev_words, _ = datasets.train_dev_test_split(words)
+  words, vocab, train_words, dev_words = load_names(args.data)
   length = max(len(w) for w in words) + 1  # room for the start token
   xtr, ytr = sequences(train_words, vocab, length)
   xdev, ydev = sequences(dev_words, vocab, length)
