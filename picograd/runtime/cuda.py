@@ -470,8 +470,9 @@ class CUDALaunchList:
   def __call__(self) -> int:
     self.ctx.make_current()
     stale = [i for i in self.dirty if cu.cuGraphExecKernelNodeSetParams(self.exec, self.nodes[i], self.params[i])[0] != cu.CUresult.CUDA_SUCCESS]
-    if stale:  # a change the executable graph cannot take in place: change the graph and instantiate it again
-      for i in stale: _cu("cuGraphKernelNodeSetParams", self.nodes[i], self.params[i])
+    if stale:  # a change the executable graph cannot take in place: change the graph and instantiate it again, with every
+      # node's current arguments (earlier in-place updates live only in the executable graph)
+      for node, params in zip(self.nodes, self.params): _cu("cuGraphKernelNodeSetParams", node, params)
       cu.cuGraphExecDestroy(self.exec)
       self.exec = _cu("cuGraphInstantiate", self.graph, 0)
     self.dirty.clear()
