@@ -105,9 +105,19 @@ def test_split_k_plan():
   # few output tiles over a long k: the blocks split k and the last one of each tile adds the partials in order
   for name in ("matmul_split_k", "matmul_f16_split_k"):
     _, src, dims, meta = render_for_arch(asts(CASES[name][0]())[-1], "sm_90")
-    assert dims.global_size[2] > 1 and "atomicAdd" in src and "__ldcg" in src, name
-  _, src, dims, _ = render_for_arch(asts(CASES["matmul_f32"][0]())[-1], "sm_90", sm_count=1)  # as many tiles as SMs: no split
-  assert dims.global_size[2] == 1 and "atomicAdd" not in src
+    assert any("split-K over" in o for o in meta["opts"]) and "atomicAdd" in src and "__ldcg" in src, name
+  _, src, dims, meta = render_for_arch(asts(CASES["matmul_f32"][0]())[-1], "sm_90", sm_count=1)  # as many tiles as SMs: no split
+  assert not any("split-K" in o for o in meta["opts"]) and "atomicAdd" not in src
+
+
+def test_matmul_plan_is_an_ir_pass():
+  """The SIMT product is mapped in the IR (codegen/cuda/tiling.py): DEBUG=3's list names its tiles, shared memory and
+  register tile; the body has one barrier per k-step and 16-byte loads of the row-major operands."""
+  _, src, dims, meta = render_for_arch(asts(CASES["matmul_f32"][0]())[-1], "sm_90", sm_count=1)
+  opts, body = meta["opts"], src[src.index('extern "C"'):]
+  assert meta["plan"] == "matmul" and opts[0] == "map matmul" and "64 accumulators per thread" in opts, opts
+  assert sum("shared memory tile of 2112 float32 values" in o for o in opts) == 1 and "block barrier once per k-step" in opts
+  assert body.count("__syncthreads();") == 1 and "float4" in body and dims.local_size == (256,) and dims.global_size == (2,)
 
 
 @needs_nvrtc
@@ -220,8 +230,8 @@ def test_gpu_mapping_emulated(name, noopt):
   emulated = [k for key, k in _kernels.items() if key[1] == "PYTHON" and key[3] == "CUDA"]
   mapped = [k for k in emulated if any(o.startswith("emulating the CUDA mapping") for o in k.opts)]
   assert emulated
-  # every kernel is mapped by an IR pass, except matrix products (the matmul/mma plans still write C directly)
-  assert len(mapped) == len(emulated) or (name.startswith("matmul") and not noopt and mapped != emulated), [k.opts for k in emulated]
+  # every kernel is mapped by an IR pass, except tensor-core products (the mma plans still write C directly)
+  assert len(mapped) == len(emulated) or ("f16" in name and not noopt and mapped != emulated), [k.opts for k in emulated]
 
 
 @needs_gpu

@@ -5,8 +5,8 @@ lazily, outermost first, so work that depends only on outer loops is not repeate
 A REDUCE becomes DEFINE_ACC (before its loops), its RANGEs, the body, ACCUMULATE, the
 ENDRANGEs, and a LOAD of the accumulator that later nodes use; REDUCEs over the same RANGEs
 (the optimizer's unrolled copies) share that loop nest, and a SINK may hold several STOREs.
-Work that does not depend on a reduction's loops is emitted before them, so no value is used
-outside the loop that defines it.
+Work that does not depend on a reduction's loops is emitted before them, and work that needs only its outer
+loops before the inner ones open, so no value is used outside the loop that defines it.
 Renderers (LLVM IR, CUDA C) and the PYTHON interpreter all walk this one list.
 """
 from __future__ import annotations
@@ -104,7 +104,13 @@ def linearize(sink: UOp) -> list[UOp]:
             for slot, (x, op) in enumerate(zip(group, ops))]
     program.extend(accs)
     running.update({(x.src[0], *rngs): acc for x, acc in zip(group, accs) if x.op is Ops.REDUCE and x.arg is Ops.MAX})
-    for rng in rngs: append(rng)
+    for i, rng in enumerate(rngs):
+      append(rng)
+      # work that needs only the loops opened so far runs before the next one opens: a GPU tile staged into shared
+      # memory once per k-step, not once per step of the loop inside it
+      if i + 1 < len(rngs):
+        outer = allowed | frozenset(rngs[:i + 1])
+        emit([n for n in toposort(values, stop=lambda x: x in remap) if n not in remap and deps[n] <= outer], outer)
     emit(values, allowed | frozenset(rngs))
     # a rescaled sum's ACCUMULATE also takes its scale; the max's comes after every RUNNING_MAX read of it
     for acc, x, op in zip(accs, group, ops):

@@ -10,7 +10,8 @@ It also runs kernels mapped onto a GPU (codegen/cuda/mapping.py), every thread a
 index) is one more broadcast axis, a GROUP_REDUCE reduces groups of neighbouring threads along the thread axis, a
 GUARD masks what later loads read and stores write, 16-byte loads are four loads, shared memory has one array per
 block, barriers are implicit (each statement runs for all threads before the next) and an ATOMIC_ADD serves the
-threads in index order. Tests use it to check the
+threads in index order. A loop that holds a BARRIER (a matrix product's k-steps, which reuse their shared-memory tiles)
+runs as a Python loop, one iteration at a time; its accumulators add each iteration's part. Tests use it to check the
 GPU mapping passes with no GPU.
 """
 from __future__ import annotations
@@ -29,25 +30,39 @@ def _np_dtype(dt) -> str:
   return "np.dtype('<f4')" if dt == dtypes.bfloat16 else f"np.dtype({dt.np.str!r})"
 
 
-def _axes(program: list[UOp]) -> tuple[dict[UOp, int], int]:
-  """A broadcast axis for every RANGE and SPECIAL, and how many there are. A loop's axis is free again after its ENDRANGE
-  (what was computed inside the loop is used after it only through accumulators, which have size 1 there), so a kernel
-  with many reductions in sequence stays within numpy's 64 dimensions."""
+def _serial_loops(program: list[UOp]) -> set[UOp]:
+  """The loops holding a BARRIER: their iterations share memory in turn, so they run one at a time."""
+  open_loops: list[UOp] = []
+  serial: set[UOp] = set()
+  for u in program:
+    if u.op is Ops.RANGE: open_loops.append(u)
+    elif u.op is Ops.ENDRANGE: open_loops.pop()
+    elif u.op is Ops.BARRIER: serial.update(open_loops)
+  return serial
+
+
+def _axes(program: list[UOp], serial: set[UOp]) -> tuple[dict[UOp, int], int]:
+  """A broadcast axis for every RANGE (but the `serial` ones) and SPECIAL, and how many there are. A loop's axis is free
+  again after its ENDRANGE (what was computed inside the loop is used after it only through accumulators, which have size
+  1 there), so a kernel with many reductions in sequence stays within numpy's 64 dimensions."""
   axis: dict[UOp, int] = {}
   free: list[int] = []
   ndim = 0
   for u in program:
+    if u.op is Ops.RANGE and u in serial: continue
     if u.op in (Ops.RANGE, Ops.SPECIAL):
       if free: axis[u] = free.pop()
       else: axis[u], ndim = ndim, ndim + 1
-    elif u.op is Ops.ENDRANGE: free.append(axis[u.src[0]])
+    elif u.op is Ops.ENDRANGE and u.src[0] in axis: free.append(axis[u.src[0]])
   return axis, ndim
 
 
 class _Writer:
   """The state of one rendering: names of values, broadcast axes, the lines, and the GUARD mask so far."""
   def __init__(self, program: list[UOp]):
-    self.axis, self.ndim = _axes(program)
+    self.serial = _serial_loops(program)
+    self.axis, self.ndim = _axes(program, self.serial)
+    self.depth = 1  # indentation: one more inside each serial loop
     self.names: dict[UOp, str] = {}
     self.lines: list[str] = []
     self.alive = "True"  # where the threads that a GUARD let through are (mapped kernels)
@@ -64,7 +79,7 @@ def _param(w: _Writer, u: UOp, v: str) -> str | None:
 
 def _accumulate(w: _Writer, u: UOp, v: str) -> str | None:
   acc, value = u.src[:2]
-  axes = tuple(w.axis[r] for r in acc.src)
+  axes = tuple(w.axis[r] for r in acc.src if r in w.axis)
   if u.arg is Ops.RESCALED:
     # acc = acc * scale_j + term_j over the loop: the sum of each term times the scales of the steps after it
     (axis,), n = axes, acc.src[0].arg[1]
@@ -77,9 +92,13 @@ def _accumulate(w: _Writer, u: UOp, v: str) -> str | None:
   fn = "np.sum" if u.arg is Ops.ADD else "np.max"
   extra = f", initial={_np_dtype(acc.dtype)}.type({acc.arg[0]!r})" if u.arg is Ops.MAX else ""
   cast = "" if acc.dtype != dtypes.bool else ".astype(bool)"
-  extent = tuple(next((r.arg[1] for r in acc.src if w.axis[r] == k), 1) for k in range(w.ndim))
+  extent = tuple(next((r.arg[1] for r in acc.src if w.axis.get(r) == k), 1) for k in range(w.ndim))
   dtype_arg = f", dtype={_np_dtype(acc.dtype)}" if u.arg is Ops.ADD and acc.dtype != dtypes.bool else ""
-  w.lines.append(f"  {w.names[acc]} = {fn}(full({w.names[value]}, {extent}), axis={axes}, keepdims=True{dtype_arg}{extra}){cast}")
+  part = f"{fn}(full({w.names[value]}, {extent}), axis={axes}, keepdims=True{dtype_arg}{extra}){cast}"
+  if not w.serial & set(acc.src): w.lines.append(f"  {w.names[acc]} = {part}")
+  else:  # inside a serial loop: this iteration's part joins the iterations before it
+    both = "np.maximum" if u.arg is Ops.MAX else "np.logical_or" if acc.dtype == dtypes.bool else "np.add"
+    w.lines.append(f"  {w.names[acc]} = {part} if {w.names[acc]} is None else {both}({w.names[acc]}, {part})")
   return None
 
 
@@ -110,7 +129,7 @@ def _store(w: _Writer, u: UOp, v: str) -> str | None:
   mask = " & ".join([w.names[g] for g in gate] + ([w.alive] if w.alive != "True" else [])) or "True"
   lanes = [(f"{w.names[idx]} + {q}", w.names[x]) for q, x in enumerate(value.src)] if value.op is Ops.VECTORIZE else \
       [(w.names[idx], w.names[value])]
-  if out.op is Ops.DEFINE_LOCAL: lanes = [(f"{_block_index(w)}, {w.names[idx]}", w.names[value])]
+  if out.op is Ops.DEFINE_LOCAL: lanes = [(f"{_block_index(w)}, {at}", val) for at, val in lanes]
   for at, val in lanes:
     if out.op in (Ops.DEFINE_GLOBAL, Ops.DEFINE_LOCAL):
       w.lines.append(f"  *at, val, ok = np.broadcast_arrays({at}, {val}, {mask})")
@@ -160,7 +179,7 @@ RULES: dict[Ops, Callable[[_Writer, UOp, str], str | None]] = {
   Ops.CONST: lambda w, u, v: f"{_np_dtype(u.dtype)}.type({u.arg!r})",
   Ops.RANGE: lambda w, u, v: f"np.arange({u.arg[1]}, dtype={_np_dtype(u.dtype)}).reshape({w.shape_along(u)})",
   Ops.SPECIAL: lambda w, u, v: f"np.arange({u.arg[1]}, dtype=np.int32).reshape({w.shape_along(u)})",
-  Ops.DEFINE_ACC: lambda w, u, v: f"None  # accumulator over axes {tuple(w.axis[r] for r in u.src)}",
+  Ops.DEFINE_ACC: lambda w, u, v: f"None  # accumulator over axes {tuple(w.axis.get(r) for r in u.src)}",
   Ops.ACCUMULATE: _accumulate, Ops.LOAD: _load, Ops.STORE: _store, Ops.GUARD: _guard, Ops.GROUP_REDUCE: _group_reduce,
   Ops.GEP: lambda w, u, v: f"{w.names[u.src[0]]}[{u.arg}]", Ops.VECTORIZE: lambda w, u, v: None,
   Ops.CAST: _cast,
@@ -180,5 +199,15 @@ def render_python(name: str, program: list[UOp]) -> str:
   for i, u in enumerate(program):
     if u.op not in RULES: raise NotImplementedError(f"PYTHON renderer has no rule for {u.op}")
     v = w.names[u] = f"v{i}"
-    if (code := RULES[u.op](w, u, v)) is not None: w.lines.append(f"  {v} = {code}")
+    start = len(w.lines)
+    if u.op is Ops.RANGE and u in w.serial:
+      w.lines += [f"  for {v}_i in range({u.arg[1]}):", f"    {v} = {_np_dtype(u.dtype)}.type({v}_i)"]
+      code: str | None = None
+    elif u.op is Ops.ENDRANGE and u.src[0] in w.serial:
+      w.depth -= 1
+      continue
+    else: code = RULES[u.op](w, u, v)
+    if code is not None: w.lines.append(f"  {v} = {code}")
+    w.lines[start:] = ["  " * (w.depth - 1) + line for line in w.lines[start:]]
+    if u.op is Ops.RANGE and u in w.serial: w.depth += 1
   return "\n".join(w.lines)

@@ -18,10 +18,13 @@ table renderer (`table.py`) prints the linearized result op by op:
   (DEFINE_GLOBAL); each takes a ticket (ATOMIC_ADD after a fence), and the last block to arrive
   combines the partials in a fixed order (GUARD, BARRIER), so the result is deterministic in one launch.
 
-Two plans still decide while printing C (moving them into `mapping.py` is the rest of issue 9):
-`matmul` / `mma` (`matmul.py`, written with `emit.py`): a reduction of a product X*Y with tiles
-through double-buffered shared memory; SIMT threads compute 8x8 outputs each, or tensor cores
-(ldmatrix + mma.sync m16n8k16) for float16/bfloat16 operands; split-K for few output tiles.
+- `matmul` (`tiling.py`): a reduction of a product X*Y as 128x128 output tiles per block, operand tiles
+  staged through double-buffered shared memory once per k-step (DEFINE_LOCAL, BARRIER), an 8x8
+  register tile of outputs per thread, split-K over blocks for few output tiles, the epilogue at each output.
+
+Two plans still decide while printing C (moving them into the IR is the rest of issue 9): `mma` and
+`mma_tf32` (`matmul.py`, written with `emit.py`): the same tiles on tensor cores (ldmatrix + mma.sync
+m16n8k16 for float16/bfloat16 operands, m16n8k8 TF32 for float32 when allowed).
 
 Rendering needs no GPU: `render_for_arch(ast, "sm_90")` gives the source for compile checks, and
 `EMULATE=CUDA` runs the mapped kernels on the PYTHON device (every thread at once) to check the passes.
@@ -30,9 +33,9 @@ bfloat16 values live in `float` registers and are rounded at casts and stores, a
 
 Modules: `target` (the GPU described as data), `ops` (C types, constants and the per-op table),
 `prelude` (the pg_* device helpers every kernel includes), `analysis` (facts about the linear
-program: range dependences, affine indices, matmul shape), `mapping` (the IR passes), `table` (the
-op-by-op renderer), `emit` (writing C for the remaining plans: lines, names, cones of values),
-`matmul` (matmul/mma, split-K), `plan` (choosing a plan) and `render`
+program: range dependences, affine indices, matmul shape), `mapping` (the IR passes), `tiling` (the
+matmul IR pass), `table` (the op-by-op renderer), `emit` (writing C for the remaining plans: lines, names,
+cones of values), `matmul` (mma, mma_tf32), `plan` (choosing a plan) and `render`
 (the entry points).
 """
 from picograd.codegen.cuda.target import CUDATarget, target_of

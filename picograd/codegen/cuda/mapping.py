@@ -20,7 +20,7 @@ They rewrite the lowered kernel, a SINK of STOREs over RANGE loops (what the CPU
   partials to device scratch (DEFINE_GLOBAL), take tickets (ATOMIC_ADD between fences and barriers) and the last block
   to arrive combines the partials in order (`last_block`). Effects are ordered by sources, so the linearizer keeps them.
 
-Matmul and mma still decide while printing C (`matmul.py`).
+The SIMT matrix product is `tiling.py:map_matmul`; the tensor-core plans still decide while printing C (`matmul.py`).
 """
 from __future__ import annotations
 import itertools
@@ -266,8 +266,8 @@ def _store(buf: UOp, index: UOp, value: UOp, gate: UOp, *after: UOp) -> UOp: ret
 def _barrier(after: UOp, scope: str) -> UOp: return UOp(Ops.BARRIER, dtypes.void, (after,), scope)
 
 
-def last_block(partial_store: UOp, tid: UOp, group_index: UOp, groups: int, parts: int, slot: int) -> tuple[UOp, UOp]:
-  """After every block of a group of `parts` blocks stored its partials (`partial_store`): each takes a ticket, and all
+def last_block(partial_stores: tuple[UOp, ...], tid: UOp, group_index: UOp, groups: int, parts: int, slot: int) -> tuple[UOp, UOp]:
+  """After every block of a group of `parts` blocks stored its partials (`partial_stores`): each takes a ticket, and all
   but the last to arrive leave (a GUARD). Returns (a fence that reads of the partials must come after, the counter's
   reset for the next launch: a store the SINK must keep).
 
@@ -275,7 +275,7 @@ def last_block(partial_store: UOp, tid: UOp, group_index: UOp, groups: int, part
   counter = UOp(Ops.DEFINE_GLOBAL, dtypes.uint32, (), (slot, groups))
   flag = UOp(Ops.DEFINE_LOCAL, dtypes.bool, (), (slot, 1))
   first = tid < 1
-  published = _barrier(_barrier(partial_store, "device"), "block")
+  published = _barrier(UOp(Ops.BARRIER, dtypes.void, partial_stores, "device"), "block")
   ticket = UOp(Ops.ATOMIC_ADD, dtypes.uint32, (counter, group_index, UOp.const(dtypes.uint32, 1), first, published))
   is_last = UOp.const(dtypes.uint32, parts - 2) < ticket  # tickets run 0 .. parts - 1 (parts >= 2)
   told = _barrier(_store(flag, UOp.const(dtypes.int32, 0), is_last, first), "block")
@@ -301,7 +301,7 @@ def map_split(sink: UOp, glob: list[UOp], split: int) -> UOp:
   repl, valid, i = deal_out(list(red.src[1:]), part * BLOCK + tid, BLOCK * split, next(ids), "reduce", 4)
   partial = _combine(red, _partial(red, substitute(red.src[0], repl), valid, i), BLOCK, 0)
   scratch = UOp(Ops.DEFINE_GLOBAL, red.dtype, (), (0, total * split))
-  fence, reset = last_block(_store(scratch, block, partial, tid < 1), tid, out, total, split, 1)
+  fence, reset = last_block((_store(scratch, block, partial, tid < 1),), tid, out, total, split, 1)
   # the partials are read by the block's threads in turn: a stand-in loop over them, dealt out
   repl, valid, q = deal_out([UOp(Ops.RANGE, dtypes.int32, (), (-1, split, "reduce"))], tid, BLOCK, next(ids), "reduce", 4)
   j = next(iter(repl.values()))
@@ -325,7 +325,7 @@ def map_columns(sink: UOp, glob: list[UOp], split: int) -> UOp:
   repl, valid, i = deal_out(list(red.src[1:]), part, split, next(ids), "reduce", 4)
   partial = _partial(red, substitute(red.src[0], repl), valid, i)
   scratch = UOp(Ops.DEFINE_GLOBAL, red.dtype, (), (0, split * total))
-  fence, reset = last_block(_store(scratch, part * total + gid, partial, UOp.const(dtypes.bool, True)), tid, group, total // width, split, 1)
+  fence, reset = last_block((_store(scratch, part * total + gid, partial, UOp.const(dtypes.bool, True)),), tid, group, total // width, split, 1)
   q = UOp(Ops.RANGE, dtypes.int32, (), (next(ids), split, "reduce", 8))
   combined = UOp(Ops.REDUCE, red.dtype, (_scratch_load(scratch, q * total + gid, fence), q), red.arg)
   sink = substitute(sink, {red: combined})

@@ -1,13 +1,15 @@
-"""The tiled matrix-product plans: `matmul` (SIMT, 8x8 outputs per thread) and `mma` (tensor cores), both through
-double-buffered shared memory, with split-K over blocks for few output tiles, and an arbitrary epilogue."""
+"""The tensor-core matrix-product plans, still written as C (the SIMT plan is the IR pass of `tiling.py`): `mma` (float16 and
+bfloat16) and `mma_tf32`, through double-buffered shared memory, with split-K over blocks for few output tiles, and an
+arbitrary epilogue."""
 from __future__ import annotations
 from typing import Callable
 from picograd.dtype import dtypes
 from picograd.helpers import ceildiv
-from picograd.ir.ops import UOp, Ops, toposort
+from picograd.ir.ops import UOp, Ops
 from picograd.codegen.cuda.analysis import Matmul, contiguous_in
 from picograd.codegen.cuda.emit import BLOCK, Cone, KernelSource, Writer, index_of
-from picograd.codegen.cuda.ops import MEM_TYPES, REG_TYPES, c_const, render_alu, render_cast
+from picograd.codegen.cuda.ops import MEM_TYPES, REG_TYPES, c_const
+from picograd.codegen.cuda.tiling import runs_along
 
 
 class MatmulWriter:
@@ -49,7 +51,7 @@ class MatmulWriter:
     Outside the matrix the tile holds zeros.
     """
     w, BK, K, k = self.w, self.BK, self.K, self.mm.k
-    run = "s" if _runs_along(operand, side, k) else "k"
+    run = "s" if runs_along(operand, side, k) else "k"
     width = 16 // operand.src[0].dtype.itemsize if operand.op is Ops.LOAD else 1
     # a vector along k stays inside the innermost reduction loop (k may be several loops flattened)
     aligned = operand.op is Ops.LOAD and MEM_TYPES[operand.src[0].dtype] == smem_type and \
@@ -138,68 +140,6 @@ class MatmulWriter:
     w.close()
 
 
-def _runs_along(operand: UOp, side: list[UOp], k: UOp) -> bool:
-  """Whether the operand's memory is contiguous along its output loop rather than along k."""
-  loads = [u for u in toposort([operand]) if u.op is Ops.LOAD]
-  if any(contiguous_in(u.src[1], k, 1) for u in loads): return False
-  return any(contiguous_in(u.src[1], side[-1], 1) for u in loads)
-
-
-def _product(program: list[UOp], mm: Matmul, a: str, b: str) -> str:
-  """The accumulated term for operands a and b: the MUL and any casts between it and the accumulator."""
-  code = render_alu(Ops.MUL, mm.mul.dtype, [a, b], mm.mul.dtype)
-  chain, value = [], next(u.src[1] for u in program if u.op is Ops.ACCUMULATE)
-  while value is not mm.mul: chain.append(value); value = value.src[0]
-  for c in reversed(chain): code = render_cast(c.dtype, c.src[0].dtype, code)
-  return code
-
-
-def render_matmul(program: list[UOp], mm: Matmul, ks: KernelSource, split: int = 1) -> None:
-  """SIMT: 128x128 output tiles, k-steps of 8 through double-buffered shared memory, 8x8 outputs per thread."""
-  w = ks.w
-  at, bt, ct = REG_TYPES[mm.x.dtype], REG_TYPES[mm.y.dtype], REG_TYPES[mm.acc.dtype]
-  w(f"__shared__ {at} As[2][8][132];")
-  w(f"__shared__ {bt} Bs[2][8][132];")
-  w("const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;")
-  mw = MatmulWriter(program, mm, ks, (128, 128, 8), split)
-  la, sa = mw.tile_loader(mm.x, mm.m, "m0", mw.M, 128, "ra", at, "s")
-  lb, sb = mw.tile_loader(mm.y, mm.n, "n0", mw.N, 128, "rb", bt, "s")
-  w(f"{ct} acc[8][8];")
-  w(f"for (int i = 0; i < 8; i++) for (int j = 0; j < 8; j++) acc[i][j] = {c_const(0, mm.acc.dtype)};")
-  w(f"{la}(kbase); {lb}(kbase);")
-  w(sa("As[0][@K][@S]") + " " + sb("Bs[0][@K][@S]"))
-  w("__syncthreads();")
-  mw.k_loop([la, lb])
-  w("#pragma unroll")
-  w.open("for (int kk = 0; kk < 8; kk++)")
-  # rows ty*4.. and 64+ty*4..: each quarter-warp reads 16 consecutive words, so the shared loads do not conflict
-  w(f"{at} a[8]; {bt} b[8];")
-  w("#pragma unroll")
-  w("for (int i = 0; i < 4; i++) { a[i] = As[cur][kk][ty * 4 + i]; a[i + 4] = As[cur][kk][64 + ty * 4 + i]; }")
-  w("#pragma unroll")
-  w("for (int j = 0; j < 4; j++) { b[j] = Bs[cur][kk][tx * 4 + j]; b[j + 4] = Bs[cur][kk][64 + tx * 4 + j]; }")
-  w("#pragma unroll")
-  w(f"for (int i = 0; i < 8; i++) for (int j = 0; j < 8; j++) acc[i][j] = acc[i][j] + {_product(program, mm, 'a[i]', 'b[j]')};")
-  w.close()
-  w(f"if (kt + 1 < {mw.steps}) {{ {sa('As[cur ^ 1][@K][@S]')} {sb('Bs[cur ^ 1][@K][@S]')} }}")
-  w("__syncthreads();")
-  w.close()
-  # this thread's outputs: rows ty*4.. and 64+ty*4.., columns tx*4.. and 64+tx*4.. of the tile
-  each = "_Pragma(\"unroll\") for (int i = 0; i < 8; i++) _Pragma(\"unroll\") for (int j = 0; j < 8; j++)"
-  local = "const int lm = i < 4 ? ty * 4 + i : 60 + ty * 4 + i, ln = j < 4 ? tx * 4 + j : 60 + tx * 4 + j;"
-  value = "acc[i][j]"
-  if split > 1:
-    mine, parts = mw.split_scratch()
-    w(f"{each} {{ {local} {mine}[lm * 128 + ln] = acc[i][j]; }}")
-    mw.split_wait()
-  w.open(each)
-  w(local)
-  w("const int gm = m0 + lm, gn = n0 + ln;")
-  if split > 1: value = mw.split_sum(parts, "lm * 128 + ln")
-  mw.epilogue(value)
-  w.close()
-
-
 MMA_TILE = (128, 128, 32)
 _KP, _NP, _CP = 32 + 8, 128 + 8, 128 + 4  # padded rows: 16-byte aligned, and ldmatrix's eight rows hit different banks
 # a 16-bit operand tile in shared memory, double-buffered, either way round: 128 rows of k (padded) or 32 rows of 128 (padded)
@@ -267,7 +207,7 @@ def render_mma(program: list[UOp], mm: Matmul, ks: KernelSource, split: int = 1)
   BM, _, BK = MMA_TILE
   # each tile lies in shared memory as its operand lies in memory: A m-contiguous (a weight gradient's dY^T) is As[k][m],
   # B k-contiguous (the weight of x @ W.T) is Bs[n][k]; ldmatrix's .trans turns the fragments the right way round
-  turned = (_runs_along(mm.x, mm.m, mm.k), not _runs_along(mm.y, mm.n, mm.k))
+  turned = (runs_along(mm.x, mm.m, mm.k), not runs_along(mm.y, mm.n, mm.k))
   # matrix lm of an ldmatrix.x4 covers rows (lm & 1) * 8 of a 16-row A fragment and k (lm >> 1) * 8; each lane gives one row's address
   a_addr = f"A + (kk + (lm >> 1) * 8 + lr) * {BM + 8} + wm * 64 + i * 16 + (lm & 1) * 8" if turned[0] else \
       f"A + (wm * 64 + i * 16 + (lm & 1) * 8 + lr) * {_KP} + kk + (lm >> 1) * 8"

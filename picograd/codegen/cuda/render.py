@@ -10,7 +10,8 @@ from picograd.codegen.linearize import linearize
 from picograd.codegen.cuda.analysis import data_values, range_deps, row_split
 from picograd.codegen.cuda.emit import KernelSource
 from picograd.codegen.cuda.mapping import map_block, map_columns, map_flat, map_lanes, map_row, map_split
-from picograd.codegen.cuda.matmul import render_matmul, render_mma, render_mma_tf32
+from picograd.codegen.cuda.matmul import render_mma, render_mma_tf32
+from picograd.codegen.cuda.tiling import describe_matmul, map_matmul
 from picograd.codegen.cuda.ops import MEM_TYPES
 from picograd.codegen.cuda.plan import choose_plan
 from picograd.codegen.cuda.prelude import HALF_PRELUDE, PRELUDE
@@ -29,25 +30,31 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "row": lambda sink, program, group: map_row(sink, *row_split(program), group),
   "split": lambda sink, program, split: map_split(sink, _globals(program), split),
   "columns": lambda sink, program, split: map_columns(sink, _globals(program), split),
+  "matmul": lambda sink, program, mm_split: map_matmul(sink, *mm_split),
 }
 
 # the plans that still decide while printing C: fn(program, the kernel source to fill, the plan's argument)
 PLANS: dict[str, Callable[[list[UOp], KernelSource, Any], None]] = {
-  "matmul": lambda program, ks, mm_split: render_matmul(program, mm_split[0], ks, mm_split[1]),
   "mma": lambda program, ks, mm_split: render_mma(program, mm_split[0], ks, mm_split[1]),
   "mma_tf32": lambda program, ks, mm_split: render_mma_tf32(program, mm_split[0], ks, mm_split[1]),
 }
 
 
-def _describe(plan: str, program: list[UOp]) -> list[str]:
-  """What DEBUG=3 lists for a mapped kernel: the launch and each loop the mapping dealt out or vectorized."""
-  opts = []
+def _describe(plan: str, arg: Any, program: list[UOp]) -> list[str]:
+  """What DEBUG=3 lists for a mapped kernel: the launch, each loop the mapping dealt out or vectorized, shared memory,
+  and for a matrix product its tiles."""
+  opts = [describe_matmul(*arg)] if plan == "matmul" else []
+  accumulators = sum(u.op is Ops.DEFINE_ACC for u in program)
   for u in program:
     if u.op is Ops.SPECIAL: opts.append(f"{u.arg[0]} index over {u.arg[1]}")
+    elif u.op is Ops.RANGE and len(u.arg) > 3 and plan == "matmul": opts.append(f"loop {u.arg[0]} ({u.arg[2]}, {u.arg[1]} steps) unrolled")
     elif u.op is Ops.RANGE and len(u.arg) > 3: opts.append(f"loop {u.arg[0]} ({u.arg[2]}, {u.arg[1]} steps) dealt out to a thread group")
+    elif u.op is Ops.DEFINE_LOCAL and plan == "matmul": opts.append(f"shared memory tile of {u.arg[1]} {u.dtype.name} values")
+    elif u.op is Ops.BARRIER and u.arg == "block" and plan == "matmul": opts.append("block barrier once per k-step")
     elif u.op is Ops.GROUP_REDUCE: opts.append(f"{u.arg[0].name} combined across {u.arg[1]} threads")
     elif u.op is Ops.LOAD and u.arg == 4: opts.append("16-byte load")
     elif u.op is Ops.STORE and u.src[2].op is Ops.VECTORIZE: opts.append("16-byte store")
+  if plan == "matmul": opts.append(f"{accumulators} accumulators per thread")
   return [f"map {plan}"] + sorted(set(opts), key=opts.index)
 
 
@@ -71,14 +78,13 @@ def render_cuda(base_name: str, sink: UOp, target: CUDATarget) -> tuple[str, str
     table.render()
     ks.grid, ks.block = table.launch()
     ks.globals = table.globals
-    opts = _describe(plan, program)
+    opts = _describe(plan, arg, program)
   else:
     ks.w.wrapping = data_values(program)
     mm, split = arg
     PLANS[plan](program, ks, arg)
     B, M, N, K = mm.sizes
-    tiles = {"matmul": "128x128 tiles, k-steps of 8 through double-buffered shared memory, 8x8 outputs per thread",
-             "mma": "128x128 tiles, k-steps of 32, 8 warps of 64x32 on mma.sync m16n8k16 (ldmatrix)",
+    tiles = {"mma": "128x128 tiles, k-steps of 32, 8 warps of 64x32 on mma.sync m16n8k16 (ldmatrix)",
              "mma_tf32": "128x128 tiles, k-steps of 32, 8 warps of 64x32 on mma.sync m16n8k8 TF32"}[plan]
     opts = [f"plan {plan} (written as C, not yet an IR pass): {B}x{M}x{N}, k={K}; {tiles}" + (f"; split-K over {split} blocks" if split > 1 else "")]
   params = [u for u in program if u.op is Ops.PARAM]

@@ -77,16 +77,16 @@ class TableRenderer:
 
   def _store(self, u: UOp) -> None:
     param, idx, value, *gate = u.src
-    if param.op in (Ops.DEFINE_GLOBAL, Ops.DEFINE_LOCAL): line = f"{self.names[param]}[{self.val(idx)}] = {self.val(value)};"
-    elif value.op is Ops.VECTORIZE:
-      vt = VEC4_TYPES[param.dtype]
-      line = f"*reinterpret_cast<{vt}*>(p{param.arg[0]} + {self.val(idx)}) = {self.val(value)};"
+    if value.op is Ops.VECTORIZE:
+      vt, at = VEC4_TYPES[param.dtype], f"p{param.arg[0]}" if param.op is Ops.PARAM else self.names[param]
+      line = f"*reinterpret_cast<{vt}*>({at} + {self.val(idx)}) = {self.val(value)};"
+    elif param.op in (Ops.DEFINE_GLOBAL, Ops.DEFINE_LOCAL): line = f"{self.names[param]}[{self.val(idx)}] = {self.val(value)};"
     else: line = render_store(param, self.val(idx), self.val(value))
     self.w(f"if ({self.val(gate[0])}) {line}" if gate and not (gate[0].op is Ops.CONST and gate[0].arg) else line)
 
   def _define_local(self, u: UOp) -> None:
     n = self.names[u] = self.w.fresh("red")
-    self.w(f"__shared__ {REG_TYPES[u.dtype]} {n}[{u.arg[1]}];")
+    self.w(f"__shared__ __align__(16) {REG_TYPES[u.dtype]} {n}[{u.arg[1]}];")
 
   def _define_global(self, u: UOp) -> None:
     n = self.names[u] = self.w.fresh("pg_scratch")
