@@ -1,6 +1,7 @@
 """The CUDA renderer: every plan compile-checked with NVRTC (no GPU needed), and checked against numpy on a GPU when there is one."""
 import numpy as np
 import pytest
+import picograd
 from hypothesis import given, settings, strategies as st
 from picograd import Tensor, dtypes, Context
 from picograd.engine.realize import _normalize
@@ -120,6 +121,37 @@ def test_matmul_plan_is_an_ir_pass():
   assert body.count("__syncthreads();") == 1 and "float4" in body and dims.local_size == (256,) and dims.global_size == (2,)
 
 
+def test_tensor_core_plan_is_an_ir_pass():
+  """The tensor-core products are mapped in the IR too: FRAGMENTs (ldmatrix) and MMAs (mma.sync) over shared tiles laid out
+  as the operands lie in memory, 16-byte cp.async copies of the 16-bit operands, three stages deep."""
+  for name, trans in (("matmul_f16", ".x2.trans"), ("matmul_f16_T", ".x2.shared")):
+    _, src, dims, meta = render_for_arch(asts(CASES[name][0]())[-1], "sm_90")
+    body = src[src.index('extern "C"'):]
+    assert meta["plan"] == "mma" and meta["opts"][0] == "map mma" and "64 accumulators per thread" in meta["opts"], meta["opts"]
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in body and f"ldmatrix.sync.aligned.m8n8{trans}" in body, name
+    assert "cp.async.cg.shared.global" in body and "cp.async.wait_group 1;" in body and body.count("__syncthreads();") == 1
+    assert "3 shared-memory stages" in meta["opts"][1]
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_tf32_plan_emulated(transposed):
+  """TF32 tensor-core tiles run under EMULATE=CUDA: operands rounded to 10-bit mantissas, float32 sums."""
+  from picograd.engine.compile import _kernels
+  a, b = rnd(96, 130), rnd(96 if transposed else 130, 72, seed=1)
+  _kernels.clear()
+  try:
+    picograd.set_float32_matmul_precision("high")
+    with Context(EMULATE="CUDA"):
+      x, y = Tensor(a, device="PYTHON"), Tensor(b, device="PYTHON")
+      got = ((x.T if transposed else x) @ y).numpy()
+  finally:
+    picograd.set_float32_matmul_precision("highest")
+  ref = (a.T if transposed else a).astype(np.float64) @ b
+  np.testing.assert_allclose(got, ref, rtol=2e-2, atol=2e-2)
+  assert np.abs(got - ref).max() > 1e-5  # rounded to TF32: not the float32 product
+  assert any("emulating the CUDA mapping mma_tf32" in o for k in _kernels.values() for o in k.opts)
+
+
 @needs_nvrtc
 @pytest.mark.parametrize("name", ["matmul_f32", "matmul_odd", "matmul_bias_T", "matmul_batched", "matmul_split_k"])
 def test_tf32_plan_only_when_allowed(name):
@@ -230,8 +262,7 @@ def test_gpu_mapping_emulated(name, noopt):
   emulated = [k for key, k in _kernels.items() if key[1] == "PYTHON" and key[3] == "CUDA"]
   mapped = [k for k in emulated if any(o.startswith("emulating the CUDA mapping") for o in k.opts)]
   assert emulated
-  # every kernel is mapped by an IR pass, except tensor-core products (the mma plans still write C directly)
-  assert len(mapped) == len(emulated) or ("f16" in name and not noopt and mapped != emulated), [k.opts for k in emulated]
+  assert len(mapped) == len(emulated), [k.opts for k in emulated]  # every kernel is mapped by an IR pass
 
 
 @needs_gpu

@@ -8,11 +8,11 @@ array of one) as a last argument `err`.
 
 It also runs kernels mapped onto a GPU (codegen/cuda/mapping.py), every thread at once: a SPECIAL (block or thread
 index) is one more broadcast axis, a GROUP_REDUCE reduces groups of neighbouring threads along the thread axis, a
-GUARD masks what later loads read and stores write, 16-byte loads are four loads, shared memory has one array per
+GUARD masks what later loads read and stores write, 16-byte loads are four (or eight) loads, shared memory has one array per
 block, barriers are implicit (each statement runs for all threads before the next) and an ATOMIC_ADD serves the
-threads in index order. A loop that holds a BARRIER (a matrix product's k-steps, which reuse their shared-memory tiles)
-runs as a Python loop, one iteration at a time; its accumulators add each iteration's part. Tests use it to check the
-GPU mapping passes with no GPU.
+threads in index order, and an MMA computes each lane's outputs from the shared tiles its FRAGMENTs name. A loop that
+holds a BARRIER (a matrix product's k-steps, which reuse their shared-memory tiles) runs as a Python loop, one
+iteration at a time; its accumulators add each iteration's part. Tests use it to check the GPU mapping passes with no GPU.
 """
 from __future__ import annotations
 from typing import Callable
@@ -119,7 +119,7 @@ def _load(w: _Writer, u: UOp, v: str) -> str | None:
   if u.src[0].op is Ops.DEFINE_LOCAL: return f"{w.names[u.src[0]]}[{_block_index(w)}, {w.names[u.src[1]]}]"
   buf = f"p{u.src[0].arg[0]}" + ("f" if u.src[0].dtype == dtypes.bfloat16 else "")
   idx = w.names[u.src[1]] if w.alive == "True" else f"np.where({w.alive}, {w.names[u.src[1]]}, 0)"
-  return f"[load({buf}, {idx} + q) for q in range(4)]" if u.arg == 4 else f"load({buf}, {idx})"
+  return f"[load({buf}, {idx} + q) for q in range({u.arg})]" if u.arg is not None else f"load({buf}, {idx})"
 
 
 def _store(w: _Writer, u: UOp, v: str) -> str | None:
@@ -171,6 +171,28 @@ def _define_local(w: _Writer, u: UOp, v: str) -> str | None:
   return f"np.zeros(({blocks}, {u.arg[1]}), {_np_dtype(u.dtype)})  # shared memory: one array per block"
 
 
+def _async_copy(w: _Writer, u: UOp, v: str) -> str | None:
+  """An ASYNC_COPY done at once: the copy is complete by the time any later statement runs."""
+  local, idx, param, at, gate, *_ = u.src
+  lanes = u.arg // param.dtype.itemsize
+  buf = f"p{param.arg[0]}" + ("f" if param.dtype == dtypes.bfloat16 else "")
+  mask = w.names[gate] if w.alive == "True" else f"({w.alive} & {w.names[gate]})"
+  for q in range(lanes):
+    w.lines.append(f"  *at, val, ok = np.broadcast_arrays({_block_index(w)}, {w.names[idx]} + {q}, load({buf}, {w.names[at]} + {q}), True)")
+    w.lines.append(f"  {w.names[local]}[tuple(at)] = np.where({mask}, val, 0)")
+  return None
+
+
+def _fragment(w: _Writer, u: UOp, v: str) -> str | None:
+  role, kind, ld, k_rows = u.arg
+  return f"({w.names[u.src[0]]}, {_block_index(w)}, {w.names[u.src[1]]}, {ld}, {k_rows}, {kind!r})  # tile {role}: the MMA reads it"
+
+
+def _mma(w: _Writer, u: UOp, v: str) -> str | None:
+  thread = next(s for s in w.axis if s.op is Ops.SPECIAL and s.arg[0] == "thread")
+  return f"mma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 32)"
+
+
 # op -> fn(writer, instruction, its value's name) -> numpy expression for the value, or None when it wrote its own lines
 RULES: dict[Ops, Callable[[_Writer, UOp, str], str | None]] = {
   Ops.PARAM: _param, Ops.ENDRANGE: lambda w, u, v: None, Ops.DEFINE_LOCAL: _define_local, Ops.BARRIER: lambda w, u, v: None,
@@ -181,6 +203,7 @@ RULES: dict[Ops, Callable[[_Writer, UOp, str], str | None]] = {
   Ops.SPECIAL: lambda w, u, v: f"np.arange({u.arg[1]}, dtype=np.int32).reshape({w.shape_along(u)})",
   Ops.DEFINE_ACC: lambda w, u, v: f"None  # accumulator over axes {tuple(w.axis.get(r) for r in u.src)}",
   Ops.ACCUMULATE: _accumulate, Ops.LOAD: _load, Ops.STORE: _store, Ops.GUARD: _guard, Ops.GROUP_REDUCE: _group_reduce,
+  Ops.FRAGMENT: _fragment, Ops.MMA: _mma, Ops.ASYNC_COPY: _async_copy,
   Ops.GEP: lambda w, u, v: f"{w.names[u.src[0]]}[{u.arg}]", Ops.VECTORIZE: lambda w, u, v: None,
   Ops.CAST: _cast,
   Ops.BITCAST: lambda w, u, v: f"np.asarray({w.names[u.src[0]]}).view({_np_dtype(u.dtype)})",

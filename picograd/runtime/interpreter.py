@@ -92,6 +92,29 @@ def _atomic_add(buf: np.ndarray, idx, value, gate, threads: tuple[int, ...]):
   return old
 
 
+def _round_tf32(x):
+  """float32 to TF32 as cvt.rna does: 10 mantissa bits, ties away from zero."""
+  bits = np.asarray(x, np.float32).view(np.uint32)
+  return np.where(np.isfinite(x), ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32), x)
+
+
+def _mma(a: tuple, b: tuple, lane):
+  """An MMA of two FRAGMENTs, each (shared buffer, block index, base index, row length, k_rows, kind), computed by every
+  lane from the tiles themselves: lane l gets rows g, g + 8 and columns 2t, 2t + 1 of the warp's 16x8 product of the
+  m16 x k (A) and k x n8 (B) tiles, g = l // 4, t = l % 4 (k = 16, or 8 for TF32, whose operands are rounded first)."""
+  (sa, block, base_a, lda, rows_a, kind), (sb, _, base_b, ldb, rows_b, _) = a, b
+  g, t = lane // 4, lane % 4
+  def at(buf, base, ld, k_rows, k, other):
+    v = buf[block, base + (k * ld + other if k_rows else other * ld + k)].astype(np.float32)
+    return _round_tf32(v) if kind == "tf32" else v
+  out = []
+  for q in range(4):
+    row, col = g + 8 * (q // 2), 2 * t + q % 2
+    terms = [at(sa, base_a, lda, rows_a, k, row) * at(sb, base_b, ldb, rows_b, k, col) for k in range(8 if kind == "tf32" else 16)]
+    out.append(np.sum(np.stack(np.broadcast_arrays(*terms)), axis=0, dtype=np.float32))
+  return out
+
+
 KERNEL_GLOBALS = {
   "np": np, "inf": float("inf"), "nan": float("nan"), "c_div": _c_div, "c_mod": _c_mod,
   "reciprocal": lambda x: np.float64(1.0).astype(np.asarray(x).dtype) / x,
@@ -99,7 +122,7 @@ KERNEL_GLOBALS = {
   "full": lambda v, extent: np.broadcast_to(v, np.broadcast_shapes(np.shape(v), extent)),
   "bf16_to_f32": lambda b: (b.astype(np.uint32) << 16).view(np.float32), "round_bf16": round_bf16,
   "f32_to_bf16": lambda x: (round_bf16(x).view(np.uint32) >> 16).astype(np.uint16), "float_to_int": _float_to_int, "load": _load,
-  "check": _check, "group_reduce": _group_reduce, "atomic_add": _atomic_add,
+  "check": _check, "group_reduce": _group_reduce, "atomic_add": _atomic_add, "mma": _mma,
 }
 
 

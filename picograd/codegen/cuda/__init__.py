@@ -1,8 +1,8 @@
 """The CUDA backend of the codegen layer: a lowered kernel becomes one `__global__` function.
 
 First a *plan* is chosen from the shape of the kernel (`plan.py`): how its loops map onto the GPU.
-The plans that are IR passes (`mapping.py`) rewrite the lowered kernel with kernel-level ops, and the
-table renderer (`table.py`) prints the linearized result op by op:
+Every plan is an IR pass (`mapping.py`, `tiling.py`) that rewrites the lowered kernel with kernel-level
+ops, and the table renderer (`table.py`) prints the linearized result op by op:
 
 - `flat`: one thread per output element; the output loops are digits of the flat thread index and
   every reduction loop runs inside its thread. This is the plan `NOOPT=1` forces, and the fallback.
@@ -17,14 +17,11 @@ table renderer (`table.py`) prints the linearized result op by op:
   rows): G blocks per output (or per group of outputs) store partials to `__device__` scratch
   (DEFINE_GLOBAL); each takes a ticket (ATOMIC_ADD after a fence), and the last block to arrive
   combines the partials in a fixed order (GUARD, BARRIER), so the result is deterministic in one launch.
-
-- `matmul` (`tiling.py`): a reduction of a product X*Y as 128x128 output tiles per block, operand tiles
-  staged through double-buffered shared memory once per k-step (DEFINE_LOCAL, BARRIER), an 8x8
-  register tile of outputs per thread, split-K over blocks for few output tiles, the epilogue at each output.
-
-Two plans still decide while printing C (moving them into the IR is the rest of issue 9): `mma` and
-`mma_tf32` (`matmul.py`, written with `emit.py`): the same tiles on tensor cores (ldmatrix + mma.sync
-m16n8k16 for float16/bfloat16 operands, m16n8k8 TF32 for float32 when allowed).
+- `matmul`, `mma`, `mma_tf32` (`tiling.py`): a reduction of a product X*Y as 128x128 output tiles per
+  block, operand tiles staged through double-buffered shared memory once per k-step (DEFINE_LOCAL,
+  BARRIER), 64 outputs per thread (an 8x8 register tile, or tensor cores: FRAGMENT + MMA, printed as
+  ldmatrix + mma.sync m16n8k16 for float16/bfloat16, m16n8k8 TF32 for float32 when allowed), split-K
+  over blocks for few output tiles, the epilogue at each output.
 
 Rendering needs no GPU: `render_for_arch(ast, "sm_90")` gives the source for compile checks, and
 `EMULATE=CUDA` runs the mapped kernels on the PYTHON device (every thread at once) to check the passes.
@@ -34,9 +31,8 @@ bfloat16 values live in `float` registers and are rounded at casts and stores, a
 Modules: `target` (the GPU described as data), `ops` (C types, constants and the per-op table),
 `prelude` (the pg_* device helpers every kernel includes), `analysis` (facts about the linear
 program: range dependences, affine indices, matmul shape), `mapping` (the IR passes), `tiling` (the
-matmul IR pass), `table` (the op-by-op renderer), `emit` (writing C for the remaining plans: lines, names,
-cones of values), `matmul` (mma, mma_tf32), `plan` (choosing a plan) and `render`
-(the entry points).
+matrix-product IR passes), `table` (the op-by-op renderer), `emit` (lines of C with fresh names),
+`plan` (choosing a plan) and `render` (the entry points).
 """
 from picograd.codegen.cuda.target import CUDATarget, target_of
 from picograd.codegen.cuda.analysis import find_matmul

@@ -20,7 +20,7 @@ They rewrite the lowered kernel, a SINK of STOREs over RANGE loops (what the CPU
   partials to device scratch (DEFINE_GLOBAL), take tickets (ATOMIC_ADD between fences and barriers) and the last block
   to arrive combines the partials in order (`last_block`). Effects are ordered by sources, so the linearizer keeps them.
 
-The SIMT matrix product is `tiling.py:map_matmul`; the tensor-core plans still decide while printing C (`matmul.py`).
+Matrix products (SIMT and tensor cores) are the passes of `tiling.py`.
 """
 from __future__ import annotations
 import itertools

@@ -6,12 +6,13 @@ from picograd.helpers import NOOPT, TF32, ceildiv, prod
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.cuda.analysis import Matmul, contiguous_in, find_matmul, row_split, top_level
 from picograd.codegen.cuda.emit import BLOCK
-from picograd.codegen.cuda.matmul import MMA_SHARED, TF32_SHARED
+from picograd.codegen.cuda.tiling import plan_for, shared_bytes
 from picograd.codegen.cuda.target import CUDATarget
 
 
 SPLIT_K_CHUNK = 512            # the least k a split-K block takes: its partial tile costs a store and a load per output
 SPLIT_K_SCRATCH = 64 * 2**20   # bytes of partial tiles one split-K kernel may keep
+ASYNC_STAGES = 3               # shared-memory buffers per operand of the tensor-core plans (cp.async fetches stages - 1 ahead)
 
 
 def _split_k(mm: Matmul, target: CUDATarget) -> int:
@@ -50,10 +51,13 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
     B, M, N, K = mm.sizes
     if M >= 64 and N >= 64 and K >= 16 and B < 65536:
       halfs = mm.x.dtype == mm.y.dtype and mm.x.dtype in (dtypes.float16, dtypes.bfloat16) and mm.acc.dtype == dtypes.float32
-      if halfs and target.cc >= 80 and MMA_SHARED <= target.max_shared: return "mma", (mm, _split_k(mm, target))
       floats = mm.x.dtype == mm.y.dtype == mm.acc.dtype == dtypes.float32
-      if TF32 and floats and target.cc >= 80 and TF32_SHARED <= target.max_shared: return "mma_tf32", (mm, _split_k(mm, target))
-      return "matmul", (mm, _split_k(mm, target))
+      for name, fits in (("mma", halfs), ("mma_tf32", TF32 and floats)):
+        if not fits or target.cc < 80: continue
+        # cp.async stages when they fit in shared memory (sm_80 and newer copy global to shared memory asynchronously)
+        stages = next((n for n in (ASYNC_STAGES, 2) if shared_bytes(*plan_for(name, mm), n) <= target.max_shared), None)
+        if stages is not None: return name, (mm, _split_k(mm, target), stages)
+      return "matmul", (mm, _split_k(mm, target), 2)
   top = top_level(program)
   rsize = max(prod(r.arg[1] for r in a.src) for a in top)
   work = prod(u.arg[1] for u in program if u.op is Ops.RANGE and u.arg[2] == "reduce")  # nested reductions included

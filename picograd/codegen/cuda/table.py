@@ -2,16 +2,31 @@
 
 The mapping passes (`mapping.py`) decided how the kernel runs (blocks, threads, dealt-out loops, lanes, combines);
 this file only prints what the linearized program says, in order. Values are `const` locals named once; constants
-and parameters are inlined where used; a 16-byte load is a vector local whose lanes (GEP) are read as `.x` .. `.w`.
+and parameters are inlined where used; a 16-byte load is a vector local whose lanes (GEP) are read as `.x` .. `.w` (or
+as the elements of eight 16-bit ones). Shared memory is static, or carved out of the dynamic block when it exceeds the
+static limit. Tensor cores: a FRAGMENT is `ldmatrix` (16-bit) or TF32-rounded loads into registers, and an MMA is printed
+where the ACCUMULATEs of its four lanes are, as one `mma.sync` accumulating into them.
 """
 from __future__ import annotations
 from typing import Callable
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.cuda.analysis import data_values
 from picograd.codegen.cuda.emit import Writer
-from picograd.codegen.cuda.ops import REDUCE_FUNCTORS, REG_TYPES, VEC4_TYPES, acc_update, c_const, render_alu, render_load, render_store
+from picograd.dtype import dtypes
+from picograd.codegen.cuda.ops import MEM_TYPES, REDUCE_FUNCTORS, REG_TYPES, VEC4_TYPES, acc_update, c_const, render_alu, render_load, render_store
 
 _SPECIAL_C = {"block": "blockIdx.x", "thread": "threadIdx.x"}
+STATIC_SHARED = 48 * 1024  # more shared memory than this must be dynamic (and the launch asks for it)
+_MMA_PTX = {"f16": "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", "bf16": "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+            "tf32": "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"}
+
+
+def _lanes_of(value: UOp) -> UOp | None:
+  """The vector LOAD whose lanes, in order, a VECTORIZE is (then it is stored as the loaded vector), else None."""
+  first = value.src[0]
+  if first.op is not Ops.GEP or first.src[0].op is not Ops.LOAD: return None
+  vec = first.src[0]
+  return vec if value.src == tuple(UOp(Ops.GEP, vec.dtype, (vec,), i) for i in range(vec.arg)) else None
 
 
 class TableRenderer:
@@ -23,6 +38,12 @@ class TableRenderer:
     self.w.wrapping = data_values(program)
     self.names: dict[UOp, str] = {}
     self.globals: list[str] = []  # file-scope declarations (`__device__` scratch)
+    locals_ = [u for u in program if u.op is Ops.DEFINE_LOCAL]
+    sizes = [-(-u.arg[1] * u.dtype.itemsize // 16) * 16 for u in locals_]
+    # offsets into the dynamic block when the buffers do not fit in static shared memory; its size goes to the launch
+    self.offsets = {u: sum(sizes[:i]) for i, u in enumerate(locals_)} if sum(sizes) > STATIC_SHARED else {}
+    self.dynamic_shared = sum(sizes) if self.offsets else 0
+    self.mma_lanes: dict[UOp, dict[int, str]] = {}  # an MMA's accumulators, by lane, until all four are known
 
   def launch(self) -> tuple[tuple[int, ...], int]:
     sizes = {u.arg[0]: u.arg[1] for u in self.program if u.op is Ops.SPECIAL}
@@ -42,6 +63,7 @@ class TableRenderer:
   def _alu(self, u: UOp) -> None:
     self._define(u, render_alu(u.op, u.dtype, [self.val(s) for s in u.src], u.src[0].dtype, u in self.w.wrapping))
   def _special(self, u: UOp) -> None: self._define(u, f"(int){_SPECIAL_C[u.arg[0]]}", "i")
+  def _later(self, u: UOp) -> None: self.names[u] = ""  # an MMA, its lanes, a VECTORIZE: printed where they are used
   def _guard(self, u: UOp) -> None: self.w(f"if (!{self.val(u.src[0])}) return;")
 
   def _range(self, u: UOp) -> None:
@@ -56,6 +78,7 @@ class TableRenderer:
     self.w(f"{REG_TYPES[u.dtype]} {acc} = {c_const(u.arg[0], u.dtype)};")
 
   def _accumulate(self, u: UOp) -> None:
+    if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA: return self._mma(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
     if u.arg is Ops.RESCALED:  # online softmax (codegen/online.py): the sum so far rescaled, then the term added
       acc = self.names[u.src[0]]
       self.w(f"{acc} = {acc} * {self.val(u.src[2])} + {self.val(u.src[1])};")
@@ -65,34 +88,109 @@ class TableRenderer:
     param, *idx = u.src
     if param.op is Ops.DEFINE_ACC: self.names[u] = self.names[param]
     elif param.op is Ops.DEFINE_GLOBAL: self._define(u, f"__ldcg(&{self.names[param]}[{self.val(idx[0])}])")  # written by other SMs
-    elif param.op is Ops.DEFINE_LOCAL: self._define(u, f"{self.names[param]}[{self.val(idx[0])}]")
-    elif u.arg == 4:
-      vt = VEC4_TYPES[param.dtype]
+    elif param.op is Ops.DEFINE_LOCAL:
+      at = f"{self.names[param]}[{self.val(idx[0])}]"
+      self._define(u, f"__bfloat162float({at})" if param.dtype == dtypes.bfloat16 else at)
+    elif u.arg is not None:  # 16 bytes: four 32-bit or eight 16-bit lanes
+      vt = VEC4_TYPES.get(param.dtype, "uint4")
       n = self.names[u] = self.w.fresh("vec")
       self.w(f"const {vt} {n} = *reinterpret_cast<const {vt}*>(p{param.arg[0]} + {self.val(idx[0])});")
     else: self._define(u, render_load(param, self.val(idx[0])))
 
-  def _gep(self, u: UOp) -> None: self.names[u] = f"{self.names[u.src[0]]}.{'xyzw'[u.arg]}"
-  def _vectorize(self, u: UOp) -> None: self.names[u] = f"make_{VEC4_TYPES[u.dtype]}({', '.join(self.val(s) for s in u.src)})"
+  def _gep(self, u: UOp) -> None:
+    vec = u.src[0]
+    if vec.op is Ops.MMA: return self._later(u)
+    if vec.arg == 4: self.names[u] = f"{self.names[vec]}.{'xyzw'[u.arg]}"
+    else:
+      lane = f"reinterpret_cast<const {MEM_TYPES[vec.dtype]}*>(&{self.names[vec]})[{u.arg}]"
+      self.names[u] = f"__bfloat162float({lane})" if vec.dtype == dtypes.bfloat16 else lane
 
   def _store(self, u: UOp) -> None:
     param, idx, value, *gate = u.src
-    if value.op is Ops.VECTORIZE:
-      vt, at = VEC4_TYPES[param.dtype], f"p{param.arg[0]}" if param.op is Ops.PARAM else self.names[param]
-      line = f"*reinterpret_cast<{vt}*>({at} + {self.val(idx)}) = {self.val(value)};"
-    elif param.op in (Ops.DEFINE_GLOBAL, Ops.DEFINE_LOCAL): line = f"{self.names[param]}[{self.val(idx)}] = {self.val(value)};"
-    else: line = render_store(param, self.val(idx), self.val(value))
-    self.w(f"if ({self.val(gate[0])}) {line}" if gate and not (gate[0].op is Ops.CONST and gate[0].arg) else line)
+    buf = f"p{param.arg[0]}" if param.op is Ops.PARAM else self.names[param]
+    if value.op is Ops.VECTORIZE and (vec := _lanes_of(value)) is not None and MEM_TYPES[vec.dtype] == MEM_TYPES[param.dtype]:
+      vt = VEC4_TYPES.get(vec.dtype, "uint4")  # the 16 bytes loaded, stored as they are
+      lines = [f"*reinterpret_cast<{vt}*>({buf} + {self.val(idx)}) = {self.names[vec]};"]
+    elif value.op is Ops.VECTORIZE and param.op is Ops.PARAM:
+      vt = VEC4_TYPES[param.dtype]
+      lines = [f"*reinterpret_cast<{vt}*>({buf} + {self.val(idx)}) = make_{vt}({', '.join(self.val(s) for s in value.src)});"]
+    else:
+      lanes = list(value.src) if value.op is Ops.VECTORIZE else [value]
+      at = [self.val(idx) if i == 0 else f"{self.val(idx)} + {i}" for i in range(len(lanes))]
+      if param.op is Ops.PARAM: lines = [render_store(param, a, self.val(v)) for a, v in zip(at, lanes)]
+      elif param.dtype == dtypes.bfloat16: lines = [f"{buf}[{a}] = __float2bfloat16_rn({self.val(v)});" for a, v in zip(at, lanes)]
+      else: lines = [f"{buf}[{a}] = {self.val(v)};" for a, v in zip(at, lanes)]
+    gated = gate and not (gate[0].op is Ops.CONST and gate[0].arg)
+    if gated and len(lines) > 1: lines = [f"if ({self.val(gate[0])}) {{ {' '.join(lines)} }}"]
+    elif gated: lines = [f"if ({self.val(gate[0])}) {lines[0]}"]
+    for line in lines: self.w(line)
 
   def _define_local(self, u: UOp) -> None:
-    n = self.names[u] = self.w.fresh("red")
-    self.w(f"__shared__ __align__(16) {REG_TYPES[u.dtype]} {n}[{u.arg[1]}];")
+    n, t = self.w.fresh("smem"), MEM_TYPES[u.dtype]
+    self.names[u] = n
+    if not self.offsets: return self.w(f"__shared__ __align__(16) {t} {n}[{u.arg[1]}];")
+    if self.offsets[u] == 0: self.w("extern __shared__ __align__(16) unsigned char pg_smem[];")
+    self.w(f"{t}* const {n} = reinterpret_cast<{t}*>(pg_smem + {self.offsets[u]});")
+
+  def _fragment(self, u: UOp) -> None:
+    """This lane's registers of a tensor-core operand tile: ldmatrix for 16-bit tiles (lane l gives the address of row l % 8
+    of matrix l / 8; .trans where the tile lies k-major the other way), TF32-rounded loads of its elements for float ones."""
+    role, kind, ld, k_rows = u.arg
+    local, base = self.names[u.src[0]], self.val(u.src[1])
+    n = self.names[u] = self.w.fresh("frag")
+    count = 4 if role == "a" else 2
+    self.w(f"unsigned {n}[{count}];")
+    if kind == "tf32":
+      # A (m16 x k8): (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4); B (k8 x n8): (t, g), (t + 4, g); g = lane / 4, t = lane % 4
+      spots = [("g", "t"), ("g + 8", "t"), ("g", "t + 4"), ("g + 8", "t + 4")] if role == "a" else [("t", "g"), ("t + 4", "g")]
+      self.w.open("")
+      self.w("const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;")
+      for i, (r, c) in enumerate(spots):
+        # element (r, c) of the fragment (A: m, k; B: k, n); k runs along the tile's rows when k_rows
+        k, other = (c, r) if role == "a" else (r, c)
+        at = f"({k}) * {ld} + {other}" if k_rows else f"({other}) * {ld} + {k}"
+        self.w(f'asm("cvt.rna.tf32.f32 %0, %1;" : "=r"({n}[{i}]) : "f"({local}[{base} + {at}]));')
+      self.w.close()
+      return
+    if role == "a":  # x4: matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15)
+      row = f"((lm >> 1) * 8 + lr) * {ld} + (lm & 1) * 8" if k_rows else f"((lm & 1) * 8 + lr) * {ld} + (lm >> 1) * 8"
+      trans = k_rows
+    else:  # x2: matrices k 0-7 and k 8-15 of the 8 columns
+      row = f"((lm & 1) * 8 + lr) * {ld}" if k_rows else f"lr * {ld} + (lm & 1) * 8"
+      trans = k_rows
+    regs = ", ".join(f"%{i}" for i in range(count))
+    outs = ", ".join(f'"=r"({n}[{i}])' for i in range(count))
+    self.w.open("")
+    self.w("const int lm = (threadIdx.x & 31) >> 3, lr = threadIdx.x & 7;")
+    self.w(f"const unsigned addr = (unsigned)__cvta_generic_to_shared({local} + {base} + {row});")
+    self.w(f'asm volatile("ldmatrix.sync.aligned.m8n8.x{count}{".trans" if trans else ""}.shared.b16 {{{regs}}}, [%{count}];" : {outs} : "r"(addr));')
+    self.w.close()
+
+  def _mma(self, mma: UOp, lane: int, acc: str) -> None:
+    """One accumulator of `mma`; with the fourth, the mma.sync that adds the product of its fragments into all four."""
+    lanes = self.mma_lanes.setdefault(mma, {})
+    lanes[lane] = acc
+    if len(lanes) < 4: return
+    a, b = (self.names[f] for f in mma.src)
+    self.w(f'asm volatile("{_MMA_PTX[mma.arg]} {{%0, %1, %2, %3}}, {{%4, %5, %6, %7}}, {{%8, %9}}, {{%0, %1, %2, %3}};" : '
+           + ", ".join(f'"+f"({lanes[q]})' for q in range(4)) + " : "
+           + ", ".join([f'"r"({a}[{i}])' for i in range(4)] + [f'"r"({b}[{i}])' for i in range(2)]) + ");")
 
   def _define_global(self, u: UOp) -> None:
     n = self.names[u] = self.w.fresh("pg_scratch")
     self.globals.append(f"__device__ {REG_TYPES[u.dtype]} {n}[{u.arg[1]}];")
 
-  def _barrier(self, u: UOp) -> None: self.w("__syncthreads();" if u.arg == "block" else "__threadfence();")
+  def _barrier(self, u: UOp) -> None:
+    if u.arg == "block": self.w("__syncthreads();")
+    elif u.arg == "device": self.w("__threadfence();")
+    elif u.arg == "commit": self.w('asm volatile("cp.async.commit_group;" ::: "memory");')
+    else: self.w(f'asm volatile("cp.async.wait_group {u.arg[1]};" ::: "memory");')  # ("wait", n)
+
+  def _async_copy(self, u: UOp) -> None:
+    local, idx, param, at, gate, *_ = u.src
+    size = f"({self.val(gate)} ? {u.arg} : 0)" if not (gate.op is Ops.CONST and gate.arg) else str(u.arg)
+    self.w(f'asm volatile("cp.async.cg.shared.global [%0], [%1], {u.arg}, %2;" :: "r"((unsigned)__cvta_generic_to_shared('
+           f'{self.names[local]} + {self.val(idx)})), "l"(p{param.arg[0]} + {self.val(at)}), "r"({size}) : "memory");')
 
   def _atomic_add(self, u: UOp) -> None:
     buf, idx, value, gate, *_ = u.src
@@ -107,6 +205,7 @@ class TableRenderer:
   # op -> how it is printed; every ALU op falls to `_alu` (the ALU table of ops.py)
   _RENDER: dict[Ops, Callable[["TableRenderer", UOp], None]] = {
     Ops.PARAM: _skip, Ops.CONST: _skip, Ops.SPECIAL: _special, Ops.GUARD: _guard, Ops.RANGE: _range, Ops.ENDRANGE: _endrange,
-    Ops.DEFINE_ACC: _define_acc, Ops.ACCUMULATE: _accumulate, Ops.LOAD: _load, Ops.GEP: _gep, Ops.VECTORIZE: _vectorize,
+    Ops.DEFINE_ACC: _define_acc, Ops.ACCUMULATE: _accumulate, Ops.LOAD: _load, Ops.GEP: _gep, Ops.VECTORIZE: _later,
+    Ops.FRAGMENT: _fragment, Ops.MMA: _later, Ops.ASYNC_COPY: _async_copy,
     Ops.STORE: _store, Ops.DEFINE_LOCAL: _define_local, Ops.GROUP_REDUCE: _group_reduce, Ops.DEFINE_GLOBAL: _define_global,
     Ops.BARRIER: _barrier, Ops.ATOMIC_ADD: _atomic_add}

@@ -1,39 +1,65 @@
-"""Matrix products put on the GPU as an IR rewrite (codegen layer): `map_matmul`, the SIMT tiled plan.
+"""Matrix products put on the GPU as IR rewrites (codegen layer): the tiled plans `matmul` (SIMT) and `mma` / `mma_tf32`
+(tensor cores).
 
 A kernel of the form out[b, m, n] = epilogue(sum_k X[b, m, k] * Y[b, k, n]) (`analysis.Matmul`) becomes:
 
 - a block per 128x128 output tile (SPECIAL block: n-tiles fastest, then m-tiles, then batch x split-K parts) of 256
-  threads (SPECIAL thread), each owning an 8x8 register tile of outputs: 64 REDUCEs over the same two loops;
-- the reduction as k-steps of 8 (loop `kt`) around the 8 steps of one k-step (loop `kk`, unrolled). The operands' tiles
-  go through shared memory (two DEFINE_LOCAL buffers each, [k][128 + 4] floats), moved as 16-byte loads (LOAD arg=4)
-  where an operand is a plain float32 load contiguous along k or along its output loop: before the loop each thread
-  stores its four elements of step 0; each k-step begins with a BARRIER, loads its four elements of the next step from global memory
-  into registers (ordinary values at the `kt` level, so they are issued before the inner loop), and stores them into
-  the other buffer in the last iteration of the inner loop (a gated STORE that the tile loads must come after), so the
-  global loads overlap the step's multiply-adds and one barrier per step suffices: the buffer a step fills was last
-  read in the step before, which every thread finished before this step's barrier;
-- with split-K (few output tiles over a long k), blockIdx also picks one of `split` chunks of k; each block stores its
-  partial tile to device scratch and the last block of a tile to finish (`mapping.last_block`) adds the partials in
-  chunk order: deterministic, in one launch;
+  threads (SPECIAL thread), each owning 64 outputs: 64 REDUCEs over the same two loops;
+- the reduction as k-steps (loop `kt`) around the steps inside one k-step (loop `kk`, unrolled). The operands' tiles go
+  through shared memory, two DEFINE_LOCAL buffers each, laid out as the operand lies in memory (`Layout`), moved by
+  16-byte loads (LOAD arg=lanes) where an operand is a plain load (or a cast of one) contiguous along k or along its
+  output loop. Before the loop each thread stores its part of step 0; each k-step begins with a BARRIER, loads its part of
+  the next step from global memory into registers (ordinary values at the `kt` level, so they are issued before the inner
+  loop), and stores them into the other buffer in the last iteration of the inner loop (a STORE gated by that iteration,
+  which the tile reads must come after), so the global loads overlap the step's multiply-adds and one barrier per step
+  suffices: the buffer a step fills was last read in the step before, which every thread finished before this step's
+  barrier;
+- SIMT (`matmul`): k-steps of 8; each thread owns an 8x8 register tile (rows ty*4.. and 64 + ty*4.., the same columns
+  of tx), reading its 8 + 8 operands from shared memory per step of k;
+- tensor cores (`mma`: float16/bfloat16 operands; `mma_tf32`: float32 operands rounded to TF32 when the user allowed it):
+  k-steps of 32; eight warps of 64x32 outputs, 4x4 MMAs of 16x8 per k16 (k8) step, on FRAGMENTs of the shared tiles;
+- with split-K (few output tiles over a long k), the block index also picks one of `split` chunks of k; each block
+  stores its partial tile to device scratch and the last block of a tile to finish (`mapping.last_block`) adds the
+  partials in chunk order: deterministic, in one launch;
 - the kernel's own store (its epilogue: casts, a bias, an activation) at each of the thread's outputs, gated at the
-  matrix's edges. Outside the matrix the operand tiles hold zeros.
+  matrix's edges. Operand rows and columns past the matrix are read clamped to index 0 (they only reach outputs that are
+  not stored); k past its end reads zeros.
 """
 from __future__ import annotations
 from dataclasses import dataclass
-from picograd.dtype import dtypes
+from typing import Callable
+from picograd.dtype import DType, dtypes
 from picograd.helpers import ceildiv
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.cuda.analysis import Matmul, contiguous_in
 from picograd.codegen.cuda.emit import BLOCK
-from picograd.codegen.cuda.ops import VEC4_TYPES
 from picograd.codegen.cuda.mapping import digits, last_block, special
 
 TILE = 128          # outputs per block along m and along n
-STEP = 8            # k per k-step
-ROW = TILE + 4      # a shared-memory row of a tile, padded so the threads' stores of a k-major tile spread over the banks
-PER_THREAD = 8      # outputs per thread along m and along n
 INT = dtypes.int32
+Reader = Callable[[UOp], UOp]  # an index into a tile buffer -> the value read there (a LOAD or a FRAGMENT)
+
+
+@dataclass(frozen=True)
+class Layout:
+  """An operand tile in shared memory: rows of k (`k_rows`: element (s, q) at q * ld + s) or rows along the output loop
+  (at s * ld + q), each `ld` elements long (padded: 16-byte aligned rows whose reads spread over the banks)."""
+  k_rows: bool
+  ld: int
+
+  def at(self, s: UOp | int, q: UOp | int) -> UOp: return (q * self.ld + s) if self.k_rows else (s * self.ld + q)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Plan:
+  """What differs between the tiled plans: k per step, each operand's layout, its tile's type in shared memory, and the
+  per-thread products (fn(tiles, A tile reader, B tile reader, the inner loop) -> [(accumulated value, tile row, tile column)])."""
+  step: int
+  inner: int          # iterations of the loop inside a k-step
+  layouts: tuple[Layout, Layout]
+  products: Callable[["_Tiles", "Reader", "Reader", UOp], list[tuple[UOp, UOp, UOp]]]
+  describe: str
 
 
 def _all(conds: list[UOp]) -> UOp | None:
@@ -57,131 +83,240 @@ class _Operand:
   side: list[UOp]
   origin: UOp          # the tile's first row (m0) or column (n0)
   size: int            # M or N
-  local: UOp           # DEFINE_LOCAL of 2 x STEP x ROW values
+  layout: Layout
+  local: UOp           # DEFINE_LOCAL of two buffers
   along: bool          # memory runs along the output loop (else along k)
-
-
-class _Tiles:
-  """The pieces of one matmul kernel's rewrite."""
-
-  def __init__(self, mm: Matmul, split: int, batch: dict[UOp, UOp]):
-    self.mm, self.split, self.batch = mm, split, batch
-    B, self.M, self.N, self.K = mm.sizes
-    self.chunk = ceildiv(ceildiv(self.K, split), STEP) * STEP  # k per block, whole k-steps
-    self.steps = self.chunk // STEP
-    self.tid = special("thread", BLOCK)
-
-  def width(self, op: _Operand) -> int:
-    """4 when the operand is a plain float32 load moving by one along the axis its memory runs along (16-byte loads), else 1."""
-    v = op.value
-    along = op.side[-1] if op.along else self.mm.k
-    return 4 if v.op is Ops.LOAD and v.src[0].op is Ops.PARAM and v.src[0].dtype in VEC4_TYPES and along.arg[1] % 4 == 0 and \
-        contiguous_in(v.src[1], along, 4) else 1
-
-  def elements(self, op: _Operand, k0: UOp, step_ok: UOp | None) -> list[tuple[UOp, UOp]]:
-    """(offset in a buffer, value) of what this thread moves for the k-step starting at `k0`: single elements, or a VECTORIZE
-    of four where a 16-byte load lands on four consecutive words of the tile. Zero outside the matrix and past k; where
-    `step_ok` is false (a step past the last) or out of bounds, indices are clamped to 0, so no load leaves its buffer."""
-    width = self.width(op)
-    out: list[tuple[UOp, UOp]] = []
-    for e in range(TILE * STEP // BLOCK // width):
-      flat = self.tid + e * BLOCK
-      s, q = (flat % (TILE // width) * width, flat // (TILE // width)) if op.along else (flat // (STEP // width), flat % (STEP // width) * width)
-      gs, gk = op.origin + s, k0 + q
-      ok = _all(([gs < op.size] if op.size % TILE else []) + ([gk < self.K] if self.split * self.chunk != self.K else []))
-      # past the last step the values are never read: only their indices are kept in bounds
-      inside = _all([c for c in (ok, step_ok) if c is not None])
-      if inside is not None: gs, gk = inside.where(gs, UOp.const(INT, 0)), inside.where(gk, UOp.const(INT, 0))
-      at = {**self.batch, **digits(op.side, gs), **digits(self.mm.ks, gk)}
-      if width == 1: lanes = [substitute(op.value, at)]
-      else:
-        vec = UOp(Ops.LOAD, op.value.dtype, (op.value.src[0], substitute(op.value.src[1], at)), 4)
-        lanes = [UOp(Ops.GEP, op.value.dtype, (vec,), lane) for lane in range(4)]
-      if ok is not None: lanes = [ok.where(v, UOp.const(v.dtype, 0)) for v in lanes]
-      if width > 1 and op.along: out.append((q * ROW + s, UOp(Ops.VECTORIZE, lanes[0].dtype, tuple(lanes), 4)))
-      else: out += [((q + lane) * ROW + s if width > 1 else q * ROW + s, v) for lane, v in enumerate(lanes)]
-    return out
 
 
 def _store(buf: UOp, index: UOp, value: UOp, gate: UOp, *after: UOp) -> UOp:
   return UOp(Ops.STORE, dtypes.void, (buf, index, value, gate, *after))
 
 
-def _thread_rows(t: UOp) -> list[UOp]:
-  """The 8 rows (or columns) of a tile thread t of 16 owns: t*4.. and 64 + t*4..; each quarter-warp then reads 16
-  consecutive words of a tile row, so the shared loads do not conflict."""
-  return [t * 4 + i for i in range(4)] + [t * 4 + TILE // 2 + i for i in range(4)]
+class _Tiles:
+  """The pieces of one tiled kernel's rewrite shared by the plans."""
+
+  part: UOp | None
+
+  def __init__(self, mm: Matmul, plan: Plan, split: int, block: UOp, reduce: UOp):
+    self.mm, self.plan, self.split, self.reduce = mm, plan, split, reduce
+    B, self.M, self.N, self.K = mm.sizes
+    self.chunk = ceildiv(ceildiv(self.K, split), plan.step) * plan.step  # k per block, whole k-steps
+    self.steps = self.chunk // plan.step
+    self.gx, self.gy = ceildiv(self.N, TILE), ceildiv(self.M, TILE)
+    self.tid = special("thread", BLOCK)
+    self.bx, self.by, bz = block % self.gx, block // self.gx % self.gy, block // (self.gx * self.gy)
+    self.whole, self.part = (bz // split, bz % split) if split > 1 else (bz, None)  # this block's batch, and its chunk of k
+    self.batch = digits(mm.batch, self.whole) if mm.batch else {}
+    self.k_base = UOp.const(INT, 0) if self.part is None else self.part * self.chunk
+
+  def buffer(self, layout: Layout) -> int:
+    """Elements of one of an operand's two tile buffers."""
+    return self.plan.step * layout.ld if layout.k_rows else TILE * layout.ld
+
+  def width(self, op: _Operand) -> int:
+    """Lanes of a 16-byte load when the operand is a plain load (or a cast of one) moving by one along the axis its memory
+    runs along, else 1."""
+    v = op.value.src[0] if op.value.op is Ops.CAST else op.value
+    along = op.side[-1] if op.along else self.mm.k
+    if v.op is not Ops.LOAD or v.src[0].op is not Ops.PARAM or v.src[0].dtype.itemsize not in (2, 4): return 1
+    lanes = 16 // v.src[0].dtype.itemsize
+    whole = along.arg[1] % lanes == 0 and self.plan.step % lanes == 0 and TILE * self.plan.step % (BLOCK * lanes) == 0  # every thread a vector
+    return lanes if whole and contiguous_in(v.src[1], along, lanes) else 1
+
+  def _spots(self, op: _Operand, k0: UOp, step_ok: UOp | None, width: int) -> list[tuple[UOp, UOp, dict[UOp, UOp], UOp | None]]:
+    """(s, q, the operand's loops at that element, k in bounds) for each of this thread's elements (or 16-byte vectors) of
+    the k-step starting at `k0`: consecutive threads take consecutive elements along the axis the operand's memory runs
+    along. Rows and columns past the matrix, and steps past the last (`step_ok` false), are read at index 0 (their values
+    reach no stored output); k past its end must read 0 (the last item, when k can run past it)."""
+    step = self.plan.step
+    out = []
+    for e in range(TILE * step // BLOCK // width):
+      flat = self.tid + e * BLOCK
+      s, q = (flat % (TILE // width) * width, flat // (TILE // width)) if op.along else (flat // (step // width), flat % (step // width) * width)
+      gs, gk = op.origin + s, k0 + q
+      k_ok = gk < self.K if self.split * self.chunk != self.K else None
+      inside = _all([c for c in ((gs < op.size) if op.size % TILE else None, k_ok, step_ok) if c is not None])
+      if inside is not None: gs, gk = inside.where(gs, UOp.const(INT, 0)), inside.where(gk, UOp.const(INT, 0))
+      out.append((s, q, {**self.batch, **digits(op.side, gs), **digits(self.mm.ks, gk)}, k_ok))
+    return out
+
+  def elements(self, op: _Operand, k0: UOp, step_ok: UOp | None) -> list[tuple[UOp, UOp]]:
+    """(offset in a buffer, value) of what this thread moves for the k-step starting at `k0` (see `_spots`): single
+    elements, or a VECTORIZE of the lanes of a 16-byte load where they land on consecutive elements of the tile."""
+    width = self.width(op)
+    out: list[tuple[UOp, UOp]] = []
+    for s, q, at, k_ok in self._spots(op, k0, step_ok, width):
+      if width == 1: lanes = [substitute(op.value, at)]
+      else:
+        ld = op.value.src[0] if op.value.op is Ops.CAST else op.value
+        vec = UOp(Ops.LOAD, ld.dtype, (ld.src[0], substitute(ld.src[1], at)), width)
+        lanes = [UOp(Ops.GEP, ld.dtype, (vec,), lane) for lane in range(width)]
+        if op.value.op is Ops.CAST: lanes = [v.cast(op.value.dtype) for v in lanes]
+      if k_ok is not None: lanes = [k_ok.where(v, UOp.const(v.dtype, 0)) for v in lanes]
+      if width > 1 and op.along == op.layout.k_rows: out.append((op.layout.at(s, q), UOp(Ops.VECTORIZE, lanes[0].dtype, tuple(lanes), width)))
+      else: out += [(op.layout.at(s + lane, q) if op.along else op.layout.at(s, q + lane), v) for lane, v in enumerate(lanes)]
+    return out
+
+  def copies_async(self, op: _Operand) -> bool:
+    """Whether the operand's tiles can be copied as they are, 16 bytes at a time, into the tile (a plain load of the tile's
+    type, contiguous along the tile's rows): then cp.async moves them with no registers in between."""
+    return self.width(op) > 1 and op.value.op is Ops.LOAD and op.along == op.layout.k_rows and op.value.dtype == op.local.dtype
+
+  def async_copies(self, op: _Operand, buf: UOp, k0: UOp, step_ok: UOp | None, *after: UOp) -> list[UOp]:
+    """ASYNC_COPYs of this thread's 16-byte pieces of the k-step starting at `k0` into buffer offset `buf`; k past its end
+    is filled with zeros (the copy's gate)."""
+    width, param = self.width(op), op.value.src[0]
+    return [UOp(Ops.ASYNC_COPY, dtypes.void, (op.local, buf + op.layout.at(s, q), param, substitute(op.value.src[1], at),
+                                             k_ok if k_ok is not None else UOp.const(dtypes.bool, True), *after), 16)
+            for s, q, at, k_ok in self._spots(op, k0, step_ok, width)]
 
 
-def map_matmul(sink: UOp, mm: Matmul, split: int) -> UOp:
-  """The SIMT tiled plan (see the module docstring) for a lowered kernel `sink` whose linear program is `mm`."""
+def _simt_products(t: _Tiles, reads_a: Reader, reads_b: Reader, kk: UOp) -> list[tuple[UOp, UOp, UOp]]:
+  """An 8x8 register tile per thread: rows ty*4.. and 64 + ty*4.., columns tx*4.. and 64 + tx*4.. (each quarter-warp then
+  reads 16 consecutive words of a tile row: no bank conflicts), multiply-adds of the k-major tiles at step kk."""
+  tx, ty = t.tid % 16, t.tid // 16
+  rows = [ty * 4 + i for i in range(4)] + [ty * 4 + TILE // 2 + i for i in range(4)]
+  cols = [tx * 4 + i for i in range(4)] + [tx * 4 + TILE // 2 + i for i in range(4)]
+  red, mm = t.reduce, t.mm
+  a = [reads_a(t.plan.layouts[0].at(r, kk)) for r in rows]
+  b = [reads_b(t.plan.layouts[1].at(c, kk)) for c in cols]
+  return [(substitute(red.src[0], {mm.mul: UOp(Ops.MUL, mm.mul.dtype, (x, y))}), r, c) for x, r in zip(a, rows) for y, c in zip(b, cols)]
+
+
+def _mma_products(kind: str) -> Callable[[_Tiles, Reader, Reader, UOp], list[tuple[UOp, UOp, UOp]]]:
+  """Eight warps of 64x32 outputs: warp w owns rows (w // 4) * 64.. and columns (w % 4) * 32..; per k-step of 16 (8 for
+  TF32) 4 A fragments, 4 B fragments and their 16 MMAs, whose 4 floats per lane are rows g, g + 8 and columns 2t, 2t + 1
+  of each 16x8 output (g = lane / 4, t = lane % 4)."""
+  k = 8 if kind == "tf32" else 16
+
+  def products(t: _Tiles, frag_a: Reader, frag_b: Reader, kk: UOp) -> list[tuple[UOp, UOp, UOp]]:
+    warp, lane = t.tid // 32, t.tid % 32
+    wm, wn, g, tq = warp // 4, warp % 4, lane // 4, lane % 4
+    la, lb = t.plan.layouts
+    a = [frag_a(la.at(wm * 64 + i * 16, kk * k)) for i in range(4)]
+    b = [frag_b(lb.at(wn * 32 + j * 8, kk * k)) for j in range(4)]
+    out = []
+    for i, fa in enumerate(a):
+      for j, fb in enumerate(b):
+        mma = UOp(Ops.MMA, dtypes.float32, (fa, fb), kind)
+        out += [(UOp(Ops.GEP, dtypes.float32, (mma,), q), wm * 64 + i * 16 + g + 8 * (q // 2), wn * 32 + j * 8 + tq * 2 + q % 2) for q in range(4)]
+    return out
+  return products
+
+
+SIMT = Plan(8, 8, (Layout(True, TILE + 4), Layout(True, TILE + 4)), _simt_products, "an 8x8 register tile per thread")
+
+
+def tensor_core_plan(kind: str, turned: tuple[bool, bool]) -> Plan:
+  """The tensor-core plan for `kind` ("f16", "bf16", "tf32"): each tile lies in shared memory as its operand lies in memory
+  (`turned`: A contiguous along m is A[k][m], B contiguous along k is B[n][k]); rows padded so fragment reads hit
+  different banks (16-bit: 8 elements, which keeps ldmatrix's 16-byte rows aligned)."""
+  k_rows = (turned[0], not turned[1])
+  short = 32 + (4 if kind == "tf32" else 8)  # a row of k: TF32 fragments read rows g and columns t, 16-bit ones ldmatrix rows
+  layouts = (Layout(k_rows[0], TILE + 8 if k_rows[0] else short), Layout(k_rows[1], TILE + 8 if k_rows[1] else short))
+  shape = "m16n8k8 TF32" if kind == "tf32" else f"m16n8k16 {kind}"
+  return Plan(32, 4 if kind == "tf32" else 2, layouts, _mma_products(kind), f"8 warps of 64x32 on mma.sync {shape}")
+
+
+def shared_bytes(plan: Plan, dtype: DType | None, stages: int = 2) -> int:
+  """Shared memory the plan's tiles take with `stages` buffers each (`dtype` None: counted as float32)."""
+  return sum(stages * (plan.step * lay.ld if lay.k_rows else TILE * lay.ld) * (dtype or dtypes.float32).itemsize for lay in plan.layouts)
+
+
+def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType | None = None, stages: int = 2) -> UOp:
+  """The tiled plan `plan` (see the module docstring) for a lowered kernel `sink` whose linear program is `mm`; the tiles
+  are of `tile_dtype` in shared memory (default: each operand's type), `stages` buffers each. With more than two, operands
+  that can be copied as they are (`copies_async`) are fetched `stages` - 1 steps ahead by cp.async (ASYNC_COPY, groups
+  closed by BARRIER "commit", waited for by BARRIER ("wait", n) before each step's barrier); the others as with two."""
   B, M, N, K = mm.sizes
-  gx, gy = ceildiv(N, TILE), ceildiv(M, TILE)
   nodes = toposort([sink])
   red = next(n for n in nodes if n.op is Ops.REDUCE and mm.mul in toposort([n.src[0]]))
   [out_store] = [s for s in sink.src if s.op is Ops.STORE]
   next_id = max((n.arg[0] for n in nodes if n.op is Ops.RANGE), default=-1) + 1
-  block = special("block", gx * gy * B * split)
-  bx, by, bz = block % gx, block // gx % gy, block // (gx * gy)
-  whole, part = (bz // split, bz % split) if split > 1 else (bz, None)
-  batch = digits(mm.batch, whole) if mm.batch else {}
-  t = _Tiles(mm, split, batch)
-  k_base = UOp.const(INT, 0) if part is None else part * t.chunk
-  size = 2 * STEP * ROW
-  ops = [_Operand(mm.x, mm.m, by * TILE, M, UOp(Ops.DEFINE_LOCAL, mm.x.dtype, (), (0, size)), runs_along(mm.x, mm.m, mm.k)),
-         _Operand(mm.y, mm.n, bx * TILE, N, UOp(Ops.DEFINE_LOCAL, mm.y.dtype, (), (1, size)), runs_along(mm.y, mm.n, mm.k))]
+  block = special("block", ceildiv(N, TILE) * ceildiv(M, TILE) * B * split)
+  t = _Tiles(mm, plan, split, block, red)
+  la, lb = plan.layouts
+  ops = [_Operand(mm.x, mm.m, t.by * TILE, M, la, UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.x.dtype, (), (0, stages * t.buffer(la))),
+                  runs_along(mm.x, mm.m, mm.k)),
+         _Operand(mm.y, mm.n, t.bx * TILE, N, lb, UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.y.dtype, (), (1, stages * t.buffer(lb))),
+                  runs_along(mm.y, mm.n, mm.k))]
+  asyncs = [op for op in ops if stages > 2 and t.copies_async(op)]
   kt = UOp(Ops.RANGE, INT, (), (next_id, t.steps, "reduce"))
-  kk = UOp(Ops.RANGE, INT, (), (next_id + 1, STEP, "reduce", STEP))
-  # step 0 before the loop; each step starts at a barrier (after it, the buffer filled last step may be read, and the one
-  # read last step may be refilled)
-  first = [_store(op.local, at, v, UOp.const(dtypes.bool, True)) for op in ops for at, v in t.elements(op, k_base, None)]
-  barrier = UOp(Ops.BARRIER, dtypes.void, (kt, *first), "block")
-  refills: list[UOp] = []
+  kk = UOp(Ops.RANGE, INT, (), (next_id + 1, plan.inner, "reduce", plan.inner))
+
+  def slot(step: UOp, op: _Operand) -> UOp: return ((step & 1) if stages == 2 else (step % stages)) * t.buffer(op.layout)
+  # step 0 before the loop (and with cp.async, steps 1 .. stages - 2 too, one group each); each step starts at a barrier
+  # (after it, the buffer filled for this step may be read, and the one read last step may be refilled)
+  true = UOp.const(dtypes.bool, True)
+  first = [_store(op.local, at, v, true) for op in ops if op not in asyncs for at, v in t.elements(op, t.k_base, None)]
+  groups: list[UOp] = []
+  for n in range(stages - 1 if asyncs else 0):  # every group is committed, also empty ones: the waits count groups
+    prologue = [c for op in asyncs if n < t.steps
+                for c in t.async_copies(op, UOp.const(INT, n * t.buffer(op.layout)), t.k_base + n * plan.step, None)]
+    groups.append(UOp(Ops.BARRIER, dtypes.void, tuple(prologue) + tuple(groups[-1:]), "commit"))
+  wait = (UOp(Ops.BARRIER, dtypes.void, (kt, *groups), ("wait", stages - 2)),) if asyncs else ()
+  barrier = UOp(Ops.BARRIER, dtypes.void, (kt, *first, *wait), "block")
+  after: list[UOp] = []
+  if asyncs:
+    ahead = kt + (stages - 1)
+    copies = [c for op in asyncs for c in t.async_copies(op, slot(ahead, op), t.k_base + ahead * plan.step, ahead < t.steps, barrier)]
+    after.append(UOp(Ops.BARRIER, dtypes.void, tuple(copies), "commit"))
   if t.steps > 1:
     more = kt < t.steps - 1
-    last_kk = UOp.const(INT, STEP - 2) < kk
-    nxt = ((kt + 1) & 1) * (STEP * ROW)
+    last_kk = UOp.const(INT, plan.inner - 2) < kk
     # gated by the inner loop only: a refill gated by `more` too let the compiler sink the global loads into its branch,
-    # after the step's multiply-adds, where nothing hides their latency (the last step stores zeros no step reads)
-    refills = [_store(op.local, nxt + at, v, last_kk, barrier)
-               for op in ops for at, v in t.elements(op, k_base + (kt + 1) * STEP, more)]
-  cur = (kt & 1) * (STEP * ROW) + kk * ROW
-  tx, ty = t.tid % 16, t.tid // 16
-  rows, cols = _thread_rows(ty), _thread_rows(tx)
-  a = [UOp(Ops.LOAD, mm.x.dtype, (ops[0].local, cur + r, barrier, *refills)) for r in rows]
-  b = [UOp(Ops.LOAD, mm.y.dtype, (ops[1].local, cur + c, barrier, *refills)) for c in cols]
-  acc = [[UOp(Ops.REDUCE, red.dtype, (substitute(red.src[0], {mm.mul: UOp(Ops.MUL, mm.mul.dtype, (x, y))}), kt, kk), Ops.ADD)
-          for y in b] for x in a]
-  m0, n0 = by * TILE, bx * TILE
+    # after the step's multiply-adds, where nothing hides their latency (the last step stores what no step reads)
+    after += [_store(op.local, slot(kt + 1, op) + at, v, last_kk, barrier)
+              for op in ops if op not in asyncs for at, v in t.elements(op, t.k_base + (kt + 1) * plan.step, more)]
+
+  def reader(op: _Operand, role: str) -> Reader:
+    cur = slot(kt, op)
+    if plan is SIMT: return lambda at: UOp(Ops.LOAD, op.local.dtype, (op.local, cur + at, barrier, *after))
+    kind = {dtypes.float16: "f16", dtypes.bfloat16: "bf16", dtypes.float32: "tf32"}[op.local.dtype]
+    return lambda at: UOp(Ops.FRAGMENT, op.local.dtype, (op.local, cur + at, barrier, *after), (role, kind, op.layout.ld, op.layout.k_rows))
+  per_thread = plan.products(t, reader(ops[0], "a"), reader(ops[1], "b"), kk)
+  acc = [(UOp(Ops.REDUCE, red.dtype, (value, kt, kk), Ops.ADD), r, c) for value, r, c in per_thread]
   extra: list[UOp] = []
   if split > 1:
-    tiles = B * gx * gy
-    tile = whole * (gx * gy) + by * gx + bx
+    tiles = B * t.gx * t.gy
+    tile = t.whole * (t.gx * t.gy) + t.by * t.gx + t.bx
     scratch = UOp(Ops.DEFINE_GLOBAL, red.dtype, (), (0, tiles * split * TILE * TILE))
-    mine = (tile * split + part) * (TILE * TILE)
-    partials = [_store(scratch, mine + r * TILE + c, acc[i][j], UOp.const(dtypes.bool, True))
-                for i, r in enumerate(rows) for j, c in enumerate(cols)]
-    fence, reset = last_block(tuple(partials), t.tid, tile, tiles, split, 1)
+    mine = (tile * split + t.part) * (TILE * TILE)
+    partials = tuple(_store(scratch, mine + r * TILE + c, a, UOp.const(dtypes.bool, True)) for a, r, c in acc)
+    fence, reset = last_block(partials, t.tid, tile, tiles, split, 1)
     q = UOp(Ops.RANGE, INT, (), (next_id + 2, split, "reduce", 8))
     first_part = tile * split * (TILE * TILE)
-    acc = [[UOp(Ops.REDUCE, red.dtype, (UOp(Ops.LOAD, red.dtype, (scratch, first_part + q * (TILE * TILE) + r * TILE + c, fence)), q), Ops.ADD)
-            for c in cols] for r in rows]
+    acc = [(UOp(Ops.REDUCE, red.dtype, (UOp(Ops.LOAD, red.dtype, (scratch, first_part + q * (TILE * TILE) + r * TILE + c, fence)), q), Ops.ADD),
+            r, c) for _, r, c in acc]
     extra.append(reset)
-  stores = []
-  for i, r in enumerate(rows):
-    for j, c in enumerate(cols):
-      gm, gn = m0 + r, n0 + c
-      ok = _all(([gm < M] if M % TILE else []) + ([gn < N] if N % TILE else []))
-      if ok is not None: gm, gn = ok.where(gm, UOp.const(INT, 0)), ok.where(gn, UOp.const(INT, 0))
-      st = substitute(out_store, {**batch, **digits(mm.m, gm), **digits(mm.n, gn), red: acc[i][j]})
-      stores.append(st if ok is None else UOp(Ops.STORE, st.dtype, st.src[:3] + ((st.src[3] & ok) if len(st.src) > 3 else ok,), st.arg))
+  stores: list[UOp] = []
+  for a, r, c in acc:
+    gm, gn = t.by * TILE + r, t.bx * TILE + c
+    ok = _all(([gm < M] if M % TILE else []) + ([gn < N] if N % TILE else []))
+    if ok is not None: gm, gn = ok.where(gm, UOp.const(INT, 0)), ok.where(gn, UOp.const(INT, 0))
+    out = substitute(out_store, {**t.batch, **digits(mm.m, gm), **digits(mm.n, gn), red: a})
+    stores.append(out if ok is None else UOp(Ops.STORE, out.dtype, out.src[:3] + ((out.src[3] & ok) if len(out.src) > 3 else ok,), out.arg))
   return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + extra), sink.arg), symbolic)
 
 
-def describe_matmul(mm: Matmul, split: int) -> str:
+KIND_DTYPES = {"f16": dtypes.float16, "bf16": dtypes.bfloat16, "tf32": dtypes.float32}
+
+
+def plan_for(name: str, mm: Matmul) -> tuple[Plan, DType | None]:
+  """The plan `name` ("matmul", "mma", "mma_tf32") for product `mm`, and the type of its tiles in shared memory (None: each
+  operand's own). A tensor-core tile lies in shared memory as its operand lies in memory: A contiguous along m (a weight
+  gradient's dY^T) is A[k][m], B contiguous along k (the weight of x @ W.T) is B[n][k]."""
+  if name == "matmul": return SIMT, None
+  kind = "tf32" if name == "mma_tf32" else "f16" if mm.x.dtype == dtypes.float16 else "bf16"
+  turned = (runs_along(mm.x, mm.m, mm.k), not runs_along(mm.y, mm.n, mm.k))
+  return tensor_core_plan(kind, turned), KIND_DTYPES[kind]
+
+
+def describe_tiled(plan: Plan, mm: Matmul, split: int, stages: int) -> str:
   B, M, N, K = mm.sizes
-  return (f"tiled product {B}x{M}x{N}, k={K}: 128x128 output tiles, k-steps of {STEP} through double-buffered shared memory, "
-          f"an 8x8 register tile per thread" + (f", split-K over {split} blocks" if split > 1 else ""))
+  buffers = "double-buffered shared memory" if stages == 2 else f"{stages} shared-memory stages (cp.async where an operand is copied as it is)"
+  return (f"tiled product {B}x{M}x{N}, k={K}: 128x128 output tiles, k-steps of {plan.step} through {buffers}, "
+          f"{plan.describe}" + (f", split-K over {split} blocks" if split > 1 else ""))
 
 
-__all__ = ["map_matmul", "describe_matmul", "runs_along"]
+__all__ = ["map_tiled", "plan_for", "describe_tiled", "runs_along", "shared_bytes", "tensor_core_plan", "SIMT", "Layout", "Plan"]
