@@ -123,14 +123,37 @@ def test_matmul_plan_is_an_ir_pass():
 
 def test_tensor_core_plan_is_an_ir_pass():
   """The tensor-core products are mapped in the IR too: FRAGMENTs (ldmatrix) and MMAs (mma.sync) over shared tiles laid out
-  as the operands lie in memory, 16-byte cp.async copies of the 16-bit operands, three stages deep."""
+  as the operands lie in memory, the outputs staged through shared memory; long k-loops fetch their 16-bit operands three
+  stages ahead by cp.async."""
   for name, trans in (("matmul_f16", ".x2.trans"), ("matmul_f16_T", ".x2.shared")):
     _, src, dims, meta = render_for_arch(asts(CASES[name][0]())[-1], "sm_90")
     body = src[src.index('extern "C"'):]
     assert meta["plan"] == "mma" and meta["opts"][0] == "map mma" and "64 accumulators per thread" in meta["opts"], meta["opts"]
     assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in body and f"ldmatrix.sync.aligned.m8n8{trans}" in body, name
-    assert "cp.async.cg.shared.global" in body and "cp.async.wait_group 1;" in body and body.count("__syncthreads();") == 1
-    assert "3 shared-memory stages" in meta["opts"][1]
+    # one barrier per k-step, and two around the outputs staged through shared memory on their way out
+    assert "double-buffered" in meta["opts"][1] and "cp.async" not in body and body.count("__syncthreads();") == 3
+  long_k = Tensor(rnd(128, 2048, dtype=np.float16)) @ Tensor(rnd(2048, 128, dtype=np.float16))
+  _, src, dims, meta = render_for_arch(asts(long_k)[-1], "sm_90", sm_count=1)  # one tile, no split: 64 k-steps
+  body = src[src.index('extern "C"'):]
+  assert "3 shared-memory stages" in meta["opts"][1] and "cp.async.cg.shared.global" in body and "cp.async.wait_group 1;" in body
+  assert "cp.async.wait_group 0;" in body  # before the tiles' memory holds the outputs
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_async_stages_emulated(transposed, monkeypatch):
+  """The cp.async pipeline's IR (copies fetched two steps ahead, commits, waits, the staged outputs) runs right under
+  EMULATE=CUDA, for tiles copied as they lie both ways round. (Shapes no other test uses: the kernel caches do not know
+  the step threshold.)"""
+  import picograd.codegen.cuda.plan as plan
+  from picograd.engine.compile import _kernels
+  monkeypatch.setattr(plan, "ASYNC_MIN_STEPS", 1)
+  a, b = rnd(144, 200, dtype=np.float16), rnd(200, 136, dtype=np.float16)
+  _kernels.clear()
+  with Context(EMULATE="CUDA"):
+    x, y = Tensor(a.T.copy() if transposed else a, device="PYTHON"), Tensor(b, device="PYTHON")
+    got = ((x.T if transposed else x) @ y).numpy()
+  np.testing.assert_allclose(got.astype(np.float32), a.astype(np.float32) @ b.astype(np.float32), rtol=2e-2, atol=2e-2)
+  assert any("3 shared-memory stages" in o for k in _kernels.values() for o in k.opts)
 
 
 @pytest.mark.parametrize("transposed", [False, True])
@@ -229,6 +252,8 @@ GPU_CASES = {
   "cross_entropy": lambda d: (lambda a: a.log_softmax(-1).sum(), [rnd(4096, 65)]),
   "matmul_f16": lambda d: (lambda a, b: a @ b, [rnd(256, 96, dtype=np.float16), rnd(96, 200, dtype=np.float16)]),
   "matmul_f16_T": lambda d: (lambda a, b: a @ b.T, [rnd(128, 96, dtype=np.float16), rnd(72, 96, dtype=np.float16)]),
+  # many k-steps: copies fetched ahead past the last step must land before the tiles' memory is reused for the outputs
+  "matmul_f16_long_k": lambda d: (lambda a, b: a @ b, [rnd(256, 1024, dtype=np.float16), rnd(1024, 256, dtype=np.float16)]),
   "pad": lambda d: (lambda a: a.pad(((1, 2), (3, 0))) * 2, [rnd(16, 16)]),
 }
 

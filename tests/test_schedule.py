@@ -5,7 +5,7 @@
 import numpy as np
 import pytest
 import picograd
-from picograd import Tensor
+from picograd import Tensor, dtypes
 from picograd.engine import realize as engine
 from compare import rand
 
@@ -77,6 +77,29 @@ def test_concatenation_read_by_a_reduction_is_stored_first_on_cuda(x):
   cat = picograd.cat([x, x * 2], dim=1)
   for t, n in ((cat, 1), (cat @ Tensor(rand((12, 3)), device=DEV), 2)):  # stored only when a reduction reads it
     assert len(create_template(_normalize([t.uop])[0], ["CUDA"]).kernels) == n
+
+
+def test_autocast_operands_are_stored_in_16_bits_on_cuda(x):
+  # under autocast a float32 weight is cast for its product and again for its gradient's, through other views: on CUDA
+  # the cast goes below the views (one node) and is stored once in 16 bits, so every product reads 16-bit buffers (its
+  # tiles are copied as they are); the CPU keeps the casts inside its products (its GEMM converts while it packs)
+  from picograd.engine.realize import _normalize
+  from picograd.engine.schedule import create_template
+  from picograd.ir.ops import Ops, toposort
+  w = Tensor(rand((12, 16), seed=4), device=DEV, requires_grad=True)
+  a = Tensor(rand((8, 12), seed=5), device=DEV, requires_grad=True)
+  with picograd.autocast(dtypes.bfloat16):
+    ((a @ w).float().relu() * Tensor(rand((8, 16), seed=6), device=DEV)).sum().backward()
+  roots, _ = _normalize([a.grad.uop, w.grad.uop])
+
+  def product_operands(k) -> list:
+    muls = [n for n in toposort([k.ast]) if n.op is Ops.REDUCE for m in [n.src[0]] if m.op in (Ops.MUL, Ops.CAST)]
+    return [s for r in muls for s in toposort([r.src[0]]) if s.op is Ops.CAST and s.dtype == dtypes.bfloat16]
+  cuda, cpu = (create_template(roots, [kind] * 2).kernels for kind in ("CUDA", "CPU"))
+  casts = [k for k in cuda if k.ast is not None and not any(n.op is Ops.REDUCE for n in toposort([k.ast]))
+           and any(n.op is Ops.CAST and n.dtype == dtypes.bfloat16 for n in toposort([k.ast]))]
+  assert casts and all(not product_operands(k) for k in cuda if k.ast is not None)
+  assert any(product_operands(k) for k in cpu if k.ast is not None) and len(cuda) > len(cpu)
 
 
 def test_long_shared_elementwise_chain_is_cut():

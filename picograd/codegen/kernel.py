@@ -102,9 +102,9 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   if kind == "PYTHON" and EMULATE == "CUDA":
     # the PYTHON device runs the kernel as the CUDA mapping pass puts it on a GPU, every thread at once
     from picograd.codegen.cuda import CUDATarget
-    from picograd.codegen.cuda.render import map_kernel
-    plan, _, mapped = map_kernel(sink, program, target if target is not None else CUDATarget())
-    if mapped is not None: program, applied = mapped, [f"emulating the CUDA mapping {plan}"]
+    from picograd.codegen.cuda.render import describe_mapping, map_kernel
+    plan, arg, program = map_kernel(sink, program, target if target is not None else CUDATarget())
+    applied = [f"emulating the CUDA mapping {plan}", *describe_mapping(plan, arg, program)[1:]]
   renderer = {"CPU": "picograd.codegen.llvm:render_llvm", "PYTHON": "picograd.codegen.python:render_python"}[kind]
   module, fn = renderer.split(":")
   render_fn = getattr(__import__(module, fromlist=[fn]), fn)

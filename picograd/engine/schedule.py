@@ -27,6 +27,9 @@ ROW_FUSING_DEVICES = {"CPU", "PYTHON", "CUDA"}
 # devices whose codegen reads a concatenation inside a reduction through one gate per piece at every load (the CPU's
 # optimizer splits such a loop into one gate-free loop per piece): a concatenation read by a reduction is stored first
 CONCAT_STORING_DEVICES = {"CUDA"}
+# devices whose matrix products copy 16-bit operand tiles as they are (cp.async): a float32 tensor cast to 16 bits for a
+# product is stored cast; the CPU's GEMM converts while it packs, so there the cast stays inside the product
+PRODUCT_CAST_DEVICES = {"CUDA"}
 # devices whose codegen runs a sum rescaled by a running max in one pass (codegen/online.py). The CUDA mapping passes
 # (and the PYTHON device while it emulates them, EMULATE=CUDA) only in their flat plan (NOOPT=1): the others deal a max's
 # loop out to threads
@@ -242,6 +245,32 @@ def _check_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
   return [n] if max((r.src[0].size for r in _reductions_reading(n, f.consumers, f.realize)), default=0) >= CHECKED_REDUCE_MIN else []
 
 
+def _summed(u: UOp, consumers: dict[UOp, set[UOp]]) -> bool:
+  """Whether a reduction sums `u`, casts between (a 16-bit product accumulated in float32)."""
+  return any((c.op is Ops.REDUCE and c.arg[0] is Ops.ADD) or (c.op is Ops.CAST and _summed(c, consumers)) for c in consumers.get(u, ()))
+
+
+def _product_operand(u: UOp, consumers: dict[UOp, set[UOp]]) -> bool:
+  """Whether `u` is, through views only, a factor of a product that a reduction sums (a matrix product's operand)."""
+  views, seen = [u], set()
+  while views:
+    for c in consumers.get(views.pop(), ()):
+      if c in seen: continue
+      seen.add(c)
+      if c.op in MOVEMENT: views.append(c)
+      elif c.op is Ops.MUL and _summed(c, consumers): return True
+  return False
+
+
+def _narrow_cast_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
+  """A float32 tensor cast to 16 bits for a matrix product (autocast) is stored cast: the product's tiles then read half
+  the bytes and copy them to shared memory as they are (cp.async), and a cast that several products read (a weight in
+  its product and in its gradient's) converts once. Where the tensor is computed for nothing else, its kernel stores only
+  the cast."""
+  if f.kind(n) not in PRODUCT_CAST_DEVICES or n.dtype not in NARROW_FLOATS or n.src[0].dtype != dtypes.float32: return []
+  return [n] if _product_operand(n, f.consumers) else []
+
+
 BoundaryRule = Callable[[UOp, _Fusion], list[UOp]]
 # The fusion policy (DESIGN §4) as rules: op -> fn(node, state) -> the nodes that get a buffer. The tables apply in order,
 # each to every node (a later table sees what the earlier ones realized); ops without a rule fuse into their consumers.
@@ -254,7 +283,8 @@ BOUNDARY_RULES: list[dict[Ops, BoundaryRule]] = [
     Ops.AFTER: lambda n, f: [s for s in n.src if not is_contiguous_view(s)]},
   {Ops.REDUCE: lambda n, f: [n] if len(f.consumers[n]) > 1 else []},  # a reduction read by several nodes is computed once
   {Ops.EXPAND: _broadcast_boundaries},
-  {Ops.ADD: _concat_boundaries, Ops.CHECK: _check_boundaries},  # after the broadcast rule: the pieces' own reductions have buffers
+  # after the broadcast rule: the pieces' own reductions have buffers
+  {Ops.ADD: _concat_boundaries, Ops.CHECK: _check_boundaries, Ops.CAST: _narrow_cast_boundaries},
   # an assignment whose value reads its own target at other positions would read elements it already overwrote:
   # the value gets a buffer of its own first
   {Ops.ASSIGN: lambda n, f: [n.src[1]] if _reads_shifted(n.src[1], strip_reshapes(n.src[0]), f.realize) else []},
@@ -270,6 +300,13 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) 
     for n in nodes:
       if (rule := rules.get(n.op)) is not None: f.realize.update(x for x in rule(n, f) if x not in online)
   f.realize.update(x for x in _shared_elementwise_boundaries(nodes, f) if x not in online)
+  # a stored value read only by its stored 16-bit cast is computed in the cast's kernel instead (a concatenation, a sum
+  # read by several products): one kernel and one float32 round trip fewer
+  roots_set = set(roots)
+  for n in nodes:
+    if n.op is Ops.CAST and n in f.realize and n.src[0] in f.realize and n.src[0] not in roots_set and f.consumers[n.src[0]] == {n} \
+       and n.src[0].op in ALU | {Ops.REDUCE}:
+      f.realize.discard(n.src[0])
   # a reduction that would be fused into several kernels would run once per kernel: give it its own
   while True:
     owners: dict[UOp, int] = {}
@@ -309,12 +346,20 @@ def _device_of(root_device: str, nodes: list[UOp], root: UOp) -> dict[UOp, str]:
 
 
 # a CHECKPOINT is its value: its other sources only serve its gradient
-_strip_checkpoints = PatternMatcher([(UPat(Ops.CHECKPOINT, name="c"), lambda c: c.src[0])])
+NARROW_FLOATS = (dtypes.float16, dtypes.bfloat16)
+# before the boundaries are chosen: a checkpoint is its value; a cast to a 16-bit float goes below views (a view moves
+# elements, the cast converts them: they commute), so the cast of a tensor is one node however it is viewed (autocast
+# casts each use of a float32 tensor: a weight in its product and in its gradient's, an activation through a transpose)
+_canonical = PatternMatcher([
+  (UPat(Ops.CHECKPOINT, name="c"), lambda c: c.src[0]),
+  (UPat(Ops.CAST, NARROW_FLOATS, src=(UPat(MOVEMENT, name="view"),), name="c"),
+   lambda c, view: UOp(view.op, c.dtype, (view.src[0].cast(c.dtype), *view.src[1:]), view.arg)),
+])
 
 
 def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   """Schedule normalized `roots` (inputs already replaced by slots) to be realized on `devices`."""
-  roots = graph_rewrite_many(roots, _strip_checkpoints)
+  roots = graph_rewrite_many(roots, _canonical)
   nodes = toposort(roots)
   node_device: dict[UOp, str] = {}
   for root, dev in zip(roots, devices):

@@ -50,7 +50,8 @@ class Ops(Enum):
   RUNNING_MAX = auto(); RESCALED = auto()
   # GPU kernel level (the mapping passes of codegen/cuda/mapping.py introduce them; see its docstring):
   # SPECIAL(arg=("block"|"thread", n)) is blockIdx.x / threadIdx.x in [0, n); GUARD(ok), a SINK source: threads where
-  # `ok` is false leave; DEFINE_LOCAL(arg=(slot, n)) an array of n values in shared memory; GROUP_REDUCE(partial, [local],
+  # `ok` is false leave; DEFINE_LOCAL(arg=(slot, n)) an array of n values in shared memory (arg (slot, n, "reuse"):
+  # it may reuse the block's other shared memory, which is no longer read once it is used); GROUP_REDUCE(partial, [local],
   # arg=(op, width)): the partials of `width` neighbouring threads combined, every one of them gets the result;
   # VECTORIZE(*lanes) and GEP(vector, arg=lane) build and take apart short vectors (a LOAD with arg=4 loads four lanes).
   # Cross-block work: DEFINE_GLOBAL(arg=(slot, n)) scratch in device memory that outlives the launch; BARRIER(*after,

@@ -13,6 +13,10 @@ from picograd.codegen.cuda.target import CUDATarget
 SPLIT_K_CHUNK = 512            # the least k a split-K block takes: its partial tile costs a store and a load per output
 SPLIT_K_SCRATCH = 64 * 2**20   # bytes of partial tiles one split-K kernel may keep
 ASYNC_STAGES = 3               # shared-memory buffers per operand of the tensor-core plans (cp.async fetches stages - 1 ahead)
+# k-steps per block from which the tensor-core plans fetch by cp.async: on the H200 three stages made the weight gradients
+# (52 steps) 1.8x and TF32 4096 (128) 1.45x faster than two, but x @ W.T with K = 384 (12 steps) 2.1x and 1024^2 (16 steps)
+# 1.8x slower (not understood yet: the pipeline's fill is one step longer, not that much)
+ASYNC_MIN_STEPS = 32
 
 
 def _split_k(mm: Matmul, target: CUDATarget) -> int:
@@ -54,9 +58,12 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
       floats = mm.x.dtype == mm.y.dtype == mm.acc.dtype == dtypes.float32
       for name, fits in (("mma", halfs), ("mma_tf32", TF32 and floats)):
         if not fits or target.cc < 80: continue
-        # cp.async stages when they fit in shared memory (sm_80 and newer copy global to shared memory asynchronously)
-        stages = next((n for n in (ASYNC_STAGES, 2) if shared_bytes(*plan_for(name, mm), n) <= target.max_shared), None)
-        if stages is not None: return name, (mm, _split_k(mm, target), stages)
+        # cp.async stages for long k-loops when they fit in shared memory (sm_80 and newer copy global to shared memory
+        # asynchronously)
+        split = _split_k(mm, target)
+        deep = ceildiv(ceildiv(K, split), plan_for(name, mm)[0].step) >= ASYNC_MIN_STEPS
+        stages = next((n for n in ((ASYNC_STAGES, 2) if deep else (2,)) if shared_bytes(*plan_for(name, mm), n) <= target.max_shared), None)
+        if stages is not None: return name, (mm, split, stages)
       return "matmul", (mm, _split_k(mm, target), 2)
   top = top_level(program)
   rsize = max(prod(r.arg[1] for r in a.src) for a in top)

@@ -32,7 +32,7 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
      for name in ("matmul", "mma", "mma_tf32")},
 }
 
-def _describe(plan: str, arg: Any, program: list[UOp]) -> list[str]:
+def describe_mapping(plan: str, arg: Any, program: list[UOp]) -> list[str]:
   """What DEBUG=3 lists for a mapped kernel: the launch, each loop the mapping dealt out or vectorized, shared memory,
   and for a matrix product its tiles."""
   tiled = plan in ("matmul", "mma", "mma_tf32")
@@ -65,7 +65,7 @@ def render_cuda(base_name: str, sink: UOp, target: CUDATarget) -> tuple[str, str
   table = TableRenderer(program)
   lines = table.render()
   grid, block = table.launch()
-  opts = _describe(plan, arg, program)
+  opts = describe_mapping(plan, arg, program)
   params = [u for u in program if u.op is Ops.PARAM]
   written = {u.src[0] for u in program if u.op is Ops.STORE}
   checked = any(u.op is Ops.CHECK for u in program)

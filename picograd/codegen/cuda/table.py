@@ -38,12 +38,17 @@ class TableRenderer:
     self.w.wrapping = data_values(program)
     self.names: dict[UOp, str] = {}
     self.globals: list[str] = []  # file-scope declarations (`__device__` scratch)
-    locals_ = [u for u in program if u.op is Ops.DEFINE_LOCAL]
-    sizes = [-(-u.arg[1] * u.dtype.itemsize // 16) * 16 for u in locals_]
-    # offsets into the dynamic block when the buffers do not fit in static shared memory; its size goes to the launch
-    self.offsets = {u: sum(sizes[:i]) for i, u in enumerate(locals_)} if sum(sizes) > STATIC_SHARED else {}
-    self.dynamic_shared = sum(sizes) if self.offsets else 0
+    own = [u for u in program if u.op is Ops.DEFINE_LOCAL and len(u.arg) == 2]
+    reuse = [u for u in program if u.op is Ops.DEFINE_LOCAL and len(u.arg) > 2]  # arg (slot, n, "reuse"): used after the others
+    sizes = [-(-u.arg[1] * u.dtype.itemsize // 16) * 16 for u in own]
+    total = max([sum(sizes)] + [u.arg[1] * u.dtype.itemsize for u in reuse])
+    # offsets into the dynamic block when the buffers do not fit in static shared memory or one reuses the others' memory;
+    # its size goes to the launch
+    dynamic = total > STATIC_SHARED or bool(reuse)
+    self.offsets = {**{u: sum(sizes[:i]) for i, u in enumerate(own)}, **{u: 0 for u in reuse}} if dynamic else {}
+    self.dynamic_shared = total if dynamic else 0
     self.mma_lanes: dict[UOp, dict[int, str]] = {}  # an MMA's accumulators, by lane, until all four are known
+    self.declared = False  # the dynamic block
 
   def launch(self) -> tuple[tuple[int, ...], int]:
     sizes = {u.arg[0]: u.arg[1] for u in self.program if u.op is Ops.SPECIAL}
@@ -129,7 +134,8 @@ class TableRenderer:
     n, t = self.w.fresh("smem"), MEM_TYPES[u.dtype]
     self.names[u] = n
     if not self.offsets: return self.w(f"__shared__ __align__(16) {t} {n}[{u.arg[1]}];")
-    if self.offsets[u] == 0: self.w("extern __shared__ __align__(16) unsigned char pg_smem[];")
+    if not self.declared: self.w("extern __shared__ __align__(16) unsigned char pg_smem[];")
+    self.declared = True
     self.w(f"{t}* const {n} = reinterpret_cast<{t}*>(pg_smem + {self.offsets[u]});")
 
   def _fragment(self, u: UOp) -> None:

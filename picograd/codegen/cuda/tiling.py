@@ -37,6 +37,7 @@ from picograd.codegen.cuda.emit import BLOCK
 from picograd.codegen.cuda.mapping import digits, last_block, special
 
 TILE = 128          # outputs per block along m and along n
+STAGED_EPILOGUE = True  # tensor-core outputs pass through shared memory on their way out (see map_tiled)
 INT = dtypes.int32
 Reader = Callable[[UOp], UOp]  # an index into a tile buffer -> the value read there (a LOAD or a FRAGMENT)
 
@@ -276,6 +277,17 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
     return lambda at: UOp(Ops.FRAGMENT, op.local.dtype, (op.local, cur + at, barrier, *after), (role, kind, op.layout.ld, op.layout.k_rows))
   per_thread = plan.products(t, reader(ops[0], "a"), reader(ops[1], "b"), kk)
   acc = [(UOp(Ops.REDUCE, red.dtype, (value, kt, kk), Ops.ADD), r, c) for value, r, c in per_thread]
+  if plan is not SIMT and STAGED_EPILOGUE:
+    # the fragments' outputs (two neighbouring columns per lane, rows 8 apart) go through shared memory, which the tiles no
+    # longer need (the buffer reuses theirs), and come back out row by row: consecutive threads then store consecutive
+    # outputs, and each does its share of the epilogue once per output
+    # copies still in flight (the stages fetched past the last step) would land in the reused memory: wait for them all
+    drained = (UOp(Ops.BARRIER, dtypes.void, tuple(a for a, _, _ in acc), ("wait", 0)),) if asyncs else ()
+    done = UOp(Ops.BARRIER, dtypes.void, tuple(a for a, _, _ in acc) + drained, "block")
+    staged = UOp(Ops.DEFINE_LOCAL, red.dtype, (), (2, TILE * (TILE + 4), "reuse"))
+    put = UOp(Ops.BARRIER, dtypes.void, tuple(_store(staged, r * (TILE + 4) + c, a, true, done) for a, r, c in acc), "block")
+    spots = [(t.tid + e * BLOCK) for e in range(TILE * TILE // BLOCK)]
+    acc = [(UOp(Ops.LOAD, red.dtype, (staged, f // TILE * (TILE + 4) + f % TILE, put)), f // TILE, f % TILE) for f in spots]
   extra: list[UOp] = []
   if split > 1:
     tiles = B * t.gx * t.gy
