@@ -38,15 +38,15 @@ from picograd.ir.ops import UOp, Ops, BINARY as BINARY_OPS, toposort, substitute
 from picograd.codegen.llvm import LLVMRenderer, BINARY, COMPARE, MEM_TYPES, ll_type, ll_const
 from picograd.codegen.cpu_gemm import GemmRenderer, vector_lanes, _affine
 from picograd.codegen.online import _factors, _exp_of_shifted, _canonical, _product
-from picograd.codegen.transcendental import exp2_f32, transcendental_rules
+from picograd.codegen.transcendental import EXP2_POLY, ROUND32, transcendental_rules
 
 # rows of a tile: MR x (NR = 2 vectors) accumulators in both register tiles (12 of 32 AVX-512 registers), as in the GEMM
 MR = 6
 # the packed b and F panels live on the stack (K x Tpad and Tpad x Dpad floats): T = 2048 at D = 64 fits
 MAX_STACK_BYTES = 1 << 20
-# placeholders for values the renderer computes: the product sum of a score, and the exp's argument and shift
-# (leaves without a shape, so UOp arithmetic on them stays below the tensor level)
-_SCORE, _X, _SHIFT = (UOp(Ops.DEFINE_ACC, dtypes.float32, (), ("flash", name)) for name in ("score", "x", "shift"))
+# stands for a score's product sum, which the renderer computes (a leaf without a shape: UOp arithmetic on it stays below
+# the tensor level)
+_SCORE = UOp(Ops.DEFINE_ACC, dtypes.float32, (), ("flash", "score"))
 _VECTOR_OPS = BINARY_OPS | {Ops.CONST, Ops.RANGE, Ops.PARAM, Ops.LOAD, Ops.WHERE, Ops.NEG, Ops.RECIPROCAL, Ops.SQRT, Ops.CAST, Ops.BITCAST}
 
 
@@ -299,6 +299,39 @@ class FlashRenderer(GemmRenderer):
     one = self.i64(f"insertelement {vt} poison, float {name}, i64 0")
     return self.i64(f"shufflevector {vt} {one}, {vt} poison, <{self.lanes} x i32> zeroinitializer")
 
+  def max_of(self, a: str, b: str, vec: bool) -> str:
+    """a > b ? a : b (x86's max). A NaN score can drop out of the max; the sums still see it, through its exp."""
+    t, c = (f"<{self.lanes} x float>", f"<{self.lanes} x i1>") if vec else ("float", "i1")
+    return self.i64(f"select {c} {self.i64(f'fcmp ogt {t} {a}, {b}')}, {t} {a}, {t} {b}")
+
+  def hmax(self, v: str) -> str:
+    """The max of vector `v`'s lanes: halves folded onto each other."""
+    L, w = self.lanes, self.lanes // 2
+    while w:
+      mask = ", ".join(f"i32 {(n + w) % L}" for n in range(L))
+      v = self.max_of(v, self.i64(f"shufflevector <{L} x float> {v}, <{L} x float> poison, <{L} x i32> <{mask}>"), True)
+      w //= 2
+    return self.i64(f"extractelement <{L} x float> {v}, i64 0")
+
+  def exp2(self, t: str, vec: bool) -> str:
+    """2^t for t <= 0 (or NaN, which stays NaN): the polynomial of codegen/transcendental.py, with fused multiply-adds and
+    results below 2^-126 flushed to 0 (beside the row's largest term, 1, they are lost anyway; -inf gives exactly 0)."""
+    L = self.lanes
+    ft, it, bt = (f"<{L} x float>", f"<{L} x i32>", f"<{L} x i1>") if vec else ("float", "i32", "i1")
+    def k(v: float, dt: DType = dtypes.float32) -> str: return f"splat ({ll_type(dt)} {ll_const(v, dt)})" if vec else ll_const(v, dt)
+    fma = f"llvm.fmuladd.{f'v{L}f32' if vec else 'f32'}"
+    self.decls.add(f"declare {ft} @{fma}({ft}, {ft}, {ft})")
+    low = self.i64(f"fcmp olt {ft} {t}, {k(-126.0)}")
+    tc = self.i64(f"select {bt} {low}, {ft} {k(-126.0)}, {ft} {t}")
+    rounded = self.i64(f"fadd {ft} {tc}, {k(ROUND32)}")
+    frac = self.i64(f"fsub {ft} {tc}, {self.i64(f'fsub {ft} {rounded}, {k(ROUND32)}')}")
+    acc = k(EXP2_POLY[-1])
+    for coef in reversed((1.0,) + EXP2_POLY[:-1]): acc = self.i64(f"call {ft} @{fma}({ft} {acc}, {ft} {frac}, {ft} {k(coef)})")
+    n = self.i64(f"sub {it} {self.i64(f'bitcast {ft} {rounded} to {it}')}, {k(0x4B400000, dtypes.int32)}")
+    biased = self.i64(f"add {it} {n}, {k(127, dtypes.int32)}")
+    power = self.i64(f"bitcast {it} {self.i64(f'shl {it} {biased}, {k(23, dtypes.int32)}')} to {ft}")
+    return self.i64(f"select {bt} {low}, {ft} {k(0.0)}, {ft} {self.i64(f'fmul {ft} {acc}, {power}')}")
+
   def narrow(self, value: str, r: UOp) -> str:
     return value if r.dtype == dtypes.int64 else self.i64(f"trunc i64 {value} to {ll_type(r.dtype)}")
 
@@ -319,9 +352,7 @@ class FlashRenderer(GemmRenderer):
       self.allocas += [f"%vp{n} = alloca [{tpad * dpad} x float], align 64", f"%pt{n} = alloca [{MR * nr} x float], align 64",
                        f"%ot{n} = alloca [{MR * dpad} x float], align 64"]
     for n, _ in enumerate(lane_sums): self.allocas.append(f"%lt{n} = alloca [{MR * L} x float], align 64")
-    self.decls |= {f"declare {vt} @llvm.fmuladd.v{L}f32({vt}, {vt}, {vt})", f"declare float @llvm.vector.reduce.fmaximum.v{L}f32({vt})",
-                   f"declare {vt} @llvm.maximum.v{L}f32({vt}, {vt})", "declare float @llvm.maximum.f32(float, float)",
-                   f"declare float @llvm.vector.reduce.fadd.v{L}f32(float, {vt})"}
+    self.decls |= {f"declare {vt} @llvm.fmuladd.v{L}f32({vt}, {vt}, {vt})", f"declare float @llvm.vector.reduce.fadd.v{L}f32(float, {vt})"}
     u = self.loop("u", "%start", "%end")
     bt, it = self.i64(f"udiv i64 {u}, {ntile}"), self.i64(f"urem i64 {u}, {ntile}")
     values: dict[UOp, str] = {}
@@ -376,23 +407,23 @@ class FlashRenderer(GemmRenderer):
         if valid[h] is not None: v = self.i64(f"select <{L} x i1> {valid[h]}, {vt} {v}, {vt} splat (float 0xFFF0000000000000)")
         xr.append(v)
       x.append(xr)
-      both = self.i64(f"call {vt} @llvm.maximum.v{L}f32({vt} {xr[0]}, {vt} {xr[1]})")
-      bmax.append(self.i64(f"call float @llvm.vector.reduce.fmaximum.v{L}f32({vt} {both})"))
+      bmax.append(self.hmax(self.max_of(xr[0], xr[1], True)))
     # a block where every row is -inf (masked) changes nothing: skip its exps and products
     dead = self.i64(f"fcmp oeq float {bmax[0]}, 0xFFF0000000000000")
     for r in range(1, MR): dead = self.i64(f"and i1 {dead}, {self.i64(f'fcmp oeq float {bmax[r]}, 0xFFF0000000000000')}")
     self.emit(f"br i1 {dead}, label %jb.latch, label %jb.update")
     self.label("jb.update")
-    expo = exp2_f32((_X + -_SHIFT) * UOp.const(dtypes.float32, f.c))
+    c = ll_const(f.c, dtypes.float32)
     for r in range(MR):
       old = self.i64(f"load float, ptr {self.ptr('%mt', r)}")
-      new = self.i64(f"call float @llvm.maximum.f32(float {old}, float {bmax[r]})")
+      new = self.max_of(old, bmax[r], False)
       # a row that is -inf so far subtracts 0, never -inf - -inf
       shift = self.i64(f"select i1 {self.i64(f'fcmp oeq float {new}, 0xFFF0000000000000')}, float 0.0, float {new}")
-      scale, _ = printers[0].run(expo, {_X: (old, False), _SHIFT: (shift, False)})
+      scale = self.exp2(self.i64(f"fmul float {self.i64(f'fsub float {old}, {shift}')}, {c}"), False)
       self.emit(f"store float {new}, ptr {self.ptr('%mt', r)}")
       self.emit(f"store float {scale}, ptr {self.ptr('%sc', r)}")
-      probs = [printers[h].run(expo, {_X: (x[r][h], True), _SHIFT: (shift, False)})[0] for h in range(2)]
+      shifts = self.splat_f(shift)
+      probs = [self.exp2(self.i64(f"fmul {vt} {self.i64(f'fsub {vt} {x[r][h]}, {shifts}')}, splat (float {c})"), True) for h in range(2)]
       def weights(sm: FlashSum) -> list[str]:
         if sm.g is None: return probs
         return [self.i64(f"fmul {vt} {probs[h]}, {printers[h].run(sm.g, env(r, h))[0]}") for h in range(2)]
