@@ -230,3 +230,15 @@ def test_flash_blocks_on_the_cpu_match_torch():
       assert any(_is_flash(s) for s in _steps(out)) == online
       return out.numpy()
   np.testing.assert_allclose(dropped(True), dropped(False), rtol=1e-4, atol=1e-5)
+
+
+def test_flash_panels_on_the_heap_match_torch(monkeypatch):
+  # packed panels over MAX_STACK_BYTES (long sequences) are allocated on the heap and freed
+  from picograd.codegen import cpu_flash
+  monkeypatch.setattr(cpu_flash, "MAX_STACK_BYTES", 1024)
+  q, k, v = (a[:1, :, :, :6] for a in _qkv(12))
+  out = Tensor(q).scaled_dot_product_attention(Tensor(k), Tensor(v), is_causal=True)
+  [step] = _steps(out)
+  assert _is_flash(step) and "@aligned_alloc" in step.source
+  np.testing.assert_allclose(out.numpy(), F.scaled_dot_product_attention(*map(torch.tensor, (q, k, v)), is_causal=True).numpy(),
+                             rtol=1e-5, atol=1e-6)

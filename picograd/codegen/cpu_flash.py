@@ -28,8 +28,8 @@ codegen/cpu_gemm.py writes a matrix product:
   renderer per output (a row that is all -inf gives NaN, as the stored softmax does).
 
 No T x T buffer exists; the outer loop the runtime splits across threads is batch x row tiles (each thread repacks when
-its batch changes). Kernels outside this form, with packed panels over MAX_STACK_BYTES, or with elementwise work the
-vector printer does not cover (16-bit floats) keep codegen/online.py's loop nest; NOOPT=1 too.
+its batch changes). Kernels outside this form, or with elementwise work the vector printer does not cover (16-bit
+floats), keep codegen/online.py's loop nest; NOOPT=1 too.
 """
 from __future__ import annotations
 from dataclasses import dataclass
@@ -42,7 +42,8 @@ from picograd.codegen.transcendental import EXP2_POLY, ROUND32, transcendental_r
 
 # rows of a tile: MR x (NR = 2 vectors) accumulators in both register tiles (12 of 32 AVX-512 registers), as in the GEMM
 MR = 6
-# the packed b and F panels live on the stack (K x Tpad and Tpad x Dpad floats): T = 2048 at D = 64 fits
+# the packed b and F panels (K x Tpad and Tpad x Dpad floats) live on the stack up to this size (T = 2048 at D = 64), else
+# on the heap (aligned_alloc, freed before returning)
 MAX_STACK_BYTES = 1 << 20
 # stands for a score's product sum, which the renderer computes (a leaf without a shape: UOp arithmetic on it stays below
 # the tensor level)
@@ -164,9 +165,7 @@ def match_flash(sink: UOp) -> Flash | None:
     seen = toposort([root], stop=lambda n: n in known)
     if any(n.op is Ops.REDUCE and n not in known for n in seen) or any(n.op is Ops.RANGE and n not in glob for n in seen): return None
   if any(r.arg[1] == 0 for r in (*glob, j, k)): return None
-  flash = Flash(st, maxes, c, score, a, b, j, k, batch, i, d, tuple(sums))
-  if _stack_bytes(j.arg[1], k.arg[1], d.arg[1] if d is not None else 1, len(flash.columns)) > MAX_STACK_BYTES: return None
-  return flash
+  return Flash(st, maxes, c, score, a, b, j, k, batch, i, d, tuple(sums))
 
 
 def describe_flash(f: Flash) -> list[str]:
@@ -291,6 +290,7 @@ class FlashRenderer(GemmRenderer):
     self.ordered, self.accumulated, self.checked = set(), set(), False
     self.steps: dict[str, int] = {}
     self.loop_md: list[str] = []
+    self.freed: list[str] = []  # panels on the heap
 
   def ptr(self, buf: str, index: str | int) -> str: return self.i64(f"getelementptr inbounds float, ptr {buf}, i64 {index}")
 
@@ -345,11 +345,19 @@ class FlashRenderer(GemmRenderer):
     columns = f.columns
     lane_sums = [s for s in f.sums if s.f is None]
     for p in self.params: self.names[p] = f"%p{p.arg[0]}"
-    self.allocas += [f"%kt = alloca [{K * tpad} x float], align 64", f"%ap = alloca [{K * MR} x float], align 64",
+    heap = _stack_bytes(T, K, ND, len(columns)) > MAX_STACK_BYTES
+    def panel(name: str, floats: int) -> None:
+      if not heap: return self.allocas.append(f"{name} = alloca [{floats} x float], align 64")
+      self.decls |= {"declare ptr @aligned_alloc(i64, i64)", "declare void @free(ptr)"}
+      self.allocas.append(f"{name} = call ptr @aligned_alloc(i64 64, i64 {4 * floats})")
+      self.freed.append(name)
+    panel("%kt", K * tpad)
+    self.allocas += [f"%ap = alloca [{K * MR} x float], align 64",
                      f"%mt = alloca [{MR} x float], align 64", f"%sc = alloca [{MR} x float], align 64",
                      "%packed = alloca i64", "store i64 -1, ptr %packed"]
     for n, _ in enumerate(columns):
-      self.allocas += [f"%vp{n} = alloca [{tpad * dpad} x float], align 64", f"%pt{n} = alloca [{MR * nr} x float], align 64",
+      panel(f"%vp{n}", tpad * dpad)
+      self.allocas += [f"%pt{n} = alloca [{MR * nr} x float], align 64",
                        f"%ot{n} = alloca [{MR * dpad} x float], align 64"]
     for n, _ in enumerate(lane_sums): self.allocas.append(f"%lt{n} = alloca [{MR * L} x float], align 64")
     self.decls |= {f"declare {vt} @llvm.fmuladd.v{L}f32({vt}, {vt}, {vt})", f"declare float @llvm.vector.reduce.fadd.v{L}f32(float, {vt})"}
@@ -465,7 +473,8 @@ class FlashRenderer(GemmRenderer):
     attrs = ('attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" '
              '"probe-stack"="inline-asm" }')
     tail = self._slice_entry(len(self.params)) + [attrs] + self.loop_md
-    return "\n".join(sorted(self.decls) + [""] + head + self.lines + ["  ret void", "}"] + tail)
+    frees = [f"  call void @free(ptr {name})" for name in self.freed]
+    return "\n".join(sorted(self.decls) + [""] + head + self.lines + frees + ["  ret void", "}"] + tail)
 
   def _pack_panels(self, values: dict[UOp, str], tpad: int, dpad: int) -> None:
     """b transposed into kt[k * tpad + j] and each column sum's F into vp[j * dpad + d], zeros past T keys and D columns."""
