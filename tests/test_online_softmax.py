@@ -219,7 +219,8 @@ def test_flash_blocks_on_the_cpu_match_torch():
   mask_t = Tensor(np.ascontiguousarray(m.T)).transpose(0, 1)  # the same mask through a transposed view
   cases = [(pq.scaled_dot_product_attention(pk, pv, is_causal=True), F.scaled_dot_product_attention(tq, tk, tv, is_causal=True)),
            (pq.scaled_dot_product_attention(pk, pv, attn_mask=mask_t), F.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.tensor(m))),
-           (_hand(pq, pk, pv, Tensor(_float_mask(m)), 0.3), _hand(tq, tk, tv, torch.tensor(_float_mask(m)), 0.3))]
+           (_hand(pq, pk, pv, Tensor(_float_mask(m)), 0.3), _hand(tq, tk, tv, torch.tensor(_float_mask(m)), 0.3)),
+           (Tensor(q[:, :, :1]).scaled_dot_product_attention(pk, pv), F.scaled_dot_product_attention(tq[:, :, :1], tk, tv))]  # one query
   for out, ref in cases:
     assert any(_is_flash(s) for s in _steps(out))
     np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-4, atol=1e-5)

@@ -78,6 +78,8 @@ class Flash:
 
   @property
   def columns(self) -> list[FlashSum]: return [s for s in self.sums if s.f is not None]
+  @property
+  def mr(self) -> int: return min(MR, self.i.arg[1])  # rows of a tile (a single query row, decoding, takes one)
 
 
 def _loops(u: UOp) -> set[UOp]: return {n for n in toposort([u]) if n.op is Ops.RANGE}
@@ -138,8 +140,10 @@ def match_flash(sink: UOp) -> Flash | None:
   gx = [g for g in glob if g in _loops(x)]
   rows = [g for g in gx if g in _loops(a) and g not in _loops(b)]
   cols = [g for g in glob if g not in gx]
-  if not rows or len(cols) > 1: return None
-  i, d = rows[-1], (cols[0] if cols else None)
+  if len(cols) > 1: return None
+  # one query row has no loop (lowering drops loops of size 1): a stand-in of size 1 that nothing reads
+  i = rows[-1] if rows else UOp(Ops.RANGE, dtypes.int32, (), (-1, 1, "global"))
+  d = cols[0] if cols else None
   batch = tuple(g for g in gx if g is not i)
   base = set(batch)
   if not (_loops(a) <= base | {i, k} and _loops(b) <= base | {j, k}): return None
@@ -171,8 +175,8 @@ def match_flash(sink: UOp) -> Flash | None:
 def describe_flash(f: Flash) -> list[str]:
   """What DEBUG=3 lists for a kernel rendered as flash attention."""
   nr = 2 * vector_lanes()
-  cols = f"; {len(f.columns)} sum(s) along a column of {f.d.arg[1]} as a {MR}x{nr} tile per block" if f.d is not None and f.columns else ""
-  return [f"flash attention: {f.i.arg[1]} rows x {f.j.arg[1]} keys, k = {f.k.arg[1]}; {MR}x{nr} score tile of <{nr // 2} x float> "
+  cols = f"; {len(f.columns)} sum(s) along a column of {f.d.arg[1]} as a {f.mr}x{nr} tile per block" if f.d is not None and f.columns else ""
+  return [f"flash attention: {f.i.arg[1]} rows x {f.j.arg[1]} keys, k = {f.k.arg[1]}; {f.mr}x{nr} score tile of <{nr // 2} x float> "
           f"fmuladds per block of {nr} keys{cols}; batch x row tiles split across threads"]
 
 
@@ -180,7 +184,7 @@ def flash_tiles(f: Flash) -> int:
   """The outer loop the runtime splits across threads: every batch's row tiles."""
   batches = 1
   for b in f.batch: batches *= b.arg[1]
-  return batches * -(-f.i.arg[1] // MR)
+  return batches * -(-f.i.arg[1] // f.mr)
 
 
 class _Vector:
@@ -286,7 +290,7 @@ class FlashRenderer(GemmRenderer):
 
   def __init__(self, name: str, flash: Flash, params: list[UOp]):
     LLVMRenderer.__init__(self, name, [])
-    self.f, self.params, self.lanes = flash, params, vector_lanes()
+    self.f, self.params, self.lanes, self.mr = flash, params, vector_lanes(), flash.mr
     self.ordered, self.accumulated, self.checked = set(), set(), False
     self.steps: dict[str, int] = {}
     self.loop_md: list[str] = []
@@ -341,7 +345,7 @@ class FlashRenderer(GemmRenderer):
     T, K, NI = f.j.arg[1], f.k.arg[1], f.i.arg[1]
     ND = f.d.arg[1] if f.d is not None else 1
     tpad, dpad = -(-T // nr) * nr, -(-ND // nr) * nr
-    ntile = -(-NI // MR)
+    ntile = -(-NI // self.mr)
     columns = f.columns
     lane_sums = [s for s in f.sums if s.f is None]
     for p in self.params: self.names[p] = f"%p{p.arg[0]}"
@@ -352,14 +356,14 @@ class FlashRenderer(GemmRenderer):
       self.allocas.append(f"{name} = call ptr @aligned_alloc(i64 64, i64 {4 * floats})")
       self.freed.append(name)
     panel("%kt", K * tpad)
-    self.allocas += [f"%ap = alloca [{K * MR} x float], align 64",
-                     f"%mt = alloca [{MR} x float], align 64", f"%sc = alloca [{MR} x float], align 64",
+    self.allocas += [f"%ap = alloca [{K * self.mr} x float], align 64",
+                     f"%mt = alloca [{self.mr} x float], align 64", f"%sc = alloca [{self.mr} x float], align 64",
                      "%packed = alloca i64", "store i64 -1, ptr %packed"]
     for n, _ in enumerate(columns):
       panel(f"%vp{n}", tpad * dpad)
-      self.allocas += [f"%pt{n} = alloca [{MR * nr} x float], align 64",
-                       f"%ot{n} = alloca [{MR * dpad} x float], align 64"]
-    for n, _ in enumerate(lane_sums): self.allocas.append(f"%lt{n} = alloca [{MR * L} x float], align 64")
+      self.allocas += [f"%pt{n} = alloca [{self.mr * nr} x float], align 64",
+                       f"%ot{n} = alloca [{self.mr * dpad} x float], align 64"]
+    for n, _ in enumerate(lane_sums): self.allocas.append(f"%lt{n} = alloca [{self.mr * L} x float], align 64")
     self.decls |= {f"declare {vt} @llvm.fmuladd.v{L}f32({vt}, {vt}, {vt})", f"declare float @llvm.vector.reduce.fadd.v{L}f32(float, {vt})"}
     u = self.loop("u", "%start", "%end")
     bt, it = self.i64(f"udiv i64 {u}, {ntile}"), self.i64(f"urem i64 {u}, {ntile}")
@@ -376,18 +380,18 @@ class FlashRenderer(GemmRenderer):
     self.emit(f"store i64 {bt}, ptr %packed")
     self.emit("br label %packed.ok")
     self.label("packed.ok")
-    i0 = self.mul(it, MR)
-    rows = [self.min64(self.add(i0, r), str(NI - 1)) for r in range(MR)]  # the last tile repeats row NI - 1
+    i0 = self.mul(it, self.mr)
+    rows = [self.min64(self.add(i0, r), str(NI - 1)) for r in range(self.mr)]  # the last tile repeats row NI - 1
     # this tile's a, k-major: ap[k * MR + r]
     kk = self.loop("ak", "0", str(K))
-    for r in range(MR):
-      self.emit(f"store float {self._value(f.a, {**values, f.i: rows[r], f.k: kk})}, ptr {self.ptr('%ap', self.add(self.mul(kk, MR), r))}")
+    for r in range(self.mr):
+      self.emit(f"store float {self._value(f.a, {**values, f.i: rows[r], f.k: kk})}, ptr {self.ptr('%ap', self.add(self.mul(kk, self.mr), r))}")
     self.close("ak")
-    for r in range(MR): self.emit(f"store float 0xFFF0000000000000, ptr {self.ptr('%mt', r)}")
+    for r in range(self.mr): self.emit(f"store float 0xFFF0000000000000, ptr {self.ptr('%mt', r)}")
     for n, _ in enumerate(lane_sums):
-      for r in range(MR): self.emit(f"store {vt} zeroinitializer, ptr {self.ptr(f'%lt{n}', r * L)}, align 64")
+      for r in range(self.mr): self.emit(f"store {vt} zeroinitializer, ptr {self.ptr(f'%lt{n}', r * L)}, align 64")
     for n, _ in enumerate(columns):
-      z = self.loop(f"oz{n}", "0", str(MR * dpad // L))
+      z = self.loop(f"oz{n}", "0", str(self.mr * dpad // L))
       self.emit(f"store {vt} zeroinitializer, ptr {self.ptr(f'%ot{n}', self.mul(z, L))}, align 64")
       self.close(f"oz{n}")
     batch32 = {loop: (self.narrow(values[loop], loop), False) for loop in f.batch}
@@ -408,7 +412,7 @@ class FlashRenderer(GemmRenderer):
     printers = [_Vector(self, f.j, valid[h]) for h in range(2)]
     def env(r: int, h: int) -> dict[UOp, tuple[str, bool]]: return {**batch32, f.i: (rows32[r], False), f.j: (jvec[h], True)}
     x, bmax = [], []
-    for r in range(MR):
+    for r in range(self.mr):
       xr = []
       for h in range(2):
         v, _ = printers[h].run(f.score, {**env(r, h), _SCORE: (s[r][h], True)})
@@ -418,11 +422,11 @@ class FlashRenderer(GemmRenderer):
       bmax.append(self.hmax(self.max_of(xr[0], xr[1], True)))
     # a block where every row is -inf (masked) changes nothing: skip its exps and products
     dead = self.i64(f"fcmp oeq float {bmax[0]}, 0xFFF0000000000000")
-    for r in range(1, MR): dead = self.i64(f"and i1 {dead}, {self.i64(f'fcmp oeq float {bmax[r]}, 0xFFF0000000000000')}")
+    for r in range(1, self.mr): dead = self.i64(f"and i1 {dead}, {self.i64(f'fcmp oeq float {bmax[r]}, 0xFFF0000000000000')}")
     self.emit(f"br i1 {dead}, label %jb.latch, label %jb.update")
     self.label("jb.update")
     c = ll_const(f.c, dtypes.float32)
-    for r in range(MR):
+    for r in range(self.mr):
       old = self.i64(f"load float, ptr {self.ptr('%mt', r)}")
       new = self.max_of(old, bmax[r], False)
       # a row that is -inf so far subtracts 0, never -inf - -inf
@@ -446,7 +450,7 @@ class FlashRenderer(GemmRenderer):
     for n, _ in enumerate(columns): self._value_tile(n, j0, dpad)
     self.close("jb")
     # each row's max and sums into the stored expression, one output at a time
-    nrows = self.min64(str(MR), self.i64(f"sub nsw i64 {NI}, {i0}"))
+    nrows = self.min64(str(self.mr), self.i64(f"sub nsw i64 {NI}, {i0}"))
     er = self.loop("er", "0", nrows)
     values[f.i] = self.add(i0, er)
     m = self.i64(f"load float, ptr {self.ptr('%mt', er)}")
@@ -515,19 +519,19 @@ class FlashRenderer(GemmRenderer):
     self.emit("br label %sk.body")
     self.label("sk.body")
     self.emit(f"%sk = phi i64 [0, %{pred}], [%sk.next, %sk.body]")
-    acc = [[f"%s{r}.{h}" for h in range(2)] for r in range(MR)]
-    for r in range(MR):
+    acc = [[f"%s{r}.{h}" for h in range(2)] for r in range(self.mr)]
+    for r in range(self.mr):
       for h in range(2): self.emit(f"{acc[r][h]} = phi {vt} [zeroinitializer, %{pred}], [{acc[r][h]}.n, %sk.body]")
     row = self.add(self.mul("%sk", tpad), j0)
     bvec = [self.i64(f"load {vt}, ptr {self.ptr('%kt', self.add(row, h * L))}, align 64") for h in range(2)]
-    base = self.mul("%sk", MR)
-    for r in range(MR):
+    base = self.mul("%sk", self.mr)
+    for r in range(self.mr):
       splat = self.splat_f(self.i64(f"load float, ptr {self.ptr('%ap', self.add(base, r))}"))
       for h in range(2): self.emit(f"{acc[r][h]}.n = call {vt} @llvm.fmuladd.v{L}f32({vt} {splat}, {vt} {bvec[h]}, {vt} {acc[r][h]})")
     self.emit("%sk.next = add nsw i64 %sk, 1")
     self.emit(f"br i1 {self.i64(f'icmp slt i64 %sk.next, {K}')}, label %sk.body, label %sk.exit")
     self.label("sk.exit")
-    return [[f"{acc[r][h]}.n" for h in range(2)] for r in range(MR)]
+    return [[f"{acc[r][h]}.n" for h in range(2)] for r in range(self.mr)]
 
   def _value_tile(self, n: int, j0: str, dpad: int) -> None:
     """Column sum n's accumulators (ot, MR x dpad) rescaled and plus this block's weights (pt, MR x NR) times F's panel rows."""
@@ -535,27 +539,27 @@ class FlashRenderer(GemmRenderer):
     nr = 2 * L
     dp = self.loop(f"dp{n}", "0", str(dpad // nr))
     col = self.mul(dp, nr)
-    slots = [[self.ptr(f"%ot{n}", self.add(col, r * dpad + h * L)) for h in range(2)] for r in range(MR)]
+    slots = [[self.ptr(f"%ot{n}", self.add(col, r * dpad + h * L)) for h in range(2)] for r in range(self.mr)]
     start = []
-    for r in range(MR):
+    for r in range(self.mr):
       scale = self.splat_f(self.i64(f"load float, ptr {self.ptr('%sc', r)}"))
       start.append([self.i64(f"fmul {vt} {self.i64(f'load {vt}, ptr {slots[r][h]}, align 64')}, {scale}") for h in range(2)])
     pred, loop = self.block, f"pv{n}"
     self.emit(f"br label %{loop}.body")
     self.label(f"{loop}.body")
     self.emit(f"%{loop} = phi i64 [0, %{pred}], [%{loop}.next, %{loop}.body]")
-    acc = [[f"%o{n}.{r}.{h}" for h in range(2)] for r in range(MR)]
-    for r in range(MR):
+    acc = [[f"%o{n}.{r}.{h}" for h in range(2)] for r in range(self.mr)]
+    for r in range(self.mr):
       for h in range(2): self.emit(f"{acc[r][h]} = phi {vt} [{start[r][h]}, %{pred}], [{acc[r][h]}.n, %{loop}.body]")
     row = self.add(self.mul(self.add(j0, f"%{loop}"), dpad), col)
     vvec = [self.i64(f"load {vt}, ptr {self.ptr(f'%vp{n}', self.add(row, h * L))}, align 64") for h in range(2)]
-    for r in range(MR):
+    for r in range(self.mr):
       w = self.splat_f(self.i64(f"load float, ptr {self.ptr(f'%pt{n}', self.add(f'%{loop}', r * nr))}"))
       for h in range(2): self.emit(f"{acc[r][h]}.n = call {vt} @llvm.fmuladd.v{L}f32({vt} {w}, {vt} {vvec[h]}, {vt} {acc[r][h]})")
     self.emit(f"%{loop}.next = add nsw i64 %{loop}, 1")
     self.emit(f"br i1 {self.i64(f'icmp slt i64 %{loop}.next, {nr}')}, label %{loop}.body, label %{loop}.exit")
     self.label(f"{loop}.exit")
-    for r in range(MR):
+    for r in range(self.mr):
       for h in range(2): self.emit(f"store {vt} {acc[r][h]}.n, ptr {slots[r][h]}, align 64")
     self.close(f"dp{n}")
 
