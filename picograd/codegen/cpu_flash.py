@@ -12,8 +12,9 @@ keys and a factor `b` not varying along the rows i (q . k), whatever E, g (dropo
 factors constant along j (1 / the denominator) are. `render_flash` writes it as LLVM IR in blocks, in the way
 codegen/cpu_gemm.py writes a matrix product:
 
-- per batch (the global loops other than the rows i and the column d) b is packed transposed, k-major with the keys
-  along the vector lanes (K x Tpad floats), and F as a Tpad x Dpad panel (zero-padded to whole blocks): both stay in L2;
+- per batch (the global loops other than the rows i and the column d) b is packed transposed, one K x NR panel per
+  block of NR keys with the keys along the vector lanes, and F as a Tpad x Dpad panel (zero-padded to whole blocks): both
+  stay in L2 up to T ~ 2048 (D = 64), and a block reads each at unit stride;
 - rows are taken MR at a time (the last tile repeats its last row); their a(i, k) are packed k-major. Keys go in blocks of
   NR = two vectors: the MR x NR scores are a register tile of `fmuladd`s over k (a broadcast of a times a vector of
   packed b), like the GEMM microkernel;
@@ -398,7 +399,7 @@ class FlashRenderer(GemmRenderer):
     rows32 = [self.narrow(r, f.i) for r in rows]
     jb = self.loop("jb", "0", str(tpad // nr))
     j0 = self.mul(jb, nr)
-    s = self._score_tile(j0, tpad)
+    s = self._score_tile(j0)
     # the keys of the block's two vectors, and (when T is not a whole number of blocks) which are keys at all
     jt = ll_type(f.j.dtype)
     lane_ids = "<" + ", ".join(f"{jt} {n}" for n in range(L)) + ">"
@@ -481,20 +482,23 @@ class FlashRenderer(GemmRenderer):
     return "\n".join(sorted(self.decls) + [""] + head + self.lines + frees + ["  ret void", "}"] + tail)
 
   def _pack_panels(self, values: dict[UOp, str], tpad: int, dpad: int) -> None:
-    """b transposed into kt[k * tpad + j] and each column sum's F into vp[j * dpad + d], zeros past T keys and D columns."""
-    f = self.f
+    """b transposed into K x NR panels, one per block of keys (kt[(j // NR * K + k) * NR + j % NR]: a block's scores read
+    it at unit stride), and each column sum's F into vp[j * dpad + d]; zeros past T keys and D columns."""
+    f, nr = self.f, 2 * self.lanes
     T, K = f.j.arg[1], f.k.arg[1]
+    def slot(j: str, k: str) -> str:
+      return self.add(self.mul(self.add(self.mul(self.i64(f"udiv i64 {j}, {nr}"), K), k), nr), self.i64(f"urem i64 {j}, {nr}"))
     pj = self.loop("pj", "0", str(T))
     pk = self.loop("pk", "0", str(K))
-    self.emit(f"store float {self._value(f.b, {**values, f.j: pj, f.k: pk})}, ptr {self.ptr('%kt', self.add(self.mul(pk, tpad), pj))}")
+    self.emit(f"store float {self._value(f.b, {**values, f.j: pj, f.k: pk})}, ptr {self.ptr('%kt', slot(pj, pk))}")
     self.close("pk")
     self.close("pj")
     if tpad > T:
-      zk = self.loop("zk", "0", str(K))
       zj = self.loop("zj", str(T), str(tpad))
-      self.emit(f"store float 0.0, ptr {self.ptr('%kt', self.add(self.mul(zk, tpad), zj))}")
-      self.close("zj", vectorize=False)
+      zk = self.loop("zk", "0", str(K))
+      self.emit(f"store float 0.0, ptr {self.ptr('%kt', slot(zj, zk))}")
       self.close("zk", vectorize=False)
+      self.close("zj", vectorize=False)
     ND = f.d.arg[1] if f.d is not None else 1
     for n, sm in enumerate(f.columns):
       assert sm.f is not None and f.d is not None
@@ -512,7 +516,7 @@ class FlashRenderer(GemmRenderer):
         self.emit(f"store float 0.0, ptr {self.ptr(f'%vp{n}', wz)}")
         self.close(f"wz{n}")
 
-  def _score_tile(self, j0: str, tpad: int) -> list[list[str]]:
+  def _score_tile(self, j0: str) -> list[list[str]]:
     """The MR x NR product sums of this block: sum over k of a broadcast ap[k, r] times the packed b's two vectors at k."""
     L, K, vt = self.lanes, self.f.k.arg[1], f"<{self.lanes} x float>"
     pred = self.block
@@ -522,7 +526,7 @@ class FlashRenderer(GemmRenderer):
     acc = [[f"%s{r}.{h}" for h in range(2)] for r in range(self.mr)]
     for r in range(self.mr):
       for h in range(2): self.emit(f"{acc[r][h]} = phi {vt} [zeroinitializer, %{pred}], [{acc[r][h]}.n, %sk.body]")
-    row = self.add(self.mul("%sk", tpad), j0)
+    row = self.add(self.mul(j0, K), self.mul("%sk", 2 * L))  # this block's panel, row k
     bvec = [self.i64(f"load {vt}, ptr {self.ptr('%kt', self.add(row, h * L))}, align 64") for h in range(2)]
     base = self.mul("%sk", self.mr)
     for r in range(self.mr):
