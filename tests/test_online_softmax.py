@@ -243,3 +243,15 @@ def test_flash_panels_on_the_heap_match_torch(monkeypatch):
   assert _is_flash(step) and "@aligned_alloc" in step.source
   np.testing.assert_allclose(out.numpy(), F.scaled_dot_product_attention(*map(torch.tensor, (q, k, v)), is_causal=True).numpy(),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_flash_with_eight_lanes_matches_torch(monkeypatch):
+  # a host without AVX-512 gets 8-lane vectors (blocks of 16 keys): the same kernel at that width, run here
+  from picograd.codegen import cpu_flash
+  monkeypatch.setattr(cpu_flash, "vector_lanes", lambda: 8)
+  q, k, v = (a[:1, :, :13, :5] for a in _qkv(13))
+  out = Tensor(q).scaled_dot_product_attention(Tensor(k), Tensor(v), is_causal=True)
+  [step] = _steps(out)
+  assert _is_flash(step) and "<8 x float>" in step.source and "<16 x float>" not in step.source
+  np.testing.assert_allclose(out.numpy(), F.scaled_dot_product_attention(*map(torch.tensor, (q, k, v)), is_causal=True).numpy(),
+                             rtol=1e-5, atol=1e-6)
