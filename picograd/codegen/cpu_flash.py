@@ -25,6 +25,8 @@ codegen/cpu_gemm.py writes a matrix product:
   small stack buffer) times the packed F, MR rows x NR columns of fmuladds over the block's keys, added to the row's
   accumulators (in a stack buffer, L1) rescaled once per block; sums that do not (the denominator) stay one vector a row;
 - a block whose rows are all -inf so far and in it (a causal mask's upper triangle) skips the exps and the second tile;
+  where the score is where(gate, ..., -inf) with a gate that does not read the product (causal, a bool mask), a block
+  where the gate holds nowhere skips its scores too;
 - after the last block each row's values replace the max and the sums in the stored expression, printed by the LLVM
   renderer per output (a row that is all -inf gives NaN, as the stored softmax does).
 
@@ -33,6 +35,7 @@ its batch changes). Kernels outside this form, or with elementwise work the vect
 floats), keep codegen/online.py's loop nest; NOOPT=1 too.
 """
 from __future__ import annotations
+import math
 from dataclasses import dataclass
 from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops, BINARY as BINARY_OPS, toposort, substitute, graph_rewrite
@@ -76,6 +79,8 @@ class Flash:
   i: UOp
   d: UOp | None
   sums: tuple[FlashSum, ...]  # inner ones first (a sum's `outside` may read another: the denominator)
+  # when the score is where(gate, ..., -inf) and the gate does not read the product (causal, a bool mask): the gate
+  gate: UOp | None = None
 
   @property
   def columns(self) -> list[FlashSum]: return [s for s in self.sums if s.f is not None]
@@ -170,7 +175,9 @@ def match_flash(sink: UOp) -> Flash | None:
     seen = toposort([root], stop=lambda n: n in known)
     if any(n.op is Ops.REDUCE and n not in known for n in seen) or any(n.op is Ops.RANGE and n not in glob for n in seen): return None
   if any(r.arg[1] == 0 for r in (*glob, j, k)): return None
-  return Flash(st, maxes, c, score, a, b, j, k, batch, i, d, tuple(sums))
+  gate = score.src[0] if score.op is Ops.WHERE and score.src[2].op is Ops.CONST and score.src[2].arg == -math.inf and \
+    _SCORE not in toposort([score.src[0]]) else None
+  return Flash(st, maxes, c, score, a, b, j, k, batch, i, d, tuple(sums), gate)
 
 
 def describe_flash(f: Flash) -> list[str]:
@@ -191,7 +198,8 @@ def flash_tiles(f: Flash) -> int:
 class _Vector:
   """Prints elementwise UOps as LLVM IR where some values are vectors (the keys along the lanes) and others scalars
   (broadcast where they meet a vector). Loads whose index steps by one along the lanes' loop are vector loads, others
-  gathers; `mask` (lanes past the last key) guards both."""
+  gathers; `mask` (lanes past the last key) guards both, and their lanes read 0 (not poison, which a branch on the lanes,
+  such as a gate's skip, must never see)."""
 
   def __init__(self, out: "FlashRenderer", lanes_loop: UOp, mask: str | None):
     self.out, self.loop, self.mask = out, lanes_loop, mask
@@ -267,20 +275,22 @@ class _Vector:
       raw = o.i64(f"load {mem}, ptr {o.i64(f'getelementptr inbounds {mem}, ptr {buf}, {it} {idx}')}")
     else:
       vm, mask = self.mty(u.dtype, True), self.mask or "splat (i1 true)"
+      # masked-off lanes may point past the buffer: no `inbounds` (its poison would reach the call)
+      gep = "getelementptr" if self.mask else "getelementptr inbounds"
       off = _affine(u.src[1])
       if off is not None and off[1].get(self.loop) == 1:  # consecutive along the lanes: one (masked) vector load
         first = o.i64(f"extractelement <{self.n} x {it}> {idx}, i64 0")
-        ptr = o.i64(f"getelementptr inbounds {mem}, ptr {buf}, {it} {first}")
+        ptr = o.i64(f"{gep} {mem}, ptr {buf}, {it} {first}")
         if self.mask is None: raw = o.i64(f"load {vm}, ptr {ptr}, align {size}")
         else:
           name = f"llvm.masked.load.v{self.n}{self.sfx(u.dtype, False) if u.dtype.is_float else mem}.p0"
           o.decls.add(f"declare {vm} @{name}(ptr, i32, <{self.n} x i1>, {vm})")
-          raw = o.i64(f"call {vm} @{name}(ptr {ptr}, i32 {size}, <{self.n} x i1> {mask}, {vm} poison)")
+          raw = o.i64(f"call {vm} @{name}(ptr {ptr}, i32 {size}, <{self.n} x i1> {mask}, {vm} zeroinitializer)")
       else:
-        ptrs = o.i64(f"getelementptr inbounds {mem}, ptr {buf}, <{self.n} x {it}> {idx}")
+        ptrs = o.i64(f"{gep} {mem}, ptr {buf}, <{self.n} x {it}> {idx}")
         name = f"llvm.masked.gather.v{self.n}{self.sfx(u.dtype, False) if u.dtype.is_float else mem}.v{self.n}p0"
         o.decls.add(f"declare {vm} @{name}(<{self.n} x ptr>, i32, <{self.n} x i1>, {vm})")
-        raw = o.i64(f"call {vm} @{name}(<{self.n} x ptr> {ptrs}, i32 {size}, <{self.n} x i1> {mask}, {vm} poison)")
+        raw = o.i64(f"call {vm} @{name}(<{self.n} x ptr> {ptrs}, i32 {size}, <{self.n} x i1> {mask}, {vm} zeroinitializer)")
     if u.dtype == dtypes.bool: return o.i64(f"trunc {self.mty(u.dtype, vec)} {raw} to {self.ty(dtypes.bool, vec)}"), vec
     return raw, vec
 
@@ -399,7 +409,6 @@ class FlashRenderer(GemmRenderer):
     rows32 = [self.narrow(r, f.i) for r in rows]
     jb = self.loop("jb", "0", str(tpad // nr))
     j0 = self.mul(jb, nr)
-    s = self._score_tile(j0)
     # the keys of the block's two vectors, and (when T is not a whole number of blocks) which are keys at all
     jt = ll_type(f.j.dtype)
     lane_ids = "<" + ", ".join(f"{jt} {n}" for n in range(L)) + ">"
@@ -412,6 +421,19 @@ class FlashRenderer(GemmRenderer):
       valid.append(self.i64(f"icmp slt <{L} x {jt}> {jvec[h]}, splat ({jt} {T})") if T % nr else None)
     printers = [_Vector(self, f.j, valid[h]) for h in range(2)]
     def env(r: int, h: int) -> dict[UOp, tuple[str, bool]]: return {**batch32, f.i: (rows32[r], False), f.j: (jvec[h], True)}
+    if f.gate is not None:
+      # a block where the gate holds for no row and key (above a causal diagonal) is all -inf: skipped before its scores
+      live = "0"
+      for r in range(self.mr):
+        for h in range(2):
+          g, along = printers[h].run(f.gate, env(r, h))
+          g = g if along else printers[h].splat(g, dtypes.bool)
+          if valid[h] is not None: g = self.i64(f"and <{L} x i1> {g}, {valid[h]}")
+          self.decls.add(f"declare i1 @llvm.vector.reduce.or.v{L}i1(<{L} x i1>)")
+          live = self.i64(f"or i1 {live}, {self.i64(f'call i1 @llvm.vector.reduce.or.v{L}i1(<{L} x i1> {g})')}")
+      self.emit(f"br i1 {live}, label %jb.live, label %jb.latch")
+      self.label("jb.live")
+    s = self._score_tile(j0)
     x, bmax = [], []
     for r in range(self.mr):
       xr = []
