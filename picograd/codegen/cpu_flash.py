@@ -19,8 +19,9 @@ codegen/cpu_gemm.py writes a matrix product:
   NR = two vectors: the MR x NR scores are a register tile of `fmuladd`s over k (a broadcast of a times a vector of
   packed b), like the GEMM microkernel;
 - E and g are printed as vector code, keys along the lanes (`_Vector`: contiguous loads become vector loads, others
-  gathers; lanes past the last key masked), then per row the block max, the running max, one rescale, and the 16-lane
-  exp2 polynomial of codegen/transcendental.py;
+  gathers; lanes past the last key masked), then per row the block max, the running max, one rescale, and 16-lane
+  exps (codegen/transcendental.py's polynomial as fused multiply-adds, for the arguments <= 0 they have here; results
+  below 2^-126, beside a largest term of 1, are 0);
 - sums that vary along d (attention's output) are a second register tile: the block's weights p * g (MR x NR, through a
   small stack buffer) times the packed F, MR rows x NR columns of fmuladds over the block's keys, added to the row's
   accumulators (in a stack buffer, L1) rescaled once per block; sums that do not (the denominator) stay one vector a row;
