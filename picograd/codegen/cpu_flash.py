@@ -196,6 +196,14 @@ def flash_tiles(f: Flash) -> int:
   return batches * -(-f.i.arg[1] // f.mr)
 
 
+def flash_flops(f: Flash) -> int:
+  """Arithmetic per run, as DEBUG=2 reports it: each score's product sum, and each sum's multiply-add per column."""
+  batches = 1
+  for b in f.batch: batches *= b.arg[1]
+  per_key = 2 * f.k.arg[1] + sum(2 * (f.d.arg[1] if s.f is not None and f.d is not None else 1) for s in f.sums)
+  return batches * f.i.arg[1] * f.j.arg[1] * per_key
+
+
 class _Vector:
   """Prints elementwise UOps as LLVM IR where some values are vectors (the keys along the lanes) and others scalars
   (broadcast where they meet a vector). Loads whose index steps by one along the lanes' loop are vector loads, others
@@ -596,4 +604,4 @@ def render_flash(name: str, flash: Flash, params: list[UOp]) -> str:
   return FlashRenderer(name, flash, params).render()
 
 
-__all__ = ["Flash", "FlashSum", "match_flash", "render_flash", "describe_flash", "flash_tiles", "MR"]
+__all__ = ["Flash", "FlashSum", "match_flash", "render_flash", "describe_flash", "flash_tiles", "flash_flops", "MR"]

@@ -17,7 +17,7 @@ from picograd.codegen.opt import optimize
 from picograd.codegen.online import online_softmax
 from picograd.codegen.transcendental import approximate_transcendentals
 from picograd.codegen.cpu_gemm import Gemm, match_gemm, render_gemm, describe, row_tiles
-from picograd.codegen.cpu_flash import match_flash, render_flash, describe_flash, flash_tiles
+from picograd.codegen.cpu_flash import match_flash, render_flash, describe_flash, flash_tiles, flash_flops
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,8 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   params = [u for u in program if u.op is Ops.PARAM]
   glob = [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
   cost = _cost(program)  # of the loops as lowered: a GPU mapping turns them into thread indices
+  # (the flash kernel computes each score once, where its lowered loops compute it once per sum and column)
+  if flash is not None: cost = (flash_flops(flash), sum(p.arg[1] * p.dtype.itemsize for p in params))
   if kind == "CUDA":
     from picograd.codegen.cuda import CUDATarget, render_cuda
     name, source, program, dims, meta = render_cuda(base, sink, target if target is not None else CUDATarget())
