@@ -267,8 +267,9 @@ def bench_conv(runs: int, warmup: int) -> list[Row]:
 
 # ---------------------------------------------------------------- attention: stored scores against the online softmax pass
 def bench_attention(runs: int, warmup: int) -> list[Row]:
-  """scaled_dot_product_attention at the GPT's head shapes beside PyTorch's SDPA: picograd with the scores stored (the default
-  below ONLINE_SOFTMAX_MIN score elements) and as one online-softmax pass (ONLINE_SOFTMAX_MIN=0), in one process."""
+  """scaled_dot_product_attention at the GPT's head shapes beside PyTorch's SDPA: picograd with the scores stored
+  (ONLINE_SOFTMAX_MIN above their size) and as one online-softmax pass (ONLINE_SOFTMAX_MIN=0; on the CPU the tiled flash
+  attention of codegen/cpu_flash.py, the default from 2^16 score elements), in one process."""
   rng = np.random.default_rng(0)
   rows = []
   stored, online = {"ONLINE_SOFTMAX_MIN": 1 << 62}, {"ONLINE_SOFTMAX_MIN": 0}

@@ -52,6 +52,11 @@ def _steps(t: Tensor) -> list:
   return picograd.schedule(t)
 
 
+def _is_flash(step) -> bool:
+  """Is the step's kernel the CPU's tiled flash attention (codegen/cpu_flash.py)? Its pass is printed by its own renderer."""
+  return step.kernel is not None and any(o.startswith("flash attention") for o in step.kernel.opts)
+
+
 def _online(device: str) -> None:
   if device.split(":")[0] not in ONLINE_DEVICES: pytest.skip(f"{device}'s codegen has no online softmax yet (engine/schedule.py ONLINE_DEVICES)")
 
@@ -65,6 +70,7 @@ def test_attention_is_one_pass_without_score_buffers(device):
     steps = _steps(out)
     assert len(steps) == 1
     assert all(b.size < B * H * T * T for s in steps for b in s.buffers)
+    if _is_flash(steps[0]): continue
     # one loop over the keys (in blocks of KEY_BLOCK) holds the running max, the denominator and the D numerators
     program = steps[0].program
     assert program.count(f", {T // KEY_BLOCK}, 'reduce')") == 1 and program.count(f", {T}, 'reduce')") == 0
@@ -78,7 +84,7 @@ def test_bool_mask_reads_the_mask_once_and_keeps_the_pass(device):
   out = q.scaled_dot_product_attention(k, v, attn_mask=Tensor(_mask(), device=device))
   steps = _steps(out)
   assert all(b.size < B * H * T * T for s in steps for b in s.buffers)
-  assert sum("Ops.RESCALED" in s.program for s in steps) == 1
+  assert sum("Ops.RESCALED" in s.program or _is_flash(s) for s in steps) == 1
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -196,3 +202,56 @@ def test_flat_gpu_mapping_runs_the_online_kernel():
     assert "Ops.RESCALED" in step.program and "emulating the CUDA mapping flat" in step.kernel.opts
     got = out.numpy()
   np.testing.assert_allclose(got, F.scaled_dot_product_attention(*map(torch.tensor, arrays), is_causal=True).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_flash_blocks_on_the_cpu_match_torch():
+  # codegen/cpu_flash.py: more keys than one block with a partial last one (45), a head size and a value width that are
+  # not whole vectors (20, 7), rows not a whole number of tiles; large scores (rescaled across blocks), a causal block
+  # skipped, a transposed mask (gathered along the keys), rows with no key (-inf) or only the last, dropout
+  rng = np.random.default_rng(11)
+  t = 45
+  q, k = (rng.standard_normal((1, 2, t, 20)).astype(np.float32) * s for s in (4.0, 1.0))
+  v = rng.standard_normal((1, 2, t, 7)).astype(np.float32)
+  m = rng.random((t, t)) > 0.3
+  m[4], m[9] = False, np.arange(t) == t - 1
+  tq, tk, tv = map(torch.tensor, (q, k, v))
+  pq, pk, pv = map(Tensor, (q, k, v))
+  mask_t = Tensor(np.ascontiguousarray(m.T)).transpose(0, 1)  # the same mask through a transposed view
+  cases = [(pq.scaled_dot_product_attention(pk, pv, is_causal=True), F.scaled_dot_product_attention(tq, tk, tv, is_causal=True)),
+           (pq.scaled_dot_product_attention(pk, pv, attn_mask=mask_t), F.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.tensor(m))),
+           (_hand(pq, pk, pv, Tensor(_float_mask(m)), 0.3), _hand(tq, tk, tv, torch.tensor(_float_mask(m)), 0.3)),
+           (Tensor(q[:, :, :1]).scaled_dot_product_attention(pk, pv), F.scaled_dot_product_attention(tq[:, :, :1], tk, tv))]  # one query
+  for out, ref in cases:
+    assert any(_is_flash(s) for s in _steps(out))
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-4, atol=1e-5)
+  def dropped(online: bool) -> np.ndarray:
+    with Context(ONLINE_SOFTMAX_MIN=0 if online else 1 << 62):
+      Tensor.manual_seed(5)
+      out = Tensor(q).scaled_dot_product_attention(Tensor(k), Tensor(v), dropout_p=0.25, is_causal=True)
+      assert any(_is_flash(s) for s in _steps(out)) == online
+      return out.numpy()
+  np.testing.assert_allclose(dropped(True), dropped(False), rtol=1e-4, atol=1e-5)
+
+
+def test_flash_panels_on_the_heap_match_torch(monkeypatch):
+  # packed panels over MAX_STACK_BYTES (long sequences) are allocated on the heap and freed
+  from picograd.codegen import cpu_flash
+  monkeypatch.setattr(cpu_flash, "MAX_STACK_BYTES", 1024)
+  q, k, v = (a[:1, :, :, :6] for a in _qkv(12))
+  out = Tensor(q).scaled_dot_product_attention(Tensor(k), Tensor(v), is_causal=True)
+  [step] = _steps(out)
+  assert _is_flash(step) and "@aligned_alloc" in step.source
+  np.testing.assert_allclose(out.numpy(), F.scaled_dot_product_attention(*map(torch.tensor, (q, k, v)), is_causal=True).numpy(),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_flash_with_eight_lanes_matches_torch(monkeypatch):
+  # a host without AVX-512 gets 8-lane vectors (blocks of 16 keys): the same kernel at that width, run here
+  from picograd.codegen import cpu_flash
+  monkeypatch.setattr(cpu_flash, "vector_lanes", lambda: 8)
+  q, k, v = (a[:1, :, :13, :5] for a in _qkv(13))
+  out = Tensor(q).scaled_dot_product_attention(Tensor(k), Tensor(v), is_causal=True)
+  [step] = _steps(out)
+  assert _is_flash(step) and "<8 x float>" in step.source and "<16 x float>" not in step.source
+  np.testing.assert_allclose(out.numpy(), F.scaled_dot_product_attention(*map(torch.tensor, (q, k, v)), is_causal=True).numpy(),
+                             rtol=1e-5, atol=1e-6)

@@ -8,8 +8,8 @@ sharing the same max (softmax's denominator) joins the same pass. The scheduler'
 and the denominator (each is a reduction broadcast back over j, then over f's axes): for such a sum `R` they are kept
 in R's kernel instead, when nothing else reads them (a backward pass that reads the probabilities keeps today's
 buffers). It applies where x is itself a reduction (whose recomputation per extra pass the online form saves), on the
-devices of engine/schedule.py ONLINE_DEVICES, to score tensors of at least ONLINE_SOFTMAX_MIN elements (on this CPU the
-stored scores and tiled products are still faster below that: NOTES.md, online softmax).
+devices of engine/schedule.py ONLINE_DEVICES, to score tensors of at least ONLINE_SOFTMAX_MIN elements (below that the
+kernels are tiny and launch-bound either way: NOTES.md, online softmax).
 
 `online_groups(roots, nodes, consumers, ok)` returns the nodes that must not get a buffer of their own.
 """
@@ -114,7 +114,7 @@ def _group_of(r: UOp) -> tuple[list[UOp], set[UOp]] | None:
   _, level1 = _body(r)
   for m in level1:
     if m.arg[0] is not Ops.MAX or (m_axis := _single_axis(m)) is None or not _exp_factor_reads(r.src[0], m): continue
-    # below ONLINE_SOFTMAX_MIN score elements storing the scores is faster on the CPU (see NOTES.md, online softmax)
+    # a flag (NOTES.md, online softmax): below ONLINE_SOFTMAX_MIN score elements the stored scores are kept
     if m.src[0].tshape[m_axis] != r.src[0].tshape[axis] or m.src[0].size < ONLINE_SOFTMAX_MIN: continue
     _, scores = _body(m)  # the reductions the max reads (q . k): they run inside the pass over j, once per j
     # a loaded x (softmax(x) @ v) is cheaper with x's max and sum stored and the product tiled (codegen/online.py rewrites
