@@ -6,7 +6,8 @@ new fused kernel in a fresh process (compiling, and with a warm disk cache), the
 step of the makemore MLP, eager and under `@picograd.jit`, a ResNet-stage conv2d (forward,
 forward + backward) and max_pool2d, what provenance (source lines per node) adds to building a
 GPT forward graph, and attention (scores stored, and as one online-softmax pass) beside PyTorch's SDPA.
-Each timing is the median of --runs runs after --warmup runs; inputs
+Each timing is the median of --runs runs after --warmup runs (the reduce group times picograd and PyTorch in
+alternating blocks, so their ratio survives a shared machine's slow phases); inputs
 are realized before timing and outputs with `.realize()`. "ratio" is numpy's time (or
 PyTorch's, for the MLP, conv and attention rows) divided by picograd's: above 1 means picograd is faster; "vs torch"
 is PyTorch's time divided by picograd's.
@@ -47,6 +48,23 @@ def median_time(fn: Callable[[], object], runs: int, warmup: int) -> float:
     fn()
     times.append(time.perf_counter() - st)
   return sorted(times)[len(times) // 2]
+
+
+def paired_times(fns: list[Callable[[], object] | None], runs: int, warmup: int, rounds: int = 4) -> list[float | None]:
+  """Median wall time of each of `fns` (None stays None), timed in `rounds` alternating blocks of runs, each after the
+  pause `median_time` takes: the slow phases of a shared machine then fall on all of them alike, so their ratio holds."""
+  block = max(2, -(-runs // rounds))
+  times: list[list[float]] = [[] for _ in fns]
+  for r in range(rounds):
+    for i in (range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))):
+      if (fn := fns[i]) is None: continue
+      time.sleep(0.2)
+      for _ in range(warmup if r == 0 else 1): fn()
+      for _ in range(block):
+        st = time.perf_counter()
+        fn()
+        times[i].append(time.perf_counter() - st)
+  return [sorted(t)[len(t) // 2] if t else None for t in times]
 
 
 class Row:
@@ -93,18 +111,16 @@ def bench_elementwise(runs: int, warmup: int) -> Row:
 def bench_rowsum(runs: int, warmup: int) -> Row:
   x = np.random.rand(4096, 4096).astype(np.float32)
   t = realized(x)
-  pg = median_time(lambda: t.sum(1).realize(), runs, warmup)
   npt = median_time(lambda: x.sum(1), runs, warmup)
-  pt = median_time(lambda: torch.from_numpy(x).sum(1), runs, warmup) if torch is not None else None
+  pg, pt = paired_times([lambda: t.sum(1).realize(), (lambda: torch.from_numpy(x).sum(1)) if torch is not None else None], runs, warmup)
   return Row("row sums 4096x4096", pg, npt, pt, nbytes=x.nbytes + 4 * 4096, flops=x.size)
 
 
 def bench_fullsum(runs: int, warmup: int) -> Row:
   x = np.random.rand(4096, 4096).astype(np.float32)
   t = realized(x)
-  pg = median_time(lambda: t.sum().realize(), runs, warmup)
   npt = median_time(lambda: x.sum(), runs, warmup)
-  pt = median_time(lambda: torch.from_numpy(x).sum(), runs, warmup) if torch is not None else None
+  pg, pt = paired_times([lambda: t.sum().realize(), (lambda: torch.from_numpy(x).sum()) if torch is not None else None], runs, warmup)
   return Row("full sum 4096x4096", pg, npt, pt, nbytes=x.nbytes, flops=x.size)
 
 
@@ -116,9 +132,9 @@ def _np_softmax(x: np.ndarray) -> np.ndarray:
 def bench_softmax(runs: int, warmup: int) -> Row:
   x = np.random.randn(4096, 4096).astype(np.float32)
   t = realized(x)
-  pg = median_time(lambda: t.softmax(1).realize(), runs, warmup)
   npt = median_time(lambda: _np_softmax(x), runs, warmup)
-  pt = median_time(lambda: torch.softmax(torch.from_numpy(x), 1), runs, warmup) if torch is not None else None
+  pg, pt = paired_times([lambda: t.softmax(1).realize(), (lambda: torch.softmax(torch.from_numpy(x), 1)) if torch is not None else None],
+                        runs, warmup)
   # the least traffic possible: read x once, write the result once
   return Row("softmax rows 4096x4096", pg, npt, pt, nbytes=2 * x.nbytes, flops=5 * x.size)
 
@@ -126,11 +142,11 @@ def bench_softmax(runs: int, warmup: int) -> Row:
 def bench_layer_norm(runs: int, warmup: int) -> Row:
   x, w, b = np.random.randn(4096, 4096).astype(np.float32), np.random.rand(4096).astype(np.float32), np.random.rand(4096).astype(np.float32)
   t, tw, tb = realized(x), realized(w), realized(b)
-  pg = median_time(lambda: t.layer_norm(4096, tw, tb).realize(), runs, warmup)
-  pt = None
+  pt_fn = None
   if torch is not None:
     px, pw, pb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
-    pt = median_time(lambda: torch.nn.functional.layer_norm(px, (4096,), pw, pb), runs, warmup)
+    def pt_fn() -> object: return torch.nn.functional.layer_norm(px, (4096,), pw, pb)
+  pg, pt = paired_times([lambda: t.layer_norm(4096, tw, tb).realize(), pt_fn], runs, warmup)
   return Row("layer_norm rows 4096x4096", pg, None, pt, nbytes=2 * x.nbytes, flops=8 * x.size)
 
 

@@ -75,3 +75,21 @@ def test_a_split_integer_sum_is_exact(big):
   t = Tensor(x)
   assert _kernels(t.sum()) == 2
   assert t.sum().item() == int(x.astype(np.int64).sum())
+
+
+def test_large_kernels_run_in_more_slices_than_threads(big):
+  # the threads claim slices in turn, so a worker that starts late leaves one small slice to wait for (runtime/cpu.py _split)
+  from picograd.runtime.cpu import SLICES_PER_THREAD, _split
+  x, t = big
+  (rows,) = picograd.schedule(t.sum(1))
+  gemm = picograd.schedule(t[:256, :256] @ t[:256, :256])[-1]
+  with Context(THREADS=2):
+    n, slices = _split(rows.kernel.program.meta)
+    assert n == 2 and 2 < slices <= 2 * SLICES_PER_THREAD
+    assert gemm.kernel.program.meta["packs"] and _split(gemm.kernel.program.meta) == (2, 2)  # a GEMM packs per slice
+    np.testing.assert_allclose(t.sum(1).numpy(), x.astype(np.float64).sum(1), rtol=1e-5, atol=1e-3)
+
+    @picograd.jit
+    def rowsums(a: Tensor) -> Tensor: return a.sum(1) * 2
+    for _ in range(3):  # the replay's launch list splits the same way
+      np.testing.assert_allclose(rowsums(t).numpy(), 2 * x.astype(np.float64).sum(1), rtol=1e-5, atol=1e-3)
