@@ -164,8 +164,8 @@ class Buffer:
   """`size` elements of `dtype` on `device`. Memory is taken on first use and handed back to the cache when freed."""
 
   def __init__(self, device: str, size: int, dtype: DType):
+    self._handle: Any = None  # first: `__del__` reads it even when a bad device name raises below
     self.device, self.size, self.dtype = canonicalize(device), size, dtype
-    self._handle: Any = None
 
   @property
   def nbytes(self) -> int: return self.size * self.dtype.itemsize
