@@ -116,6 +116,18 @@ def bench_rowsum(runs: int, warmup: int) -> Row:
   return Row("row sums 4096x4096", pg, npt, pt, nbytes=x.nbytes + 4 * 4096, flops=x.size)
 
 
+def bench_rowsum_jit(runs: int, warmup: int) -> Row:
+  """Row sums through `@picograd.jit`: a replay is one native call, so this is the kernel beside PyTorch's without the
+  eager path's Python (which runs from cold caches after the 64 MiB stream: NOTES "Eager overhead")."""
+  x = np.random.rand(4096, 4096).astype(np.float32)
+  t = realized(x)
+
+  @picograd.jit
+  def rowsums(a: Tensor) -> Tensor: return a.sum(1)
+  pg, pt = paired_times([lambda: rowsums(t).realize(), (lambda: torch.from_numpy(x).sum(1)) if torch is not None else None], runs, warmup + 2)
+  return Row("row sums 4096x4096, @picograd.jit", pg, None, pt, nbytes=x.nbytes + 4 * 4096, flops=x.size)
+
+
 def bench_fullsum(runs: int, warmup: int) -> Row:
   x = np.random.rand(4096, 4096).astype(np.float32)
   t = realized(x)
@@ -387,7 +399,7 @@ def main() -> None:
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
   if torch is not None: torch.set_num_threads(cores)
   r, w = args.runs, args.warmup
-  groups = {"elementwise": lambda: [bench_elementwise(r, w)], "reduce": lambda: [bench_rowsum(r, w), bench_fullsum(r, w), bench_softmax(r, w),
+  groups = {"elementwise": lambda: [bench_elementwise(r, w)], "reduce": lambda: [bench_rowsum(r, w), bench_rowsum_jit(r, w), bench_fullsum(r, w), bench_softmax(r, w),
                                                                                  bench_layer_norm(r, w)],
             "matmul": lambda: [*(bench_matmul(n, r, w) for n in (512, 1024, 2048)), bench_matmul(1024, r, w, transposed=True)], "first-call": lambda: bench_first_call(min(r, 5)),
             "start-up": lambda: bench_start_up(min(r, 3)),
