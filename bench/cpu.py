@@ -1,14 +1,16 @@
 """CPU benchmark: picograd beside numpy (and PyTorch, when installed) in one process, as a markdown table.
 
-Rows: a fused elementwise a*b+c, row sums, row softmax, float32 matmuls, the first call of a
+Rows: a fused elementwise a*b+c, row sums, a full sum, row softmax and layer_norm, float32 matmuls, the first call of a
 new fused kernel in a fresh process (compiling, and with a warm disk cache), the time from
 `python3 examples/makemore.py` to its first training step (cold, and with a warm disk cache), one training
 step of the makemore MLP, eager and under `@picograd.jit`, a ResNet-stage conv2d (forward,
 forward + backward) and max_pool2d, what provenance (source lines per node) adds to building a
 GPT forward graph, and attention (scores stored, and as one online-softmax pass) beside PyTorch's SDPA.
-Each timing is the median of --runs runs after --warmup runs; inputs
+Each timing is the median of --runs runs after --warmup runs (the reduce group times picograd and PyTorch in
+alternating blocks, so their ratio survives a shared machine's slow phases); inputs
 are realized before timing and outputs with `.realize()`. "ratio" is numpy's time (or
-PyTorch's, for the MLP, conv and attention rows) divided by picograd's: above 1 means picograd is faster.
+PyTorch's, for the MLP, conv and attention rows) divided by picograd's: above 1 means picograd is faster; "vs torch"
+is PyTorch's time divided by picograd's.
 
   python bench/cpu.py              # print the table
   python bench/cpu.py --only conv  # only the groups whose name contains "conv" (also: elementwise, reduce, matmul,
@@ -48,6 +50,23 @@ def median_time(fn: Callable[[], object], runs: int, warmup: int) -> float:
   return sorted(times)[len(times) // 2]
 
 
+def paired_times(fns: list[Callable[[], object] | None], runs: int, warmup: int, rounds: int = 4) -> list[float | None]:
+  """Median wall time of each of `fns` (None stays None), timed in `rounds` alternating blocks of runs, each after the
+  pause `median_time` takes: the slow phases of a shared machine then fall on all of them alike, so their ratio holds."""
+  block = max(2, -(-runs // rounds))
+  times: list[list[float]] = [[] for _ in fns]
+  for r in range(rounds):
+    for i in (range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))):
+      if (fn := fns[i]) is None: continue
+      time.sleep(0.2)
+      for _ in range(warmup if r == 0 else 1): fn()
+      for _ in range(block):
+        st = time.perf_counter()
+        fn()
+        times[i].append(time.perf_counter() - st)
+  return [sorted(t)[len(t) // 2] if t else None for t in times]
+
+
 class Row:
   """One line of the table: times in seconds (None where a column does not apply) and the work done."""
 
@@ -58,12 +77,13 @@ class Row:
     def ms(t: float | None) -> str: return "n/a" if t is None else f"{t * 1e3:.2f}"
     base = self.np if self.np is not None else self.pt
     ratio = f"{base / self.pg:.2f}x" if base is not None and self.pg else "n/a"
+    vs_torch = f"{self.pt / self.pg:.2f}x" if self.pt is not None and self.pg else "n/a"
     gbs = f"{self.nbytes / self.pg / 1e9:.1f}" if self.nbytes and self.pg else ""
     gfl = f"{self.flops / self.pg / 1e9:.1f}" if self.flops and self.pg else ""
-    return [self.name, self.note or ms(self.pg), ms(self.np), ms(self.pt), ratio, gbs, gfl]
+    return [self.name, self.note or ms(self.pg), ms(self.np), ms(self.pt), ratio, vs_torch, gbs, gfl]
 
 
-HEADER = ["benchmark", "picograd ms", "numpy ms", "torch ms", "ratio", "picograd GB/s", "picograd GFLOP/s"]
+HEADER = ["benchmark", "picograd ms", "numpy ms", "torch ms", "ratio", "vs torch", "picograd GB/s", "picograd GFLOP/s"]
 
 
 def table(rows: list[Row]) -> str:
@@ -91,10 +111,29 @@ def bench_elementwise(runs: int, warmup: int) -> Row:
 def bench_rowsum(runs: int, warmup: int) -> Row:
   x = np.random.rand(4096, 4096).astype(np.float32)
   t = realized(x)
-  pg = median_time(lambda: t.sum(1).realize(), runs, warmup)
   npt = median_time(lambda: x.sum(1), runs, warmup)
-  pt = median_time(lambda: torch.from_numpy(x).sum(1), runs, warmup) if torch is not None else None
+  pg, pt = paired_times([lambda: t.sum(1).realize(), (lambda: torch.from_numpy(x).sum(1)) if torch is not None else None], runs, warmup)
   return Row("row sums 4096x4096", pg, npt, pt, nbytes=x.nbytes + 4 * 4096, flops=x.size)
+
+
+def bench_rowsum_jit(runs: int, warmup: int) -> Row:
+  """Row sums through `@picograd.jit`: a replay is one native call, so this is the kernel beside PyTorch's without the
+  eager path's Python (which runs from cold caches after the 64 MiB stream: NOTES "Eager overhead")."""
+  x = np.random.rand(4096, 4096).astype(np.float32)
+  t = realized(x)
+
+  @picograd.jit
+  def rowsums(a: Tensor) -> Tensor: return a.sum(1)
+  pg, pt = paired_times([lambda: rowsums(t).realize(), (lambda: torch.from_numpy(x).sum(1)) if torch is not None else None], runs, warmup + 2)
+  return Row("row sums 4096x4096, @picograd.jit", pg, None, pt, nbytes=x.nbytes + 4 * 4096, flops=x.size)
+
+
+def bench_fullsum(runs: int, warmup: int) -> Row:
+  x = np.random.rand(4096, 4096).astype(np.float32)
+  t = realized(x)
+  npt = median_time(lambda: x.sum(), runs, warmup)
+  pg, pt = paired_times([lambda: t.sum().realize(), (lambda: torch.from_numpy(x).sum()) if torch is not None else None], runs, warmup)
+  return Row("full sum 4096x4096", pg, npt, pt, nbytes=x.nbytes, flops=x.size)
 
 
 def _np_softmax(x: np.ndarray) -> np.ndarray:
@@ -105,11 +144,22 @@ def _np_softmax(x: np.ndarray) -> np.ndarray:
 def bench_softmax(runs: int, warmup: int) -> Row:
   x = np.random.randn(4096, 4096).astype(np.float32)
   t = realized(x)
-  pg = median_time(lambda: t.softmax(1).realize(), runs, warmup)
   npt = median_time(lambda: _np_softmax(x), runs, warmup)
-  pt = median_time(lambda: torch.softmax(torch.from_numpy(x), 1), runs, warmup) if torch is not None else None
+  pg, pt = paired_times([lambda: t.softmax(1).realize(), (lambda: torch.softmax(torch.from_numpy(x), 1)) if torch is not None else None],
+                        runs, warmup)
   # the least traffic possible: read x once, write the result once
   return Row("softmax rows 4096x4096", pg, npt, pt, nbytes=2 * x.nbytes, flops=5 * x.size)
+
+
+def bench_layer_norm(runs: int, warmup: int) -> Row:
+  x, w, b = np.random.randn(4096, 4096).astype(np.float32), np.random.rand(4096).astype(np.float32), np.random.rand(4096).astype(np.float32)
+  t, tw, tb = realized(x), realized(w), realized(b)
+  pt_fn = None
+  if torch is not None:
+    px, pw, pb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+    def pt_fn() -> object: return torch.nn.functional.layer_norm(px, (4096,), pw, pb)
+  pg, pt = paired_times([lambda: t.layer_norm(4096, tw, tb).realize(), pt_fn], runs, warmup)
+  return Row("layer_norm rows 4096x4096", pg, None, pt, nbytes=2 * x.nbytes, flops=8 * x.size)
 
 
 def bench_matmul(n: int, runs: int, warmup: int, transposed: bool = False) -> Row:
@@ -334,7 +384,8 @@ def save(text: str, cores: int, runs: int) -> None:
   head = (f"\n## CPU: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu}, {cores} cores{load}, commit {commit}{dirty}\n\n"
           f"`python bench/cpu.py`: median of {runs} runs; numpy {np.__version__}, "
           f"torch {torch.__version__ if torch is not None else 'not installed'}, python {platform.python_version()}. "
-          "ratio = numpy time / picograd time (PyTorch's for the MLP, conv and attention rows): above 1, picograd is faster.\n\n")
+          "ratio = numpy time / picograd time (PyTorch's for the MLP, conv and attention rows): above 1, picograd is faster; "
+          "vs torch = PyTorch time / picograd time.\n\n")
   with open(os.path.join(here, "RESULTS.md"), "a") as f: f.write(head + text + "\n")
 
 
@@ -349,7 +400,8 @@ def main() -> None:
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
   if torch is not None: torch.set_num_threads(cores)
   r, w = args.runs, args.warmup
-  groups = {"elementwise": lambda: [bench_elementwise(r, w)], "reduce": lambda: [bench_rowsum(r, w), bench_softmax(r, w)],
+  groups = {"elementwise": lambda: [bench_elementwise(r, w)], "reduce": lambda: [bench_rowsum(r, w), bench_rowsum_jit(r, w), bench_fullsum(r, w), bench_softmax(r, w),
+                                                                                 bench_layer_norm(r, w)],
             "matmul": lambda: [*(bench_matmul(n, r, w) for n in (512, 1024, 2048)), bench_matmul(1024, r, w, transposed=True)], "first-call": lambda: bench_first_call(min(r, 5)),
             "start-up": lambda: bench_start_up(min(r, 3)),
             "mlp": lambda: [*bench_mlp(32, r * 3, w * 5), *bench_mlp(512, r * 3, w * 5)], "conv": lambda: bench_conv(r, w),

@@ -124,7 +124,8 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   work = _ops_executed(program)
   checked = any(u.op is Ops.CHECK for u in program)
   if kind == "CPU" and outer > 1: applied.append(f"outer loop of {outer} splittable across threads (the runtime splits from enough work)")
-  meta = {"n_params": len(params) + checked, "outer": outer, "work": work, "opts": applied, "cost": cost,
+  # packs: each slice of the outer loop packs its operands first (a GEMM), so the runtime splits it no finer than its threads
+  meta = {"n_params": len(params) + checked, "outer": outer, "work": work, "opts": applied, "cost": cost, "packs": gemm is not None,
           "param_types": [(p.dtype.np.str if p.dtype.name != "bfloat16" else "<u2", p.arg[1]) for p in params] + [("<i8", 1)] * checked}
   return name, source, program, LaunchDims((outer,)), meta
 

@@ -14,7 +14,7 @@ import numpy as np
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 from picograd.helpers import DEBUG, EMULATE, NOOPT, ONLINE_SOFTMAX_MIN
-from picograd.ir.ops import UOp, Ops, toposort, substitute
+from picograd.ir.ops import UOp, Ops, toposort, rebuild_hooks
 from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view, strip_reshapes
 from picograd.dtype import dtypes
 from picograd.runtime.device import Buffer, get_device
@@ -61,18 +61,6 @@ def _buffer_uop(buf: Buffer, shape: tuple[int, ...]) -> UOp:
   return UOp(Ops.BUFFER, buf.dtype, (), buf).reshape(shape)
 
 
-def _substitute_computed(roots: list[UOp], devices: list[str]) -> list[UOp]:
-  """Replace already computed nodes *inside* the graphs by their buffers. A root itself is never replaced: two
-  tensors realized from the same graph must not share memory (an in-place update of one would change the other)."""
-  out = []
-  for root, dev in zip(roots, devices):
-    known = _computed.get(dev)
-    if not known: out.append(root); continue
-    mapping = {n: known[n] for n in toposort([root], stop=lambda n: n in known and n is not root) if n in known and n is not root}
-    out.append(substitute(root, mapping) if mapping else root)
-  return out
-
-
 def _forget_buffers(written: set[Buffer]) -> None:
   """An in-place write changes a buffer's value: nodes computed into it no longer describe it."""
   for table in _computed.values():
@@ -80,16 +68,40 @@ def _forget_buffers(written: set[Buffer]) -> None:
       if strip_reshapes(view).arg in written: del table[node]
 
 
-def _normalize(roots: list[UOp]) -> tuple[list[UOp], list[Buffer]]:
-  """Replace every BUFFER by BUFFER(("slot", i, size, device)) in first-visit order; return the buffers in slot order."""
+def _normalize(roots: list[UOp], devices: list[str] | None = None) -> tuple[list[UOp], list[Buffer]]:
+  """The graphs as the schedule cache sees them, in one walk: with `devices` (each root's), nodes computed earlier *inside*
+  the graphs become their buffers (a root itself never does: two tensors realized from the same graph must not share
+  memory, as an in-place update of one would change the other); every BUFFER becomes BUFFER(("slot", i, size, device)),
+  numbered in first-visit order. Returns the slotted roots and the buffers in slot order."""
   buffers: list[Buffer] = []
-  mapping: dict[UOp, UOp] = {}
-  for n in toposort(roots):
-    if n.op is Ops.BUFFER and isinstance(n.arg, Buffer):
-      mapping[n] = UOp(Ops.BUFFER, n.dtype, (), ("slot", len(buffers), n.arg.size, n.arg.device))
-      buffers.append(n.arg)
-  if not mapping: return roots, buffers
-  return [substitute(r, mapping) for r in roots], buffers
+  done: dict[UOp, UOp] = {}
+
+  def rebuild(node: UOp) -> UOp:  # its sources are done
+    if node.op is Ops.BUFFER and isinstance(node.arg, Buffer):
+      buffers.append(node.arg)
+      return UOp(Ops.BUFFER, node.dtype, (), ("slot", len(buffers) - 1, node.arg.size, node.arg.device))
+    src = tuple(done[s] for s in node.src)
+    if src == node.src: return node
+    new = UOp(node.op, node.dtype, src, node.arg)
+    for hook in rebuild_hooks: hook(node, new)
+    return new
+
+  out = []
+  for i, root in enumerate(roots):
+    known: "weakref.WeakKeyDictionary[UOp, UOp] | dict[UOp, UOp]" = (_computed.get(devices[i]) if devices else None) or {}
+    for node in toposort([root], stop=lambda n: n is not root and (n in done or n in known)):
+      if node is root or node in done: continue
+      if node in known:  # computed earlier: read its buffer view
+        view = known[node]
+        for v in toposort([view]):
+          if v not in done: done[v] = rebuild(v)
+        done[node] = done[view]
+      else: done[node] = rebuild(node)
+    if root in known: out.append(rebuild(root))  # computed for another tensor: this one gets its own memory
+    else:
+      if root not in done: done[root] = rebuild(root)
+      out.append(done[root])
+  return out, buffers
 
 
 @dataclass
@@ -141,8 +153,8 @@ def plan(tensors: Sequence[Handle]) -> Plan:
     else: pending.append(t)
   if not pending: return Plan([], ready, [], [], [], True)
   devices = [t.device for t in pending]
-  roots = _substitute_computed([t.uop for t in pending], devices)
-  normalized, inputs = _normalize(roots)
+  roots = [t.uop for t in pending]
+  normalized, inputs = _normalize(roots, devices)
   # the flags the scheduler reads (engine/schedule.py ONLINE_DEVICES) are part of what the template depends on
   key = (tuple(normalized), tuple(devices), ONLINE_SOFTMAX_MIN.value, EMULATE.value, NOOPT.value)
   template = _templates.get(key)

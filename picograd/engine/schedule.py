@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 from picograd.dtype import DType, dtypes
 from picograd.helpers import EMULATE, NOOPT
-from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many
+from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many, rebuild_hooks
 from picograd.engine.online_fusion import online_groups
 
 
@@ -34,6 +34,10 @@ PRODUCT_CAST_DEVICES = {"CUDA"}
 # (and the PYTHON device while it emulates them, EMULATE=CUDA) only in their flat plan (NOOPT=1): the others deal a max's
 # loop out to threads
 ONLINE_DEVICES = {"CPU", "PYTHON"}
+# devices whose threads split only a kernel's output loop: a reduction to one value of at least SPLIT_REDUCE_MIN elements
+# is split in two kernels there (`_split_reductions`), so both cores read the input (the CUDA codegen splits it by itself)
+SPLIT_REDUCE_DEVICES = {"CPU"}
+SPLIT_REDUCE_MIN = 1 << 20
 
 
 def _fuses_online(kind: str) -> bool:
@@ -357,13 +361,37 @@ _canonical = PatternMatcher([
 ])
 
 
+def _node_devices(roots: list[UOp], devices: list[str]) -> dict[UOp, str]:
+  node_device: dict[UOp, str] = {}
+  for root, dev in zip(roots, devices):
+    for n, d in _device_of(dev, toposort([root]), root).items(): node_device.setdefault(n, d)
+  return node_device
+
+
+def _split_reductions(nodes: list[UOp], node_device: dict[UOp, str]) -> dict[UOp, UOp]:
+  """A reduction of n >= SPLIT_REDUCE_MIN elements to one value has no output loop for the threads to split: reduce it to
+  p partials first (a kernel of p rows, p the largest of 64, 32, ..., 2 that divides n), stored, then the partials (a
+  second kernel of p elements). Devices in SPLIT_REDUCE_DEVICES; NOOPT=1 keeps one kernel. Returns old -> new nodes."""
+  out: dict[UOp, UOp] = {}
+  for r in nodes:
+    if r.op is not Ops.REDUCE or NOOPT or node_device[r].split(":")[0] not in SPLIT_REDUCE_DEVICES or r.size != 1: continue
+    n = r.src[0].size
+    if n < SPLIT_REDUCE_MIN or r.dtype.itemsize < 4 or (p := next((p for p in (64, 32, 16, 8, 4, 2) if n % p == 0), 0)) == 0: continue
+    partials = r.src[0].reshape((p, n // p)).reduce(r.arg[0], (1,))
+    total = UOp(Ops.CONTIGUOUS, r.dtype, (partials,)).reduce(r.arg[0], (0,))
+    for hook in rebuild_hooks: hook(r, partials); hook(r, total)  # both kernels come from the user's reduction (provenance)
+    out[r] = total.reshape(r.tshape)
+  return out
+
+
 def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   """Schedule normalized `roots` (inputs already replaced by slots) to be realized on `devices`."""
   roots = graph_rewrite_many(roots, _canonical)
   nodes = toposort(roots)
-  node_device: dict[UOp, str] = {}
-  for root, dev in zip(roots, devices):
-    for n, d in _device_of(dev, toposort([root]), root).items(): node_device.setdefault(n, d)
+  node_device = _node_devices(roots, devices)
+  if split := _split_reductions(nodes, node_device):
+    roots = [substitute(r, split) for r in roots]
+    nodes, node_device = toposort(roots), _node_devices(roots, devices)
   boundaries = _boundaries(roots, nodes, lambda n: node_device[n].split(":")[0])
 
   temps: list[TempBuffer] = []

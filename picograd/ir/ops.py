@@ -68,6 +68,8 @@ class Ops(Enum):
   DEFINE_GLOBAL = auto(); BARRIER = auto(); ATOMIC_ADD = auto(); FRAGMENT = auto(); MMA = auto(); ASYNC_COPY = auto()
 
   def __repr__(self) -> str: return f"Ops.{self.name}"
+  # members are singletons: hash by identity in C (Enum's own __hash__ runs in Python, on every node built and looked up)
+  __hash__ = object.__hash__
 
 
 UNARY = {Ops.EXP2, Ops.LOG2, Ops.SIN, Ops.SQRT, Ops.RECIPROCAL, Ops.NEG}
@@ -105,16 +107,32 @@ def _shape_of(op: Ops, src: tuple["UOp", ...], arg: Any) -> tuple[int, ...] | No
   return None
 
 
+class _LiveRef(weakref.ref):
+  """A weak reference to a live node that knows its hash-consing key, so its callback can drop the entry."""
+  __slots__ = ("key",)
+  key: tuple
+
+
 class UOpMeta(type):
-  """Hash-consing: UOp(op, dtype, src, arg) returns the existing node when one is alive."""
-  live: "weakref.WeakValueDictionary[tuple, UOp]" = weakref.WeakValueDictionary()
+  """Hash-consing: UOp(op, dtype, src, arg) returns the existing node when one is alive.
+
+  The table holds weak references (a node lives as long as someone uses it). It is a plain dict of `_LiveRef`s rather than
+  a `WeakValueDictionary`, whose get and set run in Python: building a node is on every eager call's path."""
+  live: dict[tuple, _LiveRef] = {}
 
   def __call__(cls, op: Ops, dtype: DType = dtypes.void, src: tuple = (), arg: Any = None):
     key = (op, dtype, src, _arg_key(arg))
-    if (node := UOpMeta.live.get(key)) is not None: return node
+    if (ref := UOpMeta.live.get(key)) is not None and (node := ref()) is not None: return node
     node = super().__call__(op, dtype, src, arg)
-    UOpMeta.live[key] = node
+    ref = _LiveRef(node, _forget)
+    ref.key = key
+    UOpMeta.live[key] = ref
     return node
+
+
+def _forget(ref: _LiveRef) -> None:
+  """A node died: drop its entry, unless a new node with the same key already took its place."""
+  if UOpMeta.live.get(ref.key) is ref: del UOpMeta.live[ref.key]
 
 
 class UOp(metaclass=UOpMeta):

@@ -27,6 +27,11 @@ HUGE_PAGE = 2 << 20
 # core may not run at once; measured on the 2-core CI machine (makemore MLP step at batch 512, jit: 1.0 ms at 2^24,
 # 0.55-0.64 ms at 2^18, no better at 2^15 or 2^17), 2^18 (~0.1 ms of work) is where splitting starts to pay.
 THREAD_MIN_WORK = 1 << 18
+# A kernel of several times that work is cut into more slices than threads (up to SLICES_PER_THREAD each, every slice at
+# least THREAD_MIN_WORK), which the threads claim in turn: a worker that starts late (preempted while it spun, on a loaded
+# machine) then leaves one small slice to wait for, not half the kernel. Row sums of 4096^2 on the loaded 2-core machine:
+# median 1.6-1.8 ms in 2 slices, 1.35-1.55 in 16 (PyTorch 1.4-1.5). Not for kernels that pack operands per slice (GEMM).
+SLICES_PER_THREAD = 8
 
 
 class CPUMemory:
@@ -192,6 +197,14 @@ def _threads() -> int:
   return int(THREADS) or _CORES
 
 
+def _split(meta: dict[str, Any]) -> tuple[int, int]:
+  """How many threads run a kernel, and in how many slices of its outer loop."""
+  outer, work = meta["outer"], meta["work"]
+  n = min(_threads(), outer) if work >= THREAD_MIN_WORK else 1
+  if n <= 1 or meta.get("packs"): return n, n
+  return n, min(outer, n * SLICES_PER_THREAD, max(n, work // max(THREAD_MIN_WORK, 1)))
+
+
 class CPUProgram(Program):
   """A kernel linked by MCJIT. meta: n_params, outer (outer loop size, 0 if none), work (instructions executed per run)."""
 
@@ -214,8 +227,8 @@ class CPUProgram(Program):
     ptrs = [h.addr for h in handles]
     outer = self.meta["outer"]
     st = time.perf_counter() if wait else 0.0
-    n = min(_threads(), outer) if self.meta["work"] >= THREAD_MIN_WORK and self.slice_fn else 1
-    if n <= 1 or not _pool.run(self.slice_fn, (ctypes.c_void_p * len(ptrs))(*ptrs), outer, n): self.fn(*ptrs, 0, max(outer, 1))
+    n, slices = _split(self.meta) if self.slice_fn else (1, 1)
+    if n <= 1 or not _pool.run(self.slice_fn, (ctypes.c_void_p * len(ptrs))(*ptrs), outer, n, slices): self.fn(*ptrs, 0, max(outer, 1))
     return time.perf_counter() - st if wait else None
 
 
@@ -241,8 +254,8 @@ class LaunchList:
       args = (ctypes.c_void_p * len(handles))(*[h.addr for h in handles])
       self.args.append(args)
       outer = prog.meta["outer"]
-      n = min(_threads(), outer) if prog.meta["work"] >= THREAD_MIN_WORK else 1
-      rec.fn, rec.args, rec.n = prog.slice_fn, ctypes.addressof(args), n
+      n, slices = _split(prog.meta)
+      rec.fn, rec.args, rec.n = prog.slice_fn, ctypes.addressof(args), slices
       rec.outer = outer if n > 1 else max(outer, 1)
       rec.err = handles[-1].addr if checked else None
       self.threads = max(self.threads, n)

@@ -381,15 +381,16 @@ class Pool:
       atexit.register(self.stop)
     return self._fns
 
-  def run(self, fn: int, args: Any, outer: int, n: int) -> bool:
-    """Run slice function `fn(args, start, end)` over [0, outer) in `n` slices on n threads (this one included)."""
+  def run(self, fn: int, args: Any, outer: int, n: int, slices: int = 0) -> bool:
+    """Run slice function `fn(args, start, end)` over [0, outer) on n threads (this one included), in `slices` slices
+    (default n) that the threads claim in turn."""
     if not self.available or not self._lock.acquire(blocking=False): return False
     try:
       fns = self._functions()
       if self._workers < n - 1: self._workers = fns["start"](min(n - 1, MAX_WORKERS))
       if self._workers < n - 1: n = self._workers + 1  # the system refused more threads: use those it gave
       if n <= 1: return False
-      fns["run"](fn, args, outer, n)
+      fns["run"](fn, args, outer, max(slices, n))
       return True
     finally:
       self._lock.release()

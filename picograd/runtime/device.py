@@ -8,7 +8,7 @@ fallback. Buffers are untyped device memory plus a dtype and an element count; f
 back to a per-device cache so a training loop does not allocate (or page-fault) every step.
 """
 from __future__ import annotations
-import importlib, threading, weakref
+import importlib, threading
 from dataclasses import dataclass, field
 from typing import Any
 import numpy as np
@@ -164,8 +164,8 @@ class Buffer:
   """`size` elements of `dtype` on `device`. Memory is taken on first use and handed back to the cache when freed."""
 
   def __init__(self, device: str, size: int, dtype: DType):
+    self._handle: Any = None  # first: `__del__` reads it even when a bad device name raises below
     self.device, self.size, self.dtype = canonicalize(device), size, dtype
-    self._handle: Any = None
 
   @property
   def nbytes(self) -> int: return self.size * self.dtype.itemsize
@@ -173,9 +173,8 @@ class Buffer:
   @property
   def handle(self) -> Any:
     if self._handle is None:
-      allocator = get_device(self.device).allocator
-      self._handle = allocator.alloc(max(self.nbytes, 1))
-      self._release = weakref.finalize(self, allocator.free, self._handle, max(self.nbytes, 1))
+      self._allocator = get_device(self.device).allocator
+      self._handle = self._allocator.alloc(max(self.nbytes, 1))
     return self._handle
 
   @property
@@ -185,8 +184,11 @@ class Buffer:
     """Give the memory back to the allocator's cache now (the engine does, after a schedule's last reader of an intermediate);
     the next use takes memory again. Devices run a buffer's kernels in order, so a later owner of the block writes it after them."""
     if self._handle is not None:
-      self._release()
+      self._allocator.free(self._handle, max(self.nbytes, 1))
       self._handle = None
+
+  # a dying buffer gives its memory back (a `weakref.finalize` per buffer cost ~3 us of every eager realize)
+  def __del__(self) -> None: self.release()
 
   def copyin(self, data: np.ndarray) -> "Buffer":
     data = np.ascontiguousarray(data, dtype=self.dtype.np)
