@@ -125,7 +125,7 @@ def test_tensor_core_plan_is_an_ir_pass():
   """The tensor-core products are mapped in the IR too: FRAGMENTs (ldmatrix) and MMAs (mma.sync) over shared tiles laid out
   as the operands lie in memory, the outputs staged through shared memory; long k-loops fetch their 16-bit operands three
   stages ahead by cp.async."""
-  for name, trans in (("matmul_f16", ".x2.trans"), ("matmul_f16_T", ".x2.shared")):
+  for name, trans in (("matmul_f16", ".x4.trans"), ("matmul_f16_T", ".x4.shared")):
     _, src, dims, meta = render_for_arch(asts(CASES[name][0]())[-1], "sm_90")
     body = src[src.index('extern "C"'):]
     assert meta["plan"] == "mma" and meta["opts"][0] == "map mma" and "64 accumulators per thread" in meta["opts"], meta["opts"]

@@ -190,7 +190,7 @@ def _fragment(w: _Writer, u: UOp, v: str) -> str | None:
 
 def _mma(w: _Writer, u: UOp, v: str) -> str | None:
   thread = next(s for s in w.axis if s.op is Ops.SPECIAL and s.arg[0] == "thread")
-  return f"mma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 32)"
+  return f"mma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 32, {u.arg[1]})"
 
 
 # op -> fn(writer, instruction, its value's name) -> numpy expression for the value, or None when it wrote its own lines

@@ -57,13 +57,14 @@ class Ops(Enum):
   # Cross-block work: DEFINE_GLOBAL(arg=(slot, n)) scratch in device memory that outlives the launch; BARRIER(*after,
   # arg="block"|"device") a block barrier or a device-wide memory fence; ATOMIC_ADD(buf, index, value, gate, *after) the
   # old value. Effects are ordered by sources: a LOAD/STORE/GUARD/BARRIER may take extra sources it must come after.
-  # Tensor cores: FRAGMENT(local, base, *after, arg=(role "a"|"b", kind "f16"|"bf16"|"tf32", ld, k_rows)) is this lane's part
-  # of a warp's operand tile in shared memory (A: 16 rows of m x k16 (k8 for tf32); B: k16 (k8) x 8 columns of n) whose
-  # first element is at `base`, rows `ld` apart, k along the rows when k_rows; MMA(a, b, arg=kind) is this lane's 4 floats
-  # of the 16x8 product of the warp's fragments (PTX mma.sync's layout), read by GEPs (an ACCUMULATE of them is the MMA's
-  # accumulate form). ASYNC_COPY(local, index, param, param index, gate, *after, arg=bytes) copies `bytes` from memory into
-  # shared memory without waiting (zeros where gate is false); BARRIER(arg="commit") closes a group of copies and
-  # BARRIER(arg=("wait", n)) waits until at most n groups are in flight
+  # Tensor cores: FRAGMENT(local, base, *after, arg=(role "a"|"b"|"b2", kind "f16"|"bf16"|"tf32", ld, k_rows)) is this lane's
+  # part of a warp's operand tile in shared memory (A: 16 rows of m x k16 (k8 for tf32); B: k16 (k8) x 8 columns of n; B2:
+  # two such, 16 columns) whose first element is at `base`, rows `ld` apart, k along the rows when k_rows; MMA(a, b,
+  # arg=(kind, half)) is this lane's 4 floats of the 16x8 product of the warp's fragments (PTX mma.sync's layout; `half`
+  # picks the 8 columns of a B2), read by GEPs (an ACCUMULATE of them is the MMA's accumulate form).
+  # ASYNC_COPY(local, index, param, param index, gate, *after, arg=bytes) copies `bytes` from memory into shared memory
+  # without waiting (zeros where gate is false); BARRIER(arg="commit") closes a group of copies and BARRIER(arg=("wait",
+  # n)) waits until at most n groups are in flight
   SPECIAL = auto(); GUARD = auto(); DEFINE_LOCAL = auto(); GROUP_REDUCE = auto(); VECTORIZE = auto(); GEP = auto()
   DEFINE_GLOBAL = auto(); BARRIER = auto(); ATOMIC_ADD = auto(); FRAGMENT = auto(); MMA = auto(); ASYNC_COPY = auto()
 

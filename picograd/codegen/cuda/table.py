@@ -139,12 +139,13 @@ class TableRenderer:
     self.w(f"{t}* const {n} = reinterpret_cast<{t}*>(pg_smem + {self.offsets[u]});")
 
   def _fragment(self, u: UOp) -> None:
-    """This lane's registers of a tensor-core operand tile: ldmatrix for 16-bit tiles (lane l gives the address of row l % 8
-    of matrix l / 8; .trans where the tile lies k-major the other way), TF32-rounded loads of its elements for float ones."""
+    """This lane's registers of a tensor-core operand tile: ldmatrix.x4 for 16-bit tiles (A, or B of two column groups: lane
+    l gives the address of row l % 8 of matrix l / 8; .trans where the tile lies k-major the other way), TF32-rounded loads
+    of its elements for float ones (A, or B of one column group)."""
     role, kind, ld, k_rows = u.arg
     local, base = self.names[u.src[0]], self.val(u.src[1])
     n = self.names[u] = self.w.fresh("frag")
-    count = 4 if role == "a" else 2
+    count = 2 if role == "b" else 4
     self.w(f"unsigned {n}[{count}];")
     if kind == "tf32":
       # A (m16 x k8): (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4); B (k8 x n8): (t, g), (t + 4, g); g = lane / 4, t = lane % 4
@@ -161,8 +162,8 @@ class TableRenderer:
     if role == "a":  # x4: matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15)
       row = f"((lm >> 1) * 8 + lr) * {ld} + (lm & 1) * 8" if k_rows else f"((lm & 1) * 8 + lr) * {ld} + (lm >> 1) * 8"
       trans = k_rows
-    else:  # x2: matrices k 0-7 and k 8-15 of the 8 columns
-      row = f"((lm & 1) * 8 + lr) * {ld}" if k_rows else f"lr * {ld} + (lm & 1) * 8"
+    else:  # b2, x4: matrices (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15)
+      row = f"((lm & 1) * 8 + lr) * {ld} + (lm >> 1) * 8" if k_rows else f"((lm >> 1) * 8 + lr) * {ld} + (lm & 1) * 8"
       trans = k_rows
     regs = ", ".join(f"%{i}" for i in range(count))
     outs = ", ".join(f'"=r"({n}[{i}])' for i in range(count))
@@ -177,10 +178,10 @@ class TableRenderer:
     lanes = self.mma_lanes.setdefault(mma, {})
     lanes[lane] = acc
     if len(lanes) < 4: return
-    a, b = (self.names[f] for f in mma.src)
-    self.w(f'asm volatile("{_MMA_PTX[mma.arg]} {{%0, %1, %2, %3}}, {{%4, %5, %6, %7}}, {{%8, %9}}, {{%0, %1, %2, %3}};" : '
+    (a, b), (kind, half) = (self.names[f] for f in mma.src), mma.arg
+    self.w(f'asm volatile("{_MMA_PTX[kind]} {{%0, %1, %2, %3}}, {{%4, %5, %6, %7}}, {{%8, %9}}, {{%0, %1, %2, %3}};" : '
            + ", ".join(f'"+f"({lanes[q]})' for q in range(4)) + " : "
-           + ", ".join([f'"r"({a}[{i}])' for i in range(4)] + [f'"r"({b}[{i}])' for i in range(2)]) + ");")
+           + ", ".join([f'"r"({a}[{i}])' for i in range(4)] + [f'"r"({b}[{2 * half + i}])' for i in range(2)]) + ");")
 
   def _define_global(self, u: UOp) -> None:
     n = self.names[u] = self.w.fresh("pg_scratch")

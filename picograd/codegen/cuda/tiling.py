@@ -186,20 +186,21 @@ def _simt_products(t: _Tiles, reads_a: Reader, reads_b: Reader, kk: UOp) -> list
 
 def _mma_products(kind: str) -> Callable[[_Tiles, Reader, Reader, UOp], list[tuple[UOp, UOp, UOp]]]:
   """Eight warps of 64x32 outputs: warp w owns rows (w // 4) * 64.. and columns (w % 4) * 32..; per k-step of 16 (8 for
-  TF32) 4 A fragments, 4 B fragments and their 16 MMAs, whose 4 floats per lane are rows g, g + 8 and columns 2t, 2t + 1
-  of each 16x8 output (g = lane / 4, t = lane % 4)."""
-  k = 8 if kind == "tf32" else 16
+  TF32) 4 A fragments, B fragments for the 4 column groups of 8 (16-bit: two groups to a fragment, one ldmatrix.x4) and
+  their 16 MMAs, whose 4 floats per lane are rows g, g + 8 and columns 2t, 2t + 1 of each 16x8 output (g = lane / 4,
+  t = lane % 4)."""
+  k, per_b = (8, 1) if kind == "tf32" else (16, 2)
 
   def products(t: _Tiles, frag_a: Reader, frag_b: Reader, kk: UOp) -> list[tuple[UOp, UOp, UOp]]:
     warp, lane = t.tid // 32, t.tid % 32
     wm, wn, g, tq = warp // 4, warp % 4, lane // 4, lane % 4
     la, lb = t.plan.layouts
     a = [frag_a(la.at(wm * 64 + i * 16, kk * k)) for i in range(4)]
-    b = [frag_b(lb.at(wn * 32 + j * 8, kk * k)) for j in range(4)]
+    b = [frag_b(lb.at(wn * 32 + j * 8 * per_b, kk * k)) for j in range(4 // per_b)]
     out = []
     for i, fa in enumerate(a):
-      for j, fb in enumerate(b):
-        mma = UOp(Ops.MMA, dtypes.float32, (fa, fb), kind)
+      for j in range(4):
+        mma = UOp(Ops.MMA, dtypes.float32, (fa, b[j // per_b]), (kind, j % per_b))
         out += [(UOp(Ops.GEP, dtypes.float32, (mma,), q), wm * 64 + i * 16 + g + 8 * (q // 2), wn * 32 + j * 8 + tq * 2 + q % 2) for q in range(4)]
     return out
   return products
@@ -275,7 +276,7 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
     if plan is SIMT: return lambda at: UOp(Ops.LOAD, op.local.dtype, (op.local, cur + at, barrier, *after))
     kind = {dtypes.float16: "f16", dtypes.bfloat16: "bf16", dtypes.float32: "tf32"}[op.local.dtype]
     return lambda at: UOp(Ops.FRAGMENT, op.local.dtype, (op.local, cur + at, barrier, *after), (role, kind, op.layout.ld, op.layout.k_rows))
-  per_thread = plan.products(t, reader(ops[0], "a"), reader(ops[1], "b"), kk)
+  per_thread = plan.products(t, reader(ops[0], "a"), reader(ops[1], "b" if tile_dtype == dtypes.float32 else "b2"), kk)
   acc = [(UOp(Ops.REDUCE, red.dtype, (value, kt, kk), Ops.ADD), r, c) for value, r, c in per_thread]
   if plan is not SIMT and STAGED_EPILOGUE:
     # the fragments' outputs (two neighbouring columns per lane, rows 8 apart) go through shared memory, which the tiles no
