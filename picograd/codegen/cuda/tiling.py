@@ -6,18 +6,21 @@ A kernel of the form out[b, m, n] = epilogue(sum_k X[b, m, k] * Y[b, k, n]) (`an
 - a block per 128x128 output tile (SPECIAL block: n-tiles fastest, then m-tiles, then batch x split-K parts) of 256
   threads (SPECIAL thread), each owning 64 outputs: 64 REDUCEs over the same two loops;
 - the reduction as k-steps (loop `kt`) around the steps inside one k-step (loop `kk`, unrolled). The operands' tiles go
-  through shared memory, two DEFINE_LOCAL buffers each, laid out as the operand lies in memory (`Layout`), moved by
+  through shared memory, two DEFINE_LOCAL buffers each (or `stages`), laid out as the operand lies in memory (`Layout`), moved by
   16-byte loads (LOAD arg=lanes) where an operand is a plain load (or a cast of one) contiguous along k or along its
   output loop. Before the loop each thread stores its part of step 0; each k-step begins with a BARRIER, loads its part of
   the next step from global memory into registers (ordinary values at the `kt` level, so they are issued before the inner
   loop), and stores them into the other buffer in the last iteration of the inner loop (a STORE gated by that iteration,
   which the tile reads must come after), so the global loads overlap the step's multiply-adds and one barrier per step
   suffices: the buffer a step fills was last read in the step before, which every thread finished before this step's
-  barrier;
+  barrier. With three stages (long k-loops, `plan.py`), operands copied as they lie go by cp.async instead, two steps
+  ahead (ASYNC_COPY, groups closed by BARRIER "commit" and waited for by BARRIER ("wait", 1) before each step's barrier);
 - SIMT (`matmul`): k-steps of 8; each thread owns an 8x8 register tile (rows ty*4.. and 64 + ty*4.., the same columns
   of tx), reading its 8 + 8 operands from shared memory per step of k;
 - tensor cores (`mma`: float16/bfloat16 operands; `mma_tf32`: float32 operands rounded to TF32 when the user allowed it):
   k-steps of 32; eight warps of 64x32 outputs, 4x4 MMAs of 16x8 per k16 (k8) step, on FRAGMENTs of the shared tiles;
+  their outputs then pass through shared memory (a buffer over the dead tiles, after the copies in flight are drained)
+  and come out row by row, so a warp stores consecutive outputs;
 - with split-K (few output tiles over a long k), the block index also picks one of `split` chunks of k; each block
   stores its partial tile to device scratch and the last block of a tile to finish (`mapping.last_block`) adds the
   partials in chunk order: deterministic, in one launch;
@@ -37,7 +40,6 @@ from picograd.codegen.cuda.emit import BLOCK
 from picograd.codegen.cuda.mapping import digits, last_block, special
 
 TILE = 128          # outputs per block along m and along n
-STAGED_EPILOGUE = True  # tensor-core outputs pass through shared memory on their way out (see map_tiled)
 INT = dtypes.int32
 Reader = Callable[[UOp], UOp]  # an index into a tile buffer -> the value read there (a LOAD or a FRAGMENT)
 
@@ -220,6 +222,9 @@ def tensor_core_plan(kind: str, turned: tuple[bool, bool]) -> Plan:
   return Plan(32, 4 if kind == "tf32" else 2, layouts, _mma_products(kind), f"8 warps of 64x32 on mma.sync {shape}")
 
 
+KIND_DTYPES = {"f16": dtypes.float16, "bf16": dtypes.bfloat16, "tf32": dtypes.float32}  # tensor-core kinds: their tiles' type
+
+
 def shared_bytes(plan: Plan, dtype: DType | None, stages: int = 2) -> int:
   """Shared memory the plan's tiles take with `stages` buffers each (`dtype` None: counted as float32)."""
   return sum(stages * (plan.step * lay.ld if lay.k_rows else TILE * lay.ld) * (dtype or dtypes.float32).itemsize for lay in plan.layouts)
@@ -274,11 +279,11 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
   def reader(op: _Operand, role: str) -> Reader:
     cur = slot(kt, op)
     if plan is SIMT: return lambda at: UOp(Ops.LOAD, op.local.dtype, (op.local, cur + at, barrier, *after))
-    kind = {dtypes.float16: "f16", dtypes.bfloat16: "bf16", dtypes.float32: "tf32"}[op.local.dtype]
+    kind = next(k for k, dt in KIND_DTYPES.items() if dt == op.local.dtype)
     return lambda at: UOp(Ops.FRAGMENT, op.local.dtype, (op.local, cur + at, barrier, *after), (role, kind, op.layout.ld, op.layout.k_rows))
   per_thread = plan.products(t, reader(ops[0], "a"), reader(ops[1], "b" if tile_dtype == dtypes.float32 else "b2"), kk)
   acc = [(UOp(Ops.REDUCE, red.dtype, (value, kt, kk), Ops.ADD), r, c) for value, r, c in per_thread]
-  if plan is not SIMT and STAGED_EPILOGUE:
+  if plan is not SIMT:
     # the fragments' outputs (two neighbouring columns per lane, rows 8 apart) go through shared memory, which the tiles no
     # longer need (the buffer reuses theirs), and come back out row by row: consecutive threads then store consecutive
     # outputs, and each does its share of the epilogue once per output
@@ -310,9 +315,6 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
     out = substitute(out_store, {**t.batch, **digits(mm.m, gm), **digits(mm.n, gn), red: a})
     stores.append(out if ok is None else UOp(Ops.STORE, out.dtype, out.src[:3] + ((out.src[3] & ok) if len(out.src) > 3 else ok,), out.arg))
   return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + extra), sink.arg), symbolic)
-
-
-KIND_DTYPES = {"f16": dtypes.float16, "bf16": dtypes.bfloat16, "tf32": dtypes.float32}
 
 
 def plan_for(name: str, mm: Matmul) -> tuple[Plan, DType | None]:
