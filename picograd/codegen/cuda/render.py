@@ -32,23 +32,40 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
      for name in ("matmul", "mma", "mma_tf32")},
 }
 
+def _loop_note(u: UOp, tiled: bool) -> str | None:
+  if len(u.arg) <= 3: return None
+  return f"loop {u.arg[0]} ({u.arg[2]}, {u.arg[1]} steps) " + ("unrolled" if tiled else "dealt out to a thread group")
+
+
+def _barrier_note(u: UOp, tiled: bool) -> str | None:
+  if u.arg == "block": return "block barrier once per k-step" if tiled else None
+  return "cp.async groups committed and waited for" if u.arg == "commit" or isinstance(u.arg, tuple) else None
+
+
+# op -> fn(instruction, whether the kernel is a tiled product) -> what DEBUG=3 says of it, or None
+_NOTES: dict[Ops, Callable[[UOp, bool], str | None]] = {
+  Ops.SPECIAL: lambda u, tiled: f"{u.arg[0]} index over {u.arg[1]}",
+  Ops.RANGE: _loop_note,
+  Ops.DEFINE_LOCAL: lambda u, tiled: None if not tiled or u.dtype == dtypes.bool else  # (bool: the split-K ticket flag)
+    f"shared memory {'for the outputs (over the tiles)' if len(u.arg) > 2 else 'tile'} of {u.arg[1]} {u.dtype.name} values",
+  Ops.BARRIER: _barrier_note,
+  Ops.GROUP_REDUCE: lambda u, tiled: f"{u.arg[0].name} combined across {u.arg[1]} threads",
+  Ops.LOAD: lambda u, tiled: "16-byte load" if u.arg is not None and u.src[0].op is Ops.PARAM else None,
+  Ops.STORE: lambda u, tiled: "16-byte store" if u.src[2].op is Ops.VECTORIZE else None,
+  Ops.ASYNC_COPY: lambda u, tiled: "16-byte cp.async copies into shared memory",
+  Ops.FRAGMENT: lambda u, tiled: f"{u.arg[1]} fragments ({'TF32-rounded loads' if u.arg[1] == 'tf32' else 'ldmatrix'})",
+}
+
+
 def describe_mapping(plan: str, arg: Any, program: list[UOp]) -> list[str]:
   """What DEBUG=3 lists for a mapped kernel: the launch, each loop the mapping dealt out or vectorized, shared memory,
   and for a matrix product its tiles."""
   tiled = plan in ("matmul", "mma", "mma_tf32")
   opts = [describe_tiled(plan_for(plan, arg[0])[0], *arg)] if tiled else []
-  first = next((u.src for u in program if u.op is Ops.DEFINE_ACC), None)
-  accumulators = sum(u.op is Ops.DEFINE_ACC and u.src == first for u in program)  # of the product's loop nest
-  for u in program:
-    if u.op is Ops.SPECIAL: opts.append(f"{u.arg[0]} index over {u.arg[1]}")
-    elif u.op is Ops.RANGE and len(u.arg) > 3 and tiled: opts.append(f"loop {u.arg[0]} ({u.arg[2]}, {u.arg[1]} steps) unrolled")
-    elif u.op is Ops.RANGE and len(u.arg) > 3: opts.append(f"loop {u.arg[0]} ({u.arg[2]}, {u.arg[1]} steps) dealt out to a thread group")
-    elif u.op is Ops.DEFINE_LOCAL and tiled: opts.append(f"shared memory tile of {u.arg[1]} {u.dtype.name} values")
-    elif u.op is Ops.BARRIER and u.arg == "block" and tiled: opts.append("block barrier once per k-step")
-    elif u.op is Ops.GROUP_REDUCE: opts.append(f"{u.arg[0].name} combined across {u.arg[1]} threads")
-    elif u.op is Ops.LOAD and u.arg == 4: opts.append("16-byte load")
-    elif u.op is Ops.STORE and u.src[2].op is Ops.VECTORIZE: opts.append("16-byte store")
-  if tiled: opts.append(f"{accumulators} accumulators per thread")
+  opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled)) is not None]
+  if tiled:
+    first = next(u.src for u in program if u.op is Ops.DEFINE_ACC)
+    opts.append(f"{sum(u.op is Ops.DEFINE_ACC and u.src == first for u in program)} accumulators per thread")  # of the product's loop nest
   return [f"map {plan}"] + sorted(set(opts), key=opts.index)
 
 
