@@ -111,6 +111,20 @@ def test_split_k_plan():
   assert not any("split-K" in o for o in meta["opts"]) and "atomicAdd" not in src
 
 
+def test_linearize_emits_outer_loop_work_before_inner_loops():
+  # a reduction over two loops: what needs only the outer one (a tile staged once per k-step, here a load) is emitted
+  # between the two RANGEs, not inside the inner loop
+  from picograd.ir.ops import UOp, Ops
+  from picograd.codegen.linearize import linearize
+  p0, p1 = (UOp(Ops.PARAM, dtypes.float32, (), (i, 64)) for i in range(2))
+  outer, inner = UOp(Ops.RANGE, dtypes.int32, (), (0, 8, "reduce")), UOp(Ops.RANGE, dtypes.int32, (), (1, 8, "reduce"))
+  a, b = UOp(Ops.LOAD, dtypes.float32, (p1, outer)), UOp(Ops.LOAD, dtypes.float32, (p1, inner * 8))
+  total = UOp(Ops.REDUCE, dtypes.float32, (a * b, outer, inner), Ops.ADD)
+  program = linearize(UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (p0, UOp.const(dtypes.int32, 0), total)),)))
+  at = {u: i for i, u in enumerate(program)}
+  assert at[outer] < at[a] < at[inner] < at[b]
+
+
 def test_matmul_plan_is_an_ir_pass():
   """The SIMT product is mapped in the IR (codegen/cuda/tiling.py): DEBUG=3's list names its tiles, shared memory and
   register tile; the body has one barrier per k-step and 16-byte loads of the row-major operands."""
