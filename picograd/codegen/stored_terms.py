@@ -15,11 +15,13 @@ and the read comes after the reduction, when every term is stored. The row is wr
 cache. The values are the same bits: E is computed by the same nodes, stored and read at its own dtype (the output's).
 
 Where it does not apply: a cheap term (log_softmax's x - max: reading it back costs as much as computing it), an output
-whose dtype differs from E's (float16 softmax computes in float32), an output the kernel also reads, a store index that
-is not one-to-one in the output loop, and a reduction that does not run exactly once per output row before the output
-loop: it must depend on all the global loops outside the output loop (the outermost one, which the CPU's threads split,
-among them) and on no other (softmax over a non-last axis recomputes its column's sums per element; storing there would
-write the whole column each time). NOOPT=1 turns it off (codegen/opt.py).
+whose dtype differs from E's (float16 softmax computes in float32), an output the kernel reads, or may read: a loop over j'
+that still loads a buffer of the output's dtype and size (an in-place assignment's value reads its target elementwise,
+as another parameter: it would read a stored term instead of its old element); a store index that is not one-to-one in
+j', and a reduction that does not run exactly once per output row before the loop over j': it must depend on all the
+global loops outside that loop (the outermost one, which the CPU's threads split, among them) and on no other (softmax
+over a non-last axis recomputes its column's sums per element; storing there would write the whole column each time).
+NOOPT=1 turns it off (codegen/opt.py).
 """
 from __future__ import annotations
 from picograd.ir.ops import UOp, Ops, toposort, substitute
@@ -54,6 +56,14 @@ def _affine_in(idx: UOp, loop: UOp) -> bool:
   return idx.op is Ops.ADD and any(scaled(a) and loop not in toposort([b]) for a, b in (idx.src, idx.src[::-1]))
 
 
+def _may_read_output(value: UOp, out: UOp, g: UOp) -> bool:
+  """Does `value` still read, along output loop `g`, a buffer that may be `out` itself? An in-place assignment's value reads
+  its target only elementwise (engine/schedule.py gives it a buffer of its own otherwise), as another parameter of the
+  output's dtype and size."""
+  return any(n.op is Ops.LOAD and n.src[0].op is Ops.PARAM and n.src[0] is not out and n.src[0].dtype == out.dtype and
+             n.src[0].arg[1] == out.arg[1] and g in toposort([n.src[1]]) for n in toposort([value], stop=lambda x: x.op is Ops.REDUCE))
+
+
 def _global_loops(u: UOp) -> set[UOp]: return {n for n in toposort([u]) if n.op is Ops.RANGE and n.arg[2] == "global"}
 
 
@@ -79,6 +89,7 @@ def _rewrite(sink: UOp, store: UOp, globs: list[UOp]) -> tuple[UOp, str] | None:
       new_r = UOp(Ops.REDUCE, r.dtype, (substitute(r.src[0], {e: term}), j), r.arg)
       read = UOp(Ops.LOAD, e.dtype, (out, idx, new_r))
       stores = tuple(substitute(st, {r: new_r, e_out: read} if st is store else {r: new_r}) for st in sink.src)
+      if any(_may_read_output(st.src[2], out, g) for st in stores): continue
       note = f"terms of reduce loop {j.arg[0]} ({cost} ops each) stored to the output in its loop, read back by output loop {g.arg[0]}"
       return UOp(Ops.SINK, sink.dtype, stores, sink.arg), note
   return None
