@@ -11,7 +11,8 @@ Loops whose sizes hold no whole 16-lane vectors (the makemore MLP's 27 and 30 wi
 tiles SLP still packs: one row of the odd width, or half-width vectors along another output loop
 with contiguous loads (the gradient a.T @ g, whose stored-contiguous loop is the odd one).
 
-Before planning, a loop that pad gates cut into a few equal regions (the gradient of a
+First, a reduction's expensive terms that the output loop computes again are stored into the output and read back
+(codegen/stored_terms.py: softmax's exp once per element). Before planning, a loop that pad gates cut into a few equal regions (the gradient of a
 concatenation such as the fused q, k, v projection) is split into one gate-free copy per region
 (split_gated_loops), and where most loads are contiguous along the reduction the plan leaves the
 reduction loop to the loop vectorizer rather than vectorizing across outputs.
