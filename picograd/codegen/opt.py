@@ -11,7 +11,8 @@ Loops whose sizes hold no whole 16-lane vectors (the makemore MLP's 27 and 30 wi
 tiles SLP still packs: one row of the odd width, or half-width vectors along another output loop
 with contiguous loads (the gradient a.T @ g, whose stored-contiguous loop is the odd one).
 
-Before planning, a loop that pad gates cut into a few equal regions (the gradient of a
+First, a reduction's expensive terms that the output loop computes again are stored into the output and read back
+(codegen/stored_terms.py: softmax's exp once per element). Before planning, a loop that pad gates cut into a few equal regions (the gradient of a
 concatenation such as the fused q, k, v projection) is split into one gate-free copy per region
 (split_gated_loops), and where most loads are contiguous along the reduction the plan leaves the
 reduction loop to the loop vectorizer rather than vectorizing across outputs.
@@ -31,6 +32,7 @@ from picograd.helpers import NOOPT, prod
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.streaming import plan_streaming
+from picograd.codegen.stored_terms import store_terms
 
 # Registers hold 32 vectors of 64 bytes on AVX-512: the contiguous loop gets two vectors' worth
 # of columns, and ROWS rows, so ROWS * 2 accumulators plus the loaded vectors stay in registers.
@@ -238,9 +240,9 @@ def optimize(sink: UOp) -> tuple[UOp, list[str]]:
   """The lowered kernel `sink`, split at its gates and upcast where it pays, and one line per optimization applied
   (what `DEBUG=3` lists). Unchanged, with nothing applied, under NOOPT=1."""
   if NOOPT: return sink, []
-  applied = []
+  sink, applied = store_terms(sink)
   if (streamed := plan_streaming(sink)) is not None:
-    return graph_rewrite(streamed, symbolic), [f"streaming (non-temporal) stores, loop upcast by {len(streamed.src)}"]
+    return graph_rewrite(streamed, symbolic), applied + [f"streaming (non-temporal) stores, loop upcast by {len(streamed.src)}"]
   split = split_gated_loops(sink)
   if split is not sink: applied.append(f"split gated loops at their regions' boundaries: {len(sink.src)} -> {len(split.src)} stores")
   plan = plan_upcasts(split)

@@ -68,6 +68,9 @@ def _plan_row_streaming(sink: UOp, nodes: list[UOp]) -> UOp | None:
   itemsize = param.dtype.itemsize
   lanes = LINE // itemsize
   if param.arg[1] * itemsize < STREAM_MIN_BYTES or value.dtype in (dtypes.bool, dtypes.bfloat16): return None
+  # a row whose terms codegen/stored_terms.py stored is in cache when the output loop reads it back: the write-allocate is
+  # paid already, and streaming the stores was no faster (softmax 4096^2, in-process A/B)
+  if any(n.op is Ops.LOAD and n.src[0] is param for n in nodes): return None
   if index.op is Ops.RANGE: rng = index
   elif index.op is Ops.ADD and index.src[1].op is Ops.RANGE: rng = index.src[1]
   else: return None
