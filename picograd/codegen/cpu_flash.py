@@ -387,11 +387,7 @@ class FlashRenderer(GemmRenderer):
     self.decls |= {f"declare {vt} @llvm.fmuladd.v{L}f32({vt}, {vt}, {vt})", f"declare float @llvm.vector.reduce.fadd.v{L}f32(float, {vt})"}
     u = self.loop("u", "%start", "%end")
     bt, it = self.i64(f"udiv i64 {u}, {ntile}"), self.i64(f"urem i64 {u}, {ntile}")
-    values: dict[UOp, str] = {}
-    rest = bt
-    for loop in reversed(f.batch):
-      values[loop] = self.i64(f"urem i64 {rest}, {loop.arg[1]}")
-      rest = self.i64(f"udiv i64 {rest}, {loop.arg[1]}")
+    values = self.digits(bt, f.batch)
     # pack b and F where this tile's batch is not the one packed last (a thread's tiles run in order: once per batch)
     prev = self.i64("load i64, ptr %packed")
     self.emit(f"br i1 {self.i64(f'icmp ne i64 {prev}, {bt}')}, label %repack, label %packed.ok")

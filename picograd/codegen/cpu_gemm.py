@@ -30,6 +30,7 @@ as does `NOOPT=1`.
 from __future__ import annotations
 import functools
 from dataclasses import dataclass
+from typing import Sequence
 from picograd.dtype import dtypes
 from picograd.ir.ops import UOp, Ops, toposort
 from picograd.codegen.llvm import LLVMRenderer, ll_type
@@ -239,6 +240,14 @@ class GemmRenderer(LLVMRenderer):
     lt = self.i64(f"icmp slt i64 {a}, {b}")
     return self.i64(f"select i1 {lt}, i64 {a}, i64 {b}")
 
+  def digits(self, flat: str, loops: Sequence[UOp]) -> dict[UOp, str]:
+    """The values of `loops` at flat index `flat`, innermost fastest (a row-major flattening of their sizes)."""
+    values: dict[UOp, str] = {}
+    for loop in reversed(loops):
+      values[loop] = self.i64(f"urem i64 {flat}, {loop.arg[1]}")
+      flat = self.i64(f"udiv i64 {flat}, {loop.arg[1]}")
+    return values
+
   def loop(self, name: str, start: str, end: str, step: int = 1) -> str:
     """Open `for (name = start; name < end; name += step)`; `close(name)` ends it. Returns the induction variable."""
     pred = self.block
@@ -279,12 +288,7 @@ class GemmRenderer(LLVMRenderer):
     if not b_batched: self._pack({}, jc, ncols, npan)
     u = self.loop("u", "%start", "%end")
     bt, it = self.i64(f"udiv i64 {u}, {ntile}"), self.i64(f"urem i64 {u}, {ntile}")
-    # the batch loops' values, innermost fastest (a row-major flattening of their sizes)
-    values: dict[UOp, str] = {}
-    rest = bt
-    for loop in reversed(g.batch):
-      values[loop] = self.i64(f"urem i64 {rest}, {loop.arg[1]}")
-      rest = self.i64(f"udiv i64 {rest}, {loop.arg[1]}")
+    values = self.digits(bt, g.batch)
     if b_batched:
       # pack again where this tile's batch is not the one packed last (each thread's tiles run in order, so once per batch)
       prev = self.tmp()
