@@ -166,7 +166,10 @@ def test_async_stages_emulated(transposed, monkeypatch):
   with Context(EMULATE="CUDA"):
     x, y = Tensor(a.T.copy() if transposed else a, device="PYTHON"), Tensor(b, device="PYTHON")
     got = ((x.T if transposed else x) @ y).numpy()
+    # an operand computed on its way in (relu) keeps the register prefetch, refilling stage (kt + 1) % 3 beside the copies
+    masked = ((x.T if transposed else x).relu() @ y).numpy()
   np.testing.assert_allclose(got.astype(np.float32), a.astype(np.float32) @ b.astype(np.float32), rtol=2e-2, atol=2e-2)
+  np.testing.assert_allclose(masked.astype(np.float32), np.maximum(a, 0).astype(np.float32) @ b.astype(np.float32), rtol=2e-2, atol=2e-2)
   assert any("3 shared-memory stages" in o for k in _kernels.values() for o in k.opts)
 
 
