@@ -178,8 +178,9 @@ def _async_copy(w: _Writer, u: UOp, v: str) -> str | None:
   buf = f"p{param.arg[0]}" + ("f" if param.dtype == dtypes.bfloat16 else "")
   mask = w.names[gate] if w.alive == "True" else f"({w.alive} & {w.names[gate]})"
   for q in range(lanes):
-    w.lines.append(f"  *at, val, ok = np.broadcast_arrays({_block_index(w)}, {w.names[idx]} + {q}, load({buf}, {w.names[at]} + {q}), True)")
-    w.lines.append(f"  {w.names[local]}[tuple(at)] = np.where({mask}, val, 0)")
+    value = f"np.where({mask}, load({buf}, {w.names[at]} + {q}), 0)"
+    w.lines.append(f"  *at, val = np.broadcast_arrays({_block_index(w)}, {w.names[idx]} + {q}, {value})")
+    w.lines.append(f"  {w.names[local]}[tuple(at)] = val")
   return None
 
 

@@ -56,15 +56,16 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
     if M >= 64 and N >= 64 and K >= 16 and B < 65536:
       halfs = mm.x.dtype == mm.y.dtype and mm.x.dtype in (dtypes.float16, dtypes.bfloat16) and mm.acc.dtype == dtypes.float32
       floats = mm.x.dtype == mm.y.dtype == mm.acc.dtype == dtypes.float32
+      split = _split_k(mm, target)
       for name, fits in (("mma", halfs), ("mma_tf32", TF32 and floats)):
         if not fits or target.cc < 80: continue
         # cp.async stages for long k-loops when they fit in shared memory (sm_80 and newer copy global to shared memory
         # asynchronously)
-        split = _split_k(mm, target)
-        deep = ceildiv(ceildiv(K, split), plan_for(name, mm)[0].step) >= ASYNC_MIN_STEPS
-        stages = next((n for n in ((ASYNC_STAGES, 2) if deep else (2,)) if shared_bytes(*plan_for(name, mm), n) <= target.max_shared), None)
+        plan, tile_dtype = plan_for(name, mm)
+        deep = ceildiv(ceildiv(K, split), plan.step) >= ASYNC_MIN_STEPS
+        stages = next((n for n in ((ASYNC_STAGES, 2) if deep else (2,)) if shared_bytes(plan, tile_dtype, n) <= target.max_shared), None)
         if stages is not None: return name, (mm, split, stages)
-      return "matmul", (mm, _split_k(mm, target), 2)
+      return "matmul", (mm, split, 2)
   top = top_level(program)
   rsize = max(prod(r.arg[1] for r in a.src) for a in top)
   work = prod(u.arg[1] for u in program if u.op is Ops.RANGE and u.arg[2] == "reduce")  # nested reductions included

@@ -159,12 +159,11 @@ class TableRenderer:
         self.w(f'asm("cvt.rna.tf32.f32 %0, %1;" : "=r"({n}[{i}]) : "f"({local}[{base} + {at}]));')
       self.w.close()
       return
-    if role == "a":  # x4: matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15)
-      row = f"((lm >> 1) * 8 + lr) * {ld} + (lm & 1) * 8" if k_rows else f"((lm & 1) * 8 + lr) * {ld} + (lm >> 1) * 8"
-      trans = k_rows
-    else:  # b2, x4: matrices (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15)
-      row = f"((lm & 1) * 8 + lr) * {ld} + (lm >> 1) * 8" if k_rows else f"((lm >> 1) * 8 + lr) * {ld} + (lm & 1) * 8"
-      trans = k_rows
+    # x4. A: matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15); B2: (k 0-7, n 0-7), (k 8-15, n 0-7),
+    # (k 0-7, n 8-15), (k 8-15, n 8-15). Lane l addresses row l % 8 of matrix l / 8, along whichever axis the tile's rows run
+    low_bit_rows = (role == "a") != k_rows  # matrix lm's block along the tile's rows is lm & 1 (else lm >> 1)
+    row = f"((lm & 1) * 8 + lr) * {ld} + (lm >> 1) * 8" if low_bit_rows else f"((lm >> 1) * 8 + lr) * {ld} + (lm & 1) * 8"
+    trans = k_rows
     regs = ", ".join(f"%{i}" for i in range(count))
     outs = ", ".join(f'"=r"({n}[{i}])' for i in range(count))
     self.w.open("")
