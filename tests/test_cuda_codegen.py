@@ -147,9 +147,14 @@ def test_tensor_core_plan_is_an_ir_pass():
     # one barrier per k-step, and two around the outputs staged through shared memory on their way out
     assert "double-buffered" in meta["opts"][1] and "cp.async" not in body and body.count("__syncthreads();") == 3
   long_k = Tensor(rnd(128, 2048, dtype=np.float16)) @ Tensor(rnd(2048, 128, dtype=np.float16))
-  _, src, dims, meta = render_for_arch(asts(long_k)[-1], "sm_90", sm_count=1)  # one tile, no split: 64 k-steps
+  _, src, dims, meta = render_for_arch(asts(long_k)[-1], "sm_90", sm_count=1)  # one tile on one SM, no split: k-steps of 64
+  assert "k-steps of 64 through double-buffered" in meta["opts"][1], meta["opts"]
+  # split over more SMs (a weight gradient's grid): k-steps of 32, three cp.async stages (8192 / 4 / 32 = 64 steps a block)
+  longer_k = Tensor(rnd(128, 8192, dtype=np.float16)) @ Tensor(rnd(8192, 128, dtype=np.float16))
+  _, src, dims, meta = render_for_arch(asts(longer_k)[-1], "sm_90", sm_count=2)
   body = src[src.index('extern "C"'):]
-  assert "3 shared-memory stages" in meta["opts"][1] and "cp.async.cg.shared.global" in body and "cp.async.wait_group 1;" in body
+  assert "k-steps of 32 through 3 shared-memory stages" in meta["opts"][1] and "split-K over 4" in meta["opts"][1], meta["opts"]
+  assert "cp.async.cg.shared.global" in body and "cp.async.wait_group 1;" in body
   assert "cp.async.wait_group 0;" in body  # before the tiles' memory holds the outputs
 
 
@@ -161,6 +166,7 @@ def test_async_stages_emulated(transposed, monkeypatch):
   import picograd.codegen.cuda.plan as plan
   from picograd.engine.compile import _kernels
   monkeypatch.setattr(plan, "ASYNC_MIN_STEPS", 1)
+  monkeypatch.setattr(plan, "MMA_STEP", 32)
   a, b = rnd(144, 200, dtype=np.float16), rnd(200, 136, dtype=np.float16)
   _kernels.clear()
   with Context(EMULATE="CUDA"):

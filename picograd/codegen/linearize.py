@@ -6,7 +6,10 @@ A REDUCE becomes DEFINE_ACC (before its loops), its RANGEs, the body, ACCUMULATE
 ENDRANGEs, and a LOAD of the accumulator that later nodes use; REDUCEs over the same RANGEs
 (the optimizer's unrolled copies) share that loop nest, and a SINK may hold several STOREs.
 Work that does not depend on a reduction's loops is emitted before them, and work that needs only its outer
-loops before the inner ones open, so no value is used outside the loop that defines it.
+loops before the inner ones open, so no value is used outside the loop that defines it. A STORE of the SINK that runs
+inside a reduction's loops (a GPU plan refilling a shared tile for the next k-step) is that reduction's effect: its
+operands are computed as early as their loops allow, and it is written at the end of the loop body, after the
+ACCUMULATEs, so the loads it waits for overlap the body's work.
 Renderers (LLVM IR, CUDA C) and the PYTHON interpreter all walk this one list.
 """
 from __future__ import annotations
@@ -50,6 +53,8 @@ def linearize(sink: UOp) -> list[UOp]:
   depth = {r: i for i, r in enumerate(global_ranges)}
   opened: list[UOp] = []
   running: dict[tuple[UOp, ...], UOp] = {}  # (x, *loops) -> the accumulator of REDUCE(MAX, x, *loops)
+  # STOREs of the SINK inside a reduction's loops: written by the reduction whose loops they run in (see the docstring)
+  effects = [s for s in sink.src if s.op is Ops.STORE and any(r.op is Ops.RANGE and r.arg[2] != "global" for r in deps[s])]
 
   def level(n: UOp) -> int:
     """The innermost global loop `n` needs: it is emitted inside that loop and no deeper."""
@@ -95,6 +100,8 @@ def linearize(sink: UOp) -> list[UOp]:
             if n.op is Ops.RUNNING_MAX and n.src[1:] == rngs]
     group += [m for m in dict.fromkeys(UOp(Ops.REDUCE, n.dtype, n.src, Ops.MAX) for n in runs) if m not in group]
     values = [v for x in group for v in x.src[:len(x.src) - len(rngs)]]
+    mine = [e for e in effects if e not in remap and rngs[-1] in deps[e] and deps[e] <= allowed | frozenset(rngs)]
+    body = values + [s for e in mine for s in e.src]
     # loop-invariant work first, outside the reduction's loops
     invariant = [n for n in toposort(values, stop=lambda x: x in remap) if n not in remap and deps[n] <= allowed]
     emit(invariant, allowed)
@@ -110,18 +117,20 @@ def linearize(sink: UOp) -> list[UOp]:
       # memory once per k-step, not once per step of the loop inside it
       if i + 1 < len(rngs):
         outer = allowed | frozenset(rngs[:i + 1])
-        emit([n for n in toposort(values, stop=lambda x: x in remap) if n not in remap and deps[n] <= outer], outer)
-    emit(values, allowed | frozenset(rngs))
+        emit([n for n in toposort(body, stop=lambda x: x in remap) if n not in remap and deps[n] <= outer], outer)
+    emit(body, allowed | frozenset(rngs))
     # a rescaled sum's ACCUMULATE also takes its scale; the max's comes after every RUNNING_MAX read of it
     for acc, x, op in zip(accs, group, ops):
       program.append(UOp(Ops.ACCUMULATE, dtypes.void, (acc, *(remap[v] for v in x.src[:len(x.src) - len(rngs)])), op))
+    for e in mine: append(e)
     for rng in reversed(rngs): program.append(UOp(Ops.ENDRANGE, dtypes.void, (rng,)))
     for acc, x in zip(accs, group):
       result = UOp(Ops.LOAD, x.dtype, (acc,))
       program.append(result)
       remap[x] = result
 
-  emit(list(sink.src), frozenset(global_ranges))
+  emit([s for s in sink.src if s not in effects], frozenset(global_ranges))
+  assert all(e in remap for e in effects), "a STORE inside loops that no reduction runs"
   open_loops(len(global_ranges) - 1)
   for r in reversed(opened):
     program.append(UOp(Ops.ENDRANGE, dtypes.void, (r,)))

@@ -13,10 +13,14 @@ from picograd.codegen.cuda.target import CUDATarget
 SPLIT_K_CHUNK = 512            # the least k a split-K block takes: its partial tile costs a store and a load per output
 SPLIT_K_SCRATCH = 64 * 2**20   # bytes of partial tiles one split-K kernel may keep
 ASYNC_STAGES = 3               # shared-memory buffers per operand of the tensor-core plans (cp.async fetches stages - 1 ahead)
-# k-steps per block from which the tensor-core plans fetch by cp.async: on the H200 three stages made the weight gradients
-# (52 steps) 1.8x and TF32 4096 (128) 1.45x faster than two, but x @ W.T with K = 384 (12 steps) 2.1x and 1024^2 (16 steps)
-# 1.8x slower (not understood yet: the pipeline's fill is one step longer, not that much)
+# k-steps per block from which the tensor-core plans fetch by cp.async (H200, k-steps of 32: three stages made the weight
+# gradients (52 steps) 1.8x and TF32 4096 (128) 1.45x faster than two, but x @ W.T with K = 384 (12 steps) 2.1x slower)
 ASYNC_MIN_STEPS = 32
+# k per step of the 16-bit tensor-core plans: 64 halves the barriers and gives the refill loads four inner steps to land
+# (H200: f16 4096 0.55 -> 0.47 ms, x @ W.T at K = 384 0.112 -> 0.076 ms), except a split-K grid (about one wave of blocks,
+# so no other block hides a block's load latency), which keeps steps of 32 with three cp.async stages (0.111 ms against
+# 0.136 with steps of 64 for the GPT's weight gradient; three stages of 64 fit one block per SM and lose)
+MMA_STEP = 64
 
 
 def _split_k(mm: Matmul, target: CUDATarget) -> int:
@@ -60,12 +64,14 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
       for name, fits in (("mma", halfs), ("mma_tf32", TF32 and floats)):
         if not fits or target.cc < 80: continue
         # cp.async stages for long k-loops when they fit in shared memory (sm_80 and newer copy global to shared memory
-        # asynchronously)
-        plan, tile_dtype = plan_for(name, mm)
-        deep = ceildiv(ceildiv(K, split), plan.step) >= ASYNC_MIN_STEPS
-        stages = next((n for n in ((ASYNC_STAGES, 2) if deep else (2,)) if shared_bytes(plan, tile_dtype, n) <= target.max_shared), None)
-        if stages is not None: return name, (mm, split, stages)
-      return "matmul", (mm, split, 2)
+        # asynchronously); 16-bit tiles take k-steps of MMA_STEP where that wins (see there)
+        deep = ceildiv(ceildiv(K, split), 32) >= ASYNC_MIN_STEPS
+        step = 32 if name == "mma_tf32" or (split > 1 and deep) else MMA_STEP
+        plan, tile_dtype = plan_for(name, mm, step)
+        choices = (ASYNC_STAGES, 2) if deep and step == 32 else (2,)
+        stages = next((n for n in choices if shared_bytes(plan, tile_dtype, n) <= target.max_shared), None)
+        if stages is not None: return name, (mm, split, stages, step)
+      return "matmul", (mm, split, 2, 8)
   top = top_level(program)
   rsize = max(prod(r.arg[1] for r in a.src) for a in top)
   work = prod(u.arg[1] for u in program if u.op is Ops.RANGE and u.arg[2] == "reduce")  # nested reductions included

@@ -28,7 +28,7 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "row": lambda sink, program, group: map_row(sink, *row_split(program), group),
   "split": lambda sink, program, split: map_split(sink, _globals(program), split),
   "columns": lambda sink, program, split: map_columns(sink, _globals(program), split),
-  **{name: (lambda name: lambda sink, program, arg: map_tiled(sink, arg[0], arg[1], *plan_for(name, arg[0]), arg[2]))(name)
+  **{name: (lambda name: lambda sink, program, arg: map_tiled(sink, arg[0], arg[1], *plan_for(name, arg[0], arg[3]), arg[2]))(name)
      for name in ("matmul", "mma", "mma_tf32")},
 }
 
@@ -61,7 +61,7 @@ def describe_mapping(plan: str, arg: Any, program: list[UOp]) -> list[str]:
   """What DEBUG=3 lists for a mapped kernel: the launch, each loop the mapping dealt out or vectorized, shared memory,
   and for a matrix product its tiles."""
   tiled = plan in ("matmul", "mma", "mma_tf32")
-  opts = [describe_tiled(plan_for(plan, arg[0])[0], *arg)] if tiled else []
+  opts = [describe_tiled(plan_for(plan, arg[0], arg[3])[0], *arg[:3])] if tiled else []
   opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled)) is not None]
   if tiled:
     first = next(u.src for u in program if u.op is Ops.DEFINE_ACC)

@@ -211,15 +211,15 @@ def _mma_products(kind: str) -> Callable[[_Tiles, Reader, Reader, UOp], list[tup
 SIMT = Plan(8, 8, (Layout(True, TILE + 4), Layout(True, TILE + 4)), _simt_products, "an 8x8 register tile per thread")
 
 
-def tensor_core_plan(kind: str, turned: tuple[bool, bool]) -> Plan:
-  """The tensor-core plan for `kind` ("f16", "bf16", "tf32"): each tile lies in shared memory as its operand lies in memory
-  (`turned`: A contiguous along m is A[k][m], B contiguous along k is B[n][k]); rows padded so fragment reads hit
-  different banks (16-bit: 8 elements, which keeps ldmatrix's 16-byte rows aligned)."""
+def tensor_core_plan(kind: str, turned: tuple[bool, bool], step: int = 32) -> Plan:
+  """The tensor-core plan for `kind` ("f16", "bf16", "tf32") with k-steps of `step`: each tile lies in shared memory as its
+  operand lies in memory (`turned`: A contiguous along m is A[k][m], B contiguous along k is B[n][k]); rows padded so
+  fragment reads hit different banks (16-bit: 8 elements, which keeps ldmatrix's 16-byte rows aligned)."""
   k_rows = (turned[0], not turned[1])
-  short = 32 + (4 if kind == "tf32" else 8)  # a row of k: TF32 fragments read rows g and columns t, 16-bit ones ldmatrix rows
+  short = step + (4 if kind == "tf32" else 8)  # a row of k: TF32 fragments read rows g and columns t, 16-bit ones ldmatrix rows
   layouts = (Layout(k_rows[0], TILE + 8 if k_rows[0] else short), Layout(k_rows[1], TILE + 8 if k_rows[1] else short))
   shape = "m16n8k8 TF32" if kind == "tf32" else f"m16n8k16 {kind}"
-  return Plan(32, 4 if kind == "tf32" else 2, layouts, _mma_products(kind), f"8 warps of 64x32 on mma.sync {shape}")
+  return Plan(step, step // (8 if kind == "tf32" else 16), layouts, _mma_products(kind), f"8 warps of 64x32 on mma.sync {shape}")
 
 
 KIND_DTYPES = {"f16": dtypes.float16, "bf16": dtypes.bfloat16, "tf32": dtypes.float32}  # tensor-core kinds: their tiles' type
@@ -268,13 +268,15 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
     ahead = kt + (stages - 1)
     copies = [c for op in asyncs for c in t.async_copies(op, slot(ahead, op), t.k_base + ahead * plan.step, ahead < t.steps, barrier)]
     after.append(UOp(Ops.BARRIER, dtypes.void, tuple(copies), "commit"))
+  refills: list[UOp] = []
   if t.steps > 1:
     more = kt < t.steps - 1
     last_kk = UOp.const(INT, plan.inner - 2) < kk
-    # gated by the inner loop only: a refill gated by `more` too let the compiler sink the global loads into its branch,
-    # after the step's multiply-adds, where nothing hides their latency (the last step stores what no step reads)
-    after += [_store(op.local, slot(kt + 1, op) + at, v, last_kk, barrier)
-              for op in ops if op not in asyncs for at, v in t.elements(op, t.k_base + (kt + 1) * plan.step, more)]
+    # SINK sources inside the k-loops: the linearizer issues their global loads once per k-step, before the inner loop, and
+    # writes them after the last inner step's multiply-adds, which hide the loads' latency. Gated by the inner loop only:
+    # a refill gated by `more` too let the compiler sink the loads into its branch (the last step stores what no step reads)
+    refills = [_store(op.local, slot(kt + 1, op) + at, v, last_kk, barrier)
+               for op in ops if op not in asyncs for at, v in t.elements(op, t.k_base + (kt + 1) * plan.step, more)]
 
   def reader(op: _Operand, role: str) -> Reader:
     cur = slot(kt, op)
@@ -294,7 +296,7 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
     put = UOp(Ops.BARRIER, dtypes.void, tuple(_store(staged, r * (TILE + 4) + c, a, true, done) for a, r, c in acc), "block")
     spots = [(t.tid + e * BLOCK) for e in range(TILE * TILE // BLOCK)]
     acc = [(UOp(Ops.LOAD, red.dtype, (staged, f // TILE * (TILE + 4) + f % TILE, put)), f // TILE, f % TILE) for f in spots]
-  extra: list[UOp] = []
+  extra: list[UOp] = refills
   if split > 1:
     tiles = B * t.gx * t.gy
     tile = t.whole * (t.gx * t.gy) + t.by * t.gx + t.bx
@@ -317,14 +319,14 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
   return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + extra), sink.arg), symbolic)
 
 
-def plan_for(name: str, mm: Matmul) -> tuple[Plan, DType | None]:
-  """The plan `name` ("matmul", "mma", "mma_tf32") for product `mm`, and the type of its tiles in shared memory (None: each
-  operand's own). A tensor-core tile lies in shared memory as its operand lies in memory: A contiguous along m (a weight
-  gradient's dY^T) is A[k][m], B contiguous along k (the weight of x @ W.T) is B[n][k]."""
+def plan_for(name: str, mm: Matmul, step: int = 32) -> tuple[Plan, DType | None]:
+  """The plan `name` ("matmul", "mma", "mma_tf32") for product `mm` (tensor cores: k-steps of `step`), and the type of its
+  tiles in shared memory (None: each operand's own). A tensor-core tile lies in shared memory as its operand lies in
+  memory: A contiguous along m (a weight gradient's dY^T) is A[k][m], B contiguous along k (the weight of x @ W.T) is B[n][k]."""
   if name == "matmul": return SIMT, None
   kind = "tf32" if name == "mma_tf32" else "f16" if mm.x.dtype == dtypes.float16 else "bf16"
   turned = (runs_along(mm.x, mm.m, mm.k), not runs_along(mm.y, mm.n, mm.k))
-  return tensor_core_plan(kind, turned), KIND_DTYPES[kind]
+  return tensor_core_plan(kind, turned, step), KIND_DTYPES[kind]
 
 
 def describe_tiled(plan: Plan, mm: Matmul, split: int, stages: int) -> str:
