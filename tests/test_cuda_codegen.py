@@ -146,6 +146,11 @@ def test_tensor_core_plan_is_an_ir_pass():
     assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in body and f"ldmatrix.sync.aligned.m8n8{trans}" in body, name
     # one barrier per k-step, and two around the outputs staged through shared memory on their way out
     assert "double-buffered" in meta["opts"][1] and "cp.async" not in body and body.count("__syncthreads();") == 3
+  heads = _heads_weight_grad(Tensor(rnd(2, 64, 96, dtype=np.float16)), Tensor(rnd(2, 2, 64, 64, dtype=np.float16)))
+  _, src, dims, meta = render_for_arch(asts(heads)[-1], "sm_90")
+  # both tiles k-major (64 x 136 halves), none along k (128 x 72, what the per-head operand got before runs of 64 counted)
+  assert "shared memory tile of 17408 float16 values" in meta["opts"] and "shared memory tile of 18432 float16 values" not in meta["opts"]
+  assert "16-byte load" in meta["opts"]
   long_k = Tensor(rnd(128, 2048, dtype=np.float16)) @ Tensor(rnd(2048, 128, dtype=np.float16))
   _, src, dims, meta = render_for_arch(asts(long_k)[-1], "sm_90", sm_count=1)  # one tile on one SM, no split: k-steps of 64
   assert "k-steps of 64 through double-buffered" in meta["opts"][1], meta["opts"]
@@ -277,8 +282,17 @@ GPU_CASES = {
   "matmul_f16_T": lambda d: (lambda a, b: a @ b.T, [rnd(128, 96, dtype=np.float16), rnd(72, 96, dtype=np.float16)]),
   # many k-steps: copies fetched ahead past the last step must land before the tiles' memory is reused for the outputs
   "matmul_f16_long_k": lambda d: (lambda a, b: a @ b, [rnd(256, 1024, dtype=np.float16), rnd(1024, 256, dtype=np.float16)]),
+  # the weight gradient of a projection of an attention output stored per head (the GPT's): that operand runs along n in
+  # runs of 64 ((n // 64) * T * 64 + n % 64), its tile is copied 16 bytes at a time
+  "matmul_f16_heads": lambda d: (_heads_weight_grad, [rnd(2, 64, 96, dtype=np.float16), rnd(2, 2, 64, 64, dtype=np.float16)]),
   "pad": lambda d: (lambda a: a.pad(((1, 2), (3, 0))) * 2, [rnd(16, 16)]),
 }
+
+
+def _heads_weight_grad(g: Tensor, x: Tensor) -> Tensor:
+  w = Tensor(np.zeros((96, 128), np.float16), device=g.device, requires_grad=True)
+  (x.permute(0, 2, 1, 3).reshape(2, 64, 128) @ w.T).backward(g)
+  return w.grad
 
 
 def _vjp(f):

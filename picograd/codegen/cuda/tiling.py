@@ -72,11 +72,11 @@ def _all(conds: list[UOp]) -> UOp | None:
 
 
 def runs_along(operand: UOp, side: list[UOp], k: UOp) -> bool:
-  """Whether the operand's memory is contiguous along its output loop rather than along k: consecutive threads then take
-  consecutive elements along that loop, so the global loads coalesce either way."""
+  """Whether the operand's memory is contiguous along its output loop (or in runs of 8 along it) rather than along k:
+  consecutive threads then take consecutive elements along that loop, so the global loads coalesce either way."""
   loads = [u for u in toposort([operand]) if u.op is Ops.LOAD]
   if any(contiguous_in(u.src[1], k, 1) for u in loads): return False
-  return any(contiguous_in(u.src[1], side[-1], 1) for u in loads)
+  return any(contiguous_in(u.src[1], side[-1], 1) or contiguous_in(u.src[1], side[-1], 8) for u in loads)
 
 
 @dataclass
