@@ -37,6 +37,9 @@ GRAPH = Flag("GRAPH", 1)  # 0: a JIT replay launches kernel by kernel (no CPU la
 DUMP = Flag("DUMP", "")
 DEV = Flag("DEV", "CPU")
 THREADS = Flag("THREADS", 0)  # CPU worker threads; 0 means one per core
+# 1: a compute capability 9.0 GPU compiles for sm_90a, whose 16-bit products then run on warpgroup MMAs (wgmma); off by
+# default: correct, but slower than mma.sync so far (NOTES "wgmma")
+WGMMA = Flag("WGMMA", 0)
 TF32 = Flag("TF32", 0)  # 1: float32 matrix products may use TF32 tensor cores (picograd.set_float32_matmul_precision("high"))
 # the least score elements (B*H*T*T) for which attention-like sums run as one online-softmax pass (engine/online_fusion.py);
 # on the CPU that pass is tiled flash attention (codegen/cpu_flash.py), faster than the stored scores from the GPT's shapes up
@@ -87,6 +90,6 @@ class LaunchDims:
   shared_bytes: int = 0
 
 
-__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "TF32", "ONLINE_SOFTMAX_MIN", "EMULATE", "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context",
-           "prod", "argsort", "ceildiv", "cache_dir", "LaunchDims"]
+__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "TF32", "WGMMA", "ONLINE_SOFTMAX_MIN", "EMULATE", "CACHE", "JIT", "DUMP", "DEV", "THREADS",
+           "Context", "prod", "argsort", "ceildiv", "cache_dir", "LaunchDims"]
 

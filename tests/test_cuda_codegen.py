@@ -55,6 +55,8 @@ CASES = {
   "logsumexp": (lambda: Tensor(rnd(64, 256)).logsumexp(-1), "block"),
   "matmul_f32": (lambda: Tensor(rnd(256, 64)) @ Tensor(rnd(64, 128)), "matmul"),
   "matmul_odd": (lambda: Tensor(rnd(100, 70)) @ Tensor(rnd(70, 90)), "matmul"),
+  # many k-steps and a partial column tile: the refill's index work shared with the stores after the k-loop
+  "matmul_f32_edges": (lambda: Tensor(rnd(256, 128)) @ Tensor(rnd(128, 192)), "matmul"),
   "matmul_bias_T": (lambda: Tensor(rnd(128, 96)).linear(Tensor(rnd(80, 96)), Tensor(rnd(80))), "matmul"),
   "matmul_batched": (lambda: Tensor(rnd(3, 128, 64)) @ Tensor(rnd(3, 64, 96)), "matmul"),
   # a weight gradient: summed over two loops (batch, time), few output tiles: split-K
@@ -416,3 +418,36 @@ def test_gpu_mapping_emulated_random_reductions(shape, name, axis_seed, seed):
   with Context(EMULATE="CUDA"):
     got = _REDUCTIONS[name](Tensor(a, device="PYTHON"), axis).numpy()
   np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(ref).max(initial=0))))
+
+
+WGMMA_CASES = {  # both operand layouts of the tiles: K-major (x @ W.T) and MN-major (A contiguous along m, B along n)
+  "T": (lambda a, b: a @ b.T, [rnd(130, 200, dtype=np.float16), rnd(72, 200, dtype=np.float16)], (False, False)),
+  "N": (lambda a, b: a @ b, [rnd(256, 96, dtype=np.float16), rnd(96, 200, dtype=np.float16)], (False, True)),
+  "dW": (lambda a, b: a.T @ b, [rnd(300, 96, dtype=np.float16), rnd(300, 136, dtype=np.float16)], (True, True)),
+}
+
+
+@pytest.mark.parametrize("name", list(WGMMA_CASES))
+def test_wgmma_plan(name, monkeypatch):
+  """sm_90a (WGMMA=1 on an H100/H200): 16-bit products on warpgroup MMAs over descriptors of core-matrix tiles, checked
+  under EMULATE=CUDA (every layout; three cp.async stages for one) and compiled by NVRTC for sm_90a."""
+  import picograd.codegen.cuda as cuda_codegen
+  import picograd.codegen.cuda.plan as plan
+  from picograd.codegen.cuda.target import CUDATarget
+  from picograd.engine.compile import _kernels
+  fn, arrays, mn_major = WGMMA_CASES[name]
+  monkeypatch.setattr(cuda_codegen, "CUDATarget", lambda *a: CUDATarget("sm_90a"))
+  if name == "dW": monkeypatch.setattr(plan, "WGMMA_STAGES", 3)
+  _kernels.clear()
+  with Context(EMULATE="CUDA"):
+    got = fn(*[Tensor(a, device="PYTHON") for a in arrays]).numpy()
+  ref = fn(*[a.astype(np.float32) for a in arrays])
+  np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2e-2, atol=2e-2)
+  [kernel] = [k for k in _kernels.values() if any("wgmma" in o for o in k.opts)]
+  for side, mn in zip("AB", mn_major): assert f"f16 descriptors of tiles of 8x8 core matrices ({'MN' if mn else 'K'}-major)" in kernel.opts, side
+  if NVRTC_ERROR: return  # no NVRTC here to compile with
+  ast = asts(fn(*[Tensor(a) for a in arrays]))[-1]
+  kname, src, dims, meta = render_for_arch(ast, "sm_90a")
+  assert meta["plan"] == "wgmma" and src.count("wgmma.mma_async") == 4 and "fence.proxy.async.shared::cta" in src
+  assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90a", kname)).image
+  assert render_for_arch(ast, "sm_90")[3]["plan"] == "mma"  # plain sm_90 keeps mma.sync

@@ -103,7 +103,7 @@ def linearize(sink: UOp) -> list[UOp]:
     mine = [e for e in effects if e not in remap and rngs[-1] in deps[e] and deps[e] <= allowed | frozenset(rngs)]
     body = values + [s for e in mine for s in e.src]
     # loop-invariant work first, outside the reduction's loops
-    invariant = [n for n in toposort(values, stop=lambda x: x in remap) if n not in remap and deps[n] <= allowed]
+    invariant = [n for n in toposort(body, stop=lambda x: x in remap) if n not in remap and deps[n] <= allowed]
     emit(invariant, allowed)
     # the slot number keeps the accumulators of a group distinct (UOps are hash-consed)
     ops = [Ops.RESCALED if x.op is Ops.RESCALED else x.arg for x in group]

@@ -10,7 +10,7 @@ It also runs kernels mapped onto a GPU (codegen/cuda/mapping.py), every thread a
 index) is one more broadcast axis, a GROUP_REDUCE reduces groups of neighbouring threads along the thread axis, a
 GUARD masks what later loads read and stores write, 16-byte loads are four (or eight) loads, shared memory has one array per
 block, barriers are implicit (each statement runs for all threads before the next) and an ATOMIC_ADD serves the
-threads in index order, and an MMA computes each lane's outputs from the shared tiles its FRAGMENTs name. A loop that
+threads in index order, and an MMA (WGMMA) computes each lane's outputs from the shared tiles its FRAGMENTs name. A loop that
 holds a BARRIER (a matrix product's k-steps, which reuse their shared-memory tiles) runs as a Python loop, one
 iteration at a time; its accumulators add each iteration's part. Tests use it to check the GPU mapping passes with no GPU.
 """
@@ -194,6 +194,12 @@ def _mma(w: _Writer, u: UOp, v: str) -> str | None:
   return f"mma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 32, {u.arg[1]})"
 
 
+def _wgmma(w: _Writer, u: UOp, v: str) -> str | None:
+  thread = next(s for s in w.axis if s.op is Ops.SPECIAL and s.arg[0] == "thread")
+  before = w.names[u.src[2]] if len(u.src) > 2 else "None"
+  return f"wgmma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 128, {before})"
+
+
 # op -> fn(writer, instruction, its value's name) -> numpy expression for the value, or None when it wrote its own lines
 RULES: dict[Ops, Callable[[_Writer, UOp, str], str | None]] = {
   Ops.PARAM: _param, Ops.ENDRANGE: lambda w, u, v: None, Ops.DEFINE_LOCAL: _define_local, Ops.BARRIER: lambda w, u, v: None,
@@ -204,7 +210,7 @@ RULES: dict[Ops, Callable[[_Writer, UOp, str], str | None]] = {
   Ops.SPECIAL: lambda w, u, v: f"np.arange({u.arg[1]}, dtype=np.int32).reshape({w.shape_along(u)})",
   Ops.DEFINE_ACC: lambda w, u, v: f"None  # accumulator over axes {tuple(w.axis.get(r) for r in u.src)}",
   Ops.ACCUMULATE: _accumulate, Ops.LOAD: _load, Ops.STORE: _store, Ops.GUARD: _guard, Ops.GROUP_REDUCE: _group_reduce,
-  Ops.FRAGMENT: _fragment, Ops.MMA: _mma, Ops.ASYNC_COPY: _async_copy,
+  Ops.FRAGMENT: _fragment, Ops.MMA: _mma, Ops.WGMMA: _wgmma, Ops.ASYNC_COPY: _async_copy,
   Ops.GEP: lambda w, u, v: f"{w.names[u.src[0]]}[{u.arg}]", Ops.VECTORIZE: lambda w, u, v: None,
   Ops.CAST: _cast,
   Ops.BITCAST: lambda w, u, v: f"np.asarray({w.names[u.src[0]]}).view({_np_dtype(u.dtype)})",

@@ -64,9 +64,14 @@ class Ops(Enum):
   # picks the 8 columns of a B2), read by GEPs (an ACCUMULATE of them is the MMA's accumulate form).
   # ASYNC_COPY(local, index, param, param index, gate, *after, arg=bytes) copies `bytes` from memory into shared memory
   # without waiting (zeros where gate is false); BARRIER(arg="commit") closes a group of copies and BARRIER(arg=("wait",
-  # n)) waits until at most n groups are in flight
+  # n)) waits until at most n groups are in flight. sm_90 warpgroups: a FRAGMENT of role "desc" is the descriptor of a
+  # warpgroup's operand tile of 8x8 core matrices at `base` (codegen/cuda/tiling.py:Layout with cores); WGMMA(desc a,
+  # desc b, [WGMMA before it]) is this thread's 64 floats of the 64x128 product of the m64 x k16 and k16 x n128 tiles
+  # (plus the one before it: a chain of them is one k-step), read by GEPs like an MMA; BARRIER(arg="proxy") is a block
+  # barrier after which the tensor cores' reads see every thread's shared-memory writes
   SPECIAL = auto(); GUARD = auto(); DEFINE_LOCAL = auto(); GROUP_REDUCE = auto(); VECTORIZE = auto(); GEP = auto()
   DEFINE_GLOBAL = auto(); BARRIER = auto(); ATOMIC_ADD = auto(); FRAGMENT = auto(); MMA = auto(); ASYNC_COPY = auto()
+  WGMMA = auto()
 
   def __repr__(self) -> str: return f"Ops.{self.name}"
   # members are singletons: hash by identity in C (Enum's own __hash__ runs in Python, on every node built and looked up)

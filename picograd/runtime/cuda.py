@@ -24,7 +24,7 @@ from __future__ import annotations
 import ctypes, functools, os, re, struct
 from typing import Any, NamedTuple
 import numpy as np
-from picograd.helpers import cache_dir, LaunchDims
+from picograd.helpers import WGMMA, cache_dir, LaunchDims
 from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, Program
 
 try:
@@ -506,7 +506,8 @@ def open_device(name: str) -> Device:
     raise DeviceError(f"{name} requested but {count} device{'' if count == 1 else 's'} visible")
   ctx = CUDAContext(ordinal)
   cc = (ctx.attribute("CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR"), ctx.attribute("CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR"))
-  arch = f"sm_{cc[0]}{cc[1]}"
+  # with WGMMA=1 compute capability 9.0 compiles for sm_90a: its warpgroup MMAs exist only there (and such code runs on 9.0 only)
+  arch = f"sm_{cc[0]}{cc[1]}" + ("a" if cc == (9, 0) and WGMMA else "")
   driver = _cu("cuDriverGetVersion")
   extra = {
     "context": ctx, "synchronize": ctx.synchronize,

@@ -116,6 +116,26 @@ def _mma(a: tuple, b: tuple, lane, half: int):
   return out
 
 
+def _wgmma(a: tuple, b: tuple, thread, before: list | None):
+  """A WGMMA of two descriptor FRAGMENTs (shared buffer, block index, base index, ld, k_rows, kind) of tiles of 8x8 core
+  matrices (codegen/cuda/tiling.py:Layout), computed by every thread of the warpgroup from the tiles: thread t's 64 floats
+  are rows v * 16 + g, + 8 and columns 8j + 2c, + 1 of the 64x128 product of the m64 x k16 and k16 x n128 tiles, for
+  j = 0..15 (v = t // 32, g = t % 32 // 4, c = t % 4), added to `before`'s (the chain's link before it)."""
+  (sa, block, base_a, lda, rows_a, _), (sb, _, base_b, ldb, rows_b, _) = a, b
+  warp, g, c = thread // 32, thread % 32 // 4, thread % 4
+
+  def at(buf, base, ld, k_rows, s, k):
+    run, other = (s, k) if k_rows else (k, s)
+    return buf[block, base + (other // 8) * ld + (run // 8) * 64 + (other % 8) * 8 + run % 8].astype(np.float32)
+  out = []
+  for i in range(64):
+    row, col = warp * 16 + g + 8 * (i % 4 // 2), 8 * (i // 4) + 2 * c + i % 2
+    terms = [at(sa, base_a, lda, rows_a, row, k) * at(sb, base_b, ldb, rows_b, col, k) for k in range(16)]
+    value = np.sum(np.stack(np.broadcast_arrays(*terms)), axis=0, dtype=np.float32)
+    out.append(value if before is None else before[i] + value)
+  return out
+
+
 KERNEL_GLOBALS = {
   "np": np, "inf": float("inf"), "nan": float("nan"), "c_div": _c_div, "c_mod": _c_mod,
   "reciprocal": lambda x: np.float64(1.0).astype(np.asarray(x).dtype) / x,
@@ -123,7 +143,7 @@ KERNEL_GLOBALS = {
   "full": lambda v, extent: np.broadcast_to(v, np.broadcast_shapes(np.shape(v), extent)),
   "bf16_to_f32": lambda b: (b.astype(np.uint32) << 16).view(np.float32), "round_bf16": round_bf16,
   "f32_to_bf16": lambda x: (round_bf16(x).view(np.uint32) >> 16).astype(np.uint16), "float_to_int": _float_to_int, "load": _load,
-  "check": _check, "group_reduce": _group_reduce, "atomic_add": _atomic_add, "mma": _mma,
+  "check": _check, "group_reduce": _group_reduce, "atomic_add": _atomic_add, "mma": _mma, "wgmma": _wgmma,
 }
 
 

@@ -21,6 +21,7 @@ ASYNC_MIN_STEPS = 32
 # so no other block hides a block's load latency), which keeps steps of 32 with three cp.async stages (0.111 ms against
 # 0.136 with steps of 64 for the GPT's weight gradient; three stages of 64 fit one block per SM and lose)
 MMA_STEP = 64
+WGMMA_STAGES = 2               # shared-memory buffers per operand of the wgmma plan
 
 
 def _split_k(mm: Matmul, target: CUDATarget) -> int:
@@ -61,6 +62,11 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
       halfs = mm.x.dtype == mm.y.dtype and mm.x.dtype in (dtypes.float16, dtypes.bfloat16) and mm.acc.dtype == dtypes.float32
       floats = mm.x.dtype == mm.y.dtype == mm.acc.dtype == dtypes.float32
       split = _split_k(mm, target)
+      # sm_90a (an H100/H200 compiles for it): warpgroup MMAs on 16-bit tiles through descriptors, k-steps of 64
+      if halfs and target.wgmma:
+        plan, tile_dtype = plan_for("wgmma", mm, 64)
+        stages = next((n for n in (WGMMA_STAGES, 2) if shared_bytes(plan, tile_dtype, n) <= target.max_shared), None)
+        if stages is not None: return "wgmma", (mm, split, stages, 64)
       for name, fits in (("mma", halfs), ("mma_tf32", TF32 and floats)):
         if not fits or target.cc < 80: continue
         # cp.async stages for long k-loops when they fit in shared memory (sm_80 and newer copy global to shared memory

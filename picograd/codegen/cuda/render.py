@@ -20,6 +20,7 @@ from picograd.codegen.cuda.target import CUDATarget
 def _globals(program: list[UOp]) -> list[UOp]: return [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
 
 
+TILED = ("matmul", "mma", "mma_tf32", "wgmma")  # the plans of tiling.py: their argument is (product, split, stages, k-step)
 # plan name -> fn(lowered kernel, its linear program, the plan's argument from `choose_plan`) -> the kernel mapped onto the GPU
 MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "flat": lambda sink, program, arg: map_flat(sink, row_split(program)[0]),
@@ -29,7 +30,7 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "split": lambda sink, program, split: map_split(sink, _globals(program), split),
   "columns": lambda sink, program, split: map_columns(sink, _globals(program), split),
   **{name: (lambda name: lambda sink, program, arg: map_tiled(sink, arg[0], arg[1], *plan_for(name, arg[0], arg[3]), arg[2]))(name)
-     for name in ("matmul", "mma", "mma_tf32")},
+     for name in TILED},
 }
 
 def _loop_note(u: UOp, tiled: bool) -> str | None:
@@ -39,6 +40,7 @@ def _loop_note(u: UOp, tiled: bool) -> str | None:
 
 def _barrier_note(u: UOp, tiled: bool) -> str | None:
   if u.arg == "block": return "block barrier once per k-step" if tiled else None
+  if u.arg == "proxy": return "shared-memory writes fenced for the tensor cores, block barrier once per k-step"
   return "cp.async groups committed and waited for" if u.arg == "commit" or isinstance(u.arg, tuple) else None
 
 
@@ -53,14 +55,16 @@ _NOTES: dict[Ops, Callable[[UOp, bool], str | None]] = {
   Ops.LOAD: lambda u, tiled: "16-byte load" if u.arg is not None and u.src[0].op is Ops.PARAM else None,
   Ops.STORE: lambda u, tiled: "16-byte store" if u.src[2].op is Ops.VECTORIZE else None,
   Ops.ASYNC_COPY: lambda u, tiled: "16-byte cp.async copies into shared memory",
-  Ops.FRAGMENT: lambda u, tiled: f"{u.arg[1]} fragments ({'TF32-rounded loads' if u.arg[1] == 'tf32' else 'ldmatrix'})",
+  Ops.FRAGMENT: lambda u, tiled: f"{u.arg[1]} descriptors of tiles of 8x8 core matrices ({'MN' if u.arg[3] else 'K'}-major)"
+    if u.arg[0] == "desc" else f"{u.arg[1]} fragments ({'TF32-rounded loads' if u.arg[1] == 'tf32' else 'ldmatrix'})",
+  Ops.WGMMA: lambda u, tiled: None if len(u.src) > 2 else "a chain of wgmma.mma_async per k-step, committed and waited for",
 }
 
 
 def describe_mapping(plan: str, arg: Any, program: list[UOp]) -> list[str]:
   """What DEBUG=3 lists for a mapped kernel: the launch, each loop the mapping dealt out or vectorized, shared memory,
   and for a matrix product its tiles."""
-  tiled = plan in ("matmul", "mma", "mma_tf32")
+  tiled = plan in TILED
   opts = [describe_tiled(plan_for(plan, arg[0], arg[3])[0], *arg[:3])] if tiled else []
   opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled)) is not None]
   if tiled:

@@ -5,7 +5,9 @@ this file only prints what the linearized program says, in order. Values are `co
 and parameters are inlined where used; a 16-byte load is a vector local whose lanes (GEP) are read as `.x` .. `.w` (or
 as the elements of eight 16-bit ones). Shared memory is static, or carved out of the dynamic block when it exceeds the
 static limit. Tensor cores: a FRAGMENT is `ldmatrix` (16-bit) or TF32-rounded loads into registers, and an MMA is printed
-where the ACCUMULATEs of its four lanes are, as one `mma.sync` accumulating into them.
+where the ACCUMULATEs of its four lanes are, as one `mma.sync` accumulating into them. On sm_90 a FRAGMENT "desc" is a
+wgmma descriptor, and a chain of WGMMAs is printed where the ACCUMULATEs of the last one's 64 lanes are: a fence, one
+`wgmma.mma_async` per link accumulating into them, then a commit and a wait for it (the k-step's product is complete there).
 """
 from __future__ import annotations
 from typing import Callable
@@ -47,7 +49,7 @@ class TableRenderer:
     dynamic = total > STATIC_SHARED or bool(reuse)
     self.offsets = {**{u: sum(sizes[:i]) for i, u in enumerate(own)}, **{u: 0 for u in reuse}} if dynamic else {}
     self.dynamic_shared = total if dynamic else 0
-    self.mma_lanes: dict[UOp, dict[int, str]] = {}  # an MMA's accumulators, by lane, until all four are known
+    self.mma_lanes: dict[UOp, dict[int, str]] = {}  # an MMA's (WGMMA's) accumulators, by lane, until all are known
     self.declared = False  # the dynamic block
 
   def launch(self) -> tuple[tuple[int, ...], int]:
@@ -84,6 +86,7 @@ class TableRenderer:
 
   def _accumulate(self, u: UOp) -> None:
     if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA: return self._mma(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
+    if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.WGMMA: return self._wgmma(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
     if u.arg is Ops.RESCALED:  # online softmax (codegen/online.py): the sum so far rescaled, then the term added
       acc = self.names[u.src[0]]
       self.w(f"{acc} = {acc} * {self.val(u.src[2])} + {self.val(u.src[1])};")
@@ -104,7 +107,7 @@ class TableRenderer:
 
   def _gep(self, u: UOp) -> None:
     vec = u.src[0]
-    if vec.op is Ops.MMA: return self._later(u)
+    if vec.op in (Ops.MMA, Ops.WGMMA): return self._later(u)
     if vec.arg == 4: self.names[u] = f"{self.names[vec]}.{'xyzw'[u.arg]}"
     else:
       lane = f"reinterpret_cast<const {MEM_TYPES[vec.dtype]}*>(&{self.names[vec]})[{u.arg}]"
@@ -144,6 +147,13 @@ class TableRenderer:
     of its elements for float ones (A, or B of one column group)."""
     role, kind, ld, k_rows = u.arg
     local, base = self.names[u.src[0]], self.val(u.src[1])
+    if role == "desc":
+      # start address, LBO and SBO (in 16-byte units) of a no-swizzle tile of core matrices (tiling.py:Layout.strides)
+      lbo, sbo = (2 * ld, 128) if k_rows else (128, 2 * ld)
+      n = self.names[u] = self.w.fresh("desc")
+      self.w(f"const unsigned long long {n} = (unsigned long long)((__cvta_generic_to_shared({local} + {base}) >> 4) & 0x3FFF) | "
+             f"({lbo >> 4}ull << 16) | ({sbo >> 4}ull << 32);")
+      return
     n = self.names[u] = self.w.fresh("frag")
     count = 2 if role == "b" else 4
     self.w(f"unsigned {n}[{count}];")
@@ -182,12 +192,34 @@ class TableRenderer:
            + ", ".join(f'"+f"({lanes[q]})' for q in range(4)) + " : "
            + ", ".join([f'"r"({a}[{i}])' for i in range(4)] + [f'"r"({b}[{2 * half + i}])' for i in range(2)]) + ");")
 
+  def _wgmma(self, wgmma: UOp, lane: int, acc: str) -> None:
+    """One accumulator of the last WGMMA of a chain; with the 64th, the chain: each link's wgmma adds its product into
+    all of them (the operand tiles MN-major are read transposed), then they are committed and waited for."""
+    lanes = self.mma_lanes.setdefault(wgmma, {})
+    lanes[lane] = acc
+    if len(lanes) < 64: return
+    chain = [wgmma]
+    while len(chain[-1].src) > 2: chain.append(chain[-1].src[2])
+    regs = ", ".join(f"%{i}" for i in range(64))
+    outs = ", ".join(f'"+f"({lanes[i]})' for i in range(64))
+    self.w('asm volatile("wgmma.fence.sync.aligned;" ::: "memory");')
+    for link in reversed(chain):
+      da, db = link.src[:2]
+      tnsp = f"{int(da.arg[3])}, {int(db.arg[3])}"
+      self.w(f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %66, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.{link.arg}.{link.arg} '
+             f'{{{regs}}}, %64, %65, p, 1, 1, {tnsp}; }}" : {outs} : "l"({self.names[da]}), "l"({self.names[db]}), "r"(1) : "memory");')
+    self.w('asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");')
+    self.w('asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");')
+
   def _define_global(self, u: UOp) -> None:
     n = self.names[u] = self.w.fresh("pg_scratch")
     self.globals.append(f"__device__ {REG_TYPES[u.dtype]} {n}[{u.arg[1]}];")
 
   def _barrier(self, u: UOp) -> None:
     if u.arg == "block": self.w("__syncthreads();")
+    elif u.arg == "proxy":
+      self.w('asm volatile("fence.proxy.async.shared::cta;" ::: "memory");')
+      self.w("__syncthreads();")
     elif u.arg == "device": self.w("__threadfence();")
     elif u.arg == "commit": self.w('asm volatile("cp.async.commit_group;" ::: "memory");')
     else: self.w(f'asm volatile("cp.async.wait_group {u.arg[1]};" ::: "memory");')  # ("wait", n)
@@ -212,6 +244,6 @@ class TableRenderer:
   _RENDER: dict[Ops, Callable[["TableRenderer", UOp], None]] = {
     Ops.PARAM: _skip, Ops.CONST: _skip, Ops.SPECIAL: _special, Ops.GUARD: _guard, Ops.RANGE: _range, Ops.ENDRANGE: _endrange,
     Ops.DEFINE_ACC: _define_acc, Ops.ACCUMULATE: _accumulate, Ops.LOAD: _load, Ops.GEP: _gep, Ops.VECTORIZE: _later,
-    Ops.FRAGMENT: _fragment, Ops.MMA: _later, Ops.ASYNC_COPY: _async_copy,
+    Ops.FRAGMENT: _fragment, Ops.MMA: _later, Ops.WGMMA: _later, Ops.ASYNC_COPY: _async_copy,
     Ops.STORE: _store, Ops.DEFINE_LOCAL: _define_local, Ops.GROUP_REDUCE: _group_reduce, Ops.DEFINE_GLOBAL: _define_global,
     Ops.BARRIER: _barrier, Ops.ATOMIC_ADD: _atomic_add}

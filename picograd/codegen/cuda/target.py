@@ -14,6 +14,11 @@ class CUDATarget:
   @property
   def cc(self) -> int: return int("".join(ch for ch in self.arch.split("_")[1] if ch.isdigit()))
 
+  @property
+  def wgmma(self) -> bool:
+    """Whether kernels may use sm_90's warpgroup MMAs: code compiled for sm_90a (which runs on compute capability 9.0 only)."""
+    return self.arch == "sm_90a"
+
 
 def target_of(device: Any) -> CUDATarget:
   """The target of an opened picograd Device (its `extra` holds arch, sm_count, max_shared), or the defaults."""

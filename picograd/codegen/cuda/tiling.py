@@ -47,11 +47,29 @@ Reader = Callable[[UOp], UOp]  # an index into a tile buffer -> the value read t
 @dataclass(frozen=True)
 class Layout:
   """An operand tile in shared memory: rows of k (`k_rows`: element (s, q) at q * ld + s) or rows along the output loop
-  (at s * ld + q), each `ld` elements long (padded: 16-byte aligned rows whose reads spread over the banks)."""
+  (at s * ld + q), each `ld` elements long (padded: 16-byte aligned rows whose reads spread over the banks).
+
+  With `cores` (the wgmma plan), 8x8 core matrices of 128 contiguous bytes whose 16-byte rows run along the axis the
+  operand's memory runs along (k, or s when `k_rows`); cores neighbouring along that axis are 64 elements apart, those
+  along the other `ld` apart (PTX's no-swizzle canonical layouts, K-major and MN-major)."""
   k_rows: bool
   ld: int
+  cores: bool = False
 
-  def at(self, s: UOp | int, q: UOp | int) -> UOp: return (q * self.ld + s) if self.k_rows else (s * self.ld + q)  # type: ignore[return-value]
+  def at(self, s: UOp | int, q: UOp | int) -> UOp:
+    if self.cores:
+      run, other = (s, q) if self.k_rows else (q, s)
+      return (other // 8) * self.ld + (run // 8) * 64 + (other % 8) * 8 + run % 8  # type: ignore[return-value]
+    return (q * self.ld + s) if self.k_rows else (s * self.ld + q)  # type: ignore[return-value]
+
+  def elements(self, step: int) -> int:
+    """Elements of one buffer of a tile of TILE rows (or columns) by `step` of k."""
+    if self.cores: return TILE * step
+    return step * self.ld if self.k_rows else TILE * self.ld
+
+  def strides(self) -> tuple[int, int]:
+    """(LBO, SBO) of a wgmma descriptor of a 16-bit cores tile, in bytes: between cores neighbouring along k, and along s."""
+    return (2 * self.ld, 128) if self.k_rows else (128, 2 * self.ld)
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,7 @@ class Plan:
   layouts: tuple[Layout, Layout]
   products: Callable[["_Tiles", "Reader", "Reader", UOp], list[tuple[UOp, UOp, UOp]]]
   describe: str
+  kind: str = ""      # a wgmma plan's operand kind ("f16", "bf16"): its tiles are read through descriptors
 
 
 def _all(conds: list[UOp]) -> UOp | None:
@@ -113,8 +132,8 @@ class _Tiles:
     self.k_base = UOp.const(INT, 0) if self.part is None else self.part * self.chunk
 
   def buffer(self, layout: Layout) -> int:
-    """Elements of one of an operand's two tile buffers."""
-    return self.plan.step * layout.ld if layout.k_rows else TILE * layout.ld
+    """Elements of one of an operand's tile buffers."""
+    return layout.elements(self.plan.step)
 
   def width(self, op: _Operand) -> int:
     """Lanes of a 16-byte load when the operand is a plain load (or a cast of one) moving by one along the axis its memory
@@ -135,7 +154,14 @@ class _Tiles:
     out = []
     for e in range(TILE * step // BLOCK // width):
       flat = self.tid + e * BLOCK
-      s, q = (flat % (TILE // width) * width, flat // (TILE // width)) if op.along else (flat // (step // width), flat % (step // width) * width)
+      if op.layout.cores and width > 1:
+        # eight neighbouring threads fill one 128-byte core matrix (its 8 rows), so their 16-byte stores hit different banks;
+        # a warp still reads 64 contiguous bytes of each of 8 rows
+        runs = (TILE if op.along else step) // width
+        run, other = flat // 8 % runs * width, flat % 8 + flat // 8 // runs * 8
+        s, q = (run, other) if op.along else (other, run)
+      else:
+        s, q = (flat % (TILE // width) * width, flat // (TILE // width)) if op.along else (flat // (step // width), flat % (step // width) * width)
       gs, gk = op.origin + s, k0 + q
       k_ok = gk < self.K if self.split * self.chunk != self.K else None
       inside = _all([c for c in ((gs < op.size) if op.size % TILE else None, k_ok, step_ok) if c is not None])
@@ -208,7 +234,31 @@ def _mma_products(kind: str) -> Callable[[_Tiles, Reader, Reader, UOp], list[tup
   return products
 
 
+def _wgmma_products(t: _Tiles, desc_a: Reader, desc_b: Reader, kk: UOp) -> list[tuple[UOp, UOp, UOp]]:
+  """Two warpgroups of 64x128 outputs: warpgroup w owns rows w * 64..; per k-step one chain of wgmma m64n128k16, one per
+  16 of k, on descriptors of the shared tiles (FRAGMENT "desc"), each adding to the one before. Lane l of warp v of the
+  warpgroup gets, for each 8 columns j, rows v * 16 + g and + 8, columns 8j + 2t and + 1 (g = l / 4, t = l % 4)."""
+  wg, warp, lane = t.tid // 128, t.tid // 32 % 4, t.tid % 32
+  g, tq = lane // 4, lane % 4
+  la, lb = t.plan.layouts
+  chain: UOp | None = None
+  for k16 in range(t.plan.step // 16):
+    descs = (desc_a(la.at(wg * 64, k16 * 16)), desc_b(lb.at(0, k16 * 16)))
+    chain = UOp(Ops.WGMMA, dtypes.float32, descs + ((chain,) if chain is not None else ()), t.plan.kind)
+  assert chain is not None
+  return [(UOp(Ops.GEP, dtypes.float32, (chain,), 4 * j + q), wg * 64 + warp * 16 + g + 8 * (q // 2), 8 * j + 2 * tq + q % 2)
+          for j in range(TILE // 8) for q in range(4)]
+
+
 SIMT = Plan(8, 8, (Layout(True, TILE + 4), Layout(True, TILE + 4)), _simt_products, "an 8x8 register tile per thread")
+
+
+def wgmma_plan(kind: str, turned: tuple[bool, bool], step: int = 64) -> Plan:
+  """The sm_90 warpgroup plan for 16-bit `kind` with k-steps of `step`: tiles of 8x8 core matrices laid out as the operands
+  lie in memory (K-major, or MN-major read transposed by the tensor cores), read by wgmma through descriptors."""
+  k_rows = (turned[0], not turned[1])
+  layouts = tuple(Layout(rows, 8 * TILE if rows else 8 * step, cores=True) for rows in k_rows)
+  return Plan(step, 1, (layouts[0], layouts[1]), _wgmma_products, f"2 warpgroups of 64x128 on wgmma m64n128k16 {kind}", kind)
 
 
 def tensor_core_plan(kind: str, turned: tuple[bool, bool], step: int = 32) -> Plan:
@@ -227,7 +277,7 @@ KIND_DTYPES = {"f16": dtypes.float16, "bf16": dtypes.bfloat16, "tf32": dtypes.fl
 
 def shared_bytes(plan: Plan, dtype: DType | None, stages: int = 2) -> int:
   """Shared memory the plan's tiles take with `stages` buffers each (`dtype` None: counted as float32)."""
-  return sum(stages * (plan.step * lay.ld if lay.k_rows else TILE * lay.ld) * (dtype or dtypes.float32).itemsize for lay in plan.layouts)
+  return sum(stages * lay.elements(plan.step) * (dtype or dtypes.float32).itemsize for lay in plan.layouts)
 
 
 def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType | None = None, stages: int = 2) -> UOp:
@@ -250,6 +300,7 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
   asyncs = [op for op in ops if stages > 2 and t.copies_async(op)]
   kt = UOp(Ops.RANGE, INT, (), (next_id, t.steps, "reduce"))
   kk = UOp(Ops.RANGE, INT, (), (next_id + 1, plan.inner, "reduce", plan.inner))
+  loops = (kt, kk) if plan.inner > 1 else (kt,)
 
   def slot(step: UOp, op: _Operand) -> UOp: return ((step & 1) if stages == 2 else (step % stages)) * t.buffer(op.layout)
   # step 0 before the loop (and with cp.async, steps 1 .. stages - 2 too, one group each); each step starts at a barrier
@@ -262,7 +313,8 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
                 for c in t.async_copies(op, UOp.const(INT, n * t.buffer(op.layout)), t.k_base + n * plan.step, None)]
     groups.append(UOp(Ops.BARRIER, dtypes.void, tuple(prologue) + tuple(groups[-1:]), "commit"))
   wait = (UOp(Ops.BARRIER, dtypes.void, (kt, *groups), ("wait", stages - 2)),) if asyncs else ()
-  barrier = UOp(Ops.BARRIER, dtypes.void, (kt, *first, *wait), "block")
+  # (wgmma reads shared memory through the async proxy: each thread's writes are fenced for it before the barrier)
+  barrier = UOp(Ops.BARRIER, dtypes.void, (kt, *first, *wait), "proxy" if plan.kind else "block")
   after: list[UOp] = []
   if asyncs:
     ahead = kt + (stages - 1)
@@ -271,7 +323,7 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
   refills: list[UOp] = []
   if t.steps > 1:
     more = kt < t.steps - 1
-    last_kk = UOp.const(INT, plan.inner - 2) < kk
+    last_kk = UOp.const(INT, plan.inner - 2) < kk if plan.inner > 1 else UOp.const(dtypes.bool, True)
     # SINK sources inside the k-loops: the linearizer issues their global loads once per k-step, before the inner loop, and
     # writes them after the last inner step's multiply-adds, which hide the loads' latency. Gated by the inner loop only:
     # a refill gated by `more` too let the compiler sink the loads into its branch (the last step stores what no step reads)
@@ -283,8 +335,9 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
     if plan is SIMT: return lambda at: UOp(Ops.LOAD, op.local.dtype, (op.local, cur + at, barrier, *after))
     kind = next(k for k, dt in KIND_DTYPES.items() if dt == op.local.dtype)
     return lambda at: UOp(Ops.FRAGMENT, op.local.dtype, (op.local, cur + at, barrier, *after), (role, kind, op.layout.ld, op.layout.k_rows))
-  per_thread = plan.products(t, reader(ops[0], "a"), reader(ops[1], "b" if tile_dtype == dtypes.float32 else "b2"), kk)
-  acc = [(UOp(Ops.REDUCE, red.dtype, (value, kt, kk), Ops.ADD), r, c) for value, r, c in per_thread]
+  roles = ("desc", "desc") if plan.kind else ("a", "b" if tile_dtype == dtypes.float32 else "b2")
+  per_thread = plan.products(t, reader(ops[0], roles[0]), reader(ops[1], roles[1]), kk)
+  acc = [(UOp(Ops.REDUCE, red.dtype, (value, *loops), Ops.ADD), r, c) for value, r, c in per_thread]
   if plan is not SIMT:
     # the fragments' outputs (two neighbouring columns per lane, rows 8 apart) go through shared memory, which the tiles no
     # longer need (the buffer reuses theirs), and come back out row by row: consecutive threads then store consecutive
@@ -326,7 +379,8 @@ def plan_for(name: str, mm: Matmul, step: int = 32) -> tuple[Plan, DType | None]
   if name == "matmul": return SIMT, None
   kind = "tf32" if name == "mma_tf32" else "f16" if mm.x.dtype == dtypes.float16 else "bf16"
   turned = (runs_along(mm.x, mm.m, mm.k), not runs_along(mm.y, mm.n, mm.k))
-  return tensor_core_plan(kind, turned, step), KIND_DTYPES[kind]
+  plan = wgmma_plan(kind, turned, step) if name == "wgmma" else tensor_core_plan(kind, turned, step)
+  return plan, KIND_DTYPES[kind]
 
 
 def describe_tiled(plan: Plan, mm: Matmul, split: int, stages: int) -> str:
@@ -336,4 +390,4 @@ def describe_tiled(plan: Plan, mm: Matmul, split: int, stages: int) -> str:
           f"{plan.describe}" + (f", split-K over {split} blocks" if split > 1 else ""))
 
 
-__all__ = ["map_tiled", "plan_for", "describe_tiled", "runs_along", "shared_bytes", "tensor_core_plan", "SIMT", "Layout", "Plan"]
+__all__ = ["map_tiled", "plan_for", "describe_tiled", "runs_along", "shared_bytes", "tensor_core_plan", "wgmma_plan", "SIMT", "Layout", "Plan"]
