@@ -20,6 +20,7 @@ from picograd.dtype import DType, dtypes
 from picograd.helpers import EMULATE, NOOPT
 from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many, rebuild_hooks
 from picograd.engine.online_fusion import online_groups
+from picograd.engine.reassociate import reassociate
 
 
 # devices whose codegen computes a row reduction once per row when it is broadcast back over the row
@@ -38,6 +39,9 @@ ONLINE_DEVICES = {"CPU", "PYTHON"}
 # is split in two kernels there (`_split_reductions`), so both cores read the input (the CUDA codegen splits it by itself)
 SPLIT_REDUCE_DEVICES = {"CPU"}
 SPLIT_REDUCE_MIN = 1 << 20
+# devices whose graphs reassociate nested sums when the inner sum over j exists already (engine/reassociate.py: softmax's
+# gradient reads O = P @ v instead of summing P * (dO @ v.T) over the keys); not CUDA yet, whose graphs stay as they are
+REASSOCIATE_DEVICES = {"CPU", "PYTHON"}
 
 
 def _fuses_online(kind: str) -> bool:
@@ -389,6 +393,9 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   roots = graph_rewrite_many(roots, _canonical)
   nodes = toposort(roots)
   node_device = _node_devices(roots, devices)
+  if nested := reassociate(nodes, lambda n: node_device[n].split(":")[0] in REASSOCIATE_DEVICES):
+    roots = [substitute(r, nested) for r in roots]
+    nodes, node_device = toposort(roots), _node_devices(roots, devices)
   if split := _split_reductions(nodes, node_device):
     roots = [substitute(r, split) for r in roots]
     nodes, node_device = toposort(roots), _node_devices(roots, devices)

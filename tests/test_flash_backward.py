@@ -1,0 +1,98 @@
+"""Attention's backward pass without T x T work or memory: the reassociation of nested sums (engine/reassociate.py: the
+softmax gradient's row term sum_j P_ij dP_ij read as sum_d dO_id O_id), checked on the schedule and against PyTorch's
+values and gradients on CPU and PYTHON."""
+import numpy as np
+import pytest
+import torch
+import picograd
+from picograd import Tensor
+from picograd.engine import realize, schedule
+from compare import rand
+from gradcheck import assert_close_to_torch
+
+B, H, T, D = 2, 3, 16, 8
+F = torch.nn.functional
+
+
+def _qkv(seed: int = 0) -> list[np.ndarray]:
+  return [rand((B, H, T, D), seed=seed + i) for i in range(3)]
+
+
+def _mask() -> np.ndarray:
+  m = np.random.default_rng(5).random((T, T)) > 0.4
+  m[:, 0] = True  # every query sees a key (the hand-written softmax of a row of -inf is NaN, PyTorch's too)
+  return m
+
+
+def _float_mask(m: np.ndarray) -> np.ndarray: return np.where(m, 0.0, -np.inf).astype(np.float32)
+
+
+def _hand(q, k, v, mask):
+  """softmax(q k^T * s + mask) v written out, for picograd and torch tensors alike."""
+  return ((q @ k.transpose(-2, -1)) * 0.3 + mask).softmax(-1) @ v
+
+
+def _grad_steps(device: str, attention) -> list:
+  q, k, v = (Tensor(a, device=device, requires_grad=True) for a in _qkv())
+  out = attention(q, k, v)
+  grads = (out * Tensor(rand((B, H, T, D), seed=9), device=device)).sum().gradient(q, k, v)
+  return picograd.schedule(out, *grads)
+
+
+def _row_term_reads_o(steps: list) -> bool:
+  """Is there a kernel writing one value per query (B*H*T) that reads two B*H*T*D buffers (dO and O) and no score matrix?"""
+  return any(s.buffers[0].size == B * H * T and sum(b.size == B * H * T * D for b in s.buffers[1:]) == 2
+             and all(b.size < B * H * T * T for b in s.buffers) for s in steps)
+
+
+def _without_reassociation(monkeypatch) -> None:
+  monkeypatch.setattr(schedule, "REASSOCIATE_DEVICES", set())
+  monkeypatch.setattr(realize, "_templates", {})  # schedules cached with the rewrite must not be found
+
+
+ATTENTIONS = {
+  "sdpa": lambda q, k, v: q.scaled_dot_product_attention(k, v),
+  "causal": lambda q, k, v: q.scaled_dot_product_attention(k, v, is_causal=True),
+  "dropout": lambda q, k, v: q.scaled_dot_product_attention(k, v, dropout_p=0.3),
+  "hand": lambda q, k, v: _hand(q, k, v, Tensor(_float_mask(_mask()), device=q.device)),
+}
+
+
+@pytest.mark.parametrize("name", list(ATTENTIONS))
+def test_softmax_gradient_row_term_reads_the_output(device, name, monkeypatch):
+  # the row term of softmax's gradient is a sum over the head dimension of dO * O: no kernel sums P * dP over the keys
+  if device not in schedule.REASSOCIATE_DEVICES: pytest.skip(f"{device} keeps its graphs (engine/schedule.py REASSOCIATE_DEVICES)")
+  assert _row_term_reads_o(_grad_steps(device, ATTENTIONS[name]))
+  _without_reassociation(monkeypatch)
+  assert not _row_term_reads_o(_grad_steps(device, ATTENTIONS[name]))
+
+
+@pytest.mark.parametrize("kind", ["plain", "causal", "bool", "float", "hand"])
+def test_attention_gradients_match_torch(device, kind):
+  m = _mask()
+  if kind == "hand":
+    fn = lambda q, k, v, mask: _hand(q, k, v, mask)
+    mask = _float_mask(m)
+    assert_close_to_torch(fn, _qkv(1), device=device, extra=[Tensor(mask, device=device)], torch_extra=[torch.tensor(mask)])
+    return
+  kw = {"plain": {}, "causal": {"is_causal": True}}.get(kind)
+  if kw is not None:
+    assert_close_to_torch(lambda q, k, v: q.scaled_dot_product_attention(k, v, **kw), _qkv(1), device=device,
+                          torch_fn=lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **kw))
+    return
+  mask = m if kind == "bool" else _float_mask(m)
+  assert_close_to_torch(lambda q, k, v, mask: q.scaled_dot_product_attention(k, v, attn_mask=mask, scale=0.7), _qkv(1), device=device,
+                        torch_fn=lambda q, k, v, mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.7),
+                        extra=[Tensor(mask, device=device)], torch_extra=[torch.tensor(mask)])
+
+
+def test_dropout_gradients_match_the_stored_graph(device, monkeypatch):
+  # the same counter-RNG mask either way: the reassociated gradients equal the ones computed through P * dP
+  def grads() -> list[np.ndarray]:
+    Tensor.manual_seed(4)
+    q, k, v = (Tensor(a, device=device, requires_grad=True) for a in _qkv(2))
+    (q.scaled_dot_product_attention(k, v, dropout_p=0.3, is_causal=True) * Tensor(rand((B, H, T, D), seed=9), device=device)).sum().backward()
+    return [t.grad.numpy() for t in (q, k, v)]
+  new = grads()
+  _without_reassociation(monkeypatch)
+  for a, b in zip(new, grads()): np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
