@@ -1,12 +1,14 @@
 """Attention's backward pass without T x T work or memory: the reassociation of nested sums (engine/reassociate.py: the
-softmax gradient's row term sum_j P_ij dP_ij read as sum_d dO_id O_id), checked on the schedule and against PyTorch's
-values and gradients on CPU and PYTHON."""
+softmax gradient's row term sum_j P_ij dP_ij read as sum_d dO_id O_id) and the scores recomputed inside the reductions
+reading them (engine/recompute.py, RECOMPUTE_MIN), checked on the schedule and against PyTorch's values and gradients on
+CPU and PYTHON."""
 import numpy as np
 import pytest
 import torch
 import picograd
 from picograd import Tensor
 from picograd.engine import realize, schedule
+from picograd.helpers import Context
 from compare import rand
 from gradcheck import assert_close_to_torch
 
@@ -67,8 +69,34 @@ def test_softmax_gradient_row_term_reads_the_output(device, name, monkeypatch):
   assert not _row_term_reads_o(_grad_steps(device, ATTENTIONS[name]))
 
 
+@pytest.mark.parametrize("name", list(ATTENTIONS))
+def test_backward_has_no_score_buffer(device, name):
+  # forward and backward: the max and the sum of each row are stored (T values per head), no B*H*T*T buffer
+  if device not in schedule.RECOMPUTE_DEVICES: pytest.skip(f"{device} stores the scores (engine/schedule.py RECOMPUTE_DEVICES)")
+  with Context(RECOMPUTE_MIN=0):
+    steps = _grad_steps(device, ATTENTIONS[name])
+    assert all(b.size < B * H * T * T for s in steps for b in s.buffers)
+    assert len(steps) <= 7  # max, sum, O, dV, the row term, dQ, dK
+  with Context(RECOMPUTE_MIN=B * H * T * T + 1):  # below the flag's size: stored
+    assert any(b.size == B * H * T * T for s in _grad_steps(device, ATTENTIONS[name]) for b in s.buffers)
+
+
+def test_a_layer_product_is_stored(device):
+  # x @ W has no batch axis shared by both factors: the rule leaves it stored however small its inner sum
+  with Context(RECOMPUTE_MIN=0):
+    x, w, w2 = (Tensor(rand(sh, seed=i), device=device, requires_grad=True) for i, sh in enumerate([(64, 16), (16, 64), (64, 8)]))
+    h = (x @ w).relu() @ w2
+    steps = picograd.schedule(h, *h.sum().gradient(x, w, w2))
+    assert any(b.size == 64 * 64 for s in steps for b in s.buffers)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("kind", ["plain", "causal", "bool", "float", "hand"])
-def test_attention_gradients_match_torch(device, kind):
+def test_attention_gradients_match_torch(device, kind, recompute):
+  with Context(RECOMPUTE_MIN=0 if recompute else 1 << 62): _gradients_match_torch(device, kind)
+
+
+def _gradients_match_torch(device: str, kind: str) -> None:
   m = _mask()
   if kind == "hand":
     fn = lambda q, k, v, mask: _hand(q, k, v, mask)
@@ -87,12 +115,15 @@ def test_attention_gradients_match_torch(device, kind):
 
 
 def test_dropout_gradients_match_the_stored_graph(device, monkeypatch):
-  # the same counter-RNG mask either way: the reassociated gradients equal the ones computed through P * dP
+  # the same counter-RNG mask either way: the reassociated gradients, and those from recomputed scores (the mask drawn
+  # inside each kernel), equal the ones computed through P * dP
   def grads() -> list[np.ndarray]:
     Tensor.manual_seed(4)
     q, k, v = (Tensor(a, device=device, requires_grad=True) for a in _qkv(2))
     (q.scaled_dot_product_attention(k, v, dropout_p=0.3, is_causal=True) * Tensor(rand((B, H, T, D), seed=9), device=device)).sum().backward()
     return [t.grad.numpy() for t in (q, k, v)]
   new = grads()
+  with Context(RECOMPUTE_MIN=0): recomputed = grads()
+  for a, b in zip(new, recomputed): np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   _without_reassociation(monkeypatch)
   for a, b in zip(new, grads()): np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -47,7 +47,7 @@ def _is_zero(u: UOp) -> bool:
   return u.op is Ops.CONST and u.arg == 0
 
 
-def _factors(value: UOp, labels: Labels) -> tuple[list[Factor], float]:
+def product_factors(value: UOp, labels: Labels) -> tuple[list[Factor], float]:
   """The factors of a product (through MUL, NEG, DETACH and plain views) with their labels, and its constant."""
   out: list[Factor] = []
   scale, stack = 1.0, [(value, labels)]
@@ -96,7 +96,7 @@ def _single_sum(r: UOp) -> int | None:
 def _space(r: UOp) -> tuple[Labels, list[Factor], float]:
   """A single-axis sum's labels (its value's axes are 0..n-1), factors and constant."""
   labels = tuple(None if s == 1 else a for a, s in enumerate(r.src[0].tshape))
-  return (labels, *_factors(r.src[0], labels))
+  return (labels, *product_factors(r.src[0], labels))
 
 
 def _match(f1: list[Factor], f2: list[Factor], mapping: dict[int, int]) -> bool:
@@ -144,7 +144,7 @@ def _rewrite(r: UOp, sums: list[tuple[UOp, int, Labels, list[Factor], float]], m
     # the inner sum's own space: its kept axes carry r's labels, its summed axes fresh ones after r's
     fresh = {a: len(labels) + i for i, a in enumerate(inner.arg[1])}
     inner_labels = tuple(fresh[a] if a in fresh else lab[a] for a in range(len(lab)))
-    inner_factors, inner_scale = _factors(inner.src[0], tuple(None if inner.src[0].tshape[a] == 1 else x for a, x in enumerate(inner_labels)))
+    inner_factors, inner_scale = product_factors(inner.src[0], tuple(None if inner.src[0].tshape[a] == 1 else x for a, x in enumerate(inner_labels)))
     b = [f for f in inner_factors if not _along(f, j, memo)]
     c = [f for f in inner_factors if _along(f, j, memo)]
     rest = factors[:k] + factors[k + 1:]
