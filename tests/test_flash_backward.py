@@ -77,8 +77,29 @@ def test_backward_has_no_score_buffer(device, name):
     steps = _grad_steps(device, ATTENTIONS[name])
     assert all(b.size < B * H * T * T for s in steps for b in s.buffers)
     assert len(steps) <= 7  # max, sum, O, dV, the row term, dQ, dK
+    # on the CPU every kernel that recomputes scores renders them as register tiles (codegen/cpu_flash_bwd.py)
+    if device == "CPU": assert sum(_is_tiled(s) for s in steps) == 6
   with Context(RECOMPUTE_MIN=B * H * T * T + 1):  # below the flag's size: stored
     assert any(b.size == B * H * T * T for s in _grad_steps(device, ATTENTIONS[name]) for b in s.buffers)
+
+
+def _is_tiled(step) -> bool: return step.kernel is not None and any(o.startswith("recomputed scores") for o in step.kernel.opts)
+
+
+def test_odd_shapes_and_grouped_heads_match_torch(device):
+  # 20 queries over 37 keys (a partial block of keys, a partial tile of rows), head size 12, values 5 wide, grouped heads
+  rng = np.random.default_rng(3)
+  q, k, v = (rng.standard_normal(sh).astype(np.float32) for sh in ((2, 4, 20, 12), (2, 2, 37, 12), (2, 2, 37, 5)))
+  mask = rng.random((20, 37)) > 0.3
+  mask[:, 0] = True
+  fn = lambda q, k, v, m: q.scaled_dot_product_attention(k, v, attn_mask=m, enable_gqa=True)
+  with Context(RECOMPUTE_MIN=0):
+    assert_close_to_torch(fn, [q, k, v], device=device, extra=[Tensor(mask, device=device)], torch_extra=[torch.tensor(mask)],
+                          torch_fn=lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=True))
+    if device == "CPU":
+      xs = [Tensor(a, device=device, requires_grad=True) for a in (q, k, v)]
+      out = fn(*xs, Tensor(mask, device=device))
+      assert sum(_is_tiled(s) for s in picograd.schedule(*out.sum().gradient(*xs))) >= 4
 
 
 def test_a_layer_product_is_stored(device):
