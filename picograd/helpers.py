@@ -44,6 +44,9 @@ ONLINE_SOFTMAX_MIN = Flag("ONLINE_SOFTMAX_MIN", 1 << 16)
 # the least elements of a batched pairwise product with a short inner sum (attention's scores) for which the reductions
 # reading it recompute it instead of reading it stored (engine/recompute.py): attention's backward without T x T buffers
 RECOMPUTE_MIN = Flag("RECOMPUTE_MIN", 1 << 62)
+# the same for a product whose readers see it through a mask computed from positions (causal): their codegen skips the
+# masked blocks, and from this size the recomputed backward is faster than the stored one on the CPU (NOTES.md)
+RECOMPUTE_MASKED_MIN = Flag("RECOMPUTE_MASKED_MIN", 1 << 20)
 EMULATE = Flag("EMULATE", "")  # "CUDA": the PYTHON device runs kernels as mapped onto a GPU (checks the mapping passes without one)
 
 
@@ -90,6 +93,6 @@ class LaunchDims:
   shared_bytes: int = 0
 
 
-__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "TF32", "ONLINE_SOFTMAX_MIN", "RECOMPUTE_MIN", "EMULATE", "CACHE", "JIT", "DUMP", "DEV", "THREADS",
-           "Context", "prod", "argsort", "ceildiv", "cache_dir", "LaunchDims"]
+__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "TF32", "ONLINE_SOFTMAX_MIN", "RECOMPUTE_MIN", "RECOMPUTE_MASKED_MIN", "EMULATE", "CACHE",
+           "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "ceildiv", "cache_dir", "LaunchDims"]
 

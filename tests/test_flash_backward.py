@@ -83,6 +83,18 @@ def test_backward_has_no_score_buffer(device, name):
     assert any(b.size == B * H * T * T for s in _grad_steps(device, ATTENTIONS[name]) for b in s.buffers)
 
 
+def test_positionally_masked_scores_are_recomputed_first(device):
+  # RECOMPUTE_MASKED_MIN: scores every reader sees through a mask made from positions (causal) are recomputed from a smaller
+  # size than others (whole blocks above the diagonal are skipped); a mask read from a buffer says nothing about blocks
+  if device not in schedule.RECOMPUTE_DEVICES: pytest.skip(f"{device} stores the scores (engine/schedule.py RECOMPUTE_DEVICES)")
+  with Context(RECOMPUTE_MASKED_MIN=0):
+    for name, recomputed in (("causal", True), ("sdpa", False), ("hand", False)):
+      stored = any(b.size == B * H * T * T for s in _grad_steps(device, ATTENTIONS[name]) for b in s.buffers)
+      assert stored != recomputed, name
+    bool_mask = lambda q, k, v: q.scaled_dot_product_attention(k, v, attn_mask=Tensor(_mask(), device=q.device))
+    assert any(b.size == B * H * T * T for s in _grad_steps(device, bool_mask) for b in s.buffers)
+
+
 def _is_tiled(step) -> bool: return step.kernel is not None and any(o.startswith("recomputed scores") for o in step.kernel.opts)
 
 
