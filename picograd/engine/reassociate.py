@@ -172,7 +172,7 @@ def _rewrite(r: UOp, sums: list[tuple[UOp, int, Labels, list[Factor], float]], m
       order = [x if x is not None and x != j else -1 - a for a, x in enumerate(labels)] + [fresh[a] for a in inner.arg[1]]
       shape = out_shape + tuple(inner.src[0].tshape[a] for a in inner.arg[1])
       prod = _placed(r2, r2_lab, order, shape)
-      for n, lab2 in b: prod = prod * _placed(n, lab2, order, shape)
+      for n, lab2 in b: prod = prod * _rebuilt(n, lab2, j, order, shape)  # (a factor labelled j is constant along it)
       # W / W2 stays inside the new sum, so the result is one reduction as before; rebuilt at its shape, so no costly
       # elementwise work (1 / S) is broadcast into it (the scheduler would store it)
       for n, lab2 in w_left: prod = prod * _rebuilt(n, lab2, j, order, shape)

@@ -41,7 +41,8 @@ ONLINE_DEVICES = {"CPU", "PYTHON"}
 SPLIT_REDUCE_DEVICES = {"CPU"}
 SPLIT_REDUCE_MIN = 1 << 20
 # devices whose graphs reassociate nested sums when the inner sum over j exists already (engine/reassociate.py: softmax's
-# gradient reads O = P @ v instead of summing P * (dO @ v.T) over the keys); not CUDA yet, whose graphs stay as they are
+# gradient reads O = P @ v instead of summing P * (dO @ v.T) over the keys); not CUDA yet (nor the PYTHON device emulating
+# it), whose graphs stay as they are
 REASSOCIATE_DEVICES = {"CPU", "PYTHON"}
 # devices whose kernels recompute a batched pairwise product with a short inner sum (attention's q . k) inside each reduction
 # that reads it instead of storing it (engine/recompute.py): no T x T buffer in attention's backward. Not CUDA (nor the
@@ -403,7 +404,7 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   roots = graph_rewrite_many(roots, _canonical)
   nodes = toposort(roots)
   node_device = _node_devices(roots, devices)
-  if nested := reassociate(nodes, lambda n: node_device[n].split(":")[0] in REASSOCIATE_DEVICES):
+  if nested := reassociate(nodes, lambda n: node_device[n].split(":")[0] in REASSOCIATE_DEVICES and EMULATE != "CUDA"):
     roots = [substitute(r, nested) for r in roots]
     nodes, node_device = toposort(roots), _node_devices(roots, devices)
   if split := _split_reductions(nodes, node_device):
