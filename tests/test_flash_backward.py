@@ -95,6 +95,24 @@ def test_positionally_masked_scores_are_recomputed_first(device):
     assert any(b.size == B * H * T * T for s in _grad_steps(device, bool_mask) for b in s.buffers)
 
 
+def test_queries_that_see_no_key_match_torch(device):
+  # by hand, a bool mask through where(mask, x, -inf): the rows that see no key (a whole tile of them) are NaN in the output
+  # and dV, and add nothing to dQ and dK, as in PyTorch, with the scores recomputed too
+  m = _mask()
+  m[3:11] = False
+  hand = lambda q, k, v, mask: ((q @ k.transpose(-2, -1)) * 0.3).where(mask, float("-inf")).softmax(-1) @ v
+  torch_hand = lambda q, k, v, mask: ((q @ k.transpose(-2, -1)) * 0.3).masked_fill(~mask, float("-inf")).softmax(-1) @ v
+  arrays, g = _qkv(4), rand((B, H, T, D), seed=9)
+  tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in arrays)
+  (torch_hand(tq, tk, tv, torch.tensor(m)) * torch.tensor(g)).sum().backward()
+  for recompute in (False, True):
+    with Context(RECOMPUTE_MIN=0 if recompute else 1 << 62):
+      q, k, v = (Tensor(a, device=device, requires_grad=True) for a in arrays)
+      (hand(q, k, v, Tensor(m, device=device)) * Tensor(g, device=device)).sum().backward()
+      for got, want in ((q.grad, tq.grad), (k.grad, tk.grad), (v.grad, tv.grad)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
 def _is_tiled(step) -> bool: return step.kernel is not None and any(o.startswith("recomputed scores") for o in step.kernel.opts)
 
 

@@ -16,8 +16,8 @@ codegen/cpu_flash.py writes the forward:
 - per block of NR values of s: each P_n is an MR x NR register tile of fmuladds over k; T is printed as 16-lane vector
   code (`cpu_flash._Vector`, lanes past the end masked to the reduction's identity); then either the MR x NR terms times
   F's panel rows into MR x Dpad accumulators (L1), or one vector accumulator per row (the max, the sum);
-- a block where T is where(gate, ..., 0 or -inf) with a gate that reads no product sum and holds for no row and no s
-  (above a causal diagonal) is skipped before its scores;
+- a block where T is where(gate, ..., 0 or -inf) with a gate made from positions (no loads, no product sum) that holds
+  for no row and no s (above a causal diagonal) is skipped before its scores;
 - after the last block each row's sums replace the reduction in the stored expression, printed per output.
 
 The outer loop the runtime splits across threads is batch x row tiles. Kernels outside this form keep the loop nest.
@@ -30,7 +30,7 @@ from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.codegen.llvm import LLVMRenderer, ll_type
 from picograd.codegen.cpu_gemm import GemmRenderer, vector_lanes
 from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, _Vector, _vectorizable, _loops, _has_reduce
-from picograd.codegen.online import _factors, _product
+from picograd.codegen.online import _product
 from picograd.codegen.transcendental import transcendental_rules
 
 
@@ -62,6 +62,16 @@ class Recomputed:
   def mr(self) -> int: return min(MR, self.r.arg[1])
   @property
   def is_max(self) -> bool: return self.red.arg is Ops.MAX
+
+
+def _mul_factors(u: UOp) -> list[UOp]:
+  """The operands of a float product tree. (where(c, a, 0) stays whole: as a * where(c, 1, 0) a NaN in a would survive.)"""
+  out, stack = [], [u]
+  while stack:
+    n = stack.pop()
+    if n.op is Ops.MUL and n.dtype.is_float: stack.extend(n.src)
+    else: out.append(n)
+  return out
 
 
 def _stand(n: int) -> UOp: return UOp(Ops.DEFINE_ACC, dtypes.float32, (), ("recomputed", n))
@@ -111,7 +121,7 @@ def match_recomputed(sink: UOp) -> Recomputed | None:
   batch = tuple(g for g in glob if g is not r and g is not d)
   base = set(batch)
   if any(not (_loops(p.a) <= base | {r, p.k} and _loops(p.b) <= base | {s, p.k}) for p in products): return None
-  factors = _factors(red.src[0]) if red.arg is Ops.ADD else [red.src[0]]
+  factors = _mul_factors(red.src[0]) if red.arg is Ops.ADD else [red.src[0]]
   f_part = [f for f in factors if d is not None and d in _loops(f)]
   t_part = [f for f in factors if f not in f_part]
   fv = _product(f_part, red.dtype) if f_part else None
@@ -119,6 +129,10 @@ def match_recomputed(sink: UOp) -> Recomputed | None:
   term = substitute(_product(t_part, red.dtype), {p.node: p.stand for p in products})
   if _has_reduce(term) or not _loops(term) <= base | {r, s}: return None
   gate = _gate(term, red.arg is Ops.ADD, {p.stand for p in products})
+  # only a gate made from positions (causal): a row it masks everywhere has a max of -inf, and its terms are NaN where the
+  # block is computed (as with the scores stored) but skipped blocks add nothing; a positional mask that leaves a query no
+  # key is rare, a loaded one (padding) is not
+  if gate is not None and any(n.op is Ops.LOAD for n in toposort([gate])): gate = None
   term = graph_rewrite(term, transcendental_rules)
   # (the check knows cpu_flash's score stand-in: every product sum's stands for it there)
   if not _vectorizable(substitute(term, {p.stand: _SCORE for p in products})) or (gate is not None and not _vectorizable(gate)): return None
