@@ -66,18 +66,24 @@ def product_factors(value: UOp, labels: Labels) -> tuple[list[Factor], float]:
   return out, scale
 
 
-def _varies(n: UOp, axis: int, memo: dict[tuple[UOp, int], bool]) -> bool:
+# how deep `_varies` follows elementwise ops (a deeper factor counts as varying: never matched, so never rebuilt), which
+# also bounds the Python recursion of it and of `_rebuilt` (the residual stream's gradient is hundreds of ops deep)
+MAX_DEPTH = 32
+
+
+def _varies(n: UOp, axis: int, memo: dict[tuple[UOp, int], bool], depth: int = 0) -> bool:
   """Can node `n` differ along its axis `axis`? (False when every path to a leaf broadcasts that axis.)"""
   if (n, axis) in memo: return memo[(n, axis)]
+  if depth > MAX_DEPTH: return True
   if n.op is Ops.CONST: out = False
-  elif n.op is Ops.EXPAND: out = n.src[0].tshape[axis] != 1 and _varies(n.src[0], axis, memo)
-  elif n.op is Ops.PERMUTE: out = _varies(n.src[0], n.arg[axis], memo)
+  elif n.op is Ops.EXPAND: out = n.src[0].tshape[axis] != 1 and _varies(n.src[0], axis, memo, depth + 1)
+  elif n.op is Ops.PERMUTE: out = _varies(n.src[0], n.arg[axis], memo, depth + 1)
   elif n.op is Ops.RESHAPE:
     src, dst = n.src[0].tshape, n.tshape
     if n.tshape[axis] == 1: out = False
-    elif [src[a] for a in _non1(src)] == [dst[a] for a in _non1(dst)]: out = _varies(n.src[0], _non1(src)[_non1(dst).index(axis)], memo)
+    elif [src[a] for a in _non1(src)] == [dst[a] for a in _non1(dst)]: out = _varies(n.src[0], _non1(src)[_non1(dst).index(axis)], memo, depth + 1)
     else: out = True
-  elif n.op in ALU or n.op is Ops.DETACH: out = any(_varies(s, axis, memo) for s in n.src)
+  elif n.op in ALU or n.op is Ops.DETACH: out = any(_varies(s, axis, memo, depth + 1) for s in n.src)
   else: out = n.tshape[axis] != 1
   memo[(n, axis)] = out
   return out
@@ -125,13 +131,18 @@ def _placed(n: UOp, lab: Labels, order: list[int], shape: tuple[int, ...]) -> UO
   return v.reshape(tuple(at.get(a, 1) for a in range(len(shape)))).expand(shape)
 
 
-def _rebuilt(n: UOp, lab: Labels, j: int, order: list[int], shape: tuple[int, ...]) -> UOp:
+def _rebuilt(n: UOp, lab: Labels, j: int, order: list[int], shape: tuple[int, ...], memo: dict | None = None) -> UOp:
   """Factor `n`, constant along label j, recomputed at `shape` (axes `order`, without j): its elementwise ops are rebuilt
   over the views of its leaves, which drop j (a leaf still labelled j is read at j = 0)."""
-  if n.op in ALU or n.op is Ops.DETACH: return UOp(n.op, n.dtype, tuple(_rebuilt(s, lab, j, order, shape) for s in n.src), n.arg)
-  if n.op in (Ops.PERMUTE, Ops.EXPAND, Ops.RESHAPE) and (v := _view_labels(n, lab)) is not None: return _rebuilt(n.src[0], v, j, order, shape)
-  if j in lab: n, lab = n.shrink(tuple((0, 1) if x == j else (0, s) for x, s in zip(lab, n.tshape))), tuple(None if x == j else x for x in lab)
-  return _placed(n, lab, order, shape)
+  memo = {} if memo is None else memo
+  if (key := (n, lab)) in memo: return memo[key]
+  if n.op in ALU or n.op is Ops.DETACH: out = UOp(n.op, n.dtype, tuple(_rebuilt(s, lab, j, order, shape, memo) for s in n.src), n.arg)
+  elif n.op in (Ops.PERMUTE, Ops.EXPAND, Ops.RESHAPE) and (v := _view_labels(n, lab)) is not None: out = _rebuilt(n.src[0], v, j, order, shape, memo)
+  else:
+    if j in lab: n, lab = n.shrink(tuple((0, 1) if x == j else (0, s) for x, s in zip(lab, n.tshape))), tuple(None if x == j else x for x in lab)
+    out = _placed(n, lab, order, shape)
+  memo[key] = out
+  return out
 
 
 def _rewrite(r: UOp, sums: list[tuple[UOp, int, Labels, list[Factor], float]], memo: dict[tuple[UOp, int], bool]) -> UOp | None:
