@@ -318,12 +318,17 @@ def bench_conv(runs: int, warmup: int) -> list[Row]:
 # ---------------------------------------------------------------- attention: stored scores against the online softmax pass
 def bench_attention(runs: int, warmup: int) -> list[Row]:
   """scaled_dot_product_attention at the GPT's head shapes beside PyTorch's SDPA: picograd with the scores stored
-  (ONLINE_SOFTMAX_MIN above their size) and as one online-softmax pass (ONLINE_SOFTMAX_MIN=0; on the CPU the tiled flash
-  attention of codegen/cpu_flash.py, the default from 2^16 score elements), in one process."""
+  (ONLINE_SOFTMAX_MIN and the RECOMPUTE flags above their size) and as one online-softmax pass (ONLINE_SOFTMAX_MIN=0; on the
+  CPU the tiled flash attention of codegen/cpu_flash.py, the default from 2^16 score elements), in one process. Forward +
+  backward rows also time the scores recomputed in every backward kernel (RECOMPUTE_MIN=0, engine/recompute.py, the default
+  for causal scores from 2^20 elements; codegen/cpu_flash_bwd.py), with no T x T buffer."""
   rng = np.random.default_rng(0)
   rows = []
-  stored, online = {"ONLINE_SOFTMAX_MIN": 1 << 62}, {"ONLINE_SOFTMAX_MIN": 0}
-  for T, causal, backward in ((256, False, False), (256, True, False), (256, False, True), (1024, False, False)):
+  stored = {"ONLINE_SOFTMAX_MIN": 1 << 62, "RECOMPUTE_MIN": 1 << 62, "RECOMPUTE_MASKED_MIN": 1 << 62}
+  online = {"ONLINE_SOFTMAX_MIN": 0}  # and the default RECOMPUTE flags: causal scores of 2^20 elements and up are recomputed
+  recomputed = {"ONLINE_SOFTMAX_MIN": 0, "RECOMPUTE_MIN": 0}
+  for T, causal, backward in ((256, False, False), (256, True, False), (256, False, True), (256, True, True), (1024, False, False),
+                              (1024, False, True), (1024, True, True)):
     B, H, D = 4, 6, 64
     arrays = [rng.standard_normal((B, H, T, D), dtype=np.float32) for _ in range(3)]
     grad = rng.standard_normal((B, H, T, D), dtype=np.float32)
@@ -341,7 +346,8 @@ def bench_attention(runs: int, warmup: int) -> list[Row]:
       with torch.set_grad_enabled(backward): pt = median_time(torch_run, runs, warmup)
     flops = 4 * B * H * T * T * D * (3 if backward else 1) // (2 if causal else 1)
     name = f"attention B={B} H={H} T={T} D={D}{' causal' if causal else ''}, {'forward + backward' if backward else 'forward'}"
-    for label, flags in (("scores stored", stored), ("online softmax", online)):
+    labels = (("scores stored", stored), ("online softmax", online)) + ((("recomputed scores", recomputed),) if backward else ())
+    for label, flags in labels:
       with picograd.Context(**flags): rows.append(Row(f"{name} ({label})", median_time(run, runs, warmup), None, pt, flops=flops))
   return rows
 

@@ -44,6 +44,12 @@ TF32 = Flag("TF32", 0)  # 1: float32 matrix products may use TF32 tensor cores (
 # the least score elements (B*H*T*T) for which attention-like sums run as one online-softmax pass (engine/online_fusion.py);
 # on the CPU that pass is tiled flash attention (codegen/cpu_flash.py), faster than the stored scores from the GPT's shapes up
 ONLINE_SOFTMAX_MIN = Flag("ONLINE_SOFTMAX_MIN", 1 << 16)
+# the least elements of a batched pairwise product with a short inner sum (attention's scores) for which the reductions
+# reading it recompute it instead of reading it stored (engine/recompute.py): attention's backward without T x T buffers
+RECOMPUTE_MIN = Flag("RECOMPUTE_MIN", 1 << 62)
+# the same for a product whose readers see it through a mask computed from positions (causal): their codegen skips the
+# masked blocks, and from this size the recomputed backward is faster than the stored one on the CPU (NOTES.md)
+RECOMPUTE_MASKED_MIN = Flag("RECOMPUTE_MASKED_MIN", 1 << 20)
 EMULATE = Flag("EMULATE", "")  # "CUDA": the PYTHON device runs kernels as mapped onto a GPU (checks the mapping passes without one)
 
 
@@ -90,6 +96,6 @@ class LaunchDims:
   shared_bytes: int = 0
 
 
-__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "TF32", "WGMMA", "ONLINE_SOFTMAX_MIN", "EMULATE", "CACHE", "JIT", "DUMP", "DEV", "THREADS",
-           "Context", "prod", "argsort", "ceildiv", "cache_dir", "LaunchDims"]
+__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "TF32", "WGMMA", "ONLINE_SOFTMAX_MIN", "RECOMPUTE_MIN", "RECOMPUTE_MASKED_MIN", "EMULATE",
+           "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "ceildiv", "cache_dir", "LaunchDims"]
 

@@ -18,6 +18,7 @@ from picograd.codegen.online import online_softmax
 from picograd.codegen.transcendental import approximate_transcendentals
 from picograd.codegen.cpu_gemm import Gemm, match_gemm, render_gemm, describe, row_tiles
 from picograd.codegen.cpu_flash import match_flash, render_flash, describe_flash, flash_tiles, flash_flops
+from picograd.codegen.cpu_flash_bwd import match_recomputed, render_recomputed, describe_recomputed, recomputed_tiles, recomputed_flops
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,12 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   lowered = lower_kernel(ast)
   # on the CPU an online-softmax kernel whose scores are a product sum is rendered as tiled flash attention (codegen/cpu_flash.py)
   flash = match_flash(lowered) if kind == "CPU" and not NOOPT else None
-  sink = lowered if flash is not None or (on_gpu and not NOOPT) else online_softmax(lowered)
-  applied: list[str] = describe_flash(flash) if flash is not None else []
+  # and a reduction over recomputed scores (engine/recompute.py: attention's backward) as tiles of them (codegen/cpu_flash_bwd.py)
+  rec = match_recomputed(lowered) if kind == "CPU" and not NOOPT and flash is None else None
+  sink = lowered if flash is not None or rec is not None or (on_gpu and not NOOPT) else online_softmax(lowered)
+  applied: list[str] = describe_flash(flash) if flash is not None else describe_recomputed(rec) if rec is not None else []
   gemm = None
-  if kind == "CPU" and flash is None: sink, applied, gemm = optimize_cpu(sink)
+  if kind == "CPU" and flash is None and rec is None: sink, applied, gemm = optimize_cpu(sink)
   program = linearize(sink)
   base = kernel_name(program)
   params = [u for u in program if u.op is Ops.PARAM]
@@ -101,6 +104,7 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   cost = _cost(program)  # of the loops as lowered: a GPU mapping turns them into thread indices
   # (the flash kernel computes each score once, where its lowered loops compute it once per sum and column)
   if flash is not None: cost = (flash_flops(flash), sum(p.arg[1] * p.dtype.itemsize for p in params))
+  if rec is not None: cost = (recomputed_flops(rec), sum(p.arg[1] * p.dtype.itemsize for p in params))
   if kind == "CUDA":
     from picograd.codegen.cuda import CUDATarget, render_cuda
     name, source, program, dims, meta = render_cuda(base, sink, target if target is not None else CUDATarget())
@@ -116,11 +120,13 @@ def render(ast: UOp, device: str, target: Any = None) -> tuple[str, str, list[UO
   render_fn = getattr(__import__(module, fromlist=[fn]), fn)
   if gemm is not None: render_fn = lambda name, program: render_gemm(name, gemm, params)  # noqa: E731
   if flash is not None: render_fn = lambda name, program: render_flash(name, flash, params)  # noqa: E731
+  if rec is not None: render_fn = lambda name, program: render_recomputed(name, rec, params)  # noqa: E731
   # the name carries a hash of the body so different kernels never collide in one process
   digest = hashlib.sha256(render_fn("KERNEL", program).encode()).hexdigest()[:8]
   name = f"{base}_{digest}"
   source = render_fn(name, program)
-  outer = row_tiles(gemm) if gemm is not None else flash_tiles(flash) if flash is not None else glob[0].arg[1] if glob else 0
+  outer = row_tiles(gemm) if gemm is not None else flash_tiles(flash) if flash is not None else \
+    recomputed_tiles(rec) if rec is not None else glob[0].arg[1] if glob else 0
   work = _ops_executed(program)
   checked = any(u.op is Ops.CHECK for u in program)
   if kind == "CPU" and outer > 1: applied.append(f"outer loop of {outer} splittable across threads (the runtime splits from enough work)")

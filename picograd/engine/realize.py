@@ -13,7 +13,7 @@ import time, weakref
 import numpy as np
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
-from picograd.helpers import DEBUG, EMULATE, NOOPT, ONLINE_SOFTMAX_MIN
+from picograd.helpers import DEBUG, EMULATE, NOOPT, ONLINE_SOFTMAX_MIN, RECOMPUTE_MIN, RECOMPUTE_MASKED_MIN
 from picograd.ir.ops import UOp, Ops, toposort, rebuild_hooks
 from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view, strip_reshapes
 from picograd.dtype import dtypes
@@ -156,7 +156,7 @@ def plan(tensors: Sequence[Handle]) -> Plan:
   roots = [t.uop for t in pending]
   normalized, inputs = _normalize(roots, devices)
   # the flags the scheduler reads (engine/schedule.py ONLINE_DEVICES) are part of what the template depends on
-  key = (tuple(normalized), tuple(devices), ONLINE_SOFTMAX_MIN.value, EMULATE.value, NOOPT.value)
+  key = (tuple(normalized), tuple(devices), ONLINE_SOFTMAX_MIN.value, RECOMPUTE_MIN.value, RECOMPUTE_MASKED_MIN.value, EMULATE.value, NOOPT.value)
   template = _templates.get(key)
   hit = template is not None
   if template is None:

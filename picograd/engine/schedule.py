@@ -20,6 +20,8 @@ from picograd.dtype import DType, dtypes
 from picograd.helpers import EMULATE, NOOPT
 from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many, rebuild_hooks
 from picograd.engine.online_fusion import online_groups
+from picograd.engine.reassociate import reassociate
+from picograd.engine.recompute import recomputed
 
 
 # devices whose codegen computes a row reduction once per row when it is broadcast back over the row
@@ -38,6 +40,17 @@ ONLINE_DEVICES = {"CPU", "PYTHON"}
 # is split in two kernels there (`_split_reductions`), so both cores read the input (the CUDA codegen splits it by itself)
 SPLIT_REDUCE_DEVICES = {"CPU"}
 SPLIT_REDUCE_MIN = 1 << 20
+# devices whose graphs reassociate nested sums when the inner sum over j exists already (engine/reassociate.py: softmax's
+# gradient reads O = P @ v instead of summing P * (dO @ v.T) over the keys); not CUDA yet (nor the PYTHON device emulating
+# it), whose graphs stay as they are
+REASSOCIATE_DEVICES = {"CPU", "PYTHON"}
+# devices whose kernels recompute a batched pairwise product with a short inner sum (attention's q . k) inside each reduction
+# that reads it instead of storing it (engine/recompute.py): no T x T buffer in attention's backward. Not CUDA (nor the
+# PYTHON device emulating it) until a GPU mapping of such kernels exists
+RECOMPUTE_DEVICES = {"CPU", "PYTHON"}
+
+
+def _recomputes(kind: str) -> bool: return kind in RECOMPUTE_DEVICES and EMULATE != "CUDA"
 
 
 def _fuses_online(kind: str) -> bool:
@@ -300,6 +313,8 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) 
   f = _Fusion({r for r in roots if not is_contiguous_view(r)}, _consumers(nodes), kind)
   # a sum rescaled by a running max (online softmax, engine/online_fusion.py) keeps its scores, max and denominator
   online = online_groups(roots, nodes, f.consumers, lambda n: _fuses_online(kind(n)))
+  # so do the scores that each reduction reading them recomputes (engine/recompute.py)
+  online |= recomputed(roots, nodes, f.consumers, lambda n: _recomputes(kind(n)))
   for rules in BOUNDARY_RULES:
     for n in nodes:
       if (rule := rules.get(n.op)) is not None: f.realize.update(x for x in rule(n, f) if x not in online)
@@ -316,7 +331,7 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) 
     owners: dict[UOp, int] = {}
     for b in f.realize:
       for r in set(_reduces_below_sources(b, f.realize)): owners[r] = owners.get(r, 0) + 1
-    shared = {r for r, count in owners.items() if count > 1}
+    shared = {r for r, count in owners.items() if count > 1 and r not in online}
     if not shared: return f.realize
     f.realize |= shared
 
@@ -389,6 +404,9 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   roots = graph_rewrite_many(roots, _canonical)
   nodes = toposort(roots)
   node_device = _node_devices(roots, devices)
+  if nested := reassociate(nodes, lambda n: node_device[n].split(":")[0] in REASSOCIATE_DEVICES and EMULATE != "CUDA"):
+    roots = [substitute(r, nested) for r in roots]
+    nodes, node_device = toposort(roots), _node_devices(roots, devices)
   if split := _split_reductions(nodes, node_device):
     roots = [substitute(r, split) for r in roots]
     nodes, node_device = toposort(roots), _node_devices(roots, devices)

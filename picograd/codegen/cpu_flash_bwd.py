@@ -1,0 +1,389 @@
+"""Reductions over recomputed scores on the CPU, register-tiled like flash attention (codegen layer).
+
+engine/recompute.py keeps attention's scores x = q . k (and dP = dO . v) out of memory: each reduction reading them
+computes them again. Lowered, such a kernel stores a value built from one reduction over a loop s:
+
+    R(r, d) = sum_s T(r, s) * F(s, d)      or      R(r) = sum_s T(r, s),  max_s T(r, s)
+    T = E(P_1, ..., P_m, r, s)             P_n = sum_k a_n(r, k) * b_n(s, k)     (short product sums, recomputed)
+
+(O = sum_j P_ij v_jd, dV_j = sum_i P_ij dO_i, dQ and dK with T = dS, the row max and sum). `match_recomputed` recognizes
+every such kernel: factors of the reduction's term that vary along d (a row of v, of k, of dO, of q) form F, the rest T;
+each product sum's factors split into a (along the output rows r) and b (along s). `render_recomputed` writes it the way
+codegen/cpu_flash.py writes the forward:
+
+- per batch (the global loops other than r and d) every b_n is packed as K x NR panels (the s values along the vector
+  lanes) and F as a Spad x Dpad panel; per tile of MR rows each a_n is packed k-major;
+- per block of NR values of s: each P_n is an MR x NR register tile of fmuladds over k; T is printed as 16-lane vector
+  code (`cpu_flash._Vector`, lanes past the end masked to the reduction's identity); then either the MR x NR terms times
+  F's panel rows into MR x Dpad accumulators (L1), or one vector accumulator per row (the max, the sum);
+- a block where T is where(gate, ..., 0 or -inf) with a gate made from positions (no loads, no product sum) that holds
+  for no row and no s (above a causal diagonal) is skipped before its scores;
+- after the last block each row's sums replace the reduction in the stored expression, printed per output.
+
+The outer loop the runtime splits across threads is batch x row tiles. Kernels outside this form keep the loop nest.
+"""
+from __future__ import annotations
+import math
+from dataclasses import dataclass
+from picograd.dtype import dtypes
+from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
+from picograd.codegen.llvm import LLVMRenderer, ll_type
+from picograd.codegen.cpu_gemm import GemmRenderer, vector_lanes
+from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, _Vector, _vectorizable, _loops, _has_reduce
+from picograd.codegen.online import _product
+from picograd.codegen.transcendental import transcendental_rules
+
+
+@dataclass(frozen=True)
+class ProductSum:
+  """sum_k a(r, k) * b(s, k), recomputed per block: `stand` stands for it in the term."""
+  node: UOp
+  a: UOp
+  b: UOp
+  k: UOp
+  stand: UOp
+
+
+@dataclass(frozen=True)
+class Recomputed:
+  """A matched kernel (module docstring): its loops by role, the product sums, the term T and the factor F."""
+  store: UOp
+  red: UOp                 # the reduction over s (ADD or MAX) as lowered
+  s: UOp
+  batch: tuple[UOp, ...]   # outermost first
+  r: UOp
+  d: UOp | None
+  products: tuple[ProductSum, ...]
+  term: UOp                # T with each product sum replaced by its stand-in (transcendentals approximated)
+  f: UOp | None            # F (along s and d), packed
+  gate: UOp | None = None  # T = where(gate, ..., identity) with a gate reading no product sum: blocks where it never holds are skipped
+
+  @property
+  def mr(self) -> int: return min(MR, self.r.arg[1])
+  @property
+  def is_max(self) -> bool: return self.red.arg is Ops.MAX
+
+
+def _mul_factors(u: UOp) -> list[UOp]:
+  """The operands of a float product tree. (where(c, a, 0) stays whole: as a * where(c, 1, 0) a NaN in a would survive.)"""
+  out, stack = [], [u]
+  while stack:
+    n = stack.pop()
+    if n.op is Ops.MUL and n.dtype.is_float: stack.extend(n.src)
+    else: out.append(n)
+  return out
+
+
+def _stand(n: int) -> UOp: return UOp(Ops.DEFINE_ACC, dtypes.float32, (), ("recomputed", n))
+
+
+def _gate(u: UOp, zero: bool, stands: set[UOp]) -> UOp | None:
+  """A bool g, reading no product sum, where u is the reduction's identity (0 when `zero`, else -inf) wherever g is false:
+  where(g, a, identity), a product with such a factor, exp2 of a -inf such, a sum with one or a positive multiple of one."""
+  if u.op is Ops.WHERE and u.src[2].op is Ops.CONST and u.src[2].arg == (0.0 if zero else -math.inf):
+    return None if stands & set(toposort([u.src[0]])) else u.src[0]
+  if zero and u.op is Ops.EXP2: return _gate(u.src[0], False, stands)
+  if u.op is Ops.MUL:
+    const = [x for x in u.src if x.op is Ops.CONST]
+    if not zero and not (len(const) == 1 and const[0].arg > 0): return None
+    return next((g for x in u.src if x.op is not Ops.CONST and (g := _gate(x, zero, stands)) is not None), None)
+  if not zero and u.op is Ops.ADD: return next((g for x in u.src if (g := _gate(x, False, stands)) is not None), None)
+  return None
+
+
+def match_recomputed(sink: UOp) -> Recomputed | None:
+  """The recomputed-score form of lowered kernel `sink` (module docstring), or None when it is not one."""
+  if len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
+  nodes = toposort([sink])
+  if any(n.op is Ops.CHECK for n in nodes): return None
+  reduces = [n for n in nodes if n.op is Ops.REDUCE]
+  outer = [n for n in reduces if _has_reduce(n.src[0])]
+  if len(outer) != 1 or (red := outer[0]).arg not in (Ops.ADD, Ops.MAX) or len(red.src) != 2 or red.dtype != dtypes.float32: return None
+  s = red.src[1]
+  inner = [n for n in reduces if n is not red]
+  if not inner or not set(inner) <= set(toposort([red.src[0]])): return None
+  glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda g: g.arg[0])
+  products = []
+  for n, p in enumerate(inner):
+    if p.arg is not Ops.ADD or len(p.src) != 2 or p.dtype != dtypes.float32 or (prod_ := p.src[0]).op is not Ops.MUL: return None
+    if any(f.dtype != dtypes.float32 or _has_reduce(f) for f in prod_.src): return None
+    with_s = [f for f in prod_.src if s in _loops(f)]
+    if len(with_s) != 1: return None
+    b = with_s[0]
+    a = prod_.src[1] if prod_.src[0] is b else prod_.src[0]
+    products.append(ProductSum(p, a, b, p.src[1], _stand(n)))
+  along_a = set().union(*(_loops(p.a) for p in products))
+  along_b = set().union(*(_loops(p.b) for p in products))
+  rows = [g for g in glob if g in along_a and g not in along_b]
+  cols = [g for g in glob if g not in along_a and g not in along_b]
+  if len(rows) != 1 or len(cols) > 1: return None
+  r, d = rows[0], (cols[0] if cols else None)
+  batch = tuple(g for g in glob if g is not r and g is not d)
+  base = set(batch)
+  if any(not (_loops(p.a) <= base | {r, p.k} and _loops(p.b) <= base | {s, p.k}) for p in products): return None
+  factors = _mul_factors(red.src[0]) if red.arg is Ops.ADD else [red.src[0]]
+  f_part = [f for f in factors if d is not None and d in _loops(f)]
+  t_part = [f for f in factors if f not in f_part]
+  fv = _product(f_part, red.dtype) if f_part else None
+  if fv is not None and (_has_reduce(fv) or not _loops(fv) <= base | {s, d}): return None  # type: ignore[operator]
+  term = substitute(_product(t_part, red.dtype), {p.node: p.stand for p in products})
+  if _has_reduce(term) or not _loops(term) <= base | {r, s}: return None
+  gate = _gate(term, red.arg is Ops.ADD, {p.stand for p in products})
+  # only a gate made from positions (causal): a row it masks everywhere has a max of -inf, and its terms are NaN where the
+  # block is computed (as with the scores stored) but skipped blocks add nothing; a positional mask that leaves a query no
+  # key is rare, a loaded one (padding) is not
+  if gate is not None and any(n.op is Ops.LOAD for n in toposort([gate])): gate = None
+  term = graph_rewrite(term, transcendental_rules)
+  # (the check knows cpu_flash's score stand-in: every product sum's stands for it there)
+  if not _vectorizable(substitute(term, {p.stand: _SCORE for p in products})) or (gate is not None and not _vectorizable(gate)): return None
+  # the stored expression reads no other reduction and no other loop
+  outside = toposort([st.src[2]], stop=lambda n: n is red)
+  if any(n.op is Ops.REDUCE and n is not red for n in outside) or any(n.op is Ops.RANGE and n not in glob for n in outside): return None
+  if any(g.arg[1] == 0 for g in (*glob, s, *(p.k for p in products))): return None
+  return Recomputed(st, red, s, batch, r, d, tuple(products), term, fv, gate)
+
+
+def describe_recomputed(f: Recomputed) -> list[str]:
+  """What DEBUG=3 lists for such a kernel."""
+  nr = 2 * vector_lanes()
+  what = f"times a column of {f.d.arg[1]} as a {f.mr}x{nr} tile" if f.f is not None and f.d is not None else f"a {f.red.arg.name.lower()} per row"
+  return [f"recomputed scores: {f.r.arg[1]} rows x {f.s.arg[1]}, {len(f.products)} product sum(s) of k = "
+          f"{', '.join(str(p.k.arg[1]) for p in f.products)} as {f.mr}x{nr} tiles per block, {what}; batch x row tiles split across threads"]
+
+
+def recomputed_tiles(f: Recomputed) -> int:
+  batches = 1
+  for b in f.batch: batches *= b.arg[1]
+  return batches * -(-f.r.arg[1] // f.mr)
+
+
+def recomputed_flops(f: Recomputed) -> int:
+  batches = 1
+  for b in f.batch: batches *= b.arg[1]
+  per = sum(2 * p.k.arg[1] for p in f.products) + (2 * f.d.arg[1] if f.f is not None and f.d is not None else 1)
+  return batches * f.r.arg[1] * f.s.arg[1] * per
+
+
+class RecomputedRenderer(GemmRenderer):
+  """Prints a matched kernel as one LLVM function (module docstring), with the generic renderer's signature and slice entry."""
+
+  def __init__(self, name: str, f: Recomputed, params: list[UOp]):
+    LLVMRenderer.__init__(self, name, [])
+    self.f, self.params, self.lanes, self.mr = f, params, vector_lanes(), f.mr
+    self.ordered, self.accumulated, self.checked = set(), set(), False
+    self.steps: dict[str, int] = {}
+    self.loop_md: list[str] = []
+    self.freed: list[str] = []
+
+  def ptr(self, buf: str, index: str | int) -> str: return self.i64(f"getelementptr inbounds float, ptr {buf}, i64 {index}")
+
+  def splat_f(self, name: str) -> str:
+    vt = f"<{self.lanes} x float>"
+    one = self.i64(f"insertelement {vt} poison, float {name}, i64 0")
+    return self.i64(f"shufflevector {vt} {one}, {vt} poison, <{self.lanes} x i32> zeroinitializer")
+
+  def narrow(self, value: str, r: UOp) -> str:
+    return value if r.dtype == dtypes.int64 else self.i64(f"trunc i64 {value} to {ll_type(r.dtype)}")
+
+  def render(self) -> str:
+    f, L = self.f, self.lanes
+    nr, vt = 2 * L, f"<{L} x float>"
+    S, NR_ = f.s.arg[1], f.r.arg[1]
+    ND = f.d.arg[1] if f.d is not None else 1
+    spad, dpad = -(-S // nr) * nr, -(-ND // nr) * nr
+    ntile = -(-NR_ // self.mr)
+    for param in self.params: self.names[param] = f"%p{param.arg[0]}"
+    heap = 4 * (sum(p.k.arg[1] for p in f.products) * spad + (spad * dpad if f.f is not None else 0)) > MAX_STACK_BYTES
+    def panel(name: str, floats: int) -> None:
+      if not heap: return self.allocas.append(f"{name} = alloca [{floats} x float], align 64")
+      self.decls |= {"declare ptr @aligned_alloc(i64, i64)", "declare void @free(ptr)"}
+      self.allocas.append(f"{name} = call ptr @aligned_alloc(i64 64, i64 {4 * floats})")
+      self.freed.append(name)
+    for n, p in enumerate(f.products):
+      panel(f"%kt{n}", p.k.arg[1] * spad)
+      self.allocas.append(f"%ap{n} = alloca [{p.k.arg[1] * self.mr} x float], align 64")
+    self.allocas += ["%packed = alloca i64", "store i64 -1, ptr %packed"]
+    if f.f is not None:
+      panel("%vp", spad * dpad)
+      self.allocas += [f"%pt = alloca [{self.mr * nr} x float], align 64", f"%ot = alloca [{self.mr * dpad} x float], align 64"]
+    else: self.allocas.append(f"%lt = alloca [{self.mr * L} x float], align 64")
+    self.decls |= {f"declare {vt} @llvm.fmuladd.v{L}f32({vt}, {vt}, {vt})", f"declare float @llvm.vector.reduce.fadd.v{L}f32(float, {vt})",
+                   f"declare float @llvm.vector.reduce.fmax.v{L}f32({vt})", f"declare {vt} @llvm.maxnum.v{L}f32({vt}, {vt})"}
+    identity = "0xFFF0000000000000" if f.is_max else "0.0"
+    u = self.loop("u", "%start", "%end")
+    bt, it = self.i64(f"udiv i64 {u}, {ntile}"), self.i64(f"urem i64 {u}, {ntile}")
+    values = self.digits(bt, f.batch)
+    prev = self.i64("load i64, ptr %packed")
+    self.emit(f"br i1 {self.i64(f'icmp ne i64 {prev}, {bt}')}, label %repack, label %packed.ok")
+    self.label("repack")
+    self._pack_panels(values, spad, dpad)
+    self.emit(f"store i64 {bt}, ptr %packed")
+    self.emit("br label %packed.ok")
+    self.label("packed.ok")
+    i0 = self.mul(it, self.mr)
+    rows = [self.min64(self.add(i0, r), str(NR_ - 1)) for r in range(self.mr)]  # the last tile repeats row NR - 1
+    for n, p in enumerate(f.products):
+      kk = self.loop(f"ak{n}", "0", str(p.k.arg[1]))
+      for r in range(self.mr):
+        self.emit(f"store float {self._value(p.a, {**values, f.r: rows[r], p.k: kk})}, ptr {self.ptr(f'%ap{n}', self.add(self.mul(kk, self.mr), r))}")
+      self.close(f"ak{n}")
+    if f.f is not None:
+      z = self.loop("oz", "0", str(self.mr * dpad // L))
+      self.emit(f"store {vt} zeroinitializer, ptr {self.ptr('%ot', self.mul(z, L))}, align 64")
+      self.close("oz")
+    else:
+      for r in range(self.mr): self.emit(f"store {vt} splat (float {identity}), ptr {self.ptr('%lt', r * L)}, align 64")
+    batch32 = {loop: (self.narrow(values[loop], loop), False) for loop in f.batch}
+    rows32 = [self.narrow(r, f.r) for r in rows]
+    sb = self.loop("sb", "0", str(spad // nr))
+    s0 = self.mul(sb, nr)
+    st = ll_type(f.s.dtype)
+    lane_ids = "<" + ", ".join(f"{st} {n}" for n in range(L)) + ">"
+    svec, valid = [], []
+    for h in range(2):
+      start = self.narrow(self.add(s0, h * L), f.s)
+      one = self.i64(f"insertelement <{L} x {st}> poison, {st} {start}, i64 0")
+      base = self.i64(f"shufflevector <{L} x {st}> {one}, <{L} x {st}> poison, <{L} x i32> zeroinitializer")
+      svec.append(self.i64(f"add <{L} x {st}> {base}, {lane_ids}"))
+      valid.append(self.i64(f"icmp slt <{L} x {st}> {svec[h]}, splat ({st} {S})") if S % nr else None)
+    printers = [_Vector(self, f.s, valid[h]) for h in range(2)]  # type: ignore[arg-type]
+    def env(r: int, h: int) -> dict[UOp, tuple[str, bool]]: return {**batch32, f.r: (rows32[r], False), f.s: (svec[h], True)}
+    if f.gate is not None:
+      live = "0"
+      self.decls.add(f"declare i1 @llvm.vector.reduce.or.v{L}i1(<{L} x i1>)")
+      for r in range(self.mr):
+        for h in range(2):
+          g, along = printers[h].run(f.gate, env(r, h))
+          g = g if along else printers[h].splat(g, dtypes.bool)
+          if valid[h] is not None: g = self.i64(f"and <{L} x i1> {g}, {valid[h]}")
+          live = self.i64(f"or i1 {live}, {self.i64(f'call i1 @llvm.vector.reduce.or.v{L}i1(<{L} x i1> {g})')}")
+      self.emit(f"br i1 {live}, label %sb.live, label %sb.latch")
+      self.label("sb.live")
+    tiles = [self._score_tile(n, s0) for n in range(len(f.products))]
+    for r in range(self.mr):
+      for h in range(2):
+        given = {**env(r, h), **{p.stand: (tiles[n][r][h], True) for n, p in enumerate(f.products)}}
+        t, along = printers[h].run(f.term, given)
+        if not along: t = self.splat_f(t)
+        if valid[h] is not None: t = self.i64(f"select <{L} x i1> {valid[h]}, {vt} {t}, {vt} splat (float {identity})")
+        if f.f is not None: self.emit(f"store {vt} {t}, ptr {self.ptr('%pt', r * nr + h * L)}, align 64")
+        else:
+          at = self.ptr("%lt", r * L)
+          acc = self.i64(f"load {vt}, ptr {at}, align 64")
+          new = self.i64(f"call {vt} @llvm.maxnum.v{L}f32({vt} {acc}, {vt} {t})") if f.is_max else self.i64(f"fadd {vt} {acc}, {t}")
+          self.emit(f"store {vt} {new}, ptr {at}, align 64")
+    if f.f is not None: self._value_tile(s0, dpad)
+    self.close("sb")
+    nrows = self.min64(str(self.mr), self.i64(f"sub nsw i64 {NR_}, {i0}"))
+    er = self.loop("er", "0", nrows)
+    values[f.r] = self.add(i0, er)
+    total = ""
+    if f.f is None:
+      vec = self.i64(f"load {vt}, ptr {self.ptr('%lt', self.mul(er, L))}, align 64")
+      total = self.i64(f"call float @llvm.vector.reduce.fmax.v{L}f32({vt} {vec})") if f.is_max else \
+        self.i64(f"call reassoc float @llvm.vector.reduce.fadd.v{L}f32(float -0.0, {vt} {vec})")
+    if f.d is not None: values[f.d] = self.loop("ec", "0", str(ND))
+    if f.f is not None:
+      total = self.i64(f"load float, ptr {self.ptr('%ot', self.add(self.mul(er, dpad), values[f.d] if f.d is not None else 0))}")
+    self._value(f.store, values, {f.red: total})
+    if f.d is not None: self.close("ec")
+    self.close("er")
+    self.close("u")
+    args = ", ".join(f"ptr noalias align 16 %p{p.arg[0]}" for p in self.params)
+    head = [f"define void @{self.name}({args}, i64 %start, i64 %end) #0 {{", "entry:"] + ["  " + a for a in self.allocas]
+    attrs = ('attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" '
+             '"probe-stack"="inline-asm" }')
+    tail = self._slice_entry(len(self.params)) + [attrs] + self.loop_md
+    frees = [f"  call void @free(ptr {name})" for name in self.freed]
+    return "\n".join(sorted(self.decls) + [""] + head + self.lines + frees + ["  ret void", "}"] + tail)
+
+  def _pack_panels(self, values: dict[UOp, str], spad: int, dpad: int) -> None:
+    """Each b_n into K x NR panels (kt[(s // NR * K + k) * NR + s % NR]), F into vp[s * dpad + d]; zeros past S and D."""
+    f, nr = self.f, 2 * self.lanes
+    S = f.s.arg[1]
+    for n, p in enumerate(f.products):
+      K = p.k.arg[1]
+      def slot(s: str, k: str) -> str:
+        return self.add(self.mul(self.add(self.mul(self.i64(f"udiv i64 {s}, {nr}"), K), k), nr), self.i64(f"urem i64 {s}, {nr}"))
+      ps = self.loop(f"ps{n}", "0", str(S))
+      pk = self.loop(f"pk{n}", "0", str(K))
+      self.emit(f"store float {self._value(p.b, {**values, f.s: ps, p.k: pk})}, ptr {self.ptr(f'%kt{n}', slot(ps, pk))}")
+      self.close(f"pk{n}")
+      self.close(f"ps{n}")
+      if spad > S:
+        zs = self.loop(f"zs{n}", str(S), str(spad))
+        zk = self.loop(f"zk{n}", "0", str(K))
+        self.emit(f"store float 0.0, ptr {self.ptr(f'%kt{n}', slot(zs, zk))}")
+        self.close(f"zk{n}", vectorize=False)
+        self.close(f"zs{n}", vectorize=False)
+    if f.f is None or f.d is None: return
+    ND = f.d.arg[1]
+    vs = self.loop("vs", "0", str(S))
+    vd = self.loop("vd", "0", str(ND))
+    self.emit(f"store float {self._value(f.f, {**values, f.s: vs, f.d: vd})}, ptr {self.ptr('%vp', self.add(self.mul(vs, dpad), vd))}")
+    self.close("vd")
+    if dpad > ND:
+      vz = self.loop("vz", str(ND), str(dpad))
+      self.emit(f"store float 0.0, ptr {self.ptr('%vp', self.add(self.mul(vs, dpad), vz))}")
+      self.close("vz", vectorize=False)
+    self.close("vs")
+    if spad > S:
+      wz = self.loop("wz", str(S * dpad), str(spad * dpad))
+      self.emit(f"store float 0.0, ptr {self.ptr('%vp', wz)}")
+      self.close("wz")
+
+  def _score_tile(self, n: int, s0: str) -> list[list[str]]:
+    """Product sum n's MR x NR values for this block: sum over k of a broadcast ap[k, r] times the packed b's two vectors."""
+    L, K, vt = self.lanes, self.f.products[n].k.arg[1], f"<{self.lanes} x float>"
+    pred, loop = self.block, f"sk{n}"
+    self.emit(f"br label %{loop}.body")
+    self.label(f"{loop}.body")
+    self.emit(f"%{loop} = phi i64 [0, %{pred}], [%{loop}.next, %{loop}.body]")
+    acc = [[f"%s{n}.{r}.{h}" for h in range(2)] for r in range(self.mr)]
+    for r in range(self.mr):
+      for h in range(2): self.emit(f"{acc[r][h]} = phi {vt} [zeroinitializer, %{pred}], [{acc[r][h]}.n, %{loop}.body]")
+    row = self.add(self.mul(s0, K), self.mul(f"%{loop}", 2 * L))
+    bvec = [self.i64(f"load {vt}, ptr {self.ptr(f'%kt{n}', self.add(row, h * L))}, align 64") for h in range(2)]
+    base = self.mul(f"%{loop}", self.mr)
+    for r in range(self.mr):
+      splat = self.splat_f(self.i64(f"load float, ptr {self.ptr(f'%ap{n}', self.add(base, r))}"))
+      for h in range(2): self.emit(f"{acc[r][h]}.n = call {vt} @llvm.fmuladd.v{L}f32({vt} {splat}, {vt} {bvec[h]}, {vt} {acc[r][h]})")
+    self.emit(f"%{loop}.next = add nsw i64 %{loop}, 1")
+    self.emit(f"br i1 {self.i64(f'icmp slt i64 %{loop}.next, {K}')}, label %{loop}.body, label %{loop}.exit")
+    self.label(f"{loop}.exit")
+    return [[f"{acc[r][h]}.n" for h in range(2)] for r in range(self.mr)]
+
+  def _value_tile(self, s0: str, dpad: int) -> None:
+    """The accumulators (ot, MR x dpad) plus this block's terms (pt, MR x NR) times F's panel rows."""
+    L, vt = self.lanes, f"<{self.lanes} x float>"
+    nr = 2 * L
+    dp = self.loop("dp", "0", str(dpad // nr))
+    col = self.mul(dp, nr)
+    slots = [[self.ptr("%ot", self.add(col, r * dpad + h * L)) for h in range(2)] for r in range(self.mr)]
+    start = [[self.i64(f"load {vt}, ptr {slots[r][h]}, align 64") for h in range(2)] for r in range(self.mr)]
+    pred = self.block
+    self.emit("br label %pv.body")
+    self.label("pv.body")
+    self.emit(f"%pv = phi i64 [0, %{pred}], [%pv.next, %pv.body]")
+    acc = [[f"%o.{r}.{h}" for h in range(2)] for r in range(self.mr)]
+    for r in range(self.mr):
+      for h in range(2): self.emit(f"{acc[r][h]} = phi {vt} [{start[r][h]}, %{pred}], [{acc[r][h]}.n, %pv.body]")
+    row = self.add(self.mul(self.add(s0, "%pv"), dpad), col)
+    vvec = [self.i64(f"load {vt}, ptr {self.ptr('%vp', self.add(row, h * L))}, align 64") for h in range(2)]
+    for r in range(self.mr):
+      w = self.splat_f(self.i64(f"load float, ptr {self.ptr('%pt', self.add('%pv', r * nr))}"))
+      for h in range(2): self.emit(f"{acc[r][h]}.n = call {vt} @llvm.fmuladd.v{L}f32({vt} {w}, {vt} {vvec[h]}, {vt} {acc[r][h]})")
+    self.emit("%pv.next = add nsw i64 %pv, 1")
+    self.emit(f"br i1 {self.i64(f'icmp slt i64 %pv.next, {nr}')}, label %pv.body, label %pv.exit")
+    self.label("pv.exit")
+    for r in range(self.mr):
+      for h in range(2): self.emit(f"store {vt} {acc[r][h]}.n, ptr {slots[r][h]}, align 64")
+    self.close("dp")
+
+
+def render_recomputed(name: str, f: Recomputed, params: list[UOp]) -> str:
+  """LLVM IR of the kernel `f` was matched in: signature `name(ptr params..., i64 start, i64 end)` over row tiles."""
+  return RecomputedRenderer(name, f, params).render()
+
+
+__all__ = ["Recomputed", "match_recomputed", "render_recomputed", "describe_recomputed", "recomputed_tiles", "recomputed_flops"]

@@ -1,0 +1,180 @@
+"""Attention's backward pass without T x T work or memory: the reassociation of nested sums (engine/reassociate.py: the
+softmax gradient's row term sum_j P_ij dP_ij read as sum_d dO_id O_id) and the scores recomputed inside the reductions
+reading them (engine/recompute.py, RECOMPUTE_MIN), checked on the schedule and against PyTorch's values and gradients on
+CPU and PYTHON."""
+import numpy as np
+import pytest
+import torch
+import picograd
+from picograd import Tensor
+from picograd.engine import realize, schedule
+from picograd.helpers import Context
+from compare import rand
+from gradcheck import assert_close_to_torch
+
+B, H, T, D = 2, 3, 16, 8
+F = torch.nn.functional
+
+
+def _qkv(seed: int = 0) -> list[np.ndarray]:
+  return [rand((B, H, T, D), seed=seed + i) for i in range(3)]
+
+
+def _mask() -> np.ndarray:
+  m = np.random.default_rng(5).random((T, T)) > 0.4
+  m[:, 0] = True  # every query sees a key (the hand-written softmax of a row of -inf is NaN, PyTorch's too)
+  return m
+
+
+def _float_mask(m: np.ndarray) -> np.ndarray: return np.where(m, 0.0, -np.inf).astype(np.float32)
+
+
+def _hand(q, k, v, mask):
+  """softmax(q k^T * s + mask) v written out, for picograd and torch tensors alike."""
+  return ((q @ k.transpose(-2, -1)) * 0.3 + mask).softmax(-1) @ v
+
+
+def _grad_steps(device: str, attention) -> list:
+  q, k, v = (Tensor(a, device=device, requires_grad=True) for a in _qkv())
+  out = attention(q, k, v)
+  grads = (out * Tensor(rand((B, H, T, D), seed=9), device=device)).sum().gradient(q, k, v)
+  return picograd.schedule(out, *grads)
+
+
+def _row_term_reads_o(steps: list) -> bool:
+  """Is there a kernel writing one value per query (B*H*T) that reads two B*H*T*D buffers (dO and O) and no score matrix?"""
+  return any(s.buffers[0].size == B * H * T and sum(b.size == B * H * T * D for b in s.buffers[1:]) == 2
+             and all(b.size < B * H * T * T for b in s.buffers) for s in steps)
+
+
+def _without_reassociation(monkeypatch) -> None:
+  monkeypatch.setattr(schedule, "REASSOCIATE_DEVICES", set())
+  monkeypatch.setattr(realize, "_templates", {})  # schedules cached with the rewrite must not be found
+
+
+ATTENTIONS = {
+  "sdpa": lambda q, k, v: q.scaled_dot_product_attention(k, v),
+  "causal": lambda q, k, v: q.scaled_dot_product_attention(k, v, is_causal=True),
+  "dropout": lambda q, k, v: q.scaled_dot_product_attention(k, v, dropout_p=0.3),
+  "hand": lambda q, k, v: _hand(q, k, v, Tensor(_float_mask(_mask()), device=q.device)),
+}
+
+
+@pytest.mark.parametrize("name", list(ATTENTIONS))
+def test_softmax_gradient_row_term_reads_the_output(device, name, monkeypatch):
+  # the row term of softmax's gradient is a sum over the head dimension of dO * O: no kernel sums P * dP over the keys
+  if device not in schedule.REASSOCIATE_DEVICES: pytest.skip(f"{device} keeps its graphs (engine/schedule.py REASSOCIATE_DEVICES)")
+  assert _row_term_reads_o(_grad_steps(device, ATTENTIONS[name]))
+  _without_reassociation(monkeypatch)
+  assert not _row_term_reads_o(_grad_steps(device, ATTENTIONS[name]))
+
+
+@pytest.mark.parametrize("name", list(ATTENTIONS))
+def test_backward_has_no_score_buffer(device, name):
+  # forward and backward: the max and the sum of each row are stored (T values per head), no B*H*T*T buffer
+  if device not in schedule.RECOMPUTE_DEVICES: pytest.skip(f"{device} stores the scores (engine/schedule.py RECOMPUTE_DEVICES)")
+  with Context(RECOMPUTE_MIN=0):
+    steps = _grad_steps(device, ATTENTIONS[name])
+    assert all(b.size < B * H * T * T for s in steps for b in s.buffers)
+    assert len(steps) <= 7  # max, sum, O, dV, the row term, dQ, dK
+    # on the CPU every kernel that recomputes scores renders them as register tiles (codegen/cpu_flash_bwd.py)
+    if device == "CPU": assert sum(_is_tiled(s) for s in steps) == 6
+  with Context(RECOMPUTE_MIN=B * H * T * T + 1):  # below the flag's size: stored
+    assert any(b.size == B * H * T * T for s in _grad_steps(device, ATTENTIONS[name]) for b in s.buffers)
+
+
+def test_positionally_masked_scores_are_recomputed_first(device):
+  # RECOMPUTE_MASKED_MIN: scores every reader sees through a mask made from positions (causal) are recomputed from a smaller
+  # size than others (whole blocks above the diagonal are skipped); a mask read from a buffer says nothing about blocks
+  if device not in schedule.RECOMPUTE_DEVICES: pytest.skip(f"{device} stores the scores (engine/schedule.py RECOMPUTE_DEVICES)")
+  with Context(RECOMPUTE_MASKED_MIN=0):
+    for name, recomputed in (("causal", True), ("sdpa", False), ("hand", False)):
+      stored = any(b.size == B * H * T * T for s in _grad_steps(device, ATTENTIONS[name]) for b in s.buffers)
+      assert stored != recomputed, name
+    bool_mask = lambda q, k, v: q.scaled_dot_product_attention(k, v, attn_mask=Tensor(_mask(), device=q.device))
+    assert any(b.size == B * H * T * T for s in _grad_steps(device, bool_mask) for b in s.buffers)
+
+
+def test_queries_that_see_no_key_match_torch(device):
+  # by hand, a bool mask through where(mask, x, -inf): the rows that see no key (a whole tile of them) are NaN in the output
+  # and dV, and add nothing to dQ and dK, as in PyTorch, with the scores recomputed too
+  m = _mask()
+  m[3:11] = False
+  hand = lambda q, k, v, mask: ((q @ k.transpose(-2, -1)) * 0.3).where(mask, float("-inf")).softmax(-1) @ v
+  torch_hand = lambda q, k, v, mask: ((q @ k.transpose(-2, -1)) * 0.3).masked_fill(~mask, float("-inf")).softmax(-1) @ v
+  arrays, g = _qkv(4), rand((B, H, T, D), seed=9)
+  tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in arrays)
+  (torch_hand(tq, tk, tv, torch.tensor(m)) * torch.tensor(g)).sum().backward()
+  for recompute in (False, True):
+    with Context(RECOMPUTE_MIN=0 if recompute else 1 << 62):
+      q, k, v = (Tensor(a, device=device, requires_grad=True) for a in arrays)
+      (hand(q, k, v, Tensor(m, device=device)) * Tensor(g, device=device)).sum().backward()
+      for got, want in ((q.grad, tq.grad), (k.grad, tk.grad), (v.grad, tv.grad)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+def _is_tiled(step) -> bool: return step.kernel is not None and any(o.startswith("recomputed scores") for o in step.kernel.opts)
+
+
+def test_odd_shapes_and_grouped_heads_match_torch(device):
+  # 20 queries over 37 keys (a partial block of keys, a partial tile of rows), head size 12, values 5 wide, grouped heads
+  rng = np.random.default_rng(3)
+  q, k, v = (rng.standard_normal(sh).astype(np.float32) for sh in ((2, 4, 20, 12), (2, 2, 37, 12), (2, 2, 37, 5)))
+  mask = rng.random((20, 37)) > 0.3
+  mask[:, 0] = True
+  fn = lambda q, k, v, m: q.scaled_dot_product_attention(k, v, attn_mask=m, enable_gqa=True)
+  with Context(RECOMPUTE_MIN=0):
+    assert_close_to_torch(fn, [q, k, v], device=device, extra=[Tensor(mask, device=device)], torch_extra=[torch.tensor(mask)],
+                          torch_fn=lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=True))
+    if device == "CPU":
+      xs = [Tensor(a, device=device, requires_grad=True) for a in (q, k, v)]
+      out = fn(*xs, Tensor(mask, device=device))
+      assert sum(_is_tiled(s) for s in picograd.schedule(*out.sum().gradient(*xs))) >= 4
+
+
+def test_a_layer_product_is_stored(device):
+  # x @ W has no batch axis shared by both factors: the rule leaves it stored however small its inner sum
+  with Context(RECOMPUTE_MIN=0):
+    x, w, w2 = (Tensor(rand(sh, seed=i), device=device, requires_grad=True) for i, sh in enumerate([(64, 16), (16, 64), (64, 8)]))
+    h = (x @ w).relu() @ w2
+    steps = picograd.schedule(h, *h.sum().gradient(x, w, w2))
+    assert any(b.size == 64 * 64 for s in steps for b in s.buffers)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("kind", ["plain", "causal", "bool", "float", "hand"])
+def test_attention_gradients_match_torch(device, kind, recompute):
+  with Context(RECOMPUTE_MIN=0 if recompute else 1 << 62): _gradients_match_torch(device, kind)
+
+
+def _gradients_match_torch(device: str, kind: str) -> None:
+  m = _mask()
+  if kind == "hand":
+    fn = lambda q, k, v, mask: _hand(q, k, v, mask)
+    mask = _float_mask(m)
+    assert_close_to_torch(fn, _qkv(1), device=device, extra=[Tensor(mask, device=device)], torch_extra=[torch.tensor(mask)])
+    return
+  kw = {"plain": {}, "causal": {"is_causal": True}}.get(kind)
+  if kw is not None:
+    assert_close_to_torch(lambda q, k, v: q.scaled_dot_product_attention(k, v, **kw), _qkv(1), device=device,
+                          torch_fn=lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **kw))
+    return
+  mask = m if kind == "bool" else _float_mask(m)
+  assert_close_to_torch(lambda q, k, v, mask: q.scaled_dot_product_attention(k, v, attn_mask=mask, scale=0.7), _qkv(1), device=device,
+                        torch_fn=lambda q, k, v, mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.7),
+                        extra=[Tensor(mask, device=device)], torch_extra=[torch.tensor(mask)])
+
+
+def test_dropout_gradients_match_the_stored_graph(device, monkeypatch):
+  # the same counter-RNG mask either way: the reassociated gradients, and those from recomputed scores (the mask drawn
+  # inside each kernel), equal the ones computed through P * dP
+  def grads() -> list[np.ndarray]:
+    Tensor.manual_seed(4)
+    q, k, v = (Tensor(a, device=device, requires_grad=True) for a in _qkv(2))
+    (q.scaled_dot_product_attention(k, v, dropout_p=0.3, is_causal=True) * Tensor(rand((B, H, T, D), seed=9), device=device)).sum().backward()
+    return [t.grad.numpy() for t in (q, k, v)]
+  new = grads()
+  with Context(RECOMPUTE_MIN=0): recomputed = grads()
+  for a, b in zip(new, recomputed): np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  _without_reassociation(monkeypatch)
+  for a, b in zip(new, grads()): np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
