@@ -420,9 +420,11 @@ def test_gpu_mapping_emulated_random_reductions(shape, name, axis_seed, seed):
   np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(ref).max(initial=0))))
 
 
-WGMMA_CASES = {  # both operand layouts of the tiles: K-major (x @ W.T) and MN-major (A contiguous along m, B along n)
+# both operand layouts of the tiles: K-major (x @ W.T) and MN-major (A contiguous along m, B along n); shapes no other test
+# uses (the disk cache of rendered kernels keys an emulated kernel by its graph, not by the patched target)
+WGMMA_CASES = {
   "T": (lambda a, b: a @ b.T, [rnd(130, 200, dtype=np.float16), rnd(72, 200, dtype=np.float16)], (False, False)),
-  "N": (lambda a, b: a @ b, [rnd(256, 96, dtype=np.float16), rnd(96, 200, dtype=np.float16)], (False, True)),
+  "N": (lambda a, b: a @ b, [rnd(240, 96, dtype=np.float16), rnd(96, 200, dtype=np.float16)], (False, True)),
   "dW": (lambda a, b: a.T @ b, [rnd(300, 96, dtype=np.float16), rnd(300, 136, dtype=np.float16)], (True, True)),
 }
 
