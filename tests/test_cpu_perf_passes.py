@@ -124,6 +124,12 @@ def test_batched_matmul_and_column_sums():
   for o, r, want in zip(opt, ref, (c.sum(0), c.max(0), 2 * c.sum(0, keepdims=True))):
     np.testing.assert_array_equal(o.numpy(), want)
     np.testing.assert_array_equal(r.numpy(), want)
+  # widened tiles (256 columns a block) over a batch loop, and a vector-matrix product
+  d, v = RNG.integers(-3, 4, (4, 24, 2048)).astype(np.float32), RNG.integers(-3, 4, (1, 24)).astype(np.float32)
+  opt, ref = _both(lambda: (Tensor(d).sum(1).numpy(), (Tensor(v) @ Tensor(d[0])).numpy()))
+  for o, r, want in zip(opt, ref, (d.sum(1), v @ d[0])):
+    np.testing.assert_array_equal(o, want)
+    np.testing.assert_array_equal(r, want)
 
 
 def _lowered(t: Tensor):
@@ -140,7 +146,12 @@ def test_plans():
   assert plan == [4, 32]  # 4 rows x 32 columns of accumulators
   assert plan_upcasts(_lowered(a.sum(1))[0]) == []  # a row sum reads each element once: nothing to reuse
   assert plan_upcasts(_lowered(a + 1)[0]) == []  # elementwise: the loop vectorizer handles it
-  assert [f for _, f in plan_upcasts(_lowered(a.sum(0))[0])] == [32]  # column sums: vectors across columns
+  # column sums and a vector-matrix product: one row of vectors across columns, widened (opt.WIDE_VECTORS) so each step
+  # of the strided reduction reads a longer contiguous run, while 8 blocks of columns are left for the threads
+  assert [f for _, f in plan_upcasts(_lowered(a.sum(0))[0])] == [128]
+  assert [f for _, f in plan_upcasts(_lowered(a[:1] @ b)[0])] == [128]
+  assert [f for _, f in plan_upcasts(_lowered(a.reshape(64, 16, 1024).sum(1))[0])] == [256]  # at most 16 vectors
+  assert [f for _, f in plan_upcasts(_lowered(Tensor.rand(64, 256).realize().sum(0))[0])] == [32]  # 256 columns: 8 blocks of 32
   # a row softmax's or layer_norm's column loop runs after its row's reductions, enclosing none: the loop vectorizer's
   # (copies of its exp for SLP made softmax 5x slower)
   for rows in (a.softmax(1), a.layer_norm((1024,)), a.log_softmax(1)): assert plan_upcasts(_lowered(rows)[0]) == []
