@@ -240,7 +240,8 @@ def plan_upcasts(sink: UOp) -> list[tuple[UOp, int]]:
   if whole and len(plan) == 1:
     # one row of whole vectors, no other row sharing its loads (column sums, a vector-matrix product): each step of the
     # reduction reads a longer contiguous run of the vector operands (WIDE_VECTORS)
-    plan[0] = (col, _wide_factor(col.arg[1], plan[0][1], lanes, prod(g.arg[1] for g in every_glob)))
+    rng, f = plan[0]
+    plan[0] = (rng, _wide_factor(rng.arg[1], f, lanes, prod(g.arg[1] for g in every_glob)))
   # every copy of the reduction's body is code LLVM compiles: a large fused body gets a smaller tile
   body = len(toposort([x.src[0] for x in reduces]))
   while plan and body * prod(f for _, f in plan) > MAX_UNROLLED_OPS:
