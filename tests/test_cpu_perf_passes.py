@@ -209,3 +209,18 @@ def test_plan_follows_the_majority_of_contiguous_loads():
   assert plan_upcasts(_lowered((a * b + c.T).sum(1))[0]) == []
   assert [f for _, f in plan_upcasts(_lowered((a + c.T).sum(1))[0])] == [32]  # one and one: vectors along the output
   np.testing.assert_allclose((a * b + c.T).sum(1).numpy(), (a.numpy() * b.numpy() + c.numpy().T).sum(1), rtol=1e-5)
+
+
+def test_reduction_kernels_stream():
+  """What a reduction at memory speed needs, read from the optimized LLVM IR: a row sum (contiguous along its reduction)
+  runs on several independent vector accumulators (the loop vectorizer's, interleaved); a column sum (strided) keeps
+  256 columns of accumulators, so each step of its reduction reads 1 KiB of contiguous memory (opt.WIDE_VECTORS)."""
+  import re
+  from picograd.runtime.device import get_device
+  a = Tensor.rand(64, 4096).realize()
+  for t, want in ((a.sum(1), None), (a.sum(0), 256)):
+    (step,) = [s for s in schedule(t) if s.kernel is not None]
+    lanes = [int(n) for n in re.findall(r"= phi <(\d+) x float>", str(get_device("CPU").compiler.optimize(step.kernel.source)))]
+    assert all(n >= 8 for n in lanes) and len(lanes) >= 4, lanes
+    if want is not None: assert sum(lanes) == want, lanes
+    np.testing.assert_allclose(t.numpy(), a.numpy().sum(1 if want is None else 0), rtol=1e-5)
