@@ -224,3 +224,14 @@ def test_reduction_kernels_stream():
     assert all(n >= 8 for n in lanes) and len(lanes) >= 4, lanes
     if want is not None: assert sum(lanes) == want, lanes
     np.testing.assert_allclose(t.numpy(), a.numpy().sum(1 if want is None else 0), rtol=1e-5)
+  # short rows: LLVM unrolls the row's loop; the row loop stays scalar (llvm.py _row_loops) so SLP packs each row into
+  # vector loads and a horizontal sum, instead of the loop vectorizer's gather per element (6x slower)
+  b = Tensor.rand(4096, 16).realize()
+  for t in (b.sum(1), b.max(1), b.mean(1)):
+    (step,) = [s for s in schedule(t) if s.kernel is not None]
+    ir = str(get_device("CPU").compiler.optimize(step.kernel.source))
+    assert "masked.gather" not in ir and re.search(r"load <\d+ x float>", ir), step.kernel.name
+  np.testing.assert_allclose(b.sum(1).numpy(), b.numpy().sum(1), rtol=1e-6)
+  np.testing.assert_array_equal(b.max(1).numpy(), b.numpy().max(1))
+  # the sum adds with nsz but reads its accumulator back plus +0.0: a sum of -0.0s is +0.0, as PyTorch's
+  assert not np.signbit(Tensor(np.full((64, 16), -0.0, np.float32)).sum(1).numpy()).any()
