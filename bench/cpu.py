@@ -1,6 +1,6 @@
 """CPU benchmark: picograd beside numpy (and PyTorch, when installed) in one process, as a markdown table.
 
-Rows: a fused elementwise a*b+c, row sums, a full sum, row softmax and layer_norm, float32 matmuls, the first call of a
+Rows: a fused elementwise a*b+c, row sums (4096 and 16 wide), column sums, a full sum, row softmax and layer_norm, float32 matmuls, the first call of a
 new fused kernel in a fresh process (compiling, and with a warm disk cache), the time from
 `python3 examples/makemore.py` to its first training step (cold, and with a warm disk cache), one training
 step of the makemore MLP, eager and under `@picograd.jit`, a ResNet-stage conv2d (forward,
@@ -126,6 +126,26 @@ def bench_rowsum_jit(runs: int, warmup: int) -> Row:
   def rowsums(a: Tensor) -> Tensor: return a.sum(1)
   pg, pt = paired_times([lambda: rowsums(t).realize(), (lambda: torch.from_numpy(x).sum(1)) if torch is not None else None], runs, warmup + 2)
   return Row("row sums 4096x4096, @picograd.jit", pg, None, pt, nbytes=x.nbytes + 4 * 4096, flops=x.size)
+
+
+def bench_rowsum_short(runs: int, warmup: int) -> Row:
+  """Row sums of short rows (16 floats, one vector each): the row loop's vectorization is what matters (codegen/llvm.py
+  _row_loops)."""
+  x = np.random.rand(1 << 20, 16).astype(np.float32)
+  t = realized(x)
+  npt = median_time(lambda: x.sum(1), runs, warmup)
+  pg, pt = paired_times([lambda: t.sum(1).realize(), (lambda: torch.from_numpy(x).sum(1)) if torch is not None else None], runs, warmup)
+  return Row("row sums 1Mx16", pg, npt, pt, nbytes=x.nbytes + 4 * x.shape[0], flops=x.size)
+
+
+def bench_colsum(runs: int, warmup: int) -> Row:
+  """Column sums: a reduction that strides through memory, each step reading a run of contiguous columns (codegen/opt.py
+  WIDE_VECTORS)."""
+  x = np.random.rand(4096, 4096).astype(np.float32)
+  t = realized(x)
+  npt = median_time(lambda: x.sum(0), runs, warmup)
+  pg, pt = paired_times([lambda: t.sum(0).realize(), (lambda: torch.from_numpy(x).sum(0)) if torch is not None else None], runs, warmup)
+  return Row("column sums 4096x4096", pg, npt, pt, nbytes=x.nbytes + 4 * 4096, flops=x.size)
 
 
 def bench_fullsum(runs: int, warmup: int) -> Row:
@@ -406,7 +426,7 @@ def main() -> None:
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
   if torch is not None: torch.set_num_threads(cores)
   r, w = args.runs, args.warmup
-  groups = {"elementwise": lambda: [bench_elementwise(r, w)], "reduce": lambda: [bench_rowsum(r, w), bench_rowsum_jit(r, w), bench_fullsum(r, w), bench_softmax(r, w),
+  groups = {"elementwise": lambda: [bench_elementwise(r, w)], "reduce": lambda: [bench_rowsum(r, w), bench_rowsum_jit(r, w), bench_rowsum_short(r, w), bench_colsum(r, w), bench_fullsum(r, w), bench_softmax(r, w),
                                                                                  bench_layer_norm(r, w)],
             "matmul": lambda: [*(bench_matmul(n, r, w) for n in (512, 1024, 2048)), bench_matmul(1024, r, w, transposed=True)], "first-call": lambda: bench_first_call(min(r, 5)),
             "start-up": lambda: bench_start_up(min(r, 3)),

@@ -124,6 +124,12 @@ def test_batched_matmul_and_column_sums():
   for o, r, want in zip(opt, ref, (c.sum(0), c.max(0), 2 * c.sum(0, keepdims=True))):
     np.testing.assert_array_equal(o.numpy(), want)
     np.testing.assert_array_equal(r.numpy(), want)
+  # widened tiles (256 columns a block) over a batch loop, and a vector-matrix product
+  d, v = RNG.integers(-3, 4, (4, 24, 2048)).astype(np.float32), RNG.integers(-3, 4, (1, 24)).astype(np.float32)
+  opt, ref = _both(lambda: (Tensor(d).sum(1).numpy(), (Tensor(v) @ Tensor(d[0])).numpy()))
+  for o, r, want in zip(opt, ref, (d.sum(1), v @ d[0])):
+    np.testing.assert_array_equal(o, want)
+    np.testing.assert_array_equal(r, want)
 
 
 def _lowered(t: Tensor):
@@ -140,7 +146,12 @@ def test_plans():
   assert plan == [4, 32]  # 4 rows x 32 columns of accumulators
   assert plan_upcasts(_lowered(a.sum(1))[0]) == []  # a row sum reads each element once: nothing to reuse
   assert plan_upcasts(_lowered(a + 1)[0]) == []  # elementwise: the loop vectorizer handles it
-  assert [f for _, f in plan_upcasts(_lowered(a.sum(0))[0])] == [32]  # column sums: vectors across columns
+  # column sums and a vector-matrix product: one row of vectors across columns, widened (opt.WIDE_VECTORS) so each step
+  # of the strided reduction reads a longer contiguous run, while 8 blocks of columns are left for the threads
+  assert [f for _, f in plan_upcasts(_lowered(a.sum(0))[0])] == [128]
+  assert [f for _, f in plan_upcasts(_lowered(a[:1] @ b)[0])] == [128]
+  assert [f for _, f in plan_upcasts(_lowered(a.reshape(64, 16, 1024).sum(1))[0])] == [256]  # at most 16 vectors
+  assert [f for _, f in plan_upcasts(_lowered(Tensor.rand(64, 256).realize().sum(0))[0])] == [32]  # 256 columns: 8 blocks of 32
   # a row softmax's or layer_norm's column loop runs after its row's reductions, enclosing none: the loop vectorizer's
   # (copies of its exp for SLP made softmax 5x slower)
   for rows in (a.softmax(1), a.layer_norm((1024,)), a.log_softmax(1)): assert plan_upcasts(_lowered(rows)[0]) == []
@@ -198,3 +209,29 @@ def test_plan_follows_the_majority_of_contiguous_loads():
   assert plan_upcasts(_lowered((a * b + c.T).sum(1))[0]) == []
   assert [f for _, f in plan_upcasts(_lowered((a + c.T).sum(1))[0])] == [32]  # one and one: vectors along the output
   np.testing.assert_allclose((a * b + c.T).sum(1).numpy(), (a.numpy() * b.numpy() + c.numpy().T).sum(1), rtol=1e-5)
+
+
+def test_reduction_kernels_stream():
+  """What a reduction at memory speed needs, read from the optimized LLVM IR: a row sum (contiguous along its reduction)
+  runs on several independent vector accumulators (the loop vectorizer's, interleaved); a column sum (strided) keeps
+  256 columns of accumulators, so each step of its reduction reads 1 KiB of contiguous memory (opt.WIDE_VECTORS)."""
+  import re
+  from picograd.runtime.device import get_device
+  a = Tensor.rand(64, 4096).realize()
+  for t, want in ((a.sum(1), None), (a.sum(0), 256)):
+    (step,) = [s for s in schedule(t) if s.kernel is not None]
+    lanes = [int(n) for n in re.findall(r"= phi <(\d+) x float>", str(get_device("CPU").compiler.optimize(step.kernel.source)))]
+    assert all(n >= 8 for n in lanes) and len(lanes) >= 4, lanes
+    if want is not None: assert sum(lanes) == want, lanes
+    np.testing.assert_allclose(t.numpy(), a.numpy().sum(1 if want is None else 0), rtol=1e-5)
+  # short rows: LLVM unrolls the row's loop; the row loop stays scalar (llvm.py _row_loops) so SLP packs each row into
+  # vector loads and a horizontal sum, instead of the loop vectorizer's gather per element (6x slower)
+  b = Tensor.rand(4096, 16).realize()
+  for t in (b.sum(1), b.max(1), b.mean(1)):
+    (step,) = [s for s in schedule(t) if s.kernel is not None]
+    ir = str(get_device("CPU").compiler.optimize(step.kernel.source))
+    assert "masked.gather" not in ir and re.search(r"load <\d+ x float>", ir), step.kernel.name
+  np.testing.assert_allclose(b.sum(1).numpy(), b.numpy().sum(1), rtol=1e-6)
+  np.testing.assert_array_equal(b.max(1).numpy(), b.numpy().max(1))
+  # the sum adds with nsz but reads its accumulator back plus +0.0: a sum of -0.0s is +0.0, as PyTorch's
+  assert not np.signbit(Tensor(np.full((64, 16), -0.0, np.float32)).sum(1).numpy()).any()
