@@ -1,5 +1,5 @@
-"""Matrix products put on the GPU as IR rewrites (codegen layer): the tiled plans `matmul` (SIMT) and `mma` / `mma_tf32`
-(tensor cores).
+"""Matrix products put on the GPU as IR rewrites (codegen layer): the tiled plans `matmul` (SIMT), `mma` / `mma_tf32`
+(tensor cores) and `wgmma` (sm_90a warpgroups).
 
 A kernel of the form out[b, m, n] = epilogue(sum_k X[b, m, k] * Y[b, k, n]) (`analysis.Matmul`) becomes:
 
@@ -10,17 +10,22 @@ A kernel of the form out[b, m, n] = epilogue(sum_k X[b, m, k] * Y[b, k, n]) (`an
   16-byte loads (LOAD arg=lanes) where an operand is a plain load (or a cast of one) contiguous along k or along its
   output loop. Before the loop each thread stores its part of step 0; each k-step begins with a BARRIER, loads its part of
   the next step from global memory into registers (ordinary values at the `kt` level, so they are issued before the inner
-  loop), and stores them into the other buffer in the last iteration of the inner loop (a STORE gated by that iteration,
-  which the tile reads must come after), so the global loads overlap the step's multiply-adds and one barrier per step
-  suffices: the buffer a step fills was last read in the step before, which every thread finished before this step's
-  barrier. With three stages (long k-loops, `plan.py`), operands copied as they lie go by cp.async instead, two steps
-  ahead (ASYNC_COPY, groups closed by BARRIER "commit" and waited for by BARRIER ("wait", 1) before each step's barrier);
+  loop), and stores them into the other buffer at the end of the last iteration of the inner loop (a STORE gated by
+  that iteration and placed in the SINK: the linearizer writes such a store after the loop body's accumulations), so
+  the global loads overlap the step's multiply-adds and one barrier per step suffices: the buffer a step fills was last
+  read in the step before, which every thread finished before this step's barrier. With three stages (long k-loops,
+  `plan.py`), operands copied as they lie go by cp.async instead, two steps ahead (ASYNC_COPY, groups closed by BARRIER
+  "commit" and waited for by BARRIER ("wait", 1) before each step's barrier);
 - SIMT (`matmul`): k-steps of 8; each thread owns an 8x8 register tile (rows ty*4.. and 64 + ty*4.., the same columns
   of tx), reading its 8 + 8 operands from shared memory per step of k;
 - tensor cores (`mma`: float16/bfloat16 operands; `mma_tf32`: float32 operands rounded to TF32 when the user allowed it):
-  k-steps of 32; eight warps of 64x32 outputs, 4x4 MMAs of 16x8 per k16 (k8) step, on FRAGMENTs of the shared tiles;
-  their outputs then pass through shared memory (a buffer over the dead tiles, after the copies in flight are drained)
-  and come out row by row, so a warp stores consecutive outputs;
+  k-steps of 32 or 64 (`plan.py`); eight warps of 64x32 outputs, 4x4 MMAs of 16x8 per k16 (k8) step, on FRAGMENTs of
+  the shared tiles; their outputs then pass through shared memory (a buffer over the dead tiles, after the copies in
+  flight are drained) and come out row by row, so a warp stores consecutive outputs;
+- warpgroups (`wgmma`, 16-bit operands on sm_90a): k-steps of 64 with no inner loop; tiles of 8x8 core matrices
+  (`Layout(cores=True)`), two warpgroups of 64x128 outputs, each k-step one chain of four WGMMAs (m64n128k16) on
+  descriptors of the tiles (FRAGMENT "desc"); the step's barrier fences the threads' shared-memory writes for the tensor
+  cores (BARRIER "proxy"); outputs as for `mma`;
 - with split-K (few output tiles over a long k), the block index also picks one of `split` chunks of k; each block
   stores its partial tile to device scratch and the last block of a tile to finish (`mapping.last_block`) adds the
   partials in chunk order: deterministic, in one launch;
