@@ -38,6 +38,7 @@ floats), keep codegen/online.py's loop nest; NOOPT=1 too.
 from __future__ import annotations
 import math
 from dataclasses import dataclass
+from typing import Any, Callable
 from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops, BINARY as BINARY_OPS, toposort, substitute, graph_rewrite
 from picograd.codegen.llvm import LLVMRenderer, BINARY, COMPARE, MEM_TYPES, ll_type, ll_const
@@ -304,13 +305,14 @@ class _Vector:
     return raw, vec
 
 
-class FlashRenderer(GemmRenderer):
-  """Prints a matched online-softmax kernel as one LLVM function (module docstring), with the generic renderer's
-  signature and slice entry; the GEMM renderer's loop and value helpers."""
+class TileRenderer(GemmRenderer):
+  """What the flash renderers share (this module's forward, cpu_flash_bwd's recomputed-score sums): one LLVM function with
+  the generic renderer's signature and slice entry, the GEMM renderer's loop and value helpers, packed panels on the stack
+  or the heap, packed again only when a tile's batch changes."""
 
-  def __init__(self, name: str, flash: Flash, params: list[UOp]):
+  def __init__(self, name: str, f: Any, params: list[UOp]):  # f: a Flash or a cpu_flash_bwd.Recomputed (`.mr` rows a tile)
     LLVMRenderer.__init__(self, name, [])
-    self.f, self.params, self.lanes, self.mr = flash, params, vector_lanes(), flash.mr
+    self.f, self.params, self.lanes, self.mr = f, params, vector_lanes(), f.mr
     self.ordered, self.accumulated, self.checked = set(), set(), False
     self.steps: dict[str, int] = {}
     self.loop_md: list[str] = []
@@ -322,6 +324,42 @@ class FlashRenderer(GemmRenderer):
     vt = f"<{self.lanes} x float>"
     one = self.i64(f"insertelement {vt} poison, float {name}, i64 0")
     return self.i64(f"shufflevector {vt} {one}, {vt} poison, <{self.lanes} x i32> zeroinitializer")
+
+  def narrow(self, value: str, r: UOp) -> str:
+    return value if r.dtype == dtypes.int64 else self.i64(f"trunc i64 {value} to {ll_type(r.dtype)}")
+
+  def panel(self, name: str, floats: int, heap: bool) -> None:
+    """A buffer of `floats` for packed operands: an alloca, or aligned_alloc'ed (freed at the end) when they are too big."""
+    if not heap: return self.allocas.append(f"{name} = alloca [{floats} x float], align 64")
+    self.decls |= {"declare ptr @aligned_alloc(i64, i64)", "declare void @free(ptr)"}
+    self.allocas.append(f"{name} = call ptr @aligned_alloc(i64 64, i64 {4 * floats})")
+    self.freed.append(name)
+
+  def pack_once(self, batch: str, pack: Callable[[], None]) -> None:
+    """Pack (`pack`) where this tile's batch is not the one packed last (a thread's tiles run in order: once per batch)."""
+    prev = self.i64("load i64, ptr %packed")
+    self.emit(f"br i1 {self.i64(f'icmp ne i64 {prev}, {batch}')}, label %repack, label %packed.ok")
+    self.label("repack")
+    pack()
+    self.emit(f"store i64 {batch}, ptr %packed")
+    self.emit("br label %packed.ok")
+    self.label("packed.ok")
+
+  def function(self) -> str:
+    """The whole LLVM module text once `lines` hold the body."""
+    args = ", ".join(f"ptr noalias align 16 %p{p.arg[0]}" for p in self.params)
+    head = [f"define void @{self.name}({args}, i64 %start, i64 %end) #0 {{", "entry:"] + ["  " + a for a in self.allocas]
+    attrs = ('attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" '
+             '"probe-stack"="inline-asm" }')
+    tail = self._slice_entry(len(self.params)) + [attrs] + self.loop_md
+    frees = [f"  call void @free(ptr {name})" for name in self.freed]
+    return "\n".join(sorted(self.decls) + [""] + head + self.lines + frees + ["  ret void", "}"] + tail)
+
+
+class FlashRenderer(TileRenderer):
+  """Prints a matched online-softmax kernel as one LLVM function (module docstring)."""
+
+  f: Flash
 
   def max_of(self, a: str, b: str, vec: bool) -> str:
     """a > b ? a : b (x86's max). A NaN score can drop out of the max; the sums still see it, through its exp."""
@@ -356,9 +394,6 @@ class FlashRenderer(GemmRenderer):
     power = self.i64(f"bitcast {it} {self.i64(f'shl {it} {biased}, {k(23, dtypes.int32)}')} to {ft}")
     return self.i64(f"select {bt} {low}, {ft} {k(0.0)}, {ft} {self.i64(f'fmul {ft} {acc}, {power}')}")
 
-  def narrow(self, value: str, r: UOp) -> str:
-    return value if r.dtype == dtypes.int64 else self.i64(f"trunc i64 {value} to {ll_type(r.dtype)}")
-
   def render(self) -> str:
     f, L = self.f, self.lanes
     nr, vt = 2 * L, f"<{self.lanes} x float>"
@@ -370,17 +405,12 @@ class FlashRenderer(GemmRenderer):
     lane_sums = [s for s in f.sums if s.f is None]
     for p in self.params: self.names[p] = f"%p{p.arg[0]}"
     heap = _stack_bytes(T, K, ND, len(columns)) > MAX_STACK_BYTES
-    def panel(name: str, floats: int) -> None:
-      if not heap: return self.allocas.append(f"{name} = alloca [{floats} x float], align 64")
-      self.decls |= {"declare ptr @aligned_alloc(i64, i64)", "declare void @free(ptr)"}
-      self.allocas.append(f"{name} = call ptr @aligned_alloc(i64 64, i64 {4 * floats})")
-      self.freed.append(name)
-    panel("%kt", K * tpad)
+    self.panel("%kt", K * tpad, heap)
     self.allocas += [f"%ap = alloca [{K * self.mr} x float], align 64",
                      f"%mt = alloca [{self.mr} x float], align 64", f"%sc = alloca [{self.mr} x float], align 64",
                      "%packed = alloca i64", "store i64 -1, ptr %packed"]
     for n, _ in enumerate(columns):
-      panel(f"%vp{n}", tpad * dpad)
+      self.panel(f"%vp{n}", tpad * dpad, heap)
       self.allocas += [f"%pt{n} = alloca [{self.mr * nr} x float], align 64",
                        f"%ot{n} = alloca [{self.mr * dpad} x float], align 64"]
     for n, _ in enumerate(lane_sums): self.allocas.append(f"%lt{n} = alloca [{self.mr * L} x float], align 64")
@@ -388,14 +418,7 @@ class FlashRenderer(GemmRenderer):
     u = self.loop("u", "%start", "%end")
     bt, it = self.i64(f"udiv i64 {u}, {ntile}"), self.i64(f"urem i64 {u}, {ntile}")
     values = self.digits(bt, f.batch)
-    # pack b and F where this tile's batch is not the one packed last (a thread's tiles run in order: once per batch)
-    prev = self.i64("load i64, ptr %packed")
-    self.emit(f"br i1 {self.i64(f'icmp ne i64 {prev}, {bt}')}, label %repack, label %packed.ok")
-    self.label("repack")
-    self._pack_panels(values, tpad, dpad)
-    self.emit(f"store i64 {bt}, ptr %packed")
-    self.emit("br label %packed.ok")
-    self.label("packed.ok")
+    self.pack_once(bt, lambda: self._pack_panels(values, tpad, dpad))  # b and F
     i0 = self.mul(it, self.mr)
     rows = [self.min64(self.add(i0, r), str(NI - 1)) for r in range(self.mr)]  # the last tile repeats row NI - 1
     # this tile's a, k-major: ap[k * MR + r]
@@ -500,13 +523,7 @@ class FlashRenderer(GemmRenderer):
     if f.d is not None: self.close("ec")
     self.close("er")
     self.close("u")
-    args = ", ".join(f"ptr noalias align 16 %p{p.arg[0]}" for p in self.params)
-    head = [f"define void @{self.name}({args}, i64 %start, i64 %end) #0 {{", "entry:"] + ["  " + a for a in self.allocas]
-    attrs = ('attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" '
-             '"probe-stack"="inline-asm" }')
-    tail = self._slice_entry(len(self.params)) + [attrs] + self.loop_md
-    frees = [f"  call void @free(ptr {name})" for name in self.freed]
-    return "\n".join(sorted(self.decls) + [""] + head + self.lines + frees + ["  ret void", "}"] + tail)
+    return self.function()
 
   def _pack_panels(self, values: dict[UOp, str], tpad: int, dpad: int) -> None:
     """b transposed into K x NR panels, one per block of keys (kt[(j // NR * K + k) * NR + j % NR]: a block's scores read

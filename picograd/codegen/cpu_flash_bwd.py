@@ -27,9 +27,9 @@ import math
 from dataclasses import dataclass
 from picograd.dtype import dtypes
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
-from picograd.codegen.llvm import LLVMRenderer, ll_type
-from picograd.codegen.cpu_gemm import GemmRenderer, vector_lanes
-from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, _Vector, _vectorizable, _loops, _has_reduce
+from picograd.codegen.llvm import ll_type
+from picograd.codegen.cpu_gemm import vector_lanes
+from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, TileRenderer, _Vector, _vectorizable, _loops, _has_reduce
 from picograd.codegen.online import _product
 from picograd.codegen.transcendental import transcendental_rules
 
@@ -164,26 +164,10 @@ def recomputed_flops(f: Recomputed) -> int:
   return batches * f.r.arg[1] * f.s.arg[1] * per
 
 
-class RecomputedRenderer(GemmRenderer):
-  """Prints a matched kernel as one LLVM function (module docstring), with the generic renderer's signature and slice entry."""
+class RecomputedRenderer(TileRenderer):
+  """Prints a matched kernel as one LLVM function (module docstring)."""
 
-  def __init__(self, name: str, f: Recomputed, params: list[UOp]):
-    LLVMRenderer.__init__(self, name, [])
-    self.f, self.params, self.lanes, self.mr = f, params, vector_lanes(), f.mr
-    self.ordered, self.accumulated, self.checked = set(), set(), False
-    self.steps: dict[str, int] = {}
-    self.loop_md: list[str] = []
-    self.freed: list[str] = []
-
-  def ptr(self, buf: str, index: str | int) -> str: return self.i64(f"getelementptr inbounds float, ptr {buf}, i64 {index}")
-
-  def splat_f(self, name: str) -> str:
-    vt = f"<{self.lanes} x float>"
-    one = self.i64(f"insertelement {vt} poison, float {name}, i64 0")
-    return self.i64(f"shufflevector {vt} {one}, {vt} poison, <{self.lanes} x i32> zeroinitializer")
-
-  def narrow(self, value: str, r: UOp) -> str:
-    return value if r.dtype == dtypes.int64 else self.i64(f"trunc i64 {value} to {ll_type(r.dtype)}")
+  f: Recomputed
 
   def render(self) -> str:
     f, L = self.f, self.lanes
@@ -194,17 +178,12 @@ class RecomputedRenderer(GemmRenderer):
     ntile = -(-NR_ // self.mr)
     for param in self.params: self.names[param] = f"%p{param.arg[0]}"
     heap = 4 * (sum(p.k.arg[1] for p in f.products) * spad + (spad * dpad if f.f is not None else 0)) > MAX_STACK_BYTES
-    def panel(name: str, floats: int) -> None:
-      if not heap: return self.allocas.append(f"{name} = alloca [{floats} x float], align 64")
-      self.decls |= {"declare ptr @aligned_alloc(i64, i64)", "declare void @free(ptr)"}
-      self.allocas.append(f"{name} = call ptr @aligned_alloc(i64 64, i64 {4 * floats})")
-      self.freed.append(name)
     for n, p in enumerate(f.products):
-      panel(f"%kt{n}", p.k.arg[1] * spad)
+      self.panel(f"%kt{n}", p.k.arg[1] * spad, heap)
       self.allocas.append(f"%ap{n} = alloca [{p.k.arg[1] * self.mr} x float], align 64")
     self.allocas += ["%packed = alloca i64", "store i64 -1, ptr %packed"]
     if f.f is not None:
-      panel("%vp", spad * dpad)
+      self.panel("%vp", spad * dpad, heap)
       self.allocas += [f"%pt = alloca [{self.mr * nr} x float], align 64", f"%ot = alloca [{self.mr * dpad} x float], align 64"]
     else: self.allocas.append(f"%lt = alloca [{self.mr * L} x float], align 64")
     self.decls |= {f"declare {vt} @llvm.fmuladd.v{L}f32({vt}, {vt}, {vt})", f"declare float @llvm.vector.reduce.fadd.v{L}f32(float, {vt})",
@@ -213,13 +192,7 @@ class RecomputedRenderer(GemmRenderer):
     u = self.loop("u", "%start", "%end")
     bt, it = self.i64(f"udiv i64 {u}, {ntile}"), self.i64(f"urem i64 {u}, {ntile}")
     values = self.digits(bt, f.batch)
-    prev = self.i64("load i64, ptr %packed")
-    self.emit(f"br i1 {self.i64(f'icmp ne i64 {prev}, {bt}')}, label %repack, label %packed.ok")
-    self.label("repack")
-    self._pack_panels(values, spad, dpad)
-    self.emit(f"store i64 {bt}, ptr %packed")
-    self.emit("br label %packed.ok")
-    self.label("packed.ok")
+    self.pack_once(bt, lambda: self._pack_panels(values, spad, dpad))
     i0 = self.mul(it, self.mr)
     rows = [self.min64(self.add(i0, r), str(NR_ - 1)) for r in range(self.mr)]  # the last tile repeats row NR - 1
     for n, p in enumerate(f.products):
@@ -289,13 +262,7 @@ class RecomputedRenderer(GemmRenderer):
     if f.d is not None: self.close("ec")
     self.close("er")
     self.close("u")
-    args = ", ".join(f"ptr noalias align 16 %p{p.arg[0]}" for p in self.params)
-    head = [f"define void @{self.name}({args}, i64 %start, i64 %end) #0 {{", "entry:"] + ["  " + a for a in self.allocas]
-    attrs = ('attributes #0 = { nounwind "no-trapping-math"="true" "prefer-vector-width"="512" "min-legal-vector-width"="512" '
-             '"probe-stack"="inline-asm" }')
-    tail = self._slice_entry(len(self.params)) + [attrs] + self.loop_md
-    frees = [f"  call void @free(ptr {name})" for name in self.freed]
-    return "\n".join(sorted(self.decls) + [""] + head + self.lines + frees + ["  ret void", "}"] + tail)
+    return self.function()
 
   def _pack_panels(self, values: dict[UOp, str], spad: int, dpad: int) -> None:
     """Each b_n into K x NR panels (kt[(s // NR * K + k) * NR + s % NR]), F into vp[s * dpad + d]; zeros past S and D."""
