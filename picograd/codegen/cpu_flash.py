@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
+from picograd.helpers import prod
 from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops, BINARY as BINARY_OPS, toposort, substitute, graph_rewrite
 from picograd.codegen.llvm import LLVMRenderer, BINARY, COMPARE, MEM_TYPES, ll_type, ll_const
@@ -192,15 +193,13 @@ def describe_flash(f: Flash) -> list[str]:
 
 def flash_tiles(f: Flash) -> int:
   """The outer loop the runtime splits across threads: every batch's row tiles."""
-  batches = 1
-  for b in f.batch: batches *= b.arg[1]
+  batches = prod(b.arg[1] for b in f.batch)
   return batches * -(-f.i.arg[1] // f.mr)
 
 
 def flash_flops(f: Flash) -> int:
   """Arithmetic per run, as DEBUG=2 reports it: each score's product sum, and each sum's multiply-add per column."""
-  batches = 1
-  for b in f.batch: batches *= b.arg[1]
+  batches = prod(b.arg[1] for b in f.batch)
   per_key = 2 * f.k.arg[1] + sum(2 * (f.d.arg[1] if s.f is not None and f.d is not None else 1) for s in f.sums)
   return batches * f.i.arg[1] * f.j.arg[1] * per_key
 
@@ -345,6 +344,21 @@ class TileRenderer(GemmRenderer):
     self.emit("br label %packed.ok")
     self.label("packed.ok")
 
+  def block_lanes(self, first: str, loop: UOp) -> tuple[list[str], list[str | None]]:
+    """`loop`'s values in the two vectors of a block of it starting at `first` (an i64), and which lanes are inside the loop
+    (None when every block is whole)."""
+    L, lt = self.lanes, ll_type(loop.dtype)
+    lane_ids = "<" + ", ".join(f"{lt} {n}" for n in range(L)) + ">"
+    vecs: list[str] = []
+    valid: list[str | None] = []
+    for h in range(2):
+      start = self.narrow(self.add(first, h * L), loop)
+      one = self.i64(f"insertelement <{L} x {lt}> poison, {lt} {start}, i64 0")
+      base = self.i64(f"shufflevector <{L} x {lt}> {one}, <{L} x {lt}> poison, <{L} x i32> zeroinitializer")
+      vecs.append(self.i64(f"add <{L} x {lt}> {base}, {lane_ids}"))
+      valid.append(self.i64(f"icmp slt <{L} x {lt}> {vecs[h]}, splat ({lt} {loop.arg[1]})") if loop.arg[1] % (2 * L) else None)
+    return vecs, valid
+
   def function(self) -> str:
     """The whole LLVM module text once `lines` hold the body."""
     args = ", ".join(f"ptr noalias align 16 %p{p.arg[0]}" for p in self.params)
@@ -437,16 +451,7 @@ class FlashRenderer(TileRenderer):
     rows32 = [self.narrow(r, f.i) for r in rows]
     jb = self.loop("jb", "0", str(tpad // nr))
     j0 = self.mul(jb, nr)
-    # the keys of the block's two vectors, and (when T is not a whole number of blocks) which are keys at all
-    jt = ll_type(f.j.dtype)
-    lane_ids = "<" + ", ".join(f"{jt} {n}" for n in range(L)) + ">"
-    jvec, valid = [], []
-    for h in range(2):
-      start = self.narrow(self.add(j0, h * L), f.j)
-      one = self.i64(f"insertelement <{L} x {jt}> poison, {jt} {start}, i64 0")
-      base = self.i64(f"shufflevector <{L} x {jt}> {one}, <{L} x {jt}> poison, <{L} x i32> zeroinitializer")
-      jvec.append(self.i64(f"add <{L} x {jt}> {base}, {lane_ids}"))
-      valid.append(self.i64(f"icmp slt <{L} x {jt}> {jvec[h]}, splat ({jt} {T})") if T % nr else None)
+    jvec, valid = self.block_lanes(j0, f.j)  # the keys of the block's two vectors, and which are keys at all
     printers = [_Vector(self, f.j, valid[h]) for h in range(2)]
     def env(r: int, h: int) -> dict[UOp, tuple[str, bool]]: return {**batch32, f.i: (rows32[r], False), f.j: (jvec[h], True)}
     if f.gate is not None:

@@ -25,9 +25,9 @@ The outer loop the runtime splits across threads is batch x row tiles. Kernels o
 from __future__ import annotations
 import math
 from dataclasses import dataclass
+from picograd.helpers import prod
 from picograd.dtype import dtypes
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
-from picograd.codegen.llvm import ll_type
 from picograd.codegen.cpu_gemm import vector_lanes
 from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, TileRenderer, _Vector, _vectorizable, _loops, _has_reduce
 from picograd.codegen.online import _product
@@ -152,14 +152,12 @@ def describe_recomputed(f: Recomputed) -> list[str]:
 
 
 def recomputed_tiles(f: Recomputed) -> int:
-  batches = 1
-  for b in f.batch: batches *= b.arg[1]
+  batches = prod(b.arg[1] for b in f.batch)
   return batches * -(-f.r.arg[1] // f.mr)
 
 
 def recomputed_flops(f: Recomputed) -> int:
-  batches = 1
-  for b in f.batch: batches *= b.arg[1]
+  batches = prod(b.arg[1] for b in f.batch)
   per = sum(2 * p.k.arg[1] for p in f.products) + (2 * f.d.arg[1] if f.f is not None and f.d is not None else 1)
   return batches * f.r.arg[1] * f.s.arg[1] * per
 
@@ -210,15 +208,7 @@ class RecomputedRenderer(TileRenderer):
     rows32 = [self.narrow(r, f.r) for r in rows]
     sb = self.loop("sb", "0", str(spad // nr))
     s0 = self.mul(sb, nr)
-    st = ll_type(f.s.dtype)
-    lane_ids = "<" + ", ".join(f"{st} {n}" for n in range(L)) + ">"
-    svec, valid = [], []
-    for h in range(2):
-      start = self.narrow(self.add(s0, h * L), f.s)
-      one = self.i64(f"insertelement <{L} x {st}> poison, {st} {start}, i64 0")
-      base = self.i64(f"shufflevector <{L} x {st}> {one}, <{L} x {st}> poison, <{L} x i32> zeroinitializer")
-      svec.append(self.i64(f"add <{L} x {st}> {base}, {lane_ids}"))
-      valid.append(self.i64(f"icmp slt <{L} x {st}> {svec[h]}, splat ({st} {S})") if S % nr else None)
+    svec, valid = self.block_lanes(s0, f.s)
     printers = [_Vector(self, f.s, valid[h]) for h in range(2)]  # type: ignore[arg-type]
     def env(r: int, h: int) -> dict[UOp, tuple[str, bool]]: return {**batch32, f.r: (rows32[r], False), f.s: (svec[h], True)}
     if f.gate is not None:
