@@ -14,6 +14,7 @@ from typing import Callable
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.cuda.analysis import data_values
 from picograd.codegen.cuda.emit import Writer
+from picograd.codegen.cuda.tiling import Layout
 from picograd.dtype import dtypes
 from picograd.codegen.cuda.ops import MEM_TYPES, REDUCE_FUNCTORS, REG_TYPES, VEC4_TYPES, acc_update, c_const, render_alu, render_load, render_store
 
@@ -148,8 +149,8 @@ class TableRenderer:
     role, kind, ld, k_rows = u.arg
     local, base = self.names[u.src[0]], self.val(u.src[1])
     if role == "desc":
-      # start address, LBO and SBO (in 16-byte units) of a no-swizzle tile of core matrices (tiling.py:Layout.strides)
-      lbo, sbo = (2 * ld, 128) if k_rows else (128, 2 * ld)
+      # start address, LBO and SBO (in 16-byte units) of a no-swizzle tile of core matrices
+      lbo, sbo = Layout(k_rows, ld, cores=True).strides()
       n = self.names[u] = self.w.fresh("desc")
       self.w(f"const unsigned long long {n} = (unsigned long long)((__cvta_generic_to_shared({local} + {base}) >> 4) & 0x3FFF) | "
              f"({lbo >> 4}ull << 16) | ({sbo >> 4}ull << 32);")
