@@ -192,3 +192,20 @@ def test_k_blocks_cut_through_a_convolutions_sums(monkeypatch):
     assert _opts(t)[0].startswith("gemm 2x9 x 37x120x63 (9 sums)") and "K in blocks of 32" in _opts(t)[0]
     want = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias), padding=1)).numpy()
     np.testing.assert_allclose(t.numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_convolution_weight_gradient_as_gemm():
+  """A 3x3 convolution's weight gradient is 9 sums, each padded into its kernel offset: a GEMM batched over the offsets,
+  each offset's tiles summing only its own term (K = 2 x 28 x 29 = 1624: two K blocks). Integer-valued data: exact, and
+  the loop nest's bits under NOOPT=1."""
+  torch = pytest.importorskip("torch")
+  x, g = RNG.integers(-3, 4, (2, 16, 28, 29)).astype(np.float32), RNG.integers(-3, 4, (2, 48, 28, 29)).astype(np.float32)
+  w = Tensor(_rand(48, 16, 3, 3), requires_grad=True).realize()
+  xt, gt = Tensor(x).realize(), Tensor(g).realize()
+  gw = xt.conv2d(w, padding=1).gradient(w, gradient=gt)[0]
+  assert _opts(gw)[0].startswith("gemm 3x3 x 48x16x1624 (9 sums, one a batch value by its gate)") and "K in blocks of 812" in _opts(gw)[0]
+  tx, tw = torch.from_numpy(x).double(), torch.zeros(48, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+  torch.nn.functional.conv2d(tx, tw, padding=1).backward(torch.from_numpy(g).double())
+  got = gw.numpy()
+  np.testing.assert_array_equal(got, tw.grad.numpy().astype(np.float32))
+  with Context(NOOPT=1): np.testing.assert_array_equal(got, xt.conv2d(w, padding=1).gradient(w, gradient=gt)[0].numpy())

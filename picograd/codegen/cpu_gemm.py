@@ -4,8 +4,10 @@
 a[.., i, k] * b[.., k, j]: a runs along loops b does not (the rows i) and b along loops a does not
 (the columns j); the other output loops are a batch and the reduction loops are k (several are
 flattened into one; several such sums added, as a 3x3 convolution's 9 shifted-view products, are one
-sum over their loops in turn). The factors are loads with affine indices (any strides: `x @ W.T`, `a.T @ g`,
-batched or broadcast operands) or elementwise work on loads (a relu's mask, pad gates, a cast);
+sum over their loops in turn; several sums each gated to one setting of output loops, as its weight gradient's 9
+kernel offsets, are a GEMM batched over those loops whose tiles sum only the term of their batch value).
+The factors are loads with affine indices (any strides: `x @ W.T`, `a.T @ g`, batched or broadcast operands)
+or elementwise work on loads (a relu's mask, pad gates, a cast);
 any elementwise work around the sum (a bias, an activation, a cast) is the epilogue. `render_gemm`
 then writes the kernel as LLVM IR in the classic blocked form instead of the generic loop nest:
 
@@ -33,8 +35,10 @@ import functools
 from dataclasses import dataclass
 from typing import Sequence
 from picograd.dtype import dtypes
-from picograd.ir.ops import UOp, Ops, toposort
+from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
+from picograd.ir.symbolic import symbolic
 from picograd.codegen.llvm import LLVMRenderer, ll_type
+from picograd.codegen.opt import _evaluate
 
 # Rows of the register tile and vectors per row: MR * NR / lanes accumulators (12 of 32 AVX-512 registers)
 # hide the FMA latency on two FMA pipes with room for the b vectors and broadcasts.
@@ -56,6 +60,9 @@ FEW_ROWS, SMALL_B = 32, 1 << 16
 # Below this many multiply-adds the generic loop nest's upcast tiles do about as well (64^3: 17.7 us either way, the
 # makemore MLP's 32 x 200 x 27: 18 against 22) and compile faster (~30 ms less a kernel: cold start-up).
 MIN_MACS = 1 << 18
+# Sums gated by the batch (a convolution's weight gradient) are matched where the batch has at most this many values:
+# the term each batch value reads is a table in the kernel.
+MAX_GATED_BATCH = 64
 
 
 @functools.cache
@@ -101,6 +108,10 @@ class Gemm:
   b_off: Offsets | None
   # (a, b, reduction loops) of each product summed (a convolution's shifted views): k runs through the terms in turn
   terms: tuple[tuple[UOp, UOp, tuple[UOp, ...]], ...]
+  # the REDUCEs (one a term) and, for sums each gated by the batch (exactly one on for each batch value), the term on
+  # for each flattened batch value: then k runs through that term alone
+  sums: tuple[UOp, ...] = ()
+  select: tuple[int, ...] | None = None
 
   @property
   def sizes(self) -> tuple[int, int, int]: return self.i.arg[1], self.j.arg[1], self.k.arg[1]
@@ -149,6 +160,35 @@ def _sum_of(value: UOp, totals: set[UOp]) -> UOp | None:
   return None
 
 
+def _gated_sum_of(value: UOp, totals: set[UOp]) -> tuple[UOp, dict[UOp, UOp]] | None:
+  """The smallest ADD in `value` whose tree of ADDs has as leaves WHERE(gate, R, 0) for exactly the REDUCEs R in `totals`
+  (a convolution's weight gradient: each kernel offset's sum padded into its place), with each R's gate."""
+  leaves: dict[UOp, frozenset[UOp] | None] = {}
+  gates: dict[UOp, UOp] = {}
+  for n in toposort([value]):
+    if n.op is Ops.WHERE and n.src[1] in totals and n.src[2].op is Ops.CONST and n.src[2].arg == 0:
+      leaves[n], gates[n.src[1]] = frozenset([n.src[1]]), n.src[0]
+    elif n.op is Ops.ADD and (l := leaves.get(n.src[0])) is not None and (r := leaves.get(n.src[1])) is not None: leaves[n] = l | r
+    else: leaves[n] = None
+    if n.op is Ops.ADD and leaves[n] == totals: return n, gates
+  return None
+
+
+def _pins(gates: list[UOp]) -> list[dict[UOp, int]] | None:
+  """For each of `gates`, the one setting of the (global) loops they read where it holds, where every setting of those
+  loops has exactly one gate on (a convolution's weight gradient: each kernel offset's sum at its offset); else None."""
+  loops = sorted(set().union(*(_loops(x) for x in gates)), key=lambda r: r.arg[0])
+  if any(r.arg[2] != "global" for r in loops) or _size(tuple(loops)) > MAX_GATED_BATCH: return None
+  pins: list[list[dict[UOp, int]]] = [[] for _ in gates]
+  for flat in range(_size(tuple(loops))):
+    env, rest = {}, flat
+    for r in reversed(loops): env[r], rest = rest % r.arg[1], rest // r.arg[1]
+    on = [t for t, x in enumerate(gates) if _evaluate(x, env)]
+    if len(on) != 1: return None
+    pins[on[0]].append(env)
+  return [p[0] for p in pins] if all(len(p) == 1 for p in pins) else None
+
+
 def _loops(x: UOp) -> set[UOp]: return {n for n in toposort([x]) if n.op is Ops.RANGE}
 
 
@@ -159,15 +199,28 @@ def match_gemm(sink: UOp) -> Gemm | None:
   if any(n.op is Ops.CHECK for n in nodes): return None
   totals = [n for n in toposort([st.src[2]]) if n.op is Ops.REDUCE]
   if not totals or any(x.arg is not Ops.ADD or x.dtype != dtypes.float32 for x in totals): return None
-  # several sums added (a 3x3 convolution: one per kernel offset) are one sum over their loops in turn
-  if (total := totals[0] if len(totals) == 1 else _sum_of(st.src[2], set(totals))) is None: return None
+  # several sums added (a 3x3 convolution: one per kernel offset) are one sum over their loops in turn; several each gated
+  # by the batch (its weight gradient) one GEMM a batch value over the sum it reads
+  gates: dict[UOp, UOp] | None = None
+  if (total := totals[0] if len(totals) == 1 else _sum_of(st.src[2], set(totals))) is None:
+    if (gated := _gated_sum_of(st.src[2], set(totals))) is None: return None
+    total, gates = gated
   if any(n.op is Ops.REDUCE and n is not total for n in toposort([st.src[2]], stop=lambda x: x is total)): return None
+  # gated sums: each term is read only at its gate's setting of the loops, so its operands are simplified there (the pad's
+  # index arithmetic then no longer mentions the output's other loops)
+  pins = None if gates is None else _pins([gates[x] for x in totals])
+  if gates is not None and pins is None: return None
   terms = []
-  for x in totals:
+  for t, x in enumerate(totals):
     prod_, ks = x.src[0], tuple(sorted(x.src[1:], key=lambda r: r.arg[0]))
     if prod_.op is not Ops.MUL or any(f.dtype != dtypes.float32 for f in prod_.src) or any(r.arg[1] == 0 for r in ks): return None
-    terms.append((prod_.src[0], prod_.src[1], ks))
-  size = sum(_size(t[2]) for t in terms)
+    fa, fb = prod_.src
+    if pins is not None:
+      fixed = {r: UOp.const(r.dtype, v) for r, v in pins[t].items()}
+      fa, fb = (graph_rewrite(substitute(f, fixed), symbolic) for f in (fa, fb))
+    terms.append((fa, fb, ks))
+  size = sum(_size(t[2]) for t in terms) if gates is None else _size(terms[0][2])
+  if gates is not None and any(_size(t[2]) != size for t in terms): return None
   a, b, ks = terms[0]
   # a stand-in RANGE (never rendered) names the flattened loop in the operands' offsets
   k = ks[0] if len(terms) == 1 and len(ks) == 1 else UOp(Ops.RANGE, ks[-1].dtype, (), (ks[-1].arg[0], size, "reduce"))
@@ -183,8 +236,18 @@ def match_gemm(sink: UOp) -> Gemm | None:
   if i.arg[1] * j.arg[1] * k.arg[1] < MIN_MACS or i.arg[1] < 2 or j.arg[1] < 2: return None
   if i.arg[1] < FEW_ROWS and k.arg[1] * j.arg[1] > SMALL_B: return None
   batch = tuple(g for g in glob if g is not i and g is not j)
+  select = None
+  if pins is not None:
+    # the term each flattened batch value (innermost fastest) reads
+    if not set(pins[0]) <= set(batch) or _size(batch) > MAX_GATED_BATCH: return None
+    table = []
+    for flat in range(_size(batch)):
+      env, rest = {}, flat
+      for r in reversed(batch): env[r], rest = rest % r.arg[1], rest // r.arg[1]
+      table.append(next(t for t, p in enumerate(pins) if all(env[r] == v for r, v in p.items())))
+    select = tuple(table)
   a_off, b_off = (_loads_offsets(a, ks, k), _loads_offsets(b, ks, k)) if len(terms) == 1 else (None, None)
-  return Gemm(st, total, a, b, batch, i, j, ks, k, a_off, b_off, tuple(terms))
+  return Gemm(st, total, a, b, batch, i, j, ks, k, a_off, b_off, tuple(terms), tuple(totals), select)
 
 
 def describe(g: Gemm) -> list[str]:
@@ -193,7 +256,7 @@ def describe(g: Gemm) -> list[str]:
   nr, nc = _panel_sizes(g)
   batch = "x".join(str(b.arg[1]) for b in g.batch)
   a = "read in place" if g.a_off is not None and abs(g.a_off[1][g.k]) == 1 else "packed k-major" if g.a_off is not None else "computed k-major"
-  sums = f" ({len(g.terms)} sums)" if len(g.terms) > 1 else ""
+  sums = f" ({len(g.terms)} sums{', one a batch value by its gate' if g.select is not None else ''})" if len(g.terms) > 1 else ""
   kc = k_block(g)
   blocks = f" (K in blocks of {kc}, partial sums kept between them)" if kc < k else ""
   return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}{sums}: b {'packed' if g.b_off is not None else 'computed'} in {kc}x{nr} panels, "
@@ -229,6 +292,7 @@ class GemmRenderer(LLVMRenderer):
     self.g, self.params = gemm, params
     self.ordered, self.accumulated, self.checked = set(), set(), False
     self.steps: dict[str, int] = {}  # loop name -> its step, for `close`
+    self.sel = "0"  # gated sums: the term the tile's batch value reads
     self.loop_md: list[str] = []  # each loop's metadata node
 
   def i64(self, expr: str) -> str:
@@ -261,6 +325,16 @@ class GemmRenderer(LLVMRenderer):
     return lo, self.min64(self.sub(self.add(pc, kcb), at), str(size))
 
   def sub(self, a: str | int, b: str | int) -> str: return self.i64(f"sub nsw i64 {a}, {b}")
+
+  def only_term(self, prefix: str, n: int, end: bool = False) -> None:
+    """Open (or with `end`, close) the code that runs for gated sums only where the tile's batch value reads term n."""
+    if self.g.select is None: return
+    if end:
+      self.emit(f"br label %{prefix}{n}.off")
+      self.label(f"{prefix}{n}.off")
+      return
+    self.emit(f"br i1 {self.i64(f'icmp eq i64 {self.sel}, {n}')}, label %{prefix}{n}.on, label %{prefix}{n}.off")
+    self.label(f"{prefix}{n}.on")
 
   def digits(self, flat: str, loops: Sequence[UOp]) -> dict[UOp, str]:
     """The values of `loops` at flat index `flat`, innermost fastest (a row-major flattening of their sizes)."""
@@ -305,7 +379,8 @@ class GemmRenderer(LLVMRenderer):
     for p in self.params: self.names[p] = f"%p{p.arg[0]}"
     self.allocas += [f"%bp = alloca [{kc * nc} x float], align 64"] + ([] if blocked else [f"%tile = alloca [{MR * nr} x float], align 64"])
     self.decls.add(f"declare {vt} @llvm.fmuladd.v{lanes}f32({vt}, {vt}, {vt})")
-    b_batched = any(r in _loops(y) for _, y, _ in g.terms for r in g.batch)
+    # gated sums: b's packing picks the term of the tile's batch value
+    b_batched = g.select is not None or any(r in _loops(y) for _, y, _ in g.terms for r in g.batch)
     jc = self.loop("jc", "0", str(n), nc)
     ncols = self.min64(str(nc), self.i64(f"sub nsw i64 {n}, {jc}"))
     npan = self.i64(f"udiv i64 {self.i64(f'add nsw i64 {ncols}, {nr - 1}')}, {nr}")
@@ -323,6 +398,10 @@ class GemmRenderer(LLVMRenderer):
     u = self.loop("u", ug, uend)
     bt, it = self.i64(f"udiv i64 {u}, {ntile}"), self.i64(f"urem i64 {u}, {ntile}")
     values = self.digits(bt, g.batch)
+    if g.select is not None:  # the term this batch value reads, from the table
+      self.sel = "0"
+      for flat, t in enumerate(g.select):
+        if t: self.sel = self.i64(f"select i1 {self.i64(f'icmp eq i64 {bt}, {flat}')}, i64 {t}, i64 {self.sel}")
     if b_batched:
       # pack again where this tile's batch is not the one packed last (each thread's tiles run in order, so once per batch)
       prev = self.tmp()
@@ -400,7 +479,7 @@ class GemmRenderer(LLVMRenderer):
     values[g.j] = self.i64(f"add nsw i64 {j0}, {ec}")
     at = self.i64(f"add nsw i64 {self.i64(f'mul nsw i64 {er}, {nr}')}, {ec}")
     total = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {slot}, i64 {at}')}")
-    self._value(g.store, values, {g.total: total})
+    self._value(g.store, values, {g.total: total} if g.select is None else {x: total for x in g.sums})
     self.close("ec")
     self.close("er")
     if blocked:
@@ -461,6 +540,7 @@ class GemmRenderer(LLVMRenderer):
       at = 0
       for n, (x, _, ks) in enumerate(g.terms):
         size = _size(ks)
+        self.only_term("pa", n)
         lo, hi = self.k_range(at, size, pc, kcb)
         first, second = ((f"gq{n}", "0", rows), (f"gk{n}", lo, hi)) if k_inner else ((f"gk{n}", lo, hi), (f"gq{n}", "0", rows))
         v1 = self.loop(*first)
@@ -470,7 +550,8 @@ class GemmRenderer(LLVMRenderer):
         self._pack_a_element(values, i0, self.i64(f"udiv i64 {q}, {MR}"), x, ks, kk, dk, self.i64(f"urem i64 {q}, {MR}"))
         self.close(second[0])
         self.close(first[0])
-        at += size
+        self.only_term("pa", n, end=True)
+        if g.select is None: at += size
     self.emit("br label %apack.ok")
     self.label("apack.ok")
     mine = self.i64(f"sub nsw i64 {u}, {self.i64('load i64, ptr %grp.start')}")
@@ -502,6 +583,7 @@ class GemmRenderer(LLVMRenderer):
     at = 0
     for n, (_, y, ks) in enumerate(g.terms):
       size = _size(ks)
+      self.only_term("pb", n)
       lo, hi = self.k_range(at, size, pc, kcb)
       outer, inner = ((f"pk{n}", lo, hi), (f"pc{n}", "0", width)) if abs(sj) <= abs(sk) else ((f"pc{n}", "0", width), (f"pk{n}", lo, hi))
       v_out = self.loop(*outer)
@@ -517,7 +599,8 @@ class GemmRenderer(LLVMRenderer):
       self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %bp, i64 {dst}')}")
       self.close(inner[0])
       self.close(outer[0])
-      at += size
+      self.only_term("pb", n, end=True)
+      if g.select is None: at += size
     # zeros in the columns past N of the last panel, so its tile's extra columns sum finite garbage that is never stored
     pz = self.loop("pz", "0", kcb)
     pzc = self.loop("pzc", width, str(nr))
