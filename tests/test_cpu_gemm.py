@@ -8,7 +8,7 @@ GEMM must give the same bits as the generic loop nest under NOOPT=1.
 import numpy as np
 import pytest
 from picograd import Tensor, Context
-from picograd.codegen.cpu_gemm import match_gemm, MR, MIN_MACS
+from picograd.codegen.cpu_gemm import match_gemm, MR, MIN_MACS, KC
 from picograd.codegen.kernel import render
 from picograd.codegen.lower import lower_kernel
 from picograd.codegen.transcendental import approximate_transcendentals
@@ -149,3 +149,63 @@ def test_convolution_as_one_gemm():
   assert _opts(t)[0].startswith("gemm 2x14 x 40x48x144 (9 sums)")
   want = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias), padding=1)).numpy()
   np.testing.assert_allclose(t.numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_long_sums_run_in_k_blocks():
+  """Sums longer than KC run in equal K blocks (the last shorter), each tile's partial sums kept between them and the
+  epilogue applied after the last: K = 2 * KC + 77 is 3 blocks. In k order throughout, so integer-valued data gives
+  the loop nest's bits."""
+  m, k, n = 40, 2 * KC + 77, 50
+  a, b, c = _rand(m, k), _rand(k, n), _rand(n)
+  tol = dict(rtol=1e-4, atol=1e-4 * np.sqrt(k))
+  t = (Tensor(a) @ Tensor(b) + Tensor(c)).relu()
+  assert f"K in blocks of {-(-k // 3)}" in _opts(t)[0] and "a read in place" in _opts(t)[0]
+  np.testing.assert_allclose(t.numpy(), np.maximum(_ref(a, b) + c, 0), **tol)
+  t = Tensor(a.T.copy()).T @ Tensor(b)  # a transposed: packed k-major a block at a time
+  assert "a packed k-major" in _opts(t)[0]
+  np.testing.assert_allclose(t.numpy(), _ref(a, b), **tol)
+  np.testing.assert_allclose((Tensor(a) @ Tensor(b.T.copy()).T).numpy(), _ref(a, b), **tol)  # x @ W.T
+  # b batched: packed again for each batch in each K block
+  a3, b3 = _rand(2, 33, k), _rand(2, k, 40)
+  np.testing.assert_allclose((Tensor(a3) @ Tensor(b3)).numpy(), _ref(a3, b3), **tol)
+  # a weight gradient summed over batch and time (K = 4 * 600)
+  x, g = _rand(4, 600, 36), _rand(4, 600, 40)
+  t = (Tensor(g).unsqueeze(-1) * Tensor(x).unsqueeze(-2)).sum((0, 1))
+  assert _opts(t)[0].startswith("gemm 40x36x2400") and "K in blocks of 800" in _opts(t)[0]
+  np.testing.assert_allclose(t.numpy(), _ref(g.reshape(2400, 40).T, x.reshape(2400, 36)), rtol=1e-4, atol=1e-4 * np.sqrt(2400))
+  ia, ib = RNG.integers(-4, 5, (m, k)).astype(np.float32), RNG.integers(-4, 5, (k, n)).astype(np.float32)
+  got = (Tensor(ia) @ Tensor(ib)).numpy()
+  with Context(NOOPT=1): ref = (Tensor(ia) @ Tensor(ib)).numpy()
+  np.testing.assert_array_equal(got, ia @ ib)
+  np.testing.assert_array_equal(got, ref)
+
+
+def test_k_blocks_cut_through_a_convolutions_sums(monkeypatch):
+  """A block boundary inside one of a convolution's 9 sums (KC = 40: K = 9 x 7 = 63 in blocks of 32 and 31): each block
+  packs the parts of the terms it holds, pad gates computed."""
+  torch = pytest.importorskip("torch")
+  import picograd.codegen.cpu_gemm as cpu_gemm
+  monkeypatch.setattr(cpu_gemm, "KC", 40)
+  x, w, bias = _rand(2, 7, 9, 37), _rand(120, 7, 3, 3), _rand(120)
+  with Context(CACHE=0):  # a fresh render (the disk's spec cache does not know KC), of shapes no other test builds
+    t = Tensor(x).conv2d(Tensor(w), Tensor(bias), padding=1).relu()
+    assert _opts(t)[0].startswith("gemm 2x9 x 37x120x63 (9 sums)") and "K in blocks of 32" in _opts(t)[0]
+    want = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias), padding=1)).numpy()
+    np.testing.assert_allclose(t.numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_convolution_weight_gradient_as_gemm():
+  """A 3x3 convolution's weight gradient is 9 sums, each padded into its kernel offset: a GEMM batched over the offsets,
+  each offset's tiles summing only its own term (K = 2 x 28 x 29 = 1624: two K blocks). Integer-valued data: exact, and
+  the loop nest's bits under NOOPT=1."""
+  torch = pytest.importorskip("torch")
+  x, g = RNG.integers(-3, 4, (2, 16, 28, 29)).astype(np.float32), RNG.integers(-3, 4, (2, 48, 28, 29)).astype(np.float32)
+  w = Tensor(_rand(48, 16, 3, 3), requires_grad=True).realize()
+  xt, gt = Tensor(x).realize(), Tensor(g).realize()
+  gw = xt.conv2d(w, padding=1).gradient(w, gradient=gt)[0]
+  assert _opts(gw)[0].startswith("gemm 3x3 x 48x16x1624 (9 sums, one a batch value by its gate)") and "K in blocks of 812" in _opts(gw)[0]
+  tx, tw = torch.from_numpy(x).double(), torch.zeros(48, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+  torch.nn.functional.conv2d(tx, tw, padding=1).backward(torch.from_numpy(g).double())
+  got = gw.numpy()
+  np.testing.assert_array_equal(got, tw.grad.numpy().astype(np.float32))
+  with Context(NOOPT=1): np.testing.assert_array_equal(got, xt.conv2d(w, padding=1).gradient(w, gradient=gt)[0].numpy())

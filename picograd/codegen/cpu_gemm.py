@@ -4,36 +4,41 @@
 a[.., i, k] * b[.., k, j]: a runs along loops b does not (the rows i) and b along loops a does not
 (the columns j); the other output loops are a batch and the reduction loops are k (several are
 flattened into one; several such sums added, as a 3x3 convolution's 9 shifted-view products, are one
-sum over their loops in turn). The factors are loads with affine indices (any strides: `x @ W.T`, `a.T @ g`,
-batched or broadcast operands) or elementwise work on loads (a relu's mask, pad gates, a cast);
+sum over their loops in turn; several sums each gated to one setting of output loops, as its weight gradient's 9
+kernel offsets, are a GEMM batched over those loops whose tiles sum only the term of their batch value).
+The factors are loads with affine indices (any strides: `x @ W.T`, `a.T @ g`, batched or broadcast operands)
+or elementwise work on loads (a relu's mask, pad gates, a cast);
 any elementwise work around the sum (a bias, an activation, a cast) is the epilogue. `render_gemm`
 then writes the kernel as LLVM IR in the classic blocked form instead of the generic loop nest:
 
-- the columns are cut into blocks of NC (so a packed K x NC block of b stays in L2); for each
-  block b is packed into a stack buffer of K x NR panels (contiguous, zero-padded past N), read by
+- the columns are cut into blocks of NC, and K into blocks of at most KC (so a packed KC x NC block of b stays in
+  L2); for each block b is packed into a stack buffer of KC x NR panels (contiguous, zero-padded past N), read by
   the microkernel at unit stride whatever b's layout;
 - rows are taken MR at a time (the last tile reads its last row again for the missing ones), read
   straight from a plain row-major a, else from a k-major copy of a few tiles' rows (a transposed a,
   or elementwise work computed once there); the microkernel keeps the MR x NR tile of sums in
   MR * NR / lanes vector registers (explicit <lanes x float> values, one fmuladd per row and vector
-  each k step: a broadcast of a[i, k] times a vector of the b panel) over the whole of K, so each
-  output is summed in k order, as the generic loop nest does;
-- the tile goes through a small stack buffer to the epilogue; only the tile's valid outputs are stored.
+  each k step: a broadcast of a[i, k] times a vector of the b panel) over the K block, starting from
+  the tile's sums after the previous block, so each output is summed in k order, as the generic loop nest does;
+- the tile goes through a stack buffer (holding a group of tiles' partial sums while K blocks remain) to the
+  epilogue, after the last K block; only the tile's valid outputs are stored.
   Operands that are not plain loads, and the epilogue, are printed by the LLVM renderer from the
   kernel's own nodes, with the loops (and the sum) named by this GEMM's values.
 
 The outer loop the runtime splits across threads is batch x row tiles; each thread packs the
-b blocks it reads. Vectors are 16 floats where the host has AVX-512, else 8. Small products, few
-rows against a large b, and sums too long for the stack keep the generic loop nest (codegen/opt.py),
-as does `NOOPT=1`.
+b blocks it reads (once per group of its row tiles where K is blocked). Vectors are 16 floats where the
+host has AVX-512, else 8. Small products and few rows against a large b keep the generic loop nest
+(codegen/opt.py), as does `NOOPT=1`.
 """
 from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from typing import Sequence
 from picograd.dtype import dtypes
-from picograd.ir.ops import UOp, Ops, toposort
+from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
+from picograd.ir.symbolic import symbolic
 from picograd.codegen.llvm import LLVMRenderer, ll_type
+from picograd.codegen.opt import _evaluate
 
 # Rows of the register tile and vectors per row: MR * NR / lanes accumulators (12 of 32 AVX-512 registers)
 # hide the FMA latency on two FMA pipes with room for the b vectors and broadcasts.
@@ -41,8 +46,12 @@ MR = 6
 VECTORS = 2
 # Bytes of a packed b block (K x NC floats): a block and the MR rows of a being read fit in a 1 MiB L2.
 PACK_BYTES = 1 << 19
-# The packed block lives on the stack: at most this many bytes (K of 8192 with 32-column panels); longer sums keep the loop nest.
-MAX_STACK_BYTES = 1 << 20
+# Sums longer than KC run in K blocks of at most KC (equal blocks), each row tile's partial sums kept between blocks in
+# a stack buffer of at most C_BYTES for a group of the thread's tiles: the tile's 6 rows of a block of a (24 KiB) stay
+# in L1 across the panels. 2-core Zen 5, against one block of all of K: 2048^3 439 -> 458 GFLOP/s, a.T @ b 2048
+# 265 -> 348, x.T @ dy over 8192 rows 107 -> 321 (KC 512: 206, 2048: 239, 4096: 124 at 32768 rows).
+KC = 1024
+C_BYTES = 1 << 18
 # Bytes of packed rows of a transposed a: the tiles packed together, a few of a thread's next ones.
 A_GROUP_BYTES = 1 << 18
 # Each thread packs all of b for its rows: with fewer rows than this and a b of more elements, packing costs more than
@@ -51,6 +60,9 @@ FEW_ROWS, SMALL_B = 32, 1 << 16
 # Below this many multiply-adds the generic loop nest's upcast tiles do about as well (64^3: 17.7 us either way, the
 # makemore MLP's 32 x 200 x 27: 18 against 22) and compile faster (~30 ms less a kernel: cold start-up).
 MIN_MACS = 1 << 18
+# Sums gated by the batch (a convolution's weight gradient) are matched where the batch has at most this many values:
+# the term each batch value reads is a table in the kernel.
+MAX_GATED_BATCH = 64
 
 
 @functools.cache
@@ -96,6 +108,10 @@ class Gemm:
   b_off: Offsets | None
   # (a, b, reduction loops) of each product summed (a convolution's shifted views): k runs through the terms in turn
   terms: tuple[tuple[UOp, UOp, tuple[UOp, ...]], ...]
+  # the REDUCEs (one a term) and, for sums each gated by the batch (exactly one on for each batch value), the term on
+  # for each flattened batch value: then k runs through that term alone
+  sums: tuple[UOp, ...] = ()
+  select: tuple[int, ...] | None = None
 
   @property
   def sizes(self) -> tuple[int, int, int]: return self.i.arg[1], self.j.arg[1], self.k.arg[1]
@@ -144,6 +160,35 @@ def _sum_of(value: UOp, totals: set[UOp]) -> UOp | None:
   return None
 
 
+def _gated_sum_of(value: UOp, totals: set[UOp]) -> tuple[UOp, dict[UOp, UOp]] | None:
+  """The smallest ADD in `value` whose tree of ADDs has as leaves WHERE(gate, R, 0) for exactly the REDUCEs R in `totals`
+  (a convolution's weight gradient: each kernel offset's sum padded into its place), with each R's gate."""
+  leaves: dict[UOp, frozenset[UOp] | None] = {}
+  gates: dict[UOp, UOp] = {}
+  for n in toposort([value]):
+    if n.op is Ops.WHERE and n.src[1] in totals and n.src[2].op is Ops.CONST and n.src[2].arg == 0:
+      leaves[n], gates[n.src[1]] = frozenset([n.src[1]]), n.src[0]
+    elif n.op is Ops.ADD and (l := leaves.get(n.src[0])) is not None and (r := leaves.get(n.src[1])) is not None: leaves[n] = l | r
+    else: leaves[n] = None
+    if n.op is Ops.ADD and leaves[n] == totals: return n, gates
+  return None
+
+
+def _pins(gates: list[UOp]) -> list[dict[UOp, int]] | None:
+  """For each of `gates`, the one setting of the (global) loops they read where it holds, where every setting of those
+  loops has exactly one gate on (a convolution's weight gradient: each kernel offset's sum at its offset); else None."""
+  loops = sorted(set().union(*(_loops(x) for x in gates)), key=lambda r: r.arg[0])
+  if any(r.arg[2] != "global" for r in loops) or _size(tuple(loops)) > MAX_GATED_BATCH: return None
+  pins: list[list[dict[UOp, int]]] = [[] for _ in gates]
+  for flat in range(_size(tuple(loops))):
+    env, rest = {}, flat
+    for r in reversed(loops): env[r], rest = rest % r.arg[1], rest // r.arg[1]
+    on = [t for t, x in enumerate(gates) if _evaluate(x, env)]
+    if len(on) != 1: return None
+    pins[on[0]].append(env)
+  return [p[0] for p in pins] if all(len(p) == 1 for p in pins) else None
+
+
 def _loops(x: UOp) -> set[UOp]: return {n for n in toposort([x]) if n.op is Ops.RANGE}
 
 
@@ -154,15 +199,28 @@ def match_gemm(sink: UOp) -> Gemm | None:
   if any(n.op is Ops.CHECK for n in nodes): return None
   totals = [n for n in toposort([st.src[2]]) if n.op is Ops.REDUCE]
   if not totals or any(x.arg is not Ops.ADD or x.dtype != dtypes.float32 for x in totals): return None
-  # several sums added (a 3x3 convolution: one per kernel offset) are one sum over their loops in turn
-  if (total := totals[0] if len(totals) == 1 else _sum_of(st.src[2], set(totals))) is None: return None
+  # several sums added (a 3x3 convolution: one per kernel offset) are one sum over their loops in turn; several each gated
+  # by the batch (its weight gradient) one GEMM a batch value over the sum it reads
+  gates: dict[UOp, UOp] | None = None
+  if (total := totals[0] if len(totals) == 1 else _sum_of(st.src[2], set(totals))) is None:
+    if (gated := _gated_sum_of(st.src[2], set(totals))) is None: return None
+    total, gates = gated
   if any(n.op is Ops.REDUCE and n is not total for n in toposort([st.src[2]], stop=lambda x: x is total)): return None
+  # gated sums: each term is read only at its gate's setting of the loops, so its operands are simplified there (the pad's
+  # index arithmetic then no longer mentions the output's other loops)
+  pins = None if gates is None else _pins([gates[x] for x in totals])
+  if gates is not None and pins is None: return None
   terms = []
-  for x in totals:
+  for t, x in enumerate(totals):
     prod_, ks = x.src[0], tuple(sorted(x.src[1:], key=lambda r: r.arg[0]))
     if prod_.op is not Ops.MUL or any(f.dtype != dtypes.float32 for f in prod_.src) or any(r.arg[1] == 0 for r in ks): return None
-    terms.append((prod_.src[0], prod_.src[1], ks))
-  size = sum(_size(t[2]) for t in terms)
+    fa, fb = prod_.src
+    if pins is not None:
+      fixed = {r: UOp.const(r.dtype, v) for r, v in pins[t].items()}
+      fa, fb = (graph_rewrite(substitute(f, fixed), symbolic) for f in (fa, fb))
+    terms.append((fa, fb, ks))
+  size = sum(_size(t[2]) for t in terms) if gates is None else _size(terms[0][2])
+  if gates is not None and any(_size(t[2]) != size for t in terms): return None
   a, b, ks = terms[0]
   # a stand-in RANGE (never rendered) names the flattened loop in the operands' offsets
   k = ks[0] if len(terms) == 1 and len(ks) == 1 else UOp(Ops.RANGE, ks[-1].dtype, (), (ks[-1].arg[0], size, "reduce"))
@@ -176,11 +234,20 @@ def match_gemm(sink: UOp) -> Gemm | None:
   i, j = only[0][-1], only[1][-1]
   if any(r.arg[1] == 0 for r in glob): return None
   if i.arg[1] * j.arg[1] * k.arg[1] < MIN_MACS or i.arg[1] < 2 or j.arg[1] < 2: return None
-  if 4 * k.arg[1] * VECTORS * vector_lanes() > MAX_STACK_BYTES: return None
   if i.arg[1] < FEW_ROWS and k.arg[1] * j.arg[1] > SMALL_B: return None
   batch = tuple(g for g in glob if g is not i and g is not j)
+  select = None
+  if pins is not None:
+    # the term each flattened batch value (innermost fastest) reads
+    if not set(pins[0]) <= set(batch) or _size(batch) > MAX_GATED_BATCH: return None
+    table = []
+    for flat in range(_size(batch)):
+      env, rest = {}, flat
+      for r in reversed(batch): env[r], rest = rest % r.arg[1], rest // r.arg[1]
+      table.append(next(t for t, p in enumerate(pins) if all(env[r] == v for r, v in p.items())))
+    select = tuple(table)
   a_off, b_off = (_loads_offsets(a, ks, k), _loads_offsets(b, ks, k)) if len(terms) == 1 else (None, None)
-  return Gemm(st, total, a, b, batch, i, j, ks, k, a_off, b_off, tuple(terms))
+  return Gemm(st, total, a, b, batch, i, j, ks, k, a_off, b_off, tuple(terms), tuple(totals), select)
 
 
 def describe(g: Gemm) -> list[str]:
@@ -189,16 +256,24 @@ def describe(g: Gemm) -> list[str]:
   nr, nc = _panel_sizes(g)
   batch = "x".join(str(b.arg[1]) for b in g.batch)
   a = "read in place" if g.a_off is not None and abs(g.a_off[1][g.k]) == 1 else "packed k-major" if g.a_off is not None else "computed k-major"
-  sums = f" ({len(g.terms)} sums)" if len(g.terms) > 1 else ""
-  return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}{sums}: b {'packed' if g.b_off is not None else 'computed'} in {k}x{nr} panels, "
-          f"blocks of {nc} columns; a {a}; {MR}x{nr} register tile of <{lanes} x float> fmuladds; batch x row tiles split across threads"]
+  sums = f" ({len(g.terms)} sums{', one a batch value by its gate' if g.select is not None else ''})" if len(g.terms) > 1 else ""
+  kc = k_block(g)
+  blocks = f" (K in blocks of {kc}, partial sums kept between them)" if kc < k else ""
+  return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}{sums}: b {'packed' if g.b_off is not None else 'computed'} in {kc}x{nr} panels, "
+          f"blocks of {nc} columns{blocks}; a {a}; {MR}x{nr} register tile of <{lanes} x float> fmuladds; batch x row tiles split across threads"]
+
+
+def k_block(g: Gemm) -> int:
+  """The length of the K blocks (the last may be shorter): all of K up to KC, else K cut into equal blocks of at most KC."""
+  k = g.sizes[2]
+  return -(-k // -(-k // KC))
 
 
 def _panel_sizes(g: Gemm) -> tuple[int, int]:
   """(NR, NC): the register tile's columns and the packed block's columns (a multiple of NR, at most N rounded up)."""
   nr = VECTORS * vector_lanes()
-  _, n, k = g.sizes
-  nc = max(nr, PACK_BYTES // (4 * k) // nr * nr)
+  n, kc = g.sizes[1], k_block(g)
+  nc = max(nr, PACK_BYTES // (4 * kc) // nr * nr)
   return nr, min(nc, -(-n // nr) * nr)
 
 
@@ -217,6 +292,7 @@ class GemmRenderer(LLVMRenderer):
     self.g, self.params = gemm, params
     self.ordered, self.accumulated, self.checked = set(), set(), False
     self.steps: dict[str, int] = {}  # loop name -> its step, for `close`
+    self.sel = "0"  # gated sums: the term the tile's batch value reads
     self.loop_md: list[str] = []  # each loop's metadata node
 
   def i64(self, expr: str) -> str:
@@ -239,6 +315,26 @@ class GemmRenderer(LLVMRenderer):
   def min64(self, a: str, b: str) -> str:
     lt = self.i64(f"icmp slt i64 {a}, {b}")
     return self.i64(f"select i1 {lt}, i64 {a}, i64 {b}")
+
+  def k_range(self, at: int, size: int, pc: str, kcb: str) -> tuple[str, str]:
+    """[lo, hi): the steps of a term over `size` steps of k from `at` that fall in the K block [pc, pc + kcb)
+    (all of them when the block is all of K)."""
+    if pc == "0": return "0", str(size)
+    lo = self.sub(pc, at)
+    lo = self.i64(f"select i1 {self.i64(f'icmp sgt i64 {lo}, 0')}, i64 {lo}, i64 0")
+    return lo, self.min64(self.sub(self.add(pc, kcb), at), str(size))
+
+  def sub(self, a: str | int, b: str | int) -> str: return self.i64(f"sub nsw i64 {a}, {b}")
+
+  def only_term(self, prefix: str, n: int, end: bool = False) -> None:
+    """Open (or with `end`, close) the code that runs for gated sums only where the tile's batch value reads term n."""
+    if self.g.select is None: return
+    if end:
+      self.emit(f"br label %{prefix}{n}.off")
+      self.label(f"{prefix}{n}.off")
+      return
+    self.emit(f"br i1 {self.i64(f'icmp eq i64 {self.sel}, {n}')}, label %{prefix}{n}.on, label %{prefix}{n}.off")
+    self.label(f"{prefix}{n}.on")
 
   def digits(self, flat: str, loops: Sequence[UOp]) -> dict[UOp, str]:
     """The values of `loops` at flat index `flat`, innermost fastest (a row-major flattening of their sizes)."""
@@ -276,51 +372,83 @@ class GemmRenderer(LLVMRenderer):
     g, lanes = self.g, vector_lanes()
     m, n, k = g.sizes
     nr, nc = _panel_sizes(g)
+    kc = k_block(g)
+    blocked = kc < k
     vt = f"<{lanes} x float>"
     ntile = -(-m // MR)
     for p in self.params: self.names[p] = f"%p{p.arg[0]}"
-    self.allocas += [f"%bp = alloca [{k * nc} x float], align 64", f"%tile = alloca [{MR * nr} x float], align 64"]
+    self.allocas += [f"%bp = alloca [{kc * nc} x float], align 64"] + ([] if blocked else [f"%tile = alloca [{MR * nr} x float], align 64"])
     self.decls.add(f"declare {vt} @llvm.fmuladd.v{lanes}f32({vt}, {vt}, {vt})")
-    b_batched = any(r in _loops(y) for _, y, _ in g.terms for r in g.batch)
+    # gated sums: b's packing picks the term of the tile's batch value
+    b_batched = g.select is not None or any(r in _loops(y) for _, y, _ in g.terms for r in g.batch)
     jc = self.loop("jc", "0", str(n), nc)
     ncols = self.min64(str(nc), self.i64(f"sub nsw i64 {n}, {jc}"))
     npan = self.i64(f"udiv i64 {self.i64(f'add nsw i64 {ncols}, {nr - 1}')}, {nr}")
-    if not b_batched: self._pack({}, jc, ncols, npan)
-    u = self.loop("u", "%start", "%end")
+    if blocked:
+      # K in blocks of kc: a group of the thread's row tiles at a time (their partial sums in %cbuf) runs through all
+      # the blocks, b's block packed once for the group; the tile's sums go on from where the last block left them
+      group = max(1, C_BYTES // (4 * MR * nc))
+      self.allocas.append(f"%cbuf = alloca [{group * MR * nc} x float], align 64")
+      ug = self.loop("ug", "%start", "%end", group)
+      uend = self.min64(self.add(ug, group), "%end")
+      pc = self.loop("kb", "0", str(k), kc)
+      kcb = self.min64(str(kc), self.i64(f"sub nsw i64 {k}, {pc}"))
+    else: ug, uend, pc, kcb = "%start", "%end", "0", str(k)
+    if not b_batched: self._pack({}, jc, ncols, npan, pc, kcb)
+    u = self.loop("u", ug, uend)
     bt, it = self.i64(f"udiv i64 {u}, {ntile}"), self.i64(f"urem i64 {u}, {ntile}")
     values = self.digits(bt, g.batch)
+    if g.select is not None:  # the term this batch value reads, from the table
+      self.sel = "0"
+      for flat, t in enumerate(g.select):
+        if t: self.sel = self.i64(f"select i1 {self.i64(f'icmp eq i64 {bt}, {flat}')}, i64 {t}, i64 {self.sel}")
     if b_batched:
       # pack again where this tile's batch is not the one packed last (each thread's tiles run in order, so once per batch)
       prev = self.tmp()
       self.allocas += ["%packed = alloca i64", "store i64 -1, ptr %packed"]
       self.emit(f"{prev} = load i64, ptr %packed")
-      first = self.i64(f"icmp eq i64 {u}, %start")
+      first = self.i64(f"icmp eq i64 {u}, {ug}")
       other = self.i64(f"icmp ne i64 {prev}, {bt}")
       need = self.i64(f"or i1 {first}, {other}")
       self.emit(f"br i1 {need}, label %repack, label %packed.ok")
       self.label("repack")
-      self._pack(values, jc, ncols, npan)
+      self._pack(values, jc, ncols, npan, pc, kcb)
       self.emit(f"store i64 {bt}, ptr %packed")
       self.emit("br label %packed.ok")
       self.label("packed.ok")
     i0 = self.i64(f"mul nsw i64 {it}, {MR}")
     if g.a_off is not None and abs(a_step := g.a_off[1][g.k]) == 1:
       a_base, a_rows = self.affine(g.a_off, values, (g.i, g.k)), []
+      if blocked: a_base = self.add(a_base, self.mul(pc, a_step))
       for r in range(MR):  # the last tile repeats row m - 1 for rows past the end (their sums are not stored)
         row = self.min64(self.add(i0, r), str(m - 1))
         ofs = self.add(a_base, self.mul(row, g.a_off[1][g.i]))
         a_rows.append(self.i64(f"getelementptr inbounds float, ptr {self.names[g.a.src[0]]}, i64 {ofs}"))
-    else: a_rows, a_step = self._pack_a(u, it, i0, values, ntile), MR
+    else: a_rows, a_step = self._pack_a(u, it, i0, values, ntile, ug, uend, pc, kcb), MR
     jr = self.loop("jr", "0", npan)
-    panel = self.i64(f"getelementptr inbounds float, ptr %bp, i64 {self.i64(f'mul nsw i64 {jr}, {k * nr}')}")
+    panel = self.i64(f"getelementptr inbounds float, ptr %bp, i64 {self.i64(f'mul nsw i64 {jr}, {kc * nr}')}")
+    accs = [[f"%acc{r}.{v}" for v in range(VECTORS)] for r in range(MR)]
+    if blocked:
+      # this tile's slot in %cbuf: zeros before the first block, else the sums so far
+      at = self.mul(self.add(self.mul(self.sub(u, ug), nc // nr), jr), MR * nr)
+      slot = self.i64(f"getelementptr inbounds float, ptr %cbuf, i64 {at}")
+      self.emit(f"br i1 {self.i64(f'icmp eq i64 {pc}, 0')}, label %acc.zero, label %acc.load")
+      self.label("acc.load")
+      loaded = [[self.i64(f"load {vt}, ptr {self.i64(f'getelementptr inbounds float, ptr {slot}, i64 {r * nr + v * lanes}')}, align {4 * lanes}")
+                 for v in range(VECTORS)] for r in range(MR)]
+      self.emit("br label %acc.go")
+      self.label("acc.zero")
+      self.emit("br label %acc.go")
+      self.label("acc.go")
+      init = [[self.i64(f"phi {vt} [zeroinitializer, %acc.zero], [{loaded[r][v]}, %acc.load]") for v in range(VECTORS)] for r in range(MR)]
+    else: slot, init = "%tile", [["zeroinitializer"] * VECTORS for _ in range(MR)]
     # the microkernel: MR x VECTORS accumulators carried around the k loop in registers
     pred = self.block
     self.emit("br label %k.body")
     self.label("k.body")
     self.emit(f"%k = phi i64 [0, %{pred}], [%k.next, %k.body]")
-    accs = [[f"%acc{r}.{v}" for v in range(VECTORS)] for r in range(MR)]
     for r in range(MR):
-      for v in range(VECTORS): self.emit(f"{accs[r][v]} = phi {vt} [zeroinitializer, %{pred}], [{accs[r][v]}.n, %k.body]")
+      for v in range(VECTORS): self.emit(f"{accs[r][v]} = phi {vt} [{init[r][v]}, %{pred}], [{accs[r][v]}.n, %k.body]")
     bvec = []
     for v in range(VECTORS):
       ofs = self.i64(f"add nsw i64 {self.i64(f'mul nsw i64 %k, {nr}')}, {v * lanes}")
@@ -333,26 +461,35 @@ class GemmRenderer(LLVMRenderer):
       splat = self.i64(f"shufflevector {vt} {one}, {vt} poison, <{lanes} x i32> zeroinitializer")
       for v in range(VECTORS): self.emit(f"{accs[r][v]}.n = call {vt} @llvm.fmuladd.v{lanes}f32({vt} {splat}, {vt} {bvec[v]}, {vt} {accs[r][v]})")
     self.emit("%k.next = add nsw i64 %k, 1")
-    self.emit(f"%k.more = icmp slt i64 %k.next, {k}")
+    self.emit(f"%k.more = icmp slt i64 %k.next, {kcb}")
     self.emit("br i1 %k.more, label %k.body, label %k.exit")
     self.label("k.exit")
     for r in range(MR):
       for v in range(VECTORS):
-        ptr = self.i64(f"getelementptr inbounds float, ptr %tile, i64 {r * nr + v * lanes}")
+        ptr = self.i64(f"getelementptr inbounds float, ptr {slot}, i64 {r * nr + v * lanes}")
         self.emit(f"store {vt} {accs[r][v]}.n, ptr {ptr}, align {4 * lanes}")
+    if blocked:  # the epilogue after the last block only
+      self.emit(f"br i1 {self.i64(f'icmp eq i64 {self.add(pc, kcb)}, {k}')}, label %epi, label %epi.exit")
+      self.label("epi")
     j0 = self.i64(f"add nsw i64 {jc}, {self.i64(f'mul nsw i64 {jr}, {nr}')}")
     rows, cols = self.min64(str(MR), self.i64(f"sub nsw i64 {m}, {i0}")), self.min64(str(nr), self.i64(f"sub nsw i64 {n}, {j0}"))
     er = self.loop("er", "0", rows)
     values[g.i] = self.i64(f"add nsw i64 {i0}, {er}")
     ec = self.loop("ec", "0", cols)
     values[g.j] = self.i64(f"add nsw i64 {j0}, {ec}")
-    slot = self.i64(f"add nsw i64 {self.i64(f'mul nsw i64 {er}, {nr}')}, {ec}")
-    total = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr %tile, i64 {slot}')}")
-    self._value(g.store, values, {g.total: total})
+    at = self.i64(f"add nsw i64 {self.i64(f'mul nsw i64 {er}, {nr}')}, {ec}")
+    total = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {slot}, i64 {at}')}")
+    self._value(g.store, values, {g.total: total} if g.select is None else {x: total for x in g.sums})
     self.close("ec")
     self.close("er")
+    if blocked:
+      self.emit("br label %epi.exit")
+      self.label("epi.exit")
     self.close("jr")
     self.close("u")
+    if blocked:
+      self.close("kb")
+      self.close("ug")
     self.close("jc")
     params = self.params
     args = ", ".join(f"ptr noalias align 16 %p{p.arg[0]}" for p in params)
@@ -361,23 +498,23 @@ class GemmRenderer(LLVMRenderer):
              '"probe-stack"="inline-asm" }')
     return "\n".join(sorted(self.decls) + [""] + head + self.lines + ["  ret void", "}"] + self._slice_entry(len(params)) + [attrs] + self.loop_md)
 
-  def _pack_a(self, u: str, it: str, i0: str, values: dict[UOp, str], ntile: int) -> list[str]:
+  def _pack_a(self, u: str, it: str, i0: str, values: dict[UOp, str], ntile: int, ug: str, uend: str, pc: str, kcb: str) -> list[str]:
     """Pointers to this tile's MR rows of a, packed k-major: a transposed a (a.T @ g: a step along k is a row of a),
     or elementwise work on loads (a relu's mask in a gradient), computed once here.
 
     Read directly, each k step of a transposed a is a new cache line (and, for wide rows, a new page). The rows of
-    up to A_GROUP tiles (as many as the thread has left in this batch) are packed together whenever a tile
-    starts a new group, reading a's rows contiguously; rows past the end of a are left unwritten (only their
-    own, unstored, outputs read them)."""
-    g, (m, _, k) = self.g, self.g.sizes
-    group = max(1, A_GROUP_BYTES // (4 * MR * k))
-    self.allocas += [f"%ap = alloca [{group * k * MR} x float], align 64", "%grp.start = alloca i64", "%grp.end = alloca i64",
+    up to A_GROUP tiles (as many as the thread has left in this batch, from ug to uend) are packed together whenever a
+    tile starts a new group, reading a's rows contiguously; rows past the end of a are left unwritten (only their
+    own, unstored, outputs read them). Only the K block [pc, pc + kcb) is packed."""
+    g, m, kc = self.g, self.g.sizes[0], k_block(self.g)
+    group = max(1, A_GROUP_BYTES // (4 * MR * kc))
+    self.allocas += [f"%ap = alloca [{group * kc * MR} x float], align 64", "%grp.start = alloca i64", "%grp.end = alloca i64",
                      "store i64 0, ptr %grp.end"]
     cur_end = self.i64("load i64, ptr %grp.end")
-    need = self.i64(f"or i1 {self.i64(f'icmp eq i64 {u}, %start')}, {self.i64(f'icmp sge i64 {u}, {cur_end}')}")
+    need = self.i64(f"or i1 {self.i64(f'icmp eq i64 {u}, {ug}')}, {self.i64(f'icmp sge i64 {u}, {cur_end}')}")
     self.emit(f"br i1 {need}, label %apack, label %apack.ok")
     self.label("apack")
-    cnt = self.min64(self.min64(str(group), self.i64(f"sub nsw i64 %end, {u}")), self.i64(f"sub nsw i64 {ntile}, {it}"))
+    cnt = self.min64(self.min64(str(group), self.i64(f"sub nsw i64 {uend}, {u}")), self.i64(f"sub nsw i64 {ntile}, {it}"))
     self.emit(f"store i64 {u}, ptr %grp.start")
     self.emit(f"store i64 {self.add(u, cnt)}, ptr %grp.end")
     rows = self.min64(self.mul(cnt, MR), self.i64(f"sub nsw i64 {m}, {i0}"))
@@ -385,14 +522,15 @@ class GemmRenderer(LLVMRenderer):
       # a transposed a: tiles with all MR rows inside a go MR rows a step (their loads and stores vectorize), the
       # last tile's rows one at a time
       full = self.i64(f"udiv i64 {rows}, {MR}")
-      kk = self.loop("gk", "0", str(k))
+      kk = self.loop("gk", "0", kcb)
       t = self.loop("gt", "0", full)
-      for r in range(MR): self._pack_a_element(values, i0, t, g.a, g.ks, 0, kk, str(r))
+      src = kk if pc == "0" else self.add(kk, pc)
+      for r in range(MR): self._pack_a_element(values, i0, t, g.a, g.ks, src, kk, str(r))
       self.close("gt")
       self.close("gk")
-      kk = self.loop("gl", "0", str(k))
+      kk = self.loop("gl", "0", kcb)
       left = self.loop("gr", "0", self.i64(f"sub nsw i64 {rows}, {self.mul(full, MR)}"))
-      self._pack_a_element(values, i0, full, g.a, g.ks, 0, kk, left)
+      self._pack_a_element(values, i0, full, g.a, g.ks, kk if pc == "0" else self.add(kk, pc), kk, left)
       self.close("gr", vectorize=False)
       self.close("gl", vectorize=False)
     else:
@@ -402,61 +540,69 @@ class GemmRenderer(LLVMRenderer):
       at = 0
       for n, (x, _, ks) in enumerate(g.terms):
         size = _size(ks)
-        first, second = ((f"gq{n}", rows), (f"gk{n}", str(size))) if k_inner else ((f"gk{n}", str(size)), (f"gq{n}", rows))
-        v1 = self.loop(first[0], "0", first[1])
-        v2 = self.loop(second[0], "0", second[1])
+        self.only_term("pa", n)
+        lo, hi = self.k_range(at, size, pc, kcb)
+        first, second = ((f"gq{n}", "0", rows), (f"gk{n}", lo, hi)) if k_inner else ((f"gk{n}", lo, hi), (f"gq{n}", "0", rows))
+        v1 = self.loop(*first)
+        v2 = self.loop(*second)
         q, kk = (v1, v2) if k_inner else (v2, v1)
-        self._pack_a_element(values, i0, self.i64(f"udiv i64 {q}, {MR}"), x, ks, at, kk, self.i64(f"urem i64 {q}, {MR}"))
+        dk = self.add(kk, at) if pc == "0" else self.sub(self.add(kk, at), pc)
+        self._pack_a_element(values, i0, self.i64(f"udiv i64 {q}, {MR}"), x, ks, kk, dk, self.i64(f"urem i64 {q}, {MR}"))
         self.close(second[0])
         self.close(first[0])
-        at += size
+        self.only_term("pa", n, end=True)
+        if g.select is None: at += size
     self.emit("br label %apack.ok")
     self.label("apack.ok")
     mine = self.i64(f"sub nsw i64 {u}, {self.i64('load i64, ptr %grp.start')}")
-    base = self.i64(f"getelementptr inbounds float, ptr %ap, i64 {self.mul(mine, k * MR)}")
+    base = self.i64(f"getelementptr inbounds float, ptr %ap, i64 {self.mul(mine, kc * MR)}")
     return [self.i64(f"getelementptr inbounds float, ptr {base}, i64 {r}") for r in range(MR)]
 
-  def _pack_a_element(self, values: dict[UOp, str], i0: str, t: str, x: UOp, ks: tuple[UOp, ...], at: int, kk: str, r: str) -> None:
-    """Packed a[i0 + t * MR + r, at + kk] (tile t of the group, its row r, step kk of the term `x` over `ks` that starts at `at`)."""
-    g, k = self.g, self.g.sizes[2]
+  def _pack_a_element(self, values: dict[UOp, str], i0: str, t: str, x: UOp, ks: tuple[UOp, ...], kk: str, dk: str, r: str) -> None:
+    """Packed a[i0 + t * MR + r, step kk of the term `x` over `ks`] (tile t of the group, its row r) at step dk of the packed block."""
+    g, kc = self.g, k_block(self.g)
     q = self.add(self.mul(t, MR), r)
     if g.a_off is not None:
       src = self.add(self.affine(g.a_off, values, (g.i, g.k)), self.add(self.mul(kk, g.a_off[1][g.k]), self.mul(self.add(i0, q), g.a_off[1][g.i])))
       val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.a.src[0]]}, i64 {src}')}")
     else: val = self._value(x, {**values, **self._k_values(ks, kk), g.i: self.add(i0, q)})
-    dst = self.add(self.mul(t, k * MR), self.add(self.mul(self.add(kk, at), MR), r))
+    dst = self.add(self.mul(t, kc * MR), self.add(self.mul(dk, MR), r))
     self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %ap, i64 {dst}')}")
 
-  def _pack(self, values: dict[UOp, str], jc: str, ncols: str, npan: str) -> None:
-    """Copy b's columns [jc, jc + ncols) into K x NR panels at %bp, zeros past the last column."""
-    g, (_, n, k) = self.g, self.g.sizes
+  def _pack(self, values: dict[UOp, str], jc: str, ncols: str, npan: str, pc: str, kcb: str) -> None:
+    """Copy b's columns [jc, jc + ncols), rows [pc, pc + kcb) of K, into kcb x NR panels at %bp, zeros past the last column."""
+    g, n, kc = self.g, self.g.sizes[1], k_block(self.g)
     nr = _panel_sizes(g)[0]
     sk, sj = (g.b_off[1][g.k], g.b_off[1][g.j]) if g.b_off is not None else (_unit_loads(g.b, g.j), _unit_loads(g.b, g.ks[-1]))
     pp = self.loop("pp", "0", npan)
     col0 = self.i64(f"add nsw i64 {jc}, {self.i64(f'mul nsw i64 {pp}, {nr}')}")
     width = self.min64(str(nr), self.i64(f"sub nsw i64 {n}, {col0}"))
-    dst0 = self.i64(f"mul nsw i64 {pp}, {k * nr}")
+    dst0 = self.i64(f"mul nsw i64 {pp}, {kc * nr}")
     # columns innermost for a row-major b, k for a transposed one (x @ W.T); elementwise work on loads along the axis
     # more of its loads run along (the "strides" are counts of loads: the smaller innermost)
     at = 0
     for n, (_, y, ks) in enumerate(g.terms):
       size = _size(ks)
-      outer, inner = ((f"pk{n}", str(size)), (f"pc{n}", width)) if abs(sj) <= abs(sk) else ((f"pc{n}", width), (f"pk{n}", str(size)))
-      v_out = self.loop(outer[0], "0", outer[1])
-      v_in = self.loop(inner[0], "0", inner[1])
+      self.only_term("pb", n)
+      lo, hi = self.k_range(at, size, pc, kcb)
+      outer, inner = ((f"pk{n}", lo, hi), (f"pc{n}", "0", width)) if abs(sj) <= abs(sk) else ((f"pc{n}", "0", width), (f"pk{n}", lo, hi))
+      v_out = self.loop(*outer)
+      v_in = self.loop(*inner)
       kk, cc = (v_out, v_in) if outer[0].startswith("pk") else (v_in, v_out)
       col = self.i64(f"add nsw i64 {col0}, {cc}")
       if g.b_off is not None:
         src = self.add(self.affine(g.b_off, values, (g.j, g.k)), self.add(self.mul(kk, sk), self.mul(col, sj)))
         val = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {self.names[g.b.src[0]]}, i64 {src}')}")
       else: val = self._value(y, {**values, **self._k_values(ks, kk), g.j: col})
-      dst = self.add(dst0, self.add(self.mul(self.add(kk, at), nr), cc))
+      row = self.add(kk, at) if pc == "0" else self.sub(self.add(kk, at), pc)
+      dst = self.add(dst0, self.add(self.mul(row, nr), cc))
       self.emit(f"store float {val}, ptr {self.i64(f'getelementptr inbounds float, ptr %bp, i64 {dst}')}")
       self.close(inner[0])
       self.close(outer[0])
-      at += size
+      self.only_term("pb", n, end=True)
+      if g.select is None: at += size
     # zeros in the columns past N of the last panel, so its tile's extra columns sum finite garbage that is never stored
-    pz = self.loop("pz", "0", str(k))
+    pz = self.loop("pz", "0", kcb)
     pzc = self.loop("pzc", width, str(nr))
     dst = self.add(dst0, self.add(self.mul(pz, nr), pzc))
     self.emit(f"store float 0.0, ptr {self.i64(f'getelementptr inbounds float, ptr %bp, i64 {dst}')}")
