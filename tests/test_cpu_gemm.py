@@ -1,4 +1,4 @@
-"""The CPU's blocked GEMM form of matrix products (codegen/cpu_gemm.py): which kernels take it, and that they compute right.
+"""The CPU's blocked GEMM form of matrix products (codegen/gemm_match.py, cpu_gemm.py): which kernels take it, and that they compute right.
 
 Results are compared with float64 numpy (odd sizes leave partial row tiles and zero-padded b panels;
 transposed, broadcast and batched operands; fused epilogues; NaN and inf) and, forward and
@@ -8,7 +8,7 @@ GEMM must give the same bits as the generic loop nest under NOOPT=1.
 import numpy as np
 import pytest
 from picograd import Tensor, Context
-from picograd.codegen.cpu_gemm import match_gemm, MR, MIN_MACS, KC
+from picograd.codegen.gemm_match import match_gemm, MR, MIN_MACS, KC
 from picograd.codegen.kernel import render
 from picograd.codegen.lower import lower_kernel
 from picograd.codegen.transcendental import approximate_transcendentals
@@ -117,8 +117,8 @@ def test_linear_relu_grads_match_torch(device):
 
 def test_gemm_with_avx2_vectors(monkeypatch):
   """Hosts without AVX-512 get 8-lane vectors (this one has AVX-512: LLVM runs the 8-lane kernel just as well)."""
-  import picograd.codegen.cpu_gemm as cpu_gemm
-  monkeypatch.setattr(cpu_gemm, "vector_lanes", lambda: 8)
+  import picograd.codegen.gemm_match as gemm_match
+  monkeypatch.setattr(gemm_match, "vector_lanes", lambda: 8)
   a, b, c = _rand(37, 283), _rand(283, 29), _rand(29)
   with Context(CACHE=0):  # a fresh render: the disk's spec cache does not know the lanes
     t = (Tensor(a) @ Tensor(b) + Tensor(c)) * 3  # a shape no other test builds, so no kernel of another width is reused
@@ -184,8 +184,8 @@ def test_k_blocks_cut_through_a_convolutions_sums(monkeypatch):
   """A block boundary inside one of a convolution's 9 sums (KC = 40: K = 9 x 7 = 63 in blocks of 32 and 31): each block
   packs the parts of the terms it holds, pad gates computed."""
   torch = pytest.importorskip("torch")
-  import picograd.codegen.cpu_gemm as cpu_gemm
-  monkeypatch.setattr(cpu_gemm, "KC", 40)
+  import picograd.codegen.gemm_match as gemm_match
+  monkeypatch.setattr(gemm_match, "KC", 40)
   x, w, bias = _rand(2, 7, 9, 37), _rand(120, 7, 3, 3), _rand(120)
   with Context(CACHE=0):  # a fresh render (the disk's spec cache does not know KC), of shapes no other test builds
     t = Tensor(x).conv2d(Tensor(w), Tensor(bias), padding=1).relu()

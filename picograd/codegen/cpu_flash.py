@@ -43,7 +43,8 @@ from picograd.helpers import prod
 from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops, BINARY as BINARY_OPS, toposort, substitute, graph_rewrite
 from picograd.codegen.llvm import LLVMRenderer, BINARY, COMPARE, MEM_TYPES, ll_type, ll_const
-from picograd.codegen.cpu_gemm import GemmRenderer, vector_lanes, _affine
+from picograd.codegen.gemm_match import vector_lanes, _affine
+from picograd.codegen.cpu_gemm import GemmRenderer
 from picograd.codegen.online import _factors, _exp_of_shifted, _canonical, _product
 from picograd.codegen.transcendental import EXP2_POLY, ROUND32, transcendental_rules
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from picograd.helpers import prod
 from picograd.dtype import dtypes
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
-from picograd.codegen.cpu_gemm import vector_lanes
+from picograd.codegen.gemm_match import vector_lanes
 from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, TileRenderer, _Vector, _vectorizable, _loops, _has_reduce
 from picograd.codegen.online import _product
 from picograd.codegen.transcendental import transcendental_rules

@@ -16,7 +16,8 @@ from picograd.codegen.linearize import linearize, kernel_name
 from picograd.codegen.opt import optimize
 from picograd.codegen.online import online_softmax
 from picograd.codegen.transcendental import approximate_transcendentals
-from picograd.codegen.cpu_gemm import Gemm, match_gemm, render_gemm, describe, row_tiles
+from picograd.codegen.gemm_match import Gemm, match_gemm, describe, row_tiles
+from picograd.codegen.cpu_gemm import render_gemm
 from picograd.codegen.cpu_flash import match_flash, render_flash, describe_flash, flash_tiles, flash_flops
 from picograd.codegen.cpu_flash_bwd import match_recomputed, render_recomputed, describe_recomputed, recomputed_tiles, recomputed_flops
 
@@ -73,7 +74,7 @@ def kernel_checks(program: list[UOp]) -> tuple[tuple[str, str], ...]:
 def optimize_cpu(sink: UOp) -> tuple[UOp, list[str], Gemm | None]:
   """The CPU's passes over lowered kernel `sink`: the optimized sink, what was applied (DEBUG=3), and the GEMM form when it is one.
 
-  A matrix product gets the blocked GEMM form (codegen/cpu_gemm.py), rendered from the sink as it is; other kernels the
+  A matrix product gets the blocked GEMM form (codegen/gemm_match.py, cpu_gemm.py), rendered from the sink as it is; other kernels the
   generic loop nest, split at gates and upcast (codegen/opt.py). NOOPT=1: neither."""
   sink = approximate_transcendentals(sink)
   if (gemm := None if NOOPT else match_gemm(sink)) is not None: return sink, describe(gemm), gemm

@@ -50,7 +50,7 @@ def graph_key(ast: UOp) -> str:
 
 def cached_spec(ast: UOp, device: str, target: Any, render: Callable[[], ProgramSpec], compiler: str = "") -> ProgramSpec:
   """`render()`, or the spec an earlier process rendered for the same kernel, device, target, compiler and code. `compiler`
-  is the device compiler's cache key: the CPU's rendering reads the host's vector width (codegen/cpu_gemm.py)."""
+  is the device compiler's cache key: the CPU's rendering reads the host's vector width (codegen/gemm_match.py)."""
   if not CACHE: return render()
   key = f"spec\0{_code_version()}\0{device}\0{compiler}\0{target!r}\0{bool(NOOPT)}\0{bool(TF32)}\0{EMULATE.value}\0{graph_key(ast)}"
   made: list[ProgramSpec] = []
