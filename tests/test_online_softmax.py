@@ -247,8 +247,8 @@ def test_flash_panels_on_the_heap_match_torch(monkeypatch):
 
 def test_flash_with_eight_lanes_matches_torch(monkeypatch):
   # a host without AVX-512 gets 8-lane vectors (blocks of 16 keys): the same kernel at that width, run here
-  from picograd.codegen import cpu_flash
-  monkeypatch.setattr(cpu_flash, "vector_lanes", lambda: 8)
+  from picograd.codegen import cpu_flash, cpu_tiles
+  for module in (cpu_flash, cpu_tiles): monkeypatch.setattr(module, "vector_lanes", lambda: 8)
   q, k, v = (a[:1, :, :13, :5] for a in _qkv(13))
   out = Tensor(q).scaled_dot_product_attention(Tensor(k), Tensor(v), is_causal=True)
   [step] = _steps(out)

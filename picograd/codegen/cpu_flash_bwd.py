@@ -29,7 +29,8 @@ from picograd.helpers import prod
 from picograd.dtype import dtypes
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.codegen.gemm_match import vector_lanes
-from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, TileRenderer, _Vector, _vectorizable, _loops, _has_reduce
+from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, _vectorizable, _loops, _has_reduce
+from picograd.codegen.cpu_tiles import TileRenderer, _Vector
 from picograd.codegen.online import _product
 from picograd.codegen.transcendental import transcendental_rules
 
@@ -209,7 +210,7 @@ class RecomputedRenderer(TileRenderer):
     sb = self.loop("sb", "0", str(spad // nr))
     s0 = self.mul(sb, nr)
     svec, valid = self.block_lanes(s0, f.s)
-    printers = [_Vector(self, f.s, valid[h]) for h in range(2)]  # type: ignore[arg-type]
+    printers = [_Vector(self, f.s, valid[h]) for h in range(2)]
     def env(r: int, h: int) -> dict[UOp, tuple[str, bool]]: return {**batch32, f.r: (rows32[r], False), f.s: (svec[h], True)}
     if f.gate is not None:
       live = "0"
