@@ -40,7 +40,6 @@ class GemmRenderer(LLVMRenderer):
     self.ordered, self.accumulated, self.checked = set(), set(), False
     self.steps: dict[str, int] = {}  # loop name -> its step, for `close`
     self.sel = "0"  # gated sums: the term the tile's batch value reads
-    self.loop_md: list[str] = []  # each loop's metadata node
 
   def i64(self, expr: str) -> str:
     out = self.tmp()

@@ -120,7 +120,6 @@ class TileRenderer(GemmRenderer):
     self.f, self.params, self.lanes, self.mr = f, params, vector_lanes(), f.mr
     self.ordered, self.accumulated, self.checked = set(), set(), False
     self.steps: dict[str, int] = {}
-    self.loop_md: list[str] = []
     self.freed: list[str] = []  # panels on the heap
 
   def ptr(self, buf: str, index: str | int) -> str: return self.i64(f"getelementptr inbounds float, ptr {buf}, i64 {index}")

@@ -176,7 +176,7 @@ class LLVMRenderer:
     self.counter = 0
     self.block = "entry"
     self.loops: dict[UOp, tuple[str, str, str, str]] = {}  # range -> (header, body, exit, predecessor)
-    self.loop_md: list[str] = []  # !llvm.loop metadata of the loops the loop vectorizer must leave alone
+    self.loop_md: list[str] = []  # !llvm.loop metadata nodes (loops LLVM's vectorizer or unroller must leave alone)
 
   def tmp(self) -> str:
     self.counter += 1
