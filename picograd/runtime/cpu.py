@@ -4,6 +4,10 @@ Compiling parses and verifies the IR, optimizes it at O3 with the loop and SLP v
 the host's exact CPU, and emits an object file; that object is what the disk cache keeps, so a
 second process only links it. Kernels take (buffers..., start, end) and the launcher splits
 the outer loop across threads when there is enough work (ctypes releases the GIL).
+Launches are asynchronous (CPU_ASYNC=1, the default): a kernel split across threads is queued to
+the pool's workers and the call returns, so Python builds the next graph while they stream. The
+next launch, and every host access of memory (the allocator's copies, error words, a fork, exit),
+first joins the job in flight; the job holds its buffers' memory, so freeing a buffer early is safe.
 Large buffers are mmap-ed with huge pages and reused through the allocator's cache, because a
 fresh page-faulting output costs more than the arithmetic.
 """
@@ -11,7 +15,7 @@ from __future__ import annotations
 import ctypes, functools, mmap, os, struct, threading, time
 from typing import Any
 import numpy as np
-from picograd.helpers import THREADS, LaunchDims
+from picograd.helpers import THREADS, Flag, LaunchDims
 from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, Program
 from picograd.runtime.cache import cached_compile
 from picograd.runtime.cpu_pool import Pool
@@ -32,6 +36,9 @@ THREAD_MIN_WORK = 1 << 18
 # machine) then leaves one small slice to wait for, not half the kernel. Row sums of 4096^2 on the loaded 2-core machine:
 # median 1.6-1.8 ms in 2 slices, 1.35-1.55 in 16 (PyTorch 1.4-1.5). Not for kernels that pack operands per slice (GEMM).
 SLICES_PER_THREAD = 8
+# 1: a kernel split across threads is queued and runs while the caller goes on (joined at the next launch or host access);
+# 0: every launch returns when its kernel is done
+CPU_ASYNC = Flag("CPU_ASYNC", 1)
 
 
 class CPUMemory:
@@ -67,9 +74,12 @@ class CPUAllocator(Allocator):
     except (OverflowError, OSError) as e:  # more than the address space (OverflowError) or than the system grants (ENOMEM)
       raise MemoryError(str(e)) from e
   def _free(self, handle: CPUMemory, nbytes: int) -> None: pass  # dropping the reference returns the memory
+  # the host touches memory only here (and in write_word, a copyin): the kernel in flight may read or write it, so wait
   def copyin(self, handle: CPUMemory, src: memoryview) -> None:
+    _pool.wait()
     ctypes.memmove(handle.addr, np.frombuffer(src, np.uint8).ctypes.data, src.nbytes)
   def copyout(self, dest: memoryview, handle: CPUMemory) -> None:
+    _pool.wait()
     ctypes.memmove(np.frombuffer(dest, np.uint8).ctypes.data, handle.addr, dest.nbytes)
 
 
@@ -226,9 +236,16 @@ class CPUProgram(Program):
     if len(handles) != self.meta["n_params"]: raise RuntimeError(f"{self.name}: {len(handles)} buffers for {self.meta['n_params']} parameters")
     ptrs = [h.addr for h in handles]
     outer = self.meta["outer"]
+    if wait: _pool.wait()  # time this kernel alone
     st = time.perf_counter() if wait else 0.0
     n, slices = _split(self.meta) if self.slice_fn else (1, 1)
-    if n <= 1 or not _pool.run(self.slice_fn, (ctypes.c_void_p * len(ptrs))(*ptrs), outer, n, slices): self.fn(*ptrs, 0, max(outer, 1))
+    if n > 1:
+      args = (ctypes.c_void_p * len(ptrs))(*ptrs)
+      # queued: the job keeps the handles (their memory) and its argument array alive until it is joined
+      if _pool.run(self.slice_fn, args, outer, n, slices, (handles, args) if CPU_ASYNC.value and not wait else None):
+        return time.perf_counter() - st if wait else None
+    _pool.wait()  # this thread runs the kernel: after the one in flight, whose output it may read
+    self.fn(*ptrs, 0, max(outer, 1))
     return time.perf_counter() - st if wait else None
 
 
@@ -274,8 +291,15 @@ def _load(lib: bytes) -> _LoadedObject:
 _pool = Pool(lambda src, name: cached_compile(LLVMCompiler(), src, name), _load)
 
 
+class CPUDevice(Device):
+  """A CPU device: `synchronize` waits for the kernel in flight. It sets no `extra["synchronize"]`, which marks a device
+  whose failed checks are read late (CUDA's, engine/realize.py): a CPU realize reads its error words at once (a copyout,
+  which waits), so it raises where the op ran."""
+  def synchronize(self) -> None: _pool.wait()
+
+
 def open_device(name: str) -> Device:
   if name.split(":")[0] != "CPU": raise DeviceError(f"not a CPU device: {name}")  # CPU:n are virtual devices on the same host
   # a JIT replay runs its kernels as one LaunchList and its intermediates live at offsets of one block (`MemoryView`)
   extra: dict[str, Any] = {"launch_list": LaunchList, "memory_view": MemoryView} if _pool.available else {}
-  return Device(name, CPUAllocator(name), LLVMCompiler(), CPUProgram, extra)
+  return CPUDevice(name, CPUAllocator(name), LLVMCompiler(), CPUProgram, extra)

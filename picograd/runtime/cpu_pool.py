@@ -17,10 +17,14 @@ their `<name>.slice(ptr args, i64 start, i64 end)` entry (codegen/llvm.py), whic
 pointers from an array and calls the kernel; its int64 error word is one of them, set with an atomic
 OR, so checks work from any thread.
 
-Only one job runs at a time: a caller that finds the pool busy (another Python thread) runs its
-kernel on one thread. At interpreter exit the workers are stopped and joined before the module's
-code could be freed; a forked child starts its own workers on first use (the parent's are not
-copied by fork). Linux only (futex, pthread); elsewhere kernels run on one thread.
+A job may also be queued without the caller (`pg_pool_submit`): the caller returns to Python, builds
+the next graph while the workers stream, and joins the job (`pg_pool_join`: it claims the slices
+left, then waits for the claimed ones) before its next launch or any host access of the memory:
+asynchronous launches, as on a CUDA stream of depth one. Only one job is published at a time, and
+Python threads take turns (a lock), so launches run in the order they were made. At interpreter
+exit the job in flight is joined and the workers are stopped and joined before the module's code
+could be freed; a fork waits for the job first, and a forked child starts its own workers on first
+use (the parent's are not copied by fork). Linux only (futex, pthread); elsewhere kernels run on one thread.
 """
 from __future__ import annotations
 import atexit, ctypes, os, platform, sys, threading
@@ -40,7 +44,8 @@ def _pause() -> str:
 
 
 def pool_source() -> str:
-  """The pool's LLVM IR: pg_pool_start(n), pg_pool_run(fn, args, outer, nslices), pg_pool_stop(), pg_pool_reset()."""
+  """The pool's LLVM IR: pg_pool_start(n), pg_pool_run(fn, args, outer, nslices) (= pg_pool_submit, then pg_pool_join(nslices)),
+  pg_run_list(records, count, single), pg_pool_stop(), pg_pool_reset()."""
   futex = f"call i64 (i64, ...) @syscall(i64 {_SYSCALL_FUTEX}"
   tids = f"[{MAX_WORKERS + 1} x i64]"
   return f"""
@@ -257,8 +262,9 @@ out:
   ret void
 }}
 
-; run fn(args, start, end) over [0, outer) in n slices, claimed by this thread and the workers
-define void @pg_pool_run(ptr %fn, ptr %args, i64 %outer, i64 %n) {{
+; publish fn(args, start, end) over [0, outer) in n slices for the workers and return at once (the previous job must be
+; joined: its slices are all done)
+define void @pg_pool_submit(ptr %fn, ptr %args, i64 %outer, i64 %n) {{
   call void @begin_write()
   %n32 = trunc i64 %n to i32
   store ptr %fn, ptr @job_fn
@@ -268,8 +274,21 @@ define void @pg_pool_run(ptr %fn, ptr %args, i64 %outer, i64 %n) {{
   store i32 0, ptr @next
   store i32 0, ptr @done
   call void @publish()
+  ret void
+}}
+
+; claim the published job's slices that no worker took yet, then wait until its n slices are done
+define void @pg_pool_join(i64 %n) {{
+  %n32 = trunc i64 %n to i32
   call void @claim()
   call void @wait_done(i32 %n32)
+  ret void
+}}
+
+; run fn(args, start, end) over [0, outer) in n slices, claimed by this thread and the workers
+define void @pg_pool_run(ptr %fn, ptr %args, i64 %outer, i64 %n) {{
+  call void @pg_pool_submit(ptr %fn, ptr %args, i64 %outer, i64 %n)
+  call void @pg_pool_join(i64 %n)
   ret void
 }}
 
@@ -358,59 +377,82 @@ out:
 
 
 class Pool:
-  """The process's worker threads, started on first use. `run` splits one kernel call; it returns False when the
-  pool cannot take the job (busy with another Python thread's kernel, or not available here)."""
+  """The process's worker threads, started on first use. `run` splits one kernel call, or queues it (`keep` given) and
+  returns while the workers run it: an asynchronous launch, as on a CUDA stream. At most one job is in flight; every
+  other use of the pool (the next launch, a launch list, `stop`, a fork) first joins it, the caller claiming the slices
+  no worker took yet, and `wait` joins it for whoever reads or writes host memory (runtime/cpu.py's allocator). `run`
+  returns False when the pool cannot take the job (not available here, or fewer than 2 threads)."""
 
   def __init__(self, compile_object: Any, load_object: Any):
     self._compile, self._load = compile_object, load_object
     self._lock = threading.Lock()
     self._fns: dict[str, Any] | None = None
     self._workers = 0
+    # the job in flight: its slice count and what keeps its memory alive (buffer handles, argument array), else None
+    self._inflight: tuple[int, Any] | None = None
     self.available = _SYSCALL_FUTEX is not None and sys.platform.startswith("linux")
-    if hasattr(os, "register_at_fork"): os.register_at_fork(after_in_child=self._after_fork)
+    # a fork copies only the calling thread: the job must be done before, or the child would wait for slices no one runs
+    if hasattr(os, "register_at_fork"): os.register_at_fork(before=self.wait, after_in_child=self._after_fork)
 
   def _functions(self) -> dict[str, Any]:
     if self._fns is None:
       lib = self._compile(pool_source(), "pg_pool")
       self._loaded = self._load(lib)  # kept for the life of the process: the workers run its code
       addr = self._loaded.engine.get_function_address
+      job = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
       self._fns = {"start": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr("pg_pool_start")),
-                   "run": ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)(addr("pg_pool_run")),
+                   "run": job(addr("pg_pool_run")), "submit": job(addr("pg_pool_submit")),
+                   "join": ctypes.CFUNCTYPE(None, ctypes.c_int64)(addr("pg_pool_join")),
                    "stop": ctypes.CFUNCTYPE(None)(addr("pg_pool_stop")), "reset": ctypes.CFUNCTYPE(None)(addr("pg_pool_reset")),
                    "run_list": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)(addr("pg_run_list"))}
       atexit.register(self.stop)
     return self._fns
 
-  def run(self, fn: int, args: Any, outer: int, n: int, slices: int = 0) -> bool:
+  def _join(self) -> None:
+    """Finish the job in flight (the caller holds the lock)."""
+    if self._inflight is not None:
+      self._fns["join"](self._inflight[0])  # type: ignore[index]  # a job was queued, so the functions exist
+      self._inflight = None
+
+  def wait(self) -> None:
+    """Return once no job is in flight: every kernel launched so far has run."""
+    if self._inflight is None: return
+    with self._lock: self._join()
+
+  def run(self, fn: int, args: Any, outer: int, n: int, slices: int = 0, keep: Any = None) -> bool:
     """Run slice function `fn(args, start, end)` over [0, outer) on n threads (this one included), in `slices` slices
-    (default n) that the threads claim in turn."""
-    if not self.available or not self._lock.acquire(blocking=False): return False
-    try:
+    (default n) that the threads claim in turn, after the job in flight. With `keep` (what must stay alive while the job
+    runs: its memory) the job is only queued for the workers: this thread returns and claims what is left at the next
+    `wait` or launch."""
+    if not self.available: return False
+    with self._lock:  # another thread's job, or its launch in progress, goes first: launches run in order
+      self._join()
       fns = self._functions()
       if self._workers < n - 1: self._workers = fns["start"](min(n - 1, MAX_WORKERS))
       if self._workers < n - 1: n = self._workers + 1  # the system refused more threads: use those it gave
       if n <= 1: return False
-      fns["run"](fn, args, outer, max(slices, n))
+      if keep is None: fns["run"](fn, args, outer, max(slices, n))
+      else:
+        fns["submit"](fn, args, outer, max(slices, n))
+        self._inflight = (max(slices, n), keep)
       return True
-    finally:
-      self._lock.release()
 
   def run_list(self, records: Any, count: int, threads: int) -> int:
-    """Run `count` launch records (pg_run_list's layout) in order, those with more than one slice on up to `threads`
-    threads; return the OR of their error words. Busy or unavailable pool: every record runs on this thread alone."""
+    """Run `count` launch records (pg_run_list's layout) in order after the job in flight, those with more than one slice
+    on up to `threads` threads; return the OR of their error words. Unavailable pool: every record runs on this thread."""
     fns = self._functions()
-    if not self.available or threads <= 1 or not self._lock.acquire(blocking=False): return fns["run_list"](records, count, 1)
-    try:
-      if self._workers < threads - 1: self._workers = fns["start"](min(threads - 1, MAX_WORKERS))
-      return fns["run_list"](records, count, int(self._workers < threads - 1))  # fewer workers than slices: one thread
-    finally:
-      self._lock.release()
+    if not self.available: return fns["run_list"](records, count, 1)
+    with self._lock:
+      self._join()
+      if threads > 1 and self._workers < threads - 1: self._workers = fns["start"](min(threads - 1, MAX_WORKERS))
+      return fns["run_list"](records, count, int(threads <= 1 or self._workers < threads - 1))  # too few workers: one thread
 
   def stop(self) -> None:
     """Stop and join the workers for good (at exit: they must not run in code that finalization frees). Kernels
     launched later (from atexit handlers that run after this one) run on one thread."""
     if self._fns is None or not self._lock.acquire(timeout=5): return
     try:
+      self._join()
       if self._workers: self._fns["stop"]()
       self._workers = 0
       self.available = False
@@ -419,5 +461,6 @@ class Pool:
 
   def _after_fork(self) -> None:
     self._lock = threading.Lock()
+    self._inflight = None  # joined before the fork
     self._workers = 0
     if self._fns is not None: self._fns["reset"]()
