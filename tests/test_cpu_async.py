@@ -98,6 +98,19 @@ def test_freed_input_keeps_its_memory(split_async):
   np.testing.assert_allclose(out.numpy(), x.sum(1), rtol=1e-4, atol=1e-3)
 
 
+def test_one_thread_kernel_after_a_queued_one(split_async):
+  # a kernel too small to split runs on the calling thread: it must start after the queued one (~ms of sin/exp) it reads
+  x = np.random.default_rng(2).standard_normal((1024, 1024), dtype=np.float32)
+  a = Tensor(x).realize()
+  want = (np.sin(x) * np.exp(x)).sum(1)
+  for _ in range(3):  # the first round compiles (the queued kernel finishes meanwhile); later ones race
+    rows = (a.sin() * a.exp()).sum(1).realize()
+    assert _queued()
+    top = rows.max().realize()
+    np.testing.assert_allclose(top.item(), want.max(), rtol=1e-4)
+  np.testing.assert_allclose(rows.numpy(), want, rtol=1e-4, atol=1e-3)
+
+
 SCRIPT = """
 import atexit, os, numpy as np
 import picograd.runtime.cpu as cpu
