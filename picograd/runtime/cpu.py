@@ -244,6 +244,8 @@ class CPUProgram(Program):
       # queued: the job keeps the handles (their memory) and its argument array alive until it is joined
       if _pool.run(self.slice_fn, args, outer, n, slices, (handles, args) if CPU_ASYNC.value and not wait else None):
         return time.perf_counter() - st if wait else None
+    # too small to split: queued to run right after the kernel in flight (which it may read) when there is one
+    if CPU_ASYNC.value and not wait and self.slice_fn and _pool.attach(self.slice_fn, ptrs, max(outer, 1), handles): return None
     _pool.wait()  # this thread runs the kernel: after the one in flight, whose output it may read
     self.fn(*ptrs, 0, max(outer, 1))
     return time.perf_counter() - st if wait else None

@@ -37,6 +37,7 @@ MAX_WORKERS = 255
 _SYSCALL_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
 FUTEX_WAIT, FUTEX_WAKE = 128, 129  # the _PRIVATE forms: the words are never shared with another process
 _RECORD = "{ ptr, ptr, i64, i64, ptr }"  # one launch of pg_run_list: slice function, argument array, outer, slices, error word
+_TAIL = "{ ptr, ptr, i64 }"  # a job's tail (pg_pool_attach): slice function, argument array, outer
 
 
 def _pause() -> str:
@@ -45,7 +46,7 @@ def _pause() -> str:
 
 def pool_source() -> str:
   """The pool's LLVM IR: pg_pool_start(n), pg_pool_run(fn, args, outer, nslices) (= pg_pool_submit, then pg_pool_join(nslices)),
-  pg_run_list(records, count, single), pg_pool_stop(), pg_pool_reset()."""
+  pg_pool_attach(tail), pg_run_list(records, count, single), pg_pool_stop(), pg_pool_reset()."""
   futex = f"call i64 (i64, ...) @syscall(i64 {_SYSCALL_FUTEX}"
   tids = f"[{MAX_WORKERS + 1} x i64]"
   return f"""
@@ -60,6 +61,7 @@ def pool_source() -> str:
 @job_args = internal global ptr null
 @job_outer = internal global i64 0
 @job_n = internal global i32 0
+@tail = internal global ptr null
 @workers = internal global i64 0
 @tids = internal global {tids} zeroinitializer
 
@@ -69,7 +71,8 @@ declare i32 @pthread_join(i64, ptr)
 declare i32 @sched_yield()
 {"declare void @llvm.x86.sse2.pause()" if platform.machine() == "x86_64" else ""}
 
-; claim and run slices of the published job until none is left; the last slice wakes a sleeping caller
+; claim and run slices of the published job until none is left; whoever finishes the last slice closes the job to tails
+; and runs the one attached, if any (counting it as slice n + 1), and wakes a sleeping caller
 define internal void @claim() {{
 entry:
   %n = load i32, ptr @job_n
@@ -93,7 +96,21 @@ run:
   %d = atomicrmw add ptr @done, i32 1 seq_cst
   %d1 = add i32 %d, 1
   %last = icmp eq i32 %d1, %n
-  br i1 %last, label %maybe.wake, label %loop
+  br i1 %last, label %close, label %loop
+close:
+  %t = atomicrmw xchg ptr @tail, ptr inttoptr (i64 1 to ptr) seq_cst
+  %has.tail = icmp ne ptr %t, null
+  br i1 %has.tail, label %run.tail, label %maybe.wake
+run.tail:
+  %t.fn.p = getelementptr {_TAIL}, ptr %t, i64 0, i32 0
+  %t.fn = load ptr, ptr %t.fn.p
+  %t.args.p = getelementptr {_TAIL}, ptr %t, i64 0, i32 1
+  %t.args = load ptr, ptr %t.args.p
+  %t.outer.p = getelementptr {_TAIL}, ptr %t, i64 0, i32 2
+  %t.outer = load i64, ptr %t.outer.p
+  call void %t.fn(ptr %t.args, i64 0, i64 %t.outer)
+  %d.t = atomicrmw add ptr @done, i32 1 seq_cst
+  br label %maybe.wake
 maybe.wake:
   %sleeping = load atomic i32, ptr @waiting seq_cst, align 4
   %wake = icmp ne i32 %sleeping, 0
@@ -273,11 +290,21 @@ define void @pg_pool_submit(ptr %fn, ptr %args, i64 %outer, i64 %n) {{
   store i32 %n32, ptr @job_n
   store i32 0, ptr @next
   store i32 0, ptr @done
+  store ptr null, ptr @tail
   call void @publish()
   ret void
 }}
 
-; claim the published job's slices that no worker took yet, then wait until its n slices are done
+; attach tail record %t (fn(args, 0, outer) on one thread) to the published job: it runs after the job's last slice.
+; Returns 1, or 0 when that slice is done already (the job is closed) or another tail is attached
+define i64 @pg_pool_attach(ptr %t) {{
+  %r = cmpxchg ptr @tail, ptr null, ptr %t seq_cst seq_cst
+  %ok = extractvalue {{ ptr, i1 }} %r, 1
+  %ok64 = zext i1 %ok to i64
+  ret i64 %ok64
+}}
+
+; claim the published job's slices that no worker took yet, then wait until its n slices (and its tail: n + 1) are done
 define void @pg_pool_join(i64 %n) {{
   %n32 = trunc i64 %n to i32
   call void @claim()
@@ -376,6 +403,11 @@ out:
 """
 
 
+class _Tail(ctypes.Structure):
+  """A job's tail, as pg_pool_attach reads it."""
+  _fields_ = [("fn", ctypes.c_void_p), ("args", ctypes.c_void_p), ("outer", ctypes.c_int64)]
+
+
 class Pool:
   """The process's worker threads, started on first use. `run` splits one kernel call, or queues it (`keep` given) and
   returns while the workers run it: an asynchronous launch, as on a CUDA stream. At most one job is in flight; every
@@ -388,8 +420,9 @@ class Pool:
     self._lock = threading.Lock()
     self._fns: dict[str, Any] | None = None
     self._workers = 0
-    # the job in flight: its slice count and what keeps its memory alive (buffer handles, argument array), else None
-    self._inflight: tuple[int, Any] | None = None
+    # the job in flight: the slices to wait for (its tail counts as one), what keeps its memory alive (buffer handles,
+    # argument arrays, the tail record) and whether a tail is attached; None when there is none
+    self._inflight: tuple[int, Any, bool] | None = None
     self.available = _SYSCALL_FUTEX is not None and sys.platform.startswith("linux")
     # a fork copies only the calling thread: the job must be done before, or the child would wait for slices no one runs
     if hasattr(os, "register_at_fork"): os.register_at_fork(before=self.wait, after_in_child=self._after_fork)
@@ -403,6 +436,7 @@ class Pool:
       self._fns = {"start": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr("pg_pool_start")),
                    "run": job(addr("pg_pool_run")), "submit": job(addr("pg_pool_submit")),
                    "join": ctypes.CFUNCTYPE(None, ctypes.c_int64)(addr("pg_pool_join")),
+                   "attach": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(addr("pg_pool_attach")),
                    "stop": ctypes.CFUNCTYPE(None)(addr("pg_pool_stop")), "reset": ctypes.CFUNCTYPE(None)(addr("pg_pool_reset")),
                    "run_list": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)(addr("pg_run_list"))}
       atexit.register(self.stop)
@@ -434,7 +468,22 @@ class Pool:
       if keep is None: fns["run"](fn, args, outer, max(slices, n))
       else:
         fns["submit"](fn, args, outer, max(slices, n))
-        self._inflight = (max(slices, n), keep)
+        self._inflight = (max(slices, n), keep, False)
+      return True
+
+  def attach(self, fn: int, ptrs: list[int], outer: int, keep: Any) -> bool:
+    """Queue slice function `fn` over [0, outer) with buffer addresses `ptrs` (a kernel too small to split) to run on one
+    thread right after the job in flight, by whichever thread finishes its last slice; the caller goes on. False when
+    there is no job to attach to: none in flight, its last slice done already, or another kernel attached (then the caller
+    waits and runs it itself)."""
+    if self._inflight is None: return False
+    with self._lock:
+      if self._inflight is None or self._inflight[2]: return False
+      args = (ctypes.c_void_p * len(ptrs))(*ptrs)
+      tail = _Tail(fn, ctypes.addressof(args), outer)
+      if not self._fns["attach"](ctypes.addressof(tail)): return False  # type: ignore[index]  # a job is in flight
+      n, held, _ = self._inflight
+      self._inflight = (n + 1, (held, keep, args, tail), True)
       return True
 
   def run_list(self, records: Any, count: int, threads: int) -> int:
