@@ -7,8 +7,10 @@ step of the makemore MLP, eager and under `@picograd.jit`, a ResNet-stage conv2d
 forward + backward) and max_pool2d, what provenance (source lines per node) adds to building a
 GPT forward graph, and attention (scores stored, and as one online-softmax pass) beside PyTorch's SDPA.
 Each timing is the median of --runs runs after --warmup runs (the reduce group times picograd and PyTorch in
-alternating blocks, so their ratio survives a shared machine's slow phases); inputs
-are realized before timing and outputs with `.realize()`. "ratio" is numpy's time (or
+alternating blocks, so their ratio survives a shared machine's slow phases, and takes each block's mean time per call:
+one call's Python runs while the previous call's kernel does); inputs
+are realized before timing and outputs with `.realize()`, and a picograd time ends when its kernels are done (CPU
+launches are asynchronous: the device is synchronized). "ratio" is numpy's time (or
 PyTorch's, for the MLP, conv and attention rows) divided by picograd's: above 1 means picograd is faster; "vs torch"
 is PyTorch's time divided by picograd's.
 
@@ -26,6 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import picograd  # noqa: E402
 from picograd import Tensor, dtypes  # noqa: E402
+from picograd.runtime.device import get_device  # noqa: E402
 
 try:
   import torch
@@ -42,28 +45,33 @@ def median_time(fn: Callable[[], object], runs: int, warmup: int) -> float:
   """
   time.sleep(0.2)
   for _ in range(warmup): fn()
-  times = []
-  for _ in range(runs):
-    st = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - st)
+  times = [per_call(fn, 1) for _ in range(runs)]
   return sorted(times)[len(times) // 2]
 
 
+def per_call(fn: Callable[[], object], calls: int) -> float:
+  """Mean wall time per call of `calls` calls of `fn` in a row, up to when the CPU has run every kernel they launched (a
+  picograd launch may return while its kernel runs; the next launch waits for it)."""
+  cpu = get_device("CPU")
+  cpu.synchronize()
+  st = time.perf_counter()
+  for _ in range(calls): fn()
+  cpu.synchronize()
+  return (time.perf_counter() - st) / calls
+
+
 def paired_times(fns: list[Callable[[], object] | None], runs: int, warmup: int, rounds: int = 4) -> list[float | None]:
-  """Median wall time of each of `fns` (None stays None), timed in `rounds` alternating blocks of runs, each after the
-  pause `median_time` takes: the slow phases of a shared machine then fall on all of them alike, so their ratio holds."""
-  block = max(2, -(-runs // rounds))
+  """Median time per call of each of `fns` (None stays None), timed in `rounds` alternating blocks, each after the pause
+  `median_time` takes: the slow phases of a shared machine then fall on all of them alike, so their ratio holds. A block
+  runs `runs` calls in groups of 4 (`per_call`: the mean of each)."""
+  groups = max(2, -(-runs // rounds))
   times: list[list[float]] = [[] for _ in fns]
   for r in range(rounds):
     for i in (range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))):
       if (fn := fns[i]) is None: continue
       time.sleep(0.2)
       for _ in range(warmup if r == 0 else 1): fn()
-      for _ in range(block):
-        st = time.perf_counter()
-        fn()
-        times[i].append(time.perf_counter() - st)
+      times[i] += [per_call(fn, 4) for _ in range(groups)]
   return [sorted(t)[len(t) // 2] if t else None for t in times]
 
 
