@@ -74,6 +74,9 @@ class CPUAllocator(Allocator):
     except (OverflowError, OSError) as e:  # more than the address space (OverflowError) or than the system grants (ENOMEM)
       raise MemoryError(str(e)) from e
   def _free(self, handle: CPUMemory, nbytes: int) -> None: pass  # dropping the reference returns the memory
+  def free_cache(self) -> None:
+    _pool.wait()  # the kernel in flight holds the blocks it uses: they return to the system only once it is done
+    super().free_cache()
   # the host touches memory only here (and in write_word, a copyin): the kernel in flight may read or write it, so wait
   def copyin(self, handle: CPUMemory, src: memoryview) -> None:
     _pool.wait()
