@@ -56,7 +56,7 @@ def test_checks_fail_in_worker_slices(split_everything):
 
 
 def test_concurrent_python_threads(split_everything):
-  # one job at a time: a thread that finds the pool busy runs its kernel alone, with the same results
+  # one job at a time: a thread that finds the pool busy (or another thread's kernel queued) waits its turn, same results
   rng = np.random.default_rng(1)
   xs = [rng.standard_normal((64, 48), dtype=np.float32) for _ in range(4)]
   results: dict[int, np.ndarray] = {}
