@@ -61,10 +61,12 @@ def test_copies_and_jit_read_after_the_queued_kernel(split_async):
   @picograd.jit
   def step(a: Tensor) -> Tensor: return (a * 2).sum(1)
 
-  for i in range(4):  # the JIT captures on the second call and replays from the third
+  for i in range(5):  # the JIT captures on the second call and replays from the third
     a = (t + i).realize()
     assert _queued()
-    np.testing.assert_allclose(step(a).numpy(), ((x + i) * 2).sum(1), rtol=1e-5)
+    out = step(a)
+    if i >= 2: assert _queued(), "the replay did not queue its (split, unchecked) last kernel"
+    if i != 3: np.testing.assert_allclose(out.numpy(), ((x + i) * 2).sum(1), rtol=1e-5)  # 3: the next replay rebinds a queued one
   for device in ("PYTHON", "CPU:1"):
     b = (t - 1).realize()
     assert _queued()

@@ -281,10 +281,15 @@ class LaunchList:
       rec.outer = outer if n > 1 else max(outer, 1)
       rec.err = handles[-1].addr if checked else None
       self.threads = max(self.threads, n)
+    # the last kernel may be queued (CPU_ASYNC) when it is split and no launch has checks (their words are read at return)
+    self.queue_last = bool(launches) and self.records[len(launches) - 1].n > 1 and not any(checked for _, _, checked, _ in launches)
 
-  def set_handle(self, launch: int, arg: int, handle: Any) -> None: self.args[launch][arg] = handle.addr
+  def set_handle(self, launch: int, arg: int, handle: Any) -> None:
+    _pool.wait()  # the list's last kernel may still be reading this argument array
+    self.args[launch][arg] = handle.addr
 
-  def __call__(self) -> int: return _pool.run_list(self.records, len(self.records), self.threads)
+  def __call__(self) -> int:
+    return _pool.run_list(self.records, len(self.records), self.threads, self if self.queue_last and CPU_ASYNC.value else None)
 
 
 def _load(lib: bytes) -> _LoadedObject:

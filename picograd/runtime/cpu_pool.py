@@ -486,15 +486,23 @@ class Pool:
       self._inflight = (n + 1, (held, keep, args, tail), True)
       return True
 
-  def run_list(self, records: Any, count: int, threads: int) -> int:
+  def run_list(self, records: Any, count: int, threads: int, keep: Any = None) -> int:
     """Run `count` launch records (pg_run_list's layout) in order after the job in flight, those with more than one slice
-    on up to `threads` threads; return the OR of their error words. Unavailable pool: every record runs on this thread."""
+    on up to `threads` threads; return the OR of their error words. Unavailable pool: every record runs on this thread.
+    With `keep` (what must stay alive while the last record runs) the last record, which the caller made sure has several
+    slices and no error word, is queued like `run`'s jobs, and the OR covers the others."""
     fns = self._functions()
     if not self.available: return fns["run_list"](records, count, 1)
     with self._lock:
       self._join()
       if threads > 1 and self._workers < threads - 1: self._workers = fns["start"](min(threads - 1, MAX_WORKERS))
-      return fns["run_list"](records, count, int(threads <= 1 or self._workers < threads - 1))  # too few workers: one thread
+      single = int(threads <= 1 or self._workers < threads - 1)  # too few workers: one thread
+      if keep is None or single: return fns["run_list"](records, count, single)
+      failed = fns["run_list"](records, count - 1, 0) if count > 1 else 0
+      last = records[count - 1]
+      fns["submit"](last.fn, last.args, last.outer, last.n)
+      self._inflight = (last.n, keep, False)
+      return failed
 
   def stop(self) -> None:
     """Stop and join the workers for good (at exit: they must not run in code that finalization frees). Kernels
