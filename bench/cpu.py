@@ -63,14 +63,15 @@ def per_call(fn: Callable[[], object], calls: int) -> float:
 def paired_times(fns: list[Callable[[], object] | None], runs: int, warmup: int, rounds: int = 4) -> list[float | None]:
   """Median time per call of each of `fns` (None stays None), timed in `rounds` alternating blocks, each after the pause
   `median_time` takes: the slow phases of a shared machine then fall on all of them alike, so their ratio holds. A block
-  runs `runs` calls in groups of 4 (`per_call`: the mean of each)."""
-  groups = max(2, -(-runs // rounds))
+  runs at least 3 groups of 4 calls (`per_call`: the mean of each), after 2 untimed calls (after the pause, PyTorch's
+  OpenMP threads and picograd's workers wake from sleep during the first call or two)."""
+  groups = max(3, -(-runs // rounds))
   times: list[list[float]] = [[] for _ in fns]
   for r in range(rounds):
     for i in (range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))):
       if (fn := fns[i]) is None: continue
       time.sleep(0.2)
-      for _ in range(warmup if r == 0 else 1): fn()
+      for _ in range(warmup if r == 0 else 2): fn()
       times[i] += [per_call(fn, 4) for _ in range(groups)]
   return [sorted(t)[len(t) // 2] if t else None for t in times]
 
