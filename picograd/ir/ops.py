@@ -65,7 +65,7 @@ class Ops(Enum):
   # ASYNC_COPY(local, index, param, param index, gate, *after, arg=bytes) copies `bytes` from memory into shared memory
   # without waiting (zeros where gate is false); BARRIER(arg="commit") closes a group of copies and BARRIER(arg=("wait",
   # n)) waits until at most n groups are in flight. sm_90 warpgroups: a FRAGMENT of role "desc" is the descriptor of a
-  # warpgroup's operand tile of 8x8 core matrices at `base` (codegen/cuda/tiling.py:Layout with cores); WGMMA(desc a,
+  # warpgroup's 128-byte swizzled operand tile at `base` (codegen/cuda/tiling.py:Layout, swizzled); WGMMA(desc a,
   # desc b, [WGMMA before it]) is this thread's 64 floats of the 64x128 product of the m64 x k16 and k16 x n128 tiles
   # (plus the one before it: a chain of them is one k-step), read by GEPs like an MMA; BARRIER(arg="proxy") is a block
   # barrier after which the tensor cores' reads see every thread's shared-memory writes

@@ -117,16 +117,17 @@ def _mma(a: tuple, b: tuple, lane, half: int):
 
 
 def _wgmma(a: tuple, b: tuple, thread, before: list | None):
-  """A WGMMA of two descriptor FRAGMENTs (shared buffer, block index, base index, ld, k_rows, kind) of tiles of 8x8 core
-  matrices (codegen/cuda/tiling.py:Layout), computed by every thread of the warpgroup from the tiles: thread t's 64 floats
-  are rows v * 16 + g, + 8 and columns 8j + 2c, + 1 of the 64x128 product of the m64 x k16 and k16 x n128 tiles, for
-  j = 0..15 (v = t // 32, g = t % 32 // 4, c = t % 4), added to `before`'s (the chain's link before it)."""
+  """A WGMMA of two descriptor FRAGMENTs (shared buffer, block index, base index, ld, k_rows, kind) of tiles in the 128-byte
+  swizzle (codegen/cuda/tiling.py:Layout: rows of 64 elements, chunk c of row r of each group of 8 at chunk c ^ r; MN-major
+  atoms of 64 along s `ld` apart), computed by every thread of the warpgroup from the tiles: thread t's 64 floats are rows
+  v * 16 + g, + 8 and columns 8j + 2c, + 1 of the 64x128 product of the m64 x k16 and k16 x n128 tiles, for j = 0..15
+  (v = t // 32, g = t % 32 // 4, c = t % 4), added to `before`'s (the chain's link before it)."""
   (sa, block, base_a, lda, rows_a, _), (sb, _, base_b, ldb, rows_b, _) = a, b
   warp, g, c = thread // 32, thread % 32 // 4, thread % 4
 
   def at(buf, base, ld, k_rows, s, k):
-    run, other = (s, k) if k_rows else (k, s)
-    return buf[block, base + (other // 8) * ld + (run // 8) * 64 + (other % 8) * 8 + run % 8].astype(np.float32)
+    e = base + ((s // 64) * ld + k * 64 + s % 64 if k_rows else s * 64 + k)
+    return buf[block, e ^ (((e >> 6) & 7) << 3)].astype(np.float32)
   out = []
   for i in range(64):
     row, col = warp * 16 + g + 8 * (i % 4 // 2), 8 * (i // 4) + 2 * c + i % 2

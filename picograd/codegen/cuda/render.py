@@ -20,7 +20,8 @@ from picograd.codegen.cuda.target import CUDATarget
 def _globals(program: list[UOp]) -> list[UOp]: return [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
 
 
-TILED = ("matmul", "mma", "mma_tf32", "wgmma")  # the plans of tiling.py: their argument is (product, split, stages, k-step)
+# the plans of tiling.py: their argument is (product, split, stages, k-step[, wgmma chains left in flight])
+TILED = ("matmul", "mma", "mma_tf32", "wgmma")
 # plan name -> fn(lowered kernel, its linear program, the plan's argument from `choose_plan`) -> the kernel mapped onto the GPU
 MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "flat": lambda sink, program, arg: map_flat(sink, row_split(program)[0]),
@@ -29,7 +30,7 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "row": lambda sink, program, group: map_row(sink, *row_split(program), group),
   "split": lambda sink, program, split: map_split(sink, _globals(program), split),
   "columns": lambda sink, program, split: map_columns(sink, _globals(program), split),
-  **{name: (lambda name: lambda sink, program, arg: map_tiled(sink, arg[0], arg[1], *plan_for(name, arg[0], arg[3]), arg[2]))(name)
+  **{name: (lambda name: lambda sink, program, arg: map_tiled(sink, arg[0], arg[1], *plan_for(name, arg[0], arg[3]), *arg[2:3], *arg[4:]))(name)
      for name in TILED},
 }
 
@@ -41,6 +42,7 @@ def _loop_note(u: UOp, tiled: bool) -> str | None:
 def _barrier_note(u: UOp, tiled: bool) -> str | None:
   if u.arg == "block": return "block barrier once per k-step" if tiled else None
   if u.arg == "proxy": return "shared-memory writes fenced for the tensor cores, block barrier once per k-step"
+  if isinstance(u.arg, tuple) and u.arg[0] == "wgmma": return "the wgmma chains waited for after the k-loop"
   return "cp.async groups committed and waited for" if u.arg == "commit" or isinstance(u.arg, tuple) else None
 
 
@@ -55,9 +57,10 @@ _NOTES: dict[Ops, Callable[[UOp, bool], str | None]] = {
   Ops.LOAD: lambda u, tiled: "16-byte load" if u.arg is not None and u.src[0].op is Ops.PARAM else None,
   Ops.STORE: lambda u, tiled: "16-byte store" if u.src[2].op is Ops.VECTORIZE else None,
   Ops.ASYNC_COPY: lambda u, tiled: "16-byte cp.async copies into shared memory",
-  Ops.FRAGMENT: lambda u, tiled: f"{u.arg[1]} descriptors of tiles of 8x8 core matrices ({'MN' if u.arg[3] else 'K'}-major)"
+  Ops.FRAGMENT: lambda u, tiled: f"{u.arg[1]} descriptors of 128-byte swizzled tiles ({'MN' if u.arg[3] else 'K'}-major)"
     if u.arg[0] == "desc" else f"{u.arg[1]} fragments ({'TF32-rounded loads' if u.arg[1] == 'tf32' else 'ldmatrix'})",
-  Ops.WGMMA: lambda u, tiled: None if len(u.src) > 2 else "a chain of wgmma.mma_async per k-step, committed and waited for",
+  Ops.WGMMA: lambda u, tiled: None if len(u.src) > 2 else "a chain of wgmma.mma_async per k-step, committed, " + (
+    "the step's chain waited for" if u.arg[1] == 0 else f"up to {u.arg[1]} chain(s) left running into the next step"),
 }
 
 

@@ -6,7 +6,8 @@ and parameters are inlined where used; a 16-byte load is a vector local whose la
 as the elements of eight 16-bit ones). Shared memory is static, or carved out of the dynamic block when it exceeds the
 static limit. Tensor cores: a FRAGMENT is `ldmatrix` (16-bit) or TF32-rounded loads into registers, and an MMA is printed
 where the ACCUMULATEs of its four lanes are, as one `mma.sync` accumulating into them. On sm_90 a FRAGMENT "desc" is a
-wgmma descriptor, and a chain of WGMMAs is printed where the ACCUMULATEs of the last one's 64 lanes are: a fence, one
+wgmma descriptor (of a tile in the 128-byte swizzle, whose groups of 8 rows must be 1024-byte aligned: the dynamic block is),
+and a chain of WGMMAs is printed where the ACCUMULATEs of the last one's 64 lanes are: a fence, one
 `wgmma.mma_async` per link accumulating into them, then a commit and a wait for it (the k-step's product is complete there).
 """
 from __future__ import annotations
@@ -43,12 +44,19 @@ class TableRenderer:
     self.globals: list[str] = []  # file-scope declarations (`__device__` scratch)
     own = [u for u in program if u.op is Ops.DEFINE_LOCAL and len(u.arg) == 2]
     reuse = [u for u in program if u.op is Ops.DEFINE_LOCAL and len(u.arg) > 2]  # arg (slot, n, "reuse"): used after the others
-    sizes = [-(-u.arg[1] * u.dtype.itemsize // 16) * 16 for u in own]
-    total = max([sum(sizes)] + [u.arg[1] * u.dtype.itemsize for u in reuse])
+    # the largest first, each 1024-byte aligned when it is that large: a 128-byte swizzled tile's groups of 8 rows must be
+    # (the hardware swizzles by address), and a small buffer placed before it (a split-K ticket flag) moved it off
+    own.sort(key=lambda u: -u.arg[1] * u.dtype.itemsize)
+    starts, end = [], 0
+    for u in own:
+      size = u.arg[1] * u.dtype.itemsize
+      starts.append(-(-end // (1024 if size >= 1024 else 16)) * (1024 if size >= 1024 else 16))
+      end = starts[-1] + size
+    total = max([end] + [u.arg[1] * u.dtype.itemsize for u in reuse])
     # offsets into the dynamic block when the buffers do not fit in static shared memory or one reuses the others' memory;
     # its size goes to the launch
     dynamic = total > STATIC_SHARED or bool(reuse)
-    self.offsets = {**{u: sum(sizes[:i]) for i, u in enumerate(own)}, **{u: 0 for u in reuse}} if dynamic else {}
+    self.offsets = {**dict(zip(own, starts)), **{u: 0 for u in reuse}} if dynamic else {}
     self.dynamic_shared = total if dynamic else 0
     self.mma_lanes: dict[UOp, dict[int, str]] = {}  # an MMA's (WGMMA's) accumulators, by lane, until all are known
     self.declared = False  # the dynamic block
@@ -138,7 +146,7 @@ class TableRenderer:
     n, t = self.w.fresh("smem"), MEM_TYPES[u.dtype]
     self.names[u] = n
     if not self.offsets: return self.w(f"__shared__ __align__(16) {t} {n}[{u.arg[1]}];")
-    if not self.declared: self.w("extern __shared__ __align__(16) unsigned char pg_smem[];")
+    if not self.declared: self.w("extern __shared__ __align__(1024) unsigned char pg_smem[];")
     self.declared = True
     self.w(f"{t}* const {n} = reinterpret_cast<{t}*>(pg_smem + {self.offsets[u]});")
 
@@ -149,11 +157,11 @@ class TableRenderer:
     role, kind, ld, k_rows = u.arg
     local, base = self.names[u.src[0]], self.val(u.src[1])
     if role == "desc":
-      # start address, LBO and SBO (in 16-byte units) of a no-swizzle tile of core matrices
-      lbo, sbo = Layout(k_rows, ld, cores=True).strides()
+      # start address, LBO and SBO (in 16-byte units) and the 128-byte swizzle mode (1 in bits 62-63) of a swizzled tile
+      lbo, sbo = Layout(k_rows, ld, swizzled=True).strides()
       n = self.names[u] = self.w.fresh("desc")
       self.w(f"const unsigned long long {n} = (unsigned long long)((__cvta_generic_to_shared({local} + {base}) >> 4) & 0x3FFF) | "
-             f"({lbo >> 4}ull << 16) | ({sbo >> 4}ull << 32);")
+             f"({lbo >> 4}ull << 16) | ({sbo >> 4}ull << 32) | (1ull << 62);")
       return
     n = self.names[u] = self.w.fresh("frag")
     count = 2 if role == "b" else 4
@@ -207,10 +215,10 @@ class TableRenderer:
     for link in reversed(chain):
       da, db = link.src[:2]
       tnsp = f"{int(da.arg[3])}, {int(db.arg[3])}"
-      self.w(f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %66, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.{link.arg}.{link.arg} '
+      self.w(f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %66, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.{link.arg[0]}.{link.arg[0]} '
              f'{{{regs}}}, %64, %65, p, 1, 1, {tnsp}; }}" : {outs} : "l"({self.names[da]}), "l"({self.names[db]}), "r"(1) : "memory");')
     self.w('asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");')
-    self.w('asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");')
+    self.w(f'asm volatile("wgmma.wait_group.sync.aligned {wgmma.arg[1]};" ::: "memory");')
 
   def _define_global(self, u: UOp) -> None:
     n = self.names[u] = self.w.fresh("pg_scratch")
@@ -223,6 +231,7 @@ class TableRenderer:
       self.w("__syncthreads();")
     elif u.arg == "device": self.w("__threadfence();")
     elif u.arg == "commit": self.w('asm volatile("cp.async.commit_group;" ::: "memory");')
+    elif u.arg[0] == "wgmma": self.w(f'asm volatile("wgmma.wait_group.sync.aligned {u.arg[1]};" ::: "memory");')
     else: self.w(f'asm volatile("cp.async.wait_group {u.arg[1]};" ::: "memory");')  # ("wait", n)
 
   def _async_copy(self, u: UOp) -> None:
