@@ -334,13 +334,20 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) 
     if n.op is Ops.CAST and n in f.realize and n.src[0] in f.realize and n.src[0] not in roots_set and f.consumers[n.src[0]] == {n} \
        and n.src[0].op in ALU | {Ops.REDUCE}:
       f.realize.discard(n.src[0])
+  # and a stored reduction read only through one cast to 16 bits (autocast's products: float32 sums read as bf16) stores the
+  # cast: half the bytes out and in, the same values read
+  def stored(r: UOp) -> UOp:
+    if r.op is not Ops.REDUCE or r in roots_set or f.kind(r) not in PRODUCT_CAST_DEVICES or len(f.consumers[r]) != 1: return r
+    c = next(iter(f.consumers[r]))
+    return c if c.op is Ops.CAST and c.dtype in NARROW_FLOATS and c not in online else r
+  f.realize = {stored(n) for n in f.realize}
   # a reduction that would be fused into several kernels would run once per kernel: give it its own
   while True:
     owners: dict[UOp, int] = {}
     for b in f.realize:
       for r in set(_reduces_below_sources(b, f.realize)): owners[r] = owners.get(r, 0) + 1
-    shared = {r for r, count in owners.items() if count > 1 and r not in online}
-    if not shared: return f.realize
+    shared = {stored(r) for r, count in owners.items() if count > 1 and r not in online}
+    if not shared - f.realize: return f.realize
     f.realize |= shared
 
 
