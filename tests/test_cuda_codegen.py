@@ -426,6 +426,8 @@ WGMMA_CASES = {
   "T": (lambda a, b: a @ b.T, [rnd(130, 200, dtype=np.float16), rnd(136, 200, dtype=np.float16)], (False, False)),
   "N": (lambda a, b: a @ b, [rnd(240, 96, dtype=np.float16), rnd(96, 200, dtype=np.float16)], (False, True)),
   "dW": (lambda a, b: a.T @ b, [rnd(300, 96, dtype=np.float16), rnd(300, 136, dtype=np.float16)], (True, True)),
+  # N <= 64 (attention's p @ v): tiles of 128 x 64, wgmma m64n64k16
+  "pv": (lambda a, b: a @ b, [rnd(2, 130, 200, dtype=np.float16), rnd(2, 200, 64, dtype=np.float16)], (False, True)),
 }
 
 
@@ -453,6 +455,7 @@ def test_wgmma_plan(name, monkeypatch):
   ast = asts(fn(*[Tensor(a) for a in arrays]))[-1]
   kname, src, dims, meta = render_for_arch(ast, "sm_90a")
   assert meta["plan"] == "wgmma" and src.count("wgmma.mma_async") == 4 and "fence.proxy.async.shared::cta" in src
+  assert src.count(f"m64n{64 if name == 'pv' else 128}k16") == 4
   assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90a", kname)).image
   assert render_for_arch(ast, "sm_90")[3]["plan"] == "mma"  # plain sm_90 keeps mma.sync
 

@@ -197,7 +197,7 @@ def _mma(w: _Writer, u: UOp, v: str) -> str | None:
 def _wgmma(w: _Writer, u: UOp, v: str) -> str | None:
   thread = next(s for s in w.axis if s.op is Ops.SPECIAL and s.arg[0] == "thread")
   before = w.names[u.src[2]] if len(u.src) > 2 else "None"
-  return f"wgmma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 128, {before})"
+  return f"wgmma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 128, {before}, {u.arg[2]})"
 
 
 # op -> fn(writer, instruction, its value's name) -> numpy expression for the value, or None when it wrote its own lines

@@ -68,8 +68,8 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
       split = _split_k(mm, target)
       # sm_90a (an H100/H200, WGMMA=1): warpgroup MMAs on 16-bit tiles through descriptors, k-steps of 64; not for split-K
       # grids, whose long chunks run faster on mma.sync's three cp.async stages (the GPT's weight gradients: 124 against
-      # 290 us), nor for N < 128, where half of each m64n128 product is wasted (attention's p @ v, N = 64: 59 against 55 us)
-      if halfs and target.wgmma and split == 1 and N >= 128:
+      # 290 us), nor for 64 < N < 128 (tiles of 128 x 64 take N <= 64, 128 x 128 the rest)
+      if halfs and target.wgmma and split == 1 and (N >= 128 or N <= 64):
         plan, tile_dtype = plan_for("wgmma", mm, 64)
         stages = next((n for n in (WGMMA_STAGES, 2) if shared_bytes(plan, tile_dtype, n) <= target.max_shared), None)
         if stages is not None: return "wgmma", (mm, split, stages, 64, WGMMA_IN_FLIGHT if stages - 1 - WGMMA_IN_FLIGHT >= 1 else 0)

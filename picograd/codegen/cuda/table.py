@@ -202,23 +202,26 @@ class TableRenderer:
            + ", ".join([f'"r"({a}[{i}])' for i in range(4)] + [f'"r"({b}[{2 * half + i}])' for i in range(2)]) + ");")
 
   def _wgmma(self, wgmma: UOp, lane: int, acc: str) -> None:
-    """One accumulator of the last WGMMA of a chain; with the 64th, the chain: each link's wgmma adds its product into
-    all of them (the operand tiles MN-major are read transposed), then they are committed and waited for."""
+    """One accumulator of the last WGMMA of a chain; with the last of its n / 2, the chain: each link's wgmma adds its
+    product into all of them (the operand tiles MN-major are read transposed), then they are committed and waited for
+    (down to arg[1] chains left running)."""
     lanes = self.mma_lanes.setdefault(wgmma, {})
     lanes[lane] = acc
-    if len(lanes) < 64: return
+    kind, in_flight, n = wgmma.arg
+    count = n // 2
+    if len(lanes) < count: return
     chain = [wgmma]
     while len(chain[-1].src) > 2: chain.append(chain[-1].src[2])
-    regs = ", ".join(f"%{i}" for i in range(64))
-    outs = ", ".join(f'"+f"({lanes[i]})' for i in range(64))
+    regs = ", ".join(f"%{i}" for i in range(count))
+    outs = ", ".join(f'"+f"({lanes[i]})' for i in range(count))
     self.w('asm volatile("wgmma.fence.sync.aligned;" ::: "memory");')
     for link in reversed(chain):
       da, db = link.src[:2]
       tnsp = f"{int(da.arg[3])}, {int(db.arg[3])}"
-      self.w(f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %66, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.{link.arg[0]}.{link.arg[0]} '
-             f'{{{regs}}}, %64, %65, p, 1, 1, {tnsp}; }}" : {outs} : "l"({self.names[da]}), "l"({self.names[db]}), "r"(1) : "memory");')
+      self.w(f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %{count + 2}, 0; wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{kind}.{kind} '
+             f'{{{regs}}}, %{count}, %{count + 1}, p, 1, 1, {tnsp}; }}" : {outs} : "l"({self.names[da]}), "l"({self.names[db]}), "r"(1) : "memory");')
     self.w('asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");')
-    self.w(f'asm volatile("wgmma.wait_group.sync.aligned {wgmma.arg[1]};" ::: "memory");')
+    self.w(f'asm volatile("wgmma.wait_group.sync.aligned {in_flight};" ::: "memory");')
 
   def _define_global(self, u: UOp) -> None:
     n = self.names[u] = self.w.fresh("pg_scratch")
