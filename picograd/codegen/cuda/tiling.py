@@ -165,7 +165,9 @@ class _Tiles:
     out = []
     for e in range(op.extent * step // BLOCK // width):
       flat = self.tid + e * BLOCK
-      s, q = (flat % (op.extent // width) * width, flat // (op.extent // width)) if op.along else (flat // (step // width), flat % (step // width) * width)
+      across = op.extent if op.along else step  # the tile's extent along the axis its memory runs along
+      run, other = flat % (across // width) * width, flat // (across // width)
+      s, q = (run, other) if op.along else (other, run)
       gs, gk = op.origin + s, k0 + q
       k_ok = gk < self.K if self.split * self.chunk != self.K else None
       inside = _all([c for c in ((gs < op.size) if op.size % op.extent else None, k_ok, step_ok) if c is not None])
