@@ -80,6 +80,10 @@ def _param(w: _Writer, u: UOp, v: str) -> str | None:
 def _accumulate(w: _Writer, u: UOp, v: str) -> str | None:
   acc, value = u.src[:2]
   axes = tuple(w.axis[r] for r in acc.src if r in w.axis)
+  if u.arg is Ops.RESCALED and w.serial & set(acc.src):
+    # a loop run one iteration at a time (the CUDA flash plan's key tiles): the sum so far rescaled, then the term added
+    w.lines.append(f"  {w.names[acc]} = {w.names[value]} if {w.names[acc]} is None else {w.names[acc]} * {w.names[u.src[2]]} + {w.names[value]}")
+    return None
   if u.arg is Ops.RESCALED:
     # acc = acc * scale_j + term_j over the loop: the sum of each term times the scales of the steps after it
     (axis,), n = axes, acc.src[0].arg[1]
@@ -108,6 +112,8 @@ def _block_index(w: _Writer) -> str:
 
 
 def _load(w: _Writer, u: UOp, v: str) -> str | None:
+  if u.src[0].op is Ops.DEFINE_ACC and len(u.src) > 1 and u.src[0].src[0] in w.serial:
+    return f"np.float32(-np.inf) if {w.names[u.src[0]]} is None else {w.names[u.src[0]]}"  # RUNNING_MAX, one iteration at a time
   if u.src[0].op is Ops.DEFINE_ACC and len(u.src) > 1:
     # RUNNING_MAX inside the max's loop: the max of x over the iterations before each one (-inf at the first)
     loop = u.src[0].src[0]

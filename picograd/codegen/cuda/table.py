@@ -238,7 +238,12 @@ class TableRenderer:
   def _group_reduce(self, u: UOp) -> None:
     op, width = u.arg
     partial, *local = u.src
-    if width == 32: self._define(u, f"pg_warp_reduce({self.val(partial)}, {REDUCE_FUNCTORS[op]})")
+    if width < 32:  # neighbouring lanes (a quad of an MMA's row): shuffles over the lane bits below `width`
+      v, o = self.val(partial), width // 2
+      while o:
+        self._define(u, f"{REDUCE_FUNCTORS[op]}({v}, pg_shfl_xor({v}, {o}))")
+        v, o = self.names[u], o // 2
+    elif width == 32: self._define(u, f"pg_warp_reduce({self.val(partial)}, {REDUCE_FUNCTORS[op]})")
     else: self._define(u, f"pg_block_reduce({self.val(partial)}, {REDUCE_FUNCTORS[op]}, {self.names[local[0]]})")
 
   # op -> how it is printed; every ALU op falls to `_alu` (the ALU table of ops.py)

@@ -1,0 +1,296 @@
+"""Flash attention on the GPU as an IR pass (codegen layer): the `flash` plan for online-softmax kernels of 16-bit products.
+
+The online rule (engine/online_fusion.py; on CUDA only for `tensor_core_form`: autocast's attention) keeps a softmax-weighted
+sum and its scores in one kernel. Lowered, such a kernel stores a value built from sums over a key loop j:
+
+    x(j) = E(sum_k a(i, k) * b(j, k), j)       the score: elementwise work E (a scale, casts, a mask) on a 16-bit product
+    M    = max_j x(j)                           accumulated in float32 (q . k)
+    R    = sum_j float(h(exp2((x(j) - M) * c) * outside) * F(j, d))    the weighted sum: a 16-bit product (P v) in float32
+    S    = sum_j exp2((x(j) - M) * c)                                   the denominator (outside = 1 / S)
+
+`match_flash_cuda` recognizes it (h: the 16-bit type of both products; the sums reading exp2 only, or its product with one 16-bit
+factor F along the keys and one output column d, and factors constant along the keys). `map_flash` writes it with the kernel-
+level ops the GEMM plans use (tiling.py), nothing printed by hand:
+
+- a block (SPECIAL) per batch value and tile of BM = 64 query rows; 4 warps (128 threads), warp w owning rows 16w..16w + 15;
+- the query tile a (64 x K) is staged into shared memory once (DEFINE_LOCAL, rows padded by 8); per key tile jt of BN = 64
+  keys (a loop holding BARRIERs) the tiles of b (64 x K) and F (64 x D) are stored into shared memory between two barriers;
+- the scores S = a b^T of the warp's 16 x 64: FRAGMENTs (ldmatrix) of a and of b, MMAs (mma.sync m16n8k16) summed over K in
+  steps of 16 (a REDUCE over an unrolled loop): lane l holds rows g, g + 8 and columns 2t, 2t + 1 of each 8 keys (g = l / 4,
+  t = l % 4), so E runs on each of them with its row and key substituted (keys past the end: -inf);
+- a row's block max is the max over the lane's 16 values of it, then over its quad of lanes (GROUP_REDUCE of 4 lanes:
+  two shuffles); the running max is RUNNING_MAX over jt, the sums are RESCALED over jt with exp2((m_old - m_new) * c): the
+  denominator per lane (its quad combines after the loop), the output columns as MMAs of P (the exps rounded to h, through
+  a per-warp tile in shared memory: ldmatrix as an A fragment) and F (ldmatrix.trans), summed over the tile's keys in steps
+  of 16 (a REDUCE), added to O rescaled;
+- after the loop each lane's outputs (rows g, g + 8, columns 2t, 2t + 1 of each 8) go through the kernel's own stored
+  expression with R = O * outside, S = the denominator and M = the max substituted (the epilogue: 1 / S, the cast, the
+  per-head store), gated at the last query tile's edge.
+
+Rows past the end and keys past the end read index 0 (clamped; their outputs are not stored, their scores are -inf).
+Kept simple for now (NOTES.md, CUDA backend): key tiles past a causal diagonal are computed (masked), not skipped; the tiles
+are single-buffered with scalar loads; P goes through shared memory; the outputs are stored from the fragments.
+"""
+from __future__ import annotations
+import math
+from dataclasses import dataclass
+from picograd.dtype import DType, dtypes
+from picograd.helpers import ceildiv, prod
+from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
+from picograd.ir.symbolic import symbolic
+from picograd.codegen.online import _factors, _exp_of_shifted, _canonical
+from picograd.codegen.cuda.mapping import digits, special
+from picograd.codegen.cuda.target import CUDATarget
+from picograd.codegen.cuda.tiling import Layout
+
+BM = 64        # query rows per block: 4 warps of 16
+BN = 64        # keys per tile
+THREADS = 128
+INT = dtypes.int32
+HALVES = {dtypes.float16: "f16", dtypes.bfloat16: "bf16"}
+
+
+@dataclass(frozen=True)
+class FlashSum:
+  """One sum over the keys: of exp2((x - M) * c) alone (a denominator), or of its 16-bit product with `f` (a row of v)."""
+  node: UOp
+  f: UOp | None        # the 16-bit factor along the keys and the output column, or None
+  outside: UOp | None  # factors constant along the keys (1 / the denominator), applied after the pass
+
+
+@dataclass(frozen=True)
+class FlashGPU:
+  """A matched kernel: its loops by role, the score and its product's factors, the sums."""
+  store: UOp
+  maxes: frozenset[UOp]
+  c: float
+  x: UOp               # the score, over the max's key loop j and the product's loop k (the product is `inner`)
+  inner: UOp           # the score's product sum REDUCE(ADD, float(h(a * b)), k)
+  a: UOp               # 16-bit, over the batch, i and k
+  b: UOp               # 16-bit, over the batch, j and k
+  j: UOp
+  k: UOp
+  batch: tuple[UOp, ...]
+  i: UOp
+  d: UOp
+  sums: tuple[FlashSum, ...]
+  half: DType
+
+  @property
+  def kind(self) -> str: return HALVES[self.half]
+
+
+def _loops(u: UOp) -> set[UOp]: return {n for n in toposort([u]) if n.op is Ops.RANGE}
+
+
+def _half_product(u: UOp) -> tuple[UOp, UOp, DType] | None:
+  """(x, y, h) when `u` is float32(h(x * y)) with h a 16-bit float type: a 16-bit product accumulated in float32."""
+  if u.op is not Ops.CAST or u.dtype != dtypes.float32 or u.src[0].op is not Ops.MUL or u.src[0].dtype not in HALVES: return None
+  return u.src[0].src[0], u.src[0].src[1], u.src[0].dtype
+
+
+def _uncast(u: UOp) -> UOp:
+  while u.op is Ops.CAST and u.dtype.is_float and u.src[0].dtype.is_float: u = u.src[0]
+  return u
+
+
+def match_flash_cuda(sink: UOp, target: CUDATarget) -> FlashGPU | None:
+  """The flash form of lowered kernel `sink` (module docstring) on a GPU with mma.sync (sm_80+), or None."""
+  if target.cc < 80 or len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
+  nodes = toposort([sink])
+  if any(n.op is Ops.CHECK for n in nodes): return None
+  maxes = [n for n in nodes if n.op is Ops.REDUCE and n.arg is Ops.MAX and len(n.src) == 2]
+  if not maxes: return None
+  m0 = maxes[0]
+  j, x = m0.src[1], m0.src[0]
+  key = _canonical(x, j)
+  same = frozenset(m for m in maxes if m.src[1].arg[1] == j.arg[1] and _canonical(m.src[0], m.src[1]) is key)
+  if x.dtype != dtypes.float32: return None
+  inner = [n for n in toposort([x]) if n.op is Ops.REDUCE]
+  if len(inner) != 1 or inner[0].arg is not Ops.ADD or len(inner[0].src) != 2 or (hp := _half_product(inner[0].src[0])) is None: return None
+  p, q, half = hp
+  k = inner[0].src[1]
+  with_j = [f for f in (p, q) if j in _loops(f)]
+  if len(with_j) != 1 or any(f.dtype != half for f in (p, q)): return None
+  b = with_j[0]
+  a = q if p is b else p
+  glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
+  gx = [g for g in glob if g in _loops(x)]
+  rows = [g for g in gx if g in _loops(a) and g not in _loops(b)]
+  cols = [g for g in glob if g not in gx]
+  if len(rows) != 1 or len(cols) != 1: return None
+  i, d = rows[0], cols[0]
+  batch = tuple(g for g in gx if g is not i)
+  base = set(batch)
+  if not (_loops(a) <= base | {i, k} and _loops(b) <= base | {j, k}) or not _loops(x) <= base | {i, j, k}: return None
+  if k.arg[1] % 16 or not 16 <= k.arg[1] <= 128 or d.arg[1] % 16 or not 16 <= d.arg[1] <= 128: return None
+  sums: list[FlashSum] = []
+  for r in nodes:
+    if r.op is not Ops.REDUCE or r.arg is not Ops.ADD or len(r.src) != 2 or r.dtype != dtypes.float32 or r is inner[0]: continue
+    if any(n.op is Ops.REDUCE for n in toposort([r.src[0]]) if n is not r) and r.src[1].arg[1] == j.arg[1]:
+      found = _weighted(r, same, half, d, base)
+      if found is None: return None
+      sums.append(found)
+  known = {s.node for s in sums} | same | {inner[0]}
+  if sum(s.f is not None for s in sums) != 1: return None
+  # every other reduction the stored value reads must be one of these sums or a copy of the max
+  for root in [st.src[2], *(s.outside for s in sums if s.outside is not None)]:
+    seen = toposort([root], stop=lambda n: n in known)
+    if any(n.op is Ops.REDUCE and n not in known for n in seen) or any(n.op is Ops.RANGE and n not in glob for n in seen): return None
+  if any(r.arg[1] == 0 for r in (*glob, j, k)) or not all(_exp_of_shifted(e) is not None for s in sums for e in [_exp_in(s.node)]): return None
+  c = _exp_of_shifted(_exp_in(sums[0].node))[2]  # type: ignore[index]
+  if any(_exp_of_shifted(_exp_in(s.node))[2] != c for s in sums): return None  # type: ignore[index]
+  return FlashGPU(st, same, c, x, inner[0], a, b, j, k, batch, i, d, tuple(sorted(sums, key=lambda s: nodes.index(s.node))), half)
+
+
+def _exp_in(r: UOp) -> UOp:
+  """The exp2 factor of a matched sum's term."""
+  hp = _half_product(r.src[0])
+  factors = _factors(_uncast(hp[0]) if hp is not None else r.src[0])
+  return next(f for f in factors if f.op is Ops.EXP2)
+
+
+def _weighted(r: UOp, maxes: frozenset[UOp], half: DType, d: UOp, base: set[UOp]) -> FlashSum | None:
+  """`r` as a FlashSum when it sums exp2((x - M) * c) (a denominator) or float(h(exp2(...) * outside) * F) with F along d."""
+  jr = r.src[1]
+  hp = _half_product(r.src[0])
+  weight, f = (_uncast(hp[0]), hp[1]) if hp is not None else (r.src[0], None)
+  if hp is not None and (hp[2] != half or f is None or f.dtype != half or not _loops(f) <= base | {jr, d}): return None
+  factors = _factors(weight)
+  exps = [e for e in factors if (hit := _exp_of_shifted(e)) is not None and hit[1] in maxes]
+  if len(exps) != 1: return None
+  rest = [g for g in factors if g is not exps[0]]
+  if any(jr in _loops(g) for g in rest) or (f is None and rest): return None
+  outside = None
+  for g in rest: outside = g if outside is None else outside * g
+  return FlashSum(r, f, outside)
+
+
+def _store(buf: UOp, index: UOp, value: UOp, *after: UOp) -> UOp:
+  return UOp(Ops.STORE, dtypes.void, (buf, index, value, UOp.const(dtypes.bool, True), *after))
+
+
+def _clamp(idx: UOp, size: int, tile_end: int) -> tuple[UOp, UOp | None]:
+  """`idx` and whether it is inside [0, size), read at 0 outside (only when a tile can run past the end)."""
+  if tile_end <= size: return idx, None
+  ok = idx < size
+  return ok.where(idx, UOp.const(INT, 0)), ok
+
+
+def _tile(local: UOp, layout: Layout, rows: int, cols: int, value_at, tid: UOp, along_rows: bool, *after: UOp) -> list[UOp]:
+  """The STOREs of this thread's share of a rows x cols tile (consecutive threads take consecutive columns, the axis the
+  operands run along in memory): value_at(row, col) is the value, stored at layout.at(col, row) when `along_rows` (the tile's
+  rows are its columns: F, keys along k) else at row * ld + col."""
+  out = []
+  for e in range(rows * cols // THREADS):
+    flat = tid + e * THREADS
+    r, c = flat // cols, flat % cols
+    at = layout.at(c, r) if along_rows else layout.at(r, c)
+    out.append(_store(local, at, value_at(r, c), *after))
+  return out
+
+
+def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
+  """The flash plan (module docstring) for lowered kernel `sink` matched as `fl`."""
+  T, Tk, K, D = fl.i.arg[1], fl.j.arg[1], fl.k.arg[1], fl.d.arg[1]
+  tiles_i, tiles_j = ceildiv(T, BM), ceildiv(Tk, BN)
+  nb = prod(g.arg[1] for g in fl.batch)
+  next_id = max((n.arg[0] for n in toposort([sink]) if n.op is Ops.RANGE), default=-1) + 1
+  block = special("block", nb * tiles_i)
+  tid = special("thread", THREADS)
+  it, bidx = block % tiles_i, block // tiles_i
+  batch = digits(list(fl.batch), bidx) if fl.batch else {}
+  warp, lane = tid // 32, tid % 32
+  g, tq = lane // 4, lane % 4
+  h, kind = fl.half, fl.kind
+  lq, lk, lp = Layout(False, K + 8), Layout(False, K + 8), Layout(False, BN + 8)
+  lv = Layout(True, D + 8)  # keys (the product's k) along the rows: read transposed (ldmatrix.trans)
+  sq = UOp(Ops.DEFINE_LOCAL, h, (), (0, BM * (K + 8)))
+  sk = UOp(Ops.DEFINE_LOCAL, h, (), (1, BN * (K + 8)))
+  sv = UOp(Ops.DEFINE_LOCAL, h, (), (2, BN * (D + 8)))
+  sp = UOp(Ops.DEFINE_LOCAL, h, (), (3, BM * (BN + 8)))
+  jt = UOp(Ops.RANGE, INT, (), (next_id, tiles_j, "reduce"))
+  kd = UOp(Ops.RANGE, INT, (), (next_id + 1, K // 16, "reduce", K // 16))
+  kv = UOp(Ops.RANGE, INT, (), (next_id + 2, BN // 16, "reduce", BN // 16))
+
+  def row_at(r: UOp | int) -> UOp: return _clamp(it * BM + r, T, tiles_i * BM)[0]
+  def key_at(c: UOp | int) -> UOp: return _clamp(jt * BN + c, Tk, tiles_j * BN)[0]
+  # the query tile once; then per key tile, between two barriers, the tiles of b and F
+  q_stores = _tile(sq, lq, BM, K, lambda r, c: substitute(fl.a, {**batch, fl.i: row_at(r), fl.k: c}), tid, False)
+  first = UOp(Ops.BARRIER, dtypes.void, (jt, *q_stores), "block")
+  kv_stores = _tile(sk, lk, BN, K, lambda r, c: substitute(fl.b, {**batch, fl.j: key_at(r), fl.k: c}), tid, False, first)
+  [column] = [s for s in fl.sums if s.f is not None]
+  f = column.f
+  assert f is not None
+  kv_stores += _tile(sv, lv, BN, D, lambda r, c: substitute(f, {**batch, column.node.src[1]: key_at(r), fl.d: c}), tid, True, first)
+  loaded = UOp(Ops.BARRIER, dtypes.void, tuple(kv_stores), "block")
+
+  def frag(local: UOp, layout: Layout, base: UOp, role: str, *after: UOp) -> UOp:
+    return UOp(Ops.FRAGMENT, h, (local, base, *after), (role, kind, layout.ld, layout.k_rows))
+  # S: lane values (row g + 8 * (q // 2), key 8n + 2t + q % 2) of the warp's 16 x 64 scores
+  fa = frag(sq, lq, lq.at(warp * 16, kd * 16), "a", loaded)
+  keyed: list[list[tuple[UOp, UOp]]] = [[], []]  # per row (g, g + 8): (score, key in the tile)
+  inf = UOp.const(dtypes.float32, -math.inf)
+  for n2 in range(BN // 16):
+    fb = frag(sk, lk, lk.at(n2 * 16, kd * 16), "b2", loaded)
+    for half in range(2):
+      mma = UOp(Ops.MMA, dtypes.float32, (fa, fb), (kind, half))
+      for q in range(4):
+        s = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (mma,), q), kd), Ops.ADD)
+        row, col = warp * 16 + g + 8 * (q // 2), (n2 * 2 + half) * 8 + tq * 2 + q % 2
+        xv = substitute(fl.x, {fl.inner: s, **batch, fl.i: row_at(row), fl.j: key_at(col)})
+        if tiles_j * BN > Tk: xv = (jt * BN + col < Tk).where(xv, inf)
+        keyed[q // 2].append((xv, col))
+  c = UOp.const(dtypes.float32, fl.c)
+  olds, safes, alphas = [], [], []
+  for r in range(2):
+    bmax = keyed[r][0][0]
+    for xv, _ in keyed[r][1:]: bmax = bmax.alu(Ops.MAX, xv)
+    bmax = UOp(Ops.GROUP_REDUCE, dtypes.float32, (bmax,), (Ops.MAX, 4))
+    old = UOp(Ops.RUNNING_MAX, dtypes.float32, (bmax, jt))
+    new = old.alu(Ops.MAX, bmax)
+    safe = new.ne(inf).where(new, UOp.const(dtypes.float32, 0.0))
+    olds.append(UOp(Ops.REDUCE, dtypes.float32, (bmax, jt), Ops.MAX))
+    safes.append(safe)
+    alphas.append(UOp(Ops.EXP2, dtypes.float32, ((old + -safe) * c,)))
+  exps = [[(UOp(Ops.EXP2, dtypes.float32, ((xv + -safes[r]) * c,)), col) for xv, col in keyed[r]] for r in range(2)]
+  # P through the warp's rows of a shared tile, read back as A fragments
+  p_stores = [_store(sp, lp.at(warp * 16 + g + 8 * r, col), e) for r in range(2) for e, col in exps[r]]
+  p_ready = UOp(Ops.BARRIER, dtypes.void, tuple(p_stores), "block")
+  fpa = frag(sp, lp, lp.at(warp * 16, kv * 16), "a", p_ready)
+  denominators = []
+  for r in range(2):
+    total = exps[r][0][0]
+    for e, _ in exps[r][1:]: total = total + e
+    rescaled = UOp(Ops.RESCALED, dtypes.float32, (total, alphas[r], jt))
+    denominators.append(UOp(Ops.GROUP_REDUCE, dtypes.float32, (rescaled,), (Ops.ADD, 4)))
+  outs: list[tuple[UOp, int, UOp, UOp]] = []  # (O value, row g or g + 8, row in the tile, column)
+  for n2 in range(D // 16):
+    fb = frag(sv, lv, lv.at(n2 * 16, kv * 16), "b2", loaded)
+    for half in range(2):
+      mma = UOp(Ops.MMA, dtypes.float32, (fpa, fb), (kind, half))
+      for q in range(4):
+        term = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (mma,), q), kv), Ops.ADD)
+        o = UOp(Ops.RESCALED, dtypes.float32, (term, alphas[q // 2], jt))
+        outs.append((o, q // 2, warp * 16 + g + 8 * (q // 2), UOp.const(INT, (n2 * 2 + half) * 8) + tq * 2 + q % 2))
+  stores = []
+  for o, half_row, row, col in outs:
+    gi, ok = _clamp(it * BM + row, T, tiles_i * BM)
+    at = {**batch, fl.i: gi, fl.d: col}
+    # R = O * outside; the denominators and the max at their final values
+    finals: dict[UOp, UOp] = {m: olds[half_row] for m in fl.maxes}
+    finals.update({s.node: denominators[half_row] for s in fl.sums if s.f is None})
+    outside = substitute(column.outside, {**finals, **at}) if column.outside is not None else None
+    finals[column.node] = o if outside is None else o * outside
+    out = substitute(fl.store, {**finals, **at})
+    stores.append(out if ok is None else UOp(Ops.STORE, out.dtype, out.src[:3] + (ok,), out.arg))
+  return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores), sink.arg), symbolic)
+
+
+def describe_flash_cuda(fl: FlashGPU) -> str:
+  T, Tk, K, D = fl.i.arg[1], fl.j.arg[1], fl.k.arg[1], fl.d.arg[1]
+  return (f"flash attention {T}x{Tk}, k={K}, {D} columns: a block per {BM} query rows (4 warps of 16), key tiles of {BN} through "
+          f"shared memory, scores and P @ V on mma.sync m16n8k16 {fl.kind}, running max and sums in registers (quad shuffles)")
+
+
+__all__ = ["match_flash_cuda", "map_flash", "describe_flash_cuda", "FlashGPU"]
