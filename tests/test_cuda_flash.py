@@ -1,0 +1,113 @@
+"""The CUDA flash plan (codegen/cuda/flash.py): autocast's attention as one kernel of mma.sync tiles, checked under EMULATE=CUDA
+against PyTorch's SDPA, compiled by NVRTC for sm_80 and sm_90, and on a GPU when there is one."""
+import numpy as np
+import pytest
+import torch
+import picograd
+from picograd import Tensor, dtypes, Context
+from picograd.engine.realize import _normalize
+from picograd.engine.schedule import create_template
+
+cuda_rt = pytest.importorskip("picograd.runtime.cuda")
+from picograd.codegen.cuda import render_for_arch  # noqa: E402
+
+NVRTC_ERROR = cuda_rt.nvrtc_unavailable_reason()
+needs_nvrtc = pytest.mark.skipif(bool(NVRTC_ERROR), reason=f"NVRTC unavailable: {NVRTC_ERROR}")
+try:
+  from picograd.runtime.device import get_device
+  get_device("CUDA")
+  GPU_ERROR = ""
+except Exception as e:  # no driver, no GPU, no bindings
+  GPU_ERROR = f"{type(e).__name__}: {e}"
+needs_gpu = pytest.mark.skipif(bool(GPU_ERROR), reason=f"no CUDA GPU: {GPU_ERROR}")
+
+
+def rnd(*shape, seed=0):
+  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def sdpa(q, k, v, how):
+  """Attention under autocast: SDPA (causal or not, a bool mask) or the same math by hand."""
+  with picograd.autocast(dtypes.bfloat16):
+    if how == "by_hand": return ((q @ k.transpose(-2, -1)) * (1 / np.sqrt(q.shape[-1]))).softmax(-1) @ v
+    if how == "mask":
+      T = q.shape[-2]
+      keep = Tensor(np.random.default_rng(5).random((T, T)) < 0.7, device=q.device)
+      return q.scaled_dot_product_attention(k, v, attn_mask=keep)
+    return q.scaled_dot_product_attention(k, v, is_causal=how == "causal")
+
+
+def torch_sdpa(arrays, how):
+  q, k, v = (torch.tensor(a) for a in arrays)
+  if how == "mask":
+    T = q.shape[-2]
+    keep = torch.tensor(np.random.default_rng(5).random((T, T)) < 0.7)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+    return torch.where(keep.any(-1, keepdim=True), out, 0).numpy()  # picograd gives 0 for a query that sees no key (NOTES)
+  return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=how == "causal").numpy()
+
+
+def kernels_for(t: Tensor, device: str) -> list:
+  roots, _ = _normalize([t.uop])
+  return [k.ast for k in create_template(roots, [device]).kernels if k.ast is not None]
+
+
+# (B, H, T, D, how): a T that is not a multiple of the tiles, B * H > 1, head sizes 64 and 32
+SHAPES = [(1, 2, 80, 64, "causal"), (2, 1, 70, 32, "plain"), (1, 2, 80, 64, "by_hand"), (1, 1, 72, 32, "mask")]
+
+
+@pytest.mark.parametrize("B,H,T,D,how", SHAPES)
+def test_flash_plan_emulated(B, H, T, D, how):
+  """The kernel as mapped (EMULATE=CUDA: every thread at once, the MMAs from the shared tiles) agrees with PyTorch's SDPA in
+  float32 within bfloat16's rounding, in one kernel mapped by the flash plan."""
+  from picograd.engine.compile import _kernels
+  arrays = [rnd(B, H, T, D, seed=s) for s in range(3)]
+  _kernels.clear()
+  with Context(EMULATE="CUDA", ONLINE_SOFTMAX_MIN=0):
+    q, k, v = (Tensor(a, device="PYTHON") for a in arrays)
+    got = sdpa(q, k, v, how).float().numpy()
+  np.testing.assert_allclose(got, torch_sdpa(arrays, how), rtol=3e-2, atol=3e-2)
+  opts = [k.opts for key, k in _kernels.items() if key[1] == "PYTHON" and key[3] == "CUDA"]
+  assert sum("emulating the CUDA mapping flash" in o for o in opts) == 1, opts
+
+
+def test_fp32_attention_keeps_stored_scores_on_cuda():
+  """Only 16-bit products take the flash plan: float32 attention on CUDA keeps today's kernels (scores stored), as does the
+  backward of an autocast one that reads the probabilities."""
+  arrays = [rnd(1, 2, 80, 64, seed=s) for s in range(3)]
+  with Context(ONLINE_SOFTMAX_MIN=0):
+    q, k, v = (Tensor(a) for a in arrays)
+    assert len(kernels_for(q.scaled_dot_product_attention(k, v, is_causal=True), "CUDA")) > 1
+    fused = kernels_for(sdpa(q, k, v, "causal"), "CUDA")
+    # the three 16-bit casts (stored on CUDA: the products read 16-bit tiles) and the attention
+    assert len(fused) == 4
+    q.requires_grad_(True)
+    assert len(kernels_for(sdpa(q, k, v, "causal").float().sum().gradient(q)[0], "CUDA")) > 4
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_flash_plan_compiles(arch):
+  """The CUDA C of the flash plan compiles with NVRTC (D = 64 in static shared memory, D = 128 in the dynamic block)."""
+  for T, D in ((80, 64), (72, 128)):
+    arrays = [rnd(1, 2, T, D, seed=s) for s in range(3)]
+    with Context(ONLINE_SOFTMAX_MIN=0):
+      ast = kernels_for(sdpa(*(Tensor(a) for a in arrays), "causal"), "CUDA")[-1]
+      kname, src, dims, meta = render_for_arch(ast, arch, sm_count=108 if arch == "sm_80" else 132)
+    assert meta["plan"] == "flash" and "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in src
+    assert dims.local_size == (128,) and dims.global_size == (2 * -(-T // 64),)
+    lib = cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, arch, kname))
+    assert lib.kind in ("cubin", "ptx") and lib.image
+
+
+@needs_gpu
+@pytest.mark.parametrize("B,H,T,D,how", [(2, 3, 200, 64, "causal"), (1, 2, 256, 128, "plain"), (2, 2, 96, 64, "by_hand"), (1, 2, 136, 64, "mask")])
+def test_flash_plan_gpu(B, H, T, D, how):
+  """On the GPU: the flash kernel against PyTorch's SDPA (float32, on the CPU) on the same data."""
+  from picograd.engine.compile import _kernels
+  _kernels.clear()
+  arrays = [rnd(B, H, T, D, seed=s) for s in range(3)]
+  with Context(ONLINE_SOFTMAX_MIN=0, DEBUG=0):
+    got = sdpa(*(Tensor(a, device="CUDA") for a in arrays), how).float().numpy()
+  np.testing.assert_allclose(got, torch_sdpa(arrays, how), rtol=3e-2, atol=3e-2)
+  assert any(k.opts and k.opts[0] == "map flash" for key, k in _kernels.items() if key[1] == "CUDA")
