@@ -33,10 +33,12 @@ CONCAT_STORING_DEVICES = {"CUDA"}
 # product is stored cast; the CPU's GEMM converts while it packs, so there the cast stays inside the product
 PRODUCT_CAST_DEVICES = {"CUDA"}
 # devices whose codegen runs a sum rescaled by a running max in one pass (codegen/online.py). The CUDA mapping passes
-# (and the PYTHON device while it emulates them, EMULATE=CUDA) in their flat plan (NOOPT=1), and the flash plan
-# (codegen/cuda/flash.py) for the sums of `online_fusion.tensor_core_form` (autocast's attention); the others deal a max's
-# loop out to threads, so other sums keep their stored scores there
-ONLINE_DEVICES = {"CPU", "PYTHON", "CUDA"}
+# (and the PYTHON device while it emulates them, EMULATE=CUDA) only in their flat plan (NOOPT=1): the others deal a max's
+# loop out to threads
+ONLINE_DEVICES = {"CPU", "PYTHON"}
+# devices that run in one pass only the sums of `online_fusion.tensor_core_form` (autocast's attention: 16-bit products),
+# which the CUDA flash plan maps (codegen/cuda/flash.py); other sums keep their stored scores there
+TENSOR_CORE_ONLINE_DEVICES = {"CUDA"}
 # devices whose threads split only a kernel's output loop: a reduction to one value of at least SPLIT_REDUCE_MIN elements
 # is split in two kernels there (`_split_reductions`), so both cores read the input (the CUDA codegen splits it by itself)
 SPLIT_REDUCE_DEVICES = {"CPU"}
@@ -63,7 +65,7 @@ def _reassociates(node_device: dict[UOp, str]) -> Callable[[UOp], bool]:
 
 
 def _fuses_online(kind: str) -> bool:
-  if kind == "CUDA" or EMULATE == "CUDA": return "CUDA" in ONLINE_DEVICES or bool(NOOPT)
+  if kind == "CUDA" or EMULATE == "CUDA": return "CUDA" in TENSOR_CORE_ONLINE_DEVICES or bool(NOOPT)
   return kind in ONLINE_DEVICES
 
 
