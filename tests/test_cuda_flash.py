@@ -1,5 +1,6 @@
 """The CUDA flash plan (codegen/cuda/flash.py): autocast's attention as one kernel of mma.sync tiles, checked under EMULATE=CUDA
 against PyTorch's SDPA, compiled by NVRTC for sm_80 and sm_90, and on a GPU when there is one."""
+import re
 import numpy as np
 import pytest
 import torch
@@ -96,6 +97,7 @@ def test_flash_plan_compiles(arch):
       kname, src, dims, meta = render_for_arch(ast, arch, sm_count=108 if arch == "sm_80" else 132)
     assert meta["plan"] == "flash" and "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in src
     assert dims.local_size == (128,) and dims.global_size == (2 * -(-T // 64),)
+    assert re.search(r"for \(int r\d+ = 0; r\d+ < v\d+; r\d+\+\+\)", src)  # the key tiles up to the diagonal
     lib = cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, arch, kname))
     assert lib.kind in ("cubin", "ptx") and lib.image
 

@@ -27,9 +27,10 @@ level ops the GEMM plans use (tiling.py), nothing printed by hand:
   expression with R = O * outside, S = the denominator and M = the max substituted (the epilogue: 1 / S, the cast, the
   per-head store), gated at the last query tile's edge.
 
-Rows past the end and keys past the end read index 0 (clamped; their outputs are not stored, their scores are -inf).
-Kept simple for now (NOTES.md, CUDA backend): key tiles past a causal diagonal are computed (masked), not skipped; the tiles
-are single-buffered with scalar loads; P goes through shared memory; the outputs are stored from the fragments.
+Where the score is where(gate, ..., -inf) with a gate j <= i + c (causal), the key loop's trip count is a value: the tiles
+past the last key the block's last row sees are not visited (RANGE with a source). Rows past the end and keys past the end
+read index 0 (clamped; their outputs are not stored, their scores are -inf). Kept simple for now (NOTES.md, CUDA backend):
+the tiles are single-buffered with scalar loads; P goes through shared memory; the outputs are stored from the fragments.
 """
 from __future__ import annotations
 import math
@@ -166,6 +167,21 @@ def _weighted(r: UOp, maxes: frozenset[UOp], half: DType, d: UOp, base: set[UOp]
   return FlashSum(r, f, outside)
 
 
+def _last_key(x: UOp, i: UOp, j: UOp) -> UOp | None:
+  """When the score is where(gate, ..., -inf) (through casts) with a gate that lets key j through only up to a position of
+  row i (j <= i + c, or j < i + c: a causal mask), the last key row i can see, as an expression of i; else None."""
+  u = _uncast(x)
+  if u.op is not Ops.WHERE or u.src[2].op is not Ops.CONST or u.src[2].arg != -math.inf: return None
+  gate = u.src[0]
+  # not(A < j): j <= A; (j < A): j <= A - 1, with A = i or i + a constant (rising with i: the row tile's last row sees most)
+  if gate.op is Ops.XOR and gate.src[1].op is Ops.CONST and gate.src[1].arg is True and gate.src[0].op is Ops.CMPLT and gate.src[0].src[1] is j:
+    bound, shift = gate.src[0].src[0], 0
+  elif gate.op is Ops.CMPLT and gate.src[0] is j: bound, shift = gate.src[1], -1
+  else: return None
+  rising = bound is i or (bound.op is Ops.ADD and bound.src[0] is i and bound.src[1].op is Ops.CONST)
+  return (bound + shift if shift else bound) if rising else None
+
+
 def _store(buf: UOp, index: UOp, value: UOp, *after: UOp) -> UOp:
   return UOp(Ops.STORE, dtypes.void, (buf, index, value, UOp.const(dtypes.bool, True), *after))
 
@@ -209,7 +225,15 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   sk = UOp(Ops.DEFINE_LOCAL, h, (), (1, BN * (K + 8)))
   sv = UOp(Ops.DEFINE_LOCAL, h, (), (2, BN * (D + 8)))
   sp = UOp(Ops.DEFINE_LOCAL, h, (), (3, BM * (BN + 8)))
-  jt = UOp(Ops.RANGE, INT, (), (next_id, tiles_j, "reduce"))
+  # key tiles wholly past the last key the tile's last row can see (causal) are not visited: the loop's bound is a value
+  # (RANGE with a source; it is at most tiles_j, which the value-range analysis keeps assuming)
+  last = _last_key(fl.x, fl.i, fl.j)
+  if last is not None:
+    last_row = it * BM + (BM - 1)
+    if T % BM: last_row = (last_row < T).where(last_row, UOp.const(INT, T - 1))
+    seen = substitute(last, {fl.i: last_row}) // BN + 1
+    jt = UOp(Ops.RANGE, INT, ((seen < tiles_j).where(seen, UOp.const(INT, tiles_j)),), (next_id, tiles_j, "reduce"))
+  else: jt = UOp(Ops.RANGE, INT, (), (next_id, tiles_j, "reduce"))
   kd = UOp(Ops.RANGE, INT, (), (next_id + 1, K // 16, "reduce", K // 16))
   kv = UOp(Ops.RANGE, INT, (), (next_id + 2, BN // 16, "reduce", BN // 16))
 
@@ -290,7 +314,8 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
 def describe_flash_cuda(fl: FlashGPU) -> str:
   T, Tk, K, D = fl.i.arg[1], fl.j.arg[1], fl.k.arg[1], fl.d.arg[1]
   return (f"flash attention {T}x{Tk}, k={K}, {D} columns: a block per {BM} query rows (4 warps of 16), key tiles of {BN} through "
-          f"shared memory, scores and P @ V on mma.sync m16n8k16 {fl.kind}, running max and sums in registers (quad shuffles)")
+          f"shared memory, scores and P @ V on mma.sync m16n8k16 {fl.kind}, running max and sums in registers (quad shuffles)" +
+          ("; key tiles past the causal diagonal skipped" if _last_key(fl.x, fl.i, fl.j) is not None else ""))
 
 
 __all__ = ["match_flash_cuda", "map_flash", "describe_flash_cuda", "FlashGPU"]

@@ -77,7 +77,8 @@ class TableRenderer:
   def _range(self, u: UOp) -> None:
     n = self.names[u] = self.w.fresh("r")
     if len(u.arg) > 3: self.w(f"#pragma unroll {u.arg[3]}")
-    self.w.open(f"for ({REG_TYPES[u.dtype]} {n} = 0; {n} < {u.arg[1]}; {n}++)")
+    # a loop whose trip count is a value (the flash plan's key tiles up to a causal diagonal) has it as its source
+    self.w.open(f"for ({REG_TYPES[u.dtype]} {n} = 0; {n} < {self.val(u.src[0]) if u.src else u.arg[1]}; {n}++)")
 
   def _endrange(self, u: UOp) -> None: self.w.close()
 
