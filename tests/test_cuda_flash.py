@@ -53,23 +53,28 @@ def kernels_for(t: Tensor, device: str) -> list:
   return [k.ast for k in create_template(roots, [device]).kernels if k.ast is not None]
 
 
-# (B, H, T, D, how): a T that is not a multiple of the tiles, B * H > 1, head sizes 64 and 32
-SHAPES = [(1, 2, 80, 64, "causal"), (2, 1, 70, 32, "plain"), (1, 2, 80, 64, "by_hand"), (1, 1, 72, 32, "mask")]
+# (B, H, T, D, how, inputs in bfloat16): a T that is not a multiple of the tiles, B * H > 1, head sizes 64 and 32; 16-bit inputs
+# are read by 16-byte loads (as the stored casts of q, k, v are on CUDA)
+SHAPES = [(1, 2, 80, 64, "causal", False), (2, 1, 70, 32, "plain", True), (1, 2, 80, 64, "by_hand", False), (1, 1, 72, 32, "mask", False),
+          (1, 1, 130, 32, "causal", True)]
 
 
-@pytest.mark.parametrize("B,H,T,D,how", SHAPES)
-def test_flash_plan_emulated(B, H, T, D, how):
+@pytest.mark.parametrize("B,H,T,D,how,half", SHAPES)
+def test_flash_plan_emulated(B, H, T, D, how, half):
   """The kernel as mapped (EMULATE=CUDA: every thread at once, the MMAs from the shared tiles) agrees with PyTorch's SDPA in
   float32 within bfloat16's rounding, in one kernel mapped by the flash plan."""
   from picograd.engine.compile import _kernels
   arrays = [rnd(B, H, T, D, seed=s) for s in range(3)]
-  _kernels.clear()
+  if half: arrays = [torch.tensor(a).bfloat16().float().numpy() for a in arrays]
   with Context(EMULATE="CUDA", ONLINE_SOFTMAX_MIN=0):
     q, k, v = (Tensor(a, device="PYTHON") for a in arrays)
+    if half: q, k, v = (t.cast(dtypes.bfloat16).realize() for t in (q, k, v))
+    _kernels.clear()
     got = sdpa(q, k, v, how).float().numpy()
   np.testing.assert_allclose(got, torch_sdpa(arrays, how), rtol=3e-2, atol=3e-2)
   opts = [k.opts for key, k in _kernels.items() if key[1] == "PYTHON" and key[3] == "CUDA"]
   assert sum("emulating the CUDA mapping flash" in o for o in opts) == 1, opts
+  assert any("16-byte load" in o for o in opts) == half  # the tiles of 16-bit buffers
 
 
 def test_fp32_attention_keeps_stored_scores_on_cuda():

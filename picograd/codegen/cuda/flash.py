@@ -29,8 +29,9 @@ level ops the GEMM plans use (tiling.py), nothing printed by hand:
 
 Where the score is where(gate, ..., -inf) with a gate j <= i + c (causal), the key loop's trip count is a value: the tiles
 past the last key the block's last row sees are not visited (RANGE with a source). Rows past the end and keys past the end
-read index 0 (clamped; their outputs are not stored, their scores are -inf). Kept simple for now (NOTES.md, CUDA backend):
-the tiles are single-buffered with scalar loads; P goes through shared memory; the outputs are stored from the fragments.
+read index 0 (clamped; their outputs are not stored, their scores are -inf). Tiles of plain 16-bit loads move by 16-byte
+loads. Kept simple for now (NOTES.md, CUDA backend): the tiles are single-buffered; P goes through shared memory; the
+outputs are stored from the fragments.
 """
 from __future__ import annotations
 import math
@@ -40,6 +41,7 @@ from picograd.helpers import ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.online import _factors, _exp_of_shifted, _canonical
+from picograd.codegen.cuda.analysis import contiguous_in
 from picograd.codegen.cuda.mapping import digits, special
 from picograd.codegen.cuda.target import CUDATarget
 from picograd.codegen.cuda.tiling import Layout
@@ -193,16 +195,29 @@ def _clamp(idx: UOp, size: int, tile_end: int) -> tuple[UOp, UOp | None]:
   return ok.where(idx, UOp.const(INT, 0)), ok
 
 
-def _tile(local: UOp, layout: Layout, rows: int, cols: int, value_at, tid: UOp, along_rows: bool, *after: UOp) -> list[UOp]:
+def _width(value: UOp, loop: UOp, rows: int, cols: int) -> int:
+  """Lanes of a 16-byte load of an operand along its tile's columns (`loop`): 8 when it is a plain load of a 16-bit buffer
+  moving by one along them (the stored 16-bit casts of q, k, v on CUDA) and every thread moves whole vectors, else 1."""
+  whole = cols % 8 == 0 and rows * cols % (THREADS * 8) == 0
+  plain = value.op is Ops.LOAD and len(value.src) == 2 and value.src[0].op is Ops.PARAM and value.dtype.itemsize == 2
+  return 8 if whole and plain and contiguous_in(value.src[1], loop, 8) else 1
+
+
+def _tile(local: UOp, layout: Layout, rows: int, cols: int, value_at, width: int, tid: UOp, along_rows: bool, *after: UOp) -> list[UOp]:
   """The STOREs of this thread's share of a rows x cols tile (consecutive threads take consecutive columns, the axis the
-  operands run along in memory): value_at(row, col) is the value, stored at layout.at(col, row) when `along_rows` (the tile's
-  rows are its columns: F, keys along k) else at row * ld + col."""
+  operands run along in memory, `width` at a time: a 16-byte load stored as it is): value_at(row, col) is the value,
+  stored at layout.at(col, row) when `along_rows` (the tile's rows are its columns: F, keys along k) else at row * ld + col;
+  both put consecutive columns next to each other."""
   out = []
-  for e in range(rows * cols // THREADS):
+  for e in range(rows * cols // (THREADS * width)):
     flat = tid + e * THREADS
-    r, c = flat // cols, flat % cols
+    r, c = flat // (cols // width), flat % (cols // width) * width
     at = layout.at(c, r) if along_rows else layout.at(r, c)
-    out.append(_store(local, at, value_at(r, c), *after))
+    value = value_at(r, c)
+    if width > 1:
+      vec = UOp(Ops.LOAD, value.dtype, value.src, width)
+      value = UOp(Ops.VECTORIZE, value.dtype, tuple(UOp(Ops.GEP, value.dtype, (vec,), lane) for lane in range(width)), width)
+    out.append(_store(local, at, value, *after))
   return out
 
 
@@ -240,13 +255,15 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   def row_at(r: UOp | int) -> UOp: return _clamp(it * BM + r, T, tiles_i * BM)[0]
   def key_at(c: UOp | int) -> UOp: return _clamp(jt * BN + c, Tk, tiles_j * BN)[0]
   # the query tile once; then per key tile, between two barriers, the tiles of b and F
-  q_stores = _tile(sq, lq, BM, K, lambda r, c: substitute(fl.a, {**batch, fl.i: row_at(r), fl.k: c}), tid, False)
+  q_stores = _tile(sq, lq, BM, K, lambda r, c: substitute(fl.a, {**batch, fl.i: row_at(r), fl.k: c}), _width(fl.a, fl.k, BM, K), tid, False)
   first = UOp(Ops.BARRIER, dtypes.void, (jt, *q_stores), "block")
-  kv_stores = _tile(sk, lk, BN, K, lambda r, c: substitute(fl.b, {**batch, fl.j: key_at(r), fl.k: c}), tid, False, first)
+  kv_stores = _tile(sk, lk, BN, K, lambda r, c: substitute(fl.b, {**batch, fl.j: key_at(r), fl.k: c}), _width(fl.b, fl.k, BN, K), tid,
+                    False, first)
   [column] = [s for s in fl.sums if s.f is not None]
   f = column.f
   assert f is not None
-  kv_stores += _tile(sv, lv, BN, D, lambda r, c: substitute(f, {**batch, column.node.src[1]: key_at(r), fl.d: c}), tid, True, first)
+  kv_stores += _tile(sv, lv, BN, D, lambda r, c: substitute(f, {**batch, column.node.src[1]: key_at(r), fl.d: c}), _width(f, fl.d, BN, D),
+                     tid, True, first)
   loaded = UOp(Ops.BARRIER, dtypes.void, tuple(kv_stores), "block")
 
   def frag(local: UOp, layout: Layout, base: UOp, role: str, *after: UOp) -> UOp:
