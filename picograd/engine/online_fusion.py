@@ -166,9 +166,11 @@ def _masked(value: UOp) -> bool:
 def tensor_core_form(r: UOp, m: UOp) -> bool:
   """Whether the online sum `r` with max `m` has the form codegen/cuda/flash.py maps onto tensor cores: one score product
   q . k and the weighted sum, both 16-bit products accumulated in float32 of the same type (autocast's attention), head
-  sizes (the score's k, the sum's columns) multiples of 16 up to 128, and no mask on the weights (dropout)."""
+  sizes (the score's k, the sum's columns) multiples of 16 up to 128, the softmax in float32 (autocast's; a 16-bit one is
+  left as it is) and no mask on the weights (dropout)."""
   _, scores = _body(m)
-  if len(scores) != 1 or (dt := _half_product(scores[0])) is None or _half_product(r) != dt or _masked(r.src[0]): return False
+  if m.dtype != dtypes.float32 or len(scores) != 1 or (dt := _half_product(scores[0])) is None: return False
+  if _half_product(r) != dt or _masked(r.src[0]): return False
   k = scores[0].src[0].tshape[scores[0].arg[1][0]]
   cols = r.tshape[-2] if len(r.tshape) >= 2 else 0
   return all(n % 16 == 0 and 16 <= n <= 128 for n in (k, cols))
