@@ -30,8 +30,8 @@ level ops the GEMM plans use (tiling.py), nothing printed by hand:
 Where the score is where(gate, ..., -inf) with a gate j <= i + c (causal), the key loop's trip count is a value: the tiles
 past the last key the block's last row sees are not visited (RANGE with a source). Rows past the end and keys past the end
 read index 0 (clamped; their outputs are not stored, their scores are -inf). Tiles of plain 16-bit loads move by 16-byte
-loads. Kept simple for now (NOTES.md, CUDA backend): the tiles are single-buffered; P goes through shared memory; the
-outputs are stored from the fragments.
+loads; the key tiles are double-buffered (the next one's loads are issued at the start of an iteration, stored at its end).
+Kept simple for now (NOTES.md, CUDA backend): P goes through shared memory; the outputs are stored from the fragments.
 """
 from __future__ import annotations
 import math
@@ -203,11 +203,12 @@ def _width(value: UOp, loop: UOp, rows: int, cols: int) -> int:
   return 8 if whole and plain and contiguous_in(value.src[1], loop, 8) else 1
 
 
-def _tile(local: UOp, layout: Layout, rows: int, cols: int, value_at, width: int, tid: UOp, along_rows: bool, *after: UOp) -> list[UOp]:
+def _tile(local: UOp, offset: UOp | int, layout: Layout, rows: int, cols: int, value_at, width: int, tid: UOp, along_rows: bool,
+          *after: UOp) -> list[UOp]:
   """The STOREs of this thread's share of a rows x cols tile (consecutive threads take consecutive columns, the axis the
   operands run along in memory, `width` at a time: a 16-byte load stored as it is): value_at(row, col) is the value,
-  stored at layout.at(col, row) when `along_rows` (the tile's rows are its columns: F, keys along k) else at row * ld + col;
-  both put consecutive columns next to each other."""
+  stored at `offset` + layout.at(col, row) when `along_rows` (the tile's rows are its columns: F, keys along k) else at
+  row * ld + col; both put consecutive columns next to each other."""
   out = []
   for e in range(rows * cols // (THREADS * width)):
     flat = tid + e * THREADS
@@ -217,7 +218,7 @@ def _tile(local: UOp, layout: Layout, rows: int, cols: int, value_at, width: int
     if width > 1:
       vec = UOp(Ops.LOAD, value.dtype, value.src, width)
       value = UOp(Ops.VECTORIZE, value.dtype, tuple(UOp(Ops.GEP, value.dtype, (vec,), lane) for lane in range(width)), width)
-    out.append(_store(local, at, value, *after))
+    out.append(_store(local, offset + at, value, *after))
   return out
 
 
@@ -237,8 +238,8 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   lq, lk, lp = Layout(False, K + 8), Layout(False, K + 8), Layout(False, BN + 8)
   lv = Layout(True, D + 8)  # keys (the product's k) along the rows: read transposed (ldmatrix.trans)
   sq = UOp(Ops.DEFINE_LOCAL, h, (), (0, BM * (K + 8)))
-  sk = UOp(Ops.DEFINE_LOCAL, h, (), (1, BN * (K + 8)))
-  sv = UOp(Ops.DEFINE_LOCAL, h, (), (2, BN * (D + 8)))
+  sk = UOp(Ops.DEFINE_LOCAL, h, (), (1, 2 * BN * (K + 8)))  # two buffers each: the next key tile is stored while this one is read
+  sv = UOp(Ops.DEFINE_LOCAL, h, (), (2, 2 * BN * (D + 8)))
   sp = UOp(Ops.DEFINE_LOCAL, h, (), (3, BM * (BN + 8)))
   # key tiles wholly past the last key the tile's last row can see (causal) are not visited: the loop's bound is a value
   # (RANGE with a source; it is at most tiles_j, which the value-range analysis keeps assuming)
@@ -254,26 +255,36 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
 
   def row_at(r: UOp | int) -> UOp: return _clamp(it * BM + r, T, tiles_i * BM)[0]
   def key_at(c: UOp | int) -> UOp: return _clamp(jt * BN + c, Tk, tiles_j * BN)[0]
-  # the query tile once; then per key tile, between two barriers, the tiles of b and F
-  q_stores = _tile(sq, lq, BM, K, lambda r, c: substitute(fl.a, {**batch, fl.i: row_at(r), fl.k: c}), _width(fl.a, fl.k, BM, K), tid, False)
-  first = UOp(Ops.BARRIER, dtypes.void, (jt, *q_stores), "block")
-  kv_stores = _tile(sk, lk, BN, K, lambda r, c: substitute(fl.b, {**batch, fl.j: key_at(r), fl.k: c}), _width(fl.b, fl.k, BN, K), tid,
-                    False, first)
   [column] = [s for s in fl.sums if s.f is not None]
   f = column.f
   assert f is not None
-  kv_stores += _tile(sv, lv, BN, D, lambda r, c: substitute(f, {**batch, column.node.src[1]: key_at(r), fl.d: c}), _width(f, fl.d, BN, D),
-                     tid, True, first)
-  loaded = UOp(Ops.BARRIER, dtypes.void, tuple(kv_stores), "block")
+
+  def kv_tiles(tile: UOp, slot: UOp, *after: UOp) -> list[UOp]:
+    """The STOREs of key tile `tile` of b and F into buffer `slot` (keys past the end read at 0)."""
+    def key(r: UOp) -> UOp: return _clamp(tile * BN + r, Tk, (tiles_j + 1) * BN)[0]
+    return _tile(sk, slot * (BN * (K + 8)), lk, BN, K, lambda r, c: substitute(fl.b, {**batch, fl.j: key(r), fl.k: c}),
+                 _width(fl.b, fl.k, BN, K), tid, False, *after) + \
+      _tile(sv, slot * (BN * (D + 8)), lv, BN, D, lambda r, c: substitute(f, {**batch, column.node.src[1]: key(r), fl.d: c}),
+            _width(f, fl.d, BN, D), tid, True, *after)
+  # before the loop: the query tile and key tile 0. Each key tile starts at a barrier (the tile stored for it is complete,
+  # and every thread is done with the buffer the next one goes to); its global loads for the next tile are issued right
+  # after it (ordering sources of the first fragment) and stored at the end of the iteration (SINK sources in the loop: the
+  # linearizer writes them after the accumulations), so they overlap the tile's work
+  zero = UOp.const(INT, 0)
+  first_stores = _tile(sq, 0, lq, BM, K, lambda r, c: substitute(fl.a, {**batch, fl.i: row_at(r), fl.k: c}), _width(fl.a, fl.k, BM, K), tid,
+                       False) + kv_tiles(zero, zero)
+  loaded = UOp(Ops.BARRIER, dtypes.void, (jt, *first_stores), "block")
+  refills = kv_tiles(jt + 1, (jt + 1) & 1, loaded)
+  ahead = [n for st in refills for n in toposort([st.src[2]]) if n.op is Ops.LOAD]
 
   def frag(local: UOp, layout: Layout, base: UOp, role: str, *after: UOp) -> UOp:
     return UOp(Ops.FRAGMENT, h, (local, base, *after), (role, kind, layout.ld, layout.k_rows))
   # S: lane values (row g + 8 * (q // 2), key 8n + 2t + q % 2) of the warp's 16 x 64 scores
-  fa = frag(sq, lq, lq.at(warp * 16, kd * 16), "a", loaded)
+  fa = frag(sq, lq, lq.at(warp * 16, kd * 16), "a", loaded, *ahead)
   keyed: list[list[tuple[UOp, UOp]]] = [[], []]  # per row (g, g + 8): (score, key in the tile)
   inf = UOp.const(dtypes.float32, -math.inf)
   for n2 in range(BN // 16):
-    fb = frag(sk, lk, lk.at(n2 * 16, kd * 16), "b2", loaded)
+    fb = frag(sk, lk, (jt & 1) * (BN * (K + 8)) + lk.at(n2 * 16, kd * 16), "b2", loaded)
     for half in range(2):
       mma = UOp(Ops.MMA, dtypes.float32, (fa, fb), (kind, half))
       for q in range(4):
@@ -307,7 +318,7 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     denominators.append(UOp(Ops.GROUP_REDUCE, dtypes.float32, (rescaled,), (Ops.ADD, 4)))
   outs: list[tuple[UOp, int, UOp, UOp]] = []  # (O value, row g or g + 8, row in the tile, column)
   for n2 in range(D // 16):
-    fb = frag(sv, lv, lv.at(n2 * 16, kv * 16), "b2", loaded)
+    fb = frag(sv, lv, (jt & 1) * (BN * (D + 8)) + lv.at(n2 * 16, kv * 16), "b2", loaded)
     for half in range(2):
       mma = UOp(Ops.MMA, dtypes.float32, (fpa, fb), (kind, half))
       for q in range(4):
@@ -325,7 +336,7 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     finals[column.node] = o if outside is None else o * outside
     out = substitute(fl.store, {**finals, **at})
     stores.append(out if ok is None else UOp(Ops.STORE, out.dtype, out.src[:3] + (ok,), out.arg))
-  return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores), sink.arg), symbolic)
+  return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic)
 
 
 def describe_flash_cuda(fl: FlashGPU) -> str:
