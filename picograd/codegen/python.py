@@ -202,11 +202,15 @@ def _async_copy(w: _Writer, u: UOp, v: str) -> str | None:
 
 def _fragment(w: _Writer, u: UOp, v: str) -> str | None:
   role, kind, ld, k_rows = u.arg
+  if role == "pack": return f"[{', '.join(w.names[s] for s in u.src)}]  # an A fragment from registers: mma_packed reads it"
   return f"({w.names[u.src[0]]}, {_block_index(w)}, {w.names[u.src[1]]}, {ld}, {k_rows}, {kind!r})  # tile {role}: the MMA reads it"
 
 
 def _mma(w: _Writer, u: UOp, v: str) -> str | None:
   thread = next(s for s in w.axis if s.op is Ops.SPECIAL and s.arg[0] == "thread")
+  if u.src[0].arg[0] == "pack":  # A from the lanes' registers (the flash plan's P), maybe after an MMA it adds to
+    before = w.names[u.src[2]] if len(u.src) > 2 else "None"
+    return f"mma_packed({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]}, {w.axis[thread]}, {u.arg[1]}, {u.arg[0]!r}, {before})"
   return f"mma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 32, {u.arg[1]})"
 
 

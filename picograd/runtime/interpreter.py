@@ -116,6 +116,33 @@ def _mma(a: tuple, b: tuple, lane, half: int):
   return out
 
 
+def _mma_packed(a: list, b: tuple, thread, axis: int, half: int, kind: str, before: list | None):
+  """An MMA whose A fragment is packed from registers (FRAGMENT "pack": lane l's 8 values, rows g, g + 8 and columns
+  2t, 2t + 1, 2t + 8, 2t + 9 of the warp's m16 x k16 tile, g = l // 4, t = l % 4, rounded to `kind`) and whose B is a tile
+  FRAGMENT, computed by every lane: A's element (row, k) is gathered along the thread axis `axis` from the lane holding it;
+  added to `before`'s four floats (the MMA before it in a chain)."""
+  sb, block, base_b, ldb, rows_b, _ = b
+  lane = thread % 32
+  g, t = lane // 4, lane % 4
+  rnd = round_bf16 if kind == "bf16" else (lambda x: np.asarray(x).astype(np.float16).astype(np.float32))
+
+  def a_at(half_row: int, k: int):
+    holder = thread - lane + 4 * g + (k % 8) // 2  # the lane of this warp holding (row g + 8 * half_row, k)
+    v = np.asarray(a[2 * (half_row + 2 * (k // 8)) + k % 2], np.float32)
+    shape = np.broadcast_shapes(v.shape, np.shape(holder))
+    return rnd(np.take_along_axis(np.broadcast_to(v, shape), np.broadcast_to(holder, shape), axis))
+
+  def b_at(k: int, col):
+    return sb[block, base_b + (k * ldb + col if rows_b else col * ldb + k)].astype(np.float32)
+  out = []
+  for q in range(4):
+    col = 8 * half + 2 * t + q % 2
+    terms = [a_at(q // 2, k) * b_at(k, col) for k in range(16)]
+    value = np.sum(np.stack(np.broadcast_arrays(*terms)), axis=0, dtype=np.float32)
+    out.append(value if before is None else before[q] + value)
+  return out
+
+
 def _wgmma(a: tuple, b: tuple, thread, before: list | None):
   """A WGMMA of two descriptor FRAGMENTs (shared buffer, block index, base index, ld, k_rows, kind) of tiles of 8x8 core
   matrices (codegen/cuda/tiling.py:Layout), computed by every thread of the warpgroup from the tiles: thread t's 64 floats
@@ -143,7 +170,7 @@ KERNEL_GLOBALS = {
   "full": lambda v, extent: np.broadcast_to(v, np.broadcast_shapes(np.shape(v), extent)),
   "bf16_to_f32": lambda b: (b.astype(np.uint32) << 16).view(np.float32), "round_bf16": round_bf16,
   "f32_to_bf16": lambda x: (round_bf16(x).view(np.uint32) >> 16).astype(np.uint16), "float_to_int": _float_to_int, "load": _load,
-  "check": _check, "group_reduce": _group_reduce, "atomic_add": _atomic_add, "mma": _mma, "wgmma": _wgmma,
+  "check": _check, "group_reduce": _group_reduce, "atomic_add": _atomic_add, "mma": _mma, "wgmma": _wgmma, "mma_packed": _mma_packed,
 }
 
 

@@ -20,9 +20,9 @@ level ops the GEMM plans use (tiling.py), nothing printed by hand:
   t = l % 4), so E runs on each of them with its row and key substituted (keys past the end: -inf);
 - a row's block max is the max over the lane's 16 values of it, then over its quad of lanes (GROUP_REDUCE of 4 lanes:
   two shuffles); the running max is RUNNING_MAX over jt, the sums are RESCALED over jt with exp2((m_old - m_new) * c): the
-  denominator per lane (its quad combines after the loop), the output columns as MMAs of P (the exps rounded to h, through
-  a per-warp tile in shared memory: ldmatrix as an A fragment) and F (ldmatrix.trans), summed over the tile's keys in steps
-  of 16 (a REDUCE), added to O rescaled;
+  denominator per lane (its quad combines after the loop), the output columns as a chain of MMAs (MMA's third source: one
+  per 16 keys) of P, packed from the exps in registers (FRAGMENT "pack": the C layout of two 8-key tiles is the A layout of
+  one 16-key step, rounded to h in pairs; no shared memory), and F (ldmatrix.trans), added into O after O is rescaled;
 - after the loop each lane's outputs (rows g, g + 8, columns 2t, 2t + 1 of each 8) go through the kernel's own stored
   expression with R = O * outside, S = the denominator and M = the max substituted (the epilogue: 1 / S, the cast, the
   per-head store), gated at the last query tile's edge.
@@ -30,8 +30,9 @@ level ops the GEMM plans use (tiling.py), nothing printed by hand:
 Where the score is where(gate, ..., -inf) with a gate j <= i + c (causal), the key loop's trip count is a value: the tiles
 past the last key the block's last row sees are not visited (RANGE with a source). Rows past the end and keys past the end
 read index 0 (clamped; their outputs are not stored, their scores are -inf). Tiles of plain 16-bit loads move by 16-byte
-loads; the key tiles are double-buffered (the next one's loads are issued at the start of an iteration, stored at its end).
-Kept simple for now (NOTES.md, CUDA backend): P goes through shared memory; the outputs are stored from the fragments.
+loads; the key tiles are double-buffered (the next one's loads are issued at the start of an iteration, stored at its end):
+one barrier per key tile. Kept simple for now (NOTES.md, CUDA backend): Q's fragments are read from shared memory per key
+tile; the outputs are stored from the fragments.
 """
 from __future__ import annotations
 import math
@@ -235,12 +236,11 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   warp, lane = tid // 32, tid % 32
   g, tq = lane // 4, lane % 4
   h, kind = fl.half, fl.kind
-  lq, lk, lp = Layout(False, K + 8), Layout(False, K + 8), Layout(False, BN + 8)
+  lq, lk = Layout(False, K + 8), Layout(False, K + 8)
   lv = Layout(True, D + 8)  # keys (the product's k) along the rows: read transposed (ldmatrix.trans)
   sq = UOp(Ops.DEFINE_LOCAL, h, (), (0, BM * (K + 8)))
   sk = UOp(Ops.DEFINE_LOCAL, h, (), (1, 2 * BN * (K + 8)))  # two buffers each: the next key tile is stored while this one is read
   sv = UOp(Ops.DEFINE_LOCAL, h, (), (2, 2 * BN * (D + 8)))
-  sp = UOp(Ops.DEFINE_LOCAL, h, (), (3, BM * (BN + 8)))
   # key tiles wholly past the last key the tile's last row can see (causal) are not visited: the loop's bound is a value
   # (RANGE with a source; it is at most tiles_j, which the value-range analysis keeps assuming)
   last = _last_key(fl.x, fl.i, fl.j)
@@ -251,7 +251,6 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     jt = UOp(Ops.RANGE, INT, ((seen < tiles_j).where(seen, UOp.const(INT, tiles_j)),), (next_id, tiles_j, "reduce"))
   else: jt = UOp(Ops.RANGE, INT, (), (next_id, tiles_j, "reduce"))
   kd = UOp(Ops.RANGE, INT, (), (next_id + 1, K // 16, "reduce", K // 16))
-  kv = UOp(Ops.RANGE, INT, (), (next_id + 2, BN // 16, "reduce", BN // 16))
 
   def row_at(r: UOp | int) -> UOp: return _clamp(it * BM + r, T, tiles_i * BM)[0]
   def key_at(c: UOp | int) -> UOp: return _clamp(jt * BN + c, Tk, tiles_j * BN)[0]
@@ -305,25 +304,29 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     olds.append(UOp(Ops.REDUCE, dtypes.float32, (bmax, jt), Ops.MAX))
     safes.append(safe)
     alphas.append(UOp(Ops.EXP2, dtypes.float32, ((old + -safe) * c,)))
-  exps = [[(UOp(Ops.EXP2, dtypes.float32, ((xv + -safes[r]) * c,)), col) for xv, col in keyed[r]] for r in range(2)]
-  # P through the warp's rows of a shared tile, read back as A fragments
-  p_stores = [_store(sp, lp.at(warp * 16 + g + 8 * r, col), e) for r in range(2) for e, col in exps[r]]
-  p_ready = UOp(Ops.BARRIER, dtypes.void, tuple(p_stores), "block")
-  fpa = frag(sp, lp, lp.at(warp * 16, kv * 16), "a", p_ready)
+  # P straight from the score registers: the m16n8k16 C layout of two 8-key tiles is the A layout of one 16-key step
+  # (FRAGMENT "pack": lane values rounded to 16 bits in pairs), so no shared-memory round trip
+  exps = [[UOp(Ops.EXP2, dtypes.float32, ((xv + -safes[r]) * c,)) for xv, _ in keyed[r]] for r in range(2)]
+  def p_at(n: int, q: int) -> UOp: return exps[q // 2][n * 2 + q % 2]  # (keyed[r] runs over 8-key tiles n, then q % 2)
+  packs = [UOp(Ops.FRAGMENT, h, tuple(p_at(2 * s16 + n, q) for n in range(2) for q in range(4)), ("pack", kind, 0, False))
+           for s16 in range(BN // 16)]
   denominators = []
   for r in range(2):
-    total = exps[r][0][0]
-    for e, _ in exps[r][1:]: total = total + e
+    total = exps[r][0]
+    for e in exps[r][1:]: total = total + e
     rescaled = UOp(Ops.RESCALED, dtypes.float32, (total, alphas[r], jt))
     denominators.append(UOp(Ops.GROUP_REDUCE, dtypes.float32, (rescaled,), (Ops.ADD, 4)))
+  # O rescaled, then a chain of MMAs (one per 16 keys, each adding into the one before: MMA's third source) added into it
   outs: list[tuple[UOp, int, UOp, UOp]] = []  # (O value, row g or g + 8, row in the tile, column)
   for n2 in range(D // 16):
-    fb = frag(sv, lv, (jt & 1) * (BN * (D + 8)) + lv.at(n2 * 16, kv * 16), "b2", loaded)
     for half in range(2):
-      mma = UOp(Ops.MMA, dtypes.float32, (fpa, fb), (kind, half))
+      chain: UOp | None = None
+      for s16, pack in enumerate(packs):
+        fb = frag(sv, lv, (jt & 1) * (BN * (D + 8)) + lv.at(n2 * 16, s16 * 16), "b2", loaded)
+        chain = UOp(Ops.MMA, dtypes.float32, (pack, fb) + ((chain,) if chain is not None else ()), (kind, half))
+      assert chain is not None
       for q in range(4):
-        term = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (mma,), q), kv), Ops.ADD)
-        o = UOp(Ops.RESCALED, dtypes.float32, (term, alphas[q // 2], jt))
+        o = UOp(Ops.RESCALED, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), alphas[q // 2], jt))
         outs.append((o, q // 2, warp * 16 + g + 8 * (q // 2), UOp.const(INT, (n2 * 2 + half) * 8) + tq * 2 + q % 2))
   stores = []
   for o, half_row, row, col in outs:
