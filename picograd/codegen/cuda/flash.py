@@ -47,9 +47,8 @@ from picograd.codegen.cuda.mapping import digits, special
 from picograd.codegen.cuda.target import CUDATarget
 from picograd.codegen.cuda.tiling import Layout
 
-BM = 64        # query rows per block: 4 warps of 16
+BM = 64        # query rows per block: a warp per 16 (BM // 16 warps; 128 with 8 warps is untried: no GPU measured yet)
 BN = 64        # keys per tile
-THREADS = 128
 INT = dtypes.int32
 HALVES = {dtypes.float16: "f16", dtypes.bfloat16: "bf16"}
 
@@ -196,10 +195,13 @@ def _clamp(idx: UOp, size: int, tile_end: int) -> tuple[UOp, UOp | None]:
   return ok.where(idx, UOp.const(INT, 0)), ok
 
 
+def _threads() -> int: return BM // 16 * 32
+
+
 def _width(value: UOp, loop: UOp, rows: int, cols: int) -> int:
   """Lanes of a 16-byte load of an operand along its tile's columns (`loop`): 8 when it is a plain load of a 16-bit buffer
   moving by one along them (the stored 16-bit casts of q, k, v on CUDA) and every thread moves whole vectors, else 1."""
-  whole = cols % 8 == 0 and rows * cols % (THREADS * 8) == 0
+  whole = cols % 8 == 0 and rows * cols % (_threads() * 8) == 0
   plain = value.op is Ops.LOAD and len(value.src) == 2 and value.src[0].op is Ops.PARAM and value.dtype.itemsize == 2
   return 8 if whole and plain and contiguous_in(value.src[1], loop, 8) else 1
 
@@ -211,8 +213,8 @@ def _tile(local: UOp, offset: UOp | int, layout: Layout, rows: int, cols: int, v
   stored at `offset` + layout.at(col, row) when `along_rows` (the tile's rows are its columns: F, keys along k) else at
   row * ld + col; both put consecutive columns next to each other."""
   out = []
-  for e in range(rows * cols // (THREADS * width)):
-    flat = tid + e * THREADS
+  for e in range(rows * cols // (_threads() * width)):
+    flat = tid + e * _threads()
     r, c = flat // (cols // width), flat % (cols // width) * width
     at = layout.at(c, r) if along_rows else layout.at(r, c)
     value = value_at(r, c)
@@ -230,7 +232,7 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   nb = prod(g.arg[1] for g in fl.batch)
   next_id = max((n.arg[0] for n in toposort([sink]) if n.op is Ops.RANGE), default=-1) + 1
   block = special("block", nb * tiles_i)
-  tid = special("thread", THREADS)
+  tid = special("thread", _threads())
   it, bidx = block % tiles_i, block // tiles_i
   batch = digits(list(fl.batch), bidx) if fl.batch else {}
   warp, lane = tid // 32, tid % 32
@@ -344,7 +346,7 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
 
 def describe_flash_cuda(fl: FlashGPU) -> str:
   T, Tk, K, D = fl.i.arg[1], fl.j.arg[1], fl.k.arg[1], fl.d.arg[1]
-  return (f"flash attention {T}x{Tk}, k={K}, {D} columns: a block per {BM} query rows (4 warps of 16), key tiles of {BN} through "
+  return (f"flash attention {T}x{Tk}, k={K}, {D} columns: a block per {BM} query rows ({BM // 16} warps of 16), key tiles of {BN} through "
           f"shared memory, scores and P @ V on mma.sync m16n8k16 {fl.kind}, running max and sums in registers (quad shuffles)" +
           ("; key tiles past the causal diagonal skipped" if _last_key(fl.x, fl.i, fl.j) is not None else ""))
 

@@ -58,7 +58,8 @@ _NOTES: dict[Ops, Callable[[UOp, bool], str | None]] = {
   Ops.STORE: lambda u, tiled: "16-byte store" if u.src[2].op is Ops.VECTORIZE else None,
   Ops.ASYNC_COPY: lambda u, tiled: "16-byte cp.async copies into shared memory",
   Ops.FRAGMENT: lambda u, tiled: f"{u.arg[1]} descriptors of tiles of 8x8 core matrices ({'MN' if u.arg[3] else 'K'}-major)"
-    if u.arg[0] == "desc" else f"{u.arg[1]} fragments ({'TF32-rounded loads' if u.arg[1] == 'tf32' else 'ldmatrix'})",
+    if u.arg[0] == "desc" else f"{u.arg[1]} A fragments packed from registers" if u.arg[0] == "pack" else \
+    f"{u.arg[1]} fragments ({'TF32-rounded loads' if u.arg[1] == 'tf32' else 'ldmatrix'})",
   Ops.WGMMA: lambda u, tiled: None if len(u.src) > 2 else "a chain of wgmma.mma_async per k-step, committed and waited for",
 }
 
@@ -68,7 +69,8 @@ def describe_mapping(plan: str, arg: Any, program: list[UOp]) -> list[str]:
   and for a matrix product its tiles."""
   tiled = plan in TILED
   opts = [describe_tiled(plan_for(plan, arg[0], arg[3])[0], *arg[:3])] if tiled else [describe_flash_cuda(arg)] if plan == "flash" else []
-  opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled)) is not None]
+  # (the flash plan's loops, tiles and barriers are a tiled kernel's too)
+  opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled or plan == "flash")) is not None]
   if tiled:
     first = next(u.src for u in program if u.op is Ops.DEFINE_ACC)
     opts.append(f"{sum(u.op is Ops.DEFINE_ACC and u.src == first for u in program)} accumulators per thread")  # of the product's loop nest
