@@ -211,7 +211,8 @@ def _mma(w: _Writer, u: UOp, v: str) -> str | None:
   if u.src[0].arg[0] == "pack":  # A from the lanes' registers (the flash plan's P), maybe after an MMA it adds to
     before = w.names[u.src[2]] if len(u.src) > 2 else "None"
     return f"mma_packed({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]}, {w.axis[thread]}, {u.arg[1]}, {u.arg[0]!r}, {before})"
-  return f"mma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 32, {u.arg[1]})"
+  before = f", {w.names[u.src[2]]}" if len(u.src) > 2 else ""  # a chain: added to the MMA before it
+  return f"mma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 32, {u.arg[1]}{before})"
 
 
 def _wgmma(w: _Writer, u: UOp, v: str) -> str | None:

@@ -98,7 +98,7 @@ def _round_tf32(x):
   return np.where(np.isfinite(x), ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32), x)
 
 
-def _mma(a: tuple, b: tuple, lane, half: int):
+def _mma(a: tuple, b: tuple, lane, half: int, before: list | None = None):
   """An MMA of two FRAGMENTs, each (shared buffer, block index, base index, row length, k_rows, kind), computed by every
   lane from the tiles themselves: lane l gets rows g, g + 8 and columns 2t, 2t + 1 of the warp's 16x8 product of the
   m16 x k (A) and k x n8 (B: columns 8 * half.. of its fragment) tiles, g = l // 4, t = l % 4 (k = 16, or 8 for TF32,
@@ -112,7 +112,8 @@ def _mma(a: tuple, b: tuple, lane, half: int):
   for q in range(4):
     row, col = g + 8 * (q // 2), 8 * half + 2 * t + q % 2
     terms = [at(sa, base_a, lda, rows_a, k, row) * at(sb, base_b, ldb, rows_b, k, col) for k in range(8 if kind == "tf32" else 16)]
-    out.append(np.sum(np.stack(np.broadcast_arrays(*terms)), axis=0, dtype=np.float32))
+    value = np.sum(np.stack(np.broadcast_arrays(*terms)), axis=0, dtype=np.float32)
+    out.append(value if before is None else before[q] + value)  # a chain: added to the MMA before it
   return out
 
 

@@ -15,8 +15,8 @@ level ops the GEMM plans use (tiling.py), nothing printed by hand:
 - a block (SPECIAL) per batch value and tile of BM = 64 query rows; 4 warps (128 threads), warp w owning rows 16w..16w + 15;
 - the query tile a (64 x K) is staged into shared memory once (DEFINE_LOCAL, rows padded by 8); per key tile jt of BN = 64
   keys (a loop holding BARRIERs) the tiles of b (64 x K) and F (64 x D) are stored into shared memory between two barriers;
-- the scores S = a b^T of the warp's 16 x 64: FRAGMENTs (ldmatrix) of a and of b, MMAs (mma.sync m16n8k16) summed over K in
-  steps of 16 (a REDUCE over an unrolled loop): lane l holds rows g, g + 8 and columns 2t, 2t + 1 of each 8 keys (g = l / 4,
+- the scores S = a b^T of the warp's 16 x 64: FRAGMENTs (ldmatrix) of a (once) and of b, a chain of MMAs (mma.sync m16n8k16)
+  over K in steps of 16: lane l holds rows g, g + 8 and columns 2t, 2t + 1 of each 8 keys (g = l / 4,
   t = l % 4), so E runs on each of them with its row and key substituted (keys past the end: -inf);
 - a row's block max is the max over the lane's 16 values of it, then over its quad of lanes (GROUP_REDUCE of 4 lanes:
   two shuffles); the running max is RUNNING_MAX over jt, the sums are RESCALED over jt with exp2((m_old - m_new) * c): the
@@ -31,8 +31,8 @@ Where the score is where(gate, ..., -inf) with a gate j <= i + c (causal), the k
 past the last key the block's last row sees are not visited (RANGE with a source). Rows past the end and keys past the end
 read index 0 (clamped; their outputs are not stored, their scores are -inf). Tiles of plain 16-bit loads move by 16-byte
 loads; the key tiles are double-buffered (the next one's loads are issued at the start of an iteration, stored at its end):
-one barrier per key tile. Kept simple for now (NOTES.md, CUDA backend): Q's fragments are read from shared memory per key
-tile; the outputs are stored from the fragments.
+one barrier per key tile. Q's fragments are loaded once, before the key loop. Kept simple for now (NOTES.md, CUDA backend): the
+outputs are stored from the fragments.
 """
 from __future__ import annotations
 import math
@@ -252,7 +252,7 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     seen = substitute(last, {fl.i: last_row}) // BN + 1
     jt = UOp(Ops.RANGE, INT, ((seen < tiles_j).where(seen, UOp.const(INT, tiles_j)),), (next_id, tiles_j, "reduce"))
   else: jt = UOp(Ops.RANGE, INT, (), (next_id, tiles_j, "reduce"))
-  kd = UOp(Ops.RANGE, INT, (), (next_id + 1, K // 16, "reduce", K // 16))
+  once = UOp(Ops.RANGE, INT, (), (next_id + 1, 1, "reduce"))
 
   def row_at(r: UOp | int) -> UOp: return _clamp(it * BM + r, T, tiles_i * BM)[0]
   def key_at(c: UOp | int) -> UOp: return _clamp(jt * BN + c, Tk, tiles_j * BN)[0]
@@ -280,16 +280,22 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
 
   def frag(local: UOp, layout: Layout, base: UOp, role: str, *after: UOp) -> UOp:
     return UOp(Ops.FRAGMENT, h, (local, base, *after), (role, kind, layout.ld, layout.k_rows))
-  # S: lane values (row g + 8 * (q // 2), key 8n + 2t + q % 2) of the warp's 16 x 64 scores
-  fa = frag(sq, lq, lq.at(warp * 16, kd * 16), "a", loaded, *ahead)
+  # Q's fragments once, before the key loop (registers); S: lane values (row g + 8 * (q // 2), key 8n + 2t + q % 2) of the
+  # warp's 16 x 64 scores, per 8 keys a chain of MMAs over k in steps of 16 (MMA's third source), read as a sum over a loop
+  # of one step (its ACCUMULATE prints the chain into zeroed accumulators). The next key tile's loads are ordering sources
+  # of the K fragments, so they are issued first
+  q_ready = UOp(Ops.BARRIER, dtypes.void, tuple(first_stores), "block")
+  fqs = [frag(sq, lq, lq.at(warp * 16, s16 * 16), "a", q_ready) for s16 in range(K // 16)]
   keyed: list[list[tuple[UOp, UOp]]] = [[], []]  # per row (g, g + 8): (score, key in the tile)
   inf = UOp.const(dtypes.float32, -math.inf)
   for n2 in range(BN // 16):
-    fb = frag(sk, lk, (jt & 1) * (BN * (K + 8)) + lk.at(n2 * 16, kd * 16), "b2", loaded)
+    fbs = [frag(sk, lk, (jt & 1) * (BN * (K + 8)) + lk.at(n2 * 16, s16 * 16), "b2", loaded, *ahead) for s16 in range(K // 16)]
     for half in range(2):
-      mma = UOp(Ops.MMA, dtypes.float32, (fa, fb), (kind, half))
+      chain: UOp | None = None
+      for fq, fb in zip(fqs, fbs): chain = UOp(Ops.MMA, dtypes.float32, (fq, fb) + ((chain,) if chain is not None else ()), (kind, half))
+      assert chain is not None
       for q in range(4):
-        s = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (mma,), q), kd), Ops.ADD)
+        s = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), once), Ops.ADD)
         row, col = warp * 16 + g + 8 * (q // 2), (n2 * 2 + half) * 8 + tq * 2 + q % 2
         xv = substitute(fl.x, {fl.inner: s, **batch, fl.i: row_at(row), fl.j: key_at(col)})
         if tiles_j * BN > Tk: xv = (jt * BN + col < Tk).where(xv, inf)
@@ -322,7 +328,7 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   outs: list[tuple[UOp, int, UOp, UOp]] = []  # (O value, row g or g + 8, row in the tile, column)
   for n2 in range(D // 16):
     for half in range(2):
-      chain: UOp | None = None
+      chain = None
       for s16, pack in enumerate(packs):
         fb = frag(sv, lv, (jt & 1) * (BN * (D + 8)) + lv.at(n2 * 16, s16 * 16), "b2", loaded)
         chain = UOp(Ops.MMA, dtypes.float32, (pack, fb) + ((chain,) if chain is not None else ()), (kind, half))

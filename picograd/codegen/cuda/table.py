@@ -91,6 +91,8 @@ class TableRenderer:
       acc = self.names[u.src[0]]  # the sum so far rescaled, then a chain of MMAs added into it (the flash plan's O += P V)
       self.w(f"{acc} *= {self.val(u.src[2])};")
       return self._mma_chain(u.src[1].src[0], u.src[1].arg, acc)
+    if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA and len(u.src[1].src[0].src) > 2:  # a chain (the flash plan's S)
+      return self._mma_chain(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
     if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA: return self._mma(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
     if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.WGMMA: return self._wgmma(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
     if u.arg is Ops.RESCALED:  # online softmax (codegen/online.py): the sum so far rescaled, then the term added
