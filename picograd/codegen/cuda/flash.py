@@ -14,10 +14,10 @@ level ops the GEMM plans use (tiling.py), nothing printed by hand:
 
 - a block (SPECIAL) per batch value and tile of BM = 64 query rows; 4 warps (128 threads), warp w owning rows 16w..16w + 15;
 - the query tile a (64 x K) is staged into shared memory once (DEFINE_LOCAL, rows padded by 8); per key tile jt of BN = 64
-  keys (a loop holding BARRIERs) the tiles of b (64 x K) and F (64 x D) are stored into shared memory between two barriers;
+  keys (a loop holding BARRIERs) the tiles of b (64 x K) and F (64 x D) are read from shared memory (two buffers each);
 - the scores S = a b^T of the warp's 16 x 64: FRAGMENTs (ldmatrix) of a (once) and of b, a chain of MMAs (mma.sync m16n8k16)
-  over K in steps of 16: lane l holds rows g, g + 8 and columns 2t, 2t + 1 of each 8 keys (g = l / 4,
-  t = l % 4), so E runs on each of them with its row and key substituted (keys past the end: -inf);
+  over K in steps of 16: lane l holds rows g, g + 8 and columns 2t, 2t + 1 of each 8 keys (g = l / 4, t = l % 4), so E
+  runs on each of them with its row and key substituted (keys past the end: -inf);
 - a row's block max is the max over the lane's 16 values of it, then over its quad of lanes (GROUP_REDUCE of 4 lanes:
   two shuffles); the running max is RUNNING_MAX over jt, the sums are RESCALED over jt with exp2((m_old - m_new) * c): the
   denominator per lane (its quad combines after the loop), the output columns as a chain of MMAs (MMA's third source: one
@@ -131,7 +131,7 @@ def match_flash_cuda(sink: UOp, target: CUDATarget) -> FlashGPU | None:
   for r in nodes:
     if r.op is not Ops.REDUCE or r.arg is not Ops.ADD or len(r.src) != 2 or r.dtype != dtypes.float32 or r is inner[0]: continue
     if any(n.op is Ops.REDUCE for n in toposort([r.src[0]]) if n is not r) and r.src[1].arg[1] == j.arg[1]:
-      found = _weighted(r, same, half, d, base)
+      found = _weighted(r, same, key, half, d, base)
       if found is None: return None
       sums.append(found)
   known = {s.node for s in sums} | same | {inner[0]}
@@ -153,14 +153,15 @@ def _exp_in(r: UOp) -> UOp:
   return next(f for f in factors if f.op is Ops.EXP2)
 
 
-def _weighted(r: UOp, maxes: frozenset[UOp], half: DType, d: UOp, base: set[UOp]) -> FlashSum | None:
-  """`r` as a FlashSum when it sums exp2((x - M) * c) (a denominator) or float(h(exp2(...) * outside) * F) with F along d."""
+def _weighted(r: UOp, maxes: frozenset[UOp], key: UOp, half: DType, d: UOp, base: set[UOp]) -> FlashSum | None:
+  """`r` as a FlashSum when it sums exp2((x - M) * c) (a denominator) or float(h(exp2(...) * outside) * F) with F along d,
+  x the maxes' score (the same up to renaming loops: `key`)."""
   jr = r.src[1]
   hp = _half_product(r.src[0])
   weight, f = (_uncast(hp[0]), hp[1]) if hp is not None else (r.src[0], None)
   if hp is not None and (hp[2] != half or f is None or f.dtype != half or not _loops(f) <= base | {jr, d}): return None
   factors = _factors(weight)
-  exps = [e for e in factors if (hit := _exp_of_shifted(e)) is not None and hit[1] in maxes]
+  exps = [e for e in factors if (hit := _exp_of_shifted(e)) is not None and hit[1] in maxes and _canonical(hit[0], jr) is key]
   if len(exps) != 1: return None
   rest = [g for g in factors if g is not exps[0]]
   if any(jr in _loops(g) for g in rest) or (f is None and rest): return None
