@@ -74,7 +74,8 @@ def test_flash_plan_emulated(B, H, T, D, how, half):
   np.testing.assert_allclose(got, torch_sdpa(arrays, how), rtol=3e-2, atol=3e-2)
   opts = [k.opts for key, k in _kernels.items() if key[1] == "PYTHON" and key[3] == "CUDA"]
   assert sum("emulating the CUDA mapping flash" in o for o in opts) == 1, opts
-  assert any("16-byte load" in o for o in opts) == half  # the tiles of 16-bit buffers
+  # the query tile of a 16-bit buffer by 16-byte loads, its key tiles by cp.async
+  assert any("16-byte load" in o for o in opts) == any("16-byte cp.async copies into shared memory" in o for o in opts) == half
 
 
 def test_fp32_attention_keeps_stored_scores_on_cuda():

@@ -30,9 +30,10 @@ level ops the GEMM plans use (tiling.py), nothing printed by hand:
 Where the score is where(gate, ..., -inf) with a gate j <= i + c (causal), the key loop's trip count is a value: the tiles
 past the last key the block's last row sees are not visited (RANGE with a source). Rows past the end and keys past the end
 read index 0 (clamped; their outputs are not stored, their scores are -inf). Tiles of plain 16-bit loads move by 16-byte
-loads; the key tiles are double-buffered (the next one's loads are issued at the start of an iteration, stored at its end):
-one barrier per key tile. Q's fragments are loaded once, before the key loop. Kept simple for now (NOTES.md, CUDA backend): the
-outputs are stored from the fragments.
+loads; the key tiles are double-buffered, the next one copied by cp.async (plain 16-bit loads of the tiles' type: the
+stored casts of k and v on CUDA; one group per tile, waited for before the next barrier) or loaded into registers at the
+start of an iteration and stored at its end: one barrier per key tile. Q's fragments are loaded once, before the key loop.
+Kept simple for now (NOTES.md, CUDA backend): the outputs are stored from the fragments.
 """
 from __future__ import annotations
 import math
@@ -208,17 +209,20 @@ def _width(value: UOp, loop: UOp, rows: int, cols: int) -> int:
 
 
 def _tile(local: UOp, offset: UOp | int, layout: Layout, rows: int, cols: int, value_at, width: int, tid: UOp, along_rows: bool,
-          *after: UOp) -> list[UOp]:
+          *after: UOp, copy: bool = False) -> list[UOp]:
   """The STOREs of this thread's share of a rows x cols tile (consecutive threads take consecutive columns, the axis the
-  operands run along in memory, `width` at a time: a 16-byte load stored as it is): value_at(row, col) is the value,
-  stored at `offset` + layout.at(col, row) when `along_rows` (the tile's rows are its columns: F, keys along k) else at
-  row * ld + col; both put consecutive columns next to each other."""
+  operands run along in memory, `width` at a time: a 16-byte load stored as it is, or with `copy` an ASYNC_COPY of it):
+  value_at(row, col) is the value, stored at `offset` + layout.at(col, row) when `along_rows` (the tile's rows are its
+  columns: F, keys along k) else at row * ld + col; both put consecutive columns next to each other."""
   out = []
   for e in range(rows * cols // (_threads() * width)):
     flat = tid + e * _threads()
     r, c = flat // (cols // width), flat % (cols // width) * width
     at = layout.at(c, r) if along_rows else layout.at(r, c)
     value = value_at(r, c)
+    if copy:
+      out.append(UOp(Ops.ASYNC_COPY, dtypes.void, (local, offset + at, value.src[0], value.src[1], UOp.const(dtypes.bool, True), *after), 16))
+      continue
     if width > 1:
       vec = UOp(Ops.LOAD, value.dtype, value.src, width)
       value = UOp(Ops.VECTORIZE, value.dtype, tuple(UOp(Ops.GEP, value.dtype, (vec,), lane) for lane in range(width)), width)
@@ -261,23 +265,34 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   f = column.f
   assert f is not None
 
+  wb, wf = _width(fl.b, fl.k, BN, K), _width(f, fl.d, BN, D)
+  # key tiles of plain 16-bit loads of the tiles' type (the stored casts of k and v) are copied by cp.async, no registers between
+  copy = wb == wf == 8 and fl.b.dtype == f.dtype == h
+
   def kv_tiles(tile: UOp, slot: UOp, *after: UOp) -> list[UOp]:
-    """The STOREs of key tile `tile` of b and F into buffer `slot` (keys past the end read at 0)."""
+    """The STOREs (or ASYNC_COPYs) of key tile `tile` of b and F into buffer `slot` (keys past the end read at 0)."""
     def key(r: UOp) -> UOp: return _clamp(tile * BN + r, Tk, (tiles_j + 1) * BN)[0]
-    return _tile(sk, slot * (BN * (K + 8)), lk, BN, K, lambda r, c: substitute(fl.b, {**batch, fl.j: key(r), fl.k: c}),
-                 _width(fl.b, fl.k, BN, K), tid, False, *after) + \
-      _tile(sv, slot * (BN * (D + 8)), lv, BN, D, lambda r, c: substitute(f, {**batch, column.node.src[1]: key(r), fl.d: c}),
-            _width(f, fl.d, BN, D), tid, True, *after)
-  # before the loop: the query tile and key tile 0. Each key tile starts at a barrier (the tile stored for it is complete,
-  # and every thread is done with the buffer the next one goes to); its global loads for the next tile are issued right
-  # after it (ordering sources of the first fragment) and stored at the end of the iteration (SINK sources in the loop: the
-  # linearizer writes them after the accumulations), so they overlap the tile's work
+    return _tile(sk, slot * (BN * (K + 8)), lk, BN, K, lambda r, c: substitute(fl.b, {**batch, fl.j: key(r), fl.k: c}), wb, tid, False,
+                 *after, copy=copy) + \
+      _tile(sv, slot * (BN * (D + 8)), lv, BN, D, lambda r, c: substitute(f, {**batch, column.node.src[1]: key(r), fl.d: c}), wf, tid,
+            True, *after, copy=copy)
+  # before the loop: the query tile and key tile 0. Each key tile starts at a barrier (the tile for it is complete, and every
+  # thread is done with the buffer the next one goes to); right after it the next tile's copies are issued (cp.async, one
+  # group, waited for before the next barrier), or its global loads (ordering sources of the first fragments), stored at the
+  # end of the iteration (SINK sources in the loop: the linearizer writes them after the accumulations): either way they
+  # overlap the tile's work
   zero = UOp.const(INT, 0)
   first_stores = _tile(sq, 0, lq, BM, K, lambda r, c: substitute(fl.a, {**batch, fl.i: row_at(r), fl.k: c}), _width(fl.a, fl.k, BM, K), tid,
-                       False) + kv_tiles(zero, zero)
-  loaded = UOp(Ops.BARRIER, dtypes.void, (jt, *first_stores), "block")
-  refills = kv_tiles(jt + 1, (jt + 1) & 1, loaded)
-  ahead = [n for st in refills for n in toposort([st.src[2]]) if n.op is Ops.LOAD]
+                       False)
+  refills: list[UOp] = []
+  if copy:
+    landed = UOp(Ops.BARRIER, dtypes.void, (jt, UOp(Ops.BARRIER, dtypes.void, tuple(kv_tiles(zero, zero)), "commit")), ("wait", 0))
+    loaded = UOp(Ops.BARRIER, dtypes.void, (jt, *first_stores, landed), "block")
+    ahead = [UOp(Ops.BARRIER, dtypes.void, tuple(kv_tiles(jt + 1, (jt + 1) & 1, loaded)), "commit")]
+  else:
+    loaded = UOp(Ops.BARRIER, dtypes.void, (jt, *first_stores, *kv_tiles(zero, zero)), "block")
+    refills = kv_tiles(jt + 1, (jt + 1) & 1, loaded)
+    ahead = [n for st in refills for n in toposort([st.src[2]]) if n.op is Ops.LOAD]
 
   def frag(local: UOp, layout: Layout, base: UOp, role: str, *after: UOp) -> UOp:
     return UOp(Ops.FRAGMENT, h, (local, base, *after), (role, kind, layout.ld, layout.k_rows))
@@ -337,6 +352,8 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
       for q in range(4):
         o = UOp(Ops.RESCALED, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), alphas[q // 2], jt))
         outs.append((o, q // 2, warp * 16 + g + 8 * (q // 2), UOp.const(INT, (n2 * 2 + half) * 8) + tq * 2 + q % 2))
+  # (copies still in flight, of the tile after the last, are waited for before the kernel's stores)
+  drained = (UOp(Ops.BARRIER, dtypes.void, (outs[0][0],), ("wait", 0)),) if copy else ()
   stores = []
   for o, half_row, row, col in outs:
     gi, ok = _clamp(it * BM + row, T, tiles_i * BM)
@@ -347,7 +364,7 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     outside = substitute(column.outside, {**finals, **at}) if column.outside is not None else None
     finals[column.node] = o if outside is None else o * outside
     out = substitute(fl.store, {**finals, **at})
-    stores.append(out if ok is None else UOp(Ops.STORE, out.dtype, out.src[:3] + (ok,), out.arg))
+    stores.append(UOp(Ops.STORE, out.dtype, out.src[:3] + (UOp.const(dtypes.bool, True) if ok is None else ok, *drained), out.arg))
   return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic)
 
 
