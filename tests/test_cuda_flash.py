@@ -27,25 +27,35 @@ def rnd(*shape, seed=0):
   return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
+def _float_mask(T):
+  return np.where(np.random.default_rng(6).random((T, T)) < 0.8, np.random.default_rng(7).standard_normal((T, T)), -np.inf).astype(np.float32)
+
+
 def sdpa(q, k, v, how):
-  """Attention under autocast: SDPA (causal or not, a bool mask) or the same math by hand."""
-  with picograd.autocast(dtypes.bfloat16):
+  """Attention under autocast: SDPA (causal or not, a bool or an additive float mask; float16 for "causal_f16") or the same
+  math by hand."""
+  with picograd.autocast(dtypes.float16 if how == "causal_f16" else dtypes.bfloat16):
     if how == "by_hand": return ((q @ k.transpose(-2, -1)) * (1 / np.sqrt(q.shape[-1]))).softmax(-1) @ v
     if how == "mask":
       T = q.shape[-2]
       keep = Tensor(np.random.default_rng(5).random((T, T)) < 0.7, device=q.device)
       return q.scaled_dot_product_attention(k, v, attn_mask=keep)
-    return q.scaled_dot_product_attention(k, v, is_causal=how == "causal")
+    if how == "float_mask": return q.scaled_dot_product_attention(k, v, attn_mask=Tensor(_float_mask(q.shape[-2]), device=q.device))
+    return q.scaled_dot_product_attention(k, v, is_causal=how.startswith("causal"))
 
 
 def torch_sdpa(arrays, how):
   q, k, v = (torch.tensor(a) for a in arrays)
+  if how == "float_mask":
+    mask = torch.tensor(_float_mask(q.shape[-2]))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return torch.where((mask > -torch.inf).any(-1, keepdim=True), out, 0).numpy()
   if how == "mask":
     T = q.shape[-2]
     keep = torch.tensor(np.random.default_rng(5).random((T, T)) < 0.7)
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
     return torch.where(keep.any(-1, keepdim=True), out, 0).numpy()  # picograd gives 0 for a query that sees no key (NOTES)
-  return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=how == "causal").numpy()
+  return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=how.startswith("causal")).numpy()
 
 
 def kernels_for(t: Tensor, device: str) -> list:
@@ -53,10 +63,10 @@ def kernels_for(t: Tensor, device: str) -> list:
   return [k.ast for k in create_template(roots, [device]).kernels if k.ast is not None]
 
 
-# (B, H, T, D, how, inputs in bfloat16): a T that is not a multiple of the tiles, B * H > 1, head sizes 64 and 32; 16-bit inputs
-# are read by 16-byte loads (as the stored casts of q, k, v are on CUDA)
+# (B, H, T, D, how, inputs in bfloat16): a T that is not a multiple of the tiles, B * H > 1, head sizes 64, 48, 32 and 16, an
+# additive float mask, float16; 16-bit inputs are read by 16-byte loads and cp.async (as the stored casts of q, k, v are on CUDA)
 SHAPES = [(1, 2, 80, 64, "causal", False), (2, 1, 70, 32, "plain", True), (1, 2, 80, 64, "by_hand", False), (1, 1, 72, 32, "mask", False),
-          (1, 1, 130, 32, "causal", True)]
+          (1, 1, 130, 32, "causal", True), (1, 2, 66, 16, "float_mask", False), (2, 1, 64, 48, "causal_f16", False)]
 
 
 @pytest.mark.parametrize("B,H,T,D,how,half", SHAPES)
