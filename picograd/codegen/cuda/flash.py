@@ -122,8 +122,9 @@ def match_flash_cuda(sink: UOp, target: CUDATarget) -> FlashGPU | None:
   gx = [g for g in glob if g in _loops(x)]
   rows = [g for g in gx if g in _loops(a) and g not in _loops(b)]
   cols = [g for g in glob if g not in gx]
-  if len(rows) != 1 or len(cols) != 1: return None
-  i, d = rows[0], cols[0]
+  if len(rows) > 1 or len(cols) != 1: return None
+  # one query row (decoding) has no loop (lowering drops loops of size 1): a stand-in of size 1 that nothing reads
+  i, d = rows[0] if rows else UOp(Ops.RANGE, INT, (), (-1, 1, "global")), cols[0]
   batch = tuple(g for g in gx if g is not i)
   base = set(batch)
   if not (_loops(a) <= base | {i, k} and _loops(b) <= base | {j, k}) or not _loops(x) <= base | {i, j, k}: return None
