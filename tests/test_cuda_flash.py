@@ -107,13 +107,14 @@ def test_fp32_attention_keeps_stored_scores_on_cuda():
 @needs_nvrtc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_flash_plan_compiles(arch):
-  """The CUDA C of the flash plan compiles with NVRTC (D = 64 in static shared memory, D = 128 in the dynamic block)."""
-  for T, D in ((80, 64), (72, 128)):
+  """The CUDA C of the flash plan compiles with NVRTC (D = 64 in static shared memory, D = 128 in the dynamic block; float16)."""
+  for T, D, how in ((80, 64, "causal"), (72, 128, "causal"), (70, 32, "causal_f16")):
     arrays = [rnd(1, 2, T, D, seed=s) for s in range(3)]
     with Context(ONLINE_SOFTMAX_MIN=0):
-      ast = kernels_for(sdpa(*(Tensor(a) for a in arrays), "causal"), "CUDA")[-1]
+      ast = kernels_for(sdpa(*(Tensor(a) for a in arrays), how), "CUDA")[-1]
       kname, src, dims, meta = render_for_arch(ast, arch, sm_count=108 if arch == "sm_80" else 132)
-    assert meta["plan"] == "flash" and "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in src
+    kind = "f16" if how.endswith("f16") else "bf16"
+    assert meta["plan"] == "flash" and f"mma.sync.aligned.m16n8k16.row.col.f32.{kind}.{kind}.f32" in src and "cp.async" in src
     assert dims.local_size == (128,) and dims.global_size == (2 * -(-T // 64),)
     assert re.search(r"for \(int r\d+ = 0; r\d+ < v\d+; r\d+\+\+\)", src)  # the key tiles up to the diagonal
     lib = cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, arch, kname))
@@ -121,7 +122,8 @@ def test_flash_plan_compiles(arch):
 
 
 @needs_gpu
-@pytest.mark.parametrize("B,H,T,D,how", [(2, 3, 200, 64, "causal"), (1, 2, 256, 128, "plain"), (2, 2, 96, 64, "by_hand"), (1, 2, 136, 64, "mask")])
+@pytest.mark.parametrize("B,H,T,D,how", [(2, 3, 200, 64, "causal"), (1, 2, 256, 128, "plain"), (2, 2, 96, 64, "by_hand"), (1, 2, 136, 64, "mask"),
+                                         (2, 2, 130, 32, "causal_f16"), (1, 2, 100, 64, "float_mask")])
 def test_flash_plan_gpu(B, H, T, D, how):
   """On the GPU: the flash kernel against PyTorch's SDPA (float32, on the CPU) on the same data."""
   from picograd.engine.compile import _kernels
