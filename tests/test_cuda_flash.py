@@ -41,6 +41,9 @@ def sdpa(q, k, v, how):
       keep = Tensor(np.random.default_rng(5).random((T, T)) < 0.7, device=q.device)
       return q.scaled_dot_product_attention(k, v, attn_mask=keep)
     if how == "float_mask": return q.scaled_dot_product_attention(k, v, attn_mask=Tensor(_float_mask(q.shape[-2]), device=q.device))
+    if how == "heads_merged":  # the GPT's: heads side by side in the output, whose loop lowering merges with the column's
+      B, H, T, D = q.shape
+      return q.scaled_dot_product_attention(k, v, is_causal=True).transpose(1, 2).reshape(B, T, H * D)
     return q.scaled_dot_product_attention(k, v, is_causal=how.startswith("causal"))
 
 
@@ -55,6 +58,9 @@ def torch_sdpa(arrays, how):
     keep = torch.tensor(np.random.default_rng(5).random((T, T)) < 0.7)
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
     return torch.where(keep.any(-1, keepdim=True), out, 0).numpy()  # picograd gives 0 for a query that sees no key (NOTES)
+  if how == "heads_merged":
+    B, H, T, D = q.shape
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, H * D).numpy()
   return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=how.startswith("causal")).numpy()
 
 
@@ -64,10 +70,10 @@ def kernels_for(t: Tensor, device: str) -> list:
 
 
 # (B, H, T, D, how, inputs in bfloat16): a T that is not a multiple of the tiles, B * H > 1, head sizes 64, 48, 32 and 16, an
-# additive float mask, float16, one query row (decoding); 16-bit inputs are read by 16-byte loads and cp.async (as the stored casts of q, k, v are on CUDA)
+# additive float mask, float16, one query row (decoding), the heads merged in the output; 16-bit inputs are read by 16-byte loads and cp.async (as the stored casts of q, k, v are on CUDA)
 SHAPES = [(1, 2, 80, 64, "causal", False), (2, 1, 70, 32, "plain", True), (1, 2, 80, 64, "by_hand", False), (1, 1, 72, 32, "mask", False),
           (1, 1, 130, 32, "causal", True), (1, 2, 66, 16, "float_mask", False), (2, 1, 64, 48, "causal_f16", False),
-          (2, 2, 90, 32, "decode", True)]
+          (2, 2, 90, 32, "decode", True), (2, 2, 70, 32, "heads_merged", True)]
 
 
 @pytest.mark.parametrize("B,H,T,D,how,half", SHAPES)
@@ -107,8 +113,9 @@ def test_fp32_attention_keeps_stored_scores_on_cuda():
 @needs_nvrtc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_flash_plan_compiles(arch):
-  """The CUDA C of the flash plan compiles with NVRTC (D = 64 in static shared memory, D = 128 in the dynamic block; float16)."""
-  for T, D, how in ((80, 64, "causal"), (72, 128, "causal"), (70, 32, "causal_f16")):
+  """The CUDA C of the flash plan compiles with NVRTC (D = 64 in static shared memory, D = 128 in the dynamic block; float16;
+  the heads merged in the output)."""
+  for T, D, how in ((80, 64, "causal"), (72, 128, "causal"), (70, 32, "causal_f16"), (64, 32, "heads_merged")):
     arrays = [rnd(1, 2, T, D, seed=s) for s in range(3)]
     with Context(ONLINE_SOFTMAX_MIN=0):
       ast = kernels_for(sdpa(*(Tensor(a) for a in arrays), how), "CUDA")[-1]
@@ -123,7 +130,7 @@ def test_flash_plan_compiles(arch):
 
 @needs_gpu
 @pytest.mark.parametrize("B,H,T,D,how", [(2, 3, 200, 64, "causal"), (1, 2, 256, 128, "plain"), (2, 2, 96, 64, "by_hand"), (1, 2, 136, 64, "mask"),
-                                         (2, 2, 130, 32, "causal_f16"), (1, 2, 100, 64, "float_mask")])
+                                         (2, 2, 130, 32, "causal_f16"), (1, 2, 100, 64, "float_mask"), (2, 6, 256, 64, "heads_merged")])
 def test_flash_plan_gpu(B, H, T, D, how):
   """On the GPU: the flash kernel against PyTorch's SDPA (float32, on the CPU) on the same data."""
   from picograd.engine.compile import _kernels

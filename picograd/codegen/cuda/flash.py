@@ -99,7 +99,28 @@ def _uncast(u: UOp) -> UOp:
 
 
 def match_flash_cuda(sink: UOp, target: CUDATarget) -> FlashGPU | None:
-  """The flash form of lowered kernel `sink` (module docstring) on a GPU with mma.sync (sm_80+), or None."""
+  """The flash form of lowered kernel `sink` (module docstring) on a GPU with mma.sync (sm_80+), or None. Where lowering merged
+  the head loop with the column (the output stored with its heads side by side: b * T * C + i * C + h * D + d), the merged
+  loop is split apart again first."""
+  if (found := _match(sink, target)) is not None: return found
+  return None if (split := _split_merged(sink)) is sink else _match(split, target)
+
+
+def _split_merged(sink: UOp) -> UOp:
+  """`sink` with each global loop n that is read as n // c (c dividing its size) as two loops, n = hi * c + lo."""
+  nodes = toposort([sink])
+  next_id = max((n.arg[0] for n in nodes if n.op is Ops.RANGE), default=-1) + 1
+  parts: dict[UOp, UOp] = {}
+  for n in nodes:
+    g, c = (n.src[0], n.src[1].arg) if n.op is Ops.IDIV and n.src[1].op is Ops.CONST else (None, 0)
+    if g is None or g.op is not Ops.RANGE or g.arg[2] != "global" or g in parts or not 1 < c < g.arg[1] or g.arg[1] % c: continue
+    hi = UOp(Ops.RANGE, g.dtype, (), (next_id, g.arg[1] // c, "global"))
+    lo = UOp(Ops.RANGE, g.dtype, (), (next_id + 1, c, "global"))
+    parts[g], next_id = hi * c + lo, next_id + 2
+  return graph_rewrite(substitute(sink, parts), symbolic) if parts else sink
+
+
+def _match(sink: UOp, target: CUDATarget) -> FlashGPU | None:
   if target.cc < 80 or len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
   nodes = toposort([sink])
   if any(n.op is Ops.CHECK for n in nodes): return None
@@ -236,7 +257,7 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   T, Tk, K, D = fl.i.arg[1], fl.j.arg[1], fl.k.arg[1], fl.d.arg[1]
   tiles_i, tiles_j = ceildiv(T, BM), ceildiv(Tk, BN)
   nb = prod(g.arg[1] for g in fl.batch)
-  next_id = max((n.arg[0] for n in toposort([sink]) if n.op is Ops.RANGE), default=-1) + 1
+  next_id = max((n.arg[0] for n in toposort([sink, fl.store]) if n.op is Ops.RANGE), default=-1) + 1  # (the store's: split loops)
   block = special("block", nb * tiles_i)
   tid = special("thread", _threads())
   it, bidx = block % tiles_i, block // tiles_i
