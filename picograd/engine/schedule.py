@@ -36,6 +36,9 @@ PRODUCT_CAST_DEVICES = {"CUDA"}
 # (and the PYTHON device while it emulates them, EMULATE=CUDA) only in their flat plan (NOOPT=1): the others deal a max's
 # loop out to threads
 ONLINE_DEVICES = {"CPU", "PYTHON"}
+# devices that run in one pass only the sums of `online_fusion.tensor_core_form` (autocast's attention: 16-bit products),
+# which the CUDA flash plan maps (codegen/cuda/flash.py); other sums keep their stored scores there
+TENSOR_CORE_ONLINE_DEVICES = {"CUDA"}
 # devices whose threads split only a kernel's output loop: a reduction to one value of at least SPLIT_REDUCE_MIN elements
 # is split in two kernels there (`_split_reductions`), so both cores read the input (the CUDA codegen splits it by itself)
 SPLIT_REDUCE_DEVICES = {"CPU"}
@@ -62,8 +65,13 @@ def _reassociates(node_device: dict[UOp, str]) -> Callable[[UOp], bool]:
 
 
 def _fuses_online(kind: str) -> bool:
-  if kind == "CUDA" or EMULATE == "CUDA": return bool(NOOPT)
+  if kind == "CUDA" or EMULATE == "CUDA": return "CUDA" in TENSOR_CORE_ONLINE_DEVICES or bool(NOOPT)
   return kind in ONLINE_DEVICES
+
+
+def _online_tensor_cores(kind: str) -> bool:
+  """Whether the device fuses only the online sums the CUDA flash plan maps (NOOPT=1's flat plan runs any)."""
+  return (kind == "CUDA" or EMULATE == "CUDA") and not NOOPT
 
 
 @dataclass(frozen=True)
@@ -320,7 +328,7 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) 
   """The nodes that get their own buffer (`BOUNDARY_RULES`). `kind(node)`: the kind of device that computes it."""
   f = _Fusion({r for r in roots if not is_contiguous_view(r)}, _consumers(nodes), kind)
   # a sum rescaled by a running max (online softmax, engine/online_fusion.py) keeps its scores, max and denominator
-  online = online_groups(roots, nodes, f.consumers, lambda n: _fuses_online(kind(n)))
+  online = online_groups(roots, nodes, f.consumers, lambda n: _fuses_online(kind(n)), lambda n: _online_tensor_cores(kind(n)))
   # so do the scores that each reduction reading them recomputes (engine/recompute.py)
   online |= recomputed(roots, nodes, f.consumers, lambda n: _recomputes(kind(n)))
   for rules in BOUNDARY_RULES:

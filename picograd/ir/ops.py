@@ -61,7 +61,11 @@ class Ops(Enum):
   # part of a warp's operand tile in shared memory (A: 16 rows of m x k16 (k8 for tf32); B: k16 (k8) x 8 columns of n; B2:
   # two such, 16 columns) whose first element is at `base`, rows `ld` apart, k along the rows when k_rows; MMA(a, b,
   # arg=(kind, half)) is this lane's 4 floats of the 16x8 product of the warp's fragments (PTX mma.sync's layout; `half`
-  # picks the 8 columns of a B2), read by GEPs (an ACCUMULATE of them is the MMA's accumulate form).
+  # picks the 8 columns of a B2), read by GEPs (an ACCUMULATE of them is the MMA's accumulate form). The CUDA flash plan
+  # (codegen/cuda/flash.py) adds: FRAGMENT(8 float values, arg=("pack", kind, 0, False)), an A fragment packed from this
+  # lane's registers (an MMA's C layout of two n8 tiles is the A layout of one k16); MMA(a, b, MMA before it), a chain
+  # adding into the same accumulators (a RESCALED ACCUMULATE of it rescales them first); RANGE(bound) whose trip count is
+  # the value `bound` (at most arg[1]).
   # ASYNC_COPY(local, index, param, param index, gate, *after, arg=bytes) copies `bytes` from memory into shared memory
   # without waiting (zeros where gate is false); BARRIER(arg="commit") closes a group of copies and BARRIER(arg=("wait",
   # n)) waits until at most n groups are in flight. sm_90 warpgroups: a FRAGMENT of role "desc" is the descriptor of a

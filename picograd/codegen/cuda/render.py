@@ -4,12 +4,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable
 from picograd.dtype import dtypes
-from picograd.helpers import LaunchDims
+from picograd.helpers import NOOPT, LaunchDims
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.linearize import linearize
 from picograd.codegen.cuda.analysis import range_deps, row_split
 from picograd.codegen.cuda.mapping import map_block, map_columns, map_flat, map_lanes, map_row, map_split
 from picograd.codegen.cuda.tiling import describe_tiled, map_tiled, plan_for
+from picograd.codegen.cuda.flash import describe_flash_cuda, map_flash, match_flash_cuda
 from picograd.codegen.cuda.ops import MEM_TYPES
 from picograd.codegen.cuda.plan import choose_plan
 from picograd.codegen.cuda.prelude import HALF_PRELUDE, PRELUDE
@@ -32,6 +33,7 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "columns": lambda sink, program, split: map_columns(sink, _globals(program), split),
   **{name: (lambda name: lambda sink, program, arg: map_tiled(sink, arg[0], arg[1], *plan_for(name, arg[0], arg[3]), *arg[2:3], *arg[4:]))(name)
      for name in TILED},
+  "flash": lambda sink, program, fl: map_flash(sink, fl),  # online-softmax kernels of 16-bit products (flash.py)
 }
 
 def _loop_note(u: UOp, tiled: bool) -> str | None:
@@ -58,7 +60,8 @@ _NOTES: dict[Ops, Callable[[UOp, bool], str | None]] = {
   Ops.STORE: lambda u, tiled: "16-byte store" if u.src[2].op is Ops.VECTORIZE else None,
   Ops.ASYNC_COPY: lambda u, tiled: "16-byte cp.async copies into shared memory",
   Ops.FRAGMENT: lambda u, tiled: f"{u.arg[1]} descriptors of 128-byte swizzled tiles ({'MN' if u.arg[3] else 'K'}-major)"
-    if u.arg[0] == "desc" else f"{u.arg[1]} fragments ({'TF32-rounded loads' if u.arg[1] == 'tf32' else 'ldmatrix'})",
+    if u.arg[0] == "desc" else f"{u.arg[1]} A fragments packed from registers" if u.arg[0] == "pack" else \
+    f"{u.arg[1]} fragments ({'TF32-rounded loads' if u.arg[1] == 'tf32' else 'ldmatrix'})",
   Ops.WGMMA: lambda u, tiled: None if len(u.src) > 2 else "a chain of wgmma.mma_async per k-step, committed, " + (
     "the step's chain waited for" if u.arg[1] == 0 else f"up to {u.arg[1]} chain(s) left running into the next step"),
 }
@@ -68,8 +71,9 @@ def describe_mapping(plan: str, arg: Any, program: list[UOp]) -> list[str]:
   """What DEBUG=3 lists for a mapped kernel: the launch, each loop the mapping dealt out or vectorized, shared memory,
   and for a matrix product its tiles."""
   tiled = plan in TILED
-  opts = [describe_tiled(plan_for(plan, arg[0], arg[3])[0], *arg[:3])] if tiled else []
-  opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled)) is not None]
+  opts = [describe_tiled(plan_for(plan, arg[0], arg[3])[0], *arg[:3])] if tiled else [describe_flash_cuda(arg)] if plan == "flash" else []
+  # (the flash plan's loops, tiles and barriers are a tiled kernel's too)
+  opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled or plan == "flash")) is not None]
   if tiled:
     first = next(u.src for u in program if u.op is Ops.DEFINE_ACC)
     opts.append(f"{sum(u.op is Ops.DEFINE_ACC and u.src == first for u in program)} accumulators per thread")  # of the product's loop nest
@@ -78,7 +82,9 @@ def describe_mapping(plan: str, arg: Any, program: list[UOp]) -> list[str]:
 
 def map_kernel(sink: UOp, program: list[UOp], target: CUDATarget) -> tuple[str, Any, list[UOp]]:
   """(plan, its argument, the linear program of the kernel mapped onto the GPU by the plan's pass)."""
-  plan, arg = choose_plan(program, target, range_deps(program))
+  # an online-softmax kernel of 16-bit products (autocast's attention) is flash attention on tensor cores
+  fl = None if NOOPT else match_flash_cuda(sink, target)
+  plan, arg = ("flash", fl) if fl is not None else choose_plan(program, target, range_deps(program))
   return plan, arg, linearize(MAPPINGS[plan](sink, program, arg))
 
 

@@ -85,7 +85,8 @@ class TableRenderer:
   def _range(self, u: UOp) -> None:
     n = self.names[u] = self.w.fresh("r")
     if len(u.arg) > 3: self.w(f"#pragma unroll {u.arg[3]}")
-    self.w.open(f"for ({REG_TYPES[u.dtype]} {n} = 0; {n} < {u.arg[1]}; {n}++)")
+    # a loop whose trip count is a value (the flash plan's key tiles up to a causal diagonal) has it as its source
+    self.w.open(f"for ({REG_TYPES[u.dtype]} {n} = 0; {n} < {self.val(u.src[0]) if u.src else u.arg[1]}; {n}++)")
 
   def _endrange(self, u: UOp) -> None: self.w.close()
 
@@ -94,6 +95,12 @@ class TableRenderer:
     self.w(f"{REG_TYPES[u.dtype]} {acc} = {c_const(u.arg[0], u.dtype)};")
 
   def _accumulate(self, u: UOp) -> None:
+    if u.arg is Ops.RESCALED and u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA:
+      acc = self.names[u.src[0]]  # the sum so far rescaled, then a chain of MMAs added into it (the flash plan's O += P V)
+      self.w(f"{acc} *= {self.val(u.src[2])};")
+      return self._mma_chain(u.src[1].src[0], u.src[1].arg, acc)
+    if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA and len(u.src[1].src[0].src) > 2:  # a chain (the flash plan's S)
+      return self._mma_chain(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
     if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA: return self._mma(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
     if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.WGMMA: return self._wgmma(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
     if u.arg is Ops.RESCALED:  # online softmax (codegen/online.py): the sum so far rescaled, then the term added
@@ -155,6 +162,7 @@ class TableRenderer:
     l gives the address of row l % 8 of matrix l / 8; .trans where the tile lies k-major the other way), TF32-rounded loads
     of its elements for float ones (A, or B of one column group)."""
     role, kind, ld, k_rows = u.arg
+    if role == "pack": return self._pack(u)
     local, base = self.names[u.src[0]], self.val(u.src[1])
     if role == "desc":
       # start address, LBO and SBO (in 16-byte units) and the 128-byte swizzle mode (1 in bits 62-63) of a swizzled tile
@@ -200,6 +208,29 @@ class TableRenderer:
     self.w(f'asm volatile("{_MMA_PTX[kind]} {{%0, %1, %2, %3}}, {{%4, %5, %6, %7}}, {{%8, %9}}, {{%0, %1, %2, %3}};" : '
            + ", ".join(f'"+f"({lanes[q]})' for q in range(4)) + " : "
            + ", ".join([f'"r"({a}[{i}])' for i in range(4)] + [f'"r"({b}[{2 * half + i}])' for i in range(2)]) + ");")
+
+  def _mma_chain(self, mma: UOp, lane: int, acc: str) -> None:
+    """One accumulator of the last MMA of a chain (MMA(a, b, MMA before it)); with the fourth, one mma.sync per link, each
+    adding its product into all four."""
+    lanes = self.mma_lanes.setdefault(mma, {})
+    lanes[lane] = acc
+    if len(lanes) < 4: return
+    chain = [mma]
+    while len(chain[-1].src) > 2: chain.append(chain[-1].src[2])
+    for link in reversed(chain):
+      (a, b), (kind, half) = (self.names[f] for f in link.src[:2]), link.arg
+      self.w(f'asm volatile("{_MMA_PTX[kind]} {{%0, %1, %2, %3}}, {{%4, %5, %6, %7}}, {{%8, %9}}, {{%0, %1, %2, %3}};" : '
+             + ", ".join(f'"+f"({lanes[q]})' for q in range(4)) + " : "
+             + ", ".join([f'"r"({a}[{i}])' for i in range(4)] + [f'"r"({b}[{2 * half + i}])' for i in range(2)]) + ");")
+
+  def _pack(self, u: UOp) -> None:
+    """An A fragment from this lane's registers (FRAGMENT "pack"): four registers of two 16-bit values each, the first in
+    the low half (m16n8k16's A layout: rows g, g + 8, then the same for columns 8 on)."""
+    n = self.names[u] = self.w.fresh("frag")
+    pair = "__floats2bfloat162_rn" if u.arg[1] == "bf16" else "__floats2half2_rn"
+    self.w(f"unsigned {n}[4];")
+    for i in range(4):
+      self.w(f"{n}[{i}] = pg_bitcast<unsigned>({pair}({self.val(u.src[2 * i])}, {self.val(u.src[2 * i + 1])}));")
 
   def _wgmma(self, wgmma: UOp, lane: int, acc: str) -> None:
     """One accumulator of the last WGMMA of a chain; with the last of its n / 2, the chain: each link's wgmma adds its
@@ -250,7 +281,12 @@ class TableRenderer:
   def _group_reduce(self, u: UOp) -> None:
     op, width = u.arg
     partial, *local = u.src
-    if width == 32: self._define(u, f"pg_warp_reduce({self.val(partial)}, {REDUCE_FUNCTORS[op]})")
+    if width < 32:  # neighbouring lanes (a quad of an MMA's row): shuffles over the lane bits below `width`
+      v, o = self.val(partial), width // 2
+      while o:
+        self._define(u, f"{REDUCE_FUNCTORS[op]}({v}, pg_shfl_xor({v}, {o}))")
+        v, o = self.names[u], o // 2
+    elif width == 32: self._define(u, f"pg_warp_reduce({self.val(partial)}, {REDUCE_FUNCTORS[op]})")
     else: self._define(u, f"pg_block_reduce({self.val(partial)}, {REDUCE_FUNCTORS[op]}, {self.names[local[0]]})")
 
   # op -> how it is printed; every ALU op falls to `_alu` (the ALU table of ops.py)
