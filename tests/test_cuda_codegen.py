@@ -7,19 +7,8 @@ from picograd import Tensor, dtypes, Context
 from picograd.engine.realize import _normalize
 from picograd.engine.schedule import create_template
 
-cuda_rt = pytest.importorskip("picograd.runtime.cuda")
+from cuda_marks import cuda_rt, NVRTC_ERROR, needs_nvrtc, needs_gpu  # noqa: E402
 from picograd.codegen.cuda import render_for_arch  # noqa: E402
-
-NVRTC_ERROR = cuda_rt.nvrtc_unavailable_reason()
-needs_nvrtc = pytest.mark.skipif(bool(NVRTC_ERROR), reason=f"NVRTC unavailable: {NVRTC_ERROR}")
-
-try:
-  from picograd.runtime.device import get_device
-  get_device("CUDA")
-  GPU_ERROR = ""
-except Exception as e:  # no driver, no GPU, no bindings
-  GPU_ERROR = f"{type(e).__name__}: {e}"
-needs_gpu = pytest.mark.skipif(bool(GPU_ERROR), reason=f"no CUDA GPU: {GPU_ERROR}")
 
 
 def asts(t: Tensor) -> list:
