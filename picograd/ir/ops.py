@@ -70,9 +70,10 @@ class Ops(Enum):
   # without waiting (zeros where gate is false); BARRIER(arg="commit") closes a group of copies and BARRIER(arg=("wait",
   # n)) waits until at most n groups are in flight. sm_90 warpgroups: a FRAGMENT of role "desc" is the descriptor of a
   # warpgroup's 128-byte swizzled operand tile at `base` (codegen/cuda/tiling.py:Layout, swizzled); WGMMA(desc a,
-  # desc b, [WGMMA before it]) is this thread's 64 floats of the 64x128 product of the m64 x k16 and k16 x n128 tiles
-  # (plus the one before it: a chain of them is one k-step), read by GEPs like an MMA; BARRIER(arg="proxy") is a block
-  # barrier after which the tensor cores' reads see every thread's shared-memory writes
+  # desc b, [WGMMA before it], arg=(kind, chains left in flight, n)) is this thread's n / 2 floats of the 64 x n product
+  # of the m64 x k16 and k16 x n tiles (plus the one before it: a chain of them is one k-step), read by GEPs like an MMA;
+  # BARRIER(arg="proxy") is a block barrier after which the tensor cores' reads see every thread's shared-memory writes,
+  # BARRIER(arg=("wgmma", n)) waits until at most n chains are in flight
   SPECIAL = auto(); GUARD = auto(); DEFINE_LOCAL = auto(); GROUP_REDUCE = auto(); VECTORIZE = auto(); GEP = auto()
   DEFINE_GLOBAL = auto(); BARRIER = auto(); ATOMIC_ADD = auto(); FRAGMENT = auto(); MMA = auto(); ASYNC_COPY = auto()
   WGMMA = auto()
