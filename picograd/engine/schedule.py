@@ -7,7 +7,8 @@ EXPAND) or used by several nodes is realized first so it is not recomputed per e
 it is a row reduction broadcast back over its own trailing axes (softmax, layernorm), which the
 kernel computes once per row; transcendental work broadcast into a reduction is stored once;
 CONTIGUOUS, COPY, ASSIGN, COLLECTIVE and the requested outputs are boundaries; the outputs of one
-collective (one per device) are written by one step.
+collective (one per device) are written by one step. Elementwise kernels of one loop shape that share
+what they read (or are small) are then merged into one kernel storing several outputs (engine/outputs.py).
 
 Scheduling works on a *normalized* graph in which every input buffer is replaced by a numbered
 slot. The result, a `ScheduleTemplate`, depends only on graph structure, so it is cached: step
