@@ -191,3 +191,40 @@ def test_gpu_adamw_step_matches_cpu():
   steps, got = _train("CUDA")
   assert sorted(s.outputs for s in steps[-1] if s.outputs > 1) == [2, 3, 3, 3, 9]
   for a, w in zip(got, want): np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-6)
+
+
+def _random_program(seed: int, device: str) -> list[np.ndarray]:
+  """A random elementwise program over three buffers of one square shape (views that transpose, flip and reshape; contiguous();
+  in-place assignments reading their own target and other values, before and after), realized in one schedule."""
+  import random
+  rnd, rng = random.Random(seed), np.random.default_rng(seed)
+  bufs = [Tensor(rng.standard_normal((5, 5)).astype(np.float32), device=device) for _ in range(3)]
+  Tensor.realize(*bufs)
+  values: list[Tensor] = []
+  outs: list[Tensor] = []
+  assigned: set[int] = set()
+  pick = lambda: rnd.choice(values) if values and rnd.random() < 0.6 else bufs[rnd.randrange(3)]  # noqa: E731
+  for _ in range(rnd.randrange(3, 10)):
+    if rnd.random() < 0.3 and len(assigned) < 3:
+      i = rnd.choice([k for k in range(3) if k not in assigned])
+      t, how = pick(), rnd.randrange(3)
+      bufs[i].assign(t * 0.5 + 1 if how == 0 else t.flip(1) - bufs[i] if how == 1 else bufs[i] * 2 + t.T)
+      assigned.add(i)
+      outs.append(bufs[i])
+      continue
+    a, b = pick(), pick()
+    make = [lambda: a + b, lambda: a * b, lambda: a.T - b, lambda: a.flip(0) * 2, lambda: a.where(a > b, b * 3),
+            lambda: a.reshape(25).reshape(5, 5) + 1, lambda: (a.exp() + b).contiguous()]
+    values.append(make[rnd.randrange(len(make))]())
+    if rnd.random() < 0.5: outs.append(values[-1])
+  if outs: Tensor.realize(*outs)
+  return [o.numpy() for o in outs]
+
+
+def test_random_programs_merged_are_bit_identical(unmerged):
+  """Merged and unmerged schedules of random programs with assignments give the same bits (the PYTHON device: no compiles)."""
+  seeds = range(60)
+  merged = [_random_program(s, "PYTHON") for s in seeds]
+  unmerged()
+  for s, got in zip(seeds, merged):
+    for a, b in zip(got, _random_program(s, "PYTHON")): np.testing.assert_array_equal(a, b, err_msg=f"seed {s}")

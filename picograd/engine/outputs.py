@@ -95,7 +95,7 @@ class _Groups:
     self.group_of[j] = g
 
 
-def _fits(j: int, group: list[int], cands: dict[int, Candidate], deps: list[set[int]], groups: _Groups) -> bool:
+def _fits(j: int, group: list[int], cands: dict[int, Candidate], groups: _Groups) -> bool:
   """May kernel `j` join `group` (module docstring)?"""
   c = cands[j]
   members = [cands[m] for m in group]
@@ -106,8 +106,6 @@ def _fits(j: int, group: list[int], cands: dict[int, Candidate], deps: list[set[
     reads_m, read_by_m = mc.root in c.reads, c.root in mc.reads
     # contiguous() asks for its value in memory before its readers run (a user's kernel boundary): it is not merged into them
     if reads_m and mc.root.op is Ops.CONTIGUOUS or read_by_m and c.root.op is Ops.CONTIGUOUS: return False
-    # an edge between the two that is not a read of the other's output orders a read of an old value before an ASSIGN
-    if (m in deps[j] and not reads_m) or (j in deps[m] and not read_by_m): return False
     if reads_m and not _reads_in_place(c, mc.root) or read_by_m and not _reads_in_place(mc, c.root): return False
     related = related or reads_m or read_by_m or bool(_full_reads(c) & _full_reads(mc))
   if not related: return False
@@ -125,7 +123,7 @@ def output_groups(cands: dict[int, Candidate], deps: list[set[int]]) -> list[lis
   for j in sorted(cands):
     c = cands[j]
     for g in by_key.setdefault(c.key, []):
-      if _fits(j, groups.members[g], cands, deps, groups):
+      if _fits(j, groups.members[g], cands, groups):
         groups.join(j, g)
         break
     else: by_key[c.key].append(j)
