@@ -193,38 +193,50 @@ def test_gpu_adamw_step_matches_cpu():
   for a, w in zip(got, want): np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-6)
 
 
-def _random_program(seed: int, device: str) -> list[np.ndarray]:
+def _random_program(seed: int, device: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
   """A random elementwise program over three buffers of one square shape (views that transpose, flip and reshape; contiguous();
-  in-place assignments reading their own target and other values, before and after), realized in one schedule."""
+  in-place assignments reading their own target and other values, before and after), realized in one schedule: its outputs,
+  and numpy's (each value computed when it was written, as eager code would)."""
   import random
   rnd, rng = random.Random(seed), np.random.default_rng(seed)
-  bufs = [Tensor(rng.standard_normal((5, 5)).astype(np.float32), device=device) for _ in range(3)]
+  arrays = [rng.standard_normal((5, 5)).astype(np.float32) for _ in range(3)]
+  bufs = [Tensor(a.copy(), device=device) for a in arrays]
   Tensor.realize(*bufs)
-  values: list[Tensor] = []
-  outs: list[Tensor] = []
+  values: list[tuple[Tensor, np.ndarray]] = []
+  outs: list[tuple[Tensor, object]] = []  # (tensor, its numpy value or the index of the buffer it was assigned into)
   assigned: set[int] = set()
-  pick = lambda: rnd.choice(values) if values and rnd.random() < 0.6 else bufs[rnd.randrange(3)]  # noqa: E731
+  f32 = np.float32
+
+  def pick() -> tuple[Tensor, np.ndarray]:
+    if values and rnd.random() < 0.6: return rnd.choice(values)
+    i = rnd.randrange(3)
+    return bufs[i], arrays[i]
   for _ in range(rnd.randrange(3, 10)):
     if rnd.random() < 0.3 and len(assigned) < 3:
       i = rnd.choice([k for k in range(3) if k not in assigned])
-      t, how = pick(), rnd.randrange(3)
+      (t, n), how, old = pick(), rnd.randrange(3), arrays[i]
       bufs[i].assign(t * 0.5 + 1 if how == 0 else t.flip(1) - bufs[i] if how == 1 else bufs[i] * 2 + t.T)
+      arrays[i] = n * f32(0.5) + f32(1) if how == 0 else n[:, ::-1] - old if how == 1 else old * f32(2) + n.T
       assigned.add(i)
-      outs.append(bufs[i])
+      outs.append((bufs[i], i))
       continue
-    a, b = pick(), pick()
-    make = [lambda: a + b, lambda: a * b, lambda: a.T - b, lambda: a.flip(0) * 2, lambda: a.where(a > b, b * 3),
-            lambda: a.reshape(25).reshape(5, 5) + 1, lambda: (a.exp() + b).contiguous()]
+    (a, an), (b, bn) = pick(), pick()
+    make = [lambda: (a + b, an + bn), lambda: (a * b, an * bn), lambda: (a.T - b, an.T - bn), lambda: (a.flip(0) * 2, an[::-1] * f32(2)),
+            lambda: (a.where(a > b, b * 3), np.where(an > bn, an, bn * f32(3))),
+            lambda: (a.reshape(25).reshape(5, 5) + 1, an + f32(1)), lambda: ((a.exp() + b).contiguous(), np.exp(an) + bn)]
     values.append(make[rnd.randrange(len(make))]())
     if rnd.random() < 0.5: outs.append(values[-1])
-  if outs: Tensor.realize(*outs)
-  return [o.numpy() for o in outs]
+  if outs: Tensor.realize(*(t for t, _ in outs))
+  return [t.numpy() for t, _ in outs], [arrays[w] if isinstance(w, int) else w for _, w in outs]
 
 
 def test_random_programs_merged_are_bit_identical(unmerged):
-  """Merged and unmerged schedules of random programs with assignments give the same bits (the PYTHON device: no compiles)."""
+  """Merged and unmerged schedules of random programs with assignments give the same bits, and numpy's values (the PYTHON
+  device: no compiles)."""
   seeds = range(60)
   merged = [_random_program(s, "PYTHON") for s in seeds]
   unmerged()
-  for s, got in zip(seeds, merged):
-    for a, b in zip(got, _random_program(s, "PYTHON")): np.testing.assert_array_equal(a, b, err_msg=f"seed {s}")
+  for s, (got, want) in zip(seeds, merged):
+    for a, b, w in zip(got, _random_program(s, "PYTHON")[0], want):
+      np.testing.assert_array_equal(a, b, err_msg=f"seed {s}")
+      np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-5, err_msg=f"seed {s}")

@@ -451,6 +451,10 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
     ast, inputs, leaves, fused = _kernel_ast((n,), boundaries, where)
     kernels.append(KernelSpec(ast, node_device[n], (out, *inputs), fused))
     reads.append({leader.get(x, x) for x in leaves})
+  if stale := _stale_reads(kernels, computed, reads):
+    # a kernel that reads a buffer's old value and also (through other kernels) a value computed after the ASSIGN that
+    # overwrites it cannot run before the ASSIGN: its reads of the old value go through a copy made before it
+    return create_template(_rebuild_keeping_targets(roots, stale), devices)
   kernels, computed, reads = _merge_outputs(kernels, computed, reads, boundaries, where)
   outputs: list[Binding] = []
   copies: list[KernelSpec] = []
@@ -569,9 +573,10 @@ def _merge_outputs(kernels: list[KernelSpec], computed: list[tuple[UOp, ...]], r
   return out_kernels, out_computed, out_reads
 
 
-def _dependences(computed: list[tuple[UOp, ...]], reads: list[set[UOp]]) -> list[set[int]]:
+def _dependences(computed: list[tuple[UOp, ...]], reads: list[set[UOp]], stale: list[tuple[int, UOp]] | None = None) -> list[set[int]]:
   """Per kernel, the kernels it must run after: those whose results it reads, and each kernel that reads a buffer's old
-  value before an ASSIGN (of this kernel) overwrites it."""
+  value before an ASSIGN (of this kernel) overwrites it. A reader of the old value that must also run after the ASSIGN
+  is added to `stale` as (kernel, buffer) instead (create_template gives it a copy of the old value)."""
   index = {n: i for i, ns in enumerate(computed) for n in ns}
   deps: list[set[int]] = [{index[x] for x in r if x in index} - {i} for i, r in enumerate(reads)]
   for i, ns in enumerate(computed):
@@ -579,8 +584,35 @@ def _dependences(computed: list[tuple[UOp, ...]], reads: list[set[UOp]]) -> list
       if n.op is not Ops.ASSIGN: continue
       target = strip_reshapes(n.src[0])
       for j, r in enumerate(reads):
-        if j != i and target in r and not _depends_on(j, i, deps): deps[i].add(j)
+        if j == i or target not in r: continue
+        if not _depends_on(j, i, deps): deps[i].add(j)
+        elif stale is not None: stale.append((j, target))
   return deps
+
+
+def _stale_reads(kernels: list[KernelSpec], computed: list[tuple[UOp, ...]], reads: list[set[UOp]]) -> dict[UOp, UOp]:
+  """For each kernel that must read a buffer's old value after the ASSIGN that overwrites it (see `_dependences`): its nodes
+  that read the buffer, each -> the same node reading CONTIGUOUS(buffer) instead, a copy taken before the ASSIGN."""
+  stale: list[tuple[int, UOp]] = []
+  _dependences(computed, reads, stale)
+  out: dict[UOp, UOp] = {}
+  for j, target in stale:
+    copy = UOp(Ops.CONTIGUOUS, target.dtype, (target,))
+    for n in kernels[j].nodes:
+      if target in n.src and n.op is not Ops.ASSIGN: out[n] = UOp(n.op, n.dtype, tuple(copy if s is target else s for s in n.src), n.arg)
+  return out
+
+
+def _rebuild_keeping_targets(roots: list[UOp], mapping: dict[UOp, UOp]) -> list[UOp]:
+  """`roots` with the nodes of `mapping` replaced, except in the target of an ASSIGN (the buffer it writes stays itself)."""
+  done: dict[UOp, UOp] = {}
+  for node in toposort(roots):
+    if node in mapping: done[node] = UOp(mapping[node].op, node.dtype, tuple(done.get(s, s) for s in mapping[node].src), node.arg)
+    elif node.op is Ops.ASSIGN: done[node] = UOp(node.op, node.dtype, (node.src[0], *(done[s] for s in node.src[1:])), node.arg)
+    else: done[node] = UOp(node.op, node.dtype, tuple(done[s] for s in node.src), node.arg) if any(done[s] is not s for s in node.src) else node
+    if done[node] is not node:
+      for hook in rebuild_hooks: hook(node, done[node])
+  return [done[r] for r in roots]
 
 
 def _order(computed: list[tuple[UOp, ...]], reads: list[set[UOp]]) -> list[int]:
