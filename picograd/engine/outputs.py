@@ -43,7 +43,7 @@ class Candidate:
 def mergeable(ast: UOp | None, device: str, root: UOp, nodes: tuple[UOp, ...], reads: set[UOp]) -> bool:
   """Whether a scheduled kernel may join a multi-output kernel: an elementwise kernel on a device that takes them, with no
   ordering-only inputs (a checkpoint's AFTER)."""
-  if ast is None or device.split(":")[0] not in MULTI_OUTPUT_DEVICES or root.op is Ops.AFTER or not root.tshape: return False
+  if ast is None or device.split(":")[0] not in MULTI_OUTPUT_DEVICES or root.op is Ops.AFTER: return False
   return not any(n.op is Ops.REDUCE for n in nodes) and not any(x.op is Ops.AFTER for x in reads)
 
 
