@@ -186,7 +186,7 @@ def test_cuda_multi_output_compiles(shape, plan):
 
 
 @pytest.mark.skipif(bool(__import__("conftest").CUDA_ERROR), reason="no CUDA GPU")
-def test_gpu_adamw_step_matches_cpu():
+def test_cuda_adamw_step_matches_cpu():
   _, want = _train("CPU")
   steps, got = _train("CUDA")
   assert sorted(s.outputs for s in steps[-1] if s.outputs > 1) == [2, 3, 3, 3, 9]
