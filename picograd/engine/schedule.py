@@ -451,10 +451,10 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
     ast, inputs, leaves, fused = _kernel_ast((n,), boundaries, where)
     kernels.append(KernelSpec(ast, node_device[n], (out, *inputs), fused))
     reads.append({leader.get(x, x) for x in leaves})
-  if stale := _stale_reads(kernels, computed, reads):
-    # a kernel that reads a buffer's old value and also (through other kernels) a value computed after the ASSIGN that
-    # overwrites it cannot run before the ASSIGN: its reads of the old value go through a copy made before it
-    return create_template(_rebuild_keeping_targets(roots, stale), devices)
+  # a kernel that reads a buffer's old value and also (through other kernels) a value computed after the ASSIGN that
+  # overwrites it cannot run before the ASSIGN: its reads of the old value go through a copy made before it
+  if (stale := _stale_reads(kernels, computed, reads)) and (copied := _rebuild_keeping_targets(roots, stale)) != roots:
+    return create_template(copied, devices)
   kernels, computed, reads = _merge_outputs(kernels, computed, reads, boundaries, where)
   outputs: list[Binding] = []
   copies: list[KernelSpec] = []
@@ -608,7 +608,9 @@ def _rebuild_keeping_targets(roots: list[UOp], mapping: dict[UOp, UOp]) -> list[
   done: dict[UOp, UOp] = {}
   for node in toposort(roots):
     if node in mapping: done[node] = UOp(mapping[node].op, node.dtype, tuple(done.get(s, s) for s in mapping[node].src), node.arg)
-    elif node.op is Ops.ASSIGN: done[node] = UOp(node.op, node.dtype, (node.src[0], *(done[s] for s in node.src[1:])), node.arg)
+    elif node.op is Ops.ASSIGN:
+      target = node.src[0] if is_contiguous_view(node.src[0]) else done[node.src[0]]  # (an earlier ASSIGN is rebuilt)
+      done[node] = UOp(node.op, node.dtype, (target, *(done[s] for s in node.src[1:])), node.arg)
     else: done[node] = UOp(node.op, node.dtype, tuple(done[s] for s in node.src), node.arg) if any(done[s] is not s for s in node.src) else node
     if done[node] is not node:
       for hook in rebuild_hooks: hook(node, done[node])
