@@ -47,6 +47,20 @@ def test_a_reader_of_both_the_old_and_the_new_value_reads_a_copy_of_the_old(devi
   np.testing.assert_array_equal(mixed.numpy(), [56.0, 300.0, 864.0])
 
 
+def test_a_second_assignment_to_a_buffer_lands_after_the_first(device):
+  # the second write must come last although nothing it reads orders it after the first: the first shares a kernel with
+  # an assignment to c (engine/outputs.py) that must wait for the second's read of c's old value
+  a, b, c = (Tensor(np.arange(4.0) + k, device=device) for k in (0, 10, 20))
+  Tensor.realize(a, b, c)
+  old_c = c.flip(0) * 2
+  c.assign(a * 0.5 + 1)
+  b.assign(a * 0.5 + 1)
+  b.assign(old_c - old_c.sum(0, keepdim=True))
+  Tensor.realize(c, b)
+  np.testing.assert_array_equal(c.numpy(), np.arange(4.0) * 0.5 + 1)
+  np.testing.assert_array_equal(b.numpy(), (np.arange(20.0, 24.0)[::-1] * 2) - (np.arange(20.0, 24.0) * 2).sum())
+
+
 def test_two_tensors_from_one_graph_do_not_share_memory():
   a, b = Tensor.zeros(3).realize(), Tensor.zeros(3).realize()
   a.assign(Tensor.ones(3)).realize()

@@ -194,9 +194,10 @@ def test_cuda_adamw_step_matches_cpu():
 
 
 def _random_program(seed: int, device: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-  """A random elementwise program over three buffers of one square shape (views that transpose, flip and reshape; contiguous();
-  in-place assignments reading their own target and other values, before and after), realized in one schedule: its outputs,
-  and numpy's (each value computed when it was written, as eager code would)."""
+  """A random program over three buffers of one square shape (views that transpose, flip and reshape; contiguous(); row and
+  column reductions broadcast back; in-place assignments, several to one buffer, reading their own target and other values,
+  before and after), realized in one schedule: its outputs, and numpy's (each value computed when it was written, as eager
+  code would)."""
   import random
   rnd, rng = random.Random(seed), np.random.default_rng(seed)
   arrays = [rng.standard_normal((5, 5)).astype(np.float32) for _ in range(3)]
@@ -204,7 +205,6 @@ def _random_program(seed: int, device: str) -> tuple[list[np.ndarray], list[np.n
   Tensor.realize(*bufs)
   values: list[tuple[Tensor, np.ndarray]] = []
   outs: list[tuple[Tensor, object]] = []  # (tensor, its numpy value or the index of the buffer it was assigned into)
-  assigned: set[int] = set()
   f32 = np.float32
 
   def pick() -> tuple[Tensor, np.ndarray]:
@@ -212,18 +212,18 @@ def _random_program(seed: int, device: str) -> tuple[list[np.ndarray], list[np.n
     i = rnd.randrange(3)
     return bufs[i], arrays[i]
   for _ in range(rnd.randrange(3, 10)):
-    if rnd.random() < 0.3 and len(assigned) < 3:
-      i = rnd.choice([k for k in range(3) if k not in assigned])
-      (t, n), how, old = pick(), rnd.randrange(3), arrays[i]
-      bufs[i].assign(t * 0.5 + 1 if how == 0 else t.flip(1) - bufs[i] if how == 1 else bufs[i] * 2 + t.T)
-      arrays[i] = n * f32(0.5) + f32(1) if how == 0 else n[:, ::-1] - old if how == 1 else old * f32(2) + n.T
-      assigned.add(i)
+    if rnd.random() < 0.3:  # a buffer may be assigned several times: each assignment writes after the one before
+      i = rnd.randrange(3)
+      (t, n), how, old = pick(), rnd.randrange(4), arrays[i]
+      bufs[i].assign([lambda: t * 0.5 + 1, lambda: t.flip(1) - bufs[i], lambda: bufs[i] * 2 + t.T, lambda: t - t.sum(1, keepdim=True)][how]())
+      arrays[i] = [lambda: n * f32(0.5) + f32(1), lambda: n[:, ::-1] - old, lambda: old * f32(2) + n.T, lambda: n - n.sum(1, keepdims=True)][how]()
       outs.append((bufs[i], i))
       continue
     (a, an), (b, bn) = pick(), pick()
     make = [lambda: (a + b, an + bn), lambda: (a * b, an * bn), lambda: (a.T - b, an.T - bn), lambda: (a.flip(0) * 2, an[::-1] * f32(2)),
             lambda: (a.where(a > b, b * 3), np.where(an > bn, an, bn * f32(3))),
-            lambda: (a.reshape(25).reshape(5, 5) + 1, an + f32(1)), lambda: ((a.exp() + b).contiguous(), np.exp(an) + bn)]
+            lambda: (a.reshape(25).reshape(5, 5) + 1, an + f32(1)), lambda: ((a.exp() + b).contiguous(), np.exp(an) + bn),
+            lambda: (a.sum(0, keepdim=True) * b, an.sum(0, keepdims=True) * bn), lambda: (a.max(1, keepdim=True) - b, an.max(1, keepdims=True) - bn)]
     values.append(make[rnd.randrange(len(make))]())
     if rnd.random() < 0.5: outs.append(values[-1])
   if outs: Tensor.realize(*(t for t, _ in outs))
@@ -239,4 +239,4 @@ def test_random_programs_merged_are_bit_identical(unmerged):
   for s, (got, want) in zip(seeds, merged):
     for a, b, w in zip(got, _random_program(s, "PYTHON")[0], want):
       np.testing.assert_array_equal(a, b, err_msg=f"seed {s}")
-      np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-5, err_msg=f"seed {s}")
+      with np.errstate(all="ignore"): np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-4, err_msg=f"seed {s}")

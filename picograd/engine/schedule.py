@@ -574,19 +574,21 @@ def _merge_outputs(kernels: list[KernelSpec], computed: list[tuple[UOp, ...]], r
 
 
 def _dependences(computed: list[tuple[UOp, ...]], reads: list[set[UOp]], stale: list[tuple[int, UOp]] | None = None) -> list[set[int]]:
-  """Per kernel, the kernels it must run after: those whose results it reads, and each kernel that reads a buffer's old
-  value before an ASSIGN (of this kernel) overwrites it. A reader of the old value that must also run after the ASSIGN
-  is added to `stale` as (kernel, buffer) instead (create_template gives it a copy of the old value)."""
+  """Per kernel, the kernels it must run after: those whose results it reads, an earlier ASSIGN to the buffer it assigns,
+  and each kernel that reads a buffer's old value before an ASSIGN (of this kernel) overwrites it. A reader of the old
+  value that must also run after the ASSIGN is added to `stale` as (kernel, buffer) instead (create_template gives it a
+  copy of the old value)."""
   index = {n: i for i, ns in enumerate(computed) for n in ns}
   deps: list[set[int]] = [{index[x] for x in r if x in index} - {i} for i, r in enumerate(reads)]
-  for i, ns in enumerate(computed):
-    for n in ns:
-      if n.op is not Ops.ASSIGN: continue
-      target = strip_reshapes(n.src[0])
-      for j, r in enumerate(reads):
-        if j == i or target not in r: continue
-        if not _depends_on(j, i, deps): deps[i].add(j)
-        elif stale is not None: stale.append((j, target))
+  assigns = [(i, n, strip_reshapes(n.src[0])) for i, ns in enumerate(computed) for n in ns if n.op is Ops.ASSIGN]
+  # a second assignment to a buffer in one schedule writes after the first (its target is the first ASSIGN)
+  for i, _, target in assigns:
+    if target in index and index[target] != i: deps[i].add(index[target])
+  for i, _, target in assigns:
+    for j, r in enumerate(reads):
+      if j == i or target not in r: continue
+      if not _depends_on(j, i, deps): deps[i].add(j)
+      elif stale is not None: stale.append((j, target))
   return deps
 
 
