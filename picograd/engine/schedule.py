@@ -453,9 +453,11 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
     reads.append({leader.get(x, x) for x in leaves})
   # a kernel that reads a buffer's old value and also (through other kernels) a value computed after the ASSIGN that
   # overwrites it cannot run before the ASSIGN: its reads of the old value go through a copy made before it
-  if (stale := _stale_reads(kernels, computed, reads)) and (copied := _rebuild_keeping_targets(roots, stale)) != roots:
+  stale: list[tuple[int, UOp]] = []
+  deps = _dependences(computed, reads, stale)
+  if (stale_nodes := _stale_reads(kernels, stale)) and (copied := _rebuild_keeping_targets(roots, stale_nodes)) != roots:
     return create_template(copied, devices)
-  kernels, computed, reads = _merge_outputs(kernels, computed, reads, boundaries, where)
+  kernels, computed, reads = _merge_outputs(kernels, computed, reads, deps, boundaries, where)
   outputs: list[Binding] = []
   copies: list[KernelSpec] = []
   for r in roots:
@@ -549,11 +551,10 @@ def _kernel_ast(roots: tuple[UOp, ...], boundaries: set[UOp], where: dict[UOp, B
   return UOp(Ops.SINK, dtypes.void, stores), inputs, leaves | ordered, tuple(dict.fromkeys(fused))
 
 
-def _merge_outputs(kernels: list[KernelSpec], computed: list[tuple[UOp, ...]], reads: list[set[UOp]], boundaries: set[UOp],
-                   where: dict[UOp, Binding]) -> tuple[list[KernelSpec], list[tuple[UOp, ...]], list[set[UOp]]]:
+def _merge_outputs(kernels: list[KernelSpec], computed: list[tuple[UOp, ...]], reads: list[set[UOp]], deps: list[set[int]],
+                   boundaries: set[UOp], where: dict[UOp, Binding]) -> tuple[list[KernelSpec], list[tuple[UOp, ...]], list[set[UOp]]]:
   """The kernels with the groups `engine/outputs.py:output_groups` picks (elementwise kernels of one loop shape) merged into
-  one kernel each, which stores all of their outputs."""
-  deps = _dependences(computed, reads)
+  one kernel each, which stores all of their outputs. `deps`: `_dependences` of the kernels."""
   candidates = {i: Candidate(computed[i][0], (k.device, computed[i][0].tshape), k.nodes, frozenset(reads[i]), k.bindings[0])
                 for i, k in enumerate(kernels) if mergeable(k.ast, k.device, computed[i][0], k.nodes, reads[i])}
   groups = output_groups(candidates, deps)
@@ -592,11 +593,9 @@ def _dependences(computed: list[tuple[UOp, ...]], reads: list[set[UOp]], stale: 
   return deps
 
 
-def _stale_reads(kernels: list[KernelSpec], computed: list[tuple[UOp, ...]], reads: list[set[UOp]]) -> dict[UOp, UOp]:
-  """For each kernel that must read a buffer's old value after the ASSIGN that overwrites it (see `_dependences`): its nodes
-  that read the buffer, each -> the same node reading CONTIGUOUS(buffer) instead, a copy taken before the ASSIGN."""
-  stale: list[tuple[int, UOp]] = []
-  _dependences(computed, reads, stale)
+def _stale_reads(kernels: list[KernelSpec], stale: list[tuple[int, UOp]]) -> dict[UOp, UOp]:
+  """For each kernel that must read a buffer's old value after the ASSIGN that overwrites it (`stale`, from `_dependences`):
+  its nodes that read the buffer, each -> the same node reading CONTIGUOUS(buffer) instead, a copy taken before the ASSIGN."""
   out: dict[UOp, UOp] = {}
   for j, target in stale:
     copy = UOp(Ops.CONTIGUOUS, target.dtype, (target,))
