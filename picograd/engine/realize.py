@@ -109,10 +109,11 @@ class ScheduledKernel:
   """What `picograd.schedule` returns: one step of a realize, with its kernel and text forms."""
   kernel: CompiledKernel | None  # None for a device copy or a collective
   buffers: list[Buffer]
-  ast: UOp | None = None  # the fused kernel graph (SINK(STORE(PARAM 0, value))), None for a copy
+  ast: UOp | None = None  # the fused kernel graph (SINK(STORE(PARAM 0, value), ...)), None for a copy
   nodes: tuple[UOp, ...] = ()  # the graph nodes fused into it
   collective: tuple | None = None  # (kind, reduce op, devices, root): buffers are the outputs, one per device, then the inputs
   frees: tuple[Buffer, ...] = ()  # the schedule's intermediates this step reads last: their memory goes back after it
+  outputs: int = 1  # a kernel's first `outputs` buffers are the ones it writes (engine/outputs.py merges kernels)
 
   @property
   def provenance(self) -> tuple[str, ...]:
@@ -175,7 +176,7 @@ def plan(tensors: Sequence[Handle]) -> Plan:
   for i, buf in enumerate(temps):
     if not any(buf is o for o in outputs): frees.setdefault(last[i], []).append(buf)
   steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings], k.ast, k.nodes, k.collective,
-                           tuple(frees.get(i, ()))) for i, k in enumerate(template.kernels)]
+                           tuple(frees.get(i, ())), k.outputs) for i, k in enumerate(template.kernels)]
   if observe.schedule_listeners: observe.scheduled(steps, hit)
   return Plan(steps, ready, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
 
