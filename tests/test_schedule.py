@@ -113,10 +113,10 @@ def test_autocast_products_store_their_16_bit_result_on_cuda(x):
     h = x @ w
   outs = [h.float().relu(), (h.float() * 2).exp()]  # two kernels read the product
   roots, _ = _normalize([t.uop for t in outs])
-  for kind, stored, count in (("CUDA", dtypes.bfloat16, 5), ("CPU", dtypes.float32, 3)):  # (CUDA stores the operands' casts too)
+  for kind, stored in (("CUDA", dtypes.bfloat16), ("CPU", dtypes.float32)):
     kernels = [k.ast for k in create_template(roots, [kind] * 2).kernels if k.ast is not None]
     [product] = [a for a in kernels if any(n.op is Ops.REDUCE for n in toposort([a]))]
-    assert len(kernels) == count and product.src[0].src[0].dtype == stored, kind
+    assert product.src[0].src[0].dtype == stored, kind
   got = [t.numpy() for t in outs]
   with picograd.autocast(dtypes.bfloat16):
     ref = (x @ w).float()
