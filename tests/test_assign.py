@@ -33,6 +33,34 @@ def test_readers_of_the_old_value_run_before_the_assignment():
   np.testing.assert_array_equal(w.numpy(), [10.0, 20.0, 30.0])
 
 
+def test_a_reader_of_both_the_old_and_the_new_value_reads_a_copy_of_the_old(device):
+  # `change` reads w as it was and as assigned: it cannot run before the assignment, so the old w is copied first
+  # (it used to read the new value twice); the same when the old value reaches it through a fused product
+  w, x = Tensor([1.0, 2.0, 3.0], device=device), Tensor([4.0, 5.0, 6.0], device=device)
+  Tensor.realize(w, x)
+  old, scaled = w * 1, w * x
+  w.assign(w * 10 + scaled)
+  change, mixed = w - old, w * scaled
+  Tensor.realize(w, change, mixed)
+  np.testing.assert_array_equal(w.numpy(), [14.0, 30.0, 48.0])
+  np.testing.assert_array_equal(change.numpy(), [13.0, 28.0, 45.0])
+  np.testing.assert_array_equal(mixed.numpy(), [56.0, 300.0, 864.0])
+
+
+def test_a_second_assignment_to_a_buffer_lands_after_the_first(device):
+  # the second write must come last although nothing it reads orders it after the first: the first shares a kernel with
+  # an assignment to c (engine/outputs.py) that must wait for the second's read of c's old value
+  a, b, c = (Tensor(np.arange(4.0) + k, device=device) for k in (0, 10, 20))
+  Tensor.realize(a, b, c)
+  old_c = c.flip(0) * 2
+  c.assign(a * 0.5 + 1)
+  b.assign(a * 0.5 + 1)
+  b.assign(old_c - old_c.sum(0, keepdim=True))
+  Tensor.realize(c, b)
+  np.testing.assert_array_equal(c.numpy(), np.arange(4.0) * 0.5 + 1)
+  np.testing.assert_array_equal(b.numpy(), (np.arange(20.0, 24.0)[::-1] * 2) - (np.arange(20.0, 24.0) * 2).sum())
+
+
 def test_two_tensors_from_one_graph_do_not_share_memory():
   a, b = Tensor.zeros(3).realize(), Tensor.zeros(3).realize()
   a.assign(Tensor.ones(3)).realize()

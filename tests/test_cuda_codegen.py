@@ -7,19 +7,8 @@ from picograd import Tensor, dtypes, Context
 from picograd.engine.realize import _normalize
 from picograd.engine.schedule import create_template
 
-cuda_rt = pytest.importorskip("picograd.runtime.cuda")
+from cuda_marks import cuda_rt, NVRTC_ERROR, needs_nvrtc, needs_gpu  # noqa: E402
 from picograd.codegen.cuda import render_for_arch  # noqa: E402
-
-NVRTC_ERROR = cuda_rt.nvrtc_unavailable_reason()
-needs_nvrtc = pytest.mark.skipif(bool(NVRTC_ERROR), reason=f"NVRTC unavailable: {NVRTC_ERROR}")
-
-try:
-  from picograd.runtime.device import get_device
-  get_device("CUDA")
-  GPU_ERROR = ""
-except Exception as e:  # no driver, no GPU, no bindings
-  GPU_ERROR = f"{type(e).__name__}: {e}"
-needs_gpu = pytest.mark.skipif(bool(GPU_ERROR), reason=f"no CUDA GPU: {GPU_ERROR}")
 
 
 def asts(t: Tensor) -> list:
@@ -423,16 +412,19 @@ def test_gpu_mapping_emulated_random_reductions(shape, name, axis_seed, seed):
 # both operand layouts of the tiles: K-major (x @ W.T) and MN-major (A contiguous along m, B along n); shapes no other test
 # uses (the disk cache of rendered kernels keys an emulated kernel by its graph, not by the patched target)
 WGMMA_CASES = {
-  "T": (lambda a, b: a @ b.T, [rnd(130, 200, dtype=np.float16), rnd(72, 200, dtype=np.float16)], (False, False)),
+  "T": (lambda a, b: a @ b.T, [rnd(130, 200, dtype=np.float16), rnd(136, 200, dtype=np.float16)], (False, False)),
   "N": (lambda a, b: a @ b, [rnd(240, 96, dtype=np.float16), rnd(96, 200, dtype=np.float16)], (False, True)),
   "dW": (lambda a, b: a.T @ b, [rnd(300, 96, dtype=np.float16), rnd(300, 136, dtype=np.float16)], (True, True)),
+  # N <= 64 (attention's p @ v): tiles of 128 x 64, wgmma m64n64k16
+  "pv": (lambda a, b: a @ b, [rnd(2, 130, 200, dtype=np.float16), rnd(2, 200, 64, dtype=np.float16)], (False, True)),
 }
 
 
 @pytest.mark.parametrize("name", list(WGMMA_CASES))
 def test_wgmma_plan(name, monkeypatch):
   """sm_90a (WGMMA=1 on an H100/H200): 16-bit products on warpgroup MMAs over descriptors of core-matrix tiles, checked
-  under EMULATE=CUDA (every layout; three cp.async stages for one) and compiled by NVRTC for sm_90a."""
+  under EMULATE=CUDA (every layout; three cp.async stages for one, four with a chain left running across k-steps for
+  another) and compiled by NVRTC for sm_90a."""
   import picograd.codegen.cuda as cuda_codegen
   import picograd.codegen.cuda.plan as plan
   from picograd.codegen.cuda.target import CUDATarget
@@ -440,16 +432,35 @@ def test_wgmma_plan(name, monkeypatch):
   fn, arrays, mn_major = WGMMA_CASES[name]
   monkeypatch.setattr(cuda_codegen, "CUDATarget", lambda *a: CUDATarget("sm_90a"))
   if name == "dW": monkeypatch.setattr(plan, "WGMMA_STAGES", 3)
+  if name == "N": monkeypatch.setattr(plan, "WGMMA_STAGES", 4); monkeypatch.setattr(plan, "WGMMA_IN_FLIGHT", 1)
   _kernels.clear()
   with Context(EMULATE="CUDA"):
     got = fn(*[Tensor(a, device="PYTHON") for a in arrays]).numpy()
   ref = fn(*[a.astype(np.float32) for a in arrays])
   np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2e-2, atol=2e-2)
   [kernel] = [k for k in _kernels.values() if any("wgmma" in o for o in k.opts)]
-  for side, mn in zip("AB", mn_major): assert f"f16 descriptors of tiles of 8x8 core matrices ({'MN' if mn else 'K'}-major)" in kernel.opts, side
+  for side, mn in zip("AB", mn_major): assert f"f16 descriptors of 128-byte swizzled tiles ({'MN' if mn else 'K'}-major)" in kernel.opts, side
   if NVRTC_ERROR: return  # no NVRTC here to compile with
   ast = asts(fn(*[Tensor(a) for a in arrays]))[-1]
   kname, src, dims, meta = render_for_arch(ast, "sm_90a")
   assert meta["plan"] == "wgmma" and src.count("wgmma.mma_async") == 4 and "fence.proxy.async.shared::cta" in src
+  assert src.count(f"m64n{64 if name == 'pv' else 128}k16") == 4
   assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90a", kname)).image
   assert render_for_arch(ast, "sm_90")[3]["plan"] == "mma"  # plain sm_90 keeps mma.sync
+
+
+def test_wgmma_tiles_are_1024_aligned():
+  """The hardware applies the 128-byte swizzle by shared-memory address: a wgmma kernel's tile buffers start at multiples
+  of 1024 bytes, and the renderer places large buffers so even after a small one (a split-K ticket flag)."""
+  import re
+  from picograd.codegen.cuda.table import TableRenderer
+  from picograd.ir.ops import UOp, Ops
+  ast = asts(Tensor(rnd(256, 192, dtype=np.float16)) @ Tensor(rnd(192, 256, dtype=np.float16)))[-1]
+  _, src, dims, meta = render_for_arch(ast, "sm_90a")
+  assert meta["plan"] == "wgmma" and "__align__(1024) unsigned char pg_smem" in src
+  offsets = [int(at) for at in re.findall(r"smem\d+ = reinterpret_cast<__half\*>\(pg_smem \+ (\d+)\)", src)]
+  assert len(offsets) == 2 and all(at % 1024 == 0 for at in offsets), offsets
+  flag, tile = UOp(Ops.DEFINE_LOCAL, dtypes.bool, (), (0, 1)), UOp(Ops.DEFINE_LOCAL, dtypes.float16, (), (1, 3 * 8192))
+  staged = UOp(Ops.DEFINE_LOCAL, dtypes.float32, (), (2, 128 * 132, "reuse"))
+  placed = TableRenderer([flag, tile, staged]).offsets
+  assert placed[tile] % 1024 == 0 and placed[flag] >= 3 * 8192 * 2 and placed[staged] == 0, placed

@@ -107,12 +107,13 @@ class Lowerer:
     for i, p in enumerate(n.arg): inv[p] = i
     return [(n.src[0], tuple(idx[inv[k]] for k in range(len(inv))), valid)]
 
-  def lower(self, value: UOp, idx: tuple[UOp, ...]) -> UOp:
-    """The scalar value of `value` at indices `idx`, built without recursion (kernels can be 10,000 nodes deep)."""
+  def lower(self, values: list[UOp], idx: tuple[UOp, ...]) -> list[UOp]:
+    """The scalar values of `values` (a kernel's outputs) at indices `idx`, built without recursion (kernels can be 10,000
+    nodes deep). One walk for all outputs, so what they share is built once, over the same loops."""
     self.reduce_ranges: dict = {}
     true = UOp.const(dtypes.bool, True)
     memo: dict[tuple, UOp] = {}
-    stack: list[tuple[UOp, tuple, UOp, bool]] = [(value, idx, true, False)]
+    stack: list[tuple[UOp, tuple, UOp, bool]] = [(value, idx, true, False) for value in values]
     while stack:
       n, i, v, ready = stack.pop()
       if (n, i, v) in memo: continue
@@ -122,7 +123,7 @@ class Lowerer:
         stack.extend((c, ci, cv, False) for c, ci, cv in reqs if (c, ci, cv) not in memo)
       else:
         memo[(n, i, v)] = self.build(n, [memo[r] for r in reqs], i, v)
-    return memo[(value, idx, true)]
+    return [memo[(value, idx, true)] for value in values]
 
 
 Requests = list[tuple[UOp, tuple[UOp, ...], UOp]]
@@ -161,19 +162,22 @@ def index_dtype_for(ast: UOp) -> DType:
 
 
 def lower_kernel(ast: UOp) -> UOp:
-  """SINK(STORE(PARAM 0, value)) -> SINK(STORE(PARAM 0, index, scalar value)) over RANGEs, simplified."""
-  store = ast.src[0]
-  out, value = store.src
+  """SINK(STORE(PARAM 0, value), ...) -> SINK(STORE(PARAM 0, index, scalar value), ...) over RANGEs, simplified.
+
+  A kernel with several outputs (engine/schedule.py merges elementwise kernels of one loop shape) stores values of one
+  shape: they share the loops and the index, and each is stored at the same position in its own buffer."""
+  outs, values = [st.src[0] for st in ast.src], [st.src[1] for st in ast.src]
   lw = Lowerer(index_dtype_for(ast))
-  shape = value.tshape
+  shape = values[0].tshape
+  assert all(v.tshape == shape for v in values), f"the outputs of one kernel have one shape: {[v.tshape for v in values]}"
   ranges = tuple(lw.new_range(s, "global") for s in shape)
-  scalar = hoist_checks(lw.lower(value, ranges))
+  scalars = [hoist_checks(s) for s in lw.lower(values, ranges)]
   out_index = lw.const(0)
   for r, s in zip(ranges, shape): out_index = out_index * lw.const(s) + r
   # the SINK's arg is the kernel's signature, every PARAM: an input the simplifier folds away (a zero-size
   # piece of a cat, a pad of an empty tensor) keeps its place, so arguments line up with the schedule's buffers
   signature = tuple(sorted((p for p in toposort([ast]) if p.op is Ops.PARAM), key=lambda p: p.arg[0]))
-  sink = UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (out, out_index, scalar)),), signature)
+  sink = UOp(Ops.SINK, dtypes.void, tuple(UOp(Ops.STORE, dtypes.void, (out, out_index, scalar)) for out, scalar in zip(outs, scalars)), signature)
   sink = graph_rewrite(sink, symbolic)
   return merge_loops(simplify_gated_loads(sink))
 

@@ -80,6 +80,11 @@ def _param(w: _Writer, u: UOp, v: str) -> str | None:
 def _accumulate(w: _Writer, u: UOp, v: str) -> str | None:
   acc, value = u.src[:2]
   axes = tuple(w.axis[r] for r in acc.src if r in w.axis)
+  if u.arg is Ops.RESCALED and w.serial & set(acc.src):
+    # a loop run one iteration at a time (the CUDA flash plan's key tiles): the sum so far rescaled, then the term added
+    a = w.names[acc]
+    w.lines.append(f"  {a} = " + _live(w, acc, f"{w.names[value]} if {a} is None else {a} * {w.names[u.src[2]]} + {w.names[value]}"))
+    return None
   if u.arg is Ops.RESCALED:
     # acc = acc * scale_j + term_j over the loop: the sum of each term times the scales of the steps after it
     (axis,), n = axes, acc.src[0].arg[1]
@@ -98,8 +103,17 @@ def _accumulate(w: _Writer, u: UOp, v: str) -> str | None:
   if not w.serial & set(acc.src): w.lines.append(f"  {w.names[acc]} = {part}")
   else:  # inside a serial loop: this iteration's part joins the iterations before it
     both = "np.maximum" if u.arg is Ops.MAX else "np.logical_or" if acc.dtype == dtypes.bool else "np.add"
-    w.lines.append(f"  {w.names[acc]} = {part} if {w.names[acc]} is None else {both}({w.names[acc]}, {part})")
+    w.lines.append(f"  {w.names[acc]} = " + _live(w, acc, f"{part} if {w.names[acc]} is None else {both}({w.names[acc]}, {part})"))
   return None
+
+
+def _live(w: _Writer, acc: UOp, update: str) -> str:
+  """An accumulator's update in a serial loop whose trip count is a value (RANGE with a source: it differs between blocks):
+  blocks past their count keep what they have (the identity before their first iteration)."""
+  live = [f"{w.names[r]}_live" for r in acc.src if r in w.serial and r.src]
+  if not live: return update
+  a = w.names[acc]
+  return f"np.where({' & '.join(live)}, {update}, {_np_dtype(acc.dtype)}.type({acc.arg[0]!r}) if {a} is None else {a})"
 
 
 def _block_index(w: _Writer) -> str:
@@ -108,6 +122,8 @@ def _block_index(w: _Writer) -> str:
 
 
 def _load(w: _Writer, u: UOp, v: str) -> str | None:
+  if u.src[0].op is Ops.DEFINE_ACC and len(u.src) > 1 and u.src[0].src[0] in w.serial:
+    return f"np.float32(-np.inf) if {w.names[u.src[0]]} is None else {w.names[u.src[0]]}"  # RUNNING_MAX, one iteration at a time
   if u.src[0].op is Ops.DEFINE_ACC and len(u.src) > 1:
     # RUNNING_MAX inside the max's loop: the max of x over the iterations before each one (-inf at the first)
     loop = u.src[0].src[0]
@@ -186,18 +202,23 @@ def _async_copy(w: _Writer, u: UOp, v: str) -> str | None:
 
 def _fragment(w: _Writer, u: UOp, v: str) -> str | None:
   role, kind, ld, k_rows = u.arg
+  if role == "pack": return f"[{', '.join(w.names[s] for s in u.src)}]  # an A fragment from registers: mma_packed reads it"
   return f"({w.names[u.src[0]]}, {_block_index(w)}, {w.names[u.src[1]]}, {ld}, {k_rows}, {kind!r})  # tile {role}: the MMA reads it"
 
 
 def _mma(w: _Writer, u: UOp, v: str) -> str | None:
   thread = next(s for s in w.axis if s.op is Ops.SPECIAL and s.arg[0] == "thread")
-  return f"mma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 32, {u.arg[1]})"
+  if u.src[0].arg[0] == "pack":  # A from the lanes' registers (the flash plan's P), maybe after an MMA it adds to
+    before = w.names[u.src[2]] if len(u.src) > 2 else "None"
+    return f"mma_packed({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]}, {w.axis[thread]}, {u.arg[1]}, {u.arg[0]!r}, {before})"
+  before = f", {w.names[u.src[2]]}" if len(u.src) > 2 else ""  # a chain: added to the MMA before it
+  return f"mma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 32, {u.arg[1]}{before})"
 
 
 def _wgmma(w: _Writer, u: UOp, v: str) -> str | None:
   thread = next(s for s in w.axis if s.op is Ops.SPECIAL and s.arg[0] == "thread")
   before = w.names[u.src[2]] if len(u.src) > 2 else "None"
-  return f"wgmma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 128, {before})"
+  return f"wgmma({w.names[u.src[0]]}, {w.names[u.src[1]]}, {w.names[thread]} % 128, {before}, {u.arg[2]})"
 
 
 # op -> fn(writer, instruction, its value's name) -> numpy expression for the value, or None when it wrote its own lines
@@ -232,6 +253,9 @@ def render_python(name: str, program: list[UOp]) -> str:
     start = len(w.lines)
     if u.op is Ops.RANGE and u in w.serial:
       w.lines += [f"  for {v}_i in range({u.arg[1]}):", f"    {v} = {_np_dtype(u.dtype)}.type({v}_i)"]
+      # a trip count given as a value (u.src[0]: the flash plan's key tiles up to a causal diagonal) may differ between
+      # blocks: all run every iteration, and the accumulators of those past their count keep their values (`_live`)
+      if u.src: w.lines.append(f"    {v}_live = {v} < {w.names[u.src[0]]}")
       code: str | None = None
     elif u.op is Ops.ENDRANGE and u.src[0] in w.serial:
       w.depth -= 1

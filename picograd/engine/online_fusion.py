@@ -16,6 +16,7 @@ kernels are tiny and launch-bound either way: NOTES.md, online softmax).
 from __future__ import annotations
 from typing import Callable
 from picograd.helpers import ONLINE_SOFTMAX_MIN
+from picograd.dtype import DType, dtypes
 from picograd.ir.ops import UOp, Ops, ALU, MOVEMENT, toposort
 
 _THROUGH = ALU | MOVEMENT | {Ops.DETACH}
@@ -43,14 +44,16 @@ def _is_zero(u: UOp) -> bool:
   return u.op is Ops.CONST and u.arg == 0
 
 
-def _exp_factor_reads(value: UOp, target: UOp) -> bool:
+def _exp_factor_reads(value: UOp, target: UOp, casts: bool = False) -> bool:
   """Is `value` (through views) a product with a factor exp2(...) whose argument reads `target`? The lowered sum then has
-  the factor codegen/online.py looks for (a CAST between, as a 16-bit weight, is not looked through there either)."""
+  the factor codegen/online.py looks for (a CAST between, as a 16-bit weight, is not looked through there either; with
+  `casts`, float casts are: the CUDA flash plan rounds the running weights to 16 bits itself, codegen/cuda/flash.py)."""
   stack = [value]
   while stack:
     n = stack.pop()
     while n.op in (Ops.EXPAND, Ops.RESHAPE, Ops.PERMUTE, Ops.DETACH): n = n.src[0]
     if n.op is Ops.MUL and n.dtype.is_float: stack.extend(n.src)
+    elif casts and n.op is Ops.CAST and n.dtype.is_float and n.src[0].dtype.is_float: stack.append(n.src[0])
     elif n.op is Ops.WHERE and n.dtype.is_float and _is_zero(n.src[2]): stack.append(n.src[1])  # where(keep, a, 0): dropout
     elif n.op is Ops.EXP2 and target in _body(n.src[0])[1]: return True
   return False
@@ -107,13 +110,13 @@ def _single_axis(r: UOp) -> int | None:
   return r.arg[1][0] if len(r.arg[1]) == 1 else None
 
 
-def _group_of(r: UOp) -> tuple[list[UOp], set[UOp]] | None:
+def _group_of(r: UOp, casts: bool = False) -> tuple[list[UOp], set[UOp]] | None:
   """(reductions fused into `r`'s kernel, every node of that kernel's fused region) when `r` is a sum of
   exp(x - max x) * f over one axis, else None."""
   if r.arg[0] is not Ops.ADD or not r.dtype.is_float or (axis := _single_axis(r)) is None: return None
   _, level1 = _body(r)
   for m in level1:
-    if m.arg[0] is not Ops.MAX or (m_axis := _single_axis(m)) is None or not _exp_factor_reads(r.src[0], m): continue
+    if m.arg[0] is not Ops.MAX or (m_axis := _single_axis(m)) is None or not _exp_factor_reads(r.src[0], m, casts): continue
     # a flag (NOTES.md, online softmax): below ONLINE_SOFTMAX_MIN score elements the stored scores are kept
     if m.src[0].tshape[m_axis] != r.src[0].tshape[axis] or m.src[0].size < ONLINE_SOFTMAX_MIN: continue
     _, scores = _body(m)  # the reductions the max reads (q . k): they run inside the pass over j, once per j
@@ -124,7 +127,7 @@ def _group_of(r: UOp) -> tuple[list[UOp], set[UOp]] | None:
     for s in level1:  # other sums of exp(x - m) over the same axis (softmax's denominator)
       if s is m or s in group: continue
       _, s_reads = _body(s)
-      if s.arg[0] is Ops.ADD and m in s_reads and _exp_factor_reads(s.src[0], m) and set(s_reads) <= set(group): group.append(s)
+      if s.arg[0] is Ops.ADD and m in s_reads and _exp_factor_reads(s.src[0], m, casts) and set(s_reads) <= set(group): group.append(s)
     if not _broadcast_along(r, axis, m, set(group)): continue
     region, _ = _body(r, set(group))
     return group, set(region)
@@ -140,12 +143,49 @@ def _computed_from(r: UOp, region: set[UOp], group: list[UOp]) -> set[UOp]:
   return out - {r}
 
 
-def online_groups(roots: list[UOp], nodes: list[UOp], consumers: dict[UOp, set[UOp]], ok: Callable[[UOp], bool]) -> set[UOp]:
-  """The nodes to keep inside the kernels of online sums (see the module docstring); `ok(node)`: may its device fuse so."""
+def _half_product(r: UOp) -> DType | None:
+  """The 16-bit type of `r`'s summed product when `r` sums a float32 cast of a 16-bit product (autocast's matmuls), else None."""
+  v = r.src[0]
+  if v.op is not Ops.CAST or v.dtype != dtypes.float32 or v.src[0].op is not Ops.MUL or v.src[0].dtype not in (dtypes.float16, dtypes.bfloat16):
+    return None
+  return v.src[0].dtype
+
+
+def _masked(value: UOp) -> bool:
+  """Does a factor of the product `value` (through views and float casts) select by a mask (where(keep, a, 0): dropout)?"""
+  stack = [value]
+  while stack:
+    n = stack.pop()
+    while n.op in (Ops.EXPAND, Ops.RESHAPE, Ops.PERMUTE, Ops.DETACH) or (n.op is Ops.CAST and n.dtype.is_float and n.src[0].dtype.is_float):
+      n = n.src[0]
+    if n.op is Ops.MUL and n.dtype.is_float: stack.extend(n.src)
+    elif n.op is Ops.WHERE and n.dtype.is_float and _is_zero(n.src[2]): return True
+  return False
+
+
+def tensor_core_form(r: UOp, m: UOp) -> bool:
+  """Whether the online sum `r` with max `m` has the form codegen/cuda/flash.py maps onto tensor cores: one score product
+  q . k and the weighted sum, both 16-bit products accumulated in float32 of the same type (autocast's attention), head
+  sizes (the score's k, the sum's columns) multiples of 16 up to 128, the softmax in float32 (autocast's; a 16-bit one is
+  left as it is) and no mask on the weights (dropout)."""
+  _, scores = _body(m)
+  if m.dtype != dtypes.float32 or len(scores) != 1 or (dt := _half_product(scores[0])) is None: return False
+  if _half_product(r) != dt or _masked(r.src[0]): return False
+  k = scores[0].src[0].tshape[scores[0].arg[1][0]]
+  cols = r.tshape[-2] if len(r.tshape) >= 2 else 0
+  return all(n % 16 == 0 and 16 <= n <= 128 for n in (k, cols))
+
+
+def online_groups(roots: list[UOp], nodes: list[UOp], consumers: dict[UOp, set[UOp]], ok: Callable[[UOp], bool],
+                  tensor_cores: Callable[[UOp], bool] = lambda n: False) -> set[UOp]:
+  """The nodes to keep inside the kernels of online sums (see the module docstring); `ok(node)`: may its device fuse so;
+  `tensor_cores(node)`: does its device fuse only the sums of `tensor_core_form` (CUDA: the flash plan takes those)."""
   keep: set[UOp] = set()
   root_set = set(roots)
   for r in nodes:
-    if r.op is not Ops.REDUCE or r in keep or not ok(r) or (found := _group_of(r)) is None: continue
+    if r.op is not Ops.REDUCE or r in keep or not ok(r): continue
+    tc = tensor_cores(r)
+    if (found := _group_of(r, casts=tc)) is None or (tc and not tensor_core_form(r, found[0][0])): continue
     group, region = found
     inner = _computed_from(r, region, group)
     # each of them is read only inside the region: nothing else (a gradient, another output) needs it stored

@@ -109,10 +109,11 @@ class ScheduledKernel:
   """What `picograd.schedule` returns: one step of a realize, with its kernel and text forms."""
   kernel: CompiledKernel | None  # None for a device copy or a collective
   buffers: list[Buffer]
-  ast: UOp | None = None  # the fused kernel graph (SINK(STORE(PARAM 0, value))), None for a copy
+  ast: UOp | None = None  # the fused kernel graph (SINK(STORE(PARAM 0, value), ...)), None for a copy
   nodes: tuple[UOp, ...] = ()  # the graph nodes fused into it
   collective: tuple | None = None  # (kind, reduce op, devices, root): buffers are the outputs, one per device, then the inputs
   frees: tuple[Buffer, ...] = ()  # the schedule's intermediates this step reads last: their memory goes back after it
+  outputs: int = 1  # a kernel's first `outputs` buffers are the ones it writes (engine/outputs.py merges kernels)
 
   @property
   def provenance(self) -> tuple[str, ...]:
@@ -175,30 +176,50 @@ def plan(tensors: Sequence[Handle]) -> Plan:
   for i, buf in enumerate(temps):
     if not any(buf is o for o in outputs): frees.setdefault(last[i], []).append(buf)
   steps = [ScheduledKernel(next(compiled) if k.ast is not None else None, [resolve(b) for b in k.bindings], k.ast, k.nodes, k.collective,
-                           tuple(frees.get(i, ()))) for i, k in enumerate(template.kernels)]
+                           tuple(frees.get(i, ())), k.outputs) for i, k in enumerate(template.kernels)]
   if observe.schedule_listeners: observe.scheduled(steps, hit)
   return Plan(steps, ready, pending, outputs, [n is not r for n, r in zip(normalized, roots)], hit)
 
 
-# per checked kernel (name, device): its error word, zero between runs
-_error_words: dict[tuple[str, str], Buffer] = {}
+# Error words, zero between runs: on a device that addresses into a block (`memory_view`) one int64 table of
+# ERROR_TABLE_WORDS words holds a slot per checked kernel, so reading them all is one copy (a CUDA makemore step read seven
+# words of its index-checking kernels as seven synchronous copies, ~100 us); elsewhere each kernel has a word of its own.
+ERROR_TABLE_WORDS = 512
+_error_slots: dict[tuple[str, str], tuple[Buffer, int, Any]] = {}  # (name, device) -> (table, index in it, the kernel's handle)
+_error_tables: dict[str, tuple[Buffer, int]] = {}  # device -> (the table being filled, its first free index)
 _EXCEPTIONS: dict[str, type[Exception]] = {"RuntimeError": RuntimeError, "IndexError": IndexError, "ValueError": ValueError}
 
 
-def _error_word(k: CompiledKernel) -> Buffer:
-  if (word := _error_words.get((k.name, k.device))) is None:
-    word = _error_words[(k.name, k.device)] = Buffer(k.device, 1, dtypes.int64).copyin(np.zeros(1, np.int64))
-  return word
+def _error_slot(k: CompiledKernel) -> tuple[Buffer, int, Any]:
+  if (slot := _error_slots.get((k.name, k.device))) is None:
+    view = get_device(k.device).extra.get("memory_view")
+    if view is None:
+      word = Buffer(k.device, 1, dtypes.int64).copyin(np.zeros(1, np.int64))
+      slot = (word, 0, word.handle)
+    else:
+      table, used = _error_tables.get(k.device, (None, ERROR_TABLE_WORDS))
+      if table is None or used == ERROR_TABLE_WORDS:
+        table, used = Buffer(k.device, ERROR_TABLE_WORDS, dtypes.int64).copyin(np.zeros(ERROR_TABLE_WORDS, np.int64)), 0
+      _error_tables[k.device] = (table, used + 1)
+      slot = (table, used, view(table.handle, used * 8))
+    _error_slots[(k.name, k.device)] = slot
+  return slot
+
+
+def error_handle(k: CompiledKernel) -> Any:
+  """The handle a launch of checked kernel `k` passes as its error word (its last argument)."""
+  return _error_slot(k)[2]
 
 
 def _failed_checks(kernels: list[CompiledKernel]) -> list[tuple[CompiledKernel, int]]:
-  """Read and clear the error words of `kernels`: the kernels whose checks failed, with their bits."""
-  failed: list[tuple[CompiledKernel, int]] = []
-  for k in kernels:
-    word = _error_words[(k.name, k.device)]
-    if bits := int(word.numpy()[0]):
-      word.copyin(np.zeros(1, np.int64))
-      failed.append((k, bits))
+  """Read and clear the error words of `kernels` (one copy per table): the kernels whose checks failed, with their bits."""
+  slots = [_error_slot(k) for k in kernels]
+  words = {id(table): table.numpy() for table, _, _ in slots}
+  failed = [(k, int(words[id(table)][i])) for k, (table, i, _) in zip(kernels, slots) if words[id(table)][i]]
+  cleared: dict[int, Buffer] = {}
+  for table, i, _ in slots:
+    if words[id(table)][i]: words[id(table)][i], cleared[id(table)] = 0, table
+  for table in cleared.values(): table.copyin(words[id(table)])  # the words read as they were, these zero again
   return failed
 
 
@@ -244,7 +265,7 @@ def run_steps(steps: list[ScheduledKernel]) -> None:
 
 def launch_handles(k: CompiledKernel, buffers: list[Buffer]) -> list[Any]:
   """The arguments of a launch of `k` on `buffers`: their device handles, and the kernel's error word if it has checks."""
-  return [b.handle for b in buffers] + ([_error_word(k).handle] if k.checks else [])
+  return [b.handle for b in buffers] + ([error_handle(k)] if k.checks else [])
 
 
 def _collective_group(steps: list[ScheduledKernel], i: int) -> list[ScheduledKernel]:

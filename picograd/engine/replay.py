@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 from picograd.dtype import dtypes
 from picograd.runtime.device import Buffer, get_device
-from picograd.engine.realize import ScheduledKernel, defer_checks, _error_word, _failed_checks, _raise_first, stats
+from picograd.engine.realize import ScheduledKernel, defer_checks, error_handle, _failed_checks, _raise_first, stats
 
 ALIGN = 64  # bytes: each intermediate in the memory plan starts on a cache line (and any vector width the kernels use)
 
@@ -79,7 +79,7 @@ class Replay:
       for s in group:
         k = s.kernel
         assert k is not None
-        args = [handles[b] if b in handles else b.handle for b in s.buffers] + ([_error_word(k).handle] if k.checks else [])
+        args = [handles[b] if b in handles else b.handle for b in s.buffers] + ([error_handle(k)] if k.checks else [])
         launches.append((k.program, args, bool(k.checks), k.dims))
       ll = get_device(group[0].kernel.device).extra["launch_list"](launches)  # type: ignore[union-attr]
       self.lists.append(ll)

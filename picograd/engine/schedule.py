@@ -7,7 +7,8 @@ EXPAND) or used by several nodes is realized first so it is not recomputed per e
 it is a row reduction broadcast back over its own trailing axes (softmax, layernorm), which the
 kernel computes once per row; transcendental work broadcast into a reduction is stored once;
 CONTIGUOUS, COPY, ASSIGN, COLLECTIVE and the requested outputs are boundaries; the outputs of one
-collective (one per device) are written by one step.
+collective (one per device) are written by one step. Elementwise kernels of one loop shape that share
+what they read (or are small) are then merged into one kernel storing several outputs (engine/outputs.py).
 
 Scheduling works on a *normalized* graph in which every input buffer is replaced by a numbered
 slot. The result, a `ScheduleTemplate`, depends only on graph structure, so it is cached: step
@@ -20,6 +21,7 @@ from picograd.dtype import DType, dtypes
 from picograd.helpers import EMULATE, NOOPT, RECOMPUTE_MIN, RECOMPUTE_MASKED_MIN, prod
 from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many, rebuild_hooks
 from picograd.engine.online_fusion import online_groups
+from picograd.engine.outputs import Candidate, mergeable, output_groups
 from picograd.engine.reassociate import reassociate
 from picograd.engine.recompute import recomputed
 
@@ -36,6 +38,9 @@ PRODUCT_CAST_DEVICES = {"CUDA"}
 # (and the PYTHON device while it emulates them, EMULATE=CUDA) only in their flat plan (NOOPT=1): the others deal a max's
 # loop out to threads
 ONLINE_DEVICES = {"CPU", "PYTHON"}
+# devices that run in one pass only the sums of `online_fusion.tensor_core_form` (autocast's attention: 16-bit products),
+# which the CUDA flash plan maps (codegen/cuda/flash.py); other sums keep their stored scores there
+TENSOR_CORE_ONLINE_DEVICES = {"CUDA"}
 # devices whose threads split only a kernel's output loop: a reduction to one value of at least SPLIT_REDUCE_MIN elements
 # is split in two kernels there (`_split_reductions`), so both cores read the input (the CUDA codegen splits it by itself)
 SPLIT_REDUCE_DEVICES = {"CPU"}
@@ -62,8 +67,13 @@ def _reassociates(node_device: dict[UOp, str]) -> Callable[[UOp], bool]:
 
 
 def _fuses_online(kind: str) -> bool:
-  if kind == "CUDA" or EMULATE == "CUDA": return bool(NOOPT)
+  if kind == "CUDA" or EMULATE == "CUDA": return "CUDA" in TENSOR_CORE_ONLINE_DEVICES or bool(NOOPT)
   return kind in ONLINE_DEVICES
+
+
+def _online_tensor_cores(kind: str) -> bool:
+  """Whether the device fuses only the online sums the CUDA flash plan maps (NOOPT=1's flat plan runs any)."""
+  return (kind == "CUDA" or EMULATE == "CUDA") and not NOOPT
 
 
 @dataclass(frozen=True)
@@ -82,16 +92,18 @@ class TempBuffer:
 
 @dataclass(frozen=True)
 class KernelSpec:
-  """One step: a kernel (`ast` = SINK(STORE(PARAM 0, value))) or a device copy (`ast` is None), and its buffers.
+  """One step: a kernel (`ast` = SINK(STORE(PARAM 0, value), ...), one STORE per output) or a device copy (`ast` is None),
+  and its buffers.
 
   A collective (`collective` = its arg without the index) writes its first n bindings (one per device) and reads the rest."""
   ast: UOp | None
   device: str
-  bindings: tuple[Binding, ...]  # bindings[0] is written, the rest are read
+  bindings: tuple[Binding, ...]  # bindings[:outputs] are written (a kernel's PARAM 0..outputs-1), the rest are read
   # the fused nodes that compute (not the inputs): their source lines are the kernel's provenance (ir/provenance.py). The
   # lines are read when asked for, as a later graph with this structure adds its own lines to these same (hash-consed) nodes
   nodes: tuple[UOp, ...] = ()
   collective: tuple | None = None
+  outputs: int = 1
 
 
 @dataclass(frozen=True)
@@ -320,7 +332,7 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) 
   """The nodes that get their own buffer (`BOUNDARY_RULES`). `kind(node)`: the kind of device that computes it."""
   f = _Fusion({r for r in roots if not is_contiguous_view(r)}, _consumers(nodes), kind)
   # a sum rescaled by a running max (online softmax, engine/online_fusion.py) keeps its scores, max and denominator
-  online = online_groups(roots, nodes, f.consumers, lambda n: _fuses_online(kind(n)))
+  online = online_groups(roots, nodes, f.consumers, lambda n: _fuses_online(kind(n)), lambda n: _online_tensor_cores(kind(n)))
   # so do the scores that each reduction reading them recomputes (engine/recompute.py)
   online |= recomputed(roots, nodes, f.consumers, lambda n: _recomputes(kind(n)))
   for rules in BOUNDARY_RULES:
@@ -334,13 +346,20 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) 
     if n.op is Ops.CAST and n in f.realize and n.src[0] in f.realize and n.src[0] not in roots_set and f.consumers[n.src[0]] == {n} \
        and n.src[0].op in ALU | {Ops.REDUCE}:
       f.realize.discard(n.src[0])
+  # and a stored reduction read only through one cast to 16 bits (autocast's products: float32 sums read as bf16) stores the
+  # cast: half the bytes out and in, the same values read
+  def stored(r: UOp) -> UOp:
+    if r.op is not Ops.REDUCE or r in roots_set or f.kind(r) not in PRODUCT_CAST_DEVICES or len(f.consumers[r]) != 1: return r
+    c = next(iter(f.consumers[r]))
+    return c if c.op is Ops.CAST and c.dtype in NARROW_FLOATS and c not in online else r
+  f.realize = {stored(n) for n in f.realize}
   # a reduction that would be fused into several kernels would run once per kernel: give it its own
   while True:
     owners: dict[UOp, int] = {}
     for b in f.realize:
       for r in set(_reduces_below_sources(b, f.realize)): owners[r] = owners.get(r, 0) + 1
-    shared = {r for r, count in owners.items() if count > 1 and r not in online}
-    if not shared: return f.realize
+    shared = {stored(r) for r, count in owners.items() if count > 1 and r not in online}
+    if not shared - f.realize: return f.realize
     f.realize |= shared
 
 
@@ -424,15 +443,14 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   where: dict[UOp, Binding] = {}  # boundary node -> buffer that holds it
   kernels: list[KernelSpec] = []
   reads: list[set[UOp]] = []      # per kernel: the boundary nodes and input BUFFER slots it reads
-  computed: list[UOp] = []        # per kernel: the node it computes (a collective: its first output seen)
+  computed: list[tuple[UOp, ...]] = []  # per kernel: the nodes it computes (a collective: its first output seen)
   leader: dict[UOp, UOp] = {}     # each output of a collective -> the node standing for its step
   for n in nodes:
     if n not in boundaries or n in where: continue
+    computed.append((n,))
     if n.op is Ops.COLLECTIVE:
       _collective_step(n, node_device, temps, where, kernels, reads, leader)
-      computed.append(n)
       continue
-    computed.append(n)
     if n.op is Ops.ASSIGN:
       target = strip_reshapes(n.src[0])
       out = Binding("input", slot[1]) if (slot := slot_of(target)) else where[target]
@@ -445,9 +463,16 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
       kernels.append(KernelSpec(None, node_device[n], (out, _binding_of(src, where))))
       reads.append({leader.get(src, src)})
       continue
-    ast, inputs, leaves, fused = _kernel_ast(n, boundaries, where)
+    ast, inputs, leaves, fused = _kernel_ast((n,), boundaries, where)
     kernels.append(KernelSpec(ast, node_device[n], (out, *inputs), fused))
     reads.append({leader.get(x, x) for x in leaves})
+  # a kernel that reads a buffer's old value and also (through other kernels) a value computed after the ASSIGN that
+  # overwrites it cannot run before the ASSIGN: its reads of the old value go through a copy made before it
+  stale: list[tuple[int, UOp]] = []
+  deps = _dependences(computed, reads, stale)
+  if (stale_nodes := _stale_reads(kernels, stale)) and (copied := _rebuild_keeping_targets(roots, stale_nodes)) != roots:
+    return create_template(copied, devices)
+  kernels, computed, reads = _merge_outputs(kernels, computed, reads, deps, boundaries, where)
   outputs: list[Binding] = []
   copies: list[KernelSpec] = []
   for r in roots:
@@ -483,55 +508,135 @@ def _binding_of(u: UOp, where: dict[UOp, Binding]) -> Binding:
   return where[base]
 
 
-def _kernel_ast(root: UOp, boundaries: set[UOp], where: dict[UOp, Binding]) -> tuple[UOp, list[Binding], set[UOp], tuple[UOp, ...]]:
-  """The fused graph computing `root`, with every input (buffer or realized node) replaced by a PARAM; those inputs; the fused nodes."""
-  value = root.src[1] if root.op is Ops.ASSIGN else root.src[0] if root.op in (Ops.CONTIGUOUS, Ops.AFTER) else root
+def _stored_value(root: UOp) -> UOp:
+  """What the kernel computing boundary `root` stores: an assignment's value, a CONTIGUOUS's or AFTER's source, or `root`."""
+  return root.src[1] if root.op is Ops.ASSIGN else root.src[0] if root.op in (Ops.CONTIGUOUS, Ops.AFTER) else root
+
+
+def _kernel_ast(roots: tuple[UOp, ...], boundaries: set[UOp], where: dict[UOp, Binding]) -> tuple[UOp, list[Binding], set[UOp], tuple[UOp, ...]]:
+  """The fused graph computing `roots` (one kernel's outputs, PARAM 0..n-1, in the order of `roots`, each one's sources
+  before it), with every input (buffer or realized node) replaced by a PARAM; those inputs; the nodes it reads; the fused
+  nodes. An output that another reads is computed once: the reader uses its value, not its buffer (engine/outputs.py
+  merges only outputs read elementwise at their own position)."""
+  group = set(roots)
   params: dict[Binding, UOp] = {}
   inputs: list[Binding] = []
-  mapping: dict[UOp, UOp] = {}
+  mapping: dict[UOp, UOp] = {}  # inputs -> PARAMs, and the outputs stored by an ASSIGN or CONTIGUOUS -> their values
+  leaves: set[UOp] = set()
 
   def param(b: Binding, dtype: DType, size: int) -> UOp:
     if b not in params:
       inputs.append(b)
-      params[b] = UOp(Ops.PARAM, dtype, (), (len(inputs), size))
+      params[b] = UOp(Ops.PARAM, dtype, (), (len(roots) + len(inputs) - 1, size))
     return params[b]
 
-  stop = lambda n: n is not root and (n in boundaries or n.op in (Ops.BUFFER, Ops.AFTER))
-  # AFTER(x, dep) reads x (a boundary or an input); dep only orders this kernel after the one computing it. It becomes a
-  # PARAM before anything else is rewritten: stripped first, a recomputation would merge with the forward it repeats
-  ordered: set[UOp] = set(root.src) if root.op is Ops.AFTER else set()
-  order = toposort([value], stop=stop)
-  for n in order:
-    if not stop(n): continue
-    if n.op is Ops.BUFFER:
-      mapping[n] = param(Binding("input", n.arg[1]), n.dtype, n.size)
-    elif n.op is Ops.AFTER:
-      x = n.src[0]
-      ordered.update(n.src)
-      mapping[n] = param(_binding_of(x, where), x.dtype, (x if x in where else strip_reshapes(x)).size).reshape(n.tshape)
-    else:
-      mapping[n] = param(where[n], n.dtype, n.size).reshape(n.tshape)
-  value = substitute(value, mapping)
+  # an output's ASSIGN or CONTIGUOUS node is its value to the outputs after it; other outputs are plain nodes of the graph
+  inlined = lambda n: n in group and n.op in (Ops.ASSIGN, Ops.CONTIGUOUS)
+  stop = lambda n: inlined(n) or n not in group and (n in boundaries or n.op in (Ops.BUFFER, Ops.AFTER))
+  ordered: set[UOp] = set()
+  fused: list[UOp] = []
+  values: list[UOp] = []
+  for root in roots:
+    # AFTER(x, dep) reads x (a boundary or an input); dep only orders this kernel after the one computing it. It becomes a
+    # PARAM before anything else is rewritten: stripped first, a recomputation would merge with the forward it repeats
+    if root.op is Ops.AFTER: ordered.update(root.src)
+    order = toposort([_stored_value(root)], stop=stop)
+    for n in order:
+      if not stop(n) or n in mapping: continue
+      assert not inlined(n), "an output read by an earlier output of its kernel"
+      leaves.add(n)
+      if n.op is Ops.BUFFER:
+        mapping[n] = param(Binding("input", n.arg[1]), n.dtype, n.size)
+      elif n.op is Ops.AFTER:
+        x = n.src[0]
+        ordered.update(n.src)
+        mapping[n] = param(_binding_of(x, where), x.dtype, (x if x in where else strip_reshapes(x)).size).reshape(n.tshape)
+      else:
+        mapping[n] = param(where[n], n.dtype, n.size).reshape(n.tshape)
+    value = substitute(_stored_value(root), mapping)
+    if inlined(root): mapping[root] = value
+    values.append(value)
+    fused += [root, *(n for n in order if not stop(n) and n not in group)]
   # DETACH only matters to gradients
-  detached = {n: n.src[0] for n in toposort([value]) if n.op is Ops.DETACH}
+  detached = {n: n.src[0] for n in toposort(values) if n.op is Ops.DETACH}
   while detached:
-    value = substitute(value, detached)
-    detached = {n: n.src[0] for n in toposort([value]) if n.op is Ops.DETACH}
-  out = UOp(Ops.PARAM, root.dtype, (), (0, root.size))
-  ast = UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (out, value)),))
-  return ast, inputs, set(mapping) | ordered, (root, *(n for n in order if not stop(n)))
+    values = [substitute(v, detached) for v in values]
+    detached = {n: n.src[0] for n in toposort(values) if n.op is Ops.DETACH}
+  stores = tuple(UOp(Ops.STORE, dtypes.void, (UOp(Ops.PARAM, r.dtype, (), (i, r.size)), v)) for i, (r, v) in enumerate(zip(roots, values)))
+  return UOp(Ops.SINK, dtypes.void, stores), inputs, leaves | ordered, tuple(dict.fromkeys(fused))
 
 
-def _order(computed: list[UOp], reads: list[set[UOp]]) -> list[int]:
+def _merge_outputs(kernels: list[KernelSpec], computed: list[tuple[UOp, ...]], reads: list[set[UOp]], deps: list[set[int]],
+                   boundaries: set[UOp], where: dict[UOp, Binding]) -> tuple[list[KernelSpec], list[tuple[UOp, ...]], list[set[UOp]]]:
+  """The kernels with the groups `engine/outputs.py:output_groups` picks (elementwise kernels of one loop shape) merged into
+  one kernel each, which stores all of their outputs. `deps`: `_dependences` of the kernels."""
+  candidates = {i: Candidate(computed[i][0], (k.device, computed[i][0].tshape), k.nodes, frozenset(reads[i]), k.bindings[0])
+                for i, k in enumerate(kernels) if mergeable(k.ast, k.device, computed[i][0], k.nodes, reads[i])}
+  groups = output_groups(candidates, deps)
+  if all(len(g) == 1 for g in groups): return kernels, computed, reads
+  out_kernels, out_computed, out_reads = [], [], []
+  merged = {i: g for g in groups for i in g}
+  for i, k in enumerate(kernels):
+    if i not in merged or len(merged[i]) == 1:
+      out_kernels.append(k); out_computed.append(computed[i]); out_reads.append(reads[i])
+      continue
+    if i != merged[i][0]: continue  # the group's kernel stands where its first member stood
+    roots = tuple(computed[j][0] for j in merged[i])
+    ast, inputs, _, fused = _kernel_ast(roots, boundaries, where)
+    out_kernels.append(KernelSpec(ast, k.device, (*(kernels[j].bindings[0] for j in merged[i]), *inputs), fused, outputs=len(roots)))
+    out_computed.append(roots)
+    out_reads.append(set().union(*(reads[j] for j in merged[i])) - set(roots))
+  return out_kernels, out_computed, out_reads
+
+
+def _dependences(computed: list[tuple[UOp, ...]], reads: list[set[UOp]], stale: list[tuple[int, UOp]] | None = None) -> list[set[int]]:
+  """Per kernel, the kernels it must run after: those whose results it reads, an earlier ASSIGN to the buffer it assigns,
+  and each kernel that reads a buffer's old value before an ASSIGN (of this kernel) overwrites it. A reader of the old
+  value that must also run after the ASSIGN is added to `stale` as (kernel, buffer) instead (create_template gives it a
+  copy of the old value)."""
+  index = {n: i for i, ns in enumerate(computed) for n in ns}
+  deps: list[set[int]] = [{index[x] for x in r if x in index} - {i} for i, r in enumerate(reads)]
+  assigns = [(i, n, strip_reshapes(n.src[0])) for i, ns in enumerate(computed) for n in ns if n.op is Ops.ASSIGN]
+  # a second assignment to a buffer in one schedule writes after the first (its target is the first ASSIGN)
+  for i, _, target in assigns:
+    if target in index and index[target] != i: deps[i].add(index[target])
+  for i, _, target in assigns:
+    for j, r in enumerate(reads):
+      if j == i or target not in r: continue
+      if not _depends_on(j, i, deps): deps[i].add(j)
+      elif stale is not None: stale.append((j, target))
+  return deps
+
+
+def _stale_reads(kernels: list[KernelSpec], stale: list[tuple[int, UOp]]) -> dict[UOp, UOp]:
+  """For each kernel that must read a buffer's old value after the ASSIGN that overwrites it (`stale`, from `_dependences`):
+  its nodes that read the buffer, each -> the same node reading CONTIGUOUS(buffer) instead, a copy taken before the ASSIGN."""
+  out: dict[UOp, UOp] = {}
+  for j, target in stale:
+    copy = UOp(Ops.CONTIGUOUS, target.dtype, (target,))
+    for n in kernels[j].nodes:
+      if target in n.src and n.op is not Ops.ASSIGN: out[n] = UOp(n.op, n.dtype, tuple(copy if s is target else s for s in n.src), n.arg)
+  return out
+
+
+def _rebuild_keeping_targets(roots: list[UOp], mapping: dict[UOp, UOp]) -> list[UOp]:
+  """`roots` with the nodes of `mapping` replaced, except in the target of an ASSIGN (the buffer it writes stays itself)."""
+  done: dict[UOp, UOp] = {}
+  for node in toposort(roots):
+    if node in mapping: done[node] = UOp(mapping[node].op, node.dtype, tuple(done.get(s, s) for s in mapping[node].src), node.arg)
+    elif node.op is Ops.ASSIGN:
+      target = node.src[0] if is_contiguous_view(node.src[0]) else done[node.src[0]]  # (an earlier ASSIGN is rebuilt)
+      done[node] = UOp(node.op, node.dtype, (target, *(done[s] for s in node.src[1:])), node.arg)
+    else: done[node] = UOp(node.op, node.dtype, tuple(done[s] for s in node.src), node.arg) if any(done[s] is not s for s in node.src) else node
+    if done[node] is not node:
+      for hook in rebuild_hooks: hook(node, done[node])
+  return [done[r] for r in roots]
+
+
+def _order(computed: list[tuple[UOp, ...]], reads: list[set[UOp]]) -> list[int]:
   """Kernel order: after the kernels whose results they read, and a kernel that reads a buffer's old value
   before the ASSIGN that overwrites it."""
-  index = {n: i for i, n in enumerate(computed)}
-  deps: list[set[int]] = [{index[x] for x in r if x in index} for r in reads]
-  for i, n in enumerate(computed):
-    if n.op is not Ops.ASSIGN: continue
-    target = strip_reshapes(n.src[0])
-    for j, r in enumerate(reads):
-      if j != i and target in r and not _depends_on(j, i, deps): deps[i].add(j)
+  deps = _dependences(computed, reads)
   order: list[int] = []
   done: set[int] = set()
   while len(order) < len(computed):

@@ -61,14 +61,19 @@ class Ops(Enum):
   # part of a warp's operand tile in shared memory (A: 16 rows of m x k16 (k8 for tf32); B: k16 (k8) x 8 columns of n; B2:
   # two such, 16 columns) whose first element is at `base`, rows `ld` apart, k along the rows when k_rows; MMA(a, b,
   # arg=(kind, half)) is this lane's 4 floats of the 16x8 product of the warp's fragments (PTX mma.sync's layout; `half`
-  # picks the 8 columns of a B2), read by GEPs (an ACCUMULATE of them is the MMA's accumulate form).
+  # picks the 8 columns of a B2), read by GEPs (an ACCUMULATE of them is the MMA's accumulate form). The CUDA flash plan
+  # (codegen/cuda/flash.py) adds: FRAGMENT(8 float values, arg=("pack", kind, 0, False)), an A fragment packed from this
+  # lane's registers (an MMA's C layout of two n8 tiles is the A layout of one k16); MMA(a, b, MMA before it), a chain
+  # adding into the same accumulators (a RESCALED ACCUMULATE of it rescales them first); RANGE(bound) whose trip count is
+  # the value `bound` (at most arg[1]).
   # ASYNC_COPY(local, index, param, param index, gate, *after, arg=bytes) copies `bytes` from memory into shared memory
   # without waiting (zeros where gate is false); BARRIER(arg="commit") closes a group of copies and BARRIER(arg=("wait",
   # n)) waits until at most n groups are in flight. sm_90 warpgroups: a FRAGMENT of role "desc" is the descriptor of a
-  # warpgroup's operand tile of 8x8 core matrices at `base` (codegen/cuda/tiling.py:Layout with cores); WGMMA(desc a,
-  # desc b, [WGMMA before it]) is this thread's 64 floats of the 64x128 product of the m64 x k16 and k16 x n128 tiles
-  # (plus the one before it: a chain of them is one k-step), read by GEPs like an MMA; BARRIER(arg="proxy") is a block
-  # barrier after which the tensor cores' reads see every thread's shared-memory writes
+  # warpgroup's 128-byte swizzled operand tile at `base` (codegen/cuda/tiling.py:Layout, swizzled); WGMMA(desc a,
+  # desc b, [WGMMA before it], arg=(kind, chains left in flight, n)) is this thread's n / 2 floats of the 64 x n product
+  # of the m64 x k16 and k16 x n tiles (plus the one before it: a chain of them is one k-step), read by GEPs like an MMA;
+  # BARRIER(arg="proxy") is a block barrier after which the tensor cores' reads see every thread's shared-memory writes,
+  # BARRIER(arg=("wgmma", n)) waits until at most n chains are in flight
   SPECIAL = auto(); GUARD = auto(); DEFINE_LOCAL = auto(); GROUP_REDUCE = auto(); VECTORIZE = auto(); GEP = auto()
   DEFINE_GLOBAL = auto(); BARRIER = auto(); ATOMIC_ADD = auto(); FRAGMENT = auto(); MMA = auto(); ASYNC_COPY = auto()
   WGMMA = auto()

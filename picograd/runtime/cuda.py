@@ -506,7 +506,8 @@ def open_device(name: str) -> Device:
     raise DeviceError(f"{name} requested but {count} device{'' if count == 1 else 's'} visible")
   ctx = CUDAContext(ordinal)
   cc = (ctx.attribute("CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR"), ctx.attribute("CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR"))
-  # with WGMMA=1 compute capability 9.0 compiles for sm_90a: its warpgroup MMAs exist only there (and such code runs on 9.0 only)
+  # compute capability 9.0 compiles for sm_90a (WGMMA=1, the default): its warpgroup MMAs exist only there (and such code
+  # runs on 9.0 only)
   arch = f"sm_{cc[0]}{cc[1]}" + ("a" if cc == (9, 0) and WGMMA else "")
   driver = _cu("cuDriverGetVersion")
   extra = {

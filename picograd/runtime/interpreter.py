@@ -98,7 +98,7 @@ def _round_tf32(x):
   return np.where(np.isfinite(x), ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32), x)
 
 
-def _mma(a: tuple, b: tuple, lane, half: int):
+def _mma(a: tuple, b: tuple, lane, half: int, before: list | None = None):
   """An MMA of two FRAGMENTs, each (shared buffer, block index, base index, row length, k_rows, kind), computed by every
   lane from the tiles themselves: lane l gets rows g, g + 8 and columns 2t, 2t + 1 of the warp's 16x8 product of the
   m16 x k (A) and k x n8 (B: columns 8 * half.. of its fragment) tiles, g = l // 4, t = l % 4 (k = 16, or 8 for TF32,
@@ -112,23 +112,52 @@ def _mma(a: tuple, b: tuple, lane, half: int):
   for q in range(4):
     row, col = g + 8 * (q // 2), 8 * half + 2 * t + q % 2
     terms = [at(sa, base_a, lda, rows_a, k, row) * at(sb, base_b, ldb, rows_b, k, col) for k in range(8 if kind == "tf32" else 16)]
-    out.append(np.sum(np.stack(np.broadcast_arrays(*terms)), axis=0, dtype=np.float32))
+    value = np.sum(np.stack(np.broadcast_arrays(*terms)), axis=0, dtype=np.float32)
+    out.append(value if before is None else before[q] + value)  # a chain: added to the MMA before it
   return out
 
 
-def _wgmma(a: tuple, b: tuple, thread, before: list | None):
-  """A WGMMA of two descriptor FRAGMENTs (shared buffer, block index, base index, ld, k_rows, kind) of tiles of 8x8 core
-  matrices (codegen/cuda/tiling.py:Layout), computed by every thread of the warpgroup from the tiles: thread t's 64 floats
-  are rows v * 16 + g, + 8 and columns 8j + 2c, + 1 of the 64x128 product of the m64 x k16 and k16 x n128 tiles, for
-  j = 0..15 (v = t // 32, g = t % 32 // 4, c = t % 4), added to `before`'s (the chain's link before it)."""
+def _mma_packed(a: list, b: tuple, thread, axis: int, half: int, kind: str, before: list | None):
+  """An MMA whose A fragment is packed from registers (FRAGMENT "pack": lane l's 8 values, rows g, g + 8 and columns
+  2t, 2t + 1, 2t + 8, 2t + 9 of the warp's m16 x k16 tile, g = l // 4, t = l % 4, rounded to `kind`) and whose B is a tile
+  FRAGMENT, computed by every lane: A's element (row, k) is gathered along the thread axis `axis` from the lane holding it;
+  added to `before`'s four floats (the MMA before it in a chain)."""
+  sb, block, base_b, ldb, rows_b, _ = b
+  lane = thread % 32
+  g, t = lane // 4, lane % 4
+  rnd = round_bf16 if kind == "bf16" else (lambda x: np.asarray(x).astype(np.float16).astype(np.float32))
+
+  def a_at(half_row: int, k: int):
+    holder = thread - lane + 4 * g + (k % 8) // 2  # the lane of this warp holding (row g + 8 * half_row, k)
+    v = np.asarray(a[2 * (half_row + 2 * (k // 8)) + k % 2], np.float32)
+    shape = np.broadcast_shapes(v.shape, np.shape(holder))
+    return rnd(np.take_along_axis(np.broadcast_to(v, shape), np.broadcast_to(holder, shape), axis))
+
+  def b_at(k: int, col):
+    return sb[block, base_b + (k * ldb + col if rows_b else col * ldb + k)].astype(np.float32)
+  out = []
+  for q in range(4):
+    col = 8 * half + 2 * t + q % 2
+    terms = [a_at(q // 2, k) * b_at(k, col) for k in range(16)]
+    value = np.sum(np.stack(np.broadcast_arrays(*terms)), axis=0, dtype=np.float32)
+    out.append(value if before is None else before[q] + value)
+  return out
+
+
+def _wgmma(a: tuple, b: tuple, thread, before: list | None, n: int = 128):
+  """A WGMMA of two descriptor FRAGMENTs (shared buffer, block index, base index, ld, k_rows, kind) of tiles in the 128-byte
+  swizzle (codegen/cuda/tiling.py:Layout: rows of 64 elements, chunk c of row r of each group of 8 at chunk c ^ r; MN-major
+  atoms of 64 along s `ld` apart), computed by every thread of the warpgroup from the tiles: thread t's n / 2 floats are
+  rows v * 16 + g, + 8 and columns 8j + 2c, + 1 of the 64 x n product of the m64 x k16 and k16 x n tiles, for j < n / 8
+  (v = t // 32, g = t % 32 // 4, c = t % 4), added to `before`'s (the chain's link before it)."""
   (sa, block, base_a, lda, rows_a, _), (sb, _, base_b, ldb, rows_b, _) = a, b
   warp, g, c = thread // 32, thread % 32 // 4, thread % 4
 
   def at(buf, base, ld, k_rows, s, k):
-    run, other = (s, k) if k_rows else (k, s)
-    return buf[block, base + (other // 8) * ld + (run // 8) * 64 + (other % 8) * 8 + run % 8].astype(np.float32)
+    e = base + ((s // 64) * ld + k * 64 + s % 64 if k_rows else s * 64 + k)
+    return buf[block, e ^ (((e >> 6) & 7) << 3)].astype(np.float32)
   out = []
-  for i in range(64):
+  for i in range(n // 2):
     row, col = warp * 16 + g + 8 * (i % 4 // 2), 8 * (i // 4) + 2 * c + i % 2
     terms = [at(sa, base_a, lda, rows_a, row, k) * at(sb, base_b, ldb, rows_b, col, k) for k in range(16)]
     value = np.sum(np.stack(np.broadcast_arrays(*terms)), axis=0, dtype=np.float32)
@@ -143,7 +172,7 @@ KERNEL_GLOBALS = {
   "full": lambda v, extent: np.broadcast_to(v, np.broadcast_shapes(np.shape(v), extent)),
   "bf16_to_f32": lambda b: (b.astype(np.uint32) << 16).view(np.float32), "round_bf16": round_bf16,
   "f32_to_bf16": lambda x: (round_bf16(x).view(np.uint32) >> 16).astype(np.uint16), "float_to_int": _float_to_int, "load": _load,
-  "check": _check, "group_reduce": _group_reduce, "atomic_add": _atomic_add, "mma": _mma, "wgmma": _wgmma,
+  "check": _check, "group_reduce": _group_reduce, "atomic_add": _atomic_add, "mma": _mma, "wgmma": _wgmma, "mma_packed": _mma_packed,
 }
 
 

@@ -12,6 +12,7 @@ from picograd.codegen.cuda.target import CUDATarget
 
 SPLIT_K_CHUNK = 512            # the least k a split-K block takes: its partial tile costs a store and a load per output
 SPLIT_K_SCRATCH = 64 * 2**20   # bytes of partial tiles one split-K kernel may keep
+BLOCKS_PER_SM = 2              # tiled-product blocks an SM runs at once (256 threads of ~128 registers; ncu on the H200)
 ASYNC_STAGES = 3               # shared-memory buffers per operand of the tensor-core plans (cp.async fetches stages - 1 ahead)
 # k-steps per block from which the tensor-core plans fetch by cp.async (H200, k-steps of 32: three stages made the weight
 # gradients (52 steps) 1.8x and TF32 4096 (128) 1.45x faster than two, but x @ W.T with K = 384 (12 steps) 2.1x slower)
@@ -22,16 +23,19 @@ ASYNC_MIN_STEPS = 32
 # 0.136 with steps of 64 for the GPT's weight gradient; three stages of 64, 110.6 KB of tiles a block, lost: f16 4096 0.68)
 MMA_STEP = 64
 WGMMA_STAGES = 2               # shared-memory buffers per operand of the wgmma plan
+WGMMA_IN_FLIGHT = 0            # wgmma chains left running into the next k-step (each holds a stage: needs stages >= 3)
 
 
 def _split_k(mm: Matmul, target: CUDATarget) -> int:
-  """How many chunks of k the tiles of a matmul are split into: enough blocks for about two per SM when the
-  output alone gives fewer tiles than SMs (a weight gradient, 384x1152 summed over 16384 tokens, has 27)."""
+  """How many chunks of k the tiles of a matmul are split into when the output alone gives fewer tiles than SMs (a
+  weight gradient, 384x1152 summed over 16384 tokens, has 27): as many as fill the GPU's BLOCKS_PER_SM x SMs block slots
+  in one wave, never more. A few blocks past the slots make a second wave that costs as long as the first (the GPT's
+  weight gradients had 270 and 288 blocks for 264 slots)."""
   B, M, N, K = mm.sizes
   tiles = B * ceildiv(M, 128) * ceildiv(N, 128)
   if tiles >= target.sm_count or mm.acc.dtype not in (dtypes.float32, dtypes.float64): return 1
   scratch_cap = SPLIT_K_SCRATCH // (tiles * 128 * 128 * mm.acc.dtype.itemsize)
-  return max(1, min(ceildiv(2 * target.sm_count, tiles), K // SPLIT_K_CHUNK, scratch_cap))
+  return max(1, min(BLOCKS_PER_SM * target.sm_count // tiles, K // SPLIT_K_CHUNK, scratch_cap))
 
 
 def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozenset[UOp]]) -> tuple[str, Any]:
@@ -62,11 +66,13 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
       halfs = mm.x.dtype == mm.y.dtype and mm.x.dtype in (dtypes.float16, dtypes.bfloat16) and mm.acc.dtype == dtypes.float32
       floats = mm.x.dtype == mm.y.dtype == mm.acc.dtype == dtypes.float32
       split = _split_k(mm, target)
-      # sm_90a (an H100/H200 with WGMMA=1): warpgroup MMAs on 16-bit tiles through descriptors, k-steps of 64
-      if halfs and target.wgmma:
+      # sm_90a (an H100/H200, WGMMA=1): warpgroup MMAs on 16-bit tiles through descriptors, k-steps of 64; not for split-K
+      # grids, whose long chunks run faster on mma.sync's three cp.async stages (the GPT's weight gradients: 124 against
+      # 290 us), nor for 64 < N < 128 (tiles of 128 x 64 take N <= 64, 128 x 128 the rest)
+      if halfs and target.wgmma and split == 1 and (N >= 128 or N <= 64):
         plan, tile_dtype = plan_for("wgmma", mm, 64)
         stages = next((n for n in (WGMMA_STAGES, 2) if shared_bytes(plan, tile_dtype, n) <= target.max_shared), None)
-        if stages is not None: return "wgmma", (mm, split, stages, 64)
+        if stages is not None: return "wgmma", (mm, split, stages, 64, WGMMA_IN_FLIGHT if stages - 1 - WGMMA_IN_FLIGHT >= 1 else 0)
       for name, fits in (("mma", halfs), ("mma_tf32", TF32 and floats)):
         if not fits or target.cc < 80: continue
         # cp.async stages for long k-loops when they fit in shared memory (sm_80 and newer copy global to shared memory

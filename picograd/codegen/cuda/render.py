@@ -4,12 +4,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable
 from picograd.dtype import dtypes
-from picograd.helpers import LaunchDims
+from picograd.helpers import NOOPT, LaunchDims
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.linearize import linearize
 from picograd.codegen.cuda.analysis import range_deps, row_split
 from picograd.codegen.cuda.mapping import map_block, map_columns, map_flat, map_lanes, map_row, map_split
 from picograd.codegen.cuda.tiling import describe_tiled, map_tiled, plan_for
+from picograd.codegen.cuda.flash import describe_flash_cuda, map_flash, match_flash_cuda
 from picograd.codegen.cuda.ops import MEM_TYPES
 from picograd.codegen.cuda.plan import choose_plan
 from picograd.codegen.cuda.prelude import HALF_PRELUDE, PRELUDE
@@ -20,7 +21,8 @@ from picograd.codegen.cuda.target import CUDATarget
 def _globals(program: list[UOp]) -> list[UOp]: return [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
 
 
-TILED = ("matmul", "mma", "mma_tf32", "wgmma")  # the plans of tiling.py: their argument is (product, split, stages, k-step)
+# the plans of tiling.py: their argument is (product, split, stages, k-step[, wgmma chains left in flight])
+TILED = ("matmul", "mma", "mma_tf32", "wgmma")
 # plan name -> fn(lowered kernel, its linear program, the plan's argument from `choose_plan`) -> the kernel mapped onto the GPU
 MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "flat": lambda sink, program, arg: map_flat(sink, row_split(program)[0]),
@@ -29,8 +31,9 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "row": lambda sink, program, group: map_row(sink, *row_split(program), group),
   "split": lambda sink, program, split: map_split(sink, _globals(program), split),
   "columns": lambda sink, program, split: map_columns(sink, _globals(program), split),
-  **{name: (lambda name: lambda sink, program, arg: map_tiled(sink, arg[0], arg[1], *plan_for(name, arg[0], arg[3]), arg[2]))(name)
+  **{name: (lambda name: lambda sink, program, arg: map_tiled(sink, arg[0], arg[1], *plan_for(name, arg[0], arg[3]), *arg[2:3], *arg[4:]))(name)
      for name in TILED},
+  "flash": lambda sink, program, fl: map_flash(sink, fl),  # online-softmax kernels of 16-bit products (flash.py)
 }
 
 def _loop_note(u: UOp, tiled: bool) -> str | None:
@@ -41,6 +44,7 @@ def _loop_note(u: UOp, tiled: bool) -> str | None:
 def _barrier_note(u: UOp, tiled: bool) -> str | None:
   if u.arg == "block": return "block barrier once per k-step" if tiled else None
   if u.arg == "proxy": return "shared-memory writes fenced for the tensor cores, block barrier once per k-step"
+  if isinstance(u.arg, tuple) and u.arg[0] == "wgmma": return "the wgmma chains waited for after the k-loop"
   return "cp.async groups committed and waited for" if u.arg == "commit" or isinstance(u.arg, tuple) else None
 
 
@@ -55,9 +59,11 @@ _NOTES: dict[Ops, Callable[[UOp, bool], str | None]] = {
   Ops.LOAD: lambda u, tiled: "16-byte load" if u.arg is not None and u.src[0].op is Ops.PARAM else None,
   Ops.STORE: lambda u, tiled: "16-byte store" if u.src[2].op is Ops.VECTORIZE else None,
   Ops.ASYNC_COPY: lambda u, tiled: "16-byte cp.async copies into shared memory",
-  Ops.FRAGMENT: lambda u, tiled: f"{u.arg[1]} descriptors of tiles of 8x8 core matrices ({'MN' if u.arg[3] else 'K'}-major)"
-    if u.arg[0] == "desc" else f"{u.arg[1]} fragments ({'TF32-rounded loads' if u.arg[1] == 'tf32' else 'ldmatrix'})",
-  Ops.WGMMA: lambda u, tiled: None if len(u.src) > 2 else "a chain of wgmma.mma_async per k-step, committed and waited for",
+  Ops.FRAGMENT: lambda u, tiled: f"{u.arg[1]} descriptors of 128-byte swizzled tiles ({'MN' if u.arg[3] else 'K'}-major)"
+    if u.arg[0] == "desc" else f"{u.arg[1]} A fragments packed from registers" if u.arg[0] == "pack" else \
+    f"{u.arg[1]} fragments ({'TF32-rounded loads' if u.arg[1] == 'tf32' else 'ldmatrix'})",
+  Ops.WGMMA: lambda u, tiled: None if len(u.src) > 2 else "a chain of wgmma.mma_async per k-step, committed, " + (
+    "the step's chain waited for" if u.arg[1] == 0 else f"up to {u.arg[1]} chain(s) left running into the next step"),
 }
 
 
@@ -65,8 +71,9 @@ def describe_mapping(plan: str, arg: Any, program: list[UOp]) -> list[str]:
   """What DEBUG=3 lists for a mapped kernel: the launch, each loop the mapping dealt out or vectorized, shared memory,
   and for a matrix product its tiles."""
   tiled = plan in TILED
-  opts = [describe_tiled(plan_for(plan, arg[0], arg[3])[0], *arg[:3])] if tiled else []
-  opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled)) is not None]
+  opts = [describe_tiled(plan_for(plan, arg[0], arg[3])[0], *arg[:3])] if tiled else [describe_flash_cuda(arg)] if plan == "flash" else []
+  # (the flash plan's loops, tiles and barriers are a tiled kernel's too)
+  opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled or plan == "flash")) is not None]
   if tiled:
     first = next(u.src for u in program if u.op is Ops.DEFINE_ACC)
     opts.append(f"{sum(u.op is Ops.DEFINE_ACC and u.src == first for u in program)} accumulators per thread")  # of the product's loop nest
@@ -75,7 +82,9 @@ def describe_mapping(plan: str, arg: Any, program: list[UOp]) -> list[str]:
 
 def map_kernel(sink: UOp, program: list[UOp], target: CUDATarget) -> tuple[str, Any, list[UOp]]:
   """(plan, its argument, the linear program of the kernel mapped onto the GPU by the plan's pass)."""
-  plan, arg = choose_plan(program, target, range_deps(program))
+  # an online-softmax kernel of 16-bit products (autocast's attention) is flash attention on tensor cores
+  fl = None if NOOPT else match_flash_cuda(sink, target)
+  plan, arg = ("flash", fl) if fl is not None else choose_plan(program, target, range_deps(program))
   return plan, arg, linearize(MAPPINGS[plan](sink, program, arg))
 
 

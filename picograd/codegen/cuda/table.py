@@ -6,7 +6,8 @@ and parameters are inlined where used; a 16-byte load is a vector local whose la
 as the elements of eight 16-bit ones). Shared memory is static, or carved out of the dynamic block when it exceeds the
 static limit. Tensor cores: a FRAGMENT is `ldmatrix` (16-bit) or TF32-rounded loads into registers, and an MMA is printed
 where the ACCUMULATEs of its four lanes are, as one `mma.sync` accumulating into them. On sm_90 a FRAGMENT "desc" is a
-wgmma descriptor, and a chain of WGMMAs is printed where the ACCUMULATEs of the last one's 64 lanes are: a fence, one
+wgmma descriptor (of a tile in the 128-byte swizzle, whose groups of 8 rows must be 1024-byte aligned: the dynamic block is),
+and a chain of WGMMAs is printed where the ACCUMULATEs of the last one's 64 lanes are: a fence, one
 `wgmma.mma_async` per link accumulating into them, then a commit and a wait for it (the k-step's product is complete there).
 """
 from __future__ import annotations
@@ -43,12 +44,19 @@ class TableRenderer:
     self.globals: list[str] = []  # file-scope declarations (`__device__` scratch)
     own = [u for u in program if u.op is Ops.DEFINE_LOCAL and len(u.arg) == 2]
     reuse = [u for u in program if u.op is Ops.DEFINE_LOCAL and len(u.arg) > 2]  # arg (slot, n, "reuse"): used after the others
-    sizes = [-(-u.arg[1] * u.dtype.itemsize // 16) * 16 for u in own]
-    total = max([sum(sizes)] + [u.arg[1] * u.dtype.itemsize for u in reuse])
+    # the largest first, each 1024-byte aligned when it is that large: a 128-byte swizzled tile's groups of 8 rows must be
+    # (the hardware swizzles by address), and a small buffer placed before it (a split-K ticket flag) moved it off
+    own.sort(key=lambda u: -u.arg[1] * u.dtype.itemsize)
+    starts, end = [], 0
+    for u in own:
+      size = u.arg[1] * u.dtype.itemsize
+      starts.append(-(-end // (1024 if size >= 1024 else 16)) * (1024 if size >= 1024 else 16))
+      end = starts[-1] + size
+    total = max([end] + [u.arg[1] * u.dtype.itemsize for u in reuse])
     # offsets into the dynamic block when the buffers do not fit in static shared memory or one reuses the others' memory;
     # its size goes to the launch
     dynamic = total > STATIC_SHARED or bool(reuse)
-    self.offsets = {**{u: sum(sizes[:i]) for i, u in enumerate(own)}, **{u: 0 for u in reuse}} if dynamic else {}
+    self.offsets = {**dict(zip(own, starts)), **{u: 0 for u in reuse}} if dynamic else {}
     self.dynamic_shared = total if dynamic else 0
     self.mma_lanes: dict[UOp, dict[int, str]] = {}  # an MMA's (WGMMA's) accumulators, by lane, until all are known
     self.declared = False  # the dynamic block
@@ -77,7 +85,8 @@ class TableRenderer:
   def _range(self, u: UOp) -> None:
     n = self.names[u] = self.w.fresh("r")
     if len(u.arg) > 3: self.w(f"#pragma unroll {u.arg[3]}")
-    self.w.open(f"for ({REG_TYPES[u.dtype]} {n} = 0; {n} < {u.arg[1]}; {n}++)")
+    # a loop whose trip count is a value (the flash plan's key tiles up to a causal diagonal) has it as its source
+    self.w.open(f"for ({REG_TYPES[u.dtype]} {n} = 0; {n} < {self.val(u.src[0]) if u.src else u.arg[1]}; {n}++)")
 
   def _endrange(self, u: UOp) -> None: self.w.close()
 
@@ -86,6 +95,12 @@ class TableRenderer:
     self.w(f"{REG_TYPES[u.dtype]} {acc} = {c_const(u.arg[0], u.dtype)};")
 
   def _accumulate(self, u: UOp) -> None:
+    if u.arg is Ops.RESCALED and u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA:
+      acc = self.names[u.src[0]]  # the sum so far rescaled, then a chain of MMAs added into it (the flash plan's O += P V)
+      self.w(f"{acc} *= {self.val(u.src[2])};")
+      return self._mma_chain(u.src[1].src[0], u.src[1].arg, acc)
+    if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA and len(u.src[1].src[0].src) > 2:  # a chain (the flash plan's S)
+      return self._mma_chain(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
     if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA: return self._mma(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
     if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.WGMMA: return self._wgmma(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
     if u.arg is Ops.RESCALED:  # online softmax (codegen/online.py): the sum so far rescaled, then the term added
@@ -138,7 +153,7 @@ class TableRenderer:
     n, t = self.w.fresh("smem"), MEM_TYPES[u.dtype]
     self.names[u] = n
     if not self.offsets: return self.w(f"__shared__ __align__(16) {t} {n}[{u.arg[1]}];")
-    if not self.declared: self.w("extern __shared__ __align__(16) unsigned char pg_smem[];")
+    if not self.declared: self.w("extern __shared__ __align__(1024) unsigned char pg_smem[];")
     self.declared = True
     self.w(f"{t}* const {n} = reinterpret_cast<{t}*>(pg_smem + {self.offsets[u]});")
 
@@ -147,13 +162,14 @@ class TableRenderer:
     l gives the address of row l % 8 of matrix l / 8; .trans where the tile lies k-major the other way), TF32-rounded loads
     of its elements for float ones (A, or B of one column group)."""
     role, kind, ld, k_rows = u.arg
+    if role == "pack": return self._pack(u)
     local, base = self.names[u.src[0]], self.val(u.src[1])
     if role == "desc":
-      # start address, LBO and SBO (in 16-byte units) of a no-swizzle tile of core matrices
-      lbo, sbo = Layout(k_rows, ld, cores=True).strides()
+      # start address, LBO and SBO (in 16-byte units) and the 128-byte swizzle mode (1 in bits 62-63) of a swizzled tile
+      lbo, sbo = Layout(k_rows, ld, swizzled=True).strides()
       n = self.names[u] = self.w.fresh("desc")
       self.w(f"const unsigned long long {n} = (unsigned long long)((__cvta_generic_to_shared({local} + {base}) >> 4) & 0x3FFF) | "
-             f"({lbo >> 4}ull << 16) | ({sbo >> 4}ull << 32);")
+             f"({lbo >> 4}ull << 16) | ({sbo >> 4}ull << 32) | (1ull << 62);")
       return
     n = self.names[u] = self.w.fresh("frag")
     count = 2 if role == "b" else 4
@@ -193,24 +209,50 @@ class TableRenderer:
            + ", ".join(f'"+f"({lanes[q]})' for q in range(4)) + " : "
            + ", ".join([f'"r"({a}[{i}])' for i in range(4)] + [f'"r"({b}[{2 * half + i}])' for i in range(2)]) + ");")
 
+  def _mma_chain(self, mma: UOp, lane: int, acc: str) -> None:
+    """One accumulator of the last MMA of a chain (MMA(a, b, MMA before it)); with the fourth, one mma.sync per link, each
+    adding its product into all four."""
+    lanes = self.mma_lanes.setdefault(mma, {})
+    lanes[lane] = acc
+    if len(lanes) < 4: return
+    chain = [mma]
+    while len(chain[-1].src) > 2: chain.append(chain[-1].src[2])
+    for link in reversed(chain):
+      (a, b), (kind, half) = (self.names[f] for f in link.src[:2]), link.arg
+      self.w(f'asm volatile("{_MMA_PTX[kind]} {{%0, %1, %2, %3}}, {{%4, %5, %6, %7}}, {{%8, %9}}, {{%0, %1, %2, %3}};" : '
+             + ", ".join(f'"+f"({lanes[q]})' for q in range(4)) + " : "
+             + ", ".join([f'"r"({a}[{i}])' for i in range(4)] + [f'"r"({b}[{2 * half + i}])' for i in range(2)]) + ");")
+
+  def _pack(self, u: UOp) -> None:
+    """An A fragment from this lane's registers (FRAGMENT "pack"): four registers of two 16-bit values each, the first in
+    the low half (m16n8k16's A layout: rows g, g + 8, then the same for columns 8 on)."""
+    n = self.names[u] = self.w.fresh("frag")
+    pair = "__floats2bfloat162_rn" if u.arg[1] == "bf16" else "__floats2half2_rn"
+    self.w(f"unsigned {n}[4];")
+    for i in range(4):
+      self.w(f"{n}[{i}] = pg_bitcast<unsigned>({pair}({self.val(u.src[2 * i])}, {self.val(u.src[2 * i + 1])}));")
+
   def _wgmma(self, wgmma: UOp, lane: int, acc: str) -> None:
-    """One accumulator of the last WGMMA of a chain; with the 64th, the chain: each link's wgmma adds its product into
-    all of them (the operand tiles MN-major are read transposed), then they are committed and waited for."""
+    """One accumulator of the last WGMMA of a chain; with the last of its n / 2, the chain: each link's wgmma adds its
+    product into all of them (the operand tiles MN-major are read transposed), then they are committed and waited for
+    (down to arg[1] chains left running)."""
     lanes = self.mma_lanes.setdefault(wgmma, {})
     lanes[lane] = acc
-    if len(lanes) < 64: return
+    kind, in_flight, n = wgmma.arg
+    count = n // 2
+    if len(lanes) < count: return
     chain = [wgmma]
     while len(chain[-1].src) > 2: chain.append(chain[-1].src[2])
-    regs = ", ".join(f"%{i}" for i in range(64))
-    outs = ", ".join(f'"+f"({lanes[i]})' for i in range(64))
+    regs = ", ".join(f"%{i}" for i in range(count))
+    outs = ", ".join(f'"+f"({lanes[i]})' for i in range(count))
     self.w('asm volatile("wgmma.fence.sync.aligned;" ::: "memory");')
     for link in reversed(chain):
       da, db = link.src[:2]
       tnsp = f"{int(da.arg[3])}, {int(db.arg[3])}"
-      self.w(f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %66, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.{link.arg}.{link.arg} '
-             f'{{{regs}}}, %64, %65, p, 1, 1, {tnsp}; }}" : {outs} : "l"({self.names[da]}), "l"({self.names[db]}), "r"(1) : "memory");')
+      self.w(f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %{count + 2}, 0; wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{kind}.{kind} '
+             f'{{{regs}}}, %{count}, %{count + 1}, p, 1, 1, {tnsp}; }}" : {outs} : "l"({self.names[da]}), "l"({self.names[db]}), "r"(1) : "memory");')
     self.w('asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");')
-    self.w('asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");')
+    self.w(f'asm volatile("wgmma.wait_group.sync.aligned {in_flight};" ::: "memory");')
 
   def _define_global(self, u: UOp) -> None:
     n = self.names[u] = self.w.fresh("pg_scratch")
@@ -223,6 +265,7 @@ class TableRenderer:
       self.w("__syncthreads();")
     elif u.arg == "device": self.w("__threadfence();")
     elif u.arg == "commit": self.w('asm volatile("cp.async.commit_group;" ::: "memory");')
+    elif u.arg[0] == "wgmma": self.w(f'asm volatile("wgmma.wait_group.sync.aligned {u.arg[1]};" ::: "memory");')
     else: self.w(f'asm volatile("cp.async.wait_group {u.arg[1]};" ::: "memory");')  # ("wait", n)
 
   def _async_copy(self, u: UOp) -> None:
@@ -238,7 +281,12 @@ class TableRenderer:
   def _group_reduce(self, u: UOp) -> None:
     op, width = u.arg
     partial, *local = u.src
-    if width == 32: self._define(u, f"pg_warp_reduce({self.val(partial)}, {REDUCE_FUNCTORS[op]})")
+    if width < 32:  # neighbouring lanes (a quad of an MMA's row): shuffles over the lane bits below `width`
+      v, o = self.val(partial), width // 2
+      while o:
+        self._define(u, f"{REDUCE_FUNCTORS[op]}({v}, pg_shfl_xor({v}, {o}))")
+        v, o = self.names[u], o // 2
+    elif width == 32: self._define(u, f"pg_warp_reduce({self.val(partial)}, {REDUCE_FUNCTORS[op]})")
     else: self._define(u, f"pg_block_reduce({self.val(partial)}, {REDUCE_FUNCTORS[op]}, {self.names[local[0]]})")
 
   # op -> how it is printed; every ALU op falls to `_alu` (the ALU table of ops.py)

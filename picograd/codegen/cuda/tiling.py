@@ -22,10 +22,10 @@ A kernel of the form out[b, m, n] = epilogue(sum_k X[b, m, k] * Y[b, k, n]) (`an
   k-steps of 32 or 64 (`plan.py`); eight warps of 64x32 outputs, 4x4 MMAs of 16x8 per k16 (k8) step, on FRAGMENTs of
   the shared tiles; their outputs then pass through shared memory (a buffer over the dead tiles, after the copies in
   flight are drained) and come out row by row, so a warp stores consecutive outputs;
-- warpgroups (`wgmma`, 16-bit operands on sm_90a): k-steps of 64 with no inner loop; tiles of 8x8 core matrices
-  (`Layout(cores=True)`), two warpgroups of 64x128 outputs, each k-step one chain of four WGMMAs (m64n128k16) on
-  descriptors of the tiles (FRAGMENT "desc"); the step's barrier fences the threads' shared-memory writes for the tensor
-  cores (BARRIER "proxy"); outputs as for `mma`;
+- warpgroups (`wgmma`, 16-bit operands on sm_90a): k-steps of 64 with no inner loop; tiles in PTX's 128-byte
+  swizzle (`Layout(swizzled=True)`), two warpgroups of 64x128 outputs (64x64 for N <= 64), each k-step one chain of
+  four WGMMAs (m64n128k16, m64n64k16) on descriptors of the tiles (FRAGMENT "desc"); the step's barrier fences the
+  threads' shared-memory writes for the tensor cores (BARRIER "proxy"); outputs as for `mma`;
 - with split-K (few output tiles over a long k), the block index also picks one of `split` chunks of k; each block
   stores its partial tile to device scratch and the last block of a tile to finish (`mapping.last_block`) adds the
   partials in chunk order: deterministic, in one launch;
@@ -54,27 +54,31 @@ class Layout:
   """An operand tile in shared memory: rows of k (`k_rows`: element (s, q) at q * ld + s) or rows along the output loop
   (at s * ld + q), each `ld` elements long (padded: 16-byte aligned rows whose reads spread over the banks).
 
-  With `cores` (the wgmma plan), 8x8 core matrices of 128 contiguous bytes whose 16-byte rows run along the axis the
-  operand's memory runs along (k, or s when `k_rows`); cores neighbouring along that axis are 64 elements apart, those
-  along the other `ld` apart (PTX's no-swizzle canonical layouts, K-major and MN-major)."""
+  With `swizzled` (the wgmma plan, 16-bit tiles), PTX's 128-byte swizzle: 128-byte rows along the axis the operand's memory
+  runs along (64 elements of k, K-major; or of s, MN-major, in atoms of 64 along s that are `ld` apart), in groups of 8
+  rows (1024 bytes, 1024-aligned) within which row r's 16-byte chunk c lies at chunk c ^ r. A warp's cp.async copies then
+  read whole 128-byte lines and write every bank once per eight threads."""
   k_rows: bool
   ld: int
-  cores: bool = False
+  swizzled: bool = False
 
   def at(self, s: UOp | int, q: UOp | int) -> UOp:
-    if self.cores:
-      run, other = (s, q) if self.k_rows else (q, s)
-      return (other // 8) * self.ld + (run // 8) * 64 + (other % 8) * 8 + run % 8  # type: ignore[return-value]
+    if self.swizzled:
+      # the unswizzled element index, then its chunk bits (3..5) XOR its row-in-group bits (6..8)
+      e = (s // 64) * self.ld + q * 64 + s % 64 if self.k_rows else s * 64 + q
+      row = e // 64 % 8 * 8
+      return e.alu(Ops.XOR, row) if isinstance(e, UOp) else e ^ row  # type: ignore[arg-type,operator,return-value]
     return (q * self.ld + s) if self.k_rows else (s * self.ld + q)  # type: ignore[return-value]
 
-  def elements(self, step: int) -> int:
-    """Elements of one buffer of a tile of TILE rows (or columns) by `step` of k."""
-    if self.cores: return TILE * step
-    return step * self.ld if self.k_rows else TILE * self.ld
+  def elements(self, step: int, extent: int = TILE) -> int:
+    """Elements of one buffer of a tile of `extent` rows (or columns) by `step` of k."""
+    if self.swizzled: return extent * step
+    return step * self.ld if self.k_rows else extent * self.ld
 
   def strides(self) -> tuple[int, int]:
-    """(LBO, SBO) of a wgmma descriptor of a 16-bit cores tile, in bytes: between cores neighbouring along k, and along s."""
-    return (2 * self.ld, 128) if self.k_rows else (128, 2 * self.ld)
+    """(LBO, SBO) of a wgmma descriptor of a swizzled 16-bit tile, in bytes: LBO the stride between 64-wide atoms along s
+    (MN-major; unused K-major, where a k16 slice lies within a row), SBO between groups of 8 rows."""
+    return (2 * self.ld if self.k_rows else 16, 1024)
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class Plan:
   products: Callable[["_Tiles", "Reader", "Reader", UOp], list[tuple[UOp, UOp, UOp]]]
   describe: str
   kind: str = ""      # a wgmma plan's operand kind ("f16", "bf16"): its tiles are read through descriptors
+  tile_n: int = TILE  # outputs per block along n (the wgmma plan takes 64 for N <= 64)
 
 
 def _all(conds: list[UOp]) -> UOp | None:
@@ -110,6 +115,7 @@ class _Operand:
   side: list[UOp]
   origin: UOp          # the tile's first row (m0) or column (n0)
   size: int            # M or N
+  extent: int          # the tile's rows (or columns): TILE, or the plan's tile_n for B
   layout: Layout
   local: UOp           # DEFINE_LOCAL of two buffers
   along: bool          # memory runs along the output loop (else along k)
@@ -124,21 +130,21 @@ class _Tiles:
 
   part: UOp | None
 
-  def __init__(self, mm: Matmul, plan: Plan, split: int, block: UOp, reduce: UOp):
-    self.mm, self.plan, self.split, self.reduce = mm, plan, split, reduce
+  def __init__(self, mm: Matmul, plan: Plan, split: int, block: UOp, reduce: UOp, in_flight: int = 0):
+    self.mm, self.plan, self.split, self.reduce, self.in_flight = mm, plan, split, reduce, in_flight
     B, self.M, self.N, self.K = mm.sizes
     self.chunk = ceildiv(ceildiv(self.K, split), plan.step) * plan.step  # k per block, whole k-steps
     self.steps = self.chunk // plan.step
-    self.gx, self.gy = ceildiv(self.N, TILE), ceildiv(self.M, TILE)
+    self.gx, self.gy = ceildiv(self.N, plan.tile_n), ceildiv(self.M, TILE)
     self.tid = special("thread", BLOCK)
     self.bx, self.by, bz = block % self.gx, block // self.gx % self.gy, block // (self.gx * self.gy)
     self.whole, self.part = (bz // split, bz % split) if split > 1 else (bz, None)  # this block's batch, and its chunk of k
     self.batch = digits(mm.batch, self.whole) if mm.batch else {}
     self.k_base = UOp.const(INT, 0) if self.part is None else self.part * self.chunk
 
-  def buffer(self, layout: Layout) -> int:
+  def buffer(self, op: "_Operand") -> int:
     """Elements of one of an operand's tile buffers."""
-    return layout.elements(self.plan.step)
+    return op.layout.elements(self.plan.step, op.extent)
 
   def width(self, op: _Operand) -> int:
     """Lanes of a 16-byte load when the operand is a plain load (or a cast of one) moving by one along the axis its memory
@@ -147,7 +153,7 @@ class _Tiles:
     along = op.side[-1] if op.along else self.mm.k
     if v.op is not Ops.LOAD or v.src[0].op is not Ops.PARAM or v.src[0].dtype.itemsize not in (2, 4): return 1
     lanes = 16 // v.src[0].dtype.itemsize
-    whole = along.arg[1] % lanes == 0 and self.plan.step % lanes == 0 and TILE * self.plan.step % (BLOCK * lanes) == 0  # every thread a vector
+    whole = along.arg[1] % lanes == 0 and self.plan.step % lanes == 0 and op.extent * self.plan.step % (BLOCK * lanes) == 0  # every thread a vector
     return lanes if whole and contiguous_in(v.src[1], along, lanes) else 1
 
   def _spots(self, op: _Operand, k0: UOp, step_ok: UOp | None, width: int) -> list[tuple[UOp, UOp, dict[UOp, UOp], UOp | None]]:
@@ -157,19 +163,14 @@ class _Tiles:
     reach no stored output); k past its end must read 0 (the last item, when k can run past it)."""
     step = self.plan.step
     out = []
-    for e in range(TILE * step // BLOCK // width):
+    for e in range(op.extent * step // BLOCK // width):
       flat = self.tid + e * BLOCK
-      if op.layout.cores and width > 1:
-        # eight neighbouring threads fill one 128-byte core matrix (its 8 rows), so their 16-byte stores hit different banks;
-        # a warp still reads 64 contiguous bytes of each of 8 rows
-        runs = (TILE if op.along else step) // width
-        run, other = flat // 8 % runs * width, flat % 8 + flat // 8 // runs * 8
-        s, q = (run, other) if op.along else (other, run)
-      else:
-        s, q = (flat % (TILE // width) * width, flat // (TILE // width)) if op.along else (flat // (step // width), flat % (step // width) * width)
+      across = op.extent if op.along else step  # the tile's extent along the axis its memory runs along
+      run, other = flat % (across // width) * width, flat // (across // width)
+      s, q = (run, other) if op.along else (other, run)
       gs, gk = op.origin + s, k0 + q
       k_ok = gk < self.K if self.split * self.chunk != self.K else None
-      inside = _all([c for c in ((gs < op.size) if op.size % TILE else None, k_ok, step_ok) if c is not None])
+      inside = _all([c for c in ((gs < op.size) if op.size % op.extent else None, k_ok, step_ok) if c is not None])
       if inside is not None: gs, gk = inside.where(gs, UOp.const(INT, 0)), inside.where(gk, UOp.const(INT, 0))
       out.append((s, q, {**self.batch, **digits(op.side, gs), **digits(self.mm.ks, gk)}, k_ok))
     return out
@@ -240,30 +241,33 @@ def _mma_products(kind: str) -> Callable[[_Tiles, Reader, Reader, UOp], list[tup
 
 
 def _wgmma_products(t: _Tiles, desc_a: Reader, desc_b: Reader, kk: UOp) -> list[tuple[UOp, UOp, UOp]]:
-  """Two warpgroups of 64x128 outputs: warpgroup w owns rows w * 64..; per k-step one chain of wgmma m64n128k16, one per
-  16 of k, on descriptors of the shared tiles (FRAGMENT "desc"), each adding to the one before. Lane l of warp v of the
-  warpgroup gets, for each 8 columns j, rows v * 16 + g and + 8, columns 8j + 2t and + 1 (g = l / 4, t = l % 4)."""
+  """Two warpgroups of 64 x n outputs (n = the plan's tile_n, 128 or 64): warpgroup w owns rows w * 64..; per k-step one
+  chain of wgmma m64nNk16, one per 16 of k, on descriptors of the shared tiles (FRAGMENT "desc"), each adding to the one
+  before. Lane l of warp v of the warpgroup gets, for each 8 columns j, rows v * 16 + g and + 8, columns 8j + 2t and + 1
+  (g = l / 4, t = l % 4)."""
   wg, warp, lane = t.tid // 128, t.tid // 32 % 4, t.tid % 32
   g, tq = lane // 4, lane % 4
   la, lb = t.plan.layouts
   chain: UOp | None = None
   for k16 in range(t.plan.step // 16):
     descs = (desc_a(la.at(wg * 64, k16 * 16)), desc_b(lb.at(0, k16 * 16)))
-    chain = UOp(Ops.WGMMA, dtypes.float32, descs + ((chain,) if chain is not None else ()), t.plan.kind)
+    chain = UOp(Ops.WGMMA, dtypes.float32, descs + ((chain,) if chain is not None else ()), (t.plan.kind, t.in_flight, t.plan.tile_n))
   assert chain is not None
   return [(UOp(Ops.GEP, dtypes.float32, (chain,), 4 * j + q), wg * 64 + warp * 16 + g + 8 * (q // 2), 8 * j + 2 * tq + q % 2)
-          for j in range(TILE // 8) for q in range(4)]
+          for j in range(t.plan.tile_n // 8) for q in range(4)]
 
 
 SIMT = Plan(8, 8, (Layout(True, TILE + 4), Layout(True, TILE + 4)), _simt_products, "an 8x8 register tile per thread")
 
 
-def wgmma_plan(kind: str, turned: tuple[bool, bool], step: int = 64) -> Plan:
-  """The sm_90 warpgroup plan for 16-bit `kind` with k-steps of `step`: tiles of 8x8 core matrices laid out as the operands
+def wgmma_plan(kind: str, turned: tuple[bool, bool], step: int = 64, tile_n: int = TILE) -> Plan:
+  """The sm_90 warpgroup plan for 16-bit `kind` with k-steps of `step`: 128-byte swizzled tiles laid out as the operands
   lie in memory (K-major, or MN-major read transposed by the tensor cores), read by wgmma through descriptors."""
+  assert step == 64, "a swizzled row holds 64 elements of k (K-major)"
   k_rows = (turned[0], not turned[1])
-  layouts = tuple(Layout(rows, 8 * TILE if rows else 8 * step, cores=True) for rows in k_rows)
-  return Plan(step, 1, (layouts[0], layouts[1]), _wgmma_products, f"2 warpgroups of 64x128 on wgmma m64n128k16 {kind}", kind)
+  layouts = tuple(Layout(rows, 64 * step if rows else 64, swizzled=True) for rows in k_rows)
+  return Plan(step, 1, (layouts[0], layouts[1]), _wgmma_products, f"2 warpgroups of 64x{tile_n} on wgmma m64n{tile_n}k16 {kind}", kind,
+              tile_n)
 
 
 def tensor_core_plan(kind: str, turned: tuple[bool, bool], step: int = 32) -> Plan:
@@ -282,47 +286,52 @@ KIND_DTYPES = {"f16": dtypes.float16, "bf16": dtypes.bfloat16, "tf32": dtypes.fl
 
 def shared_bytes(plan: Plan, dtype: DType | None, stages: int = 2) -> int:
   """Shared memory the plan's tiles take with `stages` buffers each (`dtype` None: counted as float32)."""
-  return sum(stages * lay.elements(plan.step) * (dtype or dtypes.float32).itemsize for lay in plan.layouts)
+  return sum(stages * lay.elements(plan.step, extent) * (dtype or dtypes.float32).itemsize
+             for lay, extent in zip(plan.layouts, (TILE, plan.tile_n)))
 
 
-def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType | None = None, stages: int = 2) -> UOp:
+def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType | None = None, stages: int = 2, in_flight: int = 0) -> UOp:
   """The tiled plan `plan` (see the module docstring) for a lowered kernel `sink` whose linear program is `mm`; the tiles
   are of `tile_dtype` in shared memory (default: each operand's type), `stages` buffers each. With more than two, operands
   that can be copied as they are (`copies_async`) are fetched `stages` - 1 steps ahead by cp.async (ASYNC_COPY, groups
-  closed by BARRIER "commit", waited for by BARRIER ("wait", n) before each step's barrier); the others as with two."""
+  closed by BARRIER "commit", waited for by BARRIER ("wait", n) before each step's barrier); the others as with two.
+  wgmma: `in_flight` chains may still run when the next step begins (wgmma.wait_group in_flight): each holds its stage, so
+  copies go `stages` - 1 - in_flight steps ahead, and the chains are waited for after the k-loop (BARRIER ("wgmma", 0))."""
   B, M, N, K = mm.sizes
   nodes = toposort([sink])
   red = next(n for n in nodes if n.op is Ops.REDUCE and mm.mul in toposort([n.src[0]]))
   [out_store] = [s for s in sink.src if s.op is Ops.STORE]
   next_id = max((n.arg[0] for n in nodes if n.op is Ops.RANGE), default=-1) + 1
-  block = special("block", ceildiv(N, TILE) * ceildiv(M, TILE) * B * split)
-  t = _Tiles(mm, plan, split, block, red)
+  tn = plan.tile_n
+  block = special("block", ceildiv(N, tn) * ceildiv(M, TILE) * B * split)
+  t = _Tiles(mm, plan, split, block, red, in_flight)
+  ahead_by = stages - 1 - in_flight  # k-steps the copies run ahead of the step that reads them
   la, lb = plan.layouts
-  ops = [_Operand(mm.x, mm.m, t.by * TILE, M, la, UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.x.dtype, (), (0, stages * t.buffer(la))),
+  ops = [_Operand(mm.x, mm.m, t.by * TILE, M, TILE, la, UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.x.dtype, (), (0, stages * la.elements(plan.step))),
                   runs_along(mm.x, mm.m, mm.k)),
-         _Operand(mm.y, mm.n, t.bx * TILE, N, lb, UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.y.dtype, (), (1, stages * t.buffer(lb))),
+         _Operand(mm.y, mm.n, t.bx * tn, N, tn, lb, UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.y.dtype, (), (1, stages * lb.elements(plan.step, tn))),
                   runs_along(mm.y, mm.n, mm.k))]
   asyncs = [op for op in ops if stages > 2 and t.copies_async(op)]
   kt = UOp(Ops.RANGE, INT, (), (next_id, t.steps, "reduce"))
   kk = UOp(Ops.RANGE, INT, (), (next_id + 1, plan.inner, "reduce", plan.inner))
   loops = (kt, kk) if plan.inner > 1 else (kt,)
 
-  def slot(step: UOp, op: _Operand) -> UOp: return ((step & 1) if stages == 2 else (step % stages)) * t.buffer(op.layout)
+  def slot(step: UOp, op: _Operand) -> UOp: return ((step & 1) if stages == 2 else (step % stages)) * t.buffer(op)
   # step 0 before the loop (and with cp.async, steps 1 .. stages - 2 too, one group each); each step starts at a barrier
   # (after it, the buffer filled for this step may be read, and the one read last step may be refilled)
   true = UOp.const(dtypes.bool, True)
   first = [_store(op.local, at, v, true) for op in ops if op not in asyncs for at, v in t.elements(op, t.k_base, None)]
   groups: list[UOp] = []
-  for n in range(stages - 1 if asyncs else 0):  # every group is committed, also empty ones: the waits count groups
+  for n in range(ahead_by if asyncs else 0):  # every group is committed, also empty ones: the waits count groups
     prologue = [c for op in asyncs if n < t.steps
-                for c in t.async_copies(op, UOp.const(INT, n * t.buffer(op.layout)), t.k_base + n * plan.step, None)]
+                for c in t.async_copies(op, UOp.const(INT, n * t.buffer(op)), t.k_base + n * plan.step, None)]
     groups.append(UOp(Ops.BARRIER, dtypes.void, tuple(prologue) + tuple(groups[-1:]), "commit"))
-  wait = (UOp(Ops.BARRIER, dtypes.void, (kt, *groups), ("wait", stages - 2)),) if asyncs else ()
+  wait = (UOp(Ops.BARRIER, dtypes.void, (kt, *groups), ("wait", ahead_by - 1)),) if asyncs else ()
   # (wgmma reads shared memory through the async proxy: each thread's writes are fenced for it before the barrier)
   barrier = UOp(Ops.BARRIER, dtypes.void, (kt, *first, *wait), "proxy" if plan.kind else "block")
   after: list[UOp] = []
   if asyncs:
-    ahead = kt + (stages - 1)
+    ahead = kt + ahead_by
     copies = [c for op in asyncs for c in t.async_copies(op, slot(ahead, op), t.k_base + ahead * plan.step, ahead < t.steps, barrier)]
     after.append(UOp(Ops.BARRIER, dtypes.void, tuple(copies), "commit"))
   refills: list[UOp] = []
@@ -349,28 +358,30 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
     # outputs, and each does its share of the epilogue once per output
     # copies still in flight (the stages fetched past the last step) would land in the reused memory: wait for them all
     drained = (UOp(Ops.BARRIER, dtypes.void, tuple(a for a, _, _ in acc), ("wait", 0)),) if asyncs else ()
-    done = UOp(Ops.BARRIER, dtypes.void, tuple(a for a, _, _ in acc) + drained, "block")
-    staged = UOp(Ops.DEFINE_LOCAL, red.dtype, (), (2, TILE * (TILE + 4), "reuse"))
-    put = UOp(Ops.BARRIER, dtypes.void, tuple(_store(staged, r * (TILE + 4) + c, a, true, done) for a, r, c in acc), "block")
-    spots = [(t.tid + e * BLOCK) for e in range(TILE * TILE // BLOCK)]
-    acc = [(UOp(Ops.LOAD, red.dtype, (staged, f // TILE * (TILE + 4) + f % TILE, put)), f // TILE, f % TILE) for f in spots]
+    # (and chains left running must finish before their accumulators are read)
+    chains = (UOp(Ops.BARRIER, dtypes.void, tuple(a for a, _, _ in acc), ("wgmma", 0)),) if in_flight else ()
+    done = UOp(Ops.BARRIER, dtypes.void, tuple(a for a, _, _ in acc) + drained + chains, "block")
+    staged = UOp(Ops.DEFINE_LOCAL, red.dtype, (), (2, TILE * (tn + 4), "reuse"))
+    put = UOp(Ops.BARRIER, dtypes.void, tuple(_store(staged, r * (tn + 4) + c, a, true, done) for a, r, c in acc), "block")
+    spots = [(t.tid + e * BLOCK) for e in range(TILE * tn // BLOCK)]
+    acc = [(UOp(Ops.LOAD, red.dtype, (staged, f // tn * (tn + 4) + f % tn, put)), f // tn, f % tn) for f in spots]
   extra: list[UOp] = refills
   if split > 1:
     tiles = B * t.gx * t.gy
     tile = t.whole * (t.gx * t.gy) + t.by * t.gx + t.bx
-    scratch = UOp(Ops.DEFINE_GLOBAL, red.dtype, (), (0, tiles * split * TILE * TILE))
-    mine = (tile * split + t.part) * (TILE * TILE)
-    partials = tuple(_store(scratch, mine + r * TILE + c, a, UOp.const(dtypes.bool, True)) for a, r, c in acc)
+    scratch = UOp(Ops.DEFINE_GLOBAL, red.dtype, (), (0, tiles * split * TILE * tn))
+    mine = (tile * split + t.part) * (TILE * tn)
+    partials = tuple(_store(scratch, mine + r * tn + c, a, UOp.const(dtypes.bool, True)) for a, r, c in acc)
     fence, reset = last_block(partials, t.tid, tile, tiles, split, 1)
     q = UOp(Ops.RANGE, INT, (), (next_id + 2, split, "reduce", 8))
-    first_part = tile * split * (TILE * TILE)
-    acc = [(UOp(Ops.REDUCE, red.dtype, (UOp(Ops.LOAD, red.dtype, (scratch, first_part + q * (TILE * TILE) + r * TILE + c, fence)), q), Ops.ADD),
+    first_part = tile * split * (TILE * tn)
+    acc = [(UOp(Ops.REDUCE, red.dtype, (UOp(Ops.LOAD, red.dtype, (scratch, first_part + q * (TILE * tn) + r * tn + c, fence)), q), Ops.ADD),
             r, c) for _, r, c in acc]
     extra.append(reset)
   stores: list[UOp] = []
   for a, r, c in acc:
-    gm, gn = t.by * TILE + r, t.bx * TILE + c
-    ok = _all(([gm < M] if M % TILE else []) + ([gn < N] if N % TILE else []))
+    gm, gn = t.by * TILE + r, t.bx * tn + c
+    ok = _all(([gm < M] if M % TILE else []) + ([gn < N] if N % tn else []))
     if ok is not None: gm, gn = ok.where(gm, UOp.const(INT, 0)), ok.where(gn, UOp.const(INT, 0))
     out = substitute(out_store, {**t.batch, **digits(mm.m, gm), **digits(mm.n, gn), red: a})
     stores.append(out if ok is None else UOp(Ops.STORE, out.dtype, out.src[:3] + ((out.src[3] & ok) if len(out.src) > 3 else ok,), out.arg))
@@ -384,14 +395,15 @@ def plan_for(name: str, mm: Matmul, step: int = 32) -> tuple[Plan, DType | None]
   if name == "matmul": return SIMT, None
   kind = "tf32" if name == "mma_tf32" else "f16" if mm.x.dtype == dtypes.float16 else "bf16"
   turned = (runs_along(mm.x, mm.m, mm.k), not runs_along(mm.y, mm.n, mm.k))
-  plan = wgmma_plan(kind, turned, step) if name == "wgmma" else tensor_core_plan(kind, turned, step)
+  # (the wgmma plan's tiles are 128 x 64 for N <= 64: attention's p @ v, whose 128-wide tiles were half unused)
+  plan = wgmma_plan(kind, turned, step, 64 if mm.sizes[2] <= 64 else TILE) if name == "wgmma" else tensor_core_plan(kind, turned, step)
   return plan, KIND_DTYPES[kind]
 
 
 def describe_tiled(plan: Plan, mm: Matmul, split: int, stages: int) -> str:
   B, M, N, K = mm.sizes
   buffers = "double-buffered shared memory" if stages == 2 else f"{stages} shared-memory stages (cp.async where an operand is copied as it is)"
-  return (f"tiled product {B}x{M}x{N}, k={K}: 128x128 output tiles, k-steps of {plan.step} through {buffers}, "
+  return (f"tiled product {B}x{M}x{N}, k={K}: 128x{plan.tile_n} output tiles, k-steps of {plan.step} through {buffers}, "
           f"{plan.describe}" + (f", split-K over {split} blocks" if split > 1 else ""))
 
 

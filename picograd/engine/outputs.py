@@ -1,0 +1,133 @@
+"""Multi-output kernels (engine layer): which elementwise kernels of one loop shape the scheduler merges into one.
+
+Every boundary node gets a kernel of its own (engine/schedule.py); an optimizer step then runs a kernel
+per tensor per parameter (Adam's m, v and the parameter itself, each an ASSIGN), and the parameter's
+kernel reads m and v back from memory. Kernels that iterate over the same shape and share what they
+compute are merged into one kernel that stores several outputs, `SINK(STORE(PARAM 0, a), STORE(PARAM 1, b))`:
+
+- *related* kernels: one reads the other's output, or both read one input of their own size (m and v
+  read the gradient; the parameter reads the new m and v);
+- *small* kernels (under SMALL_OUTPUT elements) of one shape, related or not: a GPT's layer-norm weights
+  and biases are all (384,), and each of their updates was a launch of its own.
+
+A merged kernel computes an output that another of its outputs reads once and uses the value itself (no
+round trip through memory), which is right only where the reader reads it elementwise at the position
+being computed: through no movement op (`_reads_in_place`). Merging must keep the kernels' order
+possible: no kernel outside a group may run between two of its members (a path through it would be a
+cycle), and a kernel that reads a buffer's old value never joins the group of the ASSIGN that
+overwrites it (within one kernel the load could come after the store). Kernels with reductions are left
+alone (their loops are planned per output: GEMM tiles, row plans, split-K).
+"""
+from __future__ import annotations
+from dataclasses import dataclass
+from picograd.helpers import prod
+from picograd.ir.ops import UOp, Ops, MOVEMENT, toposort
+
+# device kinds whose codegen takes several STOREs over one loop nest (lowering, the CPU passes, the CUDA flat/lanes plans)
+MULTI_OUTPUT_DEVICES = {"CPU", "PYTHON", "CUDA"}
+SMALL_OUTPUT = 1 << 16  # elements: kernels this small of one shape merge even when they share nothing (a launch each costs more)
+MAX_PARAMS = 96         # arguments of one merged kernel (outputs and inputs); a group that would take more starts a new kernel
+
+
+@dataclass(frozen=True)
+class Candidate:
+  """A kernel that may be merged: the node it computes, its merge key (device, shape), its fused nodes, what it reads
+  (boundary nodes and input slots) and the buffer it writes."""
+  root: UOp
+  key: tuple
+  nodes: tuple[UOp, ...]
+  reads: frozenset[UOp]
+  output: object
+
+
+def mergeable(ast: UOp | None, device: str, root: UOp, nodes: tuple[UOp, ...], reads: set[UOp]) -> bool:
+  """Whether a scheduled kernel may join a multi-output kernel: an elementwise kernel on a device that takes them, with no
+  ordering-only inputs (a checkpoint's AFTER)."""
+  if ast is None or device.split(":")[0] not in MULTI_OUTPUT_DEVICES or root.op is Ops.AFTER: return False
+  return not any(n.op is Ops.REDUCE for n in nodes) and not any(x.op is Ops.AFTER for x in reads)
+
+
+def _reads_in_place(reader: Candidate, output: UOp) -> bool:
+  """Does `reader` read `output` only elementwise, at the position it computes (no movement op on any path between)?"""
+  region = set(reader.nodes)
+  return output not in toposort([s for n in reader.nodes if n.op in MOVEMENT for s in n.src], stop=lambda x: x not in region)
+
+
+def _target(c: Candidate) -> UOp | None:
+  """The buffer an ASSIGN writes (below its reshapes), None for other kernels."""
+  if c.root.op is not Ops.ASSIGN: return None
+  t = c.root.src[0]
+  while t.op is Ops.RESHAPE: t = t.src[0]
+  return t
+
+
+def _full_reads(c: Candidate) -> set[UOp]:
+  """The inputs `c` reads that have its own number of elements (a broadcast scalar like the learning rate does not count)."""
+  size = prod(c.root.tshape)
+  return {x for x in c.reads if x.op is not Ops.AFTER and x.size == size}
+
+
+class _Groups:
+  """Kernels merged so far: each kernel's group, and a dependence search over the graph of groups."""
+
+  def __init__(self, n: int, deps: list[set[int]]):
+    self.deps = deps
+    self.group_of = list(range(n))
+    self.members: dict[int, list[int]] = {i: [i] for i in range(n)}
+
+  def path_through_others(self, start: list[int], goal: list[int]) -> bool:
+    """Must a kernel of `goal` run before one of `start` because of a kernel of neither (start -> other -> ... -> goal)?"""
+    ends, starts = set(goal), set(start)
+    seen: set[int] = set()
+    stack = [self.group_of[d] for s in start for d in self.deps[s] if d not in starts and d not in ends]
+    while stack:
+      g = stack.pop()
+      if g in seen: continue
+      seen.add(g)
+      for m in self.members[g]:
+        if m in ends: return True
+        stack.extend(self.group_of[d] for d in self.deps[m] if d not in starts and self.group_of[d] not in seen)
+    return False
+
+  def join(self, j: int, g: int) -> None:
+    self.members[g].append(j)
+    del self.members[self.group_of[j]]
+    self.group_of[j] = g
+
+
+def _fits(j: int, group: list[int], cands: dict[int, Candidate], groups: _Groups) -> bool:
+  """May kernel `j` join `group` (module docstring)?"""
+  c = cands[j]
+  members = [cands[m] for m in group]
+  related = prod(c.root.tshape) < SMALL_OUTPUT
+  for m, mc in zip(group, members):
+    # one buffer written twice, or a buffer one writes read by the other as it was (or written by it)
+    if mc.output == c.output or _target(c) in (mc.reads | {mc.root}) or _target(mc) in (c.reads | {c.root}): return False
+    reads_m, read_by_m = mc.root in c.reads, c.root in mc.reads
+    # contiguous() asks for its value in memory before its readers run (a user's kernel boundary): it is not merged into them
+    if reads_m and mc.root.op is Ops.CONTIGUOUS or read_by_m and c.root.op is Ops.CONTIGUOUS: return False
+    if reads_m and not _reads_in_place(c, mc.root) or read_by_m and not _reads_in_place(mc, c.root): return False
+    related = related or reads_m or read_by_m or bool(_full_reads(c) & _full_reads(mc))
+  if not related: return False
+  inputs = set(c.reads).union(*(mc.reads for mc in members)) - {c.root, *(mc.root for mc in members)}
+  if len(inputs) + len(group) + 1 > MAX_PARAMS: return False
+  return not groups.path_through_others([j], group) and not groups.path_through_others(group, [j])
+
+
+def output_groups(cands: dict[int, Candidate], deps: list[set[int]]) -> list[list[int]]:
+  """Groups of candidate kernels (by index; `deps[i]`: the kernels i must run after) to merge into one kernel each, members
+  in kernel order, which is an order in which each member's inputs come first. Greedy: each kernel joins the first group
+  of its key that it fits, else starts one."""
+  groups = _Groups(len(deps), deps)
+  by_key: dict[tuple, list[int]] = {}
+  for j in sorted(cands):
+    c = cands[j]
+    for g in by_key.setdefault(c.key, []):
+      if _fits(j, groups.members[g], cands, groups):
+        groups.join(j, g)
+        break
+    else: by_key[c.key].append(j)
+  return [sorted(groups.members[g]) for gs in by_key.values() for g in gs]
+
+
+__all__ = ["Candidate", "MULTI_OUTPUT_DEVICES", "SMALL_OUTPUT", "mergeable", "output_groups"]
