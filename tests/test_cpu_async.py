@@ -1,7 +1,7 @@
 """Asynchronous CPU launches (runtime/cpu.py, runtime/cpu_pool.py): a split kernel is queued and the caller goes on; every
 read of its memory (numpy, item, copies to other devices, a JIT replay, the next kernel), a fork and interpreter exit wait
 for it, and a buffer freed while a queued kernel reads it keeps its memory until the kernel is done."""
-import gc, os, subprocess, sys, textwrap
+import gc, os, subprocess, sys, textwrap, threading
 import numpy as np
 import pytest
 import picograd
@@ -102,22 +102,54 @@ def test_freed_input_keeps_its_memory(split_async):
 
 def test_one_thread_kernels_after_a_queued_one(split_async, monkeypatch):
   # kernels too small to split must start after the queued one (~ms of sin/exp) they read: the first is attached to it
-  # (a worker runs it after the last slice), the next runs on this thread once both are done
+  # (a worker runs it after the last slice) unless the job finished first, the next runs on this thread once both are done
   monkeypatch.setattr(cpu, "THREAD_MIN_WORK", 1 << 12)
   rng = np.random.default_rng(2)
   xs = [rng.standard_normal((1024, 1024), dtype=np.float32) for _ in range(5)]  # new values each round: stale memory
   inputs = [Tensor(x).realize() for x in xs]                                      # holds the last round's
   wants = [(np.sin(x) * np.exp(x)).sum(1) for x in xs]
-  attached = 0
   for want, a in zip(wants, inputs):  # the first round compiles (the queued kernel finishes meanwhile); later ones race
     rows = (a.sin() * a.exp()).sum(1).realize()
     assert _queued()
     top = rows.max().realize()
-    attached += cpu._pool._inflight is not None and cpu._pool._inflight[2]
     low = rows.min().realize()
     np.testing.assert_allclose([top.item(), low.item()], [want.max(), want.min()], rtol=1e-4)
   np.testing.assert_allclose(rows.numpy(), wants[-1], rtol=1e-4, atol=1e-3)
-  assert attached, "no small kernel was attached to a queued one"  # the kernel took ~ms: a loaded machine may still finish it first
+
+
+GATE = """
+define void @gate.slice(ptr %args, i64 %lo, i64 %hi) {
+entry:
+  %flag = load ptr, ptr %args
+  br label %spin
+spin:
+  %v = load atomic i64, ptr %flag acquire, align 8
+  %open = icmp ne i64 %v, 0
+  br i1 %open, label %out, label %spin
+out:
+  ret void
+}
+"""
+
+
+def test_small_kernel_attached_to_an_open_job():
+  # a queued job whose slices spin until a flag is set cannot finish early: a small kernel launched meanwhile is attached
+  # to it (deterministically) and runs after the last slice, before anyone can read its output
+  gate = cpu._load(cpu._pool._compile(GATE, "gate")).engine.get_function_address("gate.slice")
+  flag = (cpu.ctypes.c_int64 * 1)(0)
+  args = (cpu.ctypes.c_void_p * 1)(cpu.ctypes.addressof(flag))
+  x = np.random.default_rng(3).standard_normal(16).astype(np.float32)
+  a = Tensor(x).realize()
+  opener = threading.Timer(20, lambda: flag.__setitem__(0, 1))  # should anything wait before the gate opens: fail, not hang
+  opener.start()
+  with Context(THREADS=2, CPU_ASYNC=1):
+    assert cpu._pool.run(gate, args, 2, 2, 2, (flag, args)), "the pool took no job"
+    out = (a * 3 + 1).realize()
+    attached = cpu._pool._inflight is not None and cpu._pool._inflight[2]
+    flag[0] = 1  # open the gate before anything waits: a thread that joined would spin on it
+    np.testing.assert_allclose(out.numpy(), x * 3 + 1, rtol=1e-6)
+  opener.cancel()
+  assert attached, "the small kernel was not attached to the open job"
 
 
 SCRIPT = """
