@@ -14,20 +14,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import picograd  # noqa: E402
 from picograd import Tensor  # noqa: E402
 from picograd.helpers import Context  # noqa: E402
-from picograd.runtime.device import get_device  # noqa: E402
-
-
-def per_call(fn: Callable[[], object], calls: int) -> float:
-  """Mean seconds per call of `calls` calls in a row, up to when the CPU has run every kernel they launched."""
-  cpu = get_device("CPU")
-  cpu.synchronize()
-  st = time.perf_counter()
-  for _ in range(calls): fn()
-  cpu.synchronize()
-  return (time.perf_counter() - st) / calls
+from cpu import per_call  # noqa: E402  (bench/cpu.py: timed up to when the CPU has run the kernels)
 
 
 def main() -> None:
