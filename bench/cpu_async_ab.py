@@ -8,7 +8,7 @@ the per-round ratios, which cancel the shared host's slow phases better than rat
   python bench/cpu_async_ab.py 50 "full sum" # 50 rounds of one row
 """
 from __future__ import annotations
-import os, sys, time
+import os, sys
 from typing import Callable
 import numpy as np
 import torch
