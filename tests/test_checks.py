@@ -158,6 +158,27 @@ def test_checks_run_on_every_jit_replay(device):
   assert step(T([1, 2], device), T([1, 1], device)).item() == 2 + 3 + 4 + 5 + 1 + 2
 
 
+def test_error_words_share_a_table(device, monkeypatch):
+  """Checked kernels of a device that addresses into a block (CPU, CUDA) keep their error words in one table, read with one
+  copy: a failed check reports its own kernel, clears only its word, and leaves the other kernels' words alone."""
+  from picograd.engine import realize
+  monkeypatch.setattr(realize, "_error_slots", {})  # a fresh table, whatever this process checked before
+  monkeypatch.setattr(realize, "_error_tables", {})
+  _error_slots = realize._error_slots
+  w = Tensor(np.arange(6, dtype=np.float32).reshape(3, 2), device=device)
+  x = T([6, 4], device, np.int32)
+  np.testing.assert_array_equal(F.embedding(T([0, 2], device), w).sum(1).numpy(), [1, 9])  # two kernels, each with its word
+  np.testing.assert_array_equal((x // T([3, 2], device, np.int32)).numpy(), [2, 2])
+  slots = [slot for (name, dev), slot in _error_slots.items() if dev == w.device]
+  if device != "PYTHON": assert len(slots) >= 2 and len({id(table) for table, _, _ in slots}) == 1
+  with pytest.raises(IndexError, match="index out of range"):
+    F.embedding(T([0, 5], device), w).sum(1).numpy()
+  with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+    (x // T([0, 2], device, np.int32)).numpy()
+  np.testing.assert_array_equal((x // T([3, 2], device, np.int32)).numpy(), [2, 2])
+  assert all(not table.numpy()[i] for table, i, _ in _error_slots.values())
+
+
 def test_failed_realize_leaves_tensors_usable(device):
   x = Tensor(np.array([4, 6], np.int32), device=device)
   bad = x // Tensor(np.array([0, 1], np.int32), device=device)
