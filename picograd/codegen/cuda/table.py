@@ -95,14 +95,12 @@ class TableRenderer:
     self.w(f"{REG_TYPES[u.dtype]} {acc} = {c_const(u.arg[0], u.dtype)};")
 
   def _accumulate(self, u: UOp) -> None:
-    if u.arg is Ops.RESCALED and u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA:
-      acc = self.names[u.src[0]]  # the sum so far rescaled, then a chain of MMAs added into it (the flash plan's O += P V)
-      self.w(f"{acc} *= {self.val(u.src[2])};")
-      return self._mma_chain(u.src[1].src[0], u.src[1].arg, acc)
-    if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA and len(u.src[1].src[0].src) > 2:  # a chain (the flash plan's S)
-      return self._mma_chain(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
-    if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.MMA: return self._mma(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
-    if u.src[1].op is Ops.GEP and u.src[1].src[0].op is Ops.WGMMA: return self._wgmma(u.src[1].src[0], u.src[1].arg, self.names[u.src[0]])
+    term = u.src[1]
+    if term.op is Ops.GEP and term.src[0].op in (Ops.MMA, Ops.WGMMA):
+      acc = self.names[u.src[0]]
+      # (the flash plan's O += P V: the sum so far rescaled, then the chain of MMAs added into it)
+      if u.arg is Ops.RESCALED: self.w(f"{acc} *= {self.val(u.src[2])};")
+      return (self._mma if term.src[0].op is Ops.MMA else self._wgmma)(term.src[0], term.arg, acc)
     if u.arg is Ops.RESCALED:  # online softmax (codegen/online.py): the sum so far rescaled, then the term added
       acc = self.names[u.src[0]]
       self.w(f"{acc} = {acc} * {self.val(u.src[2])} + {self.val(u.src[1])};")
@@ -200,18 +198,8 @@ class TableRenderer:
     self.w.close()
 
   def _mma(self, mma: UOp, lane: int, acc: str) -> None:
-    """One accumulator of `mma`; with the fourth, the mma.sync that adds the product of its fragments into all four."""
-    lanes = self.mma_lanes.setdefault(mma, {})
-    lanes[lane] = acc
-    if len(lanes) < 4: return
-    (a, b), (kind, half) = (self.names[f] for f in mma.src), mma.arg
-    self.w(f'asm volatile("{_MMA_PTX[kind]} {{%0, %1, %2, %3}}, {{%4, %5, %6, %7}}, {{%8, %9}}, {{%0, %1, %2, %3}};" : '
-           + ", ".join(f'"+f"({lanes[q]})' for q in range(4)) + " : "
-           + ", ".join([f'"r"({a}[{i}])' for i in range(4)] + [f'"r"({b}[{2 * half + i}])' for i in range(2)]) + ");")
-
-  def _mma_chain(self, mma: UOp, lane: int, acc: str) -> None:
-    """One accumulator of the last MMA of a chain (MMA(a, b, MMA before it)); with the fourth, one mma.sync per link, each
-    adding its product into all four."""
+    """One accumulator of the last MMA of a chain (MMA(a, b[, MMA before it]): one link, or the flash plan's chains over
+    k); with the fourth, one mma.sync per link, each adding its product of fragments into all four."""
     lanes = self.mma_lanes.setdefault(mma, {})
     lanes[lane] = acc
     if len(lanes) < 4: return
