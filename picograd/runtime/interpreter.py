@@ -144,7 +144,7 @@ def _mma_packed(a: list, b: tuple, thread, axis: int, half: int, kind: str, befo
   return out
 
 
-def _wgmma(a: tuple, b: tuple, thread, before: list | None, n: int = 128):
+def _wgmma(a: tuple, b: tuple, thread, before: list | None, n: int):
   """A WGMMA of two descriptor FRAGMENTs (shared buffer, block index, base index, ld, k_rows, kind) of tiles in the 128-byte
   swizzle (codegen/cuda/tiling.py:Layout: rows of 64 elements, chunk c of row r of each group of 8 at chunk c ^ r; MN-major
   atoms of 64 along s `ld` apart), computed by every thread of the warpgroup from the tiles: thread t's n / 2 floats are
