@@ -5,7 +5,7 @@ Every layer may import this file; it imports nothing from picograd.
 from __future__ import annotations
 import contextlib, functools, operator, os
 from dataclasses import dataclass
-from typing import Iterable, Iterator, TypeVar
+from typing import Iterable, Iterator, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -40,6 +40,9 @@ THREADS = Flag("THREADS", 0)  # CPU worker threads; 0 means one per core
 # 1 (default): a compute capability 9.0 GPU compiles for sm_90a, whose 16-bit products then run on warpgroup MMAs (wgmma)
 # over 128-byte swizzled tiles (H200: f16 4096 0.47 -> 0.35 ms, x @ W.T 0.075 -> 0.060 against mma.sync); 0: sm_90, mma.sync
 WGMMA = Flag("WGMMA", 1)
+# 1 (default): on sm_90a the wgmma plan's tiles come by TMA (cp.async.bulk.tensor, mbarrier completion; runtime/cuda.py
+# encodes a tensor map per operand at launch) where both operands allow it; 0: copies through registers
+TMA = Flag("TMA", 1)
 TF32 = Flag("TF32", 0)  # 1: float32 matrix products may use TF32 tensor cores (picograd.set_float32_matmul_precision("high"))
 # the least score elements (B*H*T*T) for which attention-like sums run as one online-softmax pass (engine/online_fusion.py);
 # on the CPU that pass is tiled flash attention (codegen/cpu_flash.py), faster than the stored scores from the GPT's shapes up
@@ -96,6 +99,22 @@ class LaunchDims:
   shared_bytes: int = 0
 
 
-__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "TF32", "WGMMA", "ONLINE_SOFTMAX_MIN", "RECOMPUTE_MIN", "RECOMPUTE_MASKED_MIN", "EMULATE",
+class TensorMapSpec(NamedTuple):
+  """A TMA tensor map over one kernel parameter's buffer, as plain data: codegen puts it in the IR and the program's meta,
+  the CUDA runtime encodes it (cuTensorMapEncodeTiled) for each buffer address it launches with. Boxes land in shared
+  memory in the 128-byte swizzle (codegen/cuda/tiling.py:Layout)."""
+  param: int                # the buffer's position among the kernel's parameters
+  itemsize: int
+  offset: int               # bytes from the buffer's start to element 0
+  dims: tuple[int, ...]     # extents, innermost first
+  strides: tuple[int, ...]  # bytes between consecutive indices of dims[1:]
+  box: tuple[int, ...]      # elements one copy moves along each dim
+
+  @property
+  def box_bytes(self) -> int: return self.itemsize * prod(self.box)
+
+
+__all__ = ["ShapeError", "Flag", "DEBUG", "NOOPT", "TF32", "WGMMA", "TMA", "TensorMapSpec",
+           "ONLINE_SOFTMAX_MIN", "RECOMPUTE_MIN", "RECOMPUTE_MASKED_MIN", "EMULATE",
            "CACHE", "JIT", "DUMP", "DEV", "THREADS", "Context", "prod", "argsort", "ceildiv", "cache_dir", "LaunchDims"]
 

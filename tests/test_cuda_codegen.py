@@ -420,11 +420,12 @@ WGMMA_CASES = {
 }
 
 
+@pytest.mark.parametrize("tma", [1, 0])
 @pytest.mark.parametrize("name", list(WGMMA_CASES))
-def test_wgmma_plan(name, monkeypatch):
+def test_wgmma_plan(name, tma, monkeypatch):
   """sm_90a (WGMMA=1 on an H100/H200): 16-bit products on warpgroup MMAs over descriptors of core-matrix tiles, checked
-  under EMULATE=CUDA (every layout; three cp.async stages for one, four with a chain left running across k-steps for
-  another) and compiled by NVRTC for sm_90a."""
+  under EMULATE=CUDA (every layout, tiles by TMA or through the threads; three cp.async stages for one, four with a chain
+  left running across k-steps for another) and compiled by NVRTC for sm_90a."""
   import picograd.codegen.cuda as cuda_codegen
   import picograd.codegen.cuda.plan as plan
   from picograd.codegen.cuda.target import CUDATarget
@@ -434,16 +435,21 @@ def test_wgmma_plan(name, monkeypatch):
   if name == "dW": monkeypatch.setattr(plan, "WGMMA_STAGES", 3)
   if name == "N": monkeypatch.setattr(plan, "WGMMA_STAGES", 4); monkeypatch.setattr(plan, "WGMMA_IN_FLIGHT", 1)
   _kernels.clear()
-  with Context(EMULATE="CUDA"):
+  with Context(EMULATE="CUDA", TMA=tma):
     got = fn(*[Tensor(a, device="PYTHON") for a in arrays]).numpy()
   ref = fn(*[a.astype(np.float32) for a in arrays])
   np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2e-2, atol=2e-2)
   [kernel] = [k for k in _kernels.values() if any("wgmma" in o for o in k.opts)]
   for side, mn in zip("AB", mn_major): assert f"f16 descriptors of 128-byte swizzled tiles ({'MN' if mn else 'K'}-major)" in kernel.opts, side
+  assert any(o.startswith("TMA copies") for o in kernel.opts) == bool(tma)
   if NVRTC_ERROR: return  # no NVRTC here to compile with
   ast = asts(fn(*[Tensor(a) for a in arrays]))[-1]
-  kname, src, dims, meta = render_for_arch(ast, "sm_90a")
-  assert meta["plan"] == "wgmma" and src.count("wgmma.mma_async") == 4 and "fence.proxy.async.shared::cta" in src
+  with Context(TMA=tma):
+    kname, src, dims, meta = render_for_arch(ast, "sm_90a")
+  assert meta["plan"] == "wgmma" and src.count("wgmma.mma_async") == 4
+  # TMA: copies by the copy engine, completing on mbarriers (a tensor map per operand); else the threads' writes fenced
+  assert ("cp.async.bulk.tensor" in src and "mbarrier.try_wait" in src and len(meta["tensor_maps"]) == 2) if tma else \
+    "fence.proxy.async.shared::cta" in src
   assert src.count(f"m64n{64 if name == 'pv' else 128}k16") == 4
   assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90a", kname)).image
   assert render_for_arch(ast, "sm_90")[3]["plan"] == "mma"  # plain sm_90 keeps mma.sync

@@ -17,6 +17,7 @@ iteration at a time; its accumulators add each iteration's part. Tests use it to
 from __future__ import annotations
 from typing import Callable
 from picograd.dtype import dtypes
+from picograd.helpers import TensorMapSpec
 from picograd.ir.ops import UOp, Ops
 
 NP_BINARY = {Ops.ADD: "np.add", Ops.MUL: "np.multiply", Ops.AND: "np.bitwise_and", Ops.OR: "np.bitwise_or", Ops.XOR: "np.bitwise_xor",
@@ -188,7 +189,15 @@ def _define_local(w: _Writer, u: UOp, v: str) -> str | None:
 
 
 def _async_copy(w: _Writer, u: UOp, v: str) -> str | None:
-  """An ASYNC_COPY done at once: the copy is complete by the time any later statement runs."""
+  """An ASYNC_COPY done at once: the copy is complete by the time any later statement runs (a TMA box too: its mbarrier
+  waits are then no-ops, like every barrier here)."""
+  if isinstance(u.arg, TensorMapSpec):
+    local, idx, param, _, _, gate, *rest = u.src
+    coords = ", ".join(w.names[c] for c in rest[:len(u.arg.dims)])
+    mask = w.names[gate] if w.alive == "True" else f"({w.alive} & {w.names[gate]})"
+    buf = f"p{param.arg[0]}" + ("f" if param.dtype == dtypes.bfloat16 else "")
+    w.lines.append(f"  tma_load({w.names[local]}, {_block_index(w)}, {w.names[idx]}, {buf}, [{coords}], {mask}, {tuple(u.arg)!r})")
+    return None
   local, idx, param, at, gate, *_ = u.src
   lanes = u.arg // param.dtype.itemsize
   buf = f"p{param.arg[0]}" + ("f" if param.dtype == dtypes.bfloat16 else "")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
-from picograd.helpers import DEBUG, DUMP, EMULATE, NOOPT, TF32, LaunchDims
+from picograd.helpers import DEBUG, DUMP, EMULATE, NOOPT, TF32, TMA, LaunchDims
 from picograd.ir.ops import UOp
 from picograd.codegen.kernel import ProgramSpec, render_spec
 from picograd.runtime.device import Device, Program, get_device
@@ -37,7 +37,7 @@ class CompiledKernel:
   def __repr__(self) -> str: return f"<kernel {self.name} on {self.device}>"
 
 
-_kernels: dict[tuple[UOp, str, bool, str, bool], CompiledKernel] = {}
+_kernels: dict[tuple[UOp, str, bool, str, bool, bool], CompiledKernel] = {}
 
 
 def render_target(dev: Device) -> Any:
@@ -49,11 +49,11 @@ def render_target(dev: Device) -> Any:
 
 def is_compiled(ast: UOp, device: str) -> bool:
   """Whether `get_kernel(ast, device)` would return a kernel this process already compiled (under the current NOOPT)."""
-  return (ast, device, bool(NOOPT), str(EMULATE.value), bool(TF32)) in _kernels
+  return (ast, device, bool(NOOPT), str(EMULATE.value), bool(TF32), bool(TMA)) in _kernels
 
 
 def get_kernel(ast: UOp, device: str) -> CompiledKernel:
-  key = (ast, device, bool(NOOPT), str(EMULATE.value), bool(TF32))
+  key = (ast, device, bool(NOOPT), str(EMULATE.value), bool(TF32), bool(TMA))
   if (k := _kernels.get(key)) is not None: return k
   dev = get_device(device)
   target = render_target(dev)

@@ -3,7 +3,7 @@
 With a warm compile cache, most of a first training step's start-up was spent re-rendering
 kernels in Python (lowering, optimizing, linearizing, printing IR: ~35 ms a kernel) only to
 find their objects on disk. This cache keeps each `ProgramSpec`, keyed by the kernel graph's
-structure, the device, the render target, the flags that change rendering (NOOPT, TF32, EMULATE), and a hash of picograd's own source files (a
+structure, the device, the render target, the flags that change rendering (NOOPT, TF32, TMA, EMULATE), and a hash of picograd's own source files (a
 changed lowering or renderer must never reuse an old spec). Entries use the compile cache's
 checked format (runtime/cache.py): a damaged or foreign entry is a miss, and the kernel is rendered.
 `CACHE=0` turns it off with the compile cache.
@@ -11,7 +11,7 @@ checked format (runtime/cache.py): a damaged or foreign entry is a miss, and the
 from __future__ import annotations
 import functools, hashlib, os, pickle
 from typing import Any, Callable
-from picograd.helpers import CACHE, EMULATE, NOOPT, TF32
+from picograd.helpers import CACHE, EMULATE, NOOPT, TF32, TMA
 from picograd.ir.ops import UOp, toposort
 from picograd.codegen.kernel import ProgramSpec
 from picograd.runtime.cache import cached_payload
@@ -52,7 +52,7 @@ def cached_spec(ast: UOp, device: str, target: Any, render: Callable[[], Program
   """`render()`, or the spec an earlier process rendered for the same kernel, device, target, compiler and code. `compiler`
   is the device compiler's cache key: the CPU's rendering reads the host's vector width (codegen/gemm_match.py)."""
   if not CACHE: return render()
-  key = f"spec\0{_code_version()}\0{device}\0{compiler}\0{target!r}\0{bool(NOOPT)}\0{bool(TF32)}\0{EMULATE.value}\0{graph_key(ast)}"
+  key = f"spec\0{_code_version()}\0{device}\0{compiler}\0{target!r}\0{bool(NOOPT)}\0{bool(TF32)}\0{bool(TMA)}\0{EMULATE.value}\0{graph_key(ast)}"
   made: list[ProgramSpec] = []
   def make() -> bytes:
     made.append(render())

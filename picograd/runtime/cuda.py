@@ -24,7 +24,7 @@ from __future__ import annotations
 import ctypes, functools, os, re, struct
 from typing import Any, NamedTuple
 import numpy as np
-from picograd.helpers import WGMMA, cache_dir, LaunchDims
+from picograd.helpers import WGMMA, cache_dir, LaunchDims, TensorMapSpec
 from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, Program
 
 try:
@@ -391,7 +391,7 @@ class CUDAProgram(Program):
     grid, block = _pad3(dims.global_size, "global_size"), _pad3(dims.local_size, "local_size")
     self.ctx.make_current()
     self.allow_shared(dims.shared_bytes)
-    values, pointers = _kernel_params(handles)
+    values, pointers = _kernel_params(handles, self.meta.get("tensor_maps", ()))
     if wait:
       if self.events is None: self.events = (_cu("cuEventCreate", 0), _cu("cuEventCreate", 0))
       _cu("cuEventRecord", self.events[0], self.ctx.stream)
@@ -419,11 +419,29 @@ class CUDAProgram(Program):
       pass
 
 
-def _kernel_params(handles: list[Any]) -> tuple[Any, Any]:
-  """(values, pointers): kernelParams is a void** whose entries point at each argument's value, here each device pointer."""
+@functools.lru_cache(maxsize=4096)
+def _tensor_map(address: int, spec: TensorMapSpec) -> Any:
+  """The TMA tensor map (CUtensorMap) of `spec` over the buffer at device address `address`: boxes land in shared memory
+  in the 128-byte swizzle, elements past the tensor's edges read 0. Encoded once per buffer address and map."""
+  start = address + spec.offset
+  if start % 16: raise ValueError(f"a TMA tensor must start 16-byte aligned: buffer {address:#x} + {spec.offset} bytes is not")
+  kinds = {1: "UINT8", 2: "UINT16", 4: "UINT32", 8: "UINT64"}
+  rank = len(spec.dims)
+  return _cu("cuTensorMapEncodeTiled", getattr(cu.CUtensorMapDataType, f"CU_TENSOR_MAP_DATA_TYPE_{kinds[spec.itemsize]}"), rank, start,
+             [cu.cuuint64_t(d) for d in spec.dims], [cu.cuuint64_t(b) for b in spec.strides], [cu.cuuint32_t(b) for b in spec.box],
+             [cu.cuuint32_t(1)] * rank, cu.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
+             cu.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B, cu.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+             cu.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
+
+
+def _kernel_params(handles: list[Any], maps: list[TensorMapSpec] | tuple = ()) -> tuple[Any, Any]:
+  """(values, pointers): kernelParams is a void** whose entries point at each argument's value: each device pointer, then
+  each tensor map's 128 bytes (`maps`, over the buffers they name), encoded for these buffers."""
   values = (ctypes.c_void_p * len(handles))(*(int(h) for h in handles))
+  tensor_maps = [_tensor_map(int(handles[m.param]), m) for m in maps]
   step = ctypes.sizeof(ctypes.c_void_p)
-  return values, (ctypes.c_void_p * len(handles))(*(ctypes.addressof(values) + i * step for i in range(len(handles))))
+  addresses = [ctypes.addressof(values) + i * step for i in range(len(handles))] + [int(t.getPtr()) for t in tensor_maps]
+  return (values, tensor_maps), (ctypes.c_void_p * len(addresses))(*addresses)
 
 
 class CUDALaunchList:
@@ -436,6 +454,7 @@ class CUDALaunchList:
 
   def __init__(self, ctx: CUDAContext, launches: list[tuple[CUDAProgram, list[Any], bool, LaunchDims]]):
     self.ctx, self.exec, self.graph = ctx, None, None
+    self.launches = [(prog, list(handles)) for prog, handles, _, _ in launches]
     self.values: list[Any] = []
     self.params: list[Any] = []
     self.nodes: list[Any] = []
@@ -447,7 +466,7 @@ class CUDALaunchList:
     for prog, handles, _, dims in launches:
       if len(handles) != prog.meta["n_params"]: raise RuntimeError(f"{prog.name}: {len(handles)} buffers for {prog.meta['n_params']} parameters")
       prog.allow_shared(dims.shared_bytes)
-      values, pointers = _kernel_params(handles)
+      values, pointers = _kernel_params(handles, prog.meta.get("tensor_maps", ()))
       params = cu.CUDA_KERNEL_NODE_PARAMS()
       params.func = prog.function
       params.gridDimX, params.gridDimY, params.gridDimZ = _pad3(dims.global_size, "global_size")
@@ -462,13 +481,17 @@ class CUDALaunchList:
     self.exec = _cu("cuGraphInstantiate", graph, 0)
 
   def set_handle(self, launch: int, arg: int, handle: Any) -> None:
-    values = self.values[launch][0]
-    if values[arg] != int(handle):
-      values[arg] = int(handle)
+    handles = self.launches[launch][1]
+    if int(handles[arg]) != int(handle):
+      handles[arg] = handle
       self.dirty.add(launch)
 
   def __call__(self) -> int:
     self.ctx.make_current()
+    for i in self.dirty:  # new arguments (and tensor maps over the new buffers) for the nodes whose buffers changed
+      prog, handles = self.launches[i]
+      self.values[i] = _kernel_params(handles, prog.meta.get("tensor_maps", ()))
+      self.params[i].kernelParams = ctypes.addressof(self.values[i][1])
     stale = [i for i in self.dirty if cu.cuGraphExecKernelNodeSetParams(self.exec, self.nodes[i], self.params[i])[0] != cu.CUresult.CUDA_SUCCESS]
     if stale:  # a change the executable graph cannot take in place: change the graph and instantiate it again, with every
       # node's current arguments (earlier in-place updates live only in the executable graph)

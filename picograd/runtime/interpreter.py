@@ -165,6 +165,24 @@ def _wgmma(a: tuple, b: tuple, thread, before: list | None, n: int):
   return out
 
 
+def _tma_load(local: np.ndarray, block, dst, src: np.ndarray, coords: list, gate, spec: tuple) -> None:
+  """A TMA copy (codegen/cuda/tiling.py:_Tiles.boxes) by every thread where `gate` holds (one per block): the box of the
+  tensor map `spec` (TensorMapSpec's fields) at `coords` into block `block`'s shared buffer `local` from element `dst` on,
+  in the 128-byte swizzle (16-byte chunk c of each 128-byte row r of a group of 8 at chunk c ^ r); elements past the
+  tensor's edges read 0."""
+  _, itemsize, offset, dims, strides, box = spec
+  block, dst, gate, *coords = (a.reshape(-1) for a in np.broadcast_arrays(block, dst, gate, *coords))
+  grid = np.indices(box[::-1]).reshape(len(box), -1)[::-1]  # each box element's index along each dim, dim 0 fastest
+  byte = np.arange(grid.shape[1]) * itemsize
+  placed = (byte ^ (((byte >> 7) & 7) << 4)) // itemsize
+  steps = [1] + [s // itemsize for s in strides]
+  for i in np.flatnonzero(gate):
+    at = [coords[d][i] + grid[d] for d in range(len(box))]
+    inside = np.logical_and.reduce([(a >= 0) & (a < n) for a, n in zip(at, dims)])
+    flat = offset // itemsize + sum(a.astype(np.int64) * s for a, s in zip(at, steps))
+    local[block[i], dst[i] + placed] = np.where(inside, src[np.where(inside, flat, 0)], 0)
+
+
 KERNEL_GLOBALS = {
   "np": np, "inf": float("inf"), "nan": float("nan"), "c_div": _c_div, "c_mod": _c_mod,
   "reciprocal": lambda x: np.float64(1.0).astype(np.asarray(x).dtype) / x,
@@ -173,6 +191,7 @@ KERNEL_GLOBALS = {
   "bf16_to_f32": lambda b: (b.astype(np.uint32) << 16).view(np.float32), "round_bf16": round_bf16,
   "f32_to_bf16": lambda x: (round_bf16(x).view(np.uint32) >> 16).astype(np.uint16), "float_to_int": _float_to_int, "load": _load,
   "check": _check, "group_reduce": _group_reduce, "atomic_add": _atomic_add, "mma": _mma, "wgmma": _wgmma, "mma_packed": _mma_packed,
+  "tma_load": _tma_load,
 }
 
 

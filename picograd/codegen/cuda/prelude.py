@@ -46,3 +46,7 @@ HALF_PRELUDE = """#include <cuda_fp16.h>
 PG_INLINE float pg_round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 PG_INLINE bool operator!=(__half a, int b) { return __half2float(a) != (float)b; }
 """
+
+# a TMA tensor map as a kernel parameter (CUtensorMap's size and alignment; its bits are the driver's, encoded at launch)
+TENSOR_MAP_PRELUDE = """struct __align__(64) pg_tensor_map { unsigned long long bits[16]; };
+"""

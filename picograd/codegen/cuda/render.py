@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable
 from picograd.dtype import dtypes
-from picograd.helpers import NOOPT, LaunchDims
+from picograd.helpers import NOOPT, LaunchDims, TensorMapSpec
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.linearize import linearize
 from picograd.codegen.cuda.analysis import range_deps, row_split
@@ -13,7 +13,7 @@ from picograd.codegen.cuda.tiling import describe_tiled, map_tiled, plan_for
 from picograd.codegen.cuda.flash import describe_flash_cuda, map_flash, match_flash_cuda
 from picograd.codegen.cuda.ops import MEM_TYPES
 from picograd.codegen.cuda.plan import choose_plan
-from picograd.codegen.cuda.prelude import HALF_PRELUDE, PRELUDE
+from picograd.codegen.cuda.prelude import HALF_PRELUDE, PRELUDE, TENSOR_MAP_PRELUDE
 from picograd.codegen.cuda.table import TableRenderer
 from picograd.codegen.cuda.target import CUDATarget
 
@@ -45,6 +45,7 @@ def _barrier_note(u: UOp, tiled: bool) -> str | None:
   if u.arg == "block": return "block barrier once per k-step" if tiled else None
   if u.arg == "proxy": return "shared-memory writes fenced for the tensor cores, block barrier once per k-step"
   if isinstance(u.arg, tuple) and u.arg[0] == "wgmma": return "the wgmma chains waited for after the k-loop"
+  if u.arg == "landed" or isinstance(u.arg, tuple) and u.arg[0] in ("init", "expect"): return "one mbarrier per stage, waited on by every thread"
   return "cp.async groups committed and waited for" if u.arg == "commit" or isinstance(u.arg, tuple) else None
 
 
@@ -58,7 +59,8 @@ _NOTES: dict[Ops, Callable[[UOp, bool], str | None]] = {
   Ops.GROUP_REDUCE: lambda u, tiled: f"{u.arg[0].name} combined across {u.arg[1]} threads",
   Ops.LOAD: lambda u, tiled: "16-byte load" if u.arg is not None and u.src[0].op is Ops.PARAM else None,
   Ops.STORE: lambda u, tiled: "16-byte store" if u.src[2].op is Ops.VECTORIZE else None,
-  Ops.ASYNC_COPY: lambda u, tiled: "16-byte cp.async copies into shared memory",
+  Ops.ASYNC_COPY: lambda u, tiled: f"TMA copies of {'x'.join(map(str, u.arg.box))} boxes into 128-byte swizzled stages, mbarrier completion"
+    if isinstance(u.arg, TensorMapSpec) else "16-byte cp.async copies into shared memory",
   Ops.FRAGMENT: lambda u, tiled: f"{u.arg[1]} descriptors of 128-byte swizzled tiles ({'MN' if u.arg[3] else 'K'}-major)"
     if u.arg[0] == "desc" else f"{u.arg[1]} A fragments packed from registers" if u.arg[0] == "pack" else \
     f"{u.arg[1]} fragments ({'TF32-rounded loads' if u.arg[1] == 'tf32' else 'ldmatrix'})",
@@ -99,17 +101,20 @@ def render_cuda(base_name: str, sink: UOp, target: CUDATarget) -> tuple[str, str
   params = [u for u in program if u.op is Ops.PARAM]
   written = {u.src[0] for u in program if u.op is Ops.STORE}
   checked = any(u.op is Ops.CHECK for u in program)
+  # TMA tensor maps come after the buffers, each a 64-byte aligned 128-byte kernel parameter the runtime encodes at launch
   args = ", ".join([f"{'' if p in written else 'const '}{MEM_TYPES[p.dtype]}* __restrict__ p{p.arg[0]}" for p in params] +
-                   ["unsigned long long* __restrict__ pg_err"] * checked)
+                   ["unsigned long long* __restrict__ pg_err"] * checked +
+                   [f"const __grid_constant__ pg_tensor_map {name}" for name in table.tensor_maps.values()])
   uses_half = any(u.dtype in (dtypes.float16, dtypes.bfloat16) for u in program)
-  head = [PRELUDE + (HALF_PRELUDE if uses_half else "")]
+  head = [PRELUDE + (HALF_PRELUDE if uses_half else "") + (TENSOR_MAP_PRELUDE if table.tensor_maps else "")]
   body = "\n".join(lines)
   digest = hashlib.sha256((plan + body + "".join(table.globals) + args).encode()).hexdigest()[:8]
   name = f"{base_name}_{digest}"
   src = "\n".join(head + table.globals + [f'extern "C" __global__ void __launch_bounds__({block}) {name}({args}) {{', body, "}", ""])
   dims = LaunchDims(grid, (block,), table.dynamic_shared)
   opts.append(f"grid {dims.global_size}, block {dims.local_size}, {dims.shared_bytes} B dynamic shared memory")
-  return name, src, program, dims, {"n_params": len(params) + checked, "plan": plan, "opts": opts}
+  maps = [spec._replace(param=next(i for i, p in enumerate(params) if p is param)) for param, spec in table.tensor_maps]
+  return name, src, program, dims, {"n_params": len(params) + checked, "plan": plan, "opts": opts, "tensor_maps": maps}
 
 
 def render_for_arch(ast: UOp, arch: str = "sm_90", sm_count: int = 132, max_shared: int = 227 * 1024) -> tuple[str, str, LaunchDims, dict]:

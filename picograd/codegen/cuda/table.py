@@ -9,6 +9,8 @@ where the ACCUMULATEs of its four lanes are, as one `mma.sync` accumulating into
 wgmma descriptor (of a tile in the 128-byte swizzle, whose groups of 8 rows must be 1024-byte aligned: the dynamic block is),
 and a chain of WGMMAs is printed where the ACCUMULATEs of the last one's 64 lanes are: a fence, one
 `wgmma.mma_async` per link accumulating into them, then a commit and a wait for it (the k-step's product is complete there).
+An ASYNC_COPY whose argument is a tensor map is a TMA copy (`cp.async.bulk.tensor`) of one box from a kernel parameter
+`tmN` (a `__grid_constant__` tensor map the runtime encodes at launch, `tensor_maps`) completing on an mbarrier.
 """
 from __future__ import annotations
 from typing import Callable
@@ -17,6 +19,7 @@ from picograd.codegen.cuda.analysis import data_values
 from picograd.codegen.cuda.emit import Writer
 from picograd.codegen.cuda.tiling import Layout
 from picograd.dtype import dtypes
+from picograd.helpers import TensorMapSpec
 from picograd.codegen.cuda.ops import MEM_TYPES, REDUCE_FUNCTORS, REG_TYPES, VEC4_TYPES, acc_update, c_const, render_alu, render_load, render_store
 
 _SPECIAL_C = {"block": "blockIdx.x", "thread": "threadIdx.x"}
@@ -60,6 +63,7 @@ class TableRenderer:
     self.dynamic_shared = total if dynamic else 0
     self.mma_lanes: dict[UOp, dict[int, str]] = {}  # an MMA's (WGMMA's) accumulators, by lane, until all are known
     self.declared = False  # the dynamic block
+    self.tensor_maps: dict[tuple[UOp, TensorMapSpec], str] = {}  # (parameter, map) -> the kernel parameter holding it
 
   def launch(self) -> tuple[tuple[int, ...], int]:
     sizes = {u.arg[0]: u.arg[1] for u in self.program if u.op is Ops.SPECIAL}
@@ -246,6 +250,9 @@ class TableRenderer:
     n = self.names[u] = self.w.fresh("pg_scratch")
     self.globals.append(f"__device__ {REG_TYPES[u.dtype]} {n}[{u.arg[1]}];")
 
+  def _shared_address(self, local: UOp, index: UOp) -> str:
+    return f"(unsigned)__cvta_generic_to_shared({self.names[local]} + {self.val(index)})"
+
   def _barrier(self, u: UOp) -> None:
     if u.arg == "block": self.w("__syncthreads();")
     elif u.arg == "proxy":
@@ -253,10 +260,40 @@ class TableRenderer:
       self.w("__syncthreads();")
     elif u.arg == "device": self.w("__threadfence();")
     elif u.arg == "commit": self.w('asm volatile("cp.async.commit_group;" ::: "memory");')
+    elif u.arg == "landed":  # every thread waits until its stage's mbarrier completes the phase of this parity
+      mbar, stage, parity = u.src[:3]
+      self.w.open("")
+      self.w("unsigned landed = 0;")
+      self.w(f'do asm volatile("{{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }}" : '
+             f'"=r"(landed) : "r"({self._shared_address(mbar, stage)}), "r"({self.val(parity)}) : "memory"); while (!landed);')
+      self.w.close()
+    elif u.arg[0] == "init":  # one arrival (the copying thread's) completes each stage's phase, with the bytes it expects
+      mbar, lead = u.src[:2]
+      self.w.open(f"if ({self.val(lead)})")
+      self.w(f'for (int s = 0; s < {u.arg[1]}; s++) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: '
+             f'"r"((unsigned)__cvta_generic_to_shared({self.names[mbar]} + s)) : "memory");')
+      self.w('asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");')
+      self.w.close()
+    elif u.arg[0] == "expect":
+      mbar, stage, gate = u.src[:3]
+      self.w(f'if ({self.val(gate)}) asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], {u.arg[1]};" :: '
+             f'"r"({self._shared_address(mbar, stage)}) : "memory");')
     elif u.arg[0] == "wgmma": self.w(f'asm volatile("wgmma.wait_group.sync.aligned {u.arg[1]};" ::: "memory");')
     else: self.w(f'asm volatile("cp.async.wait_group {u.arg[1]};" ::: "memory");')  # ("wait", n)
 
+  def _tma_copy(self, u: UOp) -> None:
+    """One box of a tensor map into shared memory, completing on an mbarrier (its bytes counted there)."""
+    local, idx, param, mbar, stage, gate, *rest = u.src
+    spec: TensorMapSpec = u.arg
+    coords = rest[:len(spec.dims)]
+    tmap = self.tensor_maps.setdefault((param, spec), f"tm{len(self.tensor_maps)}")
+    places = ", ".join(f"%{3 + i}" for i in range(len(coords)))
+    self.w(f'if ({self.val(gate)}) asm volatile("cp.async.bulk.tensor.{len(coords)}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes '
+           f'[%0], [%1, {{{places}}}], [%2];" :: "r"({self._shared_address(local, idx)}), "l"((unsigned long long)&{tmap}), '
+           f'"r"({self._shared_address(mbar, stage)}), ' + ", ".join(f'"r"({self.val(c)})' for c in coords) + ' : "memory");')
+
   def _async_copy(self, u: UOp) -> None:
+    if isinstance(u.arg, TensorMapSpec): return self._tma_copy(u)
     local, idx, param, at, gate, *_ = u.src
     size = f"({self.val(gate)} ? {u.arg} : 0)" if not (gate.op is Ops.CONST and gate.arg) else str(u.arg)
     self.w(f'asm volatile("cp.async.cg.shared.global [%0], [%1], {u.arg}, %2;" :: "r"((unsigned)__cvta_generic_to_shared('

@@ -37,10 +37,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 from picograd.dtype import DType, dtypes
-from picograd.helpers import ceildiv
+from picograd.helpers import TensorMapSpec, ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
-from picograd.codegen.cuda.analysis import Matmul, contiguous_in
+from picograd.codegen.cuda.analysis import Matmul, affine, contiguous_in
 from picograd.codegen.cuda.emit import BLOCK
 from picograd.codegen.cuda.mapping import digits, last_block, special
 
@@ -125,6 +125,24 @@ def _store(buf: UOp, index: UOp, value: UOp, gate: UOp, *after: UOp) -> UOp:
   return UOp(Ops.STORE, dtypes.void, (buf, index, value, gate, *after))
 
 
+def _merged(loops: list[UOp], coef: dict[UOp | None, int]) -> tuple[int, int] | None:
+  """(extent, stride) of `loops` (outermost first) when they step through memory as one axis (each loop's stride is the
+  next inner one's times that one's size), else None."""
+  stride = coef.get(loops[-1], 0)
+  if stride <= 0 or any(coef.get(o, 0) != coef.get(i, 0) * i.arg[1] for o, i in zip(loops, loops[1:])): return None
+  return prod(r.arg[1] for r in loops), stride
+
+
+@dataclass(frozen=True)
+class _Box:
+  """One TMA copy of an operand's k-step: its tensor map, where it lands in the tile buffer, and its first element's
+  offset along the tile's rows (s) or columns."""
+  spec: TensorMapSpec
+  at: int
+  s0: int
+  batch: tuple[UOp, ...]  # the batch loops the operand moves along (one tensor-map dim each, after its two)
+
+
 class _Tiles:
   """The pieces of one tiled kernel's rewrite shared by the plans."""
 
@@ -196,6 +214,40 @@ class _Tiles:
     """Whether the operand's tiles can be copied as they are, 16 bytes at a time, into the tile (a plain load of the tile's
     type, contiguous along the tile's rows): then cp.async moves them with no registers in between."""
     return self.width(op) > 1 and op.value.op is Ops.LOAD and op.along == op.layout.k_rows and op.value.dtype == op.local.dtype
+
+  def boxes(self, op: _Operand) -> list[_Box] | None:
+    """The TMA copies of one k-step of a swizzled 16-bit tile (the wgmma plan), when its operand is a plain load whose index
+    steps through memory as a tensor of at most five dims (along the operand's memory run, across it, one per batch loop
+    it moves with) with 16-byte aligned start and strides; else None. A K-major tile is one box of (step of k) x (tile
+    rows); an MN-major one a box of 64 x (step of k) per atom of 64 along s, `ld` apart, as `Layout` lays them out."""
+    v, mm, step = op.value, self.mm, self.plan.step
+    if not (op.layout.swizzled and v.op is Ops.LOAD and v.src[0].op is Ops.PARAM and v.dtype == op.local.dtype and v.dtype.itemsize == 2):
+      return None
+    coef = affine(v.src[1])
+    if coef is None or any(r is not None and r not in (*op.side, *mm.ks, *mm.batch) for r in coef): return None
+    side, k = _merged(op.side, coef), _merged(mm.ks, coef)
+    batch = tuple(r for r in mm.batch if coef.get(r, 0))
+    if side is None or k is None or 2 + len(batch) > 5: return None
+    inner, outer = (side, k) if op.along else (k, side)
+    strides = tuple(2 * c for c in (outer[1], *(coef[r] for r in batch)))
+    offset = 2 * coef.get(None, 0)
+    if inner[1] != 1 or offset < 0 or offset % 16 or any(c % 16 or c >= 2**40 for c in strides): return None
+    dims = (inner[0], outer[0], *(r.arg[1] for r in batch))
+    if any(d >= 2**32 for d in dims): return None
+    ones = (1,) * len(batch)
+    if not op.along: return [_Box(TensorMapSpec(v.src[0].arg[0], 2, offset, dims, strides, (step, op.extent, *ones)), 0, 0, batch)]
+    spec = TensorMapSpec(v.src[0].arg[0], 2, offset, dims, strides, (64, step, *ones))
+    return [_Box(spec, atom * op.layout.ld, atom * 64, batch) for atom in range(op.extent // 64)]
+
+  def tma_copies(self, op: _Operand, boxes: list[_Box], buf: UOp, k0: UOp, mbar: UOp, stage: UOp, gate: UOp, *after: UOp) -> list[UOp]:
+    """The ASYNC_COPYs (arg: the tensor map) of the operand's k-step starting at `k0` into buffer offset `buf`, completing
+    on mbarrier `stage` of `mbar`; issued where `gate` holds (one thread)."""
+    out = []
+    for box in boxes:
+      coords = (op.origin + box.s0, k0) if op.along else (k0, op.origin)
+      src = (op.local, buf + box.at, op.value.src[0], mbar, stage, gate, *coords, *(self.batch[r] for r in box.batch), *after)
+      out.append(UOp(Ops.ASYNC_COPY, dtypes.void, src, box.spec))
+    return out
 
   def async_copies(self, op: _Operand, buf: UOp, k0: UOp, step_ok: UOp | None, *after: UOp) -> list[UOp]:
     """ASYNC_COPYs of this thread's 16-byte pieces of the k-step starting at `k0` into buffer offset `buf`; k past its end
@@ -290,33 +342,29 @@ def shared_bytes(plan: Plan, dtype: DType | None, stages: int = 2) -> int:
              for lay, extent in zip(plan.layouts, (TILE, plan.tile_n)))
 
 
-def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType | None = None, stages: int = 2, in_flight: int = 0) -> UOp:
-  """The tiled plan `plan` (see the module docstring) for a lowered kernel `sink` whose linear program is `mm`; the tiles
-  are of `tile_dtype` in shared memory (default: each operand's type), `stages` buffers each. With more than two, operands
-  that can be copied as they are (`copies_async`) are fetched `stages` - 1 steps ahead by cp.async (ASYNC_COPY, groups
-  closed by BARRIER "commit", waited for by BARRIER ("wait", n) before each step's barrier); the others as with two.
-  wgmma: `in_flight` chains may still run when the next step begins (wgmma.wait_group in_flight): each holds its stage, so
-  copies go `stages` - 1 - in_flight steps ahead, and the chains are waited for after the k-loop (BARRIER ("wgmma", 0))."""
-  B, M, N, K = mm.sizes
-  nodes = toposort([sink])
-  red = next(n for n in nodes if n.op is Ops.REDUCE and mm.mul in toposort([n.src[0]]))
-  [out_store] = [s for s in sink.src if s.op is Ops.STORE]
-  next_id = max((n.arg[0] for n in nodes if n.op is Ops.RANGE), default=-1) + 1
-  tn = plan.tile_n
-  block = special("block", ceildiv(N, tn) * ceildiv(M, TILE) * B * split)
-  t = _Tiles(mm, plan, split, block, red, in_flight)
-  ahead_by = stages - 1 - in_flight  # k-steps the copies run ahead of the step that reads them
+def _operands(t: _Tiles, tile_dtype: DType | None, stages: int) -> list[_Operand]:
+  """The product's two sides, each with `stages` tile buffers in shared memory (of `tile_dtype`, or its own type)."""
+  mm, plan = t.mm, t.plan
   la, lb = plan.layouts
-  ops = [_Operand(mm.x, mm.m, t.by * TILE, M, TILE, la, UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.x.dtype, (), (0, stages * la.elements(plan.step))),
-                  runs_along(mm.x, mm.m, mm.k)),
-         _Operand(mm.y, mm.n, t.bx * tn, N, tn, lb, UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.y.dtype, (), (1, stages * lb.elements(plan.step, tn))),
-                  runs_along(mm.y, mm.n, mm.k))]
-  asyncs = [op for op in ops if stages > 2 and t.copies_async(op)]
-  kt = UOp(Ops.RANGE, INT, (), (next_id, t.steps, "reduce"))
-  kk = UOp(Ops.RANGE, INT, (), (next_id + 1, plan.inner, "reduce", plan.inner))
-  loops = (kt, kk) if plan.inner > 1 else (kt,)
+  return [_Operand(mm.x, mm.m, t.by * TILE, t.M, TILE, la, UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.x.dtype, (), (0, stages * la.elements(plan.step))),
+                   runs_along(mm.x, mm.m, mm.k)),
+          _Operand(mm.y, mm.n, t.bx * plan.tile_n, t.N, plan.tile_n, lb,
+                   UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.y.dtype, (), (1, stages * lb.elements(plan.step, plan.tile_n))),
+                   runs_along(mm.y, mm.n, mm.k))]
 
-  def slot(step: UOp, op: _Operand) -> UOp: return ((step & 1) if stages == 2 else (step % stages)) * t.buffer(op)
+
+def tma_ready(mm: Matmul, plan: Plan, tile_dtype: DType | None) -> bool:
+  """Whether both tiles of a wgmma plan can come by TMA (`_Tiles.boxes`)."""
+  t = _Tiles(mm, plan, 1, special("block", 1), mm.acc)
+  return all(t.boxes(op) for op in _operands(t, tile_dtype, 2))
+
+
+def _register_pipeline(t: _Tiles, ops: list[_Operand], asyncs: list[_Operand], kt: UOp, kk: UOp, stages: int, ahead_by: int,
+                       slot: Callable[[UOp, _Operand], UOp]) -> tuple[UOp, list[UOp], list[UOp]]:
+  """The k-loop's copies through the threads: (the step's barrier, what readers come after, the refill stores for the
+  SINK). Operands copied by cp.async (`asyncs`) go `ahead_by` steps ahead; the others are loaded into registers during a
+  step and stored into the next step's buffer at its end."""
+  plan = t.plan
   # step 0 before the loop (and with cp.async, steps 1 .. stages - 2 too, one group each); each step starts at a barrier
   # (after it, the buffer filled for this step may be read, and the one read last step may be refilled)
   true = UOp.const(dtypes.bool, True)
@@ -343,6 +391,64 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
     # a refill gated by `more` too let the compiler sink the loads into its branch (the last step stores what no step reads)
     refills = [_store(op.local, slot(kt + 1, op) + at, v, last_kk, barrier)
                for op in ops if op not in asyncs for at, v in t.elements(op, t.k_base + (kt + 1) * plan.step, more)]
+  return barrier, after, refills
+
+
+def _tma_pipeline(t: _Tiles, ops: list[_Operand], boxes: list[list[_Box]], kt: UOp, stages: int, ahead_by: int,
+                  slot: Callable[[UOp, _Operand], UOp]) -> tuple[UOp, list[UOp]]:
+  """The k-loop's copies by TMA (see `map_tiled`): (the step's barrier, the wait for its stage's mbarrier)."""
+  lead = t.tid < 1  # the thread that sets up the mbarriers and issues the copies
+  mbar = UOp(Ops.DEFINE_LOCAL, dtypes.uint64, (), (3, stages))
+  ready = UOp(Ops.BARRIER, dtypes.void, (UOp(Ops.BARRIER, dtypes.void, (mbar, lead), ("init", stages)),), "block")
+  nbytes = sum(b.spec.box_bytes for bs in boxes for b in bs)
+
+  def fetch(step: UOp, gate: UOp, *after: UOp) -> list[UOp]:
+    stage = step % stages
+    expect = UOp(Ops.BARRIER, dtypes.void, (mbar, stage, gate, *after), ("expect", nbytes))
+    return [c for op, bs in zip(ops, boxes) for c in t.tma_copies(op, bs, slot(step, op), t.k_base + step * t.plan.step, mbar, stage, gate, expect)]
+  first = [c for n in range(min(ahead_by, t.steps)) for c in fetch(UOp.const(INT, n), lead, ready)]
+  # (after it every thread is done with the step before, whose stage the lead thread then refills)
+  barrier = UOp(Ops.BARRIER, dtypes.void, (kt, ready, *first), "block")
+  ahead = kt + ahead_by
+  refill = fetch(ahead, lead & (ahead < t.steps), barrier)
+  landed = UOp(Ops.BARRIER, dtypes.void, (mbar, kt % stages, (kt // stages) & 1, barrier, *refill), "landed")
+  return barrier, [landed]
+
+
+def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType | None = None, stages: int = 2, in_flight: int = 0,
+              tma: bool = False) -> UOp:
+  """The tiled plan `plan` (see the module docstring) for a lowered kernel `sink` whose linear program is `mm`; the tiles
+  are of `tile_dtype` in shared memory (default: each operand's type), `stages` buffers each. With more than two, operands
+  that can be copied as they are (`copies_async`) are fetched `stages` - 1 steps ahead by cp.async (ASYNC_COPY, groups
+  closed by BARRIER "commit", waited for by BARRIER ("wait", n) before each step's barrier); the others as with two.
+  wgmma: `in_flight` chains may still run when the next step begins (wgmma.wait_group in_flight): each holds its stage, so
+  copies go `stages` - 1 - in_flight steps ahead, and the chains are waited for after the k-loop (BARRIER ("wgmma", 0)).
+  `tma` (wgmma, both operands `_Tiles.boxes`): thread 0 fetches each step's tiles by TMA into a stage whose mbarrier
+  counts the bytes landing (BARRIER ("expect", bytes)); after each step's block barrier it refills the stage the step
+  before read, and every thread waits on the mbarrier of its step's stage (BARRIER "landed", phase parity (kt / stages) & 1):
+  no thread copies, fences or waits for copies of its own."""
+  B, M, N, K = mm.sizes
+  nodes = toposort([sink])
+  red = next(n for n in nodes if n.op is Ops.REDUCE and mm.mul in toposort([n.src[0]]))
+  [out_store] = [s for s in sink.src if s.op is Ops.STORE]
+  next_id = max((n.arg[0] for n in nodes if n.op is Ops.RANGE), default=-1) + 1
+  tn = plan.tile_n
+  block = special("block", ceildiv(N, tn) * ceildiv(M, TILE) * B * split)
+  t = _Tiles(mm, plan, split, block, red, in_flight)
+  ahead_by = stages - 1 - in_flight  # k-steps the copies run ahead of the step that reads them
+  ops = _operands(t, tile_dtype, stages)
+  boxes = [t.boxes(op) for op in ops] if tma else []
+  assert not tma or all(boxes), "TMA needs both operands in tensor maps (tiling.tma_ready)"
+  asyncs = [op for op in ops if stages > 2 and t.copies_async(op)] if not tma else []
+  kt = UOp(Ops.RANGE, INT, (), (next_id, t.steps, "reduce"))
+  kk = UOp(Ops.RANGE, INT, (), (next_id + 1, plan.inner, "reduce", plan.inner))
+  loops = (kt, kk) if plan.inner > 1 else (kt,)
+
+  def slot(step: UOp, op: _Operand) -> UOp: return ((step & 1) if stages == 2 else (step % stages)) * t.buffer(op)
+  true = UOp.const(dtypes.bool, True)
+  refills: list[UOp] = []
+  if tma: barrier, after = _tma_pipeline(t, ops, [b for b in boxes if b is not None], kt, stages, ahead_by, slot)
+  else: barrier, after, refills = _register_pipeline(t, ops, asyncs, kt, kk, stages, ahead_by, slot)
 
   def reader(op: _Operand, role: str) -> Reader:
     cur = slot(kt, op)
@@ -407,4 +513,5 @@ def describe_tiled(plan: Plan, mm: Matmul, split: int, stages: int) -> str:
           f"{plan.describe}" + (f", split-K over {split} blocks" if split > 1 else ""))
 
 
-__all__ = ["map_tiled", "plan_for", "describe_tiled", "runs_along", "shared_bytes", "tensor_core_plan", "wgmma_plan", "SIMT", "Layout", "Plan"]
+__all__ = ["map_tiled", "plan_for", "tma_ready",
+           "describe_tiled", "runs_along", "shared_bytes", "tensor_core_plan", "wgmma_plan", "SIMT", "Layout", "Plan"]
