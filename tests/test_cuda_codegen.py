@@ -415,13 +415,15 @@ WGMMA_CASES = {
   "T": (lambda a, b: a @ b.T, [rnd(130, 200, dtype=np.float16), rnd(136, 200, dtype=np.float16)], (False, False)),
   "N": (lambda a, b: a @ b, [rnd(240, 96, dtype=np.float16), rnd(96, 200, dtype=np.float16)], (False, True)),
   "dW": (lambda a, b: a.T @ b, [rnd(300, 96, dtype=np.float16), rnd(300, 136, dtype=np.float16)], (True, True)),
+  # a weight gradient's long k over few tiles: split-K (four chunks of 512, partial tiles combined by the last block)
+  "dW_split": (lambda a, b: a.T @ b, [rnd(2048, 96, dtype=np.float16), rnd(2048, 136, dtype=np.float16)], (True, True)),
   # N <= 64 (attention's p @ v): tiles of 128 x 64, wgmma m64n64k16
   "pv": (lambda a, b: a @ b, [rnd(2, 130, 200, dtype=np.float16), rnd(2, 200, 64, dtype=np.float16)], (False, True)),
 }
 
 
-@pytest.mark.parametrize("tma", [1, 0])
-@pytest.mark.parametrize("name", list(WGMMA_CASES))
+# (split-K grids take the wgmma plan only with TMA)
+@pytest.mark.parametrize("name,tma", [(name, tma) for name in WGMMA_CASES for tma in (1, 0) if tma or name != "dW_split"])
 def test_wgmma_plan(name, tma, monkeypatch):
   """sm_90a (WGMMA=1 on an H100/H200): 16-bit products on warpgroup MMAs over descriptors of core-matrix tiles, checked
   under EMULATE=CUDA (every layout, tiles by TMA or through the threads; three cp.async stages for one, four with a chain
@@ -442,6 +444,7 @@ def test_wgmma_plan(name, tma, monkeypatch):
   [kernel] = [k for k in _kernels.values() if any("wgmma" in o for o in k.opts)]
   for side, mn in zip("AB", mn_major): assert f"f16 descriptors of 128-byte swizzled tiles ({'MN' if mn else 'K'}-major)" in kernel.opts, side
   assert any(o.startswith("TMA copies") for o in kernel.opts) == bool(tma)
+  assert any("split-K over 4 blocks" in o for o in kernel.opts) == (name == "dW_split")
   if NVRTC_ERROR: return  # no NVRTC here to compile with
   ast = asts(fn(*[Tensor(a) for a in arrays]))[-1]
   with Context(TMA=tma):

@@ -24,7 +24,12 @@ ASYNC_MIN_STEPS = 32
 MMA_STEP = 64
 WGMMA_STAGES = 2               # shared-memory buffers per operand of the wgmma plan
 WGMMA_IN_FLIGHT = 0            # wgmma chains left running into the next k-step (each holds a stage: needs stages >= 3)
-TMA_STAGES = 3                 # shared-memory stages of the wgmma plan by TMA (H200: 3 give 2 blocks an SM; f16 4096 0.237 ms, 4: 0.275)
+# the wgmma plan with its tiles by TMA (H200, f16 4096): 3 stages give 2 blocks an SM (0.237 ms; 4 stages 0.275), and one
+# chain left running into the next step 0.206 (4 stages with one 0.234, with two 0.279); split-K grids take it too (the
+# GPT's fc weight gradient 0.095 -> 0.055 ms against mma.sync's cp.async stages)
+TMA_STAGES = 3
+TMA_IN_FLIGHT = 1
+TMA_SPLIT_K = True
 
 
 def _split_k(mm: Matmul, target: CUDATarget) -> int:
@@ -67,17 +72,18 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
       halfs = mm.x.dtype == mm.y.dtype and mm.x.dtype in (dtypes.float16, dtypes.bfloat16) and mm.acc.dtype == dtypes.float32
       floats = mm.x.dtype == mm.y.dtype == mm.acc.dtype == dtypes.float32
       split = _split_k(mm, target)
-      # sm_90a (an H100/H200, WGMMA=1): warpgroup MMAs on 16-bit tiles through descriptors, k-steps of 64; not for split-K
-      # grids, whose long chunks run faster on mma.sync's three cp.async stages (the GPT's weight gradients: 124 against
-      # 290 us), nor for 64 < N < 128 (tiles of 128 x 64 take N <= 64, 128 x 128 the rest)
-      if halfs and target.wgmma and split == 1 and (N >= 128 or N <= 64):
+      # sm_90a (an H100/H200, WGMMA=1): warpgroup MMAs on 16-bit tiles through descriptors, k-steps of 64, not for
+      # 64 < N < 128 (tiles of 128 x 64 take N <= 64, 128 x 128 the rest). Split-K grids only with TMA: with copies through
+      # the threads their long chunks ran faster on mma.sync's three cp.async stages (the GPT's weight gradients: 124
+      # against 290 us)
+      if halfs and target.wgmma and (N >= 128 or N <= 64):
         plan, tile_dtype = plan_for("wgmma", mm, 64)
         # TMA: the tiles copied by the copy engine into stages, with no thread in between (and 8 bytes of mbarrier a stage)
-        if TMA and tma_ready(mm, plan, tile_dtype):
+        if TMA and (split == 1 or TMA_SPLIT_K) and tma_ready(mm, plan, tile_dtype):
           stages = next((n for n in (TMA_STAGES, 3) if shared_bytes(plan, tile_dtype, n) + 8 * n <= target.max_shared), None)
-          if stages is not None: return "wgmma", (mm, split, stages, 64, WGMMA_IN_FLIGHT if stages - 1 - WGMMA_IN_FLIGHT >= 1 else 0, True)
+          if stages is not None: return "wgmma", (mm, split, stages, 64, TMA_IN_FLIGHT if stages - 1 - TMA_IN_FLIGHT >= 1 else 0, True)
         stages = next((n for n in (WGMMA_STAGES, 2) if shared_bytes(plan, tile_dtype, n) <= target.max_shared), None)
-        if stages is not None:
+        if stages is not None and split == 1:
           return "wgmma", (mm, split, stages, 64, WGMMA_IN_FLIGHT if stages - 1 - WGMMA_IN_FLIGHT >= 1 else 0, False)
       for name, fits in (("mma", halfs), ("mma_tf32", TF32 and floats)):
         if not fits or target.cc < 80: continue
