@@ -177,6 +177,13 @@ def test_error_words_share_a_table(device, monkeypatch):
     (x // T([0, 2], device, np.int32)).numpy()
   np.testing.assert_array_equal((x // T([3, 2], device, np.int32)).numpy(), [2, 2])
   assert all(not table.numpy()[i] for table, i, _ in _error_slots.values())
+  # two checked kernels run together: their words are read with one copy of the table (a CUDA step read one per kernel)
+  from picograd.runtime.device import Buffer
+  reads, numpy = [], Buffer.numpy
+  monkeypatch.setattr(Buffer, "numpy", lambda self: (reads.append(self), numpy(self))[1])
+  a, b = F.embedding(T([0, 1], device), w).sum(1), x // T([2, 1], device, np.int32)
+  a.realize(b)
+  if device != "PYTHON": assert len(reads) == 1, reads
 
 
 def test_failed_realize_leaves_tensors_usable(device):

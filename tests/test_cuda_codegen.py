@@ -417,6 +417,9 @@ WGMMA_CASES = {
   "dW": (lambda a, b: a.T @ b, [rnd(300, 96, dtype=np.float16), rnd(300, 136, dtype=np.float16)], (True, True)),
   # a weight gradient's long k over few tiles: split-K (four chunks of 512, partial tiles combined by the last block)
   "dW_split": (lambda a, b: a.T @ b, [rnd(2048, 96, dtype=np.float16), rnd(2048, 136, dtype=np.float16)], (True, True)),
+  # attention's output read from its per-head layout (k = head x 64 + d): TMA boxes over 4-dim tensor maps (d, t, head, b)
+  "heads": (lambda a, b: (a.permute(0, 2, 1, 3) if isinstance(a, Tensor) else a.transpose(0, 2, 1, 3)).reshape(2, 128, 128) @ b,
+            [rnd(2, 2, 128, 64, dtype=np.float16), rnd(128, 136, dtype=np.float16)], (False, True)),
   # N <= 64 (attention's p @ v): tiles of 128 x 64, wgmma m64n64k16
   "pv": (lambda a, b: a @ b, [rnd(2, 130, 200, dtype=np.float16), rnd(2, 200, 64, dtype=np.float16)], (False, True)),
 }
@@ -454,6 +457,7 @@ def test_wgmma_plan(name, tma, monkeypatch):
   assert ("cp.async.bulk.tensor" in src and "mbarrier.try_wait" in src and len(meta["tensor_maps"]) == 2) if tma else \
     "fence.proxy.async.shared::cta" in src
   assert src.count(f"m64n{64 if name == 'pv' else 128}k16") == 4
+  if tma and name == "heads": assert meta["tensor_maps"][0].dims == (64, 128, 2, 2) and "cp.async.bulk.tensor.4d" in src
   assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90a", kname)).image
   assert render_for_arch(ast, "sm_90")[3]["plan"] == "mma"  # plain sm_90 keeps mma.sync
 

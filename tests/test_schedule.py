@@ -123,6 +123,29 @@ def test_autocast_products_store_their_16_bit_result_on_cuda(x):
   np.testing.assert_array_equal(got[0], ref.relu().numpy())
 
 
+def test_autocast_linear_stores_its_bias_for_the_products_reading_it_on_cuda(x):
+  # attention's q, k and v are views of one linear's bf16 output plus its bias, read by several products: on CUDA the
+  # linear's kernel adds the bias (its epilogue) and stores the sum, so the products read plain 16-bit loads (their tiles
+  # then come by TMA) instead of adding the bias at every tile; the CPU adds it where it is read
+  from picograd.engine.realize import _normalize
+  from picograd.engine.schedule import create_template
+  from picograd.ir.ops import Ops, toposort
+  w, b = Tensor(rand((24, 6), seed=4), device=DEV), Tensor(rand((24,), seed=5), device=DEV)
+  with picograd.autocast(dtypes.bfloat16):
+    q, k = x.linear(w, b).reshape(-1, 2, 12).transpose(0, 1).split(6, dim=2)  # the bias added in bf16, as nn.Linear does
+    outs = [q @ k.transpose(1, 2), q.transpose(1, 2) @ k]
+  roots, _ = _normalize([t.uop for t in outs])
+  for kind in ("CUDA", "CPU"):
+    kernels = [k.ast for k in create_template(roots, [kind] * 2).kernels if k.ast is not None]
+    products = [a for a in kernels if any(n.op is Ops.REDUCE for n in toposort([a]))]
+    biased = [a for a in products if any(n.op is Ops.ADD for n in toposort([a]))]
+    assert (len(products), len(biased)) == ((3, 1) if kind == "CUDA" else (3, 2)), kind
+  got = [t.numpy() for t in outs]
+  ref = (x.numpy() @ w.numpy().T + b.numpy()).reshape(-1, 2, 12).transpose(1, 0, 2)
+  want = ref[..., :6] @ ref[..., 6:].transpose(0, 2, 1)
+  np.testing.assert_allclose(got[0], want, rtol=2e-2, atol=2e-2 * np.abs(want).max())  # bf16 operands
+
+
 def test_long_shared_elementwise_chain_is_cut():
   # a running sum read at every step (a residual stream's gradient through many layers): each step's kernel would recompute
   # the whole sum so far, reading every buffer added before it; a value read by several nodes whose fused graph reads more

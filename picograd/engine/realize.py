@@ -214,7 +214,8 @@ def error_handle(k: CompiledKernel) -> Any:
 def _failed_checks(kernels: list[CompiledKernel]) -> list[tuple[CompiledKernel, int]]:
   """Read and clear the error words of `kernels` (one copy per table): the kernels whose checks failed, with their bits."""
   slots = [_error_slot(k) for k in kernels]
-  words = {id(table): table.numpy() for table, _, _ in slots}
+  tables = {id(table): table for table, _, _ in slots}
+  words = {key: table.numpy() for key, table in tables.items()}  # (one read per table, not per kernel)
   failed = [(k, int(words[id(table)][i])) for k, (table, i, _) in zip(kernels, slots) if words[id(table)][i]]
   cleared: dict[int, Buffer] = {}
   for table, i, _ in slots:

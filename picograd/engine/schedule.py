@@ -308,6 +308,15 @@ def _narrow_cast_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
   return [n] if _product_operand(n, f.consumers) else []
 
 
+def _narrow_operand_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
+  """A 16-bit elementwise value of a sum that a matrix product reads as an operand (autocast's linear: the product's bf16
+  plus its bias, the q, k and v that attention's products read) is stored: the sum's kernel computes it as its epilogue,
+  and the products read plain 16-bit tiles (copied by TMA) instead of adding the bias at every tile they load."""
+  if f.kind(n) not in PRODUCT_CAST_DEVICES or n.dtype not in NARROW_FLOATS or n.op is Ops.CAST: return []
+  def sum_below(u: UOp) -> bool: return u.op is Ops.REDUCE or (u.op in MOVEMENT | {Ops.CAST} and sum_below(u.src[0]))
+  return [n] if any(sum_below(s) for s in n.src) and _product_operand(n, f.consumers) else []
+
+
 BoundaryRule = Callable[[UOp, _Fusion], list[UOp]]
 # The fusion policy (DESIGN §4) as rules: op -> fn(node, state) -> the nodes that get a buffer. The tables apply in order,
 # each to every node (a later table sees what the earlier ones realized); ops without a rule fuse into their consumers.
@@ -319,6 +328,8 @@ BOUNDARY_RULES: list[dict[Ops, BoundaryRule]] = [
     # AFTER(x, dep): x is read from memory (a checkpoint's saved input) by kernels ordered after dep's
     Ops.AFTER: lambda n, f: [s for s in n.src if not is_contiguous_view(s)]},
   {Ops.REDUCE: lambda n, f: [n] if len(f.consumers[n]) > 1 else []},  # a reduction read by several nodes is computed once
+  # before the broadcast rule: a product's 16-bit operand computed from a sum is stored with the sum (its epilogue)
+  {op: _narrow_operand_boundaries for op in ALU},
   {Ops.EXPAND: _broadcast_boundaries},
   # after the broadcast rule: the pieces' own reductions have buffers
   {Ops.ADD: _concat_boundaries, Ops.CHECK: _check_boundaries, Ops.CAST: _narrow_cast_boundaries},

@@ -50,12 +50,12 @@ def affine(u: UOp) -> dict[UOp | None, int] | None:
   return None
 
 
-def _terms(u: UOp) -> list[tuple[int, UOp | None]] | None:
+def index_terms(u: UOp) -> list[tuple[int, UOp | None]] | None:
   """`u` as a sum of coefficient x (RANGE, RANGE // c or RANGE % c; None: 1), else None."""
   if u.op is Ops.ADD:
-    a, b = _terms(u.src[0]), _terms(u.src[1])
+    a, b = index_terms(u.src[0]), index_terms(u.src[1])
     return None if a is None or b is None else a + b
-  if u.op is Ops.MUL and u.src[1].op is Ops.CONST and (a := _terms(u.src[0])) is not None: return [(c * u.src[1].arg, t) for c, t in a]
+  if u.op is Ops.MUL and u.src[1].op is Ops.CONST and (a := index_terms(u.src[0])) is not None: return [(c * u.src[1].arg, t) for c, t in a]
   if u.op is Ops.CONST and u.dtype.is_int: return [(int(u.arg), None)]
   if u.op is Ops.RANGE or (u.op in (Ops.IDIV, Ops.MOD) and u.src[0].op is Ops.RANGE and u.src[1].op is Ops.CONST): return [(1, u)]
   return None
@@ -67,7 +67,7 @@ def contiguous_in(index: UOp, rng: UOp, width: int) -> bool:
   per-head layout: (n // 64) * T * 64 + n % 64), as a `width`-lane vector access needs."""
   a = affine(index)
   if a is not None: return a.get(rng) == 1 and all(v % width == 0 for k, v in a.items() if k is not rng)
-  if width == 1 or (terms := _terms(index)) is None: return False
+  if width == 1 or (terms := index_terms(index)) is None: return False
   of_rng = [(c, t) for c, t in terms if t is not None and t.op is not Ops.RANGE and t.src[0] is rng]  # rng // d, rng % d
   moving = [(c, t) for c, t in of_rng if t.op is Ops.MOD] + [(c, t) for c, t in terms if t is rng]
   return len(moving) == 1 and moving[0][0] == 1 and all(t.src[1].arg % width == 0 for _, t in of_rng) and \

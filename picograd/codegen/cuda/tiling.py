@@ -37,10 +37,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 from picograd.dtype import DType, dtypes
-from picograd.helpers import TensorMapSpec, ceildiv, prod
+from picograd.helpers import TensorMapSpec, ceildiv
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
-from picograd.codegen.cuda.analysis import Matmul, affine, contiguous_in
+from picograd.codegen.cuda.analysis import Matmul, contiguous_in, index_terms
 from picograd.codegen.cuda.emit import BLOCK
 from picograd.codegen.cuda.mapping import digits, last_block, special
 
@@ -125,22 +125,50 @@ def _store(buf: UOp, index: UOp, value: UOp, gate: UOp, *after: UOp) -> UOp:
   return UOp(Ops.STORE, dtypes.void, (buf, index, value, gate, *after))
 
 
-def _merged(loops: list[UOp], coef: dict[UOp | None, int]) -> tuple[int, int] | None:
-  """(extent, stride) of `loops` (outermost first) when they step through memory as one axis (each loop's stride is the
-  next inner one's times that one's size), else None."""
-  stride = coef.get(loops[-1], 0)
-  if stride <= 0 or any(coef.get(o, 0) != coef.get(i, 0) * i.arg[1] for o, i in zip(loops, loops[1:])): return None
-  return prod(r.arg[1] for r in loops), stride
+Digit = tuple[int, int]  # (extent, stride in elements) of one tensor-map dim
+
+
+def _digits(loops: list[UOp], terms: dict[UOp | None, int]) -> list[Digit] | None:
+  """How a flat index over `loops` (outermost first) steps through memory, as digits, innermost first: each loop is one
+  digit (a term r * stride) or two (r % d and r // d: a loop over heads x 64 read from a per-head layout), and neighbours
+  that step as one merge. None when a loop appears otherwise or does not move the address."""
+  digits: list[Digit] = []
+  for r in reversed(loops):
+    parts = {t.op: (t.src[1].arg, c) for t, c in terms.items() if t is not None and t.op in (Ops.MOD, Ops.IDIV) and t.src[0] is r}
+    if parts:
+      if r in terms or set(parts) != {Ops.MOD, Ops.IDIV} or parts[Ops.MOD][0] != parts[Ops.IDIV][0] or r.arg[1] % parts[Ops.MOD][0]: return None
+      d = parts[Ops.MOD][0]
+      digits += [(d, parts[Ops.MOD][1]), (r.arg[1] // d, parts[Ops.IDIV][1])]
+    else: digits.append((r.arg[1], terms.get(r, 0)))
+  merged: list[Digit] = []
+  for extent, stride in digits:
+    if extent == 1: continue
+    if merged and stride == merged[-1][1] * merged[-1][0]: merged[-1] = (merged[-1][0] * extent, merged[-1][1])
+    else: merged.append((extent, stride))
+  return merged if merged and all(stride > 0 for _, stride in merged) else None
+
+
+def _coords(digits: list[Digit], flat: UOp) -> list[UOp]:
+  """Each digit's coordinate of the flat index `flat` (the innermost first)."""
+  out, inner = [], 1
+  for i, (extent, _) in enumerate(digits):
+    c = flat // inner if inner > 1 else flat
+    out.append(c % extent if i < len(digits) - 1 else c)
+    inner *= extent
+  return out
 
 
 @dataclass(frozen=True)
 class _Box:
-  """One TMA copy of an operand's k-step: its tensor map, where it lands in the tile buffer, and its first element's
-  offset along the tile's rows (s) or columns."""
+  """One TMA copy of an operand's k-step: its tensor map, where it lands in the tile buffer, its first element's offset
+  along the tile's rows (s) or columns, and the digits of the axes its coordinates come from (the operand's memory run
+  first, the other axis, then each batch loop it moves with)."""
   spec: TensorMapSpec
   at: int
   s0: int
-  batch: tuple[UOp, ...]  # the batch loops the operand moves along (one tensor-map dim each, after its two)
+  run: tuple[Digit, ...]
+  other: tuple[Digit, ...]
+  batch: tuple[tuple[UOp, tuple[Digit, ...]], ...]
 
 
 class _Tiles:
@@ -217,35 +245,43 @@ class _Tiles:
 
   def boxes(self, op: _Operand) -> list[_Box] | None:
     """The TMA copies of one k-step of a swizzled 16-bit tile (the wgmma plan), when its operand is a plain load whose index
-    steps through memory as a tensor of at most five dims (along the operand's memory run, across it, one per batch loop
-    it moves with) with 16-byte aligned start and strides; else None. A K-major tile is one box of (step of k) x (tile
-    rows); an MN-major one a box of 64 x (step of k) per atom of 64 along s, `ld` apart, as `Layout` lays them out."""
+    steps through memory as a tensor of at most five dims (`_digits` of the axis the operand's memory runs along, of the
+    other axis, of each batch loop) with 16-byte aligned start and strides, the box's two spans each within one dim; else
+    None. A K-major tile is one box of (step of k) x (tile rows); an MN-major one a box of 64 x (step of k) per atom of 64
+    along s, `ld` apart, as `Layout` lays them out. Dims after the first two are copied one index at a time."""
     v, mm, step = op.value, self.mm, self.plan.step
     if not (op.layout.swizzled and v.op is Ops.LOAD and v.src[0].op is Ops.PARAM and v.dtype == op.local.dtype and v.dtype.itemsize == 2):
       return None
-    coef = affine(v.src[1])
-    if coef is None or any(r is not None and r not in (*op.side, *mm.ks, *mm.batch) for r in coef): return None
-    side, k = _merged(op.side, coef), _merged(mm.ks, coef)
-    batch = tuple(r for r in mm.batch if coef.get(r, 0))
-    if side is None or k is None or 2 + len(batch) > 5: return None
-    inner, outer = (side, k) if op.along else (k, side)
-    strides = tuple(2 * c for c in (outer[1], *(coef[r] for r in batch)))
-    offset = 2 * coef.get(None, 0)
-    if inner[1] != 1 or offset < 0 or offset % 16 or any(c % 16 or c >= 2**40 for c in strides): return None
-    dims = (inner[0], outer[0], *(r.arg[1] for r in batch))
-    if any(d >= 2**32 for d in dims): return None
-    ones = (1,) * len(batch)
-    if not op.along: return [_Box(TensorMapSpec(v.src[0].arg[0], 2, offset, dims, strides, (step, op.extent, *ones)), 0, 0, batch)]
-    spec = TensorMapSpec(v.src[0].arg[0], 2, offset, dims, strides, (64, step, *ones))
-    return [_Box(spec, atom * op.layout.ld, atom * 64, batch) for atom in range(op.extent // 64)]
+    listed = index_terms(v.src[1])
+    if listed is None: return None
+    terms: dict[UOp | None, int] = {}
+    for c, t in listed: terms[t] = terms.get(t, 0) + c
+    if any(t is not None and (t if t.op is Ops.RANGE else t.src[0]) not in (*op.side, *mm.ks, *mm.batch) for t in terms): return None
+    side, k = _digits(op.side, terms), _digits(mm.ks, terms)
+    batch = [(r, d) for r in mm.batch if any(t is not None and r in (t, *t.src) for t in terms) for d in [_digits([r], terms)]]
+    if side is None or k is None or any(d is None for _, d in batch): return None
+    (run, run_span), (other, other_span) = ((side, 64), (k, step)) if op.along else ((k, step), (side, op.extent))
+    digits = [run[0], other[0], *run[1:], *other[1:], *(d for _, ds in batch for d in ds or ())]
+    offset = 2 * terms.get(None, 0)
+    # each span within its axis's innermost digit (or that digit is the whole axis: past its end reads zeros)
+    fits = all(ds[0][0] % span == 0 or len(ds) == 1 for ds, span in ((run, run_span), (other, other_span)))
+    if not fits or run[0][1] != 1 or len(digits) > 5 or offset < 0 or offset % 16 or \
+       any(2 * st % 16 or 2 * st >= 2**40 or e >= 2**32 for e, st in digits[1:]): return None
+    spec = TensorMapSpec(v.src[0].arg[0], 2, offset, tuple(e for e, _ in digits), tuple(2 * st for _, st in digits[1:]),
+                         (run_span, other_span) + (1,) * (len(digits) - 2))
+    keep = tuple((r, tuple(ds or ())) for r, ds in batch)
+    if not op.along: return [_Box(spec, 0, 0, tuple(run), tuple(other), keep)]
+    return [_Box(spec, atom * op.layout.ld, atom * 64, tuple(run), tuple(other), keep) for atom in range(op.extent // 64)]
 
   def tma_copies(self, op: _Operand, boxes: list[_Box], buf: UOp, k0: UOp, mbar: UOp, stage: UOp, gate: UOp, *after: UOp) -> list[UOp]:
     """The ASYNC_COPYs (arg: the tensor map) of the operand's k-step starting at `k0` into buffer offset `buf`, completing
     on mbarrier `stage` of `mbar`; issued where `gate` holds (one thread)."""
     out = []
     for box in boxes:
-      coords = (op.origin + box.s0, k0) if op.along else (k0, op.origin)
-      src = (op.local, buf + box.at, op.value.src[0], mbar, stage, gate, *coords, *(self.batch[r] for r in box.batch), *after)
+      run, other = (_coords(list(box.run), op.origin + box.s0), _coords(list(box.other), k0)) if op.along else \
+        (_coords(list(box.run), k0), _coords(list(box.other), op.origin))
+      coords = [run[0], other[0], *run[1:], *other[1:], *(c for r, ds in box.batch for c in _coords(list(ds), self.batch[r]))]
+      src = (op.local, buf + box.at, op.value.src[0], mbar, stage, gate, *coords, *after)
       out.append(UOp(Ops.ASYNC_COPY, dtypes.void, src, box.spec))
     return out
 
