@@ -146,6 +146,32 @@ def test_autocast_linear_stores_its_bias_for_the_products_reading_it_on_cuda(x):
   np.testing.assert_allclose(got[0], want, rtol=2e-2, atol=2e-2 * np.abs(want).max())  # bf16 operands
 
 
+def test_autocast_gelu_gradient_is_its_products_epilogue_on_cuda(x):
+  # under autocast an MLP's gelu gradient (bf16) is read by two products (the weight's and the input's gradients) and by the
+  # bias's sum. On CUDA it is the epilogue of the product that computes the gradient reaching it, stored once: gelu is
+  # evaluated in two kernels (its forward, that epilogue), not also inside the bias's sum; the CPU recomputes it where read
+  from picograd.engine.realize import _normalize
+  from picograd.engine.schedule import create_template
+  from picograd.ir.ops import Ops, toposort
+  w1 = Tensor(rand((16, 6), seed=4), device=DEV, requires_grad=True)
+  b1 = Tensor(rand((16,), seed=5), device=DEV, requires_grad=True)
+  w2 = Tensor(rand((6, 16), seed=6), device=DEV, requires_grad=True)
+  with picograd.autocast(dtypes.bfloat16):
+    loss = x.linear(w1, b1).gelu().linear(w2).float().square().sum()
+  loss.backward()
+  roots, _ = _normalize([b1.grad.uop, w1.grad.uop, w2.grad.uop])
+  gelus = {}
+  for kind in ("CUDA", "CPU"):  # (kernel evaluates gelu, its reductions) of each kernel evaluating it
+    kernels = [k.ast for k in create_template(roots, [kind] * 3).kernels if k.ast is not None]
+    gelus[kind] = sorted((True, sum(n.op is Ops.REDUCE for n in toposort([a]))) for a in kernels if any(n.op is Ops.EXP2 for n in toposort([a])))
+  assert gelus["CUDA"] == [(True, 0), (True, 1)] and len(gelus["CPU"]) > 2, gelus
+  import torch
+  tw1, tb1, tw2 = (torch.tensor(t.numpy(), requires_grad=True) for t in (w1, b1, w2))
+  (torch.nn.functional.gelu(torch.tensor(x.numpy()) @ tw1.T + tb1, approximate="tanh") @ tw2.T).square().sum().backward()
+  for got, want in ((b1.grad, tb1.grad), (w1.grad, tw1.grad)):  # bf16 products against float32
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=5e-2, atol=5e-2 * float(want.abs().max()))
+
+
 def test_long_shared_elementwise_chain_is_cut():
   # a running sum read at every step (a residual stream's gradient through many layers): each step's kernel would recompute
   # the whole sum so far, reading every buffer added before it; a value read by several nodes whose fused graph reads more

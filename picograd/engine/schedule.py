@@ -245,9 +245,10 @@ def _padded_pieces(u: UOp) -> int:
 
 def _concat_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
   """A concatenation read by a reduction is stored first: every load of the reduction would otherwise test one gate per
-  piece and read through the pieces' index maps (the weight gradient of a fused q/k/v projection)."""
+  piece and read through the pieces' index maps (the weight gradient of a fused q/k/v projection). Its pieces' own sums
+  are stored too: inside the concatenation's elementwise kernel a product would run as one dot product per output."""
   if f.kind(n) not in CONCAT_STORING_DEVICES or any(c.op is Ops.ADD for c in f.consumers.get(n, ())) or _padded_pieces(n) < 2: return []
-  return [n] if _feeds_reduce(n, f.consumers, f.realize) else []
+  return [n, *_reduces_below(n, f.realize)] if _feeds_reduce(n, f.consumers, f.realize) else []
 
 
 SHARED_INPUTS_MAX = 8  # buffers an elementwise value read by several nodes may read before it is stored once
@@ -313,8 +314,25 @@ def _narrow_operand_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
   plus its bias, the q, k and v that attention's products read) is stored: the sum's kernel computes it as its epilogue,
   and the products read plain 16-bit tiles (copied by TMA) instead of adding the bias at every tile they load."""
   if f.kind(n) not in PRODUCT_CAST_DEVICES or n.dtype not in NARROW_FLOATS or n.op is Ops.CAST: return []
-  def sum_below(u: UOp) -> bool: return u.op is Ops.REDUCE or (u.op in MOVEMENT | {Ops.CAST} and sum_below(u.src[0]))
-  return [n] if any(sum_below(s) for s in n.src) and _product_operand(n, f.consumers) else []
+  # matrix products below it (no other reduction: a softmax's row sums would fuse in, with the product under them), at
+  # most one read by nothing else (whose epilogue it becomes; one that others read too gets its own kernel), and not a
+  # concatenation of several (each a product of its own)
+  def product(r: UOp) -> bool:
+    v = r.src[0]
+    while v.op is Ops.CAST: v = v.src[0]
+    return r.arg[0] is Ops.ADD and v.op is Ops.MUL
+  found, own, seen = 0, 0, set()
+  stack = [(s, True) for s in n.src]
+  while stack:
+    u, alone = stack.pop()
+    if u in seen or u in f.realize: continue
+    seen.add(u)
+    alone = alone and len(f.consumers.get(u, ())) == 1
+    if u.op is Ops.REDUCE and not product(u): return []
+    if u.op is Ops.REDUCE: found, own = found + 1, own + alone
+    elif u.op in ALU or u.op in MOVEMENT: stack.extend((s, alone) for s in u.src)
+  if not found or own > 1 or _padded_pieces(n): return []
+  return [n] if _product_operand(n, f.consumers) else []
 
 
 BoundaryRule = Callable[[UOp, _Fusion], list[UOp]]
@@ -404,11 +422,16 @@ def _device_of(root_device: str, nodes: list[UOp], root: UOp) -> dict[UOp, str]:
 
 # a CHECKPOINT is its value: its other sources only serve its gradient
 NARROW_FLOATS = (dtypes.float16, dtypes.bfloat16)
-# before the boundaries are chosen: a checkpoint is its value; a cast to a 16-bit float goes below views (a view moves
+# before the boundaries are chosen: a checkpoint is its value; a 16-bit value cast to float32 and back is itself; a cast
+# to a 16-bit float goes below views (a view moves
 # elements, the cast converts them: they commute), so the cast of a tensor is one node however it is viewed (autocast
 # casts each use of a float32 tensor: a weight in its product and in its gradient's, an activation through a transpose)
 _canonical = PatternMatcher([
   (UPat(Ops.CHECKPOINT, name="c"), lambda c: c.src[0]),
+  # a 16-bit value widened to float32 and narrowed back is itself (exact both ways): autocast casts a bf16 gradient read as
+  # float32 (a bias's sum) back to bf16 for its products, which then read the same buffer as the sum
+  (UPat(Ops.CAST, NARROW_FLOATS, src=(UPat(Ops.CAST, dtypes.float32, src=(UPat(name="x"),)),), name="c"),
+   lambda c, x: x if x.dtype == c.dtype else None),
   (UPat(Ops.CAST, NARROW_FLOATS, src=(UPat(MOVEMENT, name="view"),), name="c"),
    lambda c, view: UOp(view.op, c.dtype, (view.src[0].cast(c.dtype), *view.src[1:]), view.arg)),
 ])
