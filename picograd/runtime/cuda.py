@@ -21,7 +21,7 @@ toolkit (found by `cuda.pathfinder`), then $CUDA_HOME/include and /usr/local/cud
 Without headers, kernels that include none still compile.
 """
 from __future__ import annotations
-import ctypes, functools, os, re, struct
+import ctypes, functools, os, re, struct, threading
 from typing import Any, NamedTuple
 import numpy as np
 from picograd.helpers import WGMMA, cache_dir, LaunchDims, TensorMapSpec
@@ -260,6 +260,9 @@ class NVRTCCompiler(Compiler):
 # ---------------------------------------------------------------------------------------------
 # the device: context, memory, programs
 
+_bound = threading.local()  # the CUDAContext each thread last bound through picograd
+
+
 class CUDAContext:
   """One GPU's primary context and the stream all of picograd's work on it goes to."""
 
@@ -273,8 +276,12 @@ class CUDAContext:
     self.event: Any = None  # marks a point of the stream another GPU's stream waits for (peer copies)
 
   def make_current(self) -> None:
-    """Bind the context to the calling thread: contexts are per thread, and picograd may call from any thread."""
-    _cu("cuCtxSetCurrent", self.context)
+    """Bind the context to the calling thread: contexts are per thread, and picograd may call from any thread. Each thread's
+    binding is remembered, so only a change of GPU costs a driver call (a makemore step made five binding calls for one
+    GPU); code outside picograd that binds another GPU's context in between must bind it back."""
+    if getattr(_bound, "context", None) is not self:
+      _cu("cuCtxSetCurrent", self.context)
+      _bound.context = self
 
   def attribute(self, attr: str) -> int: return _cu("cuDeviceGetAttribute", getattr(cu.CUdevice_attribute, attr), self.device)
 
@@ -297,13 +304,23 @@ def _host_address(view: memoryview) -> int:
   return np.frombuffer(view, dtype=np.uint8).ctypes.data  # numpy also takes read-only buffers, which ctypes does not
 
 
+STAGED_COPY_MAX = 64 * 1024  # host-to-device copies up to this size go through pinned memory, with no wait
+_STAGING_BYTES = 1 << 20
+
+
 class CUDAAllocator(Allocator):
-  """cuMemAlloc'd device memory; handles are device addresses (ints). Copies are ordered on the device's stream."""
+  """cuMemAlloc'd device memory; handles are device addresses (ints). Copies are ordered on the device's stream.
+
+  A small host-to-device copy (a training step's batch) is copied into a ring of pinned host memory and queued from there:
+  the caller's buffer is free at once and the host does not wait for the stream (the copy of a large one does). The ring
+  starts over after a wait for the stream, when it is full."""
 
   def __init__(self, device: str, ctx: CUDAContext):
     super().__init__(device)
     self.ctx = ctx
     self.peers: set[CUDAContext] = set()  # source GPUs whose memory this one was allowed to read directly
+    self.staging: int | None = None  # the pinned ring (cuMemHostAlloc), taken at the first small copy; freed with the process
+    self.staged = 0  # bytes of it queued since the stream was last waited for
 
   def _alloc(self, nbytes: int) -> int:
     self.ctx.make_current()
@@ -322,6 +339,16 @@ class CUDAAllocator(Allocator):
   def copyin(self, handle: int, src: memoryview) -> None:
     if not src.nbytes: return
     self.ctx.make_current()
+    if src.nbytes <= STAGED_COPY_MAX:
+      if self.staging is None: self.staging = int(_cu("cuMemHostAlloc", _STAGING_BYTES, 0))
+      if self.staged + src.nbytes > _STAGING_BYTES:  # the ring's earlier copies must be done before it is written again
+        _cu("cuStreamSynchronize", self.ctx.stream)
+        self.staged = 0
+      at = self.staging + self.staged
+      ctypes.memmove(at, _host_address(src), src.nbytes)
+      _cu("cuMemcpyHtoDAsync", handle, at, src.nbytes, self.ctx.stream)
+      self.staged += -(-src.nbytes // 256) * 256
+      return
     _cu("cuMemcpyHtoDAsync", handle, _host_address(src), src.nbytes, self.ctx.stream)
     _cu("cuStreamSynchronize", self.ctx.stream)  # the caller may free or reuse `src` as soon as we return
 
