@@ -73,7 +73,7 @@ def describe_mapping(plan: str, arg: Any, program: list[UOp]) -> list[str]:
   """What DEBUG=3 lists for a mapped kernel: the launch, each loop the mapping dealt out or vectorized, shared memory,
   and for a matrix product its tiles."""
   tiled = plan in TILED
-  opts = [describe_tiled(plan_for(plan, arg[0], arg[3])[0], *arg[:3])] if tiled else [describe_flash_cuda(arg)] if plan == "flash" else []
+  opts = [describe_tiled(plan_for(plan, arg[0], arg[3])[0], *arg[:3], *arg[5:])] if tiled else [describe_flash_cuda(arg)] if plan == "flash" else []
   # (the flash plan's loops, tiles and barriers are a tiled kernel's too)
   opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled or plan == "flash")) is not None]
   if tiled:

@@ -546,9 +546,10 @@ def plan_for(name: str, mm: Matmul, step: int = 32) -> tuple[Plan, DType | None]
   return plan, KIND_DTYPES[kind]
 
 
-def describe_tiled(plan: Plan, mm: Matmul, split: int, stages: int) -> str:
+def describe_tiled(plan: Plan, mm: Matmul, split: int, stages: int, tma: bool = False) -> str:
   B, M, N, K = mm.sizes
-  buffers = "double-buffered shared memory" if stages == 2 else f"{stages} shared-memory stages (cp.async where an operand is copied as it is)"
+  buffers = f"{stages} shared-memory stages filled by TMA" if tma else "double-buffered shared memory" if stages == 2 else \
+    f"{stages} shared-memory stages (cp.async where an operand is copied as it is)"
   return (f"tiled product {B}x{M}x{N}, k={K}: 128x{plan.tile_n} output tiles, k-steps of {plan.step} through {buffers}, "
           f"{plan.describe}" + (f", split-K over {split} blocks" if split > 1 else ""))
 
