@@ -423,9 +423,9 @@ def _device_of(root_device: str, nodes: list[UOp], root: UOp) -> dict[UOp, str]:
 # a CHECKPOINT is its value: its other sources only serve its gradient
 NARROW_FLOATS = (dtypes.float16, dtypes.bfloat16)
 # before the boundaries are chosen: a checkpoint is its value; a 16-bit value cast to float32 and back is itself; a cast
-# to a 16-bit float goes below views (a view moves
-# elements, the cast converts them: they commute), so the cast of a tensor is one node however it is viewed (autocast
-# casts each use of a float32 tensor: a weight in its product and in its gradient's, an activation through a transpose)
+# to a 16-bit float goes below views (a view moves elements, the cast converts them: they commute), so the cast of a tensor
+# is one node however it is viewed (autocast casts each use of a float32 tensor: a weight in its product and in its
+# gradient's, an activation through a transpose)
 _canonical = PatternMatcher([
   (UPat(Ops.CHECKPOINT, name="c"), lambda c: c.src[0]),
   # a 16-bit value widened to float32 and narrowed back is itself (exact both ways): autocast casts a bf16 gradient read as

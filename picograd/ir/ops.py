@@ -73,7 +73,11 @@ class Ops(Enum):
   # desc b, [WGMMA before it], arg=(kind, chains left in flight, n)) is this thread's n / 2 floats of the 64 x n product
   # of the m64 x k16 and k16 x n tiles (plus the one before it: a chain of them is one k-step), read by GEPs like an MMA;
   # BARRIER(arg="proxy") is a block barrier after which the tensor cores' reads see every thread's shared-memory writes,
-  # BARRIER(arg=("wgmma", n)) waits until at most n chains are in flight
+  # BARRIER(arg=("wgmma", n)) waits until at most n chains are in flight. TMA: ASYNC_COPY(local, index, param, mbarriers,
+  # stage, gate, *coordinates, *after, arg=helpers.TensorMapSpec) copies one box of a tensor map over `param` into the
+  # 128-byte swizzle, completing on mbarrier `stage` of `mbarriers` (a DEFINE_LOCAL of uint64); BARRIER(mbarriers, lead,
+  # arg=("init", n)) sets them up (thread `lead`), BARRIER(mbarriers, stage, gate, arg=("expect", bytes)) arrives on one
+  # expecting that many bytes, BARRIER(mbarriers, stage, parity, arg="landed") waits until its phase of that parity ends
   SPECIAL = auto(); GUARD = auto(); DEFINE_LOCAL = auto(); GROUP_REDUCE = auto(); VECTORIZE = auto(); GEP = auto()
   DEFINE_GLOBAL = auto(); BARRIER = auto(); ATOMIC_ADD = auto(); FRAGMENT = auto(); MMA = auto(); ASYNC_COPY = auto()
   WGMMA = auto()
