@@ -462,6 +462,16 @@ def test_wgmma_plan(name, tma, monkeypatch):
   assert render_for_arch(ast, "sm_90")[3]["plan"] == "mma"  # plain sm_90 keeps mma.sync
 
 
+@needs_nvrtc
+def test_tma_coordinates_of_a_product_indexed_in_64_bits_compile():
+  """A product large enough for 64-bit loops (attention's scores at T = 1024: 384 x 1024 x 1024 over 64) passes its TMA
+  coordinates as the 32-bit operands cp.async.bulk.tensor takes (NVRTC rejected 64-bit values for them)."""
+  a, b = Tensor.empty(384, 1024, 64, dtype=dtypes.bfloat16), Tensor.empty(384, 64, 1024, dtype=dtypes.bfloat16)
+  kname, src, dims, meta = render_for_arch(asts(a @ b)[-1], "sm_90a")
+  assert meta["plan"] == "wgmma" and len(meta["tensor_maps"]) == 2 and "long long" in src
+  assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90a", kname)).image
+
+
 def test_wgmma_tiles_are_1024_aligned():
   """The hardware applies the 128-byte swizzle by shared-memory address: a wgmma kernel's tile buffers start at multiples
   of 1024 bytes, and the renderer places large buffers so even after a small one (a split-K ticket flag)."""

@@ -265,7 +265,7 @@ class TableRenderer:
       self.w.open("")
       self.w("unsigned landed = 0;")
       self.w(f'do asm volatile("{{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }}" : '
-             f'"=r"(landed) : "r"({self._shared_address(mbar, stage)}), "r"({self.val(parity)}) : "memory"); while (!landed);')
+             f'"=r"(landed) : "r"({self._shared_address(mbar, stage)}), "r"((unsigned){self.val(parity)}) : "memory"); while (!landed);')
       self.w.close()
     elif u.arg[0] == "init":  # one arrival (the copying thread's) completes each stage's phase, with the bytes it expects
       mbar, lead = u.src[:2]
@@ -290,7 +290,7 @@ class TableRenderer:
     places = ", ".join(f"%{3 + i}" for i in range(len(coords)))
     self.w(f'if ({self.val(gate)}) asm volatile("cp.async.bulk.tensor.{len(coords)}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes '
            f'[%0], [%1, {{{places}}}], [%2];" :: "r"({self._shared_address(local, idx)}), "l"((unsigned long long)&{tmap}), '
-           f'"r"({self._shared_address(mbar, stage)}), ' + ", ".join(f'"r"({self.val(c)})' for c in coords) + ' : "memory");')
+           f'"r"({self._shared_address(mbar, stage)}), ' + ", ".join(f'"r"((int){self.val(c)})' for c in coords) + ' : "memory");')
 
   def _async_copy(self, u: UOp) -> None:
     if isinstance(u.arg, TensorMapSpec): return self._tma_copy(u)
