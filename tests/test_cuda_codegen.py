@@ -29,6 +29,9 @@ CASES = {
   "reduce_rows": (lambda: Tensor(rnd(128, 512)).sum(1), "block"),
   "reduce_cols": (lambda: Tensor(rnd(512, 4096)).sum(0), "flat"),
   "reduce_long_cols": (lambda: Tensor(rnd(16, 512, 96)).sum((0, 1)), "columns"),  # a bias gradient
+  # an embedding's one-hot gradient: each thread holds all 5 token values of its column (one read of the token and of dx)
+  "onehot_cols": (lambda: Tensor(rnd(4096, 1, 64)).where(Tensor(np.arange(4096, dtype=np.int32) * 7 % 5).reshape(-1, 1, 1) ==
+                                                         Tensor.arange(5).reshape(1, 5, 1), 0.0).sum(0), "columns"),
   "reduce_short_rows": (lambda: Tensor(rnd(1024, 256)).sum(1), "row"),  # a warp per row
   "reduce_mixed_rows": (lambda: (Tensor(rnd(4096, 96)) + Tensor(rnd(96, 4096)).T).sum(1), "row"),  # one operand runs along the row
   "full_sum": (lambda: Tensor(rnd(512, 512)).sum(), "split"),

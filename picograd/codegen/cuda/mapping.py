@@ -318,27 +318,44 @@ COLUMN_UNROLL = 8
 COMBINE_UNROLL = 256
 
 
-def map_columns(sink: UOp, glob: list[UOp], split: int) -> UOp:
+def map_columns(sink: UOp, glob: list[UOp], split: int, held: int = -1) -> UOp:
   """A few hundred or thousand outputs, each summing a long strided column (a bias gradient): a thread per output, so
   a warp reads neighbouring columns of a row together, and `split` blocks per group of outputs, block `part` taking rows
-  part, part + split, ...; each thread's partial goes to scratch and the last block of the group adds them in order."""
-  total = max(prod(r.arg[1] for r in glob), 1)
+  part, part + split, ...; each thread's partial goes to scratch and the last block of the group adds them in order.
+  With `held` (the index of a short output loop no load moves with: the vocabulary of an embedding's one-hot gradient,
+  sum over tokens of where(token == v, dx, 0)), each thread sums every value of that loop at once, reading what they
+  share once (`held_loop`)."""
+  kept = [glob[held]] if held >= 0 else []
+  spread = [r for r in glob if r not in kept]
+  total = max(prod(r.arg[1] for r in spread), 1)
+  values = [{kept[0]: UOp.const(kept[0].dtype, v)} for v in range(kept[0].arg[1])] if kept else [{}]
   width = next(b for b in (BLOCK, 128, 64, 32) if total % b == 0)  # whole blocks: every thread takes part in the ticket
   ids = _loop_ids(sink)
   block, tid = special("block", total // width * split), special("thread", width)
   group, part = block // split, block % split
   gid = group * width + tid
-  sink = _sink(sink, [substitute(st, digits(glob, gid)) for st in sink.src])
-  red = _top_reduction(sink)
-  repl, valid, i = deal_out(list(red.src[1:]), part, split, next(ids), "reduce", COLUMN_UNROLL)
-  partial = _partial(red, substitute(red.src[0], repl), valid, i)
-  scratch = UOp(Ops.DEFINE_GLOBAL, red.dtype, (), (0, split * total))
-  fence, reset = last_block((_store(scratch, part * total + gid, partial, UOp.const(dtypes.bool, True)),), tid, group, total // width, split, 1)
+  sink = _sink(sink, [substitute(st, {**digits(spread, gid), **value}) for value in values for st in sink.src])
+  nodes = toposort([sink])
+  deps = loop_deps(nodes)
+  reds = [n for n in nodes if n.op is Ops.REDUCE and not deps[n]]
+  # (held: one iteration is already that many sums; unrolled further it took NVRTC most of a second)
+  repl, valid, i = deal_out(list(reds[0].src[1:]), part, split, next(ids), "reduce", COLUMN_UNROLL if not kept else 2)
+  scratch = UOp(Ops.DEFINE_GLOBAL, reds[0].dtype, (), (0, split * total * len(reds)))
+  partials = tuple(_store(scratch, (part * len(reds) + k) * total + gid, _partial(red, substitute(red.src[0], repl), valid, i),
+                          UOp.const(dtypes.bool, True)) for k, red in enumerate(reds))
+  fence, reset = last_block(partials, tid, group, total // width, split, 1)
   q = UOp(Ops.RANGE, dtypes.int32, (), (next(ids), split, "reduce", COMBINE_UNROLL))
-  combined = UOp(Ops.REDUCE, red.dtype, (_scratch_load(scratch, q * total + gid, fence), q), red.arg)
-  sink = substitute(sink, {red: combined})
+  sink = substitute(sink, {red: UOp(Ops.REDUCE, red.dtype, (_scratch_load(scratch, (q * len(reds) + k) * total + gid, fence), q), red.arg)
+                           for k, red in enumerate(reds)})
   return _simplified(_sink(sink, list(sink.src) + [reset]))
 
 
-__all__ = ["map_flat", "map_lanes", "map_block", "map_row", "map_split", "map_columns", "last_block", "vector_lanes", "deal_out",
+def held_loop(program: list[UOp], glob: list[UOp], deps: dict[UOp, frozenset[UOp]], most: int = 128) -> int:
+  """The index in `glob` of a short output loop (2 .. `most`) that no load's index moves with, when there are other output
+  loops: a columns kernel's thread can then sum all of its values with one read of what they share (-1: none)."""
+  loads = [u for u in program if u.op is Ops.LOAD and u.src[0].op is Ops.PARAM]
+  return next((k for k, r in enumerate(glob) if 2 <= r.arg[1] <= most and len(glob) > 1 and all(r not in deps[u.src[1]] for u in loads)), -1)
+
+
+__all__ = ["map_flat", "map_lanes", "map_block", "map_row", "map_split", "map_columns", "held_loop", "last_block", "vector_lanes", "deal_out",
            "deal_out_reductions", "special", "digits"]

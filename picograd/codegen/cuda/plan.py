@@ -6,6 +6,7 @@ from picograd.helpers import NOOPT, TF32, TMA, ceildiv, prod
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.cuda.analysis import Matmul, contiguous_in, find_matmul, row_split, top_level
 from picograd.codegen.cuda.emit import BLOCK
+from picograd.codegen.cuda.mapping import held_loop
 from picograd.codegen.cuda.tiling import plan_for, shared_bytes, tma_ready
 from picograd.codegen.cuda.target import CUDATarget
 
@@ -105,9 +106,14 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
   if rsize < 32: return "flat", None
   splittable = len(top) == 1 and top[0].dtype in (dtypes.float32, dtypes.float64, dtypes.int32, dtypes.int64, dtypes.uint32)
   if not all(along) and splittable and outputs % 32 == 0 and outputs < target.sm_count * BLOCK and rsize >= 2048:
+    # a thread per output, or per output of the other loops when a short one no load moves with is held in each thread
+    # (an embedding's one-hot gradient: 65 x 384 outputs, each reading the same dx and token for every value of v)
+    held = held_loop(program, glob, deps)
+    threads = outputs // glob[held].arg[1] if held >= 0 else outputs
+    if threads % 32: held, threads = -1, outputs
     # blocks enough for about 2048 threads per SM, each thread at least 64 rows, at most 256 partials per output to combine
-    split = min(ceildiv(target.sm_count * 2048, outputs), rsize // 64, 256)
-    if split > 1: return "columns", split
+    split = min(ceildiv(target.sm_count * 2048, threads), rsize // 64, 256)
+    if split > 1: return "columns", (split, held)
   if not all(along) and outputs >= 2048:
     # a thread per output reads coalesced across the threads where the reduction runs over a leading axis;
     # but with a few thousand rows it leaves most of the GPU idle, and a warp per row coalesces whatever runs along the row

@@ -30,7 +30,7 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "block": lambda sink, program, arg: map_block(sink, _globals(program)),
   "row": lambda sink, program, group: map_row(sink, *row_split(program), group),
   "split": lambda sink, program, split: map_split(sink, _globals(program), split),
-  "columns": lambda sink, program, split: map_columns(sink, _globals(program), split),
+  "columns": lambda sink, program, arg: map_columns(sink, _globals(program), *arg),
   **{name: (lambda name: lambda sink, program, arg: map_tiled(sink, arg[0], arg[1], *plan_for(name, arg[0], arg[3]), *arg[2:3], *arg[4:]))(name)
      for name in TILED},
   "flash": lambda sink, program, fl: map_flash(sink, fl),  # online-softmax kernels of 16-bit products (flash.py)
