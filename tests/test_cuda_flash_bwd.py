@@ -1,0 +1,64 @@
+"""Attention's backward on CUDA without T x T buffers (engine/recompute.py and engine/reassociate.py for 16-bit products,
+schedule.TENSOR_CORE_RECOMPUTE_DEVICES): checked under EMULATE=CUDA on the schedule and against PyTorch's SDPA gradients."""
+import numpy as np
+import pytest
+import torch
+import picograd
+from picograd import Tensor, dtypes, Context
+from picograd.engine import realize, schedule
+
+B, H, T, D = 1, 2, 80, 32  # T not a multiple of the 64-row tiles
+
+
+@pytest.fixture
+def cuda_recomputes(monkeypatch):
+  monkeypatch.setattr(schedule, "TENSOR_CORE_RECOMPUTE_DEVICES", {"CUDA"})
+  monkeypatch.setattr(realize, "_templates", {})  # schedules cached without the rule must not be found
+
+
+def _arrays(seed: int = 0) -> list[np.ndarray]:
+  rng = np.random.default_rng(seed)
+  return [rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(4)]
+
+
+def _attention(q, k, v, how: str):
+  with picograd.autocast(dtypes.bfloat16):
+    if how == "by_hand": return ((q @ k.transpose(-2, -1)) * (1 / np.sqrt(D))).softmax(-1) @ v
+    return q.scaled_dot_product_attention(k, v, is_causal=how == "causal")
+
+
+def _torch(arrays: list[np.ndarray], how: str) -> list[np.ndarray]:
+  q, k, v = (torch.tensor(a, requires_grad=True) for a in arrays[:3])
+  out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=how == "causal")
+  (out * torch.tensor(arrays[3])).sum().backward()
+  return [out.detach().numpy()] + [t.grad.numpy() for t in (q, k, v)]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("how", ["causal", "plain", "by_hand"])
+def test_attention_training_step_without_score_buffers(cuda_recomputes, how):
+  """Forward and backward of autocast's attention, as mapped for the GPU: no B*H*T*T buffer, the softmax gradient's row term
+  read from O (sum_d dO * O: one value per query from two B*H*T*D buffers), values and gradients within bfloat16's rounding
+  of PyTorch's float32 SDPA."""
+  arrays = _arrays()
+  with Context(EMULATE="CUDA", ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0):
+    q, k, v = (Tensor(a, device="PYTHON", requires_grad=True) for a in arrays[:3])
+    out = _attention(q, k, v, how)
+    grads = (out.float() * Tensor(arrays[3], device="PYTHON")).sum().gradient(q, k, v)
+    steps = picograd.schedule(out, *grads)
+    assert all(b.size < B * H * T * T for s in steps for b in s.buffers)
+    # max, sum, O, dV, dO's 16-bit cast, the row term, dQ, dK
+    assert len(steps) == 8
+    assert any(s.buffers[0].size == B * H * T and sum(b.size == B * H * T * D for b in s.buffers[1:]) == 2 for s in steps)
+    got = [out.float().numpy()] + [g.numpy() for g in grads]
+  for name, a, want in zip(("out", "dq", "dk", "dv"), got, _torch(arrays, how)):
+    np.testing.assert_allclose(a, want, rtol=3e-2, atol=3e-2 * float(np.abs(want).max()), err_msg=name)
+
+
+def test_float32_attention_stores_its_scores_on_cuda(cuda_recomputes):
+  """Only 16-bit products are recomputed on CUDA (the form a tensor-core plan maps): float32 attention keeps its scores."""
+  arrays = _arrays()
+  with Context(EMULATE="CUDA", ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0):
+    q, k, v = (Tensor(a, device="PYTHON", requires_grad=True) for a in arrays[:3])
+    out = q.scaled_dot_product_attention(k, v, is_causal=True)
+    steps = picograd.schedule(*(out * Tensor(arrays[3], device="PYTHON")).sum().gradient(q, k, v))
+    assert any(b.size == B * H * T * T for s in steps for b in s.buffers)
