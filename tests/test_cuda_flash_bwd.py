@@ -9,26 +9,20 @@ from picograd import Tensor, dtypes, Context
 from picograd.engine import realize, schedule
 from picograd.engine.compile import _kernels
 from picograd.engine.realize import _normalize
-from cuda_marks import cuda_rt, needs_nvrtc
+from cuda_marks import cuda_rt, needs_gpu, needs_nvrtc
 from picograd.codegen.cuda import render_for_arch
 
 B, H, T, D = 1, 2, 80, 32  # T not a multiple of the 64-row tiles
 
 
-@pytest.fixture
-def cuda_recomputes(monkeypatch):
-  monkeypatch.setattr(schedule, "TENSOR_CORE_RECOMPUTE_DEVICES", {"CUDA"})
-  monkeypatch.setattr(realize, "_templates", {})  # schedules cached without the rule must not be found
-
-
-def _arrays(seed: int = 0) -> list[np.ndarray]:
+def _arrays(shape: tuple[int, ...] = (B, H, T, D), seed: int = 0) -> list[np.ndarray]:
   rng = np.random.default_rng(seed)
-  return [rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(4)]
+  return [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]
 
 
 def _attention(q, k, v, how: str):
   with picograd.autocast(dtypes.bfloat16):
-    if how == "by_hand": return ((q @ k.transpose(-2, -1)) * (1 / np.sqrt(D))).softmax(-1) @ v
+    if how == "by_hand": return ((q @ k.transpose(-2, -1)) * (1 / np.sqrt(q.shape[-1]))).softmax(-1) @ v
     return q.scaled_dot_product_attention(k, v, is_causal=how == "causal")
 
 
@@ -40,7 +34,7 @@ def _torch(arrays: list[np.ndarray], how: str) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("how", ["causal", "plain", "by_hand"])
-def test_attention_training_step_without_score_buffers(cuda_recomputes, how):
+def test_attention_training_step_without_score_buffers(how):
   """Forward and backward of autocast's attention, as mapped for the GPU: no B*H*T*T buffer, the softmax gradient's row term
   read from O (sum_d dO * O: one value per query from two B*H*T*D buffers), the row max and sum, O, dV, dQ and dK on tensor
   cores (the recomputed plan; causal: tiles past or before the diagonal skipped), values and gradients within bfloat16's
@@ -62,11 +56,31 @@ def test_attention_training_step_without_score_buffers(cuda_recomputes, how):
   assert sum("emulating the CUDA mapping recomputed" in o for o in opts) == 6, opts
   skipped = [o for o in opts if any("causal diagonal skipped" in x for x in o)]
   assert len(skipped) == (6 if how == "causal" else 0)
+  _close_to_torch(got, arrays, how)
+
+
+def _close_to_torch(got: list[np.ndarray], arrays: list[np.ndarray], how: str) -> None:
   for name, a, want in zip(("out", "dq", "dk", "dv"), got, _torch(arrays, how)):
     np.testing.assert_allclose(a, want, rtol=3e-2, atol=3e-2 * float(np.abs(want).max()), err_msg=name)
 
 
-def test_float32_attention_stores_its_scores_on_cuda(cuda_recomputes):
+@needs_gpu
+@pytest.mark.parametrize("shape,how", [((2, 3, 200, 64), "causal"), ((1, 2, 256, 128), "plain"), ((2, 2, 96, 64), "by_hand")])
+def test_recomputed_plan_gpu(shape, how):
+  """On the GPU: forward and backward with the recomputed plan against PyTorch's SDPA (float32, on the CPU) on the same data."""
+  _kernels.clear()
+  arrays = _arrays(shape)
+  with Context(ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0, DEBUG=0):
+    q, k, v = (Tensor(a, device="CUDA", requires_grad=True) for a in arrays[:3])
+    out = _attention(q, k, v, how)
+    grads = (out.float() * Tensor(arrays[3], device="CUDA")).sum().gradient(q, k, v)
+    out.realize(*grads)
+    got = [out.float().numpy()] + [g.numpy() for g in grads]
+  assert sum(bool(k.opts) and k.opts[0] == "map recomputed" for key, k in _kernels.items() if key[1] == "CUDA") == 6
+  _close_to_torch(got, arrays, how)
+
+
+def test_float32_attention_stores_its_scores_on_cuda():
   """Only 16-bit products are recomputed on CUDA (the form a tensor-core plan maps): float32 attention keeps its scores."""
   arrays = _arrays()
   with Context(EMULATE="CUDA", ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0):
@@ -76,8 +90,20 @@ def test_float32_attention_stores_its_scores_on_cuda(cuda_recomputes):
     assert any(b.size == B * H * T * T for s in steps for b in s.buffers)
 
 
+def test_cuda_without_the_rule_stores_scores(monkeypatch):
+  """schedule.TENSOR_CORE_RECOMPUTE_DEVICES switches the rule: without CUDA in it the training graph keeps its scores."""
+  monkeypatch.setattr(schedule, "TENSOR_CORE_RECOMPUTE_DEVICES", set())
+  monkeypatch.setattr(realize, "_templates", {})  # schedules cached with the rule must not be found
+  arrays = _arrays()
+  with Context(EMULATE="CUDA", ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0):
+    q, k, v = (Tensor(a, device="PYTHON", requires_grad=True) for a in arrays[:3])
+    out = _attention(q, k, v, "causal")
+    steps = picograd.schedule(*(out.float() * Tensor(arrays[3], device="PYTHON")).sum().gradient(q, k, v))
+    assert any(b.size == B * H * T * T for s in steps for b in s.buffers)
+
+
 @needs_nvrtc
-def test_recomputed_plan_compiles(cuda_recomputes):
+def test_recomputed_plan_compiles():
   """At the bench's shapes (B=64, H=6, T=256, D=64, causal, bfloat16 inputs) the six kernels over recomputed scores take the
   plan, and their CUDA C compiles with NVRTC for sm_90 (two product sums, dQ and dK: dynamic shared memory). Lazy empty
   tensors: no data."""

@@ -55,11 +55,11 @@ REASSOCIATE_DEVICES = {"CPU", "PYTHON"}
 # that reads it instead of storing it (engine/recompute.py): no T x T buffer in attention's backward. Not CUDA (nor the
 # PYTHON device emulating it) until a GPU mapping of such kernels exists
 RECOMPUTE_DEVICES = {"CPU", "PYTHON"}
-# devices that recompute (and reassociate around) only 16-bit products accumulated in float32 (autocast's q . k and dO . v;
-# `online_fusion.half_product`), the form a tensor-core plan for the backward's sums would map. Empty while CUDA has no such
-# plan: its mapping plans recompute a score once per output column (D times too often) and the forward's online kernel
-# splits into a stored max and sum (tests/test_cuda_flash_bwd.py turns it on under EMULATE=CUDA)
-TENSOR_CORE_RECOMPUTE_DEVICES: set[str] = set()
+# devices that recompute (and reassociate around) only 16-bit products accumulated in float32 (autocast's q . k and dO . v,
+# SDPA of 16-bit tensors; `online_fusion.half_product`): the form the CUDA plan for sums over recomputed scores maps
+# (codegen/cuda/flash_bwd.py). Other products keep their stored scores there; the gates RECOMPUTE_MIN / RECOMPUTE_MASKED_MIN
+# apply as on the CPU. In a training step the forward's online kernel becomes three (row max, row sum, O), as on the CPU
+TENSOR_CORE_RECOMPUTE_DEVICES = {"CUDA"}
 
 
 def _on_cuda(kind: str) -> bool: return kind == "CUDA" or EMULATE == "CUDA"
