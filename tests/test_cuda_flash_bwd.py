@@ -59,6 +59,26 @@ def test_attention_training_step_without_score_buffers(how):
   _close_to_torch(got, arrays, how)
 
 
+def test_dropout_matches_the_unmapped_kernels():
+  """With dropout (the GPT's training step) the mask is drawn inside every kernel over recomputed scores from the counter RNG:
+  the mapped kernels (EMULATE=CUDA) agree with the PYTHON device's own on the same seed (the same values on every device)."""
+  arrays = _arrays()
+  results = []
+  for emulate in ("CUDA", ""):
+    with Context(EMULATE=emulate, ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0):
+      Tensor.manual_seed(3)
+      q, k, v = (Tensor(a, device="PYTHON", requires_grad=True) for a in arrays[:3])
+      with picograd.autocast(dtypes.bfloat16):
+        out = q.scaled_dot_product_attention(k, v, is_causal=True, dropout_p=0.3)
+      grads = (out.float() * Tensor(arrays[3], device="PYTHON")).sum().gradient(q, k, v)
+      _kernels.clear()
+      out.realize(*grads)
+      results.append([out.float().numpy()] + [g.numpy() for g in grads])
+      if emulate: assert sum("emulating the CUDA mapping recomputed" in k.opts for k in _kernels.values()) == 6
+  for name, a, want in zip(("out", "dq", "dk", "dv"), *results):
+    np.testing.assert_allclose(a, want, rtol=3e-2, atol=3e-2 * float(np.abs(want).max()), err_msg=name)
+
+
 def _close_to_torch(got: list[np.ndarray], arrays: list[np.ndarray], how: str) -> None:
   for name, a, want in zip(("out", "dq", "dk", "dv"), got, _torch(arrays, how)):
     np.testing.assert_allclose(a, want, rtol=3e-2, atol=3e-2 * float(np.abs(want).max()), err_msg=name)
