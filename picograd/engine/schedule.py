@@ -66,8 +66,10 @@ def _on_cuda(kind: str) -> bool: return kind == "CUDA" or EMULATE == "CUDA"
 
 
 def _recomputes(n: UOp, kind: str) -> bool:
-  if _on_cuda(kind): return "CUDA" in TENSOR_CORE_RECOMPUTE_DEVICES and half_product(n) is not None
-  return kind in RECOMPUTE_DEVICES
+  if not _on_cuda(kind): return kind in RECOMPUTE_DEVICES
+  # (the plan's MMAs take head sizes that are multiples of 16 up to 128; others would fall to a loop nest)
+  inner = prod(n.src[0].tshape[a] for a in n.arg[1]) if n.op is Ops.REDUCE else 0
+  return "CUDA" in TENSOR_CORE_RECOMPUTE_DEVICES and half_product(n) is not None and inner % 16 == 0 and 16 <= inner <= 128
 
 
 def _reassociates(node_device: dict[UOp, str]) -> Callable[[UOp], bool]:
