@@ -286,7 +286,7 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
 
 
 def describe_recomputed_cuda(fr: RecomputedGPU) -> str:
-  what = f"times {fr.d.arg[1]} columns by mma.sync" if fr.d is not None else f"a {fr.red.arg.name.lower()} per row (quad shuffles)"
+  what = f"times {fr.d.arg[1]} columns by mma.sync" if fr.d is not None else f"a {'sum' if fr.red.arg is Ops.ADD else 'max'} per row (quad shuffles)"
   skip = {"upto": "; tiles of s past the causal diagonal skipped", "from": "; tiles of s before the causal diagonal skipped"}
   return (f"recomputed scores on tensor cores {fr.r.arg[1]}x{fr.s.arg[1]}, {len(fr.products)} product sum(s) of k = "
           f"{', '.join(str(p.k.arg[1]) for p in fr.products)}: a block per {BM} rows ({BM // 16} warps of 16), tiles of {BN} through "
