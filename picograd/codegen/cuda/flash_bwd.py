@@ -24,7 +24,7 @@ recognizes it, `map_recomputed` writes it with the ops of the forward's flash pl
 
 Where T is the identity wherever a positional gate s <= f(r) (the forward's and dQ's causal mask) or s >= f(r) (dK's and
 dV's, whose rows are keys) fails, the tiles of s past the block's last row (or before its first) are not visited: the loop's
-trip count is a value, over a reversed index for s >= f(r).
+trip count is a value, over a reversed index for s >= f(r); the blocks with the most tiles run first.
 """
 from __future__ import annotations
 import math
@@ -164,6 +164,9 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   block = special("block", nb * tiles_r)
   tid = special("thread", _threads())
   rt, bidx = block % tiles_r, block // tiles_r
+  # causal up to the diagonal: a row tile's work grows with its index, so the longest run first (the GPU's last wave is then
+  # short blocks); from the diagonal (dV, dK) the low tiles are the long ones already
+  if fr.bound is not None and fr.bound[0] == "upto": rt = UOp.const(INT, tiles_r - 1) + -rt
   batch = digits(list(fr.batch), bidx) if fr.batch else {}
   warp, lane = tid // 32, tid % 32
   g, tq = lane // 4, lane % 4
