@@ -29,6 +29,7 @@ import picograd  # noqa: E402
 from picograd import Tensor, Context, schedule  # noqa: E402
 from picograd.runtime.device import get_device  # noqa: E402
 from picograd.engine.realize import launch_handles  # noqa: E402
+from picograd.engine import realize as engine_realize, schedule as engine_schedule  # noqa: E402
 import torch  # noqa: E402
 
 
@@ -146,6 +147,15 @@ def run(args) -> tuple[list[Row], list[str]]:
       tq.grad = tk.grad = tv.grad = None
       sdpa(tq, tk, tv, is_causal=True).backward(tg)
     add(f"attention causal bf16 T={T} fwd+bwd", pg_attn, torch_attn, 3.5 * aflops, "TFLOP/s", ">= 1.0x torch", lambda pg, eager: eager / pg >= 1.0)
+    # the same with the scores stored (no recomputing rule on CUDA: engine/schedule.py TENSOR_CORE_RECOMPUTE_DEVICES)
+    recomputing = set(engine_schedule.TENSOR_CORE_RECOMPUTE_DEVICES)
+    engine_schedule.TENSOR_CORE_RECOMPUTE_DEVICES.clear()
+    engine_realize._templates.clear()
+    try:
+      add(f"attention causal bf16 T={T} fwd+bwd, scores stored", pg_attn, torch_attn, 3.5 * aflops, "TFLOP/s", "-", lambda pg, eager: True)
+    finally:
+      engine_schedule.TENSOR_CORE_RECOMPUTE_DEVICES.update(recomputing)
+      engine_realize._templates.clear()
   Q = K = V = G = tq = tk = tv = tg = None
   # a ResNet stage: conv2d 3x3, 64 -> 64 channels, 56x56, batch 8 (padding 1), forward and forward + both gradients; max_pool2d 2x2
   xs, gs = rng.standard_normal((8, 64, 56, 56), dtype=np.float32), rng.standard_normal((8, 64, 56, 56), dtype=np.float32)

@@ -143,7 +143,7 @@ def _computed_from(r: UOp, region: set[UOp], group: list[UOp]) -> set[UOp]:
   return out - {r}
 
 
-def _half_product(r: UOp) -> DType | None:
+def half_product(r: UOp) -> DType | None:
   """The 16-bit type of `r`'s summed product when `r` sums a float32 cast of a 16-bit product (autocast's matmuls), else None."""
   v = r.src[0]
   if v.op is not Ops.CAST or v.dtype != dtypes.float32 or v.src[0].op is not Ops.MUL or v.src[0].dtype not in (dtypes.float16, dtypes.bfloat16):
@@ -169,8 +169,8 @@ def tensor_core_form(r: UOp, m: UOp) -> bool:
   sizes (the score's k, the sum's columns) multiples of 16 up to 128, the softmax in float32 (autocast's; a 16-bit one is
   left as it is) and no mask on the weights (dropout)."""
   _, scores = _body(m)
-  if m.dtype != dtypes.float32 or len(scores) != 1 or (dt := _half_product(scores[0])) is None: return False
-  if _half_product(r) != dt or _masked(r.src[0]): return False
+  if m.dtype != dtypes.float32 or len(scores) != 1 or (dt := half_product(scores[0])) is None: return False
+  if half_product(r) != dt or _masked(r.src[0]): return False
   k = scores[0].src[0].tshape[scores[0].arg[1][0]]
   cols = r.tshape[-2] if len(r.tshape) >= 2 else 0
   return all(n % 16 == 0 and 16 <= n <= 128 for n in (k, cols))

@@ -47,8 +47,9 @@ def _is_zero(u: UOp) -> bool:
   return u.op is Ops.CONST and u.arg == 0
 
 
-def product_factors(value: UOp, labels: Labels) -> tuple[list[Factor], float]:
-  """The factors of a product (through MUL, NEG, DETACH and plain views) with their labels, and its constant."""
+def product_factors(value: UOp, labels: Labels, casts: bool = False) -> tuple[list[Factor], float]:
+  """The factors of a product (through MUL, NEG, DETACH and plain views) with their labels, and its constant; with `casts`,
+  through casts between float types too (autocast's 16-bit products: the rewrite then changes where values are rounded)."""
   out: list[Factor] = []
   scale, stack = 1.0, [(value, labels)]
   while stack:
@@ -58,6 +59,7 @@ def product_factors(value: UOp, labels: Labels) -> tuple[list[Factor], float]:
       if n.op is Ops.NEG: scale = -scale
       stack.append((n.src[0], lab))
     elif n.op is Ops.CONST: scale *= float(n.arg)
+    elif casts and n.op is Ops.CAST and n.dtype.is_float and n.src[0].dtype.is_float: stack.append((n.src[0], lab))
     elif n.op is Ops.WHERE and _is_zero(n.src[2]):  # where(keep, a, 0) (dropout): the gate keep is a factor of its own
       out.append((n.src[0], lab))
       stack.append((n.src[1], lab))
@@ -99,10 +101,10 @@ def _single_sum(r: UOp) -> int | None:
   return r.arg[1][0] if r.src[0].tshape[r.arg[1][0]] > 1 else None
 
 
-def _space(r: UOp) -> tuple[Labels, list[Factor], float]:
-  """A single-axis sum's labels (its value's axes are 0..n-1), factors and constant."""
+def _space(r: UOp, casts: bool = False) -> tuple[Labels, list[Factor], float]:
+  """A single-axis sum's labels (its value's axes are 0..n-1), factors and constant (`casts`: see product_factors)."""
   labels = tuple(None if s == 1 else a for a, s in enumerate(r.src[0].tshape))
-  return (labels, *product_factors(r.src[0], labels))
+  return (labels, *product_factors(r.src[0], labels, casts))
 
 
 def _match(f1: list[Factor], f2: list[Factor], mapping: dict[int, int]) -> bool:
@@ -145,29 +147,33 @@ def _rebuilt(n: UOp, lab: Labels, j: int, order: list[int], shape: tuple[int, ..
   return out
 
 
-def _rewrite(r: UOp, sums: list[tuple[UOp, int, Labels, list[Factor], float]], memo: dict[tuple[UOp, int], bool]) -> UOp | None:
+def _rewrite(r: UOp, sums: list[tuple[UOp, int, Labels, list[Factor], float]], memo: dict[tuple[UOp, int], bool],
+             casts: bool = False) -> UOp | None:
   j = _single_sum(r)
   assert j is not None
-  labels, factors, scale = _space(r)
+  labels, factors, scale = _space(r, casts)
   out_shape = r.tshape
   for k, (inner, lab) in enumerate(factors):
     if inner.op is not Ops.REDUCE or inner.arg[0] is not Ops.ADD or j not in lab or inner.dtype != r.dtype: continue
     # the inner sum's own space: its kept axes carry r's labels, its summed axes fresh ones after r's
     fresh = {a: len(labels) + i for i, a in enumerate(inner.arg[1])}
     inner_labels = tuple(fresh[a] if a in fresh else lab[a] for a in range(len(lab)))
-    inner_factors, inner_scale = product_factors(inner.src[0], tuple(None if inner.src[0].tshape[a] == 1 else x for a, x in enumerate(inner_labels)))
+    inner_factors, inner_scale = product_factors(inner.src[0], tuple(None if inner.src[0].tshape[a] == 1 else x for a, x in enumerate(inner_labels)),
+                                                 casts)
     b = [f for f in inner_factors if not _along(f, j, memo)]
     c = [f for f in inner_factors if _along(f, j, memo)]
     rest = factors[:k] + factors[k + 1:]
     a = [f for f in rest if _along(f, j, memo)]
     w = [f for f in rest if not _along(f, j, memo)]
     # gates (bool factors) may only be matched, never rebuilt: a * keep is not where(keep, a, 0) when a is inf
-    if not b or not c or any(n.dtype != r.dtype for n, _ in b + w) or any(n.dtype not in (r.dtype, dtypes.bool) for n, _ in a + c): continue
+    # (with casts, 16-bit factors too: matched as nodes, rebuilt cast to r's type)
+    if not b or not c or any(n.dtype != r.dtype and not (casts and n.dtype.is_float) for n, _ in b + w) \
+       or any(n.dtype not in (r.dtype, dtypes.bool) and not (casts and n.dtype.is_float) for n, _ in a + c): continue
     for r2, j2, _, f2, scale2 in sums:
       if r2 is r or scale2 == 0: continue
       v2 = [f for f in f2 if _along(f, j2, memo)]
       w2 = [f for f in f2 if not _along(f, j2, memo)]
-      if any(n.dtype != r.dtype for n, _ in w2): continue
+      if any(n.dtype != r.dtype and not (casts and n.dtype.is_float) for n, _ in w2): continue
       mapping = {j2: j}
       if len(v2) != len(a) + len(c) or not _match(a + c, v2, mapping): continue
       # the constant factors of r2, renamed, must be among r's: r2 = W2 * sum_j A C
@@ -183,20 +189,21 @@ def _rewrite(r: UOp, sums: list[tuple[UOp, int, Labels, list[Factor], float]], m
       order = [x if x is not None and x != j else -1 - a for a, x in enumerate(labels)] + [fresh[a] for a in inner.arg[1]]
       shape = out_shape + tuple(inner.src[0].tshape[a] for a in inner.arg[1])
       prod = _placed(r2, r2_lab, order, shape)
-      for n, lab2 in b: prod = prod * _rebuilt(n, lab2, j, order, shape)  # (a factor labelled j is constant along it)
+      for n, lab2 in b: prod = prod * _rebuilt(n, lab2, j, order, shape).cast(r.dtype)  # (a factor labelled j is constant along it)
       # W / W2 stays inside the new sum, so the result is one reduction as before; rebuilt at its shape, so no costly
       # elementwise work (1 / S) is broadcast into it (the scheduler would store it)
-      for n, lab2 in w_left: prod = prod * _rebuilt(n, lab2, j, order, shape)
+      for n, lab2 in w_left: prod = prod * _rebuilt(n, lab2, j, order, shape).cast(r.dtype)
       if (factor := scale * inner_scale / scale2) != 1.0: prod = prod * factor
       return prod.reduce(Ops.ADD, tuple(range(len(out_shape), len(shape)))).reshape(out_shape)
   return None
 
 
-def reassociate(nodes: list[UOp], ok: Callable[[UOp], bool]) -> dict[UOp, UOp]:
-  """{sum: its reassociated form} for the sums of `nodes` that the rewrite above applies to and `ok` accepts."""
-  sums = [(r, j, *_space(r)) for r in nodes if (j := _single_sum(r)) is not None]
+def reassociate(nodes: list[UOp], ok: Callable[[UOp], bool], casts: Callable[[UOp], bool] = lambda r: False) -> dict[UOp, UOp]:
+  """{sum: its reassociated form} for the sums of `nodes` that the rewrite above applies to and `ok` accepts; `casts(sum)`:
+  are its factors read through float casts (product_factors)."""
+  sums = [(r, j, *_space(r, casts(r))) for r in nodes if (j := _single_sum(r)) is not None]
   memo: dict[tuple[UOp, int], bool] = {}
   out: dict[UOp, UOp] = {}
   for r, *_ in sums:
-    if ok(r) and (new := _rewrite(r, sums, memo)) is not None: out[r] = new
+    if ok(r) and (new := _rewrite(r, sums, memo, casts(r))) is not None: out[r] = new
   return out

@@ -26,11 +26,14 @@ from picograd.engine.reassociate import product_factors
 RECOMPUTE_INNER_MAX = 128  # terms of the inner sum (the head size D): recomputing costs this many multiply-adds per read
 
 
-def _pairwise(r: UOp) -> bool:
-  """Is `r` a sum of a product of two factors that share an output axis (a batch) and each have one the other lacks?"""
-  shape = r.src[0].tshape
+def _pairwise(r: UOp, through_cast: bool = False) -> bool:
+  """Is `r` a sum of a product of two factors that share an output axis (a batch) and each have one the other lacks? With
+  `through_cast`, of a float cast of such a product (autocast's: float32 sums of 16-bit products)."""
+  value = r.src[0]
+  if through_cast and value.op is Ops.CAST and value.dtype.is_float and value.src[0].dtype.is_float: value = value.src[0]
+  shape = value.tshape
   labels = tuple(None if s == 1 else a for a, s in enumerate(shape))
-  factors, _ = product_factors(r.src[0], labels)
+  factors, _ = product_factors(value, labels)
   varying = [{x for x in lab if x is not None and x not in r.arg[1]} for _, lab in factors]
   varying = [v for v in varying if v]
   if len(varying) != 2: return False
@@ -78,14 +81,16 @@ def _masked(r: UOp, region: set[UOp], consumers: dict[UOp, set[UOp]]) -> bool:
   return True
 
 
-def recomputed(roots: list[UOp], nodes: list[UOp], consumers: dict[UOp, set[UOp]], ok: Callable[[UOp], bool]) -> set[UOp]:
-  """The nodes that stay inside the reductions reading them (see the module docstring); `ok(node)`: may its device recompute."""
+def recomputed(roots: list[UOp], nodes: list[UOp], consumers: dict[UOp, set[UOp]], ok: Callable[[UOp], bool],
+               through_cast: Callable[[UOp], bool] = lambda n: False) -> set[UOp]:
+  """The nodes that stay inside the reductions reading them (see the module docstring); `ok(node)`: may its device recompute;
+  `through_cast(node)`: is its product read through a float cast (CUDA: 16-bit products summed in float32)."""
   keep: set[UOp] = set()
   root_set = set(roots)
   least, masked_least = int(RECOMPUTE_MIN), int(RECOMPUTE_MASKED_MIN)
   for r in nodes:
     if r.op is not Ops.REDUCE or r.arg[0] is not Ops.ADD or not r.dtype.is_float or not ok(r): continue
     if prod(r.src[0].tshape[a] for a in r.arg[1]) > RECOMPUTE_INNER_MAX or r.size < min(least, masked_least) \
-       or not _pairwise(r) or (region := _region(r, consumers, root_set)) is None: continue
+       or not _pairwise(r, through_cast(r)) or (region := _region(r, consumers, root_set)) is None: continue
     if r.size >= least or (r.size >= masked_least and _masked(r, region, consumers)): keep |= region
   return keep

@@ -20,7 +20,7 @@ from typing import Callable
 from picograd.dtype import DType, dtypes
 from picograd.helpers import EMULATE, NOOPT, RECOMPUTE_MIN, RECOMPUTE_MASKED_MIN, prod
 from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many, rebuild_hooks
-from picograd.engine.online_fusion import online_groups
+from picograd.engine.online_fusion import online_groups, half_product
 from picograd.engine.outputs import Candidate, mergeable, output_groups
 from picograd.engine.reassociate import reassociate
 from picograd.engine.recompute import recomputed
@@ -55,15 +55,31 @@ REASSOCIATE_DEVICES = {"CPU", "PYTHON"}
 # that reads it instead of storing it (engine/recompute.py): no T x T buffer in attention's backward. Not CUDA (nor the
 # PYTHON device emulating it) until a GPU mapping of such kernels exists
 RECOMPUTE_DEVICES = {"CPU", "PYTHON"}
+# devices that recompute (and reassociate around) only 16-bit products accumulated in float32 (autocast's q . k and dO . v,
+# SDPA of 16-bit tensors; `online_fusion.half_product`): the form the CUDA plan for sums over recomputed scores maps
+# (codegen/cuda/flash_bwd.py). Other products keep their stored scores there; the gates RECOMPUTE_MIN / RECOMPUTE_MASKED_MIN
+# apply as on the CPU. In a training step the forward's online kernel becomes three (row max, row sum, O), as on the CPU
+TENSOR_CORE_RECOMPUTE_DEVICES = {"CUDA"}
 
 
-def _recomputes(kind: str) -> bool: return kind in RECOMPUTE_DEVICES and EMULATE != "CUDA"
+def _on_cuda(kind: str) -> bool: return kind == "CUDA" or EMULATE == "CUDA"
+
+
+def _recomputes(n: UOp, kind: str) -> bool:
+  if not _on_cuda(kind): return kind in RECOMPUTE_DEVICES
+  # (the plan's MMAs take head sizes that are multiples of 16 up to 128; others would fall to a loop nest)
+  inner = prod(n.src[0].tshape[a] for a in n.arg[1]) if n.op is Ops.REDUCE else 0
+  return "CUDA" in TENSOR_CORE_RECOMPUTE_DEVICES and half_product(n) is not None and inner % 16 == 0 and 16 <= inner <= 128
 
 
 def _reassociates(node_device: dict[UOp, str]) -> Callable[[UOp], bool]:
   """Whether a sum may be reassociated (see REASSOCIATE_DEVICES): its device, and the elements it sums."""
   least = min(int(RECOMPUTE_MIN), int(RECOMPUTE_MASKED_MIN))
-  return lambda r: node_device[r].split(":")[0] in REASSOCIATE_DEVICES and EMULATE != "CUDA" and prod(r.src[0].tshape) >= least
+  def ok(r: UOp) -> bool:
+    kind = node_device[r].split(":")[0]
+    if prod(r.src[0].tshape) < least: return False
+    return "CUDA" in TENSOR_CORE_RECOMPUTE_DEVICES if _on_cuda(kind) else kind in REASSOCIATE_DEVICES
+  return ok
 
 
 def _fuses_online(kind: str) -> bool:
@@ -363,7 +379,7 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) 
   # a sum rescaled by a running max (online softmax, engine/online_fusion.py) keeps its scores, max and denominator
   online = online_groups(roots, nodes, f.consumers, lambda n: _fuses_online(kind(n)), lambda n: _online_tensor_cores(kind(n)))
   # so do the scores that each reduction reading them recomputes (engine/recompute.py)
-  online |= recomputed(roots, nodes, f.consumers, lambda n: _recomputes(kind(n)))
+  online |= recomputed(roots, nodes, f.consumers, lambda n: _recomputes(n, kind(n)), lambda n: _on_cuda(kind(n)))
   for rules in BOUNDARY_RULES:
     for n in nodes:
       if (rule := rules.get(n.op)) is not None: f.realize.update(x for x in rule(n, f) if x not in online)
@@ -465,7 +481,7 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
   roots = graph_rewrite_many(roots, _canonical)
   nodes = toposort(roots)
   node_device = _node_devices(roots, devices)
-  if nested := reassociate(nodes, _reassociates(node_device)):
+  if nested := reassociate(nodes, _reassociates(node_device), lambda r: _on_cuda(node_device[r].split(":")[0])):
     roots = [substitute(r, nested) for r in roots]
     nodes, node_device = toposort(roots), _node_devices(roots, devices)
   if split := _split_reductions(nodes, node_device):

@@ -11,6 +11,7 @@ from picograd.codegen.cuda.analysis import range_deps, row_split
 from picograd.codegen.cuda.mapping import map_block, map_columns, map_flat, map_lanes, map_row, map_split
 from picograd.codegen.cuda.tiling import describe_tiled, map_tiled, plan_for
 from picograd.codegen.cuda.flash import describe_flash_cuda, map_flash, match_flash_cuda
+from picograd.codegen.cuda.flash_bwd import describe_recomputed_cuda, map_recomputed, match_recomputed_cuda
 from picograd.codegen.cuda.ops import MEM_TYPES
 from picograd.codegen.cuda.plan import choose_plan
 from picograd.codegen.cuda.prelude import HALF_PRELUDE, PRELUDE, TENSOR_MAP_PRELUDE
@@ -34,6 +35,7 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   **{name: (lambda name: lambda sink, program, arg: map_tiled(sink, arg[0], arg[1], *plan_for(name, arg[0], arg[3]), *arg[2:3], *arg[4:]))(name)
      for name in TILED},
   "flash": lambda sink, program, fl: map_flash(sink, fl),  # online-softmax kernels of 16-bit products (flash.py)
+  "recomputed": lambda sink, program, fr: map_recomputed(sink, fr),  # sums over recomputed 16-bit scores (flash_bwd.py)
 }
 
 def _loop_note(u: UOp, tiled: bool) -> str | None:
@@ -73,9 +75,10 @@ def describe_mapping(plan: str, arg: Any, program: list[UOp]) -> list[str]:
   """What DEBUG=3 lists for a mapped kernel: the launch, each loop the mapping dealt out or vectorized, shared memory,
   and for a matrix product its tiles."""
   tiled = plan in TILED
-  opts = [describe_tiled(plan_for(plan, arg[0], arg[3])[0], *arg[:3], *arg[5:])] if tiled else [describe_flash_cuda(arg)] if plan == "flash" else []
-  # (the flash plan's loops, tiles and barriers are a tiled kernel's too)
-  opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled or plan == "flash")) is not None]
+  opts = [describe_tiled(plan_for(plan, arg[0], arg[3])[0], *arg[:3], *arg[5:])] if tiled else [describe_flash_cuda(arg)] if plan == "flash" else \
+    [describe_recomputed_cuda(arg)] if plan == "recomputed" else []
+  # (the flash plans' loops, tiles and barriers are a tiled kernel's too)
+  opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled or plan in ("flash", "recomputed"))) is not None]
   if tiled:
     first = next(u.src for u in program if u.op is Ops.DEFINE_ACC)
     opts.append(f"{sum(u.op is Ops.DEFINE_ACC and u.src == first for u in program)} accumulators per thread")  # of the product's loop nest
@@ -86,7 +89,9 @@ def map_kernel(sink: UOp, program: list[UOp], target: CUDATarget) -> tuple[str, 
   """(plan, its argument, the linear program of the kernel mapped onto the GPU by the plan's pass)."""
   # an online-softmax kernel of 16-bit products (autocast's attention) is flash attention on tensor cores
   fl = None if NOOPT else match_flash_cuda(sink, target)
-  plan, arg = ("flash", fl) if fl is not None else choose_plan(program, target, range_deps(program))
+  # so is a sum over recomputed 16-bit scores (attention's backward, engine/recompute.py)
+  fr = None if NOOPT or fl is not None else match_recomputed_cuda(sink, target)
+  plan, arg = ("flash", fl) if fl is not None else ("recomputed", fr) if fr is not None else choose_plan(program, target, range_deps(program))
   return plan, arg, linearize(MAPPINGS[plan](sink, program, arg))
 
 

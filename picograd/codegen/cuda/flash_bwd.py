@@ -1,0 +1,299 @@
+"""Sums over recomputed 16-bit scores on the GPU as an IR pass (codegen layer): the `recomputed` plan, attention's backward.
+
+On CUDA engine/recompute.py keeps autocast's score products (q . k, dO . v: 16-bit products summed in float32) out of memory
+(schedule.TENSOR_CORE_RECOMPUTE_DEVICES), and each kernel reading them recomputes them. Lowered, such a kernel stores a value
+built from one reduction over a loop s:
+
+    R(r, d) = sum_s float(h(T(r, s)) * F(s, d))     or     R(r) = sum_s T(r, s),  max_s T(r, s)
+    T = E(P_1, ..., P_m, r, s)                      P_n = sum_k float(h(a_n(r, k) * b_n(s, k)))
+
+(h: a 16-bit float type; O = sum_j P_ij v_jd, dV_j = sum_i P_ij dO_i, dQ_i = sum_j dS_ij k_j, dK_j = sum_i dS_ij q_i with T = dS
+reading two product sums, the row max and sum; the same form codegen/cpu_flash_bwd.py renders on the CPU). `match_recomputed_cuda`
+recognizes it, `map_recomputed` writes it with the ops of the forward's flash plan (flash.py):
+
+- a block (SPECIAL) per batch value and tile of BM = 64 rows r; 4 warps, warp w owning rows 16w..16w + 15;
+- every a_n's row tile is staged in shared memory once; per tile of BN = 64 values of s (a loop holding BARRIERs) the tiles
+  of every b_n and of F go into shared memory (two buffers each: cp.async where all are plain loads of 16-bit buffers, else
+  registers stored at the end of the iteration);
+- each P_n of the warp's 16 x 64 by a chain of mma.sync m16n8k16 over k (a_n's fragments loaded once); T runs per lane value
+  with its row and s substituted (values of s past the end: the reduction's identity);
+- with F: T packed from the lane's registers as A fragments (FRAGMENT "pack", rounded to h in pairs: the m16n8k16 C layout
+  of two 8-wide tiles is the A layout of one 16-deep step, as the forward packs P) times F (ldmatrix.trans), summed over the
+  tiles of s into accumulators; without F: a sum or max per lane over the tiles, its quad combined after the loop;
+- after the loop each lane's values go through the kernel's stored expression (rows g, g + 8; columns 2t, 2t + 1 of each 8).
+
+Where T is the identity wherever a positional gate s <= f(r) (the forward's and dQ's causal mask) or s >= f(r) (dK's and
+dV's, whose rows are keys) fails, the tiles of s past the block's last row (or before its first) are not visited: the loop's
+trip count is a value, over a reversed index for s >= f(r); the blocks with the most tiles run first.
+"""
+from __future__ import annotations
+import math
+from dataclasses import dataclass
+from picograd.dtype import DType, dtypes
+from picograd.helpers import ceildiv, prod
+from picograd.ir.ops import UOp, Ops, toposort, graph_rewrite
+from picograd.ir.symbolic import symbolic
+from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast
+from picograd.codegen.cuda.mapping import digits, special
+from picograd.codegen.cuda.target import CUDATarget
+from picograd.codegen.cuda.tiling import Layout
+
+
+@dataclass(frozen=True)
+class HalfProduct:
+  """P = sum_k float(h(a(r, k) * b(s, k))), recomputed per tile of s."""
+  node: UOp
+  a: UOp
+  b: UOp
+  k: UOp
+
+
+@dataclass(frozen=True)
+class RecomputedGPU:
+  """A matched kernel (module docstring): its loops by role, the product sums, the term T and the factor F."""
+  store: UOp
+  red: UOp                  # the reduction over s (ADD or MAX) as lowered
+  s: UOp
+  batch: tuple[UOp, ...]    # outermost first
+  r: UOp
+  d: UOp | None
+  products: tuple[HalfProduct, ...]
+  term: UOp                 # T in float32 (with F: the value rounded to h as it is packed)
+  f: UOp | None             # F (along s and d), 16-bit
+  half: DType
+  bound: tuple[str, UOp] | None  # ("upto", f(r)): T is the identity where s > f(r); ("from", f(r)): where s < f(r)
+
+  @property
+  def kind(self) -> str: return HALVES[self.half]
+
+
+def _gate(u: UOp, zero: bool, products: set[UOp]) -> UOp | None:
+  """A bool g reading no product sum where u is the reduction's identity (0 when `zero`, else -inf) wherever g is false:
+  where(g, a, identity), a product with such a factor, exp2 of a -inf such, a sum with one, through float casts."""
+  if u.op is Ops.CAST and u.dtype.is_float and u.src[0].dtype.is_float: return _gate(u.src[0], zero, products)
+  if u.op is Ops.WHERE and u.src[2].op is Ops.CONST and u.src[2].arg == (0.0 if zero else -math.inf):
+    return None if products & set(toposort([u.src[0]])) else u.src[0]
+  if zero and u.op is Ops.EXP2: return _gate(u.src[0], False, products)
+  if u.op is Ops.MUL:
+    const = [x for x in u.src if x.op is Ops.CONST]
+    if not zero and not (len(const) == 1 and const[0].arg > 0): return None
+    return next((g for x in u.src if x.op is not Ops.CONST and (g := _gate(x, zero, products)) is not None), None)
+  if not zero and u.op is Ops.ADD: return next((g for x in u.src if (g := _gate(x, False, products)) is not None), None)
+  return None
+
+
+def _rising(u: UOp, r: UOp) -> bool: return u is r or (u.op is Ops.ADD and u.src[0] is r and u.src[1].op is Ops.CONST)
+
+
+def _bound(gate: UOp, r: UOp, s: UOp) -> tuple[str, UOp] | None:
+  """The gate as s <= f(r) ("upto") or s >= f(r) ("from"), f(r) = r or r + a constant; else None."""
+  if gate.op is Ops.XOR and gate.src[1].op is Ops.CONST and gate.src[1].arg is True and gate.src[0].op is Ops.CMPLT:
+    lo, hi = gate.src[0].src  # not(lo < hi): hi <= lo
+    if hi is s and _rising(lo, r): return ("upto", lo)
+    if lo is s and _rising(hi, r): return ("from", hi)
+  elif gate.op is Ops.CMPLT:
+    lo, hi = gate.src
+    if lo is s and _rising(hi, r): return ("upto", hi + -1)
+    if hi is s and _rising(lo, r): return ("from", lo + 1)
+  return None
+
+
+def match_recomputed_cuda(sink: UOp, target: CUDATarget) -> RecomputedGPU | None:
+  """The recomputed-score form of lowered kernel `sink` (module docstring) on a GPU with mma.sync (sm_80+), or None."""
+  if target.cc < 80 or len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
+  nodes = toposort([sink])
+  if any(n.op is Ops.CHECK for n in nodes): return None
+  reduces = [n for n in nodes if n.op is Ops.REDUCE]
+  outer = [n for n in reduces if any(x.op is Ops.REDUCE for x in toposort([n.src[0]]))]
+  if len(outer) != 1 or (red := outer[0]).arg not in (Ops.ADD, Ops.MAX) or len(red.src) != 2 or red.dtype != dtypes.float32: return None
+  s = red.src[1]
+  inner = [n for n in reduces if n is not red]
+  glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda g: g.arg[0])
+  products: list[HalfProduct] = []
+  halves: set[DType] = set()
+  for p in inner:
+    if p.arg is not Ops.ADD or len(p.src) != 2 or (hp := _half_product(p.src[0])) is None: return None
+    x, y, h = hp
+    with_s = [f for f in (x, y) if s in _loops(f)]
+    if len(with_s) != 1 or any(f.dtype != h or any(n.op is Ops.REDUCE for n in toposort([f])) for f in (x, y)): return None
+    b = with_s[0]
+    products.append(HalfProduct(p, y if x is b else x, b, p.src[1]))
+    halves.add(h)
+  if not products or len(halves) != 1: return None
+  half = halves.pop()
+  along_a = set().union(*(_loops(p.a) for p in products))
+  along_b = set().union(*(_loops(p.b) for p in products))
+  rows = [g for g in glob if g in along_a and g not in along_b]
+  cols = [g for g in glob if g not in along_a and g not in along_b]
+  if len(rows) != 1 or len(cols) > 1: return None
+  r, d = rows[0], (cols[0] if cols else None)
+  batch = tuple(g for g in glob if g is not r and g is not d)
+  base = set(batch)
+  if any(not (_loops(p.a) <= base | {r, p.k} and _loops(p.b) <= base | {s, p.k}) for p in products): return None
+  if any(p.k.arg[1] % 16 or not 16 <= p.k.arg[1] <= 128 for p in products): return None
+  stands = {p.node for p in products}
+  f: UOp | None = None
+  if d is not None:
+    # R = sum_s float(h(T) * F): F along s and d, T without d
+    if red.arg is not Ops.ADD or (hp := _half_product(red.src[0])) is None or hp[2] != half: return None
+    with_d = [v for v in hp[:2] if d in _loops(v)]
+    if len(with_d) != 1 or d.arg[1] % 16 or not 16 <= d.arg[1] <= 128: return None
+    f = with_d[0]
+    t = hp[1] if hp[0] is f else hp[0]
+    if any(n.op is Ops.REDUCE for n in toposort([f])) or not _loops(f) <= base | {s, d}: return None
+    term = _uncast(t) if t.op is Ops.CAST and _uncast(t).dtype == dtypes.float32 else t.cast(dtypes.float32)
+  else: term = red.src[0]
+  inside = toposort([term], stop=lambda n: n in stands)
+  if any(n.op is Ops.REDUCE and n not in stands for n in inside) or not {n for n in inside if n.op is Ops.RANGE} <= base | {r, s}: return None
+  gate = _gate(term, red.arg is Ops.ADD, stands)
+  bound = None if gate is None or any(n.op is Ops.LOAD for n in toposort([gate])) else _bound(gate, r, s)
+  # the stored expression reads no other reduction and no other loop
+  outside = toposort([st.src[2]], stop=lambda n: n is red)
+  if any(n.op is Ops.REDUCE and n is not red for n in outside) or any(n.op is Ops.RANGE and n not in glob for n in outside): return None
+  if any(g.arg[1] == 0 for g in (*glob, s)): return None
+  return RecomputedGPU(st, red, s, batch, r, d, tuple(products), term, f, half, bound)
+
+
+def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
+  """The recomputed plan (module docstring) for lowered kernel `sink` matched as `fr`."""
+  T, Ts = fr.r.arg[1], fr.s.arg[1]
+  D = fr.d.arg[1] if fr.d is not None else 0
+  tiles_r, tiles_s = ceildiv(T, BM), ceildiv(Ts, BN)
+  nb = prod(g.arg[1] for g in fr.batch)
+  next_id = max((n.arg[0] for n in toposort([sink, fr.store]) if n.op is Ops.RANGE), default=-1) + 1
+  block = special("block", nb * tiles_r)
+  tid = special("thread", _threads())
+  rt, bidx = block % tiles_r, block // tiles_r
+  # causal up to the diagonal: a row tile's work grows with its index, so the longest run first (the GPU's last wave is then
+  # short blocks); from the diagonal (dV, dK) the low tiles are the long ones already
+  if fr.bound is not None and fr.bound[0] == "upto": rt = UOp.const(INT, tiles_r - 1) + -rt
+  batch = digits(list(fr.batch), bidx) if fr.batch else {}
+  warp, lane = tid // 32, tid % 32
+  g, tq = lane // 4, lane % 4
+  h, kind = fr.half, fr.kind
+  zero = UOp.const(INT, 0)
+  # the tiles of s visited: all, those up to the block's last row's bound, or (a reversed index) from its first row's
+  count: UOp | None = None
+  if fr.bound is not None and fr.bound[0] == "upto":
+    last_row = rt * BM + (BM - 1)
+    if T % BM: last_row = (last_row < T).where(last_row, UOp.const(INT, T - 1))
+    seen = (_put(fr.bound[1], {fr.r: last_row}) // BN + 1).cast(INT)
+    count = (seen < tiles_s).where(seen, UOp.const(INT, tiles_s))
+  elif fr.bound is not None:
+    first = _put(fr.bound[1], {fr.r: rt * BM}).cast(INT)
+    first = (first < 0).where(zero, first) // BN
+    count = (first < tiles_s).where(UOp.const(INT, tiles_s) + -first, UOp.const(INT, 1))
+  st = UOp(Ops.RANGE, INT, (count,) if count is not None else (), (next_id, tiles_s, "reduce"))
+  once = UOp(Ops.RANGE, INT, (), (next_id + 1, 1, "reduce"))
+  reverse = fr.bound is not None and fr.bound[0] == "from"
+  def tile_of(i: UOp) -> UOp: return UOp.const(INT, tiles_s - 1) + -i if reverse else i
+  def row_at(x: UOp | int) -> UOp: return _clamp(rt * BM + x, T, tiles_r * BM)[0]
+
+  # shared memory: each a_n's row tile once, two buffers of each b_n's and F's tiles of s
+  las = [Layout(False, p.k.arg[1] + 8) for p in fr.products]
+  sas = [UOp(Ops.DEFINE_LOCAL, h, (), (n, BM * (p.k.arg[1] + 8))) for n, p in enumerate(fr.products)]
+  sbs = [UOp(Ops.DEFINE_LOCAL, h, (), (len(sas) + n, 2 * BN * (p.k.arg[1] + 8))) for n, p in enumerate(fr.products)]
+  lf = Layout(True, D + 8)  # s (the product's k) along the rows: read transposed (ldmatrix.trans)
+  sf = UOp(Ops.DEFINE_LOCAL, h, (), (2 * len(sas), 2 * BN * (D + 8))) if fr.f is not None else None
+  wbs = [_width(p.b, p.k, BN, p.k.arg[1]) for p in fr.products]
+  wf = _width(fr.f, fr.d, BN, D) if fr.f is not None and fr.d is not None else 8
+  copy = all(w == 8 for w in wbs) and wf == 8 and all(p.b.dtype == h for p in fr.products) and (fr.f is None or fr.f.dtype == h)
+
+  def s_tiles(tile: UOp, slot: UOp, *after: UOp) -> list[UOp]:
+    """The STOREs (or ASYNC_COPYs) of tile `tile` of s of every b_n and F into buffer `slot` (past the end: read at 0)."""
+    def at(x: UOp) -> UOp: return _clamp(tile * BN + x, Ts, (tiles_s + 1) * BN)[0]
+    out: list[UOp] = []
+    for p, sb, lb, wb in zip(fr.products, sbs, las, wbs):
+      K = p.k.arg[1]
+      out += _tile(sb, slot * (BN * (K + 8)), lb, BN, K, lambda x, c, p=p: _put(p.b, {**batch, fr.s: at(x), p.k: c}), wb, tid, False,
+                   *after, copy=copy)
+    if fr.f is not None and sf is not None and fr.d is not None:
+      f, dd = fr.f, fr.d
+      out += _tile(sf, slot * (BN * (D + 8)), lf, BN, D, lambda x, c: _put(f, {**batch, fr.s: at(x), dd: c}), wf, tid, True, *after, copy=copy)
+    return out
+  first_stores: list[UOp] = []
+  for p, sa, la in zip(fr.products, sas, las):
+    K = p.k.arg[1]
+    first_stores += _tile(sa, 0, la, BM, K, lambda x, c, p=p: _put(p.a, {**batch, fr.r: row_at(x), p.k: c}), _width(p.a, p.k, BM, K), tid, False)
+  refills: list[UOp] = []
+  if copy:
+    landed = UOp(Ops.BARRIER, dtypes.void, (st, UOp(Ops.BARRIER, dtypes.void, tuple(s_tiles(tile_of(zero), zero)), "commit")), ("wait", 0))
+    loaded = UOp(Ops.BARRIER, dtypes.void, (st, *first_stores, landed), "block")
+    ahead = [UOp(Ops.BARRIER, dtypes.void, tuple(s_tiles(tile_of(st + 1), (st + 1) & 1, loaded)), "commit")]
+  else:
+    loaded = UOp(Ops.BARRIER, dtypes.void, (st, *first_stores, *s_tiles(tile_of(zero), zero)), "block")
+    refills = s_tiles(tile_of(st + 1), (st + 1) & 1, loaded)
+    ahead = [n for x in refills for n in toposort([x.src[2]]) if n.op is Ops.LOAD]
+
+  def frag(local: UOp, layout: Layout, base: UOp, role: str, *after: UOp) -> UOp:
+    return UOp(Ops.FRAGMENT, h, (local, base, *after), (role, kind, layout.ld, layout.k_rows))
+  a_ready = UOp(Ops.BARRIER, dtypes.void, tuple(first_stores), "block")
+  tile = tile_of(st)
+  identity = UOp.const(dtypes.float32, 0.0 if fr.red.arg is Ops.ADD else -math.inf)
+  # per lane value (q: rows g, g + 8 and columns 2t, 2t + 1 of each 8 of s): each P_n by a chain of MMAs, then T
+  values: dict[tuple[int, int], UOp] = {}  # (8-wide tile n of s, q) -> T
+  scores: dict[tuple[int, int, int], UOp] = {}  # (product, n, q) -> P_n
+  for n_, (p, sa, sb, la) in enumerate(zip(fr.products, sas, sbs, las)):
+    K = p.k.arg[1]
+    fas = [frag(sa, la, la.at(warp * 16, k16 * 16), "a", a_ready) for k16 in range(K // 16)]
+    for n2 in range(BN // 16):
+      fbs = [frag(sb, la, (st & 1) * (BN * (K + 8)) + la.at(n2 * 16, k16 * 16), "b2", loaded, *ahead) for k16 in range(K // 16)]
+      for half in range(2):
+        chain: UOp | None = None
+        for fa, fb in zip(fas, fbs): chain = UOp(Ops.MMA, dtypes.float32, (fa, fb) + ((chain,) if chain is not None else ()), (kind, half))
+        assert chain is not None
+        for q in range(4):
+          scores[(n_, n2 * 2 + half, q)] = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), once), Ops.ADD)
+  for n8 in range(BN // 8):
+    for q in range(4):
+      row, col = warp * 16 + g + 8 * (q // 2), n8 * 8 + tq * 2 + q % 2
+      sv = tile * BN + col
+      at = {**{p.node: scores[(n_, n8, q)] for n_, p in enumerate(fr.products)}, **batch, fr.r: row_at(row),
+            fr.s: _clamp(sv, Ts, tiles_s * BN)[0]}
+      v = _put(fr.term, at)
+      values[(n8, q)] = (sv < Ts).where(v, identity) if tiles_s * BN > Ts else v
+  outs: list[tuple[UOp, int, UOp]] = []  # (value, row in the tile, column or None)
+  if fr.f is not None and sf is not None:
+    # T as A fragments straight from the lane registers, times F's tile, summed over the tiles of s
+    packs = [UOp(Ops.FRAGMENT, h, tuple(values[(2 * k16 + n, q)] for n in range(2) for q in range(4)), ("pack", kind, 0, False))
+             for k16 in range(BN // 16)]
+    for n2 in range(D // 16):
+      for half in range(2):
+        chain = None
+        for k16, pack in enumerate(packs):
+          fb = frag(sf, lf, (st & 1) * (BN * (D + 8)) + lf.at(n2 * 16, k16 * 16), "b2", loaded)
+          chain = UOp(Ops.MMA, dtypes.float32, (pack, fb) + ((chain,) if chain is not None else ()), (kind, half))
+        assert chain is not None
+        for q in range(4):
+          acc = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), st), Ops.ADD)
+          outs.append((acc, warp * 16 + g + 8 * (q // 2), UOp.const(INT, (n2 * 2 + half) * 8) + tq * 2 + q % 2))
+  else:
+    # one value per row: the lane's 16 per tile, over the tiles, then over its quad of lanes
+    for r2 in range(2):
+      total = values[(0, 2 * r2)]
+      for n8 in range(BN // 8):
+        for q in (2 * r2, 2 * r2 + 1):
+          if (n8, q) != (0, 2 * r2): total = total.alu(fr.red.arg, values[(n8, q)])
+      acc = UOp(Ops.GROUP_REDUCE, dtypes.float32, (UOp(Ops.REDUCE, dtypes.float32, (total, st), fr.red.arg),), (fr.red.arg, 4))
+      outs.append((acc, warp * 16 + g + 8 * r2, UOp.const(INT, 0)))
+  drained = (UOp(Ops.BARRIER, dtypes.void, (outs[0][0],), ("wait", 0)),) if copy else ()
+  stores = []
+  for value, row, col in outs:
+    gi, ok = _clamp(rt * BM + row, T, tiles_r * BM)
+    at = {**batch, fr.r: gi, **({fr.d: col} if fr.d is not None else {})}
+    out = _put(fr.store, {fr.red: value, **at})
+    # (without columns the four lanes of a quad hold the same row: one stores it)
+    gate = ok if fr.d is not None else ((tq < 1) if ok is None else ok & (tq < 1))
+    stores.append(UOp(Ops.STORE, out.dtype, out.src[:3] + (UOp.const(dtypes.bool, True) if gate is None else gate, *drained), out.arg))
+  return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic)
+
+
+def describe_recomputed_cuda(fr: RecomputedGPU) -> str:
+  what = f"times {fr.d.arg[1]} columns by mma.sync" if fr.d is not None else f"a {'sum' if fr.red.arg is Ops.ADD else 'max'} per row (quad shuffles)"
+  skip = {"upto": "; tiles of s past the causal diagonal skipped", "from": "; tiles of s before the causal diagonal skipped"}
+  return (f"recomputed scores on tensor cores {fr.r.arg[1]}x{fr.s.arg[1]}, {len(fr.products)} product sum(s) of k = "
+          f"{', '.join(str(p.k.arg[1]) for p in fr.products)}: a block per {BM} rows ({BM // 16} warps of 16), tiles of {BN} through "
+          f"shared memory, mma.sync m16n8k16 {fr.kind}, {what}" + (skip[fr.bound[0]] if fr.bound is not None else ""))
+
+
+__all__ = ["match_recomputed_cuda", "map_recomputed", "describe_recomputed_cuda", "RecomputedGPU"]

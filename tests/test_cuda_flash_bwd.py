@@ -1,0 +1,153 @@
+"""Attention's backward on CUDA without T x T buffers (engine/recompute.py and engine/reassociate.py for 16-bit products,
+schedule.TENSOR_CORE_RECOMPUTE_DEVICES) and its kernels on tensor cores (codegen/cuda/flash_bwd.py, the `recomputed` plan):
+checked under EMULATE=CUDA on the schedule and against PyTorch's SDPA gradients, and compiled by NVRTC for sm_90."""
+import numpy as np
+import pytest
+import torch
+import picograd
+from picograd import Tensor, dtypes, Context
+from picograd.engine import realize, schedule
+from picograd.engine.compile import _kernels
+from picograd.engine.realize import _normalize
+from cuda_marks import cuda_rt, needs_gpu, needs_nvrtc
+from picograd.codegen.cuda import render_for_arch
+
+B, H, T, D = 1, 2, 80, 32  # T not a multiple of the 64-row tiles
+
+
+def _arrays(shape: tuple[int, ...] = (B, H, T, D), seed: int = 0) -> list[np.ndarray]:
+  rng = np.random.default_rng(seed)
+  return [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]
+
+
+def _attention(q, k, v, how: str):
+  with picograd.autocast(dtypes.float16 if how.endswith("f16") else dtypes.bfloat16):
+    if how == "by_hand": return ((q @ k.transpose(-2, -1)) * (1 / np.sqrt(q.shape[-1]))).softmax(-1) @ v
+    return q.scaled_dot_product_attention(k, v, is_causal=how.startswith("causal"))
+
+
+def _torch(arrays: list[np.ndarray], how: str) -> list[np.ndarray]:
+  q, k, v = (torch.tensor(a, requires_grad=True) for a in arrays[:3])
+  out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=how.startswith("causal"))
+  (out * torch.tensor(arrays[3])).sum().backward()
+  return [out.detach().numpy()] + [t.grad.numpy() for t in (q, k, v)]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("how", ["causal", "plain", "by_hand", "causal_f16"])
+def test_attention_training_step_without_score_buffers(how):
+  """Forward and backward of autocast's attention, as mapped for the GPU: no B*H*T*T buffer, the softmax gradient's row term
+  read from O (sum_d dO * O: one value per query from two B*H*T*D buffers), the row max and sum, O, dV, dQ and dK on tensor
+  cores (the recomputed plan; causal: tiles past or before the diagonal skipped), values and gradients within bfloat16's
+  rounding of PyTorch's float32 SDPA."""
+  arrays = _arrays()
+  with Context(EMULATE="CUDA", ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0):
+    q, k, v = (Tensor(a, device="PYTHON", requires_grad=True) for a in arrays[:3])
+    out = _attention(q, k, v, how)
+    grads = (out.float() * Tensor(arrays[3], device="PYTHON")).sum().gradient(q, k, v)
+    steps = picograd.schedule(out, *grads)
+    assert all(b.size < B * H * T * T for s in steps for b in s.buffers)
+    # max, sum, O, dV, dO's 16-bit cast, the row term, dQ, dK
+    assert len(steps) == 8
+    assert any(s.buffers[0].size == B * H * T and sum(b.size == B * H * T * D for b in s.buffers[1:]) == 2 for s in steps)
+    _kernels.clear()
+    out.realize(*grads)
+    got = [out.float().numpy()] + [g.numpy() for g in grads]
+  opts = [k.opts for key, k in _kernels.items() if key[1] == "PYTHON" and key[3] == "CUDA"]
+  assert sum("emulating the CUDA mapping recomputed" in o for o in opts) == 6, opts
+  skipped = [o for o in opts if any("causal diagonal skipped" in x for x in o)]
+  assert len(skipped) == (6 if how.startswith("causal") else 0)
+  _close_to_torch(got, arrays, how)
+
+
+def test_dropout_matches_the_unmapped_kernels():
+  """With dropout (the GPT's training step) the mask is drawn inside every kernel over recomputed scores from the counter RNG:
+  the mapped kernels (EMULATE=CUDA) agree with the PYTHON device's own on the same seed (the same values on every device)."""
+  arrays = _arrays()
+  results = []
+  for emulate in ("CUDA", ""):
+    with Context(EMULATE=emulate, ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0):
+      Tensor.manual_seed(3)
+      q, k, v = (Tensor(a, device="PYTHON", requires_grad=True) for a in arrays[:3])
+      with picograd.autocast(dtypes.bfloat16):
+        out = q.scaled_dot_product_attention(k, v, is_causal=True, dropout_p=0.3)
+      grads = (out.float() * Tensor(arrays[3], device="PYTHON")).sum().gradient(q, k, v)
+      _kernels.clear()
+      out.realize(*grads)
+      results.append([out.float().numpy()] + [g.numpy() for g in grads])
+      if emulate: assert sum("emulating the CUDA mapping recomputed" in k.opts for k in _kernels.values()) == 6
+  for name, a, want in zip(("out", "dq", "dk", "dv"), *results):
+    np.testing.assert_allclose(a, want, rtol=3e-2, atol=3e-2 * float(np.abs(want).max()), err_msg=name)
+
+
+def _close_to_torch(got: list[np.ndarray], arrays: list[np.ndarray], how: str) -> None:
+  for name, a, want in zip(("out", "dq", "dk", "dv"), got, _torch(arrays, how)):
+    np.testing.assert_allclose(a, want, rtol=3e-2, atol=3e-2 * float(np.abs(want).max()), err_msg=name)
+
+
+@needs_gpu
+@pytest.mark.parametrize("shape,how", [((2, 3, 200, 64), "causal"), ((1, 2, 256, 128), "plain"), ((2, 2, 96, 64), "by_hand")])
+def test_recomputed_plan_gpu(shape, how):
+  """On the GPU: forward and backward with the recomputed plan against PyTorch's SDPA (float32, on the CPU) on the same data."""
+  _kernels.clear()
+  arrays = _arrays(shape)
+  with Context(ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0, DEBUG=0):
+    q, k, v = (Tensor(a, device="CUDA", requires_grad=True) for a in arrays[:3])
+    out = _attention(q, k, v, how)
+    grads = (out.float() * Tensor(arrays[3], device="CUDA")).sum().gradient(q, k, v)
+    out.realize(*grads)
+    got = [out.float().numpy()] + [g.numpy() for g in grads]
+  assert sum(bool(k.opts) and k.opts[0] == "map recomputed" for key, k in _kernels.items() if key[1] == "CUDA") == 6
+  _close_to_torch(got, arrays, how)
+
+
+def test_float32_attention_stores_its_scores_on_cuda():
+  """Only 16-bit products are recomputed on CUDA (the form a tensor-core plan maps): float32 attention keeps its scores."""
+  arrays = _arrays()
+  with Context(EMULATE="CUDA", ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0):
+    q, k, v = (Tensor(a, device="PYTHON", requires_grad=True) for a in arrays[:3])
+    out = q.scaled_dot_product_attention(k, v, is_causal=True)
+    steps = picograd.schedule(*(out * Tensor(arrays[3], device="PYTHON")).sum().gradient(q, k, v))
+    assert any(b.size == B * H * T * T for s in steps for b in s.buffers)
+
+
+def test_head_sizes_the_plan_cannot_take_keep_stored_scores():
+  """A head size that is not a multiple of 16 (the MMA's k-step) keeps its scores stored on CUDA."""
+  arrays = _arrays((B, H, T, 24))
+  with Context(EMULATE="CUDA", ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0):
+    q, k, v = (Tensor(a, device="PYTHON", requires_grad=True) for a in arrays[:3])
+    out = _attention(q, k, v, "causal")
+    steps = picograd.schedule(*(out.float() * Tensor(arrays[3], device="PYTHON")).sum().gradient(q, k, v))
+    assert any(b.size == B * H * T * T for s in steps for b in s.buffers)
+
+
+def test_cuda_without_the_rule_stores_scores(monkeypatch):
+  """schedule.TENSOR_CORE_RECOMPUTE_DEVICES switches the rule: without CUDA in it the training graph keeps its scores."""
+  monkeypatch.setattr(schedule, "TENSOR_CORE_RECOMPUTE_DEVICES", set())
+  monkeypatch.setattr(realize, "_templates", {})  # schedules cached with the rule must not be found
+  arrays = _arrays()
+  with Context(EMULATE="CUDA", ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0):
+    q, k, v = (Tensor(a, device="PYTHON", requires_grad=True) for a in arrays[:3])
+    out = _attention(q, k, v, "causal")
+    steps = picograd.schedule(*(out.float() * Tensor(arrays[3], device="PYTHON")).sum().gradient(q, k, v))
+    assert any(b.size == B * H * T * T for s in steps for b in s.buffers)
+
+
+@needs_nvrtc
+def test_recomputed_plan_compiles():
+  """At the bench's shapes (B=64, H=6, T=256, D=64, causal, bfloat16 inputs) the six kernels over recomputed scores take the
+  plan, and their CUDA C compiles with NVRTC for sm_90 (two product sums, dQ and dK: dynamic shared memory). Lazy empty
+  tensors: no data."""
+  with Context(ONLINE_SOFTMAX_MIN=0):
+    q, k, v = (Tensor.empty(64, 6, 256, 64, dtype=dtypes.bfloat16).requires_grad_(True) for _ in range(3))
+    out = q.scaled_dot_product_attention(k, v, is_causal=True)
+    grads = (out.float() * Tensor.empty(64, 6, 256, 64)).sum().gradient(q, k, v)
+    roots, _ = _normalize([out.uop] + [g.uop for g in grads])
+    kernels = [k.ast for k in schedule.create_template(roots, ["CUDA"] * len(roots)).kernels if k.ast is not None]
+  plans = []
+  for ast in kernels:
+    kname, src, dims, meta = render_for_arch(ast, "sm_90")
+    plans.append(meta["plan"])
+    if meta["plan"] != "recomputed": continue
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in src and "cp.async" in src and dims.global_size == (64 * 6 * 4,)
+    assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", kname)).image
+  assert plans.count("recomputed") == 6, plans
