@@ -29,7 +29,7 @@ CASES = {
   "reduce_rows": (lambda: Tensor(rnd(128, 512)).sum(1), "block"),
   "reduce_cols": (lambda: Tensor(rnd(512, 4096)).sum(0), "flat"),
   "reduce_long_cols": (lambda: Tensor(rnd(16, 512, 96)).sum((0, 1)), "columns"),  # a bias gradient
-  # an embedding's one-hot gradient: each thread holds all 5 token values of its column (one read of the token and of dx)
+  # an embedding's one-hot gradient (with plan.COLUMN_HELD_MAX, each thread holds all 5 token values of its column)
   "onehot_cols": (lambda: Tensor(rnd(4096, 1, 64)).where(Tensor(np.arange(4096, dtype=np.int32) * 7 % 5).reshape(-1, 1, 1) ==
                                                          Tensor.arange(5).reshape(1, 5, 1), 0.0).sum(0), "columns"),
   "reduce_short_rows": (lambda: Tensor(rnd(1024, 256)).sum(1), "row"),  # a warp per row
@@ -463,6 +463,24 @@ def test_wgmma_plan(name, tma, monkeypatch):
   if tma and name == "heads": assert meta["tensor_maps"][0].dims == (64, 128, 2, 2) and "cp.async.bulk.tensor.4d" in src
   assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90a", kname)).image
   assert render_for_arch(ast, "sm_90")[3]["plan"] == "mma"  # plain sm_90 keeps mma.sync
+
+
+def test_columns_thread_holds_a_short_output_loop(monkeypatch):
+  """plan.COLUMN_HELD_MAX: a columns kernel whose short output loop no load moves with (the token values of a one-hot
+  gradient) holds all its values in each thread, reading the token and dx once for all of them; emulated against the CPU,
+  and compiled by NVRTC."""
+  import picograd.codegen.cuda.plan as plan
+  from picograd.engine.compile import _kernels
+  monkeypatch.setattr(plan, "COLUMN_HELD_MAX", 128)
+  fn, arrays = GPU_CASES["onehot_cols"](None)
+  ref = _run(fn, arrays, "CPU")
+  _kernels.clear()
+  with Context(EMULATE="CUDA", CACHE=0):
+    got = _run(fn, arrays, "PYTHON")
+  np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+  kname, src, dims, meta = render_for_arch(asts(CASES["onehot_cols"][0]())[-1], "sm_90")
+  assert meta["plan"] == "columns" and dims.local_size == (64,) and src.count("float acc") == 2 * 5  # 5 partials, 5 combines
+  if not NVRTC_ERROR: assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", kname)).image
 
 
 @needs_nvrtc

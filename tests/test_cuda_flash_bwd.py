@@ -15,6 +15,13 @@ from picograd.codegen.cuda import render_for_arch
 B, H, T, D = 1, 2, 80, 32  # T not a multiple of the 64-row tiles
 
 
+@pytest.fixture(autouse=True)
+def recomputing_on_cuda(monkeypatch):
+  """The rule on for CUDA (off by default until the plan has run on a GPU), with no schedule cached without it."""
+  monkeypatch.setattr(schedule, "TENSOR_CORE_RECOMPUTE_DEVICES", {"CUDA"})
+  monkeypatch.setattr(realize, "_templates", {})
+
+
 def _arrays(shape: tuple[int, ...] = (B, H, T, D), seed: int = 0) -> list[np.ndarray]:
   rng = np.random.default_rng(seed)
   return [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]

@@ -58,8 +58,10 @@ RECOMPUTE_DEVICES = {"CPU", "PYTHON"}
 # devices that recompute (and reassociate around) only 16-bit products accumulated in float32 (autocast's q . k and dO . v,
 # SDPA of 16-bit tensors; `online_fusion.half_product`): the form the CUDA plan for sums over recomputed scores maps
 # (codegen/cuda/flash_bwd.py). Other products keep their stored scores there; the gates RECOMPUTE_MIN / RECOMPUTE_MASKED_MIN
-# apply as on the CPU. In a training step the forward's online kernel becomes three (row max, row sum, O), as on the CPU
-TENSOR_CORE_RECOMPUTE_DEVICES = {"CUDA"}
+# apply as on the CPU. In a training step the forward's online kernel becomes three (row max, row sum, O), as on the CPU.
+# Empty until the plan has run on a GPU: session 9 built it and checked it emulated (tests/test_cuda_flash_bwd.py turns it
+# on) and compiled, with no device time left to run it; {"CUDA"} turns it on (NOTES "Flash attention backward on CUDA")
+TENSOR_CORE_RECOMPUTE_DEVICES: set[str] = set()
 
 
 def _on_cuda(kind: str) -> bool: return kind == "CUDA" or EMULATE == "CUDA"

@@ -11,6 +11,10 @@ from picograd.codegen.cuda.tiling import plan_for, shared_bytes, tma_ready
 from picograd.codegen.cuda.target import CUDATarget
 
 
+# the longest output loop a columns kernel's thread may hold (mapping.held_loop; 0: none). Off until it has run on a GPU:
+# session 9 built it and checked it emulated and compiled, with no device time left (the GPT's one-hot embedding gradient,
+# 0.37 ms a step, is its case); tests turn it on
+COLUMN_HELD_MAX = 0
 SPLIT_K_CHUNK = 512            # the least k a split-K block takes: its partial tile costs a store and a load per output
 SPLIT_K_SCRATCH = 64 * 2**20   # bytes of partial tiles one split-K kernel may keep
 BLOCKS_PER_SM = 2              # tiled-product blocks an SM runs at once (256 threads of ~128 registers; ncu on the H200)
@@ -108,7 +112,7 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
   if not all(along) and splittable and outputs % 32 == 0 and outputs < target.sm_count * BLOCK and rsize >= 2048:
     # a thread per output, or per output of the other loops when a short one no load moves with is held in each thread
     # (an embedding's one-hot gradient: 65 x 384 outputs, each reading the same dx and token for every value of v)
-    held = held_loop(program, glob, deps)
+    held = held_loop(program, glob, deps, COLUMN_HELD_MAX)
     threads = outputs // glob[held].arg[1] if held >= 0 else outputs
     if threads % 32: held, threads = -1, outputs
     # blocks enough for about 2048 threads per SM, each thread at least 64 rows, at most 256 partials per output to combine
