@@ -280,6 +280,9 @@ GPU_CASES = {
   # runs of 64 ((n // 64) * T * 64 + n % 64), its tile is copied 16 bytes at a time
   "matmul_f16_heads": lambda d: (_heads_weight_grad, [rnd(2, 64, 96, dtype=np.float16), rnd(2, 2, 64, 64, dtype=np.float16)]),
   "pad": lambda d: (lambda a: a.pad(((1, 2), (3, 0))) * 2, [rnd(16, 16)]),
+  # an embedding's one-hot gradient: sum over tokens of where(token == v, dx, 0)
+  "onehot_cols": lambda d: (lambda x, tok: x.where(tok.reshape(-1, 1, 1) == Tensor.arange(5, device=x.device).reshape(1, 5, 1), 0.0).sum(0),
+                            [rnd(4096, 1, 64), np.arange(4096, dtype=np.int32) * 7 % 5]),
 }
 
 
@@ -478,6 +481,7 @@ def test_columns_thread_holds_a_short_output_loop(monkeypatch):
   with Context(EMULATE="CUDA", CACHE=0):
     got = _run(fn, arrays, "PYTHON")
   np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+  assert any(o == "emulating the CUDA mapping columns" for k in _kernels.values() for o in k.opts)
   kname, src, dims, meta = render_for_arch(asts(CASES["onehot_cols"][0]())[-1], "sm_90")
   assert meta["plan"] == "columns" and dims.local_size == (64,) and src.count("float acc") == 2 * 5  # 5 partials, 5 combines
   if not NVRTC_ERROR: assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", kname)).image
