@@ -331,7 +331,9 @@ def _narrow_operand_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
   """A 16-bit elementwise value of a sum that a matrix product reads as an operand (autocast's linear: the product's bf16
   plus its bias, the q, k and v that attention's products read) is stored: the sum's kernel computes it as its epilogue,
   and the products read plain 16-bit tiles (copied by TMA) instead of adding the bias at every tile they load."""
-  if f.kind(n) not in PRODUCT_CAST_DEVICES or n.dtype not in NARROW_FLOATS or n.op is Ops.CAST: return []
+  # (the walk through consumers first: it stops at the first non-view, the walk below at the region's reductions)
+  if f.kind(n) not in PRODUCT_CAST_DEVICES or n.dtype not in NARROW_FLOATS or n.op is Ops.CAST or not _product_operand(n, f.consumers):
+    return []
   # matrix products below it (no other reduction: a softmax's row sums would fuse in, with the product under them), at
   # most one read by nothing else (whose epilogue it becomes; one that others read too gets its own kernel), and not a
   # concatenation of several (each a product of its own)
@@ -349,8 +351,7 @@ def _narrow_operand_boundaries(n: UOp, f: _Fusion) -> list[UOp]:
     if u.op is Ops.REDUCE and not product(u): return []
     if u.op is Ops.REDUCE: found, own = found + 1, own + alone
     elif u.op in ALU or u.op in MOVEMENT: stack.extend((s, alone) for s in u.src)
-  if not found or own > 1 or _padded_pieces(n): return []
-  return [n] if _product_operand(n, f.consumers) else []
+  return [n] if found and own <= 1 and not _padded_pieces(n) else []
 
 
 BoundaryRule = Callable[[UOp, _Fusion], list[UOp]]

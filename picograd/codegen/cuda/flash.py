@@ -38,6 +38,7 @@ Kept simple for now (NOTES.md, CUDA backend): the outputs are stored from the fr
 from __future__ import annotations
 import math
 from dataclasses import dataclass
+from typing import Callable
 from picograd.dtype import DType, dtypes
 from picograd.helpers import ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
@@ -258,6 +259,23 @@ def _tile(local: UOp, offset: UOp | int, layout: Layout, rows: int, cols: int, v
   return out
 
 
+def packed_products(value: Callable[[int, int], UOp], h: DType, kind: str, steps: int, cols: int,
+                    b_fragment: Callable[[int, int], UOp]) -> list[tuple[int, UOp]]:
+  """A lane's values times a tile on tensor cores, with no shared-memory round trip: `value(n, q)` (lane value q of 8-wide
+  column group n, the C layout of m16n8k16) packed in pairs into A fragments rounded to `h`, one per 16-deep step (`steps`),
+  times `b_fragment(n2, step)` (the B fragment of 16 columns n2). [(8-column group, the chain of MMAs over the steps)]."""
+  packs = [UOp(Ops.FRAGMENT, h, tuple(value(2 * k16 + n, q) for n in range(2) for q in range(4)), ("pack", kind, 0, False)) for k16 in range(steps)]
+  out = []
+  for n2 in range(cols // 16):
+    for half in range(2):
+      chain: UOp | None = None
+      for k16, pack in enumerate(packs):
+        chain = UOp(Ops.MMA, dtypes.float32, (pack, b_fragment(n2, k16)) + ((chain,) if chain is not None else ()), (kind, half))
+      assert chain is not None
+      out.append((n2 * 2 + half, chain))
+  return out
+
+
 def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   """The flash plan (module docstring) for lowered kernel `sink` matched as `fl`."""
   T, Tk, K, D = fl.i.arg[1], fl.j.arg[1], fl.k.arg[1], fl.d.arg[1]
@@ -360,8 +378,6 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   # (FRAGMENT "pack": lane values rounded to 16 bits in pairs), so no shared-memory round trip
   exps = [[UOp(Ops.EXP2, dtypes.float32, ((xv + -safes[r]) * c,)) for xv, _ in keyed[r]] for r in range(2)]
   def p_at(n: int, q: int) -> UOp: return exps[q // 2][n * 2 + q % 2]  # (keyed[r] runs over 8-key tiles n, then q % 2)
-  packs = [UOp(Ops.FRAGMENT, h, tuple(p_at(2 * s16 + n, q) for n in range(2) for q in range(4)), ("pack", kind, 0, False))
-           for s16 in range(BN // 16)]
   denominators = []
   for r in range(2):
     total = exps[r][0]
@@ -370,16 +386,11 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     denominators.append(UOp(Ops.GROUP_REDUCE, dtypes.float32, (rescaled,), (Ops.ADD, 4)))
   # O rescaled, then a chain of MMAs (one per 16 keys, each adding into the one before: MMA's third source) added into it
   outs: list[tuple[UOp, int, UOp, UOp]] = []  # (O value, row g or g + 8, row in the tile, column)
-  for n2 in range(D // 16):
-    for half in range(2):
-      chain = None
-      for s16, pack in enumerate(packs):
-        fb = frag(sv, lv, (jt & 1) * (BN * (D + 8)) + lv.at(n2 * 16, s16 * 16), "b2", loaded)
-        chain = UOp(Ops.MMA, dtypes.float32, (pack, fb) + ((chain,) if chain is not None else ()), (kind, half))
-      assert chain is not None
-      for q in range(4):
-        o = UOp(Ops.RESCALED, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), alphas[q // 2], jt))
-        outs.append((o, q // 2, warp * 16 + g + 8 * (q // 2), UOp.const(INT, (n2 * 2 + half) * 8) + tq * 2 + q % 2))
+  def v_at(n2: int, s16: int) -> UOp: return frag(sv, lv, (jt & 1) * (BN * (D + 8)) + lv.at(n2 * 16, s16 * 16), "b2", loaded)
+  for c8, chain in packed_products(p_at, h, kind, BN // 16, D, v_at):
+    for q in range(4):
+      o = UOp(Ops.RESCALED, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), alphas[q // 2], jt))
+      outs.append((o, q // 2, warp * 16 + g + 8 * (q // 2), UOp.const(INT, c8 * 8) + tq * 2 + q % 2))
   # (copies still in flight, of the tile after the last, are waited for before the kernel's stores)
   drained = (UOp(Ops.BARRIER, dtypes.void, (outs[0][0],), ("wait", 0)),) if copy else ()
   stores = []

@@ -33,7 +33,7 @@ from picograd.dtype import DType, dtypes
 from picograd.helpers import ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort, graph_rewrite
 from picograd.ir.symbolic import symbolic
-from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast
+from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast, packed_products
 from picograd.codegen.cuda.mapping import digits, special
 from picograd.codegen.cuda.target import CUDATarget
 from picograd.codegen.cuda.tiling import Layout
@@ -255,18 +255,11 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   outs: list[tuple[UOp, int, UOp]] = []  # (value, row in the tile, column or None)
   if fr.f is not None and sf is not None:
     # T as A fragments straight from the lane registers, times F's tile, summed over the tiles of s
-    packs = [UOp(Ops.FRAGMENT, h, tuple(values[(2 * k16 + n, q)] for n in range(2) for q in range(4)), ("pack", kind, 0, False))
-             for k16 in range(BN // 16)]
-    for n2 in range(D // 16):
-      for half in range(2):
-        chain = None
-        for k16, pack in enumerate(packs):
-          fb = frag(sf, lf, (st & 1) * (BN * (D + 8)) + lf.at(n2 * 16, k16 * 16), "b2", loaded)
-          chain = UOp(Ops.MMA, dtypes.float32, (pack, fb) + ((chain,) if chain is not None else ()), (kind, half))
-        assert chain is not None
-        for q in range(4):
-          acc = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), st), Ops.ADD)
-          outs.append((acc, warp * 16 + g + 8 * (q // 2), UOp.const(INT, (n2 * 2 + half) * 8) + tq * 2 + q % 2))
+    for c8, chain in packed_products(lambda n, q: values[(n, q)], h, kind, BN // 16, D,
+                                     lambda n2, k16: frag(sf, lf, (st & 1) * (BN * (D + 8)) + lf.at(n2 * 16, k16 * 16), "b2", loaded)):
+      for q in range(4):
+        acc = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), st), Ops.ADD)
+        outs.append((acc, warp * 16 + g + 8 * (q // 2), UOp.const(INT, c8 * 8) + tq * 2 + q % 2))
   else:
     # one value per row: the lane's 16 per tile, over the tiles, then over its quad of lanes
     for r2 in range(2):

@@ -350,7 +350,7 @@ def map_columns(sink: UOp, glob: list[UOp], split: int, held: int = -1) -> UOp:
   return _simplified(_sink(sink, list(sink.src) + [reset]))
 
 
-def held_loop(program: list[UOp], glob: list[UOp], deps: dict[UOp, frozenset[UOp]], most: int = 128) -> int:
+def held_loop(program: list[UOp], glob: list[UOp], deps: dict[UOp, frozenset[UOp]], most: int) -> int:
   """The index in `glob` of a short output loop (2 .. `most`) that no load's index moves with, when there are other output
   loops: a columns kernel's thread can then sum all of its values with one read of what they share (-1: none)."""
   loads = [u for u in program if u.op is Ops.LOAD and u.src[0].op is Ops.PARAM]
