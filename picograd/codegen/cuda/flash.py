@@ -259,21 +259,28 @@ def _tile(local: UOp, offset: UOp | int, layout: Layout, rows: int, cols: int, v
   return out
 
 
-def packed_products(value: Callable[[int, int], UOp], h: DType, kind: str, steps: int, cols: int,
-                    b_fragment: Callable[[int, int], UOp]) -> list[tuple[int, UOp]]:
-  """A lane's values times a tile on tensor cores, with no shared-memory round trip: `value(n, q)` (lane value q of 8-wide
-  column group n, the C layout of m16n8k16) packed in pairs into A fragments rounded to `h`, one per 16-deep step (`steps`),
-  times `b_fragment(n2, step)` (the B fragment of 16 columns n2). [(8-column group, the chain of MMAs over the steps)]."""
-  packs = [UOp(Ops.FRAGMENT, h, tuple(value(2 * k16 + n, q) for n in range(2) for q in range(4)), ("pack", kind, 0, False)) for k16 in range(steps)]
+def mma_chains(a: list[UOp], b_fragment: Callable[[int, int], UOp], cols: int, kind: str) -> list[tuple[int, UOp]]:
+  """A warp's m16 x `cols` product of A fragments `a` (one per 16-deep step) and B fragments `b_fragment(n2, step)` (16
+  columns n2, two groups of 8): [(8-column group, the chain of m16n8k16 MMAs over the steps, each adding into the one
+  before: MMA's third source)]."""
   out = []
   for n2 in range(cols // 16):
     for half in range(2):
       chain: UOp | None = None
-      for k16, pack in enumerate(packs):
-        chain = UOp(Ops.MMA, dtypes.float32, (pack, b_fragment(n2, k16)) + ((chain,) if chain is not None else ()), (kind, half))
+      for k16, fa in enumerate(a):
+        chain = UOp(Ops.MMA, dtypes.float32, (fa, b_fragment(n2, k16)) + ((chain,) if chain is not None else ()), (kind, half))
       assert chain is not None
       out.append((n2 * 2 + half, chain))
   return out
+
+
+def packed_products(value: Callable[[int, int], UOp], h: DType, kind: str, steps: int, cols: int,
+                    b_fragment: Callable[[int, int], UOp]) -> list[tuple[int, UOp]]:
+  """A lane's values times a tile on tensor cores, with no shared-memory round trip: `value(n, q)` (lane value q of 8-wide
+  column group n, the C layout of m16n8k16) packed in pairs into A fragments rounded to `h`, one per 16-deep step (`steps`),
+  times `b_fragment(n2, step)`: `mma_chains` of them."""
+  packs = [UOp(Ops.FRAGMENT, h, tuple(value(2 * k16 + n, q) for n in range(2) for q in range(4)), ("pack", kind, 0, False)) for k16 in range(steps)]
+  return mma_chains(packs, b_fragment, cols, kind)
 
 
 def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
@@ -350,18 +357,14 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   fqs = [frag(sq, lq, lq.at(warp * 16, s16 * 16), "a", q_ready) for s16 in range(K // 16)]
   keyed: list[list[tuple[UOp, UOp]]] = [[], []]  # per row (g, g + 8): (score, key in the tile)
   inf = UOp.const(dtypes.float32, -math.inf)
-  for n2 in range(BN // 16):
-    fbs = [frag(sk, lk, (jt & 1) * (BN * (K + 8)) + lk.at(n2 * 16, s16 * 16), "b2", loaded, *ahead) for s16 in range(K // 16)]
-    for half in range(2):
-      chain: UOp | None = None
-      for fq, fb in zip(fqs, fbs): chain = UOp(Ops.MMA, dtypes.float32, (fq, fb) + ((chain,) if chain is not None else ()), (kind, half))
-      assert chain is not None
-      for q in range(4):
-        s = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), once), Ops.ADD)
-        row, col = warp * 16 + g + 8 * (q // 2), (n2 * 2 + half) * 8 + tq * 2 + q % 2
-        xv = _put(fl.x, {fl.inner: s, **batch, fl.i: row_at(row), fl.j: key_at(col)})
-        if tiles_j * BN > Tk: xv = (jt * BN + col < Tk).where(xv, inf)
-        keyed[q // 2].append((xv, col))
+  def k_at(n2: int, s16: int) -> UOp: return frag(sk, lk, (jt & 1) * (BN * (K + 8)) + lk.at(n2 * 16, s16 * 16), "b2", loaded, *ahead)
+  for c8, chain in mma_chains(fqs, k_at, BN, kind):
+    for q in range(4):
+      s = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), once), Ops.ADD)
+      row, col = warp * 16 + g + 8 * (q // 2), c8 * 8 + tq * 2 + q % 2
+      xv = _put(fl.x, {fl.inner: s, **batch, fl.i: row_at(row), fl.j: key_at(col)})
+      if tiles_j * BN > Tk: xv = (jt * BN + col < Tk).where(xv, inf)
+      keyed[q // 2].append((xv, col))
   c = UOp.const(dtypes.float32, fl.c)
   olds, safes, alphas = [], [], []
   for r in range(2):

@@ -33,7 +33,8 @@ from picograd.dtype import DType, dtypes
 from picograd.helpers import ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort, graph_rewrite
 from picograd.ir.symbolic import symbolic
-from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast, packed_products
+from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast, \
+  mma_chains, packed_products
 from picograd.codegen.cuda.mapping import digits, special
 from picograd.codegen.cuda.target import CUDATarget
 from picograd.codegen.cuda.tiling import Layout
@@ -236,14 +237,11 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   for n_, (p, sa, sb, la) in enumerate(zip(fr.products, sas, sbs, las)):
     K = p.k.arg[1]
     fas = [frag(sa, la, la.at(warp * 16, k16 * 16), "a", a_ready) for k16 in range(K // 16)]
-    for n2 in range(BN // 16):
-      fbs = [frag(sb, la, (st & 1) * (BN * (K + 8)) + la.at(n2 * 16, k16 * 16), "b2", loaded, *ahead) for k16 in range(K // 16)]
-      for half in range(2):
-        chain: UOp | None = None
-        for fa, fb in zip(fas, fbs): chain = UOp(Ops.MMA, dtypes.float32, (fa, fb) + ((chain,) if chain is not None else ()), (kind, half))
-        assert chain is not None
-        for q in range(4):
-          scores[(n_, n2 * 2 + half, q)] = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), once), Ops.ADD)
+    def b_at(n2: int, k16: int, sb: UOp = sb, la: Layout = la, K: int = K) -> UOp:
+      return frag(sb, la, (st & 1) * (BN * (K + 8)) + la.at(n2 * 16, k16 * 16), "b2", loaded, *ahead)
+    for c8, chain in mma_chains(fas, b_at, BN, kind):
+      for q in range(4):
+        scores[(n_, c8, q)] = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), once), Ops.ADD)
   for n8 in range(BN // 8):
     for q in range(4):
       row, col = warp * 16 + g + 8 * (q // 2), n8 * 8 + tq * 2 + q % 2
