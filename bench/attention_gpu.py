@@ -18,16 +18,19 @@ from bench.gpu import torch_time  # noqa: E402
 
 
 def step_kernels(T: int, arrays: list[np.ndarray], runs: int, warmup: int) -> tuple[list[tuple[str, str, float]], list[np.ndarray]]:
-  """[(kernel name, plan, median seconds)] of one forward + backward and its gradients (dQ, dK, dV) as float32 arrays."""
-  Q, K, V, G = (Tensor(a, device="CUDA").cast(picograd.dtypes.bfloat16).realize() for a in arrays)
-  for t in (Q, K, V): t.requires_grad = True
-  out = Q.scaled_dot_product_attention(K, V, is_causal=True)
+  """[(kernel name, plan, median seconds)] of one forward + backward under bf16 autocast (the GPT's attention) and its
+  gradients (dQ, dK, dV) as float32 arrays."""
+  Q, K, V = (Tensor(a, device="CUDA", requires_grad=True) for a in arrays[:3])
+  G = Tensor(arrays[3], device="CUDA").cast(picograd.dtypes.bfloat16).realize()
+  with picograd.autocast(picograd.dtypes.bfloat16):
+    out = Q.scaled_dot_product_attention(K, V, is_causal=True)
   grads = out.gradient(Q, K, V, gradient=G)
   steps = picograd.schedule(out, *grads)
+  out.realize(*grads)  # (allocates every buffer the steps use)
   rows = []
   for s in steps:
     if s.kernel is None: continue
-    def once(s=s) -> float: return s.kernel.program([b.handle for b in s.buffers], s.kernel.dims, wait=True)
+    def once(s=s) -> float: return s.kernel.program(engine_realize.launch_handles(s.kernel, s.buffers), s.kernel.dims, wait=True)
     for _ in range(warmup): once()
     rows.append((s.kernel.name, s.kernel.opts[0] if s.kernel.opts else "", float(np.median([once() for _ in range(runs)]))))
   return rows, [g.float().numpy() for g in grads]
@@ -53,8 +56,9 @@ def main() -> None:
     for mode in ("recomputed", "stored"):
       if mode == "stored": engine_schedule.TENSOR_CORE_RECOMPUTE_DEVICES.clear()
       engine_realize._templates.clear()
-      try:
-        rows, got = step_kernels(T, arrays, args.runs, args.warmup)
+      try:  # (recomputing unmasked scores is gated off by default by RECOMPUTE_MIN; the GPT's masked ones by RECOMPUTE_MASKED_MIN)
+        with picograd.Context(RECOMPUTE_MIN=0 if mode == "recomputed" else 1 << 62):
+          rows, got = step_kernels(T, arrays, args.runs, args.warmup)
       finally:
         engine_schedule.TENSOR_CORE_RECOMPUTE_DEVICES.update(recomputing)
         engine_realize._templates.clear()

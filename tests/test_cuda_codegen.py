@@ -96,6 +96,25 @@ def test_row_kernel_work_is_linear(noopt):
 
 
 @needs_nvrtc
+@pytest.mark.parametrize("dtype", [dtypes.float16, dtypes.bfloat16])
+def test_16bit_lanes_move_8_bytes(dtype):
+  """Four lanes of a 16-bit tensor are one 8-byte access (uint2; stores packed by pg_pack4) in elementwise and row kernels
+  (autocast's GELU of a product plus its bias, a softmax of 16-bit scores): compiled, and emulated against the CPU."""
+  x, b = rnd(64, 96), rnd(96)
+  def gelu(dev: str) -> Tensor: return (Tensor(x, device=dev).cast(dtype).realize() + Tensor(b, device=dev)).gelu().cast(dtype)
+  def softmax(dev: str) -> Tensor: return Tensor(x, device=dev).cast(dtype).realize().float().softmax(-1)
+  for fn, plan, accesses in ((gelu, "lanes", ("8-byte load", "16-byte load", "8-byte store")), (softmax, "row", ("8-byte load",))):
+    kname, src, dims, meta = render_for_arch(asts(fn("CPU"))[-1], "sm_90")
+    assert meta["plan"] == plan and all(a in meta["opts"] for a in accesses), meta["opts"]
+    body = src[src.index('extern "C"'):]
+    assert "uint2" in body and ("pg_pack4(" in body) == (plan == "lanes")
+    if not NVRTC_ERROR: assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", kname)).image
+    with Context(EMULATE="CUDA"):
+      got = fn("PYTHON").float().numpy()
+    np.testing.assert_allclose(got, fn("CPU").float().numpy(), rtol=1e-2, atol=1e-3)  # (one 16-bit rounding step apart at most)
+
+
+@needs_nvrtc
 def test_split_k_plan():
   # few output tiles over a long k: the blocks split k and the last one of each tile adds the partials in order
   for name in ("matmul_split_k", "matmul_f16_split_k"):

@@ -69,6 +69,8 @@ def _load(buf: np.ndarray, idx):
   # numpy evaluates every loop's index expression, also where the compiled loop nest would not run
   # (an empty output dimension) or the load is masked (padding an empty input): an empty buffer reads zeros
   if buf.size == 0: return np.zeros(np.shape(idx), buf.dtype)
+  # (numpy would read a negative index from the end; a GPU reads before the buffer, so the emulator must not accept it)
+  if np.size(idx) and np.min(idx) < 0: raise IndexError(f"load at index {np.min(idx)}, before the buffer")
   return buf[idx]
 
 

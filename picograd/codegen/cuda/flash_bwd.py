@@ -202,6 +202,8 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
 
   def s_tiles(tile: UOp, slot: UOp, *after: UOp) -> list[UOp]:
     """The STOREs (or ASYNC_COPYs) of tile `tile` of s of every b_n and F into buffer `slot` (past the end: read at 0)."""
+    # (a reversed index's tile after the last is -1: read at tile 0, as the tile after the last is read at 0 going forward)
+    if reverse: tile = (tile < 0).where(zero, tile)
     def at(x: UOp) -> UOp: return _clamp(tile * BN + x, Ts, (tiles_s + 1) * BN)[0]
     out: list[UOp] = []
     for p, sb, lb, wb in zip(fr.products, sbs, las, wbs):

@@ -67,7 +67,8 @@ def _gate(store: UOp, gate: UOp) -> UOp:
 
 
 def _vector_access(u: UOp, inner: UOp) -> bool:
-  """A load or store of a 16-byte type whose index moves by one along `inner`, with every other term a multiple of four."""
+  """A load or store of a four-lane type (VEC4_TYPES: 16 bytes, 8 for 16-bit floats) whose index moves by one along `inner`,
+  with every other term a multiple of four."""
   return u.op in (Ops.LOAD, Ops.STORE) and u.src[0].op is Ops.PARAM and u.src[0].dtype in VEC4_TYPES and \
       len(u.src) <= 3 and contiguous_in(u.src[1], inner, 4)
 

@@ -10,7 +10,13 @@ REG_TYPES = {dtypes.bool: "bool", dtypes.uint8: "unsigned char", dtypes.int8: "s
              dtypes.uint64: "unsigned long long", dtypes.float16: "__half", dtypes.bfloat16: "float", dtypes.float32: "float",
              dtypes.float64: "double"}
 MEM_TYPES = {**REG_TYPES, dtypes.bfloat16: "__nv_bfloat16"}
-VEC4_TYPES = {dtypes.float32: "float4", dtypes.int32: "int4", dtypes.uint32: "uint4"}  # 16-byte accesses
+# one access of four lanes: 16 bytes of 32-bit types, 8 of 16-bit floats (their lanes reinterpreted, their stores packed)
+VEC4_TYPES = {dtypes.float32: "float4", dtypes.int32: "int4", dtypes.uint32: "uint4", dtypes.bfloat16: "uint2", dtypes.float16: "uint2"}
+
+
+def vector_type(dt: DType, lanes: int) -> str:
+  """The C type of one access of `lanes` values of `dt` (four lanes: VEC4_TYPES; 16 bytes otherwise: eight 16-bit lanes)."""
+  return VEC4_TYPES[dt] if lanes == 4 else "uint4"
 
 
 def c_const(value: Any, dt: DType) -> str:

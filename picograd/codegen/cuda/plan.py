@@ -1,5 +1,6 @@
 """Choosing a CUDA plan from the shape of a linearized kernel (see the package docstring for what each plan does)."""
 from __future__ import annotations
+import math
 from typing import Any
 from picograd.dtype import dtypes
 from picograd.helpers import NOOPT, TF32, TMA, ceildiv, prod
@@ -11,10 +12,9 @@ from picograd.codegen.cuda.tiling import plan_for, shared_bytes, tma_ready
 from picograd.codegen.cuda.target import CUDATarget
 
 
-# the longest output loop a columns kernel's thread may hold (mapping.held_loop; 0: none). Off until it has run on a GPU:
-# session 9 built it and checked it emulated and compiled, with no device time left (the GPT's one-hot embedding gradient,
-# 0.37 ms a step, is its case); tests turn it on
-COLUMN_HELD_MAX = 0
+# the longest output loop a columns kernel's thread may hold (mapping.held_loop; 0: none): the GPT's one-hot embedding
+# gradient (65 values) went from 0.37 to 0.16 ms a step on the H200
+COLUMN_HELD_MAX = 128
 SPLIT_K_CHUNK = 512            # the least k a split-K block takes: its partial tile costs a store and a load per output
 SPLIT_K_SCRATCH = 64 * 2**20   # bytes of partial tiles one split-K kernel may keep
 BLOCKS_PER_SM = 2              # tiled-product blocks an SM runs at once (256 threads of ~128 registers; ncu on the H200)
@@ -116,7 +116,9 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
     threads = outputs // glob[held].arg[1] if held >= 0 else outputs
     if threads % 32: held, threads = -1, outputs
     # blocks enough for about 2048 threads per SM, each thread at least 64 rows, at most 256 partials per output to combine
-    split = min(ceildiv(target.sm_count * 2048, threads), rsize // 64, 256)
+    # (held: the last block of each group combines every partial of every held value, so the rows a thread sums and the
+    # partials balance; H200, the GPT's one-hot gradient (16384 rows): 256 partials 225 us, 128 139 us, 64 164 us)
+    split = min(ceildiv(target.sm_count * 2048, threads), rsize // 64, 256 if held < 0 else math.isqrt(rsize))
     if split > 1: return "columns", (split, held)
   if not all(along) and outputs >= 2048:
     # a thread per output reads coalesced across the threads where the reduction runs over a leading axis;

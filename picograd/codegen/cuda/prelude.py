@@ -45,6 +45,14 @@ HALF_PRELUDE = """#include <cuda_fp16.h>
 #include <cuda_bf16.h>
 PG_INLINE float pg_round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 PG_INLINE bool operator!=(__half a, int b) { return __half2float(a) != (float)b; }
+// four 16-bit lanes as one 8-byte store (rounded to nearest even, as a store of each would be)
+PG_INLINE uint2 pg_pack4(float a, float b, float c, float d) {
+  __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+  return make_uint2(pg_bitcast<unsigned>(lo), pg_bitcast<unsigned>(hi));
+}
+PG_INLINE uint2 pg_pack4(__half a, __half b, __half c, __half d) {
+  return make_uint2(pg_bitcast<unsigned>(__halves2half2(a, b)), pg_bitcast<unsigned>(__halves2half2(c, d)));
+}
 """
 
 # a TMA tensor map as a kernel parameter (CUtensorMap's size and alignment; its bits are the driver's, encoded at launch)

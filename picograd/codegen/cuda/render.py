@@ -59,8 +59,8 @@ _NOTES: dict[Ops, Callable[[UOp, bool], str | None]] = {
     f"shared memory {'for the outputs (over the tiles)' if len(u.arg) > 2 else 'tile'} of {u.arg[1]} {u.dtype.name} values",
   Ops.BARRIER: _barrier_note,
   Ops.GROUP_REDUCE: lambda u, tiled: f"{u.arg[0].name} combined across {u.arg[1]} threads",
-  Ops.LOAD: lambda u, tiled: "16-byte load" if u.arg is not None and u.src[0].op is Ops.PARAM else None,
-  Ops.STORE: lambda u, tiled: "16-byte store" if u.src[2].op is Ops.VECTORIZE else None,
+  Ops.LOAD: lambda u, tiled: f"{u.arg * u.dtype.itemsize}-byte load" if u.arg is not None and u.src[0].op is Ops.PARAM else None,
+  Ops.STORE: lambda u, tiled: f"{len(u.src[2].src) * u.src[0].dtype.itemsize}-byte store" if u.src[2].op is Ops.VECTORIZE else None,
   Ops.ASYNC_COPY: lambda u, tiled: f"TMA copies of {'x'.join(map(str, u.arg.box))} boxes into 128-byte swizzled stages, mbarrier completion"
     if isinstance(u.arg, TensorMapSpec) else "16-byte cp.async copies into shared memory",
   Ops.FRAGMENT: lambda u, tiled: f"{u.arg[1]} descriptors of 128-byte swizzled tiles ({'MN' if u.arg[3] else 'K'}-major)"

@@ -20,7 +20,7 @@ from picograd.codegen.cuda.emit import Writer
 from picograd.codegen.cuda.tiling import Layout
 from picograd.dtype import dtypes
 from picograd.helpers import TensorMapSpec
-from picograd.codegen.cuda.ops import MEM_TYPES, REDUCE_FUNCTORS, REG_TYPES, VEC4_TYPES, acc_update, c_const, render_alu, render_load, render_store
+from picograd.codegen.cuda.ops import MEM_TYPES, REDUCE_FUNCTORS, REG_TYPES, acc_update, c_const, render_alu, render_load, render_store, vector_type
 
 _SPECIAL_C = {"block": "blockIdx.x", "thread": "threadIdx.x"}
 STATIC_SHARED = 48 * 1024  # more shared memory than this must be dynamic (and the launch asks for it)
@@ -117,8 +117,8 @@ class TableRenderer:
     elif param.op is Ops.DEFINE_LOCAL:
       at = f"{self.names[param]}[{self.val(idx[0])}]"
       self._define(u, f"__bfloat162float({at})" if param.dtype == dtypes.bfloat16 else at)
-    elif u.arg is not None:  # 16 bytes: four 32-bit or eight 16-bit lanes
-      vt = VEC4_TYPES.get(param.dtype, "uint4")
+    elif u.arg is not None:  # four lanes (16 bytes of 32-bit ones, 8 of 16-bit ones) or eight 16-bit lanes
+      vt = vector_type(param.dtype, u.arg)
       n = self.names[u] = self.w.fresh("vec")
       self.w(f"const {vt} {n} = *reinterpret_cast<const {vt}*>(p{param.arg[0]} + {self.val(idx[0])});")
     else: self._define(u, render_load(param, self.val(idx[0])))
@@ -126,7 +126,7 @@ class TableRenderer:
   def _gep(self, u: UOp) -> None:
     vec = u.src[0]
     if vec.op in (Ops.MMA, Ops.WGMMA): return self._later(u)
-    if vec.arg == 4: self.names[u] = f"{self.names[vec]}.{'xyzw'[u.arg]}"
+    if vec.arg == 4 and vec.dtype.itemsize == 4: self.names[u] = f"{self.names[vec]}.{'xyzw'[u.arg]}"
     else:
       lane = f"reinterpret_cast<const {MEM_TYPES[vec.dtype]}*>(&{self.names[vec]})[{u.arg}]"
       self.names[u] = f"__bfloat162float({lane})" if vec.dtype == dtypes.bfloat16 else lane
@@ -135,11 +135,11 @@ class TableRenderer:
     param, idx, value, *gate = u.src
     buf = f"p{param.arg[0]}" if param.op is Ops.PARAM else self.names[param]
     if value.op is Ops.VECTORIZE and (vec := _lanes_of(value)) is not None and MEM_TYPES[vec.dtype] == MEM_TYPES[param.dtype]:
-      vt = VEC4_TYPES.get(vec.dtype, "uint4")  # the 16 bytes loaded, stored as they are
+      vt = vector_type(vec.dtype, vec.arg)  # the bytes loaded, stored as they are
       lines = [f"*reinterpret_cast<{vt}*>({buf} + {self.val(idx)}) = {self.names[vec]};"]
     elif value.op is Ops.VECTORIZE and param.op is Ops.PARAM:
-      vt = VEC4_TYPES[param.dtype]
-      lines = [f"*reinterpret_cast<{vt}*>({buf} + {self.val(idx)}) = make_{vt}({', '.join(self.val(s) for s in value.src)});"]
+      vt, pack = vector_type(param.dtype, len(value.src)), "pg_pack4" if param.dtype.itemsize == 2 else f"make_{vector_type(param.dtype, 4)}"
+      lines = [f"*reinterpret_cast<{vt}*>({buf} + {self.val(idx)}) = {pack}({', '.join(self.val(s) for s in value.src)});"]
     else:
       lanes = list(value.src) if value.op is Ops.VECTORIZE else [value]
       at = [self.val(idx) if i == 0 else f"{self.val(idx)} + {i}" for i in range(len(lanes))]
