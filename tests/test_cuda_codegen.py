@@ -99,15 +99,18 @@ def test_row_kernel_work_is_linear(noopt):
 @pytest.mark.parametrize("dtype", [dtypes.float16, dtypes.bfloat16])
 def test_16bit_lanes_move_8_bytes(dtype):
   """Four lanes of a 16-bit tensor are one 8-byte access (uint2; stores packed by pg_pack4) in elementwise and row kernels
-  (autocast's GELU of a product plus its bias, a softmax of 16-bit scores): compiled, and emulated against the CPU."""
+  (autocast's GELU of a product plus its float32 bias, a softmax of 16-bit scores), and an elementwise kernel whose every
+  such access is 16-bit takes eight lanes, 16 bytes (pg_pack8): compiled, and emulated against the CPU."""
   x, b = rnd(64, 96), rnd(96)
   def gelu(dev: str) -> Tensor: return (Tensor(x, device=dev).cast(dtype).realize() + Tensor(b, device=dev)).gelu().cast(dtype)
   def softmax(dev: str) -> Tensor: return Tensor(x, device=dev).cast(dtype).realize().float().softmax(-1)
-  for fn, plan, accesses in ((gelu, "lanes", ("8-byte load", "16-byte load", "8-byte store")), (softmax, "row", ("8-byte load",))):
+  def scaled(dev: str) -> Tensor: return (Tensor(x, device=dev).cast(dtype).realize() * 3).exp()
+  for fn, plan, accesses, packed in ((gelu, "lanes", ("8-byte load", "16-byte load", "8-byte store"), "pg_pack4("),
+                                     (softmax, "row", ("8-byte load",), None), (scaled, "lanes", ("16-byte load", "16-byte store"), "pg_pack8(")):
     kname, src, dims, meta = render_for_arch(asts(fn("CPU"))[-1], "sm_90")
     assert meta["plan"] == plan and all(a in meta["opts"] for a in accesses), meta["opts"]
     body = src[src.index('extern "C"'):]
-    assert "uint2" in body and ("pg_pack4(" in body) == (plan == "lanes")
+    assert ("uint4" if packed == "pg_pack8(" else "uint2") in body and (packed is None or packed in body)
     if not NVRTC_ERROR: assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", kname)).image
     with Context(EMULATE="CUDA"):
       got = fn("PYTHON").float().numpy()

@@ -66,21 +66,22 @@ def _gate(store: UOp, gate: UOp) -> UOp:
   return UOp(Ops.STORE, store.dtype, store.src[:3] + (gate,), store.arg)
 
 
-def _vector_access(u: UOp, inner: UOp) -> bool:
-  """A load or store of a four-lane type (VEC4_TYPES: 16 bytes, 8 for 16-bit floats) whose index moves by one along `inner`,
-  with every other term a multiple of four."""
-  return u.op in (Ops.LOAD, Ops.STORE) and u.src[0].op is Ops.PARAM and u.src[0].dtype in VEC4_TYPES and \
-      len(u.src) <= 3 and contiguous_in(u.src[1], inner, 4)
+def _vector_access(u: UOp, inner: UOp, lanes: int = 4) -> bool:
+  """A load or store of `lanes` values as one access (four: VEC4_TYPES, 16 bytes or 8 of 16-bit floats; eight: 16 bytes of
+  16-bit floats) whose index moves by one along `inner`, with every other term a multiple of `lanes`."""
+  if u.op not in (Ops.LOAD, Ops.STORE) or u.src[0].op is not Ops.PARAM or len(u.src) > 3: return False
+  fits = u.src[0].dtype in VEC4_TYPES if lanes == 4 else u.src[0].dtype in (dtypes.float16, dtypes.bfloat16)
+  return fits and contiguous_in(u.src[1], inner, lanes)
 
 
-def _quads(roots: list[UOp], inner: UOp) -> tuple[UOp, Callable[[UOp, int], UOp]]:
-  """The loop over quads of `inner`, and fn(node, q): the node at lane q, where loads that move by one along `inner`
-  are lanes of one 16-byte load."""
-  quad = UOp(Ops.RANGE, inner.dtype, (), (inner.arg[0], inner.arg[1] // 4, inner.arg[2]))
-  vec = {ld: UOp(Ops.LOAD, ld.dtype, (ld.src[0], substitute(ld.src[1], {inner: quad * 4})), 4)
-         for ld in toposort(roots) if ld.op is Ops.LOAD and _vector_access(ld, inner)}
+def _quads(roots: list[UOp], inner: UOp, lanes: int = 4) -> tuple[UOp, Callable[[UOp, int], UOp]]:
+  """The loop over groups of `lanes` of `inner`, and fn(node, q): the node at lane q, where loads that move by one along
+  `inner` are lanes of one vector load."""
+  quad = UOp(Ops.RANGE, inner.dtype, (), (inner.arg[0], inner.arg[1] // lanes, inner.arg[2]))
+  vec = {ld: UOp(Ops.LOAD, ld.dtype, (ld.src[0], substitute(ld.src[1], {inner: quad * lanes})), lanes)
+         for ld in toposort(roots) if ld.op is Ops.LOAD and _vector_access(ld, inner, lanes)}
   def lane(u: UOp, q: int) -> UOp:
-    return substitute(u, {inner: quad * 4 + q, **{ld: UOp(Ops.GEP, ld.dtype, (v,), q) for ld, v in vec.items()}})
+    return substitute(u, {inner: quad * lanes + q, **{ld: UOp(Ops.GEP, ld.dtype, (v,), q) for ld, v in vec.items()}})
   return quad, lane
 
 
@@ -109,19 +110,19 @@ def vectorize_reductions(sink: UOp, outer: list[UOp]) -> UOp:
   return substitute(sink, mapped)
 
 
-def vector_lanes(sink: UOp, inner: UOp) -> tuple[UOp, UOp]:
-  """Split loop `inner` (a multiple of four long) into a loop over quads and four lanes: (new sink, the quad loop).
+def vector_lanes(sink: UOp, inner: UOp, lanes: int = 4) -> tuple[UOp, UOp]:
+  """Split loop `inner` (a multiple of `lanes` long) into a loop over groups and `lanes` lanes: (new sink, the group loop).
 
-  Loads and stores that move by one along `inner` become one 16-byte access per quad; everything else is computed per lane.
+  Loads and stores that move by one along `inner` become one vector access per group; everything else is computed per lane.
   """
-  quad, lane = _quads(list(sink.src), inner)
-  first = {inner: quad * 4}
+  quad, lane = _quads(list(sink.src), inner, lanes)
+  first = {inner: quad * lanes}
   stores: list[UOp] = []
   for st in sink.src:
-    if _vector_access(st, inner):
-      lanes = UOp(Ops.VECTORIZE, st.src[2].dtype, tuple(lane(st.src[2], q) for q in range(4)), 4)
-      stores.append(UOp(Ops.STORE, st.dtype, (st.src[0], substitute(st.src[1], first), lanes), st.arg))
-    else: stores += [lane(st, q) for q in range(4)]
+    if _vector_access(st, inner, lanes):
+      values = UOp(Ops.VECTORIZE, st.src[2].dtype, tuple(lane(st.src[2], q) for q in range(lanes)), lanes)
+      stores.append(UOp(Ops.STORE, st.dtype, (st.src[0], substitute(st.src[1], first), values), st.arg))
+    else: stores += [lane(st, q) for q in range(lanes)]
   return _sink(sink, stores), quad
 
 
@@ -198,8 +199,11 @@ def map_flat(sink: UOp, rows: list[UOp]) -> UOp:
 
 
 def map_lanes(sink: UOp, glob: list[UOp]) -> UOp:
-  """Elementwise: four outputs of the innermost loop per thread, 16-byte loads and stores where the index allows."""
-  sink, quad = vector_lanes(sink, glob[-1])
+  """Elementwise: four outputs of the innermost loop per thread, 16-byte loads and stores where the index allows (8-byte
+  ones of 16-bit floats); eight where every such access is of 16-bit floats, so that they move 16 bytes too."""
+  accesses = [u for u in toposort([sink]) if _vector_access(u, glob[-1])]
+  wide = glob[-1].arg[1] % 8 == 0 and bool(accesses) and all(_vector_access(u, glob[-1], 8) for u in accesses)
+  sink, quad = vector_lanes(sink, glob[-1], 8 if wide else 4)
   return map_flat(sink, glob[:-1] + [quad])
 
 

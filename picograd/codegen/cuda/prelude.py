@@ -53,6 +53,11 @@ PG_INLINE uint2 pg_pack4(float a, float b, float c, float d) {
 PG_INLINE uint2 pg_pack4(__half a, __half b, __half c, __half d) {
   return make_uint2(pg_bitcast<unsigned>(__halves2half2(a, b)), pg_bitcast<unsigned>(__halves2half2(c, d)));
 }
+// eight as one 16-byte store
+template <class T> PG_INLINE uint4 pg_pack8(T a, T b, T c, T d, T e, T f, T g, T h) {
+  const uint2 lo = pg_pack4(a, b, c, d), hi = pg_pack4(e, f, g, h);
+  return make_uint4(lo.x, lo.y, hi.x, hi.y);
+}
 """
 
 # a TMA tensor map as a kernel parameter (CUtensorMap's size and alignment; its bits are the driver's, encoded at launch)

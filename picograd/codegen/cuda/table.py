@@ -138,7 +138,8 @@ class TableRenderer:
       vt = vector_type(vec.dtype, vec.arg)  # the bytes loaded, stored as they are
       lines = [f"*reinterpret_cast<{vt}*>({buf} + {self.val(idx)}) = {self.names[vec]};"]
     elif value.op is Ops.VECTORIZE and param.op is Ops.PARAM:
-      vt, pack = vector_type(param.dtype, len(value.src)), "pg_pack4" if param.dtype.itemsize == 2 else f"make_{vector_type(param.dtype, 4)}"
+      vt = vector_type(param.dtype, len(value.src))
+      pack = f"pg_pack{len(value.src)}" if param.dtype.itemsize == 2 else f"make_{vt}"
       lines = [f"*reinterpret_cast<{vt}*>({buf} + {self.val(idx)}) = {pack}({', '.join(self.val(s) for s in value.src)});"]
     else:
       lanes = list(value.src) if value.op is Ops.VECTORIZE else [value]
