@@ -1,6 +1,6 @@
 """GPU benchmark of attention's training step: causal SDPA of bfloat16 tensors (B=64, H=6, D=64; T=256 and 1024), forward and
-backward, with the scores recomputed (codegen/cuda/flash_bwd.py, the default on CUDA) and stored (engine/schedule.py
-TENSOR_CORE_RECOMPUTE_DEVICES emptied), beside PyTorch's SDPA (flash) in one process. Per kernel: its plan and median GPU
+backward, with the scores recomputed (codegen/cuda/flash_bwd.py: "CUDA" put in engine/schedule.py
+TENSOR_CORE_RECOMPUTE_DEVICES, off by default) and stored (the default), beside PyTorch's SDPA (flash) in one process. Per kernel: its plan and median GPU
 time (CUDA events, after warm-up); the gradients are checked against PyTorch's on the same data.
 
   python bench/attention_gpu.py [--runs 20] [--warmup 3] [--T 256 1024]
@@ -55,11 +55,13 @@ def main() -> None:
     recomputing = set(engine_schedule.TENSOR_CORE_RECOMPUTE_DEVICES)
     for mode in ("recomputed", "stored"):
       if mode == "stored": engine_schedule.TENSOR_CORE_RECOMPUTE_DEVICES.clear()
+      else: engine_schedule.TENSOR_CORE_RECOMPUTE_DEVICES.add("CUDA")
       engine_realize._templates.clear()
       try:  # (recomputing unmasked scores is gated off by default by RECOMPUTE_MIN; the GPT's masked ones by RECOMPUTE_MASKED_MIN)
         with picograd.Context(RECOMPUTE_MIN=0 if mode == "recomputed" else 1 << 62):
           rows, got = step_kernels(T, arrays, args.runs, args.warmup)
       finally:
+        engine_schedule.TENSOR_CORE_RECOMPUTE_DEVICES.clear()
         engine_schedule.TENSOR_CORE_RECOMPUTE_DEVICES.update(recomputing)
         engine_realize._templates.clear()
       total = sum(t for _, _, t in rows)
