@@ -65,8 +65,8 @@ class dtypes:
   @staticmethod
   def from_numpy(npdtype: np.dtype | type) -> DType:
     npdtype = np.dtype(npdtype)
-    for dt in dtypes.all():
-      if dt.name != "bfloat16" and np.dtype(dt.fmt) == npdtype: return dt
+    # (a dict: every tensor made from an array asks, and the walk over all dtypes cost ~5 us of a training step's batch)
+    if (dt := _FROM_NUMPY.get(npdtype)) is not None: return dt
     raise TypeError(f"numpy dtype {npdtype} is not supported by picograd (supported: {[d.name for d in dtypes.all()]})")
 
   @staticmethod
@@ -103,6 +103,10 @@ class dtypes:
     if dt == dtypes.bool: return True
     if dt.is_int: return int(np.iinfo(dt.np).max)
     return float("inf")
+
+
+# numpy's dtypes by picograd's (bfloat16 has no numpy type: its arrays are uint16 bits)
+_FROM_NUMPY = {np.dtype(dt.fmt): dt for dt in dtypes.all() if dt.name != "bfloat16"}
 
 
 def _holds(big: DType, small: DType) -> bool:
