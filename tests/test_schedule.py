@@ -52,6 +52,17 @@ def test_row_softmax_is_one_kernel(x):
   assert kernels(x.layer_norm((x.shape[-1],))) == 1
 
 
+def test_function_of_a_stored_reduction_is_stored_by_its_kernel():
+  """A stored reduction read only through an elementwise function of it and constants (a layer norm's 1 / sqrt(var / n +
+  eps), which its forward and its backward both read) is computed by the kernel that stores the function: no kernel of
+  per-row values alone."""
+  x = Tensor(rand((64, 96), seed=2), device=DEV, requires_grad=True)
+  w, b = (Tensor(rand((96,), seed=s), device=DEV, requires_grad=True) for s in (4, 5))
+  y = x.layer_norm((96,), w, b)
+  steps = picograd.schedule(y, *(y * Tensor(rand((64, 96), seed=3), device=DEV)).sum().gradient(x, w, b))
+  assert not any(all(b.size == 64 for b in s.buffers) for s in steps), [[b.size for b in s.buffers] for s in steps]
+
+
 def test_reduction_broadcast_back_over_a_leading_axis_is_realized_first(x):
   # a column mean broadcast over the rows would be needed inside the inner loop: realize it first
   assert kernels(x - x.mean(0, keepdim=True)) == 2

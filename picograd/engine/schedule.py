@@ -395,6 +395,11 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) 
     if n.op is Ops.CAST and n in f.realize and n.src[0] in f.realize and n.src[0] not in roots_set and f.consumers[n.src[0]] == {n} \
        and n.src[0].op in ALU | {Ops.REDUCE}:
       f.realize.discard(n.src[0])
+  # a stored elementwise function of one stored reduction and constants, the reduction read by nothing else (a layer
+  # norm's 1 / sqrt(var / n + eps), a log of a sum): the reduction's kernel stores the function instead, one kernel fewer
+  for n in nodes:
+    if n in f.realize and n.op in ALU and (r := _reduction_under(n, f)) is not None and r not in roots_set and r not in online:
+      f.realize.discard(r)
   # and a stored reduction read only through one cast to 16 bits (autocast's products: float32 sums read as bf16) stores the
   # cast: half the bytes out and in, the same values read
   def stored(r: UOp) -> UOp:
@@ -410,6 +415,24 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) 
     shared = {stored(r) for r, count in owners.items() if count > 1 and r not in online}
     if not shared - f.realize: return f.realize
     f.realize |= shared
+
+
+def _constant(u: UOp) -> bool:
+  while u.op in MOVEMENT: u = u.src[0]
+  return u.op is Ops.CONST
+
+
+def _reduction_under(n: UOp, f: _Fusion) -> UOp | None:
+  """The stored reduction that elementwise `n` is a function of, through elementwise nodes of its shape that nothing else
+  reads, its other sources constants; None if it is not such a function."""
+  u = n
+  while True:
+    live = [s for s in u.src if not _constant(s)]
+    if len(live) != 1 or live[0].tshape != n.tshape: return None
+    s = live[0]
+    if s.op is Ops.REDUCE: return s if s in f.realize and f.consumers[s] == {u} else None
+    if s.op not in ALU or s in f.realize or f.consumers[s] != {u}: return None
+    u = s
 
 
 def _reduces_below_sources(b: UOp, realize: set[UOp]) -> list[UOp]:
