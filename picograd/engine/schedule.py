@@ -388,18 +388,14 @@ def _boundaries(roots: list[UOp], nodes: list[UOp], kind: Callable[[UOp], str]) 
     for n in nodes:
       if (rule := rules.get(n.op)) is not None: f.realize.update(x for x in rule(n, f) if x not in online)
   f.realize.update(x for x in _shared_elementwise_boundaries(nodes, f) if x not in online)
-  # a stored value read only by its stored 16-bit cast is computed in the cast's kernel instead (a concatenation, a sum
-  # read by several products): one kernel and one float32 round trip fewer
+  # a stored value that another stored value alone reads is computed in that one's kernel instead, one kernel fewer: a
+  # concatenation or a sum read only by its stored 16-bit cast (and one float32 round trip fewer), a reduction read only
+  # by an elementwise function of it (a layer norm's 1 / sqrt(var / n + eps), a log of a sum)
   roots_set = set(roots)
   for n in nodes:
-    if n.op is Ops.CAST and n in f.realize and n.src[0] in f.realize and n.src[0] not in roots_set and f.consumers[n.src[0]] == {n} \
-       and n.src[0].op in ALU | {Ops.REDUCE}:
-      f.realize.discard(n.src[0])
-  # a stored elementwise function of one stored reduction and constants, the reduction read by nothing else (a layer
-  # norm's 1 / sqrt(var / n + eps), a log of a sum): the reduction's kernel stores the function instead, one kernel fewer
-  for n in nodes:
-    if n in f.realize and n.op in ALU and (r := _reduction_under(n, f)) is not None and r not in roots_set and r not in online:
-      f.realize.discard(r)
+    if n in f.realize and n.op in ALU and (s := _stored_under(n, f)) is not None and s not in roots_set \
+       and (s.op is Ops.REDUCE or (n.op is Ops.CAST and s is n.src[0] and s.op in ALU)):
+      f.realize.discard(s)
   # and a stored reduction read only through one cast to 16 bits (autocast's products: float32 sums read as bf16) stores the
   # cast: half the bytes out and in, the same values read
   def stored(r: UOp) -> UOp:
@@ -422,16 +418,16 @@ def _constant(u: UOp) -> bool:
   return u.op is Ops.CONST
 
 
-def _reduction_under(n: UOp, f: _Fusion) -> UOp | None:
-  """The stored reduction that elementwise `n` is a function of, through elementwise nodes of its shape that nothing else
-  reads, its other sources constants; None if it is not such a function."""
+def _stored_under(n: UOp, f: _Fusion) -> UOp | None:
+  """The stored node that elementwise `n` alone reads and is a function of, through elementwise nodes of its shape that
+  nothing else reads, its other sources constants; None if there is none."""
   u = n
   while True:
     live = [s for s in u.src if not _constant(s)]
-    if len(live) != 1 or live[0].tshape != n.tshape: return None
+    if len(live) != 1 or live[0].tshape != n.tshape or f.consumers[live[0]] != {u}: return None
     s = live[0]
-    if s.op is Ops.REDUCE: return s if s in f.realize and f.consumers[s] == {u} else None
-    if s.op not in ALU or s in f.realize or f.consumers[s] != {u}: return None
+    if s in f.realize: return s
+    if s.op not in ALU: return None
     u = s
 
 
