@@ -490,6 +490,44 @@ def test_wgmma_plan(name, tma, monkeypatch):
   assert render_for_arch(ast, "sm_90")[3]["plan"] == "mma"  # plain sm_90 keeps mma.sync
 
 
+# float32 products under TF32 with both operands K-major (x @ W.T), tiles by TMA or through the threads, and N <= 64
+TF32_WGMMA_CASES = {
+  "T": (lambda a, b: a @ b.T, [rnd(130, 200), rnd(136, 200, seed=1)], True),
+  "T_threads": (lambda a, b: a @ b.T, [rnd(130, 200), rnd(136, 200, seed=2)], False),
+  "n64": (lambda a, b: a @ b.T, [rnd(130, 72), rnd(64, 72, seed=1)], True),
+}
+
+
+@pytest.mark.parametrize("name", TF32_WGMMA_CASES)
+def test_tf32_wgmma_plan(name, monkeypatch):
+  """sm_90a: float32 products with TF32 allowed run on wgmma m64nNk8 over K-major swizzled tiles of 32 floats a row,
+  checked under EMULATE=CUDA against float64 (the tensor cores read the top 19 bits of each float) and compiled by NVRTC."""
+  import picograd.codegen.cuda as cuda_codegen
+  from picograd.codegen.cuda.target import CUDATarget
+  from picograd.engine.compile import _kernels
+  fn, arrays, tma = TF32_WGMMA_CASES[name]
+  monkeypatch.setattr(cuda_codegen, "CUDATarget", lambda *a: CUDATarget("sm_90a"))
+  _kernels.clear()
+  try:
+    picograd.set_float32_matmul_precision("high")
+    with Context(EMULATE="CUDA", TMA=int(tma)):
+      got = fn(*[Tensor(a, device="PYTHON") for a in arrays]).numpy()
+    ast = asts(fn(*[Tensor(a) for a in arrays]))[-1]
+    with Context(TMA=int(tma)):
+      kname, src, dims, meta = render_for_arch(ast, "sm_90a")
+  finally:
+    picograd.set_float32_matmul_precision("highest")
+  ref = fn(*[a.astype(np.float64) for a in arrays])
+  np.testing.assert_allclose(got, ref, rtol=2e-2, atol=5e-2)
+  assert np.abs(got - ref).max() > 1e-5  # TF32: not the float32 product
+  [kernel] = [k for k in _kernels.values() if any("wgmma" in o for o in k.opts)]
+  assert "tf32 descriptors of 128-byte swizzled tiles (K-major)" in kernel.opts
+  assert any(o.startswith("TMA copies") for o in kernel.opts) == tma
+  k8 = f"wgmma.mma_async.sync.aligned.m64n{64 if name == 'n64' else 128}k8.f32.tf32.tf32"
+  assert meta["plan"] == "wgmma" and src.count(k8) == 4  # four k8 steps of one 128-byte row of k
+  if not NVRTC_ERROR: assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90a", kname)).image
+
+
 def test_columns_thread_holds_a_short_output_loop(monkeypatch):
   """plan.COLUMN_HELD_MAX: a columns kernel whose short output loop no load moves with (the token values of a one-hot
   gradient) holds all its values in each thread, reading the token and dx once for all of them; emulated against the CPU,

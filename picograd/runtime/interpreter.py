@@ -148,20 +148,24 @@ def _mma_packed(a: list, b: tuple, thread, axis: int, half: int, kind: str, befo
 
 def _wgmma(a: tuple, b: tuple, thread, before: list | None, n: int):
   """A WGMMA of two descriptor FRAGMENTs (shared buffer, block index, base index, ld, k_rows, kind) of tiles in the 128-byte
-  swizzle (codegen/cuda/tiling.py:Layout: rows of 64 elements, chunk c of row r of each group of 8 at chunk c ^ r; MN-major
-  atoms of 64 along s `ld` apart), computed by every thread of the warpgroup from the tiles: thread t's n / 2 floats are
-  rows v * 16 + g, + 8 and columns 8j + 2c, + 1 of the 64 x n product of the m64 x k16 and k16 x n tiles, for j < n / 8
-  (v = t // 32, g = t % 32 // 4, c = t % 4), added to `before`'s (the chain's link before it)."""
-  (sa, block, base_a, lda, rows_a, _), (sb, _, base_b, ldb, rows_b, _) = a, b
+  swizzle (codegen/cuda/tiling.py:Layout: rows of w = 64 elements, 32 for TF32; chunk c of row r of each group of 8 at
+  chunk c ^ r; MN-major atoms of w along s `ld` apart), computed by every thread of the warpgroup from the tiles: thread
+  t's n / 2 floats are rows v * 16 + g, + 8 and columns 8j + 2c, + 1 of the 64 x n product of the m64 x k and k x n tiles
+  (k = 32 bytes: 16 elements, or 8 TF32 ones, which the tensor cores read as their top 19 bits), for j < n / 8 (v = t // 32,
+  g = t % 32 // 4, c = t % 4), added to `before`'s (the chain's link before it)."""
+  (sa, block, base_a, lda, rows_a, kind), (sb, _, base_b, ldb, rows_b, _) = a, b
   warp, g, c = thread // 32, thread % 32 // 4, thread % 4
+  w = 32 if kind == "tf32" else 64
+  chunk = w // 8
 
   def at(buf, base, ld, k_rows, s, k):
-    e = base + ((s // 64) * ld + k * 64 + s % 64 if k_rows else s * 64 + k)
-    return buf[block, e ^ (((e >> 6) & 7) << 3)].astype(np.float32)
+    e = base + ((s // w) * ld + k * w + s % w if k_rows else s * w + k)
+    v = buf[block, e ^ (((e // w) & 7) * chunk)].astype(np.float32)
+    return (v.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32) if kind == "tf32" else v
   out = []
   for i in range(n // 2):
     row, col = warp * 16 + g + 8 * (i % 4 // 2), 8 * (i // 4) + 2 * c + i % 2
-    terms = [at(sa, base_a, lda, rows_a, row, k) * at(sb, base_b, ldb, rows_b, col, k) for k in range(16)]
+    terms = [at(sa, base_a, lda, rows_a, row, k) * at(sb, base_b, ldb, rows_b, col, k) for k in range(w // 4)]
     value = np.sum(np.stack(np.broadcast_arrays(*terms)), axis=0, dtype=np.float32)
     out.append(value if before is None else before[i] + value)
   return out

@@ -17,7 +17,7 @@ from typing import Callable
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.cuda.analysis import data_values
 from picograd.codegen.cuda.emit import Writer
-from picograd.codegen.cuda.tiling import Layout
+from picograd.codegen.cuda.tiling import Layout, swizzle_row, wgmma_k
 from picograd.dtype import dtypes
 from picograd.helpers import TensorMapSpec
 from picograd.codegen.cuda.ops import MEM_TYPES, REDUCE_FUNCTORS, REG_TYPES, acc_update, c_const, render_alu, render_load, render_store, vector_type
@@ -169,7 +169,7 @@ class TableRenderer:
     local, base = self.names[u.src[0]], self.val(u.src[1])
     if role == "desc":
       # start address, LBO and SBO (in 16-byte units) and the 128-byte swizzle mode (1 in bits 62-63) of a swizzled tile
-      lbo, sbo = Layout(k_rows, ld, swizzled=True).strides()
+      lbo, sbo = Layout(k_rows, ld, swizzled=True, row=swizzle_row(kind)).strides()
       n = self.names[u] = self.w.fresh("desc")
       self.w(f"const unsigned long long {n} = (unsigned long long)((__cvta_generic_to_shared({local} + {base}) >> 4) & 0x3FFF) | "
              f"({lbo >> 4}ull << 16) | ({sbo >> 4}ull << 32) | (1ull << 62);")
@@ -241,9 +241,10 @@ class TableRenderer:
     self.w('asm volatile("wgmma.fence.sync.aligned;" ::: "memory");')
     for link in reversed(chain):
       da, db = link.src[:2]
-      tnsp = f"{int(da.arg[3])}, {int(db.arg[3])}"
-      self.w(f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %{count + 2}, 0; wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{kind}.{kind} '
-             f'{{{regs}}}, %{count}, %{count + 1}, p, 1, 1, {tnsp}; }}" : {outs} : "l"({self.names[da]}), "l"({self.names[db]}), "r"(1) : "memory");')
+      # (16-bit tiles say whether each is read transposed, MN-major; TF32 ones are K-major and take no such immediates)
+      tnsp = "" if kind == "tf32" else f", {int(da.arg[3])}, {int(db.arg[3])}"
+      self.w(f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %{count + 2}, 0; wgmma.mma_async.sync.aligned.m64n{n}k{wgmma_k(kind)}.f32.{kind}.{kind} '
+             f'{{{regs}}}, %{count}, %{count + 1}, p, 1, 1{tnsp}; }}" : {outs} : "l"({self.names[da]}), "l"({self.names[db]}), "r"(1) : "memory");')
     self.w('asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");')
     self.w(f'asm volatile("wgmma.wait_group.sync.aligned {in_flight};" ::: "memory");')
 

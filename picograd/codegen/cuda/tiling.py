@@ -54,19 +54,21 @@ class Layout:
   """An operand tile in shared memory: rows of k (`k_rows`: element (s, q) at q * ld + s) or rows along the output loop
   (at s * ld + q), each `ld` elements long (padded: 16-byte aligned rows whose reads spread over the banks).
 
-  With `swizzled` (the wgmma plan, 16-bit tiles), PTX's 128-byte swizzle: 128-byte rows along the axis the operand's memory
-  runs along (64 elements of k, K-major; or of s, MN-major, in atoms of 64 along s that are `ld` apart), in groups of 8
-  rows (1024 bytes, 1024-aligned) within which row r's 16-byte chunk c lies at chunk c ^ r. A warp's cp.async copies then
-  read whole 128-byte lines and write every bank once per eight threads."""
+  With `swizzled` (the wgmma plan), PTX's 128-byte swizzle: 128-byte rows (`row` elements: 64 of a 16-bit type, 32 of
+  float32) along the axis the operand's memory runs along (k, K-major; or s, MN-major, in atoms of `row` along s that are
+  `ld` apart), in groups of 8 rows (1024 bytes, 1024-aligned) within which row r's 16-byte chunk c lies at chunk c ^ r. A
+  warp's cp.async copies then read whole 128-byte lines and write every bank once per eight threads."""
   k_rows: bool
   ld: int
   swizzled: bool = False
+  row: int = 64
 
   def at(self, s: UOp | int, q: UOp | int) -> UOp:
     if self.swizzled:
-      # the unswizzled element index, then its chunk bits (3..5) XOR its row-in-group bits (6..8)
-      e = (s // 64) * self.ld + q * 64 + s % 64 if self.k_rows else s * 64 + q
-      row = e // 64 % 8 * 8
+      # the unswizzled element index, then its 16-byte chunk's bits XOR its row-in-group bits
+      w = self.row
+      e = (s // w) * self.ld + q * w + s % w if self.k_rows else s * w + q
+      row = e // w % 8 * (w // 8)
       return e.alu(Ops.XOR, row) if isinstance(e, UOp) else e ^ row  # type: ignore[arg-type,operator,return-value]
     return (q * self.ld + s) if self.k_rows else (s * self.ld + q)  # type: ignore[return-value]
 
@@ -76,9 +78,14 @@ class Layout:
     return step * self.ld if self.k_rows else extent * self.ld
 
   def strides(self) -> tuple[int, int]:
-    """(LBO, SBO) of a wgmma descriptor of a swizzled 16-bit tile, in bytes: LBO the stride between 64-wide atoms along s
-    (MN-major; unused K-major, where a k16 slice lies within a row), SBO between groups of 8 rows."""
-    return (2 * self.ld if self.k_rows else 16, 1024)
+    """(LBO, SBO) of a wgmma descriptor of a swizzled tile, in bytes: LBO the stride between `row`-wide atoms along s
+    (MN-major; unused K-major, where one wgmma's 32 bytes of k lie within a row), SBO between groups of 8 rows."""
+    return (128 // self.row * self.ld if self.k_rows else 16, 1024)
+
+
+def swizzle_row(kind: str) -> int:
+  """Elements of a tensor-core kind in one 128-byte swizzled row."""
+  return 32 if kind == "tf32" else 64
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ class Plan:
   layouts: tuple[Layout, Layout]
   products: Callable[["_Tiles", "Reader", "Reader", UOp], list[tuple[UOp, UOp, UOp]]]
   describe: str
-  kind: str = ""      # a wgmma plan's operand kind ("f16", "bf16"): its tiles are read through descriptors
+  kind: str = ""      # a wgmma plan's operand kind ("f16", "bf16", "tf32"): its tiles are read through descriptors
   tile_n: int = TILE  # outputs per block along n (the wgmma plan takes 64 for N <= 64)
 
 
@@ -244,13 +251,14 @@ class _Tiles:
     return self.width(op) > 1 and op.value.op is Ops.LOAD and op.along == op.layout.k_rows and op.value.dtype == op.local.dtype
 
   def boxes(self, op: _Operand) -> list[_Box] | None:
-    """The TMA copies of one k-step of a swizzled 16-bit tile (the wgmma plan), when its operand is a plain load whose index
+    """The TMA copies of one k-step of a swizzled tile (the wgmma plan), when its operand is a plain load whose index
     steps through memory as a tensor of at most five dims (`_digits` of the axis the operand's memory runs along, of the
     other axis, of each batch loop) with 16-byte aligned start and strides, the box's two spans each within one dim; else
-    None. A K-major tile is one box of (step of k) x (tile rows); an MN-major one a box of 64 x (step of k) per atom of 64
-    along s, `ld` apart, as `Layout` lays them out. Dims after the first two are copied one index at a time."""
-    v, mm, step = op.value, self.mm, self.plan.step
-    if not (op.layout.swizzled and v.op is Ops.LOAD and v.src[0].op is Ops.PARAM and v.dtype == op.local.dtype and v.dtype.itemsize == 2):
+    None. A K-major tile is one box of (step of k) x (tile rows); an MN-major one a box of `row` x (step of k) per atom of
+    `row` along s, `ld` apart, as `Layout` lays them out. Dims after the first two are copied one index at a time."""
+    v, mm, step, w = op.value, self.mm, self.plan.step, op.layout.row
+    size = v.dtype.itemsize
+    if not (op.layout.swizzled and v.op is Ops.LOAD and v.src[0].op is Ops.PARAM and v.dtype == op.local.dtype and size * w == 128):
       return None
     listed = index_terms(v.src[1])
     if listed is None: return None
@@ -260,18 +268,18 @@ class _Tiles:
     side, k = _digits(op.side, terms), _digits(mm.ks, terms)
     batch = [(r, d) for r in mm.batch if any(t is not None and r in (t, *t.src) for t in terms) for d in [_digits([r], terms)]]
     if side is None or k is None or any(d is None for _, d in batch): return None
-    (run, run_span), (other, other_span) = ((side, 64), (k, step)) if op.along else ((k, step), (side, op.extent))
+    (run, run_span), (other, other_span) = ((side, w), (k, step)) if op.along else ((k, step), (side, op.extent))
     digits = [run[0], other[0], *run[1:], *other[1:], *(d for _, ds in batch for d in ds or ())]
-    offset = 2 * terms.get(None, 0)
+    offset = size * terms.get(None, 0)
     # each span within its axis's innermost digit (or that digit is the whole axis: past its end reads zeros)
     fits = all(ds[0][0] % span == 0 or len(ds) == 1 for ds, span in ((run, run_span), (other, other_span)))
     if not fits or run[0][1] != 1 or len(digits) > 5 or offset < 0 or offset % 16 or \
-       any(2 * st % 16 or 2 * st >= 2**40 or e >= 2**32 for e, st in digits[1:]): return None
-    spec = TensorMapSpec(v.src[0].arg[0], 2, offset, tuple(e for e, _ in digits), tuple(2 * st for _, st in digits[1:]),
+       any(size * st % 16 or size * st >= 2**40 or e >= 2**32 for e, st in digits[1:]): return None
+    spec = TensorMapSpec(v.src[0].arg[0], size, offset, tuple(e for e, _ in digits), tuple(size * st for _, st in digits[1:]),
                          (run_span, other_span) + (1,) * (len(digits) - 2))
     keep = tuple((r, tuple(ds or ())) for r, ds in batch)
     if not op.along: return [_Box(spec, 0, 0, tuple(run), tuple(other), keep)]
-    return [_Box(spec, atom * op.layout.ld, atom * 64, tuple(run), tuple(other), keep) for atom in range(op.extent // 64)]
+    return [_Box(spec, atom * op.layout.ld, atom * w, tuple(run), tuple(other), keep) for atom in range(op.extent // w)]
 
   def tma_copies(self, op: _Operand, boxes: list[_Box], buf: UOp, k0: UOp, mbar: UOp, stage: UOp, gate: UOp, *after: UOp) -> list[UOp]:
     """The ASYNC_COPYs (arg: the tensor map) of the operand's k-step starting at `k0` into buffer offset `buf`, completing
@@ -330,15 +338,16 @@ def _mma_products(kind: str) -> Callable[[_Tiles, Reader, Reader, UOp], list[tup
 
 def _wgmma_products(t: _Tiles, desc_a: Reader, desc_b: Reader, kk: UOp) -> list[tuple[UOp, UOp, UOp]]:
   """Two warpgroups of 64 x n outputs (n = the plan's tile_n, 128 or 64): warpgroup w owns rows w * 64..; per k-step one
-  chain of wgmma m64nNk16, one per 16 of k, on descriptors of the shared tiles (FRAGMENT "desc"), each adding to the one
-  before. Lane l of warp v of the warpgroup gets, for each 8 columns j, rows v * 16 + g and + 8, columns 8j + 2t and + 1
-  (g = l / 4, t = l % 4)."""
+  chain of wgmma m64nNk16 (k8 for TF32: 32 bytes of k either way), one per 16 (8) of k, on descriptors of the shared tiles
+  (FRAGMENT "desc"), each adding to the one before. Lane l of warp v of the warpgroup gets, for each 8 columns j, rows
+  v * 16 + g and + 8, columns 8j + 2t and + 1 (g = l / 4, t = l % 4)."""
   wg, warp, lane = t.tid // 128, t.tid // 32 % 4, t.tid % 32
   g, tq = lane // 4, lane % 4
   la, lb = t.plan.layouts
   chain: UOp | None = None
-  for k16 in range(t.plan.step // 16):
-    descs = (desc_a(la.at(wg * 64, k16 * 16)), desc_b(lb.at(0, k16 * 16)))
+  k = wgmma_k(t.plan.kind)
+  for kq in range(t.plan.step // k):
+    descs = (desc_a(la.at(wg * 64, kq * k)), desc_b(lb.at(0, kq * k)))
     chain = UOp(Ops.WGMMA, dtypes.float32, descs + ((chain,) if chain is not None else ()), (t.plan.kind, t.in_flight, t.plan.tile_n))
   assert chain is not None
   return [(UOp(Ops.GEP, dtypes.float32, (chain,), 4 * j + q), wg * 64 + warp * 16 + g + 8 * (q // 2), 8 * j + 2 * tq + q % 2)
@@ -348,14 +357,22 @@ def _wgmma_products(t: _Tiles, desc_a: Reader, desc_b: Reader, kk: UOp) -> list[
 SIMT = Plan(8, 8, (Layout(True, TILE + 4), Layout(True, TILE + 4)), _simt_products, "an 8x8 register tile per thread")
 
 
+def wgmma_k(kind: str) -> int:
+  """k of one wgmma of a tensor-core kind: 32 bytes of each operand's row."""
+  return 8 if kind == "tf32" else 16
+
+
 def wgmma_plan(kind: str, turned: tuple[bool, bool], step: int = 64, tile_n: int = TILE) -> Plan:
-  """The sm_90 warpgroup plan for 16-bit `kind` with k-steps of `step`: 128-byte swizzled tiles laid out as the operands
-  lie in memory (K-major, or MN-major read transposed by the tensor cores), read by wgmma through descriptors."""
-  assert step == 64, "a swizzled row holds 64 elements of k (K-major)"
+  """The sm_90 warpgroup plan for `kind` with k-steps of `step` (one 128-byte swizzled row of k: 64 of a 16-bit type, 32
+  of TF32): swizzled tiles laid out as the operands lie in memory (K-major, or MN-major read transposed by the tensor
+  cores; TF32 has no transposed form, so its operands are both K-major), read by wgmma through descriptors."""
+  row = swizzle_row(kind)
+  assert step == row, "a k-step is one swizzled row of k"
   k_rows = (turned[0], not turned[1])
-  layouts = tuple(Layout(rows, 64 * step if rows else 64, swizzled=True) for rows in k_rows)
-  return Plan(step, 1, (layouts[0], layouts[1]), _wgmma_products, f"2 warpgroups of 64x{tile_n} on wgmma m64n{tile_n}k16 {kind}", kind,
-              tile_n)
+  assert kind != "tf32" or k_rows == (False, False), "wgmma reads TF32 tiles K-major only"
+  layouts = tuple(Layout(rows, row * step if rows else row, swizzled=True, row=row) for rows in k_rows)
+  return Plan(step, 1, (layouts[0], layouts[1]), _wgmma_products,
+              f"2 warpgroups of 64x{tile_n} on wgmma m64n{tile_n}k{wgmma_k(kind)} {kind}", kind, tile_n)
 
 
 def tensor_core_plan(kind: str, turned: tuple[bool, bool], step: int = 32) -> Plan:
@@ -535,11 +552,11 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
 
 
 def plan_for(name: str, mm: Matmul, step: int = 32) -> tuple[Plan, DType | None]:
-  """The plan `name` ("matmul", "mma", "mma_tf32") for product `mm` (tensor cores: k-steps of `step`), and the type of its
+  """The plan `name` ("matmul", "mma", "mma_tf32", "wgmma") for product `mm` (tensor cores: k-steps of `step`), and the type of its
   tiles in shared memory (None: each operand's own). A tensor-core tile lies in shared memory as its operand lies in
   memory: A contiguous along m (a weight gradient's dY^T) is A[k][m], B contiguous along k (the weight of x @ W.T) is B[n][k]."""
   if name == "matmul": return SIMT, None
-  kind = "tf32" if name == "mma_tf32" else "f16" if mm.x.dtype == dtypes.float16 else "bf16"
+  kind = next(k for k, dt in KIND_DTYPES.items() if dt == mm.x.dtype)  # float32 operands: TF32 (plan.py allows it)
   turned = (runs_along(mm.x, mm.m, mm.k), not runs_along(mm.y, mm.n, mm.k))
   # (the wgmma plan's tiles are 128 x 64 for N <= 64: attention's p @ v, whose 128-wide tiles were half unused)
   plan = wgmma_plan(kind, turned, step, 64 if mm.sizes[2] <= 64 else TILE) if name == "wgmma" else tensor_core_plan(kind, turned, step)
@@ -554,5 +571,5 @@ def describe_tiled(plan: Plan, mm: Matmul, split: int, stages: int, tma: bool = 
           f"{plan.describe}" + (f", split-K over {split} blocks" if split > 1 else ""))
 
 
-__all__ = ["map_tiled", "plan_for", "tma_ready",
+__all__ = ["map_tiled", "plan_for", "tma_ready", "swizzle_row", "wgmma_k",
            "describe_tiled", "runs_along", "shared_bytes", "tensor_core_plan", "wgmma_plan", "SIMT", "Layout", "Plan"]
