@@ -248,8 +248,12 @@ def test_gpu_tf32_matmul():
     picograd.set_float32_matmul_precision("high")
     got = (Tensor(a, device="CUDA") @ Tensor(b, device="CUDA") + Tensor(c, device="CUDA")).numpy()
     wgrad = _run(lambda x, y: (x.T @ y), [rnd(3000, 96), rnd(3000, 64, seed=1)], "CUDA")  # split-K
+    # sm_90: B N-major by TMA into registers (the tile transposed), and both K-major, over 40 k-steps
+    xs, ys = rnd(384, 1280, seed=3), rnd(1280, 256, seed=4)
+    nn, nt = (_run(fn, [xs, ys], "CUDA") for fn in (lambda x, y: x @ y, lambda x, y: x @ y.T.contiguous().T))
   finally:
     picograd.set_float32_matmul_precision("highest")
+  for out in (nn, nt): np.testing.assert_allclose(out, xs.astype(np.float64) @ ys, rtol=1e-2, atol=0.1)
   np.testing.assert_allclose(got, exact, rtol=1e-2, atol=2e-2)
   assert np.abs(got - exact).max() > 0  # TF32 rounds its inputs: not bit-equal to a float64 product
   np.testing.assert_allclose(wgrad, rnd(3000, 96).T.astype(np.float64) @ rnd(3000, 64, seed=1), rtol=1e-2, atol=0.5)
@@ -490,11 +494,15 @@ def test_wgmma_plan(name, tma, monkeypatch):
   assert render_for_arch(ast, "sm_90")[3]["plan"] == "mma"  # plain sm_90 keeps mma.sync
 
 
-# float32 products under TF32 with both operands K-major (x @ W.T), tiles by TMA or through the threads, and N <= 64
+# float32 products under TF32: both operands K-major (x @ W.T), tiles by TMA or through the threads, N <= 64; and B N-major
+# (x @ W), computed transposed with B's fragments in registers
 TF32_WGMMA_CASES = {
   "T": (lambda a, b: a @ b.T, [rnd(130, 200), rnd(136, 200, seed=1)], True),
   "T_threads": (lambda a, b: a @ b.T, [rnd(130, 200), rnd(136, 200, seed=2)], False),
   "n64": (lambda a, b: a @ b.T, [rnd(130, 72), rnd(64, 72, seed=1)], True),
+  "N": (lambda a, b: a @ b, [rnd(140, 96), rnd(96, 200, seed=1)], True),
+  "N_threads": (lambda a, b: a @ b, [rnd(140, 96), rnd(96, 136, seed=2)], False),
+  "N_batched": (lambda a, b: a @ b, [rnd(2, 100, 64), rnd(2, 64, 128, seed=3)], True),
 }
 
 
@@ -522,9 +530,12 @@ def test_tf32_wgmma_plan(name, monkeypatch):
   assert np.abs(got - ref).max() > 1e-5  # TF32: not the float32 product
   [kernel] = [k for k in _kernels.values() if any("wgmma" in o for o in k.opts)]
   assert "tf32 descriptors of 128-byte swizzled tiles (K-major)" in kernel.opts
+  assert ("tf32 fragments of the MN-major B tile in registers, wgmma's A" in kernel.opts) == name.startswith("N")
   assert any(o.startswith("TMA copies") for o in kernel.opts) == tma
   k8 = f"wgmma.mma_async.sync.aligned.m64n{64 if name == 'n64' else 128}k8.f32.tf32.tf32"
   assert meta["plan"] == "wgmma" and src.count(k8) == 4  # four k8 steps of one 128-byte row of k
+  # (A from registers, a chain left running: waited for before the next step's fragments are loaded into registers)
+  if name == "N": assert src.count("wgmma.wait_group.sync.aligned 0") == 4 + 1 and "wgmma.wait_group.sync.aligned 1" in src
   if not NVRTC_ERROR: assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90a", kname)).image
 
 

@@ -81,9 +81,10 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
       # 64 < N < 128 (tiles of 128 x 64 take N <= 64, 128 x 128 the rest). Split-K grids only with TMA: with copies through
       # the threads their long chunks ran faster on mma.sync's three cp.async stages (the GPT's weight gradients: 124
       # against 290 us)
-      # TF32 too (float32 operands the user allowed it for), where both lie K-major: wgmma reads TF32 tiles K-major only
-      # (turned by the threads copying them, 4096 x 4096 took 1.82 ms on the H200, against 1.1 on mma.sync and 0.41 K-major)
-      tf32 = TF32 and floats and not runs_along(mm.x, mm.m, mm.k) and not runs_along(mm.y, mm.n, mm.k)
+      # TF32 too (float32 operands the user allowed it for), where A lies K-major: wgmma reads TF32 tiles K-major only, so
+      # a B lying N-major (x @ W) is wgmma's A, read into registers, computing the tile transposed (turned K-major by the
+      # threads copying it instead, 4096 x 4096 took 1.82 ms on the H200, against 1.1 on mma.sync and 0.41 K-major)
+      tf32 = TF32 and floats and not runs_along(mm.x, mm.m, mm.k) and (N >= 128 or not runs_along(mm.y, mm.n, mm.k))
       if (halfs or tf32) and target.wgmma and (N >= 128 or N <= 64):
         step = 32 if floats else 64  # one 128-byte swizzled row of k
         plan, tile_dtype = plan_for("wgmma", mm, step)

@@ -65,6 +65,7 @@ _NOTES: dict[Ops, Callable[[UOp, bool], str | None]] = {
     if isinstance(u.arg, TensorMapSpec) else "16-byte cp.async copies into shared memory",
   Ops.FRAGMENT: lambda u, tiled: f"{u.arg[1]} descriptors of 128-byte swizzled tiles ({'MN' if u.arg[3] else 'K'}-major)"
     if u.arg[0] == "desc" else f"{u.arg[1]} A fragments packed from registers" if u.arg[0] == "pack" else \
+    f"{u.arg[1]} fragments of the MN-major B tile in registers, wgmma's A" if u.arg[0] == "wa" else \
     f"{u.arg[1]} fragments ({'TF32-rounded loads' if u.arg[1] == 'tf32' else 'ldmatrix'})",
   Ops.WGMMA: lambda u, tiled: None if len(u.src) > 2 else "a chain of wgmma.mma_async per k-step, committed, " + (
     "the step's chain waited for" if u.arg[1] == 0 else f"up to {u.arg[1]} chain(s) left running into the next step"),

@@ -177,6 +177,20 @@ class TableRenderer:
     n = self.names[u] = self.w.fresh("frag")
     count = 2 if role == "b" else 4
     self.w(f"unsigned {n}[{count}];")
+    if role == "wa":
+      # wgmma's A from registers (TF32 m64k8): warp v of the warpgroup holds rows (s) v * 16 + g, + 8 and k t, t + 4 of an
+      # MN-major swizzled tile whose base has no swizzle bits (s a multiple of 32, k of 8): the lane's offsets swizzle alone.
+      # A chain left running from the step before still reads its A registers, which the compiler takes as free after each
+      # wgmma: it is waited for first (4096 x 4096 came out wrong on the H200 without)
+      w = swizzle_row(kind)
+      self.w('asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");')
+      self.w.open("")
+      self.w("const int v = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;")
+      for i, (s, q) in enumerate([("v * 16 + g", "t"), ("v * 16 + g + 8", "t"), ("v * 16 + g", "t + 4"), ("v * 16 + g + 8", "t + 4")]):
+        at = f"(({s}) / {w}) * {ld} + ({q}) * {w} + ((({s}) % {w}) ^ ((({q}) & 7) * {w // 8}))"
+        self.w(f"{n}[{i}] = __float_as_uint({local}[{base} + {at}]);")
+      self.w.close()
+      return
     if kind == "tf32":
       # A (m16 x k8): (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4); B (k8 x n8): (t, g), (t + 4, g); g = lane / 4, t = lane % 4
       spots = [("g", "t"), ("g + 8", "t"), ("g", "t + 4"), ("g + 8", "t + 4")] if role == "a" else [("t", "g"), ("t + 4", "g")]
@@ -243,7 +257,13 @@ class TableRenderer:
       da, db = link.src[:2]
       # (16-bit tiles say whether each is read transposed, MN-major; TF32 ones are K-major and take no such immediates)
       tnsp = "" if kind == "tf32" else f", {int(da.arg[3])}, {int(db.arg[3])}"
-      self.w(f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %{count + 2}, 0; wgmma.mma_async.sync.aligned.m64n{n}k{wgmma_k(kind)}.f32.{kind}.{kind} '
+      shape = f"wgmma.mma_async.sync.aligned.m64n{n}k{wgmma_k(kind)}.f32.{kind}.{kind}"
+      if da.arg[0] == "wa":  # A from four registers
+        a_regs = ", ".join(f"%{count + i}" for i in range(4))
+        self.w(f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %{count + 5}, 0; {shape} {{{regs}}}, {{{a_regs}}}, %{count + 4}, p, 1, 1; }}" : '
+               f'{outs} : ' + ", ".join(f'"r"({self.names[da]}[{i}])' for i in range(4)) + f', "l"({self.names[db]}), "r"(1) : "memory");')
+        continue
+      self.w(f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %{count + 2}, 0; {shape} '
              f'{{{regs}}}, %{count}, %{count + 1}, p, 1, 1{tnsp}; }}" : {outs} : "l"({self.names[da]}), "l"({self.names[db]}), "r"(1) : "memory");')
     self.w('asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");')
     self.w(f'asm volatile("wgmma.wait_group.sync.aligned {in_flight};" ::: "memory");')

@@ -99,6 +99,7 @@ class Plan:
   describe: str
   kind: str = ""      # a wgmma plan's operand kind ("f16", "bf16", "tf32"): its tiles are read through descriptors
   tile_n: int = TILE  # outputs per block along n (the wgmma plan takes 64 for N <= 64)
+  swapped: bool = False  # a wgmma plan computing the tile transposed: B's tile is wgmma's A, read into registers
 
 
 def _all(conds: list[UOp]) -> UOp | None:
@@ -354,6 +355,24 @@ def _wgmma_products(t: _Tiles, desc_a: Reader, desc_b: Reader, kk: UOp) -> list[
           for j in range(t.plan.tile_n // 8) for q in range(4)]
 
 
+def _wgmma_swapped_products(t: _Tiles, desc_a: Reader, regs_b: Reader, kk: UOp) -> list[tuple[UOp, UOp, UOp]]:
+  """The tile transposed, C^T = B^T A^T (TF32 with B lying N-major, which wgmma reads from shared memory only K-major):
+  wgmma's A is B^T from registers (FRAGMENT "wa": warp v of warpgroup w holds its columns w * 64 + v * 16.., rows g, g + 8
+  and k t, t + 4 of each k8, g = l / 4, t = l % 4), its B is A^T, the product's K-major A tile through a descriptor. Per
+  k-step a chain of wgmma m64n128k8; lane l gets, for each 8 rows j of the tile, columns w * 64 + v * 16 + g and + 8,
+  rows 8j + 2t and + 1."""
+  wg, warp, lane = t.tid // 128, t.tid // 32 % 4, t.tid % 32
+  g, tq = lane // 4, lane % 4
+  la, lb = t.plan.layouts
+  chain: UOp | None = None
+  for kq in range(t.plan.step // 8):
+    operands = (regs_b(lb.at(wg * 64, kq * 8)), desc_a(la.at(0, kq * 8)))
+    chain = UOp(Ops.WGMMA, dtypes.float32, operands + ((chain,) if chain is not None else ()), (t.plan.kind, t.in_flight, TILE))
+  assert chain is not None
+  return [(UOp(Ops.GEP, dtypes.float32, (chain,), 4 * j + q), 8 * j + 2 * tq + q % 2, wg * 64 + warp * 16 + g + 8 * (q // 2))
+          for j in range(TILE // 8) for q in range(4)]
+
+
 SIMT = Plan(8, 8, (Layout(True, TILE + 4), Layout(True, TILE + 4)), _simt_products, "an 8x8 register tile per thread")
 
 
@@ -369,8 +388,12 @@ def wgmma_plan(kind: str, turned: tuple[bool, bool], step: int = 64, tile_n: int
   row = swizzle_row(kind)
   assert step == row, "a k-step is one swizzled row of k"
   k_rows = (turned[0], not turned[1])
-  assert kind != "tf32" or k_rows == (False, False), "wgmma reads TF32 tiles K-major only"
   layouts = tuple(Layout(rows, row * step if rows else row, swizzled=True, row=row) for rows in k_rows)
+  if kind == "tf32" and k_rows[1]:  # B N-major: the tile transposed, B from registers
+    assert not k_rows[0] and tile_n == TILE, "TF32 tiles need A K-major, and B N-major 128-wide tiles"
+    return Plan(step, 1, (layouts[0], layouts[1]), _wgmma_swapped_products,
+                "2 warpgroups of 128x64 on wgmma m64n128k8 tf32 computing the tile transposed, B's fragments in registers", kind, tile_n, True)
+  assert kind != "tf32" or k_rows == (False, False), "wgmma reads TF32 tiles K-major only"
   return Plan(step, 1, (layouts[0], layouts[1]), _wgmma_products,
               f"2 warpgroups of 64x{tile_n} on wgmma m64n{tile_n}k{wgmma_k(kind)} {kind}", kind, tile_n)
 
@@ -508,7 +531,7 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
     if plan is SIMT: return lambda at: UOp(Ops.LOAD, op.local.dtype, (op.local, cur + at, barrier, *after))
     kind = next(k for k, dt in KIND_DTYPES.items() if dt == op.local.dtype)
     return lambda at: UOp(Ops.FRAGMENT, op.local.dtype, (op.local, cur + at, barrier, *after), (role, kind, op.layout.ld, op.layout.k_rows))
-  roles = ("desc", "desc") if plan.kind else ("a", "b" if tile_dtype == dtypes.float32 else "b2")
+  roles = ("desc", "wa" if plan.swapped else "desc") if plan.kind else ("a", "b" if tile_dtype == dtypes.float32 else "b2")
   per_thread = plan.products(t, reader(ops[0], roles[0]), reader(ops[1], roles[1]), kk)
   acc = [(UOp(Ops.REDUCE, red.dtype, (value, *loops), Ops.ADD), r, c) for value, r, c in per_thread]
   if plan is not SIMT:
