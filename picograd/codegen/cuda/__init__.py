@@ -17,11 +17,12 @@ ops, and the table renderer (`table.py`) prints the linearized result op by op:
   rows): G blocks per output (or per group of outputs) store partials to `__device__` scratch
   (DEFINE_GLOBAL); each takes a ticket (ATOMIC_ADD after a fence), and the last block to arrive
   combines the partials in a fixed order (GUARD, BARRIER), so the result is deterministic in one launch.
-- `matmul`, `mma`, `mma_tf32` (`tiling.py`): a reduction of a product X*Y as 128x128 output tiles per
-  block, operand tiles staged through double-buffered shared memory once per k-step (DEFINE_LOCAL,
-  BARRIER), 64 outputs per thread (an 8x8 register tile, or tensor cores: FRAGMENT + MMA, printed as
-  ldmatrix + mma.sync m16n8k16 for float16/bfloat16, m16n8k8 TF32 for float32 when allowed), split-K
-  over blocks for few output tiles, the epilogue at each output.
+- `matmul`, `mma`, `mma_tf32`, `wgmma` (`tiling.py`): a reduction of a product X*Y as 128x128 output tiles
+  per block, operand tiles staged through shared memory once per k-step (DEFINE_LOCAL, BARRIER; on sm_90a
+  copied by TMA), 64 outputs per thread (an 8x8 register tile, or tensor cores: FRAGMENT + MMA, printed as
+  ldmatrix + mma.sync m16n8k16 for float16/bfloat16, m16n8k8 TF32 for float32 when allowed; on sm_90a
+  warpgroup MMAs on swizzled tiles, 16-bit or TF32), split-K over blocks for few output tiles, the epilogue
+  at each output.
 
 Rendering needs no GPU: `render_for_arch(ast, "sm_90")` gives the source for compile checks, and
 `EMULATE=CUDA` runs the mapped kernels on the PYTHON device (every thread at once) to check the passes.

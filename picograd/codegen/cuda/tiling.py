@@ -22,10 +22,12 @@ A kernel of the form out[b, m, n] = epilogue(sum_k X[b, m, k] * Y[b, k, n]) (`an
   k-steps of 32 or 64 (`plan.py`); eight warps of 64x32 outputs, 4x4 MMAs of 16x8 per k16 (k8) step, on FRAGMENTs of
   the shared tiles; their outputs then pass through shared memory (a buffer over the dead tiles, after the copies in
   flight are drained) and come out row by row, so a warp stores consecutive outputs;
-- warpgroups (`wgmma`, 16-bit operands on sm_90a): k-steps of 64 with no inner loop; tiles in PTX's 128-byte
-  swizzle (`Layout(swizzled=True)`), two warpgroups of 64x128 outputs (64x64 for N <= 64), each k-step one chain of
-  four WGMMAs (m64n128k16, m64n64k16) on descriptors of the tiles (FRAGMENT "desc"); the step's barrier fences the
-  threads' shared-memory writes for the tensor cores (BARRIER "proxy"); outputs as for `mma`;
+- warpgroups (`wgmma`, 16-bit operands, or float32 as TF32, on sm_90a): k-steps of one 128-byte row (64 16-bit
+  elements, 32 floats) with no inner loop; tiles in PTX's 128-byte swizzle (`Layout(swizzled=True)`), two warpgroups of
+  64x128 outputs (64x64 for N <= 64), each k-step one chain of four WGMMAs (m64n128k16, m64n64k16; k8 for TF32) on
+  descriptors of the tiles (FRAGMENT "desc"); the step's barrier fences the threads' shared-memory writes for the tensor
+  cores (BARRIER "proxy"); outputs as for `mma`. TF32 tiles are K-major only: with B lying N-major the tile is computed
+  transposed, B's tile read into registers as wgmma's A (`_wgmma_swapped_products`);
 - with split-K (few output tiles over a long k), the block index also picks one of `split` chunks of k; each block
   stores its partial tile to device scratch and the last block of a tile to finish (`mapping.last_block`) adds the
   partials in chunk order: deterministic, in one launch;
