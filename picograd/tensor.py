@@ -120,13 +120,13 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
     return self
 
   def numpy(self) -> np.ndarray:
-    from picograd.engine.realize import realize, buffer_of, check_errors
+    from picograd.engine.realize import realize, buffer_of, read_checked
     graphs = _graphs_for_grad([self])
     (self.uop,) = realize([self])
-    check_errors()  # runtime checks of kernels on asynchronous devices (CUDA) are read where the host waits anyway
     buf = buffer_of(self.uop)
     for t, u in graphs.items(): t.uop = u
-    host = buf.numpy()
+    # runtime checks of kernels on asynchronous devices (CUDA) are read where the host waits anyway, with the data
+    host = read_checked(buf)
     if self.dtype == dtypes.bfloat16: host = _bfloat16_bits_to_float32(host)
     return host.reshape(self.shape)
 

@@ -5,7 +5,7 @@ import picograd
 from picograd import Tensor, dtypes
 from picograd.engine import observe
 from picograd.engine.realize import ScheduledKernel
-from picograd.engine.replay import ALIGN, plan_memory
+from picograd.engine.replay import ALIGN, launch_order, plan_memory
 from picograd.runtime.device import Buffer
 
 
@@ -23,6 +23,24 @@ def test_memory_plan_shares_disjoint_lifetimes():
     assert spans[x][1] <= spans[y][0] or spans[y][1] <= spans[x][0], (x, y, spans)
   assert all(o % ALIGN == 0 for o in offsets.values())
   assert size == 448 + 256 + 64  # a/c, b, d rounded up to cache lines
+
+
+def test_launch_order_follows_conflicting_memory_only():
+  """A replay's graph orders a kernel after the last writer of what it reads or writes and after the readers of what it
+  overwrites (planned intermediates by their overlapping bytes); independent kernels carry no edge between them."""
+  x, w, b, gw, gb, p = (Buffer("CPU", 8, dtypes.float32) for _ in range(6))
+  t1, t2 = Buffer("CPU", 8, dtypes.float32), Buffer("CPU", 4, dtypes.float32)
+  regions = {t1: (7, 0, 32), t2: (7, 16, 32)}  # two intermediates of one block, t2 over t1's upper half
+  steps = [ScheduledKernel(None, [t1, x, w]),  # 0: t1 = f(x, w)
+           ScheduledKernel(None, [gw, t1, x]),  # 1: reads t1
+           ScheduledKernel(None, [gb, t1]),  # 2: reads t1, independent of 1
+           ScheduledKernel(None, [t2, b]),  # 3: overwrites bytes of t1 (written by 0) that 1 and 2 read
+           ScheduledKernel(None, [w, w, gw]),  # 4: updates w in place: after 1 (its gw) and 0 (read w)
+           ScheduledKernel(None, [p, b])]  # 5: touches nothing the others write
+  assert launch_order(steps, regions) == [[], [0], [0], [0, 1, 2], [0, 1], []]
+  # outputs beyond the first (merged kernels) count as written; a later reader of any follows the writer
+  two = [ScheduledKernel(None, [gw, gb, x], outputs=2), ScheduledKernel(None, [p, gb])]
+  assert launch_order(two, {}) == [[], [0]]
 
 
 def _mlp_step():

@@ -17,7 +17,7 @@ from picograd.helpers import DEBUG, EMULATE, NOOPT, ONLINE_SOFTMAX_MIN, RECOMPUT
 from picograd.ir.ops import UOp, Ops, toposort, rebuild_hooks
 from picograd.engine.schedule import ScheduleTemplate, Binding, create_template, is_contiguous_view, strip_reshapes
 from picograd.dtype import dtypes
-from picograd.runtime.device import Buffer, get_device
+from picograd.runtime.device import Buffer, get_device, read_buffers
 from picograd.engine.compile import CompiledKernel
 from picograd.engine.events import compile_kernels
 from picograd.engine.capture import record_steps
@@ -211,11 +211,13 @@ def error_handle(k: CompiledKernel) -> Any:
   return _error_slot(k)[2]
 
 
-def _failed_checks(kernels: list[CompiledKernel]) -> list[tuple[CompiledKernel, int]]:
-  """Read and clear the error words of `kernels` (one copy per table): the kernels whose checks failed, with their bits."""
+def _failed_checks(kernels: list[CompiledKernel], words: dict[int, np.ndarray] | None = None) -> list[tuple[CompiledKernel, int]]:
+  """Read (unless `words` holds their tables' words, by table id) and clear the error words of `kernels` (one copy per
+  table): the kernels whose checks failed, with their bits."""
+  if not kernels: return []
   slots = [_error_slot(k) for k in kernels]
   tables = {id(table): table for table, _, _ in slots}
-  words = {key: table.numpy() for key, table in tables.items()}  # (one read per table, not per kernel)
+  if words is None: words = dict(zip(tables, read_buffers(list(tables.values()))))  # (one read per table, not per kernel)
   failed = [(k, int(words[id(table)][i])) for k, (table, i, _) in zip(kernels, slots) if words[id(table)][i]]
   cleared: dict[int, Buffer] = {}
   for table, i, _ in slots:
@@ -245,6 +247,17 @@ def check_errors(device: str | None = None) -> None:
   kernels = [k for k in _deferred.values() if device is None or k.device == device]
   for k in kernels: del _deferred[(k.name, k.device)]
   _raise_first(_failed_checks(kernels))
+
+
+def read_checked(buf: Buffer) -> np.ndarray:
+  """`buf`'s data on the host, read together with the error words of the checked kernels that ran on asynchronous devices
+  since the last look (one wait for a CUDA loss read, not two); the first failed check among them is raised."""
+  kernels = list(_deferred.values())
+  _deferred.clear()
+  tables = list({id(table): table for table, _, _ in (_error_slot(k) for k in kernels)}.values())
+  host, *words = read_buffers([buf, *tables])
+  _raise_first(_failed_checks(kernels, dict(zip(map(id, tables), words))))
+  return host
 
 
 def run_steps(steps: list[ScheduledKernel]) -> None:

@@ -52,6 +52,37 @@ def plan_memory(steps: list[ScheduledKernel]) -> tuple[dict[Buffer, int], int]:
   return offsets, max((e for _, e, _, _ in placed), default=0)
 
 
+Region = tuple[int, int, int]  # (the memory's identity, first byte, end): a buffer of its own, or its bytes of a planned block
+
+
+def launch_order(steps: list[ScheduledKernel], regions: dict[Buffer, Region]) -> list[list[int]]:
+  """For each step, the earlier steps it must run after: those that last wrote memory it reads or writes, and those that
+  read memory it writes since it was last written (intermediates sharing a block conflict where their bytes overlap).
+  Launches of one program run in order too: a split-K kernel's partials and tickets live in the program's own scratch.
+  Error words are ORed atomically and order nothing. A device that runs a list in order keeps all of it; a CUDA graph
+  lets independent kernels (a bias's gradient beside a weight's) run side by side."""
+  writers: dict[int, list[tuple[int, int, int]]] = {}  # memory -> [(first byte, end, step)] written, latest last
+  readers: dict[int, list[tuple[int, int, int]]] = {}  # memory -> [(first byte, end, step)] read since
+  last_of_program: dict[int, int] = {}
+  out: list[list[int]] = []
+  for j, s in enumerate(steps):
+    after: set[int] = set()
+    if s.kernel is not None and (i := last_of_program.get(id(s.kernel.program))) is not None: after.add(i)
+    if s.kernel is not None: last_of_program[id(s.kernel.program)] = j
+    touched = [(regions.get(b, (id(b), 0, max(b.nbytes, 1))), n < s.outputs) for n, b in enumerate(s.buffers)]
+    for (mem, lo, hi), writes in touched:
+      after.update(i for a, e, i in writers.get(mem, ()) if a < hi and lo < e)
+      if writes: after.update(i for a, e, i in readers.get(mem, ()) if a < hi and lo < e)
+    for (mem, lo, hi), writes in touched:
+      if writes:
+        # what this write covers needs no older record: later steps order after this one, which ordered after those
+        writers[mem] = [w for w in writers.get(mem, ()) if not (lo <= w[0] and w[1] <= hi)] + [(lo, hi, j)]
+        readers[mem] = [r for r in readers.get(mem, ()) if not (lo <= r[0] and r[1] <= hi)]
+      else: readers.setdefault(mem, []).append((lo, hi, j))
+    out.append(sorted(after))
+  return out
+
+
 class Replay:
   """The captured `steps` bound for replays whose input buffers replace `inputs` (see the module docstring)."""
 
@@ -68,7 +99,7 @@ class Replay:
     self.kernels = len(run)
     self.blocks: list[Buffer] = []
     if not self.native: return
-    handles = self._memory_plan(run)
+    handles, regions = self._memory_plan(run)
     where = {id(b): i for i, b in enumerate(inputs)}
     groups: list[list[ScheduledKernel]] = []
     for s in run:
@@ -81,13 +112,15 @@ class Replay:
         assert k is not None
         args = [handles[b] if b in handles else b.handle for b in s.buffers] + ([error_handle(k)] if k.checks else [])
         launches.append((k.program, args, bool(k.checks), k.dims))
-      ll = get_device(group[0].kernel.device).extra["launch_list"](launches)  # type: ignore[union-attr]
+      ll = get_device(group[0].kernel.device).extra["launch_list"](launches, launch_order(group, regions))  # type: ignore[union-attr]
       self.lists.append(ll)
       self.bindings += [(ll, j, a, where[id(b)]) for j, s in enumerate(group) for a, b in enumerate(s.buffers) if id(b) in where]
 
-  def _memory_plan(self, run: list[ScheduledKernel]) -> dict[Buffer, Any]:
-    """Per device with `memory_view`: one block for the intermediates; their handles in it. Their own memory goes back."""
+  def _memory_plan(self, run: list[ScheduledKernel]) -> tuple[dict[Buffer, Any], dict[Buffer, Region]]:
+    """Per device with `memory_view`: one block for the intermediates; their handles in it, and the bytes each takes of
+    it (`Region`). Their own memory goes back."""
     handles: dict[Buffer, Any] = {}
+    regions: dict[Buffer, Region] = {}
     for device in dict.fromkeys(b.device for s in run for b in s.frees):
       view = get_device(device).extra.get("memory_view")
       if view is None: continue
@@ -96,8 +129,9 @@ class Replay:
       self.blocks.append(block)
       for b, at in offsets.items():
         handles[b] = view(block.handle, at)
+        regions[b] = (id(block), at, at + max(b.nbytes, 1))
         b.release()  # a step-by-step replay (DEBUG=2, listeners) takes memory for it again
-    return handles
+    return handles, regions
 
   def run(self, inputs: list[Buffer]) -> None:
     """Launch every captured kernel with `inputs` in place of the captured inputs; raise the first failed check."""

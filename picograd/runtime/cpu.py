@@ -266,7 +266,8 @@ class LaunchList:
   Argument arrays and thread counts are fixed here; `set_handle` rebinds one argument (a new input buffer), and calling
   the list returns the OR of the error words after the last launch, so a replay without failed checks reads nothing else."""
 
-  def __init__(self, launches: list[tuple[CPUProgram, list[Any], bool, Any]]):
+  def __init__(self, launches: list[tuple[CPUProgram, list[Any], bool, Any]], after: list[list[int]] | None = None):
+    # (`after`, what each launch must follow, holds: the launches run in order)
     self.args = []
     self.records = (_Record * len(launches))()
     self.threads = 1

@@ -86,6 +86,10 @@ class Allocator:
   def copyin(self, handle: Any, src: memoryview) -> None: raise NotImplementedError
   def copyout(self, dest: memoryview, handle: Any) -> None: raise NotImplementedError
 
+  def copyout_many(self, pairs: list[tuple[memoryview, Any]]) -> None:
+    """Several copyouts; an asynchronous device queues them all and waits once."""
+    for dest, handle in pairs: self.copyout(dest, handle)
+
 
 class Compiler:
   """Turns rendered source into a loadable binary. `cache_key` names the compiler and its options for the disk cache."""
@@ -196,12 +200,19 @@ class Buffer:
     if self.size: get_device(self.device).allocator.copyin(self.handle, data.reshape(-1).data.cast("B"))
     return self
 
-  def numpy(self) -> np.ndarray:
-    out = np.empty(self.size, dtype=self.dtype.np)
-    if self.size: get_device(self.device).allocator.copyout(out.data.cast("B"), self.handle)
-    return out
+  def numpy(self) -> np.ndarray: return read_buffers([self])[0]
 
   def __repr__(self) -> str: return f"<buf {self.device} {self.dtype.name}[{self.size}] #{id(self) % 10**6}>"
+
+
+def read_buffers(buffers: list[Buffer]) -> list[np.ndarray]:
+  """Each buffer's data on the host, the copies from one device queued together (one wait on an asynchronous device)."""
+  out = [np.empty(b.size, dtype=b.dtype.np) for b in buffers]
+  by_device: dict[str, list[tuple[memoryview, Any]]] = {}
+  for b, host in zip(buffers, out):
+    if b.size: by_device.setdefault(b.device, []).append((host.data.cast("B"), b.handle))
+  for device, pairs in by_device.items(): get_device(device).allocator.copyout_many(pairs)
+  return out
 
 
 def default_device() -> str: return canonicalize(None)
