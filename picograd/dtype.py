@@ -1,6 +1,6 @@
 """Data types: the `DType` record, the `dtypes` namespace, and numpy/PyTorch-style type promotion."""
 from __future__ import annotations
-import struct
+import functools, struct
 from dataclasses import dataclass
 import numpy as np
 
@@ -23,8 +23,8 @@ class DType:
   def is_int(self) -> bool: return self.kind in "iu"
   @property
   def is_unsigned(self) -> bool: return self.kind == "u"
-  @property
-  def np(self) -> np.dtype:
+  @functools.cached_property
+  def np(self) -> np.dtype:  # (cached: every tensor made from an array asks; a frozen record keeps it in its __dict__)
     # numpy has no bfloat16: keep its bits in uint16 on the host
     return np.dtype(np.uint16) if self.name == "bfloat16" else np.dtype(self.fmt)
 
