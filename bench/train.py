@@ -11,13 +11,14 @@ PyTorch on the CPU is timed with one thread and with one per core, and the faste
     python bench/train.py --models gpt --gpt-config large --steps 5
     python bench/train.py --devices CUDA --models gpt --precisions   # the GPT in every precision, beside PyTorch's
 
---precisions adds a table for the GPT: picograd in float32 and under bf16 autocast, PyTorch in float32, TF32, bf16
+--precisions adds a table for the GPT: picograd in float32, with TF32 matmuls and under bf16 autocast, PyTorch in float32, TF32, bf16
 autocast and bf16 autocast + torch.compile, each timed the same way (CUDA only: TF32 and bf16 are GPU modes).
 """
 from __future__ import annotations
 import argparse, os, sys, time
 from typing import Callable
 import numpy as np
+import picograd
 from picograd import Tensor, nn, optim
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
@@ -187,9 +188,14 @@ def precisions(args: argparse.Namespace, devices: list[str]) -> None:
       step, _ = torch_step("gpt", cfg, "cuda", mode)
       times[f"pytorch {mode}"] = time_steps(step, batches, args.warmup + (5 if mode.endswith("+compile") else 0))
     torch.backends.cuda.matmul.allow_tf32 = False
-    for dtype in ("float32", "bfloat16"):
-      step, _ = picograd_step("gpt", cfg, device, dtype)
-      times[f"picograd {dtype}"] = time_steps(step, batches, args.warmup)
+    for mode in ("float32", "tf32", "bfloat16"):
+      # (tf32: float32 with TF32 matmuls, set_float32_matmul_precision("high"), as PyTorch's allow_tf32)
+      picograd.set_float32_matmul_precision("high" if mode == "tf32" else "highest")
+      try:
+        step, _ = picograd_step("gpt", cfg, device, "float32" if mode == "tf32" else mode)
+        times[f"picograd {mode}"] = time_steps(step, batches, args.warmup)
+      finally:
+        picograd.set_float32_matmul_precision("highest")
       Tensor.training = False
     best = times["pytorch bf16+compile"]
     print(f"\nGPT ({'large' if cfg is gpt.CONFIGS['large'] else 'small'}) on {device}, ms per training step (the same batches; "

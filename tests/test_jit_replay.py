@@ -7,6 +7,7 @@ from picograd.engine import observe
 from picograd.engine.realize import ScheduledKernel
 from picograd.engine.replay import ALIGN, launch_order, plan_memory
 from picograd.runtime.device import Buffer
+from conftest import CUDA_ERROR
 
 
 def test_memory_plan_shares_disjoint_lifetimes():
@@ -43,11 +44,11 @@ def test_launch_order_follows_conflicting_memory_only():
   assert launch_order(two, {}) == [[], [0]]
 
 
-def _mlp_step():
+def _mlp_step(device=None):
   rng = np.random.default_rng(0)
-  w1 = Tensor(rng.standard_normal((6, 32)).astype(np.float32), requires_grad=True)
-  w2 = Tensor(rng.standard_normal((32, 5)).astype(np.float32), requires_grad=True)
-  emb = Tensor(rng.standard_normal((9, 2)).astype(np.float32), requires_grad=True)
+  w1 = Tensor(rng.standard_normal((6, 32)).astype(np.float32), requires_grad=True, device=device)
+  w2 = Tensor(rng.standard_normal((32, 5)).astype(np.float32), requires_grad=True, device=device)
+  emb = Tensor(rng.standard_normal((9, 2)).astype(np.float32), requires_grad=True, device=device)
   params = [emb, w1, w2]
 
   def step(idx, y):
@@ -97,3 +98,28 @@ def test_bound_replay_reads_new_inputs_and_raises_failed_checks():
   with pytest.raises(IndexError):
     step(Tensor(np.array([0, 7], np.int32)))
   np.testing.assert_array_equal(step(Tensor(np.array([1, 0], np.int32))).numpy(), [11, 3])  # the error word was cleared
+
+
+@pytest.mark.skipif(bool(CUDA_ERROR), reason=f"no CUDA GPU: {CUDA_ERROR}")
+def test_cuda_graph_replay_with_independent_kernels_side_by_side():
+  """On CUDA a replay is one graph whose kernels follow only those they conflict with in memory (the weight updates
+  beside the backward's other kernels): the losses and parameters match the replay kernel by kernel, bit for bit."""
+  data = _data(6)
+  runs = {}
+  for bound in (True, False):
+    params, step = _mlp_step("CUDA")
+    jitted = picograd.jit(step)
+    listener = lambda n: None  # noqa: E731  # a batch listener makes replays go step by step
+    if not bound: observe.batch_listeners.append(listener)
+    try:
+      losses = [jitted(Tensor(x, device="CUDA"), Tensor(y, device="CUDA")).item() for x, y in data]
+      if bound:
+        assert jitted.replay is not None and jitted.replay.native
+        assert jitted.capture is not None
+        order = launch_order([s for s in jitted.capture.steps if s.kernel is not None], {})
+        assert any(j and j - 1 not in a for j, a in enumerate(order)), order  # not a chain
+      runs[bound] = (losses, [p.numpy() for p in params])
+    finally:
+      if not bound: observe.batch_listeners.remove(listener)
+  assert runs[True][0] == runs[False][0]
+  for a, b in zip(runs[True][1], runs[False][1]): np.testing.assert_array_equal(a, b)
