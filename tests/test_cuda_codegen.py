@@ -503,6 +503,7 @@ TF32_WGMMA_CASES = {
   "N": (lambda a, b: a @ b, [rnd(140, 96), rnd(96, 200, seed=1)], True),
   "N_threads": (lambda a, b: a @ b, [rnd(140, 96), rnd(96, 136, seed=2)], False),
   "N_batched": (lambda a, b: a @ b, [rnd(2, 100, 64), rnd(2, 64, 128, seed=3)], True),
+  "N_split": (lambda a, b: a @ b, [rnd(130, 2048), rnd(2048, 136, seed=4)], True),  # split-K over 4 blocks
 }
 
 
@@ -532,6 +533,7 @@ def test_tf32_wgmma_plan(name, monkeypatch):
   assert "tf32 descriptors of 128-byte swizzled tiles (K-major)" in kernel.opts
   assert ("tf32 fragments of the MN-major B tile in registers, wgmma's A" in kernel.opts) == name.startswith("N")
   assert any(o.startswith("TMA copies") for o in kernel.opts) == tma
+  assert any("split-K over 4 blocks" in o for o in kernel.opts) == (name == "N_split")
   k8 = f"wgmma.mma_async.sync.aligned.m64n{64 if name == 'n64' else 128}k8.f32.tf32.tf32"
   assert meta["plan"] == "wgmma" and src.count(k8) == 4  # four k8 steps of one 128-byte row of k
   # (A from registers, a chain left running: waited for before the next step's fragments are loaded into registers)
