@@ -5,9 +5,12 @@ from dataclasses import dataclass
 import numpy as np
 
 
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=False)
 class DType:
-  """A scalar element type. `priority` orders types for promotion; `fmt` is the struct/numpy code."""
+  """A scalar element type. `priority` orders types for promotion; `fmt` is the struct/numpy code.
+
+  Each type is one object, the attribute of `dtypes` (a copy or an unpickled one is that object again), so types compare
+  and hash by identity, in C: every node's hash-consing key hashes one, and `dtype == dtypes.x` is everywhere."""
   name: str
   itemsize: int
   priority: int
@@ -15,8 +18,7 @@ class DType:
   kind: str  # "b" bool, "i" signed int, "u" unsigned int, "f" float
 
   def __repr__(self) -> str: return f"dtypes.{self.name}"
-  # (hashed in every node's hash-consing key: the name alone tells types apart, at a third of the cost of all fields)
-  def __hash__(self) -> int: return hash(self.name)
+  def __reduce__(self) -> tuple: return (getattr, (dtypes, self.name))
   @property
   def is_float(self) -> bool: return self.kind == "f"
   @property

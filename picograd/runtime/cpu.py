@@ -14,9 +14,8 @@ fresh page-faulting output costs more than the arithmetic.
 from __future__ import annotations
 import ctypes, functools, mmap, os, struct, threading, time
 from typing import Any
-import numpy as np
 from picograd.helpers import THREADS, Flag, LaunchDims
-from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, Program
+from picograd.runtime.device import Allocator, Compiler, Device, DeviceError, Program, host_address
 from picograd.runtime.cache import cached_compile
 from picograd.runtime.cpu_pool import Pool
 
@@ -80,10 +79,10 @@ class CPUAllocator(Allocator):
   # the host touches memory only here (and in write_word, a copyin): the kernel in flight may read or write it, so wait
   def copyin(self, handle: CPUMemory, src: memoryview) -> None:
     _pool.wait()
-    ctypes.memmove(handle.addr, np.frombuffer(src, np.uint8).ctypes.data, src.nbytes)
+    ctypes.memmove(handle.addr, host_address(src), src.nbytes)
   def copyout(self, dest: memoryview, handle: CPUMemory) -> None:
     _pool.wait()
-    ctypes.memmove(np.frombuffer(dest, np.uint8).ctypes.data, handle.addr, dest.nbytes)
+    ctypes.memmove(host_address(dest), handle.addr, dest.nbytes)
 
 
 _llvm_lock = threading.Lock()
