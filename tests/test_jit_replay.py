@@ -44,6 +44,33 @@ def test_launch_order_follows_conflicting_memory_only():
   assert launch_order(two, {}) == [[], [0]]
 
 
+def test_launch_order_orders_every_conflict():
+  """Random steps over a few buffers and planned regions: every pair that touches common bytes, one of them writing,
+  is ordered by the edges (through a path), and no edge points forward."""
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    bufs = [Buffer("CPU", 8, dtypes.float32) for _ in range(6)]
+    # the first four are planned into one block at random offsets (overlapping or not); the others stand alone
+    regions = {b: (1, int(at), int(at) + 32) for b, at in zip(bufs[:4], rng.integers(0, 64, 4))}
+    steps = []
+    for _ in range(int(rng.integers(2, 12))):
+      touched = [bufs[i] for i in rng.choice(6, size=int(rng.integers(1, 4)), replace=False)]
+      steps.append(ScheduledKernel(None, touched, outputs=int(rng.integers(1, len(touched) + 1))))
+    order = launch_order(steps, regions)
+    reach = [set(a) for a in order]
+    for j, a in enumerate(order):
+      assert all(i < j for i in a)
+      for i in a: reach[j] |= reach[i]
+
+    def spans(s):
+      return [(regions.get(b, (id(b), 0, 32)), n < s.outputs) for n, b in enumerate(s.buffers)]
+    for j in range(len(steps)):
+      for i in range(j):
+        conflict = any(m1 == m2 and a1 < e2 and a2 < e1 and (w1 or w2)
+                       for ((m1, a1, e1), w1) in spans(steps[i]) for ((m2, a2, e2), w2) in spans(steps[j]))
+        if conflict: assert i in reach[j], (i, j, order)
+
+
 def _mlp_step(device=None):
   rng = np.random.default_rng(0)
   w1 = Tensor(rng.standard_normal((6, 32)).astype(np.float32), requires_grad=True, device=device)
