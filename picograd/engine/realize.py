@@ -211,19 +211,20 @@ def error_handle(k: CompiledKernel) -> Any:
   return _error_slot(k)[2]
 
 
-def _failed_checks(kernels: list[CompiledKernel], words: dict[int, np.ndarray] | None = None) -> list[tuple[CompiledKernel, int]]:
-  """Read (unless `words` holds their tables' words, by table id) and clear the error words of `kernels` (one copy per
-  table): the kernels whose checks failed, with their bits."""
-  if not kernels: return []
+def _failed_checks(kernels: list[CompiledKernel], reading: tuple[Buffer, ...] = ()) -> tuple[list[tuple[CompiledKernel, int]], list[np.ndarray]]:
+  """Read and clear the error words of `kernels` (one copy per table), with the buffers `reading` in the same call (one wait
+  on an asynchronous device): (the kernels whose checks failed, with their bits; the data of `reading`)."""
+  if not kernels and not reading: return [], []
   slots = [_error_slot(k) for k in kernels]
   tables = {id(table): table for table, _, _ in slots}
-  if words is None: words = dict(zip(tables, read_buffers(list(tables.values()))))  # (one read per table, not per kernel)
+  data = read_buffers([*reading, *tables.values()])  # (one read per table, not per kernel)
+  words = dict(zip(tables, data[len(reading):]))
   failed = [(k, int(words[id(table)][i])) for k, (table, i, _) in zip(kernels, slots) if words[id(table)][i]]
   cleared: dict[int, Buffer] = {}
   for table, i, _ in slots:
     if words[id(table)][i]: words[id(table)][i], cleared[id(table)] = 0, table
   for table in cleared.values(): table.copyin(words[id(table)])  # the words read as they were, these zero again
-  return failed
+  return failed, data[:len(reading)]
 
 
 def _raise_first(failed: list[tuple[CompiledKernel, int]]) -> None:
@@ -246,7 +247,7 @@ def check_errors(device: str | None = None) -> None:
   """Raise the first failed check of the kernels that ran on asynchronous devices (all, or `device`'s) since the last look."""
   kernels = [k for k in _deferred.values() if device is None or k.device == device]
   for k in kernels: del _deferred[(k.name, k.device)]
-  _raise_first(_failed_checks(kernels))
+  _raise_first(_failed_checks(kernels)[0])
 
 
 def read_checked(buf: Buffer) -> np.ndarray:
@@ -254,9 +255,8 @@ def read_checked(buf: Buffer) -> np.ndarray:
   since the last look (one wait for a CUDA loss read, not two); the first failed check among them is raised."""
   kernels = list(_deferred.values())
   _deferred.clear()
-  tables = list({id(table): table for table, _, _ in (_error_slot(k) for k in kernels)}.values())
-  host, *words = read_buffers([buf, *tables])
-  _raise_first(_failed_checks(kernels, dict(zip(map(id, tables), words))))
+  failed, (host,) = _failed_checks(kernels, (buf,))
+  _raise_first(failed)
   return host
 
 
@@ -274,7 +274,7 @@ def run_steps(steps: list[ScheduledKernel]) -> None:
   for key, k in checked.items():
     if get_device(k.device).extra.get("synchronize") is not None: _deferred[key] = k
     else: now.append(k)
-  if now: _raise_first(_failed_checks(now))
+  if now: _raise_first(_failed_checks(now)[0])
 
 
 def launch_handles(k: CompiledKernel, buffers: list[Buffer]) -> list[Any]:

@@ -140,4 +140,4 @@ class Replay:
     for ll in self.lists: failed |= ll()
     stats["kernels_run"] += self.kernels
     if self.deferred: defer_checks(list(self.deferred.values()))
-    if failed: _raise_first(_failed_checks(self.checked))
+    if failed: _raise_first(_failed_checks(self.checked)[0])
