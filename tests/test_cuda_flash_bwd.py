@@ -158,3 +158,22 @@ def test_recomputed_plan_compiles():
     assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in src and "cp.async" in src and dims.global_size == (64 * 6 * 4,)
     assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", kname)).image
   assert plans.count("recomputed") == 6, plans
+
+
+def test_causal_tiles_skipped_with_int64_positions():
+  """At B=64, H=6, T=1024 the score tensor has more than 2^31 elements, so lowering indexes with int64 loops and the causal
+  gate compares them cast to int32: the flash forward and the six kernels over recomputed scores still find the diagonal and
+  skip the tiles past (or before) it. Lazy empty tensors: rendered only."""
+  with Context(ONLINE_SOFTMAX_MIN=0):
+    q, k, v = (Tensor.empty(64, 6, 1024, 64, dtype=dtypes.bfloat16).requires_grad_(True) for _ in range(3))
+    out = q.scaled_dot_product_attention(k, v, is_causal=True)
+    grads = (out.float() * Tensor.empty(64, 6, 1024, 64)).sum().gradient(q, k, v)
+    kernels = []
+    for roots in ([out.uop], [out.uop] + [g.uop for g in grads]):
+      normal, _ = _normalize(roots)
+      kernels += [k.ast for k in schedule.create_template(normal, ["CUDA"] * len(normal)).kernels if k.ast is not None]
+  metas = [render_for_arch(ast, "sm_90")[3] for ast in kernels]
+  assert any("long long" in render_for_arch(ast, "sm_90")[1] for ast in kernels)
+  attention = [m for m in metas if m["plan"] in ("flash", "recomputed")]
+  assert [m["plan"] for m in attention].count("flash") == 1 and [m["plan"] for m in attention].count("recomputed") == 6
+  assert all(any("causal diagonal skipped" in o for o in m["opts"]) for m in attention), [m["opts"] for m in attention]

@@ -200,19 +200,38 @@ def _weighted(r: UOp, maxes: frozenset[UOp], key: UOp, half: DType, d: UOp, base
   return FlashSum(r, f, outside)
 
 
+def _position(u: UOp) -> UOp:
+  """`u` without integer casts: a position compared as int32 may be an int64 loop (attention at T = 1024) cast down."""
+  while u.op is Ops.CAST and u.dtype.is_int and u.src[0].dtype.is_int: u = u.src[0]
+  return u
+
+
+def _rising(u: UOp, r: UOp) -> bool:
+  u = _position(u)
+  return u is r or (u.op is Ops.ADD and _position(u.src[0]) is r and u.src[1].op is Ops.CONST)
+
+
+def causal_bound(gate: UOp, r: UOp, s: UOp) -> tuple[str, UOp] | None:
+  """The gate as s <= f(r) ("upto") or s >= f(r) ("from"), f(r) = r or r + a constant, both compared directly or through
+  integer casts; else None."""
+  if gate.op is Ops.XOR and gate.src[1].op is Ops.CONST and gate.src[1].arg is True and gate.src[0].op is Ops.CMPLT:
+    lo, hi = gate.src[0].src  # not(lo < hi): hi <= lo
+    if _position(hi) is s and _rising(lo, r): return ("upto", lo)
+    if _position(lo) is s and _rising(hi, r): return ("from", hi)
+  elif gate.op is Ops.CMPLT:
+    lo, hi = gate.src
+    if _position(lo) is s and _rising(hi, r): return ("upto", hi + -1)
+    if _position(hi) is s and _rising(lo, r): return ("from", lo + 1)
+  return None
+
+
 def _last_key(x: UOp, i: UOp, j: UOp) -> UOp | None:
   """When the score is where(gate, ..., -inf) (through casts) with a gate that lets key j through only up to a position of
   row i (j <= i + c, or j < i + c: a causal mask), the last key row i can see, as an expression of i; else None."""
   u = _uncast(x)
   if u.op is not Ops.WHERE or u.src[2].op is not Ops.CONST or u.src[2].arg != -math.inf: return None
-  gate = u.src[0]
-  # not(A < j): j <= A; (j < A): j <= A - 1, with A = i or i + a constant (rising with i: the row tile's last row sees most)
-  if gate.op is Ops.XOR and gate.src[1].op is Ops.CONST and gate.src[1].arg is True and gate.src[0].op is Ops.CMPLT and gate.src[0].src[1] is j:
-    bound, shift = gate.src[0].src[0], 0
-  elif gate.op is Ops.CMPLT and gate.src[0] is j: bound, shift = gate.src[1], -1
-  else: return None
-  rising = bound is i or (bound.op is Ops.ADD and bound.src[0] is i and bound.src[1].op is Ops.CONST)
-  return (bound + shift if shift else bound) if rising else None
+  bound = causal_bound(u.src[0], i, j)
+  return bound[1] if bound is not None and bound[0] == "upto" else None
 
 
 def _store(buf: UOp, index: UOp, value: UOp, *after: UOp) -> UOp:
@@ -417,4 +436,4 @@ def describe_flash_cuda(fl: FlashGPU) -> str:
           ("; key tiles past the causal diagonal skipped" if _last_key(fl.x, fl.i, fl.j) is not None else ""))
 
 
-__all__ = ["match_flash_cuda", "map_flash", "describe_flash_cuda", "FlashGPU"]
+__all__ = ["match_flash_cuda", "map_flash", "describe_flash_cuda", "FlashGPU", "causal_bound"]

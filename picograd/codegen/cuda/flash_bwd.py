@@ -34,7 +34,7 @@ from picograd.helpers import ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort, graph_rewrite
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast, \
-  mma_chains, packed_products
+  mma_chains, packed_products, causal_bound
 from picograd.codegen.cuda.mapping import digits, special
 from picograd.codegen.cuda.target import CUDATarget
 from picograd.codegen.cuda.tiling import Layout
@@ -80,22 +80,6 @@ def _gate(u: UOp, zero: bool, products: set[UOp]) -> UOp | None:
     if not zero and not (len(const) == 1 and const[0].arg > 0): return None
     return next((g for x in u.src if x.op is not Ops.CONST and (g := _gate(x, zero, products)) is not None), None)
   if not zero and u.op is Ops.ADD: return next((g for x in u.src if (g := _gate(x, False, products)) is not None), None)
-  return None
-
-
-def _rising(u: UOp, r: UOp) -> bool: return u is r or (u.op is Ops.ADD and u.src[0] is r and u.src[1].op is Ops.CONST)
-
-
-def _bound(gate: UOp, r: UOp, s: UOp) -> tuple[str, UOp] | None:
-  """The gate as s <= f(r) ("upto") or s >= f(r) ("from"), f(r) = r or r + a constant; else None."""
-  if gate.op is Ops.XOR and gate.src[1].op is Ops.CONST and gate.src[1].arg is True and gate.src[0].op is Ops.CMPLT:
-    lo, hi = gate.src[0].src  # not(lo < hi): hi <= lo
-    if hi is s and _rising(lo, r): return ("upto", lo)
-    if lo is s and _rising(hi, r): return ("from", hi)
-  elif gate.op is Ops.CMPLT:
-    lo, hi = gate.src
-    if lo is s and _rising(hi, r): return ("upto", hi + -1)
-    if hi is s and _rising(lo, r): return ("from", lo + 1)
   return None
 
 
@@ -147,7 +131,7 @@ def match_recomputed_cuda(sink: UOp, target: CUDATarget) -> RecomputedGPU | None
   inside = toposort([term], stop=lambda n: n in stands)
   if any(n.op is Ops.REDUCE and n not in stands for n in inside) or not {n for n in inside if n.op is Ops.RANGE} <= base | {r, s}: return None
   gate = _gate(term, red.arg is Ops.ADD, stands)
-  bound = None if gate is None or any(n.op is Ops.LOAD for n in toposort([gate])) else _bound(gate, r, s)
+  bound = None if gate is None or any(n.op is Ops.LOAD for n in toposort([gate])) else causal_bound(gate, r, s)
   # the stored expression reads no other reduction and no other loop
   outside = toposort([st.src[2]], stop=lambda n: n is red)
   if any(n.op is Ops.REDUCE and n is not red for n in outside) or any(n.op is Ops.RANGE and n not in glob for n in outside): return None
