@@ -35,6 +35,7 @@ from picograd.ir.ops import UOp, Ops, toposort, graph_rewrite
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast, \
   mma_chains, packed_products, causal_bound
+from picograd.codegen.cuda.analysis import contiguous_in
 from picograd.codegen.cuda.mapping import digits, special
 from picograd.codegen.cuda.target import CUDATarget
 from picograd.codegen.cuda.tiling import Layout
@@ -183,6 +184,14 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   wbs = [_width(p.b, p.k, BN, p.k.arg[1]) for p in fr.products]
   wf = _width(fr.f, fr.d, BN, D) if fr.f is not None and fr.d is not None else 8
   copy = all(w == 8 for w in wbs) and wf == 8 and all(p.b.dtype == h for p in fr.products) and (fr.f is None or fr.f.dtype == h)
+  # values of T read from memory along s alone (dK's and dV's row max, sum and row term: one per query) come with the tiles,
+  # BN to a buffer by 16-byte copies of the first threads, instead of a global load per lane value, each waited for
+  base = set(fr.batch)
+  vectors = [n for n in toposort([fr.term]) if n.op is Ops.LOAD and len(n.src) == 2 and n.src[0].op is Ops.PARAM and
+             n.dtype.itemsize == 4 and fr.s in _loops(n) and _loops(n) <= base | {fr.s} and contiguous_in(n.src[1], fr.s, 4)] \
+    if copy and Ts % 4 == 0 else []
+  # (two buffers of BN, then a spare 16 bytes that the threads with nothing to copy fill with zeros)
+  svs = [UOp(Ops.DEFINE_LOCAL, v.dtype, (), (2 * len(sas) + 1 + n, 2 * BN + 4)) for n, v in enumerate(vectors)]
 
   def s_tiles(tile: UOp, slot: UOp, *after: UOp) -> list[UOp]:
     """The STOREs (or ASYNC_COPYs) of tile `tile` of s of every b_n and F into buffer `slot` (past the end: read at 0)."""
@@ -197,6 +206,10 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
     if fr.f is not None and sf is not None and fr.d is not None:
       f, dd = fr.f, fr.d
       out += _tile(sf, slot * (BN * (D + 8)), lf, BN, D, lambda x, c: _put(f, {**batch, fr.s: at(x), dd: c}), wf, tid, True, *after, copy=copy)
+    busy, x = tid < BN // 4, tid % (BN // 4) * 4
+    for local, vec in zip(svs, vectors):
+      out.append(UOp(Ops.ASYNC_COPY, dtypes.void, (local, busy.where(slot * BN + x, UOp.const(INT, 2 * BN)), vec.src[0],
+                                                   _put(vec.src[1], {**batch, fr.s: at(x)}), busy, *after), 16))
     return out
   first_stores: list[UOp] = []
   for p, sa, la in zip(fr.products, sas, las):
@@ -233,7 +246,8 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
       row, col = warp * 16 + g + 8 * (q // 2), n8 * 8 + tq * 2 + q % 2
       sv = tile * BN + col
       at = {**{p.node: scores[(n_, n8, q)] for n_, p in enumerate(fr.products)}, **batch, fr.r: row_at(row),
-            fr.s: _clamp(sv, Ts, tiles_s * BN)[0]}
+            fr.s: _clamp(sv, Ts, tiles_s * BN)[0],
+            **{vec: UOp(Ops.LOAD, vec.dtype, (local, (st & 1) * BN + col, loaded)) for local, vec in zip(svs, vectors)}}
       v = _put(fr.term, at)
       values[(n8, q)] = (sv < Ts).where(v, identity) if tiles_s * BN > Ts else v
   outs: list[tuple[UOp, int, UOp]] = []  # (value, row in the tile, column or None)
