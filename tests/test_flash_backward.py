@@ -74,6 +74,26 @@ def test_softmax_gradient_row_term_reads_the_output(device, name, monkeypatch):
     assert not _row_term_reads_o(_grad_steps(device, ATTENTIONS[name]))
 
 
+def test_stacked_attentions_reassociate_every_row_term(device):
+  """Two attentions in a row (a GPT's layers): the later one's row term lies inside the gradient flowing into the earlier
+  one, which is rewritten too. Both rewrites must land in the graph: the earlier layer's new row term once kept the later
+  layer's old sum over P * dP, whose score product was then read outside a reduction and stored (GPT large on CUDA: five
+  of six layers stored dP)."""
+  if device not in schedule.RECOMPUTE_DEVICES: pytest.skip(f"{device} stores the scores (engine/schedule.py RECOMPUTE_DEVICES)")
+  q, k, v = (Tensor(a, device=device, requires_grad=True) for a in _qkv())
+  with Context(RECOMPUTE_MASKED_MIN=B * H * T * T):  # (causal scores are recomputed when every path to a sum is masked)
+    first = q.scaled_dot_product_attention(k, v, is_causal=True)
+    second = first.scaled_dot_product_attention(k, first, is_causal=True)
+    grads = (second * Tensor(rand((B, H, T, D), seed=9), device=device)).sum().gradient(q, k, v)
+    steps = picograd.schedule(second, *grads)
+    assert all(b.size < B * H * T * T for s in steps for b in s.buffers)
+    got = [g.numpy() for g in grads]
+  tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in _qkv())
+  t_first = F.scaled_dot_product_attention(tq, tk, tv, is_causal=True)
+  F.scaled_dot_product_attention(t_first, tk, t_first, is_causal=True).backward(torch.tensor(rand((B, H, T, D), seed=9)))
+  for g, t in zip(got, (tq, tk, tv)): np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-4, atol=1e-5)  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("name", list(ATTENTIONS))
 def test_backward_has_no_score_buffer(device, name):
   # forward and backward: the max and the sum of each row are stored (T values per head), no B*H*T*T buffer

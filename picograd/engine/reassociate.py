@@ -15,7 +15,7 @@ remove axes of size 1; `reassociate(nodes, ok)` returns {old sum: new node} for 
 from __future__ import annotations
 from typing import Callable
 from picograd.dtype import dtypes
-from picograd.ir.ops import UOp, Ops, ALU
+from picograd.ir.ops import UOp, Ops, ALU, substitute
 
 # an axis label per axis of a factor: the iteration axis it runs along in the sum's space (None: a size-1 axis)
 Labels = tuple[int | None, ...]
@@ -205,5 +205,7 @@ def reassociate(nodes: list[UOp], ok: Callable[[UOp], bool], casts: Callable[[UO
   memo: dict[tuple[UOp, int], bool] = {}
   out: dict[UOp, UOp] = {}
   for r, *_ in sums:
-    if ok(r) and (new := _rewrite(r, sums, memo, casts(r))) is not None: out[r] = new
+    # (sums come in graph order: a rewritten sum read by this one's factors, a later layer's row term in the gradient flowing
+    # into this layer, is replaced inside the new form too, or the schedule would still compute the old sum there)
+    if ok(r) and (new := _rewrite(r, sums, memo, casts(r))) is not None: out[r] = substitute(new, out)
   return out
