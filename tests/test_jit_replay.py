@@ -127,6 +127,26 @@ def test_bound_replay_reads_new_inputs_and_raises_failed_checks():
   np.testing.assert_array_equal(step(Tensor(np.array([1, 0], np.int32))).numpy(), [11, 3])  # the error word was cleared
 
 
+def test_bound_replay_rebinds_only_inputs_whose_memory_changed():
+  w = Tensor(np.arange(4, dtype=np.float32))
+  step = picograd.jit(lambda a, b: (a * w + b).realize())
+  xs = [Tensor(np.full(4, i, np.float32)) for i in range(3)]  # held: each keeps its own memory
+  for i in range(3): np.testing.assert_array_equal(step(xs[i], xs[0]).numpy(), np.arange(4) * i)
+  assert step.replay is not None and step.replay.native
+  ll = step.replay.lists[0]
+  rebound = []
+  set_handle = ll.set_handle
+  ll.set_handle = lambda launch, arg, handle: (rebound.append(arg), set_handle(launch, arg, handle))
+  for a, b in [(2, 0), (2, 0), (1, 0), (1, 2), (0, 2), (0, 2)]:
+    rebound.clear()
+    before = [h for h in step.replay.bound]
+    np.testing.assert_array_equal(step(xs[a], xs[b]).numpy(), np.arange(4) * a + b)
+    assert len(rebound) == sum(x.uop.arg.handle is not h for x, h in zip((xs[a], xs[b]), before)), (a, b, rebound)
+  # a new tensor in the memory the last one freed: nothing to rebind, its new values are read
+  for i in range(3):
+    assert step(Tensor(np.full(4, i, np.float32)), xs[1]).numpy().tolist() == (np.arange(4) * i + 1).tolist()
+
+
 @pytest.mark.skipif(bool(CUDA_ERROR), reason=f"no CUDA GPU: {CUDA_ERROR}")
 def test_cuda_graph_replay_with_independent_kernels_side_by_side():
   """On CUDA a replay is one graph whose kernels follow only those they conflict with in memory (the weight updates

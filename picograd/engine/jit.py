@@ -73,6 +73,19 @@ def _frozen(leaves: list[Any]) -> list[Any]:
           for a in leaves if not _is_tensor(a)]
 
 
+def _inputs(leaves: list[Any]) -> tuple[list[Buffer], list[tuple]]:
+  """The buffers of the tensors among `leaves` (lazy ones are computed now: a replay swaps in whole buffers) and the call's
+  signature: per input (shape, dtype, device, the index of the first input with the same buffer)."""
+  inputs = [a for a in leaves if _is_tensor(a)]
+  lazy = [t for t in inputs if not is_contiguous_view(t.uop)]
+  if lazy: lazy[0].realize(*lazy[1:])
+  buffers = [buffer_of(t) for t in inputs]
+  # aliasing is part of the signature: a replay maps each captured input buffer to one new buffer
+  first: dict[int, int] = {}
+  signature = [(t.shape, t.dtype, t.device, first.setdefault(id(b), i)) for i, (t, b) in enumerate(zip(inputs, buffers))]
+  return buffers, signature
+
+
 def _describe(signature: list[tuple]) -> str:
   parts = []
   for i, (shape, dtype, device, alias) in enumerate(signature):
@@ -97,15 +110,9 @@ class Jit:
 
   def __call__(self, *args: Any, **kwargs: Any) -> Any:
     leaves = _leaves(self.params, args, kwargs)
-    inputs = [a for a in leaves if _is_tensor(a)]
-    lazy = [t for t in inputs if not is_contiguous_view(t.uop)]
-    if lazy: lazy[0].realize(*lazy[1:])  # every input is now a whole buffer the replay can swap in
-    buffers = [buffer_of(t) for t in inputs]
-    # aliasing is part of the signature: a replay maps each captured input buffer to one new buffer
-    alias = [next(j for j, b in enumerate(buffers) if b is buf) for buf in buffers]
-    signature = [(t.shape, t.dtype, t.device, a) for t, a in zip(inputs, alias)]
+    buffers, signature = _inputs(leaves)
     frozen = _frozen(leaves)
-    if not JIT or self.calls == 0:
+    if not JIT.value or self.calls == 0:
       self.calls += 1
       return self.fn(*args, **kwargs)
     if self.calls == 1:
@@ -130,7 +137,7 @@ class Jit:
       assert _draw is not None, "a random draw was captured, so the frontend registered its generator"
       get_device(counter.device).allocator.write_word(counter.handle, _draw(n))  # ordered after the last replay's readers
     # the bound replay, unless someone watches launches one by one (DEBUG=2, listeners) or an outer capture records them
-    if GRAPH and not DEBUG >= 2 and not observe.timing() and not observe.batch_listeners and capturing() is None:
+    if GRAPH.value and not DEBUG >= 2 and not observe.timing() and not observe.batch_listeners and capturing() is None:
       if self.replay is None: self.replay = Replay(self.capture.steps, self.input_buffers)
       if self.replay.native:
         if DEBUG >= 1: st = time.perf_counter()
@@ -158,11 +165,15 @@ def _rebind(step: Any, new_buffers: dict[int, Buffer]) -> Any:
 
 
 def _flatten(x: Any, sort_dicts: bool = False) -> list[Any]:
-  if isinstance(x, (list, tuple)): return [y for item in x for y in _flatten(item, sort_dicts)]
   if isinstance(x, dict):
     keys = sorted(x, key=repr) if sort_dicts else list(x)
     return [y for k in keys for y in _flatten(x[k], sort_dicts)]
-  return [x]
+  if not isinstance(x, (list, tuple)): return [x]
+  out: list[Any] = []
+  for item in x:  # (containers recurse; plain leaves, the usual arguments, are appended without a call each)
+    if isinstance(item, (list, tuple, dict)): out += _flatten(item, sort_dicts)
+    else: out.append(item)
+  return out
 
 
 def jit(fn: Callable[..., Any]) -> Jit:

@@ -91,7 +91,10 @@ class Replay:
     run = [s for s in steps if s.buffers[0].size]  # an empty output is never launched (see realize._launch)
     self.native = bool(run) and all(s.kernel is not None and "launch_list" in get_device(s.kernel.device).extra for s in run)
     self.lists: list[Any] = []
-    self.bindings: list[tuple[Any, int, int, int]] = []  # (launch list, launch, argument, input index)
+    self.bindings: list[list[tuple[Any, int, int]]] = [[] for _ in inputs]  # per input: (launch list, launch, argument)
+    # per input, the handle its arguments hold now: a call whose input has the same memory (the allocator's cache hands
+    # a step's new batch tensor the block the last one freed) rebinds nothing
+    self.bound: list[Any] = []
     checked = {(s.kernel.name, s.kernel.device): s.kernel for s in run if s.kernel is not None and s.kernel.checks}
     # as in run_steps: error words of asynchronous devices are read later (check_errors), the others after the replay
     self.deferred = {key: k for key, k in checked.items() if get_device(k.device).extra.get("synchronize") is not None}
@@ -114,7 +117,10 @@ class Replay:
         launches.append((k.program, args, bool(k.checks), k.dims))
       ll = get_device(group[0].kernel.device).extra["launch_list"](launches, launch_order(group, regions))  # type: ignore[union-attr]
       self.lists.append(ll)
-      self.bindings += [(ll, j, a, where[id(b)]) for j, s in enumerate(group) for a, b in enumerate(s.buffers) if id(b) in where]
+      for j, s in enumerate(group):
+        for a, b in enumerate(s.buffers):
+          if id(b) in where: self.bindings[where[id(b)]].append((ll, j, a))
+    self.bound = [b.handle for b in inputs]
 
   def _memory_plan(self, run: list[ScheduledKernel]) -> tuple[dict[Buffer, Any], dict[Buffer, Region]]:
     """Per device with `memory_view`: one block for the intermediates; their handles in it, and the bytes each takes of
@@ -135,7 +141,10 @@ class Replay:
 
   def run(self, inputs: list[Buffer]) -> None:
     """Launch every captured kernel with `inputs` in place of the captured inputs; raise the first failed check."""
-    for ll, launch, arg, i in self.bindings: ll.set_handle(launch, arg, inputs[i].handle)
+    for i, b in enumerate(inputs):
+      if (handle := b.handle) != self.bound[i]:
+        for ll, launch, arg in self.bindings[i]: ll.set_handle(launch, arg, handle)
+        self.bound[i] = handle
     failed = 0
     for ll in self.lists: failed |= ll()
     stats["kernels_run"] += self.kernels
