@@ -214,7 +214,7 @@ def error_handle(k: CompiledKernel) -> Any:
 def _failed_checks(kernels: list[CompiledKernel], reading: tuple[Buffer, ...] = ()) -> tuple[list[tuple[CompiledKernel, int]], list[np.ndarray]]:
   """Read and clear the error words of `kernels` (one copy per table), with the buffers `reading` in the same call (one wait
   on an asynchronous device): (the kernels whose checks failed, with their bits; the data of `reading`)."""
-  if not kernels and not reading: return [], []
+  if not kernels: return [], read_buffers(list(reading)) if reading else []  # (no words: a CPU read is the data alone)
   slots = [_error_slot(k) for k in kernels]
   tables = {id(table): table for table, _, _ in slots}
   data = read_buffers([*reading, *tables.values()])  # (one read per table, not per kernel)
