@@ -24,6 +24,8 @@ from picograd.frontend.reduce import ReduceMixin
 from picograd.frontend.movement import MovementMixin, cat, stack  # noqa: F401  (picograd.cat/stack, re-exported)
 from picograd.frontend.nn_ops import NNOpsMixin
 from picograd.engine.jit import register_frontend
+from picograd.engine.realize import realize, buffer_of, read_checked
+from picograd.engine.schedule import is_contiguous_view
 from picograd.frontend.conv import ConvMixin
 from picograd.frontend.math import MathMixin
 from picograd.frontend.random import RandomMixin
@@ -58,15 +60,16 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
       self.uop = data.uop if dtype is None else data.uop.cast(dtype)
       if data.device != self.device and device is not None: self.uop = _copy_uop(self.uop, data.device, self.device)
       return
-    if isinstance(data, (bool, int, float)) and not isinstance(data, np.generic):
-      dt = dtype or dtypes.of_python(data)
-      self.uop = UOp.const(dt, data)
-      return
-    if type(data).__module__.startswith("torch"): data = data.detach().cpu().numpy()
-    try:
-      arr = np.asarray(data)
-    except ValueError as e:  # numpy 2 refuses ragged nesting outright
-      raise ValueError(f"Tensor: cannot make a tensor from ragged data {data!r:.80} ({e})") from None
+    if type(data) is np.ndarray: arr = data  # (first: a training step makes its batches from arrays)
+    else:
+      if isinstance(data, (bool, int, float)) and not isinstance(data, np.generic):
+        self.uop = UOp.const(dtype or dtypes.of_python(data), data)
+        return
+      if type(data).__module__.startswith("torch"): data = data.detach().cpu().numpy()
+      try:
+        arr = np.asarray(data)
+      except ValueError as e:  # numpy 2 refuses ragged nesting outright
+        raise ValueError(f"Tensor: cannot make a tensor from ragged data {data!r:.80} ({e})") from None
     if arr.dtype == object: raise TypeError(f"Tensor: cannot make a tensor from ragged or non-numeric data {data!r:.80}")
     if dtype is None:
       if isinstance(data, (list, tuple)):  # Python lists follow PyTorch: floats -> float32, ints -> int64
@@ -112,7 +115,6 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
   # ---------------------------------------------------------------- realizing
   def realize(self, *others: "Tensor") -> "Tensor":
     """Run the kernels needed for this tensor (and `others`) now."""
-    from picograd.engine.realize import realize
     graphs = _graphs_for_grad([self, *others])
     tensors = [self, *others]
     for t, u in zip(tensors, realize(tensors)): t.uop = u  # the engine returns buffers; each tensor points itself at its own
@@ -120,19 +122,20 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
     return self
 
   def numpy(self) -> np.ndarray:
-    from picograd.engine.realize import realize, buffer_of, read_checked
-    graphs = _graphs_for_grad([self])
-    (self.uop,) = realize([self])
-    buf = buffer_of(self.uop)
-    for t, u in graphs.items(): t.uop = u
+    uop = self.uop
+    if not is_contiguous_view(uop):  # (a realized tensor, such as a jitted step's loss, is read without a plan)
+      graphs = _graphs_for_grad([self])
+      (uop,) = realize([self])
+      self.uop = uop
+      for t, u in graphs.items(): t.uop = u
     # runtime checks of kernels on asynchronous devices (CUDA) are read where the host waits anyway, with the data
-    host = read_checked(buf)
+    host = read_checked(buffer_of(uop))
     if self.dtype == dtypes.bfloat16: host = _bfloat16_bits_to_float32(host)
     return host.reshape(self.shape)
 
   def item(self) -> Scalar:
     if self.numel() != 1: raise RuntimeError(f"item: only a tensor with one element can become a Python scalar, not shape {self.shape}")
-    return self.numpy().reshape(()).item()
+    return self.numpy().item()
   def tolist(self) -> Any: return self.numpy().tolist()
   def data(self) -> np.ndarray: return self.numpy()
 
@@ -154,8 +157,6 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
       self._requires_grad = False
       return
     if not self.dtype.is_float: raise RuntimeError(f"requires_grad: only floating-point tensors can require gradients, not {self.dtype.name}")
-    from picograd.engine.realize import realize
-    from picograd.engine.schedule import is_contiguous_view
     # a leaf must be a node of its own: lazy values are hash-consed (two Tensor.zeros(3) are one UOp), a buffer is not
     if not is_contiguous_view(self.uop): (self.uop,) = realize([self])
     self._requires_grad = True
@@ -286,7 +287,6 @@ class Tensor(CreationMixin, ElementwiseMixin, ReduceMixin, MovementMixin, NNOpsM
     # the offset is data, not a constant, so every call builds the same graph (one schedule, one kernel)
     counter = Tensor(np.array([offset & 0xFFFFFFFF], dtype=np.uint32), device=device)
     from picograd.engine.capture import record_rng_draw
-    from picograd.engine.realize import buffer_of
     record_rng_draw(buffer_of(counter.uop), n)  # a JIT replay rewrites this counter instead of rebuilding the graph
     start = counter.reshape(())
     x = (idx + start) ^ key
@@ -405,7 +405,6 @@ def _graphs_for_grad(tensors: Sequence["Tensor"]) -> dict["Tensor", UOp]:
   from. Such a tensor gets its graph back after the realize: the engine remembers which buffer
   holds that graph's value, so later schedules read the buffer instead of recomputing it.
   """
-  from picograd.engine.schedule import is_contiguous_view
   return {t: t.uop for t in tensors if t._requires_grad is None and not is_contiguous_view(t.uop) and t.requires_grad}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math, weakref
 import numpy as np
 from enum import Enum, auto
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 from picograd.dtype import DType, dtypes, round_bf16
 from picograd.helpers import prod
 
@@ -129,18 +129,21 @@ class UOpMeta(type):
   """Hash-consing: UOp(op, dtype, src, arg) returns the existing node when one is alive.
 
   The table holds weak references (a node lives as long as someone uses it). It is a plain dict of `_LiveRef`s rather than
-  a `WeakValueDictionary`, whose get and set run in Python: building a node is on every eager call's path."""
+  a `WeakValueDictionary`, whose get and set run in Python: building a node is on every eager call's path. For the same
+  reason a new node's fields are set here, not by an `__init__` called through `type.__call__` (~0.4 us of every node)."""
   live: dict[tuple, _LiveRef] = {}
 
   def __call__(cls, op: Ops, dtype: DType = dtypes.void, src: tuple = (), arg: Any = None):
     # (0.0 == -0.0 and nan != nan in Python: a float constant is keyed by its exact bits)
     key = (op, dtype, src, ("float", arg.hex()) if isinstance(arg, float) else arg)
     if (ref := UOpMeta.live.get(key)) is not None and (node := ref()) is not None: return node
-    node = super().__call__(op, dtype, src, arg)
-    ref = _LiveRef(node, _forget)
+    new: UOp = object.__new__(cls)  # type: ignore[arg-type]  # (cls is UOp, which the checker sees as a UOpMeta)
+    new.op, new.dtype, new.src, new.arg = op, dtype, src, arg
+    new.shape = _shape_of(op, src, arg)
+    ref = _LiveRef(new, _forget)
     ref.key = key
     UOpMeta.live[key] = ref
-    return node
+    return new
 
 
 def _forget(ref: _LiveRef) -> None:
@@ -149,12 +152,16 @@ def _forget(ref: _LiveRef) -> None:
 
 
 class UOp(metaclass=UOpMeta):
-  """An immutable IR node: (op, dtype, src, arg). Tensor-level nodes also carry a shape."""
+  """An immutable IR node: (op, dtype, src, arg). Tensor-level nodes also carry a shape. Built by `UOp(op, dtype, src,
+  arg)`, which returns the live node with those fields if there is one (`UOpMeta.__call__` sets a new node's fields)."""
   __slots__ = ("op", "dtype", "src", "arg", "shape", "__weakref__")
-
-  def __init__(self, op: Ops, dtype: DType, src: tuple["UOp", ...] = (), arg: Any = None):
-    self.op, self.dtype, self.src, self.arg = op, dtype, src, arg
-    self.shape: tuple[int, ...] | None = _shape_of(op, src, arg)
+  op: Ops
+  dtype: DType
+  src: tuple["UOp", ...]
+  arg: Any
+  shape: tuple[int, ...] | None
+  if TYPE_CHECKING:  # the arguments `UOp(...)` takes, for the type checker (no __init__ runs)
+    def __init__(self, op: Ops, dtype: DType = dtypes.void, src: tuple["UOp", ...] = (), arg: Any = None) -> None: ...
 
   def __repr__(self) -> str:
     return f"UOp({self.op}, {self.dtype}, arg={self.arg!r}, src=<{len(self.src)}>{', shape='+str(self.shape) if self.shape is not None else ''})"

@@ -204,7 +204,9 @@ class Buffer:
   def copyin(self, data: np.ndarray) -> "Buffer":
     data = np.ascontiguousarray(data, dtype=self.dtype.np)
     assert data.size == self.size, f"copyin of {data.size} elements into a buffer of {self.size}"
-    if self.size: get_device(self.device).allocator.copyin(self.handle, data.reshape(-1).data.cast("B"))
+    if self.size:
+      handle = self.handle  # (taking memory sets `_allocator`)
+      self._allocator.copyin(handle, data.data.cast("B"))  # (contiguous: its bytes in order)
     return self
 
   def numpy(self) -> np.ndarray: return read_buffers([self])[0]
