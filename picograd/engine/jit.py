@@ -29,24 +29,21 @@ import time
 from picograd.helpers import JIT, DEBUG, GRAPH
 from picograd.runtime.device import Buffer, get_device
 from picograd.engine.capture import Capture, capture, capturing
-from picograd.engine.realize import buffer_of, run_steps
-from picograd.engine.schedule import is_contiguous_view
+from picograd.engine.realize import run_steps
+from picograd.engine.schedule import is_contiguous_view, strip_reshapes
 from picograd.engine.replay import Replay
 from picograd.engine import observe
 
 # registered by the frontend: the class of its lazy tensors, and the RNG hook: `draw(n)` takes n numbers from the
 # counter-based generator and returns the counter they start at (a replay rewrites each captured draw's counter with it)
-_tensor_type: type | None = None
+_tensor_types: tuple[type, ...] = ()  # (a tuple for isinstance: nothing is a tensor before the frontend registers)
 _draw: Callable[[int], int] | None = None
 
 
 def register_frontend(tensor_type: type, draw: Callable[[int], int]) -> None:
   """Called once by the frontend: what a tensor is, and how to advance its random-number counter."""
-  global _tensor_type, _draw
-  _tensor_type, _draw = tensor_type, draw
-
-
-def _is_tensor(a: Any) -> bool: return _tensor_type is not None and isinstance(a, _tensor_type)
+  global _tensor_types, _draw
+  _tensor_types, _draw = (tensor_type,), draw
 
 
 def _parameters(fn: Callable[..., Any]) -> inspect.Signature | None:
@@ -70,19 +67,22 @@ def _leaves(params: inspect.Signature | None, args: tuple, kwargs: dict) -> list
 def _frozen(leaves: list[Any]) -> list[Any]:
   """What the capture baked in from the non-tensor arguments: numbers and strings by value, other objects by identity."""
   return [(type(a), a) if isinstance(a, (int, float, complex, str, bytes, type(None))) else ("object", id(a))
-          for a in leaves if not _is_tensor(a)]
+          for a in leaves if not isinstance(a, _tensor_types)]
 
 
 def _inputs(leaves: list[Any]) -> tuple[list[Buffer], list[tuple]]:
   """The buffers of the tensors among `leaves` (lazy ones are computed now: a replay swaps in whole buffers) and the call's
   signature: per input (shape, dtype, device, the index of the first input with the same buffer)."""
-  inputs = [a for a in leaves if _is_tensor(a)]
-  lazy = [t for t in inputs if not is_contiguous_view(t.uop)]
-  if lazy: lazy[0].realize(*lazy[1:])
-  buffers = [buffer_of(t) for t in inputs]
-  # aliasing is part of the signature: a replay maps each captured input buffer to one new buffer
-  first: dict[int, int] = {}
-  signature = [(t.shape, t.dtype, t.device, first.setdefault(id(b), i)) for i, (t, b) in enumerate(zip(inputs, buffers))]
+  inputs: list[Any] = [a for a in leaves if isinstance(a, _tensor_types)]
+  if lazy := [t for t in inputs if not is_contiguous_view(t.uop)]: lazy[0].realize(*lazy[1:])
+  # one loop, reading each graph's fields directly (a replay's whole Python cost is a few microseconds)
+  buffers: list[Buffer] = []
+  signature: list[tuple] = []
+  first: dict[int, int] = {}  # aliasing is part of the signature: a replay maps each captured input buffer to one new buffer
+  for i, t in enumerate(inputs):
+    u = t.uop
+    buffers.append(buf := strip_reshapes(u).arg)
+    signature.append((u.shape, u.dtype, t.device, first.setdefault(id(buf), i)))
   return buffers, signature
 
 
@@ -118,7 +118,7 @@ class Jit:
     if self.calls == 1:
       with capture() as captured:
         self.result = self.fn(*args, **kwargs)
-        outs = [t for t in _flatten(self.result) if _is_tensor(t)]
+        outs: list[Any] = [t for t in _flatten(self.result) if isinstance(t, _tensor_types)]
         if outs: outs[0].realize(*outs[1:])
       self.capture = captured
       self.calls += 1  # only a capture that completed (no failed check, no exception in fn) is replayed

@@ -44,8 +44,9 @@ class Allocator:
 
   def alloc(self, nbytes: int) -> Any:
     with self.lock:
-      if blocks := self.cache.get(nbytes):
-        self._count(nbytes, 0)
+      if blocks := self.cache.get(nbytes):  # (a training step's batch tensors take the blocks the last step's freed)
+        self.current += nbytes
+        if self.current > self.peak: self.peak = self.current
         return blocks.pop()
     try:
       handle = self._alloc(nbytes)
@@ -65,7 +66,8 @@ class Allocator:
 
   def free(self, handle: Any, nbytes: int) -> None:
     with self.lock:
-      self.cache.setdefault(nbytes, []).append(handle)
+      if (blocks := self.cache.get(nbytes)) is None: blocks = self.cache[nbytes] = []
+      blocks.append(handle)
       self.current -= nbytes
 
   def free_cache(self) -> None:
@@ -173,6 +175,7 @@ def get_device(name: str | None = None) -> Device:
 
 class Buffer:
   """`size` elements of `dtype` on `device`. Memory is taken on first use and handed back to the cache when freed."""
+  __slots__ = ("_handle", "_allocator", "device", "size", "dtype")  # (a training step makes one per batch tensor)
 
   def __init__(self, device: str, size: int, dtype: DType):
     self._handle: Any = None  # first: `__del__` reads it even when a bad device name raises below
