@@ -17,7 +17,7 @@ B, H, T, D = 1, 2, 80, 32  # T not a multiple of the 64-row tiles
 
 @pytest.fixture(autouse=True)
 def recomputing_on_cuda(monkeypatch):
-  """The rule on for CUDA (off by default until the plan has run on a GPU), with no schedule cached without it."""
+  """The rule on for CUDA (the default), with no schedule cached without it."""
   monkeypatch.setattr(schedule, "TENSOR_CORE_RECOMPUTE_DEVICES", {"CUDA"})
   monkeypatch.setattr(realize, "_templates", {})
 

@@ -12,10 +12,11 @@ reading two product sums, the row max and sum; the same form codegen/cpu_flash_b
 recognizes it, `map_recomputed` writes it with the ops of the forward's flash plan (flash.py):
 
 - a block (SPECIAL) per batch value and tile of BM = 64 rows r; 4 warps, warp w owning rows 16w..16w + 15;
-- every a_n's row tile is staged in shared memory once; per tile of BN = 64 values of s (a loop holding BARRIERs) the tiles
-  of every b_n and of F go into shared memory (two buffers each: cp.async where all are plain loads of 16-bit buffers, else
-  registers stored at the end of the iteration);
-- each P_n of the warp's 16 x 64 by a chain of mma.sync m16n8k16 over k (a_n's fragments loaded once); T runs per lane value
+- every a_n's row tile is staged in shared memory once; per tile of BN = 64 values of s (32 where two product sums share
+  the registers: `s_tile`; a loop holding BARRIERs) the tiles of every b_n and of F go into shared memory (two buffers
+  each: cp.async where all are plain loads of 16-bit buffers, else registers stored at the end of the iteration), and so do
+  the values of T that vary along s alone (dK's and dV's row max, sum and row term, one per query);
+- each P_n of the warp's 16 x tile by a chain of mma.sync m16n8k16 over k (a_n's fragments loaded once); T runs per lane value
   with its row and s substituted (values of s past the end: the reduction's identity);
 - with F: T packed from the lane's registers as A fragments (FRAGMENT "pack", rounded to h in pairs: the m16n8k16 C layout
   of two 8-wide tiles is the A layout of one 16-deep step, as the forward packs P) times F (ldmatrix.trans), summed over the
@@ -140,11 +141,21 @@ def match_recomputed_cuda(sink: UOp, target: CUDATarget) -> RecomputedGPU | None
   return RecomputedGPU(st, red, s, batch, r, d, tuple(products), term, f, half, bound)
 
 
+# values of s per tile in kernels with two product sums (dQ, dK): their warps hold two 16 x tile score blocks beside the
+# 16 x D accumulators. At 64, 166-211 registers left room for two blocks an SM; at 32, 128-144 (H200, causal bf16 SDPA
+# fwd+bwd, B=64 H=6 D=64: dQ + dK 167 -> 138 us at T = 256, 1174 -> 1085 us at T = 1024; 32 for O and dV too gained < 3 us)
+TWO_PRODUCTS_S_TILE = 32
+
+
+def s_tile(fr: RecomputedGPU) -> int: return BN if len(fr.products) == 1 else TWO_PRODUCTS_S_TILE
+
+
 def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   """The recomputed plan (module docstring) for lowered kernel `sink` matched as `fr`."""
   T, Ts = fr.r.arg[1], fr.s.arg[1]
+  bn = s_tile(fr)
   D = fr.d.arg[1] if fr.d is not None else 0
-  tiles_r, tiles_s = ceildiv(T, BM), ceildiv(Ts, BN)
+  tiles_r, tiles_s = ceildiv(T, BM), ceildiv(Ts, bn)
   nb = prod(g.arg[1] for g in fr.batch)
   next_id = max((n.arg[0] for n in toposort([sink, fr.store]) if n.op is Ops.RANGE), default=-1) + 1
   block = special("block", nb * tiles_r)
@@ -163,11 +174,11 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   if fr.bound is not None and fr.bound[0] == "upto":
     last_row = rt * BM + (BM - 1)
     if T % BM: last_row = (last_row < T).where(last_row, UOp.const(INT, T - 1))
-    seen = (_put(fr.bound[1], {fr.r: last_row}) // BN + 1).cast(INT)
+    seen = (_put(fr.bound[1], {fr.r: last_row}) // bn + 1).cast(INT)
     count = (seen < tiles_s).where(seen, UOp.const(INT, tiles_s))
   elif fr.bound is not None:
     first = _put(fr.bound[1], {fr.r: rt * BM}).cast(INT)
-    first = (first < 0).where(zero, first) // BN
+    first = (first < 0).where(zero, first) // bn
     count = (first < tiles_s).where(UOp.const(INT, tiles_s) + -first, UOp.const(INT, 1))
   st = UOp(Ops.RANGE, INT, (count,) if count is not None else (), (next_id, tiles_s, "reduce"))
   once = UOp(Ops.RANGE, INT, (), (next_id + 1, 1, "reduce"))
@@ -178,37 +189,37 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   # shared memory: each a_n's row tile once, two buffers of each b_n's and F's tiles of s
   las = [Layout(False, p.k.arg[1] + 8) for p in fr.products]
   sas = [UOp(Ops.DEFINE_LOCAL, h, (), (n, BM * (p.k.arg[1] + 8))) for n, p in enumerate(fr.products)]
-  sbs = [UOp(Ops.DEFINE_LOCAL, h, (), (len(sas) + n, 2 * BN * (p.k.arg[1] + 8))) for n, p in enumerate(fr.products)]
+  sbs = [UOp(Ops.DEFINE_LOCAL, h, (), (len(sas) + n, 2 * bn * (p.k.arg[1] + 8))) for n, p in enumerate(fr.products)]
   lf = Layout(True, D + 8)  # s (the product's k) along the rows: read transposed (ldmatrix.trans)
-  sf = UOp(Ops.DEFINE_LOCAL, h, (), (2 * len(sas), 2 * BN * (D + 8))) if fr.f is not None else None
-  wbs = [_width(p.b, p.k, BN, p.k.arg[1]) for p in fr.products]
-  wf = _width(fr.f, fr.d, BN, D) if fr.f is not None and fr.d is not None else 8
+  sf = UOp(Ops.DEFINE_LOCAL, h, (), (2 * len(sas), 2 * bn * (D + 8))) if fr.f is not None else None
+  wbs = [_width(p.b, p.k, bn, p.k.arg[1]) for p in fr.products]
+  wf = _width(fr.f, fr.d, bn, D) if fr.f is not None and fr.d is not None else 8
   copy = all(w == 8 for w in wbs) and wf == 8 and all(p.b.dtype == h for p in fr.products) and (fr.f is None or fr.f.dtype == h)
   # values of T read from memory along s alone (dK's and dV's row max, sum and row term: one per query) come with the tiles,
-  # BN to a buffer by 16-byte copies of the first threads, instead of a global load per lane value, each waited for
+  # bn to a buffer by 16-byte copies of the first threads, instead of a global load per lane value, each waited for
   base = set(fr.batch)
   vectors = [n for n in toposort([fr.term]) if n.op is Ops.LOAD and len(n.src) == 2 and n.src[0].op is Ops.PARAM and
              n.dtype.itemsize == 4 and fr.s in _loops(n) and _loops(n) <= base | {fr.s} and contiguous_in(n.src[1], fr.s, 4)] \
     if copy and Ts % 4 == 0 else []
-  # (two buffers of BN, then a spare 16 bytes that the threads with nothing to copy fill with zeros)
-  svs = [UOp(Ops.DEFINE_LOCAL, v.dtype, (), (2 * len(sas) + 1 + n, 2 * BN + 4)) for n, v in enumerate(vectors)]
+  # (two buffers of bn, then a spare 16 bytes that the threads with nothing to copy fill with zeros)
+  svs = [UOp(Ops.DEFINE_LOCAL, v.dtype, (), (2 * len(sas) + 1 + n, 2 * bn + 4)) for n, v in enumerate(vectors)]
 
   def s_tiles(tile: UOp, slot: UOp, *after: UOp) -> list[UOp]:
     """The STOREs (or ASYNC_COPYs) of tile `tile` of s of every b_n and F into buffer `slot` (past the end: read at 0)."""
     # (a reversed index's tile after the last is -1: read at tile 0, as the tile after the last is read at 0 going forward)
     if reverse: tile = (tile < 0).where(zero, tile)
-    def at(x: UOp) -> UOp: return _clamp(tile * BN + x, Ts, (tiles_s + 1) * BN)[0]
+    def at(x: UOp) -> UOp: return _clamp(tile * bn + x, Ts, (tiles_s + 1) * bn)[0]
     out: list[UOp] = []
     for p, sb, lb, wb in zip(fr.products, sbs, las, wbs):
       K = p.k.arg[1]
-      out += _tile(sb, slot * (BN * (K + 8)), lb, BN, K, lambda x, c, p=p: _put(p.b, {**batch, fr.s: at(x), p.k: c}), wb, tid, False,
+      out += _tile(sb, slot * (bn * (K + 8)), lb, bn, K, lambda x, c, p=p: _put(p.b, {**batch, fr.s: at(x), p.k: c}), wb, tid, False,
                    *after, copy=copy)
     if fr.f is not None and sf is not None and fr.d is not None:
       f, dd = fr.f, fr.d
-      out += _tile(sf, slot * (BN * (D + 8)), lf, BN, D, lambda x, c: _put(f, {**batch, fr.s: at(x), dd: c}), wf, tid, True, *after, copy=copy)
-    busy, x = tid < BN // 4, tid % (BN // 4) * 4
+      out += _tile(sf, slot * (bn * (D + 8)), lf, bn, D, lambda x, c: _put(f, {**batch, fr.s: at(x), dd: c}), wf, tid, True, *after, copy=copy)
+    busy, x = tid < bn // 4, tid % (bn // 4) * 4
     for local, vec in zip(svs, vectors):
-      out.append(UOp(Ops.ASYNC_COPY, dtypes.void, (local, busy.where(slot * BN + x, UOp.const(INT, 2 * BN)), vec.src[0],
+      out.append(UOp(Ops.ASYNC_COPY, dtypes.void, (local, busy.where(slot * bn + x, UOp.const(INT, 2 * bn)), vec.src[0],
                                                    _put(vec.src[1], {**batch, fr.s: at(x)}), busy, *after), 16))
     return out
   first_stores: list[UOp] = []
@@ -237,24 +248,24 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
     K = p.k.arg[1]
     fas = [frag(sa, la, la.at(warp * 16, k16 * 16), "a", a_ready) for k16 in range(K // 16)]
     def b_at(n2: int, k16: int, sb: UOp = sb, la: Layout = la, K: int = K) -> UOp:
-      return frag(sb, la, (st & 1) * (BN * (K + 8)) + la.at(n2 * 16, k16 * 16), "b2", loaded, *ahead)
-    for c8, chain in mma_chains(fas, b_at, BN, kind):
+      return frag(sb, la, (st & 1) * (bn * (K + 8)) + la.at(n2 * 16, k16 * 16), "b2", loaded, *ahead)
+    for c8, chain in mma_chains(fas, b_at, bn, kind):
       for q in range(4):
         scores[(n_, c8, q)] = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), once), Ops.ADD)
-  for n8 in range(BN // 8):
+  for n8 in range(bn // 8):
     for q in range(4):
       row, col = warp * 16 + g + 8 * (q // 2), n8 * 8 + tq * 2 + q % 2
-      sv = tile * BN + col
+      sv = tile * bn + col
       at = {**{p.node: scores[(n_, n8, q)] for n_, p in enumerate(fr.products)}, **batch, fr.r: row_at(row),
-            fr.s: _clamp(sv, Ts, tiles_s * BN)[0],
-            **{vec: UOp(Ops.LOAD, vec.dtype, (local, (st & 1) * BN + col, loaded)) for local, vec in zip(svs, vectors)}}
+            fr.s: _clamp(sv, Ts, tiles_s * bn)[0],
+            **{vec: UOp(Ops.LOAD, vec.dtype, (local, (st & 1) * bn + col, loaded)) for local, vec in zip(svs, vectors)}}
       v = _put(fr.term, at)
-      values[(n8, q)] = (sv < Ts).where(v, identity) if tiles_s * BN > Ts else v
+      values[(n8, q)] = (sv < Ts).where(v, identity) if tiles_s * bn > Ts else v
   outs: list[tuple[UOp, int, UOp]] = []  # (value, row in the tile, column or None)
   if fr.f is not None and sf is not None:
     # T as A fragments straight from the lane registers, times F's tile, summed over the tiles of s
-    for c8, chain in packed_products(lambda n, q: values[(n, q)], h, kind, BN // 16, D,
-                                     lambda n2, k16: frag(sf, lf, (st & 1) * (BN * (D + 8)) + lf.at(n2 * 16, k16 * 16), "b2", loaded)):
+    for c8, chain in packed_products(lambda n, q: values[(n, q)], h, kind, bn // 16, D,
+                                     lambda n2, k16: frag(sf, lf, (st & 1) * (bn * (D + 8)) + lf.at(n2 * 16, k16 * 16), "b2", loaded)):
       for q in range(4):
         acc = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), st), Ops.ADD)
         outs.append((acc, warp * 16 + g + 8 * (q // 2), UOp.const(INT, c8 * 8) + tq * 2 + q % 2))
@@ -262,7 +273,7 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
     # one value per row: the lane's 16 per tile, over the tiles, then over its quad of lanes
     for r2 in range(2):
       total = values[(0, 2 * r2)]
-      for n8 in range(BN // 8):
+      for n8 in range(bn // 8):
         for q in (2 * r2, 2 * r2 + 1):
           if (n8, q) != (0, 2 * r2): total = total.alu(fr.red.arg, values[(n8, q)])
       acc = UOp(Ops.GROUP_REDUCE, dtypes.float32, (UOp(Ops.REDUCE, dtypes.float32, (total, st), fr.red.arg),), (fr.red.arg, 4))
@@ -283,7 +294,7 @@ def describe_recomputed_cuda(fr: RecomputedGPU) -> str:
   what = f"times {fr.d.arg[1]} columns by mma.sync" if fr.d is not None else f"a {'sum' if fr.red.arg is Ops.ADD else 'max'} per row (quad shuffles)"
   skip = {"upto": "; tiles of s past the causal diagonal skipped", "from": "; tiles of s before the causal diagonal skipped"}
   return (f"recomputed scores on tensor cores {fr.r.arg[1]}x{fr.s.arg[1]}, {len(fr.products)} product sum(s) of k = "
-          f"{', '.join(str(p.k.arg[1]) for p in fr.products)}: a block per {BM} rows ({BM // 16} warps of 16), tiles of {BN} through "
+          f"{', '.join(str(p.k.arg[1]) for p in fr.products)}: a block per {BM} rows ({BM // 16} warps of 16), tiles of {s_tile(fr)} through "
           f"shared memory, mma.sync m16n8k16 {fr.kind}, {what}" + (skip[fr.bound[0]] if fr.bound is not None else ""))
 
 
