@@ -1,7 +1,7 @@
 """GPU benchmark of attention's training step: causal SDPA of bfloat16 tensors (B=64, H=6, D=64; T=256 and 1024), forward and
 backward, with the scores recomputed (codegen/cuda/flash_bwd.py: "CUDA" in engine/schedule.py
-TENSOR_CORE_RECOMPUTE_DEVICES, the default) and stored (CUDA taken out of it), beside PyTorch's SDPA (flash) in one process. Per kernel: its plan and median GPU
-time (CUDA events, after warm-up); the gradients are checked against PyTorch's on the same data.
+TENSOR_CORE_RECOMPUTE_DEVICES, the default) and stored (CUDA taken out of it), beside PyTorch's SDPA (flash) in one
+process. Per kernel: its plan and median GPU time (CUDA events, after warm-up); the gradients are checked against PyTorch's on the same data.
 
   python bench/attention_gpu.py [--runs 20] [--warmup 3] [--T 256 1024]
 """

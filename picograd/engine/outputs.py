@@ -16,12 +16,15 @@ being computed: through no movement op (`_reads_in_place`). Merging must keep th
 possible: no kernel outside a group may run between two of its members (a path through it would be a
 cycle), and a kernel that reads a buffer's old value never joins the group of the ASSIGN that
 overwrites it (within one kernel the load could come after the store). Kernels with reductions are left
-alone (their loops are planned per output: GEMM tiles, row plans, split-K).
+alone (their loops are planned per output: GEMM tiles, row plans, split-K), except sums over one recomputed product
+(`recomputed_groups`): attention's dK and dV each sum a term of the scores q . k over the queries, and one kernel computes
+the scores once for both (FlashAttention-2's backward; codegen/cuda/flash_bwd.py maps a kernel of several such stores).
 """
 from __future__ import annotations
 from dataclasses import dataclass
 from picograd.helpers import prod
-from picograd.ir.ops import UOp, Ops, MOVEMENT, toposort
+from picograd.ir.ops import UOp, Ops, ALU, MOVEMENT, toposort
+from picograd.engine.reassociate import view_labels
 
 # device kinds whose codegen takes several STOREs over one loop nest (lowering, the CPU passes, the CUDA flat/lanes plans)
 MULTI_OUTPUT_DEVICES = {"CPU", "PYTHON", "CUDA"}
@@ -130,4 +133,50 @@ def output_groups(cands: dict[int, Candidate], deps: list[set[int]]) -> list[lis
   return [sorted(groups.members[g]) for gs in by_key.values() for g in gs]
 
 
-__all__ = ["Candidate", "MULTI_OUTPUT_DEVICES", "SMALL_OUTPUT", "mergeable", "output_groups"]
+def _summed_axis(red: UOp, product: UOp) -> int | None:
+  """The axis of `product` (a reduction inside `red`'s fused graph) that the single-axis sum `red` runs along, followed
+  through elementwise ops and the views that permute, broadcast or add and remove size-1 axes; None where no path shows it
+  or two paths disagree."""
+  if len(red.arg[1]) != 1: return None
+  axis = red.arg[1][0]
+  found: set[int | None] = set()
+  stack: list[tuple[UOp, tuple[int | None, ...]]] = [(red.src[0], tuple(range(len(red.src[0].tshape))))]
+  seen: set[tuple[UOp, tuple[int | None, ...]]] = set()
+  while stack:
+    n, labels = stack.pop()
+    if (n, labels) in seen: continue
+    seen.add((n, labels))
+    if n is product: found.add(labels.index(axis) if axis in labels else None)
+    elif n.op in ALU or n.op is Ops.DETACH: stack.extend((x, labels) for x in n.src if x.shape is not None and x.tshape == n.tshape)
+    elif n.op in MOVEMENT and (v := view_labels(n, labels)) is not None: stack.append((n.src[0], v))
+  return found.pop() if len(found) == 1 else None
+
+
+def recomputed_groups(reductions: dict[int, tuple[UOp, tuple, frozenset[UOp]]], deps: list[set[int]],
+                      merged: list[list[int]]) -> list[list[int]]:
+  """Groups of reduction kernels (by index) to compute in one pass over one recomputed product: `reductions[i]` = (the
+  kernel's single-axis sum, its key (device, output shape), the reductions fused into it). Kernels join when they share a
+  fused product and sum it along the same axis (dK and dV over the queries; not dQ, over the keys), and neither needs the
+  other's result, directly or through other kernels (`merged`: the groups output_groups made, which are one kernel each).
+  `deps[i]`: the kernels i must run after."""
+  def along(i: int, products: frozenset[UOp]) -> set[tuple[UOp, int]]:
+    red = reductions[i][0]
+    return {(p, a) for p in products if (a := _summed_axis(red, p)) is not None}
+  groups = _Groups(len(deps), deps)
+  for group in merged:
+    for m in group[1:]: groups.join(m, group[0])
+  heads: list[int] = []
+  for j in sorted(reductions):
+    _, key, fused = reductions[j]
+    for g in heads:
+      members = groups.members[g]
+      if reductions[g][1] != key or not all(along(m, fused & reductions[m][2]) & along(j, fused & reductions[m][2]) for m in members): continue
+      if any(m in deps[j] or j in deps[m] for m in members): continue
+      if groups.path_through_others([j], members) or groups.path_through_others(members, [j]): continue
+      groups.join(j, g)
+      break
+    else: heads.append(j)
+  return [sorted(groups.members[g]) for g in heads if len(groups.members[g]) > 1]
+
+
+__all__ = ["Candidate", "MULTI_OUTPUT_DEVICES", "SMALL_OUTPUT", "mergeable", "output_groups", "recomputed_groups"]

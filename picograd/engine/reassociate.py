@@ -25,7 +25,7 @@ Factor = tuple[UOp, Labels]
 def _non1(shape: tuple[int, ...]) -> list[int]: return [a for a, s in enumerate(shape) if s != 1]
 
 
-def _view_labels(n: UOp, labels: Labels) -> Labels | None:
+def view_labels(n: UOp, labels: Labels) -> Labels | None:
   """The labels of a view's source axes, when the view only permutes, broadcasts, or inserts and removes size-1 axes."""
   src = n.src[0].tshape
   if n.op is Ops.PERMUTE:
@@ -63,7 +63,7 @@ def product_factors(value: UOp, labels: Labels, casts: bool = False) -> tuple[li
     elif n.op is Ops.WHERE and _is_zero(n.src[2]):  # where(keep, a, 0) (dropout): the gate keep is a factor of its own
       out.append((n.src[0], lab))
       stack.append((n.src[1], lab))
-    elif n.op in (Ops.PERMUTE, Ops.EXPAND, Ops.RESHAPE) and (v := _view_labels(n, lab)) is not None: stack.append((n.src[0], v))
+    elif n.op in (Ops.PERMUTE, Ops.EXPAND, Ops.RESHAPE) and (v := view_labels(n, lab)) is not None: stack.append((n.src[0], v))
     else: out.append((n, lab))
   return out, scale
 
@@ -139,7 +139,7 @@ def _rebuilt(n: UOp, lab: Labels, j: int, order: list[int], shape: tuple[int, ..
   memo = {} if memo is None else memo
   if (key := (n, lab)) in memo: return memo[key]
   if n.op in ALU or n.op is Ops.DETACH: out = UOp(n.op, n.dtype, tuple(_rebuilt(s, lab, j, order, shape, memo) for s in n.src), n.arg)
-  elif n.op in (Ops.PERMUTE, Ops.EXPAND, Ops.RESHAPE) and (v := _view_labels(n, lab)) is not None: out = _rebuilt(n.src[0], v, j, order, shape, memo)
+  elif n.op in (Ops.PERMUTE, Ops.EXPAND, Ops.RESHAPE) and (v := view_labels(n, lab)) is not None: out = _rebuilt(n.src[0], v, j, order, shape, memo)
   else:
     if j in lab: n, lab = n.shrink(tuple((0, 1) if x == j else (0, s) for x, s in zip(lab, n.tshape))), tuple(None if x == j else x for x in lab)
     out = _placed(n, lab, order, shape)

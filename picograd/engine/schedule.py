@@ -21,7 +21,7 @@ from picograd.dtype import DType, dtypes
 from picograd.helpers import EMULATE, NOOPT, RECOMPUTE_MIN, RECOMPUTE_MASKED_MIN, prod
 from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many, rebuild_hooks
 from picograd.engine.online_fusion import online_groups, half_product
-from picograd.engine.outputs import Candidate, mergeable, output_groups
+from picograd.engine.outputs import Candidate, mergeable, output_groups, recomputed_groups
 from picograd.engine.reassociate import reassociate
 from picograd.engine.recompute import recomputed
 
@@ -638,14 +638,26 @@ def _kernel_ast(roots: tuple[UOp, ...], boundaries: set[UOp], where: dict[UOp, B
   return UOp(Ops.SINK, dtypes.void, stores), inputs, leaves | ordered, tuple(dict.fromkeys(fused))
 
 
+def _outer_sum(root: UOp) -> UOp | None:
+  """The single-axis sum a kernel stores (through casts, reshapes and permutes), None for other kernels."""
+  while root.op in (Ops.CAST, Ops.RESHAPE, Ops.PERMUTE): root = root.src[0]
+  return root if root.op is Ops.REDUCE and len(root.arg[1]) == 1 else None
+
+
 def _merge_outputs(kernels: list[KernelSpec], computed: list[tuple[UOp, ...]], reads: list[set[UOp]], deps: list[set[int]],
                    boundaries: set[UOp], where: dict[UOp, Binding]) -> tuple[list[KernelSpec], list[tuple[UOp, ...]], list[set[UOp]]]:
-  """The kernels with the groups `engine/outputs.py:output_groups` picks (elementwise kernels of one loop shape) merged into
-  one kernel each, which stores all of their outputs. `deps`: `_dependences` of the kernels."""
+  """The kernels with the groups `engine/outputs.py:output_groups` picks (elementwise kernels of one loop shape) and, on
+  CUDA, `recomputed_groups` (sums over one recomputed product along the same axis: attention's dK and dV) merged into one
+  kernel each, which stores all of their outputs. `deps`: `_dependences` of the kernels."""
   candidates = {i: Candidate(computed[i][0], (k.device, computed[i][0].tshape), k.nodes, frozenset(reads[i]), k.bindings[0])
                 for i, k in enumerate(kernels) if mergeable(k.ast, k.device, computed[i][0], k.nodes, reads[i])}
-  groups = output_groups(candidates, deps)
-  if all(len(g) == 1 for g in groups): return kernels, computed, reads
+  groups = [g for g in output_groups(candidates, deps) if len(g) > 1]
+  # sums over one recomputed product (the CUDA plan maps several in one pass): a kernel of one output, a single-axis sum
+  reductions = {i: (red, (k.device, computed[i][0].tshape), frozenset(n for n in k.nodes if n.op is Ops.REDUCE and n is not red))
+                for i, k in enumerate(kernels) if len(computed[i]) == 1 and _on_cuda(k.device.split(":")[0])
+                and (red := _outer_sum(computed[i][0])) is not None and red in k.nodes}
+  groups += recomputed_groups(reductions, deps, groups)
+  if not groups: return kernels, computed, reads
   out_kernels, out_computed, out_reads = [], [], []
   merged = {i: g for g in groups for i in g}
   for i, k in enumerate(kernels):

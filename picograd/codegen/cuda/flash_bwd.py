@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 from picograd.dtype import DType, dtypes
 from picograd.helpers import ceildiv, prod
-from picograd.ir.ops import UOp, Ops, toposort, graph_rewrite
+from picograd.ir.ops import UOp, Ops, toposort, graph_rewrite, substitute
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast, \
   mma_chains, packed_products, causal_bound
@@ -52,22 +52,34 @@ class HalfProduct:
 
 
 @dataclass(frozen=True)
-class RecomputedGPU:
-  """A matched kernel (module docstring): its loops by role, the product sums, the term T and the factor F."""
+class RecomputedOut:
+  """One stored output of a matched kernel: its reduction over s, the term T and the factor F."""
   store: UOp
   red: UOp                  # the reduction over s (ADD or MAX) as lowered
+  term: UOp                 # T in float32 (with F: the value rounded to h as it is packed)
+  f: UOp | None             # F (along s and d), 16-bit
+  bound: tuple[str, UOp] | None  # ("upto", f(r)): T is the identity where s > f(r); ("from", f(r)): where s < f(r)
+
+
+@dataclass(frozen=True)
+class RecomputedGPU:
+  """A matched kernel (module docstring): its loops by role, the product sums its outputs share, and the outputs."""
   s: UOp
   batch: tuple[UOp, ...]    # outermost first
   r: UOp
   d: UOp | None
   products: tuple[HalfProduct, ...]
-  term: UOp                 # T in float32 (with F: the value rounded to h as it is packed)
-  f: UOp | None             # F (along s and d), 16-bit
   half: DType
-  bound: tuple[str, UOp] | None  # ("upto", f(r)): T is the identity where s > f(r); ("from", f(r)): where s < f(r)
+  outs: tuple[RecomputedOut, ...]
 
   @property
   def kind(self) -> str: return HALVES[self.half]
+
+  @property
+  def bound(self) -> tuple[str, UOp] | None:
+    """The tiles of s every output skips: where all outputs have the same positional bound."""
+    first = self.outs[0].bound
+    return first if all(o.bound == first for o in self.outs) else None
 
 
 def _gate(u: UOp, zero: bool, products: set[UOp]) -> UOp | None:
@@ -85,16 +97,45 @@ def _gate(u: UOp, zero: bool, products: set[UOp]) -> UOp | None:
   return None
 
 
+def _outer(value: UOp) -> UOp | None:
+  """The one reduction of `value` that reads another (the sum over s of terms built from product sums), or None."""
+  outer = [n for n in toposort([value]) if n.op is Ops.REDUCE and any(x.op is Ops.REDUCE for x in toposort([n.src[0]]))]
+  return outer[0] if len(outer) == 1 and len(outer[0].src) == 2 else None
+
+
+def _one_loop(sink: UOp) -> UOp | None:
+  """A kernel of several stores (dK and dV: engine/schedule.py merges the reductions over one recomputed product) with the
+  stores' sums over one loop s, and equal product sums (the same factors over their own loops k) as one node; None where
+  the stores' sums run over loops of different sizes."""
+  outers = [_outer(st.src[2]) for st in sink.src]
+  if any(o is None for o in outers): return None
+  s = outers[0].src[1]  # type: ignore[union-attr]
+  if any(o.src[1].arg[1] != s.arg[1] for o in outers): return None  # type: ignore[union-attr]
+  sink = substitute(sink, {o.src[1]: s for o in outers[1:]})  # type: ignore[union-attr]
+  firsts: list[UOp] = []
+  same: dict[UOp, UOp] = {}
+  for n in toposort([sink]):
+    if n.op is not Ops.REDUCE or len(n.src) != 2 or any(x.op is Ops.REDUCE for x in toposort([n.src[0]])): continue
+    match = next((m for m in firsts if m.arg is n.arg and m.src[1].arg[1] == n.src[1].arg[1]
+                  and substitute(n.src[0], {n.src[1]: m.src[1]}) is m.src[0]), None)
+    if match is None: firsts.append(n)
+    else: same[n] = match
+  return substitute(sink, same) if same else sink
+
+
 def match_recomputed_cuda(sink: UOp, target: CUDATarget) -> RecomputedGPU | None:
-  """The recomputed-score form of lowered kernel `sink` (module docstring) on a GPU with mma.sync (sm_80+), or None."""
-  if target.cc < 80 or len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
+  """The recomputed-score form of lowered kernel `sink` (module docstring) on a GPU with mma.sync (sm_80+), or None. A
+  kernel of several stores (each a sum over the same s of terms of the same product sums) is one pass with an output each."""
+  if target.cc < 80 or any(st.op is not Ops.STORE or len(st.src) != 3 for st in sink.src): return None
+  if len(sink.src) > 1:
+    if (unified := _one_loop(sink)) is None: return None
+    sink = unified
   nodes = toposort([sink])
   if any(n.op is Ops.CHECK for n in nodes): return None
-  reduces = [n for n in nodes if n.op is Ops.REDUCE]
-  outer = [n for n in reduces if any(x.op is Ops.REDUCE for x in toposort([n.src[0]]))]
-  if len(outer) != 1 or (red := outer[0]).arg not in (Ops.ADD, Ops.MAX) or len(red.src) != 2 or red.dtype != dtypes.float32: return None
-  s = red.src[1]
-  inner = [n for n in reduces if n is not red]
+  reds = [_outer(st.src[2]) for st in sink.src]
+  if any(red is None or red.arg not in (Ops.ADD, Ops.MAX) or red.dtype != dtypes.float32 for red in reds): return None
+  s = reds[0].src[1]  # type: ignore[union-attr]
+  inner = [n for n in nodes if n.op is Ops.REDUCE and n not in reds]
   glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda g: g.arg[0])
   products: list[HalfProduct] = []
   halves: set[DType] = set()
@@ -118,27 +159,32 @@ def match_recomputed_cuda(sink: UOp, target: CUDATarget) -> RecomputedGPU | None
   base = set(batch)
   if any(not (_loops(p.a) <= base | {r, p.k} and _loops(p.b) <= base | {s, p.k}) for p in products): return None
   if any(p.k.arg[1] % 16 or not 16 <= p.k.arg[1] <= 128 for p in products): return None
-  stands = {p.node for p in products}
-  f: UOp | None = None
-  if d is not None:
-    # R = sum_s float(h(T) * F): F along s and d, T without d
-    if red.arg is not Ops.ADD or (hp := _half_product(red.src[0])) is None or hp[2] != half: return None
-    with_d = [v for v in hp[:2] if d in _loops(v)]
-    if len(with_d) != 1 or d.arg[1] % 16 or not 16 <= d.arg[1] <= 128: return None
-    f = with_d[0]
-    t = hp[1] if hp[0] is f else hp[0]
-    if any(n.op is Ops.REDUCE for n in toposort([f])) or not _loops(f) <= base | {s, d}: return None
-    term = _uncast(t) if t.op is Ops.CAST and _uncast(t).dtype == dtypes.float32 else t.cast(dtypes.float32)
-  else: term = red.src[0]
-  inside = toposort([term], stop=lambda n: n in stands)
-  if any(n.op is Ops.REDUCE and n not in stands for n in inside) or not {n for n in inside if n.op is Ops.RANGE} <= base | {r, s}: return None
-  gate = _gate(term, red.arg is Ops.ADD, stands)
-  bound = None if gate is None or any(n.op is Ops.LOAD for n in toposort([gate])) else causal_bound(gate, r, s)
-  # the stored expression reads no other reduction and no other loop
-  outside = toposort([st.src[2]], stop=lambda n: n is red)
-  if any(n.op is Ops.REDUCE and n is not red for n in outside) or any(n.op is Ops.RANGE and n not in glob for n in outside): return None
   if any(g.arg[1] == 0 for g in (*glob, s)): return None
-  return RecomputedGPU(st, red, s, batch, r, d, tuple(products), term, f, half, bound)
+  stands = {p.node for p in products}
+  outs = []
+  for st, red in zip(sink.src, reds):
+    assert red is not None
+    f: UOp | None = None
+    if d is not None:
+      # R = sum_s float(h(T) * F): F along s and d, T without d
+      if red.arg is not Ops.ADD or (hp := _half_product(red.src[0])) is None or hp[2] != half: return None
+      with_d = [v for v in hp[:2] if d in _loops(v)]
+      if len(with_d) != 1 or d.arg[1] % 16 or not 16 <= d.arg[1] <= 128: return None
+      f = with_d[0]
+      t = hp[1] if hp[0] is f else hp[0]
+      if any(n.op is Ops.REDUCE for n in toposort([f])) or not _loops(f) <= base | {s, d}: return None
+      term = _uncast(t) if t.op is Ops.CAST and _uncast(t).dtype == dtypes.float32 else t.cast(dtypes.float32)
+    else: term = red.src[0]
+    inside = toposort([term], stop=lambda n: n in stands)
+    if any(n.op is Ops.REDUCE and n not in stands for n in inside) or not {n for n in inside if n.op is Ops.RANGE} <= base | {r, s}: return None
+    gate = _gate(term, red.arg is Ops.ADD, stands)
+    bound = None if gate is None or any(n.op is Ops.LOAD for n in toposort([gate])) else causal_bound(gate, r, s)
+    # the stored expression reads no other reduction and no other loop
+    def at_red(n: UOp, red: UOp = red) -> bool: return n is red
+    outside = toposort([st.src[2]], stop=at_red)
+    if any(n.op is Ops.REDUCE and n is not red for n in outside) or any(n.op is Ops.RANGE and n not in glob for n in outside): return None
+    outs.append(RecomputedOut(st, red, term, f, bound))
+  return RecomputedGPU(s, batch, r, d, tuple(products), half, tuple(outs))
 
 
 # values of s per tile in kernels with two product sums (dQ, dK): their warps hold two 16 x tile score blocks beside the
@@ -157,7 +203,7 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   D = fr.d.arg[1] if fr.d is not None else 0
   tiles_r, tiles_s = ceildiv(T, BM), ceildiv(Ts, bn)
   nb = prod(g.arg[1] for g in fr.batch)
-  next_id = max((n.arg[0] for n in toposort([sink, fr.store]) if n.op is Ops.RANGE), default=-1) + 1
+  next_id = max((n.arg[0] for n in toposort([sink, *(o.store for o in fr.outs)]) if n.op is Ops.RANGE), default=-1) + 1
   block = special("block", nb * tiles_r)
   tid = special("thread", _threads())
   rt, bidx = block % tiles_r, block // tiles_r
@@ -186,23 +232,24 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   def tile_of(i: UOp) -> UOp: return UOp.const(INT, tiles_s - 1) + -i if reverse else i
   def row_at(x: UOp | int) -> UOp: return _clamp(rt * BM + x, T, tiles_r * BM)[0]
 
-  # shared memory: each a_n's row tile once, two buffers of each b_n's and F's tiles of s
+  # shared memory: each a_n's row tile once, two buffers of each b_n's and each output's F's tiles of s
   las = [Layout(False, p.k.arg[1] + 8) for p in fr.products]
   sas = [UOp(Ops.DEFINE_LOCAL, h, (), (n, BM * (p.k.arg[1] + 8))) for n, p in enumerate(fr.products)]
   sbs = [UOp(Ops.DEFINE_LOCAL, h, (), (len(sas) + n, 2 * bn * (p.k.arg[1] + 8))) for n, p in enumerate(fr.products)]
   lf = Layout(True, D + 8)  # s (the product's k) along the rows: read transposed (ldmatrix.trans)
-  sf = UOp(Ops.DEFINE_LOCAL, h, (), (2 * len(sas), 2 * bn * (D + 8))) if fr.f is not None else None
+  fs = [o.f for o in fr.outs if o.f is not None]
+  sfs = [UOp(Ops.DEFINE_LOCAL, h, (), (2 * len(sas) + n, 2 * bn * (D + 8))) for n in range(len(fs))]
   wbs = [_width(p.b, p.k, bn, p.k.arg[1]) for p in fr.products]
-  wf = _width(fr.f, fr.d, bn, D) if fr.f is not None and fr.d is not None else 8
-  copy = all(w == 8 for w in wbs) and wf == 8 and all(p.b.dtype == h for p in fr.products) and (fr.f is None or fr.f.dtype == h)
+  wfs = [_width(f, fr.d, bn, D) for f in fs] if fr.d is not None else []
+  copy = all(w == 8 for w in wbs + wfs) and all(p.b.dtype == h for p in fr.products) and all(f.dtype == h for f in fs)
   # values of T read from memory along s alone (dK's and dV's row max, sum and row term: one per query) come with the tiles,
   # bn to a buffer by 16-byte copies of the first threads, instead of a global load per lane value, each waited for
   base = set(fr.batch)
-  vectors = [n for n in toposort([fr.term]) if n.op is Ops.LOAD and len(n.src) == 2 and n.src[0].op is Ops.PARAM and
+  vectors = [n for n in toposort([o.term for o in fr.outs]) if n.op is Ops.LOAD and len(n.src) == 2 and n.src[0].op is Ops.PARAM and
              n.dtype.itemsize == 4 and fr.s in _loops(n) and _loops(n) <= base | {fr.s} and contiguous_in(n.src[1], fr.s, 4)] \
     if copy and Ts % 4 == 0 else []
   # (two buffers of bn, then a spare 16 bytes that the threads with nothing to copy fill with zeros)
-  svs = [UOp(Ops.DEFINE_LOCAL, v.dtype, (), (2 * len(sas) + 1 + n, 2 * bn + 4)) for n, v in enumerate(vectors)]
+  svs = [UOp(Ops.DEFINE_LOCAL, v.dtype, (), (2 * len(sas) + len(fs) + n, 2 * bn + 4)) for n, v in enumerate(vectors)]
 
   def s_tiles(tile: UOp, slot: UOp, *after: UOp) -> list[UOp]:
     """The STOREs (or ASYNC_COPYs) of tile `tile` of s of every b_n and F into buffer `slot` (past the end: read at 0)."""
@@ -214,9 +261,11 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
       K = p.k.arg[1]
       out += _tile(sb, slot * (bn * (K + 8)), lb, bn, K, lambda x, c, p=p: _put(p.b, {**batch, fr.s: at(x), p.k: c}), wb, tid, False,
                    *after, copy=copy)
-    if fr.f is not None and sf is not None and fr.d is not None:
-      f, dd = fr.f, fr.d
-      out += _tile(sf, slot * (bn * (D + 8)), lf, bn, D, lambda x, c: _put(f, {**batch, fr.s: at(x), dd: c}), wf, tid, True, *after, copy=copy)
+    for f, sf, wf in zip(fs, sfs, wfs):
+      def f_at(x: UOp, c: UOp, f: UOp = f) -> UOp:
+        assert fr.d is not None
+        return _put(f, {**batch, fr.s: at(x), fr.d: c})
+      out += _tile(sf, slot * (bn * (D + 8)), lf, bn, D, f_at, wf, tid, True, *after, copy=copy)
     busy, x = tid < bn // 4, tid % (bn // 4) * 4
     for local, vec in zip(svs, vectors):
       out.append(UOp(Ops.ASYNC_COPY, dtypes.void, (local, busy.where(slot * bn + x, UOp.const(INT, 2 * bn)), vec.src[0],
@@ -240,9 +289,7 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
     return UOp(Ops.FRAGMENT, h, (local, base, *after), (role, kind, layout.ld, layout.k_rows))
   a_ready = UOp(Ops.BARRIER, dtypes.void, tuple(first_stores), "block")
   tile = tile_of(st)
-  identity = UOp.const(dtypes.float32, 0.0 if fr.red.arg is Ops.ADD else -math.inf)
-  # per lane value (q: rows g, g + 8 and columns 2t, 2t + 1 of each 8 of s): each P_n by a chain of MMAs, then T
-  values: dict[tuple[int, int], UOp] = {}  # (8-wide tile n of s, q) -> T
+  # per lane value (q: rows g, g + 8 and columns 2t, 2t + 1 of each 8 of s): each P_n by a chain of MMAs, then each T
   scores: dict[tuple[int, int, int], UOp] = {}  # (product, n, q) -> P_n
   for n_, (p, sa, sb, la) in enumerate(zip(fr.products, sas, sbs, las)):
     K = p.k.arg[1]
@@ -252,38 +299,49 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
     for c8, chain in mma_chains(fas, b_at, bn, kind):
       for q in range(4):
         scores[(n_, c8, q)] = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), once), Ops.ADD)
-  for n8 in range(bn // 8):
-    for q in range(4):
-      row, col = warp * 16 + g + 8 * (q // 2), n8 * 8 + tq * 2 + q % 2
-      sv = tile * bn + col
-      at = {**{p.node: scores[(n_, n8, q)] for n_, p in enumerate(fr.products)}, **batch, fr.r: row_at(row),
-            fr.s: _clamp(sv, Ts, tiles_s * bn)[0],
-            **{vec: UOp(Ops.LOAD, vec.dtype, (local, (st & 1) * bn + col, loaded)) for local, vec in zip(svs, vectors)}}
-      v = _put(fr.term, at)
-      values[(n8, q)] = (sv < Ts).where(v, identity) if tiles_s * bn > Ts else v
-  outs: list[tuple[UOp, int, UOp]] = []  # (value, row in the tile, column or None)
-  if fr.f is not None and sf is not None:
-    # T as A fragments straight from the lane registers, times F's tile, summed over the tiles of s
-    for c8, chain in packed_products(lambda n, q: values[(n, q)], h, kind, bn // 16, D,
-                                     lambda n2, k16: frag(sf, lf, (st & 1) * (bn * (D + 8)) + lf.at(n2 * 16, k16 * 16), "b2", loaded)):
+  def terms(o: RecomputedOut) -> dict[tuple[int, int], UOp]:
+    """(8-wide tile n of s, q) -> output o's T at the lane value."""
+    identity = UOp.const(dtypes.float32, 0.0 if o.red.arg is Ops.ADD else -math.inf)
+    values = {}
+    for n8 in range(bn // 8):
       for q in range(4):
-        acc = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), st), Ops.ADD)
-        outs.append((acc, warp * 16 + g + 8 * (q // 2), UOp.const(INT, c8 * 8) + tq * 2 + q % 2))
-  else:
-    # one value per row: the lane's 16 per tile, over the tiles, then over its quad of lanes
-    for r2 in range(2):
-      total = values[(0, 2 * r2)]
-      for n8 in range(bn // 8):
-        for q in (2 * r2, 2 * r2 + 1):
-          if (n8, q) != (0, 2 * r2): total = total.alu(fr.red.arg, values[(n8, q)])
-      acc = UOp(Ops.GROUP_REDUCE, dtypes.float32, (UOp(Ops.REDUCE, dtypes.float32, (total, st), fr.red.arg),), (fr.red.arg, 4))
-      outs.append((acc, warp * 16 + g + 8 * r2, UOp.const(INT, 0)))
-  drained = (UOp(Ops.BARRIER, dtypes.void, (outs[0][0],), ("wait", 0)),) if copy else ()
+        row, col = warp * 16 + g + 8 * (q // 2), n8 * 8 + tq * 2 + q % 2
+        sv = tile * bn + col
+        at = {**{p.node: scores[(n_, n8, q)] for n_, p in enumerate(fr.products)}, **batch, fr.r: row_at(row),
+              fr.s: _clamp(sv, Ts, tiles_s * bn)[0],
+              **{vec: UOp(Ops.LOAD, vec.dtype, (local, (st & 1) * bn + col, loaded)) for local, vec in zip(svs, vectors)}}
+        v = _put(o.term, at)
+        values[(n8, q)] = (sv < Ts).where(v, identity) if tiles_s * bn > Ts else v
+    return values
+  outs: list[tuple[RecomputedOut, UOp, int, UOp]] = []  # (output, value, row in the tile, column)
+  shared_f = iter(sfs)
+  for o in fr.outs:
+    values = terms(o)
+    if o.f is not None:
+      # T as A fragments straight from the lane registers, times F's tile, summed over the tiles of s
+      sf = next(shared_f)
+      def lane_value(n: int, q: int, values: dict[tuple[int, int], UOp] = values) -> UOp: return values[(n, q)]
+      def f_fragment(n2: int, k16: int, sf: UOp = sf) -> UOp:
+        return frag(sf, lf, (st & 1) * (bn * (D + 8)) + lf.at(n2 * 16, k16 * 16), "b2", loaded)
+      for c8, chain in packed_products(lane_value, h, kind, bn // 16, D, f_fragment):
+        for q in range(4):
+          acc = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), st), Ops.ADD)
+          outs.append((o, acc, warp * 16 + g + 8 * (q // 2), UOp.const(INT, c8 * 8) + tq * 2 + q % 2))
+    else:
+      # one value per row: the lane's 16 per tile, over the tiles, then over its quad of lanes
+      for r2 in range(2):
+        total = values[(0, 2 * r2)]
+        for n8 in range(bn // 8):
+          for q in (2 * r2, 2 * r2 + 1):
+            if (n8, q) != (0, 2 * r2): total = total.alu(o.red.arg, values[(n8, q)])
+        acc = UOp(Ops.GROUP_REDUCE, dtypes.float32, (UOp(Ops.REDUCE, dtypes.float32, (total, st), o.red.arg),), (o.red.arg, 4))
+        outs.append((o, acc, warp * 16 + g + 8 * r2, UOp.const(INT, 0)))
+  drained = (UOp(Ops.BARRIER, dtypes.void, tuple(acc for _, acc, _, _ in outs), ("wait", 0)),) if copy else ()
   stores = []
-  for value, row, col in outs:
+  for o, value, row, col in outs:
     gi, ok = _clamp(rt * BM + row, T, tiles_r * BM)
     at = {**batch, fr.r: gi, **({fr.d: col} if fr.d is not None else {})}
-    out = _put(fr.store, {fr.red: value, **at})
+    out = _put(o.store, {o.red: value, **at})
     # (without columns the four lanes of a quad hold the same row: one stores it)
     gate = ok if fr.d is not None else ((tq < 1) if ok is None else ok & (tq < 1))
     stores.append(UOp(Ops.STORE, out.dtype, out.src[:3] + (UOp.const(dtypes.bool, True) if gate is None else gate, *drained), out.arg))
@@ -291,11 +349,13 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
 
 
 def describe_recomputed_cuda(fr: RecomputedGPU) -> str:
-  what = f"times {fr.d.arg[1]} columns by mma.sync" if fr.d is not None else f"a {'sum' if fr.red.arg is Ops.ADD else 'max'} per row (quad shuffles)"
+  def what(o: RecomputedOut) -> str:
+    return f"times {fr.d.arg[1]} columns by mma.sync" if fr.d is not None else f"a {'sum' if o.red.arg is Ops.ADD else 'max'} per row (quad shuffles)"
   skip = {"upto": "; tiles of s past the causal diagonal skipped", "from": "; tiles of s before the causal diagonal skipped"}
+  outputs = what(fr.outs[0]) if len(fr.outs) == 1 else f"{len(fr.outs)} outputs, each " + what(fr.outs[0])
   return (f"recomputed scores on tensor cores {fr.r.arg[1]}x{fr.s.arg[1]}, {len(fr.products)} product sum(s) of k = "
           f"{', '.join(str(p.k.arg[1]) for p in fr.products)}: a block per {BM} rows ({BM // 16} warps of 16), tiles of {s_tile(fr)} through "
-          f"shared memory, mma.sync m16n8k16 {fr.kind}, {what}" + (skip[fr.bound[0]] if fr.bound is not None else ""))
+          f"shared memory, mma.sync m16n8k16 {fr.kind}, {outputs}" + (skip[fr.bound[0]] if fr.bound is not None else ""))
 
 
-__all__ = ["match_recomputed_cuda", "map_recomputed", "describe_recomputed_cuda", "RecomputedGPU"]
+__all__ = ["match_recomputed_cuda", "map_recomputed", "describe_recomputed_cuda", "RecomputedGPU", "RecomputedOut"]
