@@ -23,6 +23,10 @@ recognizes it, `map_recomputed` writes it with the ops of the forward's flash pl
   tiles of s into accumulators; without F: a sum or max per lane over the tiles, its quad combined after the loop;
 - after the loop each lane's values go through the kernel's stored expression (rows g, g + 8; columns 2t, 2t + 1 of each 8).
 
+A kernel may store several such sums over the same s and the same product sums (engine/outputs.py `recomputed_groups`: dK
+and dV, FlashAttention-2's backward): lowered separately, their loops s and equal product sums are made one (`_one_loop`),
+the products are computed once per tile, and each output has its term, its F tile and its accumulators.
+
 Where T is the identity wherever a positional gate s <= f(r) (the forward's and dQ's causal mask) or s >= f(r) (dK's and
 dV's, whose rows are keys) fails, the tiles of s past the block's last row (or before its first) are not visited: the loop's
 trip count is a value, over a reversed index for s >= f(r); the blocks with the most tiles run first.
