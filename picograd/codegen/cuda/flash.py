@@ -73,8 +73,10 @@ class FlashSum:
 
 @dataclass(frozen=True)
 class FlashGPU:
-  """A matched kernel: its loops by role, the score and its product's factors, the sums."""
-  store: UOp
+  """A matched kernel: its loops by role, the score and its product's factors, the sums. With a weighted sum (O) it stores
+  one value per output column d; without one, values per row built from the maxes and denominators (the row max and sum
+  of a training step's softmax, one kernel of two stores)."""
+  stores: tuple[UOp, ...]
   maxes: frozenset[UOp]
   c: float
   x: UOp               # the score, over the max's key loop j and the product's loop k (the product is `inner`)
@@ -85,7 +87,7 @@ class FlashGPU:
   k: UOp
   batch: tuple[UOp, ...]
   i: UOp
-  d: UOp
+  d: UOp | None
   sums: tuple[FlashSum, ...]
   half: DType
 
@@ -130,7 +132,7 @@ def _split_merged(sink: UOp) -> UOp:
 
 
 def _match(sink: UOp, target: CUDATarget) -> FlashGPU | None:
-  if target.cc < 80 or len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
+  if target.cc < 80 or any(st.op is not Ops.STORE or len(st.src) != 3 for st in sink.src): return None
   nodes = toposort([sink])
   if any(n.op is Ops.CHECK for n in nodes): return None
   maxes = [n for n in nodes if n.op is Ops.REDUCE and n.arg is Ops.MAX and len(n.src) == 2]
@@ -152,13 +154,13 @@ def _match(sink: UOp, target: CUDATarget) -> FlashGPU | None:
   gx = [g for g in glob if g in _loops(x)]
   rows = [g for g in gx if g in _loops(a) and g not in _loops(b)]
   cols = [g for g in glob if g not in gx]
-  if len(rows) > 1 or len(cols) != 1: return None
+  if len(rows) > 1 or len(cols) > 1 or (not cols and len(sink.src) == 1) or (cols and len(sink.src) != 1): return None
   # one query row (decoding) has no loop (lowering drops loops of size 1): a stand-in of size 1 that nothing reads
-  i, d = rows[0] if rows else UOp(Ops.RANGE, INT, (), (-1, 1, "global")), cols[0]
+  i, d = rows[0] if rows else UOp(Ops.RANGE, INT, (), (-1, 1, "global")), (cols[0] if cols else None)
   batch = tuple(g for g in gx if g is not i)
   base = set(batch)
   if not (_loops(a) <= base | {i, k} and _loops(b) <= base | {j, k}) or not _loops(x) <= base | {i, j, k}: return None
-  if k.arg[1] % 16 or not 16 <= k.arg[1] <= 128 or d.arg[1] % 16 or not 16 <= d.arg[1] <= 128: return None
+  if k.arg[1] % 16 or not 16 <= k.arg[1] <= 128 or (d is not None and (d.arg[1] % 16 or not 16 <= d.arg[1] <= 128)): return None
   sums: list[FlashSum] = []
   for r in nodes:
     if r.op is not Ops.REDUCE or r.arg is not Ops.ADD or len(r.src) != 2 or r.dtype != dtypes.float32 or r is inner[0]: continue
@@ -167,15 +169,15 @@ def _match(sink: UOp, target: CUDATarget) -> FlashGPU | None:
       if found is None: return None
       sums.append(found)
   known = {s.node for s in sums} | same | {inner[0]}
-  if sum(s.f is not None for s in sums) != 1: return None
-  # every other reduction the stored value reads must be one of these sums or a copy of the max
-  for root in [st.src[2], *(s.outside for s in sums if s.outside is not None)]:
+  if not sums or sum(s.f is not None for s in sums) != (1 if d is not None else 0): return None
+  # every other reduction the stored values read must be one of these sums or a copy of the max
+  for root in [*(st.src[2] for st in sink.src), *(s.outside for s in sums if s.outside is not None)]:
     seen = toposort([root], stop=lambda n: n in known)
     if any(n.op is Ops.REDUCE and n not in known for n in seen) or any(n.op is Ops.RANGE and n not in glob for n in seen): return None
   if any(r.arg[1] == 0 for r in (*glob, j, k)) or not all(_exp_of_shifted(e) is not None for s in sums for e in [_exp_in(s.node)]): return None
   c = _exp_of_shifted(_exp_in(sums[0].node))[2]  # type: ignore[index]
   if any(_exp_of_shifted(_exp_in(s.node))[2] != c for s in sums): return None  # type: ignore[index]
-  return FlashGPU(st, same, c, x, inner[0], a, b, j, k, batch, i, d, tuple(sorted(sums, key=lambda s: nodes.index(s.node))), half)
+  return FlashGPU(sink.src, same, c, x, inner[0], a, b, j, k, batch, i, d, tuple(sorted(sums, key=lambda s: nodes.index(s.node))), half)
 
 
 def _exp_in(r: UOp) -> UOp:
@@ -185,13 +187,13 @@ def _exp_in(r: UOp) -> UOp:
   return next(f for f in factors if f.op is Ops.EXP2)
 
 
-def _weighted(r: UOp, maxes: frozenset[UOp], key: UOp, half: DType, d: UOp, base: set[UOp]) -> FlashSum | None:
+def _weighted(r: UOp, maxes: frozenset[UOp], key: UOp, half: DType, d: UOp | None, base: set[UOp]) -> FlashSum | None:
   """`r` as a FlashSum when it sums exp2((x - M) * c) (a denominator) or float(h(exp2(...) * outside) * F) with F along d,
   x the maxes' score (the same up to renaming loops: `key`)."""
   jr = r.src[1]
   hp = _half_product(r.src[0])
   weight, f = (_uncast(hp[0]), hp[1]) if hp is not None else (r.src[0], None)
-  if hp is not None and (hp[2] != half or f is None or f.dtype != half or not _loops(f) <= base | {jr, d}): return None
+  if hp is not None and (d is None or hp[2] != half or f is None or f.dtype != half or not _loops(f) <= base | {jr, d}): return None
   factors = _factors(weight)
   exps = [e for e in factors if (hit := _exp_of_shifted(e)) is not None and hit[1] in maxes and _canonical(hit[0], jr) is key]
   if len(exps) != 1: return None
@@ -306,10 +308,10 @@ def packed_products(value: Callable[[int, int], UOp], h: DType, kind: str, steps
 
 def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   """The flash plan (module docstring) for lowered kernel `sink` matched as `fl`."""
-  T, Tk, K, D = fl.i.arg[1], fl.j.arg[1], fl.k.arg[1], fl.d.arg[1]
+  T, Tk, K, D = fl.i.arg[1], fl.j.arg[1], fl.k.arg[1], (fl.d.arg[1] if fl.d is not None else 0)
   tiles_i, tiles_j = ceildiv(T, BM), ceildiv(Tk, BN)
   nb = prod(g.arg[1] for g in fl.batch)
-  next_id = max((n.arg[0] for n in toposort([sink, fl.store]) if n.op is Ops.RANGE), default=-1) + 1  # (the store's: split loops)
+  next_id = max((n.arg[0] for n in toposort([sink, *fl.stores]) if n.op is Ops.RANGE), default=-1) + 1  # (the stores': split loops)
   block = special("block", nb * tiles_i)
   tid = special("thread", _threads())
   it, bidx = block % tiles_i, block // tiles_i
@@ -335,21 +337,23 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
 
   def row_at(r: UOp | int) -> UOp: return _clamp(it * BM + r, T, tiles_i * BM)[0]
   def key_at(c: UOp | int) -> UOp: return _clamp(jt * BN + c, Tk, tiles_j * BN)[0]
-  [column] = [s for s in fl.sums if s.f is not None]
-  f = column.f
-  assert f is not None
+  column = next((s for s in fl.sums if s.f is not None), None)  # the weighted sum (O), None for row statistics alone
+  f = column.f if column is not None else None
 
-  wb, wf = _width(fl.b, fl.k, BN, K), _width(f, fl.d, BN, D)
+  wb = _width(fl.b, fl.k, BN, K)
+  wf = _width(f, fl.d, BN, D) if f is not None and fl.d is not None else 8
   # key tiles of plain 16-bit loads of the tiles' type (the stored casts of k and v) are copied by cp.async, no registers between
-  copy = wb == wf == 8 and fl.b.dtype == f.dtype == h
+  copy = wb == wf == 8 and fl.b.dtype == h and (f is None or f.dtype == h)
 
   def kv_tiles(tile: UOp, slot: UOp, *after: UOp) -> list[UOp]:
     """The STOREs (or ASYNC_COPYs) of key tile `tile` of b and F into buffer `slot` (keys past the end read at 0)."""
     def key(r: UOp) -> UOp: return _clamp(tile * BN + r, Tk, (tiles_j + 1) * BN)[0]
-    return _tile(sk, slot * (BN * (K + 8)), lk, BN, K, lambda r, c: _put(fl.b, {**batch, fl.j: key(r), fl.k: c}), wb, tid, False,
-                 *after, copy=copy) + \
-      _tile(sv, slot * (BN * (D + 8)), lv, BN, D, lambda r, c: _put(f, {**batch, column.node.src[1]: key(r), fl.d: c}), wf, tid,
-            True, *after, copy=copy)
+    out = _tile(sk, slot * (BN * (K + 8)), lk, BN, K, lambda r, c: _put(fl.b, {**batch, fl.j: key(r), fl.k: c}), wb, tid, False,
+                *after, copy=copy)
+    if column is None or f is None or fl.d is None: return out
+    fv, dv, jv = f, fl.d, column.node.src[1]
+    return out + _tile(sv, slot * (BN * (D + 8)), lv, BN, D, lambda r, c: _put(fv, {**batch, jv: key(r), dv: c}), wf, tid, True, *after,
+                       copy=copy)
   # before the loop: the query tile and key tile 0. Each key tile starts at a barrier (the tile for it is complete, and every
   # thread is done with the buffer the next one goes to); right after it the next tile's copies are issued (cp.async, one
   # group, waited for before the next barrier), or its global loads (ordering sources of the first fragments), stored at the
@@ -408,6 +412,20 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     for e in exps[r][1:]: total = total + e
     rescaled = UOp(Ops.RESCALED, dtypes.float32, (total, alphas[r], jt))
     denominators.append(UOp(Ops.GROUP_REDUCE, dtypes.float32, (rescaled,), (Ops.ADD, 4)))
+  def finals(half_row: int) -> dict[UOp, UOp]:
+    """The maxes and the denominators at their final values, for row g (0) or g + 8 (1)."""
+    return {**{m: olds[half_row] for m in fl.maxes}, **{s.node: denominators[half_row] for s in fl.sums if s.f is None}}
+  stores = []
+  if column is None or fl.d is None:
+    # row statistics alone: per row each stored value (the max, the sum of exps), by one lane of the quad
+    drained = (UOp(Ops.BARRIER, dtypes.void, tuple(olds + denominators), ("wait", 0)),) if copy else ()
+    for half_row in range(2):
+      gi, ok = _clamp(it * BM + warp * 16 + g + 8 * half_row, T, tiles_i * BM)
+      gate = (tq < 1) if ok is None else ok & (tq < 1)
+      for st in fl.stores:
+        out = _put(st, {**finals(half_row), **batch, fl.i: gi})
+        stores.append(UOp(Ops.STORE, out.dtype, out.src[:3] + (gate, *drained), out.arg))
+    return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic)
   # O rescaled, then a chain of MMAs (one per 16 keys, each adding into the one before: MMA's third source) added into it
   outs: list[tuple[UOp, int, UOp, UOp]] = []  # (O value, row g or g + 8, row in the tile, column)
   def v_at(n2: int, s16: int) -> UOp: return frag(sv, lv, (jt & 1) * (BN * (D + 8)) + lv.at(n2 * 16, s16 * 16), "b2", loaded)
@@ -417,24 +435,25 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
       outs.append((o, q // 2, warp * 16 + g + 8 * (q // 2), UOp.const(INT, c8 * 8) + tq * 2 + q % 2))
   # (copies still in flight, of the tile after the last, are waited for before the kernel's stores)
   drained = (UOp(Ops.BARRIER, dtypes.void, (outs[0][0],), ("wait", 0)),) if copy else ()
-  stores = []
+  [store] = fl.stores
   for o, half_row, row, col in outs:
     gi, ok = _clamp(it * BM + row, T, tiles_i * BM)
     at = {**batch, fl.i: gi, fl.d: col}
     # R = O * outside; the denominators and the max at their final values
-    finals: dict[UOp, UOp] = {m: olds[half_row] for m in fl.maxes}
-    finals.update({s.node: denominators[half_row] for s in fl.sums if s.f is None})
-    outside = _put(column.outside, {**finals, **at}) if column.outside is not None else None
-    finals[column.node] = o if outside is None else o * outside
-    out = _put(fl.store, {**finals, **at})
+    known = finals(half_row)
+    outside = _put(column.outside, {**known, **at}) if column.outside is not None else None
+    known[column.node] = o if outside is None else o * outside
+    out = _put(store, {**known, **at})
     stores.append(UOp(Ops.STORE, out.dtype, out.src[:3] + (UOp.const(dtypes.bool, True) if ok is None else ok, *drained), out.arg))
   return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic)
 
 
 def describe_flash_cuda(fl: FlashGPU) -> str:
-  T, Tk, K, D = fl.i.arg[1], fl.j.arg[1], fl.k.arg[1], fl.d.arg[1]
-  return (f"flash attention {T}x{Tk}, k={K}, {D} columns: a block per {BM} query rows ({BM // 16} warps of 16), key tiles of {BN} through "
-          f"shared memory, scores and P @ V on mma.sync m16n8k16 {fl.kind}, running max and sums in registers (quad shuffles)" +
+  T, Tk, K = fl.i.arg[1], fl.j.arg[1], fl.k.arg[1]
+  what = f"{fl.d.arg[1]} columns" if fl.d is not None else f"{len(fl.stores)} row statistics (max, sums of exps)"
+  work = "scores and P @ V" if fl.d is not None else "scores"
+  return (f"flash attention {T}x{Tk}, k={K}, {what}: a block per {BM} query rows ({BM // 16} warps of 16), key tiles of {BN} through "
+          f"shared memory, {work} on mma.sync m16n8k16 {fl.kind}, running max and sums in registers (quad shuffles)" +
           ("; key tiles past the causal diagonal skipped" if _last_key(fl.x, fl.i, fl.j) is not None else ""))
 
 
