@@ -112,7 +112,8 @@ class Lowerer:
     nodes deep). One walk for all outputs, so what they share is built once, over the same loops."""
     self.reduce_ranges: dict = {}
     true = UOp.const(dtypes.bool, True)
-    memo: dict[tuple, UOp] = {}
+    self.memo: dict[tuple, UOp] = {}
+    memo = self.memo
     stack: list[tuple[UOp, tuple, UOp, bool]] = [(value, idx, true, False) for value in values]
     while stack:
       n, i, v, ready = stack.pop()
@@ -124,6 +125,14 @@ class Lowerer:
       else:
         memo[(n, i, v)] = self.build(n, [memo[r] for r in reqs], i, v)
     return [memo[(value, idx, true)] for value in values]
+
+  def read_at(self, value: UOp) -> tuple[tuple[UOp, ...], UOp]:
+    """Where the last `lower` walk read `value`, and its scalar there: for an output another output reads (a row statistic
+    read by the weighted sum beside it), which must be read at one position."""
+    true = UOp.const(dtypes.bool, True)
+    hits = [(i, scalar) for (n, i, v), scalar in self.memo.items() if n is value and v is true]
+    assert len(hits) == 1, f"an output of fewer elements must be read by the kernel's largest output at one position, not {len(hits)}"
+    return hits[0]
 
 
 Requests = list[tuple[UOp, tuple[UOp, ...], UOp]]
@@ -165,19 +174,27 @@ def lower_kernel(ast: UOp) -> UOp:
   """SINK(STORE(PARAM 0, value), ...) -> SINK(STORE(PARAM 0, index, scalar value), ...) over RANGEs, simplified.
 
   A kernel with several outputs (engine/schedule.py merges elementwise kernels of one loop shape) stores values of one
-  shape: they share the loops and the index, and each is stored at the same position in its own buffer."""
+  shape: they share the loops and the index, and each is stored at the same position in its own buffer. Outputs of
+  another shape (a softmax's row max and sum beside the weighted sum that reads them: engine/outputs.py) are stored where
+  the largest output reads them, inside its loops (every loop their position ignores stores the same value again)."""
   outs, values = [st.src[0] for st in ast.src], [st.src[1] for st in ast.src]
   lw = Lowerer(index_dtype_for(ast))
-  shape = values[0].tshape
-  assert all(v.tshape == shape for v in values), f"the outputs of one kernel have one shape: {[v.tshape for v in values]}"
+  shape = max(values, key=lambda v: prod(v.tshape)).tshape
   ranges = tuple(lw.new_range(s, "global") for s in shape)
-  scalars = [hoist_checks(s) for s in lw.lower(values, ranges)]
-  out_index = lw.const(0)
-  for r, s in zip(ranges, shape): out_index = out_index * lw.const(s) + r
+  full = [v for v in values if v.tshape == shape]
+  lowered = dict(zip(full, lw.lower(full, ranges)))
+  at = {v: (ranges, lowered[v]) if v in lowered else lw.read_at(v) for v in values}
+  scalars = [hoist_checks(at[v][1]) for v in values]
+  def flat(index: tuple[UOp, ...], dims: tuple[int, ...]) -> UOp:
+    out = lw.const(0)
+    for r, s in zip(index, dims): out = out * lw.const(s) + r
+    return out
+  out_indices = [flat(at[v][0], v.tshape) for v in values]
   # the SINK's arg is the kernel's signature, every PARAM: an input the simplifier folds away (a zero-size
   # piece of a cat, a pad of an empty tensor) keeps its place, so arguments line up with the schedule's buffers
   signature = tuple(sorted((p for p in toposort([ast]) if p.op is Ops.PARAM), key=lambda p: p.arg[0]))
-  sink = UOp(Ops.SINK, dtypes.void, tuple(UOp(Ops.STORE, dtypes.void, (out, out_index, scalar)) for out, scalar in zip(outs, scalars)), signature)
+  stores = tuple(UOp(Ops.STORE, dtypes.void, (out, index, scalar)) for out, index, scalar in zip(outs, out_indices, scalars))
+  sink = UOp(Ops.SINK, dtypes.void, stores, signature)
   sink = graph_rewrite(sink, symbolic)
   return merge_loops(simplify_gated_loads(sink))
 

@@ -44,7 +44,7 @@ def _is_zero(u: UOp) -> bool:
   return u.op is Ops.CONST and u.arg == 0
 
 
-def _exp_factor_reads(value: UOp, target: UOp, casts: bool = False) -> bool:
+def exp_factor_reads(value: UOp, target: UOp, casts: bool = False) -> bool:
   """Is `value` (through views) a product with a factor exp2(...) whose argument reads `target`? The lowered sum then has
   the factor codegen/online.py looks for (a CAST between, as a 16-bit weight, is not looked through there either; with
   `casts`, float casts are: the CUDA flash plan rounds the running weights to 16 bits itself, codegen/cuda/flash.py)."""
@@ -110,13 +110,13 @@ def _single_axis(r: UOp) -> int | None:
   return r.arg[1][0] if len(r.arg[1]) == 1 else None
 
 
-def _group_of(r: UOp, casts: bool = False) -> tuple[list[UOp], set[UOp]] | None:
+def group_of(r: UOp, casts: bool = False) -> tuple[list[UOp], set[UOp]] | None:
   """(reductions fused into `r`'s kernel, every node of that kernel's fused region) when `r` is a sum of
   exp(x - max x) * f over one axis, else None."""
   if r.arg[0] is not Ops.ADD or not r.dtype.is_float or (axis := _single_axis(r)) is None: return None
   _, level1 = _body(r)
   for m in level1:
-    if m.arg[0] is not Ops.MAX or (m_axis := _single_axis(m)) is None or not _exp_factor_reads(r.src[0], m, casts): continue
+    if m.arg[0] is not Ops.MAX or (m_axis := _single_axis(m)) is None or not exp_factor_reads(r.src[0], m, casts): continue
     # a flag (NOTES.md, online softmax): below ONLINE_SOFTMAX_MIN score elements the stored scores are kept
     if m.src[0].tshape[m_axis] != r.src[0].tshape[axis] or m.src[0].size < ONLINE_SOFTMAX_MIN: continue
     _, scores = _body(m)  # the reductions the max reads (q . k): they run inside the pass over j, once per j
@@ -127,7 +127,7 @@ def _group_of(r: UOp, casts: bool = False) -> tuple[list[UOp], set[UOp]] | None:
     for s in level1:  # other sums of exp(x - m) over the same axis (softmax's denominator)
       if s is m or s in group: continue
       _, s_reads = _body(s)
-      if s.arg[0] is Ops.ADD and m in s_reads and _exp_factor_reads(s.src[0], m, casts) and set(s_reads) <= set(group): group.append(s)
+      if s.arg[0] is Ops.ADD and m in s_reads and exp_factor_reads(s.src[0], m, casts) and set(s_reads) <= set(group): group.append(s)
     if not _broadcast_along(r, axis, m, set(group)): continue
     region, _ = _body(r, set(group))
     return group, set(region)
@@ -185,7 +185,7 @@ def online_groups(roots: list[UOp], nodes: list[UOp], consumers: dict[UOp, set[U
   for r in nodes:
     if r.op is not Ops.REDUCE or r in keep or not ok(r): continue
     tc = tensor_cores(r)
-    if (found := _group_of(r, casts=tc)) is None or (tc and not tensor_core_form(r, found[0][0])): continue
+    if (found := group_of(r, casts=tc)) is None or (tc and not tensor_core_form(r, found[0][0])): continue
     group, region = found
     inner = _computed_from(r, region, group)
     # each of them is read only inside the region: nothing else (a gradient, another output) needs it stored

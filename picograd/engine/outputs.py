@@ -22,6 +22,7 @@ the scores once for both (FlashAttention-2's backward; codegen/cuda/flash_bwd.py
 """
 from __future__ import annotations
 from dataclasses import dataclass
+from typing import Callable
 from picograd.helpers import prod
 from picograd.ir.ops import UOp, Ops, ALU, MOVEMENT, toposort
 from picograd.engine.reassociate import view_labels
@@ -152,29 +153,30 @@ def _summed_axis(red: UOp, product: UOp) -> int | None:
   return found.pop() if len(found) == 1 else None
 
 
-def recomputed_groups(reductions: dict[int, tuple[UOp, tuple, frozenset[UOp]]], deps: list[set[int]],
-                      merged: list[list[int]]) -> list[list[int]]:
+def recomputed_groups(reductions: dict[int, tuple[UOp, tuple, frozenset[UOp]]], deps: list[set[int]], merged: list[list[int]],
+                      one_pass: Callable[[UOp, UOp], bool]) -> list[list[int]]:
   """Groups of reduction kernels (by index) to compute in one pass over one recomputed product: `reductions[i]` = (the
   kernel's single-axis sum, its key (device, output shape), the reductions fused into it). Kernels join when they share a
-  fused product and sum it along the same axis (dK and dV over the queries; not dQ, over the keys), and neither needs the
-  other's result, directly or through other kernels, except a sum that reads a max (softmax's row max and sum of exps:
-  the flash plan computes both in one pass with a running max) (`merged`: the groups output_groups made, which are one kernel each).
-  `deps[i]`: the kernels i must run after."""
+  fused product and sum it along the same axis (dK and dV over the queries; not dQ, over the keys), of one output shape,
+  and neither needs the other's result, directly or through other kernels (`merged`: the groups output_groups made, one
+  kernel each). A sum that reads the group's row statistics directly joins it too, of any shape, where `one_pass(statistic,
+  sum)` says a running max computes them together (softmax's row sum of exps beside its max; the weighted sum O = P @ v
+  beside both: the flash plan). `deps[i]`: the kernels i must run after."""
   def along(i: int, products: frozenset[UOp]) -> set[tuple[UOp, int]]:
     red = reductions[i][0]
     return {(p, a) for p in products if (a := _summed_axis(red, p)) is not None}
-  def online(m: int, j: int) -> bool: return reductions[m][0].arg[0] is Ops.MAX and reductions[j][0].arg[0] is Ops.ADD
   groups = _Groups(len(deps), deps)
   for group in merged:
     for m in group[1:]: groups.join(m, group[0])
   heads: list[int] = []
   for j in sorted(reductions):
-    _, key, fused = reductions[j]
+    red, key, fused = reductions[j]
     for g in heads:
       members = groups.members[g]
-      if reductions[g][1] != key or not all(along(m, fused & reductions[m][2]) & along(j, fused & reductions[m][2]) for m in members): continue
-      # (one exception: a sum of exps reading the max over the same axis, softmax's denominator, runs as one online pass)
-      if any((m in deps[j] and not online(m, j)) or j in deps[m] for m in members): continue
+      reads_all = all(m in deps[j] and one_pass(reductions[m][0], red) for m in members)
+      if reductions[g][1] != key and not (reductions[g][1][0] == key[0] and reads_all): continue
+      if not all(along(m, fused & reductions[m][2]) & along(j, fused & reductions[m][2]) for m in members): continue
+      if any((m in deps[j] and not one_pass(reductions[m][0], red)) or j in deps[m] for m in members): continue
       if groups.path_through_others([j], members) or groups.path_through_others(members, [j]): continue
       groups.join(j, g)
       break

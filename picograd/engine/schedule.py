@@ -20,7 +20,7 @@ from typing import Callable
 from picograd.dtype import DType, dtypes
 from picograd.helpers import EMULATE, NOOPT, RECOMPUTE_MIN, RECOMPUTE_MASKED_MIN, prod
 from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many, rebuild_hooks
-from picograd.engine.online_fusion import online_groups, half_product
+from picograd.engine.online_fusion import online_groups, half_product, exp_factor_reads, group_of, tensor_core_form
 from picograd.engine.outputs import Candidate, mergeable, output_groups, recomputed_groups
 from picograd.engine.reassociate import reassociate
 from picograd.engine.recompute import recomputed
@@ -638,6 +638,16 @@ def _kernel_ast(roots: tuple[UOp, ...], boundaries: set[UOp], where: dict[UOp, B
   return UOp(Ops.SINK, dtypes.void, stores), inputs, leaves | ordered, tuple(dict.fromkeys(fused))
 
 
+def _one_pass(statistic: UOp, r: UOp) -> bool:
+  """May sum `r` run in one pass with the row statistic it reads (engine/outputs.py recomputed_groups)? A sum of exps of
+  the scores minus their max (softmax's denominator) with the max; a weighted sum of the flash plan's form
+  (`online_fusion.tensor_core_form`: no dropout mask on the weights) with the max and the denominator."""
+  if r.arg[0] is not Ops.ADD: return False
+  if statistic.arg[0] is Ops.MAX and r.tshape == statistic.tshape: return exp_factor_reads(r.src[0], statistic, casts=True)
+  found = group_of(r, casts=True)
+  return found is not None and statistic in found[0] and tensor_core_form(r, found[0][0])
+
+
 def _outer_sum(root: UOp) -> UOp | None:
   """The single-axis sum a kernel stores (through casts, reshapes and permutes), None for other kernels."""
   while root.op in (Ops.CAST, Ops.RESHAPE, Ops.PERMUTE): root = root.src[0]
@@ -656,7 +666,7 @@ def _merge_outputs(kernels: list[KernelSpec], computed: list[tuple[UOp, ...]], r
   reductions = {i: (red, (k.device, computed[i][0].tshape), frozenset(n for n in k.nodes if n.op is Ops.REDUCE and n is not red))
                 for i, k in enumerate(kernels) if len(computed[i]) == 1 and _on_cuda(k.device.split(":")[0])
                 and (red := _outer_sum(computed[i][0])) is not None and red in k.nodes}
-  groups += recomputed_groups(reductions, deps, groups)
+  groups += recomputed_groups(reductions, deps, groups, _one_pass)
   if not groups: return kernels, computed, reads
   out_kernels, out_computed, out_reads = [], [], []
   merged = {i: g for g in groups for i in g}

@@ -154,7 +154,9 @@ def _match(sink: UOp, target: CUDATarget) -> FlashGPU | None:
   gx = [g for g in glob if g in _loops(x)]
   rows = [g for g in gx if g in _loops(a) and g not in _loops(b)]
   cols = [g for g in glob if g not in gx]
-  if len(rows) > 1 or len(cols) > 1 or (not cols and len(sink.src) == 1) or (cols and len(sink.src) != 1): return None
+  # stored: one value per output column d (O), and/or values per row (the max and the sum of exps: two at least alone)
+  if len(rows) > 1 or len(cols) > 1 or (not cols and len(sink.src) == 1): return None
+  if cols and sum(cols[0] in _loops(st.src[1]) for st in sink.src) != 1: return None
   # one query row (decoding) has no loop (lowering drops loops of size 1): a stand-in of size 1 that nothing reads
   i, d = rows[0] if rows else UOp(Ops.RANGE, INT, (), (-1, 1, "global")), (cols[0] if cols else None)
   batch = tuple(g for g in gx if g is not i)
@@ -415,17 +417,20 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   def finals(half_row: int) -> dict[UOp, UOp]:
     """The maxes and the denominators at their final values, for row g (0) or g + 8 (1)."""
     return {**{m: olds[half_row] for m in fl.maxes}, **{s.node: denominators[half_row] for s in fl.sums if s.f is None}}
-  stores = []
-  if column is None or fl.d is None:
-    # row statistics alone: per row each stored value (the max, the sum of exps), by one lane of the quad
-    drained = (UOp(Ops.BARRIER, dtypes.void, tuple(olds + denominators), ("wait", 0)),) if copy else ()
+  def row_stores(*after: UOp) -> list[UOp]:
+    """Per row each stored row statistic (the max, the sum of exps), by one lane of the quad."""
+    out = []
     for half_row in range(2):
       gi, ok = _clamp(it * BM + warp * 16 + g + 8 * half_row, T, tiles_i * BM)
       gate = (tq < 1) if ok is None else ok & (tq < 1)
       for st in fl.stores:
-        out = _put(st, {**finals(half_row), **batch, fl.i: gi})
-        stores.append(UOp(Ops.STORE, out.dtype, out.src[:3] + (gate, *drained), out.arg))
-    return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic)
+        if fl.d is not None and fl.d in _loops(st.src[1]): continue
+        value = _put(st, {**finals(half_row), **batch, fl.i: gi})
+        out.append(UOp(Ops.STORE, value.dtype, value.src[:3] + (gate, *after), value.arg))
+    return out
+  if column is None or fl.d is None:
+    drained = (UOp(Ops.BARRIER, dtypes.void, tuple(olds + denominators), ("wait", 0)),) if copy else ()
+    return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(row_stores(*drained) + refills), sink.arg), symbolic)
   # O rescaled, then a chain of MMAs (one per 16 keys, each adding into the one before: MMA's third source) added into it
   outs: list[tuple[UOp, int, UOp, UOp]] = []  # (O value, row g or g + 8, row in the tile, column)
   def v_at(n2: int, s16: int) -> UOp: return frag(sv, lv, (jt & 1) * (BN * (D + 8)) + lv.at(n2 * 16, s16 * 16), "b2", loaded)
@@ -435,7 +440,8 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
       outs.append((o, q // 2, warp * 16 + g + 8 * (q // 2), UOp.const(INT, c8 * 8) + tq * 2 + q % 2))
   # (copies still in flight, of the tile after the last, are waited for before the kernel's stores)
   drained = (UOp(Ops.BARRIER, dtypes.void, (outs[0][0],), ("wait", 0)),) if copy else ()
-  [store] = fl.stores
+  stores = row_stores(*drained)
+  [store] = [st for st in fl.stores if fl.d in _loops(st.src[1])]
   for o, half_row, row, col in outs:
     gi, ok = _clamp(it * BM + row, T, tiles_i * BM)
     at = {**batch, fl.i: gi, fl.d: col}
@@ -450,7 +456,9 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
 
 def describe_flash_cuda(fl: FlashGPU) -> str:
   T, Tk, K = fl.i.arg[1], fl.j.arg[1], fl.k.arg[1]
-  what = f"{fl.d.arg[1]} columns" if fl.d is not None else f"{len(fl.stores)} row statistics (max, sums of exps)"
+  stats = len(fl.stores) - (fl.d is not None)
+  what = (f"{fl.d.arg[1]} columns" if fl.d is not None else "") + (" and " if fl.d is not None and stats else "") + \
+    (f"{stats} row statistics (max, sums of exps)" if stats else "")
   work = "scores and P @ V" if fl.d is not None else "scores"
   return (f"flash attention {T}x{Tk}, k={K}, {what}: a block per {BM} query rows ({BM // 16} warps of 16), key tiles of {BN} through "
           f"shared memory, {work} on mma.sync m16n8k16 {fl.kind}, running max and sums in registers (quad shuffles)" +
