@@ -58,9 +58,10 @@ RECOMPUTE_DEVICES = {"CPU", "PYTHON"}
 # devices that recompute (and reassociate around) only 16-bit products accumulated in float32 (autocast's q . k and dO . v,
 # SDPA of 16-bit tensors; `online_fusion.half_product`): the form the CUDA plan for sums over recomputed scores maps
 # (codegen/cuda/flash_bwd.py). Other products keep their stored scores there; the gates RECOMPUTE_MIN / RECOMPUTE_MASKED_MIN
-# apply as on the CPU. In a training step the forward's online kernel becomes three (row max, row sum, O), as on the CPU.
-# H200, causal bf16 SDPA fwd+bwd (B=64 H=6 D=64), kernel time: T = 256 0.30 ms recomputed against 0.45 stored, T = 1024
-# 2.19 against 3.68; the GPT large bf16 step 8.69 against 8.55 ms (session 12, NOTES "Flash attention backward on CUDA")
+# apply as on the CPU. In a training step the forward's online kernel stores the row max and sum beside O (engine/outputs.py
+# recomputed_groups), which the backward's kernels read.
+# H200, causal bf16 SDPA fwd+bwd (B=64 H=6 D=64), kernel time: T = 256 0.24 ms recomputed against 0.45 stored, T = 1024
+# 1.81 against 3.56; the GPT large bf16 step 8.46 against 8.55 ms (session 12, NOTES "Flash attention backward on CUDA")
 TENSOR_CORE_RECOMPUTE_DEVICES: set[str] = {"CUDA"}
 
 
