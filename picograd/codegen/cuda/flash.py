@@ -25,7 +25,10 @@ level ops the GEMM plans use (tiling.py), nothing printed by hand:
   one 16-key step, rounded to h in pairs; no shared memory), and F (ldmatrix.trans), added into O after O is rescaled;
 - after the loop each lane's outputs (rows g, g + 8, columns 2t, 2t + 1 of each 8) go through the kernel's own stored
   expression with R = O * outside, S = the denominator and M = the max substituted (the epilogue: 1 / S, the cast, the
-  per-head store), gated at the last query tile's edge.
+  per-head store), gated at the last query tile's edge;
+- a training step's forward also stores the row max and the sum of exps (the kernels the backward reads them in come after;
+  engine/outputs.py groups them with O): one lane of a quad stores each row's values; without O (the weights carry a
+  dropout mask, which this plan does not take) the kernel stores them alone.
 
 Where the score is where(gate, ..., -inf) with a gate j <= i + c (causal), the key loop's trip count is a value: the tiles
 past the last key the block's last row sees are not visited (RANGE with a source). Rows past the end and keys past the end
