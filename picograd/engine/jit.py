@@ -29,8 +29,8 @@ import time
 from picograd.helpers import JIT, DEBUG, GRAPH
 from picograd.runtime.device import Buffer, get_device
 from picograd.engine.capture import Capture, capture, capturing
-from picograd.engine.realize import run_steps
-from picograd.engine.schedule import is_contiguous_view, strip_reshapes
+from picograd.engine.realize import buffer_of, run_steps
+from picograd.engine.schedule import is_contiguous_view
 from picograd.engine.replay import Replay
 from picograd.engine import observe
 
@@ -81,7 +81,7 @@ def _inputs(leaves: list[Any]) -> tuple[list[Buffer], list[tuple]]:
   first: dict[int, int] = {}  # aliasing is part of the signature: a replay maps each captured input buffer to one new buffer
   for i, t in enumerate(inputs):
     u = t.uop
-    buffers.append(buf := strip_reshapes(u).arg)
+    buffers.append(buf := buffer_of(u))
     signature.append((u.shape, u.dtype, t.device, first.setdefault(id(buf), i)))
   return buffers, signature
 

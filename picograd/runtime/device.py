@@ -45,8 +45,7 @@ class Allocator:
   def alloc(self, nbytes: int) -> Any:
     with self.lock:
       if blocks := self.cache.get(nbytes):  # (a training step's batch tensors take the blocks the last step's freed)
-        self.current += nbytes
-        if self.current > self.peak: self.peak = self.current
+        self._count(nbytes, 0)
         return blocks.pop()
     try:
       handle = self._alloc(nbytes)
@@ -66,8 +65,7 @@ class Allocator:
 
   def free(self, handle: Any, nbytes: int) -> None:
     with self.lock:
-      if (blocks := self.cache.get(nbytes)) is None: blocks = self.cache[nbytes] = []
-      blocks.append(handle)
+      self.cache.setdefault(nbytes, []).append(handle)
       self.current -= nbytes
 
   def free_cache(self) -> None:

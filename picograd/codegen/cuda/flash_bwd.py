@@ -356,7 +356,8 @@ def describe_recomputed_cuda(fr: RecomputedGPU) -> str:
   def what(o: RecomputedOut) -> str:
     return f"times {fr.d.arg[1]} columns by mma.sync" if fr.d is not None else f"a {'sum' if o.red.arg is Ops.ADD else 'max'} per row (quad shuffles)"
   skip = {"upto": "; tiles of s past the causal diagonal skipped", "from": "; tiles of s before the causal diagonal skipped"}
-  outputs = what(fr.outs[0]) if len(fr.outs) == 1 else f"{len(fr.outs)} outputs, each " + what(fr.outs[0])
+  kinds = list(dict.fromkeys(what(o) for o in fr.outs))
+  outputs = kinds[0] if len(fr.outs) == 1 else f"{len(fr.outs)} outputs, " + ("each " + kinds[0] if len(kinds) == 1 else ", ".join(kinds))
   return (f"recomputed scores on tensor cores {fr.r.arg[1]}x{fr.s.arg[1]}, {len(fr.products)} product sum(s) of k = "
           f"{', '.join(str(p.k.arg[1]) for p in fr.products)}: a block per {BM} rows ({BM // 16} warps of 16), tiles of {s_tile(fr)} through "
           f"shared memory, mma.sync m16n8k16 {fr.kind}, {outputs}" + (skip[fr.bound[0]] if fr.bound is not None else ""))
