@@ -48,6 +48,7 @@ from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.online import _factors, _exp_of_shifted, _canonical
 from picograd.codegen.cuda.analysis import contiguous_in
+from picograd.codegen.cuda.fast_math import fast_math
 from picograd.codegen.cuda.mapping import digits, special
 from picograd.codegen.cuda.target import CUDATarget
 from picograd.codegen.cuda.tiling import Layout
@@ -433,7 +434,7 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     return out
   if column is None or fl.d is None:
     drained = (UOp(Ops.BARRIER, dtypes.void, tuple(olds + denominators), ("wait", 0)),) if copy else ()
-    return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(row_stores(*drained) + refills), sink.arg), symbolic)
+    return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(row_stores(*drained) + refills), sink.arg), symbolic + fast_math)
   # O rescaled, then a chain of MMAs (one per 16 keys, each adding into the one before: MMA's third source) added into it
   outs: list[tuple[UOp, int, UOp, UOp]] = []  # (O value, row g or g + 8, row in the tile, column)
   def v_at(n2: int, s16: int) -> UOp: return frag(sv, lv, (jt & 1) * (BN * (D + 8)) + lv.at(n2 * 16, s16 * 16), "b2", loaded)
@@ -454,7 +455,7 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     known[column.node] = o if outside is None else o * outside
     out = _put(store, {**known, **at})
     stores.append(UOp(Ops.STORE, out.dtype, out.src[:3] + (UOp.const(dtypes.bool, True) if ok is None else ok, *drained), out.arg))
-  return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic)
+  return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic + fast_math)
 
 
 def describe_flash_cuda(fl: FlashGPU) -> str:

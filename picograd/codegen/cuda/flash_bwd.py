@@ -41,6 +41,7 @@ from picograd.ir.symbolic import symbolic
 from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast, \
   mma_chains, packed_products, causal_bound
 from picograd.codegen.cuda.analysis import contiguous_in
+from picograd.codegen.cuda.fast_math import fast_math, fast_terms, unrounded
 from picograd.codegen.cuda.mapping import digits, special
 from picograd.codegen.cuda.target import CUDATarget
 from picograd.codegen.cuda.tiling import Layout
@@ -306,6 +307,8 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   def terms(o: RecomputedOut) -> dict[tuple[int, int], UOp]:
     """(8-wide tile n of s, q) -> output o's T at the lane value."""
     identity = UOp.const(dtypes.float32, 0.0 if o.red.arg is Ops.ADD else -math.inf)
+    term = graph_rewrite(o.term, fast_terms)
+    if o.f is not None: term = unrounded(term, h)
     values = {}
     for n8 in range(bn // 8):
       for q in range(4):
@@ -314,7 +317,7 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
         at = {**{p.node: scores[(n_, n8, q)] for n_, p in enumerate(fr.products)}, **batch, fr.r: row_at(row),
               fr.s: _clamp(sv, Ts, tiles_s * bn)[0],
               **{vec: UOp(Ops.LOAD, vec.dtype, (local, (st & 1) * bn + col, loaded)) for local, vec in zip(svs, vectors)}}
-        v = _put(o.term, at)
+        v = _put(term, at)
         values[(n8, q)] = (sv < Ts).where(v, identity) if tiles_s * bn > Ts else v
     return values
   outs: list[tuple[RecomputedOut, UOp, int, UOp]] = []  # (output, value, row in the tile, column)
@@ -349,7 +352,7 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
     # (without columns the four lanes of a quad hold the same row: one stores it)
     gate = ok if fr.d is not None else ((tq < 1) if ok is None else ok & (tq < 1))
     stores.append(UOp(Ops.STORE, out.dtype, out.src[:3] + (UOp.const(dtypes.bool, True) if gate is None else gate, *drained), out.arg))
-  return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic)
+  return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic + fast_math)
 
 
 def describe_recomputed_cuda(fr: RecomputedGPU) -> str:

@@ -120,8 +120,17 @@ ALU: dict[Ops, AluFn] = {
 }
 
 
-def render_alu(op: Ops, dt: DType, x: list[str], src_dt: DType, wrap: bool = False) -> str:
-  """C for one ALU op; `dt` is the result dtype, `src_dt` the first operand's; `wrap`: integer ADD/MUL/NEG must wrap."""
+# an ALU node's arg asking for the hardware's approximate float32 form (fast_math.py marks them in the attention plans)
+APPROX = "approx"
+_APPROX_F32: dict[Ops, Callable[[list[str]], str]] = {
+  Ops.EXP2: lambda x: f"pg_ex2_approx({x[0]})", Ops.RECIPROCAL: lambda x: f"pg_rcp_approx({x[0]})", Ops.MAX: lambda x: f"fmaxf({x[0]}, {x[1]})",
+}
+
+
+def render_alu(op: Ops, dt: DType, x: list[str], src_dt: DType, wrap: bool = False, approx: bool = False) -> str:
+  """C for one ALU op; `dt` is the result dtype, `src_dt` the first operand's; `wrap`: integer ADD/MUL/NEG must wrap;
+  `approx`: a float32 op in its approximate form (one MUFU or FMNMX instruction)."""
+  if approx and dt == dtypes.float32 and op in _APPROX_F32: return _APPROX_F32[op](x)
   if op not in ALU: raise NotImplementedError(f"no CUDA C for {op}")
   return ALU[op](dt, x, src_dt, wrap)
 

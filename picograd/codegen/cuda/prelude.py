@@ -15,6 +15,9 @@ template <class T> PG_INLINE T pg_check(T v, bool bad, long long bit, unsigned l
   if (bad) atomicOr(err, (unsigned long long)bit);
   return v;
 }
+// the approximate float32 forms (MUFU.EX2 / MUFU.RCP, subnormals flushed) the attention plans ask for (fast_math.py)
+PG_INLINE float pg_ex2_approx(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+PG_INLINE float pg_rcp_approx(float x) { float y; asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
 template <class To, class From> PG_INLINE To pg_bitcast(From x) { To y; memcpy(&y, &x, sizeof(To)); return y; }  // NVRTC rejects __builtin_memcpy
 template <class T> PG_INLINE T pg_shfl_xor(T v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
 PG_INLINE bool pg_shfl_xor(bool v, int o) { return __shfl_xor_sync(0xffffffffu, (int)v, o) != 0; }

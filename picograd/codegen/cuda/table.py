@@ -20,7 +20,8 @@ from picograd.codegen.cuda.emit import Writer
 from picograd.codegen.cuda.tiling import Layout, swizzle_row, wgmma_k
 from picograd.dtype import dtypes
 from picograd.helpers import TensorMapSpec
-from picograd.codegen.cuda.ops import MEM_TYPES, REDUCE_FUNCTORS, REG_TYPES, acc_update, c_const, render_alu, render_load, render_store, vector_type
+from picograd.codegen.cuda.ops import APPROX, MEM_TYPES, REDUCE_FUNCTORS, REG_TYPES, acc_update, c_const, render_alu, render_load, render_store, \
+  vector_type
 
 _SPECIAL_C = {"block": "blockIdx.x", "thread": "threadIdx.x"}
 STATIC_SHARED = 48 * 1024  # more shared memory than this must be dynamic (and the launch asks for it)
@@ -81,7 +82,7 @@ class TableRenderer:
 
   def _skip(self, u: UOp) -> None: pass  # PARAM and CONST are inlined where used
   def _alu(self, u: UOp) -> None:
-    self._define(u, render_alu(u.op, u.dtype, [self.val(s) for s in u.src], u.src[0].dtype, u in self.w.wrapping))
+    self._define(u, render_alu(u.op, u.dtype, [self.val(s) for s in u.src], u.src[0].dtype, u in self.w.wrapping, u.arg == APPROX))
   def _special(self, u: UOp) -> None: self._define(u, f"(int){_SPECIAL_C[u.arg[0]]}", "i")
   def _later(self, u: UOp) -> None: self.names[u] = ""  # an MMA, its lanes, a VECTORIZE: printed where they are used
   def _guard(self, u: UOp) -> None: self.w(f"if (!{self.val(u.src[0])}) return;")
