@@ -1,22 +1,27 @@
-"""Fast math for the attention plans (codegen layer): a rewrite of the flash and recomputed plans' float32 work per score.
+"""Fast math for the attention plans (codegen layer): the flash and recomputed plans' float32 work per score.
 
 FlashAttention is compiled with --use_fast_math; per score its kernels spend one FFMA, one MUFU.EX2 and a max or an add
 beside the tensor-core products. Written as lowering leaves it, the same work is three to four times as many instructions
 (exp2f's subnormal handling, an IEEE division per value, the exp's gradient multiplying by ln 2 and then by log2 e, the
-NaN-propagating max), and the kernels become bound by issuing them rather than by the tensor cores. Every value these
-rules touch is rounded to 16 bits before it meets a tensor core, or is a softmax statistic, so their last-bit changes
-disappear there. The rules, on float32 values only (never on index arithmetic):
+NaN-propagating max), and the kernels become bound by issuing them rather than by the tensor cores.
 
-- EXP2 and RECIPROCAL take their approximate forms (ex2.approx.ftz, rcp.approx.ftz: results below 2^-126 flush to 0),
-  MAX the non-propagating fmaxf (a NaN score can drop out of a row max; every sum that reads it turns NaN through its exp);
+`fast_terms` rewrites a recomputed plan's term (the summand over the scores, every value of which is rounded to 16 bits
+before it meets a tensor core, or summed into a softmax statistic, so last-bit changes disappear there); the flash plan
+builds its exps and row maxes in these forms itself. The approximate rules, float32 only:
+- EXP2 and RECIPROCAL take their approximate forms (arg `ops.APPROX`: ex2.approx.ftz, rcp.approx.ftz; results below 2^-126
+  flush to 0). The flash plan's row max is fmaxf (APPROX on MAX): a NaN score can drop out of the max, and every sum that
+  reads it still turns NaN through its exp;
 - constant factors move out of products and combine: (x * c1) * c2 = x * (c1 c2), x * (y * c) = (x * y) * c. The exp's
   gradient, e * ln 2 multiplied by log2 e, becomes e times 1;
-- a product of a sum and a constant distributes, (a + b) * c = a c + b c: (x - max) * log2 e is one FFMA, the max's part
-  computed once per row.
+- (a + b) * c = a c + b c: (x - max) * log2 e is one FFMA, the max's part computed once per row;
+- where(g, a, k) * c = where(g, a c, k c), so the score's scale joins log2 e.
 
-One exact rule on positions joins them: a comparison of two integer sums, i < j + c (the causal mask, row against key),
-becomes i - j < c when value ranges keep i - j inside its type. i - j is the same for a lane's values of one row in a
-tile, so each value costs one compare with a constant instead of an add and a compare.
+`exact` (both plans' whole mapped kernels, epilogues included: nothing there changes a value):
+- i < j + c of two integer sums becomes i - j < c when value ranges keep i - j inside its type: i - j is the same for a
+  lane's values of one row in a tile, so a causal compare is one compare with a constant instead of an add and a compare;
+- int32(int64(x)) of an int32 x is x;
+- float32 of a 16-bit select moves inside, and float32 of a bfloat16 product with a power of two (bfloat16 has float32's
+  exponents: the product is exact in both), so the float32 rules reach the constants.
 """
 from __future__ import annotations
 import math
@@ -94,12 +99,12 @@ def _is_power_of_two(c: UOp) -> bool: return c.op is Ops.CONST and math.frexp(ab
 
 
 def _widen(u: UOp) -> UOp | None:
-  """float32(x) of a 16-bit select or product with a power of two, moved inside: exact, and the float32 rules then reach
-  the constants (the score's where(causal, s * 0.125, -inf) in bfloat16)."""
+  """float32(x) of a 16-bit select, or of a bfloat16 product with a power of two, moved inside (exact): the float32 rules
+  then reach the constants (the score's where(causal, s * 0.125, -inf) in bfloat16)."""
   x = u.src[0]
   if u.dtype != F32 or not x.dtype.is_float or x.dtype.itemsize != 2: return None
   if x.op is Ops.WHERE: return x.src[0].where(*(UOp.const(F32, v.arg) if v.op is Ops.CONST else v.cast(F32) for v in x.src[1:]))
-  if x.op is Ops.MUL and _is_power_of_two(x.src[1]): return x.src[0].cast(F32) * UOp.const(F32, float(x.src[1].arg))
+  if x.op is Ops.MUL and x.dtype == dtypes.bfloat16 and _is_power_of_two(x.src[1]): return x.src[0].cast(F32) * UOp.const(F32, float(x.src[1].arg))
   return None
 
 
@@ -113,15 +118,16 @@ def unrounded(u: UOp, h: DType) -> UOp:
   return u
 
 
-fast_math = PatternMatcher([
+exact = PatternMatcher([
   (UPat(Ops.CAST, name="u"), _round_trip),
   (UPat(Ops.CAST, name="u"), _widen),
   (UPat(Ops.CMPLT, name="u"), _compare),
-  (UPat((Ops.EXP2, Ops.RECIPROCAL, Ops.MAX), name="u"), _approximate),
-  (UPat(Ops.MUL, name="u"), _product),
 ])
 
-# a recomputed plan's term alone (not the forward's scores, whose unscaled value the row max also reads)
-fast_terms = fast_math + PatternMatcher([(UPat(Ops.MUL, name="u"), _into_select)])
+fast_terms = exact + PatternMatcher([
+  (UPat((Ops.EXP2, Ops.RECIPROCAL), name="u"), _approximate),
+  (UPat(Ops.MUL, name="u"), _product),
+  (UPat(Ops.MUL, name="u"), _into_select),
+])
 
-__all__ = ["fast_math", "fast_terms", "unrounded"]
+__all__ = ["exact", "fast_terms", "unrounded"]

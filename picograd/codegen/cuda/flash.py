@@ -48,7 +48,8 @@ from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.online import _factors, _exp_of_shifted, _canonical
 from picograd.codegen.cuda.analysis import contiguous_in
-from picograd.codegen.cuda.fast_math import fast_math
+from picograd.codegen.cuda.fast_math import exact
+from picograd.codegen.cuda.ops import APPROX
 from picograd.codegen.cuda.mapping import digits, special
 from picograd.codegen.cuda.target import CUDATarget
 from picograd.codegen.cuda.tiling import Layout
@@ -397,20 +398,21 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
       if tiles_j * BN > Tk: xv = (jt * BN + col < Tk).where(xv, inf)
       keyed[q // 2].append((xv, col))
   c = UOp.const(dtypes.float32, fl.c)
-  olds, safes, alphas = [], [], []
+  olds, safes, alphas = [], [], []  # (safes: -(the running max, 0 for -inf) * c)
   for r in range(2):
+    # (fast math, as codegen/cuda/fast_math.py: fmaxf over the tile, ex2.approx, and exp2(x * c - m * c): one FFMA a score)
     bmax = keyed[r][0][0]
-    for xv, _ in keyed[r][1:]: bmax = bmax.alu(Ops.MAX, xv)
+    for xv, _ in keyed[r][1:]: bmax = UOp(Ops.MAX, dtypes.float32, (bmax, xv), APPROX)
     bmax = UOp(Ops.GROUP_REDUCE, dtypes.float32, (bmax,), (Ops.MAX, 4))
     old = UOp(Ops.RUNNING_MAX, dtypes.float32, (bmax, jt))
     new = old.alu(Ops.MAX, bmax)
     safe = new.ne(inf).where(new, UOp.const(dtypes.float32, 0.0))
     olds.append(UOp(Ops.REDUCE, dtypes.float32, (bmax, jt), Ops.MAX))
-    safes.append(safe)
-    alphas.append(UOp(Ops.EXP2, dtypes.float32, ((old + -safe) * c,)))
+    safes.append(-(safe * c))
+    alphas.append(UOp(Ops.EXP2, dtypes.float32, (old * c + safes[-1],), APPROX))
   # P straight from the score registers: the m16n8k16 C layout of two 8-key tiles is the A layout of one 16-key step
   # (FRAGMENT "pack": lane values rounded to 16 bits in pairs), so no shared-memory round trip
-  exps = [[UOp(Ops.EXP2, dtypes.float32, ((xv + -safes[r]) * c,)) for xv, _ in keyed[r]] for r in range(2)]
+  exps = [[UOp(Ops.EXP2, dtypes.float32, (xv * c + safes[r],), APPROX) for xv, _ in keyed[r]] for r in range(2)]
   def p_at(n: int, q: int) -> UOp: return exps[q // 2][n * 2 + q % 2]  # (keyed[r] runs over 8-key tiles n, then q % 2)
   denominators = []
   for r in range(2):
@@ -434,7 +436,7 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     return out
   if column is None or fl.d is None:
     drained = (UOp(Ops.BARRIER, dtypes.void, tuple(olds + denominators), ("wait", 0)),) if copy else ()
-    return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(row_stores(*drained) + refills), sink.arg), symbolic + fast_math)
+    return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(row_stores(*drained) + refills), sink.arg), symbolic + exact)
   # O rescaled, then a chain of MMAs (one per 16 keys, each adding into the one before: MMA's third source) added into it
   outs: list[tuple[UOp, int, UOp, UOp]] = []  # (O value, row g or g + 8, row in the tile, column)
   def v_at(n2: int, s16: int) -> UOp: return frag(sv, lv, (jt & 1) * (BN * (D + 8)) + lv.at(n2 * 16, s16 * 16), "b2", loaded)
@@ -455,7 +457,7 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     known[column.node] = o if outside is None else o * outside
     out = _put(store, {**known, **at})
     stores.append(UOp(Ops.STORE, out.dtype, out.src[:3] + (UOp.const(dtypes.bool, True) if ok is None else ok, *drained), out.arg))
-  return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic + fast_math)
+  return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic + exact)
 
 
 def describe_flash_cuda(fl: FlashGPU) -> str:

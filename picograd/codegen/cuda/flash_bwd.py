@@ -41,7 +41,7 @@ from picograd.ir.symbolic import symbolic
 from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast, \
   mma_chains, packed_products, causal_bound
 from picograd.codegen.cuda.analysis import contiguous_in
-from picograd.codegen.cuda.fast_math import fast_math, fast_terms, unrounded
+from picograd.codegen.cuda.fast_math import exact, fast_terms, unrounded
 from picograd.codegen.cuda.mapping import digits, special
 from picograd.codegen.cuda.target import CUDATarget
 from picograd.codegen.cuda.tiling import Layout
@@ -352,7 +352,7 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
     # (without columns the four lanes of a quad hold the same row: one stores it)
     gate = ok if fr.d is not None else ((tq < 1) if ok is None else ok & (tq < 1))
     stores.append(UOp(Ops.STORE, out.dtype, out.src[:3] + (UOp.const(dtypes.bool, True) if gate is None else gate, *drained), out.arg))
-  return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic + fast_math)
+  return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + refills), sink.arg), symbolic + exact)
 
 
 def describe_recomputed_cuda(fr: RecomputedGPU) -> str:
