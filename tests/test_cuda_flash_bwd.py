@@ -70,6 +70,31 @@ def test_attention_training_step_without_score_buffers(how):
   _close_to_torch(got, arrays, how)
 
 
+def test_row_term_reads_the_16_bit_output():
+  """With 16-bit q, k, v and dO (the bench's and the GPT's step), the row term sum_d dO * O reads O as the graph rounds it,
+  the bfloat16 output the forward stores anyway. The CUDA schedule: four kernels (O with the max and sum, the row term, dQ,
+  dK with dV), no float32 copy of O and no kernel that casts or copies it (lazy empty tensors: scheduled only; dO, an
+  empty tensor, is a kernel that reads nothing, left out). Under EMULATE=CUDA, values and gradients as PyTorch's."""
+  with Context(ONLINE_SOFTMAX_MIN=0):
+    q, k, v, g = (Tensor.empty(64, 6, 256, 64, dtype=dtypes.bfloat16) for _ in range(4))
+    for t in (q, k, v): t.requires_grad = True
+    out = q.scaled_dot_product_attention(k, v, is_causal=True)
+    roots, _ = _normalize([out.uop] + [t.uop for t in out.gradient(q, k, v, gradient=g)])
+    template = schedule.create_template(roots, ["CUDA"] * len(roots))
+  computing = [kern for kern in template.kernels if kern.ast is not None and len(kern.bindings) > kern.outputs]
+  assert len(computing) == 4, [[(t.kind, t.index) for t in kern.bindings] for kern in computing]
+  assert not any(t.dtype == dtypes.float32 and t.size == 64 * 6 * 256 * 64 for t in template.temps)
+  arrays = _arrays()
+  with Context(EMULATE="CUDA", ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MIN=0):
+    q, k, v, g = (Tensor(a, device="PYTHON").cast(dtypes.bfloat16).realize() for a in arrays)
+    for t in (q, k, v): t.requires_grad = True
+    out = q.scaled_dot_product_attention(k, v, is_causal=True)
+    grads = out.gradient(q, k, v, gradient=g)
+    out.realize(*grads)
+    got = [out.float().numpy()] + [t.float().numpy() for t in grads]
+  _close_to_torch(got, [torch.tensor(a).bfloat16().float().numpy() for a in arrays], "causal")
+
+
 def test_dropout_matches_the_unmapped_kernels():
   """With dropout (the GPT's training step) the mask is drawn inside every kernel over recomputed scores from the counter RNG:
   the mapped kernels (EMULATE=CUDA) agree with the PYTHON device's own on the same seed (the same values on every device)."""

@@ -11,6 +11,10 @@ sum R2 over one axis whose factors, up to a renaming of axes, are A and C varyin
 sub-multiset of W, compared node for node) gives sum_j A C = R2 / W2; then the sum is W / W2 * sum_d B R2, with no
 division at all. Factors are found through MUL, NEG, constants and the views that only permute, broadcast or insert and
 remove axes of size 1; `reassociate(nodes, ok)` returns {old sum: new node} for the sums on devices `ok` accepts.
+
+Read through casts (autocast), R2 is taken as the graph rounds it where it does: a 16-bit cast of R2 (attention's output,
+O in bfloat16) is stored anyway, so the new sum reads that value, as FlashAttention's D_i reads the 16-bit O; reading the
+float32 sum instead made the forward store O twice (float32 and its 16-bit cast, a kernel of its own).
 """
 from __future__ import annotations
 from typing import Callable
@@ -123,6 +127,11 @@ def _match(f1: list[Factor], f2: list[Factor], mapping: dict[int, int]) -> bool:
   return True
 
 
+def _below_reshapes(u: UOp) -> UOp:
+  while u.op is Ops.RESHAPE: u = u.src[0]
+  return u
+
+
 def _placed(n: UOp, lab: Labels, order: list[int], shape: tuple[int, ...]) -> UOp:
   """Factor `n` (axes labelled `lab`; unlabelled axes have size 1) as a view of `shape`, whose axes are the labels `order`."""
   keep = [a for a, x in enumerate(lab) if x is not None]
@@ -148,7 +157,7 @@ def _rebuilt(n: UOp, lab: Labels, j: int, order: list[int], shape: tuple[int, ..
 
 
 def _rewrite(r: UOp, sums: list[tuple[UOp, int, Labels, list[Factor], float]], memo: dict[tuple[UOp, int], bool],
-             casts: bool = False) -> UOp | None:
+             casts: bool = False, rounded: dict[UOp, UOp] | None = None) -> UOp | None:
   j = _single_sum(r)
   assert j is not None
   labels, factors, scale = _space(r, casts)
@@ -188,7 +197,8 @@ def _rewrite(r: UOp, sums: list[tuple[UOp, int, Labels, list[Factor], float]], m
       # the new sum runs over r's output axes (j of size 1) and the inner sum's axes, appended
       order = [x if x is not None and x != j else -1 - a for a, x in enumerate(labels)] + [fresh[a] for a in inner.arg[1]]
       shape = out_shape + tuple(inner.src[0].tshape[a] for a in inner.arg[1])
-      prod = _placed(r2, r2_lab, order, shape)
+      base = rounded[r2].cast(r2.dtype).reshape(r2.tshape) if casts and rounded and r2 in rounded else r2
+      prod = _placed(base, r2_lab, order, shape)
       for n, lab2 in b: prod = prod * _rebuilt(n, lab2, j, order, shape).cast(r.dtype)  # (a factor labelled j is constant along it)
       # W / W2 stays inside the new sum, so the result is one reduction as before; rebuilt at its shape, so no costly
       # elementwise work (1 / S) is broadcast into it (the scheduler would store it)
@@ -202,10 +212,15 @@ def reassociate(nodes: list[UOp], ok: Callable[[UOp], bool], casts: Callable[[UO
   """{sum: its reassociated form} for the sums of `nodes` that the rewrite above applies to and `ok` accepts; `casts(sum)`:
   are its factors read through float casts (product_factors)."""
   sums = [(r, j, *_space(r, casts(r))) for r in nodes if (j := _single_sum(r)) is not None]
+  # the 16-bit casts of float32 sums: the value the graph rounds each to (read instead of the sum, module docstring)
+  rounded: dict[UOp, UOp] = {}
+  for n in nodes:
+    if n.op is Ops.CAST and n.dtype in (dtypes.float16, dtypes.bfloat16) and n.src[0].dtype == dtypes.float32:
+      if (below := _below_reshapes(n.src[0])).op is Ops.REDUCE: rounded[below] = n
   memo: dict[tuple[UOp, int], bool] = {}
   out: dict[UOp, UOp] = {}
   for r, *_ in sums:
     # (sums come in graph order: a rewritten sum read by this one's factors, a later layer's row term in the gradient flowing
     # into this layer, is replaced inside the new form too, or the schedule would still compute the old sum there)
-    if ok(r) and (new := _rewrite(r, sums, memo, casts(r))) is not None: out[r] = substitute(new, out)
+    if ok(r) and (new := _rewrite(r, sums, memo, casts(r), rounded)) is not None: out[r] = substitute(new, out)
   return out

@@ -58,6 +58,9 @@ from picograd.codegen.cuda.tiling import Layout
 # H=6 D=64: forward 0.049 -> 0.065 ms at T = 256, 0.338 -> 0.451 at T = 1024; training kernels 0.28 -> 0.33, 2.09 -> 2.52)
 BM = 64
 BN = 64        # keys per tile
+# the forward's __launch_bounds__ minimum of blocks an SM: the driver's ptxas gave it more than 128 registers (3 blocks an
+# SM); capped at 128 the T = 1024 forward went 329 -> 298 us (H200, session 13), T = 256 unchanged
+FORWARD_BLOCKS_PER_SM = 4
 INT = dtypes.int32
 
 
@@ -471,4 +474,4 @@ def describe_flash_cuda(fl: FlashGPU) -> str:
           ("; key tiles past the causal diagonal skipped" if _last_key(fl.x, fl.i, fl.j) is not None else ""))
 
 
-__all__ = ["match_flash_cuda", "map_flash", "describe_flash_cuda", "FlashGPU", "causal_bound"]
+__all__ = ["match_flash_cuda", "map_flash", "describe_flash_cuda", "FlashGPU", "causal_bound", "FORWARD_BLOCKS_PER_SM"]

@@ -10,7 +10,7 @@ from picograd.codegen.linearize import linearize
 from picograd.codegen.cuda.analysis import range_deps, row_split
 from picograd.codegen.cuda.mapping import map_block, map_columns, map_flat, map_lanes, map_row, map_split
 from picograd.codegen.cuda.tiling import describe_tiled, map_tiled, plan_for
-from picograd.codegen.cuda.flash import describe_flash_cuda, map_flash, match_flash_cuda
+from picograd.codegen.cuda.flash import FORWARD_BLOCKS_PER_SM, describe_flash_cuda, map_flash, match_flash_cuda
 from picograd.codegen.cuda.flash_bwd import describe_recomputed_cuda, map_recomputed, match_recomputed_cuda
 from picograd.codegen.cuda.ops import MEM_TYPES
 from picograd.codegen.cuda.plan import choose_plan
@@ -114,9 +114,10 @@ def render_cuda(base_name: str, sink: UOp, target: CUDATarget) -> tuple[str, str
   uses_half = any(u.dtype in (dtypes.float16, dtypes.bfloat16) for u in program)
   head = [PRELUDE + (HALF_PRELUDE if uses_half else "") + (TENSOR_MAP_PRELUDE if table.tensor_maps else "")]
   body = "\n".join(lines)
-  digest = hashlib.sha256((plan + body + "".join(table.globals) + args).encode()).hexdigest()[:8]
+  bounds = f"{block}, {FORWARD_BLOCKS_PER_SM}" if plan == "flash" else f"{block}"  # (flash.py: registers capped for occupancy)
+  digest = hashlib.sha256((plan + bounds + body + "".join(table.globals) + args).encode()).hexdigest()[:8]
   name = f"{base_name}_{digest}"
-  src = "\n".join(head + table.globals + [f'extern "C" __global__ void __launch_bounds__({block}) {name}({args}) {{', body, "}", ""])
+  src = "\n".join(head + table.globals + [f'extern "C" __global__ void __launch_bounds__({bounds}) {name}({args}) {{', body, "}", ""])
   dims = LaunchDims(grid, (block,), table.dynamic_shared)
   opts.append(f"grid {dims.global_size}, block {dims.local_size}, {dims.shared_bytes} B dynamic shared memory")
   maps = [spec._replace(param=next(i for i, p in enumerate(params) if p is param)) for param, spec in table.tensor_maps]
