@@ -282,3 +282,24 @@ def test_same_graph_on_new_data_hits_the_schedule_cache():
   # a graph of another shape is a different schedule
   step(rand((5, 8), seed=12))
   assert engine.stats["cache_hits"] == hits + 1
+
+
+def test_a_root_that_reshapes_a_stored_value_shares_its_buffer(x):
+  """s is stored (read along both axes by c); realizing c and s.reshape too runs two kernels, not a third copying s."""
+  s = x.sum(1)
+  c = s.reshape(1, 4) + s.reshape(4, 1)
+  view = s.reshape(2, 2)
+  assert kernels(c, view) == 2
+  c.realize(view)
+  expected = x.numpy().sum(1)
+  np.testing.assert_allclose(view.numpy(), expected.reshape(2, 2), rtol=1e-6)
+  np.testing.assert_allclose(c.numpy(), expected[None, :] + expected[:, None], rtol=1e-6)
+
+
+def test_a_reshaped_assignment_root_keeps_its_own_buffer():
+  """A root reshaping an assignment is not the assigned variable's buffer: the variable's later updates leave it alone."""
+  var = Tensor(np.zeros(4, np.float32), device=DEV).realize()
+  seen = var.assign(var + 1).reshape(2, 2)
+  seen.realize()
+  var.assign(var + 10).realize()
+  np.testing.assert_array_equal(seen.numpy(), np.ones((2, 2), np.float32))

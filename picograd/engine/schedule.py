@@ -518,8 +518,8 @@ def create_template(roots: list[UOp], devices: list[str]) -> ScheduleTemplate:
     nodes, node_device = toposort(roots), _node_devices(roots, devices)
   boundaries = _boundaries(roots, nodes, lambda n: node_device[n].split(":")[0])
   # a root that reshapes a value stored anyway (attention's bfloat16 output, which the backward's row term also reads) is
-  # that value's buffer, not a copy of it
-  boundaries -= {r for r in roots if r.op is Ops.RESHAPE and (base := strip_reshapes(r)) in boundaries and base is not r}
+  # that value's buffer, not a copy of it (not an assignment's: that buffer is the assigned variable's, which changes later)
+  boundaries -= {r for r in roots if r.op is Ops.RESHAPE and (base := strip_reshapes(r)) in boundaries and base.op is not Ops.ASSIGN}
 
   temps: list[TempBuffer] = []
   where: dict[UOp, Binding] = {}  # boundary node -> buffer that holds it
