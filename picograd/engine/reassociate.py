@@ -19,7 +19,7 @@ float32 sum instead made the forward store O twice (float32 and its 16-bit cast,
 from __future__ import annotations
 from typing import Callable
 from picograd.dtype import dtypes
-from picograd.ir.ops import UOp, Ops, ALU, substitute
+from picograd.ir.ops import UOp, Ops, ALU, strip_reshapes, substitute
 
 # an axis label per axis of a factor: the iteration axis it runs along in the sum's space (None: a size-1 axis)
 Labels = tuple[int | None, ...]
@@ -127,11 +127,6 @@ def _match(f1: list[Factor], f2: list[Factor], mapping: dict[int, int]) -> bool:
   return True
 
 
-def _below_reshapes(u: UOp) -> UOp:
-  while u.op is Ops.RESHAPE: u = u.src[0]
-  return u
-
-
 def _placed(n: UOp, lab: Labels, order: list[int], shape: tuple[int, ...]) -> UOp:
   """Factor `n` (axes labelled `lab`; unlabelled axes have size 1) as a view of `shape`, whose axes are the labels `order`."""
   keep = [a for a, x in enumerate(lab) if x is not None]
@@ -216,7 +211,7 @@ def reassociate(nodes: list[UOp], ok: Callable[[UOp], bool], casts: Callable[[UO
   rounded: dict[UOp, UOp] = {}
   for n in nodes:
     if n.op is Ops.CAST and n.dtype in (dtypes.float16, dtypes.bfloat16) and n.src[0].dtype == dtypes.float32:
-      if (below := _below_reshapes(n.src[0])).op is Ops.REDUCE: rounded[below] = n
+      if (below := strip_reshapes(n.src[0])).op is Ops.REDUCE: rounded[below] = n
   memo: dict[tuple[UOp, int], bool] = {}
   out: dict[UOp, UOp] = {}
   for r, *_ in sums:

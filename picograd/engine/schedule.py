@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 from picograd.dtype import DType, dtypes
 from picograd.helpers import EMULATE, NOOPT, RECOMPUTE_MIN, RECOMPUTE_MASKED_MIN, prod
-from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many, rebuild_hooks
+from picograd.ir.ops import UOp, Ops, UPat, PatternMatcher, MOVEMENT, ALU, toposort, substitute, graph_rewrite_many, rebuild_hooks, strip_reshapes
 from picograd.engine.online_fusion import online_groups, half_product, exp_factor_reads, group_of, tensor_core_form
 from picograd.engine.outputs import Candidate, mergeable, output_groups, recomputed_groups
 from picograd.engine.reassociate import reassociate
@@ -135,12 +135,6 @@ class ScheduleTemplate:
 def slot_of(u: UOp) -> tuple | None:
   """A normalized input buffer is BUFFER with arg ("slot", index, size, device)."""
   return u.arg if u.op is Ops.BUFFER and isinstance(u.arg, tuple) else None
-
-
-def strip_reshapes(u: UOp) -> UOp:
-  """Below the RESHAPEs: the node a reshape-only view reads."""
-  while u.op is Ops.RESHAPE: u = u.src[0]
-  return u
 
 
 def is_contiguous_view(u: UOp) -> bool:

@@ -264,6 +264,12 @@ def _round_float(value: float, dtype: DType) -> float:
     return float(dtype.np.type(value))
 
 
+def strip_reshapes(u: UOp) -> UOp:
+  """Below the RESHAPEs: the node a reshape-only view reads."""
+  while u.op is Ops.RESHAPE: u = u.src[0]
+  return u
+
+
 def toposort(roots: Iterable[UOp], stop: Callable[[UOp], bool] = lambda _: False) -> list[UOp]:
   """Nodes reachable from `roots`, children first, without Python recursion. `stop` nodes are included but not entered."""
   order, seen = [], set()
