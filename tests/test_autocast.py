@@ -128,3 +128,19 @@ def test_optimizers_keep_float32_masters_of_16_bit_parameters(opt_name):
   assert p.dtype == dtypes.bfloat16
   np.testing.assert_array_equal(p.float().numpy(), Tensor(master).cast(dtypes.bfloat16).float().numpy())
   if opt_name == "AdamW": assert opt.m[0].dtype == dtypes.float32 and opt.v[0].dtype == dtypes.float32
+
+
+def test_sdpa_keeps_its_scores_in_float32():
+  """The scores of 16-bit attention are the float32 sums of the 16-bit products, not rounded back to 16 bits (as PyTorch's
+  flash and memory-efficient SDPA kernels keep them); the softmax weights are rounded to 16 bits for the second product.
+  Closer to float32 attention than the scores rounded first were."""
+  from picograd.ir.ops import Ops, toposort
+  q, k, v = rnd(2, 2, 16, 8), rnd(2, 2, 16, 8, seed=1), rnd(2, 2, 16, 8, seed=2)
+  with picograd.autocast():
+    out = Tensor(q).scaled_dot_product_attention(Tensor(k), Tensor(v), is_causal=True)
+  row_max = next(n for n in toposort([out.uop]) if n.op is Ops.REDUCE and n.arg[0] is Ops.MAX)
+  # everything the softmax's max reads back to the products: float32 (before, the scores were rounded to bfloat16 first)
+  scores = [n for n in toposort([row_max.src[0]], stop=lambda n: n.op is Ops.REDUCE) if n.tshape[2:4] == (16, 16)]
+  assert scores and not any(n.dtype in (dtypes.bfloat16, dtypes.float16) for n in scores), [(n.op, n.dtype) for n in scores]
+  exact = torch.nn.functional.scaled_dot_product_attention(*(torch.tensor(t).bfloat16().double() for t in (q, k, v)), is_causal=True)
+  np.testing.assert_allclose(out.float().numpy(), exact.numpy(), rtol=1e-2, atol=1e-2)

@@ -18,7 +18,11 @@ class NNOpsMixin:
   """Mixed into `Tensor` (which keeps __slots__, so a mixin adds none)."""
   __slots__ = ()
 
-  def matmul(self: Any, other: "Tensor") -> "Tensor":
+  def matmul(self: Any, other: "Tensor") -> "Tensor": return self._matmul(other)
+
+  def _matmul(self: Any, other: "Tensor", accumulated: bool = False) -> "Tensor":
+    """matmul; with `accumulated`, the float32 sum of 16-bit products as it is, not rounded back to 16 bits (attention's
+    scores, as PyTorch's fused SDPA kernels keep them)."""
     other = self._to_tensor(other, "matmul")
     self, other = lower_precision(self, other)  # under autocast: 16-bit operands, float32 accumulation
     if self.ndim == 0 or other.ndim == 0: raise ShapeError(f"matmul: both operands need at least 1 dimension, got {self.shape} and {other.shape}")
@@ -33,7 +37,7 @@ class NNOpsMixin:
     # out[..., i, j] = sum_k a[..., i, k] * b[..., k, j], as a broadcast product reduced over k
     prod_ = a.reshape(*a.shape[:-2], n, 1, k)._expand_to(batch + (n, m, k)) * \
             b.transpose(-1, -2).reshape(*b.shape[:-2], 1, m, k)._expand_to(batch + (n, m, k))
-    out = prod_.sum(-1, dtype=dt)
+    out = prod_.sum(-1, dtype=dtypes.float32 if accumulated and dt in (dtypes.float16, dtypes.bfloat16) else dt)
     if self.ndim == 1: out = out.squeeze(-2)
     if other.ndim == 1: out = out.squeeze(-1)
     return out
@@ -99,7 +103,11 @@ class NNOpsMixin:
                          f"{heads} ({self.shape})")
       key, value = _repeat_heads(key, heads // kv_heads), _repeat_heads(value, heads // kv_heads)
     scale = 1 / math.sqrt(self.shape[-1]) if scale is None else scale
-    scores = self.matmul(key.transpose(-2, -1)) * scale
+    # 16-bit q and k: the scores stay in float32 (PyTorch's flash and memory-efficient kernels keep them so), and the softmax
+    # weights are rounded to that 16-bit type for the second product
+    product = promote(*(t.dtype for t in lower_precision(self, key)))
+    half = product if product in (dtypes.float16, dtypes.bfloat16) else None
+    scores = self._matmul(key.transpose(-2, -1), accumulated=True) * scale
     if is_causal:
       n_q, n_k = self.shape[-2], key.shape[-2]
       rows = type(self).arange(n_q, dtype=dtypes.int32, device=self.device).reshape(n_q, 1)
@@ -108,6 +116,7 @@ class NNOpsMixin:
       scores = _where(attn_mask, scores, float("-inf")) if attn_mask.dtype == dtypes.bool else scores + attn_mask
     weights = scores.softmax(-1)
     if dropout_p > 0: weights = weights.dropout(dropout_p, training=True)
+    if half is not None: weights = weights.cast(half)
     out = weights.matmul(value)
     if attn_mask is None or is_causal: return out
     # a query that may attend to no key gets zeros, as PyTorch's SDPA gives (its softmax alone would be 0/0). Read from the
