@@ -90,9 +90,9 @@ def picograd_step(model_name: str, cfg: gpt.Config, device: str, dtype: str = "f
     loss_of = lambda x, y: gpt.loss_fn(model, x, y, dtype)
     tokens = cfg.batch * cfg.block_size
 
-  step = jit_train_step(loss_of, opt)
+  step = jit_train_step(loss_of, opt, device)
   Tensor.training = model_name == "gpt" and cfg.dropout > 0
-  return lambda x, y: step(Tensor(x, device=device), Tensor(y, device=device)).item(), tokens
+  return lambda x, y: step(x, y).item(), tokens  # (batches as arrays, copied into the replay's inputs)
 
 
 TORCH_MODES = ("float32", "tf32", "bf16", "bf16+compile")

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
   n_params = sum(p.numel() for p in opt.params)
   print(f"cnn: {n_params:,} parameters, {len(x_train):,} training and {len(x_test):,} test digits, on {device_name(args.device)}")
 
-  train_step = jit_train_step(lambda x, y: model(x).cross_entropy(y), opt)
+  train_step = jit_train_step(lambda x, y: model(x).cross_entropy(y), opt, args.device)
 
   end = args.steps if args.stop_at is None else max(start, min(args.stop_at, args.steps))
   settings = {name: getattr(args, name) for name in SETTINGS}
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
       # the batch depends only on (seed, step), so a resumed run sees the batches the full run would have
       ix = np.random.default_rng((args.seed, step)).integers(0, len(x_train), args.batch)
       Tensor.training = True
-      loss = train_step(Tensor(x_train[ix], device=args.device), Tensor(y_train[ix], device=args.device)).item()
+      loss = train_step(x_train[ix], y_train[ix]).item()
       Tensor.training = False
       losses.append(loss)
       bar.update()

@@ -131,10 +131,11 @@ def progress(total: int, initial: int = 0, desc: str = "train", disable: bool = 
   return Progress(total, initial, desc, disable)
 
 
-def jit_train_step(loss_of: Callable[[Tensor, Tensor], Tensor], opt: Any) -> Callable[[Tensor, Tensor], Tensor]:
+def jit_train_step(loss_of: Callable[[Tensor, Tensor], Tensor], opt: Any, device: str | None = None) -> Callable[[Any, Any], Tensor]:
   """The training step of the examples under `picograd.jit`: the loss of a batch (x, y), its backward, and the
-  optimizer's update realized in the same schedule as the loss; returns the loss."""
-  @picograd.jit
+  optimizer's update realized in the same schedule as the loss; returns the loss. The batch may be numpy arrays (the jit
+  copies them onto `device`, with no tensor made per step) or tensors."""
+  @picograd.jit(device=device)
   def train_step(x: Tensor, y: Tensor) -> Tensor:
     loss = loss_of(x, y)
     opt.zero_grad()

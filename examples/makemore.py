@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
   n_params = sum(p.numel() for p in opt.params)
   print(f"makemore MLP: {n_params:,} parameters, {len(Xtr):,} training examples, on {device_name(args.device)}")
 
-  train_step = jit_train_step(lambda x, y: model(x).cross_entropy(y), opt)
+  train_step = jit_train_step(lambda x, y: model(x).cross_entropy(y), opt, args.device)
 
   decay_step = int(args.steps * args.decay_at)
   end = args.steps if args.stop_at is None else max(start, min(args.stop_at, args.steps))
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
       if step in (start, decay_step): opt.lr = args.lr if step < decay_step else args.lr_final
       # the batch depends only on (seed, step), so a resumed run sees the batches the full run would have
       ix = np.random.default_rng((args.seed, step)).integers(0, len(Xtr), args.batch)
-      loss = train_step(Tensor(Xtr[ix], device=args.device), Tensor(Ytr[ix], device=args.device)).item()
+      loss = train_step(Xtr[ix], Ytr[ix]).item()
       losses.append(loss)
       bar.update()
       if step % 100 == 0: bar.set_postfix_str(f"loss {loss:.3f}")

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
   print(f"rnn ({args.cell}): {n_params:,} parameters, {len(xtr):,} training names of up to {length} characters, on {device_name(args.device)}")
 
   def loss_of(x: Tensor, y: Tensor) -> Tensor: return model(x)[0].flatten(0, 1).cross_entropy(y.flatten(), ignore_index=PAD)
-  train_step = jit_train_step(loss_of, opt)
+  train_step = jit_train_step(loss_of, opt, args.device)
 
   end = args.steps if args.stop_at is None else max(start, min(args.stop_at, args.steps))
   settings = {name: getattr(args, name) for name in SETTINGS}
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
       # the batch depends only on (seed, step), so a resumed run sees the batches the full run would have
       ix = np.random.default_rng((args.seed, step)).integers(0, len(xtr), args.batch)
       kernels_before, ts = compile_stats["kernels"], time.perf_counter()
-      loss = train_step(Tensor(xtr[ix], device=args.device), Tensor(ytr[ix], device=args.device)).item()
+      loss = train_step(xtr[ix], ytr[ix]).item()
       step_times.append(time.perf_counter() - ts)
       if step >= start + 2: compiles_after_capture += compile_stats["kernels"] - kernels_before
       losses.append(loss)

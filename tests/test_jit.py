@@ -119,6 +119,70 @@ def test_arguments_by_keyword_and_in_containers():
   np.testing.assert_array_equal(out.numpy(), [6.5] * 3)
 
 
+# ---------------------------------------------------------------- numpy arrays as inputs
+
+@pytest.mark.parametrize("device", ["CPU", "PYTHON"])
+def test_array_inputs_match_eager(device):
+  """Arrays become tensors on the jit's device; replays copy each call's array into the captured buffer (also an array
+  changed in place and passed again), and compute what eager code given `Tensor(x)` does."""
+  inputs = [np.random.default_rng(i).standard_normal((2, 4)).astype(np.float32) for i in range(5)]
+  w = Tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), device=device)
+  seen: list[str] = []
+
+  def step(x, idx):
+    seen.append(x.device)
+    y = ((x @ w).tanh().sum(1) * w[idx, 0]).sum()
+    w.assign(w * 0.9 + 0.01)
+    return y.realize(w)
+  w_eager = Tensor(w.numpy(), device=device)
+
+  def eager_step(x, idx):
+    y = ((x @ w_eager).tanh().sum(1) * w_eager[idx, 0]).sum()
+    w_eager.assign(w_eager * 0.9 + 0.01)
+    return y.realize(w_eager)
+  jitted = picograd.jit(step, device=device)
+  reused = inputs[0].copy()
+  for i, x in enumerate(inputs + [reused, reused]):
+    if i == len(inputs) + 1: reused *= -3  # the same array object, changed in place: the replay must read its new values
+    idx = np.array([i % 4, 3 - i % 4], np.int64)
+    got = jitted(x, idx).item()
+    assert got == pytest.approx(eager_step(Tensor(x, device=device), Tensor(idx, device=device)).item(), rel=1e-6), i
+  assert seen == [device.upper()] * 2 and jitted.calls == 2  # traced twice, replayed five times
+  np.testing.assert_allclose(w.numpy(), w_eager.numpy(), rtol=1e-6)
+
+
+def test_array_inputs_make_no_tensors(monkeypatch):
+  """A replay takes an array with no tensor made of it (the host cost the feature removes)."""
+  jitted = picograd.jit(lambda a, b: (a * 2 + b).realize())
+  for _ in range(2): jitted(np.ones(3, np.float32), np.zeros(3, np.float32))
+  made = []
+  init = Tensor.__init__
+  monkeypatch.setattr(Tensor, "__init__", lambda self, *a, **k: (made.append(1), init(self, *a, **k))[-1])
+  out = jitted(np.full(3, 5, np.float32), np.arange(3, dtype=np.float32))
+  assert not made
+  np.testing.assert_array_equal(out.numpy(), [10, 11, 12])
+
+
+@pytest.mark.parametrize("change", ["shape", "dtype", "tensor"])
+def test_changed_array_inputs_raise(change):
+  step = picograd.jit(lambda x: (x * 2).realize())
+  for _ in range(3): step(np.ones(3, np.float32))
+  other = {"shape": np.ones(4, np.float32), "dtype": np.ones(3, np.int32), "tensor": _ones()}[change]
+  with pytest.raises(ValueError, match="numpy array"):
+    step(other)
+  np.testing.assert_array_equal(step(np.full(3, 4, np.float32)).numpy(), [8] * 3)
+
+
+def test_array_inputs_in_containers_and_jit_off():
+  """Arrays inside lists and dicts are inputs too; with JIT=0 each call makes tensors of them, as eager code would."""
+  for jit_on in (1, 0):
+    with Context(JIT=jit_on):
+      step = picograd.jit(lambda xs, d: (xs[0] - xs[1] + d["c"]).realize())
+      for i in range(4):
+        out = step([np.full(3, i, np.float32), np.ones(3, np.float32)], {"c": np.full(3, 0.5, np.float32)})
+        np.testing.assert_array_equal(out.numpy(), [i - 0.5] * 3)
+
+
 def _graph_step_run(graph_on: bool) -> tuple[list, np.ndarray, np.ndarray, "picograd.engine.jit.Jit"]:
   """A step on the GPU with a parameter and an input updated in place, a random draw and an index input."""
   Tensor.manual_seed(3)
@@ -153,3 +217,16 @@ def test_cuda_graph_replay_matches_step_replay():
   x = Tensor(np.ones((2, 4), np.float32), device="CUDA")
   out = jitted(x, Tensor(np.zeros(1, np.float32), device="CUDA"), Tensor(np.array([0, 10], np.int32), device="CUDA"))
   with pytest.raises((IndexError, RuntimeError)): out.numpy()
+
+
+@pytest.mark.skipif(bool(CUDA_ERROR), reason=f"no CUDA: {CUDA_ERROR}")
+def test_cuda_graph_replay_of_array_inputs():
+  """Arrays fed to a jit on the GPU are copied into the graph's input buffers on its stream: each replay sees its batch."""
+  w = Tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), device="CUDA")
+  jitted = picograd.jit(lambda x, idx: ((x @ w).relu().sum(1) * w[idx, 1]).sum().realize(), device="CUDA")
+  for i in range(6):
+    x = np.random.default_rng(i).standard_normal((2, 4)).astype(np.float32)
+    idx = np.array([i % 4, 3 - i % 4], np.int32)
+    want = ((np.maximum(x @ w.numpy(), 0).sum(1)) * w.numpy()[idx, 1]).sum()
+    assert jitted(x, idx).item() == pytest.approx(want, rel=1e-5), i
+  assert jitted.replay is not None and jitted.replay.native

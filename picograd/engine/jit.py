@@ -12,11 +12,18 @@ What a replay cannot see: Python values computed inside the function (they are f
 capture; pass changing values such as a learning rate as tensors), and tensors returned from a
 previous call (their buffers are overwritten by the next call). `JIT=0` turns replay off.
 
+Inputs may also be numpy arrays (as `jax.jit` takes them): the function is called with them as
+tensors on the jit's `device` (the default device when none is given), and a replay copies each
+array's bytes straight into the buffer its captured tensor had, with no tensor made. A training
+loop that feeds its batches as arrays so skips a tensor, two graph nodes and a buffer per input
+and step (the host's share of a small step; on the GPU the copy is queued on the replay's stream).
+
 A replay is refused (ValueError) rather than computed wrong when the call does not look like the
 captured one: tensor inputs (found anywhere in the arguments, also inside lists, tuples and dicts)
-with another shape, dtype or device, a different pattern of aliasing (the same tensor passed twice
-where the capture had two, or the other way round), or other non-tensor arguments (Python
-numbers and strings by value, other objects by identity), which the kernels have baked in.
+with another shape, dtype or device, arrays with another shape or dtype, a different pattern of
+aliasing (the same tensor passed twice where the capture had two, or the other way round), or
+other non-tensor arguments (Python numbers and strings by value, other objects by identity),
+which the kernels have baked in.
 
 The engine does not import the frontend: `picograd/tensor.py` registers its tensor class (to find
 tensors among the arguments; the JIT reads their `uop`, shape, dtype and device and asks them to
@@ -26,6 +33,7 @@ from __future__ import annotations
 import dataclasses, functools, inspect
 from typing import Any, Callable
 import time
+import numpy as np
 from picograd.helpers import JIT, DEBUG, GRAPH
 from picograd.runtime.device import Buffer, get_device
 from picograd.engine.capture import Capture, capture, capturing
@@ -67,41 +75,50 @@ def _leaves(params: inspect.Signature | None, args: tuple, kwargs: dict) -> list
 def _frozen(leaves: list[Any]) -> list[Any]:
   """What the capture baked in from the non-tensor arguments: numbers and strings by value, other objects by identity."""
   return [(type(a), a) if isinstance(a, (int, float, complex, str, bytes, type(None))) else ("object", id(a))
-          for a in leaves if not isinstance(a, _tensor_types)]
+          for a in leaves if not isinstance(a, _tensor_types) and type(a) is not np.ndarray]
 
 
-def _inputs(leaves: list[Any]) -> tuple[list[Buffer], list[tuple]]:
-  """The buffers of the tensors among `leaves` (lazy ones are computed now: a replay swaps in whole buffers) and the call's
-  signature: per input (shape, dtype, device, the index of the first input with the same buffer)."""
-  inputs: list[Any] = [a for a in leaves if isinstance(a, _tensor_types)]
-  if lazy := [t for t in inputs if not is_contiguous_view(t.uop)]: lazy[0].realize(*lazy[1:])
+ARRAY = "numpy"  # the device an array input's signature names (it becomes a tensor on the jit's device)
+
+
+def _inputs(leaves: list[Any]) -> tuple[list[Any], list[Buffer | None], list[tuple]]:
+  """The tensors and arrays among `leaves`, the tensors' buffers (lazy ones are computed now: a replay swaps in whole
+  buffers; an array has none yet) and the call's signature: per input (shape, dtype, device, the index of the first input
+  with the same buffer)."""
+  inputs: list[Any] = [a for a in leaves if isinstance(a, _tensor_types) or type(a) is np.ndarray]
+  if lazy := [t for t in inputs if type(t) is not np.ndarray and not is_contiguous_view(t.uop)]: lazy[0].realize(*lazy[1:])
   # one loop, reading each graph's fields directly (a replay's whole Python cost is a few microseconds)
-  buffers: list[Buffer] = []
+  buffers: list[Buffer | None] = []
   signature: list[tuple] = []
   first: dict[int, int] = {}  # aliasing is part of the signature: a replay maps each captured input buffer to one new buffer
   for i, t in enumerate(inputs):
+    if type(t) is np.ndarray:  # copied into its own buffer by each call: aliases nothing
+      buffers.append(None)
+      signature.append((t.shape, t.dtype, ARRAY, i))
+      continue
     u = t.uop
     buffers.append(buf := buffer_of(u))
     signature.append((u.shape, u.dtype, t.device, first.setdefault(id(buf), i)))
-  return buffers, signature
+  return inputs, buffers, signature
 
 
 def _describe(signature: list[tuple]) -> str:
   parts = []
   for i, (shape, dtype, device, alias) in enumerate(signature):
-    parts.append(f"{shape} {dtype.name} on {device}" + (f" (the same tensor as input {alias})" if alias != i else ""))
+    where = "a numpy array" if device == ARRAY else f"on {device}"
+    parts.append(f"{shape} {dtype.name} {where}" + (f" (the same tensor as input {alias})" if alias != i else ""))
   return "[" + ", ".join(parts) + "]"
 
 
 class Jit:
   """A step function that records its kernels on the second call and replays them afterwards."""
 
-  def __init__(self, fn: Callable[..., Any]):
-    self.fn = fn
+  def __init__(self, fn: Callable[..., Any], device: str | None = None):
+    self.fn, self.device = fn, device
     self.params = _parameters(fn)
     self.calls = 0
     self.capture: Capture | None = None
-    self.input_buffers: list[Buffer] = []
+    self.input_buffers: list[Buffer] = []  # (an array input's: the buffer its tensor got in the capture)
     self.signature: list[tuple] = []
     self.frozen: list[Any] = []
     self.result: Any = None
@@ -110,19 +127,22 @@ class Jit:
 
   def __call__(self, *args: Any, **kwargs: Any) -> Any:
     leaves = _leaves(self.params, args, kwargs)
-    buffers, signature = _inputs(leaves)
+    inputs, buffers, signature = _inputs(leaves)
     frozen = _frozen(leaves)
     if not JIT.value or self.calls == 0:
       self.calls += 1
-      return self.fn(*args, **kwargs)
+      return self.fn(*self._as_tensors(args), **self._as_tensors(kwargs))
     if self.calls == 1:
+      if any(b is None for b in buffers):  # arrays: captured as the tensors made of them, whose buffers replays write
+        args, kwargs = self._as_tensors(args), self._as_tensors(kwargs)
+        _, buffers, _ = _inputs(_leaves(self.params, args, kwargs))
       with capture() as captured:
         self.result = self.fn(*args, **kwargs)
         outs: list[Any] = [t for t in _flatten(self.result) if isinstance(t, _tensor_types)]
         if outs: outs[0].realize(*outs[1:])
       self.capture = captured
       self.calls += 1  # only a capture that completed (no failed check, no exception in fn) is replayed
-      self.input_buffers = buffers
+      self.input_buffers = [b for b in buffers if b is not None]  # (every one: the arrays are tensors now)
       self.signature, self.frozen = signature, frozen
       if DEBUG >= 1: print(f"jit: captured {len(self.capture.steps)} kernel(s) of {self.fn.__name__}")
       return self.result
@@ -133,6 +153,8 @@ class Jit:
       raise ValueError(f"jit: {self.fn.__name__} was called with non-tensor arguments that differ from the capture's; a replay "
                        "would use the captured values (pass values that change as tensors)")
     assert self.capture is not None, "calls >= 2: the first call's capture completed"
+    # an array is copied into its captured buffer (queued after the last replay's readers, as a kernel would be)
+    buffers_now = [b if b is not None else self.input_buffers[i].copyin(inputs[i]) for i, b in enumerate(buffers)]
     for counter, n in self.capture.rng_draws:
       assert _draw is not None, "a random draw was captured, so the frontend registered its generator"
       get_device(counter.device).allocator.write_word(counter.handle, _draw(n))  # ordered after the last replay's readers
@@ -141,10 +163,10 @@ class Jit:
       if self.replay is None: self.replay = Replay(self.capture.steps, self.input_buffers)
       if self.replay.native:
         if DEBUG >= 1: st = time.perf_counter()
-        self.replay.run(buffers)
+        self.replay.run(buffers_now)
         if DEBUG >= 1: print(f"jit replay: {self.replay.kernels} kernel(s) of {self.fn.__name__} in {(time.perf_counter() - st) * 1e3:.2f} ms")
         return self.result
-    new_buffers = {id(old): new for old, new in zip(self.input_buffers, buffers)}
+    new_buffers = {id(old): new for old, new in zip(self.input_buffers, buffers_now)}
     steps = [_rebind(step, new_buffers) for step in self.capture.steps]
     # a replay skips `realize`, so it says what it is: DEBUG=2's per-kernel lines follow a header naming the replay,
     # and DEBUG=1 gets a summary line where a schedule would print one
@@ -157,6 +179,14 @@ class Jit:
       observe.set_replaying(None)
     if DEBUG >= 1: print(f"jit replay: {len(steps)} kernel(s) of {self.fn.__name__} in {(time.perf_counter() - st) * 1e3:.2f} ms")
     return self.result
+
+  def _as_tensors(self, x: Any) -> Any:
+    """`x` with every numpy array in it (also inside lists, tuples and dicts) made a tensor on the jit's device."""
+    if type(x) is np.ndarray: return _tensor_types[0](x, device=self.device)
+    if isinstance(x, dict): return {k: self._as_tensors(v) for k, v in x.items()}
+    if isinstance(x, list): return [self._as_tensors(v) for v in x]
+    if isinstance(x, tuple): return type(x)(*map(self._as_tensors, x)) if hasattr(x, "_fields") else tuple(map(self._as_tensors, x))
+    return x
 
 
 def _rebind(step: Any, new_buffers: dict[int, Buffer]) -> Any:
@@ -176,6 +206,8 @@ def _flatten(x: Any, sort_dicts: bool = False) -> list[Any]:
   return out
 
 
-def jit(fn: Callable[..., Any]) -> Jit:
-  """Decorator: `@picograd.jit def step(x, y): ...` (see the module docstring for what a replay sees)."""
-  return Jit(fn)
+def jit(fn: Callable[..., Any] | None = None, *, device: str | None = None) -> Any:
+  """Decorator: `@picograd.jit def step(x, y): ...`, or `@picograd.jit(device="CUDA")` to put numpy array inputs on that
+  device (see the module docstring for what a replay sees)."""
+  if fn is None: return lambda f: Jit(f, device)
+  return Jit(fn, device)
