@@ -54,9 +54,12 @@ def torch_sdpa(arrays, how):
   return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=how.startswith("causal")).numpy()
 
 
-def kernels_for(t: Tensor, device: str) -> list:
-  roots, _ = _normalize([t.uop])
-  return [k.ast for k in create_template(roots, [device]).kernels if k.ast is not None]
+def kernels_for(t: Tensor, device: str) -> list: return kernels_for_roots([t.uop], device)
+
+
+def kernels_for_roots(uops: list, device: str) -> list:
+  roots, _ = _normalize(uops)
+  return [k.ast for k in create_template(roots, [device] * len(roots)).kernels if k.ast is not None]
 
 
 # (B, H, T, D, how, inputs in bfloat16): a T that is not a multiple of the tiles, B * H > 1, head sizes 64, 48, 32 and 16, an
@@ -98,6 +101,18 @@ def test_fp32_attention_keeps_stored_scores_on_cuda():
     assert len(fused) == 2 and len(fused[0].src) == 3
     q.requires_grad_(True)
     assert len(kernels_for(sdpa(q, k, v, "causal").float().sum().gradient(q)[0], "CUDA")) > 2
+
+
+def test_the_scale_joins_the_exp_constant():
+  """SDPA's scale (1/8 at D = 64) is not applied to each score: the row max is taken over the unscaled scores and the scale
+  joins the exp's FFMA constant (flash._scaled); only the stored row max is multiplied by it (rows g and g + 8 of a lane)."""
+  with Context(ONLINE_SOFTMAX_MIN=0, RECOMPUTE_MASKED_MIN=0):
+    q, k, v = (Tensor.empty(2, 2, 256, 64, dtype=dtypes.bfloat16).requires_grad_(True) for _ in range(3))
+    out = q.scaled_dot_product_attention(k, v, is_causal=True)
+    grads = (out.float() * Tensor.empty(2, 2, 256, 64)).sum().gradient(q, k, v)
+    for roots, stats in (([out.uop], 0), ([out.uop] + [g.uop for g in grads], 2)):
+      [flash] = [src for ast in kernels_for_roots(roots, "CUDA") for _, src, _, meta in [render_for_arch(ast, "sm_90")] if meta["plan"] == "flash"]
+      assert flash.count("* 0x1.0000000000000p-3f") == stats  # (before: one per score, 32 a lane and key tile)
 
 
 @needs_nvrtc

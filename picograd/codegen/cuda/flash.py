@@ -18,7 +18,8 @@ level ops the GEMM plans use (tiling.py), nothing printed by hand:
 - the scores S = a b^T of the warp's 16 x 64: FRAGMENTs (ldmatrix) of a (once) and of b, a chain of MMAs (mma.sync m16n8k16)
   over K in steps of 16: lane l holds rows g, g + 8 and columns 2t, 2t + 1 of each 8 keys (g = l / 4, t = l % 4), so E
   runs on each of them with its row and key substituted (keys past the end: -inf);
-- a row's block max is the max over the lane's 16 values of it, then over its quad of lanes (GROUP_REDUCE of 4 lanes:
+- a row's block max (over the score without its positive constant factor, SDPA's scale, which joins the exp's constant:
+  `_scaled`) is the max over the lane's 16 values of it, then over its quad of lanes (GROUP_REDUCE of 4 lanes:
   two shuffles); the running max is RUNNING_MAX over jt, the sums are RESCALED over jt with exp2((m_old - m_new) * c): the
   denominator per lane (its quad combines after the loop), the output columns as a chain of MMAs (MMA's third source: one
   per 16 keys) of P, packed from the exps in registers (FRAGMENT "pack": the C layout of two 8-key tiles is the A layout of
@@ -248,6 +249,17 @@ def _last_key(x: UOp, i: UOp, j: UOp) -> UOp | None:
   return bound[1] if bound is not None and bound[0] == "upto" else None
 
 
+def _scaled(x: UOp) -> tuple[UOp, float]:
+  """The score as scale * y: (y, scale) when `x` is y times a positive constant (SDPA's 1 / sqrt(d)), also under a causal
+  mask's select to -inf; else (x, 1). The plan takes its row max over y and folds the scale into the exp's constant, one
+  FMUL a score fewer: max_j fl(scale * y_j) = fl(scale * max_j y_j) (rounding keeps order), so the stored max is exact."""
+  masked = x.op is Ops.WHERE and x.src[2].op is Ops.CONST and x.src[2].arg == -math.inf
+  body = x.src[1] if masked else x
+  if body.op is not Ops.MUL or body.src[1].op is not Ops.CONST or not 0 < body.src[1].arg < math.inf: return x, 1.0
+  y = body.src[0]
+  return (x.src[0].where(y, x.src[2]) if masked else y), float(body.src[1].arg)
+
+
 def _store(buf: UOp, index: UOp, value: UOp, *after: UOp) -> UOp:
   return UOp(Ops.STORE, dtypes.void, (buf, index, value, UOp.const(dtypes.bool, True), *after))
 
@@ -390,18 +402,19 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
   # of the K fragments, so they are issued first
   q_ready = UOp(Ops.BARRIER, dtypes.void, tuple(first_stores), "block")
   fqs = [frag(sq, lq, lq.at(warp * 16, s16 * 16), "a", q_ready) for s16 in range(K // 16)]
-  keyed: list[list[tuple[UOp, UOp]]] = [[], []]  # per row (g, g + 8): (score, key in the tile)
+  keyed: list[list[tuple[UOp, UOp]]] = [[], []]  # per row (g, g + 8): (score / scale, key in the tile)
   inf = UOp.const(dtypes.float32, -math.inf)
+  unscaled, scale = _scaled(fl.x)
   def k_at(n2: int, s16: int) -> UOp: return frag(sk, lk, (jt & 1) * (BN * (K + 8)) + lk.at(n2 * 16, s16 * 16), "b2", loaded, *ahead)
   for c8, chain in mma_chains(fqs, k_at, BN, kind):
     for q in range(4):
       s = UOp(Ops.REDUCE, dtypes.float32, (UOp(Ops.GEP, dtypes.float32, (chain,), q), once), Ops.ADD)
       row, col = warp * 16 + g + 8 * (q // 2), c8 * 8 + tq * 2 + q % 2
-      xv = _put(fl.x, {fl.inner: s, **batch, fl.i: row_at(row), fl.j: key_at(col)})
+      xv = _put(unscaled, {fl.inner: s, **batch, fl.i: row_at(row), fl.j: key_at(col)})
       if tiles_j * BN > Tk: xv = (jt * BN + col < Tk).where(xv, inf)
       keyed[q // 2].append((xv, col))
-  c = UOp.const(dtypes.float32, fl.c)
-  olds, safes, alphas = [], [], []  # (safes: -(the running max, 0 for -inf) * c)
+  c = UOp.const(dtypes.float32, fl.c * scale)  # exp2((x - M) * c) = exp2((y - M / scale) * scale * c)
+  olds, safes, alphas = [], [], []  # (safes: -(the running max of y, 0 for -inf) * c)
   for r in range(2):
     # (fast math, as codegen/cuda/fast_math.py: fmaxf over the tile, ex2.approx, and exp2(x * c - m * c): one FFMA a score)
     bmax = keyed[r][0][0]
@@ -425,7 +438,8 @@ def map_flash(sink: UOp, fl: FlashGPU) -> UOp:
     denominators.append(UOp(Ops.GROUP_REDUCE, dtypes.float32, (rescaled,), (Ops.ADD, 4)))
   def finals(half_row: int) -> dict[UOp, UOp]:
     """The maxes and the denominators at their final values, for row g (0) or g + 8 (1)."""
-    return {**{m: olds[half_row] for m in fl.maxes}, **{s.node: denominators[half_row] for s in fl.sums if s.f is None}}
+    m = olds[half_row] if scale == 1.0 else olds[half_row] * UOp.const(dtypes.float32, scale)
+    return {**{mx: m for mx in fl.maxes}, **{s.node: denominators[half_row] for s in fl.sums if s.f is None}}
   def row_stores(*after: UOp) -> list[UOp]:
     """Per row each stored row statistic (the max, the sum of exps), by one lane of the quad."""
     out = []
