@@ -115,6 +115,26 @@ def test_the_scale_joins_the_exp_constant():
       assert flash.count("* 0x1.0000000000000p-3f") == stats  # (before: one per score, 32 a lane and key tile)
 
 
+@pytest.mark.parametrize("longest", [None, "last", "first"])
+def test_causal_blocks_run_their_longest_row_tiles_first(longest):
+  """Blocks map one to one onto (row tile, head); under a causal bound the heads go in chunks that fit L2 together, and
+  within a chunk the longest row tiles (the last ones up to the diagonal, the first ones from it) come first."""
+  from picograd.codegen.cuda.flash import row_tiles_in_order, INT, L2_REUSE_BYTES
+  from picograd.ir.ops import UOp, graph_rewrite
+  from picograd.ir.symbolic import symbolic
+  tiles, heads, head_bytes = 4, 6, L2_REUSE_BYTES // 2  # chunks of 2 heads (3 would not fit)
+  order = [tuple(graph_rewrite(x, symbolic).arg for x in row_tiles_in_order(UOp.const(INT, b), tiles, heads, head_bytes, longest))
+           for b in range(tiles * heads)]
+  assert sorted(order) == [(t, h) for t in range(tiles) for h in range(heads)]
+  if longest is None: assert order == [(t, h) for h in range(heads) for t in range(tiles)]
+  else:
+    work = [t + 1 if longest == "last" else tiles - t for t, _ in order]
+    for chunk in range(heads // 2):
+      part = order[chunk * 2 * tiles:(chunk + 1) * 2 * tiles]
+      assert {h for _, h in part} == {2 * chunk, 2 * chunk + 1}
+      assert work[chunk * 2 * tiles:(chunk + 1) * 2 * tiles] == sorted(work[chunk * 2 * tiles:(chunk + 1) * 2 * tiles], reverse=True)
+
+
 @needs_nvrtc
 def test_flash_plan_with_int64_loops():
   """At the bench's T = 1024 (64 x 6 heads) the lowered kernel's loops are int64: the plan's int32 tile indices are cast

@@ -39,7 +39,7 @@ from picograd.helpers import ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort, graph_rewrite, substitute
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast, \
-  mma_chains, packed_products, causal_bound
+  mma_chains, packed_products, causal_bound, row_tiles_in_order
 from picograd.codegen.cuda.analysis import contiguous_in
 from picograd.codegen.cuda.fast_math import exact, fast_terms, unrounded
 from picograd.codegen.cuda.mapping import digits, special
@@ -211,10 +211,9 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   next_id = max((n.arg[0] for n in toposort([sink, *(o.store for o in fr.outs)]) if n.op is Ops.RANGE), default=-1) + 1
   block = special("block", nb * tiles_r)
   tid = special("thread", _threads())
-  rt, bidx = block % tiles_r, block // tiles_r
-  # causal up to the diagonal: a row tile's work grows with its index, so the longest run first (the GPU's last wave is then
-  # short blocks); from the diagonal (dV, dK) the low tiles are the long ones already
-  if fr.bound is not None and fr.bound[0] == "upto": rt = UOp.const(INT, tiles_r - 1) + -rt
+  # causal: up to the diagonal a row tile's work grows with its index, from it (dV, dK) it shrinks; the longest run first
+  head_bytes = Ts * (sum(p.k.arg[1] for p in fr.products) + D * sum(o.f is not None for o in fr.outs)) * fr.half.itemsize
+  rt, bidx = row_tiles_in_order(block, tiles_r, nb, head_bytes, None if fr.bound is None else {"upto": "last", "from": "first"}[fr.bound[0]])
   batch = digits(list(fr.batch), bidx) if fr.batch else {}
   warp, lane = tid // 32, tid % 32
   g, tq = lane // 4, lane % 4
