@@ -141,6 +141,32 @@ def test_linearize_emits_outer_loop_work_before_inner_loops():
   assert at[outer] < at[a] < at[inner] < at[b]
 
 
+def test_linearize_splits_a_loop_in_two_parts():
+  """A reduction over RANGE(count, split) is two loops adding into one accumulator: the first runs `split` iterations with
+  FIRST_PART folded to true, the second the rest, its index offset by `split`, with it false (the attention backward's
+  tiles inside the causal bound skip the mask: codegen/cuda/flash.py `split_at_diagonal`)."""
+  from picograd.ir.ops import UOp, Ops
+  from picograd.codegen.linearize import linearize
+  p0, p1, p2 = (UOp(Ops.PARAM, dtypes.float32, (), (i, 64)) for i in range(3))
+  count, split = (UOp(Ops.LOAD, dtypes.int32, (UOp(Ops.PARAM, dtypes.int32, (), (3 + i, 1)), UOp.const(dtypes.int32, 0))) for i in range(2))
+  loop = UOp(Ops.RANGE, dtypes.int32, (count, split), (0, 16, "reduce"))
+  term = UOp(Ops.FIRST_PART, dtypes.bool, (loop,)).where(UOp(Ops.LOAD, dtypes.float32, (p1, loop)), UOp(Ops.LOAD, dtypes.float32, (p2, loop)))
+  total = UOp(Ops.REDUCE, dtypes.float32, (term, loop), Ops.ADD)
+  program = linearize(UOp(Ops.SINK, dtypes.void, (UOp(Ops.STORE, dtypes.void, (p0, UOp.const(dtypes.int32, 0), total)),)))
+  loops = [u for u in program if u.op is Ops.RANGE]
+  [acc] = [u for u in program if u.op is Ops.DEFINE_ACC]
+  assert len(loops) == 2 and loops[0].src == (split,) and acc.src == tuple(loops)
+  assert not any(u.op is Ops.FIRST_PART or u.op is Ops.WHERE for u in program)
+  # the first part reads p1 at its own index, the second p2 at its index plus the split
+  loads = [u for u in program if u.op is Ops.LOAD and u.src[0] in (p1, p2)]
+  assert [(u.src[0], u.src[1]) for u in loads] == [(p1, loops[0]), (p2, loops[1] + split)] or \
+    [(u.src[0], u.src[1]) for u in loads] == [(p1, loops[0]), (p2, split + loops[1])]
+  accumulates = [u for u in program if u.op is Ops.ACCUMULATE]
+  assert len(accumulates) == 2 and all(u.src[0] is acc for u in accumulates)
+  at = {u: i for i, u in enumerate(program)}
+  assert at[loops[0]] < at[accumulates[0]] < at[loops[1]] < at[accumulates[1]]
+
+
 def test_matmul_plan_is_an_ir_pass():
   """The SIMT product is mapped in the IR (codegen/cuda/tiling.py): DEBUG=3's list names its tiles, shared memory and
   register tile; the body has one barrier per k-step and 16-byte loads of the row-major operands."""

@@ -1,6 +1,7 @@
 """Attention's backward on CUDA without T x T buffers (engine/recompute.py and engine/reassociate.py for 16-bit products,
 schedule.TENSOR_CORE_RECOMPUTE_DEVICES) and its kernels on tensor cores (codegen/cuda/flash_bwd.py, the `recomputed` plan):
 checked under EMULATE=CUDA on the schedule and against PyTorch's SDPA gradients, and compiled by NVRTC for sm_90."""
+import re
 import numpy as np
 import pytest
 import torch
@@ -192,6 +193,9 @@ def test_recomputed_plan_compiles():
     # the per-score work in fast-math forms (codegen/cuda/fast_math.py): one MUFU per exp, no IEEE division per score (the
     # forward's epilogue, O / S once per output, keeps it)
     assert "pg_ex2_approx(" in src and "exp2f(" not in src and ("1.0f /" not in src or meta["plan"] == "flash")
+    # the recomputed kernels' loop over s is two: the tiles inside the causal bound (no mask), then those on its diagonal
+    key_loops = [n for n in re.findall(r"for \(int r\d+ = 0; r\d+ < (\w+);", src) if n != "1"]
+    assert len(key_loops) == (2 if meta["plan"] == "recomputed" else 1), key_loops
     assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90", kname)).image
   assert plans.count("recomputed") == 2 and plans.count("flash") == 1, plans
 

@@ -43,21 +43,22 @@ def cubin(src: str, name: str) -> tuple[bytes, str]:
   return bytes(image), log.decode(errors="replace")
 
 
-def loop_opcodes(sass: str) -> collections.Counter:
-  """Opcode counts of the largest loop holding HMMAs: from a label to a branch back to it."""
+def loop_opcodes(sass: str) -> list[collections.Counter]:
+  """Opcode counts of each loop holding HMMAs (from a label to a branch back to it), in program order: a key loop split at
+  the causal diagonal (codegen/linearize.py) is two, the tiles inside the mask first."""
   instructions: list[tuple[str, str]] = []
   labels: dict[str, int] = {}
   for line in sass.splitlines():
     if (label := re.match(r"\s*\.(L_x_\d+):", line)): labels[label.group(1)] = len(instructions)
     if (m := re.search(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)(.*)", line)):
       instructions.append((m.group(1).split(".")[0], m.group(2)))
-  best: list[str] = []
+  loops = []
   for at, (op, rest) in enumerate(instructions):
     target = re.search(r"\.(L_x_\d+)", rest)
     if op == "BRA" and target and labels.get(target.group(1), at + 1) <= at:
       body = [o for o, _ in instructions[labels[target.group(1)]:at + 1]]
-      if "HMMA" in body and len(body) > len(best): best = body
-  return collections.Counter(best)
+      if "HMMA" in body: loops.append(collections.Counter(body))
+  return loops
 
 
 def main(T: int) -> None:
@@ -69,10 +70,11 @@ def main(T: int) -> None:
       path = os.path.join(tmp, f"{name}.cubin")
       with open(path, "wb") as f: f.write(image)
       sass = subprocess.run([NVDISASM, "-c", path], capture_output=True, text=True, check=True).stdout
-      loop = loop_opcodes(sass)
       report = " ".join(re.findall(r"Used \d+ registers|\d+ bytes spill stores", log))
-      print(f"{meta['plan']:10s} {name}: {report}; loop {sum(loop.values())} instructions, HMMA {loop['HMMA']}, MUFU {loop['MUFU']}")
-      print("    " + " ".join(f"{op}:{n}" for op, n in loop.most_common(20)))
+      print(f"{meta['plan']:10s} {name}: {report}")
+      for loop in loop_opcodes(sass):
+        print(f"    loop {sum(loop.values())} instructions, HMMA {loop['HMMA']}, MUFU {loop['MUFU']}: " +
+              " ".join(f"{op}:{n}" for op, n in loop.most_common()))
 
 
 if __name__ == "__main__":

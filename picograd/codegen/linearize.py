@@ -10,12 +10,16 @@ loops before the inner ones open, so no value is used outside the loop that defi
 inside a reduction's loops (a GPU plan refilling a shared tile for the next k-step) is that reduction's effect: its
 operands are computed as early as their loops allow, and it is written at the end of the loop body, after the
 ACCUMULATEs, so the loads it waits for overlap the body's work.
+A reduction over one loop RANGE(count, split) is written as two loops, the iterations before `split` and the rest (the
+second's index offset by `split`), with FIRST_PART(loop) folded to true in the first body and false in the second; both
+add into the same accumulators (their DEFINE_ACC names both loops).
 Renderers (LLVM IR, CUDA C) and the PYTHON interpreter all walk this one list.
 """
 from __future__ import annotations
 import itertools
 from picograd.dtype import dtypes
-from picograd.ir.ops import UOp, Ops, toposort, substitute
+from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
+from picograd.ir.symbolic import symbolic
 from picograd.codegen.lower import reduce_identity
 
 
@@ -99,31 +103,48 @@ def linearize(sink: UOp) -> list[UOp]:
     runs = [n for n in toposort([v for x in group for v in x.src], stop=lambda x: x in remap or x.op in (Ops.REDUCE, Ops.RESCALED))
             if n.op is Ops.RUNNING_MAX and n.src[1:] == rngs]
     group += [m for m in dict.fromkeys(UOp(Ops.REDUCE, n.dtype, n.src, Ops.MAX) for n in runs) if m not in group]
-    values = [v for x in group for v in x.src[:len(x.src) - len(rngs)]]
     mine = [e for e in effects if e not in remap and rngs[-1] in deps[e] and deps[e] <= allowed | frozenset(rngs)]
-    body = values + [s for e in mine for s in e.src]
-    # loop-invariant work first, outside the reduction's loops
-    invariant = [n for n in toposort(body, stop=lambda x: x in remap) if n not in remap and deps[n] <= allowed]
-    emit(invariant, allowed)
-    # the slot number keeps the accumulators of a group distinct (UOps are hash-consed)
     ops = [Ops.RESCALED if x.op is Ops.RESCALED else x.arg for x in group]
-    accs = [UOp(Ops.DEFINE_ACC, x.dtype, rngs, (0.0 if op is Ops.RESCALED else reduce_identity(op, x.dtype), op, slot))
+    split = len(rngs) == 1 and len(rngs[0].src) == 2
+    parts = _parts(rngs[0], next(ids)) if split else [(rngs, {})]
+    # the slot number keeps the accumulators of a group distinct (UOps are hash-consed)
+    loops = tuple(r for part, _ in parts for r in part)
+    accs = [UOp(Ops.DEFINE_ACC, x.dtype, loops, (0.0 if op is Ops.RESCALED else reduce_identity(op, x.dtype), op, slot))
             for slot, (x, op) in enumerate(zip(group, ops))]
-    program.extend(accs)
-    running.update({(x.src[0], *rngs): acc for x, acc in zip(group, accs) if x.op is Ops.REDUCE and x.arg is Ops.MAX})
-    for i, rng in enumerate(rngs):
-      append(rng)
-      # work that needs only the loops opened so far runs before the next one opens: a GPU tile staged into shared
-      # memory once per k-step, not once per step of the loop inside it
-      if i + 1 < len(rngs):
-        outer = allowed | frozenset(rngs[:i + 1])
-        emit([n for n in toposort(body, stop=lambda x: x in remap) if n not in remap and deps[n] <= outer], outer)
-    emit(body, allowed | frozenset(rngs))
-    # a rescaled sum's ACCUMULATE also takes its scale; the max's comes after every RUNNING_MAX read of it
-    for acc, x, op in zip(accs, group, ops):
-      program.append(UOp(Ops.ACCUMULATE, dtypes.void, (acc, *(remap[v] for v in x.src[:len(x.src) - len(rngs)])), op))
-    for e in mine: append(e)
-    for rng in reversed(rngs): program.append(UOp(Ops.ENDRANGE, dtypes.void, (rng,)))
+    for part_rngs, at in parts:
+      # a split loop's part: its body with the loop replaced by the part's index and FIRST_PART folded; a RUNNING_MAX reads
+      # the part's loop
+      if at and part_rngs is not parts[0][0]:  # the second part's inner loops (a chain's one-step loop) are its own
+        inner = {n for x in group for n in toposort(list(x.src)) if n.op is Ops.RANGE and n.arg[2] != "global" and n not in rngs}
+        at = {**at, **{n: UOp(Ops.RANGE, n.dtype, n.src, (next(ids), *n.arg[1:])) for n in inner}}
+      if at: at = {**at, **{n: UOp(Ops.RUNNING_MAX, n.dtype, (substitute(n.src[0], at), *part_rngs)) for n in runs}}
+      def part_of(u: UOp) -> UOp: return graph_rewrite(substitute(u, at), symbolic) if at else u
+      values = [[part_of(v) for v in x.src[:len(x.src) - len(rngs)]] for x in group]
+      part_effects = [part_of(e) for e in mine]
+      body = [v for vs in values for v in vs] + [s for e in part_effects for s in e.src]
+      if at:  # (the part's new nodes join the kernel's, so the reductions inside it group as the original's do)
+        order = toposort(body + list(part_rngs))
+        nodes.extend(n for n in order if n not in deps)
+        deps.update(loop_deps(order))
+      # loop-invariant work first, outside the reduction's loops (and the part's trip count)
+      invariant = [n for n in toposort(body + [s for r in part_rngs for s in r.src], stop=lambda x: x in remap)
+                   if n not in remap and deps[n] <= allowed]
+      emit(invariant, allowed)
+      if part_rngs is parts[0][0]: program.extend(accs)
+      running.update({(vs[0], *part_rngs): acc for x, vs, acc in zip(group, values, accs) if x.op is Ops.REDUCE and x.arg is Ops.MAX})
+      for i, rng in enumerate(part_rngs):
+        append(rng)
+        # work that needs only the loops opened so far runs before the next one opens: a GPU tile staged into shared
+        # memory once per k-step, not once per step of the loop inside it
+        if i + 1 < len(part_rngs):
+          outer = allowed | frozenset(part_rngs[:i + 1])
+          emit([n for n in toposort(body, stop=lambda x: x in remap) if n not in remap and deps[n] <= outer], outer)
+      emit(body, allowed | frozenset(part_rngs))
+      # a rescaled sum's ACCUMULATE also takes its scale; the max's comes after every RUNNING_MAX read of it
+      for acc, vs, op in zip(accs, values, ops): program.append(UOp(Ops.ACCUMULATE, dtypes.void, (acc, *(remap[v] for v in vs)), op))
+      for e in part_effects: append(e)
+      for rng in reversed(part_rngs): program.append(UOp(Ops.ENDRANGE, dtypes.void, (rng,)))
+    for e, last in zip(mine, part_effects): remap[e] = remap[last]
     for acc, x in zip(accs, group):
       result = UOp(Ops.LOAD, x.dtype, (acc,))
       program.append(result)
@@ -135,6 +156,17 @@ def linearize(sink: UOp) -> list[UOp]:
   for r in reversed(opened):
     program.append(UOp(Ops.ENDRANGE, dtypes.void, (r,)))
   return program
+
+
+def _parts(loop: UOp, rest_id: int) -> list[tuple[tuple[UOp, ...], dict[UOp, UOp]]]:
+  """The two loops of RANGE(count, split) (see the module docstring): per part its loop and what replaces the original
+  loop (the part's index) and FIRST_PART(loop) in its body."""
+  count, split = loop.src
+  # (trip counts in the simplified form the parts' bodies get: they are rewritten with them)
+  first = UOp(Ops.RANGE, loop.dtype, (graph_rewrite(split, symbolic),), loop.arg)
+  rest = UOp(Ops.RANGE, loop.dtype, (graph_rewrite(count + -split, symbolic),), (rest_id, *loop.arg[1:]))
+  part = UOp(Ops.FIRST_PART, dtypes.bool, (loop,))
+  return [((first,), {loop: first, part: UOp.const(dtypes.bool, True)}), ((rest,), {loop: rest + split, part: UOp.const(dtypes.bool, False)})]
 
 
 def kernel_name(program: list[UOp]) -> str:

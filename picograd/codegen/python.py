@@ -64,6 +64,8 @@ class _Writer:
     self.serial = _serial_loops(program)
     self.axis, self.ndim = _axes(program, self.serial)
     self.depth = 1  # indentation: one more inside each serial loop
+    self.open_serial: list[UOp] = []  # the serial loops around the instruction being written, outermost first
+    self.alive_outside: list[str] = []  # `alive` outside each open serial loop (inside one with a trip count, blocks past it are not)
     self.names: dict[UOp, str] = {}
     self.lines: list[str] = []
     self.alive = "True"  # where the threads that a GUARD let through are (mapped kernels)
@@ -111,7 +113,7 @@ def _accumulate(w: _Writer, u: UOp, v: str) -> str | None:
 def _live(w: _Writer, acc: UOp, update: str) -> str:
   """An accumulator's update in a serial loop whose trip count is a value (RANGE with a source: it differs between blocks):
   blocks past their count keep what they have (the identity before their first iteration)."""
-  live = [f"{w.names[r]}_live" for r in acc.src if r in w.serial and r.src]
+  live = [f"{w.names[r]}_live" for r in w.open_serial if r in acc.src and r.src]  # (a split loop's accumulator: the part running)
   if not live: return update
   a = w.names[acc]
   return f"np.where({' & '.join(live)}, {update}, {_np_dtype(acc.dtype)}.type({acc.arg[0]!r}) if {a} is None else {a})"
@@ -201,11 +203,11 @@ def _async_copy(w: _Writer, u: UOp, v: str) -> str | None:
   local, idx, param, at, gate, *_ = u.src
   lanes = u.arg // param.dtype.itemsize
   buf = f"p{param.arg[0]}" + ("f" if param.dtype == dtypes.bfloat16 else "")
-  mask = w.names[gate] if w.alive == "True" else f"({w.alive} & {w.names[gate]})"
   for q in range(lanes):
-    value = f"np.where({mask}, load({buf}, {w.names[at]} + {q}), 0)"
-    w.lines.append(f"  *at, val = np.broadcast_arrays({_block_index(w)}, {w.names[idx]} + {q}, {value})")
-    w.lines.append(f"  {w.names[local]}[tuple(at)] = val")
+    # zeros where the gate is false; nothing at all for threads not running (a GUARD, a block past its loop's count)
+    value = f"np.where({w.names[gate]}, load({buf}, {w.names[at]} + {q}), 0)"
+    w.lines.append(f"  *at, val, ok = np.broadcast_arrays({_block_index(w)}, {w.names[idx]} + {q}, {value}, {w.alive})")
+    w.lines.append(f"  {w.names[local]}[tuple(a[ok] for a in at)] = val[ok]")
   return None
 
 
@@ -265,12 +267,17 @@ def render_python(name: str, program: list[UOp]) -> str:
       # a trip count given as a value (u.src[0]: the flash plan's key tiles up to a causal diagonal) may differ between
       # blocks: all run every iteration, and the accumulators of those past their count keep their values (`_live`)
       if u.src: w.lines.append(f"    {v}_live = {v} < {w.names[u.src[0]]}")
+      # (and their copies and stores into shared memory do not happen: a later loop may read what it holds)
+      w.alive_outside.append(w.alive)
+      if u.src: w.alive = f"{v}_live" if w.alive == "True" else f"({w.alive} & {v}_live)"
       code: str | None = None
     elif u.op is Ops.ENDRANGE and u.src[0] in w.serial:
       w.depth -= 1
+      w.open_serial.pop()
+      w.alive = w.alive_outside.pop()
       continue
     else: code = RULES[u.op](w, u, v)
     if code is not None: w.lines.append(f"  {v} = {code}")
     w.lines[start:] = ["  " * (w.depth - 1) + line for line in w.lines[start:]]
-    if u.op is Ops.RANGE and u in w.serial: w.depth += 1
+    if u.op is Ops.RANGE and u in w.serial: w.depth, w.open_serial = w.depth + 1, [*w.open_serial, u]
   return "\n".join(w.lines)

@@ -48,6 +48,10 @@ class Ops(Enum):
   # this one (-inf at the first); RESCALED(term, scale, loop) sums `term` over `loop`, multiplying the sum so far by
   # `scale` before each step (ACCUMULATE(acc, term, scale, arg=Ops.RESCALED) once linearized)
   RUNNING_MAX = auto(); RESCALED = auto()
+  # a reduction's loop RANGE(count, split) runs `count` iterations as two loops (codegen/linearize.py), those before `split`
+  # and the rest, adding into the same accumulators; FIRST_PART(loop) is true in the first: each loop's body has it folded
+  # (the attention plans' key tiles wholly before the causal diagonal skip the mask the tiles on it need)
+  FIRST_PART = auto()
   # GPU kernel level (the mapping passes of codegen/cuda/mapping.py introduce them; see its docstring):
   # SPECIAL(arg=("block"|"thread", n)) is blockIdx.x / threadIdx.x in [0, n); GUARD(ok), a SINK source: threads where
   # `ok` is false leave; DEFINE_LOCAL(arg=(slot, n)) an array of n values in shared memory (arg (slot, n, "reuse"):

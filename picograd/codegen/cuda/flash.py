@@ -276,6 +276,19 @@ def _scaled(x: UOp) -> tuple[UOp, float]:
   return (x.src[0].where(y, x.src[2]) if masked else y), float(body.src[1].arg)
 
 
+def split_at_diagonal(loop: UOp, bound: str, edge: UOp, tile: int, tiles: int) -> UOp:
+  """`loop` (a RANGE whose source is its trip count) as RANGE(count, split): the iterations before `split` visit tiles that
+  lie wholly inside a causal bound, the rest the tiles on its diagonal (linearize writes two loops; the first body has
+  FIRST_PART(loop) true, so the plans drop the mask there, as FlashAttention masks only its diagonal tiles). `edge` is
+  the bound at the block's binding row: "upto" (s <= f(r), tiles visited from 0 up) the last key its first row sees,
+  "from" (s >= f(r), tiles visited from the last down) the first query its last row sees."""
+  zero, count = UOp.const(INT, 0), loop.src[0]
+  def at_least(x: UOp, lo: UOp) -> UOp: return (x < lo).where(lo, x)
+  if bound == "upto": split = at_least(edge + 1, zero) // tile  # whole tiles up to the first row's last key
+  else: split = at_least(UOp.const(INT, tiles) + -((at_least(edge, zero) + (tile - 1)) // tile), zero)  # tiles from its first
+  return UOp(Ops.RANGE, loop.dtype, (count, (split < count).where(split, count)), loop.arg)
+
+
 def _store(buf: UOp, index: UOp, value: UOp, *after: UOp) -> UOp:
   return UOp(Ops.STORE, dtypes.void, (buf, index, value, UOp.const(dtypes.bool, True), *after))
 
@@ -504,4 +517,5 @@ def describe_flash_cuda(fl: FlashGPU) -> str:
           ("; key tiles past the causal diagonal skipped" if _last_key(fl.x, fl.i, fl.j) is not None else ""))
 
 
-__all__ = ["match_flash_cuda", "map_flash", "describe_flash_cuda", "FlashGPU", "causal_bound", "row_tiles_in_order", "FORWARD_BLOCKS_PER_SM"]
+__all__ = ["match_flash_cuda", "map_flash", "describe_flash_cuda", "FlashGPU", "causal_bound", "row_tiles_in_order", "split_at_diagonal",
+           "FORWARD_BLOCKS_PER_SM"]

@@ -29,7 +29,9 @@ the products are computed once per tile, and each output has its term, its F til
 
 Where T is the identity wherever a positional gate s <= f(r) (the forward's and dQ's causal mask) or s >= f(r) (dK's and
 dV's, whose rows are keys) fails, the tiles of s past the block's last row (or before its first) are not visited: the loop's
-trip count is a value, over a reversed index for s >= f(r); the blocks with the most tiles run first.
+trip count is a value, over a reversed index for s >= f(r); the blocks with the most tiles run first. The loop is then split
+at the diagonal (flash.split_at_diagonal, RANGE(count, split)): the tiles wholly inside the bound come first and compute T
+without its gate, as FlashAttention masks only the diagonal tiles (linearize writes the two loops into one accumulator).
 """
 from __future__ import annotations
 import math
@@ -39,7 +41,7 @@ from picograd.helpers import ceildiv, prod
 from picograd.ir.ops import UOp, Ops, toposort, graph_rewrite, substitute
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast, \
-  mma_chains, packed_products, causal_bound, row_tiles_in_order
+  mma_chains, packed_products, causal_bound, row_tiles_in_order, split_at_diagonal
 from picograd.codegen.cuda.analysis import contiguous_in
 from picograd.codegen.cuda.fast_math import exact, fast_terms, unrounded
 from picograd.codegen.cuda.mapping import digits, special
@@ -64,6 +66,7 @@ class RecomputedOut:
   term: UOp                 # T in float32 (with F: the value rounded to h as it is packed)
   f: UOp | None             # F (along s and d), 16-bit
   bound: tuple[str, UOp] | None  # ("upto", f(r)): T is the identity where s > f(r); ("from", f(r)): where s < f(r)
+  gate: UOp | None          # the positional gate of `bound` as T reads it
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ def match_recomputed_cuda(sink: UOp, target: CUDATarget) -> RecomputedGPU | None
     def at_red(n: UOp, red: UOp = red) -> bool: return n is red
     outside = toposort([st.src[2]], stop=at_red)
     if any(n.op is Ops.REDUCE and n is not red for n in outside) or any(n.op is Ops.RANGE and n not in glob for n in outside): return None
-    outs.append(RecomputedOut(st, red, term, f, bound))
+    outs.append(RecomputedOut(st, red, term, f, bound, gate if bound is not None else None))
   return RecomputedGPU(s, batch, r, d, tuple(products), half, tuple(outs))
 
 
@@ -231,6 +234,14 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
     first = (first < 0).where(zero, first) // bn
     count = (first < tiles_s).where(UOp.const(INT, tiles_s) + -first, UOp.const(INT, 1))
   st = UOp(Ops.RANGE, INT, (count,) if count is not None else (), (next_id, tiles_s, "reduce"))
+  # the tiles wholly inside the causal bound come first and skip the mask (split_at_diagonal): up to the diagonal the
+  # first row's bound decides, from it (a reversed index) the last row's
+  if fr.bound is not None and all(o.gate is not None for o in fr.outs):
+    if fr.bound[0] == "upto": st = split_at_diagonal(st, "upto", _put(fr.bound[1], {fr.r: rt * BM}).cast(INT), bn, tiles_s)
+    else:
+      last_row = rt * BM + (BM - 1)
+      if T % BM: last_row = (last_row < T).where(last_row, UOp.const(INT, T - 1))
+      st = split_at_diagonal(st, "from", _put(fr.bound[1], {fr.r: last_row}).cast(INT), bn, tiles_s)
   once = UOp(Ops.RANGE, INT, (), (next_id + 1, 1, "reduce"))
   reverse = fr.bound is not None and fr.bound[0] == "from"
   def tile_of(i: UOp) -> UOp: return UOp.const(INT, tiles_s - 1) + -i if reverse else i
@@ -308,6 +319,11 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
     identity = UOp.const(dtypes.float32, 0.0 if o.red.arg is Ops.ADD else -math.inf)
     term = graph_rewrite(o.term, fast_terms)
     if o.f is not None: term = unrounded(term, h)
+    # inside the causal bound (the first part of a split loop) the term without its gate
+    inner = None
+    if len(st.src) == 2 and o.gate is not None:
+      inner = graph_rewrite(graph_rewrite(substitute(o.term, {o.gate: UOp.const(dtypes.bool, True)}), symbolic), fast_terms)
+      if o.f is not None: inner = unrounded(inner, h)
     values = {}
     for n8 in range(bn // 8):
       for q in range(4):
@@ -317,6 +333,7 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
               fr.s: _clamp(sv, Ts, tiles_s * bn)[0],
               **{vec: UOp(Ops.LOAD, vec.dtype, (local, (st & 1) * bn + col, loaded)) for local, vec in zip(svs, vectors)}}
         v = _put(term, at)
+        if inner is not None: v = UOp(Ops.FIRST_PART, dtypes.bool, (st,)).where(_put(inner, at), v)
         values[(n8, q)] = (sv < Ts).where(v, identity) if tiles_s * bn > Ts else v
     return values
   outs: list[tuple[RecomputedOut, UOp, int, UOp]] = []  # (output, value, row in the tile, column)
