@@ -124,7 +124,8 @@ def _close_to_torch(got: list[np.ndarray], arrays: list[np.ndarray], how: str) -
 
 
 @needs_gpu
-@pytest.mark.parametrize("shape,how", [((2, 3, 200, 64), "causal"), ((1, 2, 256, 128), "plain"), ((2, 2, 96, 64), "by_hand")])
+@pytest.mark.parametrize("shape,how", [((2, 3, 200, 64), "causal"), ((1, 4, 520, 64), "causal"), ((1, 2, 256, 128), "plain"),
+                                       ((2, 2, 96, 64), "by_hand")])
 def test_recomputed_plan_gpu(shape, how):
   """On the GPU: forward and backward with the recomputed plan against PyTorch's SDPA (float32, on the CPU) on the same data."""
   _kernels.clear()
