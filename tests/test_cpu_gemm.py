@@ -196,6 +196,31 @@ def test_k_blocks_cut_through_a_convolutions_sums(monkeypatch):
     np.testing.assert_allclose(t.numpy(), want, rtol=1e-4, atol=1e-4)
 
 
+def test_convolution_input_gradient_as_gemm():
+  """A padded 3x3 convolution's input gradient is 9 sums, each zero where its view of dy falls in the padding: one GEMM
+  over K = 9 x C_out whose row operand carries the gate (the weight's loads lose the gate lowering gave them: their index
+  never leaves the weight). Integer-valued data: exact. Padding zeros take part in products, as in the forward: a weight
+  of inf gives NaN where its window reaches the padding (PyTorch leaves those terms out: inf there)."""
+  torch = pytest.importorskip("torch")
+  x, g, w = (RNG.integers(-3, 4, shape).astype(np.float32) for shape in ((2, 32, 28, 29), (2, 48, 28, 29), (48, 32, 3, 3)))
+  xt = Tensor(x, requires_grad=True).realize()
+  gx = xt.conv2d(Tensor(w), padding=1).gradient(xt, gradient=Tensor(g))[0]
+  assert _opts(gx)[0].startswith("gemm 2x28 x 29x32x432 (9 sums)"), _opts(gx)
+  tx = torch.from_numpy(x).double().requires_grad_(True)
+  torch.nn.functional.conv2d(tx, torch.from_numpy(w).double(), padding=1).backward(torch.from_numpy(g).double())
+  np.testing.assert_array_equal(gx.numpy(), tx.grad.numpy().astype(np.float32))
+  w[0, 0, 0, 0] = np.inf
+  got = xt.conv2d(Tensor(w), padding=1).gradient(xt, gradient=Tensor(g))[0].numpy()
+  tx.grad = None
+  torch.nn.functional.conv2d(tx, torch.from_numpy(w).double(), padding=1).backward(torch.from_numpy(g).double())
+  want = tx.grad.numpy().astype(np.float32)
+  extra = np.isnan(got) & ~np.isnan(want)  # offset (0, 0) reads dy at (y + 1, x + 1): padding at the last row and column
+  border = np.zeros_like(extra)
+  border[:, 0, -1, :] = border[:, 0, :, -1] = True
+  assert extra.any() and not (extra & ~border).any()
+  np.testing.assert_array_equal(got[~extra], want[~extra])
+
+
 def test_convolution_weight_gradient_as_gemm():
   """A 3x3 convolution's weight gradient is 9 sums, each padded into its kernel offset: a GEMM batched over the offsets,
   each offset's tiles summing only its own term (K = 2 x 28 x 29 = 1624: two K blocks). Integer-valued data: exact, and

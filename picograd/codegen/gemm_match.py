@@ -5,7 +5,9 @@ a[.., i, k] * b[.., k, j]: a runs along loops b does not (the rows i) and b alon
 (the columns j); the other output loops are a batch and the reduction loops are k (several are
 flattened into one; several such sums added, as a 3x3 convolution's 9 shifted-view products, are one
 sum over their loops in turn; several sums each gated to one setting of output loops, as its weight gradient's 9
-kernel offsets, are a GEMM batched over those loops whose tiles sum only the term of their batch value).
+kernel offsets, are a GEMM batched over those loops whose tiles sum only the term of their batch value; several sums each
+zero at the output positions where its gate fails, as its input gradient's 9 offsets at the padding, are one sum of
+terms whose row operand carries the gate).
 The factors are loads with affine indices (any strides: `x @ W.T`, `a.T @ g`, batched or broadcast operands)
 or elementwise work on loads (a relu's mask, pad gates, a cast);
 any elementwise work around the sum (a bias, an activation, a cast) is the epilogue. The sizes of the register tile,
@@ -140,13 +142,15 @@ def _sum_of(value: UOp, totals: set[UOp]) -> UOp | None:
 
 
 def _gated_sum_of(value: UOp, totals: set[UOp]) -> tuple[UOp, dict[UOp, UOp]] | None:
-  """The smallest ADD in `value` whose tree of ADDs has as leaves WHERE(gate, R, 0) for exactly the REDUCEs R in `totals`
-  (a convolution's weight gradient: each kernel offset's sum padded into its place), with each R's gate."""
+  """The smallest ADD in `value` whose tree of ADDs has as leaves WHERE(gate, R, 0) (or R, gated by true) for exactly the
+  REDUCEs R in `totals` (a convolution's weight gradient: each kernel offset's sum padded into its place; its input
+  gradient: each offset's sum zero where its view is padding, the centre's nowhere), with each R's gate."""
   leaves: dict[UOp, frozenset[UOp] | None] = {}
   gates: dict[UOp, UOp] = {}
   for n in toposort([value]):
     if n.op is Ops.WHERE and n.src[1] in totals and n.src[2].op is Ops.CONST and n.src[2].arg == 0:
       leaves[n], gates[n.src[1]] = frozenset([n.src[1]]), n.src[0]
+    elif n in totals: leaves[n], gates[n] = frozenset([n]), UOp.const(dtypes.bool, True)
     elif n.op is Ops.ADD and (l := leaves.get(n.src[0])) is not None and (r := leaves.get(n.src[1])) is not None: leaves[n] = l | r
     else: leaves[n] = None
     if n.op is Ops.ADD and leaves[n] == totals: return n, gates
@@ -171,6 +175,35 @@ def _pins(gates: list[UOp]) -> list[dict[UOp, int]] | None:
 def _loops(x: UOp) -> set[UOp]: return {n for n in toposort([x]) if n.op is Ops.RANGE}
 
 
+def _unclamped(x: UOp) -> UOp:
+  """`x` with each load whose index is where(gate, idx, 0) reading idx itself where idx stays inside the buffer for every
+  value of its loops (lowering gates every load under a pad's gate; a weight's index never leaves the weight)."""
+  swap = {}
+  for ld in toposort([x]):
+    if ld.op is not Ops.LOAD or len(ld.src) != 2 or ld.src[0].op is not Ops.PARAM or ld.src[1].op is not Ops.WHERE: continue
+    idx = ld.src[1].src[1]
+    if ld.src[1].src[2].op is Ops.CONST and 0 <= idx.vmin and idx.vmax < ld.src[0].arg[1]: swap[ld] = UOp(Ops.LOAD, ld.dtype, (ld.src[0], idx))
+  return substitute(x, swap) if swap else x
+
+
+def _gated_terms(totals: list[UOp], gates: dict[UOp, UOp]) -> list[tuple[UOp, UOp, tuple[UOp, ...]]] | None:
+  """Sums each zero where its gate on the output loops fails, where(g, sum_k a * b, 0), as terms sum_k where(g, a, 0) * b
+  with the gate on the one factor that runs along its loops (a convolution's input gradient: the shifted view of dy); None
+  where a factor other than that one reads the gate's loops. Bit for bit the same sums where b is finite (0 * inf is NaN)."""
+  positions = set().union(*(_loops(g) for g in gates.values()))
+  if not positions or any(r.arg[2] != "global" for r in positions): return None
+  terms = []
+  for x in totals:
+    g, ks = gates[x], tuple(sorted(x.src[1:], key=lambda r: r.arg[0]))
+    if x.src[0].op is not Ops.MUL: return None
+    fa, fb = (_unclamped(f) for f in x.src[0].src)
+    along = [f for f in (fa, fb) if _loops(f) & positions]
+    if len(along) != 1: return None
+    rows, cols = along[0], (fb if along[0] is fa else fa)
+    terms.append((rows if g.op is Ops.CONST and g.arg is True else g.where(rows, UOp.const(dtypes.float32, 0.0)), cols, ks))
+  return terms
+
+
 def match_gemm(sink: UOp) -> Gemm | None:
   """The GEMM form of lowered kernel `sink`, or None when it is not one float32 sum of a product (see the module doc)."""
   if len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
@@ -186,11 +219,13 @@ def match_gemm(sink: UOp) -> Gemm | None:
     total, gates = gated
   if any(n.op is Ops.REDUCE and n is not total for n in toposort([st.src[2]], stop=lambda x: x is total)): return None
   # gated sums: each term is read only at its gate's setting of the loops, so its operands are simplified there (the pad's
-  # index arithmetic then no longer mentions the output's other loops)
+  # index arithmetic then no longer mentions the output's other loops); or each is zero where its gate fails
   pins = None if gates is None else _pins([gates[x] for x in totals])
-  if gates is not None and pins is None: return None
-  terms = []
-  for t, x in enumerate(totals):
+  terms: list[tuple[UOp, UOp, tuple[UOp, ...]]] = []
+  if gates is not None and pins is None:
+    if (gated_terms := _gated_terms(totals, gates)) is None: return None
+    terms, gates = gated_terms, None
+  for t, x in enumerate(totals if not terms else []):
     prod_, ks = x.src[0], tuple(sorted(x.src[1:], key=lambda r: r.arg[0]))
     if prod_.op is not Ops.MUL or any(f.dtype != dtypes.float32 for f in prod_.src) or any(r.arg[1] == 0 for r in ks): return None
     fa, fb = prod_.src
