@@ -23,7 +23,6 @@ codegen/cpu_flash.py writes the forward:
 The outer loop the runtime splits across threads is batch x row tiles. Kernels outside this form keep the loop nest.
 """
 from __future__ import annotations
-import math
 from dataclasses import dataclass
 from picograd.helpers import prod
 from picograd.dtype import dtypes
@@ -31,7 +30,7 @@ from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.codegen.gemm_match import vector_lanes
 from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, _vectorizable, _loops, _has_reduce
 from picograd.codegen.cpu_tiles import TileRenderer, _Vector
-from picograd.codegen.online import _product
+from picograd.codegen.online import _product, identity_gates
 from picograd.codegen.transcendental import transcendental_rules
 
 
@@ -78,20 +77,6 @@ def _mul_factors(u: UOp) -> list[UOp]:
 def _stand(n: int) -> UOp: return UOp(Ops.DEFINE_ACC, dtypes.float32, (), ("recomputed", n))
 
 
-def _gate(u: UOp, zero: bool, stands: set[UOp]) -> UOp | None:
-  """A bool g, reading no product sum, where u is the reduction's identity (0 when `zero`, else -inf) wherever g is false:
-  where(g, a, identity), a product with such a factor, exp2 of a -inf such, a sum with one or a positive multiple of one."""
-  if u.op is Ops.WHERE and u.src[2].op is Ops.CONST and u.src[2].arg == (0.0 if zero else -math.inf):
-    return None if stands & set(toposort([u.src[0]])) else u.src[0]
-  if zero and u.op is Ops.EXP2: return _gate(u.src[0], False, stands)
-  if u.op is Ops.MUL:
-    const = [x for x in u.src if x.op is Ops.CONST]
-    if not zero and not (len(const) == 1 and const[0].arg > 0): return None
-    return next((g for x in u.src if x.op is not Ops.CONST and (g := _gate(x, zero, stands)) is not None), None)
-  if not zero and u.op is Ops.ADD: return next((g for x in u.src if (g := _gate(x, False, stands)) is not None), None)
-  return None
-
-
 def match_recomputed(sink: UOp) -> Recomputed | None:
   """The recomputed-score form of lowered kernel `sink` (module docstring), or None when it is not one."""
   if len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
@@ -129,11 +114,11 @@ def match_recomputed(sink: UOp) -> Recomputed | None:
   if fv is not None and (_has_reduce(fv) or not _loops(fv) <= base | {s, d}): return None  # type: ignore[operator]
   term = substitute(_product(t_part, red.dtype), {p.node: p.stand for p in products})
   if _has_reduce(term) or not _loops(term) <= base | {r, s}: return None
-  gate = _gate(term, red.arg is Ops.ADD, {p.stand for p in products})
   # only a gate made from positions (causal): a row it masks everywhere has a max of -inf, and its terms are NaN where the
   # block is computed (as with the scores stored) but skipped blocks add nothing; a positional mask that leaves a query no
   # key is rare, a loaded one (padding) is not
-  if gate is not None and any(n.op is Ops.LOAD for n in toposort([gate])): gate = None
+  gate = next((g for g in identity_gates(term, red.arg is Ops.ADD, {p.stand for p in products})
+               if not any(n.op is Ops.LOAD for n in toposort([g]))), None)
   term = graph_rewrite(term, transcendental_rules)
   # (the check knows cpu_flash's score stand-in: every product sum's stands for it there)
   if not _vectorizable(substitute(term, {p.stand: _SCORE for p in products})) or (gate is not None and not _vectorizable(gate)): return None

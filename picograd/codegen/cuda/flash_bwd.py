@@ -42,6 +42,7 @@ from picograd.ir.ops import UOp, Ops, toposort, graph_rewrite, substitute
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast, \
   mma_chains, packed_products, causal_bound, row_tiles_in_order, split_at_diagonal
+from picograd.codegen.online import identity_gates
 from picograd.codegen.cuda.analysis import contiguous_in
 from picograd.codegen.cuda.fast_math import exact, fast_terms, unrounded
 from picograd.codegen.cuda.mapping import digits, special
@@ -88,21 +89,6 @@ class RecomputedGPU:
     """The tiles of s every output skips: where all outputs have the same positional bound."""
     first = self.outs[0].bound
     return first if all(o.bound == first for o in self.outs) else None
-
-
-def _gate(u: UOp, zero: bool, products: set[UOp]) -> UOp | None:
-  """A bool g reading no product sum where u is the reduction's identity (0 when `zero`, else -inf) wherever g is false:
-  where(g, a, identity), a product with such a factor, exp2 of a -inf such, a sum with one, through float casts."""
-  if u.op is Ops.CAST and u.dtype.is_float and u.src[0].dtype.is_float: return _gate(u.src[0], zero, products)
-  if u.op is Ops.WHERE and u.src[2].op is Ops.CONST and u.src[2].arg == (0.0 if zero else -math.inf):
-    return None if products & set(toposort([u.src[0]])) else u.src[0]
-  if zero and u.op is Ops.EXP2: return _gate(u.src[0], False, products)
-  if u.op is Ops.MUL:
-    const = [x for x in u.src if x.op is Ops.CONST]
-    if not zero and not (len(const) == 1 and const[0].arg > 0): return None
-    return next((g for x in u.src if x.op is not Ops.CONST and (g := _gate(x, zero, products)) is not None), None)
-  if not zero and u.op is Ops.ADD: return next((g for x in u.src if (g := _gate(x, False, products)) is not None), None)
-  return None
 
 
 def _outer(value: UOp) -> UOp | None:
@@ -185,13 +171,15 @@ def match_recomputed_cuda(sink: UOp, target: CUDATarget) -> RecomputedGPU | None
     else: term = red.src[0]
     inside = toposort([term], stop=lambda n: n in stands)
     if any(n.op is Ops.REDUCE and n not in stands for n in inside) or not {n for n in inside if n.op is Ops.RANGE} <= base | {r, s}: return None
-    gate = _gate(term, red.arg is Ops.ADD, stands)
-    bound = None if gate is None or any(n.op is Ops.LOAD for n in toposort([gate])) else causal_bound(gate, r, s)
+    # (the positional one of its gates: a dropout mask's gate is another)
+    positional = [(found, g) for g in identity_gates(term, red.arg is Ops.ADD, stands)
+                  if not any(n.op is Ops.LOAD for n in toposort([g])) and (found := causal_bound(g, r, s)) is not None]
+    bound, gate = positional[0] if positional else (None, None)
     # the stored expression reads no other reduction and no other loop
     def at_red(n: UOp, red: UOp = red) -> bool: return n is red
     outside = toposort([st.src[2]], stop=at_red)
     if any(n.op is Ops.REDUCE and n is not red for n in outside) or any(n.op is Ops.RANGE and n not in glob for n in outside): return None
-    outs.append(RecomputedOut(st, red, term, f, bound, gate if bound is not None else None))
+    outs.append(RecomputedOut(st, red, term, f, bound, gate))
   return RecomputedGPU(s, batch, r, d, tuple(products), half, tuple(outs))
 
 
