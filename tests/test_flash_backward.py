@@ -141,6 +141,24 @@ def test_queries_that_see_no_key_match_torch(device):
 def _is_tiled(step) -> bool: return step.kernel is not None and any(o.startswith("recomputed scores") for o in step.kernel.opts)
 
 
+def test_causal_blocks_are_skipped_under_dropout():
+  """A term whose causal mask sits under dropout's (the GPT's O and dV: P times the mask) still finds its positional gate:
+  every kernel over recomputed scores skips the blocks above the diagonal (before, the dropout mask's gate, which reads
+  the generator's counter, was found first and nothing was skipped)."""
+  from picograd.engine.compile import _kernels
+  from picograd.codegen.cpu_flash_bwd import match_recomputed
+  from picograd.codegen.lower import lower_kernel
+  from picograd.ir.ops import Ops, toposort
+  with Context(RECOMPUTE_MIN=0):
+    Tensor.manual_seed(2)
+    steps = _grad_steps("CPU", lambda q, k, v: q.scaled_dot_product_attention(k, v, dropout_p=0.3, is_causal=True))
+    realize.run_steps(steps)
+  asts = [key[0] for s in steps if _is_tiled(s) for key, k in _kernels.items() if k is s.kernel]
+  matched = [match_recomputed(lower_kernel(ast)) for ast in asts]
+  assert len(matched) >= 4 and all(f is not None and f.gate is not None for f in matched)
+  assert all(not any(n.op is Ops.LOAD for n in toposort([f.gate])) for f in matched if f is not None and f.gate is not None)
+
+
 def test_odd_shapes_and_grouped_heads_match_torch(device):
   # 20 queries over 37 keys (a partial block of keys, a partial tile of rows), head size 12, values 5 wide, grouped heads
   rng = np.random.default_rng(3)
