@@ -187,7 +187,7 @@ def _unclamped(x: UOp) -> UOp:
 
 
 def _gated_terms(totals: list[UOp], gates: dict[UOp, UOp]) -> list[tuple[UOp, UOp, tuple[UOp, ...]]] | None:
-  """Sums each zero where its gate on the output loops fails, where(g, sum_k a * b, 0), as terms sum_k where(g, a, 0) * b
+  """Sums of products each zero where its gate on the output loops fails, where(g, sum_k a * b, 0), as terms sum_k where(g, a, 0) * b
   with the gate on the one factor that runs along its loops (a convolution's input gradient: the shifted view of dy); None
   where a factor other than that one reads the gate's loops. Bit for bit the same sums where b is finite (0 * inf is NaN)."""
   positions = set().union(*(_loops(g) for g in gates.values()))
@@ -195,7 +195,6 @@ def _gated_terms(totals: list[UOp], gates: dict[UOp, UOp]) -> list[tuple[UOp, UO
   terms = []
   for x in totals:
     g, ks = gates[x], tuple(sorted(x.src[1:], key=lambda r: r.arg[0]))
-    if x.src[0].op is not Ops.MUL: return None
     fa, fb = (_unclamped(f) for f in x.src[0].src)
     along = [f for f in (fa, fb) if _loops(f) & positions]
     if len(along) != 1: return None
@@ -220,19 +219,21 @@ def match_gemm(sink: UOp) -> Gemm | None:
   if any(n.op is Ops.REDUCE and n is not total for n in toposort([st.src[2]], stop=lambda x: x is total)): return None
   # gated sums: each term is read only at its gate's setting of the loops, so its operands are simplified there (the pad's
   # index arithmetic then no longer mentions the output's other loops); or each is zero where its gate fails
+  if any(x.src[0].op is not Ops.MUL or any(f.dtype != dtypes.float32 for f in x.src[0].src) or any(r.arg[1] == 0 for r in x.src[1:])
+         for x in totals): return None
   pins = None if gates is None else _pins([gates[x] for x in totals])
-  terms: list[tuple[UOp, UOp, tuple[UOp, ...]]] = []
+  terms: list[tuple[UOp, UOp, tuple[UOp, ...]]] | None
   if gates is not None and pins is None:
-    if (gated_terms := _gated_terms(totals, gates)) is None: return None
-    terms, gates = gated_terms, None
-  for t, x in enumerate(totals if not terms else []):
-    prod_, ks = x.src[0], tuple(sorted(x.src[1:], key=lambda r: r.arg[0]))
-    if prod_.op is not Ops.MUL or any(f.dtype != dtypes.float32 for f in prod_.src) or any(r.arg[1] == 0 for r in ks): return None
-    fa, fb = prod_.src
-    if pins is not None:
-      fixed = {r: UOp.const(r.dtype, v) for r, v in pins[t].items()}
-      fa, fb = (graph_rewrite(substitute(f, fixed), symbolic) for f in (fa, fb))
-    terms.append((fa, fb, ks))
+    if (terms := _gated_terms(totals, gates)) is None: return None
+    gates = None
+  else:
+    terms = []
+    for t, x in enumerate(totals):
+      fa, fb = x.src[0].src
+      if pins is not None:
+        fixed = {r: UOp.const(r.dtype, v) for r, v in pins[t].items()}
+        fa, fb = (graph_rewrite(substitute(f, fixed), symbolic) for f in (fa, fb))
+      terms.append((fa, fb, tuple(sorted(x.src[1:], key=lambda r: r.arg[0]))))
   size = sum(_size(t[2]) for t in terms) if gates is None else _size(terms[0][2])
   if gates is not None and any(_size(t[2]) != size for t in terms): return None
   a, b, ks = terms[0]

@@ -154,14 +154,11 @@ def _globals(u: UOp) -> set[UOp]:
   return {n for n in toposort([u]) if n.op is Ops.RANGE and n.arg[2] == "global"}
 
 
-__all__ = ["online_softmax", "MAX_COLUMNS"]
-
-
 def identity_gates(u: UOp, zero: bool, products: set[UOp]) -> list[UOp]:
   """Bools g reading none of `products` where u is a reduction's identity (0 when `zero`, else -inf) wherever g is false:
-  where(g, a, identity) (and a's), a product with such a factor (each factor's: attention's causal mask and its dropout mask), exp2
-  of a -inf such, a sum with one or a positive multiple of one, through float casts. The sums over recomputed scores
-  (cpu_flash_bwd.py, cuda/flash_bwd.py) skip the blocks where a positional one fails everywhere."""
+  where(g, a, identity) (and a's), a product with such a factor (each factor's: attention's causal mask and its dropout
+  mask), exp2 of a -inf such, a sum with one or a positive multiple of one, through float casts. The sums over recomputed
+  scores (cpu_flash_bwd.py, cuda/flash_bwd.py) skip the blocks where a positional one fails everywhere."""
   if u.op is Ops.CAST and u.dtype.is_float and u.src[0].dtype.is_float: return identity_gates(u.src[0], zero, products)
   if u.op is Ops.WHERE and u.src[2].op is Ops.CONST and u.src[2].arg == (0.0 if zero else -math.inf):
     return ([] if products & set(toposort([u.src[0]])) else [u.src[0]]) + identity_gates(u.src[1], zero, products)
@@ -172,3 +169,6 @@ def identity_gates(u: UOp, zero: bool, products: set[UOp]) -> list[UOp]:
     return [g for x in u.src if x.op is not Ops.CONST for g in identity_gates(x, zero, products)]
   if not zero and u.op is Ops.ADD: return [g for x in u.src for g in identity_gates(x, False, products)]
   return []
+
+
+__all__ = ["online_softmax", "MAX_COLUMNS", "identity_gates"]
