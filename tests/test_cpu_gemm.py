@@ -223,16 +223,42 @@ def test_convolution_input_gradient_as_gemm():
 
 def test_convolution_weight_gradient_as_gemm():
   """A 3x3 convolution's weight gradient is 9 sums, each padded into its kernel offset: a GEMM batched over the offsets,
-  each offset's tiles summing only its own term (K = 2 x 28 x 29 = 1624: two K blocks). Integer-valued data: exact, and
-  the loop nest's bits under NOOPT=1."""
+  each offset's tiles summing only its own term (K = 2 x 28 x 29 = 1624: two K blocks). dy, the same in every term, is
+  b (packed once for all offsets; the shifted input, which differs, is a): rows are the 16 input channels. Integer-valued
+  data: exact, and the loop nest's bits under NOOPT=1."""
   torch = pytest.importorskip("torch")
   x, g = RNG.integers(-3, 4, (2, 16, 28, 29)).astype(np.float32), RNG.integers(-3, 4, (2, 48, 28, 29)).astype(np.float32)
   w = Tensor(_rand(48, 16, 3, 3), requires_grad=True).realize()
   xt, gt = Tensor(x).realize(), Tensor(g).realize()
   gw = xt.conv2d(w, padding=1).gradient(w, gradient=gt)[0]
-  assert _opts(gw)[0].startswith("gemm 3x3 x 48x16x1624 (9 sums, one a batch value by its gate)") and "K in blocks of 812" in _opts(gw)[0]
+  assert _opts(gw)[0].startswith("gemm 3x3 x 16x48x1624 (9 sums, one a batch value by its gate, b the same for all)"), _opts(gw)
+  assert "K in blocks of 812" in _opts(gw)[0]
   tx, tw = torch.from_numpy(x).double(), torch.zeros(48, 16, 3, 3, dtype=torch.float64, requires_grad=True)
   torch.nn.functional.conv2d(tx, tw, padding=1).backward(torch.from_numpy(g).double())
   got = gw.numpy()
   np.testing.assert_array_equal(got, tw.grad.numpy().astype(np.float32))
   with Context(NOOPT=1): np.testing.assert_array_equal(got, xt.conv2d(w, padding=1).gradient(w, gradient=gt)[0].numpy())
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_convolution_packs_vectors_at_odd_sizes(monkeypatch, lanes):
+  """The computed operands of a convolution's three GEMMs are packed as vector code (`cpu_vector.Vector`, pad gates as
+  masked loads): the forward's and input gradient's shifted views a tile's rows along the lanes (45 rows: a partial last
+  tile), the weight gradient's k along the lanes in runs of the 45-wide rows (K = 2 x 13 x 45 in two blocks of 585, which
+  cut the runs), weights and dy columns along them (40 and 20 columns: partial panels). For 8 and 16 lanes (AVX2 and
+  AVX-512 layouts; LLVM splits 16-lane vectors on a host without AVX-512). Integer-valued data: exact."""
+  torch = pytest.importorskip("torch")
+  import picograd.codegen.gemm_match as gemm_match
+  monkeypatch.setattr(gemm_match, "vector_lanes", lambda: lanes)
+  x, w, g = (RNG.integers(-3, 4, s).astype(np.float32) for s in ((2, 20, 13, 45), (40, 20, 3, 3), (2, 40, 13, 45)))
+  with Context(CACHE=0):  # a fresh render: the disk's spec cache does not know the lanes
+    xt, wt = Tensor(x, requires_grad=True).realize(), Tensor(w, requires_grad=True).realize()
+    out = xt.conv2d(wt, padding=1)
+    gx, gw = out.gradient(xt, wt, gradient=Tensor(g))
+    assert _opts(out)[0].startswith("gemm 2x13 x 45x40x180 (9 sums)"), _opts(out)
+    assert _opts(gx)[0].startswith("gemm 2x13 x 45x20x360 (9 sums)"), _opts(gx)
+    assert _opts(gw)[0].startswith("gemm 3x3 x 20x40x1170 (9 sums, one a batch value by its gate, b the same for all)"), _opts(gw)
+    tx, tw = (torch.from_numpy(v).double().requires_grad_(True) for v in (x, w))
+    want = torch.nn.functional.conv2d(tx, tw, padding=1)
+    want.backward(torch.from_numpy(g).double())
+    for got, ref in ((out, want), (gx, tx.grad), (gw, tw.grad)): np.testing.assert_array_equal(got.numpy(), ref.detach().numpy().astype(np.float32))

@@ -18,7 +18,7 @@ codegen/cpu_gemm.py writes a matrix product:
 - rows are taken MR at a time (the last tile repeats its last row); their a(i, k) are packed k-major. Keys go in blocks of
   NR = two vectors: the MR x NR scores are a register tile of `fmuladd`s over k (a broadcast of a times a vector of
   packed b), like the GEMM microkernel;
-- E and g are printed as vector code, keys along the lanes (`_Vector`: contiguous loads become vector loads, others
+- E and g are printed as vector code, keys along the lanes (cpu_vector.py's `Vector`: contiguous loads become vector loads, others
   gathers; lanes past the last key masked), then per row the block max, the running max, one rescale, and 16-lane
   exps (codegen/transcendental.py's polynomial as fused multiply-adds, for the arguments <= 0 they have here; results
   below 2^-126, beside a largest term of 1, are 0);
@@ -40,10 +40,11 @@ import math
 from dataclasses import dataclass
 from picograd.helpers import prod
 from picograd.dtype import DType, dtypes
-from picograd.ir.ops import UOp, Ops, BINARY as BINARY_OPS, toposort, substitute, graph_rewrite
+from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.codegen.llvm import ll_type, ll_const
 from picograd.codegen.gemm_match import vector_lanes
-from picograd.codegen.cpu_tiles import TileRenderer, _Vector
+from picograd.codegen.cpu_tiles import TileRenderer
+from picograd.codegen.cpu_vector import Vector, vectorizable
 from picograd.codegen.online import _factors, _exp_of_shifted, _canonical, _product
 from picograd.codegen.transcendental import EXP2_POLY, ROUND32, transcendental_rules
 
@@ -55,7 +56,6 @@ MAX_STACK_BYTES = 1 << 20
 # stands for a score's product sum, which the renderer computes (a leaf without a shape: UOp arithmetic on it stays below
 # the tensor level)
 _SCORE = UOp(Ops.DEFINE_ACC, dtypes.float32, (), ("flash", "score"))
-_VECTOR_OPS = BINARY_OPS | {Ops.CONST, Ops.RANGE, Ops.PARAM, Ops.LOAD, Ops.WHERE, Ops.NEG, Ops.RECIPROCAL, Ops.SQRT, Ops.CAST, Ops.BITCAST}
 
 
 @dataclass(frozen=True)
@@ -93,19 +93,6 @@ class Flash:
 
 def _loops(u: UOp) -> set[UOp]: return {n for n in toposort([u]) if n.op is Ops.RANGE}
 def _has_reduce(u: UOp) -> bool: return any(n.op is Ops.REDUCE for n in toposort([u]))
-
-
-def _vectorizable(u: UOp) -> bool:
-  """Can `_Vector` print `u` with the keys along the lanes (float32/float64 and integer types, loads of plain buffers)?"""
-  for n in toposort([u]):
-    if n is _SCORE: continue
-    if n.op not in _VECTOR_OPS or n.dtype in (dtypes.float16, dtypes.bfloat16): return False
-    if n.op is Ops.LOAD and (len(n.src) != 2 or n.src[0].op is not Ops.PARAM): return False
-    if n.op is Ops.CAST:
-      src = n.src[0].dtype
-      if src in (dtypes.float16, dtypes.bfloat16) or (src.is_float and n.dtype.is_int and (n.dtype.itemsize < 4 or n.dtype == dtypes.uint32)):
-        return False
-  return True
 
 
 def _stack_bytes(T: int, K: int, D: int, columns: int) -> int:
@@ -159,7 +146,7 @@ def match_flash(sink: UOp) -> Flash | None:
   score = substitute(x, {inner[0]: _SCORE})
   if _has_reduce(score) or not _loops(score) <= base | {i, j}: return None
   score = graph_rewrite(score, transcendental_rules)
-  if not _vectorizable(score): return None
+  if not vectorizable(score, (_SCORE,)): return None
   sums = []
   for r, _, _, rest in sorted(found, key=lambda f: nodes.index(f[0])):
     jr = r.src[1]
@@ -169,7 +156,7 @@ def match_flash(sink: UOp) -> Flash | None:
     g_part = [f for f in varying if f not in f_part]
     g = graph_rewrite(_product(g_part, r.dtype), transcendental_rules) if g_part else None
     fv = _product(f_part, r.dtype) if f_part else None
-    if any(_has_reduce(f) for f in varying) or (g is not None and (not _loops(g) <= base | {i, j} or not _vectorizable(g))): return None
+    if any(_has_reduce(f) for f in varying) or (g is not None and (not _loops(g) <= base | {i, j} or not vectorizable(g))): return None
     if fv is not None and not _loops(fv) <= base | {j, d}: return None
     sums.append(FlashSum(r, g, fv, _product(outside, r.dtype) if outside else None))
   # every other reduction the stored value reads must be one of these sums or a copy of the max
@@ -286,7 +273,7 @@ class FlashRenderer(TileRenderer):
     jb = self.loop("jb", "0", str(tpad // nr))
     j0 = self.mul(jb, nr)
     jvec, valid = self.block_lanes(j0, f.j)  # the keys of the block's two vectors, and which are keys at all
-    printers = [_Vector(self, f.j, valid[h]) for h in range(2)]
+    printers = [Vector(self, f.j, valid[h]) for h in range(2)]
     def env(r: int, h: int) -> dict[UOp, tuple[str, bool]]: return {**batch32, f.i: (rows32[r], False), f.j: (jvec[h], True)}
     if f.gate is not None:
       # a block where the gate holds for no row and key (above a causal diagonal) is all -inf: skipped before its scores

@@ -14,7 +14,7 @@ codegen/cpu_flash.py writes the forward:
 - per batch (the global loops other than r and d) every b_n is packed as K x NR panels (the s values along the vector
   lanes) and F as a Spad x Dpad panel; per tile of MR rows each a_n is packed k-major;
 - per block of NR values of s: each P_n is an MR x NR register tile of fmuladds over k; T is printed as 16-lane vector
-  code (`cpu_flash._Vector`, lanes past the end masked to the reduction's identity); then either the MR x NR terms times
+  code (cpu_vector.py's `Vector`, lanes past the end masked to the reduction's identity); then either the MR x NR terms times
   F's panel rows into MR x Dpad accumulators (L1), or one vector accumulator per row (the max, the sum);
 - a block where T is where(gate, ..., 0 or -inf) with a gate made from positions (no loads, no product sum) that holds
   for no row and no s (above a causal diagonal) is skipped before its scores;
@@ -28,8 +28,9 @@ from picograd.helpers import prod
 from picograd.dtype import dtypes
 from picograd.ir.ops import UOp, Ops, toposort, substitute, graph_rewrite
 from picograd.codegen.gemm_match import vector_lanes
-from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, _vectorizable, _loops, _has_reduce
-from picograd.codegen.cpu_tiles import TileRenderer, _Vector
+from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, _loops, _has_reduce
+from picograd.codegen.cpu_tiles import TileRenderer
+from picograd.codegen.cpu_vector import Vector, vectorizable
 from picograd.codegen.online import _product, identity_gates
 from picograd.codegen.transcendental import transcendental_rules
 
@@ -121,7 +122,7 @@ def match_recomputed(sink: UOp) -> Recomputed | None:
                if not any(n.op is Ops.LOAD for n in toposort([g]))), None)
   term = graph_rewrite(term, transcendental_rules)
   # (the check knows cpu_flash's score stand-in: every product sum's stands for it there)
-  if not _vectorizable(substitute(term, {p.stand: _SCORE for p in products})) or (gate is not None and not _vectorizable(gate)): return None
+  if not vectorizable(substitute(term, {p.stand: _SCORE for p in products}), (_SCORE,)) or (gate is not None and not vectorizable(gate)): return None
   # the stored expression reads no other reduction and no other loop
   outside = toposort([st.src[2]], stop=lambda n: n is red)
   if any(n.op is Ops.REDUCE and n is not red for n in outside) or any(n.op is Ops.RANGE and n not in glob for n in outside): return None
@@ -195,7 +196,7 @@ class RecomputedRenderer(TileRenderer):
     sb = self.loop("sb", "0", str(spad // nr))
     s0 = self.mul(sb, nr)
     svec, valid = self.block_lanes(s0, f.s)
-    printers = [_Vector(self, f.s, valid[h]) for h in range(2)]
+    printers = [Vector(self, f.s, valid[h]) for h in range(2)]
     def env(r: int, h: int) -> dict[UOp, tuple[str, bool]]: return {**batch32, f.r: (rows32[r], False), f.s: (svec[h], True)}
     if f.gate is not None:
       live = "0"

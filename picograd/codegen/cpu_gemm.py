@@ -28,7 +28,8 @@ from typing import Sequence
 from picograd.dtype import dtypes
 from picograd.ir.ops import UOp, Ops, toposort
 from picograd.codegen.llvm import LLVMRenderer, ll_type
-from picograd.codegen.gemm_match import Gemm, MR, VECTORS, C_BYTES, A_GROUP_BYTES, k_block, _panel_sizes, _loops, _size, _unit_loads
+from picograd.codegen.gemm_match import Gemm, MR, VECTORS, C_BYTES, A_GROUP_BYTES, k_block, vector_lanes, _panel_sizes, _loops, _size, _unit_loads
+from picograd.codegen.cpu_vector import Vector, vectorizable
 
 
 class GemmRenderer(LLVMRenderer):
@@ -36,7 +37,7 @@ class GemmRenderer(LLVMRenderer):
 
   def __init__(self, name: str, gemm: Gemm, params: list[UOp]):
     super().__init__(name, [])
-    self.g, self.params = gemm, params
+    self.g, self.params, self.lanes = gemm, params, vector_lanes()
     self.ordered, self.accumulated, self.checked = set(), set(), False
     self.steps: dict[str, int] = {}  # loop name -> its step, for `close`
     self.sel = "0"  # gated sums: the term the tile's batch value reads
@@ -57,6 +58,36 @@ class GemmRenderer(LLVMRenderer):
 
   def add(self, a: str | int, b: str | int) -> str: return self.i64(f"add nsw i64 {a}, {b}")
   def mul(self, a: str | int, b: str | int) -> str: return self.i64(f"mul nsw i64 {a}, {b}")
+
+  def narrow(self, value: str, r: UOp) -> str:
+    """An i64 value as loop `r`'s type."""
+    return value if r.dtype == dtypes.int64 else self.i64(f"trunc i64 {value} to {ll_type(r.dtype)}")
+
+  def lane_values(self, first: str, lt: str) -> str:
+    """<lanes x lt>: first, first + 1, ... (first: a value of type lt)."""
+    L = self.lanes
+    one = self.i64(f"insertelement <{L} x {lt}> poison, {lt} {first}, i64 0")
+    base = self.i64(f"shufflevector <{L} x {lt}> {one}, <{L} x {lt}> poison, <{L} x i32> zeroinitializer")
+    return self.i64(f"add <{L} x {lt}> {base}, <" + ", ".join(f"{lt} {n}" for n in range(L)) + ">")
+
+  def lanes_below(self, end: str) -> str:
+    """<lanes x i1>: which of the lane numbers 0, 1, ... are below `end` (an i64 up to 2^31: a count of rows or steps)."""
+    L = self.lanes
+    ids = "<" + ", ".join(f"i32 {n}" for n in range(L)) + ">"
+    if not end.startswith("%"): return "<" + ", ".join(f"i1 {int(n < int(end))}" for n in range(L)) + ">"
+    one = self.i64(f"insertelement <{L} x i32> poison, i32 {self.i64(f'trunc i64 {end} to i32')}, i64 0")
+    bound = self.i64(f"shufflevector <{L} x i32> {one}, <{L} x i32> poison, <{L} x i32> zeroinitializer")
+    return self.i64(f"icmp slt <{L} x i32> {ids}, {bound}")
+
+  def vector_value(self, x: UOp, lanes_loop: UOp, first: str, mask: str, scalars: dict[UOp, str]) -> str:
+    """<lanes x float>: operand `x` with `lanes_loop` at first, first + 1, ... along the lanes (an i64 start) and the other
+    loops at the i64 values `scalars`; lanes outside `mask` read nothing."""
+    given = {r: (self.narrow(v, r), False) for r, v in scalars.items()}
+    given[lanes_loop] = (self.lane_values(self.narrow(first, lanes_loop), ll_type(lanes_loop.dtype)), True)
+    val, vec = Vector(self, lanes_loop, mask).run(x, given)
+    if vec: return val
+    one = self.i64(f"insertelement <{self.lanes} x float> poison, float {val}, i64 0")
+    return self.i64(f"shufflevector <{self.lanes} x float> {one}, <{self.lanes} x float> poison, <{self.lanes} x i32> zeroinitializer")
 
   def min64(self, a: str, b: str) -> str:
     lt = self.i64(f"icmp slt i64 {a}, {b}")
@@ -127,7 +158,7 @@ class GemmRenderer(LLVMRenderer):
     self.allocas += [f"%bp = alloca [{kc * nc} x float], align 64"] + ([] if blocked else [f"%tile = alloca [{MR * nr} x float], align 64"])
     self.decls.add(f"declare {vt} @llvm.fmuladd.v{lanes}f32({vt}, {vt}, {vt})")
     # gated sums: b's packing picks the term of the tile's batch value
-    b_batched = g.select is not None or any(r in _loops(y) for _, y, _ in g.terms for r in g.batch)
+    b_batched = (g.select is not None and not g.b_shared) or any(r in _loops(y) for _, y, _ in g.terms for r in g.batch)
     jc = self.loop("jc", "0", str(n), nc)
     ncols = self.min64(str(nc), self.i64(f"sub nsw i64 {n}, {jc}"))
     npan = self.i64(f"udiv i64 {self.i64(f'add nsw i64 {ncols}, {nr - 1}')}, {nr}")
@@ -171,7 +202,7 @@ class GemmRenderer(LLVMRenderer):
         row = self.min64(self.add(i0, r), str(m - 1))
         ofs = self.add(a_base, self.mul(row, g.a_off[1][g.i]))
         a_rows.append(self.i64(f"getelementptr inbounds float, ptr {self.names[g.a.src[0]]}, i64 {ofs}"))
-    else: a_rows, a_step = self._pack_a(u, it, i0, values, ntile, ug, uend, pc, kcb), MR
+    else: a_rows, a_step = self._pack_a(u, it, i0, values, ntile, ug, uend, pc, kcb)
     jr = self.loop("jr", "0", npan)
     panel = self.i64(f"getelementptr inbounds float, ptr %bp, i64 {self.i64(f'mul nsw i64 {jr}, {kc * nr}')}")
     accs = [[f"%acc{r}.{v}" for v in range(VECTORS)] for r in range(MR)]
@@ -245,17 +276,27 @@ class GemmRenderer(LLVMRenderer):
              '"probe-stack"="inline-asm" }')
     return "\n".join(sorted(self.decls) + [""] + head + self.lines + ["  ret void", "}"] + self._slice_entry(len(params)) + [attrs] + self.loop_md)
 
-  def _pack_a(self, u: str, it: str, i0: str, values: dict[UOp, str], ntile: int, ug: str, uend: str, pc: str, kcb: str) -> list[str]:
-    """Pointers to this tile's MR rows of a, packed k-major: a transposed a (a.T @ g: a step along k is a row of a),
-    or elementwise work on loads (a relu's mask in a gradient), computed once here.
+  def _pack_a(self, u: str, it: str, i0: str, values: dict[UOp, str], ntile: int, ug: str, uend: str, pc: str, kcb: str) -> tuple[list[str], int]:
+    """Pointers to this tile's MR rows of a, packed, and the step between its k values: a transposed a (a.T @ g: a step
+    along k is a row of a), or elementwise work on loads (a relu's mask in a gradient, a convolution's padded views),
+    computed once here.
 
     Read directly, each k step of a transposed a is a new cache line (and, for wide rows, a new page). The rows of
     up to A_GROUP tiles (as many as the thread has left in this batch, from ug to uend) are packed together whenever a
-    tile starts a new group, reading a's rows contiguously; rows past the end of a are left unwritten (only their
-    own, unstored, outputs read them). Only the K block [pc, pc + kcb) is packed."""
-    g, m, kc = self.g, self.g.sizes[0], k_block(self.g)
+    tile starts a new group, reading a's rows contiguously; rows past the end of a are left unwritten or hold garbage
+    (only their own, unstored, outputs read them). Only the K block [pc, pc + kcb) is packed. Computed elementwise work is
+    printed as vector code along the loop more of its loads step by one along (`Vector`): the group's rows (stored
+    k-major, a k step the group's rows apart) or k (stored row-major); the transposed a, and work `Vector` cannot print,
+    go element by element into MR-row tiles stored k-major."""
+    g, m, kc, L = self.g, self.g.sizes[0], k_block(self.g), self.lanes
     group = max(1, A_GROUP_BYTES // (4 * MR * kc))
-    self.allocas += [f"%ap = alloca [{group * kc * MR} x float], align 64", "%grp.start = alloca i64", "%grp.end = alloca i64",
+    k_inner = _unit_loads(g.a, g.ks[-1]) > _unit_loads(g.a, g.i)
+    vector = g.a_off is None and all(vectorizable(x) for x, _, _ in g.terms)
+    # packed k-major in MR-row tiles (element (q, dk) at q // MR * tile_len + dk * MR + q % MR), or row-major (k_inner:
+    # at q * row_len + dk); vector stores run up to a vector's length past the block
+    row_len, tile_len = -(-kc // L) * L + L, kc * MR + (L if vector else 0)
+    floats = group * MR * row_len if vector and k_inner else group * tile_len
+    self.allocas += [f"%ap = alloca [{floats} x float], align 64", "%grp.start = alloca i64", "%grp.end = alloca i64",
                      "store i64 0, ptr %grp.end"]
     cur_end = self.i64("load i64, ptr %grp.end")
     need = self.i64(f"or i1 {self.i64(f'icmp eq i64 {u}, {ug}')}, {self.i64(f'icmp sge i64 {u}, {cur_end}')}")
@@ -281,29 +322,73 @@ class GemmRenderer(LLVMRenderer):
       self.close("gr", vectorize=False)
       self.close("gl", vectorize=False)
     else:
-      # elementwise work, printed once a term: rows innermost where more of its loads run along them, else k
-      # (a row-major a under a relu's mask)
-      k_inner = _unit_loads(g.a, g.ks[-1]) > _unit_loads(g.a, g.i)
       at = 0
       for n, (x, _, ks) in enumerate(g.terms):
-        size = _size(ks)
         self.only_term("pa", n)
-        lo, hi = self.k_range(at, size, pc, kcb)
-        first, second = ((f"gq{n}", "0", rows), (f"gk{n}", lo, hi)) if k_inner else ((f"gk{n}", lo, hi), (f"gq{n}", "0", rows))
-        v1 = self.loop(*first)
-        v2 = self.loop(*second)
-        q, kk = (v1, v2) if k_inner else (v2, v1)
-        dk = self.add(kk, at) if pc == "0" else self.sub(self.add(kk, at), pc)
-        self._pack_a_element(values, i0, self.i64(f"udiv i64 {q}, {MR}"), x, ks, kk, dk, self.i64(f"urem i64 {q}, {MR}"))
-        self.close(second[0])
-        self.close(first[0])
+        lo, hi = self.k_range(at, _size(ks), pc, kcb)
+        if vector and k_inner: self._pack_a_rows(n, x, ks, values, i0, rows, lo, hi, at, pc, row_len)
+        elif vector: self._pack_a_columns(n, x, ks, values, i0, rows, lo, hi, at, pc, tile_len)
+        else:
+          # rows innermost where more of its loads run along them, else k (a row-major a under a relu's mask)
+          outer, inner = ((f"gq{n}", "0", rows), (f"gk{n}", lo, hi)) if k_inner else ((f"gk{n}", lo, hi), (f"gq{n}", "0", rows))
+          v1 = self.loop(*outer)
+          v2 = self.loop(*inner)
+          q, kk = (v1, v2) if k_inner else (v2, v1)
+          dk = self.add(kk, at) if pc == "0" else self.sub(self.add(kk, at), pc)
+          self._pack_a_element(values, i0, self.i64(f"udiv i64 {q}, {MR}"), x, ks, kk, dk, self.i64(f"urem i64 {q}, {MR}"))
+          self.close(inner[0])
+          self.close(outer[0])
         self.only_term("pa", n, end=True)
-        if g.select is None: at += size
+        if g.select is None: at += _size(ks)
     self.emit("br label %apack.ok")
     self.label("apack.ok")
     mine = self.i64(f"sub nsw i64 {u}, {self.i64('load i64, ptr %grp.start')}")
-    base = self.i64(f"getelementptr inbounds float, ptr %ap, i64 {self.mul(mine, kc * MR)}")
-    return [self.i64(f"getelementptr inbounds float, ptr {base}, i64 {r}") for r in range(MR)]
+    if vector and k_inner:
+      first = self.mul(mine, MR)
+      return [self.i64(f"getelementptr inbounds float, ptr %ap, i64 {self.mul(self.add(first, r), row_len)}") for r in range(MR)], 1
+    base = self.i64(f"getelementptr inbounds float, ptr %ap, i64 {self.mul(mine, tile_len)}")
+    return [self.i64(f"getelementptr inbounds float, ptr {base}, i64 {r}") for r in range(MR)], MR
+
+  def _pack_a_columns(self, n: int, x: UOp, ks: tuple[UOp, ...], values: dict[UOp, str], i0: str, rows: str, lo: str, hi: str,
+                      at: int, pc: str, tile_len: int) -> None:
+    """Term n's steps [lo, hi) of a, a tile's MR rows along the lanes: k-major MR-row tiles (as the microkernel reads them
+    best), tile_len apart. A vector's lanes past MR write the next k step's places, which are written after (or the
+    tile's padding past the block)."""
+    g, L = self.g, self.lanes
+    # tiles outermost: what depends only on the rows (a pad's gate along them, the lanes inside a) is computed once a tile
+    q = self.loop(f"gq{n}", "0", rows, MR)
+    inside = self.lanes_below(self.min64(self.sub(rows, q), str(MR)))
+    at_tile = self.mul(self.i64(f"udiv i64 {q}, {MR}"), tile_len)
+    kk = self.loop(f"gk{n}", lo, hi)
+    dk = self.add(kk, at) if pc == "0" else self.sub(self.add(kk, at), pc)
+    val = self.vector_value(x, g.i, self.add(i0, q), inside, {**values, **self._k_values(ks, kk)})
+    dst = self.i64(f"getelementptr inbounds float, ptr %ap, i64 {self.add(at_tile, self.mul(dk, MR))}")
+    self.emit(f"store <{L} x float> {val}, ptr {dst}, align 4")
+    self.close(f"gk{n}", vectorize=False)
+    self.close(f"gq{n}", vectorize=False)
+
+  def _pack_a_rows(self, n: int, x: UOp, ks: tuple[UOp, ...], values: dict[UOp, str], i0: str, rows: str, lo: str, hi: str,
+                   at: int, pc: str, row_len: int) -> None:
+    """Term n's steps [lo, hi) of a, k along the lanes: each row contiguous, row_len apart. The innermost reduction loop
+    runs along the lanes (the flattened k restarts it), so the steps go as runs of that loop's values; a vector's lanes
+    past its run write the next run's places, which that run then writes (or the row's padding past the block)."""
+    g, L, inner = self.g, self.lanes, ks[-1]
+    size = inner.arg[1]
+    q = self.loop(f"gq{n}", "0", rows)
+    o = self.loop(f"go{n}", self.i64(f"udiv i64 {lo}, {size}"), self.i64(f"udiv i64 {self.add(hi, size - 1)}, {size}"))
+    s = self.sub(lo, self.mul(o, size))
+    s = self.i64(f"select i1 {self.i64(f'icmp sgt i64 {s}, 0')}, i64 {s}, i64 0")
+    e = self.min64(self.sub(hi, self.mul(o, size)), str(size))
+    v = self.loop(f"gv{n}", s, e, L)
+    outer = self._k_values(ks[:-1], o) if len(ks) > 1 else {}
+    val = self.vector_value(x, inner, v, self.lanes_below(self.sub(e, v)), {**values, **outer, g.i: self.add(i0, q)})
+    dk = self.add(self.add(self.mul(o, size), v), at)
+    if pc != "0": dk = self.sub(dk, pc)
+    dst = self.i64(f"getelementptr inbounds float, ptr %ap, i64 {self.add(self.mul(q, row_len), dk)}")
+    self.emit(f"store <{L} x float> {val}, ptr {dst}, align 4")
+    self.close(f"gv{n}", vectorize=False)
+    self.close(f"go{n}", vectorize=False)
+    self.close(f"gq{n}", vectorize=False)
 
   def _pack_a_element(self, values: dict[UOp, str], i0: str, t: str, x: UOp, ks: tuple[UOp, ...], kk: str, dk: str, r: str) -> None:
     """Packed a[i0 + t * MR + r, step kk of the term `x` over `ks`] (tile t of the group, its row r) at step dk of the packed block."""
@@ -325,6 +410,26 @@ class GemmRenderer(LLVMRenderer):
     col0 = self.i64(f"add nsw i64 {jc}, {self.i64(f'mul nsw i64 {pp}, {nr}')}")
     width = self.min64(str(nr), self.i64(f"sub nsw i64 {n}, {col0}"))
     dst0 = self.i64(f"mul nsw i64 {pp}, {kc * nr}")
+    # elementwise work that `Vector` prints: a k step's columns of the panel as NR / lanes vectors (contiguous loads, else
+    # gathers), zeros past the last column
+    if g.b_off is None and all(vectorizable(y) for _, y, _ in g.terms):
+      at = 0
+      for n, (_, y, ks) in enumerate(g.terms):
+        self.only_term("pb", n)
+        lo, hi = self.k_range(at, _size(ks), pc, kcb)
+        kk = self.loop(f"pk{n}", lo, hi)
+        row = self.add(kk, at) if pc == "0" else self.sub(self.add(kk, at), pc)
+        for h in range(nr // self.lanes):
+          inside = self.lanes_below(self.sub(width, h * self.lanes))
+          val = self.vector_value(y, g.j, self.add(col0, h * self.lanes), inside, {**values, **self._k_values(ks, kk)})
+          val = self.i64(f"select <{self.lanes} x i1> {inside}, <{self.lanes} x float> {val}, <{self.lanes} x float> zeroinitializer")
+          dst = self.i64(f"getelementptr inbounds float, ptr %bp, i64 {self.add(dst0, self.add(self.mul(row, nr), h * self.lanes))}")
+          self.emit(f"store <{self.lanes} x float> {val}, ptr {dst}, align {4 * self.lanes}")
+        self.close(f"pk{n}", vectorize=False)
+        self.only_term("pb", n, end=True)
+        if g.select is None: at += _size(ks)
+      self.close("pp")
+      return
     # columns innermost for a row-major b, k for a transposed one (x @ W.T); elementwise work on loads along the axis
     # more of its loads run along (the "strides" are counts of loads: the smaller innermost)
     at = 0

@@ -93,6 +93,8 @@ class Gemm:
   # for each flattened batch value: then k runs through that term alone
   sums: tuple[UOp, ...] = ()
   select: tuple[int, ...] | None = None
+  # with `select`: every term's b is the same operand (up to its reduction loops), so b is packed once for all batch values
+  b_shared: bool = False
 
   @property
   def sizes(self) -> tuple[int, int, int]: return self.i.arg[1], self.j.arg[1], self.k.arg[1]
@@ -203,6 +205,16 @@ def _gated_terms(totals: list[UOp], gates: dict[UOp, UOp]) -> list[tuple[UOp, UO
   return terms
 
 
+def _same_operand(terms: list[tuple[UOp, UOp, tuple[UOp, ...]]], side: int) -> bool:
+  """Whether every term's operand on `side` (0: a, 1: b) is the first term's up to the names of its reduction loops."""
+  operands = [t[0] if side == 0 else t[1] for t in terms]
+  first_ks = terms[0][2]
+  for x, (_, _, ks) in zip(operands[1:], terms[1:]):
+    if [r.arg[1] for r in ks] != [r.arg[1] for r in first_ks]: return False
+    if substitute(x, dict(zip(ks, first_ks))) is not operands[0]: return False
+  return True
+
+
 def match_gemm(sink: UOp) -> Gemm | None:
   """The GEMM form of lowered kernel `sink`, or None when it is not one float32 sum of a product (see the module doc)."""
   if len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
@@ -222,10 +234,10 @@ def match_gemm(sink: UOp) -> Gemm | None:
   if any(x.src[0].op is not Ops.MUL or any(f.dtype != dtypes.float32 for f in x.src[0].src) or any(r.arg[1] == 0 for r in x.src[1:])
          for x in totals): return None
   pins = None if gates is None else _pins([gates[x] for x in totals])
-  terms: list[tuple[UOp, UOp, tuple[UOp, ...]]] | None
+  terms: list[tuple[UOp, UOp, tuple[UOp, ...]]]
   if gates is not None and pins is None:
-    if (terms := _gated_terms(totals, gates)) is None: return None
-    gates = None
+    if (gated_terms := _gated_terms(totals, gates)) is None: return None
+    terms, gates = gated_terms, None
   else:
     terms = []
     for t, x in enumerate(totals):
@@ -236,9 +248,6 @@ def match_gemm(sink: UOp) -> Gemm | None:
       terms.append((fa, fb, tuple(sorted(x.src[1:], key=lambda r: r.arg[0]))))
   size = sum(_size(t[2]) for t in terms) if gates is None else _size(terms[0][2])
   if gates is not None and any(_size(t[2]) != size for t in terms): return None
-  a, b, ks = terms[0]
-  # a stand-in RANGE (never rendered) names the flattened loop in the operands' offsets
-  k = ks[0] if len(terms) == 1 and len(ks) == 1 else UOp(Ops.RANGE, ks[-1].dtype, (), (ks[-1].arg[0], size, "reduce"))
   glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda r: r.arg[0])
   if any(n.op is Ops.RANGE and n.arg[2] != "global" and not any(n in t[2] for t in terms) for n in nodes): return None
   deps = (set().union(*(_loops(t[0]) for t in terms)), set().union(*(_loops(t[1]) for t in terms)))
@@ -247,10 +256,21 @@ def match_gemm(sink: UOp) -> Gemm | None:
   # rows and columns: the innermost loop only a (only b) runs along; any others (a batch of a that b is broadcast over)
   # join the batch loops
   i, j = only[0][-1], only[1][-1]
+  batch = tuple(g for g in glob if g is not i and g is not j)
+
+  def varies(side: int) -> bool:
+    """Whether that side's operand changes with the batch: reads its loops, or differs between the terms batch values read."""
+    return (pins is not None and not _same_operand(terms, side)) or any(r in deps[side] for r in batch)
+  # b is packed once a thread where it stays the same across the batch (a convolution's weight gradient: dy, the same for
+  # every kernel offset, where the shifted input differs), so the operand that changes with the batch is a
+  if varies(1) and not varies(0): terms, deps, i, j = [(fb, fa, ks) for fa, fb, ks in terms], (deps[1], deps[0]), j, i
+  a, b, ks = terms[0]
+  # a stand-in RANGE (never rendered) names the flattened loop in the operands' offsets
+  k = ks[0] if len(terms) == 1 and len(ks) == 1 else UOp(Ops.RANGE, ks[-1].dtype, (), (ks[-1].arg[0], size, "reduce"))
   if any(r.arg[1] == 0 for r in glob): return None
   if i.arg[1] * j.arg[1] * k.arg[1] < MIN_MACS or i.arg[1] < 2 or j.arg[1] < 2: return None
-  if i.arg[1] < FEW_ROWS and k.arg[1] * j.arg[1] > SMALL_B: return None
-  batch = tuple(g for g in glob if g is not i and g is not j)
+  # each thread packs b once for all batch values where it stays the same across them, so their rows count together
+  if i.arg[1] * (1 if varies(1) else _size(batch)) < FEW_ROWS and k.arg[1] * j.arg[1] > SMALL_B: return None
   select = None
   if pins is not None:
     # the term each flattened batch value (innermost fastest) reads
@@ -262,7 +282,8 @@ def match_gemm(sink: UOp) -> Gemm | None:
       table.append(next(t for t, p in enumerate(pins) if all(env[r] == v for r, v in p.items())))
     select = tuple(table)
   a_off, b_off = (_loads_offsets(a, ks, k), _loads_offsets(b, ks, k)) if len(terms) == 1 else (None, None)
-  return Gemm(st, total, a, b, batch, i, j, ks, k, a_off, b_off, tuple(terms), tuple(totals), select)
+  return Gemm(st, total, a, b, batch, i, j, ks, k, a_off, b_off, tuple(terms), tuple(totals), select,
+              select is not None and _same_operand(terms, 1))
 
 
 def describe(g: Gemm) -> list[str]:
@@ -271,7 +292,8 @@ def describe(g: Gemm) -> list[str]:
   nr, nc = _panel_sizes(g)
   batch = "x".join(str(b.arg[1]) for b in g.batch)
   a = "read in place" if g.a_off is not None and abs(g.a_off[1][g.k]) == 1 else "packed k-major" if g.a_off is not None else "computed k-major"
-  sums = f" ({len(g.terms)} sums{', one a batch value by its gate' if g.select is not None else ''})" if len(g.terms) > 1 else ""
+  shared = ", b the same for all" if g.b_shared else ""
+  sums = f" ({len(g.terms)} sums{', one a batch value by its gate' + shared if g.select is not None else ''})" if len(g.terms) > 1 else ""
   kc = k_block(g)
   blocks = f" (K in blocks of {kc}, partial sums kept between them)" if kc < k else ""
   return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}{sums}: b {'packed' if g.b_off is not None else 'computed'} in {kc}x{nr} panels, "
