@@ -262,3 +262,16 @@ def test_convolution_packs_vectors_at_odd_sizes(monkeypatch, lanes):
     want = torch.nn.functional.conv2d(tx, tw, padding=1)
     want.backward(torch.from_numpy(g).double())
     for got, ref in ((out, want), (gx, tx.grad), (gw, tw.grad)): np.testing.assert_array_equal(got.numpy(), ref.detach().numpy().astype(np.float32))
+
+
+def test_short_runs_of_k_pack_rows_along_the_lanes():
+  """A computed operand whose loads step along k (a weight gradient over a padded time axis of 4 steps) packs k along the
+  lanes in runs of the innermost reduction loop; runs shorter than a vector take a tile's rows along the lanes instead.
+  Integer-valued data: the loop nest's bits."""
+  x, g = (RNG.integers(-3, 4, s).astype(np.float32) for s in ((40, 3, 36), (40, 3, 64)))
+  pad = ((0, 0), (0, 1), (0, 0))
+  t = (Tensor(g).pad(pad).unsqueeze(-1) * Tensor(x).pad(pad).unsqueeze(-2)).sum((0, 1))
+  assert _opts(t)[0].startswith("gemm 64x36x160"), _opts(t)
+  got = t.numpy()
+  np.testing.assert_array_equal(got, g.reshape(120, 64).T @ x.reshape(120, 36))
+  with Context(NOOPT=1): np.testing.assert_array_equal(got, (Tensor(g).pad(pad).unsqueeze(-1) * Tensor(x).pad(pad).unsqueeze(-2)).sum((0, 1)).numpy())

@@ -292,6 +292,8 @@ class GemmRenderer(LLVMRenderer):
     group = max(1, A_GROUP_BYTES // (4 * MR * kc))
     k_inner = _unit_loads(g.a, g.ks[-1]) > _unit_loads(g.a, g.i)
     vector = g.a_off is None and all(vectorizable(x) for x, _, _ in g.terms)
+    # k along the lanes goes in runs of the innermost reduction loop: one shorter than a vector takes a tile's rows instead
+    k_inner = k_inner and (not vector or all(ks[-1].arg[1] >= L for _, _, ks in g.terms))
     # packed k-major in MR-row tiles (element (q, dk) at q // MR * tile_len + dk * MR + q % MR), or row-major (k_inner:
     # at q * row_len + dk); vector stores run up to a vector's length past the block
     row_len, tile_len = -(-kc // L) * L + L, kc * MR + (L if vector else 0)
