@@ -8,6 +8,7 @@ GEMM must give the same bits as the generic loop nest under NOOPT=1.
 import re
 import numpy as np
 import pytest
+import picograd
 from picograd import Tensor, Context
 from picograd.codegen.gemm_match import match_gemm, MR, MIN_MACS, KC
 from picograd.codegen.kernel import render
@@ -20,13 +21,14 @@ from gradcheck import assert_close_to_torch
 RNG = np.random.default_rng(0)
 
 
-def _ast(t: Tensor):
-  """The kernel graph of the one kernel that realizes `t` (its ast, as the compile cache keys it)."""
-  (step,) = [s for s in schedule(t) if s.kernel is not None]
-  return next(key[0] for key, k in _kernels.items() if k is step.kernel)
+def _ast(t: Tensor, last: bool = False):
+  """The kernel graph of the one kernel that realizes `t` (with `last`: of the last of its kernels), as the compile cache keys it."""
+  steps = [s for s in schedule(t) if s.kernel is not None]
+  if not last: (step,) = steps
+  return next(key[0] for key, k in _kernels.items() if k is steps[-1].kernel)
 
 
-def _opts(t: Tensor) -> list[str]: return render(_ast(t), "CPU")[4]["opts"]
+def _opts(t: Tensor, last: bool = False) -> list[str]: return render(_ast(t, last), "CPU")[4]["opts"]
 
 
 def _ref(a: np.ndarray, b: np.ndarray) -> np.ndarray: return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.float32)
@@ -275,3 +277,28 @@ def test_short_runs_of_k_pack_rows_along_the_lanes():
   got = t.numpy()
   np.testing.assert_array_equal(got, g.reshape(120, 64).T @ x.reshape(120, 36))
   with Context(NOOPT=1): np.testing.assert_array_equal(got, (Tensor(g).pad(pad).unsqueeze(-1) * Tensor(x).pad(pad).unsqueeze(-2)).sum((0, 1)).numpy())
+
+
+def test_one_hot_sums_as_masked_gemm():
+  """An embedding's gradient sums where(index == v, dy, 0) over the tokens: a GEMM whose one operand is the mask's bits and
+  whose tile adds `and`s of them with dy's. In k order as the loop nest adds, so the same bits (integer data); a NaN or
+  inf in dy reaches only its token's row, as the select gives (and PyTorch's index_add); the where written with the
+  value in the false branch too."""
+  torch = pytest.importorskip("torch")
+  V, D = 65, 64
+  idx = RNG.integers(0, V, (32, 32)).astype(np.int32)
+  w, g = _rand(V, D), RNG.integers(-3, 4, (32, 32, D)).astype(np.float32)
+  g[3, 5, 7], g[10, 1, 2] = np.nan, np.inf
+  wt, it, gt = Tensor(w, requires_grad=True).realize(), Tensor(idx).realize(), Tensor(g).realize()
+  gw = wt[it].gradient(wt, gradient=gt)[0]
+  assert _opts(gw, last=True)[0].startswith(f"gemm {V}x{D}x1024 of where(mask, value, 0)"), _opts(gw, last=True)  # after the indices' wrap
+  got = gw.numpy()
+  tw = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+  tw[torch.from_numpy(idx).long()].backward(torch.from_numpy(g).double())
+  np.testing.assert_array_equal(got, tw.grad.numpy().astype(np.float32))
+  assert np.isnan(got).sum() == 1 and np.isinf(got).sum() == 1
+  with Context(NOOPT=1): np.testing.assert_array_equal(got, wt[it].gradient(wt, gradient=gt)[0].numpy())
+  others = (it.unsqueeze(0) != Tensor(np.arange(V, dtype=np.int32)).reshape(V, 1, 1)).unsqueeze(-1).realize()
+  t = picograd.where(others, 0.0, gt.unsqueeze(0)).sum((1, 2))
+  assert "of where(mask, value, 0)" in _opts(t)[0], _opts(t)
+  np.testing.assert_array_equal(t.numpy(), got)

@@ -228,15 +228,23 @@ class GemmRenderer(LLVMRenderer):
     for r in range(MR):
       for v in range(VECTORS): self.emit(f"{accs[r][v]} = phi {vt} [{init[r][v]}, %{pred}], [{accs[r][v]}.n, %k.body]")
     bvec = []
+    it = f"<{lanes} x i32>"
     for v in range(VECTORS):
       ofs = self.i64(f"add nsw i64 {self.i64(f'mul nsw i64 %k, {nr}')}, {v * lanes}")
       ptr = self.i64(f"getelementptr inbounds float, ptr {panel}, i64 {ofs}")
       bvec.append(self.i64(f"load {vt}, ptr {ptr}, align {4 * lanes}"))
+      if g.masked: bvec[-1] = self.i64(f"bitcast {vt} {bvec[-1]} to {it}")
     ak = self.mul("%k", a_step)
     for r in range(MR):
       s = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {a_rows[r]}, i64 {ak}')}")
       one = self.i64(f"insertelement {vt} poison, float {s}, i64 0")
       splat = self.i64(f"shufflevector {vt} {one}, {vt} poison, <{lanes} x i32> zeroinitializer")
+      if g.masked:  # one operand is a mask's bits: the term is the other's value or +0.0, added as where(mask, value, 0) adds it
+        bits = self.i64(f"bitcast {vt} {splat} to {it}")
+        for v in range(VECTORS):
+          term = self.i64(f"bitcast {it} {self.i64(f'and {it} {bits}, {bvec[v]}')} to {vt}")
+          self.emit(f"{accs[r][v]}.n = fadd {vt} {accs[r][v]}, {term}")
+        continue
       for v in range(VECTORS): self.emit(f"{accs[r][v]}.n = call {vt} @llvm.fmuladd.v{lanes}f32({vt} {splat}, {vt} {bvec[v]}, {vt} {accs[r][v]})")
     self.emit("%k.next = add nsw i64 %k, 1")
     self.emit(f"%k.more = icmp slt i64 %k.next, {kcb}")

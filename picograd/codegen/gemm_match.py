@@ -95,6 +95,8 @@ class Gemm:
   select: tuple[int, ...] | None = None
   # with `select`: every term's b is the same operand (up to its reduction loops), so b is packed once for all batch values
   b_shared: bool = False
+  # sums of where(mask, value, 0): one operand is the mask's bits (ALL_ONES or 0), and the tile adds `and`s of the bits
+  masked: bool = False
 
   @property
   def sizes(self) -> tuple[int, int, int]: return self.i.arg[1], self.j.arg[1], self.k.arg[1]
@@ -177,6 +179,21 @@ def _pins(gates: list[UOp]) -> list[dict[UOp, int]] | None:
 def _loops(x: UOp) -> set[UOp]: return {n for n in toposort([x]) if n.op is Ops.RANGE}
 
 
+# a mask's `true` as the bits of a float: all ones, so `and` with a value's bits gives the value (cpu_gemm's masked sums)
+ALL_ONES = UOp(Ops.BITCAST, dtypes.float32, (UOp.const(dtypes.int32, -1),))
+
+
+def _factors(body: UOp) -> tuple[UOp, UOp, bool] | None:
+  """(a, b, masked) of a sum's term: a float32 product a * b, or where(c, v, 0) (a one-hot selection: an embedding's
+  gradient sums where(index == v, dy, 0) over tokens) as the mask c in float bits (ALL_ONES or 0) and v, masked True."""
+  if body.op is Ops.MUL and all(f.dtype == dtypes.float32 for f in body.src): return body.src[0], body.src[1], False
+  if body.op is Ops.WHERE and body.dtype == dtypes.float32:
+    c, on, off = body.src
+    if off.op is Ops.CONST and off.arg == 0: return c.where(ALL_ONES, UOp.const(dtypes.float32, 0.0)), on, True
+    if on.op is Ops.CONST and on.arg == 0: return c.where(UOp.const(dtypes.float32, 0.0), ALL_ONES), off, True
+  return None
+
+
 def _unclamped(x: UOp) -> UOp:
   """`x` with each load whose index is where(gate, idx, 0) reading idx itself where idx stays inside the buffer for every
   value of its loops (lowering gates every load under a pad's gate; a weight's index never leaves the weight)."""
@@ -231,17 +248,21 @@ def match_gemm(sink: UOp) -> Gemm | None:
   if any(n.op is Ops.REDUCE and n is not total for n in toposort([st.src[2]], stop=lambda x: x is total)): return None
   # gated sums: each term is read only at its gate's setting of the loops, so its operands are simplified there (the pad's
   # index arithmetic then no longer mentions the output's other loops); or each is zero where its gate fails
-  if any(x.src[0].op is not Ops.MUL or any(f.dtype != dtypes.float32 for f in x.src[0].src) or any(r.arg[1] == 0 for r in x.src[1:])
-         for x in totals): return None
+  factors: list[tuple[UOp, UOp, bool]] = []
+  for x in totals:
+    if (f := _factors(x.src[0])) is None or any(r.arg[1] == 0 for r in x.src[1:]): return None
+    factors.append(f)
+  if len({f[2] for f in factors}) != 1: return None
+  masked = factors[0][2]
   pins = None if gates is None else _pins([gates[x] for x in totals])
   terms: list[tuple[UOp, UOp, tuple[UOp, ...]]]
   if gates is not None and pins is None:
-    if (gated_terms := _gated_terms(totals, gates)) is None: return None
+    if masked or (gated_terms := _gated_terms(totals, gates)) is None: return None
     terms, gates = gated_terms, None
   else:
     terms = []
     for t, x in enumerate(totals):
-      fa, fb = x.src[0].src
+      fa, fb, _ = factors[t]
       if pins is not None:
         fixed = {r: UOp.const(r.dtype, v) for r, v in pins[t].items()}
         fa, fb = (graph_rewrite(substitute(f, fixed), symbolic) for f in (fa, fb))
@@ -283,7 +304,7 @@ def match_gemm(sink: UOp) -> Gemm | None:
     select = tuple(table)
   a_off, b_off = (_loads_offsets(a, ks, k), _loads_offsets(b, ks, k)) if len(terms) == 1 else (None, None)
   return Gemm(st, total, a, b, batch, i, j, ks, k, a_off, b_off, tuple(terms), tuple(totals), select,
-              select is not None and _same_operand(terms, 1))
+              select is not None and _same_operand(terms, 1), masked)
 
 
 def describe(g: Gemm) -> list[str]:
@@ -296,7 +317,8 @@ def describe(g: Gemm) -> list[str]:
   sums = f" ({len(g.terms)} sums{', one a batch value by its gate' + shared if g.select is not None else ''})" if len(g.terms) > 1 else ""
   kc = k_block(g)
   blocks = f" (K in blocks of {kc}, partial sums kept between them)" if kc < k else ""
-  return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}{sums}: b {'packed' if g.b_off is not None else 'computed'} in {kc}x{nr} panels, "
+  masked = " of where(mask, value, 0)" if g.masked else ""
+  return [f"gemm {batch + ' x ' if batch else ''}{m}x{n}x{k}{sums}{masked}: b {'packed' if g.b_off is not None else 'computed'} in {kc}x{nr} panels, "
           f"blocks of {nc} columns{blocks}; a {a}; {MR}x{nr} register tile of <{lanes} x float> fmuladds; batch x row tiles split across threads"]
 
 
