@@ -283,15 +283,18 @@ def match_gemm(sink: UOp) -> Gemm | None:
     """Whether that side's operand changes with the batch: reads its loops, or differs between the terms batch values read."""
     return (pins is not None and not _same_operand(terms, side)) or any(r in deps[side] for r in batch)
   # b is packed once a thread where it stays the same across the batch (a convolution's weight gradient: dy, the same for
-  # every kernel offset, where the shifted input differs), so the operand that changes with the batch is a
-  if varies(1) and not varies(0): terms, deps, i, j = [(fb, fa, ks) for fa, fb, ks in terms], (deps[1], deps[0]), j, i
+  # every kernel offset, where the shifted input differs), so the operand that changes with the batch is a; and where too
+  # few rows would pack a large b (a 27-class output layer's weight gradient, 27 x 512 against 512 x 200), the other way
+  def few_rows(i: UOp, j: UOp, b_side: int) -> bool:
+    """Too few rows for each thread to pack all of b (counting the rows of every batch value b stays the same across)."""
+    return i.arg[1] * (1 if varies(b_side) else _size(batch)) < FEW_ROWS and size * j.arg[1] > SMALL_B
+  swap = (varies(1) and not varies(0)) or (few_rows(i, j, 1) and not few_rows(j, i, 0) and not (varies(0) and not varies(1)))
+  if swap: terms, deps, i, j = [(fb, fa, ks) for fa, fb, ks in terms], (deps[1], deps[0]), j, i
   a, b, ks = terms[0]
   # a stand-in RANGE (never rendered) names the flattened loop in the operands' offsets
   k = ks[0] if len(terms) == 1 and len(ks) == 1 else UOp(Ops.RANGE, ks[-1].dtype, (), (ks[-1].arg[0], size, "reduce"))
   if any(r.arg[1] == 0 for r in glob): return None
-  if i.arg[1] * j.arg[1] * k.arg[1] < MIN_MACS or i.arg[1] < 2 or j.arg[1] < 2: return None
-  # each thread packs b once for all batch values where it stays the same across them, so their rows count together
-  if i.arg[1] * (1 if varies(1) else _size(batch)) < FEW_ROWS and k.arg[1] * j.arg[1] > SMALL_B: return None
+  if i.arg[1] * j.arg[1] * k.arg[1] < MIN_MACS or i.arg[1] < 2 or j.arg[1] < 2 or few_rows(i, j, 1): return None
   select = None
   if pins is not None:
     # the term each flattened batch value (innermost fastest) reads
