@@ -312,3 +312,14 @@ def test_few_rows_against_a_large_b_take_the_other_side_as_rows():
   t = Tensor(dl).T @ Tensor(h)
   assert _opts(t)[0].startswith("gemm 200x27x512"), _opts(t)
   np.testing.assert_array_equal(t.numpy(), dl.T @ h)
+
+
+def test_a_batch_sharing_b_counts_its_products_together():
+  """x @ W over a batch of sequences whose view keeps the batch a loop of its own (a permuted view: 32 rows a batch value,
+  32 x 64 x 64 = 131,072 multiply-adds each, under MIN_MACS alone): W is packed once for all batch values, so their
+  products count together and the kernel is a GEMM (the GPT's attention output projection was a loop nest)."""
+  x, w = RNG.integers(-3, 4, (32, 32, 64)).astype(np.float32), RNG.integers(-3, 4, (64, 64)).astype(np.float32)
+  assert 32 * 64 * 64 < MIN_MACS
+  t = Tensor(x).permute(1, 0, 2) @ Tensor(w)
+  assert _opts(t)[0].startswith("gemm 32 x 32x64x64"), _opts(t)
+  np.testing.assert_array_equal(t.numpy(), x.transpose(1, 0, 2) @ w)

@@ -294,7 +294,9 @@ def match_gemm(sink: UOp) -> Gemm | None:
   # a stand-in RANGE (never rendered) names the flattened loop in the operands' offsets
   k = ks[0] if len(terms) == 1 and len(ks) == 1 else UOp(Ops.RANGE, ks[-1].dtype, (), (ks[-1].arg[0], size, "reduce"))
   if any(r.arg[1] == 0 for r in glob): return None
-  if i.arg[1] * j.arg[1] * k.arg[1] < MIN_MACS or i.arg[1] < 2 or j.arg[1] < 2 or few_rows(i, j, 1): return None
+  # (the batch values' products count together where b is packed once for all of them: x @ W over a batch of sequences)
+  if i.arg[1] * j.arg[1] * k.arg[1] * (1 if varies(1) else _size(batch)) < MIN_MACS or i.arg[1] < 2 or j.arg[1] < 2 or few_rows(i, j, 1):
+    return None
   select = None
   if pins is not None:
     # the term each flattened batch value (innermost fastest) reads
