@@ -323,3 +323,13 @@ def test_a_batch_sharing_b_counts_its_products_together():
   t = Tensor(x).permute(1, 0, 2) @ Tensor(w)
   assert _opts(t)[0].startswith("gemm 32 x 32x64x64"), _opts(t)
   np.testing.assert_array_equal(t.numpy(), x.transpose(1, 0, 2) @ w)
+
+
+def test_reshaped_sequences_are_plain_loads():
+  """A weight gradient over (batch, time) reshaped to rows, q.reshape(1024, 64).T @ x.reshape(1024, 64): the lowered index
+  ((k*64 + i) // 2048) * 2048 + (k % 32) * 64 + i simplifies to k*64 + i, so both operands are plain strided loads (before,
+  both were computed, a's through LLVM's scalarized gathers: 2-3x slower)."""
+  q, x = _rand(32, 32, 64), _rand(32, 32, 64)
+  t = Tensor(q).reshape(1024, 64).T @ Tensor(x).reshape(1024, 64)
+  assert _opts(t)[0].startswith("gemm 64x64x1024: b packed") and "a packed k-major" in _opts(t)[0], _opts(t)
+  np.testing.assert_allclose(t.numpy(), _ref(q.reshape(1024, 64).T, x.reshape(1024, 64)), rtol=1e-4, atol=1e-3)

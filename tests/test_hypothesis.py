@@ -202,3 +202,22 @@ def test_simplify_preserves_index_arithmetic(case):
   for point in itertools.product(*(range(r.arg[1]) for r in ranges)):
     env = dict(zip(ranges, point))
     assert evaluate(simple, env) == evaluate(expr, env), f"{expr}\n  simplified to\n{simple}\n  differs at {point}"
+
+
+def test_merged_axes_split_again_simplify_to_an_affine_index():
+  """(32, 32, 64) viewed as (1024, 64) and read back with the rows split: ((k*64 + i) // 2048) * 2048 + (k % 32) * 64 + i
+  is k*64 + i (a common factor of the sum and the divisor, then the div/mod pair), so the CPU GEMM reads it as a plain load.
+  (k*64 + i) % 2048 is (k % 32) * 64 + i; with i up to 64 no factor is common and nothing changes."""
+  k, i = (UOp(Ops.RANGE, dtypes.int32, (), (n, size, "global")) for n, size in ((0, 1024), (1, 64)))
+  c = lambda v: UOp.const(dtypes.int32, v)  # noqa: E731
+  flat = k * c(64) + i
+  expr = (flat // c(2048)) * c(2048) + (k % c(32)) * c(64) + i
+  simple = simplify(expr)
+  assert not any(n.op in (Ops.IDIV, Ops.MOD) for n in toposort([simple])), simple
+  assert simplify(flat % c(2048)) is simplify((k % c(32)) * c(64) + i)
+  wide = UOp(Ops.RANGE, dtypes.int32, (), (2, 65, "global"))
+  assert any(n.op is Ops.IDIV for n in toposort([simplify((k * c(64) + wide) // c(2048))]))
+  for point in itertools.product(range(0, 1024, 37), range(64)):
+    env = dict(zip((k, i), point))
+    assert evaluate(simple, env) == evaluate(expr, env) == point[0] * 64 + point[1]
+    assert evaluate(simplify(flat % c(2048)), env) == (point[0] * 64 + point[1]) % 2048

@@ -110,6 +110,19 @@ def _split_by(x: UOp, c: int) -> tuple[UOp, UOp] | None:
   return from_linear(q_terms, qc, x.dtype), from_linear(r_terms, rc, x.dtype)
 
 
+def _common_factor(x: UOp, c: int) -> tuple[UOp, UOp, int] | None:
+  """x == g*y + r with g > 1 dividing c, every term non-negative and 0 <= r < g: (y, r, g), the largest such g among x's
+  coefficients; else None. ((k*64 + i) // 2048 with i < 64 is k // 32: a reshape that merged two axes, split again.)"""
+  terms, const = linear(x)
+  if const < 0 or any(k < 0 or a.vmin < 0 for a, k in terms.items()): return None
+  for g in sorted({k for k in terms.values() if 1 < k and c % k == 0}, reverse=True):
+    big = {a: k // g for a, k in terms.items() if k % g == 0}
+    rest = {a: k for a, k in terms.items() if k % g != 0}
+    r = from_linear(rest, const, x.dtype)
+    if big and r.vmax < g: return from_linear(big, 0, x.dtype), r, g
+  return None
+
+
 def simplify_div(x: UOp, c: UOp) -> UOp | None:
   if not x.dtype.is_int or c.arg <= 0: return None
   if c.arg == 1: return x
@@ -119,7 +132,10 @@ def simplify_div(x: UOp, c: UOp) -> UOp | None:
   if (split := _split_by(x, c.arg)) is None: return None
   q, r = split
   if r.vmax < c.arg: return q
-  if q.op is Ops.CONST and q.arg == 0: return None  # nothing divides out: no progress
+  if q.op is Ops.CONST and q.arg == 0:  # nothing divides out: a factor common to x and c may
+    if (common := _common_factor(x, c.arg)) is None: return None
+    y, _, g = common
+    return y.alu(Ops.IDIV, UOp.const(x.dtype, c.arg // g))
   return q.alu(Ops.ADD, r.alu(Ops.IDIV, c))
 
 
@@ -131,7 +147,10 @@ def simplify_mod(x: UOp, c: UOp) -> UOp | None:
     return x.src[0].alu(Ops.MOD, c)
   if (split := _split_by(x, c.arg)) is None: return None
   _, r = split
-  if r is x: return None
+  if r is x:  # nothing reduced: a factor common to x and c: (g*y + r) % c = (y % (c / g)) * g + r
+    if (common := _common_factor(x, c.arg)) is None: return None
+    y, rem, g = common
+    return y.alu(Ops.MOD, UOp.const(x.dtype, c.arg // g)).alu(Ops.MUL, UOp.const(x.dtype, g)).alu(Ops.ADD, rem)
   return r if r.vmax < c.arg else r.alu(Ops.MOD, c)
 
 
