@@ -228,21 +228,21 @@ class GemmRenderer(LLVMRenderer):
     for r in range(MR):
       for v in range(VECTORS): self.emit(f"{accs[r][v]} = phi {vt} [{init[r][v]}, %{pred}], [{accs[r][v]}.n, %k.body]")
     bvec = []
-    it = f"<{lanes} x i32>"
+    ivt = f"<{lanes} x i32>"
     for v in range(VECTORS):
       ofs = self.i64(f"add nsw i64 {self.i64(f'mul nsw i64 %k, {nr}')}, {v * lanes}")
       ptr = self.i64(f"getelementptr inbounds float, ptr {panel}, i64 {ofs}")
       bvec.append(self.i64(f"load {vt}, ptr {ptr}, align {4 * lanes}"))
-      if g.masked: bvec[-1] = self.i64(f"bitcast {vt} {bvec[-1]} to {it}")
+      if g.masked: bvec[-1] = self.i64(f"bitcast {vt} {bvec[-1]} to {ivt}")
     ak = self.mul("%k", a_step)
     for r in range(MR):
       s = self.i64(f"load float, ptr {self.i64(f'getelementptr inbounds float, ptr {a_rows[r]}, i64 {ak}')}")
       one = self.i64(f"insertelement {vt} poison, float {s}, i64 0")
       splat = self.i64(f"shufflevector {vt} {one}, {vt} poison, <{lanes} x i32> zeroinitializer")
       if g.masked:  # one operand is a mask's bits: the term is the other's value or +0.0, added as where(mask, value, 0) adds it
-        bits = self.i64(f"bitcast {vt} {splat} to {it}")
+        bits = self.i64(f"bitcast {vt} {splat} to {ivt}")
         for v in range(VECTORS):
-          term = self.i64(f"bitcast {it} {self.i64(f'and {it} {bits}, {bvec[v]}')} to {vt}")
+          term = self.i64(f"bitcast {ivt} {self.i64(f'and {ivt} {bits}, {bvec[v]}')} to {vt}")
           self.emit(f"{accs[r][v]}.n = fadd {vt} {accs[r][v]}, {term}")
         continue
       for v in range(VECTORS): self.emit(f"{accs[r][v]}.n = call {vt} @llvm.fmuladd.v{lanes}f32({vt} {splat}, {vt} {bvec[v]}, {vt} {accs[r][v]})")
@@ -293,9 +293,9 @@ class GemmRenderer(LLVMRenderer):
     up to A_GROUP tiles (as many as the thread has left in this batch, from ug to uend) are packed together whenever a
     tile starts a new group, reading a's rows contiguously; rows past the end of a are left unwritten or hold garbage
     (only their own, unstored, outputs read them). Only the K block [pc, pc + kcb) is packed. Computed elementwise work is
-    printed as vector code along the loop more of its loads step by one along (`Vector`): the group's rows (stored
-    k-major, a k step the group's rows apart) or k (stored row-major); the transposed a, and work `Vector` cannot print,
-    go element by element into MR-row tiles stored k-major."""
+    printed as vector code along the loop more of its loads step by one along (`Vector`): a tile's rows (into MR-row
+    tiles stored k-major) or k (rows stored row-major); the transposed a, and work `Vector` cannot print, go element by
+    element into the MR-row tiles."""
     g, m, kc, L = self.g, self.g.sizes[0], k_block(self.g), self.lanes
     group = max(1, A_GROUP_BYTES // (4 * MR * kc))
     k_inner = _unit_loads(g.a, g.ks[-1]) > _unit_loads(g.a, g.i)
