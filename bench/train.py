@@ -1,12 +1,12 @@
 """Training throughput: the training step of each example on picograd beside the same model on PyTorch.
 
-For the makemore MLP (SGD) and the character GPT (AdamW), both frameworks run the same
+For the makemore MLP (SGD), the character GPT (AdamW) and the character LSTM of examples/rnn.py (AdamW), both frameworks run the same
 architecture, batch and optimizer for --steps timed steps after --warmup untimed ones (picograd
 compiles and captures its JIT then), and the table gives ms per step, tokens per second (a makemore
 example predicts one token) and PyTorch's time over picograd's (above 0.5: within 2x of PyTorch).
 PyTorch on the CPU is timed with one thread and with one per core, and the faster is shown.
 
-    python bench/train.py                  # CPU: makemore and the small GPT
+    python bench/train.py                  # CPU: makemore, the small GPT and the LSTM
     DEV=CUDA python bench/train.py         # also on the GPU, with the large GPT
     python bench/train.py --models gpt --gpt-config large --steps 5
     python bench/train.py --devices CUDA --models gpt --precisions   # the GPT in every precision, beside PyTorch's
@@ -22,13 +22,15 @@ import picograd
 from picograd import Tensor, nn, optim
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
-import gpt, makemore  # noqa: E402
+import gpt, makemore, rnn  # noqa: E402
 from common import jit_train_step  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 MAKEMORE = {"vocab": 27, "block_size": 3, "n_embd": 10, "n_hidden": 200, "batch": 32, "lr": 0.1}
+# examples/rnn.py's defaults: names padded to 16 characters, 32 of them a step
+LSTM = {"vocab": 27, "n_embd": 32, "n_hidden": 128, "batch": 32, "length": 16, "lr": 1e-2}
 
 
 # ---------------------------------------------------------------- the PyTorch twins
@@ -39,6 +41,15 @@ class TorchMLP(torch.nn.Module):
     self.hidden, self.out = torch.nn.Linear(block_size * n_embd, n_hidden), torch.nn.Linear(n_hidden, vocab)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor: return self.out(torch.tanh(self.hidden(self.emb(x).flatten(1))))
+
+
+class TorchLSTM(torch.nn.Module):
+  def __init__(self, vocab: int, n_embd: int, n_hidden: int):
+    super().__init__()
+    self.emb, self.out = torch.nn.Embedding(vocab, n_embd), torch.nn.Linear(n_hidden, vocab)
+    self.rnn = torch.nn.LSTM(n_embd, n_hidden, batch_first=True)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor: return self.out(self.rnn(self.emb(x))[0])
 
 
 class TorchBlock(torch.nn.Module):
@@ -84,6 +95,11 @@ def picograd_step(model_name: str, cfg: gpt.Config, device: str, dtype: str = "f
     opt: optim.Optimizer = optim.SGD(nn.get_parameters(model), lr=MAKEMORE["lr"])
     loss_of = lambda x, y: model(x).cross_entropy(y)
     tokens = MAKEMORE["batch"]
+  elif model_name == "lstm":
+    lstm = rnn.CharRNN(LSTM["vocab"], "lstm", LSTM["n_embd"], LSTM["n_hidden"], device=device)
+    opt = optim.AdamW(nn.get_parameters(lstm), lr=LSTM["lr"], weight_decay=0.0)
+    loss_of = lambda x, y: lstm(x)[0].flatten(0, 1).cross_entropy(y.flatten(), ignore_index=rnn.PAD)
+    tokens = LSTM["batch"] * LSTM["length"]
   else:
     model = gpt.GPT(cfg, 65, device=device)
     opt = optim.AdamW(nn.get_parameters(model), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.1)
@@ -104,6 +120,10 @@ def torch_step(model_name: str, cfg: gpt.Config, device: str, mode: str = "float
     model: torch.nn.Module = TorchMLP(MAKEMORE["vocab"], MAKEMORE["block_size"], MAKEMORE["n_embd"], MAKEMORE["n_hidden"]).to(device)
     opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=MAKEMORE["lr"])
     tokens = MAKEMORE["batch"]
+  elif model_name == "lstm":
+    model = TorchLSTM(LSTM["vocab"], LSTM["n_embd"], LSTM["n_hidden"]).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=LSTM["lr"], weight_decay=0.0)
+    tokens = LSTM["batch"] * LSTM["length"]
   else:
     model = TorchGPT(cfg, 65).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.1)
@@ -117,7 +137,7 @@ def torch_step(model_name: str, cfg: gpt.Config, device: str, mode: str = "float
     xt, yt = torch.from_numpy(x).long().to(device), torch.from_numpy(y).long().to(device)
     with torch.autocast(device_type="cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16, enabled=autocast):
       logits = forward(xt)
-      loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), yt.reshape(-1))
+      loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), yt.reshape(-1), ignore_index=rnn.PAD)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -135,7 +155,7 @@ def time_steps(step: Callable[[np.ndarray, np.ndarray], float], batches: list, w
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--models", nargs="+", default=["makemore", "gpt"], choices=["makemore", "gpt"])
+  parser.add_argument("--models", nargs="+", default=["makemore", "gpt", "lstm"], choices=["makemore", "gpt", "lstm"])
   parser.add_argument("--devices", nargs="+", default=None, help="default: CPU, and CUDA when DEV=CUDA")
   parser.add_argument("--gpt-config", choices=sorted(gpt.CONFIGS), default=None, help="default: small on CPU, large on CUDA")
   parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 200 for makemore, 20 for gpt)")
@@ -150,10 +170,11 @@ def main() -> None:
     for model_name in args.models:
       cfg = gpt.CONFIGS[args.gpt_config or ("large" if torch_device == "cuda" else "small")]
       steps = args.steps or (200 if model_name == "makemore" else 20)
-      shape = (MAKEMORE["batch"], MAKEMORE["block_size"]) if model_name == "makemore" else (cfg.batch, cfg.block_size)
+      shapes = {"makemore": (MAKEMORE["batch"], MAKEMORE["block_size"]), "lstm": (LSTM["batch"], LSTM["length"])}
+      shape = shapes.get(model_name, (cfg.batch, cfg.block_size))
       targets = shape[:1] if model_name == "makemore" else shape
-      batches = _batches(steps + args.warmup, shape, MAKEMORE["vocab"] if model_name == "makemore" else 65, targets)
-      name = model_name if model_name == "makemore" else f"gpt ({'large' if cfg is gpt.CONFIGS['large'] else 'small'})"
+      batches = _batches(steps + args.warmup, shape, {"makemore": MAKEMORE["vocab"], "lstm": LSTM["vocab"]}.get(model_name, 65), targets)
+      name = model_name if model_name != "gpt" else f"gpt ({'large' if cfg is gpt.CONFIGS['large'] else 'small'})"
       # PyTorch at its best: with one thread and with all of them (on a busy 2-core machine its OpenMP threads
       # can make two threads ten times slower than one)
       torch_times = {}

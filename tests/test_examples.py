@@ -70,6 +70,28 @@ def test_gpt_matches_its_pytorch_twin():
     np.testing.assert_allclose(p.grad.numpy(), tparams[torch_name(name)].grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+def test_lstm_matches_its_pytorch_twin():
+  """examples/rnn.py's LSTM model and bench/train.py's PyTorch LSTM are the same function (the same parameter names):
+  same loss with padded targets ignored, same gradients."""
+  torch = pytest.importorskip("torch")
+  from picograd import nn
+  import train as bench
+  ours, theirs = rnn.CharRNN(27, "lstm", 8, 16), bench.TorchLSTM(27, 8, 16)
+  theirs.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in nn.state_dict(ours).items()})
+  rng = np.random.default_rng(0)
+  x, y = rng.integers(0, 27, (4, 10)).astype(np.int32), rng.integers(0, 27, (4, 10)).astype(np.int32)
+  y[:, 7:] = rnn.PAD
+  loss = ours(Tensor(x))[0].flatten(0, 1).cross_entropy(Tensor(y).flatten(), ignore_index=rnn.PAD)
+  loss.backward()
+  tloss = torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x).long()).reshape(-1, 27), torch.from_numpy(y).long().reshape(-1),
+                                            ignore_index=rnn.PAD)
+  tloss.backward()
+  assert loss.item() == pytest.approx(tloss.item(), rel=1e-5)
+  tparams = dict(theirs.named_parameters())
+  for name, p in nn.state_dict(ours).items():
+    np.testing.assert_allclose(p.grad.numpy(), tparams[name].grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 def test_cnn_without_sklearn_says_how_to_install(monkeypatch):
   monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # the import fails as if scikit-learn were missing
   with pytest.raises(SystemExit) as e: cnn.main(["--quiet"])
