@@ -8,7 +8,7 @@ from picograd.ir.ops import UOp, Ops
 from picograd.codegen.cuda.analysis import Matmul, contiguous_in, find_matmul, row_split, top_level
 from picograd.codegen.cuda.emit import BLOCK
 from picograd.codegen.cuda.mapping import held_loop
-from picograd.codegen.cuda.tiling import plan_for, runs_along, shared_bytes, tma_ready
+from picograd.codegen.cuda.tiling import TILE, plan_for, runs_along, shared_bytes, tma_ready
 from picograd.codegen.cuda.target import CUDATarget
 
 
@@ -35,6 +35,11 @@ WGMMA_IN_FLIGHT = 0            # wgmma chains left running into the next k-step 
 TMA_STAGES = 3
 TMA_IN_FLIGHT = 1
 TMA_SPLIT_K = True
+# TF32 products with 128 x 256 tiles enough for this many waves of one block an SM take them (`tiling.wgmma_plan` wide:
+# m64n256 per warpgroup, half the shared-memory reads of the narrow operand per product), in WIDE_STAGES TMA stages
+# (H200, 4096 x 4096: x @ y 0.409 -> 0.362 ms, x @ y.T 0.411 -> 0.362, cuBLAS 0.359-0.364; three stages 0.385 and 0.362)
+WIDE_TF32_MIN_WAVES = 2
+WIDE_STAGES = 4
 
 
 def _split_k(mm: Matmul, target: CUDATarget) -> int:
@@ -87,6 +92,11 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
       tf32 = TF32 and floats and not runs_along(mm.x, mm.m, mm.k) and (N >= 128 or not runs_along(mm.y, mm.n, mm.k))
       if (halfs or tf32) and target.wgmma and (N >= 128 or N <= 64):
         step = 32 if floats else 64  # one 128-byte swizzled row of k
+        if tf32 and TMA and split == 1 and B * ceildiv(M, 2 * TILE) * ceildiv(N, TILE) >= WIDE_TF32_MIN_WAVES * target.sm_count:
+          plan, tile_dtype = plan_for("wgmma", mm, step, wide=True)
+          stages = next((n for n in (WIDE_STAGES, 3) if shared_bytes(plan, tile_dtype, n) + 8 * n <= target.max_shared), None)
+          if stages is not None and tma_ready(mm, plan, tile_dtype):
+            return "wgmma", (mm, split, stages, step, TMA_IN_FLIGHT if stages - 1 - TMA_IN_FLIGHT >= 1 else 0, True, True)
         plan, tile_dtype = plan_for("wgmma", mm, step)
         # TMA: the tiles copied by the copy engine into stages, with no thread in between (and 8 bytes of mbarrier a stage)
         if TMA and (split == 1 or TMA_SPLIT_K) and tma_ready(mm, plan, tile_dtype):

@@ -22,8 +22,15 @@ from picograd.codegen.cuda.target import CUDATarget
 def _globals(program: list[UOp]) -> list[UOp]: return [u for u in program if u.op is Ops.RANGE and u.arg[2] == "global"]
 
 
-# the plans of tiling.py: their argument is (product, split, stages, k-step[, wgmma chains left in flight])
+# the plans of tiling.py: their argument is (product, split, stages, k-step[, wgmma chains left in flight, TMA, wide tiles])
 TILED = ("matmul", "mma", "mma_tf32", "wgmma")
+
+
+def _tiled_plan(name: str, arg: Any) -> tuple[Any, Any]:
+  """(tiling.Plan, the tiles' type) of a tiled plan's argument."""
+  return plan_for(name, arg[0], arg[3], *arg[6:])
+
+
 # plan name -> fn(lowered kernel, its linear program, the plan's argument from `choose_plan`) -> the kernel mapped onto the GPU
 MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "flat": lambda sink, program, arg: map_flat(sink, row_split(program)[0]),
@@ -32,7 +39,7 @@ MAPPINGS: dict[str, Callable[[UOp, list[UOp], Any], UOp]] = {
   "row": lambda sink, program, group: map_row(sink, *row_split(program), group),
   "split": lambda sink, program, split: map_split(sink, _globals(program), split),
   "columns": lambda sink, program, arg: map_columns(sink, _globals(program), *arg),
-  **{name: (lambda name: lambda sink, program, arg: map_tiled(sink, arg[0], arg[1], *plan_for(name, arg[0], arg[3]), *arg[2:3], *arg[4:]))(name)
+  **{name: (lambda name: lambda sink, program, arg: map_tiled(sink, arg[0], arg[1], *_tiled_plan(name, arg), *arg[2:3], *arg[4:6]))(name)
      for name in TILED},
   "flash": lambda sink, program, fl: map_flash(sink, fl),  # online-softmax kernels of 16-bit products (flash.py)
   "recomputed": lambda sink, program, fr: map_recomputed(sink, fr),  # sums over recomputed 16-bit scores (flash_bwd.py)
@@ -76,7 +83,7 @@ def describe_mapping(plan: str, arg: Any, program: list[UOp]) -> list[str]:
   """What DEBUG=3 lists for a mapped kernel: the launch, each loop the mapping dealt out or vectorized, shared memory,
   and for a matrix product its tiles."""
   tiled = plan in TILED
-  opts = [describe_tiled(plan_for(plan, arg[0], arg[3])[0], *arg[:3], *arg[5:])] if tiled else [describe_flash_cuda(arg)] if plan == "flash" else \
+  opts = [describe_tiled(_tiled_plan(plan, arg)[0], *arg[:3], *arg[5:6])] if tiled else [describe_flash_cuda(arg)] if plan == "flash" else \
     [describe_recomputed_cuda(arg)] if plan == "recomputed" else []
   # (the flash plans' loops, tiles and barriers are a tiled kernel's too)
   opts += [note for u in program if u.op in _NOTES and (note := _NOTES[u.op](u, tiled or plan in ("flash", "recomputed"))) is not None]

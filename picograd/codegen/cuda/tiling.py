@@ -24,10 +24,11 @@ A kernel of the form out[b, m, n] = epilogue(sum_k X[b, m, k] * Y[b, k, n]) (`an
   flight are drained) and come out row by row, so a warp stores consecutive outputs;
 - warpgroups (`wgmma`, 16-bit operands, or float32 as TF32, on sm_90a): k-steps of one 128-byte row (64 16-bit
   elements, 32 floats) with no inner loop; tiles in PTX's 128-byte swizzle (`Layout(swizzled=True)`), two warpgroups of
-  64x128 outputs (64x64 for N <= 64), each k-step one chain of four WGMMAs (m64n128k16, m64n64k16; k8 for TF32) on
-  descriptors of the tiles (FRAGMENT "desc"); the step's barrier fences the threads' shared-memory writes for the tensor
-  cores (BARRIER "proxy"); outputs as for `mma`. TF32 tiles are K-major only: with B lying N-major the tile is computed
-  transposed, B's tile read into registers as wgmma's A (`_wgmma_swapped_products`);
+  64x128 outputs (64x64 for N <= 64; 64x256 for large TF32 products, `wide`), each k-step one chain of four WGMMAs
+  (m64n128k16, m64n64k16; k8 for TF32) on descriptors of the tiles (FRAGMENT "desc"); the step's barrier fences the
+  threads' shared-memory writes for the tensor cores (BARRIER "proxy"); outputs as for `mma`. TF32 tiles are K-major
+  only: with B lying N-major the tile is computed transposed, B's tile read into registers as wgmma's A
+  (`_wgmma_swapped_products`; wide: 256x128 tiles);
 - with split-K (few output tiles over a long k), the block index also picks one of `split` chunks of k; each block
   stores its partial tile to device scratch and the last block of a tile to finish (`mapping.last_block`) adds the
   partials in chunk order: deterministic, in one launch;
@@ -100,7 +101,8 @@ class Plan:
   products: Callable[["_Tiles", "Reader", "Reader", UOp], list[tuple[UOp, UOp, UOp]]]
   describe: str
   kind: str = ""      # a wgmma plan's operand kind ("f16", "bf16", "tf32"): its tiles are read through descriptors
-  tile_n: int = TILE  # outputs per block along n (the wgmma plan takes 64 for N <= 64)
+  tile_n: int = TILE  # outputs per block along n (the wgmma plan takes 64 for N <= 64, 256 for wide TF32 products)
+  tile_m: int = TILE  # outputs per block along m (256 for wide TF32 products computed transposed)
   swapped: bool = False  # a wgmma plan computing the tile transposed: B's tile is wgmma's A, read into registers
 
 
@@ -125,7 +127,7 @@ class _Operand:
   side: list[UOp]
   origin: UOp          # the tile's first row (m0) or column (n0)
   size: int            # M or N
-  extent: int          # the tile's rows (or columns): TILE, or the plan's tile_n for B
+  extent: int          # the tile's rows (or columns): the plan's tile_m for A, tile_n for B
   layout: Layout
   local: UOp           # DEFINE_LOCAL of two buffers
   along: bool          # memory runs along the output loop (else along k)
@@ -191,7 +193,7 @@ class _Tiles:
     B, self.M, self.N, self.K = mm.sizes
     self.chunk = ceildiv(ceildiv(self.K, split), plan.step) * plan.step  # k per block, whole k-steps
     self.steps = self.chunk // plan.step
-    self.gx, self.gy = ceildiv(self.N, plan.tile_n), ceildiv(self.M, TILE)
+    self.gx, self.gy = ceildiv(self.N, plan.tile_n), ceildiv(self.M, plan.tile_m)
     self.tid = special("thread", BLOCK)
     self.bx, self.by, bz = block % self.gx, block // self.gx % self.gy, block // (self.gx * self.gy)
     self.whole, self.part = (bz // split, bz % split) if split > 1 else (bz, None)  # this block's batch, and its chunk of k
@@ -361,18 +363,18 @@ def _wgmma_swapped_products(t: _Tiles, desc_a: Reader, regs_b: Reader, kk: UOp) 
   """The tile transposed, C^T = B^T A^T (TF32 with B lying N-major, which wgmma reads from shared memory only K-major):
   wgmma's A is B^T from registers (FRAGMENT "wa": warp v of warpgroup w holds its columns w * 64 + v * 16.., rows g, g + 8
   and k t, t + 4 of each k8, g = l / 4, t = l % 4), its B is A^T, the product's K-major A tile through a descriptor. Per
-  k-step a chain of wgmma m64n128k8; lane l gets, for each 8 rows j of the tile, columns w * 64 + v * 16 + g and + 8,
-  rows 8j + 2t and + 1."""
+  k-step a chain of wgmma m64nMk8 (M = the plan's tile_m); lane l gets, for each 8 rows j of the tile, columns
+  w * 64 + v * 16 + g and + 8, rows 8j + 2t and + 1."""
   wg, warp, lane = t.tid // 128, t.tid // 32 % 4, t.tid % 32
   g, tq = lane // 4, lane % 4
   la, lb = t.plan.layouts
   chain: UOp | None = None
   for kq in range(t.plan.step // 8):
     operands = (regs_b(lb.at(wg * 64, kq * 8)), desc_a(la.at(0, kq * 8)))
-    chain = UOp(Ops.WGMMA, dtypes.float32, operands + ((chain,) if chain is not None else ()), (t.plan.kind, t.in_flight, TILE))
+    chain = UOp(Ops.WGMMA, dtypes.float32, operands + ((chain,) if chain is not None else ()), (t.plan.kind, t.in_flight, t.plan.tile_m))
   assert chain is not None
   return [(UOp(Ops.GEP, dtypes.float32, (chain,), 4 * j + q), 8 * j + 2 * tq + q % 2, wg * 64 + warp * 16 + g + 8 * (q // 2))
-          for j in range(TILE // 8) for q in range(4)]
+          for j in range(t.plan.tile_m // 8) for q in range(4)]
 
 
 SIMT = Plan(8, 8, (Layout(True, TILE + 4), Layout(True, TILE + 4)), _simt_products, "an 8x8 register tile per thread")
@@ -383,19 +385,24 @@ def wgmma_k(kind: str) -> int:
   return 8 if kind == "tf32" else 16
 
 
-def wgmma_plan(kind: str, turned: tuple[bool, bool], step: int = 64, tile_n: int = TILE) -> Plan:
+def wgmma_plan(kind: str, turned: tuple[bool, bool], step: int = 64, tile_n: int = TILE, wide: bool = False) -> Plan:
   """The sm_90 warpgroup plan for `kind` with k-steps of `step` (one 128-byte swizzled row of k: 64 of a 16-bit type, 32
   of TF32): swizzled tiles laid out as the operands lie in memory (K-major, or MN-major read transposed by the tensor
-  cores; TF32 has no transposed form, so its operands are both K-major), read by wgmma through descriptors."""
+  cores; TF32 has no transposed form, so its operands are both K-major), read by wgmma through descriptors. `wide`: each
+  warpgroup's wgmma is n256 (tiles of 128 x 256, or 256 x 128 computed transposed), half the shared-memory reads of the
+  narrow side per product."""
   row = swizzle_row(kind)
   assert step == row, "a k-step is one swizzled row of k"
   k_rows = (turned[0], not turned[1])
   layouts = tuple(Layout(rows, row * step if rows else row, swizzled=True, row=row) for rows in k_rows)
   if kind == "tf32" and k_rows[1]:  # B N-major: the tile transposed, B from registers
     assert not k_rows[0] and tile_n == TILE, "TF32 tiles need A K-major, and B N-major 128-wide tiles"
+    tile_m = 2 * TILE if wide else TILE
     return Plan(step, 1, (layouts[0], layouts[1]), _wgmma_swapped_products,
-                "2 warpgroups of 128x64 on wgmma m64n128k8 tf32 computing the tile transposed, B's fragments in registers", kind, tile_n, True)
+                f"2 warpgroups of {tile_m}x64 on wgmma m64n{tile_m}k8 tf32 computing the tile transposed, B's fragments in registers",
+                kind, tile_n, tile_m, True)
   assert kind != "tf32" or k_rows == (False, False), "wgmma reads TF32 tiles K-major only"
+  if wide: tile_n = 2 * TILE
   return Plan(step, 1, (layouts[0], layouts[1]), _wgmma_products,
               f"2 warpgroups of 64x{tile_n} on wgmma m64n{tile_n}k{wgmma_k(kind)} {kind}", kind, tile_n)
 
@@ -417,14 +424,15 @@ KIND_DTYPES = {"f16": dtypes.float16, "bf16": dtypes.bfloat16, "tf32": dtypes.fl
 def shared_bytes(plan: Plan, dtype: DType | None, stages: int = 2) -> int:
   """Shared memory the plan's tiles take with `stages` buffers each (`dtype` None: counted as float32)."""
   return sum(stages * lay.elements(plan.step, extent) * (dtype or dtypes.float32).itemsize
-             for lay, extent in zip(plan.layouts, (TILE, plan.tile_n)))
+             for lay, extent in zip(plan.layouts, (plan.tile_m, plan.tile_n)))
 
 
 def _operands(t: _Tiles, tile_dtype: DType | None, stages: int) -> list[_Operand]:
   """The product's two sides, each with `stages` tile buffers in shared memory (of `tile_dtype`, or its own type)."""
   mm, plan = t.mm, t.plan
   la, lb = plan.layouts
-  return [_Operand(mm.x, mm.m, t.by * TILE, t.M, TILE, la, UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.x.dtype, (), (0, stages * la.elements(plan.step))),
+  return [_Operand(mm.x, mm.m, t.by * plan.tile_m, t.M, plan.tile_m, la,
+                   UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.x.dtype, (), (0, stages * la.elements(plan.step, plan.tile_m))),
                    runs_along(mm.x, mm.m, mm.k)),
           _Operand(mm.y, mm.n, t.bx * plan.tile_n, t.N, plan.tile_n, lb,
                    UOp(Ops.DEFINE_LOCAL, tile_dtype or mm.y.dtype, (), (1, stages * lb.elements(plan.step, plan.tile_n))),
@@ -510,8 +518,8 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
   red = next(n for n in nodes if n.op is Ops.REDUCE and mm.mul in toposort([n.src[0]]))
   [out_store] = [s for s in sink.src if s.op is Ops.STORE]
   next_id = max((n.arg[0] for n in nodes if n.op is Ops.RANGE), default=-1) + 1
-  tn = plan.tile_n
-  block = special("block", ceildiv(N, tn) * ceildiv(M, TILE) * B * split)
+  tm, tn = plan.tile_m, plan.tile_n
+  block = special("block", ceildiv(N, tn) * ceildiv(M, tm) * B * split)
   t = _Tiles(mm, plan, split, block, red, in_flight)
   ahead_by = stages - 1 - in_flight  # k-steps the copies run ahead of the step that reads them
   ops = _operands(t, tile_dtype, stages)
@@ -545,27 +553,27 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
     # (and chains left running must finish before their accumulators are read)
     chains = (UOp(Ops.BARRIER, dtypes.void, tuple(a for a, _, _ in acc), ("wgmma", 0)),) if in_flight else ()
     done = UOp(Ops.BARRIER, dtypes.void, tuple(a for a, _, _ in acc) + drained + chains, "block")
-    staged = UOp(Ops.DEFINE_LOCAL, red.dtype, (), (2, TILE * (tn + 4), "reuse"))
+    staged = UOp(Ops.DEFINE_LOCAL, red.dtype, (), (2, tm * (tn + 4), "reuse"))
     put = UOp(Ops.BARRIER, dtypes.void, tuple(_store(staged, r * (tn + 4) + c, a, true, done) for a, r, c in acc), "block")
-    spots = [(t.tid + e * BLOCK) for e in range(TILE * tn // BLOCK)]
+    spots = [(t.tid + e * BLOCK) for e in range(tm * tn // BLOCK)]
     acc = [(UOp(Ops.LOAD, red.dtype, (staged, f // tn * (tn + 4) + f % tn, put)), f // tn, f % tn) for f in spots]
   extra: list[UOp] = refills
   if split > 1:
     tiles = B * t.gx * t.gy
     tile = t.whole * (t.gx * t.gy) + t.by * t.gx + t.bx
-    scratch = UOp(Ops.DEFINE_GLOBAL, red.dtype, (), (0, tiles * split * TILE * tn))
-    mine = (tile * split + t.part) * (TILE * tn)
+    scratch = UOp(Ops.DEFINE_GLOBAL, red.dtype, (), (0, tiles * split * tm * tn))
+    mine = (tile * split + t.part) * (tm * tn)
     partials = tuple(_store(scratch, mine + r * tn + c, a, UOp.const(dtypes.bool, True)) for a, r, c in acc)
     fence, reset = last_block(partials, t.tid, tile, tiles, split, 1)
     q = UOp(Ops.RANGE, INT, (), (next_id + 2, split, "reduce", 8))
-    first_part = tile * split * (TILE * tn)
-    acc = [(UOp(Ops.REDUCE, red.dtype, (UOp(Ops.LOAD, red.dtype, (scratch, first_part + q * (TILE * tn) + r * tn + c, fence)), q), Ops.ADD),
+    first_part = tile * split * (tm * tn)
+    acc = [(UOp(Ops.REDUCE, red.dtype, (UOp(Ops.LOAD, red.dtype, (scratch, first_part + q * (tm * tn) + r * tn + c, fence)), q), Ops.ADD),
             r, c) for _, r, c in acc]
     extra.append(reset)
   stores: list[UOp] = []
   for a, r, c in acc:
-    gm, gn = t.by * TILE + r, t.bx * tn + c
-    ok = _all(([gm < M] if M % TILE else []) + ([gn < N] if N % tn else []))
+    gm, gn = t.by * tm + r, t.bx * tn + c
+    ok = _all(([gm < M] if M % tm else []) + ([gn < N] if N % tn else []))
     if ok is not None: gm, gn = ok.where(gm, UOp.const(INT, 0)), ok.where(gn, UOp.const(INT, 0))
     out = substitute(out_store, {**t.batch, **digits(mm.m, gm), **digits(mm.n, gn), red: a})
     stores.append(out if ok is None else UOp(Ops.STORE, out.dtype, out.src[:3] + ((out.src[3] & ok) if len(out.src) > 3 else ok,), out.arg))
@@ -576,7 +584,7 @@ def map_tiled(sink: UOp, mm: Matmul, split: int, plan: Plan, tile_dtype: DType |
   return graph_rewrite(UOp(Ops.SINK, sink.dtype, tuple(stores + extra), sink.arg), symbolic)
 
 
-def plan_for(name: str, mm: Matmul, step: int = 32) -> tuple[Plan, DType | None]:
+def plan_for(name: str, mm: Matmul, step: int = 32, wide: bool = False) -> tuple[Plan, DType | None]:
   """The plan `name` ("matmul", "mma", "mma_tf32", "wgmma") for product `mm` (tensor cores: k-steps of `step`), and the type of its
   tiles in shared memory (None: each operand's own). A tensor-core tile lies in shared memory as its operand lies in
   memory: A contiguous along m (a weight gradient's dY^T) is A[k][m], B contiguous along k (the weight of x @ W.T) is B[n][k]."""
@@ -584,7 +592,7 @@ def plan_for(name: str, mm: Matmul, step: int = 32) -> tuple[Plan, DType | None]
   kind = next(k for k, dt in KIND_DTYPES.items() if dt == mm.x.dtype)  # float32 operands: TF32 (plan.py allows it)
   turned = (runs_along(mm.x, mm.m, mm.k), not runs_along(mm.y, mm.n, mm.k))
   # (the wgmma plan's tiles are 128 x 64 for N <= 64: attention's p @ v, whose 128-wide tiles were half unused)
-  plan = wgmma_plan(kind, turned, step, 64 if mm.sizes[2] <= 64 else TILE) if name == "wgmma" else tensor_core_plan(kind, turned, step)
+  plan = wgmma_plan(kind, turned, step, 64 if mm.sizes[2] <= 64 else TILE, wide) if name == "wgmma" else tensor_core_plan(kind, turned, step)
   return plan, KIND_DTYPES[kind]
 
 
@@ -592,7 +600,7 @@ def describe_tiled(plan: Plan, mm: Matmul, split: int, stages: int, tma: bool = 
   B, M, N, K = mm.sizes
   buffers = f"{stages} shared-memory stages filled by TMA" if tma else "double-buffered shared memory" if stages == 2 else \
     f"{stages} shared-memory stages (cp.async where an operand is copied as it is)"
-  return (f"tiled product {B}x{M}x{N}, k={K}: 128x{plan.tile_n} output tiles, k-steps of {plan.step} through {buffers}, "
+  return (f"tiled product {B}x{M}x{N}, k={K}: {plan.tile_m}x{plan.tile_n} output tiles, k-steps of {plan.step} through {buffers}, "
           f"{plan.describe}" + (f", split-K over {split} blocks" if split > 1 else ""))
 
 
