@@ -569,7 +569,7 @@ def test_tf32_wgmma_plan(name, monkeypatch):
 
 @pytest.mark.parametrize("name", ["T", "N"])
 def test_tf32_wgmma_wide_tiles(name, monkeypatch):
-  """Large TF32 products take tiles twice as wide (`plan.WIDE_TF32_MIN_WAVES`, lowered here to 0): each warpgroup's wgmma is
+  """Large TF32 products take tiles twice as wide (`plan.WIDE_MIN_WAVES`, lowered here to 0): each warpgroup's wgmma is
   m64n256k8, over 128 x 256 output tiles (both K-major) or 256 x 128 computed transposed (B N-major, its fragments in
   registers); the edges of both sides partial. Emulated against float64 and compiled by NVRTC."""
   import picograd.codegen.cuda as cuda_codegen
@@ -577,7 +577,7 @@ def test_tf32_wgmma_wide_tiles(name, monkeypatch):
   from picograd.codegen.cuda.target import CUDATarget
   from picograd.engine.compile import _kernels
   monkeypatch.setattr(cuda_codegen, "CUDATarget", lambda *a: CUDATarget("sm_90a"))
-  monkeypatch.setattr(plan, "WIDE_TF32_MIN_WAVES", 0)
+  monkeypatch.setattr(plan, "WIDE_MIN_WAVES", 0)
   fn = (lambda a, b: a @ b.T) if name == "T" else (lambda a, b: a @ b)
   arrays = [rnd(300, 64), rnd(264, 64, seed=1) if name == "T" else rnd(64, 200, seed=1)]
   _kernels.clear()

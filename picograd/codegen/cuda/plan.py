@@ -35,11 +35,14 @@ WGMMA_IN_FLIGHT = 0            # wgmma chains left running into the next k-step 
 TMA_STAGES = 3
 TMA_IN_FLIGHT = 1
 TMA_SPLIT_K = True
-# TF32 products with 128 x 256 tiles enough for this many waves of one block an SM take them (`tiling.wgmma_plan` wide:
-# m64n256 per warpgroup, half the shared-memory reads of the narrow operand per product), in WIDE_STAGES TMA stages
-# (H200, 4096 x 4096: x @ y 0.409 -> 0.362 ms, x @ y.T 0.411 -> 0.362, cuBLAS 0.359-0.364; three stages 0.385 and 0.362)
-WIDE_TF32_MIN_WAVES = 2
+# products with 128 x 256 tiles enough for this many waves of one block an SM take them (`tiling.wgmma_plan` wide:
+# m64n256 per warpgroup, half the shared-memory reads of the narrow operand per product), in WIDE_STAGES TMA stages: TF32
+# (H200, 4096 x 4096: x @ y 0.409 -> 0.362 ms, x @ y.T 0.411 -> 0.362, cuBLAS 0.359-0.364; three stages 0.385 and 0.362),
+# and 16-bit ones over k of at least WIDE_HALF_MIN_K (f16 4096: 0.204 -> 0.195 ms, cuBLAS 0.192; k = 1536: 0.042 both
+# ways; k = 384, the GPT's q/k/v and fc products: 0.042 -> 0.068, the stages' fill not amortized)
+WIDE_MIN_WAVES = 2
 WIDE_STAGES = 4
+WIDE_HALF_MIN_K = 2048
 
 
 def _split_k(mm: Matmul, target: CUDATarget) -> int:
@@ -92,7 +95,8 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
       tf32 = TF32 and floats and not runs_along(mm.x, mm.m, mm.k) and (N >= 128 or not runs_along(mm.y, mm.n, mm.k))
       if (halfs or tf32) and target.wgmma and (N >= 128 or N <= 64):
         step = 32 if floats else 64  # one 128-byte swizzled row of k
-        if tf32 and TMA and split == 1 and B * ceildiv(M, 2 * TILE) * ceildiv(N, TILE) >= WIDE_TF32_MIN_WAVES * target.sm_count:
+        wide = tf32 or (halfs and K >= WIDE_HALF_MIN_K)
+        if wide and TMA and split == 1 and B * ceildiv(M, 2 * TILE) * ceildiv(N, TILE) >= WIDE_MIN_WAVES * target.sm_count:
           plan, tile_dtype = plan_for("wgmma", mm, step, wide=True)
           stages = next((n for n in (WIDE_STAGES, 3) if shared_bytes(plan, tile_dtype, n) + 8 * n <= target.max_shared), None)
           if stages is not None and tma_ready(mm, plan, tile_dtype):
