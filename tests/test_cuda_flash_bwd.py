@@ -201,6 +201,28 @@ def test_recomputed_plan_compiles():
   assert plans.count("recomputed") == 2 and plans.count("flash") == 1, plans
 
 
+def test_dropout_keeps_the_causal_bound():
+  """Under dropout the causal gate lies beneath the mask's (which reads the RNG's counter): the recomputed kernels still
+  find it and skip the tiles past the diagonal, and all but a lone dV split their loop there (`flash_bwd._splits_at_diagonal`:
+  split, that kernel came out wrong on the H200). At the GPT's shapes with dropout the gradient of v alone: O with
+  dropout (its statistics in the flash kernel) and dV, each over recomputed scores. Lazy empty tensors: rendered only."""
+  with Context(ONLINE_SOFTMAX_MIN=0):
+    q, k, v = (Tensor.empty(64, 6, 256, 64, dtype=dtypes.bfloat16).requires_grad_(True) for _ in range(3))
+    out = q.scaled_dot_product_attention(k, v, is_causal=True, dropout_p=0.2)
+    [dv] = (out.float() * Tensor.empty(64, 6, 256, 64)).sum().gradient(v)
+    roots, _ = _normalize([out.uop, dv.uop])
+    kernels = [k.ast for k in schedule.create_template(roots, ["CUDA"] * len(roots)).kernels if k.ast is not None]
+  loops = {}
+  for ast in kernels:
+    kname, src, dims, meta = render_for_arch(ast, "sm_90")
+    if meta["plan"] != "recomputed": continue
+    described = next(o for o in meta["opts"] if o.startswith("recomputed scores"))
+    side = "before" if "before the causal diagonal skipped" in described else "past" if "past the causal diagonal skipped" in described else None
+    # each loop over tiles of s waits for its tile's copies once an iteration; one more wait drains them before the stores
+    loops[side] = src.count("cp.async.wait_group") - 1
+  assert loops == {"past": 2, "before": 1}, loops  # O: skipped and split; dV: skipped, one loop
+
+
 def test_causal_tiles_skipped_with_int64_positions():
   """At B=64, H=6, T=1024 the score tensor has more than 2^31 elements, so lowering indexes with int64 loops and the causal
   gate compares them cast to int32: the flash forward, the training step's forward (flash, storing the row statistics too)

@@ -157,9 +157,8 @@ def _globals(u: UOp) -> set[UOp]:
 def identity_gates(u: UOp, zero: bool, products: set[UOp]) -> list[UOp]:
   """Bools g reading none of `products` where u is a reduction's identity (0 when `zero`, else -inf) wherever g is false:
   where(g, a, identity) (and a's), a product with such a factor (each factor's: attention's causal mask and its dropout
-  mask), exp2 of a -inf such, a sum with one or a positive multiple of one, through float casts. The CPU's sums over
-  recomputed scores (cpu_flash_bwd.py) skip the blocks where a positional one fails everywhere; the CUDA plan
-  (cuda/flash_bwd.py) takes only the first (under dropout, the positional one diverged a GPT's training on the H200)."""
+  mask), exp2 of a -inf such, a sum with one or a positive multiple of one, through float casts. The sums over
+  recomputed scores (cpu_flash_bwd.py, cuda/flash_bwd.py) skip the tiles where a positional one fails everywhere."""
   if u.op is Ops.CAST and u.dtype.is_float and u.src[0].dtype.is_float: return identity_gates(u.src[0], zero, products)
   if u.op is Ops.WHERE and u.src[2].op is Ops.CONST and u.src[2].arg == (0.0 if zero else -math.inf):
     return ([] if products & set(toposort([u.src[0]])) else [u.src[0]]) + identity_gates(u.src[1], zero, products)
