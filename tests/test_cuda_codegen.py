@@ -567,33 +567,37 @@ def test_tf32_wgmma_plan(name, monkeypatch):
   if not NVRTC_ERROR: assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90a", kname)).image
 
 
-@pytest.mark.parametrize("name", ["T", "N"])
-def test_tf32_wgmma_wide_tiles(name, monkeypatch):
-  """Large TF32 products take tiles twice as wide (`plan.WIDE_MIN_WAVES`, lowered here to 0): each warpgroup's wgmma is
-  m64n256k8, over 128 x 256 output tiles (both K-major) or 256 x 128 computed transposed (B N-major, its fragments in
-  registers); the edges of both sides partial. Emulated against float64 and compiled by NVRTC."""
+@pytest.mark.parametrize("name", ["T", "N", "f16"])
+def test_wgmma_wide_tiles(name, monkeypatch):
+  """Large products take tiles twice as wide (`plan.WIDE_MIN_WAVES` and `WIDE_HALF_MIN_K`, lowered here to 0): each
+  warpgroup's wgmma is m64n256, over 128 x 256 output tiles (TF32 both K-major; f16 with B N-major, read transposed) or
+  256 x 128 computed transposed (TF32 with B N-major, its fragments in registers); the edges of both sides partial.
+  Emulated against float64 and compiled by NVRTC."""
   import picograd.codegen.cuda as cuda_codegen
   import picograd.codegen.cuda.plan as plan
   from picograd.codegen.cuda.target import CUDATarget
   from picograd.engine.compile import _kernels
   monkeypatch.setattr(cuda_codegen, "CUDATarget", lambda *a: CUDATarget("sm_90a"))
   monkeypatch.setattr(plan, "WIDE_MIN_WAVES", 0)
+  monkeypatch.setattr(plan, "WIDE_HALF_MIN_K", 0)
   fn = (lambda a, b: a @ b.T) if name == "T" else (lambda a, b: a @ b)
-  arrays = [rnd(300, 64), rnd(264, 64, seed=1) if name == "T" else rnd(64, 200, seed=1)]
+  arrays = [rnd(300, 64), rnd(264, 64, seed=1) if name == "T" else rnd(64, 264 if name == "f16" else 200, seed=1)]
+  if name == "f16": arrays = [a.astype(np.float16) for a in arrays]
   _kernels.clear()
   try:
     picograd.set_float32_matmul_precision("high")
     with Context(EMULATE="CUDA", CACHE=0):
-      got = fn(*[Tensor(a, device="PYTHON") for a in arrays]).numpy()
+      got = fn(*[Tensor(a, device="PYTHON") for a in arrays]).numpy().astype(np.float64)
     kname, src, dims, meta = render_for_arch(asts(fn(*[Tensor(a) for a in arrays]))[-1], "sm_90a")
   finally:
     picograd.set_float32_matmul_precision("highest")
   ref = fn(*[a.astype(np.float64) for a in arrays])
   np.testing.assert_allclose(got, ref, rtol=2e-2, atol=5e-2)
   [kernel] = [k for k in _kernels.values() if any("wgmma" in o for o in k.opts)]
-  assert any(("128x256 output tiles" if name == "T" else "256x128 output tiles") in o for o in kernel.opts), kernel.opts
-  assert meta["plan"] == "wgmma" and src.count("wgmma.mma_async.sync.aligned.m64n256k8.f32.tf32.tf32") == 4
-  assert dims.global_size == ((3 * 2,) if name == "T" else (2 * 2,))
+  assert any(("256x128 output tiles" if name == "N" else "128x256 output tiles") in o for o in kernel.opts), kernel.opts
+  kind = "f16" if name == "f16" else "tf32"
+  assert meta["plan"] == "wgmma" and src.count(f"wgmma.mma_async.sync.aligned.m64n256k{16 if name == 'f16' else 8}.f32.{kind}.{kind}") == 4
+  assert dims.global_size == ((2 * 2,) if name == "N" else (3 * 2,))
   if not NVRTC_ERROR: assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90a", kname)).image
 
 

@@ -24,7 +24,7 @@ A kernel of the form out[b, m, n] = epilogue(sum_k X[b, m, k] * Y[b, k, n]) (`an
   flight are drained) and come out row by row, so a warp stores consecutive outputs;
 - warpgroups (`wgmma`, 16-bit operands, or float32 as TF32, on sm_90a): k-steps of one 128-byte row (64 16-bit
   elements, 32 floats) with no inner loop; tiles in PTX's 128-byte swizzle (`Layout(swizzled=True)`), two warpgroups of
-  64x128 outputs (64x64 for N <= 64; 64x256 for large TF32 products, `wide`), each k-step one chain of four WGMMAs
+  64x128 outputs (64x64 for N <= 64; 64x256 for large products, `wide`: plan.py), each k-step one chain of four WGMMAs
   (m64n128k16, m64n64k16; k8 for TF32) on descriptors of the tiles (FRAGMENT "desc"); the step's barrier fences the
   threads' shared-memory writes for the tensor cores (BARRIER "proxy"); outputs as for `mma`. TF32 tiles are K-major
   only: with B lying N-major the tile is computed transposed, B's tile read into registers as wgmma's A
