@@ -589,6 +589,8 @@ def test_wgmma_wide_tiles(name, monkeypatch):
     with Context(EMULATE="CUDA", CACHE=0):
       got = fn(*[Tensor(a, device="PYTHON") for a in arrays]).numpy().astype(np.float64)
     kname, src, dims, meta = render_for_arch(asts(fn(*[Tensor(a) for a in arrays]))[-1], "sm_90a")
+    narrow = [arrays[0][:100], arrays[1]] if name == "N" else [arrays[0], arrays[1][:64] if name == "T" else arrays[1][:, :64]]
+    narrow_src = render_for_arch(asts(fn(*[Tensor(a) for a in narrow]))[-1], "sm_90a")[1]
   finally:
     picograd.set_float32_matmul_precision("highest")
   ref = fn(*[a.astype(np.float64) for a in arrays])
@@ -599,6 +601,8 @@ def test_wgmma_wide_tiles(name, monkeypatch):
   assert meta["plan"] == "wgmma" and src.count(f"wgmma.mma_async.sync.aligned.m64n256k{16 if name == 'f16' else 8}.f32.{kind}.{kind}") == 4
   assert dims.global_size == ((2 * 2,) if name == "N" else (3 * 2,))
   if not NVRTC_ERROR: assert cuda_rt.unpack_lib(cuda_rt.compile_cuda_source(src, "sm_90a", kname)).image
+  # a product narrower than a wide tile keeps the narrow ones (N = 64: 128 x 64 tiles; M = 100 transposed: 128 x 128)
+  assert ("m64n128k8" if name == "N" else "m64n64k") in narrow_src and "m64n256" not in narrow_src
 
 
 def test_columns_thread_holds_a_short_output_loop(monkeypatch):

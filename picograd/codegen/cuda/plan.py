@@ -8,7 +8,7 @@ from picograd.ir.ops import UOp, Ops
 from picograd.codegen.cuda.analysis import Matmul, contiguous_in, find_matmul, row_split, top_level
 from picograd.codegen.cuda.emit import BLOCK
 from picograd.codegen.cuda.mapping import held_loop
-from picograd.codegen.cuda.tiling import TILE, plan_for, runs_along, shared_bytes, tma_ready
+from picograd.codegen.cuda.tiling import plan_for, runs_along, shared_bytes, tma_ready
 from picograd.codegen.cuda.target import CUDATarget
 
 
@@ -95,11 +95,13 @@ def choose_plan(program: list[UOp], target: CUDATarget, deps: dict[UOp, frozense
       tf32 = TF32 and floats and not runs_along(mm.x, mm.m, mm.k) and (N >= 128 or not runs_along(mm.y, mm.n, mm.k))
       if (halfs or tf32) and target.wgmma and (N >= 128 or N <= 64):
         step = 32 if floats else 64  # one 128-byte swizzled row of k
-        wide = tf32 or (halfs and K >= WIDE_HALF_MIN_K)
-        if wide and TMA and split == 1 and B * ceildiv(M, 2 * TILE) * ceildiv(N, TILE) >= WIDE_MIN_WAVES * target.sm_count:
+        if (tf32 or (halfs and K >= WIDE_HALF_MIN_K)) and TMA and split == 1:
           plan, tile_dtype = plan_for("wgmma", mm, step, wide=True)
+          # (only where the product fills whole wide tiles: N <= 64 would waste most of a 256-wide one)
+          fills = M >= plan.tile_m and N >= plan.tile_n and \
+            B * ceildiv(M, plan.tile_m) * ceildiv(N, plan.tile_n) >= WIDE_MIN_WAVES * target.sm_count
           stages = next((n for n in (WIDE_STAGES, 3) if shared_bytes(plan, tile_dtype, n) + 8 * n <= target.max_shared), None)
-          if stages is not None and tma_ready(mm, plan, tile_dtype):
+          if fills and stages is not None and tma_ready(mm, plan, tile_dtype):
             return "wgmma", (mm, split, stages, step, TMA_IN_FLIGHT if stages - 1 - TMA_IN_FLIGHT >= 1 else 0, True, True)
         plan, tile_dtype = plan_for("wgmma", mm, step)
         # TMA: the tiles copied by the copy engine into stages, with no thread in between (and 8 bytes of mbarrier a stage)

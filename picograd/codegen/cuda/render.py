@@ -3,13 +3,13 @@ and wrap the body in a `__global__` function with its prelude."""
 from __future__ import annotations
 import hashlib
 from typing import Any, Callable
-from picograd.dtype import dtypes
+from picograd.dtype import DType, dtypes
 from picograd.helpers import NOOPT, LaunchDims, TensorMapSpec
 from picograd.ir.ops import UOp, Ops
 from picograd.codegen.linearize import linearize
 from picograd.codegen.cuda.analysis import range_deps, row_split
 from picograd.codegen.cuda.mapping import map_block, map_columns, map_flat, map_lanes, map_row, map_split
-from picograd.codegen.cuda.tiling import describe_tiled, map_tiled, plan_for
+from picograd.codegen.cuda.tiling import Plan, describe_tiled, map_tiled, plan_for
 from picograd.codegen.cuda.flash import FORWARD_BLOCKS_PER_SM, describe_flash_cuda, map_flash, match_flash_cuda
 from picograd.codegen.cuda.flash_bwd import describe_recomputed_cuda, map_recomputed, match_recomputed_cuda
 from picograd.codegen.cuda.ops import MEM_TYPES
@@ -26,7 +26,7 @@ def _globals(program: list[UOp]) -> list[UOp]: return [u for u in program if u.o
 TILED = ("matmul", "mma", "mma_tf32", "wgmma")
 
 
-def _tiled_plan(name: str, arg: Any) -> tuple[Any, Any]:
+def _tiled_plan(name: str, arg: Any) -> tuple[Plan, DType | None]:
   """(tiling.Plan, the tiles' type) of a tiled plan's argument."""
   return plan_for(name, arg[0], arg[3], *arg[6:])
 
