@@ -84,6 +84,7 @@ class Flash:
   sums: tuple[FlashSum, ...]  # inner ones first (a sum's `outside` may read another: the denominator)
   # when the score is where(gate, ..., -inf) and the gate does not read the product (causal, a bool mask): the gate
   gate: UOp | None = None
+  stats: tuple[UOp, ...] = ()  # STOREs of row statistics beside the sum's (the max, the denominator), once a row
 
   @property
   def columns(self) -> list[FlashSum]: return [s for s in self.sums if s.f is not None]
@@ -102,8 +103,12 @@ def _stack_bytes(T: int, K: int, D: int, columns: int) -> int:
 
 
 def match_flash(sink: UOp) -> Flash | None:
-  """The flash form of lowered kernel `sink` (module docstring), or None when it is not one."""
-  if len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
+  """The flash form of lowered kernel `sink` (module docstring), or None when it is not one. Beside the sum's STORE the
+  kernel may store the row statistics it reads (the max, the denominator: engine/outputs.py groups them with it for the
+  backward's reading), values of the rows without the column, stored once a row."""
+  if any(st.op is not Ops.STORE or len(st.src) != 3 for st in sink.src) or not sink.src: return None
+  st = max(reversed(sink.src), key=lambda x: x.src[0].arg[1])  # the sum: the largest output (the rows' statistics are smaller)
+  stats = tuple(x for x in sink.src if x is not st)
   nodes = toposort([sink])
   if any(n.op is Ops.CHECK for n in nodes): return None
   found: list[tuple[UOp, UOp, float, list[UOp]]] = []  # (sum, its max, c, its other factors)
@@ -159,23 +164,27 @@ def match_flash(sink: UOp) -> Flash | None:
     if any(_has_reduce(f) for f in varying) or (g is not None and (not _loops(g) <= base | {i, j} or not vectorizable(g))): return None
     if fv is not None and not _loops(fv) <= base | {j, d}: return None
     sums.append(FlashSum(r, g, fv, _product(outside, r.dtype) if outside else None))
-  # every other reduction the stored value reads must be one of these sums or a copy of the max
+  # every other reduction the stored values read must be one of these sums or a copy of the max
   known = {s.node for s in sums} | maxes
-  for root in [st.src[2], *(s.outside for s in sums if s.outside is not None)]:
+  for root in [st.src[2], *(s.outside for s in sums if s.outside is not None), *(v for x in stats for v in x.src[1:])]:
     seen = toposort([root], stop=lambda n: n in known)
     if any(n.op is Ops.REDUCE and n not in known for n in seen) or any(n.op is Ops.RANGE and n not in glob for n in seen): return None
+  # a row statistic is stored once a row: it reads no column and no column sum
+  if any(n is d or (n.op is Ops.REDUCE and n in {sm.node for sm in sums if sm.f is not None})
+         for x in stats for n in toposort(list(x.src[1:]), stop=lambda n: n in maxes)): return None
   if any(r.arg[1] == 0 for r in (*glob, j, k)): return None
   gate = score.src[0] if score.op is Ops.WHERE and score.src[2].op is Ops.CONST and score.src[2].arg == -math.inf and \
     _SCORE not in toposort([score.src[0]]) else None
-  return Flash(st, maxes, c, score, a, b, j, k, batch, i, d, tuple(sums), gate)
+  return Flash(st, maxes, c, score, a, b, j, k, batch, i, d, tuple(sums), gate, stats)
 
 
 def describe_flash(f: Flash) -> list[str]:
   """What DEBUG=3 lists for a kernel rendered as flash attention."""
   nr = 2 * vector_lanes()
   cols = f"; {len(f.columns)} sum(s) along a column of {f.d.arg[1]} as a {f.mr}x{nr} tile per block" if f.d is not None and f.columns else ""
+  stats = f"; {len(f.stats)} row statistic(s) stored" if f.stats else ""
   return [f"flash attention: {f.i.arg[1]} rows x {f.j.arg[1]} keys, k = {f.k.arg[1]}; {f.mr}x{nr} score tile of <{nr // 2} x float> "
-          f"fmuladds per block of {nr} keys{cols}; batch x row tiles split across threads"]
+          f"fmuladds per block of {nr} keys{cols}{stats}; batch x row tiles split across threads"]
 
 
 def flash_tiles(f: Flash) -> int:
@@ -336,15 +345,16 @@ class FlashRenderer(TileRenderer):
     for n, sm in enumerate(lane_sums):
       vec = self.i64(f"load {vt}, ptr {self.ptr(f'%lt{n}', self.mul(er, L))}, align 64")
       totals[sm.node] = self.i64(f"call reassoc float @llvm.vector.reduce.fadd.v{L}f32(float -0.0, {vt} {vec})")
-    if f.d is not None: values[f.d] = self.loop("ec", "0", str(ND))
     given = dict.fromkeys(f.maxes, m)
-    for sm in f.sums:
-      if sm.f is None: acc = totals[sm.node]
-      else:
-        slot = self.add(self.mul(er, dpad), values[f.d] if f.d is not None else 0)
-        acc = self.i64(f"load float, ptr {self.ptr(f'%ot{columns.index(sm)}', slot)}")
+    def finish(sm: FlashSum, acc: str) -> None:
       if sm.outside is not None: acc = self.i64(f"fmul float {self._value(sm.outside, values, given)}, {acc}")
       given[sm.node] = self.i64(f"select i1 {seen}, float {acc}, float 0x7FF8000000000000")
+    for sm in lane_sums: finish(sm, totals[sm.node])  # (the denominator: a column sum's outside factor reads it)
+    for stat in f.stats: self._value(stat, values, given)
+    if f.d is not None: values[f.d] = self.loop("ec", "0", str(ND))
+    for n, sm in enumerate(columns):
+      slot = self.add(self.mul(er, dpad), values[f.d] if f.d is not None else 0)
+      finish(sm, self.i64(f"load float, ptr {self.ptr(f'%ot{n}', slot)}"))
     self._value(f.store, values, given)
     if f.d is not None: self.close("ec")
     self.close("er")

@@ -642,14 +642,22 @@ def _kernel_ast(roots: tuple[UOp, ...], boundaries: set[UOp], where: dict[UOp, B
   return UOp(Ops.SINK, dtypes.void, stores), inputs, leaves | ordered, tuple(dict.fromkeys(fused))
 
 
-def _one_pass(statistic: UOp, r: UOp) -> bool:
-  """May sum `r` run in one pass with the row statistic it reads (engine/outputs.py recomputed_groups)? A sum of exps of
-  the scores minus their max (softmax's denominator) with the max; a weighted sum of the flash plan's form
-  (`online_fusion.tensor_core_form`: no dropout mask on the weights) with the max and the denominator."""
+def _groups_recomputed(kind: str) -> bool:
+  """Whether sums over one recomputed product share a kernel on this device: CUDA's recomputed and flash plans take several
+  (dK with dV, O with its row statistics); the CPU's flash renderer (codegen/cpu_flash.py) O with its row max and sum."""
+  return _on_cuda(kind) or kind == "CPU"
+
+
+def _one_pass(statistic: UOp, r: UOp, kind: str) -> bool:
+  """May sum `r` run in one pass with the row statistic it reads (engine/outputs.py recomputed_groups) on device `kind`? A
+  sum of exps of the scores minus their max (softmax's denominator) with the max; a weighted sum with the max and the
+  denominator where the online rule takes it: on CUDA of the flash plan's form (`online_fusion.tensor_core_form`: no
+  dropout mask on the weights), on the CPU any (codegen/cpu_flash.py)."""
   if r.arg[0] is not Ops.ADD: return False
-  if statistic.arg[0] is Ops.MAX and r.tshape == statistic.tshape: return exp_factor_reads(r.src[0], statistic, casts=True)
-  found = group_of(r, casts=True)
-  return found is not None and statistic in found[0] and tensor_core_form(r, found[0][0])
+  cuda = _on_cuda(kind)
+  if statistic.arg[0] is Ops.MAX and r.tshape == statistic.tshape: return exp_factor_reads(r.src[0], statistic, casts=cuda)
+  found = group_of(r, casts=cuda)
+  return found is not None and statistic in found[0] and (not cuda or tensor_core_form(r, found[0][0]))
 
 
 def _outer_sum(root: UOp) -> UOp | None:
@@ -668,9 +676,9 @@ def _merge_outputs(kernels: list[KernelSpec], computed: list[tuple[UOp, ...]], r
   groups = [g for g in output_groups(candidates, deps) if len(g) > 1]
   # sums over one recomputed product (the CUDA plan maps several in one pass): a kernel of one output, a single-axis sum
   reductions = {i: (red, (k.device, computed[i][0].tshape), frozenset(n for n in k.nodes if n.op is Ops.REDUCE and n is not red))
-                for i, k in enumerate(kernels) if len(computed[i]) == 1 and _on_cuda(k.device.split(":")[0])
+                for i, k in enumerate(kernels) if len(computed[i]) == 1 and _groups_recomputed(k.device.split(":")[0])
                 and (red := _outer_sum(computed[i][0])) is not None and red in k.nodes}
-  groups += recomputed_groups(reductions, deps, groups, _one_pass)
+  groups += recomputed_groups(reductions, deps, groups, _one_pass, _on_cuda)
   if not groups: return kernels, computed, reads
   out_kernels, out_computed, out_reads = [], [], []
   merged = {i: g for g in groups for i in g}
