@@ -31,7 +31,7 @@ from picograd.codegen.gemm_match import vector_lanes
 from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, _loops, _has_reduce
 from picograd.codegen.cpu_tiles import TileRenderer
 from picograd.codegen.cpu_vector import Vector, vectorizable
-from picograd.codegen.online import _product, identity_gates
+from picograd.codegen.online import _product, identity_gates, one_loop, outer_sum
 from picograd.codegen.transcendental import transcendental_rules
 
 
@@ -46,23 +46,42 @@ class ProductSum:
 
 
 @dataclass(frozen=True)
-class Recomputed:
-  """A matched kernel (module docstring): its loops by role, the product sums, the term T and the factor F."""
+class RecomputedOut:
+  """One stored reduction over s of a matched kernel: its term T (each product sum replaced by its stand-in,
+  transcendentals approximated) and its factor F."""
   store: UOp
   red: UOp                 # the reduction over s (ADD or MAX) as lowered
+  term: UOp
+  f: UOp | None            # F (along s and d), packed
+  gate: UOp | None = None  # T = where(gate, ..., identity) with a gate reading no product sum: blocks where it never holds are skipped
+
+  @property
+  def is_max(self) -> bool: return self.red.arg is Ops.MAX
+  @property
+  def identity(self) -> str: return "0xFFF0000000000000" if self.is_max else "0.0"
+
+
+@dataclass(frozen=True)
+class Recomputed:
+  """A matched kernel (module docstring): its loops by role, the product sums, and one or several outputs over them
+  (attention's dK and dV: engine/outputs.py recomputed_groups; their product sums are computed once a block)."""
+  outs: tuple[RecomputedOut, ...]
   s: UOp
   batch: tuple[UOp, ...]   # outermost first
   r: UOp
   d: UOp | None
   products: tuple[ProductSum, ...]
-  term: UOp                # T with each product sum replaced by its stand-in (transcendentals approximated)
-  f: UOp | None            # F (along s and d), packed
-  gate: UOp | None = None  # T = where(gate, ..., identity) with a gate reading no product sum: blocks where it never holds are skipped
 
   @property
   def mr(self) -> int: return min(MR, self.r.arg[1])
   @property
-  def is_max(self) -> bool: return self.red.arg is Ops.MAX
+  def gate(self) -> UOp | None:
+    """The gate that skips a block: the outputs' gates (or-ed), when every output has one."""
+    gates = list(dict.fromkeys(o.gate for o in self.outs))
+    if None in gates: return None
+    out = gates[0]
+    for g in gates[1:]: out = UOp(Ops.OR, dtypes.bool, (out, g))  # type: ignore[arg-type]
+    return out
 
 
 def _mul_factors(u: UOp) -> list[UOp]:
@@ -79,16 +98,17 @@ def _stand(n: int) -> UOp: return UOp(Ops.DEFINE_ACC, dtypes.float32, (), ("reco
 
 
 def match_recomputed(sink: UOp) -> Recomputed | None:
-  """The recomputed-score form of lowered kernel `sink` (module docstring), or None when it is not one."""
-  if len(sink.src) != 1 or (st := sink.src[0]).op is not Ops.STORE or len(st.src) != 3: return None
+  """The recomputed-score form of lowered kernel `sink` (module docstring), or None when it is not one. Several stores
+  (each a sum over the same s of terms of the same product sums) are one pass with an output each."""
+  if not sink.src or any(st.op is not Ops.STORE or len(st.src) != 3 for st in sink.src): return None
+  if len(sink.src) > 1 and (sink := one_loop(sink)) is None: return None  # type: ignore[assignment]
   nodes = toposort([sink])
   if any(n.op is Ops.CHECK for n in nodes): return None
-  reduces = [n for n in nodes if n.op is Ops.REDUCE]
-  outer = [n for n in reduces if _has_reduce(n.src[0])]
-  if len(outer) != 1 or (red := outer[0]).arg not in (Ops.ADD, Ops.MAX) or len(red.src) != 2 or red.dtype != dtypes.float32: return None
-  s = red.src[1]
-  inner = [n for n in reduces if n is not red]
-  if not inner or not set(inner) <= set(toposort([red.src[0]])): return None
+  reds = [outer_sum(st.src[2]) for st in sink.src]
+  if any(red is None or red.arg not in (Ops.ADD, Ops.MAX) or red.dtype != dtypes.float32 for red in reds): return None
+  s = reds[0].src[1]  # type: ignore[union-attr]
+  inner = [n for n in nodes if n.op is Ops.REDUCE and n not in reds]
+  if not inner or any(not set(n for n in inner if n in toposort([red.src[0]])) for red in reds): return None  # type: ignore[union-attr]
   glob = sorted((n for n in nodes if n.op is Ops.RANGE and n.arg[2] == "global"), key=lambda g: g.arg[0])
   products = []
   for n, p in enumerate(inner):
@@ -108,34 +128,42 @@ def match_recomputed(sink: UOp) -> Recomputed | None:
   batch = tuple(g for g in glob if g is not r and g is not d)
   base = set(batch)
   if any(not (_loops(p.a) <= base | {r, p.k} and _loops(p.b) <= base | {s, p.k}) for p in products): return None
-  factors = _mul_factors(red.src[0]) if red.arg is Ops.ADD else [red.src[0]]
-  f_part = [f for f in factors if d is not None and d in _loops(f)]
-  t_part = [f for f in factors if f not in f_part]
-  fv = _product(f_part, red.dtype) if f_part else None
-  if fv is not None and (_has_reduce(fv) or not _loops(fv) <= base | {s, d}): return None  # type: ignore[operator]
-  term = substitute(_product(t_part, red.dtype), {p.node: p.stand for p in products})
-  if _has_reduce(term) or not _loops(term) <= base | {r, s}: return None
-  # only a gate made from positions (causal): a row it masks everywhere has a max of -inf, and its terms are NaN where the
-  # block is computed (as with the scores stored) but skipped blocks add nothing; a positional mask that leaves a query no
-  # key is rare, a loaded one (padding) is not
-  gate = next((g for g in identity_gates(term, red.arg is Ops.ADD, {p.stand for p in products})
-               if not any(n.op is Ops.LOAD for n in toposort([g]))), None)
-  term = graph_rewrite(term, transcendental_rules)
-  # (the check knows cpu_flash's score stand-in: every product sum's stands for it there)
-  if not vectorizable(substitute(term, {p.stand: _SCORE for p in products}), (_SCORE,)) or (gate is not None and not vectorizable(gate)): return None
-  # the stored expression reads no other reduction and no other loop
-  outside = toposort([st.src[2]], stop=lambda n: n is red)
-  if any(n.op is Ops.REDUCE and n is not red for n in outside) or any(n.op is Ops.RANGE and n not in glob for n in outside): return None
+  outs = []
+  for st, red in zip(sink.src, reds):
+    assert red is not None
+    factors = _mul_factors(red.src[0]) if red.arg is Ops.ADD else [red.src[0]]
+    f_part = [f for f in factors if d is not None and d in _loops(f)]
+    t_part = [f for f in factors if f not in f_part]
+    fv = _product(f_part, red.dtype) if f_part else None
+    if fv is not None and (_has_reduce(fv) or not _loops(fv) <= base | {s, d}): return None  # type: ignore[operator]
+    term = substitute(_product(t_part, red.dtype), {p.node: p.stand for p in products})
+    if _has_reduce(term) or not _loops(term) <= base | {r, s}: return None
+    # only a gate made from positions (causal): a row it masks everywhere has a max of -inf, and its terms are NaN where the
+    # block is computed (as with the scores stored) but skipped blocks add nothing; a positional mask that leaves a query no
+    # key is rare, a loaded one (padding) is not
+    gate = next((g for g in identity_gates(term, red.arg is Ops.ADD, {p.stand for p in products})
+                 if not any(n.op is Ops.LOAD for n in toposort([g]))), None)
+    term = graph_rewrite(term, transcendental_rules)
+    # (the check knows cpu_flash's score stand-in: every product sum's stands for it there)
+    if not vectorizable(substitute(term, {p.stand: _SCORE for p in products}), (_SCORE,)): return None
+    if gate is not None and not vectorizable(gate): return None
+    # the stored expression reads no other reduction and no other loop
+    outside = toposort([st.src[2]], stop=lambda n: n is red)
+    if any(n.op is Ops.REDUCE and n is not red for n in outside) or any(n.op is Ops.RANGE and n not in glob for n in outside): return None
+    outs.append(RecomputedOut(st, red, term, fv, gate))
   if any(g.arg[1] == 0 for g in (*glob, s, *(p.k for p in products))): return None
-  return Recomputed(st, red, s, batch, r, d, tuple(products), term, fv, gate)
+  return Recomputed(tuple(outs), s, batch, r, d, tuple(products))
 
 
 def describe_recomputed(f: Recomputed) -> list[str]:
   """What DEBUG=3 lists for such a kernel."""
   nr = 2 * vector_lanes()
-  what = f"times a column of {f.d.arg[1]} as a {f.mr}x{nr} tile" if f.f is not None and f.d is not None else f"a {f.red.arg.name.lower()} per row"
+  def what(o: RecomputedOut) -> str:
+    return f"times a column of {f.d.arg[1]} as a {f.mr}x{nr} tile" if o.f is not None and f.d is not None else f"a {o.red.arg.name.lower()} per row"
+  outs = f"{len(f.outs)} outputs: " if len(f.outs) > 1 else ""
   return [f"recomputed scores: {f.r.arg[1]} rows x {f.s.arg[1]}, {len(f.products)} product sum(s) of k = "
-          f"{', '.join(str(p.k.arg[1]) for p in f.products)} as {f.mr}x{nr} tiles per block, {what}; batch x row tiles split across threads"]
+          f"{', '.join(str(p.k.arg[1]) for p in f.products)} as {f.mr}x{nr} tiles per block, {outs}{', '.join(what(o) for o in f.outs)}; "
+          "batch x row tiles split across threads"]
 
 
 def recomputed_tiles(f: Recomputed) -> int:
@@ -145,7 +173,7 @@ def recomputed_tiles(f: Recomputed) -> int:
 
 def recomputed_flops(f: Recomputed) -> int:
   batches = prod(b.arg[1] for b in f.batch)
-  per = sum(2 * p.k.arg[1] for p in f.products) + (2 * f.d.arg[1] if f.f is not None and f.d is not None else 1)
+  per = sum(2 * p.k.arg[1] for p in f.products) + sum(2 * f.d.arg[1] if o.f is not None and f.d is not None else 1 for o in f.outs)
   return batches * f.r.arg[1] * f.s.arg[1] * per
 
 
@@ -161,19 +189,20 @@ class RecomputedRenderer(TileRenderer):
     ND = f.d.arg[1] if f.d is not None else 1
     spad, dpad = -(-S // nr) * nr, -(-ND // nr) * nr
     ntile = -(-NR_ // self.mr)
+    columns = [o for o in f.outs if o.f is not None]
     for param in self.params: self.names[param] = f"%p{param.arg[0]}"
-    heap = 4 * (sum(p.k.arg[1] for p in f.products) * spad + (spad * dpad if f.f is not None else 0)) > MAX_STACK_BYTES
+    heap = 4 * (sum(p.k.arg[1] for p in f.products) * spad + len(columns) * spad * dpad) > MAX_STACK_BYTES
     for n, p in enumerate(f.products):
       self.panel(f"%kt{n}", p.k.arg[1] * spad, heap)
       self.allocas.append(f"%ap{n} = alloca [{p.k.arg[1] * self.mr} x float], align 64")
     self.allocas += ["%packed = alloca i64", "store i64 -1, ptr %packed"]
-    if f.f is not None:
-      self.panel("%vp", spad * dpad, heap)
-      self.allocas += [f"%pt = alloca [{self.mr * nr} x float], align 64", f"%ot = alloca [{self.mr * dpad} x float], align 64"]
-    else: self.allocas.append(f"%lt = alloca [{self.mr * L} x float], align 64")
+    for n, o in enumerate(f.outs):
+      if o.f is not None:
+        self.panel(f"%vp{n}", spad * dpad, heap)
+        self.allocas += [f"%pt{n} = alloca [{self.mr * nr} x float], align 64", f"%ot{n} = alloca [{self.mr * dpad} x float], align 64"]
+      else: self.allocas.append(f"%lt{n} = alloca [{self.mr * L} x float], align 64")
     self.decls |= {f"declare {vt} @llvm.fmuladd.v{L}f32({vt}, {vt}, {vt})", f"declare float @llvm.vector.reduce.fadd.v{L}f32(float, {vt})",
                    f"declare float @llvm.vector.reduce.fmax.v{L}f32({vt})", f"declare {vt} @llvm.maxnum.v{L}f32({vt}, {vt})"}
-    identity = "0xFFF0000000000000" if f.is_max else "0.0"
     u = self.loop("u", "%start", "%end")
     bt, it = self.i64(f"udiv i64 {u}, {ntile}"), self.i64(f"urem i64 {u}, {ntile}")
     values = self.digits(bt, f.batch)
@@ -185,12 +214,13 @@ class RecomputedRenderer(TileRenderer):
       for r in range(self.mr):
         self.emit(f"store float {self._value(p.a, {**values, f.r: rows[r], p.k: kk})}, ptr {self.ptr(f'%ap{n}', self.add(self.mul(kk, self.mr), r))}")
       self.close(f"ak{n}")
-    if f.f is not None:
-      z = self.loop("oz", "0", str(self.mr * dpad // L))
-      self.emit(f"store {vt} zeroinitializer, ptr {self.ptr('%ot', self.mul(z, L))}, align 64")
-      self.close("oz")
-    else:
-      for r in range(self.mr): self.emit(f"store {vt} splat (float {identity}), ptr {self.ptr('%lt', r * L)}, align 64")
+    for n, o in enumerate(f.outs):
+      if o.f is not None:
+        z = self.loop(f"oz{n}", "0", str(self.mr * dpad // L))
+        self.emit(f"store {vt} zeroinitializer, ptr {self.ptr(f'%ot{n}', self.mul(z, L))}, align 64")
+        self.close(f"oz{n}")
+      else:
+        for r in range(self.mr): self.emit(f"store {vt} splat (float {o.identity}), ptr {self.ptr(f'%lt{n}', r * L)}, align 64")
     batch32 = {loop: (self.narrow(values[loop], loop), False) for loop in f.batch}
     rows32 = [self.narrow(r, f.r) for r in rows]
     sb = self.loop("sb", "0", str(spad // nr))
@@ -198,12 +228,12 @@ class RecomputedRenderer(TileRenderer):
     svec, valid = self.block_lanes(s0, f.s)
     printers = [Vector(self, f.s, valid[h]) for h in range(2)]
     def env(r: int, h: int) -> dict[UOp, tuple[str, bool]]: return {**batch32, f.r: (rows32[r], False), f.s: (svec[h], True)}
-    if f.gate is not None:
+    if (gate := f.gate) is not None:
       live = "0"
       self.decls.add(f"declare i1 @llvm.vector.reduce.or.v{L}i1(<{L} x i1>)")
       for r in range(self.mr):
         for h in range(2):
-          g, along = printers[h].run(f.gate, env(r, h))
+          g, along = printers[h].run(gate, env(r, h))
           g = g if along else printers[h].splat(g, dtypes.bool)
           if valid[h] is not None: g = self.i64(f"and <{L} x i1> {g}, {valid[h]}")
           live = self.i64(f"or i1 {live}, {self.i64(f'call i1 @llvm.vector.reduce.or.v{L}i1(<{L} x i1> {g})')}")
@@ -213,29 +243,33 @@ class RecomputedRenderer(TileRenderer):
     for r in range(self.mr):
       for h in range(2):
         given = {**env(r, h), **{p.stand: (tiles[n][r][h], True) for n, p in enumerate(f.products)}}
-        t, along = printers[h].run(f.term, given)
-        if not along: t = self.splat_f(t)
-        if valid[h] is not None: t = self.i64(f"select <{L} x i1> {valid[h]}, {vt} {t}, {vt} splat (float {identity})")
-        if f.f is not None: self.emit(f"store {vt} {t}, ptr {self.ptr('%pt', r * nr + h * L)}, align 64")
-        else:
-          at = self.ptr("%lt", r * L)
-          acc = self.i64(f"load {vt}, ptr {at}, align 64")
-          new = self.i64(f"call {vt} @llvm.maxnum.v{L}f32({vt} {acc}, {vt} {t})") if f.is_max else self.i64(f"fadd {vt} {acc}, {t}")
-          self.emit(f"store {vt} {new}, ptr {at}, align 64")
-    if f.f is not None: self._value_tile(s0, dpad)
+        for n, o in enumerate(f.outs):
+          t, along = printers[h].run(o.term, given)
+          if not along: t = self.splat_f(t)
+          if valid[h] is not None: t = self.i64(f"select <{L} x i1> {valid[h]}, {vt} {t}, {vt} splat (float {o.identity})")
+          if o.f is not None: self.emit(f"store {vt} {t}, ptr {self.ptr(f'%pt{n}', r * nr + h * L)}, align 64")
+          else:
+            at = self.ptr(f"%lt{n}", r * L)
+            acc = self.i64(f"load {vt}, ptr {at}, align 64")
+            new = self.i64(f"call {vt} @llvm.maxnum.v{L}f32({vt} {acc}, {vt} {t})") if o.is_max else self.i64(f"fadd {vt} {acc}, {t}")
+            self.emit(f"store {vt} {new}, ptr {at}, align 64")
+    for n, o in enumerate(f.outs):
+      if o.f is not None: self._value_tile(n, s0, dpad)
     self.close("sb")
     nrows = self.min64(str(self.mr), self.i64(f"sub nsw i64 {NR_}, {i0}"))
     er = self.loop("er", "0", nrows)
     values[f.r] = self.add(i0, er)
-    total = ""
-    if f.f is None:
-      vec = self.i64(f"load {vt}, ptr {self.ptr('%lt', self.mul(er, L))}, align 64")
-      total = self.i64(f"call float @llvm.vector.reduce.fmax.v{L}f32({vt} {vec})") if f.is_max else \
+    totals = {}
+    for n, o in enumerate(f.outs):
+      if o.f is not None: continue
+      vec = self.i64(f"load {vt}, ptr {self.ptr(f'%lt{n}', self.mul(er, L))}, align 64")
+      totals[n] = self.i64(f"call float @llvm.vector.reduce.fmax.v{L}f32({vt} {vec})") if o.is_max else \
         self.i64(f"call reassoc float @llvm.vector.reduce.fadd.v{L}f32(float -0.0, {vt} {vec})")
     if f.d is not None: values[f.d] = self.loop("ec", "0", str(ND))
-    if f.f is not None:
-      total = self.i64(f"load float, ptr {self.ptr('%ot', self.add(self.mul(er, dpad), values[f.d] if f.d is not None else 0))}")
-    self._value(f.store, values, {f.red: total})
+    for n, o in enumerate(f.outs):
+      if o.f is not None:
+        totals[n] = self.i64(f"load float, ptr {self.ptr(f'%ot{n}', self.add(self.mul(er, dpad), values[f.d] if f.d is not None else 0))}")
+      self._value(o.store, values, {o.red: totals[n]})
     if f.d is not None: self.close("ec")
     self.close("er")
     self.close("u")
@@ -260,21 +294,23 @@ class RecomputedRenderer(TileRenderer):
         self.emit(f"store float 0.0, ptr {self.ptr(f'%kt{n}', slot(zs, zk))}")
         self.close(f"zk{n}", vectorize=False)
         self.close(f"zs{n}", vectorize=False)
-    if f.f is None or f.d is None: return
+    if f.d is None: return
     ND = f.d.arg[1]
-    vs = self.loop("vs", "0", str(S))
-    vd = self.loop("vd", "0", str(ND))
-    self.emit(f"store float {self._value(f.f, {**values, f.s: vs, f.d: vd})}, ptr {self.ptr('%vp', self.add(self.mul(vs, dpad), vd))}")
-    self.close("vd")
-    if dpad > ND:
-      vz = self.loop("vz", str(ND), str(dpad))
-      self.emit(f"store float 0.0, ptr {self.ptr('%vp', self.add(self.mul(vs, dpad), vz))}")
-      self.close("vz", vectorize=False)
-    self.close("vs")
-    if spad > S:
-      wz = self.loop("wz", str(S * dpad), str(spad * dpad))
-      self.emit(f"store float 0.0, ptr {self.ptr('%vp', wz)}")
-      self.close("wz")
+    for n, o in enumerate(f.outs):
+      if o.f is None: continue
+      vs = self.loop(f"vs{n}", "0", str(S))
+      vd = self.loop(f"vd{n}", "0", str(ND))
+      self.emit(f"store float {self._value(o.f, {**values, f.s: vs, f.d: vd})}, ptr {self.ptr(f'%vp{n}', self.add(self.mul(vs, dpad), vd))}")
+      self.close(f"vd{n}")
+      if dpad > ND:
+        vz = self.loop(f"vz{n}", str(ND), str(dpad))
+        self.emit(f"store float 0.0, ptr {self.ptr(f'%vp{n}', self.add(self.mul(vs, dpad), vz))}")
+        self.close(f"vz{n}", vectorize=False)
+      self.close(f"vs{n}")
+      if spad > S:
+        wz = self.loop(f"wz{n}", str(S * dpad), str(spad * dpad))
+        self.emit(f"store float 0.0, ptr {self.ptr(f'%vp{n}', wz)}")
+        self.close(f"wz{n}")
 
   def _score_tile(self, n: int, s0: str) -> list[list[str]]:
     """Product sum n's MR x NR values for this block: sum over k of a broadcast ap[k, r] times the packed b's two vectors."""
@@ -297,32 +333,32 @@ class RecomputedRenderer(TileRenderer):
     self.label(f"{loop}.exit")
     return [[f"{acc[r][h]}.n" for h in range(2)] for r in range(self.mr)]
 
-  def _value_tile(self, s0: str, dpad: int) -> None:
-    """The accumulators (ot, MR x dpad) plus this block's terms (pt, MR x NR) times F's panel rows."""
+  def _value_tile(self, n: int, s0: str, dpad: int) -> None:
+    """Output n's accumulators (ot, MR x dpad) plus this block's terms (pt, MR x NR) times its F's panel rows."""
     L, vt = self.lanes, f"<{self.lanes} x float>"
     nr = 2 * L
-    dp = self.loop("dp", "0", str(dpad // nr))
+    dp = self.loop(f"dp{n}", "0", str(dpad // nr))
     col = self.mul(dp, nr)
-    slots = [[self.ptr("%ot", self.add(col, r * dpad + h * L)) for h in range(2)] for r in range(self.mr)]
+    slots = [[self.ptr(f'%ot{n}', self.add(col, r * dpad + h * L)) for h in range(2)] for r in range(self.mr)]
     start = [[self.i64(f"load {vt}, ptr {slots[r][h]}, align 64") for h in range(2)] for r in range(self.mr)]
-    pred = self.block
-    self.emit("br label %pv.body")
-    self.label("pv.body")
-    self.emit(f"%pv = phi i64 [0, %{pred}], [%pv.next, %pv.body]")
-    acc = [[f"%o.{r}.{h}" for h in range(2)] for r in range(self.mr)]
+    pred, loop = self.block, f"pv{n}"
+    self.emit(f"br label %{loop}.body")
+    self.label(f"{loop}.body")
+    self.emit(f"%{loop} = phi i64 [0, %{pred}], [%{loop}.next, %{loop}.body]")
+    acc = [[f"%o{n}.{r}.{h}" for h in range(2)] for r in range(self.mr)]
     for r in range(self.mr):
-      for h in range(2): self.emit(f"{acc[r][h]} = phi {vt} [{start[r][h]}, %{pred}], [{acc[r][h]}.n, %pv.body]")
-    row = self.add(self.mul(self.add(s0, "%pv"), dpad), col)
-    vvec = [self.i64(f"load {vt}, ptr {self.ptr('%vp', self.add(row, h * L))}, align 64") for h in range(2)]
+      for h in range(2): self.emit(f"{acc[r][h]} = phi {vt} [{start[r][h]}, %{pred}], [{acc[r][h]}.n, %{loop}.body]")
+    row = self.add(self.mul(self.add(s0, f"%{loop}"), dpad), col)
+    vvec = [self.i64(f"load {vt}, ptr {self.ptr(f'%vp{n}', self.add(row, h * L))}, align 64") for h in range(2)]
     for r in range(self.mr):
-      w = self.splat_f(self.i64(f"load float, ptr {self.ptr('%pt', self.add('%pv', r * nr))}"))
+      w = self.splat_f(self.i64(f"load float, ptr {self.ptr(f'%pt{n}', self.add(f'%{loop}', r * nr))}"))
       for h in range(2): self.emit(f"{acc[r][h]}.n = call {vt} @llvm.fmuladd.v{L}f32({vt} {w}, {vt} {vvec[h]}, {vt} {acc[r][h]})")
-    self.emit("%pv.next = add nsw i64 %pv, 1")
-    self.emit(f"br i1 {self.i64(f'icmp slt i64 %pv.next, {nr}')}, label %pv.body, label %pv.exit")
-    self.label("pv.exit")
+    self.emit(f"%{loop}.next = add nsw i64 %{loop}, 1")
+    self.emit(f"br i1 {self.i64(f'icmp slt i64 %{loop}.next, {nr}')}, label %{loop}.body, label %{loop}.exit")
+    self.label(f"{loop}.exit")
     for r in range(self.mr):
       for h in range(2): self.emit(f"store {vt} {acc[r][h]}.n, ptr {slots[r][h]}, align 64")
-    self.close("dp")
+    self.close(f"dp{n}")
 
 
 def render_recomputed(name: str, f: Recomputed, params: list[UOp]) -> str:
@@ -330,4 +366,4 @@ def render_recomputed(name: str, f: Recomputed, params: list[UOp]) -> str:
   return RecomputedRenderer(name, f, params).render()
 
 
-__all__ = ["Recomputed", "match_recomputed", "render_recomputed", "describe_recomputed", "recomputed_tiles", "recomputed_flops"]
+__all__ = ["Recomputed", "RecomputedOut", "match_recomputed", "render_recomputed", "describe_recomputed", "recomputed_tiles", "recomputed_flops"]

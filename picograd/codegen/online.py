@@ -171,4 +171,30 @@ def identity_gates(u: UOp, zero: bool, products: set[UOp]) -> list[UOp]:
   return []
 
 
-__all__ = ["online_softmax", "MAX_COLUMNS", "identity_gates"]
+def outer_sum(value: UOp) -> UOp | None:
+  """The one reduction of `value` that reads another (the sum over s of terms built from product sums), or None."""
+  outer = [n for n in toposort([value]) if n.op is Ops.REDUCE and any(x.op is Ops.REDUCE for x in toposort([n.src[0]]))]
+  return outer[0] if len(outer) == 1 and len(outer[0].src) == 2 else None
+
+
+def one_loop(sink: UOp) -> UOp | None:
+  """A kernel of several stores (dK and dV: engine/schedule.py merges the reductions over one recomputed product) with the
+  stores' sums over one loop s, and equal product sums (the same factors over their own loops k) as one node; None where
+  the stores' sums run over loops of different sizes."""
+  outers = [outer_sum(st.src[2]) for st in sink.src]
+  if any(o is None for o in outers): return None
+  s = outers[0].src[1]  # type: ignore[union-attr]
+  if any(o.src[1].arg[1] != s.arg[1] for o in outers): return None  # type: ignore[union-attr]
+  sink = substitute(sink, {o.src[1]: s for o in outers[1:]})  # type: ignore[union-attr]
+  firsts: list[UOp] = []
+  same: dict[UOp, UOp] = {}
+  for n in toposort([sink]):
+    if n.op is not Ops.REDUCE or len(n.src) != 2 or any(x.op is Ops.REDUCE for x in toposort([n.src[0]])): continue
+    match = next((m for m in firsts if m.arg is n.arg and m.src[1].arg[1] == n.src[1].arg[1]
+                  and substitute(n.src[0], {n.src[1]: m.src[1]}) is m.src[0]), None)
+    if match is None: firsts.append(n)
+    else: same[n] = match
+  return substitute(sink, same) if same else sink
+
+
+__all__ = ["online_softmax", "MAX_COLUMNS", "identity_gates", "outer_sum", "one_loop"]

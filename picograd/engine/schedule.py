@@ -643,8 +643,8 @@ def _kernel_ast(roots: tuple[UOp, ...], boundaries: set[UOp], where: dict[UOp, B
 
 
 def _groups_recomputed(kind: str) -> bool:
-  """Whether sums over one recomputed product share a kernel on this device: CUDA's recomputed and flash plans take several
-  (dK with dV, O with its row statistics); the CPU's flash renderer (codegen/cpu_flash.py) O with its row max and sum."""
+  """Whether sums over one recomputed product share a kernel on this device: CUDA's flash and recomputed plans, and the
+  CPU's flash renderers (codegen/cpu_flash.py: O with its row max and sum; cpu_flash_bwd.py: dK with dV), take several."""
   return _on_cuda(kind) or kind == "CPU"
 
 
@@ -678,7 +678,7 @@ def _merge_outputs(kernels: list[KernelSpec], computed: list[tuple[UOp, ...]], r
   reductions = {i: (red, (k.device, computed[i][0].tshape), frozenset(n for n in k.nodes if n.op is Ops.REDUCE and n is not red))
                 for i, k in enumerate(kernels) if len(computed[i]) == 1 and _groups_recomputed(k.device.split(":")[0])
                 and (red := _outer_sum(computed[i][0])) is not None and red in k.nodes}
-  groups += recomputed_groups(reductions, deps, groups, _one_pass, _on_cuda)
+  groups += recomputed_groups(reductions, deps, groups, _one_pass)
   if not groups: return kernels, computed, reads
   out_kernels, out_computed, out_reads = [], [], []
   merged = {i: g for g in groups for i in g}

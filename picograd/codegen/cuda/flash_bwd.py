@@ -24,7 +24,7 @@ recognizes it, `map_recomputed` writes it with the ops of the forward's flash pl
 - after the loop each lane's values go through the kernel's stored expression (rows g, g + 8; columns 2t, 2t + 1 of each 8).
 
 A kernel may store several such sums over the same s and the same product sums (engine/outputs.py `recomputed_groups`: dK
-and dV, FlashAttention-2's backward): lowered separately, their loops s and equal product sums are made one (`_one_loop`),
+and dV, FlashAttention-2's backward): lowered separately, their loops s and equal product sums are made one (`online.one_loop`),
 the products are computed once per tile, and each output has its term, its F tile and its accumulators.
 
 Where T is the identity wherever a positional gate s <= f(r) (the forward's and dQ's causal mask) or s >= f(r) (dK's and
@@ -43,7 +43,7 @@ from picograd.ir.ops import UOp, Ops, toposort, graph_rewrite, substitute
 from picograd.ir.symbolic import symbolic
 from picograd.codegen.cuda.flash import BM, BN, INT, HALVES, _put, _clamp, _threads, _width, _tile, _loops, _half_product, _uncast, \
   mma_chains, packed_products, causal_bound, row_tiles_in_order, split_at_diagonal
-from picograd.codegen.online import identity_gates
+from picograd.codegen.online import identity_gates, one_loop, outer_sum
 from picograd.codegen.cuda.analysis import contiguous_in
 from picograd.codegen.cuda.fast_math import exact, fast_terms, unrounded
 from picograd.codegen.cuda.mapping import digits, special
@@ -92,42 +92,16 @@ class RecomputedGPU:
     return first if all(o.bound == first for o in self.outs) else None
 
 
-def _outer(value: UOp) -> UOp | None:
-  """The one reduction of `value` that reads another (the sum over s of terms built from product sums), or None."""
-  outer = [n for n in toposort([value]) if n.op is Ops.REDUCE and any(x.op is Ops.REDUCE for x in toposort([n.src[0]]))]
-  return outer[0] if len(outer) == 1 and len(outer[0].src) == 2 else None
-
-
-def _one_loop(sink: UOp) -> UOp | None:
-  """A kernel of several stores (dK and dV: engine/schedule.py merges the reductions over one recomputed product) with the
-  stores' sums over one loop s, and equal product sums (the same factors over their own loops k) as one node; None where
-  the stores' sums run over loops of different sizes."""
-  outers = [_outer(st.src[2]) for st in sink.src]
-  if any(o is None for o in outers): return None
-  s = outers[0].src[1]  # type: ignore[union-attr]
-  if any(o.src[1].arg[1] != s.arg[1] for o in outers): return None  # type: ignore[union-attr]
-  sink = substitute(sink, {o.src[1]: s for o in outers[1:]})  # type: ignore[union-attr]
-  firsts: list[UOp] = []
-  same: dict[UOp, UOp] = {}
-  for n in toposort([sink]):
-    if n.op is not Ops.REDUCE or len(n.src) != 2 or any(x.op is Ops.REDUCE for x in toposort([n.src[0]])): continue
-    match = next((m for m in firsts if m.arg is n.arg and m.src[1].arg[1] == n.src[1].arg[1]
-                  and substitute(n.src[0], {n.src[1]: m.src[1]}) is m.src[0]), None)
-    if match is None: firsts.append(n)
-    else: same[n] = match
-  return substitute(sink, same) if same else sink
-
-
 def match_recomputed_cuda(sink: UOp, target: CUDATarget) -> RecomputedGPU | None:
   """The recomputed-score form of lowered kernel `sink` (module docstring) on a GPU with mma.sync (sm_80+), or None. A
   kernel of several stores (each a sum over the same s of terms of the same product sums) is one pass with an output each."""
   if target.cc < 80 or any(st.op is not Ops.STORE or len(st.src) != 3 for st in sink.src): return None
   if len(sink.src) > 1:
-    if (unified := _one_loop(sink)) is None: return None
+    if (unified := one_loop(sink)) is None: return None
     sink = unified
   nodes = toposort([sink])
   if any(n.op is Ops.CHECK for n in nodes): return None
-  reds = [_outer(st.src[2]) for st in sink.src]
+  reds = [outer_sum(st.src[2]) for st in sink.src]
   if any(red is None or red.arg not in (Ops.ADD, Ops.MAX) or red.dtype != dtypes.float32 for red in reds): return None
   s = reds[0].src[1]  # type: ignore[union-attr]
   inner = [n for n in nodes if n.op is Ops.REDUCE and n not in reds]
