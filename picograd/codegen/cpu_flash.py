@@ -29,7 +29,8 @@ codegen/cpu_gemm.py writes a matrix product:
   where the score is where(gate, ..., -inf) with a gate that does not read the product (causal, a bool mask), a block
   where the gate holds nowhere skips its scores too;
 - after the last block each row's values replace the max and the sums in the stored expression, printed by the LLVM
-  renderer per output (a row that is all -inf gives NaN, as the stored softmax does).
+  renderer per output (a row that is all -inf gives NaN, as the stored softmax does); row statistics stored beside the sum
+  (the max and the denominator that attention's backward reads: engine/outputs.py groups them) are printed once a row.
 
 No T x T buffer exists; the outer loop the runtime splits across threads is batch x row tiles (each thread repacks when
 its batch changes). Kernels outside this form, or with elementwise work the vector printer does not cover (16-bit

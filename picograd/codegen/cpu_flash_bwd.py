@@ -6,7 +6,9 @@ computes them again. Lowered, such a kernel stores a value built from one reduct
     R(r, d) = sum_s T(r, s) * F(s, d)      or      R(r) = sum_s T(r, s),  max_s T(r, s)
     T = E(P_1, ..., P_m, r, s)             P_n = sum_k a_n(r, k) * b_n(s, k)     (short product sums, recomputed)
 
-(O = sum_j P_ij v_jd, dV_j = sum_i P_ij dO_i, dQ and dK with T = dS, the row max and sum). `match_recomputed` recognizes
+(O = sum_j P_ij v_jd, dV_j = sum_i P_ij dO_i, dQ and dK with T = dS, the row max and sum), or several such values over one
+s and the same product sums (dK and dV: engine/outputs.py recomputed_groups; each its own T, F and accumulators, the
+product tiles computed once a block). `match_recomputed` recognizes
 every such kernel: factors of the reduction's term that vary along d (a row of v, of k, of dO, of q) form F, the rest T;
 each product sum's factors split into a (along the output rows r) and b (along s). `render_recomputed` writes it the way
 codegen/cpu_flash.py writes the forward:
