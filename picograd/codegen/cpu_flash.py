@@ -380,22 +380,9 @@ class FlashRenderer(TileRenderer):
       self.emit(f"store float 0.0, ptr {self.ptr('%kt', slot(zj, zk))}")
       self.close("zk", vectorize=False)
       self.close("zj", vectorize=False)
-    ND = f.d.arg[1] if f.d is not None else 1
     for n, sm in enumerate(f.columns):
       assert sm.f is not None and f.d is not None
-      vj = self.loop(f"vj{n}", "0", str(T))
-      vd = self.loop(f"vd{n}", "0", str(ND))
-      self.emit(f"store float {self._value(sm.f, {**values, f.j: vj, f.d: vd})}, ptr {self.ptr(f'%vp{n}', self.add(self.mul(vj, dpad), vd))}")
-      self.close(f"vd{n}")
-      if dpad > ND:
-        vz = self.loop(f"vz{n}", str(ND), str(dpad))
-        self.emit(f"store float 0.0, ptr {self.ptr(f'%vp{n}', self.add(self.mul(vj, dpad), vz))}")
-        self.close(f"vz{n}", vectorize=False)
-      self.close(f"vj{n}")
-      if tpad > T:
-        wz = self.loop(f"wz{n}", str(T * dpad), str(tpad * dpad))
-        self.emit(f"store float 0.0, ptr {self.ptr(f'%vp{n}', wz)}")
-        self.close(f"wz{n}")
+      self.pack_panel(f"%vp{n}", sm.f, values, f.j, f.d, tpad, dpad, str(n))
 
   def _score_tile(self, j0: str) -> list[list[str]]:
     """The MR x NR product sums of this block: sum over k of a broadcast ap[k, r] times the packed b's two vectors at k."""

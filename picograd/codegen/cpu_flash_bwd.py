@@ -296,23 +296,8 @@ class RecomputedRenderer(TileRenderer):
         self.emit(f"store float 0.0, ptr {self.ptr(f'%kt{n}', slot(zs, zk))}")
         self.close(f"zk{n}", vectorize=False)
         self.close(f"zs{n}", vectorize=False)
-    if f.d is None: return
-    ND = f.d.arg[1]
     for n, o in enumerate(f.outs):
-      if o.f is None: continue
-      vs = self.loop(f"vs{n}", "0", str(S))
-      vd = self.loop(f"vd{n}", "0", str(ND))
-      self.emit(f"store float {self._value(o.f, {**values, f.s: vs, f.d: vd})}, ptr {self.ptr(f'%vp{n}', self.add(self.mul(vs, dpad), vd))}")
-      self.close(f"vd{n}")
-      if dpad > ND:
-        vz = self.loop(f"vz{n}", str(ND), str(dpad))
-        self.emit(f"store float 0.0, ptr {self.ptr(f'%vp{n}', self.add(self.mul(vs, dpad), vz))}")
-        self.close(f"vz{n}", vectorize=False)
-      self.close(f"vs{n}")
-      if spad > S:
-        wz = self.loop(f"wz{n}", str(S * dpad), str(spad * dpad))
-        self.emit(f"store float 0.0, ptr {self.ptr(f'%vp{n}', wz)}")
-        self.close(f"wz{n}")
+      if o.f is not None and f.d is not None: self.pack_panel(f"%vp{n}", o.f, values, f.s, f.d, spad, dpad, str(n))
 
   def _score_tile(self, n: int, s0: str) -> list[list[str]]:
     """Product sum n's MR x NR values for this block: sum over k of a broadcast ap[k, r] times the packed b's two vectors."""

@@ -45,6 +45,24 @@ class TileRenderer(GemmRenderer):
     self.emit("br label %packed.ok")
     self.label("packed.ok")
 
+  def pack_panel(self, buf: str, value: UOp, values: dict[UOp, str], s: UOp, d: UOp, spad: int, dpad: int, tag: str) -> None:
+    """`value` (along s and d: a row of v, of k, of dO, of q) into buf[s * dpad + d] for the weighted sums' tiles to read a
+    block's rows at unit stride; zeros past s's and d's ends. `tag` keeps the loops' labels apart."""
+    S, ND = s.arg[1], d.arg[1]
+    vs = self.loop(f"vs{tag}", "0", str(S))
+    vd = self.loop(f"vd{tag}", "0", str(ND))
+    self.emit(f"store float {self._value(value, {**values, s: vs, d: vd})}, ptr {self.ptr(buf, self.add(self.mul(vs, dpad), vd))}")
+    self.close(f"vd{tag}")
+    if dpad > ND:
+      vz = self.loop(f"vz{tag}", str(ND), str(dpad))
+      self.emit(f"store float 0.0, ptr {self.ptr(buf, self.add(self.mul(vs, dpad), vz))}")
+      self.close(f"vz{tag}", vectorize=False)
+    self.close(f"vs{tag}")
+    if spad > S:
+      wz = self.loop(f"wz{tag}", str(S * dpad), str(spad * dpad))
+      self.emit(f"store float 0.0, ptr {self.ptr(buf, wz)}")
+      self.close(f"wz{tag}")
+
   def block_lanes(self, first: str, loop: UOp) -> tuple[list[str], list[str | None]]:
     """`loop`'s values in the two vectors of a block of it starting at `first` (an i64), and which lanes are inside the loop
     (None when every block is whole)."""
