@@ -106,13 +106,13 @@ def test_backward_has_no_score_buffer(device, name):
     if device == "CPU":
       # every kernel that recomputes scores renders them as register tiles (codegen/cpu_flash_bwd.py); passes are shared
       # (engine/outputs.py recomputed_groups): the rows' max and sum (the flash renderer stores the max beside the sum),
-      # and dK with dV (one kernel of two outputs)
-      assert len(steps) == 5 and sum(_is_tiled(s) for s in steps) == 4 and _stores_statistics(steps) == 1
-      assert sum(any("2 outputs" in o for o in s.kernel.opts) for s in steps if s.kernel is not None) == 1
+      # and sums over either axis of one product (dQ beside dK; here dO is given, so O and dV too)
+      assert len(steps) == 4 and sum(_is_tiled(s) for s in steps) == 3 and _stores_statistics(steps) == 1
+      assert sum(any("crosswise" in o for o in s.kernel.opts) for s in steps if s.kernel is not None) == 2
   if device == "CPU":
     with Context(RECOMPUTE_MIN=0, ONLINE_SOFTMAX_MIN=0):  # scores this small in one online pass: O joins them
       steps = _grad_steps(device, ATTENTIONS[name])
-      assert len(steps) == 4 and sum(_is_tiled(s) for s in steps) == 3 and _stores_statistics(steps) == 2
+      assert len(steps) == 3 and sum(_is_tiled(s) for s in steps) == 2 and _stores_statistics(steps) == 2
   with Context(RECOMPUTE_MIN=B * H * T * T + 1):  # below the flag's size: stored
     assert any(b.size == B * H * T * T for s in _grad_steps(device, ATTENTIONS[name]) for b in s.buffers)
 
@@ -173,7 +173,7 @@ def test_causal_blocks_are_skipped_under_dropout():
   recomputing = [s for s in steps if s.kernel is not None and any(o.startswith("recomputed scores") for o in s.kernel.opts)]
   asts = [key[0] for s in recomputing for key, k in _kernels.items() if k is s.kernel]
   matched = [match_recomputed(lower_kernel(ast)) for ast in asts]
-  assert len(matched) >= 3 and all(f is not None and f.gate is not None for f in matched)
+  assert len(matched) >= 2 and all(f is not None and f.gate is not None for f in matched)
   assert all(not any(n.op is Ops.LOAD for n in toposort([f.gate])) for f in matched if f is not None and f.gate is not None)
 
 
@@ -191,6 +191,21 @@ def test_odd_shapes_and_grouped_heads_match_torch(device):
       xs = [Tensor(a, device=device, requires_grad=True) for a in (q, k, v)]
       out = fn(*xs, Tensor(mask, device=device))
       assert sum(_is_tiled(s) for s in picograd.schedule(*out.sum().gradient(*xs))) >= 3
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dq_shares_the_pass_of_dk_and_dv(device, causal):
+  """On the CPU dQ (a sum over the keys) joins dK and dV (sums over the queries) in one pass over the recomputed scores:
+  each tile of keys adds its share into a buffer of the head's dQ (codegen/cpu_flash_bwd.py, crosswise). 41 queries and
+  keys (a partial tile of rows and block of keys), head size 12 (a partial vector), against PyTorch."""
+  fn = lambda q, k, v: q.scaled_dot_product_attention(k, v, is_causal=causal)
+  arrays = [rand((2, 3, 41, 12), seed=i) for i in range(3)]
+  with Context(RECOMPUTE_MIN=0, ONLINE_SOFTMAX_MIN=0):
+    assert_close_to_torch(fn, arrays, device=device, torch_fn=lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+    if device == "CPU":
+      xs = [Tensor(a, device=device, requires_grad=True) for a in arrays]
+      steps = picograd.schedule(*fn(*xs).sum().gradient(*xs))
+      assert any("crosswise" in o for s in steps if s.kernel is not None for o in s.kernel.opts)
 
 
 def test_a_layer_product_is_stored(device):

@@ -154,17 +154,22 @@ def _summed_axis(red: UOp, product: UOp) -> int | None:
 
 
 def recomputed_groups(reductions: dict[int, tuple[UOp, tuple, frozenset[UOp]]], deps: list[set[int]], merged: list[list[int]],
-                      one_pass: Callable[[UOp, UOp, str], bool]) -> list[list[int]]:
+                      one_pass: Callable[[UOp, UOp, str], bool], crosswise: Callable[[str], bool]) -> list[list[int]]:
   """Groups of reduction kernels (by index) to compute in one pass over one recomputed product: `reductions[i]` = (the
   kernel's single-axis sum, its key (device, output shape), the reductions fused into it). Kernels join when they share a
-  fused product and sum it along the same axis (dK and dV over the queries; not dQ, over the keys), of one output shape,
-  and neither needs the other's result, directly or through other kernels (`merged`: the groups output_groups made, one
-  kernel each). A sum that reads the group's row statistics directly joins it too, of any shape, where `one_pass(statistic,
-  sum, device)` says a running max computes them together (softmax's row sum of exps beside its max; the weighted sum O = P @ v
-  beside both: the flash plans). `deps[i]`: the kernels i must run after."""
+  fused product and sum it along the same axis (dK and dV over the queries), of one output shape, and neither needs the
+  other's result, directly or through other kernels (`merged`: the groups output_groups made, one kernel each); where
+  `crosswise(device)`, also a sum along its other axis (dQ over the keys: its plan adds each tile's share into a buffer
+  of the whole output). A sum that reads the group's row statistics directly joins it too, of any shape, where
+  `one_pass(statistic, sum, device)` says a running max computes them together (softmax's row sum of exps beside its max;
+  the weighted sum O = P @ v beside both: the flash plans). `deps[i]`: the kernels i must run after."""
   def along(i: int, products: frozenset[UOp]) -> set[tuple[UOp, int]]:
     red = reductions[i][0]
     return {(p, a) for p in products if (a := _summed_axis(red, p)) is not None}
+  def meets(m: int, j: int, key: tuple) -> bool:
+    shared = reductions[j][2] & reductions[m][2]
+    mine, theirs = along(m, shared), along(j, shared)
+    return bool(mine & theirs) or (reductions[m][1] == key and crosswise(key[0]) and any(p is q for p, _ in mine for q, _ in theirs))
   groups = _Groups(len(deps), deps)
   for group in merged:
     for m in group[1:]: groups.join(m, group[0])
@@ -175,7 +180,7 @@ def recomputed_groups(reductions: dict[int, tuple[UOp, tuple, frozenset[UOp]]], 
       members = groups.members[g]
       reads_all = all(m in deps[j] and one_pass(reductions[m][0], red, key[0]) for m in members)
       if reductions[g][1] != key and not (reductions[g][1][0] == key[0] and reads_all): continue
-      if not all(along(m, fused & reductions[m][2]) & along(j, fused & reductions[m][2]) for m in members): continue
+      if not all(meets(m, j, key) for m in members): continue
       if any((m in deps[j] and not one_pass(reductions[m][0], red, key[0])) or j in deps[m] for m in members): continue
       if groups.path_through_others([j], members) or groups.path_through_others(members, [j]): continue
       groups.join(j, g)

@@ -648,13 +648,21 @@ def _groups_recomputed(kind: str) -> bool:
   return _on_cuda(kind) or kind == "CPU"
 
 
-def _one_pass(statistic: UOp, r: UOp, kind: str) -> bool:
-  """May sum `r` run in one pass with the row statistic it reads (engine/outputs.py recomputed_groups) on device `kind`? A
+def _crosswise(device: str) -> bool:
+  """Whether a sum along a recomputed product's other axis may share its pass (dQ with dK and dV): the CPU's renderer adds
+  each row tile's share into a buffer of the whole output, one thread a head (codegen/cpu_flash_bwd.py). CUDA's plan would
+  need atomic adds (FlashAttention-2's dQ), which it does not have."""
+  kind = device.split(":")[0]
+  return kind == "CPU" and not _on_cuda(kind)
+
+
+def _one_pass(statistic: UOp, r: UOp, device: str) -> bool:
+  """May sum `r` run in one pass with the row statistic it reads (engine/outputs.py recomputed_groups) on `device`? A
   sum of exps of the scores minus their max (softmax's denominator) with the max; a weighted sum with the max and the
   denominator where the online rule takes it: on CUDA of the flash plan's form (`online_fusion.tensor_core_form`: no
   dropout mask on the weights), on the CPU any (codegen/cpu_flash.py)."""
   if r.arg[0] is not Ops.ADD: return False
-  cuda = _on_cuda(kind)
+  cuda = _on_cuda(device.split(":")[0])
   if statistic.arg[0] is Ops.MAX and r.tshape == statistic.tshape: return exp_factor_reads(r.src[0], statistic, casts=cuda)
   found = group_of(r, casts=cuda)
   return found is not None and statistic in found[0] and (not cuda or tensor_core_form(r, found[0][0]))
@@ -669,16 +677,17 @@ def _outer_sum(root: UOp) -> UOp | None:
 def _merge_outputs(kernels: list[KernelSpec], computed: list[tuple[UOp, ...]], reads: list[set[UOp]], deps: list[set[int]],
                    boundaries: set[UOp], where: dict[UOp, Binding]) -> tuple[list[KernelSpec], list[tuple[UOp, ...]], list[set[UOp]]]:
   """The kernels with the groups `engine/outputs.py:output_groups` picks (elementwise kernels of one loop shape) and, on
-  CUDA, `recomputed_groups` (sums over one recomputed product along the same axis: attention's dK and dV) merged into one
-  kernel each, which stores all of their outputs. `deps`: `_dependences` of the kernels."""
+  CUDA and the CPU, `recomputed_groups` (sums over one recomputed product along the same axis: attention's dK and dV; O
+  with its row statistics) merged into one kernel each, which stores all of their outputs. `deps`: `_dependences` of
+  the kernels."""
   candidates = {i: Candidate(computed[i][0], (k.device, computed[i][0].tshape), k.nodes, frozenset(reads[i]), k.bindings[0])
                 for i, k in enumerate(kernels) if mergeable(k.ast, k.device, computed[i][0], k.nodes, reads[i])}
   groups = [g for g in output_groups(candidates, deps) if len(g) > 1]
-  # sums over one recomputed product (the CUDA plan maps several in one pass): a kernel of one output, a single-axis sum
+  # sums over one recomputed product (`_groups_recomputed`: mapped in one pass): a kernel of one output, a single-axis sum
   reductions = {i: (red, (k.device, computed[i][0].tshape), frozenset(n for n in k.nodes if n.op is Ops.REDUCE and n is not red))
                 for i, k in enumerate(kernels) if len(computed[i]) == 1 and _groups_recomputed(k.device.split(":")[0])
                 and (red := _outer_sum(computed[i][0])) is not None and red in k.nodes}
-  groups += recomputed_groups(reductions, deps, groups, _one_pass)
+  groups += recomputed_groups(reductions, deps, groups, _one_pass, _crosswise)
   if not groups: return kernels, computed, reads
   out_kernels, out_computed, out_reads = [], [], []
   merged = {i: g for g in groups for i in g}
