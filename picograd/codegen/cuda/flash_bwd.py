@@ -173,6 +173,14 @@ def _splits_at_diagonal(fr: RecomputedGPU) -> bool:
   return fr.bound is not None and all(o.gate is not None for o in fr.outs) and (fr.bound[0] == "upto" or len(fr.products) > 1)
 
 
+def _float32_products(term: UOp, fr: RecomputedGPU) -> UOp:
+  """`term` with each product sum read as the tensor cores' float32 sum where the graph rounds it to 16 bits first (dP =
+  dO . v, the gradient of autocast's 16-bit P @ v), as FlashAttention keeps dP: more precise, and no conversion per value."""
+  sums = {p.node for p in fr.products}
+  return substitute(term, {n: n.src[0].src[0] for n in toposort([term]) if n.op is Ops.CAST and n.dtype == dtypes.float32
+                           and n.src[0].op is Ops.CAST and n.src[0].dtype == fr.half and n.src[0].src[0] in sums})
+
+
 def s_tile(fr: RecomputedGPU) -> int: return BN if len(fr.products) == 1 else TWO_PRODUCTS_S_TILE
 
 
@@ -289,12 +297,12 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   def terms(o: RecomputedOut) -> dict[tuple[int, int], UOp]:
     """(8-wide tile n of s, q) -> output o's T at the lane value."""
     identity = UOp.const(dtypes.float32, 0.0 if o.red.arg is Ops.ADD else -math.inf)
-    term = graph_rewrite(o.term, fast_terms)
+    term = graph_rewrite(_float32_products(o.term, fr), fast_terms)
     if o.f is not None: term = unrounded(term, h)
     # inside the causal bound (the first part of a split loop) the term without its gate
     inner = None
     if len(st.src) == 2 and o.gate is not None:
-      inner = graph_rewrite(graph_rewrite(substitute(o.term, {o.gate: UOp.const(dtypes.bool, True)}), symbolic), fast_terms)
+      inner = graph_rewrite(graph_rewrite(substitute(_float32_products(o.term, fr), {o.gate: UOp.const(dtypes.bool, True)}), symbolic), fast_terms)
       if o.f is not None: inner = unrounded(inner, h)
     values = {}
     for n8 in range(bn // 8):
