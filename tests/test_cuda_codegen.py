@@ -226,6 +226,30 @@ def test_async_stages_emulated(transposed, monkeypatch):
   assert any("3 shared-memory stages" in o for k in _kernels.values() for o in k.opts)
 
 
+def test_emulated_copies_land_at_their_wait(monkeypatch):
+  """EMULATE=CUDA lands a cp.async copy only at the wait that covers it (codegen/python.py `_barrier`), the latest a GPU
+  may: the 3-stage pipeline is right as planned, and wrong when every wait leaves one more group in flight (a stage read
+  before its copy lands)."""
+  import picograd.codegen.cuda.plan as plan
+  import picograd.codegen.python as python_renderer
+  from picograd.engine.compile import _kernels
+  from picograd.ir.ops import UOp, Ops
+  monkeypatch.setattr(plan, "ASYNC_MIN_STEPS", 1)
+  monkeypatch.setattr(plan, "MMA_STEP", 32)
+  a, b = rnd(144, 200, dtype=np.float16), rnd(200, 136, dtype=np.float16)
+  want = a.astype(np.float32) @ b.astype(np.float32)
+  def product() -> np.ndarray:
+    _kernels.clear()
+    with Context(EMULATE="CUDA", CACHE=0): return (Tensor(a, device="PYTHON") @ Tensor(b, device="PYTHON")).numpy().astype(np.float32)
+  np.testing.assert_allclose(product(), want, rtol=2e-2, atol=2e-2)
+  render = python_renderer.render_python
+  def one_group_short(name, program):
+    return render(name, [UOp(u.op, u.dtype, u.src, ("wait", u.arg[1] + 1)) if u.op is Ops.BARRIER and isinstance(u.arg, tuple)
+                         and u.arg[0] == "wait" else u for u in program])
+  monkeypatch.setattr(python_renderer, "render_python", one_group_short)
+  assert not np.allclose(product(), want, rtol=2e-2, atol=2e-2)
+
+
 @pytest.mark.parametrize("transposed", [False, True])
 def test_tf32_plan_emulated(transposed):
   """TF32 tensor-core tiles run under EMULATE=CUDA: operands rounded to 10-bit mantissas, float32 sums."""

@@ -9,7 +9,8 @@ array of one) as a last argument `err`.
 It also runs kernels mapped onto a GPU (codegen/cuda/mapping.py), every thread at once: a SPECIAL (block or thread
 index) is one more broadcast axis, a GROUP_REDUCE reduces groups of neighbouring threads along the thread axis, a
 GUARD masks what later loads read and stores write, 16-byte loads are four (or eight) loads, shared memory has one array per
-block, barriers are implicit (each statement runs for all threads before the next) and an ATOMIC_ADD serves the
+block, barriers are implicit (each statement runs for all threads before the next), a cp.async copy lands at the wait
+that covers it (as late as a GPU may: a read of its slot before then sees the old contents), an ATOMIC_ADD serves the
 threads in index order, and an MMA (WGMMA) computes each lane's outputs from the shared tiles its FRAGMENTs name. A loop that
 holds a BARRIER (a matrix product's k-steps, which reuse their shared-memory tiles) runs as a Python loop, one
 iteration at a time; its accumulators add each iteration's part. Tests use it to check the GPU mapping passes with no GPU.
@@ -191,8 +192,8 @@ def _define_local(w: _Writer, u: UOp, v: str) -> str | None:
 
 
 def _async_copy(w: _Writer, u: UOp, v: str) -> str | None:
-  """An ASYNC_COPY done at once: the copy is complete by the time any later statement runs (a TMA box too: its mbarrier
-  waits are then no-ops, like every barrier here)."""
+  """An ASYNC_COPY: a cp.async copy's values are read now and written at the wait that covers it (`_barrier`); a TMA box
+  is copied at once (its mbarrier waits are then no-ops, like the block barriers here)."""
   if isinstance(u.arg, TensorMapSpec):
     local, idx, param, _, _, gate, *rest = u.src
     coords = ", ".join(w.names[c] for c in rest[:len(u.arg.dims)])
@@ -207,7 +208,17 @@ def _async_copy(w: _Writer, u: UOp, v: str) -> str | None:
     # zeros where the gate is false; nothing at all for threads not running (a GUARD, a block past its loop's count)
     value = f"np.where({w.names[gate]}, load({buf}, {w.names[at]} + {q}), 0)"
     w.lines.append(f"  *at, val, ok = np.broadcast_arrays({_block_index(w)}, {w.names[idx]} + {q}, {value}, {w.alive})")
-    w.lines.append(f"  {w.names[local]}[tuple(a[ok] for a in at)] = val[ok]")
+    w.lines.append(f"  copies.append(({w.names[local]}, tuple(a[ok] for a in at), val[ok]))")
+  return None
+
+
+def _barrier(w: _Writer, u: UOp, v: str) -> str | None:
+  """Barriers are implicit (every statement runs for all threads before the next), but cp.async copies land only at the
+  wait that covers them (`copies` pending, `groups` committed): a read of their slot before that sees what was there."""
+  if u.arg == "commit": w.lines += ["  groups.append(copies)", "  copies = []"]
+  elif isinstance(u.arg, tuple) and u.arg[0] == "wait":
+    w.lines += [f"  for group in groups[:max(len(groups) - {u.arg[1]}, 0)]:", "    for local, at, val in group: local[at] = val",
+                f"  groups = groups[max(len(groups) - {u.arg[1]}, 0):]"]
   return None
 
 
@@ -234,7 +245,7 @@ def _wgmma(w: _Writer, u: UOp, v: str) -> str | None:
 
 # op -> fn(writer, instruction, its value's name) -> numpy expression for the value, or None when it wrote its own lines
 RULES: dict[Ops, Callable[[_Writer, UOp, str], str | None]] = {
-  Ops.PARAM: _param, Ops.ENDRANGE: lambda w, u, v: None, Ops.DEFINE_LOCAL: _define_local, Ops.BARRIER: lambda w, u, v: None,
+  Ops.PARAM: _param, Ops.ENDRANGE: lambda w, u, v: None, Ops.DEFINE_LOCAL: _define_local, Ops.BARRIER: _barrier,
   Ops.DEFINE_GLOBAL: lambda w, u, v: f"np.zeros({u.arg[1]}, {_np_dtype(u.dtype)})  # device scratch",
   Ops.ATOMIC_ADD: lambda w, u, v: f"atomic_add({', '.join(w.src(u)[:4])}, {_thread_extent(w)})",
   Ops.CONST: lambda w, u, v: f"{_np_dtype(u.dtype)}.type({u.arg!r})",
@@ -258,6 +269,7 @@ def render_python(name: str, program: list[UOp]) -> str:
   params = [u for u in program if u.op is Ops.PARAM]
   checked = any(u.op is Ops.CHECK for u in program)
   w.lines.append(f"def {name}({', '.join([f'p{p.arg[0]}' for p in params] + (['err'] if checked else []))}):")
+  w.lines += ["  copies, groups = [], []  # cp.async copies issued and committed, not yet landed (_barrier)"]
   for i, u in enumerate(program):
     if u.op not in RULES: raise NotImplementedError(f"PYTHON renderer has no rule for {u.op}")
     v = w.names[u] = f"v{i}"
