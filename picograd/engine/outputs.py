@@ -18,7 +18,8 @@ cycle), and a kernel that reads a buffer's old value never joins the group of th
 overwrites it (within one kernel the load could come after the store). Kernels with reductions are left
 alone (their loops are planned per output: GEMM tiles, row plans, split-K), except sums over one recomputed product
 (`recomputed_groups`): attention's dK and dV each sum a term of the scores q . k over the queries, and one kernel computes
-the scores once for both (FlashAttention-2's backward; codegen/cuda/flash_bwd.py maps a kernel of several such stores).
+the scores once for both (FlashAttention-2's backward; codegen/cuda/flash_bwd.py and codegen/cpu_flash_bwd.py map a kernel
+of several such stores; on the CPU dQ, a sum over the keys, joins them too).
 """
 from __future__ import annotations
 from dataclasses import dataclass
@@ -167,6 +168,7 @@ def recomputed_groups(reductions: dict[int, tuple[UOp, tuple, frozenset[UOp]]], 
     red = reductions[i][0]
     return {(p, a) for p in products if (a := _summed_axis(red, p)) is not None}
   def meets(m: int, j: int, key: tuple) -> bool:
+    """Do kernels m and j sum a product they both fuse along one axis (or, crosswise, along its two)?"""
     shared = reductions[j][2] & reductions[m][2]
     mine, theirs = along(m, shared), along(j, shared)
     return bool(mine & theirs) or (reductions[m][1] == key and crosswise(key[0]) and any(p is q for p, _ in mine for q, _ in theirs))
