@@ -37,7 +37,7 @@ from picograd.codegen.gemm_match import vector_lanes
 from picograd.codegen.cpu_flash import MR, MAX_STACK_BYTES, _SCORE, _loops, _has_reduce
 from picograd.codegen.cpu_tiles import TileRenderer
 from picograd.codegen.cpu_vector import Vector, vectorizable
-from picograd.codegen.online import _product, identity_gates, outer_sum
+from picograd.codegen.online import _product, identity_gates, outer_sum, inner_sums, product_key, merge_equal_sums
 from picograd.codegen.transcendental import transcendental_rules
 
 
@@ -110,25 +110,16 @@ def _qstride(spad: int) -> int:
 def _stand(n: int) -> UOp: return UOp(Ops.DEFINE_ACC, dtypes.float32, (), ("recomputed", n))
 
 
-def _inner_sums(value: UOp) -> list[UOp]: return [n for n in toposort([value]) if n.op is Ops.REDUCE and not _has_reduce(n.src[0])]
-
-
-def _product_key(p: UOp) -> tuple:
-  """Product sum `p` up to the name of its inner loop and the order of its factors."""
-  body = substitute(p.src[0], {p.src[1]: UOp(Ops.RANGE, p.src[1].dtype, (), (-1, p.src[1].arg[1], "reduce"))})
-  return (p.arg, frozenset(body.src) if body.op is Ops.MUL else frozenset([body]))
-
-
 def _oriented(sink: UOp) -> tuple[UOp, tuple[bool, ...]] | None:
   """`sink` with every store's sum over one loop s of terms of the same product sums (each one node), and which stores
   are crosswise: a store whose sum runs along the products' other axis (dQ beside dK and dV: lowered over the same loops,
   its sum runs over what is s to them and its rows are theirs) is renamed so that it sums over the rows' loop r and is
   stored along s. None where the stores do not fit that form."""
   outers = [outer_sum(st.src[2]) for st in sink.src]
-  if any(o is None or not _inner_sums(o.src[0]) for o in outers): return None
+  if any(o is None or not inner_sums(o.src[0]) for o in outers): return None
   s = outers[0].src[1]  # type: ignore[union-attr]
   glob = {n for n in toposort([sink]) if n.op is Ops.RANGE and n.arg[2] == "global"}
-  first = _inner_sums(outers[0].src[0])[0]  # type: ignore[union-attr]
+  first = inner_sums(outers[0].src[0])[0]  # type: ignore[union-attr]
   if first.src[0].op is not Ops.MUL or len(first.src[0].src) != 2: return None
   a, b = sorted(first.src[0].src, key=lambda f: s in _loops(f))
   rows = (_loops(a) - _loops(b)) & glob
@@ -140,7 +131,7 @@ def _oriented(sink: UOp) -> tuple[UOp, tuple[bool, ...]] | None:
     return substitute(sink.src[i], {r: s, own: r} if cross else {own: s})
   def keys(store: UOp) -> set[tuple]:
     red = outer_sum(store.src[2])
-    return {_product_key(p) for p in _inner_sums(red.src[0])} if red is not None else set()
+    return {product_key(p) for p in inner_sums(red.src[0])} if red is not None else set()
   known, flags = keys(renamed(0, False)), [False]
   for i in range(1, len(sink.src)):
     normal, cross = keys(renamed(i, False)), keys(renamed(i, True))
@@ -150,9 +141,7 @@ def _oriented(sink: UOp) -> tuple[UOp, tuple[bool, ...]] | None:
   out = UOp(Ops.SINK, sink.dtype, tuple(renamed(i, c) for i, c in enumerate(flags)), sink.arg)
   if 2 * sum(flags) > len(flags):  # the crosswise ones are most: they take the rows, the others go crosswise
     out, flags = substitute(out, {r: s, s: r}), [not c for c in flags]
-  firsts: dict[tuple, UOp] = {}
-  same = {p: firsts.setdefault(_product_key(p), p) for st in out.src for p in _inner_sums(st.src[2])}
-  return substitute(out, {p: q for p, q in same.items() if p is not q}), tuple(flags)
+  return merge_equal_sums(out), tuple(flags)
 
 
 def match_recomputed(sink: UOp) -> Recomputed | None:

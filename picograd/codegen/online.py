@@ -177,24 +177,34 @@ def outer_sum(value: UOp) -> UOp | None:
   return outer[0] if len(outer) == 1 and len(outer[0].src) == 2 else None
 
 
+def inner_sums(value: UOp) -> list[UOp]:
+  """The reductions under `value` that read no other (a recomputed score's product sum), in graph order."""
+  return [n for n in toposort([value]) if n.op is Ops.REDUCE and not any(x.op is Ops.REDUCE for x in toposort([n.src[0]]))]
+
+
+def product_key(p: UOp) -> tuple:
+  """Product sum `p` up to the name of its inner loop and the order of its factors."""
+  body = substitute(p.src[0], {p.src[1]: UOp(Ops.RANGE, p.src[1].dtype, (), (-1, p.src[1].arg[1], "reduce"))})
+  return (p.arg, frozenset(body.src) if body.op is Ops.MUL else frozenset([body]))
+
+
+def merge_equal_sums(sink: UOp) -> UOp:
+  """`sink` with each product sum equal to an earlier one (`product_key`) replaced by it: lowered separately, the stores of
+  one kernel (dK and dV) each have their own copy of q . k."""
+  firsts: dict[tuple, UOp] = {}
+  same = {p: firsts.setdefault(product_key(p), p) for p in inner_sums(sink)}
+  return substitute(sink, {p: q for p, q in same.items() if p is not q})
+
+
 def one_loop(sink: UOp) -> UOp | None:
   """A kernel of several stores (dK and dV: engine/schedule.py merges the reductions over one recomputed product) with the
-  stores' sums over one loop s, and equal product sums (the same factors over their own loops k) as one node; None where
-  the stores' sums run over loops of different sizes."""
+  stores' sums over one loop s, and equal product sums as one node; None where the stores' sums run over loops of
+  different sizes."""
   outers = [outer_sum(st.src[2]) for st in sink.src]
   if any(o is None for o in outers): return None
   s = outers[0].src[1]  # type: ignore[union-attr]
   if any(o.src[1].arg[1] != s.arg[1] for o in outers): return None  # type: ignore[union-attr]
-  sink = substitute(sink, {o.src[1]: s for o in outers[1:]})  # type: ignore[union-attr]
-  firsts: list[UOp] = []
-  same: dict[UOp, UOp] = {}
-  for n in toposort([sink]):
-    if n.op is not Ops.REDUCE or len(n.src) != 2 or any(x.op is Ops.REDUCE for x in toposort([n.src[0]])): continue
-    match = next((m for m in firsts if m.arg is n.arg and m.src[1].arg[1] == n.src[1].arg[1]
-                  and substitute(n.src[0], {n.src[1]: m.src[1]}) is m.src[0]), None)
-    if match is None: firsts.append(n)
-    else: same[n] = match
-  return substitute(sink, same) if same else sink
+  return merge_equal_sums(substitute(sink, {o.src[1]: s for o in outers[1:]}))  # type: ignore[union-attr]
 
 
-__all__ = ["online_softmax", "MAX_COLUMNS", "identity_gates", "outer_sum", "one_loop"]
+__all__ = ["online_softmax", "MAX_COLUMNS", "identity_gates", "outer_sum", "one_loop", "inner_sums", "product_key", "merge_equal_sums"]

@@ -297,12 +297,13 @@ def map_recomputed(sink: UOp, fr: RecomputedGPU) -> UOp:
   def terms(o: RecomputedOut) -> dict[tuple[int, int], UOp]:
     """(8-wide tile n of s, q) -> output o's T at the lane value."""
     identity = UOp.const(dtypes.float32, 0.0 if o.red.arg is Ops.ADD else -math.inf)
-    term = graph_rewrite(_float32_products(o.term, fr), fast_terms)
+    summand = _float32_products(o.term, fr)
+    term = graph_rewrite(summand, fast_terms)
     if o.f is not None: term = unrounded(term, h)
     # inside the causal bound (the first part of a split loop) the term without its gate
     inner = None
     if len(st.src) == 2 and o.gate is not None:
-      inner = graph_rewrite(graph_rewrite(substitute(_float32_products(o.term, fr), {o.gate: UOp.const(dtypes.bool, True)}), symbolic), fast_terms)
+      inner = graph_rewrite(graph_rewrite(substitute(summand, {o.gate: UOp.const(dtypes.bool, True)}), symbolic), fast_terms)
       if o.f is not None: inner = unrounded(inner, h)
     values = {}
     for n8 in range(bn // 8):
